@@ -1,0 +1,24 @@
+"""Build the Cython core `_native/*.pyx` into `importer._native`.
+
+setuptools reads everything else from pyproject.toml; this file exists only
+because extension modules still need code to declare.
+"""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension(
+        "importer._native",
+        sources=["_native/_native.pyx"],
+        extra_compile_args=["-O3"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    )
+)

@@ -1,0 +1,271 @@
+"""Retry policy, backoff, error classification and adaptive rate, shared by writers.
+
+Everything here is transport-agnostic: the boto3 reference writer and the raw
+HTTP writer both classify errors by their AWS error *code* (the `__type` /
+`Error.Code` string) and back off with the same full-jitter schedule.
+
+- `RetryPolicy` bounds retries by attempts AND elapsed time; `sleep`, `rng` and
+  `clock` are injectable so tests never wait.
+- `full_jitter_delay` is the "full jitter" schedule of the AWS architecture
+  blog: `uniform(0, min(max_delay, base_delay * 2**(attempt-1)))`.
+- `RETRYABLE_ERROR_CODES` (superset of `THROTTLING_ERROR_CODES`) are retried;
+  `FATAL_ERROR_CODES` stop the whole run (credentials, missing table); any other
+  client error is a per-item failure.
+- `AdaptiveRate` is a shared AIMD token bucket: unlimited until the service
+  throttles, then the rate halves (at most once per cooldown) and recovers
+  additively while requests succeed.
+- `WriterFatalError` is raised when continuing cannot help (bad credentials,
+  unreachable endpoint); its message is one readable line, never a secret.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "RetryPolicy",
+    "full_jitter_delay",
+    "THROTTLING_ERROR_CODES",
+    "TRANSIENT_ERROR_CODES",
+    "RETRYABLE_ERROR_CODES",
+    "FATAL_ERROR_CODES",
+    "is_retryable",
+    "is_throttling",
+    "is_fatal",
+    "AdaptiveRate",
+    "WriterFatalError",
+]
+
+#: The service asks us to slow down.  Retried, and they lower `AdaptiveRate`.
+THROTTLING_ERROR_CODES: frozenset[str] = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+        "LimitExceededException",
+    }
+)
+
+#: Server-side or transient failures.  Retried without lowering the rate.
+TRANSIENT_ERROR_CODES: frozenset[str] = frozenset(
+    {
+        "InternalServerError",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "TransactionInProgressException",
+        "PriorRequestNotComplete",
+    }
+)
+
+#: The one set writers consult to decide whether an error code is retried.
+RETRYABLE_ERROR_CODES: frozenset[str] = THROTTLING_ERROR_CODES | TRANSIENT_ERROR_CODES
+
+#: Retrying cannot help and every further row would fail the same way.
+FATAL_ERROR_CODES: frozenset[str] = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "MissingAuthenticationTokenException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "AccessDeniedException",
+        "AccessDenied",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "ResourceNotFoundException",
+    }
+)
+
+
+def is_throttling(code: str | None) -> bool:
+    return code in THROTTLING_ERROR_CODES
+
+
+def is_retryable(code: str | None) -> bool:
+    return code in RETRYABLE_ERROR_CODES
+
+
+def is_fatal(code: str | None) -> bool:
+    return code in FATAL_ERROR_CODES
+
+
+class WriterFatalError(RuntimeError):
+    """The writer cannot make progress at all (credentials, endpoint, table).
+
+    The message is a single human-readable line suitable for a CLI error; it
+    never contains credentials or signed headers.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how long to retry one request.
+
+    `max_attempts` counts every send (the first one included); `max_elapsed`
+    is measured with `clock` from the first send.  A retry happens only if both
+    limits allow it (the delay that would overrun `max_elapsed` is not slept).
+    """
+
+    max_attempts: int = 10
+    base_delay: float = 0.05
+    max_delay: float = 5.0
+    max_elapsed: float = 300.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+    rng: Callable[[], float] = field(default=random.random, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.base_delay < 0 or self.max_delay < 0 or self.max_elapsed < 0:
+            raise ValueError("delays must be >= 0")
+
+
+def full_jitter_delay(policy: RetryPolicy, attempt: int) -> float:
+    """Delay before retry number `attempt` (1 = after the first failure).
+
+    `uniform(0, min(max_delay, base_delay * 2**(attempt-1)))`, drawn with `policy.rng`.
+    """
+    exp = min(max(attempt - 1, 0), 62)
+    cap = min(policy.max_delay, policy.base_delay * (2.0**exp))
+    return policy.rng() * cap
+
+
+class AdaptiveRate:
+    """Shared AIMD rate limiter (token bucket) over "units" (items, for writers).
+
+    * Unlimited until the first throttle; meanwhile it measures the achieved
+      rate so the first cut starts from reality, not from a guess.
+    * `on_throttle()` multiplies the rate by `decrease` (default 0.5) at most
+      once per `cooldown` seconds -- fifty workers hit by the same throttling
+      burst cut the rate once, not fifty times -- never below `min_rate`.
+    * `on_success()` raises the rate by `increase` units/s for every second that
+      passed since the previous raise (additive increase, capped at `max_rate`).
+      Default `increase`: 5% of the rate before the last cut, so a halving is
+      recovered in about ten seconds of clean traffic.
+    * `acquire(n)` blocks (with `sleep`) until `n` units may be sent.  Tokens
+      may go negative: a caller reserves its slot and sleeps for the deficit,
+      which keeps it fair under contention and the lock is never held asleep.
+
+    `clock` and `sleep` are injectable for deterministic tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_rate: float = 25.0,
+        max_rate: float | None = None,
+        decrease: float = 0.5,
+        increase: float | None = None,
+        cooldown: float = 0.5,
+        burst: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 0 < decrease < 1:
+            raise ValueError("decrease must be in (0, 1)")
+        self.min_rate = float(min_rate)
+        self.max_rate = max_rate
+        self.decrease = decrease
+        self._increase = increase
+        self.cooldown = cooldown
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._rate: float | None = None  # None = unlimited
+        self._tokens = 0.0
+        self._last_refill = clock()
+        self._last_increase = self._last_refill
+        self._last_decrease: float | None = None
+        self._win_start = self._last_refill
+        self._win_units = 0.0
+        self._measured = 0.0
+        self.throttle_events = 0
+        self.decreases = 0
+        self._step = max(self.min_rate, 50.0)
+
+    @property
+    def rate(self) -> float | None:
+        """Current allowed units/s, or None while unlimited."""
+        return self._rate
+
+    def _observe(self, now: float, n: float) -> None:
+        self._win_units += n
+        span = now - self._win_start
+        if span >= 1.0:
+            self._measured = self._win_units / span
+            self._win_start = now
+            self._win_units = 0.0
+
+    def _measured_rate(self, now: float) -> float:
+        span = now - self._win_start
+        current = self._win_units / span if span > 0.05 else 0.0
+        return max(self._measured, current)
+
+    def acquire(self, n: float = 1.0) -> float:
+        """Take `n` units; returns the seconds slept (0.0 when not limited)."""
+        with self._lock:
+            now = self._clock()
+            self._observe(now, n)
+            rate = self._rate
+            if rate is None:
+                return 0.0
+            cap = max(rate * self.burst, n)
+            self._tokens = min(cap, self._tokens + (now - self._last_refill) * rate)
+            self._last_refill = now
+            self._tokens -= n
+            wait = -self._tokens / rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def on_throttle(self) -> None:
+        with self._lock:
+            now = self._clock()
+            self.throttle_events += 1
+            if self._last_decrease is not None and now - self._last_decrease < self.cooldown:
+                return
+            if self._rate is None:
+                base = self._measured_rate(now) or self.min_rate * 2
+                self._tokens = 0.0
+                self._last_refill = now
+            else:
+                base = self._rate
+            self._rate = max(self.min_rate, base * self.decrease)
+            self._step = max(self.min_rate, 0.05 * base)
+            self._last_decrease = now
+            self._last_increase = now
+            self.decreases += 1
+
+    def on_success(self) -> None:
+        if self._rate is None:
+            return
+        with self._lock:
+            if self._rate is None:
+                return
+            now = self._clock()
+            dt = min(now - self._last_increase, 1.0)
+            if dt <= 0:
+                return
+            step = self._increase if self._increase is not None else self._step
+            rate = self._rate + step * dt
+            if self.max_rate is not None:
+                rate = min(rate, self.max_rate)
+            self._rate = rate
+            self._last_increase = now

@@ -1,0 +1,404 @@
+"""Fast BatchWriteItem transport: spliced wire JSON, SigV4, urllib3 keep-alive pool.
+
+botocore's Python-level serializer caps a client near 10k items/s per core
+(DESIGN.md §5).  This writer never builds request dicts: the body is spliced
+from the `PreparedItem.wire` bytes the native core produced, signed with
+botocore's `SigV4Auth` (credentials from the usual boto3 chain, refreshed by
+botocore when they expire), and POSTed through a urllib3 pool with one
+keep-alive connection per worker.
+
+Semantics (DESIGN.md §4.3), per `write_batch(items)` call:
+
+* requests hold <= 25 items and <= 16 MB, never two items with the same key;
+* `UnprocessedItems` are mapped back to their `PreparedItem` by (pk, sk) and
+  exactly those are resent, with full-jitter exponential backoff;
+* throttling, 5xx, timeouts and dropped connections are retried the same way,
+  bounded by `RetryPolicy.max_attempts` consecutive sends without progress and
+  by `RetryPolicy.max_elapsed` seconds;
+* any other 4xx (ValidationException, ...) is not retried: the request is
+  bisected until each refused item is alone, and reported as a `Failure` with
+  the service's message; the rest is stored;
+* rows that exhaust their retries become `Failure`s with the last error, so
+  `written + len(failures) == len(items)` always holds;
+* bad or missing credentials, a missing table, or an endpoint that refuses
+  every connection raise `WriterFatalError` (one line, no secrets);
+* all workers share one `AdaptiveRate`: throttling (errors or unprocessed
+  items) halves the send rate, success recovers it additively.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import urllib3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from importer.records import Failure, PreparedItem, WriteOutcome
+from importer.retry import (
+    AdaptiveRate,
+    RetryPolicy,
+    WriterFatalError,
+    full_jitter_delay,
+    is_fatal,
+    is_retryable,
+    is_throttling,
+)
+
+if TYPE_CHECKING:
+    import boto3
+
+__all__ = ["HttpBatchWriter", "MAX_REQUEST_ITEMS", "MAX_REQUEST_BYTES"]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_ITEMS = 25
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_TARGET = "DynamoDB_20120810.BatchWriteItem"
+_CONTENT_TYPE = "application/x-amz-json-1.0"
+_PUT_OPEN = b'{"PutRequest":{"Item":'
+_PUT_CLOSE = b"}}"
+_PUT_SEP = _PUT_CLOSE + b"," + _PUT_OPEN
+_PER_ITEM_OVERHEAD = len(_PUT_OPEN) + len(_PUT_CLOSE) + 1
+#: Before the first response ever arrives, a refused connection is retried this often.
+_CONNECT_ATTEMPTS_BEFORE_FIRST_RESPONSE = 3
+
+# outcome kinds of one POST
+_OK, _RETRY, _THROTTLE, _CLIENT, _FATAL, _CONNECT = range(6)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Result:
+    __slots__ = ("kind", "code", "message", "unprocessed")
+
+    def __init__(self, kind: int, code: str = "", message: str = "", unprocessed=None) -> None:
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.unprocessed = unprocessed
+
+    def describe(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+
+class HttpBatchWriter:
+    """Thread-safe BatchWriteItem writer for one table (see module docstring).
+
+    Extra keyword-only knobs beyond the shared interface: `rate` (a shared
+    `AdaptiveRate`; one is created by default), `timeout` (read timeout per
+    request, seconds), `connect_timeout`, and `key_names` (the table's key
+    attribute names, default ("pk", "sk")).
+    """
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        region: str,
+        endpoint_url: str | None = None,
+        session: boto3.Session | None = None,
+        workers: int = 50,
+        policy: RetryPolicy | None = None,
+        rate: AdaptiveRate | None = None,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        key_names: tuple[str, str] = ("pk", "sk"),
+    ) -> None:
+        import boto3  # local: keeps module import cheap for tools that only type-check
+
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.table = table
+        self.region = region
+        self.workers = workers
+        self.policy = policy or RetryPolicy()
+        self.rate = rate or AdaptiveRate()
+        self.key_names = key_names
+        session = session or boto3.Session()
+        try:
+            creds = session.get_credentials()
+        except Exception as exc:  # botocore raises many kinds while resolving
+            raise WriterFatalError(f"cannot load AWS credentials: {_one_line(exc)}") from None
+        if creds is None:
+            raise WriterFatalError(
+                "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, or run where an IAM role is available)"
+            )
+        self._creds = creds
+        if endpoint_url is None:
+            endpoint_url = session.client("dynamodb", region_name=region).meta.endpoint_url
+        parts = urlsplit(endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"bad endpoint_url {endpoint_url!r}")
+        self.endpoint_url = endpoint_url
+        self._url = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+        self._path = parts.path or "/"
+        pool_kw: dict[str, Any] = {
+            "maxsize": workers,
+            "block": True,
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=connect_timeout, read=timeout),
+        }
+        if parts.scheme == "https":
+            from botocore.httpsession import get_cert_path
+
+            pool_kw["ca_certs"] = get_cert_path(True)
+            self._pool = urllib3.HTTPSConnectionPool(parts.hostname, parts.port or 443, **pool_kw)
+        else:
+            self._pool = urllib3.HTTPConnectionPool(parts.hostname, parts.port or 80, **pool_kw)
+        self._prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
+        self._suffix = _PUT_CLOSE + b"]}}"
+        self._ever_connected = False
+        self._fatal: WriterFatalError | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+
+    def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
+        """Write `items` (unique keys); every item ends up written or in `failures`."""
+        outcome = WriteOutcome()
+        for chunk in self._chunks(items):
+            self._send_unit(chunk, outcome)
+        return outcome
+
+    def write_many(self, batches: Iterable[Sequence[PreparedItem]]) -> WriteOutcome:
+        """Convenience: run `write_batch` over `batches` on `workers` threads, merged.
+
+        At most 2 x workers batches are in flight, so a generator of batches is
+        consumed lazily.  A `WriterFatalError` from any batch is re-raised.
+        """
+        total = WriteOutcome()
+        limit = 2 * self.workers
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="ddb-writer") as pool:
+            running: set[Future] = set()
+            try:
+                for batch in batches:
+                    if len(running) >= limit:
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            total.merge(f.result())
+                    running.add(pool.submit(self.write_batch, batch))
+                for f in running:
+                    total.merge(f.result())
+            except BaseException:
+                for f in running:
+                    f.cancel()
+                raise
+        return total
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._pool.close()
+
+    def __enter__(self) -> HttpBatchWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _chunks(self, items: Sequence[PreparedItem]) -> Iterable[list[PreparedItem]]:
+        budget = MAX_REQUEST_BYTES - len(self._prefix) - len(self._suffix)
+        chunk: list[PreparedItem] = []
+        keys: set[tuple[str, str]] = set()
+        size = 0
+        for it in items:
+            key = (it.pk, it.sk)
+            add = len(it.wire) + _PER_ITEM_OVERHEAD
+            if chunk and (len(chunk) >= MAX_REQUEST_ITEMS or size + add > budget or key in keys):
+                yield chunk
+                chunk, keys, size = [], set(), 0
+            chunk.append(it)
+            keys.add(key)
+            size += add
+        if chunk:
+            yield chunk
+
+    def _body(self, items: Sequence[PreparedItem]) -> bytes:
+        return self._prefix + _PUT_SEP.join([it.wire for it in items]) + self._suffix
+
+    def _headers(self, body: bytes) -> dict[str, str]:
+        try:
+            frozen = self._creds.get_frozen_credentials()
+        except Exception as exc:
+            raise WriterFatalError(f"cannot refresh AWS credentials: {_one_line(exc)}") from None
+        req = AWSRequest(
+            method="POST",
+            url=self._url,
+            data=body,
+            headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
+        )
+        SigV4Auth(frozen, "dynamodb", self.region).add_auth(req)
+        headers = dict(req.headers.items())
+        headers["User-Agent"] = "importer-http-writer/1.0"
+        return headers
+
+    def _post(self, body: bytes) -> _Result:
+        headers = self._headers(body)
+        try:
+            resp = self._pool.urlopen(
+                "POST",
+                self._path,
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=True,
+            )
+        except (NewConnectionError, ConnectTimeoutError) as exc:
+            return _Result(_CONNECT, type(exc).__name__, _one_line(exc))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return _Result(_RETRY, type(exc).__name__, _one_line(exc))
+        self._ever_connected = True
+        data = resp.data
+        crc = resp.headers.get("x-amz-crc32")
+        if crc is not None and crc.isdigit() and zlib.crc32(data) != int(crc):
+            return _Result(_RETRY, "CRC32Mismatch", "response body failed its x-amz-crc32 check")
+        status = resp.status
+        if status == 200:
+            try:
+                doc = json.loads(data) if data else {}
+            except ValueError:
+                return _Result(_RETRY, "MalformedResponse", "200 response body is not JSON")
+            unprocessed = (doc.get("UnprocessedItems") or {}).get(self.table) or []
+            return _Result(_OK, unprocessed=unprocessed)
+        code, message = f"HTTP{status}", ""
+        try:
+            doc = json.loads(data)
+            code = str(doc.get("__type") or code).rsplit("#", 1)[-1] or code
+            message = str(doc.get("message") or doc.get("Message") or "")
+        except (ValueError, AttributeError):
+            message = _one_line(data[:200].decode("utf-8", "replace"))
+        if is_fatal(code) or status in (401, 403):
+            return _Result(_FATAL, code, _one_line(message))
+        if is_throttling(code) or status == 429:
+            return _Result(_THROTTLE, code, _one_line(message))
+        if is_retryable(code) or status >= 500:
+            return _Result(_RETRY, code, _one_line(message))
+        return _Result(_CLIENT, code, message)
+
+    def _raise_fatal(self, err: WriterFatalError) -> None:
+        self._fatal = err
+        raise err
+
+    def _fatal_for(self, res: _Result) -> WriterFatalError:
+        if res.code == "ResourceNotFoundException":
+            return WriterFatalError(
+                f"DynamoDB table {self.table!r} not found at {self.endpoint_url} "
+                f"(region {self.region}): {res.message}"
+            )
+        return WriterFatalError(
+            f"DynamoDB refused the request credentials at {self.endpoint_url} "
+            f"({res.code}: {res.message or 'no message'}); check AWS_PROFILE / "
+            "AWS_ACCESS_KEY_ID and the region"
+        )
+
+    def _send_unit(self, items: list[PreparedItem], outcome: WriteOutcome) -> None:
+        """Send one request's worth of items until each is written or failed."""
+        policy = self.policy
+        pending = items
+        start = policy.clock()
+        stalls = 0  # consecutive sends without progress
+        attempt = 0  # backoff exponent; reset when a send makes progress
+        connect_only = True
+        last: _Result | None = None
+        while pending:
+            if self._fatal is not None:
+                raise self._fatal
+            self.rate.acquire(len(pending))
+            res = self._post(self._body(pending))
+            if res.kind == _OK:
+                if not res.unprocessed:
+                    outcome.written += len(pending)
+                    self.rate.on_success()
+                    return
+                left = self._match_unprocessed(pending, res.unprocessed)
+                done = len(pending) - len(left)
+                outcome.written += done
+                self.rate.on_throttle()
+                if done:
+                    stalls = attempt = 0
+                pending = left
+                res = _Result(
+                    _THROTTLE, "UnprocessedItems", f"{len(left)} item(s) returned unprocessed"
+                )
+                connect_only = False
+            elif res.kind == _FATAL:
+                self._raise_fatal(self._fatal_for(res))
+            elif res.kind == _CLIENT:
+                if len(pending) == 1:
+                    it = pending[0]
+                    outcome.failures.append(Failure(it.line, it.pk, it.sk, res.describe()))
+                    return
+                mid = len(pending) // 2
+                self._send_unit(pending[:mid], outcome)
+                self._send_unit(pending[mid:], outcome)
+                return
+            else:
+                if res.kind == _THROTTLE:
+                    self.rate.on_throttle()
+                if res.kind != _CONNECT:
+                    connect_only = False
+            last = res
+            stalls += 1
+            attempt += 1
+            max_attempts = policy.max_attempts
+            if connect_only and not self._ever_connected:
+                max_attempts = min(max_attempts, _CONNECT_ATTEMPTS_BEFORE_FIRST_RESPONSE)
+            delay = full_jitter_delay(policy, attempt)
+            elapsed = policy.clock() - start
+            if stalls >= max_attempts or elapsed + delay > policy.max_elapsed:
+                if connect_only:
+                    self._raise_fatal(
+                        WriterFatalError(
+                            f"cannot reach DynamoDB endpoint {self.endpoint_url} after {stalls} "
+                            f"attempt(s): {res.message or res.code}"
+                        )
+                    )
+                reason = (
+                    f"gave up after {stalls} attempt(s) without progress in {elapsed:.1f}s; "
+                    f"last error {last.describe()}"
+                )
+                outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
+                return
+            outcome.retries += 1
+            log.debug("retrying %d item(s) after %s in %.3fs", len(pending), res.code, delay)
+            if delay > 0:
+                policy.sleep(delay)
+
+    def _match_unprocessed(
+        self, pending: list[PreparedItem], unprocessed: list[dict]
+    ) -> list[PreparedItem]:
+        hk, rk = self.key_names
+        keys = set()
+        for entry in unprocessed:
+            item = (entry.get("PutRequest") or {}).get("Item") or {}
+            try:
+                keys.add((item[hk]["S"], item[rk]["S"]))
+            except (KeyError, TypeError):
+                continue
+        left = [it for it in pending if (it.pk, it.sk) in keys]
+        if len(left) != len(unprocessed):
+            log.warning(
+                "UnprocessedItems named %d item(s), %d matched this request",
+                len(unprocessed),
+                len(left),
+            )
+        return left

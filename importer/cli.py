@@ -1,0 +1,318 @@
+"""The `importer` console script.
+
+Exit codes: 0 every row written (or valid, for `validate`); 3 the run finished
+with rejected or failed rows; 1 a fatal error (one line on stderr, a traceback
+only with `--debug`); 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from importer import __version__
+
+__all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL"]
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+
+class Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, stream: Any = None, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, rows: int, bytes_read: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = rows / elapsed
+        text = f"\r{rows:>12,} rows  {rate:>10,.0f} rows/s"
+        if total and bytes_read:
+            frac = min(bytes_read / total, 1.0)
+            eta = elapsed * (1 - frac) / frac if frac > 0 else 0
+            text += f"  {frac:6.1%}  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
+        self.stream.write(text + "  ")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _default_region(value: str | None) -> str:
+    return value or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+def _report_path(source: str, given: str | None, suffix: str) -> Path:
+    if given:
+        return Path(given)
+    stem = Path(source.rstrip("/").rsplit("/", 1)[-1]).name
+    for ext in (".gz", ".zst", ".csv", ".tsv", ".txt"):
+        if stem.lower().endswith(ext):
+            stem = stem[: -len(ext)]
+    return Path(f"{stem or 'import'}.{suffix}.csv")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
+    p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
+    p.add_argument("--batch-items", type=int, default=None, metavar="N",
+                   help="MaxItemsPerBatch (default 1000)")
+    p.add_argument("--batch-bytes", type=int, default=None, metavar="N",
+                   help="MaxInputBytesPerBatch (default and maximum 262144)")
+    p.add_argument("--rejects", metavar="PATH",
+                   help="rejected rows CSV (default: <source name>.rejects.csv, only if any)")
+    p.add_argument("--summary-json", metavar="PATH", help="write the run summary as JSON")
+    p.add_argument("--engine", choices=("native", "reference"), default=None,
+                   help="transform engine (default native)")
+    p.add_argument("--max-rejects", type=int, default=None, metavar="N",
+                   help="stop the run once more than N rows are rejected")
+    p.add_argument("--workers", type=int, default=50, metavar="N",
+                   help="concurrent batches (default 50)")
+    p.add_argument("--region", default=None, help="AWS region (default from the environment)")
+    p.add_argument("--endpoint-url", default=None, metavar="URL",
+                   help="DynamoDB-compatible endpoint (S3 sources use the default endpoint)")
+    p.add_argument("--run-id", default=None, help="run id stamped into source/requestId")
+    p.add_argument("--quiet", action="store_true", help="no progress, no summary on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="importer",
+        description="Import CSV rows into DynamoDB as MBC CQRS command records.",
+    )
+    parser.add_argument("--version", action="version", version=f"importer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="import a CSV into a DynamoDB table")
+    _add_common(run)
+    run.add_argument("--table", required=True, help="the command table (pk/sk keys)")
+    run.add_argument("--writer", choices=("http", "boto3"), default="http",
+                     help="http: signed wire-JSON requests (fast, default); boto3: reference")
+    run.add_argument("--failures", metavar="PATH",
+                     help="rows the service refused (default: <source name>.failures.csv)")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="read, batch and transform, without writing")
+    _add_common(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    demo = sub.add_parser("demo", help="zero-setup demo on the embedded AWS stand-in (moto)")
+    demo.add_argument("--rows", type=int, default=5000, help="rows to generate (default 5000)")
+    demo.add_argument("--workdir", default=None, help="where to put the sample files")
+    demo.add_argument("--engine", choices=("native", "reference"), default=None)
+    demo.add_argument("--debug", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    try:
+        from importer import deploy
+    except ImportError:
+        deploy = None
+    if deploy is not None:
+        deploy.register(sub)
+    return parser
+
+
+def _engine_name(args: argparse.Namespace) -> str:
+    if args.engine:
+        return args.engine
+    from importer.engines import get_engine
+
+    try:
+        get_engine("native")
+    except Exception:  # noqa: BLE001 - report below only if the user asked for native
+        return "reference"
+    return "native"
+
+
+def _config(args: argparse.Namespace, spec: Any) -> Any:
+    from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS
+    from importer.driver import RunConfig
+
+    items = args.batch_items
+    nbytes = args.batch_bytes
+    if items is None and nbytes is None:
+        items, nbytes = DEFAULT_MAX_ITEMS, AWS_MAX_INPUT_BYTES
+    elif nbytes is None:
+        nbytes = AWS_MAX_INPUT_BYTES
+    if args.workers < 1:
+        raise _UsageError("--workers must be at least 1")
+    return RunConfig(
+        source=args.source,
+        spec=spec,
+        batch_items=items,
+        batch_bytes=nbytes,
+        workers=args.workers,
+        engine=_engine_name(args),
+        rejects_path=_report_path(args.source, args.rejects, "rejects"),
+        failures_path=_report_path(args.source, getattr(args, "failures", None), "failures"),
+        max_rejects=args.max_rejects,
+        run_id=args.run_id,
+    )
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _s3_client(args: argparse.Namespace) -> Any:
+    if not args.source.startswith("s3://"):
+        return None
+    import boto3
+
+    return boto3.client("s3", region_name=_default_region(args.region))
+
+
+def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
+    data = summary.to_json()
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if not args.quiet:
+        _print_summary(data, writing=writing)
+    if summary.aborted:
+        print(f"importer: error: {summary.aborted}", file=sys.stderr)
+        return EXIT_FATAL
+    return EXIT_PARTIAL if summary.rejected or summary.failed else EXIT_OK
+
+
+def _print_summary(data: dict[str, Any], *, writing: bool) -> None:
+    first = "written" if writing else "valid"
+    print(
+        f"rows {data['rows']:,}  {first} {data[first]:,}  rejected {data['rejected']:,}"
+        + (f"  failed {data['failed']:,}" if writing else "")
+        + f"  batches {data['batches']:,}  {data['seconds']:.2f}s"
+        f"  {data['rows_per_second']:,.0f} rows/s"
+    )
+    if data["ignored_columns"]:
+        print(f"ignored columns (not in the spec): {', '.join(data['ignored_columns'])}")
+    if data["rejects_file"]:
+        print(f"rejected rows: {data['rejects_file']}")
+    if data.get("failures_file"):
+        print(f"failed rows: {data['failures_file']}")
+
+
+def _make_writer(args: argparse.Namespace) -> Any:
+    region = _default_region(args.region)
+    if args.writer == "boto3":
+        from importer.writer import Boto3BatchWriter
+
+        return Boto3BatchWriter(
+            table=args.table, region=region, endpoint_url=args.endpoint_url, workers=args.workers
+        )
+    from importer.http_writer import HttpBatchWriter
+
+    return HttpBatchWriter(
+        table=args.table, region=region, endpoint_url=args.endpoint_url, workers=args.workers
+    )
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Check the table once with boto3 (clear errors for table, keys, credentials)."""
+    import boto3
+    from botocore.config import Config
+
+    from importer.writer import preflight_table
+
+    client = boto3.client(
+        "dynamodb",
+        region_name=_default_region(args.region),
+        endpoint_url=args.endpoint_url,
+        config=Config(retries={"total_max_attempts": 2}, connect_timeout=5, read_timeout=10),
+    )
+    preflight_table(client, args.table)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from importer.driver import run_import
+    from importer.spec import load_spec
+
+    spec = load_spec(args.spec)
+    config = _config(args, spec)
+    _preflight(args)
+    writer = _make_writer(args)
+    progress = Progress(enabled=None if not args.quiet else False)
+    try:
+        summary = run_import(config, writer=writer, progress=progress, s3_client=_s3_client(args))
+    finally:
+        progress.finish()
+        writer.close()
+    return _finish(args, summary, writing=True)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from importer.driver import run_import
+    from importer.spec import load_spec
+
+    spec = load_spec(args.spec)
+    config = _config(args, spec)
+    progress = Progress(enabled=None if not args.quiet else False)
+    try:
+        summary = run_import(config, writer=None, progress=progress, s3_client=_s3_client(args))
+    finally:
+        progress.finish()
+    return _finish(args, summary, writing=False)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from importer.demo import run_demo
+
+    return run_demo(rows=args.rows, workdir=args.workdir, engine=args.engine)
+
+
+def _fatal_types() -> tuple[type[BaseException], ...]:
+    from importer.batching import BatchLimitError
+    from importer.context import ContextError
+    from importer.engines import EngineError
+    from importer.retry import WriterFatalError
+    from importer.source import SourceError
+    from importer.spec import SpecError
+
+    return (
+        SpecError, SourceError, WriterFatalError, EngineError, BatchLimitError, ContextError,
+        OSError,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        return int(args.func(args))
+    except _UsageError as exc:
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("importer: interrupted", file=sys.stderr)
+        return 130
+    except _fatal_types() as exc:
+        if debug:
+            raise
+        print(f"importer: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except Exception as exc:  # noqa: BLE001 - the promise: one readable line, no traceback
+        if debug:
+            raise
+        print(f"importer: error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_FATAL
+    return EXIT_FATAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

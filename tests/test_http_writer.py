@@ -1,0 +1,473 @@
+"""HttpBatchWriter against the loopback DynamoDB (tests/ddb_server.py) with faults on.
+
+Everything is seeded and no test asserts on wall-clock speed; retries sleep
+through an injected no-op (or a fake clock), so the file runs in seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ddb_server import DdbServer  # noqa: E402
+
+from importer.http_writer import MAX_REQUEST_ITEMS, HttpBatchWriter  # noqa: E402
+from importer.records import PreparedItem  # noqa: E402
+from importer.retry import (  # noqa: E402
+    RETRYABLE_ERROR_CODES,
+    THROTTLING_ERROR_CODES,
+    AdaptiveRate,
+    RetryPolicy,
+    WriterFatalError,
+    full_jitter_delay,
+)
+
+REGION = "us-east-1"
+AKID = "testing"
+SECRET = "testing-secret-DO-NOT-LOG"
+
+
+def no_sleep(_seconds: float) -> None:
+    pass
+
+
+FAST = RetryPolicy(max_attempts=30, sleep=no_sleep)
+NO_RATE_LIMIT = AdaptiveRate(min_rate=1e12)
+
+
+@pytest.fixture
+def session() -> boto3.Session:
+    return boto3.Session(aws_access_key_id=AKID, aws_secret_access_key=SECRET, region_name=REGION)
+
+
+@pytest.fixture
+def srv():
+    with DdbServer(tables=["T"]) as server:
+        yield server
+
+
+def make_writer(srv, session, **kw) -> HttpBatchWriter:
+    kw.setdefault("policy", FAST)
+    kw.setdefault("rate", AdaptiveRate(min_rate=1e12))
+    return HttpBatchWriter(
+        table=kw.pop("table", "T"),
+        region=REGION,
+        endpoint_url=kw.pop("endpoint_url", srv.endpoint_url),
+        session=session,
+        **kw,
+    )
+
+
+def wire_item(i: int, **extra) -> dict:
+    item = {
+        "pk": {"S": f"PRODUCT#tenant{i % 37}"},
+        "sk": {"S": f"PRODUCT#{i:07d}@1"},
+        "code": {"S": f"{i:07d}"},
+        "name": {"S": f'item "{i}" — ünïcode ✓'},
+        "version": {"N": "1"},
+        "attributes": {"M": {"price": {"N": str(i * 3 + 7)}, "tags": {"SS": ["a", "b"]}}},
+    }
+    item.update(extra)
+    return item
+
+
+def prepared(items: list[dict], first_line: int = 2) -> list[PreparedItem]:
+    return [
+        PreparedItem(
+            first_line + n,
+            it["pk"]["S"],
+            it["sk"]["S"],
+            json.dumps(it, ensure_ascii=False, separators=(",", ":")).encode(),
+        )
+        for n, it in enumerate(items)
+    ]
+
+
+def batches(items, size=1000):
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_requests_hold_at_most_25_items(srv, session):
+    items = prepared([wire_item(i) for i in range(60)])
+    with make_writer(srv, session) as w:
+        out = w.write_batch(items)
+    assert (out.written, out.failures, out.retries) == (60, [], 0)
+    assert srv.stats()["calls.BatchWriteItem"] == 3
+    assert srv.items("T") == {(it.pk, it.sk): json.loads(it.wire) for it in items}
+
+
+def test_chunks_respect_16mb_and_never_repeat_a_key(srv, session):
+    big = b"x" * (3 * 1024 * 1024)
+    items = [PreparedItem(n, "p", f"s{n}", big) for n in range(12)]
+    with make_writer(srv, session) as w:
+        chunks = list(w._chunks(items))
+        assert [len(c) for c in chunks] == [5, 5, 2]
+        assert all(sum(len(i.wire) for i in c) < 16 * 1024 * 1024 for c in chunks)
+        dup = [PreparedItem(n, "p", "same" if n in (3, 7) else f"s{n}", b"{}") for n in range(30)]
+        chunks = list(w._chunks(dup))
+        assert [len(c) for c in chunks] == [7, 23]
+        assert sum(len(c) for c in chunks) == 30
+        assert all(len(c) <= MAX_REQUEST_ITEMS for c in chunks)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_10k_items_survive_throttles_unprocessed_500s_and_drops(srv, session, caplog):
+    caplog.set_level(logging.DEBUG)
+    expected_items = [wire_item(i) for i in range(12_000)]
+    items = prepared(expected_items)
+    srv.faults.set(
+        seed=1234,
+        throttle=0.20,
+        unprocessed=0.20,
+        server_error=0.05,
+        drop_before=0.03,
+        drop_after=0.03,
+    )
+    with make_writer(srv, session, workers=16) as w:
+        out = w.write_many(batches(items))
+    assert out.failures == []
+    assert out.written == len(items)
+    assert out.retries > 0
+    stored = srv.items("T")
+    assert len(stored) == len(items)
+    for it, want in zip(items, expected_items, strict=True):
+        assert stored[(it.pk, it.sk)] == want
+    stats = srv.stats()
+    for fault in (
+        "faults.throttle",
+        "faults.unprocessed_items",
+        "faults.server_error",
+        "faults.drop_before",
+        "faults.drop_after",
+    ):
+        assert stats.get(fault, 0) > 0, fault
+    # drop_after means the service stored items whose response was lost: resent, idempotent
+    assert stats["items.BatchWriteItem"] > len(items)
+    assert SECRET not in caplog.text and "Signature=" not in caplog.text
+
+
+def test_validation_errors_are_isolated_by_bisection(srv, session):
+    raw = [wire_item(i) for i in range(500)]
+    bad_idx = {3, 77, 78, 250, 499}
+    for i in bad_idx:
+        raw[i]["poison"] = {"BOOL": True}
+    raw[120]["sk"] = {"S": ""}  # empty-string key: refused by the service itself
+    raw[121]["blob"] = {"B": base64.b64encode(b"\0" * (401 * 1024)).decode()}  # > 400 KB
+    items = prepared(raw)
+    srv.faults.set(
+        validation_error_for=lambda it: "poisoned attribute" if "poison" in it else None,
+        throttle=0.1,
+        seed=5,
+    )
+    with make_writer(srv, session) as w:
+        out = w.write_many(batches(items, 100))
+    failed = {f.line: f for f in out.failures}
+    bad_lines = {items[i].line for i in bad_idx | {120, 121}}
+    assert set(failed) == bad_lines
+    assert out.written + len(out.failures) == len(items)
+    for i in bad_idx:
+        f = failed[items[i].line]
+        assert (f.pk, f.sk) == (items[i].pk, items[i].sk)
+        assert f.reason == "ValidationException: poisoned attribute"
+    assert "empty string value" in failed[items[120].line].reason
+    assert "maximum allowed size" in failed[items[121].line].reason
+    stored = srv.items("T")
+    assert len(stored) == len(items) - len(bad_lines)
+    for n, it in enumerate(items):
+        assert ((it.pk, it.sk) in stored) == (n not in bad_idx | {120, 121})
+
+
+def test_exhausted_retries_become_failures_with_last_error(srv, session):
+    items = prepared([wire_item(i) for i in range(40)])
+    srv.faults.set(server_error=1.0)
+    policy = RetryPolicy(max_attempts=3, sleep=no_sleep)
+    with make_writer(srv, session, policy=policy) as w:
+        out = w.write_batch(items)
+    assert out.written == 0
+    assert [f.line for f in out.failures] == [it.line for it in items]
+    assert all("InternalServerError" in f.reason for f in out.failures)
+    assert all("3 attempt" in f.reason for f in out.failures)
+    assert srv.stats()["calls.BatchWriteItem"] == 2 * 3  # two requests x three attempts
+
+
+def test_retries_are_bounded_by_elapsed_time(srv, session):
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    policy = RetryPolicy(
+        max_attempts=1000, base_delay=1.0, max_delay=1.0, max_elapsed=10.0,
+        sleep=sleep, rng=lambda: 1.0, clock=lambda: now[0],
+    )  # fmt: skip
+    srv.faults.set(throttle=1.0)
+    items = prepared([wire_item(i) for i in range(5)])
+    with make_writer(srv, session, policy=policy) as w:
+        out = w.write_batch(items)
+    assert out.written == 0 and len(out.failures) == 5
+    assert now[0] <= 10.0
+    assert srv.stats()["calls.BatchWriteItem"] == 11  # first send + 10 one-second retries
+
+
+def test_read_timeout_is_retried(srv, session):
+    items = prepared([wire_item(i) for i in range(10)])
+    srv.faults.set(latency=0.6)
+    policy = RetryPolicy(max_attempts=2, sleep=no_sleep)
+    with make_writer(srv, session, policy=policy, timeout=0.1) as w:
+        out = w.write_batch(items)
+        assert len(out.failures) == 10
+        assert "ReadTimeoutError" in out.failures[0].reason
+        srv.faults.set(latency=0.0)
+        out = w.write_batch(items)
+    assert out.written == 10 and not out.failures
+    assert len(srv.items("T")) == 10
+
+
+# --------------------------------------------------------------------------- fatal errors
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_endpoint_is_fatal_and_quick(session):
+    url = f"http://127.0.0.1:{_free_port()}"
+    w = HttpBatchWriter(table="T", region=REGION, endpoint_url=url, session=session)
+    t0 = time.monotonic()
+    with pytest.raises(WriterFatalError) as exc:
+        w.write_batch(prepared([wire_item(i) for i in range(30)]))
+    assert time.monotonic() - t0 < 5.0  # default policy, real sleeps: ~0.15 s expected
+    msg = str(exc.value)
+    assert "\n" not in msg and url in msg and "cannot reach" in msg
+    with pytest.raises(WriterFatalError):  # later calls fail at once too
+        w.write_batch(prepared([wire_item(99)]))
+    w.close()
+
+
+def test_bad_credentials_are_fatal(srv, session):
+    srv.access_key_id = "AKIDEXPECTED"
+    with make_writer(srv, session) as w, pytest.raises(WriterFatalError) as exc:
+        w.write_batch(prepared([wire_item(1)]))
+    msg = str(exc.value)
+    assert "UnrecognizedClientException" in msg and "\n" not in msg
+    assert SECRET not in msg and "Signature" not in msg
+    good = boto3.Session(aws_access_key_id="AKIDEXPECTED", aws_secret_access_key="x")
+    with make_writer(srv, good) as w:
+        assert w.write_batch(prepared([wire_item(1)])).written == 1
+
+
+def test_missing_credentials_are_fatal(monkeypatch, tmp_path):
+    for var in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(WriterFatalError, match="no AWS credentials"):
+        HttpBatchWriter(table="T", region=REGION, endpoint_url="http://127.0.0.1:1")
+
+
+def test_missing_table_is_fatal(srv, session):
+    with make_writer(srv, session, table="Nope") as w, pytest.raises(WriterFatalError) as exc:
+        w.write_batch(prepared([wire_item(1)]))
+    assert "'Nope' not found" in str(exc.value)
+
+
+# --------------------------------------------------------------------------- retry + rate
+
+
+def test_full_jitter_delay_bounds():
+    p = RetryPolicy(base_delay=0.05, max_delay=5.0, rng=lambda: 1.0)
+    assert [full_jitter_delay(p, a) for a in (1, 2, 3)] == [0.05, 0.1, 0.2]
+    assert full_jitter_delay(p, 30) == 5.0
+    assert full_jitter_delay(RetryPolicy(rng=lambda: 0.0), 5) == 0.0
+    assert "ProvisionedThroughputExceededException" in THROTTLING_ERROR_CODES
+    assert {"ThrottlingException", "InternalServerError"} <= RETRYABLE_ERROR_CODES
+    assert "ValidationException" not in RETRYABLE_ERROR_CODES
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        with self.lock:
+            self.now += s
+
+
+def test_adaptive_rate_halves_on_throttle_and_recovers_additively():
+    clock = FakeClock()
+    rate = AdaptiveRate(min_rate=10, cooldown=0.5, clock=clock, sleep=clock.sleep)
+    assert rate.rate is None
+    for _ in range(200):  # 100 units/s for 2 s, unlimited: no waiting
+        assert rate.acquire(1) == 0.0
+        clock.now += 0.01
+    rate.on_throttle()
+    assert rate.rate == pytest.approx(50, rel=0.05)
+    for _ in range(10):  # a burst of throttles from many workers cuts only once
+        rate.on_throttle()
+    assert rate.decreases == 1 and rate.throttle_events == 11
+    clock.now += 0.6
+    rate.on_throttle()
+    assert rate.rate == pytest.approx(25, rel=0.05)
+    t0 = clock.now  # at 25/s, 50 units take ~2 s of (fake) sleeping
+    for _ in range(50):
+        rate.acquire(1)
+    assert clock.now - t0 == pytest.approx(2.0, abs=0.2)
+    before = rate.rate
+    clock.now += 1.0
+    rate.on_success()
+    # + max(min_rate, 5% of the pre-cut 50/s) per second, at most one second at a time
+    assert rate.rate == pytest.approx(before + 10.0)
+    clock.now += 0.5
+    rate.on_success()
+    assert rate.rate == pytest.approx(before + 15.0)
+    for _ in range(5):
+        rate.on_throttle()
+        clock.now += 1.0
+    assert rate.rate == 10  # floor
+
+
+def test_writer_slows_down_under_sustained_throttling(srv, session):
+    clock = FakeClock()
+    rate = AdaptiveRate(min_rate=50, cooldown=0.5, clock=clock, sleep=clock.sleep)
+    policy = RetryPolicy(max_attempts=50, sleep=clock.sleep, clock=clock)
+    srv.faults.set(throttle=0.6, seed=3)
+    items = prepared([wire_item(i) for i in range(2000)])
+    with make_writer(srv, session, policy=policy, rate=rate, workers=8) as w:
+        out = w.write_many(batches(items, 250))
+    assert out.written == 2000 and not out.failures
+    assert rate.decreases >= 2
+    assert rate.rate is not None
+    # the shared limiter made callers wait (fake) time instead of spinning
+    assert clock.now - 100.0 > 2000 / 1e4
+
+
+# --------------------------------------------------------------------------- moto equivalence
+
+
+def _typed_for_client(value):
+    ((t, v),) = value.items()
+    if t == "B":
+        return {"B": base64.b64decode(v)}
+    if t == "BS":
+        return {"BS": [base64.b64decode(x) for x in v]}
+    if t == "L":
+        return {"L": [_typed_for_client(x) for x in v]}
+    if t == "M":
+        return {"M": {k: _typed_for_client(x) for k, x in v.items()}}
+    return value
+
+
+def _raw_scan(url: str, table: str) -> dict:
+    http = urllib3.PoolManager()
+    out, start = {}, None
+    while True:
+        req = {"TableName": table, **({"ExclusiveStartKey": start} if start else {})}
+        r = http.request(
+            "POST",
+            url + "/",
+            body=json.dumps(req).encode(),
+            headers={
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": "DynamoDB_20120810.Scan",
+                "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/"
+                "dynamodb/aws4_request, SignedHeaders=host, Signature=0",
+            },
+        )
+        assert r.status == 200, r.data
+        doc = json.loads(r.data)
+        for it in doc["Items"]:
+            out[(it["pk"]["S"], it["sk"]["S"])] = it
+        start = doc.get("LastEvaluatedKey")
+        if not start:
+            return out
+
+
+def test_items_identical_to_moto_via_boto3(srv, session, monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    raw = []
+    for i in range(120):
+        raw.append(
+            wire_item(
+                i,
+                flag={"BOOL": i % 2 == 0},
+                nothing={"NULL": True},
+                blob={"B": base64.b64encode(bytes([i % 256]) * 5).decode()},
+                nums={"NS": ["1", "2.5", str(i)]},
+                lst={"L": [{"S": "x"}, {"N": "-3.25"}, {"M": {"k": {"S": 'v\\"q'}}}]},
+                empty={"S": ""},
+                ttl={"N": str(1_700_000_000 + i)},
+            )
+        )
+    items = prepared(raw)
+    moto = ThreadedMotoServer(port=0, verbose=False)
+    moto.start()
+    try:
+        port = moto.get_host_and_port()[1]
+        moto_url = f"http://127.0.0.1:{port}"
+        client = session.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
+        for name in ("ref", "fast"):
+            client.create_table(
+                TableName=name,
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        for chunk in batches(raw, 25):
+            reqs = [
+                {"PutRequest": {"Item": {k: _typed_for_client(v) for k, v in it.items()}}}
+                for it in chunk
+            ]
+            assert client.batch_write_item(RequestItems={"ref": reqs})["UnprocessedItems"] == {}
+        with make_writer(srv, session, table="fast", endpoint_url=moto_url) as w:
+            assert w.write_batch(items).written == len(items)
+        with make_writer(srv, session) as w:
+            assert w.write_batch(items).written == len(items)
+        ref = _raw_scan(moto_url, "ref")
+        assert len(ref) == len(items)
+        assert _raw_scan(moto_url, "fast") == ref
+        assert _raw_scan(srv.endpoint_url, "T") == ref
+        assert srv.items("T") == ref
+    finally:
+        moto.stop()

@@ -286,8 +286,11 @@ def _check_condition(expr: str, names: dict[str, str], existing: dict | None) ->
 class DdbBackend:
     """Tables, counters and op implementations; transport-independent."""
 
-    def __init__(self, faults: Faults | None = None, access_key_id: str | None = None):
+    def __init__(
+        self, faults: Faults | None = None, access_key_id: str | None = None, sink: bool = False
+    ):
         self.faults = faults or Faults()
+        self.sink = sink  # BatchWriteItem acknowledged without parsing/storing (benchmarks)
         self.access_key_id = access_key_id
         self.tables: dict[str, Table] = {}
         self.lock = threading.RLock()
@@ -343,6 +346,8 @@ class DdbBackend:
     def handle(self, op: str, body: bytes, headers) -> tuple[int, bytes, bool]:
         """Returns (status, response body, drop_after)."""
         self.count(f"calls.{op}")
+        if self.sink and op == "BatchWriteItem":
+            return 200, b'{"UnprocessedItems":{}}', False
         self._tl.body_len = len(body)
         faults = self.faults
         faulty = op in faults.ops
@@ -704,8 +709,9 @@ class DdbServer:
         faults: Faults | None = None,
         access_key_id: str | None = None,
         tables: list[str] | tuple[str, ...] = (),
+        sink: bool = False,
     ) -> None:
-        self.backend = DdbBackend(faults, access_key_id)
+        self.backend = DdbBackend(faults, access_key_id, sink)
         for name in tables:
             self.backend.create_table(name)
         handler = type("Handler", (_Handler,), {"backend": self.backend})
@@ -836,6 +842,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table", action="append", default=[], help="create table (pk/sk)")
     ap.add_argument("--access-key-id", default=None, help="reject other access key ids")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--sink", action="store_true", help="ack BatchWriteItem without parsing or storing"
+    )
     for name in ("throttle", "server-error", "unprocessed", "drop-before", "drop-after", "latency"):
         ap.add_argument(f"--{name}", type=float, default=0.0)
     args = ap.parse_args(argv)
@@ -849,7 +858,12 @@ def main(argv: list[str] | None = None) -> None:
         latency=args.latency,
     )
     srv = DdbServer(
-        args.host, args.port, faults=faults, access_key_id=args.access_key_id, tables=args.table
+        args.host,
+        args.port,
+        faults=faults,
+        access_key_id=args.access_key_id,
+        tables=args.table,
+        sink=args.sink,
     )
     print(
         f"ddb loopback listening on {srv.endpoint_url.replace('127.0.0.1', args.host)}", flush=True

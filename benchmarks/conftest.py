@@ -1,0 +1,33 @@
+"""Shared benchmark setup.
+
+* `bench_*.py` files are collected by `pytest benchmarks/` (pytest's default
+  pattern only picks up `test_*.py`).
+* `tests/` is importable, so benchmarks can start the loopback DynamoDB
+  (`ddb_server.SubprocessDdbServer`).
+* `IMPORTER_BENCH_SMOKE=1` -> `smoke` is True: tiny inputs, run don't time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.fixture(scope="session")
+def smoke() -> bool:
+    return SMOKE

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import urllib3
-from botocore.auth import SigV4Auth
+from botocore.auth import SigV4Auth, _host_from_url
 from botocore.awsrequest import AWSRequest
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -145,6 +145,9 @@ class HttpBatchWriter:
         self.endpoint_url = endpoint_url
         self._url = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
         self._path = parts.path or "/"
+        # Host header computed once, exactly as SigV4Auth would derive it from the URL
+        # (saves it re-parsing the URL twice per request); urllib3 sends this same value.
+        self._host = _host_from_url(self._url)
         pool_kw: dict[str, Any] = {
             "maxsize": workers,
             "block": True,
@@ -154,7 +157,8 @@ class HttpBatchWriter:
         if parts.scheme == "https":
             from botocore.httpsession import get_cert_path
 
-            pool_kw["ca_certs"] = get_cert_path(True)
+            bundle = session._session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE
+            pool_kw["ca_certs"] = bundle or get_cert_path(True)
             self._pool = urllib3.HTTPSConnectionPool(parts.hostname, parts.port or 443, **pool_kw)
         else:
             self._pool = urllib3.HTTPConnectionPool(parts.hostname, parts.port or 80, **pool_kw)
@@ -242,7 +246,7 @@ class HttpBatchWriter:
             method="POST",
             url=self._url,
             data=body,
-            headers={"Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
+            headers={"Host": self._host, "Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
         )
         SigV4Auth(frozen, "dynamodb", self.region).add_auth(req)
         headers = dict(req.headers.items())

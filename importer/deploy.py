@@ -508,6 +508,7 @@ def build_package(out_path: Path, *, target: Target | None = None) -> Path:
                 mode = 0o755 if arc.endswith(".so") else 0o644
                 info.external_attr = (stat.S_IFREG | mode) << 16
                 zf.writestr(info, path.read_bytes(), compresslevel=9)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600
         os.replace(tmp_name, out_path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -1,15 +1,60 @@
-# cython: language_level=3
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Native core of importer.
 
 Entry points are thin typed wrappers around C loops; see importer/reference.py
 for the readable definition of every behaviour implemented here.
+
+Layout (after pandas' parsers.pyx): the hot loops below work on raw UTF-8
+buffers, create no Python objects and return integer status codes; the
+wrappers hold the GIL, gather pointers, run the loops inside `with nogil:` and
+turn the codes into `Reject` records with the reference's exact reasons.
+
+* `escape_json_string` -- JSON string escaping (kept for the HTTP writer).
+* `TransformPlan` / `transform_rows` -- the batch transformer.
+* `row_json_size` -- `importer.batching.item_json_size` in C.
+* `RecordReader` -- ItemReader CSV records from a byte stream, chunked.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.ref cimport PyObject, Py_INCREF
+from libc.stdlib cimport free, malloc, realloc, calloc
+from libc.string cimport memcmp, memcpy, memmove, memset
+
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.stdlib cimport malloc, free
+
+cdef extern from "Python.h":
+    const char* _utf8_nocheck "PyUnicode_AsUTF8AndSize"(object, Py_ssize_t*)
+    object PyUnicode_DecodeUTF8(const char*, Py_ssize_t, const char*)
+    bint PyUnicode_CheckExact(object)
+    bint PyLong_CheckExact(object)
+    bint PyList_CheckExact(object)
+    bint PyTuple_CheckExact(object)
+    Py_ssize_t PyList_GET_SIZE(object)
+    Py_ssize_t PyTuple_GET_SIZE(object)
+    PyObject* PyList_GET_ITEM(object, Py_ssize_t)
+    PyObject* PyTuple_GET_ITEM(object, Py_ssize_t)
+    object PyList_New(Py_ssize_t)
+    void PyList_SET_ITEM(object, Py_ssize_t, object)
+    int PyObject_GenericSetAttr(object, object, object) except -1
+    void PyErr_Clear()
+    unsigned int PyUnicode_KIND(object)
+    void* PyUnicode_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    bint PyUnicode_IS_ASCII(object)
+    int PyUnicode_1BYTE_KIND
+    int PyUnicode_2BYTE_KIND
+
+ctypedef unsigned char uchar
+ctypedef unsigned short ushort
+ctypedef unsigned int uint
 
 cdef const char* _HEX = b"0123456789abcdef"
 
+
+# ---------------------------------------------------------------------------
+# JSON string escaping (json.dumps(ensure_ascii=False) rules)
+# ---------------------------------------------------------------------------
 
 cdef Py_ssize_t _escape_into(const unsigned char* src, Py_ssize_t n, char* out) noexcept nogil:
     """Write the JSON-escaped form of UTF-8 `src` into `out` (room for 6*n bytes)."""
@@ -61,3 +106,1715 @@ def escape_json_string(str value) -> bytes:
         return out[:written]
     finally:
         free(out)
+
+
+# ---------------------------------------------------------------------------
+# Growable byte buffer (usable without the GIL)
+# ---------------------------------------------------------------------------
+
+cdef struct Buf:
+    char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
+    cdef Py_ssize_t need = b.len + extra
+    cdef Py_ssize_t cap
+    cdef char* p
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2
+    if cap < need + 256:
+        cap = need + 256
+    p = <char*> realloc(b.data, cap)
+    if p == NULL:
+        return -1
+    b.data = p
+    b.cap = cap
+    return 0
+
+
+cdef inline int w_raw(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
+    if buf_reserve(b, n) < 0:
+        return -1
+    memcpy(b.data + b.len, p, n)
+    b.len += n
+    return 0
+
+
+cdef inline int w_esc(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
+    if buf_reserve(b, 6 * n) < 0:
+        return -1
+    b.len += _escape_into(<const unsigned char*> p, n, b.data + b.len)
+    return 0
+
+
+cdef inline int w_lit(Buf* b, const char* s) noexcept nogil:
+    cdef Py_ssize_t n = 0
+    while s[n] != 0:
+        n += 1
+    return w_raw(b, s, n)
+
+
+# ---------------------------------------------------------------------------
+# Field parsers: values.py's rules on UTF-8 bytes
+# ---------------------------------------------------------------------------
+
+# status codes shared by the core and the wrapper
+
+
+
+
+cdef enum:
+    OK = 0
+    R_REQUIRED = 1
+    R_SHORT = 2
+    R_LONG = 3
+    R_ENUM = 4
+    R_PATTERN = 5
+    R_NOT_INT = 6
+    R_NOT_DEC = 7
+    R_DIGITS = 8
+    R_RANGE = 9
+    R_LESS = 10
+    R_GREATER = 11
+    R_BOOL = 12
+    R_DATE = 13
+    R_BEFORE = 14
+    R_AFTER = 15
+    R_DT = 16
+    R_DT_CAL = 17
+    R_DT_TIME = 18
+    R_DT_OFF = 19
+    R_JSON = 20
+    R_RAISE = 21
+    R_KEY_EMPTY = 30
+    R_KEY_SEP = 31
+    R_PK_LONG = 32
+    R_SK_LONG = 33
+    R_ITEM_SIZE = 34
+    R_FALLBACK = 40
+    R_NOMEM = 50
+    ITEM = 100
+    K_STRING = 0
+    K_INTEGER = 1
+    K_DECIMAL = 2
+    K_BOOLEAN = 3
+    K_DATE = 4
+    K_DATETIME = 5
+    K_JSON = 6
+    NUMBUF = 256
+    MAX_ITEM_BYTES = 409600
+    MAX_PK_BYTES = 2048
+    MAX_SK_BYTES = 1024
+    P_RECORD = 0
+    P_NEED_MORE = 1
+    P_END = 2
+    P_NOMEM = 3
+    ST_START = 0
+    ST_UNQUOTED = 1
+    ST_QUOTED = 2
+    ST_AFTER = 3
+
+
+CODES = {
+    'OK': OK,
+    'R_REQUIRED': R_REQUIRED,
+    'R_SHORT': R_SHORT,
+    'R_LONG': R_LONG,
+    'R_ENUM': R_ENUM,
+    'R_PATTERN': R_PATTERN,
+    'R_NOT_INT': R_NOT_INT,
+    'R_NOT_DEC': R_NOT_DEC,
+    'R_DIGITS': R_DIGITS,
+    'R_RANGE': R_RANGE,
+    'R_LESS': R_LESS,
+    'R_GREATER': R_GREATER,
+    'R_BOOL': R_BOOL,
+    'R_DATE': R_DATE,
+    'R_BEFORE': R_BEFORE,
+    'R_AFTER': R_AFTER,
+    'R_DT': R_DT,
+    'R_DT_CAL': R_DT_CAL,
+    'R_DT_TIME': R_DT_TIME,
+    'R_DT_OFF': R_DT_OFF,
+    'R_JSON': R_JSON,
+    'R_RAISE': R_RAISE,
+    'R_KEY_EMPTY': R_KEY_EMPTY,
+    'R_KEY_SEP': R_KEY_SEP,
+    'R_PK_LONG': R_PK_LONG,
+    'R_SK_LONG': R_SK_LONG,
+    'R_ITEM_SIZE': R_ITEM_SIZE,
+    'R_FALLBACK': R_FALLBACK,
+    'R_NOMEM': R_NOMEM,
+    'ITEM': ITEM,
+    'K_STRING': K_STRING,
+    'K_INTEGER': K_INTEGER,
+    'K_DECIMAL': K_DECIMAL,
+    'K_BOOLEAN': K_BOOLEAN,
+    'K_DATE': K_DATE,
+    'K_DATETIME': K_DATETIME,
+    'K_JSON': K_JSON,
+}
+
+
+cdef inline bint is_digit(uchar c) noexcept nogil:
+    return c >= 48 and c <= 57
+
+
+cdef inline void strip_ws(const char** p, Py_ssize_t* n) noexcept nogil:
+    cdef const char* s = p[0]
+    cdef Py_ssize_t a = 0, b = n[0]
+    while a < b and (s[a] == 32 or s[a] == 9):
+        a += 1
+    while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
+        b -= 1
+    p[0] = s + a
+    n[0] = b - a
+
+
+cdef struct Num:
+    # parsed number: value = (-1 if neg) * 0.D * 10**point, D = digits (no leading/trailing 0)
+    int zero
+    int neg
+    long long point
+    const char* digits
+    Py_ssize_t ndigits
+
+
+cdef int parse_number(const char* s, Py_ssize_t n, int decimal, Num* num,
+                      char* out, Py_ssize_t* outlen, long long* param) noexcept nogil:
+    """values.parse_integer / parse_decimal + normalise_number; `s` already stripped."""
+    cdef Py_ssize_t i = 0, int_start, int_len, frac_start = 0, frac_len = 0
+    cdef Py_ssize_t total, lead, k, j, o
+    cdef int neg = 0, eneg = 0
+    cdef long long exponent = 0, point, adjusted, sig
+    cdef const char* first
+    cdef bint frac_group = False
+    if i < n and (s[i] == 43 or s[i] == 45):
+        neg = s[i] == 45
+        i += 1
+    int_start = i
+    while i < n and is_digit(s[i]):
+        i += 1
+    int_len = i - int_start
+    if not decimal:
+        if int_len == 0 or i != n:
+            return R_NOT_INT
+    else:
+        if i < n and s[i] == 46:
+            frac_group = True
+            i += 1
+            frac_start = i
+            while i < n and is_digit(s[i]):
+                i += 1
+            frac_len = i - frac_start
+        if i < n and (s[i] == 101 or s[i] == 69):
+            i += 1
+            if i < n and (s[i] == 43 or s[i] == 45):
+                eneg = s[i] == 45
+                i += 1
+            j = i
+            while i < n and is_digit(s[i]):
+                if exponent < 1000000:
+                    exponent = exponent * 10 + (s[i] - 48)
+                i += 1
+            if i == j:
+                return R_NOT_DEC
+            if eneg:
+                exponent = -exponent
+        if i != n or (int_len == 0 and frac_len == 0):
+            return R_NOT_DEC
+        if exponent > 100000 or exponent < -100000:
+            return R_RANGE
+    # digits = (int + frac).lstrip("0")
+    total = int_len + frac_len
+    lead = 0
+    while lead < total:
+        if lead < int_len:
+            if s[int_start + lead] != 48:
+                break
+        elif s[frac_start + lead - int_len] != 48:
+            break
+        lead += 1
+    point = int_len - lead + exponent
+    # trailing zeros
+    k = total
+    while k > lead:
+        if k - 1 < int_len:
+            if s[int_start + k - 1] != 48:
+                break
+        elif s[frac_start + k - 1 - int_len] != 48:
+            break
+        k -= 1
+    sig = k - lead
+    num.neg = neg
+    num.point = point
+    if sig == 0:
+        num.zero = 1
+        num.neg = 0
+        num.ndigits = 0
+        out[0] = 48
+        outlen[0] = 1
+        return OK
+    num.zero = 0
+    if sig > 38:
+        param[0] = sig
+        return R_DIGITS
+    adjusted = point - 1
+    if adjusted > 125 or adjusted < -130:
+        return R_RANGE
+    # gather the significant digits into out+NUMBUF-40 scratch? write digits first
+    o = 0
+    if neg:
+        out[o] = 45
+        o += 1
+    # digit j (0-based within significant digits)
+    if point <= 0:
+        out[o] = 48; out[o + 1] = 46
+        o += 2
+        for j in range(-point):
+            out[o] = 48
+            o += 1
+        for j in range(sig):
+            out[o] = _digit_at(s, int_start, int_len, frac_start, lead + j)
+            o += 1
+    elif point >= sig:
+        for j in range(sig):
+            out[o] = _digit_at(s, int_start, int_len, frac_start, lead + j)
+            o += 1
+        for j in range(point - sig):
+            out[o] = 48
+            o += 1
+    else:
+        for j in range(sig):
+            if j == point:
+                out[o] = 46
+                o += 1
+            out[o] = _digit_at(s, int_start, int_len, frac_start, lead + j)
+            o += 1
+    outlen[0] = o
+    num.digits = out + (1 if neg else 0)
+    num.ndigits = sig
+    return OK
+
+
+cdef inline char _digit_at(const char* s, Py_ssize_t int_start, Py_ssize_t int_len,
+                           Py_ssize_t frac_start, Py_ssize_t idx) noexcept nogil:
+    if idx < int_len:
+        return s[int_start + idx]
+    return s[frac_start + idx - int_len]
+
+
+cdef struct Bound:
+    int zero
+    int neg
+    long long point
+    const char* digits
+    Py_ssize_t ndigits
+
+
+cdef int num_cmp(Num* a, const char* adig, Bound* b) noexcept nogil:
+    """Sign of (a - b); `adig` are a's significant digits (skipping '.' in rendered text)."""
+    cdef int sa, sb, mag
+    cdef Py_ssize_t i, ia = 0
+    cdef char ca
+    sa = 0 if a.zero else (-1 if a.neg else 1)
+    sb = 0 if b.zero else (-1 if b.neg else 1)
+    if sa != sb:
+        return 1 if sa > sb else -1
+    if sa == 0:
+        return 0
+    if a.point != b.point:
+        mag = 1 if a.point > b.point else -1
+        return mag * sa
+    # compare digit strings; a's digits come from rendered text, may contain '.', '0.' prefix
+    i = 0
+    mag = 0
+    while True:
+        # next significant digit of a
+        if i >= a.ndigits and i >= b.ndigits:
+            break
+        if i >= a.ndigits:
+            mag = -1
+            break
+        if i >= b.ndigits:
+            mag = 1
+            break
+        ca = adig[i]
+        if ca != b.digits[i]:
+            mag = 1 if ca > b.digits[i] else -1
+            break
+        i += 1
+    return mag * sa
+
+
+cdef inline int days_in_month(int y, int m) noexcept nogil:
+    if m == 2:
+        if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0:
+            return 29
+        return 28
+    if m == 4 or m == 6 or m == 9 or m == 11:
+        return 30
+    return 31
+
+
+cdef inline int d2(const char* s) noexcept nogil:
+    return (s[0] - 48) * 10 + (s[1] - 48)
+
+
+cdef inline bint all_digits(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not is_digit(s[i]):
+            return False
+    return True
+
+
+cdef inline bint real_date(const char* y4, const char* m2, const char* d2p) noexcept nogil:
+    cdef int y = d2(y4) * 100 + d2(y4 + 2)
+    cdef int m = d2(m2), d = d2(d2p)
+    if y < 1 or m < 1 or m > 12 or d < 1:
+        return False
+    return d <= days_in_month(y, m)
+
+
+cdef int parse_date(const char* s, Py_ssize_t n, char* out) noexcept nogil:
+    """values.parse_date on stripped text: 1 and `out` = YYYY-MM-DD, or 0."""
+    if n != 10:
+        return 0
+    if not (all_digits(s, 4) and all_digits(s + 5, 2) and all_digits(s + 8, 2)):
+        return 0
+    if not ((s[4] == 45 or s[4] == 47) and (s[7] == 45 or s[7] == 47)):
+        return 0
+    if not real_date(s, s + 5, s + 8):
+        return 0
+    memcpy(out, s, 10)
+    out[4] = 45
+    out[7] = 45
+    return 1
+
+
+cdef int parse_datetime(const char* s, Py_ssize_t n, char* out, Py_ssize_t* outlen) noexcept nogil:
+    """values.parse_datetime on stripped text."""
+    cdef Py_ssize_t i, fs = 0, fl = 0, o
+    cdef bint has_ss = False, has_tz = False, utc = True
+    cdef const char* ss = b"00"
+    cdef char tzsign = 43
+    cdef const char* oh = NULL
+    cdef const char* om = b"00"
+    if n < 16:
+        return R_DT
+    if not (all_digits(s, 4) and s[4] == 45 and all_digits(s + 5, 2) and s[7] == 45
+            and all_digits(s + 8, 2) and (s[10] == 84 or s[10] == 32)
+            and all_digits(s + 11, 2) and s[13] == 58 and all_digits(s + 14, 2)):
+        return R_DT
+    i = 16
+    if i < n and s[i] == 58:
+        if i + 3 > n or not all_digits(s + i + 1, 2):
+            return R_DT
+        has_ss = True
+        ss = s + i + 1
+        i += 3
+        if i < n and s[i] == 46:
+            fs = i + 1
+            while fs + fl < n and is_digit(s[fs + fl]) and fl < 9:
+                fl += 1
+            if fl == 0:
+                return R_DT
+            i = fs + fl
+    if i < n:
+        if s[i] == 90 or s[i] == 122:
+            i += 1
+        elif s[i] == 43 or s[i] == 45:
+            if i + 3 > n or not all_digits(s + i + 1, 2):
+                return R_DT
+            tzsign = s[i]
+            oh = s + i + 1
+            utc = False
+            i += 3
+            if i < n:
+                if s[i] == 58:
+                    i += 1
+                if i + 2 > n or not all_digits(s + i, 2):
+                    return R_DT
+                om = s + i
+                i += 2
+        else:
+            return R_DT
+    if i != n:
+        return R_DT
+    if not real_date(s, s + 5, s + 8):
+        return R_DT_CAL
+    if d2(s + 11) > 23 or d2(s + 14) > 59 or d2(ss) > 59:
+        return R_DT_TIME
+    if not utc and (d2(oh) > 23 or d2(om) > 59):
+        return R_DT_OFF
+    memcpy(out, s, 10)
+    out[10] = 84
+    memcpy(out + 11, s + 11, 5)
+    out[16] = 58
+    out[17] = ss[0]
+    out[18] = ss[1]
+    o = 19
+    if fl:
+        out[o] = 46
+        memcpy(out + o + 1, s + fs, fl)
+        o += 1 + fl
+    if utc:
+        memcpy(out + o, b"+00:00", 6)
+    else:
+        out[o] = tzsign
+        out[o + 1] = oh[0]
+        out[o + 2] = oh[1]
+        out[o + 3] = 58
+        out[o + 4] = om[0]
+        out[o + 5] = om[1]
+    outlen[0] = o + 6
+    return OK
+
+
+cdef inline int lower_ascii(uchar c) noexcept nogil:
+    if c >= 65 and c <= 90:
+        return c + 32
+    return c
+
+
+cdef int parse_boolean(const char* s, Py_ssize_t n) noexcept nogil:
+    """1 true, 0 false, -1 not a boolean (stripped text)."""
+    cdef char w[6]
+    cdef Py_ssize_t i
+    if n == 0 or n > 5:
+        return -1
+    for i in range(n):
+        w[i] = <char> lower_ascii(<uchar> s[i])
+    w[n] = 0
+    if n == 1:
+        if w[0] == 116 or w[0] == 121 or w[0] == 49:   # t y 1
+            return 1
+        if w[0] == 102 or w[0] == 110 or w[0] == 48:   # f n 0
+            return 0
+        return -1
+    if n == 2:
+        return 0 if memcmp(w, b"no", 2) == 0 else -1
+    if n == 3:
+        return 1 if memcmp(w, b"yes", 3) == 0 else -1
+    if n == 4:
+        return 1 if memcmp(w, b"true", 4) == 0 else -1
+    return 0 if memcmp(w, b"false", 5) == 0 else -1
+
+
+cdef inline Py_ssize_t code_points(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, c = 0
+    for i in range(n):
+        if (<uchar> s[i] & 0xC0) != 0x80:
+            c += 1
+    return c
+
+
+# ---------------------------------------------------------------------------
+# The compiled plan
+# ---------------------------------------------------------------------------
+
+cdef struct Col:
+    int slot
+    int kind
+    int required
+    int has_attr
+    Py_ssize_t attr_off      # '"name":' (JSON, with quotes and colon) in the blob
+    Py_ssize_t attr_len
+    Py_ssize_t attr_size     # UTF-8 length of the attribute name
+    long long min_len
+    long long max_len
+    int enum_start
+    int enum_count
+    int regex_slot
+    int json_slot
+    int has_min
+    int has_max
+    Bound lo
+    Bound hi
+    int has_min_date
+    int has_max_date
+    char min_date[10]
+    char max_date[10]
+
+
+cdef struct Part:
+    int slot                 # -1: literal
+    Py_ssize_t off
+    Py_ssize_t len
+
+
+cdef struct ColVal:
+    int present
+    int vkind                # 0 S raw, 1 S scratch, 2 N scratch, 3 BOOL, 4 JSON
+    const char* p
+    Py_ssize_t n
+    Py_ssize_t size
+    char scratch[NUMBUF]
+
+
+cdef struct RowOut:
+    int code
+    int col
+    long long param
+    Py_ssize_t wire_off
+    Py_ssize_t wire_len
+    Py_ssize_t pk_off
+    Py_ssize_t pk_len
+    Py_ssize_t sk_off
+    Py_ssize_t sk_len
+
+
+cdef struct Core:
+    int ncols
+    int nslots
+    int nregex
+    int njson
+    Col* cols
+    Part* parts
+    int tpl_start[4]
+    int tpl_count[4]
+    const char* blob
+    const char** enum_ptr
+    Py_ssize_t* enum_len
+    # run context pieces
+    const char* head         # '{"pk":{"S":"'
+    const char* tail1        # '}},"source":{"S":"…"},"requestId":{"S":"<run_id>#'
+    Py_ssize_t tail1_len
+    const char* tail2        # '"},"createdAt":…}'
+    Py_ssize_t tail2_len
+    Py_ssize_t base_size     # item_size of everything constant
+
+
+cdef class TransformPlan:
+    """A Spec compiled against one header: C arrays the nogil core executes."""
+
+    cdef Core core
+    cdef object _keep
+    cdef public object spec
+    cdef public tuple header
+    cdef public list slot_index      # slot -> header index
+    cdef public list regex_cols      # (slot, header index, regex) per regex slot
+    cdef public list json_cols       # header index per json slot
+    cdef public list reasons         # per column: dict code -> reason text
+    cdef public list col_names
+    cdef public list col_index       # header index per column
+    cdef public list tpl_reject      # per template: (column name, header index or -1)
+    cdef public object ctx_key
+    cdef bytes _ctx_tail1
+    cdef bytes _ctx_tail2
+
+    def __cinit__(self):
+        memset(&self.core, 0, sizeof(Core))
+
+    def __dealloc__(self):
+        free(self.core.cols)
+        free(self.core.parts)
+        free(self.core.enum_ptr)
+        free(self.core.enum_len)
+
+    def __init__(self, spec, tuple header, dict index, list col_specs, list templates,
+                 bytes blob, list enums):
+        """Built by importer.native_engine.compile_plan (plain Python data in)."""
+        cdef int i, j, nparts = 0
+        cdef Py_ssize_t boff
+        cdef Col* c
+        self.spec = spec
+        self.header = header
+        self._keep = [blob, enums]
+        self.core.blob = PyBytes_AS_STRING(blob)
+        self.core.ncols = len(col_specs)
+        self.core.cols = <Col*> calloc(max(1, len(col_specs)), sizeof(Col))
+        self.core.enum_ptr = <const char**> calloc(max(1, len(enums)), sizeof(char*))
+        self.core.enum_len = <Py_ssize_t*> calloc(max(1, len(enums)), sizeof(Py_ssize_t))
+        for t in templates:
+            nparts += len(t)
+        self.core.parts = <Part*> calloc(max(1, nparts), sizeof(Part))
+        if (self.core.cols == NULL or self.core.enum_ptr == NULL or self.core.enum_len == NULL
+                or self.core.parts == NULL):
+            raise MemoryError()
+        for i, e in enumerate(enums):
+            self.core.enum_ptr[i] = PyBytes_AS_STRING(e)
+            self.core.enum_len[i] = PyBytes_GET_SIZE(e)
+        self.slot_index = []
+        self.regex_cols = []
+        self.json_cols = []
+        self.reasons = []
+        self.col_names = []
+        self.col_index = []
+        slots = {}
+
+        def slot_of(hidx):
+            if hidx not in slots:
+                slots[hidx] = len(self.slot_index)
+                self.slot_index.append(hidx)
+            return slots[hidx]
+
+        for i, d in enumerate(col_specs):
+            c = &self.core.cols[i]
+            c.slot = slot_of(d["index"])
+            c.kind = d["kind"]
+            c.required = d["required"]
+            c.has_attr = d["attr_off"] >= 0
+            c.attr_off = d["attr_off"]
+            c.attr_len = d["attr_len"]
+            c.attr_size = d["attr_size"]
+            c.min_len = d["min_len"]
+            c.max_len = d["max_len"]
+            c.enum_start = d["enum_start"]
+            c.enum_count = d["enum_count"]
+            c.regex_slot = -1
+            c.json_slot = -1
+            if d["regex"] is not None:
+                c.regex_slot = len(self.regex_cols)
+                self.regex_cols.append((d["index"], d["regex"]))
+            if c.kind == K_JSON:
+                c.json_slot = len(self.json_cols)
+                self.json_cols.append(d["index"])
+            for which, key in ((0, "lo"), (1, "hi")):
+                b = d[key]
+                if b is None:
+                    continue
+                zero, neg, point, doff, dlen = b
+                boff = doff
+                if which == 0:
+                    c.has_min = 1
+                    c.lo.zero = zero; c.lo.neg = neg; c.lo.point = point
+                    c.lo.digits = self.core.blob + boff; c.lo.ndigits = dlen
+                else:
+                    c.has_max = 1
+                    c.hi.zero = zero; c.hi.neg = neg; c.hi.point = point
+                    c.hi.digits = self.core.blob + boff; c.hi.ndigits = dlen
+            if d["min_date"] is not None:
+                c.has_min_date = 1
+                memcpy(c.min_date, <const char*> d["min_date"], 10)
+            if d["max_date"] is not None:
+                c.has_max_date = 1
+                memcpy(c.max_date, <const char*> d["max_date"], 10)
+            self.reasons.append(d["reasons"])
+            self.col_names.append(d["name"])
+            self.col_index.append(d["index"])
+        j = 0
+        for i, t in enumerate(templates):
+            self.core.tpl_start[i] = j
+            self.core.tpl_count[i] = len(t)
+            for kind, a, b in t:
+                if kind == "col":
+                    self.core.parts[j].slot = slot_of(a)
+                else:
+                    self.core.parts[j].slot = -1
+                    self.core.parts[j].off = a
+                    self.core.parts[j].len = b
+                j += 1
+        self.core.nslots = len(self.slot_index)
+        self.core.nregex = len(self.regex_cols)
+        self.core.njson = len(self.json_cols)
+        self.ctx_key = None
+
+    def set_context(self, key, bytes tail1, bytes tail2, Py_ssize_t base_size):
+        """Install the run-wide constant parts of every item (cached per RunContext)."""
+        self._ctx_tail1 = tail1
+        self._ctx_tail2 = tail2
+        self.core.tail1 = PyBytes_AS_STRING(tail1)
+        self.core.tail1_len = PyBytes_GET_SIZE(tail1)
+        self.core.tail2 = PyBytes_AS_STRING(tail2)
+        self.core.tail2_len = PyBytes_GET_SIZE(tail2)
+        self.core.base_size = base_size
+        self.ctx_key = key
+
+
+# ---------------------------------------------------------------------------
+# The per-row core (nogil)
+# ---------------------------------------------------------------------------
+
+cdef struct Batch:
+    Py_ssize_t nrows
+    const char** ptrs        # nrows * nslots
+    Py_ssize_t* lens
+    long long* lines
+    char* fallback           # per row: 1 = do it in Python
+    char* regex_ok           # nrows * nregex
+    char* json_status        # nrows * njson: 1 ok, 2 reason, 3 raise
+    const char** json_ptr
+    Py_ssize_t* json_len
+    Py_ssize_t* json_size
+    RowOut* out
+    ColVal* vals             # ncols scratch
+    Buf wire
+    Buf tpl
+
+
+cdef inline int fmt_ll(long long v, char* out) noexcept nogil:
+    cdef char tmp[24]
+    cdef int n = 0, o = 0
+    cdef unsigned long long u
+    if v < 0:
+        out[o] = 45
+        o += 1
+        u = <unsigned long long> (-(v + 1)) + 1
+    else:
+        u = <unsigned long long> v
+    if u == 0:
+        tmp[n] = 48
+        n += 1
+    while u > 0:
+        tmp[n] = <char> (48 + u % 10)
+        u //= 10
+        n += 1
+    while n > 0:
+        n -= 1
+        out[o] = tmp[n]
+        o += 1
+    return o
+
+
+cdef inline bint has_byte(const char* p, Py_ssize_t n, char ch) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if p[i] == ch:
+            return True
+    return False
+
+
+cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
+                      long long* param) noexcept nogil:
+    cdef const char* raw = bt.ptrs[r * core.nslots + c.slot]
+    cdef Py_ssize_t n = bt.lens[r * core.nslots + c.slot]
+    cdef const char* t = raw
+    cdef Py_ssize_t tn = n, cp, outlen = 0
+    cdef int i, rc, b
+    cdef bint found
+    cdef Num num
+    cdef char st
+    v.present = 0
+    if c.kind != K_STRING:
+        strip_ws(&t, &tn)
+    if tn == 0:
+        if c.required:
+            return R_REQUIRED
+        return OK
+    if c.kind == K_STRING:
+        if c.min_len >= 0 or c.max_len >= 0:
+            cp = code_points(raw, n)
+            if c.min_len >= 0 and cp < c.min_len:
+                return R_SHORT
+            if c.max_len >= 0 and cp > c.max_len:
+                return R_LONG
+        if c.enum_count >= 0:
+            found = False
+            for i in range(c.enum_start, c.enum_start + c.enum_count):
+                if core.enum_len[i] == n and memcmp(core.enum_ptr[i], raw, n) == 0:
+                    found = True
+                    break
+            if not found:
+                return R_ENUM
+        if c.regex_slot >= 0 and not bt.regex_ok[r * core.nregex + c.regex_slot]:
+            return R_PATTERN
+        v.vkind = 0
+        v.p = raw
+        v.n = n
+        v.size = n
+    elif c.kind == K_INTEGER or c.kind == K_DECIMAL:
+        rc = parse_number(t, tn, c.kind == K_DECIMAL, &num, v.scratch, &outlen, param)
+        if rc != OK:
+            return rc
+        if c.enum_count >= 0:
+            found = False
+            for i in range(c.enum_start, c.enum_start + c.enum_count):
+                if core.enum_len[i] == outlen and memcmp(core.enum_ptr[i], v.scratch, outlen) == 0:
+                    found = True
+                    break
+            if not found:
+                return R_ENUM
+        if c.has_min or c.has_max:
+            # significant digits of the rendered number, without '-', '0.', zeros, '.'
+            _sig_digits(v.scratch, outlen, &num)
+            if c.has_min and num_cmp(&num, num.digits, &c.lo) < 0:
+                return R_LESS
+            if c.has_max and num_cmp(&num, num.digits, &c.hi) > 0:
+                return R_GREATER
+        v.vkind = 2
+        v.p = v.scratch
+        v.n = outlen
+        v.size = (num.ndigits + 1) // 2 + 1
+    elif c.kind == K_BOOLEAN:
+        b = parse_boolean(t, tn)
+        if b < 0:
+            return R_BOOL
+        v.vkind = 3
+        v.n = b
+        v.size = 1
+    elif c.kind == K_DATE:
+        if not parse_date(t, tn, v.scratch):
+            return R_DATE
+        if c.has_min_date and memcmp(v.scratch, c.min_date, 10) < 0:
+            return R_BEFORE
+        if c.has_max_date and memcmp(v.scratch, c.max_date, 10) > 0:
+            return R_AFTER
+        v.vkind = 1
+        v.p = v.scratch
+        v.n = 10
+        v.size = 10
+    elif c.kind == K_DATETIME:
+        rc = parse_datetime(t, tn, v.scratch, &outlen)
+        if rc != OK:
+            return rc
+        v.vkind = 1
+        v.p = v.scratch
+        v.n = outlen
+        v.size = outlen
+    else:
+        st = bt.json_status[r * core.njson + c.json_slot]
+        if st == 2:
+            return R_JSON
+        if st == 3:
+            return R_RAISE
+        v.vkind = 4
+        v.p = bt.json_ptr[r * core.njson + c.json_slot]
+        v.n = bt.json_len[r * core.njson + c.json_slot]
+        v.size = bt.json_size[r * core.njson + c.json_slot]
+    v.present = c.has_attr
+    return OK
+
+
+cdef void _sig_digits(char* text, Py_ssize_t n, Num* num) noexcept nogil:
+    """Point num.digits at a contiguous copy of the significant digits of `text`."""
+    cdef Py_ssize_t i, k = 0
+    cdef char* dst
+    if num.zero:
+        num.ndigits = 0
+        return
+    # write the digits after the rendered text, inside the scratch buffer
+    dst = text + n
+    for i in range(n):
+        if text[i] >= 48 and text[i] <= 57:
+            if k == 0 and text[i] == 48:
+                continue
+            dst[k] = text[i]
+            k += 1
+    # trailing zeros of an integer rendering ("1200") are not significant
+    while k > 0 and dst[k - 1] == 48:
+        k -= 1
+    num.digits = dst
+    num.ndigits = k
+
+
+cdef int render(Core* core, Batch* bt, Py_ssize_t r, int t, Py_ssize_t* off,
+                Py_ssize_t* ln) noexcept nogil:
+    cdef int j
+    cdef Part* p
+    cdef Py_ssize_t start = bt.tpl.len
+    for j in range(core.tpl_start[t], core.tpl_start[t] + core.tpl_count[t]):
+        p = &core.parts[j]
+        if p.slot < 0:
+            if w_raw(&bt.tpl, core.blob + p.off, p.len) < 0:
+                return -1
+        else:
+            if w_raw(&bt.tpl, bt.ptrs[r * core.nslots + p.slot],
+                     bt.lens[r * core.nslots + p.slot]) < 0:
+                return -1
+    off[0] = start
+    ln[0] = bt.tpl.len - start
+    return 0
+
+
+cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
+    cdef RowOut* out = &bt.out[r]
+    cdef int i, rc, t
+    cdef long long param = 0
+    cdef Py_ssize_t toff[4]
+    cdef Py_ssize_t tlen[4]
+    cdef const char* tp
+    cdef Py_ssize_t size, attrs, pk_len, sk_len, start, n
+    cdef char linebuf[24]
+    cdef int linelen
+    cdef Col* c
+    cdef ColVal* v
+    cdef Buf* w = &bt.wire
+    out.code = OK
+    out.col = 0
+    out.param = 0
+    for i in range(core.ncols):
+        rc = check_column(core, &core.cols[i], bt, r, &bt.vals[i], &param)
+        if rc != OK:
+            out.code = rc
+            out.col = i
+            out.param = param
+            return 0
+    bt.tpl.len = 0
+    for t in range(4):
+        if render(core, bt, r, t, &toff[t], &tlen[t]) < 0:
+            out.code = R_NOMEM
+            return -1
+    tp = bt.tpl.data
+    # type: not empty, no '#', no '@'; tenantCode: no '#'; code: no '@'
+    for t in range(3):
+        if tlen[t] == 0:
+            out.code = R_KEY_EMPTY
+            out.col = t
+            return 0
+        if t <= 1 and has_byte(tp + toff[t], tlen[t], 35):
+            out.code = R_KEY_SEP
+            out.col = t
+            out.param = 35
+            return 0
+        if t != 1 and has_byte(tp + toff[t], tlen[t], 64):
+            out.code = R_KEY_SEP
+            out.col = t
+            out.param = 64
+            return 0
+    pk_len = tlen[0] + 1 + tlen[1]
+    sk_len = tlen[0] + 1 + tlen[2] + 2
+    if pk_len > MAX_PK_BYTES:
+        out.code = R_PK_LONG
+        out.col = 1
+        return 0
+    if sk_len > MAX_SK_BYTES:
+        out.code = R_SK_LONG
+        out.col = 2
+        return 0
+    linelen = fmt_ll(bt.lines[r], linebuf)
+    attrs = 3
+    for i in range(core.ncols):
+        v = &bt.vals[i]
+        if v.present:
+            attrs += 1 + core.cols[i].attr_size + v.size
+    size = (core.base_size + pk_len + sk_len + (pk_len + 1 + tlen[0] + 1 + tlen[2])
+            + tlen[2] + tlen[3] + tlen[0] + tlen[1] + linelen + attrs)
+    if size > MAX_ITEM_BYTES:
+        out.code = R_ITEM_SIZE
+        out.param = size
+        return 0
+    # ---- wire JSON
+    start = w.len
+    n = 6 * (3 * tlen[0] + 3 * tlen[1] + 3 * tlen[2] + tlen[3]) + 256
+    if buf_reserve(w, n) < 0:
+        out.code = R_NOMEM
+        return -1
+    w_lit(w, b'{"pk":{"S":"')
+    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
+    w_lit(w, b'"},"sk":{"S":"')
+    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
+    w_lit(w, b'@1"},"id":{"S":"')
+    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
+    w_raw(w, b"#", 1)
+    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
+    w_lit(w, b'"},"code":{"S":"')
+    w_esc(w, tp + toff[2], tlen[2])
+    w_lit(w, b'"},"name":{"S":"')
+    w_esc(w, tp + toff[3], tlen[3])
+    w_lit(w, b'"},"type":{"S":"')
+    w_esc(w, tp + toff[0], tlen[0])
+    w_lit(w, b'"},"tenantCode":{"S":"')
+    w_esc(w, tp + toff[1], tlen[1])
+    w_lit(w, b'"},"version":{"N":"1"},"attributes":{"M":{')
+    rc = 0
+    for i in range(core.ncols):
+        v = &bt.vals[i]
+        if not v.present:
+            continue
+        c = &core.cols[i]
+        if rc:
+            if w_raw(w, b",", 1) < 0:
+                out.code = R_NOMEM
+                return -1
+        rc = 1
+        if w_raw(w, core.blob + c.attr_off, c.attr_len) < 0:
+            out.code = R_NOMEM
+            return -1
+        if v.vkind == 0 or v.vkind == 1:
+            if w_lit(w, b'{"S":"') < 0 or w_esc(w, v.p, v.n) < 0 or w_lit(w, b'"}') < 0:
+                out.code = R_NOMEM
+                return -1
+        elif v.vkind == 2:
+            if w_lit(w, b'{"N":"') < 0 or w_raw(w, v.p, v.n) < 0 or w_lit(w, b'"}') < 0:
+                out.code = R_NOMEM
+                return -1
+        elif v.vkind == 3:
+            if w_lit(w, b'{"BOOL":true}' if v.n else b'{"BOOL":false}') < 0:
+                out.code = R_NOMEM
+                return -1
+        else:
+            if w_raw(w, v.p, v.n) < 0:
+                out.code = R_NOMEM
+                return -1
+    if (w_raw(w, core.tail1, core.tail1_len) < 0 or w_raw(w, linebuf, linelen) < 0
+            or w_raw(w, core.tail2, core.tail2_len) < 0):
+        out.code = R_NOMEM
+        return -1
+    out.wire_off = start
+    out.wire_len = w.len - start
+    # unescaped pk and sk for the PreparedItem
+    if buf_reserve(w, pk_len + sk_len) < 0:
+        out.code = R_NOMEM
+        return -1
+    out.pk_off = w.len
+    w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[1], tlen[1])
+    out.pk_len = pk_len
+    out.sk_off = w.len
+    w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[2], tlen[2])
+    w_raw(w, b"@1", 2)
+    out.sk_len = sk_len
+    out.code = ITEM
+    return 0
+
+
+cdef int transform_all(Core* core, Batch* bt) noexcept nogil:
+    cdef Py_ssize_t r
+    for r in range(bt.nrows):
+        if bt.fallback[r]:
+            bt.out[r].code = R_FALLBACK
+            continue
+        if transform_row(core, bt, r) < 0:
+            return -1
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# The wrapper: gather under the GIL, run the core nogil, build records
+# ---------------------------------------------------------------------------
+
+cdef object _new_slotted(type cls, tuple names, tuple values):
+    cdef object obj = cls.__new__(cls)
+    cdef Py_ssize_t i
+    for i in range(len(names)):
+        PyObject_GenericSetAttr(obj, names[i], values[i])
+    return obj
+
+
+cdef tuple _ITEM_FIELDS = ("line", "pk", "sk", "wire")
+cdef tuple _REJECT_FIELDS = ("line", "column", "value", "reason", "row")
+cdef tuple _ROW_FIELDS = ("line", "fields", "error")
+
+
+cdef inline object _field(object fields, Py_ssize_t i):
+    if PyList_CheckExact(fields):
+        return <object> PyList_GET_ITEM(fields, i)
+    return <object> PyTuple_GET_ITEM(fields, i)
+
+
+cdef void _free_batch(Batch* bt) noexcept:
+    free(bt.ptrs); free(bt.lens); free(bt.lines); free(bt.fallback)
+    free(bt.regex_ok); free(bt.json_status); free(bt.json_ptr); free(bt.json_len)
+    free(bt.json_size); free(bt.out); free(bt.vals); free(bt.wire.data); free(bt.tpl.data)
+
+
+def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, fallback_row,
+                   key_reject):
+    """Run one batch through the plan; returns (items, rejects) in row order.
+
+    `json_value(text)` -> (wire bytes, size), or the reject reason (str); `fallback_row(line, fields)` -> PreparedItem | Reject for rows the
+    core cannot take (odd shapes, lone surrogates); `key_reject(code, t, line,
+    fields)` -> Reject for rejects whose value is a rendered template.
+    """
+    cdef Core* core = &plan.core
+    cdef Batch bt
+    cdef Py_ssize_t nrows, r, s, j, nh = len(plan.header), n
+    cdef Py_ssize_t nslots = core.nslots
+    cdef object row, line, fields, f
+    cdef const char* p
+    cdef int overflow, rc
+    cdef long long ln
+    cdef RowOut* o
+    cdef list items = []
+    cdef list rejects = []
+    cdef list keep = []
+    cdef dict json_reason = {}
+    cdef list slot_index = plan.slot_index
+    cdef Py_ssize_t* sidx = NULL
+    rows = rows if PyList_CheckExact(rows) or PyTuple_CheckExact(rows) else list(rows)
+    nrows = len(rows)
+    memset(&bt, 0, sizeof(Batch))
+    bt.nrows = nrows
+    try:
+        bt.ptrs = <const char**> malloc(max(1, nrows * nslots) * sizeof(char*))
+        bt.lens = <Py_ssize_t*> malloc(max(1, nrows * nslots) * sizeof(Py_ssize_t))
+        bt.lines = <long long*> malloc(max(1, nrows) * sizeof(long long))
+        bt.fallback = <char*> calloc(max(1, nrows), 1)
+        bt.regex_ok = <char*> calloc(max(1, nrows * core.nregex), 1)
+        bt.json_status = <char*> calloc(max(1, nrows * core.njson), 1)
+        bt.json_ptr = <const char**> calloc(max(1, nrows * core.njson), sizeof(char*))
+        bt.json_len = <Py_ssize_t*> calloc(max(1, nrows * core.njson), sizeof(Py_ssize_t))
+        bt.json_size = <Py_ssize_t*> calloc(max(1, nrows * core.njson), sizeof(Py_ssize_t))
+        bt.out = <RowOut*> calloc(max(1, nrows), sizeof(RowOut))
+        bt.vals = <ColVal*> calloc(max(1, core.ncols), sizeof(ColVal))
+        sidx = <Py_ssize_t*> malloc(max(1, nslots) * sizeof(Py_ssize_t))
+        if (bt.ptrs == NULL or bt.lens == NULL or bt.lines == NULL or bt.fallback == NULL
+                or bt.regex_ok == NULL or bt.json_status == NULL or bt.json_ptr == NULL
+                or bt.json_len == NULL or bt.json_size == NULL or bt.out == NULL
+                or bt.vals == NULL or sidx == NULL):
+            raise MemoryError()
+        if buf_reserve(&bt.wire, nrows * 512 + 1024) < 0 or buf_reserve(&bt.tpl, 4096) < 0:
+            raise MemoryError()
+        for s in range(nslots):
+            sidx[s] = slot_index[s]
+        # ---- phase 1 (GIL): UTF-8 pointers, regex and JSON columns
+        for r in range(nrows):
+            row = rows[r]
+            line, fields = row
+            if not PyLong_CheckExact(line):
+                bt.fallback[r] = 1
+                continue
+            ln = PyLong_AsLongLongAndOverflow(line, &overflow)
+            if overflow:
+                bt.fallback[r] = 1
+                continue
+            bt.lines[r] = ln
+            if not (PyList_CheckExact(fields) or PyTuple_CheckExact(fields)) or len(fields) != nh:
+                bt.fallback[r] = 1
+                continue
+            for s in range(nslots):
+                f = _field(fields, sidx[s])
+                if not PyUnicode_CheckExact(f):
+                    bt.fallback[r] = 1
+                    break
+                p = _utf8_nocheck(f, &n)
+                if p == NULL:
+                    PyErr_Clear()
+                    bt.fallback[r] = 1
+                    break
+                bt.ptrs[r * nslots + s] = p
+                bt.lens[r * nslots + s] = n
+            if bt.fallback[r]:
+                continue
+            for j, (hidx, regex) in enumerate(plan.regex_cols):
+                f = _field(fields, hidx)
+                if len(f) and regex.search(f) is not None:
+                    bt.regex_ok[r * core.nregex + j] = 1
+            for j, hidx in enumerate(plan.json_cols):
+                f = _field(fields, hidx).strip(" \t")
+                if not f:
+                    continue
+                try:
+                    value = json_value(f)
+                except UnicodeEncodeError:
+                    bt.fallback[r] = 1
+                    break
+                except Exception as exc:  # noqa: BLE001 - raised later, in row order
+                    bt.json_status[r * core.njson + j] = 3
+                    json_reason[(r, j)] = exc
+                    continue
+                if isinstance(value, str):
+                    bt.json_status[r * core.njson + j] = 2
+                    json_reason[(r, j)] = value
+                    continue
+                wire, size = value
+                keep.append(wire)
+                bt.json_status[r * core.njson + j] = 1
+                bt.json_ptr[r * core.njson + j] = PyBytes_AS_STRING(wire)
+                bt.json_len[r * core.njson + j] = PyBytes_GET_SIZE(wire)
+                bt.json_size[r * core.njson + j] = size
+        # ---- phase 2 (no GIL): validate, render, serialise
+        with nogil:
+            rc = transform_all(core, &bt)
+        if rc < 0:
+            raise MemoryError()
+        # ---- phase 3 (GIL): records
+        for r in range(nrows):
+            o = &bt.out[r]
+            if o.code == ITEM:
+                line, fields = rows[r]
+                items.append(_new_slotted(item_cls, _ITEM_FIELDS, (
+                    line,
+                    PyUnicode_DecodeUTF8(bt.wire.data + o.pk_off, o.pk_len, NULL),
+                    PyUnicode_DecodeUTF8(bt.wire.data + o.sk_off, o.sk_len, NULL),
+                    PyBytes_FromStringAndSize(bt.wire.data + o.wire_off, o.wire_len),
+                )))
+                continue
+            line, fields = rows[r]
+            if o.code == R_FALLBACK:
+                out = fallback_row(line, fields)
+                if isinstance(out, reject_cls):
+                    rejects.append(out)
+                else:
+                    items.append(out)
+                continue
+            if o.code < R_KEY_EMPTY:
+                j = o.col
+                if o.code == R_RAISE:
+                    raise json_reason[(r, core.cols[j].json_slot)]
+                if o.code == R_JSON:
+                    reason = json_reason[(r, core.cols[j].json_slot)]
+                elif o.code == R_DIGITS:
+                    reason = (f"number has {o.param} significant digits; "
+                              "DynamoDB keeps at most 38")
+                else:
+                    reason = plan.reasons[j][o.code]
+                rejects.append(_new_slotted(reject_cls, _REJECT_FIELDS, (
+                    line, plan.col_names[j], _field(fields, plan.col_index[j]), reason,
+                    tuple(fields),
+                )))
+            else:
+                rejects.append(key_reject(o.code, o.col, o.param, line, fields))
+        return items, rejects
+    finally:
+        free(sidx)
+        _free_batch(&bt)
+
+
+# ---------------------------------------------------------------------------
+# row_json_size: importer.batching.item_json_size
+# ---------------------------------------------------------------------------
+
+cdef Py_ssize_t _json_str_len(object s) except -2:
+    """Bytes of json.dumps(s, ensure_ascii=False) in UTF-8; -1 on a lone surrogate."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s), i, total = 2
+    cdef unsigned int kind = PyUnicode_KIND(s)
+    cdef void* data = PyUnicode_DATA(s)
+    cdef const uchar* d1
+    cdef const ushort* d2_
+    cdef const uint* d4
+    cdef uint c
+    if kind == 1:
+        d1 = <const uchar*> data
+        for i in range(n):
+            c = d1[i]
+            if c >= 0x80:
+                total += 2
+            elif c >= 32:
+                total += 2 if (c == 34 or c == 92) else 1
+            else:
+                total += 2 if (c == 10 or c == 13 or c == 9 or c == 8 or c == 12) else 6
+        return total
+    if kind == 2:
+        d2_ = <const ushort*> data
+        for i in range(n):
+            c = d2_[i]
+            if c < 0x80:
+                if c >= 32:
+                    total += 2 if (c == 34 or c == 92) else 1
+                else:
+                    total += 2 if (c == 10 or c == 13 or c == 9 or c == 8 or c == 12) else 6
+            elif c < 0x800:
+                total += 2
+            elif c >= 0xD800 and c <= 0xDFFF:
+                return -1
+            else:
+                total += 3
+        return total
+    d4 = <const uint*> data
+    for i in range(n):
+        c = d4[i]
+        if c < 0x80:
+            if c >= 32:
+                total += 2 if (c == 34 or c == 92) else 1
+            else:
+                total += 2 if (c == 10 or c == 13 or c == 9 or c == 8 or c == 12) else 6
+        elif c < 0x800:
+            total += 2
+        elif c >= 0xD800 and c <= 0xDFFF:
+            return -1
+        elif c < 0x10000:
+            total += 3
+        else:
+            total += 4
+    return total
+
+
+def row_json_size(header, fields, fallback):
+    """UTF-8 length of compact `json.dumps(dict(zip(header, fields)), ensure_ascii=False)`.
+
+    Calls `fallback(header, fields)` (the Python definition) for anything the
+    C loop does not cover: non-str values, duplicate header names, lone
+    surrogates (where the Python definition raises UnicodeEncodeError).
+    """
+    cdef Py_ssize_t nh, nf, n, i, total, k
+    cdef object h, f
+    if not ((PyList_CheckExact(header) or PyTuple_CheckExact(header))
+            and (PyList_CheckExact(fields) or PyTuple_CheckExact(fields))):
+        return fallback(header, fields)
+    nh = len(header)
+    nf = len(fields)
+    n = nh if nh < nf else nf
+    if n == 0:
+        return 2
+    total = 1 + n   # '{' + '}' + (n-1) commas
+    for i in range(n):
+        h = _field(header, i)
+        f = _field(fields, i)
+        if not (PyUnicode_CheckExact(h) and PyUnicode_CheckExact(f)):
+            return fallback(header, fields)
+        k = _json_str_len(h)
+        if k < 0:
+            return fallback(header, fields)
+        total += k + 1
+        k = _json_str_len(f)
+        if k < 0:
+            return fallback(header, fields)
+        total += k
+    return total
+
+
+# ---------------------------------------------------------------------------
+# CSV: ItemReader records from a byte stream (importer.source.iter_records)
+# ---------------------------------------------------------------------------
+
+
+
+cdef Py_ssize_t utf8_first_error(const uchar* s, Py_ssize_t n) noexcept nogil:
+    """Index of the first invalid UTF-8 sequence (Python's exc.start), or -1."""
+    cdef Py_ssize_t i = 0, need
+    cdef uchar c, lo, hi
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        lo = 0x80
+        hi = 0xBF
+        if c >= 0xC2 and c <= 0xDF:
+            need = 1
+        elif c == 0xE0:
+            need = 2; lo = 0xA0
+        elif c == 0xED:
+            need = 2; hi = 0x9F
+        elif c >= 0xE1 and c <= 0xEF:
+            need = 2
+        elif c == 0xF0:
+            need = 3; lo = 0x90
+        elif c >= 0xF1 and c <= 0xF3:
+            need = 3
+        elif c == 0xF4:
+            need = 3; hi = 0x8F
+        else:
+            return i
+        if i + 1 >= n or s[i + 1] < lo or s[i + 1] > hi:
+            return i
+        if need >= 2 and (i + 2 >= n or s[i + 2] < 0x80 or s[i + 2] > 0xBF):
+            return i
+        if need >= 3 and (i + 3 >= n or s[i + 3] < 0x80 or s[i + 3] > 0xBF):
+            return i
+        i += need + 1
+    return -1
+
+
+cdef struct Rec:
+    long long line           # first physical line of the record
+    long long err_line       # line of the first invalid UTF-8 (0: none)
+    Py_ssize_t err_byte      # its 1-based byte in that line
+    int unterminated
+    Py_ssize_t nfields
+
+
+
+
+cdef class RecordReader:
+    """Records of a CSV byte stream per ItemReader's rules (see source._RecordParser).
+
+    Iterating yields `row_cls(line, fields, error)`; once `width` is set (>= 0)
+    rows are padded with "" or cut to it, counting `padded` / `truncated`.
+    """
+
+    cdef object stream
+    cdef object row_cls
+    cdef object error_cls
+    cdef char* buf
+    cdef Py_ssize_t cap, start, end
+    cdef bint eof
+    cdef bint bom_checked
+    cdef bint bom
+    cdef long long line
+    cdef uchar delim
+    cdef Py_ssize_t chunk
+    cdef Buf fb
+    cdef Py_ssize_t* fends
+    cdef Py_ssize_t fends_cap
+    cdef Rec rec
+    cdef public Py_ssize_t width
+    cdef public long long padded
+    cdef public long long truncated
+    cdef bint closed
+
+    def __cinit__(self):
+        self.buf = NULL
+        self.fends = NULL
+        memset(&self.fb, 0, sizeof(Buf))
+
+    def __init__(self, stream, str delimiter, row_cls, error_cls, Py_ssize_t chunk=1 << 20):
+        cdef bytes d = delimiter.encode("utf-8")
+        if len(d) != 1 or len(delimiter) != 1:
+            raise ValueError("RecordReader needs a one-byte delimiter")
+        self.stream = stream
+        self.row_cls = row_cls
+        self.error_cls = error_cls
+        self.delim = <uchar> d[0]
+        self.chunk = max(16, chunk)
+        self.cap = self.chunk + 64
+        self.buf = <char*> malloc(self.cap)
+        self.fends_cap = 64
+        self.fends = <Py_ssize_t*> malloc(self.fends_cap * sizeof(Py_ssize_t))
+        if self.buf == NULL or self.fends == NULL or buf_reserve(&self.fb, 4096) < 0:
+            raise MemoryError()
+        self.start = self.end = 0
+        self.eof = False
+        self.bom_checked = False
+        self.bom = False
+        self.line = 0
+        self.width = -1
+        self.padded = 0
+        self.truncated = 0
+        self.closed = False
+
+    cdef void _close(self) noexcept:
+        free(self.buf)
+        self.buf = NULL
+        free(self.fends)
+        self.fends = NULL
+        free(self.fb.data)
+        self.fb.data = NULL
+        self.fb.cap = self.fb.len = 0
+        self.closed = True
+
+    def close(self):
+        self._close()
+
+    def __dealloc__(self):
+        self._close()
+
+    def __iter__(self):
+        return self
+
+    cdef int _fill(self) except -1:
+        cdef Py_ssize_t have = self.end - self.start, want, n
+        cdef char* p
+        if self.start > 0:
+            if have:
+                memmove(self.buf, self.buf + self.start, have)
+            self.start = 0
+            self.end = have
+        want = self.chunk if self.chunk > have else have
+        if self.end + want > self.cap:
+            p = <char*> realloc(self.buf, self.end + want + 64)
+            if p == NULL:
+                raise MemoryError()
+            self.buf = p
+            self.cap = self.end + want + 64
+        try:
+            data = self.stream.read(want)
+        except (OSError, EOFError) as exc:
+            raise self.error_cls(f"cannot read source: {exc}") from None
+        except Exception as exc:  # zstd/gzip raise their own error types
+            raise self.error_cls(f"cannot decompress source: {exc}") from None
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        n = PyBytes_GET_SIZE(data)
+        if n == 0:
+            self.eof = True
+            return 0
+        if self.end + n > self.cap:
+            p = <char*> realloc(self.buf, self.end + n + 64)
+            if p == NULL:
+                raise MemoryError()
+            self.buf = p
+            self.cap = self.end + n + 64
+        memcpy(self.buf + self.end, PyBytes_AS_STRING(data), n)
+        self.end += n
+        return 0
+
+    cdef int _push_field(self) noexcept nogil:
+        cdef Py_ssize_t* p
+        if self.rec.nfields >= self.fends_cap:
+            p = <Py_ssize_t*> realloc(self.fends, 2 * self.fends_cap * sizeof(Py_ssize_t))
+            if p == NULL:
+                return -1
+            self.fends = p
+            self.fends_cap *= 2
+        self.fends[self.rec.nfields] = self.fb.len
+        self.rec.nfields += 1
+        return 0
+
+    cdef int _parse(self) noexcept nogil:
+        """One record from buf[start:end]; commits `start`/`line` only on P_RECORD."""
+        cdef const uchar* b = <const uchar*> self.buf
+        cdef Py_ssize_t i = self.start, end = self.end, raw_start, e, tl
+        cdef long long line = self.line
+        cdef uchar c, d = self.delim, nb
+        cdef int state
+        cdef bint more = not self.eof
+        cdef Buf* fb = &self.fb
+        # blank lines (only outside a record) are skipped
+        while True:
+            if i >= end:
+                if more:
+                    self.start = i
+                    self.line = line
+                    return P_NEED_MORE
+                self.start = i
+                self.line = line
+                return P_END
+            c = b[i]
+            if line == 0 and self.bom:
+                break
+            if c == 10:
+                i += 1
+                line += 1
+            elif c == 13:
+                if i + 1 >= end and more:
+                    self.start = i
+                    self.line = line
+                    return P_NEED_MORE
+                i += 2 if (i + 1 < end and b[i + 1] == 10) else 1
+                line += 1
+            else:
+                break
+        # commit skipped blank lines
+        self.start = i
+        self.line = line
+        fb.len = 0
+        self.rec.nfields = 0
+        self.rec.err_line = 0
+        self.rec.unterminated = 0
+        self.rec.line = line + 1
+        state = ST_START
+        raw_start = i
+        if line == 0 and self.bom:
+            i += 3
+        while True:
+            # one physical line: content b[raw_start:e]
+            e = i
+            while True:
+                if e >= end:
+                    if more:
+                        return P_NEED_MORE
+                    break
+                c = b[e]
+                if c == 10 or c == 13:
+                    break
+                e += 1
+            if e < end and b[e] == 13 and e + 1 >= end and more:
+                return P_NEED_MORE
+            # ends in a backslash or quote whose meaning needs the next byte: e bounds it
+            line += 1
+            if self.rec.err_line == 0:
+                tl = utf8_first_error(b + raw_start, e - raw_start)
+                if tl >= 0:
+                    self.rec.err_line = line
+                    self.rec.err_byte = tl + 1
+            if buf_reserve(fb, e - i + 2) < 0:
+                return P_NOMEM
+            while i < e:
+                c = b[i]
+                i += 1
+                if c == 92:
+                    if i < e:
+                        nb = b[i]
+                        if nb == 92 or nb == 34 or nb == d:
+                            fb.data[fb.len] = <char> nb
+                            fb.len += 1
+                            i += 1
+                            if state == ST_START or state == ST_AFTER:
+                                state = ST_UNQUOTED
+                    continue
+                if state == ST_QUOTED:
+                    if c == 34:
+                        if i < e and b[i] == 34:
+                            fb.data[fb.len] = 34
+                            fb.len += 1
+                            i += 1
+                        else:
+                            state = ST_AFTER
+                    else:
+                        fb.data[fb.len] = <char> c
+                        fb.len += 1
+                elif c == d:
+                    if self._push_field() < 0:
+                        return P_NOMEM
+                    state = ST_START
+                elif c == 34 and state == ST_START:
+                    state = ST_QUOTED
+                else:
+                    fb.data[fb.len] = <char> c
+                    fb.len += 1
+                    state = ST_UNQUOTED
+            # the terminator
+            if e >= end:
+                # last line of the file, no terminator
+                if state == ST_QUOTED:
+                    self.rec.unterminated = 1
+                if self._push_field() < 0:
+                    return P_NOMEM
+                self.start = e
+                self.line = line
+                return P_RECORD
+            if b[e] == 13 and e + 1 < end and b[e + 1] == 10:
+                tl = 2
+            else:
+                tl = 1
+            if state == ST_QUOTED:
+                memcpy(fb.data + fb.len, b + e, tl)
+                fb.len += tl
+                i = e + tl
+                raw_start = i
+                if i >= end and not more:
+                    self.rec.unterminated = 1
+                    if self._push_field() < 0:
+                        return P_NOMEM
+                    self.start = i
+                    self.line = line
+                    return P_RECORD
+                continue
+            if self._push_field() < 0:
+                return P_NOMEM
+            self.start = e + tl
+            self.line = line
+            return P_RECORD
+
+    def __next__(self):
+        cdef int rc
+        cdef Py_ssize_t k, prev, nf, width, n
+        cdef list fields
+        cdef object error
+        cdef const char* errors
+        if self.closed:
+            raise ValueError("I/O operation on a closed RecordReader")
+        while True:
+            if not self.bom_checked:
+                if self.end - self.start < 3 and not self.eof:
+                    self._fill()
+                    continue
+                self.bom = (self.end - self.start >= 3
+                            and memcmp(self.buf + self.start, b"\xef\xbb\xbf", 3) == 0)
+                self.bom_checked = True
+            with nogil:
+                rc = self._parse()
+            if rc == P_RECORD:
+                break
+            if rc == P_NEED_MORE:
+                self._fill()
+                continue
+            if rc == P_NOMEM:
+                raise MemoryError()
+            raise StopIteration
+        nf = self.rec.nfields
+        width = self.width
+        errors = NULL
+        error = None
+        if self.rec.unterminated:
+            error = (f"unterminated quoted field (quote opened on line {self.rec.line}, "
+                     "never closed)")
+        elif self.rec.err_line:
+            error = f"invalid UTF-8 at byte {self.rec.err_byte} of line {self.rec.err_line}"
+        if self.rec.err_line:
+            errors = "replace"
+        n = nf
+        if width >= 0:
+            if nf < width:
+                n = width
+                self.padded += 1
+            elif nf > width:
+                n = width
+                self.truncated += 1
+        fields = PyList_New(n)
+        prev = 0
+        for k in range(n):
+            if k < nf:
+                s = PyUnicode_DecodeUTF8(self.fb.data + prev, self.fends[k] - prev, errors)
+                prev = self.fends[k]
+            else:
+                s = ""
+            Py_INCREF(s)
+            PyList_SET_ITEM(fields, k, s)
+        return _new_slotted(self.row_cls, _ROW_FIELDS, (self.rec.line, fields, error))

@@ -154,7 +154,10 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
         if engine:
             argv += ["--engine", engine]
         code = cli_main(argv)
-        count = ddb.scan(TableName=table, Select="COUNT")["Count"]
+        count = sum(
+            page["Count"]
+            for page in ddb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
+        )
         print(f"\ntable {table} now holds {count:,} command records; one of them:")
         item = ddb.get_item(
             TableName=table, Key={"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#SKU-0000001@1"}}

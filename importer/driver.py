@@ -232,6 +232,8 @@ def _pump(
     def reject(r: Reject) -> None:
         summary.rejected += 1
         rejects.write([r.line, r.column, r.value, r.reason, *r.row])
+
+    def check_limit() -> None:
         if not aborted and limit is not None and summary.rejected > limit:
             raise RunAborted(f"stopped after {summary.rejected} rejected rows (limit {limit})")
 
@@ -246,6 +248,7 @@ def _pump(
             failures.write([f.line, f.pk, f.sk, f.reason])
         for r in done.rejects:
             reject(r)
+        check_limit()
 
     in_flight: deque[Future[BatchOutcome]] = deque()
     max_in_flight = max(2, config.workers * 2)
@@ -265,11 +268,13 @@ def _pump(
             if row.error is not None:
                 summary.rows += 1
                 reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
+                check_limit()
                 continue
             closed = batcher.add(row.line, row.fields, item_json_size(header, row.fields))
             while batcher.oversized:
                 summary.rows += 1
                 reject(batcher.oversized.pop(0))
+                check_limit()
             if closed is not None:
                 while len(in_flight) >= max_in_flight:
                     settle_finished(block=True)

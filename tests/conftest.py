@@ -1,0 +1,100 @@
+"""Shared fixtures: fake AWS credentials, moto tables, spec and CSV writers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("AWS_PROFILE", None)
+
+KEY_SCHEMA = {
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto's in-process AWS for the duration of one test."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ddb_table(aws: None) -> str:
+    import boto3
+
+    boto3.client("dynamodb", region_name="us-east-1").create_table(
+        TableName="test-app-master-command", **KEY_SCHEMA
+    )
+    return "test-app-master-command"
+
+
+def scan_all(table: str, client=None) -> dict[tuple[str, str], dict]:
+    """Every item of a table, keyed by (pk, sk), in DynamoDB JSON."""
+    import boto3
+
+    client = client or boto3.client("dynamodb", region_name="us-east-1")
+    out: dict[tuple[str, str], dict] = {}
+    for page in client.get_paginator("scan").paginate(TableName=table):
+        for item in page["Items"]:
+            out[(item["pk"]["S"], item["sk"]["S"])] = item
+    return out
+
+
+@pytest.fixture
+def write_file(tmp_path: Path):
+    """Write text or bytes to a file under tmp_path and return its path."""
+
+    def _write(name: str, content: str | bytes) -> Path:
+        path = tmp_path / name
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_bytes(content)
+        return path
+
+    return _write
+
+
+PRODUCT_SPEC = """\
+[record]
+type = "PRODUCT"
+tenant = "acme"
+code = "{sku}"
+name = "{name}"
+
+[columns.sku]
+type = "string"
+required = true
+pattern = "^[A-Z0-9-]+$"
+
+[columns.name]
+type = "string"
+required = true
+
+[columns.price]
+type = "decimal"
+min = 0
+
+[columns.qty]
+type = "integer"
+
+[columns.active]
+type = "boolean"
+"""

@@ -1,0 +1,211 @@
+"""Every spec type and rule, valid and invalid, through the reference transform."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from importer.context import RunContext
+from importer.reference import transform_batch
+from importer.spec import SpecError, load_spec, parse_spec
+
+CTX = RunContext(run_id="run1", timestamp="2026-01-02T03:04:05+09:00", source="import-csv:run1")
+
+
+def spec_with(column: dict, **record) -> object:
+    rec = {"type": "PRODUCT", "code": "{code}", **record}
+    return parse_spec({"record": rec, "columns": {"code": {"required": True}, "v": column}})
+
+
+def one(spec, value: str, code: str = "A1"):
+    result = transform_batch(spec, ["code", "v"], [(2, [code, value])], CTX)
+    if result.rejects:
+        assert not result.items
+        return ("reject", result.rejects[0])
+    item = json.loads(result.items[0].wire)
+    return ("ok", item["attributes"]["M"].get("v"))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ({"type": "string"}, "héllo \"x\" 😀", {"S": 'héllo "x" 😀'}),
+        ({"type": "string"}, "", None),
+        ({"type": "integer"}, " 0042 ", {"N": "42"}),
+        ({"type": "integer"}, "-0", {"N": "0"}),
+        ({"type": "integer"}, "+7", {"N": "7"}),
+        ({"type": "decimal"}, "1.50", {"N": "1.5"}),
+        ({"type": "decimal"}, "1e3", {"N": "1000"}),
+        ({"type": "decimal"}, "-.25", {"N": "-0.25"}),
+        ({"type": "decimal"}, "9" * 38, {"N": "9" * 38}),
+        ({"type": "boolean"}, "Yes", {"BOOL": True}),
+        ({"type": "boolean"}, "0", {"BOOL": False}),
+        ({"type": "boolean"}, "F", {"BOOL": False}),
+        ({"type": "date"}, "2024/02/29", {"S": "2024-02-29"}),
+        ({"type": "datetime"}, "2024-01-02 03:04", {"S": "2024-01-02T03:04:00+00:00"}),
+        ({"type": "datetime"}, "2024-01-02T03:04:05.5Z", {"S": "2024-01-02T03:04:05.5+00:00"}),
+        ({"type": "datetime"}, "2024-01-02T03:04:05-0530", {"S": "2024-01-02T03:04:05-05:30"}),
+        ({"type": "json"}, '{"a": [1, 2.50, null, true]}',
+         {"M": {"a": {"L": [{"N": "1"}, {"N": "2.5"}, {"NULL": True}, {"BOOL": True}]}}}),
+        ({"type": "json"}, "[]", {"L": []}),
+        ({"type": "string", "pattern": "^[a-z]+$"}, "abc", {"S": "abc"}),
+        ({"type": "string", "enum": ["x", "y"]}, "y", {"S": "y"}),
+        ({"type": "string", "min_length": 2, "max_length": 3}, "😀😀😀", {"S": "😀😀😀"}),
+        ({"type": "integer", "min": 1, "max": 10}, "10", {"N": "10"}),
+        ({"type": "integer", "enum": [1, 2]}, "02", {"N": "2"}),
+        ({"type": "decimal", "min": 0}, "0.00", {"N": "0"}),
+        ({"type": "date", "min": "2020-01-01", "max": "2020-12-31"}, "2020-06-01",
+         {"S": "2020-06-01"}),
+    ],
+)
+def test_valid_values(column, value, expected):
+    assert one(spec_with(column), value) == ("ok", expected)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ({"type": "string", "required": True}, "", "required value is empty"),
+        ({"type": "integer", "required": True}, "  ", "required value is empty"),
+        ({"type": "integer"}, "1.0", "not an integer"),
+        ({"type": "integer"}, "1" * 39, "significant digits"),
+        ({"type": "decimal"}, "NaN", "not a decimal number"),
+        ({"type": "decimal"}, "Infinity", "not a decimal number"),
+        ({"type": "decimal"}, "1e126", "out of DynamoDB's range"),
+        ({"type": "decimal"}, "1e-131", "out of DynamoDB's range"),
+        ({"type": "decimal"}, "12,5", "not a decimal number"),
+        ({"type": "boolean"}, "maybe", "not a boolean"),
+        ({"type": "date"}, "2023-02-29", "not a date"),
+        ({"type": "date"}, "02/03/2024", "not a date"),
+        ({"type": "datetime"}, "2024-01-02T25:00", "out of range"),
+        ({"type": "datetime"}, "yesterday", "not an ISO 8601"),
+        ({"type": "json"}, "{bad", "invalid JSON"),
+        ({"type": "json"}, "42", "expected a JSON object or array"),
+        ({"type": "json"}, '{"x": NaN}', "invalid JSON"),
+        ({"type": "string", "pattern": "^[a-z]+$"}, "ABC", "does not match pattern"),
+        ({"type": "string", "enum": ["x"]}, "z", "not one of the allowed values"),
+        ({"type": "string", "min_length": 2}, "a", "shorter than min_length 2"),
+        ({"type": "string", "max_length": 2}, "abc", "longer than max_length 2"),
+        ({"type": "integer", "min": 1}, "0", "less than min 1"),
+        ({"type": "decimal", "max": 1.5}, "1.51", "greater than max 1.5"),
+        ({"type": "integer", "enum": [1]}, "2", "not one of the allowed values"),
+        ({"type": "date", "max": "2020-12-31"}, "2021-01-01", "after max 2020-12-31"),
+    ],
+)
+def test_invalid_values_are_rejected_with_column_and_reason(column, value, reason):
+    kind, reject = one(spec_with(column), value)
+    assert kind == "reject"
+    assert (reject.line, reject.column, reject.value) == (2, "v", value)
+    assert reason in reject.reason
+    assert reject.row == ("A1", value)
+
+
+def test_record_shape_is_exact_mbc():
+    spec = spec_with({"type": "integer", "attribute": "count"}, tenant="{code}", name="N-{code}")
+    result = transform_batch(spec, ["code", "v"], [(7, ["X9", "5"])], CTX)
+    item = json.loads(result.items[0].wire)
+    assert item == {
+        "pk": {"S": "PRODUCT#X9"},
+        "sk": {"S": "PRODUCT#X9@1"},
+        "id": {"S": "PRODUCT#X9#PRODUCT#X9"},
+        "code": {"S": "X9"},
+        "name": {"S": "N-X9"},
+        "type": {"S": "PRODUCT"},
+        "tenantCode": {"S": "X9"},
+        "version": {"N": "1"},
+        "attributes": {"M": {"code": {"S": "X9"}, "count": {"N": "5"}}},
+        "source": {"S": "import-csv:run1"},
+        "requestId": {"S": "run1#7"},
+        "createdAt": {"S": "2026-01-02T03:04:05+09:00"},
+        "updatedAt": {"S": "2026-01-02T03:04:05+09:00"},
+        "createdBy": {"S": "importer"},
+        "updatedBy": {"S": "importer"},
+    }
+    assert (result.items[0].pk, result.items[0].sk) == ("PRODUCT#X9", "PRODUCT#X9@1")
+
+
+def test_default_tenant_is_single_and_output_is_deterministic():
+    spec = spec_with({"type": "string"})
+    a = transform_batch(spec, ["code", "v"], [(2, ["A", "x"])], CTX)
+    b = transform_batch(spec, ["code", "v"], [(2, ["A", "x"])], CTX)
+    assert a.items[0].wire == b.items[0].wire
+    assert a.items[0].pk == "PRODUCT#single"
+
+
+def test_attribute_false_keeps_column_out_of_attributes():
+    spec = spec_with({"type": "string", "attribute": False})
+    item = json.loads(transform_batch(spec, ["code", "v"], [(2, ["A", "x"])], CTX).items[0].wire)
+    assert "v" not in item["attributes"]["M"]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [("", "required value is empty"), ("a@b", "must not contain '@'"),
+     ("x" * 1100, "sort key is over")],
+)
+def test_key_problems_are_rejects(code, reason):
+    kind, reject = one(spec_with({"type": "string"}), "v", code=code)
+    assert kind == "reject" and reason in reject.reason and reject.column == "code"
+
+
+def test_oversized_item_is_rejected():
+    kind, reject = one(spec_with({"type": "string"}), "x" * (401 * 1024))
+    assert kind == "reject" and "400 KB" in reject.reason
+
+
+def test_duplicate_keys_last_row_wins_and_earlier_is_reported():
+    spec = spec_with({"type": "string"})
+    result = transform_batch(spec, ["code", "v"], [(2, ["A", "1"]), (3, ["A", "2"])], CTX)
+    assert [i.line for i in result.items] == [3]
+    assert result.rejects[0].line == 2 and "replaced by line 3" in result.rejects[0].reason
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"columns": {"a": {}}}, "record.type: missing"),
+        ({"record": {"type": "P"}, "columns": {"a": {}}}, "record.code: missing"),
+        ({"record": {"type": "P", "code": "X"}, "columns": {"a": {}}}, "record.code: must use"),
+        ({"record": {"type": "P", "code": "{a"}, "columns": {"a": {}}}, "unbalanced"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {}}, "at least one column"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {"type": "money"}}},
+         "columns.a.type: unknown type 'money'"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {"pattern": "("}}},
+         "columns.a.pattern: invalid regular expression"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {"type": "boolean",
+                                                                    "min": 1}}},
+         "columns.a.min: not a rule for type 'boolean'"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {"requird": True}}},
+         "columns.a: unknown key 'requird'"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {"min_length": -1}}},
+         "columns.a.min_length"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {"type": "integer",
+                                                                    "min": 5, "max": 1}}},
+         "min 5 is greater than max 1"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {}}, "csv": {
+            "delimiter": "#"}}, "csv.delimiter"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {}}, "csv": {
+            "header": "GIVEN"}}, "csv.headers"),
+        ({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {}}, "extra": 1},
+         "spec: unknown key 'extra'"),
+    ],
+)
+def test_bad_specs_name_the_key_and_problem(doc, message):
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        parse_spec(doc)
+
+
+def test_load_spec_toml_json_and_errors(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text('[record]\ntype="P"\ncode="{a}"\n[columns.a]\nrequired=true\n')
+    assert load_spec(toml).columns[0].required
+    js = tmp_path / "s.json"
+    js.write_text(json.dumps({"record": {"type": "P", "code": "{a}"}, "columns": {"a": {}}}))
+    assert load_spec(js).record.code.columns == ("a",)
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[record\n")
+    with pytest.raises(SpecError, match="invalid TOML"):
+        load_spec(bad)

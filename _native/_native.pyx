@@ -1414,6 +1414,33 @@ cdef Py_ssize_t _json_str_len(object s) except -2:
     return total
 
 
+cdef object _last_header = None
+cdef tuple _last_snapshot = ()
+cdef bint _last_dupes = False
+
+
+cdef bint _header_has_duplicates(object header) except -1:
+    """Whether header names repeat (cached for the last header seen, checked by identity)."""
+    global _last_header, _last_snapshot, _last_dupes
+    cdef Py_ssize_t i, n = len(header)
+    cdef tuple snap = _last_snapshot
+    if header is _last_header and PyTuple_GET_SIZE(snap) == n:
+        for i in range(n):
+            if <object> PyTuple_GET_ITEM(snap, i) is not _field(header, i):
+                break
+        else:
+            return _last_dupes
+    snap = tuple(header)
+    try:
+        dupes = len(set(snap)) != n
+    except TypeError:
+        dupes = True
+    _last_header = header
+    _last_snapshot = snap
+    _last_dupes = dupes
+    return dupes
+
+
 def row_json_size(header, fields, fallback):
     """UTF-8 length of compact `json.dumps(dict(zip(header, fields)), ensure_ascii=False)`.
 
@@ -1431,6 +1458,8 @@ def row_json_size(header, fields, fallback):
     n = nh if nh < nf else nf
     if n == 0:
         return 2
+    if _header_has_duplicates(header):
+        return fallback(header, fields)
     total = 1 + n   # '{' + '}' + (n-1) commas
     for i in range(n):
         h = _field(header, i)

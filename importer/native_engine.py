@@ -33,7 +33,7 @@ from importer.batching import item_json_size as _py_item_json_size
 from importer.context import RunContext
 from importer.records import PreparedItem, Reject
 from importer.reference import Row, TransformResult, resolve_duplicates
-from importer.source import CsvReader, ParsedRow, SourceError
+from importer.source import CHUNK_BYTES, CsvReader, ParsedRow, SourceError
 from importer.spec import ColumnRule, CsvOptions, Spec
 from importer.values import FieldError, parse_json
 
@@ -395,9 +395,13 @@ def row_json_size(header: Sequence[str], fields: Sequence[str]) -> int:
 class NativeCsvReader:
     """`importer.source.CsvReader` with the bytes parsed in C, chunk by chunk."""
 
-    def __init__(self, stream: IO[bytes], options: CsvOptions) -> None:
+    def __init__(
+        self, stream: IO[bytes], options: CsvOptions, *, chunk_bytes: int = CHUNK_BYTES
+    ) -> None:
         self.options = options
-        self._records = _native.RecordReader(stream, options.delimiter, ParsedRow, SourceError)
+        self._records = _native.RecordReader(
+            stream, options.delimiter, ParsedRow, SourceError, chunk_bytes
+        )
         self.header: list[str]
         if options.header_location == "GIVEN":
             assert options.headers is not None
@@ -430,9 +434,11 @@ class NativeCsvReader:
         self._records.close()
 
 
-def open_reader(stream: IO[bytes], options: CsvOptions) -> NativeCsvReader | CsvReader:
+def open_reader(
+    stream: IO[bytes], options: CsvOptions, *, chunk_bytes: int = CHUNK_BYTES
+) -> NativeCsvReader | CsvReader:
     """A CsvReader-compatible reader over `stream` (native unless the delimiter is odd)."""
     d = options.delimiter
     if not (isinstance(d, str) and len(d) == 1 and ord(d) < 128):
         return CsvReader(stream, options)
-    return NativeCsvReader(stream, options)
+    return NativeCsvReader(stream, options, chunk_bytes=chunk_bytes)

@@ -1552,6 +1552,9 @@ cdef class RecordReader:
     cdef Py_ssize_t* fends
     cdef Py_ssize_t fends_cap
     cdef Rec rec
+    cdef Py_ssize_t rec_start
+    cdef object reparse
+    cdef str delimiter
     cdef public Py_ssize_t width
     cdef public long long padded
     cdef public long long truncated
@@ -1562,8 +1565,11 @@ cdef class RecordReader:
         self.fends = NULL
         memset(&self.fb, 0, sizeof(Buf))
 
-    def __init__(self, stream, str delimiter, row_cls, error_cls, Py_ssize_t chunk=1 << 20):
+    def __init__(self, stream, str delimiter, row_cls, error_cls, Py_ssize_t chunk=1 << 20,
+                 reparse=None):
         cdef bytes d = delimiter.encode("utf-8")
+        self.reparse = reparse
+        self.delimiter = delimiter
         if len(d) != 1 or len(delimiter) != 1:
             raise ValueError("RecordReader needs a one-byte delimiter")
         self.stream = stream
@@ -1692,6 +1698,7 @@ cdef class RecordReader:
         # commit skipped blank lines
         self.start = i
         self.line = line
+        self.rec_start = i
         fb.len = 0
         self.rec.nfields = 0
         self.rec.err_line = 0
@@ -1819,8 +1826,25 @@ cdef class RecordReader:
             raise StopIteration
         nf = self.rec.nfields
         width = self.width
-        errors = NULL
         error = None
+        if self.rec.err_line and self.reparse is not None:
+            # Invalid UTF-8: Python decodes each line *before* parsing, so escapes and
+            # quotes between bad bytes change the replacement characters; the record's
+            # raw lines go through the Python definition instead (rare, exact).
+            fields, error = self.reparse(
+                PyBytes_FromStringAndSize(self.buf + self.rec_start, self.start - self.rec_start),
+                self.rec.line, self.delimiter)
+            fields = list(fields)
+            nf = len(fields)
+            if width >= 0 and nf != width:
+                if nf < width:
+                    fields.extend([""] * (width - nf))
+                    self.padded += 1
+                else:
+                    del fields[width:]
+                    self.truncated += 1
+            return _new_slotted(self.row_cls, _ROW_FIELDS, (self.rec.line, fields, error))
+        errors = NULL
         if self.rec.unterminated:
             error = (f"unterminated quoted field (quote opened on line {self.rec.line}, "
                      "never closed)")

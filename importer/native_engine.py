@@ -33,7 +33,14 @@ from importer.batching import item_json_size as _py_item_json_size
 from importer.context import RunContext
 from importer.records import PreparedItem, Reject
 from importer.reference import Row, TransformResult, resolve_duplicates
-from importer.source import CHUNK_BYTES, CsvReader, ParsedRow, SourceError
+from importer.source import (
+    CHUNK_BYTES,
+    CsvReader,
+    ParsedRow,
+    SourceError,
+    _decode,
+    _RecordParser,
+)
 from importer.spec import ColumnRule, CsvOptions, Spec
 from importer.values import FieldError, parse_json
 
@@ -392,6 +399,36 @@ def row_json_size(header: Sequence[str], fields: Sequence[str]) -> int:
     return _native.row_json_size(header, fields, _py_item_json_size)
 
 
+def _reparse_record(raw: bytes, first_line: int, delimiter: str) -> tuple[list[str], str | None]:
+    """`source.iter_records` on one record's raw lines (used when they hold invalid UTF-8)."""
+    parser: _RecordParser | None = None
+    error: str | None = None
+    line_no = first_line - 1
+    for physical in raw.splitlines(keepends=True):
+        line_no += 1
+        if physical.endswith(b"\r\n"):
+            content, term = physical[:-2], "\r\n"
+        elif physical.endswith((b"\r", b"\n")):
+            content, term = physical[:-1], physical[-1:].decode("ascii")
+        else:
+            content, term = physical, ""
+        text, bad = _decode(content, line_no)
+        if line_no == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        if parser is None:
+            if '"' not in text and "\\" not in text:
+                return text.split(delimiter), bad
+            parser = _RecordParser(delimiter)
+        error = error or bad
+        if parser.feed(text, term):
+            return parser.fields, error
+    assert parser is not None
+    return (
+        parser.fields + ["".join(parser.buf)],
+        f"unterminated quoted field (quote opened on line {first_line}, never closed)",
+    )
+
+
 class NativeCsvReader:
     """`importer.source.CsvReader` with the bytes parsed in C, chunk by chunk."""
 
@@ -400,7 +437,7 @@ class NativeCsvReader:
     ) -> None:
         self.options = options
         self._records = _native.RecordReader(
-            stream, options.delimiter, ParsedRow, SourceError, chunk_bytes
+            stream, options.delimiter, ParsedRow, SourceError, chunk_bytes, _reparse_record
         )
         self.header: list[str]
         if options.header_location == "GIVEN":

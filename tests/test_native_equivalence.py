@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from importer import native_engine, reference
@@ -632,6 +632,8 @@ def _read_all(make: Any) -> Any:
     st.booleans(),
     st.integers(1, 40),
 )
+@example(b'\xef\\\x86\\\xef\\~\\~\\\xe7""""":\x00"\t"', "\t", True, 3)  # found by atheris
+@example(b'"\xe2\n\x82""\xac"\r\n\xff\\,', ",", False, 1)
 def test_reader_matches_csvreader(data: bytes, delim: str, given_header: bool, step: int) -> None:
     options = CsvOptions(
         delimiter=delim,

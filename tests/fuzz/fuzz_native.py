@@ -1,0 +1,131 @@
+"""atheris harness over the native entry points.
+
+    python tests/fuzz/fuzz_native.py -max_total_time=60
+    python tests/fuzz/fuzz_native.py -runs=20000
+
+Each input drives one of: the CSV reader on raw bytes (checked against
+`importer.source.CsvReader`), `transform_batch` on rows decoded from the input
+under a few fixed specs (checked against `importer.reference`), and
+`row_json_size` (checked against `batching.item_json_size`).  A mismatch or a
+crash in the extension is a finding.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from importer import native_engine, reference
+    from importer.batching import item_json_size
+    from importer.context import RunContext
+    from importer.source import CsvReader
+    from importer.spec import CsvOptions, parse_spec
+
+SPECS = [
+    parse_spec(
+        {
+            "record": {"type": "T", "code": "{a}", "tenant": "{b}", "name": "{c}"},
+            "columns": {
+                "a": {"required": True, "max_length": 8},
+                "b": {"type": "integer", "min": -5, "max": 10**20},
+                "c": {"type": "decimal", "attribute": "cc"},
+                "d": {"type": "boolean"},
+            },
+        }
+    ),
+    parse_spec(
+        {
+            "record": {"type": "P#{a}", "code": "x{b}@{c}"},
+            "columns": {
+                "a": {"enum": ["x", "é", ""]},
+                "b": {"type": "date", "min": "2000-01-01"},
+                "c": {"type": "datetime"},
+                "d": {"type": "json", "attribute": False},
+            },
+        }
+    ),
+    parse_spec(
+        {
+            "record": {"type": "T", "code": "{a}{b}"},
+            "columns": {"a": {"pattern": "^[a-z]"}, "b": {"min_length": 1}, "c": {}, "d": {}},
+        }
+    ),
+]
+HEADER = ["a", "b", "c", "d"]
+CTX = RunContext(run_id="f", timestamp="2024-01-01T00:00:00+00:00", source="s", ip="1")
+OPTIONS = [
+    CsvOptions(),
+    CsvOptions(delimiter="|"),
+    CsvOptions(delimiter="\t"),
+    CsvOptions(header_location="GIVEN", headers=("h1", "h2", "h3")),
+]
+
+
+def _reader_outcome(make):
+    try:
+        r = make()
+        return r.header, list(r), r.padded, r.truncated
+    except Exception as exc:  # noqa: BLE001
+        return type(exc), str(exc)
+
+
+def _transform_outcome(fn, spec, rows):
+    try:
+        res = fn(spec, HEADER, rows, CTX)
+    except UnicodeEncodeError:
+        return "surrogate"
+    except Exception as exc:  # noqa: BLE001
+        return type(exc)
+    return [(i.line, i.pk, i.sk, json.loads(i.wire)) for i in res.items], res.rejects
+
+
+def test_one_input(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    mode = fdp.ConsumeIntInRange(0, 2)
+    if mode == 0:
+        options = OPTIONS[fdp.ConsumeIntInRange(0, len(OPTIONS) - 1)]
+        chunk = fdp.ConsumeIntInRange(16, 64)
+        raw = fdp.ConsumeBytes(fdp.remaining_bytes())
+        ref = _reader_outcome(lambda: CsvReader(io.BytesIO(raw), options))
+        nat = _reader_outcome(
+            lambda: native_engine.open_reader(io.BytesIO(raw), options, chunk_bytes=chunk)
+        )
+        if nat != ref:
+            raise AssertionError(f"reader mismatch on {raw!r}: {ref!r} != {nat!r}")
+        return
+    if mode == 1:
+        spec = SPECS[fdp.ConsumeIntInRange(0, len(SPECS) - 1)]
+        rows = []
+        for line in range(fdp.ConsumeIntInRange(1, 6)):
+            rows.append((line, [fdp.ConsumeUnicodeNoSurrogates(12) for _ in HEADER]))
+        ref = _transform_outcome(reference.transform_batch, spec, rows)
+        nat = _transform_outcome(native_engine.transform_batch, spec, rows)
+        if ref == "surrogate":
+            return
+        if nat != ref:
+            raise AssertionError(f"transform mismatch on {rows!r}: {ref!r} != {nat!r}")
+        return
+    fields = [fdp.ConsumeUnicode(10) for _ in HEADER]
+    try:
+        want = item_json_size(HEADER, fields)
+    except UnicodeEncodeError:
+        want = "surrogate"
+    try:
+        got = native_engine.row_json_size(HEADER, fields)
+    except UnicodeEncodeError:
+        got = "surrogate"
+    if got != want:
+        raise AssertionError(f"row_json_size mismatch on {fields!r}: {want} != {got}")
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

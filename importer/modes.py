@@ -1,0 +1,507 @@
+"""Import modes for tables that already hold data: insert, upsert, strict (and blind).
+
+An MBC command table keeps every version of an entity (`sk = TYPE#code@v`); the
+data table keeps the latest (`sk = TYPE#code`, `version` = latest).  The
+transform renders every row as version 1; this stage, between transform and
+writer, reads first and decides each row's fate:
+
+==========  ==================================================================
+mode        an entity that already exists
+==========  ==================================================================
+``insert``  (default) not written: `Reject(reason="exists (version v)")`
+``upsert``  compared with the current record (name, attributes, isDeleted):
+            EQUAL -> skipped, counted `unchanged`; CHANGED -> written as
+            version current+1; NOT_EXIST -> version 1
+``strict``  as upsert, and the writer must be `StrictWriter` (conditional
+            TransactWriteItems: a concurrent writer is never overwritten)
+``blind``   today's behaviour: every row version 1, no reads (benchmarks)
+==========  ==================================================================
+
+How the current version is found (`_probe`, run in parallel across batches):
+
+1. the data table's item at (pk, `TYPE#code`) -- ConsistentRead BatchGetItem;
+   with no data table (insert mode only) every entity starts "unknown";
+2. then the command table at `@current+1` (or `@1`), and upwards while a
+   version is there: the data table is filled asynchronously by MBC and may lag
+   the command table, so the first free `@v` is the truth.  (Insert mode stops
+   at the first stored version it sees.)
+
+Idempotency: every item carries `requestId = {run_id}#{line}`.  If any record
+met on the way (data or command table) has the row's own requestId, the row was
+already written at that version by an earlier attempt of this run (a retried
+child, a resumed run): it is re-sent at *that* version (the same bytes for the
+same BatchInput; the StrictWriter recognises its own requestId and counts it as
+written), never bumped again.  A data table already synced to the row gives the
+same answer.
+
+Duplicate codes and concurrency: a run-level map (entity -> last version
+assigned, digest of its compared fields, line) is updated in file order.  Each
+batch takes a *ticket* on the submitting thread (`stage.ticket()`, in file
+order); the network reads run concurrently, but the in-memory assignment step
+of ticket t waits until every ticket < t has finished its own assignment (or
+was released).  So two batches holding the same code always version it in file
+order: upsert gives each later row the next version (or `unchanged` when it
+equals the previous row), insert rejects the later rows.  A batch must always
+release its ticket: `prepare` does so itself; call `release(ticket)` in a
+`finally` for batches that fail before `prepare`, and `abort()` when the run
+stops so that waiting batches end (their rows become failures).
+
+The map holds ~150 bytes per entity (hashed keys, a digest of the fields).
+
+`rows == written + unchanged + rejected + failed` holds per batch:
+`len(items) == len(out.items) + out.unchanged + len(out.rejects) + len(out.failures)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from importer.lookup import KeyLookup, LookupFailed
+from importer.records import Failure, PreparedItem, Reject
+from importer.reference import wire_json
+from importer.retry import WriterFatalError
+
+__all__ = [
+    "MODES",
+    "Mode",
+    "ModeStage",
+    "PreparedBatch",
+    "code_column_of",
+    "compare_digest",
+    "default_data_table",
+]
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["blind", "insert", "upsert", "strict"]
+MODES: tuple[str, ...] = ("insert", "upsert", "strict", "blind")
+#: Command versions newer than the data table probed per row before giving up.
+MAX_PROBE_ROUNDS = 64
+
+
+def default_data_table(table: str) -> str | None:
+    """`{env}-{app}-{module}-command` -> `...-data`; None for other names."""
+    return table[: -len("-command")] + "-data" if table.endswith("-command") else None
+
+
+def code_column_of(spec: Any) -> str:
+    """The CSV column the spec's `record.code` template reads ("" if none)."""
+    cols = spec.record.code.columns
+    return cols[0] if cols else ""
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _canon(value: Any) -> Any:
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    ((kind, inner),) = value.items()
+    if kind == "N":
+        try:
+            d = Decimal(inner)
+        except InvalidOperation:
+            return {"N": inner}
+        return {"N": "0" if d == 0 else str(d.normalize())}
+    if kind == "M":
+        return {"M": {k: _canon(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_canon(v) for v in inner]}
+    if kind == "NS":
+        return {"NS": sorted(str(Decimal(x).normalize()) for x in inner)}
+    if kind in ("SS", "BS"):
+        return {kind: sorted(inner)}
+    return {kind: inner}
+
+
+def compare_digest(item: Mapping[str, Any]) -> bytes:
+    """16-byte digest of what MBC's compare looks at: name, attributes, isDeleted.
+
+    Numbers compare by value (`1.50` == `1.5`), sets without order; a missing
+    `isDeleted` equals false and missing `attributes` an empty map.
+    """
+    deleted = item.get("isDeleted") or {"BOOL": False}
+    doc = {
+        "name": _canon(item.get("name") or {"S": ""}),
+        "attributes": _canon(item.get("attributes") or {"M": {}}),
+        "isDeleted": bool(deleted.get("BOOL", False)),
+    }
+    raw = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _entity_key(pk: str, base: str) -> bytes:
+    return hashlib.blake2b(
+        pk.encode("utf-8", "surrogatepass") + b"\0" + base.encode("utf-8", "surrogatepass"),
+        digest_size=12,
+    ).digest()
+
+
+def _version_of(item: Mapping[str, Any], default: int) -> int:
+    try:
+        return int(item["version"]["N"])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def _request_id(item: Mapping[str, Any] | None) -> str | None:
+    if not item:
+        return None
+    value = item.get("requestId")
+    return value.get("S") if isinstance(value, dict) else None
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """What the mode stage decided for one batch's items.
+
+    `items` go to the writer (at their versions); `rejects` are rows refused
+    (entity exists in insert mode, ...); `failures` rows that could not be
+    decided (reads failed after every retry, run aborted); `unchanged` rows
+    equal to the current record (upsert/strict), not written.
+    """
+
+    items: list[PreparedItem] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    unchanged: int = 0
+
+
+@dataclass(slots=True)
+class _Row:
+    item: PreparedItem
+    doc: dict[str, Any]
+    base: str  # TYPE#code
+    code: str
+    request_id: str | None
+    digest: bytes
+    # probe results
+    cur_version: int = 0  # latest stored version met (0 = none)
+    cur_digest: bytes = b""
+    mine: int = 0  # version at which this very row is already stored (0 = none)
+    failed: str = ""
+
+
+class _Aborted(Exception):
+    pass
+
+
+class ModeStage:
+    """The mode stage of one run (thread-safe; one instance per run or per Lambda batch).
+
+    Build it with `ModeStage.open(...)`, which checks the data table; the
+    constructor trusts its arguments.  `lookup` reads both tables.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: Mode,
+        table: str,
+        data_table: str | None,
+        lookup: KeyLookup | None,
+        code_column: str = "",
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+        if mode != "blind" and lookup is None:
+            raise ValueError(f"mode {mode!r} needs a lookup")
+        if mode in ("upsert", "strict") and not data_table:
+            raise WriterFatalError(f"{mode} mode needs the data table (pass --data-table)")
+        self.mode = mode
+        self.table = table
+        self.data_table = data_table
+        self.lookup = lookup
+        self.code_column = code_column
+        self.notices: list[str] = []
+        self._cond = threading.Condition()
+        self._issued = 0
+        self._turn = 0
+        self._released: set[int] = set()
+        self._aborted = False
+        self._state: dict[bytes, tuple[int, bytes, int]] = {}
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        mode: Mode,
+        table: str,
+        data_table: str | None = None,
+        lookup: KeyLookup | None,
+        code_column: str = "",
+    ) -> ModeStage:
+        """Resolve and check the data table, then build the stage.
+
+        `data_table=None` means the default (`-command` -> `-data`).  A missing
+        data table is fatal in upsert/strict mode; in insert mode existence is
+        then checked against the command table's `@1` keys (said once, in
+        `notices` and the log).
+        """
+        if mode == "blind":
+            return cls(
+                mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column
+            )
+        assert lookup is not None, "modes other than blind need a lookup"
+        name = data_table or default_data_table(table)
+        exists = bool(name) and lookup.table_exists(name)
+        notice = None
+        if not exists:
+            why = (
+                f"data table {name!r} does not exist"
+                if name
+                else f"no data table given and {table!r} does not end in '-command'"
+            )
+            if mode in ("upsert", "strict"):
+                raise WriterFatalError(
+                    f"{mode} mode needs the data table to know current versions: {why} "
+                    "(pass --data-table NAME)"
+                )
+            notice = f"{why}: insert mode checks existence against the command table's @1 keys"
+            name = None
+        stage = cls(mode=mode, table=table, data_table=name, lookup=lookup, code_column=code_column)
+        if notice:
+            stage.notices.append(notice)
+            log.warning("%s", notice)
+        return stage
+
+    # ------------------------------------------------------------------ ordering
+
+    def ticket(self) -> int:
+        """Take the next place in file order; call on the submitting thread."""
+        with self._cond:
+            t = self._issued
+            self._issued += 1
+            return t
+
+    def release(self, ticket: int | None) -> None:
+        """This ticket's assignment is over (idempotent)."""
+        if ticket is None:
+            return
+        with self._cond:
+            if ticket < self._turn or ticket in self._released:
+                return
+            self._released.add(ticket)
+            while self._turn in self._released:
+                self._released.discard(self._turn)
+                self._turn += 1
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Stop waiting for earlier tickets (run aborted); waiting batches fail their rows."""
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+    def _wait_turn(self, ticket: int | None) -> None:
+        if ticket is None:
+            return
+        with self._cond:
+            while self._turn < ticket and not self._aborted:
+                self._cond.wait()
+            if self._turn < ticket:
+                raise _Aborted()
+
+    # ------------------------------------------------------------------ the stage
+
+    def prepare(
+        self,
+        items: Sequence[PreparedItem],
+        rows: Mapping[int, Sequence[str]] | None = None,
+        *,
+        ticket: int | None = None,
+    ) -> PreparedBatch:
+        """Decide every item's fate; `rows` (line -> CSV fields) fills `Reject.row`.
+
+        `items` are all valid rows of the batch, duplicates included, as the
+        transform rendered them (version 1).  Always releases `ticket`.
+        """
+        try:
+            if self.mode == "blind":
+                return PreparedBatch(items=list(items))
+            parsed = sorted((self._parse(it) for it in items), key=lambda r: r.item.line)
+            lookup_error = ""
+            try:
+                self._probe(parsed)
+            except LookupFailed as exc:
+                lookup_error = f"lookup failed: {exc}"
+            try:
+                self._wait_turn(ticket)
+            except _Aborted:
+                reason = "not written: the run stopped before this batch's versions were assigned"
+                return PreparedBatch(
+                    failures=[Failure(r.item.line, r.item.pk, r.item.sk, reason) for r in parsed]
+                )
+            with self._cond:  # the run map is shared by every batch of the run
+                return self._assign(parsed, rows or {}, lookup_error)
+        finally:
+            self.release(ticket)
+
+    def _parse(self, item: PreparedItem) -> _Row:
+        doc = json.loads(item.wire)
+        base = item.sk.rsplit("@", 1)[0]
+        code = (doc.get("code") or {}).get("S") or base.split("#", 1)[-1]
+        return _Row(item, doc, base, code, _request_id(doc), compare_digest(doc))
+
+    def _probe(self, rows: list[_Row]) -> None:
+        """Fill cur_version/cur_digest/mine of each row from the tables (network).
+
+        Records this run wrote for a *later* line of the file (a re-run after a
+        partial failure) are the future from this row's point of view: upward
+        probing stops at them, and a data table already synced to one of them
+        makes the probe walk down from there instead.
+        """
+        lookup = self.lookup
+        assert lookup is not None
+        insert = self.mode == "insert"
+        probing: list[tuple[_Row, int, int]] = []  # (row, version to read, step +1/-1)
+        if self.data_table:
+            found = lookup.get_many(self.data_table, [(r.item.pk, r.base) for r in rows])
+        else:
+            found = {}
+        for r in rows:
+            data = found.get((r.item.pk, r.base))
+            if data is not None:
+                v = _version_of(data, 1)
+                seen = self._whose(r, data)
+                if seen == "mine":
+                    r.mine = v
+                    continue
+                if seen == "later":
+                    if v > 1:
+                        probing.append((r, v - 1, -1))
+                    continue
+                r.cur_version = v
+                r.cur_digest = compare_digest(data)
+                if insert:
+                    continue  # exists: nothing more to learn
+            probing.append((r, r.cur_version + 1, 1))
+        rounds = 0
+        while probing:
+            rounds += 1
+            if rounds > MAX_PROBE_ROUNDS:
+                for r, v, _step in probing:
+                    r.failed = (
+                        f"{self.table} holds more than {MAX_PROBE_ROUNDS} versions newer than "
+                        f"the data table (stopped at @{v})"
+                    )
+                return
+            keys = [(r.item.pk, f"{r.base}@{v}") for r, v, _step in probing]
+            found = lookup.get_many(self.table, keys)
+            nxt: list[tuple[_Row, int, int]] = []
+            for (r, v, step), key in zip(probing, keys, strict=True):
+                stored = found.get(key)
+                seen = "absent" if stored is None else self._whose(r, stored)
+                if seen == "mine":
+                    r.mine = v
+                elif step > 0:
+                    if seen == "other":
+                        r.cur_version = v
+                        r.cur_digest = compare_digest(stored)
+                        if not insert:
+                            nxt.append((r, v + 1, 1))
+                elif seen == "later" and v > 1:
+                    nxt.append((r, v - 1, -1))
+                elif seen == "other":
+                    r.cur_version = v
+                    r.cur_digest = compare_digest(stored)
+                # walking down and absent (or @1 is later): nothing stored before this row
+            probing = nxt
+
+    @staticmethod
+    def _whose(r: _Row, stored: Mapping[str, Any]) -> str:
+        """'mine' (this row's requestId), 'later' (this run, a later line) or 'other'."""
+        rid = _request_id(stored)
+        if rid is None or r.request_id is None:
+            return "other"
+        if rid == r.request_id:
+            return "mine"
+        run, _, line = rid.rpartition("#")
+        our_run, _, our_line = r.request_id.rpartition("#")
+        if run == our_run and line.isdigit() and our_line.isdigit() and int(line) > int(our_line):
+            return "later"
+        return "other"
+
+    def _assign(
+        self, rows: list[_Row], fields: Mapping[int, Sequence[str]], lookup_error: str
+    ) -> PreparedBatch:
+        out = PreparedBatch()
+        state = self._state
+        insert = self.mode == "insert"
+        for r in rows:
+            it = r.item
+            if lookup_error or r.failed:
+                out.failures.append(Failure(it.line, it.pk, it.sk, lookup_error or r.failed))
+                continue
+            key = _entity_key(it.pk, r.base)
+            known = state.get(key)  # (version, digest, line of this run or 0)
+            if insert:
+                if known is not None:
+                    v, _d, first = known
+                    why = f"exists (version {v})"
+                    if first:
+                        why += f": duplicate of line {first}"
+                    out.rejects.append(self._reject(r, why, fields))
+                elif r.mine:
+                    out.items.append(self._render(r, r.mine))
+                    state[key] = (r.mine, r.digest, it.line)
+                elif r.cur_version:
+                    out.rejects.append(self._reject(r, f"exists (version {r.cur_version})", fields))
+                    state[key] = (r.cur_version, r.cur_digest, 0)
+                else:
+                    out.items.append(it)
+                    state[key] = (1, r.digest, it.line)
+                continue
+            # upsert / strict: the newer of the run map and the tables (ties: run map)
+            if known is not None and known[0] >= r.cur_version:
+                base_v, base_d = known[0], known[1]
+            else:
+                base_v, base_d = r.cur_version, r.cur_digest
+            if r.mine and r.mine > (known[0] if known is not None else 0):
+                out.items.append(self._render(r, r.mine))  # already stored: same version again
+                state[key] = (r.mine, r.digest, it.line)
+            elif base_v == 0:
+                out.items.append(it)
+                state[key] = (1, r.digest, it.line)
+            elif base_d == r.digest:
+                out.unchanged += 1
+                if known is None:
+                    state[key] = (base_v, base_d, 0)
+            else:
+                v = base_v + 1
+                out.items.append(self._render(r, v))
+                state[key] = (v, r.digest, it.line)
+        return out
+
+    def _reject(self, r: _Row, reason: str, fields: Mapping[int, Sequence[str]]) -> Reject:
+        return Reject(
+            r.item.line, self.code_column, r.code, reason, tuple(fields.get(r.item.line, ()))
+        )
+
+    @staticmethod
+    def _render(r: _Row, version: int) -> PreparedItem:
+        """The row's item at `version` (sk and version rewritten; id, requestId kept)."""
+        it = r.item
+        sk = f"{r.base}@{version}"
+        if sk == it.sk:
+            return it
+        doc = dict(r.doc)
+        doc["sk"] = {"S": sk}
+        doc["version"] = {"N": str(version)}
+        return PreparedItem(it.line, it.pk, sk, wire_json(doc))
+
+    # ------------------------------------------------------------------ misc
+
+    def close(self) -> None:
+        if self.lookup is not None:
+            self.lookup.close()

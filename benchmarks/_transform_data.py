@@ -12,6 +12,7 @@ from importer.bench import (
     HEADER,
     engine_transform,
     generate_csv,
+    native_count,
     native_parse,
     polars_frame,
     polars_transform,
@@ -27,6 +28,7 @@ __all__ = [
     "polars_transform",
     "pyarrow_parse",
     "engine_transform",
+    "native_count",
     "native_parse",
 ]
 

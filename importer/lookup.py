@@ -43,7 +43,6 @@ from importer.retry import (
     full_jitter_delay,
     is_fatal,
     is_retryable,
-    is_throttling,
 )
 
 __all__ = [

@@ -1,0 +1,400 @@
+"""The generated import-csv ASL, unmodified, end to end on moto's Step Functions engine.
+
+moto S3 holds the CSV and the spec, moto DynamoDB the table; moto's ASL
+interpreter runs the Distributed Map (see :mod:`tests.sfn_shim` for the few
+things it lacks) and its Lambda task calls :func:`importer.handler.handle_event`
+in-process.  The same CSV through the local driver must give the same batches
+and the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from decimal import Decimal
+from typing import Any
+from unittest import mock
+
+import boto3
+import pytest
+
+from importer.batching import AWS_MAX_INPUT_BYTES, cut_batches
+from importer.context import normalise_timestamp
+from importer.handler import handle_event
+from importer.source import CsvReader
+from importer.spec import CsvOptions
+from importer.statemachine import (
+    LAMBDA_ARN_PLACEHOLDER,
+    RESULT_BUCKET_PLACEHOLDER,
+    import_csv_definition,
+)
+from importer.writer import Boto3BatchWriter
+from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
+from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
+
+REGION = "us-east-1"
+LAMBDA_ARN = "arn:aws:lambda:us-east-1:123456789012:function:csv-rows-handler"
+ROLE_ARN = "arn:aws:iam::123456789012:role/import-csv"
+ENGINE = "native"
+RUN_FIELDS = {"requestId", "source", "createdAt", "updatedAt"}
+
+
+def substituted(**options: Any) -> str:
+    """What CloudFormation's DefinitionSubstitutions makes of the generated ASL."""
+    text = json.dumps(import_csv_definition(**options))
+    text = text.replace(LAMBDA_ARN_PLACEHOLDER, LAMBDA_ARN)
+    return text.replace(RESULT_BUCKET_PLACEHOLDER, "results")
+
+
+class Recording:
+    """A writer that remembers which items went out together (one call per batch)."""
+
+    def __init__(self, inner: Boto3BatchWriter) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, ...]] = []
+
+    def write_batch(self, items):
+        self.calls.append(tuple(sorted(i.sk for i in items)))
+        return self.inner.write_batch(items)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    from moto import mock_aws
+
+    tmp_path = tmp_path_factory.mktemp("sfn-e2e")
+
+    with mock_aws(config=MOTO_SFN_CONFIG):
+        s3 = boto3.client("s3", region_name=REGION)
+        for bucket in ("inbox", "import-config", "results"):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket="import-config", Key="spec.toml", Body=PRODUCT_SPEC.encode())
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        for table in ("sfn-command", "local-command", "tol-15-command", "tol-5-command"):
+            ddb.create_table(TableName=table, **KEY_SCHEMA)
+        spec_path = tmp_path / "spec.toml"
+        spec_path.write_text(PRODUCT_SPEC)
+        yield {
+            "s3": s3,
+            "sfn": boto3.client("stepfunctions", region_name=REGION),
+            "spec_path": spec_path,
+            "tmp": tmp_path,
+        }
+
+
+@pytest.fixture(scope="module")
+def imported(cloud):
+    """One 2000-row CSV through the generated machine, then through the local CLI.
+
+    Both runs write ~2000 items into moto DynamoDB (about 1 ms per item there), so
+    they are done once for the module and the tests below check different things.
+    """
+    import importer.writer as writer_mod
+    from importer import cli
+
+    body, rows = make_csv(2000, BAD)
+    cloud["s3"].put_object(Bucket="inbox", Key="products.csv", Body=body)
+    definition = substituted(max_items_per_batch=10)
+    desc, log, sfn_writer = run_machine(cloud, definition, "products.csv", "import-csv")
+
+    local_writers: list[Recording] = []
+
+    def recording_factory(*args, **kwargs):
+        local_writers.append(Recording(Boto3BatchWriter(*args, **kwargs)))
+        return local_writers[-1]
+
+    tmp = cloud["tmp"]
+    with mock.patch.object(writer_mod, "Boto3BatchWriter", recording_factory):
+        code = cli.main(
+            [
+                "run",
+                "s3://inbox/products.csv",
+                "--spec",
+                str(cloud["spec_path"]),
+                "--table",
+                "local-command",
+                "--writer",
+                "boto3",
+                "--batch-items",
+                "10",
+                "--engine",
+                ENGINE,
+                "--region",
+                REGION,
+                "--quiet",
+                "--rejects",
+                str(tmp / "rejects.csv"),
+                "--failures",
+                str(tmp / "failures.csv"),
+                "--checkpoint",
+                str(tmp / "checkpoint.jsonl"),
+            ]
+        )
+    return {
+        "body": body,
+        "rows": rows,
+        "definition": definition,
+        "desc": desc,
+        "log": log,
+        "sfn_writer": sfn_writer,
+        "cli_code": code,
+        "local_writers": local_writers,
+        "cli_rejects": tmp / "rejects.csv",
+    }
+
+
+def run_machine(cloud, definition: str, key: str, name: str, table: str = "sfn-command"):
+    """Create the machine from `definition`, run it, wait; return (describe, log, writer)."""
+    writer = Recording(Boto3BatchWriter(table=table, region=REGION, workers=4))
+
+    def csv_rows_handler(event):
+        return handle_event(event, writer=writer, s3_client=cloud["s3"], engine=ENGINE)
+
+    sfn = cloud["sfn"]
+    with sfn_shim({LAMBDA_ARN: csv_rows_handler}) as log:
+        arn = sfn.create_state_machine(name=name, definition=definition, roleArn=ROLE_ARN)[
+            "stateMachineArn"
+        ]
+        assert sfn.describe_state_machine(stateMachineArn=arn)["definition"] == definition
+        execution = sfn.start_execution(
+            stateMachineArn=arn,
+            name=f"{name}-run",
+            input=json.dumps(
+                {
+                    "bucket": "inbox",
+                    "key": key,
+                    "table": table,
+                    "spec": "s3://import-config/spec.toml",
+                    "rejects": "s3://import-config/rejects",
+                }
+            ),
+        )["executionArn"]
+        deadline = time.monotonic() + 45
+        while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "execution did not finish"
+            time.sleep(0.05)
+    return desc, log, writer
+
+
+def make_csv(n: int, bad: dict[int, tuple[str, str]]) -> tuple[bytes, list[dict[str, str]]]:
+    """`n` product rows; rows in `bad` get (column, value) that the spec refuses."""
+    rows = []
+    for i in range(n):
+        row = {
+            "sku": f"SKU-{i:05d}",
+            "name": f"Widget {i}",
+            "price": f"{i % 97}.{i % 100:02d}",
+            "qty": str(i % 13 - 3),
+            "active": "yes" if i % 3 else "no",
+            "note": "ignored",
+        }
+        if i % 50 == 7:
+            row["name"] = f'Widget, "large" {i}\nsecond line, too'
+        if i % 50 == 11:
+            row["note"] = "a\\,b"  # ItemReader: backslash escapes the delimiter
+        if i in bad:
+            column, value = bad[i]
+            row[column] = value
+        rows.append(row)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(list(rows[0]))
+    for row in rows:
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\n").writerow(row.values())
+        text = line.getvalue()
+        if "\\" in row["note"]:
+            text = text.replace('"a\\,b"', "a\\,b")
+        out.write(text)
+    for row in rows:
+        if "\\" in row["note"]:
+            row["note"] = "a,b"
+    return out.getvalue().encode(), rows
+
+
+BAD = {
+    3: ("sku", "bad sku"),
+    400: ("price", "-1"),
+    777: ("qty", "many"),
+    1500: ("active", "maybe"),
+    1999: ("name", ""),
+}
+
+
+def expected_attributes(row: dict[str, str]) -> dict[str, Any]:
+    return {
+        "sku": {"S": row["sku"]},
+        "name": {"S": row["name"]},
+        "price": {"N": format(Decimal(row["price"]).normalize(), "f")},
+        "qty": {"N": str(int(row["qty"]))},
+        "active": {"BOOL": row["active"] == "yes"},
+    }
+
+
+def strip_run(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k not in RUN_FIELDS}
+
+
+def test_generated_definition_imports_csv_end_to_end(cloud, imported):
+    rows, desc, log = imported["rows"], imported["desc"], imported["log"]
+    # the machine ran exactly the generated ASL, with only the template's substitutions
+    assert json.loads(imported["definition"]) == import_csv_definition(
+        lambda_arn=LAMBDA_ARN, max_items_per_batch=10, result_bucket="results"
+    )
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    name = desc["name"]
+    start = normalise_timestamp(log.invocations[0][1]["input"]["BatchInput"]["StartTime"])
+
+    # every row, item by item
+    table = scan_all("sfn-command")
+    good = [r for i, r in enumerate(rows) if i not in BAD]
+    assert len(table) == len(good) == 1995
+    for row in good:
+        item = table.pop(("PRODUCT#acme", f"PRODUCT#{row['sku']}@1"))
+        assert item["attributes"]["M"] == expected_attributes(row), row
+        assert item["code"] == {"S": row["sku"]} and item["name"] == {"S": row["name"]}
+        assert item["type"] == {"S": "PRODUCT"} and item["tenantCode"] == {"S": "acme"}
+        assert item["source"] == {"S": f"import-csv:{name}"}
+        assert item["createdAt"] == {"S": start}
+        assert item["requestId"]["S"].startswith(f"{name}:")
+    assert table == {}
+
+    # rejects stored in S3, one CSV per failing batch, under the execution name
+    s3 = cloud["s3"]
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket="import-config", Prefix="rejects/")["Contents"]
+    ]
+    assert keys and all(k.startswith(f"rejects/{name}/") for k in keys)
+    rejected = {}
+    for key in keys:
+        lines = list(
+            csv.reader(
+                io.StringIO(s3.get_object(Bucket="import-config", Key=key)["Body"].read().decode())
+            )
+        )
+        assert lines[0][:4] == ["item", "column", "value", "reason"]
+        for rec in lines[1:]:
+            rejected[rec[4]] = rec[1]  # the row's sku -> the refused column
+    assert rejected == {rows[i]["sku"]: column for i, (column, _) in BAD.items()}
+
+    # ResultWriter: manifest plus SUCCEEDED_0.json, one entry per child
+    out = json.loads(desc["output"])
+    manifest_key = out["ResultWriterDetails"]["Key"]
+    assert out["ResultWriterDetails"]["Bucket"] == "results"
+    assert manifest_key.startswith("import-results/") and manifest_key.endswith("/manifest.json")
+    manifest = json.loads(s3.get_object(Bucket="results", Key=manifest_key)["Body"].read())
+    assert manifest["MapRunArn"] == out["MapRunArn"] and manifest["ResultFiles"]["FAILED"] == []
+    [succeeded] = manifest["ResultFiles"]["SUCCEEDED"]
+    children = json.loads(s3.get_object(Bucket="results", Key=succeeded["Key"])["Body"].read())
+    assert len(children) == 200 == len(log.invocations)
+    summaries = [json.loads(c["Output"]) for c in children]
+    assert sum(s["written"] for s in summaries) == 1995
+    assert sum(s["rejected"] for s in summaries) == 5
+    assert all(c["Status"] == "SUCCEEDED" for c in children)
+
+    # ItemReader rules reached the children: header order, quoted newline, escaped comma
+    items = [it for _, ev in log.invocations for it in ev["input"]["Items"]]
+    assert all(list(it) == ["sku", "name", "price", "qty", "active", "note"] for it in items)
+    assert {it["sku"]: it for it in items}["SKU-00007"]["name"] == rows[7]["name"]
+    assert "\n" in rows[7]["name"] and {it["sku"]: it for it in items}["SKU-00011"]["note"] == "a,b"
+
+    # every child got the MBC envelope around {"Items", "BatchInput"}
+    for _, event in log.invocations:
+        assert event["source"] == "step-function"
+        assert event["context"]["State"]["Name"] == "csv_rows_handler"
+        batch_input = event["input"]["BatchInput"]
+        assert batch_input["ExecutionName"] == name
+        assert batch_input["Attributes"]["table"] == "sfn-command"
+
+
+def test_local_driver_gives_same_batches_and_table(cloud, imported):
+    desc, body = imported["desc"], imported["body"]
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+
+    # Batches: the Map's children in item order (ResultWriter) == cut_batches on the same
+    # object with the definition's limits, as the local driver cuts them.
+    out = json.loads(desc["output"])
+    manifest = json.loads(
+        cloud["s3"]
+        .get_object(Bucket="results", Key=out["ResultWriterDetails"]["Key"])["Body"]
+        .read()
+    )
+    children = json.loads(
+        cloud["s3"]
+        .get_object(Bucket="results", Key=manifest["ResultFiles"]["SUCCEEDED"][0]["Key"])["Body"]
+        .read()
+    )
+    children.sort(key=lambda c: int(c["Name"]))
+    sfn_batches = [json.loads(c["Input"])["Items"] for c in children]
+    batch_input = json.loads(children[0]["Input"])["BatchInput"]
+    reader = CsvReader(io.BytesIO(body), CsvOptions())
+    local_batches = [
+        [dict(zip(reader.header, fields, strict=True)) for _, fields in b.rows]
+        for b in cut_batches(
+            ((r.line, r.fields) for r in reader),
+            reader.header,
+            max_items=10,
+            max_bytes=AWS_MAX_INPUT_BYTES,
+            batch_input=batch_input,
+        )
+    ]
+    assert sfn_batches == local_batches
+
+    # The local driver itself (CLI, boto3 writer): same groups of items written together...
+    from importer import cli
+
+    code, local_writers = imported["cli_code"], imported["local_writers"]
+    assert code == cli.EXIT_PARTIAL  # finished, with rejected rows
+    assert len(local_writers) == 1
+    sfn_calls = imported["sfn_writer"].calls
+    assert len(sfn_calls) == 200 and sorted(local_writers[0].calls) == sorted(sfn_calls)
+
+    # ...and the same table, up to the run-specific fields
+    sfn_table = scan_all("sfn-command")
+    local_table = scan_all("local-command")
+    assert sfn_table.keys() == local_table.keys() and len(sfn_table) == 1995
+    for key, item in sfn_table.items():
+        assert strip_run(item) == strip_run(local_table[key]), key
+    rejected_lines = list(csv.reader(open(imported["cli_rejects"], encoding="utf-8")))
+    assert len(rejected_lines) == 1 + len(BAD)
+
+
+@pytest.mark.parametrize(("tolerated", "status"), [(15, "SUCCEEDED"), (5, "FAILED")])
+def test_a_batch_with_no_row_written_fails_its_child_within_tolerance(cloud, tolerated, status):
+    # 100 rows, 10 batches; every row of the fourth batch is refused -> 10% of items fail
+    body, rows = make_csv(100, {i: ("sku", f"bad {i}") for i in range(30, 40)})
+    cloud["s3"].put_object(Bucket="inbox", Key="some-bad.csv", Body=body)
+    definition = substituted(max_items_per_batch=10, tolerated_failure_percentage=tolerated)
+    table_name = f"tol-{tolerated}-command"
+    desc, log, _ = run_machine(
+        cloud, definition, "some-bad.csv", f"import-csv-{tolerated}", table=table_name
+    )
+
+    assert desc["status"] == status, desc.get("cause")
+    assert len(log.invocations) == 10
+    table = scan_all(table_name)
+    assert len(table) == 90
+    assert not any(f"PRODUCT#{rows[i]['sku']}@1" in sk for _, sk in table for i in range(30, 40))
+    if status == "FAILED":
+        assert desc["error"] == "States.ExceedToleratedFailureThreshold"
+        return
+    out = json.loads(desc["output"])
+    manifest = json.loads(
+        cloud["s3"]
+        .get_object(Bucket="results", Key=out["ResultWriterDetails"]["Key"])["Body"]
+        .read()
+    )
+    [failed_file] = manifest["ResultFiles"]["FAILED"]
+    [failed] = json.loads(
+        cloud["s3"].get_object(Bucket="results", Key=failed_file["Key"])["Body"].read()
+    )
+    assert failed["Status"] == "FAILED" and failed["Error"] == "BatchFailed"
+    assert "no row of the batch could be written" in failed["Cause"]
+    assert [r["sku"] for r in json.loads(failed["Input"])["Items"]] == [
+        rows[i]["sku"] for i in range(30, 40)
+    ]

@@ -95,6 +95,8 @@ class Batch:
     rows: list[tuple[int, list[str]]] = field(default_factory=list)
     #: UTF-8 size of this batch's child input JSON
     input_bytes: int = 0
+    #: rows refused while this batch was open (unreadable, or too big to batch)
+    rejects: list[Reject] = field(default_factory=list)
 
 
 class Batcher:
@@ -114,7 +116,6 @@ class Batcher:
         self._base = _ENVELOPE + len(_compact(batch_input).encode("utf-8"))
         self._next_index = 0
         self._current = Batch(index=0, input_bytes=self._base)
-        self.oversized: list[Reject] = []
 
     def _close(self) -> Batch:
         done = self._current
@@ -126,9 +127,11 @@ class Batcher:
         """Add one row of `size` JSON bytes; return a batch when one closes."""
         cur = self._current
         if self._base + size > self.max_bytes:
-            self.oversized.append(
+            cur.rejects.append(
                 Reject(
-                    line, "", "",
+                    line,
+                    "",
+                    "",
                     f"row is {size} bytes as JSON; with BatchInput the child input would be "
                     f"{self._base + size} bytes, over MaxInputBytesPerBatch {self.max_bytes}",
                     tuple(fields),
@@ -146,9 +149,13 @@ class Batcher:
         cur.rows.append((line, fields))
         return closed
 
+    def reject(self, reject: Reject) -> None:
+        """Attach a row refused before batching to the batch now open."""
+        self._current.rejects.append(reject)
+
     def flush(self) -> Batch | None:
         """The last, partly filled batch (None when nothing is pending)."""
-        if self._current.rows:
+        if self._current.rows or self._current.rejects:
             return self._close()
         return None
 

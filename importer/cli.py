@@ -55,7 +55,8 @@ class Progress:
 
 
 def _default_region(value: str | None) -> str:
-    return value or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return value or env or "us-east-1"
 
 
 def _report_path(source: str, given: str | None, suffix: str) -> Path:
@@ -71,22 +72,45 @@ def _report_path(source: str, given: str | None, suffix: str) -> Path:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
     p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
-    p.add_argument("--batch-items", type=int, default=None, metavar="N",
-                   help="MaxItemsPerBatch (default 1000)")
-    p.add_argument("--batch-bytes", type=int, default=None, metavar="N",
-                   help="MaxInputBytesPerBatch (default and maximum 262144)")
-    p.add_argument("--rejects", metavar="PATH",
-                   help="rejected rows CSV (default: <source name>.rejects.csv, only if any)")
+    p.add_argument(
+        "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
+    )
+    p.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MaxInputBytesPerBatch (default and maximum 262144)",
+    )
+    p.add_argument(
+        "--rejects",
+        metavar="PATH",
+        help="rejected rows CSV (default: <source name>.rejects.csv, only if any)",
+    )
     p.add_argument("--summary-json", metavar="PATH", help="write the run summary as JSON")
-    p.add_argument("--engine", choices=("native", "reference"), default=None,
-                   help="transform engine (default native)")
-    p.add_argument("--max-rejects", type=int, default=None, metavar="N",
-                   help="stop the run once more than N rows are rejected")
-    p.add_argument("--workers", type=int, default=50, metavar="N",
-                   help="concurrent batches (default 50)")
+    p.add_argument(
+        "--engine",
+        choices=("native", "reference"),
+        default=None,
+        help="transform engine (default native)",
+    )
+    p.add_argument(
+        "--max-rejects",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop the run once more than N rows are rejected",
+    )
+    p.add_argument(
+        "--workers", type=int, default=50, metavar="N", help="concurrent batches (default 50)"
+    )
     p.add_argument("--region", default=None, help="AWS region (default from the environment)")
-    p.add_argument("--endpoint-url", default=None, metavar="URL",
-                   help="DynamoDB-compatible endpoint (S3 sources use the default endpoint)")
+    p.add_argument(
+        "--endpoint-url",
+        default=None,
+        metavar="URL",
+        help="DynamoDB-compatible endpoint (S3 sources use the default endpoint)",
+    )
     p.add_argument("--run-id", default=None, help="run id stamped into source/requestId")
     p.add_argument("--quiet", action="store_true", help="no progress, no summary on stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -103,10 +127,46 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="import a CSV into a DynamoDB table")
     _add_common(run)
     run.add_argument("--table", required=True, help="the command table (pk/sk keys)")
-    run.add_argument("--writer", choices=("http", "boto3"), default="http",
-                     help="http: signed wire-JSON requests (fast, default); boto3: reference")
-    run.add_argument("--failures", metavar="PATH",
-                     help="rows the service refused (default: <source name>.failures.csv)")
+    run.add_argument(
+        "--writer",
+        choices=("http", "boto3"),
+        default="http",
+        help="http: signed wire-JSON requests (fast, default); boto3: reference",
+    )
+    run.add_argument(
+        "--failures",
+        metavar="PATH",
+        help="rows the service refused (default: <source name>.failures.csv)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run of the same source, table and spec",
+    )
+    run.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="checkpoint file (default: .importer/checkpoints/<source+table>.jsonl)",
+    )
+    run.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="write ResultWriter-style manifest.json, SUCCEEDED_0.json, FAILED_0.json",
+    )
+    run.add_argument(
+        "--tolerated-failure-percentage",
+        type=float,
+        default=None,
+        metavar="P",
+        help="fail the run when more than P%% of rows are in failed batches",
+    )
+    run.add_argument(
+        "--tolerated-failure-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fail the run when more than N rows are in failed batches",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="read, batch and transform, without writing")
@@ -130,15 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine_name(args: argparse.Namespace) -> str:
-    if args.engine:
-        return args.engine
-    from importer.engines import get_engine
-
-    try:
-        get_engine("native")
-    except Exception:  # noqa: BLE001 - report below only if the user asked for native
-        return "reference"
-    return "native"
+    # native is the default and is required: never a silent fall back to the slow path
+    return args.engine or "native"
 
 
 def _config(args: argparse.Namespace, spec: Any) -> Any:
@@ -153,9 +206,27 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         nbytes = AWS_MAX_INPUT_BYTES
     if args.workers < 1:
         raise _UsageError("--workers must be at least 1")
+    from importer.checkpoint import default_checkpoint_path, spec_digest
+
+    table = getattr(args, "table", None)
+    checkpoint = None
+    if table is not None:
+        checkpoint = (
+            Path(args.checkpoint)
+            if args.checkpoint
+            else default_checkpoint_path(args.source, table)
+        )
+    output_dir = getattr(args, "output_dir", None)
     return RunConfig(
         source=args.source,
         spec=spec,
+        table=table,
+        checkpoint_path=checkpoint,
+        resume=getattr(args, "resume", False),
+        spec_digest=spec_digest(args.spec),
+        output_dir=Path(output_dir) if output_dir else None,
+        tolerated_failure_percentage=getattr(args, "tolerated_failure_percentage", None),
+        tolerated_failure_count=getattr(args, "tolerated_failure_count", None),
         batch_items=items,
         batch_bytes=nbytes,
         workers=args.workers,
@@ -239,7 +310,7 @@ def _preflight(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from importer.driver import run_import
+    from importer.driver import RunInterrupted, run_import
     from importer.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -249,6 +320,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(enabled=None if not args.quiet else False)
     try:
         summary = run_import(config, writer=writer, progress=progress, s3_client=_s3_client(args))
+    except RunInterrupted as exc:
+        progress.finish()
+        _finish(args, exc.summary, writing=True)
+        print(
+            f"importer: interrupted after {exc.summary.rows:,} rows; finished batches are "
+            f"checkpointed. Resume with the same command plus --resume",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         progress.finish()
         writer.close()
@@ -277,6 +357,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _fatal_types() -> tuple[type[BaseException], ...]:
     from importer.batching import BatchLimitError
+    from importer.checkpoint import CheckpointError
     from importer.context import ContextError
     from importer.engines import EngineError
     from importer.retry import WriterFatalError
@@ -284,7 +365,13 @@ def _fatal_types() -> tuple[type[BaseException], ...]:
     from importer.spec import SpecError
 
     return (
-        SpecError, SourceError, WriterFatalError, EngineError, BatchLimitError, ContextError,
+        SpecError,
+        SourceError,
+        WriterFatalError,
+        EngineError,
+        BatchLimitError,
+        ContextError,
+        CheckpointError,
         OSError,
     )
 
@@ -308,8 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the promise: one readable line, no traceback
         if debug:
             raise
-        print(f"importer: error: {type(exc).__name__}: {exc} (run with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"importer: error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return EXIT_FATAL
     return EXIT_FATAL
 

@@ -16,9 +16,7 @@ from typing import Any
 
 __all__ = ["RunContext", "ContextError", "normalise_timestamp"]
 
-_TS = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|z|[+-]\d{2}:?\d{2})?\Z"
-)
+_TS = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|z|[+-]\d{2}:?\d{2})?\Z")
 
 
 class ContextError(ValueError):

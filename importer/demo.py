@@ -9,6 +9,7 @@ few deliberately bad rows into its S3, creates the command table, imports from
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import random
@@ -75,12 +76,12 @@ def generate_demo_csv(path: Path, rows: int, *, seed: int = 7) -> int:
             row = [
                 rng.choice(["acme", "globex"]),
                 f"SKU-{i:07d}",
-                f"Product {i} \u2014 \"deluxe\", size {rng.randint(1, 9)}",
+                f'Product {i} \u2014 "deluxe", size {rng.randint(1, 9)}',
                 f"{rng.randint(0, 99999) / 100:.2f}",
                 str(rng.randint(0, 500)),
                 rng.choice(["true", "false", "yes", "no"]),
                 f"20{rng.randint(10, 25)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-                '{"color": "%s", "dims": [%d, %d]}' % (rng.choice(["red", "blue"]), i % 7, i % 5),
+                json.dumps({"color": rng.choice(["red", "blue"]), "dims": [i % 7, i % 5]}),
             ]
             if i % 500 == 499:
                 bad += 1
@@ -143,13 +144,23 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-        print(f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
-              f"products.csv; spec: {spec_path}")
+        print(
+            f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
+            f"products.csv; spec: {spec_path}"
+        )
         argv = [
-            "run", "s3://importer-demo/incoming/products.csv",
-            "--spec", str(spec_path), "--table", table, "--endpoint-url", endpoint,
-            "--rejects", str(base / "products.rejects.csv"),
-            "--summary-json", str(base / "summary.json"),
+            "run",
+            "s3://importer-demo/incoming/products.csv",
+            "--spec",
+            str(spec_path),
+            "--table",
+            table,
+            "--endpoint-url",
+            endpoint,
+            "--rejects",
+            str(base / "products.rejects.csv"),
+            "--summary-json",
+            str(base / "summary.json"),
         ]
         if engine:
             argv += ["--engine", engine]
@@ -159,9 +170,13 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
             for page in ddb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
         )
         print(f"\ntable {table} now holds {count:,} command records; one of them:")
-        item = ddb.get_item(
-            TableName=table, Key={"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#SKU-0000001@1"}}
-        ).get("Item") or ddb.scan(TableName=table, Limit=1)["Items"][0]
+        item = (
+            ddb.get_item(
+                TableName=table,
+                Key={"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#SKU-0000001@1"}},
+            ).get("Item")
+            or ddb.scan(TableName=table, Limit=1)["Items"][0]
+        )
         from boto3.dynamodb.types import TypeDeserializer
 
         plain = {k: TypeDeserializer().deserialize(v) for k, v in sorted(item.items())}

@@ -219,8 +219,9 @@ def handle_event(
     """Process one batch event; `writer`/`s3_client` are injectable for tests."""
     items, batch_input = _unwrap(event)
     size = len(
-        json.dumps({"Items": items, "BatchInput": batch_input}, ensure_ascii=False,
-                   separators=(",", ":")).encode("utf-8", "surrogatepass")
+        json.dumps(
+            {"Items": items, "BatchInput": batch_input}, ensure_ascii=False, separators=(",", ":")
+        ).encode("utf-8", "surrogatepass")
     )
     if size > AWS_MAX_INPUT_BYTES:
         raise EventError(

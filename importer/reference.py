@@ -59,7 +59,7 @@ def wire_json(item: dict[str, Any]) -> bytes:
 
 
 def _value_size(value: dict[str, Any]) -> int:
-    (kind, inner), = value.items()
+    ((kind, inner),) = value.items()
     if kind == "S":
         return len(inner.encode("utf-8"))
     if kind == "N":
@@ -174,13 +174,19 @@ def _transform_row(
     code_column = _template_column(rec.code, "record.code")
     if len(pk.encode("utf-8")) > MAX_PK_BYTES:
         return Reject(
-            line, _template_column(rec.tenant, "record.tenant"), tenant,
-            f"partition key is over DynamoDB's {MAX_PK_BYTES}-byte limit", tuple(fields),
+            line,
+            _template_column(rec.tenant, "record.tenant"),
+            tenant,
+            f"partition key is over DynamoDB's {MAX_PK_BYTES}-byte limit",
+            tuple(fields),
         )
     if len(sk.encode("utf-8")) > MAX_SK_BYTES:
         return Reject(
-            line, code_column, code,
-            f"sort key is over DynamoDB's {MAX_SK_BYTES}-byte limit", tuple(fields),
+            line,
+            code_column,
+            code,
+            f"sort key is over DynamoDB's {MAX_SK_BYTES}-byte limit",
+            tuple(fields),
         )
     item: dict[str, Any] = {
         "pk": {"S": pk},
@@ -205,7 +211,10 @@ def _transform_row(
     size = item_size(item)
     if size > MAX_ITEM_BYTES:
         return Reject(
-            line, "", "", f"item is {size} bytes, over DynamoDB's 400 KB item limit",
+            line,
+            "",
+            "",
+            f"item is {size} bytes, over DynamoDB's 400 KB item limit",
             tuple(fields),
         )
     try:
@@ -235,7 +244,9 @@ def resolve_duplicates(items: list[PreparedItem]) -> tuple[list[PreparedItem], l
         else:
             rejects.append(
                 Reject(
-                    item.line, "", item.sk,
+                    item.line,
+                    "",
+                    item.sk,
                     f"duplicate key {item.pk} / {item.sk}: replaced by line {winner.line}",
                 )
             )

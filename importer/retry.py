@@ -12,6 +12,7 @@ HTTP writer both classify errors by their AWS error *code* (the `__type` /
   `FATAL_ERROR_CODES` stop the whole run (credentials, missing table); any other
   client error is a per-item failure.
 - `AdaptiveRate` is a shared AIMD token bucket: unlimited until the service
+  throttles a sustained share of calls (sporadic throttles are only retried),
   throttles, then the rate halves (at most once per cooldown) and recovers
   additively while requests succeed.
 - `WriterFatalError` is raised when continuing cannot help (bad credentials,
@@ -174,6 +175,9 @@ class AdaptiveRate:
         increase: float | None = None,
         cooldown: float = 0.5,
         burst: float = 0.1,
+        sustained_share: float = 0.3,
+        min_calls: int = 20,
+        window: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -199,6 +203,14 @@ class AdaptiveRate:
         self.throttle_events = 0
         self.decreases = 0
         self._step = max(self.min_rate, 50.0)
+        # throttled share of recent calls: sporadic throttles are retried, only a
+        # sustained share (>= sustained_share of the calls in the last window) slows down
+        self.sustained_share = sustained_share
+        self.min_calls = min_calls
+        self.window = window
+        self._calls_start = self._last_refill
+        self._calls = 0
+        self._throttled = 0
 
     @property
     def rate(self) -> float | None:
@@ -235,10 +247,29 @@ class AdaptiveRate:
             self._sleep(wait)
         return wait
 
+    def _count_call(self, now: float, throttled: bool) -> float:
+        """Record one call's outcome; return the throttled share of the current window.
+
+        A window with fewer than `min_calls` calls says nothing yet (0.0), unless
+        every call in it was throttled: a handful of random throttles must not
+        walk the rate down to its floor.
+        """
+        if now - self._calls_start >= self.window:
+            self._calls_start = now
+            self._calls = 0
+            self._throttled = 0
+        self._calls += 1
+        self._throttled += throttled
+        if self._calls < self.min_calls and self._throttled < self._calls:
+            return 0.0
+        return self._throttled / self._calls
+
     def on_throttle(self) -> None:
         with self._lock:
             now = self._clock()
             self.throttle_events += 1
+            if self._count_call(now, True) < self.sustained_share:
+                return
             if self._last_decrease is not None and now - self._last_decrease < self.cooldown:
                 return
             if self._rate is None:
@@ -254,6 +285,8 @@ class AdaptiveRate:
             self.decreases += 1
 
     def on_success(self) -> None:
+        with self._lock:
+            self._count_call(self._clock(), False)
         if self._rate is None:
             return
         with self._lock:

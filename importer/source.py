@@ -255,7 +255,9 @@ def _decode(raw: bytes, line: int) -> tuple[str, str | None]:
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError as exc:
-        return raw.decode("utf-8", "replace"), f"invalid UTF-8 at byte {exc.start + 1} of line {line}"
+        return raw.decode(
+            "utf-8", "replace"
+        ), f"invalid UTF-8 at byte {exc.start + 1} of line {line}"
 
 
 def iter_records(stream: IO[bytes], delimiter: str) -> Iterator[ParsedRow]:

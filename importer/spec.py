@@ -87,7 +87,8 @@ def parse_template(text: Any, where: str) -> Template:
             literal.append("}")
         elif m.group(1) is None:
             raise SpecError(
-                f"{where}: unbalanced {token!r} in template {text!r} (write {token * 2} for a literal)"
+                f"{where}: unbalanced {token!r} in template {text!r} "
+                f"(write {token * 2} for a literal)"
             )
         else:
             name = m.group(1).strip()
@@ -343,15 +344,17 @@ def _csv_options(doc: dict[str, Any]) -> CsvOptions:
         raise SpecError(f"csv.header: expected FIRST_ROW or GIVEN, got {location!r}")
     headers = body.get("headers")
     if location == "GIVEN":
-        if not isinstance(headers, list) or not headers or not all(
-            isinstance(h, str) and h for h in headers
+        if (
+            not isinstance(headers, list)
+            or not headers
+            or not all(isinstance(h, str) and h for h in headers)
         ):
             raise SpecError("csv.headers: header GIVEN needs a non-empty list of column names")
         if len(set(headers)) != len(headers):
             raise SpecError("csv.headers: duplicate column names")
         headers = tuple(headers)
     elif headers is not None:
-        raise SpecError("csv.headers: only allowed with header = \"GIVEN\"")
+        raise SpecError('csv.headers: only allowed with header = "GIVEN"')
     return CsvOptions(delimiter=delimiter, header_location=location, headers=headers)
 
 
@@ -363,9 +366,9 @@ def parse_spec(doc: dict[str, Any], source_path: str = "<spec>") -> Spec:
     record = _table(doc, "record", "")
     _unknown(set(record), _RECORD_KEYS, "record")
     if "type" not in record:
-        raise SpecError("record.type: missing (the MBC record type, e.g. \"PRODUCT\")")
+        raise SpecError('record.type: missing (the MBC record type, e.g. "PRODUCT")')
     if "code" not in record:
-        raise SpecError("record.code: missing (a template such as \"{sku}\")")
+        raise SpecError('record.code: missing (a template such as "{sku}")')
     rtype = parse_template(record["type"], "record.type")
     tenant = parse_template(record.get("tenant", "single"), "record.tenant")
     code = parse_template(record["code"], "record.code")

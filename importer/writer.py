@@ -166,7 +166,9 @@ class Boto3BatchWriter:
                 reached = True
                 code, message = _error_code(exc)
                 if is_fatal(code):
-                    raise WriterFatalError(f"DynamoDB refused the request: {code}: {message}") from None
+                    raise WriterFatalError(
+                        f"DynamoDB refused the request: {code}: {message}"
+                    ) from None
                 if not is_retryable(code):
                     return self._isolate(list(pending.values()), outcome, f"{code}: {message}")
                 last_error = f"{code}: {message}"
@@ -193,14 +195,21 @@ class Boto3BatchWriter:
             if attempt >= policy.max_attempts or elapsed + delay > policy.max_elapsed:
                 for item in pending.values():
                     outcome.failures.append(
-                        Failure(item.line, item.pk, item.sk, f"gave up after {attempt} attempts: {last_error}")
+                        Failure(
+                            item.line,
+                            item.pk,
+                            item.sk,
+                            f"gave up after {attempt} attempts: {last_error}",
+                        )
                     )
                 return outcome
             outcome.retries += 1
             policy.sleep(delay)
         return outcome
 
-    def _isolate(self, items: list[PreparedItem], outcome: WriteOutcome, reason: str) -> WriteOutcome:
+    def _isolate(
+        self, items: list[PreparedItem], outcome: WriteOutcome, reason: str
+    ) -> WriteOutcome:
         """Find exactly which items a validation error is about, by halving."""
         if len(items) == 1:
             item = items[0]

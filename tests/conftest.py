@@ -26,6 +26,12 @@ KEY_SCHEMA = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Default report and checkpoint paths are relative: keep them out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def aws() -> Iterator[None]:
     """moto's in-process AWS for the duration of one test."""

@@ -28,15 +28,15 @@ def real_size(batch) -> int:
 
 
 def test_max_items_only():
-    batches = list(cut_batches(make_rows(25), HEADER, max_items=10, max_bytes=None,
-                               batch_input=BI))
+    batches = list(cut_batches(make_rows(25), HEADER, max_items=10, max_bytes=None, batch_input=BI))
     assert [len(b.rows) for b in batches] == [10, 10, 5]
     assert [b.index for b in batches] == [0, 1, 2]
 
 
 def test_max_bytes_counts_the_whole_child_input_exactly():
-    batches = list(cut_batches(make_rows(200), HEADER, max_items=None, max_bytes=600,
-                               batch_input=BI))
+    batches = list(
+        cut_batches(make_rows(200), HEADER, max_items=None, max_bytes=600, batch_input=BI)
+    )
     for i, b in enumerate(batches):
         assert b.input_bytes == real_size(b) <= 600
         if i + 1 < len(batches):  # the next row would not have fitted
@@ -46,8 +46,7 @@ def test_max_bytes_counts_the_whole_child_input_exactly():
 
 
 def test_both_limits_whichever_first():
-    batches = list(cut_batches(make_rows(100), HEADER, max_items=7, max_bytes=400,
-                               batch_input=BI))
+    batches = list(cut_batches(make_rows(100), HEADER, max_items=7, max_bytes=400, batch_input=BI))
     assert all(len(b.rows) <= 7 and real_size(b) <= 400 for b in batches)
     assert {len(b.rows) for b in batches} - {7} != set() or True
     assert sum(len(b.rows) for b in batches) == 100
@@ -56,9 +55,8 @@ def test_both_limits_whichever_first():
 def test_row_that_cannot_fit_alone_is_rejected_with_its_line():
     batcher = Batcher(max_items=None, max_bytes=300, batch_input=BI, header=HEADER)
     assert batcher.add(5, ["1", "x" * 400], item_json_size(HEADER, ["1", "x" * 400])) is None
-    (reject,) = batcher.oversized
+    (reject,) = batcher.flush().rejects  # it stays with the batch that was open
     assert reject.line == 5 and "over MaxInputBytesPerBatch 300" in reject.reason
-    assert batcher.flush() is None
 
 
 def test_seed_ten_byte_limit_fails_with_explanation():
@@ -66,11 +64,14 @@ def test_seed_ten_byte_limit_fails_with_explanation():
         check_limits(None, 10)
 
 
-@pytest.mark.parametrize(("items", "nbytes", "message"), [
-    (None, None, "set MaxItemsPerBatch"),
-    (0, None, "at least 1"),
-    (None, AWS_MAX_INPUT_BYTES + 1, "over Step Functions' limit"),
-])
+@pytest.mark.parametrize(
+    ("items", "nbytes", "message"),
+    [
+        (None, None, "set MaxItemsPerBatch"),
+        (0, None, "at least 1"),
+        (None, AWS_MAX_INPUT_BYTES + 1, "over Step Functions' limit"),
+    ],
+)
 def test_invalid_limits(items, nbytes, message):
     with pytest.raises(BatchLimitError, match=message):
         check_limits(items, nbytes)

@@ -29,30 +29,70 @@ def summary_of(path) -> dict:
     return data
 
 
-def test_run_writes_valid_rows_and_reports_rejects(ddb_table, spec_path, write_file, tmp_path,
-                                                   capsys):
-    src = write_file("p.csv", HEADER + "A-1,Apple,1.50,3,yes\nbad sku,Pear,2,1,no\n"
-                     "B-2,\"Banana, ripe\",x,2,true\n" + "C-3,Cherry,,,\n")
+def test_run_writes_valid_rows_and_reports_rejects(
+    ddb_table, spec_path, write_file, tmp_path, capsys
+):
+    src = write_file(
+        "p.csv",
+        HEADER + "A-1,Apple,1.50,3,yes\nbad sku,Pear,2,1,no\n"
+        'B-2,"Banana, ripe",x,2,true\n' + "C-3,Cherry,,,\n",
+    )
     out = tmp_path / "summary.json"
     rej = tmp_path / "rej.csv"
-    code = run_cli("run", str(src), "--spec", str(spec_path), "--table", ddb_table,
-                   "--writer", "boto3", "--rejects", str(rej), "--summary-json", str(out))
+    code = run_cli(
+        "run",
+        str(src),
+        "--spec",
+        str(spec_path),
+        "--table",
+        ddb_table,
+        "--writer",
+        "boto3",
+        "--rejects",
+        str(rej),
+        "--summary-json",
+        str(out),
+    )
     assert code == 3
     data = summary_of(out)
     assert (data["rows"], data["written"], data["rejected"], data["failed"]) == (4, 2, 2, 0)
-    assert set(data) >= {"rows", "written", "rejected", "failed", "batches", "seconds",
-                         "rows_per_second"}
+    assert set(data) >= {
+        "rows",
+        "written",
+        "rejected",
+        "failed",
+        "batches",
+        "seconds",
+        "rows_per_second",
+    }
     with open(rej, newline="", encoding="utf-8") as fh:
         rejects = list(csv.reader(fh))
-    assert rejects[0] == ["line", "column", "value", "reason", "sku", "name", "price", "qty",
-                          "active"]
+    assert rejects[0] == [
+        "line",
+        "column",
+        "value",
+        "reason",
+        "sku",
+        "name",
+        "price",
+        "qty",
+        "active",
+    ]
     assert rejects[1][:3] == ["3", "sku", "bad sku"] and "pattern" in rejects[1][3]
-    assert rejects[2][:3] == ["4", "price", "x"] and rejects[2][4:] == ["B-2", "Banana, ripe",
-                                                                       "x", "2", "true"]
+    assert rejects[2][:3] == ["4", "price", "x"] and rejects[2][4:] == [
+        "B-2",
+        "Banana, ripe",
+        "x",
+        "2",
+        "true",
+    ]
     items = scan_all(ddb_table)
     apple = items[("PRODUCT#acme", "PRODUCT#A-1@1")]
     assert apple["attributes"]["M"] == {
-        "sku": {"S": "A-1"}, "name": {"S": "Apple"}, "price": {"N": "1.5"}, "qty": {"N": "3"},
+        "sku": {"S": "A-1"},
+        "name": {"S": "Apple"},
+        "price": {"N": "1.5"},
+        "qty": {"N": "3"},
         "active": {"BOOL": True},
     }
     cherry = items[("PRODUCT#acme", "PRODUCT#C-3@1")]
@@ -60,17 +100,29 @@ def test_run_writes_valid_rows_and_reports_rejects(ddb_table, spec_path, write_f
     assert "rows 4" in capsys.readouterr().out
 
 
-def test_all_good_exits_zero_and_validate_writes_nothing(ddb_table, spec_path, write_file,
-                                                         tmp_path):
+def test_all_good_exits_zero_and_validate_writes_nothing(
+    ddb_table, spec_path, write_file, tmp_path
+):
     src = write_file("p.csv", HEADER + "A-1,Apple,1,1,1\n")
     out = tmp_path / "s.json"
-    assert run_cli("validate", str(src), "--spec", str(spec_path), "--summary-json",
-                   str(out)) == 0
+    assert run_cli("validate", str(src), "--spec", str(spec_path), "--summary-json", str(out)) == 0
     data = json.loads(out.read_text())
     assert (data["rows"], data["valid"], data["written"]) == (1, 1, 0)
     assert scan_all(ddb_table) == {}
-    assert run_cli("run", str(src), "--spec", str(spec_path), "--table", ddb_table,
-                   "--writer", "boto3", "--quiet") == 0
+    assert (
+        run_cli(
+            "run",
+            str(src),
+            "--spec",
+            str(spec_path),
+            "--table",
+            ddb_table,
+            "--writer",
+            "boto3",
+            "--quiet",
+        )
+        == 0
+    )
     assert len(scan_all(ddb_table)) == 1
 
 
@@ -86,8 +138,11 @@ def _check_items(items: dict, n: int, run_id: str) -> None:
     for i in range(n):
         item = items[("PRODUCT#acme", f"PRODUCT#S-{i}@1")]
         assert item["attributes"]["M"] == {
-            "sku": {"S": f"S-{i}"}, "name": {"S": f"Name {i}"}, "price": {"N": f"{i}.25"},
-            "qty": {"N": str(i % 97)}, "active": {"BOOL": bool(i % 2)},
+            "sku": {"S": f"S-{i}"},
+            "name": {"S": f"Name {i}"},
+            "price": {"N": f"{i}.25"},
+            "qty": {"N": str(i % 97)},
+            "active": {"BOOL": bool(i % 2)},
         }
         assert item["requestId"]["S"] == f"{run_id}#{i + 2}"
         assert item["version"] == {"N": "1"} and item["tenantCode"] == {"S": "acme"}
@@ -103,9 +158,21 @@ def test_100k_rows_end_to_end_item_by_item(spec_path, tmp_path):
     _generate(src, n)
     out = tmp_path / "s.json"
     with DdbServer(tables=["big-command"]) as srv:
-        code = run_cli("run", str(src), "--spec", str(spec_path), "--table", "big-command",
-                       "--endpoint-url", srv.endpoint_url, "--summary-json", str(out),
-                       "--quiet", "--run-id", "big")
+        code = run_cli(
+            "run",
+            str(src),
+            "--spec",
+            str(spec_path),
+            "--table",
+            "big-command",
+            "--endpoint-url",
+            srv.endpoint_url,
+            "--summary-json",
+            str(out),
+            "--quiet",
+            "--run-id",
+            "big",
+        )
         items = srv.items("big-command")
     assert code == 0
     data = summary_of(out)
@@ -118,9 +185,23 @@ def test_5k_rows_end_to_end_on_moto(ddb_table, spec_path, tmp_path):
     src = tmp_path / "mid.csv"
     _generate(src, n)
     out = tmp_path / "s.json"
-    code = run_cli("run", str(src), "--spec", str(spec_path), "--table", ddb_table,
-                   "--writer", "boto3", "--workers", "4", "--summary-json", str(out),
-                   "--quiet", "--run-id", "mid")
+    code = run_cli(
+        "run",
+        str(src),
+        "--spec",
+        str(spec_path),
+        "--table",
+        ddb_table,
+        "--writer",
+        "boto3",
+        "--workers",
+        "4",
+        "--summary-json",
+        str(out),
+        "--quiet",
+        "--run-id",
+        "mid",
+    )
     assert code == 0
     assert summary_of(out)["written"] == n
     _check_items(scan_all(ddb_table), n, "mid")
@@ -134,20 +215,48 @@ def test_5k_rows_end_to_end_on_moto(ddb_table, spec_path, tmp_path):
         (bytes(range(256)) * 40, 1, None, None, "error"),
         (HEADER.encode() + b"A-1,\xff\xfe,1,1,1\nB-2,ok,1,1,1\n", 3, 2, 1, None),
         (HEADER.encode() + b'A-1,"unbalanced,1,1,1\nB-2,ok,1,1,1\n', 3, 1, 1, None),
-        (HEADER.encode() + b"A-1," + b"x" * 1_000_000 + b",1,1,1\nB-2,ok,1,1,1\n", 3, 2, 1,
-         None),
+        (HEADER.encode() + b"A-1," + b"x" * 1_000_000 + b",1,1,1\nB-2,ok,1,1,1\n", 3, 2, 1, None),
         (b"sku,name\nA-1,x\n", 1, None, None, "spec column 'price' is not in the CSV header"),
     ],
-    ids=["empty", "header-only", "binary", "bad-utf8", "unbalanced-quote", "1MB-field",
-         "missing-column"],
+    ids=[
+        "empty",
+        "header-only",
+        "binary",
+        "bad-utf8",
+        "unbalanced-quote",
+        "1MB-field",
+        "missing-column",
+    ],
 )
-def test_bad_inputs_never_crash(ddb_table, spec_path, write_file, tmp_path, capsys, content,
-                                expect_code, expect_rows, expect_rejected, message):
+def test_bad_inputs_never_crash(
+    ddb_table,
+    spec_path,
+    write_file,
+    tmp_path,
+    capsys,
+    content,
+    expect_code,
+    expect_rows,
+    expect_rejected,
+    message,
+):
     src = write_file("in.csv", content)
     out = tmp_path / "s.json"
-    code = run_cli("run", str(src), "--spec", str(spec_path), "--table", ddb_table,
-                   "--writer", "boto3", "--summary-json", str(out), "--quiet",
-                   "--rejects", str(tmp_path / "r.csv"))
+    code = run_cli(
+        "run",
+        str(src),
+        "--spec",
+        str(spec_path),
+        "--table",
+        ddb_table,
+        "--writer",
+        "boto3",
+        "--summary-json",
+        str(out),
+        "--quiet",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+    )
     err = capsys.readouterr().err
     assert code == expect_code, err
     assert "Traceback" not in err
@@ -188,14 +297,31 @@ def test_missing_source_and_usage_error(spec_path, capsys):
     assert exc.value.code == 2
 
 
-def test_max_rejects_stops_the_run_with_counts_that_add_up(ddb_table, spec_path, write_file,
-                                                           tmp_path):
+def test_max_rejects_stops_the_run_with_counts_that_add_up(
+    ddb_table, spec_path, write_file, tmp_path
+):
     body = "".join(f"bad {i},n,1,1,1\n" for i in range(50))
     src = write_file("p.csv", HEADER + body)
     out = tmp_path / "s.json"
-    code = run_cli("run", str(src), "--spec", str(spec_path), "--table", ddb_table,
-                   "--writer", "boto3", "--max-rejects", "5", "--batch-items", "10",
-                   "--summary-json", str(out), "--quiet", "--rejects", str(tmp_path / "r.csv"))
+    code = run_cli(
+        "run",
+        str(src),
+        "--spec",
+        str(spec_path),
+        "--table",
+        ddb_table,
+        "--writer",
+        "boto3",
+        "--max-rejects",
+        "5",
+        "--batch-items",
+        "10",
+        "--summary-json",
+        str(out),
+        "--quiet",
+        "--rejects",
+        str(tmp_path / "r.csv"),
+    )
     assert code == 1
     data = summary_of(out)
     assert data["aborted"] and data["rejected"] > 5
@@ -208,7 +334,19 @@ def test_s3_source(ddb_table, spec_path, tmp_path, monkeypatch):
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="imports")
     s3.put_object(Bucket="imports", Key="p.csv", Body=(HEADER + "A-1,Apple,1,1,1\n").encode())
-    assert run_cli("run", "s3://imports/p.csv", "--spec", str(spec_path), "--table", ddb_table,
-                   "--writer", "boto3", "--quiet") == 0
+    assert (
+        run_cli(
+            "run",
+            "s3://imports/p.csv",
+            "--spec",
+            str(spec_path),
+            "--table",
+            ddb_table,
+            "--writer",
+            "boto3",
+            "--quiet",
+        )
+        == 0
+    )
     assert len(scan_all(ddb_table)) == 1
     assert not os.path.exists("p.rejects.csv")  # no empty report for a clean run

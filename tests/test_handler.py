@@ -27,8 +27,13 @@ def batch(items, table):
     return {
         "Items": items,
         "BatchInput": {
-            "Attributes": {"bucket": "in", "key": "p.csv", "table": table,
-                           "spec": "s3://cfg/spec.toml", "rejects": "s3://cfg/rejects"},
+            "Attributes": {
+                "bucket": "in",
+                "key": "p.csv",
+                "table": table,
+                "spec": "s3://cfg/spec.toml",
+                "rejects": "s3://cfg/rejects",
+            },
             "ExecutionId": "arn:aws:states:us-east-1:123456789012:execution:import-csv:exec1",
             "ExecutionName": "exec1",
             "StartTime": "2026-11-25T10:00:00.123Z",
@@ -43,8 +48,10 @@ def row(sku, name="N", price="1", qty="1", active="yes"):
 def envelope(payload):
     return {
         "source": "step-function",
-        "context": {"Execution": {"Name": "exec1"}, "State": {"Name": "csv_rows_handler",
-                                                             "RetryCount": 0}},
+        "context": {
+            "Execution": {"Name": "exec1"},
+            "State": {"Name": "csv_rows_handler", "RetryCount": 0},
+        },
         "input": payload,
     }
 
@@ -54,8 +61,12 @@ def test_plain_batch_and_envelope_write_the_same_items(env):
     first = handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
     assert first["written"] == 2 and first["rejected"] == 0
     table1 = scan_all(env["table"])
-    second = handle_event(envelope(copy.deepcopy(event)), writer=env["writer"],
-                          s3_client=env["s3"], engine="reference")
+    second = handle_event(
+        envelope(copy.deepcopy(event)),
+        writer=env["writer"],
+        s3_client=env["s3"],
+        engine="reference",
+    )
     assert second == first
     assert scan_all(env["table"]) == table1  # re-execution changes nothing
     item = table1[("PRODUCT#acme", "PRODUCT#B-2@1")]
@@ -86,11 +97,13 @@ def test_a_batch_with_no_row_written_raises_for_the_map(env):
     ("event", "message"),
     [
         ([], "expected"),
-        ({"BatchInput": {}}, "no \"Items\" list"),
+        ({"BatchInput": {}}, 'no "Items" list'),
         ({"Items": [1], "BatchInput": {}}, "Items\\[0\\] is not a CSV row"),
         ({"Items": [{"a": 1}], "BatchInput": {}}, "Items\\[0\\]"),
-        ({"source": "step-function", "context": {"State": {"Name": "finish"}}, "input": {}},
-         "serves state 'csv_rows_handler'"),
+        (
+            {"source": "step-function", "context": {"State": {"Name": "finish"}}, "input": {}},
+            "serves state 'csv_rows_handler'",
+        ),
         ({"Items": [{"sku": "A"}], "BatchInput": {"Attributes": {"table": "t"}}}, "no spec"),
     ],
 )
@@ -113,6 +126,10 @@ def test_missing_context_values_and_columns(env):
 def test_oversized_batch_is_refused_before_any_write(env):
     items = [row(f"S-{i}", name="x" * 3000) for i in range(100)]
     with pytest.raises(EventError, match="over the 262144 bytes"):
-        handle_event(batch(items, env["table"]), writer=env["writer"], s3_client=env["s3"],
-                     engine="reference")
+        handle_event(
+            batch(items, env["table"]),
+            writer=env["writer"],
+            s3_client=env["s3"],
+            engine="reference",
+        )
     assert scan_all(env["table"]) == {}

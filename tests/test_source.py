@@ -21,8 +21,11 @@ def read(data: bytes, **opts) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 
 def test_plain_rows_with_line_numbers():
-    assert rows(b"a,b\n1,2\n3,4\n") == [(1, ["a", "b"], None), (2, ["1", "2"], None),
-                                         (3, ["3", "4"], None)]
+    assert rows(b"a,b\n1,2\n3,4\n") == [
+        (1, ["a", "b"], None),
+        (2, ["1", "2"], None),
+        (3, ["3", "4"], None),
+    ]
 
 
 def test_doubled_quote_escapes_a_quote():
@@ -66,8 +69,10 @@ def test_backslash_escapes_only_the_configured_delimiter():
     assert rows(rb"a\,b|c" + b"\n", "|")[0][1] == ["a,b", "c"]
 
 
-@pytest.mark.parametrize(("name", "char"), [("PIPE", "|"), ("SEMICOLON", ";"), ("SPACE", " "),
-                                            ("TAB", "\t"), ("COMMA", ",")])
+@pytest.mark.parametrize(
+    ("name", "char"),
+    [("PIPE", "|"), ("SEMICOLON", ";"), ("SPACE", " "), ("TAB", "\t"), ("COMMA", ",")],
+)
 def test_every_itemreader_delimiter(name, char):
     from importer.spec import DELIMITERS
 
@@ -120,8 +125,7 @@ def test_no_trailing_newline_and_chunk_boundaries(monkeypatch):
 
     monkeypatch.setattr(source, "CHUNK_BYTES", 3)
     data = b'a,b\r\n"x\r\ny",z\r\n1,2'
-    assert rows(data) == [(1, ["a", "b"], None), (2, ["x\r\ny", "z"], None),
-                          (4, ["1", "2"], None)]
+    assert rows(data) == [(1, ["a", "b"], None), (2, ["x\r\ny", "z"], None), (4, ["1", "2"], None)]
 
 
 def test_empty_file_and_duplicate_header_are_errors():

@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--debug", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
+    bench = sub.add_parser("bench", help="measure each stage's rows/s on this machine")
+    bench.add_argument("--rows", type=int, default=200_000, help="rows to generate (default 200k)")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument("--debug", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+
     try:
         from importer import deploy
     except ImportError:
@@ -347,6 +353,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     finally:
         progress.finish()
     return _finish(args, summary, writing=False)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from importer.bench import run_bench
+
+    if args.rows < 1:
+        raise _UsageError("--rows must be at least 1")
+    return run_bench(args.rows, args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

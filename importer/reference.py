@@ -138,6 +138,17 @@ def _render_key(template: Template, values: dict[str, str], what: str, forbidden
 def _transform_row(
     spec: Spec, header: Sequence[str], line: int, fields: Sequence[str], ctx: RunContext
 ) -> PreparedItem | Reject:
+    """One row → one item or one reject (lone surrogates, possible in Lambda events'
+    JSON escapes, cannot be stored as UTF-8: the row is rejected, not the batch)."""
+    try:
+        return _map_row(spec, header, line, fields, ctx)
+    except UnicodeEncodeError:
+        return Reject(line, "", "", "not valid Unicode (lone surrogate)", tuple(fields))
+
+
+def _map_row(
+    spec: Spec, header: Sequence[str], line: int, fields: Sequence[str], ctx: RunContext
+) -> PreparedItem | Reject:
     values = dict(zip(header, fields, strict=False))
     attributes: dict[str, Any] = {}
     for rule in spec.columns:
@@ -217,11 +228,7 @@ def _transform_row(
             f"item is {size} bytes, over DynamoDB's 400 KB item limit",
             tuple(fields),
         )
-    try:
-        wire = wire_json(item)
-    except UnicodeEncodeError:
-        return Reject(line, "", "", "not valid Unicode (lone surrogate)", tuple(fields))
-    return PreparedItem(line, pk, sk, wire)
+    return PreparedItem(line, pk, sk, wire_json(item))
 
 
 def resolve_duplicates(items: list[PreparedItem]) -> tuple[list[PreparedItem], list[Reject]]:

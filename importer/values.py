@@ -94,6 +94,8 @@ def parse_decimal(text: str) -> str:
     if not m or not (m.group(2) or m.group(3)):
         raise FieldError("not a decimal number")
     sign, int_digits, frac_digits, exp = m.group(1), m.group(2), m.group(3) or "", m.group(4)
+    if exp and len(exp.lstrip("+-").lstrip("0")) > 6:
+        raise FieldError("number is out of DynamoDB's range (1E-130 to 9.9E+125)")
     exponent = int(exp) if exp else 0
     if abs(exponent) > 100000:
         raise FieldError("number is out of DynamoDB's range (1E-130 to 9.9E+125)")

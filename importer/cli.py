@@ -139,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows the service refused (default: <source name>.failures.csv)",
     )
     run.add_argument(
+        "--mode",
+        choices=("insert", "upsert", "strict", "blind"),
+        default="insert",
+        help="insert (default): entities that exist are reported, not overwritten; upsert: a "
+        "new version when changed; strict: conditional transactions; blind: version 1 as is",
+    )
+    run.add_argument(
+        "--data-table",
+        metavar="NAME",
+        help="MBC data table holding current versions (default: TABLE with -command -> -data)",
+    )
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run of the same source, table and spec",
@@ -212,6 +224,9 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         nbytes = AWS_MAX_INPUT_BYTES
     if args.workers < 1:
         raise _UsageError("--workers must be at least 1")
+    from importer.batching import check_limits
+
+    check_limits(items, nbytes)
     from importer.checkpoint import default_checkpoint_path, spec_digest
 
     table = getattr(args, "table", None)
@@ -224,6 +239,7 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         )
     output_dir = getattr(args, "output_dir", None)
     return RunConfig(
+        mode=getattr(args, "mode", "blind"),
         source=args.source,
         spec=spec,
         table=table,
@@ -258,6 +274,10 @@ def _s3_client(args: argparse.Namespace) -> Any:
 
 def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
     data = summary.to_json()
+    stage = getattr(args, "_stage", None)
+    if stage is not None and not args.quiet:
+        for notice in stage.notices:
+            print(f"importer: note: {notice}", file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if not args.quiet:
@@ -271,7 +291,9 @@ def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
 def _print_summary(data: dict[str, Any], *, writing: bool) -> None:
     first = "written" if writing else "valid"
     print(
-        f"rows {data['rows']:,}  {first} {data[first]:,}  rejected {data['rejected']:,}"
+        f"rows {data['rows']:,}  {first} {data[first]:,}"
+        + (f"  unchanged {data['unchanged']:,}" if data.get("unchanged") else "")
+        + f"  rejected {data['rejected']:,}"
         + (f"  failed {data['failed']:,}" if writing else "")
         + f"  batches {data['batches']:,}  {data['seconds']:.2f}s"
         f"  {data['rows_per_second']:,.0f} rows/s"
@@ -323,6 +345,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args, spec)
     _preflight(args)
     writer = _make_writer(args)
+    closers = [writer.close]
+    try:
+        writer, config.stage, more = _mode_stage(args, spec, writer)
+        args._stage = config.stage
+        closers += more
+    except BaseException:
+        for close in closers:
+            close()
+        raise
     progress = Progress(enabled=None if not args.quiet else False)
     try:
         summary = run_import(config, writer=writer, progress=progress, s3_client=_s3_client(args))
@@ -337,8 +368,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     finally:
         progress.finish()
-        writer.close()
+        for close in reversed(closers):
+            close()
     return _finish(args, summary, writing=True)
+
+
+def _mode_stage(args: argparse.Namespace, spec: Any, writer: Any) -> tuple[Any, Any, list[Any]]:
+    """The import-mode stage (and, for strict, the transactional writer)."""
+    from importer.lookup import KeyLookup, make_transport
+    from importer.modes import ModeStage, code_column_of
+
+    if args.mode == "blind":
+        return writer, None, []
+    transport = make_transport(
+        region=_default_region(args.region),
+        endpoint_url=args.endpoint_url,
+        workers=args.workers,
+        writer=writer,
+        use_http=args.writer == "http",
+    )
+    closers = [getattr(transport, "close", lambda: None)]
+    stage = ModeStage.open(
+        mode=args.mode,
+        table=args.table,
+        data_table=args.data_table,
+        lookup=KeyLookup(transport),
+        code_column=code_column_of(spec),
+    )
+    if args.mode == "strict":
+        from importer.strict_writer import StrictWriter
+
+        writer = StrictWriter(transport=transport, table=args.table)
+    return writer, stage, closers
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

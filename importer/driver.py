@@ -29,6 +29,7 @@ from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Bat
 from importer.checkpoint import BatchCounts, Checkpoint
 from importer.context import RunContext
 from importer.engines import Engine, get_engine
+from importer.modes import ModeStage
 from importer.records import Failure, PreparedItem, Reject, WriteOutcome
 from importer.source import CsvReader, SourceError, open_source
 from importer.spec import Spec
@@ -75,8 +76,8 @@ class RunConfig:
     output_dir: Path | None = None
     tolerated_failure_percentage: float | None = None
     tolerated_failure_count: int | None = None
-    #: hook applied to each transformed batch before writing (import modes)
-    prepare: Callable[[Any], Any] | None = None
+    #: the import-mode stage (insert/upsert/strict) between transform and writer
+    stage: ModeStage | None = None
     mode: str = "blind"
 
 
@@ -148,23 +149,34 @@ def process_batch(
     header: Sequence[str],
     ctx: RunContext,
     writer: BatchWriter | None,
-    prepare: Callable[[Any], Any] | None = None,
+    stage: ModeStage | None = None,
+    ticket: int | None = None,
 ) -> BatchOutcome:
-    """Transform and write one batch: the unit a Distributed Map child handles.
+    """Transform, settle the import mode, and write one batch: the unit a
+    Distributed Map child handles.
 
     `batch.rejects` holds rows refused while reading (bad UTF-8, oversized);
     they belong to this batch so that its counts, and its checkpoint line,
-    cover every row read while it was open.
+    cover every row read while it was open.  With a mode stage, `ticket` is
+    this batch's place in file order (versions are assigned in that order);
+    it is always released, even when the batch has no valid row.
     """
-    result = engine.transform_batch(spec, header, batch.rows, ctx)
-    rejects = [*batch.rejects, *result.rejects]
-    items = result.items
+    moded = stage is not None and stage.mode != "blind" and writer is not None
+    failures: list[Failure] = []
     unchanged = 0
-    if prepare is not None and writer is not None and items:
-        prepared = prepare(items)
-        items = prepared.items
-        rejects.extend(prepared.rejects)
-        unchanged = prepared.unchanged
+    try:
+        result = engine.transform_batch(spec, header, batch.rows, ctx, dedupe=not moded)
+        rejects = [*batch.rejects, *result.rejects]
+        items = result.items
+        if moded:
+            assert stage is not None
+            prepared = stage.prepare(items, dict(batch.rows), ticket=ticket)
+            items, unchanged = prepared.items, prepared.unchanged
+            rejects.extend(prepared.rejects)
+            failures = prepared.failures
+    finally:
+        if stage is not None:
+            stage.release(ticket)
     written = WriteOutcome()
     if writer is not None and items:
         written = writer.write_batch(items)
@@ -174,7 +186,7 @@ def process_batch(
         valid=len(result.items),
         written=written.written,
         rejects=rejects,
-        failures=written.failures,
+        failures=failures + written.failures,
         retries=written.retries,
         unchanged=unchanged,
     )
@@ -493,12 +505,15 @@ class _Run:
         max_in_flight = max(2, config.workers * 2)
         pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="batch")
 
+        stage = config.stage
+
         def submit(batch: Batch) -> None:
             if batch.index in self.skip:
                 return
             while len(in_flight) >= max_in_flight:
                 wait(in_flight, return_when=FIRST_COMPLETED)
                 drain()
+            ticket = stage.ticket() if stage is not None else None
             in_flight.append(
                 pool.submit(
                     process_batch,
@@ -508,7 +523,8 @@ class _Run:
                     header=header,
                     ctx=self.ctx,
                     writer=self.writer,
-                    prepare=config.prepare,
+                    stage=stage,
+                    ticket=ticket,
                 )
             )
 
@@ -543,6 +559,10 @@ class _Run:
                 self.settle(in_flight.popleft().result())
         except KeyboardInterrupt:
             self.interrupted = True
+            if stage is not None:
+                stage.abort()
+            if stage is not None:
+                stage.abort()
             for fut in in_flight:
                 fut.cancel()
             for fut in in_flight:

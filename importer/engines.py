@@ -25,7 +25,13 @@ class EngineError(RuntimeError):
 
 class Engine(Protocol):
     def transform_batch(
-        self, spec: Spec, header: Sequence[str], rows: Sequence[Row], ctx: RunContext
+        self,
+        spec: Spec,
+        header: Sequence[str],
+        rows: Sequence[Row],
+        ctx: RunContext,
+        *,
+        dedupe: bool = True,
     ) -> TransformResult: ...
 
 

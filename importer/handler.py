@@ -9,8 +9,10 @@ Accepted events (checked up front, with a message saying what was expected):
 Settings come from BatchInput (`Attributes` is the execution input of the
 generated ASL: `table`, `spec`, `rejects`, `mode`, `dataTable`) and fall back to
 the environment the template sets (`IMPORTER_TABLE`, `IMPORTER_SPEC`,
-`IMPORTER_REJECTS`).  Items are transformed with the same engine and written
-with the same writer as the local driver.  Record timestamps and ids come from
+`IMPORTER_REJECTS`, `IMPORTER_MODE`, `IMPORTER_DATA_TABLE`).  The import mode
+(insert by default, upsert, strict, blind) is honoured as in `importer run`.
+Items are transformed with the same engine and written with the same writer
+as the local driver.  Record timestamps and ids come from
 the execution (name, start time) and the batch's content, so an EXPRESS child
 run twice writes byte-identical items: the table does not change.
 
@@ -60,6 +62,8 @@ class HandlerSettings:
     rejects_uri: str | None
     region: str
     endpoint_url: str | None = None
+    mode: str = "insert"
+    data_table: str | None = None
 
 
 def _unwrap(event: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -109,7 +113,12 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
     if not spec_uri:
         raise EventError("no spec: set BatchInput.Attributes.spec or IMPORTER_SPEC")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    mode = pick("mode", "IMPORTER_MODE") or "insert"
+    if mode not in ("insert", "upsert", "strict", "blind"):
+        raise EventError(f"unknown mode {mode!r} (insert, upsert, strict or blind)")
     return HandlerSettings(
+        mode=mode,
+        data_table=pick("dataTable", "IMPORTER_DATA_TABLE"),
         table=table,
         spec_uri=spec_uri,
         rejects_uri=pick("rejects", "IMPORTER_REJECTS"),
@@ -168,6 +177,33 @@ def _writer(settings: HandlerSettings) -> Any:
             workers=4,
         )
     return _WRITERS[key]
+
+
+def _mode_stage(settings: HandlerSettings, spec: Spec, writer: Any) -> tuple[Any, Any]:
+    """One ModeStage per invocation: nothing of one batch's state leaks into the next."""
+    if settings.mode == "blind":
+        return writer, None
+    from importer.lookup import Boto3Transport, HttpTransport, KeyLookup
+    from importer.modes import ModeStage, code_column_of
+
+    if hasattr(writer, "_pool"):
+        transport: Any = HttpTransport(writer)
+    else:
+        transport = Boto3Transport.from_args(
+            region=settings.region, endpoint_url=settings.endpoint_url, workers=4
+        )
+    stage = ModeStage.open(
+        mode=settings.mode,  # type: ignore[arg-type]
+        table=settings.table,
+        data_table=settings.data_table,
+        lookup=KeyLookup(transport),
+        code_column=code_column_of(spec),
+    )
+    if settings.mode == "strict":
+        from importer.strict_writer import StrictWriter
+
+        writer = StrictWriter(transport=transport, table=settings.table)
+    return writer, stage
 
 
 def batch_digest(items: list[dict[str, str]]) -> str:
@@ -252,13 +288,17 @@ def handle_event(
     if missing and items:
         raise EventError(f"spec column {missing[0]!r} is not among the CSV columns {header}")
     rows = [(n, [item.get(h, "") for h in header]) for n, item in enumerate(items, start=1)]
+    writer = writer if writer is not None else _writer(settings)
+    writer, stage = _mode_stage(settings, spec, writer)
     outcome = process_batch(
         Batch(index=0, rows=rows),
         engine=get_engine(engine),
         spec=spec,
         header=header,
         ctx=ctx,
-        writer=writer if writer is not None else _writer(settings),
+        writer=writer,
+        stage=stage,
+        ticket=stage.ticket() if stage is not None else None,
     )
     rejects_at = None
     if settings.rejects_uri:
@@ -267,13 +307,15 @@ def handle_event(
         )
     summary = {
         "batch": batch_id,
+        "mode": settings.mode,
         "rows": outcome.rows,
         "written": outcome.written,
+        "unchanged": outcome.unchanged,
         "rejected": len(outcome.rejects),
         "failed": len(outcome.failures),
         "rejects": rejects_at,
     }
-    if outcome.rows and outcome.written == 0:
+    if outcome.rows and outcome.written == 0 and outcome.unchanged == 0:
         raise BatchFailed("no row of the batch could be written", summary)
     return summary
 

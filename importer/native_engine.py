@@ -319,7 +319,12 @@ def _json_value(text: str) -> tuple[bytes, int] | str:
 
 
 def transform_batch(
-    spec: Spec, header: Sequence[str], rows: Sequence[Row], ctx: RunContext
+    spec: Spec,
+    header: Sequence[str],
+    rows: Sequence[Row],
+    ctx: RunContext,
+    *,
+    dedupe: bool = True,
 ) -> TransformResult:
     """Validate and map one batch; every row ends as exactly one item or reject."""
     plan = _plan_for(spec, header, ctx)
@@ -342,8 +347,9 @@ def transform_batch(
         result.items, result.rejects = _native.transform_rows(
             plan, rows, PreparedItem, Reject, _json_value, fallback_row, key_reject
         )
-    result.items, dupes = resolve_duplicates(result.items)
-    result.rejects.extend(dupes)
+    if dedupe:
+        result.items, dupes = resolve_duplicates(result.items)
+        result.rejects.extend(dupes)
     return result
 
 

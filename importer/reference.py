@@ -261,9 +261,17 @@ def resolve_duplicates(items: list[PreparedItem]) -> tuple[list[PreparedItem], l
 
 
 def transform_batch(
-    spec: Spec, header: Sequence[str], rows: Sequence[Row], ctx: RunContext
+    spec: Spec,
+    header: Sequence[str],
+    rows: Sequence[Row],
+    ctx: RunContext,
+    *,
+    dedupe: bool = True,
 ) -> TransformResult:
-    """Validate and map one batch; every row ends as exactly one item or reject."""
+    """Validate and map one batch; every row ends as exactly one item or reject.
+
+    `dedupe=False` keeps rows with the same key (the import modes version them).
+    """
     result = TransformResult()
     for line, fields in rows:
         outcome = _transform_row(spec, header, line, fields, ctx)
@@ -271,6 +279,7 @@ def transform_batch(
             result.rejects.append(outcome)
         else:
             result.items.append(outcome)
-    result.items, dupes = resolve_duplicates(result.items)
-    result.rejects.extend(dupes)
+    if dedupe:
+        result.items, dupes = resolve_duplicates(result.items)
+        result.rejects.extend(dupes)
     return result

@@ -133,3 +133,19 @@ def test_oversized_batch_is_refused_before_any_write(env):
             engine="reference",
         )
     assert scan_all(env["table"]) == {}
+
+
+def test_modes_are_honoured_through_batch_input(env):
+    event = batch([row("A-1"), row("B-2")], env["table"])
+    handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
+    rerun = batch([row("A-1"), row("B-2", price="9")], env["table"])
+    rerun["BatchInput"]["ExecutionName"] = "exec2"  # a new import, not a retry
+    with pytest.raises(BatchFailed) as exc:  # insert (default): both exist, nothing written
+        handle_event(rerun, writer=env["writer"], s3_client=env["s3"], engine="reference")
+    assert exc.value.summary["rejected"] == 2 and exc.value.summary["mode"] == "insert"
+    body = env["s3"].get_object(Bucket="cfg", Key=f"rejects/exec2/{exc.value.summary['batch']}.csv")
+    assert "exists (version 1)" in body["Body"].read().decode()
+    blind = batch([row("C-3")], env["table"])
+    blind["BatchInput"]["Attributes"]["mode"] = "bogus"
+    with pytest.raises(EventError, match="unknown mode 'bogus'"):
+        handle_event(blind, writer=env["writer"], s3_client=env["s3"], engine="reference")

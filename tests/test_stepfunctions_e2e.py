@@ -174,7 +174,7 @@ def run_machine(cloud, definition: str, key: str, name: str, table: str = "sfn-c
                 }
             ),
         )["executionArn"]
-        deadline = time.monotonic() + 45
+        deadline = time.monotonic() + 240
         while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
             assert time.monotonic() < deadline, "execution did not finish"
             time.sleep(0.05)

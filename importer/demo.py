@@ -132,18 +132,19 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
         s3.upload_file(str(csv_path), "importer-demo", "incoming/products.csv")
         ddb = boto3.client("dynamodb", endpoint_url=endpoint)
         table = "demo-app-master-command"
-        ddb.create_table(
-            TableName=table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        for name in (table, "demo-app-master-data"):  # MBC's command and data tables
+            ddb.create_table(
+                TableName=name,
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
         print(
             f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
             f"products.csv; spec: {spec_path}"

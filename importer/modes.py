@@ -272,7 +272,7 @@ class ModeStage:
         stage = cls(mode=mode, table=table, data_table=name, lookup=lookup, code_column=code_column)
         if notice:
             stage.notices.append(notice)
-            log.warning("%s", notice)
+            log.info("%s", notice)
         return stage
 
     # ------------------------------------------------------------------ ordering

@@ -40,6 +40,7 @@ from importer.source import (
     SourceError,
     _decode,
     _RecordParser,
+    read_header,
 )
 from importer.spec import ColumnRule, CsvOptions, Spec
 from importer.values import FieldError, parse_json
@@ -445,21 +446,7 @@ class NativeCsvReader:
         self._records = _native.RecordReader(
             stream, options.delimiter, ParsedRow, SourceError, chunk_bytes, _reparse_record
         )
-        self.header: list[str]
-        if options.header_location == "GIVEN":
-            assert options.headers is not None
-            self.header = list(options.headers)
-        else:
-            first = next(self._records, None)
-            if first is None:
-                raise SourceError("the file is empty: no header row")
-            if first.error:
-                raise SourceError(f"header row: {first.error}")
-            names = list(first.fields)
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise SourceError(f"header row: duplicate column name {dupes[0]!r}")
-            self.header = names
+        self.header: list[str] = read_header(self._records, options)
 
     @property
     def padded(self) -> int:

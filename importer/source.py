@@ -24,6 +24,7 @@ __all__ = [
     "SourceError",
     "SourceStream",
     "open_source",
+    "read_header",
 ]
 
 CHUNK_BYTES = 1 << 20
@@ -292,6 +293,23 @@ def iter_records(stream: IO[bytes], delimiter: str) -> Iterator[ParsedRow]:
         )
 
 
+def read_header(records: Iterator[ParsedRow], options: CsvOptions) -> list[str]:
+    """The column names: given in the spec, or taken from the first record."""
+    if options.header_location == "GIVEN":
+        assert options.headers is not None
+        return list(options.headers)
+    first = next(records, None)
+    if first is None:
+        raise SourceError("the file is empty: no header row")
+    if first.error:
+        raise SourceError(f"header row: {first.error}")
+    names = list(first.fields)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SourceError(f"header row: duplicate column name {dupes[0]!r}")
+    return names
+
+
 class CsvReader:
     """Header plus rows of a CSV stream, per ItemReader's rules.
 
@@ -304,20 +322,7 @@ class CsvReader:
         self.header: list[str]
         self.padded = 0
         self.truncated = 0
-        if options.header_location == "GIVEN":
-            assert options.headers is not None
-            self.header = list(options.headers)
-        else:
-            first = next(self._records, None)
-            if first is None:
-                raise SourceError("the file is empty: no header row")
-            if first.error:
-                raise SourceError(f"header row: {first.error}")
-            names = list(first.fields)
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise SourceError(f"header row: duplicate column name {dupes[0]!r}")
-            self.header = names
+        self.header = read_header(self._records, options)
 
     def __iter__(self) -> Iterator[ParsedRow]:
         width = len(self.header)

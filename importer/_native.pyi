@@ -1,0 +1,51 @@
+"""Type stub for the compiled core (`_native/_native.pyx`); see importer/native_engine.py."""
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
+
+CODES: dict[str, int]
+
+def escape_json_string(value: str) -> bytes: ...
+def row_json_size(
+    header: Sequence[str], fields: Sequence[str], fallback: Callable[..., int]
+) -> int: ...
+
+class TransformPlan:
+    spec: Any
+    header: tuple[str, ...]
+    def __init__(
+        self,
+        spec: Any,
+        header: tuple[str, ...],
+        index: dict[str, int],
+        col_specs: list[Any],
+        templates: list[Any],
+        blob: bytes,
+        enums: list[Any],
+    ) -> None: ...
+
+def transform_rows(
+    plan: TransformPlan,
+    rows: Sequence[tuple[int, Sequence[str]]],
+    item_cls: type,
+    reject_cls: type,
+    json_value: Callable[[str], Any],
+    fallback_row: Callable[[int, Sequence[str]], Any],
+    key_reject: Callable[..., Any],
+) -> tuple[list[Any], list[Any]]: ...
+
+class RecordReader(Iterator[Any]):
+    width: int
+    padded: int
+    truncated: int
+    def __init__(
+        self,
+        stream: IO[bytes],
+        delimiter: str,
+        row_cls: type,
+        error_cls: type,
+        chunk: int = ...,
+        reparse: Callable[..., Any] | None = ...,
+    ) -> None: ...
+    def __next__(self) -> Any: ...
+    def close(self) -> None: ...

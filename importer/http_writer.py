@@ -2,10 +2,11 @@
 
 botocore's Python-level serializer caps a client near 10k items/s per core
 (DESIGN.md §5).  This writer never builds request dicts: the body is spliced
-from the `PreparedItem.wire` bytes the native core produced, signed with
-botocore's `SigV4Auth` (credentials from the usual boto3 chain, refreshed by
-botocore when they expire), and POSTed through a urllib3 pool with one
-keep-alive connection per worker.
+from the `PreparedItem.wire` bytes the native core produced, signed by
+`importer.sigv4` (byte-identical to botocore's `SigV4Auth`, ~10x cheaper;
+credentials from the usual boto3 chain, refreshed by botocore when they
+expire), and POSTed through a urllib3 pool with one keep-alive connection per
+worker.
 
 Semantics (DESIGN.md §4.3), per `write_batch(items)` call:
 
@@ -38,8 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import urllib3
-from botocore.auth import SigV4Auth, _host_from_url
-from botocore.awsrequest import AWSRequest
+from botocore.auth import _host_from_url
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from importer.records import Failure, PreparedItem, WriteOutcome
@@ -52,6 +52,7 @@ from importer.retry import (
     is_retryable,
     is_throttling,
 )
+from importer.sigv4 import SigV4Signer
 
 if TYPE_CHECKING:
     import boto3
@@ -64,6 +65,7 @@ MAX_REQUEST_ITEMS = 25
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 _TARGET = "DynamoDB_20120810.BatchWriteItem"
 _CONTENT_TYPE = "application/x-amz-json-1.0"
+_USER_AGENT = "importer-http-writer/1.0"
 _PUT_OPEN = b'{"PutRequest":{"Item":'
 _PUT_CLOSE = b"}}"
 _PUT_SEP = _PUT_CLOSE + b"," + _PUT_OPEN
@@ -148,6 +150,7 @@ class HttpBatchWriter:
         # Host header computed once, exactly as SigV4Auth would derive it from the URL
         # (saves it re-parsing the URL twice per request); urllib3 sends this same value.
         self._host = _host_from_url(self._url)
+        self._signer = SigV4Signer(creds, region, self._host, self._path)
         pool_kw: dict[str, Any] = {
             "maxsize": workers,
             "block": True,
@@ -237,20 +240,13 @@ class HttpBatchWriter:
     def _body(self, items: Sequence[PreparedItem]) -> bytes:
         return self._prefix + _PUT_SEP.join([it.wire for it in items]) + self._suffix
 
-    def _headers(self, body: bytes) -> dict[str, str]:
+    def _headers(self, body: bytes, target: str = _TARGET) -> dict[str, str]:
+        """Signed headers for one POST (importer.sigv4: same bytes as botocore's SigV4Auth)."""
         try:
-            frozen = self._creds.get_frozen_credentials()
-        except Exception as exc:
+            headers = self._signer.headers(target, body)
+        except Exception as exc:  # the credential provider failed to refresh
             raise WriterFatalError(f"cannot refresh AWS credentials: {_one_line(exc)}") from None
-        req = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
-            headers={"Host": self._host, "Content-Type": _CONTENT_TYPE, "X-Amz-Target": _TARGET},
-        )
-        SigV4Auth(frozen, "dynamodb", self.region).add_auth(req)
-        headers = dict(req.headers.items())
-        headers["User-Agent"] = "importer-http-writer/1.0"
+        headers["User-Agent"] = _USER_AGENT
         return headers
 
     def _post(self, body: bytes) -> _Result:

@@ -66,6 +66,7 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024
 _TARGET = "DynamoDB_20120810.BatchWriteItem"
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _USER_AGENT = "importer-http-writer/1.0"
+_ALL_PROCESSED = b'{"UnprocessedItems":{}}'
 _PUT_OPEN = b'{"PutRequest":{"Item":'
 _PUT_CLOSE = b"}}"
 _PUT_SEP = _PUT_CLOSE + b"," + _PUT_OPEN
@@ -221,20 +222,41 @@ class HttpBatchWriter:
     # ------------------------------------------------------------------ internals
 
     def _chunks(self, items: Sequence[PreparedItem]) -> Iterable[list[PreparedItem]]:
+        """Greedy split: <= 25 items, <= the 16 MB budget, a key at most once per chunk.
+
+        Fast path: a full window of 25 that fits and has unique keys is exactly what
+        the greedy loop would take, so it is sliced off whole.
+        """
         budget = MAX_REQUEST_BYTES - len(self._prefix) - len(self._suffix)
-        chunk: list[PreparedItem] = []
-        keys: set[tuple[str, str]] = set()
-        size = 0
-        for it in items:
-            key = (it.pk, it.sk)
-            add = len(it.wire) + _PER_ITEM_OVERHEAD
-            if chunk and (len(chunk) >= MAX_REQUEST_ITEMS or size + add > budget or key in keys):
-                yield chunk
-                chunk, keys, size = [], set(), 0
-            chunk.append(it)
-            keys.add(key)
-            size += add
-        if chunk:
+        seq = items if isinstance(items, list) else list(items)
+        n = len(seq)
+        i = 0
+        while i < n:
+            window = seq[i : i + MAX_REQUEST_ITEMS]
+            if (
+                len(window) == MAX_REQUEST_ITEMS
+                and len({(it.pk, it.sk) for it in window}) == MAX_REQUEST_ITEMS
+                and sum([len(it.wire) for it in window]) + MAX_REQUEST_ITEMS * _PER_ITEM_OVERHEAD
+                <= budget
+            ):
+                yield window
+                i += MAX_REQUEST_ITEMS
+                continue
+            chunk: list[PreparedItem] = []
+            keys: set[tuple[str, str]] = set()
+            size = 0
+            while i < n:
+                it = seq[i]
+                key = (it.pk, it.sk)
+                add = len(it.wire) + _PER_ITEM_OVERHEAD
+                if chunk and (
+                    len(chunk) >= MAX_REQUEST_ITEMS or size + add > budget or key in keys
+                ):
+                    break
+                chunk.append(it)
+                keys.add(key)
+                size += add
+                i += 1
             yield chunk
 
     def _body(self, items: Sequence[PreparedItem]) -> bytes:
@@ -273,6 +295,8 @@ class HttpBatchWriter:
             return _Result(_RETRY, "CRC32Mismatch", "response body failed its x-amz-crc32 check")
         status = resp.status
         if status == 200:
+            if data == _ALL_PROCESSED:  # the usual answer: nothing to parse
+                return _Result(_OK)
             try:
                 doc = json.loads(data) if data else {}
             except ValueError:

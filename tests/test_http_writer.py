@@ -521,3 +521,45 @@ def test_credential_refresh_failure_is_fatal(srv, session):
         w._signer.invalidate()
         with pytest.raises(WriterFatalError, match="cannot refresh AWS credentials"):
             w.write_batch(prepared([wire_item(1)]))
+
+
+def test_chunks_equal_the_plain_greedy_split(session):
+    """The 25-item fast path of `_chunks` splits exactly like the item-by-item greedy loop."""
+    import random
+
+    from importer.http_writer import _PER_ITEM_OVERHEAD, MAX_REQUEST_BYTES
+
+    url = "http://127.0.0.1:1"
+    w = HttpBatchWriter(table="T", region=REGION, endpoint_url=url, session=session)
+    budget = MAX_REQUEST_BYTES - len(w._prefix) - len(w._suffix)
+
+    def greedy(items):
+        chunk, keys, size = [], set(), 0
+        for it in items:
+            key, add = (it.pk, it.sk), len(it.wire) + _PER_ITEM_OVERHEAD
+            if chunk and (len(chunk) >= MAX_REQUEST_ITEMS or size + add > budget or key in keys):
+                yield chunk
+                chunk, keys, size = [], set(), 0
+            chunk.append(it)
+            keys.add(key)
+            size += add
+        if chunk:
+            yield chunk
+
+    rng = random.Random(7)
+    for _ in range(500):
+        big = rng.random() < 0.1
+        nkeys = rng.choice([3, 20, 1000])
+        items = [
+            PreparedItem(
+                n,
+                "p",
+                f"s{rng.randrange(nkeys)}",
+                b"x" * (rng.choice([10, 1 << 20, 3 << 20]) if big else rng.randrange(1, 50)),
+            )
+            for n in range(rng.randrange(0, 120))
+        ]
+        want = [[it.line for it in c] for c in greedy(items)]
+        assert [[it.line for it in c] for c in w._chunks(items)] == want
+        assert [[it.line for it in c] for c in w._chunks(tuple(items))] == want
+    w.close()

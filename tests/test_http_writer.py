@@ -563,3 +563,59 @@ def test_chunks_equal_the_plain_greedy_split(session):
         assert [[it.line for it in c] for c in w._chunks(items)] == want
         assert [[it.line for it in c] for c in w._chunks(tuple(items))] == want
     w.close()
+
+
+# --------------------------------------------------------------------------- lean HTTP/1.1
+
+
+def test_read_response_variants():
+    import io
+
+    from importer.http_writer import _BadResponse, _read_response
+
+    def rd(raw: bytes):
+        return _read_response(io.BufferedReader(io.BytesIO(raw)))
+
+    ok = b'{"UnprocessedItems":{}}'
+    assert rd(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 23\r\nx-amz-crc32: 7\r\n\r\n" + ok + b"junk"
+    ) == (200, ok, b"7", True)
+    assert rd(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nTrailer: 1\r\n\r\n"
+    ) == (400, b"hello world", None, True)
+    assert rd(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}") == (
+        200,
+        b"{}",
+        None,
+        False,
+    )
+    assert rd(b"HTTP/1.0 500 X\r\n\r\nbody until eof") == (500, b"body until eof", None, False)
+    for bad in (
+        b"",
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\nContent-Len",
+        b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+    ):
+        with pytest.raises((_BadResponse, ValueError)):
+            rd(bad)
+
+
+def test_idle_connections_closed_by_the_server_are_replaced(srv, session):
+    items = prepared([wire_item(i) for i in range(50)])
+    with make_writer(srv, session, workers=2) as w:
+        assert w.write_batch(items[:25]).written == 25
+        assert len(w._free) == 1
+        w._free[0].sock.shutdown(socket.SHUT_RDWR)  # as if the server hung up while idle
+        out = w.write_batch(items[25:])
+        assert (out.written, out.retries, out.failures) == (25, 0, [])
+    assert len(srv.items("T")) == 50
+
+
+def test_at_most_workers_connections(srv, session):
+    items = prepared([wire_item(i) for i in range(3000)])
+    with make_writer(srv, session, workers=3) as w:
+        out = w.write_many(batches(items, 100))
+        assert out.written == 3000
+        assert len(w._free) <= 3

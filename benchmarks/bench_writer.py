@@ -222,6 +222,62 @@ def test_server_ceiling_prebuilt_bodies(benchmark, server, dataset):
         assert t.count() == len(items)
 
 
+SIGNING: dict[str, float] = {}
+
+
+def test_signing_cost(dataset):
+    """Per-request SigV4 cost: botocore SigV4Auth vs importer.sigv4, one 25-item body."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    from importer.sigv4 import SigV4Signer
+
+    _, items = dataset
+    body = (
+        b'{"RequestItems":{"t":['
+        + b",".join(b'{"PutRequest":{"Item":' + it.wire + b"}}" for it in items[:25])
+        + b"]}}"
+    )
+    creds = _session().get_credentials()
+    url, host, target = (
+        "http://127.0.0.1:8000/",
+        "127.0.0.1:8000",
+        "DynamoDB_20120810.BatchWriteItem",
+    )
+
+    def botocore_sign():
+        req = AWSRequest(
+            method="POST",
+            url=url,
+            data=body,
+            headers={
+                "Host": host,
+                "Content-Type": "application/x-amz-json-1.0",
+                "X-Amz-Target": target,
+            },
+        )
+        SigV4Auth(creds.get_frozen_credentials(), "dynamodb", REGION).add_auth(req)
+        return dict(req.headers.items())
+
+    signer = SigV4Signer(creds, REGION, host)
+
+    def fast_sign():
+        return signer.headers(target, body)
+
+    for name, fn, n in (
+        ("botocore SigV4Auth", botocore_sign, 2000),
+        ("importer.sigv4", fast_sign, 20000),
+    ):
+        n = max(n // 20, 50) if SMOKE else n
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / n)
+        SIGNING[name] = best * 1e6
+
+
 def test_zz_summary(dataset):
     """Print the comparison (runs last: file order)."""
     lines = [f"\nwriter benchmark, N = {N:,} rows, loopback ddb_server in a subprocess"]
@@ -241,4 +297,6 @@ def test_zz_summary(dataset):
             else "the loopback server is not saturated; the client sets the pace"
         )
         lines.append(f"at 50 workers: {verdict}")
+    for name, us in SIGNING.items():
+        lines.append(f"signing, {name:<20}{us:>8.1f} us/request (single thread)")
     print("\n".join(lines))

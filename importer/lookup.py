@@ -23,11 +23,9 @@ read first.  This module gives them, and the strict writer, one small surface:
   stay unprocessed after every allowed attempt it raises `LookupError_` so the
   caller can fail exactly those rows rather than guess.
 
-Proposed refactor (not done here: http_writer.py belongs to someone else):
-`HttpBatchWriter._headers(body)` and `_post(body)` hard-code the BatchWriteItem
-target.  Giving both a `target=_TARGET` parameter and letting `_post` return the
-parsed document would let `HttpTransport.call` shrink to a classification of
-`_Result`; until then it reuses the writer's private pool/creds/host fields.
+Reads are signed by the writer's signer (`HttpBatchWriter._headers(body, target)`)
+and sent over its urllib3 pool; a public post-any-target API on the writer would
+let `HttpTransport.call` shrink further.
 """
 
 from __future__ import annotations
@@ -132,26 +130,8 @@ class HttpTransport:
         self.region = writer.region
 
     def _headers(self, op: str, body: bytes) -> dict[str, str]:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        w = self.writer
-        try:
-            frozen = w._creds.get_frozen_credentials()
-        except Exception as exc:  # noqa: BLE001 - botocore raises many kinds
-            raise WriterFatalError(f"cannot refresh AWS credentials: {_one_line(exc)}") from None
-        req = AWSRequest(
-            method="POST",
-            url=w._url,
-            data=body,
-            headers={
-                "Host": w._host,
-                "Content-Type": _CONTENT_TYPE,
-                "X-Amz-Target": _TARGET_PREFIX + op,
-            },
-        )
-        SigV4Auth(frozen, "dynamodb", w.region).add_auth(req)
-        headers = dict(req.headers.items())
+        """Signed headers from the writer's signer (one SigV4 code path for reads and writes)."""
+        headers = self.writer._headers(body, _TARGET_PREFIX + op)
         headers["User-Agent"] = "importer-lookup/1.0"
         return headers
 

@@ -87,14 +87,19 @@ def _env() -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
-@pytest.mark.parametrize("mode", ["blind", "insert"])
-def test_importer_run(workdir, mode, monkeypatch):
+@pytest.mark.parametrize(
+    ("mode", "server_args"),
+    [("blind", []), ("insert", []), ("blind", ["--sink"])],
+    ids=["blind", "insert", "blind-sink"],
+)
+def test_importer_run(workdir, mode, server_args, monkeypatch):
+    """`--sink`: the server acknowledges without storing, showing the client's own pace."""
     from importer.cli import main
 
     _env()
     monkeypatch.chdir(workdir)
     out = workdir / f"summary-{mode}.json"
-    with SubprocessDdbServer(tables=["bench-command"]) as srv:
+    with SubprocessDdbServer(tables=["bench-command"], fault_args=server_args) as srv:
         started = time.perf_counter()
         code = main(
             [
@@ -118,7 +123,7 @@ def test_importer_run(workdir, mode, monkeypatch):
         elapsed = time.perf_counter() - started
     assert code == 0
     assert json.loads(out.read_text())["written"] == N
-    RESULTS[f"importer --mode {mode}"] = N / elapsed
+    RESULTS[f"importer --mode {mode}" + (" (sink)" if server_args else "")] = N / elapsed
 
 
 def test_boto3_batch_writer_script(workdir):
@@ -189,7 +194,7 @@ def test_zz_summary():
     for name, value in RESULTS.items():
         print(f"  {name:<30} {value:>12,.0f}")
     base = RESULTS.get("boto3 batch_writer script")
-    for mode in ("blind", "insert"):
-        ours = RESULTS.get(f"importer --mode {mode}")
+    for name in ("importer --mode blind", "importer --mode insert", "importer --mode blind (sink)"):
+        ours = RESULTS.get(name)
         if base and ours:
-            print(f"  importer --mode {mode} / boto3 batch_writer: {ours / base:.1f}x")
+            print(f"  {name} / boto3 batch_writer: {ours / base:.1f}x")

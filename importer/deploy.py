@@ -54,7 +54,7 @@ LAMBDA_RUNTIME_PROVIDES = frozenset(
 )
 
 _EXCLUDED_DIRS = frozenset({"__pycache__", "tests", "benchmarks", "build", ".pytest_cache"})
-_EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".c", ".o", ".pyx", ".pxd", ".html")
+_EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".c", ".o", ".pyx", ".pxd", ".html", ".pyi")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 _ARCH_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}

@@ -36,7 +36,7 @@ from importer.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.context import ContextError, RunContext
 from importer.driver import BatchOutcome, process_batch
 from importer.engines import get_engine
-from importer.spec import Spec, SpecError, parse_spec
+from importer.spec import Spec, SpecError, load_spec, loads_spec
 
 __all__ = ["BatchFailed", "EventError", "HandlerSettings", "handle_event", "lambda_handler"]
 
@@ -141,26 +141,15 @@ def _split_s3(uri: str) -> tuple[str, str]:
 def _load_spec(uri: str, s3: Any) -> Spec:
     if uri in _SPECS:
         return _SPECS[uri]
-    import tomllib
-
     if uri.startswith("s3://"):
         bucket, key = _split_s3(uri)
         try:
             raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as exc:  # noqa: BLE001 - any failure here is "cannot read spec"
             raise SpecError(f"cannot read spec {uri}: {exc}") from None
+        spec = loads_spec(raw, uri)
     else:
-        try:
-            with open(uri, "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            raise SpecError(f"cannot read spec {uri}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-        doc = json.loads(text) if uri.lower().endswith(".json") else tomllib.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SpecError(f"spec {uri}: {exc}") from None
-    spec = parse_spec(doc, uri)
+        spec = load_spec(uri)
     _SPECS[uri] = spec
     return spec
 

@@ -27,6 +27,7 @@ __all__ = [
     "SpecError",
     "Template",
     "load_spec",
+    "loads_spec",
     "parse_spec",
 ]
 
@@ -421,17 +422,22 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"spec file not found: {p}") from None
     except OSError as exc:
         raise SpecError(f"cannot read spec {p}: {exc.strerror}") from None
+    return loads_spec(raw, str(p))
+
+
+def loads_spec(raw: bytes, name: str) -> Spec:
+    """Decode and compile spec bytes (JSON when `name` ends in .json, else TOML)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise SpecError(f"spec {p}: not UTF-8 text") from None
+        raise SpecError(f"spec {name}: not UTF-8 text") from None
     try:
-        if p.suffix.lower() == ".json":
+        if name.lower().endswith(".json"):
             doc = json.loads(text)
         else:
             doc = tomllib.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"spec {p}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        raise SpecError(f"spec {name}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"spec {p}: invalid TOML: {exc}") from None
-    return parse_spec(doc, str(p))
+        raise SpecError(f"spec {name}: invalid TOML: {exc}") from None
+    return parse_spec(doc, name)

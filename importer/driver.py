@@ -351,18 +351,18 @@ def run_import(
             _ResultWriter(config.output_dir, ctx.run_id) if config.output_dir is not None else None
         )
         run = _Run(
-            config,
-            engine,
-            header,
-            ctx,
-            writer,
-            summary,
-            rejects,
-            failures,
-            checkpoint,
-            results,
-            progress,
-            stream,
+            config=config,
+            engine=engine,
+            header=header,
+            ctx=ctx,
+            writer=writer,
+            summary=summary,
+            rejects=rejects,
+            failures=failures,
+            checkpoint=checkpoint,
+            results=results,
+            progress=progress,
+            stream=stream,
         )
         try:
             run.pump(reader, batcher)
@@ -416,43 +416,33 @@ def _check_tolerance(config: RunConfig, summary: Summary) -> None:
         )
 
 
+@dataclass(slots=True)
 class _Run:
     """The main-thread bookkeeping of one run (counts, reports, checkpoint)."""
 
-    def __init__(
-        self,
-        config,
-        engine,
-        header,
-        ctx,
-        writer,
-        summary,
-        rejects,
-        failures,
-        checkpoint,
-        results,
-        progress,
-        stream,
-    ) -> None:
-        self.config = config
-        self.engine = engine
-        self.header = header
-        self.ctx = ctx
-        self.writer = writer
-        self.summary = summary
-        self.rejects = rejects
-        self.failures = failures
-        self.checkpoint: Checkpoint | None = checkpoint
-        self.results: _ResultWriter | None = results
-        self.progress = progress
-        self.stream = stream
-        self.limit = (
-            config.max_rejects if config.max_rejects is not None else config.spec.max_rejects
-        )
-        self.interrupted = False
-        self.skip: set[int] = set()
-        if checkpoint is not None and config.resume:
-            self._restore(checkpoint)
+    config: RunConfig
+    engine: Engine
+    header: list[str]
+    ctx: RunContext
+    writer: BatchWriter | None
+    summary: Summary
+    rejects: _CsvReport
+    failures: _CsvReport
+    checkpoint: Checkpoint | None
+    results: _ResultWriter | None
+    progress: Callable[[int, int, int | None], None] | None
+    stream: Any
+    interrupted: bool = False
+    skip: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None and self.config.resume:
+            self._restore(self.checkpoint)
+
+    @property
+    def limit(self) -> int | None:
+        cfg = self.config
+        return cfg.max_rejects if cfg.max_rejects is not None else cfg.spec.max_rejects
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         s = self.summary

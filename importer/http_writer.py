@@ -57,6 +57,7 @@ from importer.retry import (
     is_throttling,
 )
 from importer.sigv4 import SigV4Signer
+from importer.writer import chunk_requests
 
 if TYPE_CHECKING:
     import boto3
@@ -336,42 +337,9 @@ class HttpBatchWriter:
     # ------------------------------------------------------------------ internals
 
     def _chunks(self, items: Sequence[PreparedItem]) -> Iterable[list[PreparedItem]]:
-        """Greedy split: <= 25 items, <= the 16 MB budget, a key at most once per chunk.
-
-        Fast path: a full window of 25 that fits and has unique keys is exactly what
-        the greedy loop would take, so it is sliced off whole.
-        """
+        """Requests of <= 25 items within 16 MB of body, no key twice (shared chunker)."""
         budget = MAX_REQUEST_BYTES - len(self._prefix) - len(self._suffix)
-        seq = items if isinstance(items, list) else list(items)
-        n = len(seq)
-        i = 0
-        while i < n:
-            window = seq[i : i + MAX_REQUEST_ITEMS]
-            if (
-                len(window) == MAX_REQUEST_ITEMS
-                and len({(it.pk, it.sk) for it in window}) == MAX_REQUEST_ITEMS
-                and sum([len(it.wire) for it in window]) + MAX_REQUEST_ITEMS * _PER_ITEM_OVERHEAD
-                <= budget
-            ):
-                yield window
-                i += MAX_REQUEST_ITEMS
-                continue
-            chunk: list[PreparedItem] = []
-            keys: set[tuple[str, str]] = set()
-            size = 0
-            while i < n:
-                it = seq[i]
-                key = (it.pk, it.sk)
-                add = len(it.wire) + _PER_ITEM_OVERHEAD
-                if chunk and (
-                    len(chunk) >= MAX_REQUEST_ITEMS or size + add > budget or key in keys
-                ):
-                    break
-                chunk.append(it)
-                keys.add(key)
-                size += add
-                i += 1
-            yield chunk
+        return chunk_requests(items, budget=budget, per_item=_PER_ITEM_OVERHEAD)
 
     def _body(self, items: Sequence[PreparedItem]) -> bytes:
         return self._prefix + _PUT_SEP.join([it.wire for it in items]) + self._suffix

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from importer.records import Failure, PreparedItem, WriteOutcome
@@ -37,21 +37,48 @@ MAX_ITEMS_PER_REQUEST = 25
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
-def chunk_requests(items: Sequence[PreparedItem]) -> list[list[PreparedItem]]:
-    """Split items into BatchWriteItem-sized groups (≤25 items, ≤16 MB)."""
-    chunks: list[list[PreparedItem]] = []
-    current: list[PreparedItem] = []
-    size = 0
-    for item in items:
-        n = len(item.wire) + 32
-        if current and (len(current) == MAX_ITEMS_PER_REQUEST or size + n > MAX_REQUEST_BYTES):
-            chunks.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        chunks.append(current)
-    return chunks
+def chunk_requests(
+    items: Sequence[PreparedItem],
+    *,
+    budget: int = MAX_REQUEST_BYTES,
+    per_item: int = 32,
+) -> Iterator[list[PreparedItem]]:
+    """Greedy split into BatchWriteItem requests: <= 25 items, <= `budget` bytes
+    (each item counted as its wire JSON plus `per_item` bytes of envelope), and a
+    key at most once per request (DynamoDB refuses a call naming a key twice).
+
+    Fast path: a full window of 25 that fits and has unique keys is exactly what
+    the greedy loop would take, so it is sliced off whole.
+    """
+    seq = items if isinstance(items, list) else list(items)
+    n = len(seq)
+    i = 0
+    while i < n:
+        window = seq[i : i + MAX_ITEMS_PER_REQUEST]
+        if (
+            len(window) == MAX_ITEMS_PER_REQUEST
+            and len({(it.pk, it.sk) for it in window}) == MAX_ITEMS_PER_REQUEST
+            and sum([len(it.wire) for it in window]) + MAX_ITEMS_PER_REQUEST * per_item <= budget
+        ):
+            yield window
+            i += MAX_ITEMS_PER_REQUEST
+            continue
+        chunk: list[PreparedItem] = []
+        keys: set[tuple[str, str]] = set()
+        size = 0
+        while i < n:
+            it = seq[i]
+            key = (it.pk, it.sk)
+            add = len(it.wire) + per_item
+            if chunk and (
+                len(chunk) >= MAX_ITEMS_PER_REQUEST or size + add > budget or key in keys
+            ):
+                break
+            chunk.append(it)
+            keys.add(key)
+            size += add
+            i += 1
+        yield chunk
 
 
 def _error_code(exc: Exception) -> tuple[str, str]:

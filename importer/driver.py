@@ -504,23 +504,32 @@ class _Run:
                 wait(in_flight, return_when=FIRST_COMPLETED)
                 drain()
             ticket = stage.ticket() if stage is not None else None
-            in_flight.append(
-                pool.submit(
-                    process_batch,
-                    batch,
-                    engine=self.engine,
-                    spec=config.spec,
-                    header=header,
-                    ctx=self.ctx,
-                    writer=self.writer,
-                    stage=stage,
-                    ticket=ticket,
-                )
+            future = pool.submit(
+                process_batch,
+                batch,
+                engine=self.engine,
+                spec=config.spec,
+                header=header,
+                ctx=self.ctx,
+                writer=self.writer,
+                stage=stage,
+                ticket=ticket,
             )
+            tickets[future] = ticket
+            in_flight.append(future)
+
+        # each batch's place in file order; a batch cancelled before it ran must give
+        # its place back, or the batches after it would wait for it forever
+        tickets: dict[Future[BatchOutcome], int | None] = {}
+
+        def settle_next() -> None:
+            future = in_flight.popleft()
+            tickets.pop(future, None)
+            self.settle(future.result())
 
         def drain() -> None:
             while in_flight and in_flight[0].done():
-                self.settle(in_flight.popleft().result())
+                settle_next()
 
         read = 0
         last_report = 0.0
@@ -546,15 +555,14 @@ class _Run:
                 if last is not None:
                     submit(last)
             while in_flight:
-                self.settle(in_flight.popleft().result())
+                settle_next()
         except KeyboardInterrupt:
+            # batches already running finish normally (and are checkpointed); the
+            # ones still queued are cancelled and sent again by --resume
             self.interrupted = True
-            if stage is not None:
-                stage.abort()
-            if stage is not None:
-                stage.abort()
             for fut in in_flight:
-                fut.cancel()
+                if fut.cancel() and stage is not None:
+                    stage.release(tickets[fut])
             for fut in in_flight:
                 if not fut.cancelled():
                     self.settle(fut.result())

@@ -1186,7 +1186,10 @@ cdef object _new_slotted(type cls, tuple names, tuple values):
 
 
 cdef tuple _ITEM_FIELDS = ("line", "pk", "sk", "wire")
-cdef tuple _REJECT_FIELDS = ("line", "column", "value", "reason", "row")
+from importer.records import RejectKind
+
+cdef tuple _REJECT_FIELDS = ("line", "column", "value", "reason", "row", "kind")
+cdef object _INVALID = RejectKind.INVALID
 cdef tuple _ROW_FIELDS = ("line", "fields", "error")
 
 
@@ -1345,7 +1348,7 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
                     reason = plan.reasons[j][o.code]
                 rejects.append(_new_slotted(reject_cls, _REJECT_FIELDS, (
                     line, plan.col_names[j], _field(fields, plan.col_index[j]), reason,
-                    tuple(fields),
+                    tuple(fields), _INVALID,
                 )))
             else:
                 rejects.append(key_reject(o.code, o.col, o.param, line, fields))

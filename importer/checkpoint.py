@@ -34,6 +34,8 @@ class BatchCounts:
     failed: int
     valid: int
     unchanged: int = 0
+    existing: int = 0
+    bad_data: int = 0
 
 
 def spec_digest(path: str | Path) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from importer import __version__
+from importer.console import Progress, print_summary
+from importer.modes import MODES
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL"]
 
@@ -23,40 +23,6 @@ EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
-
-
-class Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
-
-    def __init__(self, stream: Any = None, enabled: bool | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.started = time.monotonic()
-        self.shown = False
-
-    def __call__(self, rows: int, bytes_read: int, total: int | None) -> None:
-        if not self.enabled:
-            return
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = rows / elapsed
-        text = f"\r{rows:>12,} rows  {rate:>10,.0f} rows/s"
-        if total and bytes_read:
-            frac = min(bytes_read / total, 1.0)
-            eta = elapsed * (1 - frac) / frac if frac > 0 else 0
-            text += f"  {frac:6.1%}  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-        self.stream.write(text + "  ")
-        self.stream.flush()
-        self.shown = True
-
-    def finish(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _default_region(value: str | None) -> str:
-    env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return value or env or "us-east-1"
 
 
 def _report_path(source: str, given: str | None, suffix: str) -> Path:
@@ -109,7 +75,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--endpoint-url",
         default=None,
         metavar="URL",
-        help="DynamoDB-compatible endpoint (S3 sources use the default endpoint)",
+        help="DynamoDB endpoint (default: AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL, else "
+        "AWS); S3 sources follow AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL",
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="insert",
+        help="insert (default): entities that exist are reported, not overwritten; upsert: a "
+        "new version when changed; strict: conditional transactions; blind: version 1 as is",
+    )
+    p.add_argument(
+        "--data-table",
+        metavar="NAME",
+        help="MBC data table holding current versions (default: TABLE with -command -> -data)",
+    )
+    p.add_argument(
+        "--writer",
+        choices=("http", "boto3"),
+        default="http",
+        help="http: signed wire-JSON requests (fast, default); boto3: reference",
     )
     p.add_argument("--run-id", default=None, help="run id stamped into source/requestId")
     p.add_argument("--quiet", action="store_true", help="no progress, no summary on stdout")
@@ -128,27 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     run.add_argument("--table", required=True, help="the command table (pk/sk keys)")
     run.add_argument(
-        "--writer",
-        choices=("http", "boto3"),
-        default="http",
-        help="http: signed wire-JSON requests (fast, default); boto3: reference",
-    )
-    run.add_argument(
         "--failures",
         metavar="PATH",
         help="rows the service refused (default: <source name>.failures.csv)",
-    )
-    run.add_argument(
-        "--mode",
-        choices=("insert", "upsert", "strict", "blind"),
-        default="insert",
-        help="insert (default): entities that exist are reported, not overwritten; upsert: a "
-        "new version when changed; strict: conditional transactions; blind: version 1 as is",
-    )
-    run.add_argument(
-        "--data-table",
-        metavar="NAME",
-        help="MBC data table holding current versions (default: TABLE with -command -> -data)",
     )
     run.add_argument(
         "--resume",
@@ -181,8 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    validate = sub.add_parser("validate", help="read, batch and transform, without writing")
+    validate = sub.add_parser(
+        "validate",
+        help="everything `run` does but the writes: same modes, duplicates, rejects and counts",
+    )
     _add_common(validate)
+    validate.add_argument(
+        "--table",
+        default=None,
+        help="the command table to check existing entities against (reads only); "
+        "without it, rows are only checked against each other",
+    )
     validate.set_defaults(func=cmd_validate)
 
     demo = sub.add_parser("demo", help="zero-setup demo on the embedded AWS stand-in (moto)")
@@ -231,7 +207,7 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
 
     table = getattr(args, "table", None)
     checkpoint = None
-    if table is not None:
+    if table is not None and getattr(args, "resume", None) is not None:
         checkpoint = (
             Path(args.checkpoint)
             if args.checkpoint
@@ -239,7 +215,7 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         )
     output_dir = getattr(args, "output_dir", None)
     return RunConfig(
-        mode=getattr(args, "mode", "blind"),
+        mode=args.mode,
         source=args.source,
         spec=spec,
         table=table,
@@ -252,7 +228,6 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         batch_items=items,
         batch_bytes=nbytes,
         workers=args.workers,
-        engine=_engine_name(args),
         rejects_path=_report_path(args.source, args.rejects, "rejects"),
         failures_path=_report_path(args.source, getattr(args, "failures", None), "failures"),
         max_rejects=args.max_rejects,
@@ -269,151 +244,77 @@ def _s3_client(args: argparse.Namespace) -> Any:
         return None
     import boto3
 
-    return boto3.client("s3", region_name=_default_region(args.region))
+    from importer.pipeline import default_region
+
+    return boto3.client("s3", region_name=default_region(args.region))
 
 
 def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
     data = summary.to_json()
-    stage = getattr(args, "_stage", None)
-    if stage is not None and not args.quiet:
-        for notice in stage.notices:
+    if not args.quiet:
+        for notice in summary.notices:
             print(f"importer: note: {notice}", file=sys.stderr)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if not args.quiet:
-        _print_summary(data, writing=writing)
+        print_summary(data, writing=writing)
     if summary.aborted:
         print(f"importer: error: {summary.aborted}", file=sys.stderr)
         return EXIT_FATAL
     return EXIT_PARTIAL if summary.rejected or summary.failed else EXIT_OK
 
 
-def _print_summary(data: dict[str, Any], *, writing: bool) -> None:
-    first = "written" if writing else "valid"
-    print(
-        f"rows {data['rows']:,}  {first} {data[first]:,}"
-        + (f"  unchanged {data['unchanged']:,}" if data.get("unchanged") else "")
-        + f"  rejected {data['rejected']:,}"
-        + (f"  failed {data['failed']:,}" if writing else "")
-        + f"  batches {data['batches']:,}  {data['seconds']:.2f}s"
-        f"  {data['rows_per_second']:,.0f} rows/s"
-    )
-    if data["ignored_columns"]:
-        print(f"ignored columns (not in the spec): {', '.join(data['ignored_columns'])}")
-    if data["rejects_file"]:
-        print(f"rejected rows: {data['rejects_file']}")
-    if data.get("failures_file"):
-        print(f"failed rows: {data['failures_file']}")
+def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) -> Any:
+    from importer.pipeline import PipelineSettings, default_region
 
-
-def _make_writer(args: argparse.Namespace) -> Any:
-    region = _default_region(args.region)
-    if args.writer == "boto3":
-        from importer.writer import Boto3BatchWriter
-
-        return Boto3BatchWriter(
-            table=args.table, region=region, endpoint_url=args.endpoint_url, workers=args.workers
-        )
-    from importer.http_writer import HttpBatchWriter
-
-    return HttpBatchWriter(
-        table=args.table, region=region, endpoint_url=args.endpoint_url, workers=args.workers
-    )
-
-
-def _preflight(args: argparse.Namespace) -> None:
-    """Check the table once with boto3 (clear errors for table, keys, credentials)."""
-    import boto3
-    from botocore.config import Config
-
-    from importer.writer import preflight_table
-
-    client = boto3.client(
-        "dynamodb",
-        region_name=_default_region(args.region),
+    return PipelineSettings(
+        spec=spec,
+        table=args.table,
+        mode=args.mode,
+        data_table=args.data_table,
+        region=default_region(args.region),
         endpoint_url=args.endpoint_url,
-        config=Config(retries={"total_max_attempts": 2}, connect_timeout=5, read_timeout=10),
+        workers=args.workers,
+        writer=args.writer,
+        engine=_engine_name(args),
+        dry_run=dry_run,
     )
-    preflight_table(client, args.table)
+
+
+def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
+    """`run` and `validate`: one pipeline, one driver; validate only leaves out the writes."""
+    from importer.driver import RunInterrupted, run_import
+    from importer.pipeline import open_pipeline
+    from importer.spec import load_spec
+
+    spec = load_spec(args.spec)
+    config = _config(args, spec)
+    progress = Progress(enabled=None if not args.quiet else False)
+    with open_pipeline(_pipeline_settings(args, spec, dry_run=dry_run)) as pipeline:
+        try:
+            summary = run_import(
+                config, pipeline=pipeline, progress=progress, s3_client=_s3_client(args)
+            )
+        except RunInterrupted as exc:
+            progress.finish()
+            _finish(args, exc.summary, writing=not dry_run)
+            print(
+                f"importer: interrupted after {exc.summary.rows:,} rows; finished batches are "
+                f"checkpointed. Resume with the same command plus --resume",
+                file=sys.stderr,
+            )
+            return 130
+        finally:
+            progress.finish()
+    return _finish(args, summary, writing=not dry_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from importer.driver import RunInterrupted, run_import
-    from importer.spec import load_spec
-
-    spec = load_spec(args.spec)
-    config = _config(args, spec)
-    _preflight(args)
-    writer = _make_writer(args)
-    closers = [writer.close]
-    try:
-        writer, config.stage, more = _mode_stage(args, spec, writer)
-        args._stage = config.stage
-        closers += more
-    except BaseException:
-        for close in closers:
-            close()
-        raise
-    progress = Progress(enabled=None if not args.quiet else False)
-    try:
-        summary = run_import(config, writer=writer, progress=progress, s3_client=_s3_client(args))
-    except RunInterrupted as exc:
-        progress.finish()
-        _finish(args, exc.summary, writing=True)
-        print(
-            f"importer: interrupted after {exc.summary.rows:,} rows; finished batches are "
-            f"checkpointed. Resume with the same command plus --resume",
-            file=sys.stderr,
-        )
-        return 130
-    finally:
-        progress.finish()
-        for close in reversed(closers):
-            close()
-    return _finish(args, summary, writing=True)
-
-
-def _mode_stage(args: argparse.Namespace, spec: Any, writer: Any) -> tuple[Any, Any, list[Any]]:
-    """The import-mode stage (and, for strict, the transactional writer)."""
-    from importer.lookup import KeyLookup, make_transport
-    from importer.modes import ModeStage, code_column_of
-
-    if args.mode == "blind":
-        return writer, None, []
-    transport = make_transport(
-        region=_default_region(args.region),
-        endpoint_url=args.endpoint_url,
-        workers=args.workers,
-        writer=writer,
-        use_http=args.writer == "http",
-    )
-    closers = [getattr(transport, "close", lambda: None)]
-    stage = ModeStage.open(
-        mode=args.mode,
-        table=args.table,
-        data_table=args.data_table,
-        lookup=KeyLookup(transport),
-        code_column=code_column_of(spec),
-    )
-    if args.mode == "strict":
-        from importer.strict_writer import StrictWriter
-
-        writer = StrictWriter(transport=transport, table=args.table)
-    return writer, stage, closers
+    return _import(args, dry_run=False)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from importer.driver import run_import
-    from importer.spec import load_spec
-
-    spec = load_spec(args.spec)
-    config = _config(args, spec)
-    progress = Progress(enabled=None if not args.quiet else False)
-    try:
-        summary = run_import(config, writer=None, progress=progress, s3_client=_s3_client(args))
-    finally:
-        progress.finish()
-    return _finish(args, summary, writing=False)
+    return _import(args, dry_run=True)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -1,52 +1,65 @@
 """The local run: a faithful local Distributed Map, in one process.
 
 source → batches → transform → writer → report.  The main thread reads and
-cuts batches exactly as ItemBatcher would; each batch is handled by
-`process_batch` — the same function the Lambda child runs — on a bounded pool
+cuts batches exactly as ItemBatcher would; each batch is handled by the
+pipeline's per-batch unit (`importer.batch_unit`) — the same one the Lambda
+child runs — on a bounded pool
 of at most `workers` threads (MaxConcurrency), so reading blocks
 (back-pressure) instead of piling batches up in memory.  Outcomes come back as
 data and are counted on the main thread only, which is how every run can check
 `rows == written + unchanged + rejected + failed`.
 
-A checkpoint records settled batches (`--resume` continues a killed or
-interrupted run), and an optional ResultWriter-style folder receives
-`manifest.json`, `SUCCEEDED_0.json` and `FAILED_0.json`.
+A checkpoint records settled batches (`--resume` continues a killed,
+interrupted or failed run; only a finished run completes it), and an optional
+ResultWriter-style folder receives `manifest.json`, `SUCCEEDED_0.json` and
+`FAILED_0.json` (`importer.reports`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import enum
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
+from importer.batch_unit import BatchOutcome
 from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
-from importer.checkpoint import BatchCounts, Checkpoint
+from importer.checkpoint import Checkpoint
 from importer.context import RunContext
-from importer.engines import Engine, get_engine
-from importer.modes import ModeStage
-from importer.records import Failure, PreparedItem, Reject, WriteOutcome
+from importer.pipeline import Pipeline
+from importer.records import Reject
+from importer.reports import (
+    FAILURE_COLUMNS,
+    CsvReport,
+    ResultWriter,
+    failure_fields,
+    reject_fields,
+    rejects_columns,
+)
+from importer.retry import WriterFatalError
 from importer.source import CsvReader, SourceError, open_source
 from importer.spec import Spec
 
 __all__ = [
-    "BatchOutcome",
-    "BatchWriter",
     "RunConfig",
     "RunInterrupted",
+    "RunStatus",
     "Summary",
-    "process_batch",
     "run_import",
 ]
 
 
-class BatchWriter(Protocol):
-    def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome: ...
+class RunStatus(enum.Enum):
+    """Said, not inferred: only a FINISHED run completes its checkpoint."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
 
 
 class RunInterrupted(Exception):
@@ -59,13 +72,14 @@ class RunInterrupted(Exception):
 
 @dataclass(slots=True)
 class RunConfig:
+    """What the local Distributed Map needs beyond the pipeline: source, batches, reports."""
+
     source: str
     spec: Spec
     table: str | None = None
     batch_items: int | None = DEFAULT_MAX_ITEMS
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES
     workers: int = 50
-    engine: str = "native"
     rejects_path: Path | None = None
     failures_path: Path | None = None
     max_rejects: int | None = None
@@ -76,8 +90,6 @@ class RunConfig:
     output_dir: Path | None = None
     tolerated_failure_percentage: float | None = None
     tolerated_failure_count: int | None = None
-    #: the import-mode stage (insert/upsert/strict) between transform and writer
-    stage: ModeStage | None = None
     mode: str = "blind"
 
 
@@ -95,6 +107,9 @@ class Summary:
     rows_per_second: float = 0.0
     valid: int = 0
     unchanged: int = 0
+    existing: int = 0
+    #: validate: the rows a run would write (`written` stays 0: nothing was sent)
+    would_write: int = 0
     retries: int = 0
     failed_batches: int = 0
     failed_items: int = 0
@@ -106,175 +121,14 @@ class Summary:
     failures_file: str | None = None
     checkpoint: str | None = None
     run_id: str = ""
+    status: str = RunStatus.RUNNING.value
     aborted: str | None = None
+    notices: list[str] = field(default_factory=list)
+    #: rejected rows that are bad data (what --max-rejects limits)
+    bad_data: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """What became of one batch's rows: data, never an exception per row."""
-
-    index: int
-    rows: int
-    valid: int
-    written: int
-    rejects: list[Reject]
-    failures: list[Failure]
-    retries: int = 0
-    unchanged: int = 0
-
-    @property
-    def failed_batch(self) -> bool:
-        """A child that wrote nothing of a non-empty batch fails, as the Lambda raises."""
-        return self.rows > 0 and self.written == 0 and self.unchanged == 0 and self.valid == 0
-
-    def counts(self) -> BatchCounts:
-        return BatchCounts(
-            rows=self.rows,
-            written=self.written,
-            rejected=len(self.rejects),
-            failed=len(self.failures),
-            valid=self.valid,
-            unchanged=self.unchanged,
-        )
-
-
-def process_batch(
-    batch: Batch,
-    *,
-    engine: Engine,
-    spec: Spec,
-    header: Sequence[str],
-    ctx: RunContext,
-    writer: BatchWriter | None,
-    stage: ModeStage | None = None,
-    ticket: int | None = None,
-) -> BatchOutcome:
-    """Transform, settle the import mode, and write one batch: the unit a
-    Distributed Map child handles.
-
-    `batch.rejects` holds rows refused while reading (bad UTF-8, oversized);
-    they belong to this batch so that its counts, and its checkpoint line,
-    cover every row read while it was open.  With a mode stage, `ticket` is
-    this batch's place in file order (versions are assigned in that order);
-    it is always released, even when the batch has no valid row.
-    """
-    moded = stage is not None and stage.mode != "blind" and writer is not None
-    failures: list[Failure] = []
-    unchanged = 0
-    try:
-        result = engine.transform_batch(spec, header, batch.rows, ctx, dedupe=not moded)
-        rejects = [*batch.rejects, *result.rejects]
-        items = result.items
-        if moded:
-            assert stage is not None
-            prepared = stage.prepare(items, dict(batch.rows), ticket=ticket)
-            items, unchanged = prepared.items, prepared.unchanged
-            rejects.extend(prepared.rejects)
-            failures = prepared.failures
-    finally:
-        if stage is not None:
-            stage.release(ticket)
-    written = WriteOutcome()
-    if writer is not None and items:
-        written = writer.write_batch(items)
-    return BatchOutcome(
-        index=batch.index,
-        rows=len(batch.rows) + len(batch.rejects),
-        valid=len(result.items),
-        written=written.written,
-        rejects=rejects,
-        failures=failures + written.failures,
-        retries=written.retries,
-        unchanged=unchanged,
-    )
-
-
-class _CsvReport:
-    """A CSV report opened on first use (no empty files for clean runs)."""
-
-    def __init__(self, path: Path | None, columns: list[str], append: bool) -> None:
-        self.path = path
-        self.columns = columns
-        self.append = append and path is not None and path.exists()
-        self._fh: IO[str] | None = None
-        self._writer: Any = None
-
-    def write(self, row: list[Any]) -> None:
-        if self.path is None:
-            return
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a" if self.append else "w", newline="", encoding="utf-8")  # noqa: SIM115
-            self._writer = csv.writer(self._fh)
-            if not self.append:
-                self._writer.writerow(self.columns)
-        self._writer.writerow(row)
-
-    @property
-    def used(self) -> bool:
-        return self._fh is not None or self.append
-
-    def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-
-
-class _ResultWriter:
-    """ResultWriter-style output: manifest.json plus SUCCEEDED_0.json / FAILED_0.json.
-
-    Entries are streamed into JSON arrays as batches settle, so memory does not
-    grow with the number of batches.
-    """
-
-    def __init__(self, folder: Path, run_id: str) -> None:
-        self.folder = folder
-        self.run_id = run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        self._files: dict[str, IO[str]] = {}
-        self._counts: dict[str, int] = {"SUCCEEDED": 0, "FAILED": 0}
-
-    def add(self, outcome: BatchOutcome) -> None:
-        status = "FAILED" if outcome.failed_batch else "SUCCEEDED"
-        fh = self._files.get(status)
-        if fh is None:
-            fh = open(self.folder / f"{status}_0.json", "w", encoding="utf-8")  # noqa: SIM115
-            fh.write("[")
-            self._files[status] = fh
-        entry: dict[str, Any] = {
-            "Name": f"{self.run_id}-batch-{outcome.index}",
-            "Status": status,
-            "InputDetails": {"Included": False},
-        }
-        counts = asdict(outcome.counts())
-        if status == "FAILED":
-            entry["Error"] = "BatchFailed"
-            entry["Cause"] = json.dumps(counts)
-        else:
-            entry["Output"] = json.dumps(counts)
-        fh.write(("," if self._counts[status] else "") + json.dumps(entry))
-        self._counts[status] += 1
-
-    def close(self, summary: Summary) -> None:
-        files = {"SUCCEEDED": [], "FAILED": [], "PENDING": []}
-        for status, fh in self._files.items():
-            fh.write("]")
-            fh.close()
-            path = self.folder / f"{status}_0.json"
-            files[status].append({"Key": path.name, "Size": path.stat().st_size})
-        manifest = {
-            "DestinationBucket": None,
-            "MapRunArn": f"local:import-csv:{self.run_id}",
-            "ResultFiles": files,
-            "Summary": summary.to_json(),
-        }
-        (self.folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _unknown_columns(header: Sequence[str], spec: Spec) -> list[str]:
@@ -304,16 +158,20 @@ def _run_meta(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
 def run_import(
     config: RunConfig,
     *,
-    writer: BatchWriter | None,
+    pipeline: Pipeline,
     progress: Callable[[int, int, int | None], None] | None = None,
     s3_client: Any = None,
 ) -> Summary:
-    """Import (or, with `writer=None`, validate) one source; returns the counts."""
+    """Import one source through `pipeline` (a dry-run pipeline validates); returns the counts.
+
+    A fatal error (credentials, a deleted table) stops the run as FAILED: the
+    finished batches stay checkpointed, and the error says how to resume.
+    """
     started = time.perf_counter()
     spec = config.spec
-    engine = get_engine(config.engine)
+    writing = not pipeline.settings.dry_run
     checkpoint: Checkpoint | None = None
-    if config.resume and writer is not None:
+    if config.resume and writing:
         assert config.checkpoint_path is not None
         checkpoint = Checkpoint.load(config.checkpoint_path)
         ctx = RunContext.new(run_id=checkpoint.meta["run_id"])
@@ -321,10 +179,11 @@ def run_import(
         checkpoint.check_matches(_run_meta(config, ctx))
     else:
         ctx = RunContext.new(run_id=config.run_id)
-    summary = Summary(run_id=ctx.run_id)
+    summary = Summary(run_id=ctx.run_id, notices=pipeline.notices)
     stream = open_source(config.source, s3_client=s3_client)
+    run: _Run | None = None
     try:
-        open_reader = getattr(engine, "open_reader", None)
+        open_reader = getattr(pipeline.engine, "open_reader", None)
         reader: Any = (
             open_reader(stream.raw, spec.csv) if open_reader else CsvReader(stream.raw, spec.csv)
         )
@@ -336,26 +195,23 @@ def run_import(
             batch_input=ctx.to_batch_input(),
             header=header,
         )
-        if writer is not None and config.checkpoint_path is not None:
+        if writing and config.checkpoint_path is not None:
             if checkpoint is None:
                 checkpoint = Checkpoint.start(config.checkpoint_path, _run_meta(config, ctx))
             else:
                 checkpoint.reopen()
             summary.checkpoint = str(config.checkpoint_path)
         resuming = checkpoint is not None and config.resume
-        rejects = _CsvReport(
-            config.rejects_path, ["line", "column", "value", "reason", *header], append=resuming
-        )
-        failures = _CsvReport(config.failures_path, ["line", "pk", "sk", "reason"], append=resuming)
+        rejects = CsvReport(config.rejects_path, rejects_columns(header), append=resuming)
+        failures = CsvReport(config.failures_path, FAILURE_COLUMNS, append=resuming)
         results = (
-            _ResultWriter(config.output_dir, ctx.run_id) if config.output_dir is not None else None
+            ResultWriter(config.output_dir, ctx.run_id) if config.output_dir is not None else None
         )
         run = _Run(
             config=config,
-            engine=engine,
+            pipeline=pipeline,
             header=header,
             ctx=ctx,
-            writer=writer,
             summary=summary,
             rejects=rejects,
             failures=failures,
@@ -366,9 +222,14 @@ def run_import(
         )
         try:
             run.pump(reader, batcher)
+            run.status = RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED
+        except BaseException:
+            run.status = RunStatus.FAILED
+            raise
         finally:
             rejects.close()
             failures.close()
+            summary.status = run.status.value
             summary.rejects_file = str(rejects.path) if rejects.used else None
             summary.failures_file = str(failures.path) if failures.used else None
             summary.padded_rows = reader.padded
@@ -378,18 +239,24 @@ def run_import(
                 round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0
             )
             if results is not None:
-                results.close(summary)
+                results.close(summary.to_json())
             if checkpoint is not None:
-                if summary.aborted is None and not run.interrupted:
+                if run.status is RunStatus.FINISHED:
                     checkpoint.mark_complete()
                 checkpoint.close()
+    except WriterFatalError as exc:
+        if checkpoint is not None and run is not None:
+            raise WriterFatalError(
+                f"{exc} -- {len(checkpoint.finished)} finished batch(es) are checkpointed; "
+                "once fixed, run the same command with --resume to continue"
+            ) from exc
+        raise
     finally:
         stream.close()
-    settled = summary.rejected + (
-        summary.written + summary.unchanged + summary.failed
-        if writer is not None
-        else summary.valid
-    )
+    if not writing:
+        summary.would_write, summary.written = summary.written, 0
+    s = summary
+    settled = s.rejected + s.written + s.would_write + s.unchanged + s.failed
     if settled != summary.rows:
         raise AssertionError(f"row accounting broken: {summary}")
     if run.interrupted:
@@ -421,18 +288,18 @@ class _Run:
     """The main-thread bookkeeping of one run (counts, reports, checkpoint)."""
 
     config: RunConfig
-    engine: Engine
+    pipeline: Pipeline
     header: list[str]
     ctx: RunContext
-    writer: BatchWriter | None
     summary: Summary
-    rejects: _CsvReport
-    failures: _CsvReport
+    rejects: CsvReport
+    failures: CsvReport
     checkpoint: Checkpoint | None
-    results: _ResultWriter | None
+    results: ResultWriter | None
     progress: Callable[[int, int, int | None], None] | None
     stream: Any
     interrupted: bool = False
+    status: RunStatus = RunStatus.RUNNING
     skip: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -454,8 +321,13 @@ class _Run:
             s.failed += c.failed
             s.valid += c.valid
             s.unchanged += c.unchanged
+            s.existing += c.existing
+            s.bad_data += c.bad_data
             s.batches += 1
             s.resumed_batches += 1
+            if c.failed:
+                s.failed_batches += 1
+                s.failed_items += c.rows
 
     def settle(self, done: BatchOutcome) -> None:
         s = self.summary
@@ -467,11 +339,13 @@ class _Run:
         s.retries += done.retries
         for f in done.failures:
             s.failed += 1
-            self.failures.write([f.line, f.pk, f.sk, f.reason])
+            self.failures.write(failure_fields(f))
         for r in done.rejects:
             s.rejected += 1
-            self.rejects.write([r.line, r.column, r.value, r.reason, *r.row])
-        if self.writer is not None and done.failed_batch:
+            self.rejects.write(reject_fields(r))
+        s.existing += done.existing
+        s.bad_data += done.bad_data
+        if done.failed_batch:
             s.failed_batches += 1
             s.failed_items += done.rows
         if self.results is not None:
@@ -483,19 +357,21 @@ class _Run:
             self.checkpoint.record(done.index, done.counts())
 
     def over_limit(self) -> bool:
-        return self.limit is not None and self.summary.rejected > self.limit
+        """Only bad data counts: rows that exist or conflict are outcomes of a re-run."""
+        return self.limit is not None and self.summary.bad_data > self.limit
 
     def pump(self, reader: Any, batcher: Batcher) -> None:
-        config, s = self.config, self.summary
-        size_of = getattr(self.engine, "row_json_size", None)
+        config, s, pipeline = self.config, self.summary, self.pipeline
+        size_of = getattr(pipeline.engine, "row_json_size", None)
         if size_of is None:
             from importer.batching import item_json_size as size_of
         header = self.header
         in_flight: deque[Future[BatchOutcome]] = deque()
         max_in_flight = max(2, config.workers * 2)
         pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="batch")
-
-        stage = config.stage
+        # each batch's place in file order; a batch cancelled before it ran must give
+        # its place back, or the batches after it would wait for it forever
+        tickets: dict[Future[BatchOutcome], int | None] = {}
 
         def submit(batch: Batch) -> None:
             if batch.index in self.skip:
@@ -503,24 +379,12 @@ class _Run:
             while len(in_flight) >= max_in_flight:
                 wait(in_flight, return_when=FIRST_COMPLETED)
                 drain()
-            ticket = stage.ticket() if stage is not None else None
+            ticket = pipeline.ticket()
             future = pool.submit(
-                process_batch,
-                batch,
-                engine=self.engine,
-                spec=config.spec,
-                header=header,
-                ctx=self.ctx,
-                writer=self.writer,
-                stage=stage,
-                ticket=ticket,
+                pipeline.process, batch, header=header, ctx=self.ctx, ticket=ticket
             )
             tickets[future] = ticket
             in_flight.append(future)
-
-        # each batch's place in file order; a batch cancelled before it ran must give
-        # its place back, or the batches after it would wait for it forever
-        tickets: dict[Future[BatchOutcome], int | None] = {}
 
         def settle_next() -> None:
             future = in_flight.popleft()
@@ -561,15 +425,26 @@ class _Run:
             # ones still queued are cancelled and sent again by --resume
             self.interrupted = True
             for fut in in_flight:
-                if fut.cancel() and stage is not None:
-                    stage.release(tickets[fut])
+                if fut.cancel():
+                    pipeline.release(tickets[fut])
             for fut in in_flight:
                 if not fut.cancelled():
                     self.settle(fut.result())
             in_flight.clear()
+        except BaseException:
+            # a fatal error: queued batches give their places back so none waits forever
+            for fut in in_flight:
+                if fut.cancel():
+                    pipeline.release(tickets[fut])
+            if pipeline.stage is not None:
+                pipeline.stage.abort()
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if self.progress is not None:
                 self.progress(read, self.stream.bytes_read, self.stream.total_bytes)
         if self.over_limit():
-            s.aborted = f"stopped after {s.rejected} rejected rows (limit {self.limit})"
+            s.aborted = (
+                f"stopped after {s.bad_data} rows of bad data (limit {self.limit}); "
+                "rows that already exist do not count"
+            )

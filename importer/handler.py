@@ -9,33 +9,35 @@ Accepted events (checked up front, with a message saying what was expected):
 Settings come from BatchInput (`Attributes` is the execution input of the
 generated ASL: `table`, `spec`, `rejects`, `mode`, `dataTable`) and fall back to
 the environment the template sets (`IMPORTER_TABLE`, `IMPORTER_SPEC`,
-`IMPORTER_REJECTS`, `IMPORTER_MODE`, `IMPORTER_DATA_TABLE`).  The import mode
-(insert by default, upsert, strict, blind) is honoured as in `importer run`.
-Items are transformed with the same engine and written with the same writer
-as the local driver.  Record timestamps and ids come from
-the execution (name, start time) and the batch's content, so an EXPRESS child
-run twice writes byte-identical items: the table does not change.
+`IMPORTER_REJECTS`, `IMPORTER_MODE`, `IMPORTER_DATA_TABLE`); the endpoint is
+the standard `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`.  The batch runs
+through the same pipeline (`importer.pipeline`) and per-batch unit as
+`importer run`, so both count, reject and fail a batch the same way.  Record
+timestamps and ids come from the execution (name, start time) and the batch's
+content, so an EXPRESS child run twice writes byte-identical items.
 
-Rejected rows are stored as CSV at `{rejects}/{execution}/{batch}.csv`
-(`batch` is a digest of the items, so a re-run overwrites, not duplicates).
-A batch in which no row could be written raises `BatchFailed`, which the Map
-counts against its tolerated failures.
+Rejected rows are stored as CSV at `{rejects}/{execution}/{batch}.rejects.csv`
+and refused rows at `.../{batch}.failures.csv`, in the local run's formats
+(`importer.reports`; `batch` is a digest of the items, so a re-run
+overwrites).  A batch with a failed row raises `BatchFailed`
+(`BatchOutcome.failed_batch`), which the Map counts against its tolerated
+failures; rejected rows never do.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from importer.batch_unit import BatchOutcome
 from importer.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.context import ContextError, RunContext
-from importer.driver import BatchOutcome, process_batch
-from importer.engines import get_engine
+from importer.modes import MODES
+from importer.pipeline import PipelineSettings, default_region, open_pipeline
+from importer.reports import failures_csv, rejects_csv
 from importer.spec import Spec, SpecError, load_spec, loads_spec
 
 __all__ = ["BatchFailed", "EventError", "HandlerSettings", "handle_event", "lambda_handler"]
@@ -48,7 +50,7 @@ class EventError(ValueError):
 
 
 class BatchFailed(RuntimeError):
-    """No row of the batch could be written; the summary is attached."""
+    """DynamoDB refused rows of this batch after every retry; the summary is attached."""
 
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(f"{message}: {json.dumps(summary, sort_keys=True)}")
@@ -61,7 +63,6 @@ class HandlerSettings:
     spec_uri: str
     rejects_uri: str | None
     region: str
-    endpoint_url: str | None = None
     mode: str = "insert"
     data_table: str | None = None
 
@@ -112,25 +113,22 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
         raise EventError("no table: set BatchInput.Attributes.table or IMPORTER_TABLE")
     if not spec_uri:
         raise EventError("no spec: set BatchInput.Attributes.spec or IMPORTER_SPEC")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     mode = pick("mode", "IMPORTER_MODE") or "insert"
-    if mode not in ("insert", "upsert", "strict", "blind"):
-        raise EventError(f"unknown mode {mode!r} (insert, upsert, strict or blind)")
+    if mode not in MODES:
+        raise EventError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
     return HandlerSettings(
         mode=mode,
         data_table=pick("dataTable", "IMPORTER_DATA_TABLE"),
         table=table,
         spec_uri=spec_uri,
         rejects_uri=pick("rejects", "IMPORTER_REJECTS"),
-        region=region,
-        endpoint_url=os.environ.get("IMPORTER_DYNAMODB_ENDPOINT") or None,
+        region=default_region(),
     )
 
 
-# Warm-container caches: compiled specs and writers are reused across invocations;
-# nothing per-invocation is kept here.
+# Warm-container cache: compiled specs are reused across invocations; nothing
+# per-invocation is kept here (each invocation opens and closes its pipeline).
 _SPECS: dict[str, Spec] = {}
-_WRITERS: dict[tuple[str, str, str | None], Any] = {}
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -154,47 +152,6 @@ def _load_spec(uri: str, s3: Any) -> Spec:
     return spec
 
 
-def _writer(settings: HandlerSettings) -> Any:
-    key = (settings.table, settings.region, settings.endpoint_url)
-    if key not in _WRITERS:
-        from importer.http_writer import HttpBatchWriter
-
-        _WRITERS[key] = HttpBatchWriter(
-            table=settings.table,
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            workers=4,
-        )
-    return _WRITERS[key]
-
-
-def _mode_stage(settings: HandlerSettings, spec: Spec, writer: Any) -> tuple[Any, Any]:
-    """One ModeStage per invocation: nothing of one batch's state leaks into the next."""
-    if settings.mode == "blind":
-        return writer, None
-    from importer.lookup import Boto3Transport, HttpTransport, KeyLookup
-    from importer.modes import ModeStage, code_column_of
-
-    if hasattr(writer, "_pool"):
-        transport: Any = HttpTransport(writer)
-    else:
-        transport = Boto3Transport.from_args(
-            region=settings.region, endpoint_url=settings.endpoint_url, workers=4
-        )
-    stage = ModeStage.open(
-        mode=settings.mode,  # type: ignore[arg-type]
-        table=settings.table,
-        data_table=settings.data_table,
-        lookup=KeyLookup(transport),
-        code_column=code_column_of(spec),
-    )
-    if settings.mode == "strict":
-        from importer.strict_writer import StrictWriter
-
-        writer = StrictWriter(transport=transport, table=settings.table)
-    return writer, stage
-
-
 def batch_digest(items: list[dict[str, str]]) -> str:
     """A stable id for a batch: the same Items always give the same id."""
     body = json.dumps(items, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
@@ -209,39 +166,43 @@ def _header(items: list[dict[str, str]]) -> list[str]:
     return list(seen)
 
 
-def _store_rejects(
-    outcome: BatchOutcome, header: list[str], uri: str, execution: str, batch_id: str, s3: Any
-) -> str | None:
-    if not outcome.rejects and not outcome.failures:
-        return None
-    buf = io.StringIO()
-    out = csv.writer(buf)
-    out.writerow(["item", "column", "value", "reason", *header])
-    for r in outcome.rejects:
-        out.writerow([r.line, r.column, r.value, r.reason, *r.row])
-    for f in outcome.failures:
-        out.writerow([f.line, "", f.sk, f"failed: {f.reason}"])
-    body = buf.getvalue().encode("utf-8")
+def _store(uri: str, name: str, body: bytes, s3: Any) -> str:
     if uri.startswith("s3://"):
         bucket, prefix = _split_s3(uri)
-        key = f"{prefix.rstrip('/')}/{execution}/{batch_id}.csv".lstrip("/")
+        key = f"{prefix.rstrip('/')}/{name}".lstrip("/")
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv")
         return f"s3://{bucket}/{key}"
-    path = os.path.join(uri, execution, f"{batch_id}.csv")
+    path = os.path.join(uri, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(body)
     return path
 
 
+def _store_reports(
+    outcome: BatchOutcome, header: list[str], uri: str, execution: str, batch_id: str, s3: Any
+) -> tuple[str | None, str | None]:
+    """The batch's rejects and failures files, in the local run's formats."""
+    rejects = failures = None
+    if outcome.rejects:
+        body = rejects_csv(outcome.rejects, header)
+        rejects = _store(uri, f"{execution}/{batch_id}.rejects.csv", body, s3)
+    if outcome.failures:
+        body = failures_csv(outcome.failures)
+        failures = _store(uri, f"{execution}/{batch_id}.failures.csv", body, s3)
+    return rejects, failures
+
+
 def handle_event(
     event: Any,
     *,
-    writer: Any = None,
+    client: Any = None,
     s3_client: Any = None,
     engine: str = "native",
+    writer: str = "http",
 ) -> dict[str, Any]:
-    """Process one batch event; `writer`/`s3_client` are injectable for tests."""
+    """Process one batch event; `client` (a `importer.dynamo` client) and `s3_client`
+    are injectable for tests (moto's in-process `mock_aws` needs the boto3 client)."""
     items, batch_input = _unwrap(event)
     size = len(
         json.dumps(
@@ -277,21 +238,24 @@ def handle_event(
     if missing and items:
         raise EventError(f"spec column {missing[0]!r} is not among the CSV columns {header}")
     rows = [(n, [item.get(h, "") for h in header]) for n, item in enumerate(items, start=1)]
-    writer = writer if writer is not None else _writer(settings)
-    writer, stage = _mode_stage(settings, spec, writer)
-    outcome = process_batch(
-        Batch(index=0, rows=rows),
-        engine=get_engine(engine),
+    pipeline_settings = PipelineSettings(
         spec=spec,
-        header=header,
-        ctx=ctx,
-        writer=writer,
-        stage=stage,
-        ticket=stage.ticket() if stage is not None else None,
+        table=settings.table,
+        mode=settings.mode,  # type: ignore[arg-type]
+        data_table=settings.data_table,
+        region=settings.region,
+        workers=4,
+        writer=writer,  # type: ignore[arg-type]
+        engine=engine,
+        check_table=False,
     )
-    rejects_at = None
+    with open_pipeline(pipeline_settings, client=client) as pipeline:
+        outcome = pipeline.process(
+            Batch(index=0, rows=rows), header=header, ctx=ctx, ticket=pipeline.ticket()
+        )
+    rejects_at = failures_at = None
     if settings.rejects_uri:
-        rejects_at = _store_rejects(
+        rejects_at, failures_at = _store_reports(
             outcome, header, settings.rejects_uri, base.run_id, batch_id, s3_client
         )
     summary = {
@@ -301,11 +265,13 @@ def handle_event(
         "written": outcome.written,
         "unchanged": outcome.unchanged,
         "rejected": len(outcome.rejects),
+        "existing": outcome.existing,
         "failed": len(outcome.failures),
         "rejects": rejects_at,
+        "failures": failures_at,
     }
-    if outcome.rows and outcome.written == 0 and outcome.unchanged == 0:
-        raise BatchFailed("no row of the batch could be written", summary)
+    if outcome.failed_batch:
+        raise BatchFailed(f"DynamoDB refused {len(outcome.failures)} row(s) of the batch", summary)
     return summary
 
 

@@ -64,7 +64,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from importer.lookup import KeyLookup, LookupFailed
-from importer.records import Failure, PreparedItem, Reject
+from importer.records import Failure, PreparedItem, Reject, RejectKind
 from importer.reference import wire_json
 from importer.retry import WriterFatalError
 
@@ -214,9 +214,7 @@ class ModeStage:
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
-        if mode != "blind" and lookup is None:
-            raise ValueError(f"mode {mode!r} needs a lookup")
-        if mode in ("upsert", "strict") and not data_table:
+        if mode in ("upsert", "strict") and not data_table and lookup is not None:
             raise WriterFatalError(f"{mode} mode needs the data table (pass --data-table)")
         self.mode = mode
         self.table = table
@@ -252,8 +250,16 @@ class ModeStage:
             return cls(
                 mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column
             )
-        assert lookup is not None, "modes other than blind need a lookup"
         name = data_table or default_data_table(table)
+        if lookup is None:  # a dry run with no endpoint: only this run's rows are compared
+            stage = cls(
+                mode=mode, table=table, data_table=name, lookup=None, code_column=code_column
+            )
+            stage.notices.append(
+                "no endpoint to read: rows were checked against each other, not against "
+                "entities already stored"
+            )
+            return stage
         exists = bool(name) and lookup.table_exists(name)
         notice = None
         if not exists:
@@ -362,7 +368,8 @@ class ModeStage:
         makes the probe walk down from there instead.
         """
         lookup = self.lookup
-        assert lookup is not None
+        if lookup is None:
+            return
         insert = self.mode == "insert"
         probing: list[tuple[_Row, int, int]] = []  # (row, version to read, step +1/-1)
         if self.data_table:
@@ -451,12 +458,14 @@ class ModeStage:
                     why = f"exists (version {v})"
                     if first:
                         why += f": duplicate of line {first}"
-                    out.rejects.append(self._reject(r, why, fields))
+                    kind = RejectKind.DUPLICATE if first else RejectKind.EXISTS
+                    out.rejects.append(self._reject(r, why, fields, kind))
                 elif r.mine:
                     out.items.append(self._render(r, r.mine))
                     state[key] = (r.mine, r.digest, it.line)
                 elif r.cur_version:
-                    out.rejects.append(self._reject(r, f"exists (version {r.cur_version})", fields))
+                    why = f"exists (version {r.cur_version})"
+                    out.rejects.append(self._reject(r, why, fields, RejectKind.EXISTS))
                     state[key] = (r.cur_version, r.cur_digest, 0)
                 else:
                     out.items.append(it)
@@ -483,9 +492,11 @@ class ModeStage:
                 state[key] = (v, r.digest, it.line)
         return out
 
-    def _reject(self, r: _Row, reason: str, fields: Mapping[int, Sequence[str]]) -> Reject:
+    def _reject(
+        self, r: _Row, reason: str, fields: Mapping[int, Sequence[str]], kind: RejectKind
+    ) -> Reject:
         return Reject(
-            r.item.line, self.code_column, r.code, reason, tuple(fields.get(r.item.line, ()))
+            r.item.line, self.code_column, r.code, reason, tuple(fields.get(r.item.line, ())), kind
         )
 
     @staticmethod

@@ -8,9 +8,28 @@ these records is how the run proves `rows == written + rejected + failed`.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
-__all__ = ["PreparedItem", "Reject", "Failure", "WriteOutcome"]
+__all__ = ["PreparedItem", "Reject", "RejectKind", "Failure", "WriteOutcome"]
+
+
+class RejectKind(enum.Enum):
+    """Why a row was not written although nothing failed.
+
+    Only bad data (INVALID, DUPLICATE) counts toward `--max-rejects`: a row
+    that already exists is the expected outcome of re-running an insert, and a
+    strict-mode conflict is another writer's doing.
+    """
+
+    INVALID = "invalid"  # the row itself is bad (reader, transform, batch size)
+    DUPLICATE = "duplicate"  # the same entity appears again in this run
+    EXISTS = "exists"  # insert mode: the entity is already stored
+    CONFLICT = "conflict"  # strict mode: another writer stored this version first
+
+    @property
+    def bad_data(self) -> bool:
+        return self in (RejectKind.INVALID, RejectKind.DUPLICATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +56,7 @@ class Reject:
     value: str
     reason: str
     row: tuple[str, ...] = ()
+    kind: RejectKind = RejectKind.INVALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +71,20 @@ class Failure:
 
 @dataclass(slots=True)
 class WriteOutcome:
-    """What a writer did with one batch of items."""
+    """What a writer did with one batch of items.
+
+    `written + len(failures) + len(rejects)` equals the items it was given;
+    `rejects` are items refused as an outcome (strict mode's conflicts), not
+    failures.
+    """
 
     written: int = 0
     failures: list[Failure] = field(default_factory=list)
     retries: int = 0
+    rejects: list[Reject] = field(default_factory=list)
 
     def merge(self, other: WriteOutcome) -> None:
         self.written += other.written
         self.failures.extend(other.failures)
         self.retries += other.retries
+        self.rejects.extend(other.rejects)

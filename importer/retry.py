@@ -8,9 +8,9 @@ HTTP writer both classify errors by their AWS error *code* (the `__type` /
   `clock` are injectable so tests never wait.
 - `full_jitter_delay` is the "full jitter" schedule of the AWS architecture
   blog: `uniform(0, min(max_delay, base_delay * 2**(attempt-1)))`.
-- `RETRYABLE_ERROR_CODES` (superset of `THROTTLING_ERROR_CODES`) are retried;
-  `FATAL_ERROR_CODES` stop the whole run (credentials, missing table); any other
-  client error is a per-item failure.
+- `Attempts` is the one bounded-retry loop state: sends without progress and
+  elapsed time, both bounded; the last error is kept for the failure reason.
+  (Which errors are retried is decided in `importer.dynamo.classify`.)
 - `AdaptiveRate` is a shared AIMD token bucket: unlimited until the service
   throttles a sustained share of calls (sporadic throttles are only retried),
   throttles, then the rate halves (at most once per cooldown) and recovers
@@ -24,85 +24,20 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 __all__ = [
-    "RetryPolicy",
-    "full_jitter_delay",
-    "THROTTLING_ERROR_CODES",
-    "TRANSIENT_ERROR_CODES",
-    "RETRYABLE_ERROR_CODES",
-    "FATAL_ERROR_CODES",
-    "is_retryable",
-    "is_throttling",
-    "is_fatal",
     "AdaptiveRate",
+    "Attempts",
+    "RetryPolicy",
     "WriterFatalError",
+    "bisect",
+    "full_jitter_delay",
 ]
 
-#: The service asks us to slow down.  Retried, and they lower `AdaptiveRate`.
-THROTTLING_ERROR_CODES: frozenset[str] = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "SlowDown",
-        "LimitExceededException",
-    }
-)
-
-#: Server-side or transient failures.  Retried without lowering the rate.
-TRANSIENT_ERROR_CODES: frozenset[str] = frozenset(
-    {
-        "InternalServerError",
-        "InternalFailure",
-        "InternalError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "TransactionInProgressException",
-        "PriorRequestNotComplete",
-    }
-)
-
-#: The one set writers consult to decide whether an error code is retried.
-RETRYABLE_ERROR_CODES: frozenset[str] = THROTTLING_ERROR_CODES | TRANSIENT_ERROR_CODES
-
-#: Retrying cannot help and every further row would fail the same way.
-FATAL_ERROR_CODES: frozenset[str] = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "IncompleteSignatureException",
-        "MissingAuthenticationTokenException",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "AccessDeniedException",
-        "AccessDenied",
-        "ExpiredTokenException",
-        "ExpiredToken",
-        "ResourceNotFoundException",
-    }
-)
-
-
-def is_throttling(code: str | None) -> bool:
-    return code in THROTTLING_ERROR_CODES
-
-
-def is_retryable(code: str | None) -> bool:
-    return code in RETRYABLE_ERROR_CODES
-
-
-def is_fatal(code: str | None) -> bool:
-    return code in FATAL_ERROR_CODES
+T = TypeVar("T")
 
 
 class WriterFatalError(RuntimeError):
@@ -145,6 +80,60 @@ def full_jitter_delay(policy: RetryPolicy, attempt: int) -> float:
     exp = min(max(attempt - 1, 0), 62)
     cap = min(policy.max_delay, policy.base_delay * (2.0**exp))
     return policy.rng() * cap
+
+
+class Attempts:
+    """The state of one bounded retry loop (one request's worth of work).
+
+    Every retry loop in importer is the same: send; on a failure that may be
+    retried call `again(error)`, which sleeps the full-jitter delay and says
+    whether another send is allowed; on partial progress call `progressed()`,
+    which resets the count (a request that keeps getting *some* items through
+    is not stuck).  Bounded by `policy.max_attempts` sends without progress and
+    by `policy.max_elapsed` seconds from the first send; `reason()` names both
+    and the last error, for the rows that are given up on.
+    """
+
+    __slots__ = ("policy", "started", "stalls", "attempt", "last", "retries")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.started = policy.clock()
+        self.stalls = 0  # sends without progress, in a row
+        self.attempt = 0  # backoff exponent; reset by progress
+        self.last: BaseException | str | None = None
+        self.retries = 0
+
+    def progressed(self) -> None:
+        self.stalls = self.attempt = 0
+
+    def again(self, error: BaseException | str, *, max_attempts: int | None = None) -> bool:
+        """Record a send without progress; sleep and return True when another is allowed."""
+        policy = self.policy
+        self.last = error
+        self.stalls += 1
+        self.attempt += 1
+        limit = (
+            policy.max_attempts if max_attempts is None else min(max_attempts, policy.max_attempts)
+        )
+        delay = full_jitter_delay(policy, self.attempt)
+        if self.stalls >= limit or self.elapsed() + delay > policy.max_elapsed:
+            return False
+        self.retries += 1
+        if delay > 0:
+            policy.sleep(delay)
+        return True
+
+    def elapsed(self) -> float:
+        return self.policy.clock() - self.started
+
+    def reason(self) -> str:
+        last = getattr(self.last, "describe", None)
+        text = last() if callable(last) else str(self.last)
+        return (
+            f"gave up after {self.stalls} attempt(s) without progress in {self.elapsed():.1f}s; "
+            f"last error {text}"
+        )
 
 
 class AdaptiveRate:
@@ -230,7 +219,7 @@ class AdaptiveRate:
         current = self._win_units / span if span > 0.05 else 0.0
         return max(self._measured, current)
 
-    def acquire(self, n: float = 1.0) -> float:
+    def acquire(self, n: float = 1.0, units: float = 0.0) -> float:
         """Take `n` units; returns the seconds slept (0.0 when not limited)."""
         with self._lock:
             now = self._clock()
@@ -263,6 +252,15 @@ class AdaptiveRate:
         if self._calls < self.min_calls and self._throttled < self._calls:
             return 0.0
         return self._throttled / self._calls
+
+    def settle(
+        self, *, sent: int, processed: int, processed_units: int = 0, throttled: bool
+    ) -> None:
+        """What one send achieved (the pacer interface the writers call)."""
+        if throttled:
+            self.on_throttle()
+        else:
+            self.on_success()
 
     def on_throttle(self) -> None:
         with self._lock:
@@ -302,3 +300,21 @@ class AdaptiveRate:
                 rate = min(rate, self.max_rate)
             self._rate = rate
             self._last_increase = now
+
+
+def bisect(
+    items: Sequence[T], send: Callable[[list[T]], None], refuse: Callable[[T], None]
+) -> None:
+    """A request the service refused as a whole (a validation error names no item):
+    `refuse` a lone item, else `send` each half again, until the refused items stand alone.
+
+    `send` is the caller's own send-with-retries, so a half that goes through is
+    stored and a half that is refused again is split again: about log2(n) extra
+    requests per refused item.
+    """
+    if len(items) == 1:
+        refuse(items[0])
+        return
+    mid = len(items) // 2
+    send(list(items[:mid]))
+    send(list(items[mid:]))

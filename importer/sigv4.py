@@ -1,4 +1,4 @@
-"""Minimal SigV4 signer for DynamoDB JSON-1.0 POSTs (what `HttpBatchWriter` sends).
+"""Minimal SigV4 signer for DynamoDB JSON-1.0 POSTs (what `importer.dynamo.HttpDynamoClient` sends).
 
 botocore's `SigV4Auth.add_auth` costs ~200-400 us per request (an `AWSRequest`,
 URL re-parsing, header maps, four HMACs to derive the key, debug logging).

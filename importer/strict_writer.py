@@ -16,20 +16,20 @@ can never be overwritten.  What happens to one transaction:
   the transaction is resent without them -- never resent blindly.  A conflicting
   item whose stored twin carries the *same requestId* is our own earlier write
   (a retried child, a resumed run, a response lost after commit): it counts as
-  written.  Any other conflict becomes a `Failure` whose reason starts with
-  "conflict:" (the stored item's requestId is named);
+  written.  Any other conflict becomes a `Reject` of kind CONFLICT (the
+  stored item's requestId is named): an outcome, reported, never a failure;
 * reasons that are transient (TransactionConflict, throttling) resend the
   transaction with backoff; a ValidationError reason fails just that item;
 * throttling / 5xx / dropped connections: the same transaction is resent under
-  `importer.retry`'s policy with the same `ClientRequestToken`, so a commit
-  whose response was lost is not applied twice (and on endpoints that ignore
-  the token, the requestId check above settles it);
-* any other 4xx is bisected down to the refused items, like HttpBatchWriter.
+  the shared retry budget (`importer.retry.Attempts`) with the same
+  `ClientRequestToken`, so a commit whose response was lost is not applied
+  twice (and on endpoints that ignore the token, the requestId check above
+  settles it);
+* any other 4xx is bisected down to the refused items, like the batch writer;
+* an endpoint without TransactWriteItems (UnknownOperationException) stops the
+  run in one line: nothing is written.
 
-Conflicts are reported as `Failure`s (reason "conflict: ...") rather than
-`Reject`s so that `written + len(failures) == len(items)` holds for every
-writer and no driver change is needed to keep the counts exact; a driver that
-prefers to count them as rejects can use `split_conflicts(outcome)`.
+`written + len(failures) + len(rejects) == len(items)` holds per call.
 """
 
 from __future__ import annotations
@@ -40,23 +40,22 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from importer.lookup import DynamoError, KeyLookup, LookupFailed, Transport, call_with_retry
-from importer.records import Failure, PreparedItem, Reject, WriteOutcome
-from importer.retry import RetryPolicy, full_jitter_delay
+from importer.dynamo import DynamoClient, DynamoError, ErrorKind, should_retry
+from importer.lookup import KeyLookup, LookupFailed
+from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
+from importer.retry import Attempts, RetryPolicy, bisect
+from importer.writer import refuse_into
 
 __all__ = [
-    "CONFLICT_PREFIX",
     "MAX_TRANSACTION_BYTES",
     "MAX_TRANSACTION_ITEMS",
     "StrictWriter",
-    "split_conflicts",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_TRANSACTION_ITEMS = 100
 MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
-CONFLICT_PREFIX = "conflict:"
 _RETRY_REASONS = frozenset(
     {
         "TransactionConflict",
@@ -68,18 +67,6 @@ _RETRY_REASONS = frozenset(
         "InternalServerError",
     }
 )
-
-
-def split_conflicts(outcome: WriteOutcome) -> tuple[list[Failure], list[Reject]]:
-    """(true failures, conflicts as Rejects) -- for a driver that counts conflicts as rejects."""
-    failures: list[Failure] = []
-    conflicts: list[Reject] = []
-    for f in outcome.failures:
-        if f.reason.startswith(CONFLICT_PREFIX):
-            conflicts.append(Reject(f.line, "", f.sk, f.reason))
-        else:
-            failures.append(f)
-    return failures, conflicts
 
 
 def _request_id(item: dict[str, Any] | None) -> str | None:
@@ -95,15 +82,15 @@ class StrictWriter:
     def __init__(
         self,
         *,
-        transport: Transport,
+        client: DynamoClient,
         table: str,
         policy: RetryPolicy | None = None,
         lookup: KeyLookup | None = None,
     ) -> None:
-        self.transport = transport
+        self.client = client
         self.table = table
         self.policy = policy or RetryPolicy()
-        self.lookup = lookup or KeyLookup(transport, policy=self.policy, projection=None)
+        self.lookup = lookup or KeyLookup(client, policy=self.policy, projection=None)
         head = {
             "TableName": table,
             "ConditionExpression": "attribute_not_exists(#pk) AND attribute_not_exists(#sk)",
@@ -123,7 +110,7 @@ class StrictWriter:
         return outcome
 
     def close(self) -> None:
-        self.transport.close()
+        """Nothing to release: the client belongs to the run."""
 
     # ------------------------------------------------------------------ internals
 
@@ -164,61 +151,39 @@ class StrictWriter:
         )
 
     def _send(self, items: list[PreparedItem], outcome: WriteOutcome) -> None:
-        policy = self.policy
+        attempts = Attempts(self.policy)
         pending = items
-        started = policy.clock()
-        stalls = attempt = 0
         while pending:
             try:
-                _doc, retried = call_with_retry(
-                    self.transport,
-                    "TransactWriteItems",
-                    self._body(pending),
-                    policy,
-                    what=self.table,
-                )
+                self.client.post("TransactWriteItems", self._body(pending))
             except DynamoError as exc:
                 if exc.code == "TransactionCanceledException":
                     left, transient = self._cancelled(pending, exc, outcome)
                     if len(left) < len(pending):
-                        stalls = attempt = 0
+                        attempts.progressed()
                     pending = left
                     if not pending or not transient:
                         continue
-                    last = f"{exc.code}: {exc.message}"
-                elif exc.retryable:
-                    reason = f"gave up: {exc.code}: {exc.message}"
-                    outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
+                    if attempts.again(exc):
+                        outcome.retries += 1
+                        continue
+                elif exc.kind is ErrorKind.CLIENT:
+                    reason = exc.describe()
+                    bisect(
+                        pending,
+                        lambda part: self._send(part, outcome),
+                        refuse_into(outcome, reason),
+                    )
                     return
-                else:
-                    self._bisect(pending, exc, outcome)
-                    return
-            else:
-                outcome.retries += retried
-                outcome.written += len(pending)
-                return
-            stalls += 1
-            attempt += 1
-            delay = full_jitter_delay(policy, attempt)
-            if (
-                stalls >= policy.max_attempts
-                or policy.clock() - started + delay > policy.max_elapsed
-            ):
-                reason = f"gave up after {stalls} cancelled transaction(s): {last}"
+                elif should_retry(self.client, attempts, exc, self.table):
+                    outcome.retries += 1
+                    continue
+                reason = attempts.reason()
                 outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
                 return
-            outcome.retries += 1
-            if delay > 0:
-                policy.sleep(delay)
-
-    def _bisect(self, items: list[PreparedItem], exc: DynamoError, outcome: WriteOutcome) -> None:
-        if len(items) == 1:
-            it = items[0]
-            outcome.failures.append(Failure(it.line, it.pk, it.sk, f"{exc.code}: {exc.message}"))
-            return
-        mid = len(items) // 2
-        self._send(items[:mid], outcome)
-        self._send(items[mid:], outcome)
+            else:
+                outcome.written += len(pending)
+                return
 
     def _cancelled(
         self, pending: list[PreparedItem], exc: DynamoError, outcome: WriteOutcome
@@ -271,11 +236,13 @@ class StrictWriter:
                 outcome.written += 1  # our own earlier write: idempotent re-run
                 continue
             who = f"requestId {theirs}" if theirs else "another writer"
-            outcome.failures.append(
-                Failure(
+            code = it.sk.split("#", 1)[-1].rsplit("@", 1)[0]
+            outcome.rejects.append(
+                Reject(
                     it.line,
-                    it.pk,
-                    it.sk,
-                    f"{CONFLICT_PREFIX} {it.sk} already exists (written by {who})",
+                    "",
+                    code,
+                    f"conflict: {it.sk} already exists (written by {who})",
+                    kind=RejectKind.CONFLICT,
                 )
             )

@@ -1,40 +1,75 @@
-"""The boto3 BatchWriteItem writer: the correctness baseline (`--writer boto3`).
+"""BatchWriteItem: the one batch writer, over either DynamoDB client.
 
-It goes through botocore's serializer, so it is slow (DESIGN.md §5), but it is
-the usual way to write DynamoDB and the fast HTTP writer must leave the same
-table behind.  Retry rules are shared with it through `importer.retry`.
+The request body is spliced from the `PreparedItem.wire` bytes the transform
+produced -- never built as Python dicts -- and posted through
+`importer.dynamo`'s client: signed HTTP (the default) or boto3 (the reference
+path, `--writer boto3`, and what moto intercepts).  Both leave the same table.
+
+Semantics (DESIGN.md §4.3), per `write_batch(items)` call:
+
+* requests hold <= 25 items and <= 16 MB, never two items with the same key
+  (`chunk_requests`);
+* `UnprocessedItems` are mapped back to their items by (pk, sk) and exactly
+  those are resent; throttling, 5xx, timeouts and dropped connections are
+  retried; all under one `Attempts` budget per request (`importer.retry`);
+* a validation error is not retried: the request is bisected until each
+  refused item is alone, and reported as a `Failure` with the service's message;
+* rows that exhaust their retries become `Failure`s with the last error, so
+  `written + len(failures) == len(items)` always holds;
+* a fatal error (credentials, missing table, unreachable endpoint) raises
+  `WriterFatalError` -- once, and every later call of any worker at once;
+* every send is paced (`pacer.acquire`) and its result reported
+  (`pacer.settle`), so all workers share one view of what the table accepts.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
+from importer.dynamo import ALL_PROCESSED, DynamoClient, DynamoError, ErrorKind, should_retry
 from importer.records import Failure, PreparedItem, WriteOutcome
-from importer.retry import (
-    RetryPolicy,
-    WriterFatalError,
-    full_jitter_delay,
-    is_fatal,
-    is_retryable,
-)
-
-if TYPE_CHECKING:
-    import boto3
+from importer.retry import AdaptiveRate, Attempts, RetryPolicy, WriterFatalError, bisect
 
 __all__ = [
     "MAX_ITEMS_PER_REQUEST",
     "MAX_REQUEST_BYTES",
-    "Boto3BatchWriter",
+    "BatchWriter",
+    "Pacer",
     "chunk_requests",
-    "preflight_table",
+    "refuse_into",
 ]
+
+log = logging.getLogger(__name__)
 
 #: BatchWriteItem accepts at most 25 put requests and 16 MB per call.
 MAX_ITEMS_PER_REQUEST = 25
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_PUT_OPEN = b'{"PutRequest":{"Item":'
+_PUT_CLOSE = b"}}"
+_PUT_SEP = _PUT_CLOSE + b"," + _PUT_OPEN
+_PER_ITEM_OVERHEAD = len(_PUT_OPEN) + len(_PUT_CLOSE) + 1
+
+
+class Pacer(Protocol):
+    """What the writers ask of a rate controller (shared by every worker of a run)."""
+
+    def acquire(self, n: float = 1.0, units: float = 0.0) -> float: ...
+
+    def settle(
+        self, *, sent: int, processed: int, processed_units: int = 0, throttled: bool
+    ) -> None: ...
+
+
+def refuse_into(outcome: WriteOutcome, reason: str) -> Callable[[PreparedItem], None]:
+    """`bisect`'s refuse step: the lone item becomes a failure with the service's message."""
+
+    def refuse(item: PreparedItem) -> None:
+        outcome.failures.append(Failure(item.line, item.pk, item.sk, reason))
+
+    return refuse
 
 
 def chunk_requests(
@@ -81,168 +116,141 @@ def chunk_requests(
         yield chunk
 
 
-def _error_code(exc: Exception) -> tuple[str, str]:
-    response = getattr(exc, "response", None) or {}
-    error = response.get("Error", {})
-    return error.get("Code", type(exc).__name__), error.get("Message", str(exc))
+class BatchWriter:
+    """Thread-safe BatchWriteItem writer for one table (see the module docstring).
 
-
-def preflight_table(client: Any, table: str) -> None:
-    """Fail early, in one line, when the table cannot be written at all."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-    )
-
-    try:
-        desc = client.describe_table(TableName=table)["Table"]
-    except NoCredentialsError:
-        raise WriterFatalError(
-            "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
-        ) from None
-    except EndpointConnectionError as exc:
-        raise WriterFatalError(f"cannot reach DynamoDB endpoint: {exc}") from None
-    except ClientError as exc:
-        code, message = _error_code(exc)
-        if code == "ResourceNotFoundException":
-            raise WriterFatalError(f"table {table!r} does not exist") from None
-        raise WriterFatalError(f"cannot use table {table!r}: {code}: {message}") from None
-    except BotoCoreError as exc:
-        raise WriterFatalError(f"cannot reach DynamoDB: {exc}") from None
-    keys = {k["KeyType"]: k["AttributeName"] for k in desc.get("KeySchema", [])}
-    if keys != {"HASH": "pk", "RANGE": "sk"}:
-        raise WriterFatalError(
-            f"table {table!r} has key schema {keys}; an MBC command table needs "
-            "pk (HASH) and sk (RANGE)"
-        )
-
-
-class Boto3BatchWriter:
-    """BatchWriteItem through boto3's client, with importer's retry rules.
-
-    botocore's own retries are switched off so that one policy (ours) decides,
-    and the connection pool is sized to the worker count (botocore's default of
-    10 would serialize 50 workers).
+    `client` is shared with the run's lookups; the writer closes it only when
+    `owns_client` is set.  `key_names` are the table's key attributes.
     """
 
     def __init__(
         self,
         *,
+        client: DynamoClient,
         table: str,
-        region: str,
-        endpoint_url: str | None = None,
-        session: boto3.Session | None = None,
-        workers: int = 50,
         policy: RetryPolicy | None = None,
+        pacer: Pacer | None = None,
+        key_names: tuple[str, str] = ("pk", "sk"),
+        owns_client: bool = False,
     ) -> None:
-        import boto3
-        from botocore.config import Config
-
+        self.client = client
         self.table = table
         self.policy = policy or RetryPolicy()
-        config = Config(
-            max_pool_connections=max(10, workers),
-            retries={"total_max_attempts": 1},
-            connect_timeout=5,
-            read_timeout=30,
-        )
-        session = session or boto3.Session()
-        self.client = session.client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
-        )
-        self._lock = threading.Lock()
+        self.pacer: Pacer = pacer or AdaptiveRate()
+        self.key_names = key_names
+        self.owns_client = owns_client
+        self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
+        self.suffix = _PUT_CLOSE + b"]}}"
+        self._fatal: WriterFatalError | None = None
 
-    def preflight(self) -> None:
-        preflight_table(self.client, self.table)
-
-    def close(self) -> None:
-        self.client.close()
+    # ------------------------------------------------------------------ public
 
     def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
+        """Write `items`; every item ends up written or in `failures`."""
         outcome = WriteOutcome()
-        for chunk in chunk_requests(items):
-            outcome.merge(self._send(chunk))
+        for chunk in self.chunks(items):
+            self._send(chunk, outcome)
         return outcome
 
-    def _send(self, chunk: list[PreparedItem]) -> WriteOutcome:
-        from botocore.exceptions import (
-            ClientError,
-            ConnectionClosedError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            ReadTimeoutError,
-        )
+    def chunks(self, items: Sequence[PreparedItem]) -> Iterator[list[PreparedItem]]:
+        """Requests of <= 25 items within 16 MB of body, no key twice."""
+        budget = MAX_REQUEST_BYTES - len(self.prefix) - len(self.suffix)
+        return chunk_requests(items, budget=budget, per_item=_PER_ITEM_OVERHEAD)
 
-        policy = self.policy
-        outcome = WriteOutcome()
-        pending = {(i.pk, i.sk): i for i in chunk}
-        started = policy.clock()
-        attempt = 0
-        last_error = ""
-        reached = False
+    def body(self, items: Sequence[PreparedItem]) -> bytes:
+        return self.prefix + _PUT_SEP.join([it.wire for it in items]) + self.suffix
+
+    def close(self) -> None:
+        if self.owns_client:
+            self.client.close()
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _send(self, items: list[PreparedItem], outcome: WriteOutcome) -> None:
+        """Send one request's worth of items until each is written or failed."""
+        attempts = Attempts(self.policy)
+        pending = items
+        pacer = self.pacer
         while pending:
-            attempt += 1
-            request = [{"PutRequest": {"Item": json.loads(i.wire)}} for i in pending.values()]
+            if self._fatal is not None:
+                raise self._fatal
+            pacer.acquire(len(pending))
             try:
-                response = self.client.batch_write_item(RequestItems={self.table: request})
-            except NoCredentialsError:
-                raise WriterFatalError("no AWS credentials found") from None
-            except ClientError as exc:
-                reached = True
-                code, message = _error_code(exc)
-                if is_fatal(code):
-                    raise WriterFatalError(
-                        f"DynamoDB refused the request: {code}: {message}"
-                    ) from None
-                if not is_retryable(code):
-                    return self._isolate(list(pending.values()), outcome, f"{code}: {message}")
-                last_error = f"{code}: {message}"
-            except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as exc:
-                last_error = f"connection error: {exc}"
-                if isinstance(exc, EndpointConnectionError) and not reached:
-                    if attempt >= min(policy.max_attempts, 3):
-                        raise WriterFatalError(f"cannot reach DynamoDB endpoint: {exc}") from None
-            else:
-                reached = True
-                unprocessed = response.get("UnprocessedItems", {}).get(self.table, [])
-                left = {}
-                for request_item in unprocessed:
-                    item = request_item["PutRequest"]["Item"]
-                    key = (item["pk"]["S"], item["sk"]["S"])
-                    left[key] = pending[key]
-                outcome.written += len(pending) - len(left)
-                pending = left
-                if not pending:
-                    break
-                last_error = "UnprocessedItems: not accepted after the last retry"
-            elapsed = policy.clock() - started
-            delay = full_jitter_delay(policy, attempt)
-            if attempt >= policy.max_attempts or elapsed + delay > policy.max_elapsed:
-                for item in pending.values():
-                    outcome.failures.append(
-                        Failure(
-                            item.line,
-                            item.pk,
-                            item.sk,
-                            f"gave up after {attempt} attempts: {last_error}",
-                        )
+                reply = self.client.post("BatchWriteItem", self.body(pending))
+            except DynamoError as exc:
+                if exc.kind is ErrorKind.CLIENT:
+                    reason = exc.describe()
+                    bisect(
+                        pending,
+                        lambda part: self._send(part, outcome),
+                        refuse_into(outcome, reason),
                     )
-                return outcome
+                    return
+                pacer.settle(
+                    sent=len(pending), processed=0, throttled=exc.kind is ErrorKind.THROTTLED
+                )
+                if self._retry(attempts, exc):
+                    outcome.retries += 1
+                    log.debug("retrying %d item(s) after %s", len(pending), exc.code)
+                    continue
+                break
+            if reply.raw == ALL_PROCESSED:  # the usual answer: nothing to parse
+                unprocessed = None
+            else:
+                try:
+                    unprocessed = (reply.doc.get("UnprocessedItems") or {}).get(self.table)
+                except DynamoError as exc:  # a 200 that is not JSON: retry as transient
+                    if self._retry(attempts, exc):
+                        outcome.retries += 1
+                        continue
+                    break
+            if not unprocessed:
+                outcome.written += len(pending)
+                pacer.settle(sent=len(pending), processed=len(pending), throttled=False)
+                return
+            left = self._match_unprocessed(pending, unprocessed)
+            done = len(pending) - len(left)
+            outcome.written += done
+            pacer.settle(sent=len(pending), processed=done, throttled=True)
+            if done:
+                attempts.progressed()
+            pending = left
+            if not attempts.again(f"UnprocessedItems: {len(left)} item(s) returned unprocessed"):
+                break
             outcome.retries += 1
-            policy.sleep(delay)
-        return outcome
+        if pending:
+            reason = attempts.reason()
+            outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
 
-    def _isolate(
-        self, items: list[PreparedItem], outcome: WriteOutcome, reason: str
-    ) -> WriteOutcome:
-        """Find exactly which items a validation error is about, by halving."""
-        if len(items) == 1:
-            item = items[0]
-            outcome.failures.append(Failure(item.line, item.pk, item.sk, reason))
-            return outcome
-        mid = len(items) // 2
-        for half in (items[:mid], items[mid:]):
-            outcome.merge(self._send(half))
-        return outcome
+    def _retry(self, attempts: Attempts, exc: DynamoError) -> bool:
+        try:
+            return should_retry(self.client, attempts, exc, self.table)
+        except WriterFatalError as fatal:
+            self._fatal = fatal
+            raise
+
+    def _match_unprocessed(
+        self, pending: list[PreparedItem], unprocessed: list[dict[str, Any]]
+    ) -> list[PreparedItem]:
+        hk, rk = self.key_names
+        keys = set()
+        for entry in unprocessed:
+            item = (entry.get("PutRequest") or {}).get("Item") or {}
+            try:
+                keys.add((item[hk]["S"], item[rk]["S"]))
+            except (KeyError, TypeError):
+                continue
+        left = [it for it in pending if (it.pk, it.sk) in keys]
+        if len(left) != len(unprocessed):
+            log.warning(
+                "UnprocessedItems named %d item(s), %d matched this request",
+                len(unprocessed),
+                len(left),
+            )
+        return left

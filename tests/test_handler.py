@@ -9,9 +9,22 @@ import io
 import boto3
 import pytest
 
+from importer.dynamo import Boto3DynamoClient, DynamoError
 from importer.handler import BatchFailed, EventError, handle_event
-from importer.writer import Boto3BatchWriter
 from tests.conftest import PRODUCT_SPEC, scan_all
+
+
+class RefusingClient(Boto3DynamoClient):
+    """DynamoDB refuses (ValidationException) any write naming `marker`: a service-side refusal."""
+
+    def __init__(self, marker: bytes) -> None:
+        super().__init__(region="us-east-1")
+        self.marker = marker
+
+    def post(self, operation, body):
+        if operation == "BatchWriteItem" and self.marker in body:
+            raise DynamoError("ValidationException", "Item size has exceeded the maximum")
+        return super().post(operation, body)
 
 
 @pytest.fixture
@@ -19,8 +32,8 @@ def env(ddb_table):
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="cfg")
     s3.put_object(Bucket="cfg", Key="spec.toml", Body=PRODUCT_SPEC.encode())
-    writer = Boto3BatchWriter(table=ddb_table, region="us-east-1", workers=2)
-    return {"s3": s3, "writer": writer, "table": ddb_table}
+    client = Boto3DynamoClient(region="us-east-1", workers=2)
+    return {"s3": s3, "client": client, "table": ddb_table}
 
 
 def batch(items, table):
@@ -58,12 +71,12 @@ def envelope(payload):
 
 def test_plain_batch_and_envelope_write_the_same_items(env):
     event = batch([row("A-1"), row("B-2", price="2.50")], env["table"])
-    first = handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
+    first = handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
     assert first["written"] == 2 and first["rejected"] == 0
     table1 = scan_all(env["table"])
     second = handle_event(
         envelope(copy.deepcopy(event)),
-        writer=env["writer"],
+        client=env["client"],
         s3_client=env["s3"],
         engine="reference",
     )
@@ -77,20 +90,43 @@ def test_plain_batch_and_envelope_write_the_same_items(env):
 
 def test_rejects_are_stored_per_execution_and_batch(env):
     event = batch([row("A-1"), row("bad sku"), row("C-3", price="x")], env["table"])
-    summary = handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
+    summary = handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
     assert (summary["written"], summary["rejected"]) == (1, 2)
-    assert summary["rejects"] == f"s3://cfg/rejects/exec1/{summary['batch']}.csv"
-    body = env["s3"].get_object(Bucket="cfg", Key=f"rejects/exec1/{summary['batch']}.csv")
+    key = f"rejects/exec1/{summary['batch']}.rejects.csv"
+    assert summary["rejects"] == f"s3://cfg/{key}" and summary["failures"] is None
+    body = env["s3"].get_object(Bucket="cfg", Key=key)
     rows = list(csv.reader(io.StringIO(body["Body"].read().decode())))
+    # the local run's format: line, column, value, reason, then the row's own fields
+    assert rows[0] == ["line", "column", "value", "reason", "sku", "name", "price", "qty", "active"]
     assert rows[1][:3] == ["2", "sku", "bad sku"] and rows[2][:3] == ["3", "price", "x"]
+    assert rows[2][4:] == ["C-3", "N", "x", "1", "yes"]
 
 
-def test_a_batch_with_no_row_written_raises_for_the_map(env):
+def test_a_batch_of_rejected_rows_does_not_fail_the_map(env):
+    """Bad data is an outcome (reported), never a failed batch: the Map run goes on."""
     event = batch([row("bad 1"), row("bad 2")], env["table"])
-    with pytest.raises(BatchFailed) as exc:
-        handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
-    assert exc.value.summary["rejected"] == 2
+    summary = handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
+    assert (summary["rejected"], summary["failed"], summary["written"]) == (2, 0, 0)
     assert scan_all(env["table"]) == {}
+
+
+def test_a_batch_with_a_row_dynamodb_refused_fails_the_map(env):
+    """One rule with the local run: a batch fails when at least one of its rows failed."""
+    event = batch([row("A-1"), row("REFUSED-2"), row("bad sku")], env["table"])
+    with pytest.raises(BatchFailed) as exc:
+        handle_event(
+            event, client=RefusingClient(b"REFUSED-2"), s3_client=env["s3"], engine="reference"
+        )
+    summary = exc.value.summary
+    assert (summary["written"], summary["failed"], summary["rejected"]) == (1, 1, 1)
+    key = f"rejects/exec1/{summary['batch']}.failures.csv"
+    assert summary["failures"] == f"s3://cfg/{key}"
+    body = env["s3"].get_object(Bucket="cfg", Key=key)["Body"].read().decode()
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0] == ["line", "pk", "sk", "reason"]
+    assert rows[1][:3] == ["2", "PRODUCT#acme", "PRODUCT#REFUSED-2@1"]
+    assert "ValidationException" in rows[1][3]
+    assert set(scan_all(env["table"])) == {("PRODUCT#acme", "PRODUCT#A-1@1")}
 
 
 @pytest.mark.parametrize(
@@ -109,7 +145,7 @@ def test_a_batch_with_no_row_written_raises_for_the_map(env):
 )
 def test_malformed_events_are_clear_errors_and_write_nothing(env, event, message):
     with pytest.raises(EventError, match=message):
-        handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
+        handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
     assert scan_all(env["table"]) == {}
 
 
@@ -117,10 +153,10 @@ def test_missing_context_values_and_columns(env):
     event = batch([row("A-1")], env["table"])
     del event["BatchInput"]["StartTime"]
     with pytest.raises(EventError, match="timestamp"):
-        handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
+        handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
     event = batch([{"sku": "A-1"}], env["table"])
     with pytest.raises(EventError, match="spec column 'name'"):
-        handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
+        handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
 
 
 def test_oversized_batch_is_refused_before_any_write(env):
@@ -128,7 +164,7 @@ def test_oversized_batch_is_refused_before_any_write(env):
     with pytest.raises(EventError, match="over the 262144 bytes"):
         handle_event(
             batch(items, env["table"]),
-            writer=env["writer"],
+            client=env["client"],
             s3_client=env["s3"],
             engine="reference",
         )
@@ -137,15 +173,16 @@ def test_oversized_batch_is_refused_before_any_write(env):
 
 def test_modes_are_honoured_through_batch_input(env):
     event = batch([row("A-1"), row("B-2")], env["table"])
-    handle_event(event, writer=env["writer"], s3_client=env["s3"], engine="reference")
+    handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
     rerun = batch([row("A-1"), row("B-2", price="9")], env["table"])
     rerun["BatchInput"]["ExecutionName"] = "exec2"  # a new import, not a retry
-    with pytest.raises(BatchFailed) as exc:  # insert (default): both exist, nothing written
-        handle_event(rerun, writer=env["writer"], s3_client=env["s3"], engine="reference")
-    assert exc.value.summary["rejected"] == 2 and exc.value.summary["mode"] == "insert"
-    body = env["s3"].get_object(Bucket="cfg", Key=f"rejects/exec2/{exc.value.summary['batch']}.csv")
-    assert "exists (version 1)" in body["Body"].read().decode()
+    # insert (default): both exist, nothing written -- and the Map run does not fail
+    summary = handle_event(rerun, client=env["client"], s3_client=env["s3"], engine="reference")
+    assert summary["rejected"] == summary["existing"] == 2 and summary["mode"] == "insert"
+    key = f"rejects/exec2/{summary['batch']}.rejects.csv"
+    body = env["s3"].get_object(Bucket="cfg", Key=key)["Body"].read().decode()
+    assert "exists (version 1)" in body
     blind = batch([row("C-3")], env["table"])
     blind["BatchInput"]["Attributes"]["mode"] = "bogus"
     with pytest.raises(EventError, match="unknown mode 'bogus'"):
-        handle_event(blind, writer=env["writer"], s3_client=env["s3"], engine="reference")
+        handle_event(blind, client=env["client"], s3_client=env["s3"], engine="reference")

@@ -5,9 +5,9 @@ loopback DynamoDB (signed HTTP transport, HttpBatchWriter).  MBC's data-table
 sync is not part of the importer, so `sync_data` plays it: after an import it
 writes, for each entity, the latest command version into the data table.
 
-The little driver `run_import_mode` does what the proposed driver change does:
-tickets on the submitting thread in file order, transform without de-duplication,
-`stage.prepare` then `writer.write_batch`, on a thread pool.
+The little driver `run_import_mode` opens the run's pipeline (`importer.pipeline`)
+on the environment's DynamoDB client and feeds it batches with their file-order
+tickets on a thread pool, as the local driver does.
 """
 
 from __future__ import annotations
@@ -32,22 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all  # noqa: E402
 from ddb_server import DdbServer  # noqa: E402
 
-from importer import reference  # noqa: E402
+from importer.batching import Batch  # noqa: E402
 from importer.context import RunContext  # noqa: E402
-from importer.http_writer import HttpBatchWriter  # noqa: E402
-from importer.lookup import (  # noqa: E402
-    MAX_GET_KEYS,
-    Boto3Transport,
-    HttpTransport,
-    KeyLookup,
-    LookupFailed,
-)
+from importer.dynamo import Boto3DynamoClient, HttpDynamoClient  # noqa: E402
+from importer.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed  # noqa: E402
 from importer.modes import ModeStage, code_column_of, default_data_table  # noqa: E402
-from importer.records import Failure, PreparedItem, Reject, WriteOutcome  # noqa: E402
+from importer.pipeline import PipelineSettings, open_pipeline  # noqa: E402
+from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome  # noqa: E402
 from importer.retry import AdaptiveRate, RetryPolicy, WriterFatalError  # noqa: E402
 from importer.spec import parse_spec  # noqa: E402
-from importer.strict_writer import CONFLICT_PREFIX, StrictWriter, split_conflicts  # noqa: E402
-from importer.writer import Boto3BatchWriter  # noqa: E402
+from importer.strict_writer import StrictWriter  # noqa: E402
+from importer.writer import BatchWriter  # noqa: E402
 
 REGION = "us-east-1"
 CMD = "test-app-master-command"
@@ -64,13 +59,11 @@ FAST = RetryPolicy(max_attempts=30, sleep=lambda _s: None)
 class Env:
     kind: str
     client: Any  # boto3 client on the same endpoint (seeding, scans)
-    transport: Any
-    make_blind_writer: Any
+    dynamo: Any  # the importer.dynamo client the runs use
     server: DdbServer | None = None
-    closers: list = field(default_factory=list)
 
     def lookup(self) -> KeyLookup:
-        return KeyLookup(self.transport, policy=FAST)
+        return KeyLookup(self.dynamo, policy=FAST)
 
     def stage(self, mode: str, data_table: str | None = DATA, table: str = CMD) -> ModeStage:
         return ModeStage.open(
@@ -81,27 +74,20 @@ class Env:
             code_column=code_column_of(SPEC),
         )
 
-    def writer(self, mode: str):
-        if mode == "strict":
-            return StrictWriter(transport=self.transport, table=CMD, policy=FAST)
-        return self.make_blind_writer()
-
     def items(self, table: str = CMD) -> dict[tuple[str, str], dict]:
         return scan_all(table, self.client)
 
 
-class _Serialized:
+class _Serialized(Boto3DynamoClient):
     """moto's TransactWriteItems deep-copies tables and is not thread-safe: one call at a time."""
 
-    def __init__(self, inner) -> None:
-        self.inner, self.lock = inner, threading.Lock()
+    def __init__(self, client) -> None:
+        super().__init__(region=REGION, client=client)
+        self.lock = threading.Lock()
 
-    def call(self, op, body):
+    def post(self, operation, body):
         with self.lock:
-            return self.inner.call(op, body)
-
-    def close(self) -> None:
-        self.inner.close()
+            return super().post(operation, body)
 
 
 def _session() -> boto3.Session:
@@ -119,29 +105,22 @@ def env(request) -> Iterator[Env]:
             client = boto3.client("dynamodb", region_name=REGION)
             for t in (CMD, DATA):
                 client.create_table(TableName=t, **KEY_SCHEMA)
-            yield Env(
-                "moto",
-                client,
-                _Serialized(Boto3Transport(client)),
-                lambda: Boto3BatchWriter(table=CMD, region=REGION, workers=8, policy=FAST),
-            )
+            yield Env("moto", client, _Serialized(client))
         return
     with DdbServer(tables=[CMD, DATA]) as srv:
         session = _session()
-        http = HttpBatchWriter(
-            table=CMD,
-            region=REGION,
-            endpoint_url=srv.endpoint_url,
-            session=session,
-            workers=8,
-            policy=FAST,
-            rate=AdaptiveRate(min_rate=1e12),
-        )
+        http = _http_client(srv, session)
         client = session.client("dynamodb", endpoint_url=srv.endpoint_url)
         try:
-            yield Env("loopback", client, HttpTransport(http), lambda: http, server=srv)
+            yield Env("loopback", client, http, server=srv)
         finally:
             http.close()
+
+
+def _http_client(srv: DdbServer, session: boto3.Session) -> HttpDynamoClient:
+    return HttpDynamoClient(
+        region=REGION, endpoint_url=srv.endpoint_url, session=session, workers=8
+    )
 
 
 # --------------------------------------------------------------------------- a small driver
@@ -164,15 +143,6 @@ class Result:
         return len(self.failures)
 
 
-def transform(rows: list[tuple[int, list[str]]], ctx: RunContext):
-    """The transform without last-row-wins de-duplication (`dedupe=False`)."""
-    items, rejects = [], []
-    for line, fields in rows:
-        out = reference._transform_row(SPEC, HEADER, line, fields, ctx)
-        (rejects if isinstance(out, Reject) else items).append(out)
-    return items, rejects
-
-
 def run_import_mode(
     env: Env,
     rows: list[list[str]],
@@ -181,36 +151,46 @@ def run_import_mode(
     run_id: str = "run1",
     batch: int = 7,
     workers: int = 6,
-    writer: Any = None,
+    wrap_writer: Any = None,
     data_table: str | None = DATA,
 ) -> Result:
     ctx = RunContext(
         run_id=run_id, timestamp="2024-05-01T00:00:00+00:00", source=f"import-csv:{run_id}"
     )
-    stage = env.stage(mode, data_table=data_table)
-    writer = writer or env.writer(mode)
+    settings = PipelineSettings(
+        spec=SPEC,
+        table=CMD,
+        mode=mode,
+        data_table=data_table,
+        engine="reference",
+        check_table=False,
+        policy=FAST,
+        pacer=AdaptiveRate(min_rate=1e12),
+    )
     numbered = [(i + 2, r) for i, r in enumerate(rows)]
     batches = [numbered[i : i + batch] for i in range(0, len(numbered), batch)]
-
-    def process(b, ticket):
-        try:
-            items, rejects = transform(b, ctx)
-            prepared = stage.prepare(items, dict(b), ticket=ticket)
-        finally:
-            stage.release(ticket)
-        out = writer.write_batch(prepared.items) if prepared.items else WriteOutcome()
-        return len(b), rejects + prepared.rejects, prepared, out
-
     res = Result()
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(process, b, stage.ticket()) for b in batches]
-        for f in futures:
-            n, rejects, prepared, out = f.result()
-            res.rows += n
-            res.rejects += rejects
-            res.unchanged += prepared.unchanged
-            res.failures += prepared.failures + out.failures
-            res.written += out.written
+    with open_pipeline(settings, client=env.dynamo) as pipeline:
+        if wrap_writer is not None:
+            pipeline.writer = wrap_writer(pipeline.writer)
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [
+                pool.submit(
+                    pipeline.process,
+                    Batch(index=n, rows=b),
+                    header=HEADER,
+                    ctx=ctx,
+                    ticket=pipeline.ticket(),
+                )
+                for n, b in enumerate(batches)
+            ]
+            for f in futures:
+                out = f.result()
+                res.rows += out.rows
+                res.rejects += out.rejects
+                res.unchanged += out.unchanged
+                res.failures += out.failures
+                res.written += out.written
     assert res.rows == res.written + res.unchanged + res.rejected + res.failed, res
     return res
 
@@ -346,6 +326,9 @@ class _HalfWriter:
             return self.inner.write_batch(items)
         return WriteOutcome(failures=[Failure(i.line, i.pk, i.sk, "boom") for i in items])
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 @pytest.mark.parametrize("synced", [False, True])
 @pytest.mark.parametrize("mode", ["upsert", "strict"])
@@ -361,7 +344,7 @@ def test_rerun_after_partial_failure_is_idempotent(env, mode, synced):
         run_id="job",
         batch=4,
         workers=1,
-        writer=_HalfWriter(env.writer(mode), 4),
+        wrap_writer=lambda inner: _HalfWriter(inner, 4),
     )
     assert first.written == 16 and first.failed == len(rows) - 16
     if synced:
@@ -410,9 +393,8 @@ def test_insert_is_the_default_and_blind_overwrites(env):
 def test_batch_get_chunks_and_retries_unprocessed_keys():
     with DdbServer(tables=["T"]) as srv:
         session = _session()
-        w = HttpBatchWriter(
-            table="T", region=REGION, endpoint_url=srv.endpoint_url, session=session, policy=FAST
-        )
+        client = _http_client(srv, session)
+        w = BatchWriter(client=client, table="T", policy=FAST)
         items = [
             PreparedItem(
                 i,
@@ -427,7 +409,7 @@ def test_batch_get_chunks_and_retries_unprocessed_keys():
         assert w.write_batch(items).written == 250
         srv.reset_stats()
         srv.faults.set(unprocessed=0.5, throttle=0.2, seed=11)
-        lookup = KeyLookup(HttpTransport(w), policy=FAST)
+        lookup = KeyLookup(client, policy=FAST)
         keys = [("p", f"s{i:04d}") for i in range(0, 400, 1)] + [("p", "s0001")]
         found = lookup.get_many("T", keys)
         assert set(found) == {("p", f"s{i:04d}") for i in range(250)}
@@ -437,19 +419,17 @@ def test_batch_get_chunks_and_retries_unprocessed_keys():
         assert stats["calls.BatchGetItem"] >= 4  # 400 distinct keys / 100
         srv.faults.set(unprocessed=1.0, throttle=0.0)
         with pytest.raises(LookupFailed):
-            KeyLookup(
-                HttpTransport(w), policy=RetryPolicy(max_attempts=3, sleep=lambda s: None)
-            ).get_many("T", keys[:MAX_GET_KEYS])
-        w.close()
+            KeyLookup(client, policy=RetryPolicy(max_attempts=3, sleep=lambda s: None)).get_many(
+                "T", keys[:MAX_GET_KEYS]
+            )
+        client.close()
 
 
 def test_strict_writer_transactions_hold_100_items_and_survive_faults():
     with DdbServer(tables=["T"]) as srv:
         session = _session()
-        w = HttpBatchWriter(
-            table="T", region=REGION, endpoint_url=srv.endpoint_url, session=session, policy=FAST
-        )
-        sw = StrictWriter(transport=HttpTransport(w), table="T", policy=FAST)
+        client = _http_client(srv, session)
+        sw = StrictWriter(client=client, table="T", policy=FAST)
         items = [
             PreparedItem(
                 i,
@@ -486,13 +466,12 @@ def test_strict_writer_transactions_hold_100_items_and_survive_faults():
                 )
             ]
         )
-        assert out.written == 1 and len(out.failures) == 2
-        assert all(f.reason.startswith(CONFLICT_PREFIX) for f in out.failures)
-        assert "requestId r#3" in out.failures[0].reason
-        failures, conflicts = split_conflicts(out)
-        assert failures == [] and [c.line for c in conflicts] == [3, 7]
+        assert out.written == 1 and out.failures == [] and len(out.rejects) == 2
+        assert all(r.kind is RejectKind.CONFLICT for r in out.rejects)
+        assert "requestId r#3" in out.rejects[0].reason
+        assert [c.line for c in out.rejects] == [3, 7]
         assert srv.items("T")[("p", "s3")]["requestId"] == {"S": "r#3"}
-        w.close()
+        client.close()
 
 
 # --------------------------------------------------------------------------- concurrent writer
@@ -533,16 +512,9 @@ def test_strict_mode_against_a_concurrent_writer_loses_nothing(tmp_path):
     script.write_text(_OTHER_WRITER)
     with DdbServer(tables=[CMD, DATA]) as srv:
         session = _session()
-        http = HttpBatchWriter(
-            table=CMD,
-            region=REGION,
-            endpoint_url=srv.endpoint_url,
-            session=session,
-            workers=8,
-            policy=FAST,
-        )
+        http = _http_client(srv, session)
         client = session.client("dynamodb", endpoint_url=srv.endpoint_url)
-        env = Env("loopback", client, HttpTransport(http), lambda: http, server=srv)
+        env = Env("loopback", client, http, server=srv)
         base = [row(f"C{i:03d}", "1") for i in range(100)]
         run_import_mode(env, base, "insert", run_id="seed")
         sync_data(env)
@@ -575,9 +547,11 @@ def test_strict_mode_against_a_concurrent_writer_loses_nothing(tmp_path):
             http.close()
         assert fired.is_set()
         items = srv.items(CMD)
-        conflicts = {f.line for f in res.failures if f.reason.startswith(CONFLICT_PREFIX)}
+        conflicts = {r.line for r in res.rejects if r.kind is RejectKind.CONFLICT}
         assert conflicts, "the concurrent writer must have caused at least one conflict"
-        assert res.failed == len(conflicts) and res.unchanged == 100 - len(changed)
+        assert all(r.column == "sku" and r.row for r in res.rejects)  # the full reject line
+        assert res.failed == 0 and res.rejected == len(conflicts)
+        assert res.unchanged == 100 - len(changed)
         assert res.written + len(conflicts) == len(changed)
         assert srv.stats().get("errors.ConditionalCheckFailedException", 0) + sum(
             1 for it in items.values() if it["requestId"]["S"] == "other-writer"

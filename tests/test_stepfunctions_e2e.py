@@ -22,6 +22,7 @@ import pytest
 
 from importer.batching import AWS_MAX_INPUT_BYTES, cut_batches
 from importer.context import normalise_timestamp
+from importer.dynamo import Boto3DynamoClient, DynamoError
 from importer.handler import handle_event
 from importer.source import CsvReader
 from importer.spec import CsvOptions
@@ -30,7 +31,6 @@ from importer.statemachine import (
     RESULT_BUCKET_PLACEHOLDER,
     import_csv_definition,
 )
-from importer.writer import Boto3BatchWriter
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
 from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 
@@ -48,19 +48,27 @@ def substituted(**options: Any) -> str:
     return text.replace(RESULT_BUCKET_PLACEHOLDER, "results")
 
 
-class Recording:
-    """A writer that remembers which items went out together (one call per batch)."""
+class Recording(Boto3DynamoClient):
+    """The boto3 client (moto) remembering which items went out together, and refusing
+    (ValidationException, as DynamoDB does for an invalid item) writes that name a
+    code in `refuse` -- a service-side refusal no transform could have foreseen."""
 
-    def __init__(self, inner: Boto3BatchWriter) -> None:
-        self.inner = inner
+    def __init__(self, refuse: frozenset[str] = frozenset(), **kwargs: Any) -> None:
+        super().__init__(region=REGION, **kwargs)
         self.calls: list[tuple[str, ...]] = []
+        self.refuse = refuse
 
-    def write_batch(self, items):
-        self.calls.append(tuple(sorted(i.sk for i in items)))
-        return self.inner.write_batch(items)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def post(self, operation, body):
+        if operation == "BatchWriteItem":
+            doc = json.loads(body)
+            [requests] = doc["RequestItems"].values()
+            items = [r["PutRequest"]["Item"] for r in requests]
+            if any(it["code"]["S"] in self.refuse for it in items):
+                raise DynamoError(
+                    "ValidationException", "One or more parameter values were invalid"
+                )
+            self.calls.append(tuple(sorted(it["sk"]["S"] for it in items)))
+        return super().post(operation, body)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +102,7 @@ def imported(cloud):
     Both runs write ~2000 items into moto DynamoDB (about 1 ms per item there), so
     they are done once for the module and the tests below check different things.
     """
-    import importer.writer as writer_mod
+    import importer.pipeline as pipeline_mod
     from importer import cli
 
     body, rows = make_csv(2000, BAD)
@@ -104,12 +112,12 @@ def imported(cloud):
 
     local_writers: list[Recording] = []
 
-    def recording_factory(*args, **kwargs):
-        local_writers.append(Recording(Boto3BatchWriter(*args, **kwargs)))
+    def recording_client(settings):
+        local_writers.append(Recording(workers=settings.workers))
         return local_writers[-1]
 
     tmp = cloud["tmp"]
-    with mock.patch.object(writer_mod, "Boto3BatchWriter", recording_factory):
+    with mock.patch.object(pipeline_mod, "open_client", recording_client):
         code = cli.main(
             [
                 "run",
@@ -148,12 +156,20 @@ def imported(cloud):
     }
 
 
-def run_machine(cloud, definition: str, key: str, name: str, table: str = "sfn-command"):
-    """Create the machine from `definition`, run it, wait; return (describe, log, writer)."""
-    writer = Recording(Boto3BatchWriter(table=table, region=REGION, workers=4))
+def run_machine(
+    cloud,
+    definition: str,
+    key: str,
+    name: str,
+    table: str = "sfn-command",
+    refuse: frozenset[str] = frozenset(),
+    extra_input: dict[str, Any] | None = None,
+):
+    """Create the machine from `definition`, run it, wait; return (describe, log, client)."""
+    writer = Recording(refuse, workers=4)
 
     def csv_rows_handler(event):
-        return handle_event(event, writer=writer, s3_client=cloud["s3"], engine=ENGINE)
+        return handle_event(event, client=writer, s3_client=cloud["s3"], engine=ENGINE)
 
     sfn = cloud["sfn"]
     with sfn_shim({LAMBDA_ARN: csv_rows_handler}) as log:
@@ -171,6 +187,7 @@ def run_machine(cloud, definition: str, key: str, name: str, table: str = "sfn-c
                     "table": table,
                     "spec": "s3://import-config/spec.toml",
                     "rejects": "s3://import-config/rejects",
+                    **(extra_input or {}),
                 }
             ),
         )["executionArn"]
@@ -277,7 +294,8 @@ def test_generated_definition_imports_csv_end_to_end(cloud, imported):
                 io.StringIO(s3.get_object(Bucket="import-config", Key=key)["Body"].read().decode())
             )
         )
-        assert lines[0][:4] == ["item", "column", "value", "reason"]
+        assert key.endswith(".rejects.csv")
+        assert lines[0][:4] == ["line", "column", "value", "reason"]
         for rec in lines[1:]:
             rejected[rec[4]] = rec[1]  # the row's sku -> the refused column
     assert rejected == {rows[i]["sku"]: column for i, (column, _) in BAD.items()}
@@ -365,20 +383,28 @@ def test_local_driver_gives_same_batches_and_table(cloud, imported):
 
 
 @pytest.mark.parametrize(("tolerated", "status"), [(15, "SUCCEEDED"), (5, "FAILED")])
-def test_a_batch_with_no_row_written_fails_its_child_within_tolerance(cloud, tolerated, status):
-    # 100 rows, 10 batches; every row of the fourth batch is refused -> 10% of items fail
-    body, rows = make_csv(100, {i: ("sku", f"bad {i}") for i in range(30, 40)})
+def test_a_batch_with_refused_rows_fails_its_child_within_tolerance(cloud, tolerated, status):
+    # 100 rows, 10 batches; DynamoDB refuses one row of the fourth batch (and so the whole
+    # request it is in) -> that child fails: 10% of items are in failed batches.  Bad data
+    # (row 55) is only rejected: its batch does not fail.
+    body, rows = make_csv(100, {55: ("sku", "bad sku")})
     cloud["s3"].put_object(Bucket="inbox", Key="some-bad.csv", Body=body)
     definition = substituted(max_items_per_batch=10, tolerated_failure_percentage=tolerated)
     table_name = f"tol-{tolerated}-command"
+    refused = frozenset(rows[i]["sku"] for i in (30, 31, 32, 33, 34, 35, 36, 37, 38, 39))
     desc, log, _ = run_machine(
-        cloud, definition, "some-bad.csv", f"import-csv-{tolerated}", table=table_name
+        cloud,
+        definition,
+        "some-bad.csv",
+        f"import-csv-{tolerated}",
+        table=table_name,
+        refuse=refused,
     )
 
     assert desc["status"] == status, desc.get("cause")
     assert len(log.invocations) == 10
     table = scan_all(table_name)
-    assert len(table) == 90
+    assert len(table) == 89
     assert not any(f"PRODUCT#{rows[i]['sku']}@1" in sk for _, sk in table for i in range(30, 40))
     if status == "FAILED":
         assert desc["error"] == "States.ExceedToleratedFailureThreshold"
@@ -394,7 +420,7 @@ def test_a_batch_with_no_row_written_fails_its_child_within_tolerance(cloud, tol
         cloud["s3"].get_object(Bucket="results", Key=failed_file["Key"])["Body"].read()
     )
     assert failed["Status"] == "FAILED" and failed["Error"] == "BatchFailed"
-    assert "no row of the batch could be written" in failed["Cause"]
+    assert "DynamoDB refused 10 row(s) of the batch" in failed["Cause"]
     assert [r["sku"] for r in json.loads(failed["Input"])["Items"]] == [
         rows[i]["sku"] for i in range(30, 40)
     ]

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -22,17 +23,17 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ddb_server import DdbServer  # noqa: E402
+from writers import http_writer, write_many  # noqa: E402
 
-from importer.http_writer import MAX_REQUEST_ITEMS, HttpBatchWriter  # noqa: E402
+from importer.dynamo import ErrorKind, classify  # noqa: E402
 from importer.records import PreparedItem  # noqa: E402
 from importer.retry import (  # noqa: E402
-    RETRYABLE_ERROR_CODES,
-    THROTTLING_ERROR_CODES,
     AdaptiveRate,
     RetryPolicy,
     WriterFatalError,
     full_jitter_delay,
 )
+from importer.writer import MAX_ITEMS_PER_REQUEST as MAX_REQUEST_ITEMS  # noqa: E402
 
 REGION = "us-east-1"
 AKID = "testing"
@@ -58,10 +59,10 @@ def srv():
         yield server
 
 
-def make_writer(srv, session, **kw) -> HttpBatchWriter:
+def make_writer(srv, session, **kw) -> Any:
     kw.setdefault("policy", FAST)
     kw.setdefault("rate", AdaptiveRate(min_rate=1e12))
-    return HttpBatchWriter(
+    return http_writer(
         table=kw.pop("table", "T"),
         region=REGION,
         endpoint_url=kw.pop("endpoint_url", srv.endpoint_url),
@@ -115,11 +116,11 @@ def test_chunks_respect_16mb_and_never_repeat_a_key(srv, session):
     big = b"x" * (3 * 1024 * 1024)
     items = [PreparedItem(n, "p", f"s{n}", big) for n in range(12)]
     with make_writer(srv, session) as w:
-        chunks = list(w._chunks(items))
+        chunks = list(w.chunks(items))
         assert [len(c) for c in chunks] == [5, 5, 2]
         assert all(sum(len(i.wire) for i in c) < 16 * 1024 * 1024 for c in chunks)
         dup = [PreparedItem(n, "p", "same" if n in (3, 7) else f"s{n}", b"{}") for n in range(30)]
-        chunks = list(w._chunks(dup))
+        chunks = list(w.chunks(dup))
         assert [len(c) for c in chunks] == [7, 23]
         assert sum(len(c) for c in chunks) == 30
         assert all(len(c) <= MAX_REQUEST_ITEMS for c in chunks)
@@ -141,7 +142,7 @@ def test_10k_items_survive_throttles_unprocessed_500s_and_drops(srv, session, ca
         drop_after=0.03,
     )
     with make_writer(srv, session, workers=16) as w:
-        out = w.write_many(batches(items))
+        out = write_many(w, batches(items))
     assert out.failures == []
     assert out.written == len(items)
     assert out.retries > 0
@@ -177,7 +178,7 @@ def test_validation_errors_are_isolated_by_bisection(srv, session):
         seed=5,
     )
     with make_writer(srv, session) as w:
-        out = w.write_many(batches(items, 100))
+        out = write_many(w, batches(items, 100))
     failed = {f.line: f for f in out.failures}
     bad_lines = {items[i].line for i in bad_idx | {120, 121}}
     assert set(failed) == bad_lines
@@ -251,7 +252,7 @@ def _free_port() -> int:
 
 def test_unreachable_endpoint_is_fatal_and_quick(session):
     url = f"http://127.0.0.1:{_free_port()}"
-    w = HttpBatchWriter(table="T", region=REGION, endpoint_url=url, session=session)
+    w = http_writer(table="T", region=REGION, endpoint_url=url, session=session)
     t0 = time.monotonic()
     with pytest.raises(WriterFatalError) as exc:
         w.write_batch(prepared([wire_item(i) for i in range(30)]))
@@ -291,7 +292,7 @@ def test_missing_credentials_are_fatal(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(WriterFatalError, match="no AWS credentials"):
-        HttpBatchWriter(table="T", region=REGION, endpoint_url="http://127.0.0.1:1")
+        http_writer(table="T", region=REGION, endpoint_url="http://127.0.0.1:1")
 
 
 def test_missing_table_is_fatal(srv, session):
@@ -308,9 +309,11 @@ def test_full_jitter_delay_bounds():
     assert [full_jitter_delay(p, a) for a in (1, 2, 3)] == [0.05, 0.1, 0.2]
     assert full_jitter_delay(p, 30) == 5.0
     assert full_jitter_delay(RetryPolicy(rng=lambda: 0.0), 5) == 0.0
-    assert "ProvisionedThroughputExceededException" in THROTTLING_ERROR_CODES
-    assert {"ThrottlingException", "InternalServerError"} <= RETRYABLE_ERROR_CODES
-    assert "ValidationException" not in RETRYABLE_ERROR_CODES
+    assert classify("ProvisionedThroughputExceededException", 400) is ErrorKind.THROTTLED
+    assert classify("ThrottlingException", 400) is ErrorKind.THROTTLED
+    assert classify("InternalServerError", 500) is ErrorKind.RETRYABLE
+    assert classify("ValidationException", 400) is ErrorKind.CLIENT
+    assert classify("UnknownOperationException", 400) is ErrorKind.FATAL
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)
 
@@ -368,7 +371,7 @@ def test_writer_slows_down_under_sustained_throttling(srv, session):
     srv.faults.set(throttle=0.6, seed=3)
     items = prepared([wire_item(i) for i in range(2000)])
     with make_writer(srv, session, policy=policy, rate=rate, workers=8) as w:
-        out = w.write_many(batches(items, 250))
+        out = write_many(w, batches(items, 250))
     assert out.written == 2000 and not out.failures
     assert rate.decreases >= 2
     assert rate.rate is not None
@@ -490,21 +493,21 @@ def test_headers_match_botocore_sigv4(srv, monkeypatch):
     )
     body = b'{"RequestItems":{"T":[]}}'
     with make_writer(srv, sess) as w:
-        w._signer._clock = lambda: now.replace(tzinfo=datetime.UTC).timestamp() + 0.5
-        got = w._headers(body)
+        signer = w.client._signer
+        signer._clock = lambda: now.replace(tzinfo=datetime.UTC).timestamp() + 0.5
+        got = signer.headers("DynamoDB_20120810.BatchWriteItem", body)
         req = AWSRequest(
             method="POST",
-            url=w._url,
+            url=srv.endpoint_url + "/",
             data=body,
             headers={
-                "Host": w._host,
+                "Host": signer.host,
                 "Content-Type": "application/x-amz-json-1.0",
                 "X-Amz-Target": "DynamoDB_20120810.BatchWriteItem",
             },
         )
         SigV4Auth(sess.get_credentials().get_frozen_credentials(), "dynamodb", REGION).add_auth(req)
         want = dict(req.headers.items())
-        want["User-Agent"] = "importer-http-writer/1.0"
         assert got == want
         # and the server accepts it end to end with the session token present
         assert w.write_batch(prepared([wire_item(1)])).written == 1
@@ -517,8 +520,8 @@ def test_credential_refresh_failure_is_fatal(srv, session):
             def get_frozen_credentials(self):
                 raise RuntimeError("sso token expired")
 
-        w._signer.credentials = Broken()
-        w._signer.invalidate()
+        w.client._signer.credentials = Broken()
+        w.client._signer.invalidate()
         with pytest.raises(WriterFatalError, match="cannot refresh AWS credentials"):
             w.write_batch(prepared([wire_item(1)]))
 
@@ -527,11 +530,11 @@ def test_chunks_equal_the_plain_greedy_split(session):
     """The 25-item fast path of `_chunks` splits exactly like the item-by-item greedy loop."""
     import random
 
-    from importer.http_writer import _PER_ITEM_OVERHEAD, MAX_REQUEST_BYTES
+    from importer.writer import _PER_ITEM_OVERHEAD, MAX_REQUEST_BYTES
 
     url = "http://127.0.0.1:1"
-    w = HttpBatchWriter(table="T", region=REGION, endpoint_url=url, session=session)
-    budget = MAX_REQUEST_BYTES - len(w._prefix) - len(w._suffix)
+    w = http_writer(table="T", region=REGION, endpoint_url=url, session=session)
+    budget = MAX_REQUEST_BYTES - len(w.prefix) - len(w.suffix)
 
     def greedy(items):
         chunk, keys, size = [], set(), 0
@@ -560,8 +563,8 @@ def test_chunks_equal_the_plain_greedy_split(session):
             for n in range(rng.randrange(0, 120))
         ]
         want = [[it.line for it in c] for c in greedy(items)]
-        assert [[it.line for it in c] for c in w._chunks(items)] == want
-        assert [[it.line for it in c] for c in w._chunks(tuple(items))] == want
+        assert [[it.line for it in c] for c in w.chunks(items)] == want
+        assert [[it.line for it in c] for c in w.chunks(tuple(items))] == want
     w.close()
 
 
@@ -571,7 +574,7 @@ def test_chunks_equal_the_plain_greedy_split(session):
 def test_read_response_variants():
     import io
 
-    from importer.http_writer import _BadResponse, _read_response
+    from importer.dynamo import _BadResponse, _read_response
 
     def rd(raw: bytes):
         return _read_response(io.BufferedReader(io.BytesIO(raw)))
@@ -606,8 +609,8 @@ def test_idle_connections_closed_by_the_server_are_replaced(srv, session):
     items = prepared([wire_item(i) for i in range(50)])
     with make_writer(srv, session, workers=2) as w:
         assert w.write_batch(items[:25]).written == 25
-        assert len(w._free) == 1
-        w._free[0].sock.shutdown(socket.SHUT_RDWR)  # as if the server hung up while idle
+        assert len(w.client._free) == 1
+        w.client._free[0].sock.shutdown(socket.SHUT_RDWR)  # as if the server hung up while idle
         out = w.write_batch(items[25:])
         assert (out.written, out.retries, out.failures) == (25, 0, [])
     assert len(srv.items("T")) == 50
@@ -616,6 +619,6 @@ def test_idle_connections_closed_by_the_server_are_replaced(srv, session):
 def test_at_most_workers_connections(srv, session):
     items = prepared([wire_item(i) for i in range(3000)])
     with make_writer(srv, session, workers=3) as w:
-        out = w.write_many(batches(items, 100))
+        out = write_many(w, batches(items, 100))
         assert out.written == 3000
-        assert len(w._free) <= 3
+        assert len(w.client._free) <= 3

@@ -1,0 +1,238 @@
+"""Assembling a run, once: settings in, a ready pipeline out.
+
+Every entry point -- the CLI's `run` and `validate`, the Lambda child, the
+demo, the benchmarks and the tests -- describes what it wants in one frozen
+`PipelineSettings` and calls `open_pipeline`, which opens everything a batch
+needs (engine, the one DynamoDB client, the writer, the lookups, the import
+mode stage) and closes it again.  None of them builds a writer or a mode stage
+itself, so they cannot drift apart.
+
+    with open_pipeline(settings) as pipeline:
+        outcome = pipeline.process(batch, header=header, ctx=ctx, ticket=pipeline.ticket())
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from importer.batch_unit import BatchOutcome, process_batch
+from importer.batching import Batch
+from importer.context import RunContext
+from importer.dynamo import (
+    Boto3DynamoClient,
+    DynamoClient,
+    HttpDynamoClient,
+    check_command_table,
+)
+from importer.engines import Engine, get_engine
+from importer.lookup import KeyLookup
+from importer.modes import MODES, Mode, ModeStage
+from importer.records import PreparedItem, WriteOutcome
+from importer.retry import RetryPolicy
+from importer.spec import Spec
+from importer.writer import BatchWriter, Pacer
+
+__all__ = [
+    "DryRunWriter",
+    "Pipeline",
+    "PipelineSettings",
+    "default_region",
+    "open_pipeline",
+]
+
+WriterKind = Literal["http", "boto3"]
+
+
+def default_region(value: str | None = None) -> str:
+    """The region: given, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return value or env or "us-east-1"
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Everything that decides how a batch is transformed, checked and written.
+
+    `dry_run` is `importer validate`: the same stages, reads included when an
+    endpoint answers, but nothing is written (items are counted as they would
+    be).  `check_table` describes the command table once before the first
+    write (local runs; the Lambda child trusts its deployment).
+    """
+
+    spec: Spec
+    table: str | None = None
+    mode: Mode = "insert"
+    data_table: str | None = None
+    region: str = field(default_factory=default_region)
+    endpoint_url: str | None = None
+    workers: int = 50
+    writer: WriterKind = "http"
+    engine: str = "native"
+    dry_run: bool = False
+    check_table: bool = True
+    policy: RetryPolicy | None = field(default=None, compare=False)
+    session: Any = field(default=None, compare=False)
+    pacer: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} (one of: {', '.join(MODES)})")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.table is None and not self.dry_run:
+            raise ValueError("a run that writes needs a table")
+
+
+class DryRunWriter:
+    """`importer validate`'s writer: every item counts as written, nothing is sent."""
+
+    def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
+        return WriteOutcome(written=len(items))
+
+    def close(self) -> None:
+        pass
+
+
+def _code_column(spec: Spec) -> str:
+    cols = spec.record.code.columns
+    return cols[0] if cols else ""
+
+
+class Pipeline:
+    """An open pipeline: call `process` per batch (thread-safe), then `close`."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        *,
+        engine: Engine,
+        client: DynamoClient | None,
+        writer: Any,
+        stage: ModeStage | None,
+        owns_client: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.owns_client = owns_client
+        self.engine = engine
+        self.client = client
+        self.writer = writer
+        self.stage = stage
+        self.code_column = _code_column(settings.spec)
+
+    @property
+    def notices(self) -> list[str]:
+        return list(self.stage.notices) if self.stage is not None else []
+
+    def ticket(self) -> int | None:
+        """This batch's place in file order (take it on the submitting thread)."""
+        return self.stage.ticket() if self.stage is not None else None
+
+    def release(self, ticket: int | None) -> None:
+        """Give back the place of a batch that will never run (cancelled)."""
+        if self.stage is not None:
+            self.stage.release(ticket)
+
+    def process(
+        self,
+        batch: Batch,
+        *,
+        header: Sequence[str],
+        ctx: RunContext,
+        ticket: int | None = None,
+    ) -> BatchOutcome:
+        return process_batch(batch, pipeline=self, header=header, ctx=ctx, ticket=ticket)
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if self.client is not None and self.owns_client:
+                self.client.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_client(settings: PipelineSettings) -> DynamoClient:
+    """The run's one DynamoDB client, as `settings.writer` says."""
+    kind = Boto3DynamoClient if settings.writer == "boto3" else HttpDynamoClient
+    return kind(
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+        session=settings.session,
+        workers=settings.workers,
+    )
+
+
+def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = None) -> Pipeline:
+    """Open everything a run needs; a `client` given is used (and left open) instead of a new one.
+
+    A dry run without a table, or whose endpoint cannot be reached, runs
+    without reads: its stage compares the file's rows with each other only,
+    and says so in `notices`.
+    """
+    engine = get_engine(settings.engine)
+    owns_client = client is None
+    policy = settings.policy or RetryPolicy()
+    notices: list[str] = []
+    if client is None and settings.table is not None:
+        try:
+            client = open_client(settings)
+        except Exception as exc:
+            if not settings.dry_run:
+                raise
+            notices.append(f"cannot read the tables ({exc}): nothing stored was checked")
+            client = None
+    try:
+        lookup = None
+        if client is not None and settings.table is not None:
+            if settings.check_table:
+                try:
+                    check_command_table(client, settings.table)
+                except Exception as exc:
+                    if not settings.dry_run:
+                        raise
+                    notices.append(f"cannot read the tables ({exc}): nothing stored was checked")
+                    if owns_client:
+                        client.close()
+                    client = None
+            if client is not None:
+                lookup = KeyLookup(client, policy=policy)
+        stage = None
+        if settings.mode != "blind":
+            stage = ModeStage.open(
+                mode=settings.mode,
+                table=settings.table or "",
+                data_table=settings.data_table,
+                lookup=lookup,
+                code_column=_code_column(settings.spec),
+            )
+            if lookup is None:
+                stage.notices[:] = notices or stage.notices
+            else:
+                stage.notices[:0] = notices
+        writer: Any
+        if settings.dry_run:
+            writer = DryRunWriter()
+        elif settings.mode == "strict":
+            from importer.strict_writer import StrictWriter
+
+            assert client is not None and settings.table is not None
+            writer = StrictWriter(client=client, table=settings.table, policy=policy)
+        else:
+            assert client is not None and settings.table is not None
+            pacer: Pacer | None = settings.pacer
+            writer = BatchWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
+    except BaseException:
+        if client is not None and owns_client:
+            client.close()
+        raise
+    return Pipeline(
+        settings, engine=engine, client=client, writer=writer, stage=stage, owns_client=owns_client
+    )

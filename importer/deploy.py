@@ -84,6 +84,58 @@ def build_target() -> Target:
 
 
 # --------------------------------------------------------------------- template
+#
+# What the child Lambda calls, per import mode (importer.handler -> importer.modes,
+# importer.lookup, importer.strict_writer; checked call by call against a Step
+# Functions run in tests/test_iam_policy.py):
+#
+#   blind   BatchWriteItem (command table)
+#   insert  DescribeTable (data table: does it exist?), BatchGetItem (data table,
+#           then command table for the versions the data table has not caught up
+#           with), BatchWriteItem (command table)
+#   upsert  as insert
+#   strict  as insert, but writes with TransactWriteItems instead of BatchWriteItem,
+#           and reads conflicting items back with BatchGetItem (command table)
+#
+# IAM for TransactWriteItems (AWS DynamoDB Developer Guide, "Using IAM with DynamoDB
+# transactions"): there is no IAM action of that name.  Each action inside the
+# transaction is authorised as its single-item counterpart on its own table:
+# Put -> dynamodb:PutItem, Update -> dynamodb:UpdateItem, Delete ->
+# dynamodb:DeleteItem, ConditionCheck -> dynamodb:ConditionCheckItem (Get in
+# TransactGetItems -> dynamodb:GetItem).  A ConditionExpression on a Put is part of
+# the Put, not a ConditionCheck action, so it needs nothing beyond PutItem; nor do
+# ReturnValuesOnConditionCheckFailure=ALL_OLD or ClientRequestToken (the old item
+# comes back under PutItem; only a policy restricting the dynamodb:ReturnValues or
+# dynamodb:Attributes condition keys would have to allow it, and this one restricts
+# neither).  So strict mode needs dynamodb:PutItem on the command table and no
+# dynamodb:BatchWriteItem at all.
+
+#: DynamoDB actions the child needs, per mode and per table ("command" is
+#: TableName, "data" is the MBC data table holding the latest versions).  The
+#: template's statements and conditions are derived from this table alone.
+MODE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "insert": {
+        "command": ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
+        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable"),
+    },
+    "upsert": {
+        "command": ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
+        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable"),
+    },
+    "strict": {
+        "command": ("dynamodb:BatchGetItem", "dynamodb:PutItem"),
+        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable"),
+    },
+    "blind": {"command": ("dynamodb:BatchWriteItem",), "data": ()},
+}
+DEFAULT_MODE = "insert"  # as `importer run` and the handler
+# How a statement's Sid names what an action is for (e.g. "ReadDescribeDataTable").
+_ACTION_WORDS = {
+    "dynamodb:BatchGetItem": "Read",
+    "dynamodb:BatchWriteItem": "BatchWrite",
+    "dynamodb:DescribeTable": "Describe",
+    "dynamodb:PutItem": "TransactWrite",
+}
 
 
 def _sub(text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -94,12 +146,290 @@ def _ref(name: str) -> dict[str, str]:
     return {"Ref": name}
 
 
+_NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
 def _result_bucket() -> dict[str, Any]:
     return {"Fn::If": ["CreateResultBucket", _ref(RESULT_BUCKET_ID), _ref("ResultBucketName")]}
 
 
+def _data_table_name() -> dict[str, Any]:
+    """DataTableName, or TableName with its trailing ``-command`` replaced by ``-data``.
+
+    The same rule as :func:`importer.modes.default_data_table`, in intrinsics:
+    ``#`` cannot occur in a table name, so ``-command#`` occurs in ``TableName#``
+    exactly when the name ends in ``-command``, and splitting there leaves the
+    prefix.  For a name not ending in ``-command`` the result is ``NAME#-data``,
+    which no table can be called: the role then grants nothing on a data table,
+    as the handler then uses none (insert checks the command table only; upsert
+    and strict stop with "needs the data table").
+    """
+    marked = {"Fn::Join": ["", [_ref("TableName"), "#"]]}
+    prefix = {"Fn::Select": [0, {"Fn::Split": ["-command#", marked]}]}
+    derived = {"Fn::Join": ["", [prefix, "-data"]]}
+    return {"Fn::If": ["DataTableGiven", _ref("DataTableName"), derived]}
+
+
 def _s3_arn(path: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     return _sub("arn:${AWS::Partition}:s3:::" + path, variables)
+
+
+def _table_arn(table: str) -> dict[str, Any]:
+    arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}"
+    name = _ref("TableName") if table == "command" else _data_table_name()
+    return _sub(arn, {"Table": name})
+
+
+def _allow(sid: str, actions: list[str], resources: list[Any]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def _only_if(condition: str, statement: dict[str, Any]) -> dict[str, Any]:
+    """The statement when ``condition`` holds, else no statement at all."""
+    return {"Fn::If": [condition, statement, _NO_VALUE]}
+
+
+def _mode_condition_name(modes: tuple[str, ...]) -> str:
+    return "ModeIs" + "Or".join(m.title() for m in modes)
+
+
+def _mode_condition(modes: tuple[str, ...]) -> dict[str, Any]:
+    equals = [{"Fn::Equals": [_ref("Mode"), m]} for m in modes]
+    return equals[0] if len(equals) == 1 else {"Fn::Or": equals}
+
+
+def _table_grants() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """``(table, modes, actions)``: each table's actions grouped by the modes that use them.
+
+    Derived from :data:`MODE_GRANTS`, so a statement holds exactly the actions
+    that every one of its modes needs, and its condition names exactly those modes.
+    """
+    modes_of: dict[tuple[str, str], tuple[str, ...]] = {}
+    for mode, tables in MODE_GRANTS.items():
+        for table, actions in tables.items():
+            for action in actions:
+                key = (table, action)
+                modes_of[key] = (*modes_of.get(key, ()), mode)
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (table, action), modes in modes_of.items():
+        groups.setdefault((table, modes), []).append(action)
+    return [(t, modes, tuple(sorted(acts))) for (t, modes), acts in sorted(groups.items())]
+
+
+def _mode_conditions() -> dict[str, Any]:
+    return {_mode_condition_name(m): _mode_condition(m) for _, m, _ in _table_grants()}
+
+
+def _table_statements() -> list[dict[str, Any]]:
+    """One statement per (table, set of modes), present only in those modes."""
+    out = []
+    for table, modes, actions in _table_grants():
+        sid = "".join(_ACTION_WORDS[a] for a in actions) + f"{table.title()}Table"
+        statement = _allow(sid, list(actions), [_table_arn(table)])
+        out.append(_only_if(_mode_condition_name(modes), statement))
+    return out
+
+
+def _spec_read_statement() -> dict[str, Any]:
+    """The spec object, and nothing else: the CSV is read by the Map's ItemReader."""
+    spec_object = _s3_arn(
+        "${SpecPath}",
+        {"SpecPath": {"Fn::Select": [1, {"Fn::Split": ["s3://", _ref("SpecS3Uri")]}]}},
+    )
+    return _allow("ReadSpec", ["s3:GetObject"], [spec_object])
+
+
+def _rejects_write_statement() -> dict[str, Any]:
+    rejects = _s3_arn("${Bucket}/${RejectsPrefix}/*", {"Bucket": _result_bucket()})
+    return _allow("WriteRejects", ["s3:PutObject"], [rejects])
+
+
+def function_policy() -> dict[str, Any]:
+    """The child Lambda's inline policy: the spec, the rejects, and the mode's table calls."""
+    return {"Statement": [_spec_read_statement(), _rejects_write_statement(), *_table_statements()]}
+
+
+def state_machine_policy(state_machine_name: str) -> dict[str, Any]:
+    """Invoke the child, read the CSV, write results, run the Distributed Map's children."""
+    states_arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+    results = _s3_arn("${Bucket}/${ResultPrefix}/*", {"Bucket": _result_bucket()})
+    function_arn = {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
+    return {
+        "Statement": [
+            _allow(
+                "InvokeChildHandler",
+                ["lambda:InvokeFunction"],
+                [function_arn, {"Fn::Sub": "${" + FUNCTION_ID + ".Arn}:*"}],
+            ),
+            _allow("ItemReader", ["s3:GetObject"], [_s3_arn("${InputBucketName}/${InputPrefix}*")]),
+            _allow(
+                "ResultWriter",
+                [
+                    "s3:PutObject",
+                    "s3:GetObject",
+                    "s3:ListMultipartUploadParts",
+                    "s3:AbortMultipartUpload",
+                ],
+                [results],
+            ),
+            _allow(
+                "DistributedMapChildren",
+                ["states:StartExecution"],
+                [_sub(f"{states_arn}:stateMachine:{state_machine_name}")],
+            ),
+            _allow(
+                "DistributedMapChildExecutions",
+                ["states:DescribeExecution", "states:StopExecution"],
+                [
+                    _sub(f"{states_arn}:execution:{state_machine_name}/*"),
+                    _sub(f"{states_arn}:express:{state_machine_name}/*"),
+                ],
+            ),
+        ]
+    }
+
+
+def _parameters() -> dict[str, Any]:
+    key_prefix = {"Type": "String", "AllowedPattern": r"^[^/].*[^/]$|^[^/]$"}
+    table_name = r"[a-zA-Z0-9_.-]{3,255}"
+    return {
+        "TableName": {
+            "Type": "String",
+            "Description": "DynamoDB command table the records are written to",
+            "AllowedPattern": f"^{table_name}$",
+        },
+        "Mode": {
+            "Type": "String",
+            "Default": DEFAULT_MODE,
+            "AllowedValues": list(MODE_GRANTS),
+            "Description": (
+                "Import mode for rows whose entity exists: insert (refuse them), upsert "
+                "(write the next version when changed), strict (as upsert, with conditional "
+                "transactions), blind (no reads, every row version 1). The function's role "
+                "allows exactly this mode's DynamoDB calls, so a per-execution 'mode' in the "
+                "execution input must match it"
+            ),
+        },
+        "DataTableName": {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": f"^$|^{table_name}$",
+            "Description": (
+                "MBC data table (latest versions) that insert/upsert/strict read first. Empty: "
+                "TableName with its trailing -command replaced by -data; give it when TableName "
+                "does not end in -command (upsert and strict need it, insert then checks the "
+                "command table only). Unused in blind mode"
+            ),
+        },
+        "InputBucketName": {
+            "Type": "String",
+            "Description": "Bucket holding the CSV files to import",
+            "AllowedPattern": r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        },
+        "InputPrefix": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Key prefix the CSV files live under (empty: the whole bucket)",
+        },
+        "SpecS3Uri": {
+            "Type": "String",
+            "Description": "s3://bucket/key of the import spec (TOML or JSON)",
+            "AllowedPattern": r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$",
+        },
+        "ResultBucketName": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Bucket for Map run results and rejects (empty: create one)",
+        },
+        "ResultPrefix": {
+            **key_prefix,
+            "Default": "import-results",
+            "Description": "Key prefix of the Distributed Map ResultWriter output",
+        },
+        "RejectsPrefix": {
+            **key_prefix,
+            "Default": "import-rejects",
+            "Description": "Key prefix the handler writes rejected rows under",
+        },
+    }
+
+
+def _conditions() -> dict[str, Any]:
+    return {
+        "CreateResultBucket": {"Fn::Equals": [_ref("ResultBucketName"), ""]},
+        "DataTableGiven": {"Fn::Not": [{"Fn::Equals": [_ref("DataTableName"), ""]}]},
+        **_mode_conditions(),
+    }
+
+
+def _result_bucket_resource() -> dict[str, Any]:
+    return {
+        "Type": "AWS::S3::Bucket",
+        "Condition": "CreateResultBucket",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        },
+    }
+
+
+def _function_resource(
+    *, code_uri: str, runtime: str, architecture: str, timeout: int, memory_size: int
+) -> dict[str, Any]:
+    return {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {
+            "Description": "import-csv Distributed Map child: one batch of CSV rows",
+            "Runtime": runtime,
+            "Handler": HANDLER,
+            "CodeUri": code_uri,
+            "Architectures": [architecture],
+            "Timeout": timeout,
+            "MemorySize": memory_size,
+            "Environment": {
+                "Variables": {
+                    "IMPORTER_TABLE": _ref("TableName"),
+                    "IMPORTER_SPEC": _ref("SpecS3Uri"),
+                    "IMPORTER_REJECTS": _sub(
+                        "s3://${Bucket}/${RejectsPrefix}", {"Bucket": _result_bucket()}
+                    ),
+                    "IMPORTER_MODE": _ref("Mode"),
+                    # empty: the handler derives it by the same -command -> -data rule
+                    "IMPORTER_DATA_TABLE": _ref("DataTableName"),
+                }
+            },
+            "Policies": [function_policy()],
+        },
+    }
+
+
+def _state_machine_resource(definition: dict[str, Any], name: str) -> dict[str, Any]:
+    return {
+        "Type": "AWS::Serverless::StateMachine",
+        "Properties": {
+            "Name": _sub(name),
+            "Type": "STANDARD",
+            "Definition": definition,
+            "DefinitionSubstitutions": {
+                "CsvRowsHandlerFunctionArn": {"Fn::GetAtt": [FUNCTION_ID, "Arn"]},
+                "ResultBucket": _result_bucket(),
+                "ResultPrefix": _ref("ResultPrefix"),
+            },
+            "Policies": [state_machine_policy(name)],
+        },
+    }
 
 
 def render_template(
@@ -118,9 +448,11 @@ def render_template(
 
     Runtime and architecture default to this interpreter and machine, which is
     what :func:`build_package` checks the compiled extension against: build the
-    zip and render the template on the same machine.  Table, buckets, prefixes
-    and the spec location are stack parameters; the result bucket is created
-    when ``ResultBucketName`` is left empty.
+    zip and render the template on the same machine.  Table, import mode, data
+    table, buckets, prefixes and the spec location are stack parameters; the
+    result bucket is created when ``ResultBucketName`` is left empty.  The
+    function's role allows exactly the calls of the chosen ``Mode``
+    (:data:`MODE_GRANTS`) on exactly the command and data tables.
     """
     target = build_target()
     runtime = runtime or target.runtime
@@ -134,197 +466,34 @@ def render_template(
         )
 
     definition = statemachine.import_csv_definition(
-        lambda_arn="${CsvRowsHandlerFunctionArn}",
+        lambda_arn=statemachine.LAMBDA_ARN_PLACEHOLDER,
         max_items_per_batch=max_items_per_batch,
         max_input_bytes_per_batch=max_input_bytes_per_batch,
         max_concurrency=max_concurrency,
         tolerated_failure_percentage=tolerated_failure_percentage,
-        result_bucket="${ResultBucket}",
+        result_bucket=statemachine.RESULT_BUCKET_PLACEHOLDER,
         result_prefix="${ResultPrefix}",
     )
     state_machine_name = "${AWS::StackName}-import-csv"
-    table_arn = _sub(
-        "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}"
-    )
-    input_objects = _s3_arn("${InputBucketName}/${InputPrefix}*")
-    spec_object = _s3_arn(
-        "${SpecPath}",
-        {"SpecPath": {"Fn::Select": [1, {"Fn::Split": ["s3://", _ref("SpecS3Uri")]}]}},
-    )
-    bucket_var = {"Bucket": _result_bucket()}
-    function_arn = {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
-    states_arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
-
-    function_policy = {
-        "Statement": [
-            {
-                "Sid": "ReadInputAndSpec",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": [input_objects, spec_object],
-            },
-            {
-                "Sid": "WriteRejects",
-                "Effect": "Allow",
-                "Action": ["s3:PutObject"],
-                "Resource": [_s3_arn("${Bucket}/${RejectsPrefix}/*", bucket_var)],
-            },
-            {
-                "Sid": "WriteTable",
-                "Effect": "Allow",
-                "Action": [
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:DescribeTable",
-                ],
-                "Resource": [table_arn],
-            },
-        ]
-    }
-    state_machine_policy = {
-        "Statement": [
-            {
-                "Sid": "InvokeChildHandler",
-                "Effect": "Allow",
-                "Action": ["lambda:InvokeFunction"],
-                "Resource": [function_arn, {"Fn::Sub": "${" + FUNCTION_ID + ".Arn}:*"}],
-            },
-            {
-                "Sid": "ItemReader",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": [input_objects],
-            },
-            {
-                "Sid": "ResultWriter",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:PutObject",
-                    "s3:GetObject",
-                    "s3:ListMultipartUploadParts",
-                    "s3:AbortMultipartUpload",
-                ],
-                "Resource": [_s3_arn("${Bucket}/${ResultPrefix}/*", bucket_var)],
-            },
-            {
-                "Sid": "DistributedMapChildren",
-                "Effect": "Allow",
-                "Action": ["states:StartExecution"],
-                "Resource": [_sub(f"{states_arn}:stateMachine:{state_machine_name}")],
-            },
-            {
-                "Sid": "DistributedMapChildExecutions",
-                "Effect": "Allow",
-                "Action": ["states:DescribeExecution", "states:StopExecution"],
-                "Resource": [
-                    _sub(f"{states_arn}:execution:{state_machine_name}/*"),
-                    _sub(f"{states_arn}:express:{state_machine_name}/*"),
-                ],
-            },
-        ]
-    }
-
-    key_prefix = {"Type": "String", "AllowedPattern": r"^[^/].*[^/]$|^[^/]$"}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": (
             "importer: CSV in S3 -> Step Functions Distributed Map (import-csv) -> "
-            "Lambda -> DynamoDB BatchWriteItem as MBC CQRS command records"
+            "Lambda -> DynamoDB as MBC CQRS command records"
         ),
-        "Parameters": {
-            "TableName": {
-                "Type": "String",
-                "Description": "DynamoDB table the records are written to",
-                "AllowedPattern": r"^[a-zA-Z0-9_.-]{3,255}$",
-            },
-            "InputBucketName": {
-                "Type": "String",
-                "Description": "Bucket holding the CSV files to import",
-                "AllowedPattern": r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-            },
-            "InputPrefix": {
-                "Type": "String",
-                "Default": "",
-                "Description": "Key prefix the CSV files live under (empty: the whole bucket)",
-            },
-            "SpecS3Uri": {
-                "Type": "String",
-                "Description": "s3://bucket/key of the import spec (TOML or JSON)",
-                "AllowedPattern": r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$",
-            },
-            "ResultBucketName": {
-                "Type": "String",
-                "Default": "",
-                "Description": "Bucket for Map run results and rejects (empty: create one)",
-            },
-            "ResultPrefix": {
-                **key_prefix,
-                "Default": "import-results",
-                "Description": "Key prefix of the Distributed Map ResultWriter output",
-            },
-            "RejectsPrefix": {
-                **key_prefix,
-                "Default": "import-rejects",
-                "Description": "Key prefix the handler writes rejected rows under",
-            },
-        },
-        "Conditions": {"CreateResultBucket": {"Fn::Equals": [_ref("ResultBucketName"), ""]}},
+        "Parameters": _parameters(),
+        "Conditions": _conditions(),
         "Resources": {
-            RESULT_BUCKET_ID: {
-                "Type": "AWS::S3::Bucket",
-                "Condition": "CreateResultBucket",
-                "DeletionPolicy": "Retain",
-                "UpdateReplacePolicy": "Retain",
-                "Properties": {
-                    "BucketEncryption": {
-                        "ServerSideEncryptionConfiguration": [
-                            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                        ]
-                    },
-                    "PublicAccessBlockConfiguration": {
-                        "BlockPublicAcls": True,
-                        "BlockPublicPolicy": True,
-                        "IgnorePublicAcls": True,
-                        "RestrictPublicBuckets": True,
-                    },
-                    "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-                },
-            },
-            FUNCTION_ID: {
-                "Type": "AWS::Serverless::Function",
-                "Properties": {
-                    "Description": "import-csv Distributed Map child: one batch of CSV rows",
-                    "Runtime": runtime,
-                    "Handler": HANDLER,
-                    "CodeUri": code_uri,
-                    "Architectures": [architecture],
-                    "Timeout": function_timeout,
-                    "MemorySize": memory_size,
-                    "Environment": {
-                        "Variables": {
-                            "IMPORTER_TABLE": _ref("TableName"),
-                            "IMPORTER_SPEC": _ref("SpecS3Uri"),
-                            "IMPORTER_REJECTS": _sub("s3://${Bucket}/${RejectsPrefix}", bucket_var),
-                        }
-                    },
-                    "Policies": [function_policy],
-                },
-            },
-            STATE_MACHINE_ID: {
-                "Type": "AWS::Serverless::StateMachine",
-                "Properties": {
-                    "Name": _sub(state_machine_name),
-                    "Type": "STANDARD",
-                    "Definition": definition,
-                    "DefinitionSubstitutions": {
-                        "CsvRowsHandlerFunctionArn": function_arn,
-                        "ResultBucket": _result_bucket(),
-                        "ResultPrefix": _ref("ResultPrefix"),
-                    },
-                    "Policies": [state_machine_policy],
-                },
-            },
+            RESULT_BUCKET_ID: _result_bucket_resource(),
+            FUNCTION_ID: _function_resource(
+                code_uri=code_uri,
+                runtime=runtime,
+                architecture=architecture,
+                timeout=function_timeout,
+                memory_size=memory_size,
+            ),
+            STATE_MACHINE_ID: _state_machine_resource(definition, state_machine_name),
         },
         "Outputs": {
             "ImportCsvStateMachineArn": {
@@ -333,6 +502,7 @@ def render_template(
             },
             "CsvRowsHandlerFunctionName": {"Value": _ref(FUNCTION_ID)},
             "ResultBucketName": {"Value": _result_bucket()},
+            "ImportMode": {"Value": _ref("Mode")},
         },
     }
 

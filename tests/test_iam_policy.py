@@ -413,7 +413,7 @@ def seed_existing_entity(ddb: Any, command_table: str, data_table: str) -> None:
 
 
 def run_child_calls(
-    cloud: dict[str, Any], stack: Stack, monkeypatch: pytest.MonkeyPatch
+    cloud: dict[str, Any], stack: Stack, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[dict[str, Any], list[Request]]:
     """Run the template's machine on `products.csv`; return (describe, the child's calls)."""
     fn = stack.resource(deploy.FUNCTION_ID)["Properties"]
@@ -437,7 +437,7 @@ def run_child_calls(
         return handle_event(event, writer=writer, engine="native")
 
     sfn = cloud["sfn"]
-    name = f"{STACK}-{stack.parameters['Mode']}"
+    name = f"{STACK}-{mode}"
     with sfn_shim({FUNCTION_ARN: csv_rows_handler}):
         arn = sfn.create_state_machine(
             name=name,
@@ -464,7 +464,7 @@ def runs() -> dict[str, tuple[Stack, dict[str, Any], list[Request]]]:
 def run_mode(cloud, runs, monkeypatch, mode: str):
     if mode not in runs:
         stack = stack_for(mode)
-        desc, requests = run_child_calls(cloud, stack, monkeypatch)
+        desc, requests = run_child_calls(cloud, stack, mode, monkeypatch)
         runs[mode] = (stack, desc, requests)
     return runs[mode]
 

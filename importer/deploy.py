@@ -701,6 +701,75 @@ def _limit(value: int | None) -> int | None:
     return None if value == 0 else value
 
 
+#: The ``${Name}`` placeholders the ASL leaves for the template to fill:
+#: what each stands for, what the template fills it with, and the `asl` flag
+#: that fills it instead.
+PLACEHOLDERS: dict[str, tuple[str, str, str]] = {
+    "CsvRowsHandlerFunctionArn": (
+        "the child Lambda's ARN",
+        "Fn::GetAtt CsvRowsHandlerFunction.Arn",
+        "--lambda-arn ARN",
+    ),
+    "ResultBucket": (
+        "the bucket the Distributed Map's ResultWriter writes to",
+        "the ResultBucketName parameter, or the bucket the stack creates",
+        "--result-bucket NAME",
+    ),
+}
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_LAMBDA_ARN = re.compile(
+    r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[\w$-]+)?$"
+)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def placeholder_note(value: Any) -> str | None:
+    """Which ``${...}`` placeholders ``value`` still holds, who fills them, how to by hand.
+
+    None when there are none (every one was given on the command line).
+    """
+    found = sorted(set(_PLACEHOLDER.findall(json.dumps(value))))
+    if not found:
+        return None
+    names = ", ".join("${" + n + "}" for n in found)
+    lines = [
+        f"importer asl: placeholders left in the definition: {names}",
+        "  `importer template` fills them at deploy time (the state machine's "
+        "DefinitionSubstitutions):",
+    ]
+    flags = []
+    for name in found:
+        what, filled, flag = PLACEHOLDERS.get(name, (name, "a DefinitionSubstitutions entry", ""))
+        lines.append(f"    ${{{name}}} = {what} ({filled})")
+        if flag:
+            flags.append(flag)
+    by_hand = f"pass {' '.join(flags)}, or " if flags else ""
+    lines.append(
+        f"  without that template: {by_hand}give these names in the DefinitionSubstitutions "
+        "of your own AWS::StepFunctions::StateMachine"
+    )
+    return "\n".join(lines)
+
+
+def _asl_substitutions(args: argparse.Namespace) -> dict[str, str]:
+    """--lambda-arn / --result-bucket, checked, as definition keywords."""
+    out: dict[str, str] = {}
+    if args.lambda_arn is not None:
+        if not _LAMBDA_ARN.match(args.lambda_arn):
+            raise ValueError(
+                f"--lambda-arn {args.lambda_arn!r} is not a Lambda function ARN "
+                "(arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+            )
+        out["lambda_arn"] = args.lambda_arn
+    if args.result_bucket is not None:
+        if not _BUCKET.match(args.result_bucket):
+            raise ValueError(f"--result-bucket {args.result_bucket!r} is not an S3 bucket name")
+        if args.machine not in ("import-csv", "all"):
+            raise ValueError(f"--result-bucket applies to import-csv, not {args.machine}")
+        out["result_bucket"] = args.result_bucket
+    return out
+
+
 def _cmd_asl(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "max_items_per_batch": _limit(args.batch_items),
@@ -709,16 +778,20 @@ def _cmd_asl(args: argparse.Namespace) -> int:
         "tolerated_failure_percentage": args.tolerated_failure_percentage,
     }
     try:
+        given = _asl_substitutions(args)
         if args.machine == "all":
-            value: dict[str, Any] = statemachine.all_definitions(**options)
+            value: dict[str, Any] = statemachine.all_definitions(**options, **given)
         elif args.machine == "import-csv":
-            value = statemachine.import_csv_definition(**options)
+            value = statemachine.import_csv_definition(**options, **given)
         else:
-            value = statemachine.definition(args.machine)
+            value = statemachine.definition(args.machine, **given)
     except (batching.BatchLimitError, ValueError) as exc:
         print(f"importer asl: {exc}", file=sys.stderr)
         return 2
     _write_json(value, args.out)
+    note = placeholder_note(value)
+    if note:
+        print(note, file=sys.stderr)  # stdout stays the JSON alone
     return 0
 
 
@@ -738,13 +811,42 @@ def _cmd_template(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.1f} kB"
+
+
+def package_summary(path: Path, target: Target) -> str:
+    """What `importer package` built, and the commands that deploy it."""
+    with zipfile.ZipFile(path) as zf:
+        files = len(zf.infolist())
+    size = path.stat().st_size
+    return "\n".join(
+        [
+            f"importer package: built {path} ({_size(size)}, {files} files): the importer "
+            f"package with its compiled core for {target.runtime} on {target.architecture}, "
+            f"handler {HANDLER}",
+            "next, deploy it with the SAM template (rendered on this machine, so it names "
+            "the same runtime and architecture):",
+            f"  importer template --code-uri {path} --out template.json",
+            "  sam deploy --template-file template.json --stack-name importer "
+            "--capabilities CAPABILITY_IAM --resolve-s3 \\",
+            "    --parameter-overrides TableName=ENV-APP-MODULE-command "
+            "InputBucketName=BUCKET SpecS3Uri=s3://BUCKET/spec.toml Mode=insert",
+            "or update a function already deployed:",
+            f"  aws lambda update-function-code --function-name NAME --zip-file fileb://{path}",
+        ]
+    )
+
+
 def _cmd_package(args: argparse.Namespace) -> int:
+    target = build_target()
     try:
-        path = build_package(Path(args.out))
+        path = build_package(Path(args.out), target=target)
     except PackageError as exc:
         print(f"importer package: {exc}", file=sys.stderr)
         return 2
-    print(path)
+    print(path)  # stdout: just the path, for scripts
+    print(package_summary(path, target), file=sys.stderr)
     return 0
 
 
@@ -776,6 +878,16 @@ def register(subparsers: Any) -> None:
     )
     asl.add_argument("--machine", choices=[*statemachine.MACHINES, "all"], default="import-csv")
     asl.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    asl.add_argument(
+        "--lambda-arn",
+        metavar="ARN",
+        help="fill ${CsvRowsHandlerFunctionArn} (default: left for the template to fill)",
+    )
+    asl.add_argument(
+        "--result-bucket",
+        metavar="NAME",
+        help="fill ${ResultBucket} of import-csv (default: left for the template to fill)",
+    )
     _add_map_options(asl)
     asl.set_defaults(func=_cmd_asl)
 

@@ -411,6 +411,75 @@ def test_cli_template_and_package(tmp_path, capsys):
     t = json.loads(out.read_text())
     assert t["Resources"]["CsvRowsHandlerFunction"]["Properties"]["CodeUri"] == "build/l.zip"
     zip_path = tmp_path / "l.zip"
+    capsys.readouterr()
     assert run_cli("package", "--out", str(zip_path)) == 0
-    assert capsys.readouterr().out.strip() == str(zip_path)
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(zip_path)  # stdout: the path alone, for scripts
     assert zipfile.is_zipfile(zip_path)
+    # stderr: what was built and what to do with it
+    err = captured.err
+    with zipfile.ZipFile(zip_path) as zf:
+        files = len(zf.infolist())
+    assert f"built {zip_path} (" in err and f", {files} files)" in err
+    assert re.search(r"\(\d+\.\d (kB|MB), ", err)
+    assert f"for {TARGET.runtime} on {TARGET.architecture}" in err
+    assert "handler importer.handler.lambda_handler" in err
+    assert f"importer template --code-uri {zip_path} --out template.json" in err
+    assert "sam deploy --template-file template.json" in err and "CAPABILITY_IAM" in err
+    for parameter in ("TableName=", "InputBucketName=", "SpecS3Uri=", "Mode="):
+        assert parameter in err and parameter[:-1] in render_template()["Parameters"]
+    assert f"fileb://{zip_path}" in err
+
+
+def test_cli_package_failure_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "importer._native", None)
+    assert run_cli("package", "--out", str(tmp_path / "x.zip")) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("importer package: importer._native is not built")
+    assert captured.err.count("\n") == 1
+
+
+def test_cli_asl_says_who_fills_the_placeholders(capsys):
+    assert run_cli("asl") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == statemachine.import_csv_definition()  # stdout: JSON only
+    err = captured.err
+    assert "${CsvRowsHandlerFunctionArn}" in err and "${ResultBucket}" in err
+    assert "DefinitionSubstitutions" in err and "importer template" in err
+    assert "--lambda-arn ARN" in err and "--result-bucket NAME" in err
+    # every placeholder the note explains is one the template's substitutions fill
+    left = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", captured.out))
+    subs = render_template()["Resources"]["ImportCsvStateMachine"]["Properties"]
+    assert left == set(deploy.PLACEHOLDERS) and left <= set(subs["DefinitionSubstitutions"])
+
+
+def test_cli_asl_fills_placeholders_by_hand(capsys):
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:csv-rows"
+    assert run_cli("asl", "--lambda-arn", arn, "--result-bucket", "my-results") == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # nothing left to explain
+    assert "${" not in captured.out
+    assert json.loads(captured.out) == statemachine.import_csv_definition(
+        lambda_arn=arn, result_bucket="my-results"
+    )
+    assert run_cli("asl", "--machine", "task-handler", "--lambda-arn", arn) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and arn in captured.out
+    assert run_cli("asl", "--machine", "all", "--lambda-arn", arn) == 0
+    captured = capsys.readouterr()
+    assert "${ResultBucket}" in captured.err and "CsvRowsHandlerFunctionArn" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lambda-arn", "csv-rows"], "is not a Lambda function ARN"),
+        (["--result-bucket", "Bad_Bucket"], "is not an S3 bucket name"),
+        (["--machine", "task-handler", "--result-bucket", "ok-bucket"], "applies to import-csv"),
+    ],
+)
+def test_cli_asl_refuses_bad_substitutions(argv, message, capsys):
+    assert run_cli("asl", *argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1

@@ -1,11 +1,16 @@
 """Deployable artefacts: the SAM template, the Lambda zip, and their CLI.
 
 * :func:`render_template` - a SAM template (JSON-able dict) with the import-csv
-  state machine, the child Lambda and least-privilege roles for both.
+  state machine, the child Lambda and least-privilege roles for both.  The
+  stack's ``Mode`` (insert, upsert, strict, blind) and ``DataTableName``
+  reach the function's environment, and its role allows exactly that mode's
+  DynamoDB calls (:data:`MODE_GRANTS`) on exactly the command and data tables.
 * :func:`build_package` - the Lambda zip: the ``importer`` package with the
   compiled ``importer._native`` from this install, checked against the Lambda
   runtime and architecture the template names, byte-for-byte reproducible.
-* :func:`register` - the ``importer asl|template|package`` subcommands.
+* :func:`register` - the ``importer asl|template|package`` subcommands; what
+  they write to stdout stays machine-readable (JSON, the zip's path), and what
+  a person needs next (placeholders to fill, the deploy commands) goes to stderr.
 """
 
 from __future__ import annotations
@@ -25,6 +30,25 @@ from pathlib import Path
 from typing import Any
 
 from importer import batching, statemachine
+
+__all__ = [
+    "DEFAULT_PACKAGE",
+    "MODE_GRANTS",
+    "PLACEHOLDERS",
+    "PackageError",
+    "Target",
+    "build_package",
+    "build_target",
+    "check_extension",
+    "function_policy",
+    "handler_third_party_imports",
+    "native_extension",
+    "package_summary",
+    "placeholder_note",
+    "register",
+    "render_template",
+    "state_machine_policy",
+]
 
 DEFAULT_PACKAGE = "importer-lambda.zip"
 HANDLER = "importer.handler.lambda_handler"
@@ -406,8 +430,10 @@ def _function_resource(
                         "s3://${Bucket}/${RejectsPrefix}", {"Bucket": _result_bucket()}
                     ),
                     "IMPORTER_MODE": _ref("Mode"),
-                    # empty: the handler derives it by the same -command -> -data rule
-                    "IMPORTER_DATA_TABLE": _ref("DataTableName"),
+                    # not given: the handler derives it by the same -command -> -data rule
+                    "IMPORTER_DATA_TABLE": {
+                        "Fn::If": ["DataTableGiven", _ref("DataTableName"), _NO_VALUE]
+                    },
                 }
             },
             "Policies": [function_policy()],

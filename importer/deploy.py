@@ -1,11 +1,16 @@
 """Deployable artefacts: the SAM template, the Lambda zip, and their CLI.
 
 * :func:`render_template` - a SAM template (JSON-able dict) with the import-csv
-  state machine, the child Lambda and least-privilege roles for both.
+  state machine, the child Lambda and least-privilege roles for both.  The
+  stack's ``Mode`` (insert, upsert, strict, blind) and ``DataTableName``
+  reach the function's environment, and its role allows exactly that mode's
+  DynamoDB calls (:data:`MODE_GRANTS`) on exactly the command and data tables.
 * :func:`build_package` - the Lambda zip: the ``importer`` package with the
   compiled ``importer._native`` from this install, checked against the Lambda
   runtime and architecture the template names, byte-for-byte reproducible.
-* :func:`register` - the ``importer asl|template|package`` subcommands.
+* :func:`register` - the ``importer asl|template|package`` subcommands; what
+  they write to stdout stays machine-readable (JSON, the zip's path), and what
+  a person needs next (placeholders to fill, the deploy commands) goes to stderr.
 """
 
 from __future__ import annotations
@@ -25,6 +30,25 @@ from pathlib import Path
 from typing import Any
 
 from importer import batching, statemachine
+
+__all__ = [
+    "DEFAULT_PACKAGE",
+    "MODE_GRANTS",
+    "PLACEHOLDERS",
+    "PackageError",
+    "Target",
+    "build_package",
+    "build_target",
+    "check_extension",
+    "function_policy",
+    "handler_third_party_imports",
+    "native_extension",
+    "package_summary",
+    "placeholder_note",
+    "register",
+    "render_template",
+    "state_machine_policy",
+]
 
 DEFAULT_PACKAGE = "importer-lambda.zip"
 HANDLER = "importer.handler.lambda_handler"
@@ -84,6 +108,58 @@ def build_target() -> Target:
 
 
 # --------------------------------------------------------------------- template
+#
+# What the child Lambda calls, per import mode (importer.handler -> importer.modes,
+# importer.lookup, importer.strict_writer; checked call by call against a Step
+# Functions run in tests/test_iam_policy.py):
+#
+#   blind   BatchWriteItem (command table)
+#   insert  DescribeTable (data table: does it exist?), BatchGetItem (data table,
+#           then command table for the versions the data table has not caught up
+#           with), BatchWriteItem (command table)
+#   upsert  as insert
+#   strict  as insert, but writes with TransactWriteItems instead of BatchWriteItem,
+#           and reads conflicting items back with BatchGetItem (command table)
+#
+# IAM for TransactWriteItems (AWS DynamoDB Developer Guide, "Using IAM with DynamoDB
+# transactions"): there is no IAM action of that name.  Each action inside the
+# transaction is authorised as its single-item counterpart on its own table:
+# Put -> dynamodb:PutItem, Update -> dynamodb:UpdateItem, Delete ->
+# dynamodb:DeleteItem, ConditionCheck -> dynamodb:ConditionCheckItem (Get in
+# TransactGetItems -> dynamodb:GetItem).  A ConditionExpression on a Put is part of
+# the Put, not a ConditionCheck action, so it needs nothing beyond PutItem; nor do
+# ReturnValuesOnConditionCheckFailure=ALL_OLD or ClientRequestToken (the old item
+# comes back under PutItem; only a policy restricting the dynamodb:ReturnValues or
+# dynamodb:Attributes condition keys would have to allow it, and this one restricts
+# neither).  So strict mode needs dynamodb:PutItem on the command table and no
+# dynamodb:BatchWriteItem at all.
+
+#: DynamoDB actions the child needs, per mode and per table ("command" is
+#: TableName, "data" is the MBC data table holding the latest versions).  The
+#: template's statements and conditions are derived from this table alone.
+MODE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "insert": {
+        "command": ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
+        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable"),
+    },
+    "upsert": {
+        "command": ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
+        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable"),
+    },
+    "strict": {
+        "command": ("dynamodb:BatchGetItem", "dynamodb:PutItem"),
+        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable"),
+    },
+    "blind": {"command": ("dynamodb:BatchWriteItem",), "data": ()},
+}
+DEFAULT_MODE = "insert"  # as `importer run` and the handler
+# How a statement's Sid names what an action is for (e.g. "ReadDescribeDataTable").
+_ACTION_WORDS = {
+    "dynamodb:BatchGetItem": "Read",
+    "dynamodb:BatchWriteItem": "BatchWrite",
+    "dynamodb:DescribeTable": "Describe",
+    "dynamodb:PutItem": "TransactWrite",
+}
 
 
 def _sub(text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -94,12 +170,292 @@ def _ref(name: str) -> dict[str, str]:
     return {"Ref": name}
 
 
+_NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
 def _result_bucket() -> dict[str, Any]:
     return {"Fn::If": ["CreateResultBucket", _ref(RESULT_BUCKET_ID), _ref("ResultBucketName")]}
 
 
+def _data_table_name() -> dict[str, Any]:
+    """DataTableName, or TableName with its trailing ``-command`` replaced by ``-data``.
+
+    The same rule as :func:`importer.modes.default_data_table`, in intrinsics:
+    ``#`` cannot occur in a table name, so ``-command#`` occurs in ``TableName#``
+    exactly when the name ends in ``-command``, and splitting there leaves the
+    prefix.  For a name not ending in ``-command`` the result is ``NAME#-data``,
+    which no table can be called: the role then grants nothing on a data table,
+    as the handler then uses none (insert checks the command table only; upsert
+    and strict stop with "needs the data table").
+    """
+    marked = {"Fn::Join": ["", [_ref("TableName"), "#"]]}
+    prefix = {"Fn::Select": [0, {"Fn::Split": ["-command#", marked]}]}
+    derived = {"Fn::Join": ["", [prefix, "-data"]]}
+    return {"Fn::If": ["DataTableGiven", _ref("DataTableName"), derived]}
+
+
 def _s3_arn(path: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     return _sub("arn:${AWS::Partition}:s3:::" + path, variables)
+
+
+def _table_arn(table: str) -> dict[str, Any]:
+    arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}"
+    name = _ref("TableName") if table == "command" else _data_table_name()
+    return _sub(arn, {"Table": name})
+
+
+def _allow(sid: str, actions: list[str], resources: list[Any]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def _only_if(condition: str, statement: dict[str, Any]) -> dict[str, Any]:
+    """The statement when ``condition`` holds, else no statement at all."""
+    return {"Fn::If": [condition, statement, _NO_VALUE]}
+
+
+def _mode_condition_name(modes: tuple[str, ...]) -> str:
+    return "ModeIs" + "Or".join(m.title() for m in modes)
+
+
+def _mode_condition(modes: tuple[str, ...]) -> dict[str, Any]:
+    equals = [{"Fn::Equals": [_ref("Mode"), m]} for m in modes]
+    return equals[0] if len(equals) == 1 else {"Fn::Or": equals}
+
+
+def _table_grants() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """``(table, modes, actions)``: each table's actions grouped by the modes that use them.
+
+    Derived from :data:`MODE_GRANTS`, so a statement holds exactly the actions
+    that every one of its modes needs, and its condition names exactly those modes.
+    """
+    modes_of: dict[tuple[str, str], tuple[str, ...]] = {}
+    for mode, tables in MODE_GRANTS.items():
+        for table, actions in tables.items():
+            for action in actions:
+                key = (table, action)
+                modes_of[key] = (*modes_of.get(key, ()), mode)
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (table, action), modes in modes_of.items():
+        groups.setdefault((table, modes), []).append(action)
+    return [(t, modes, tuple(sorted(acts))) for (t, modes), acts in sorted(groups.items())]
+
+
+def _mode_conditions() -> dict[str, Any]:
+    return {_mode_condition_name(m): _mode_condition(m) for _, m, _ in _table_grants()}
+
+
+def _table_statements() -> list[dict[str, Any]]:
+    """One statement per (table, set of modes), present only in those modes."""
+    out = []
+    for table, modes, actions in _table_grants():
+        sid = "".join(_ACTION_WORDS[a] for a in actions) + f"{table.title()}Table"
+        statement = _allow(sid, list(actions), [_table_arn(table)])
+        out.append(_only_if(_mode_condition_name(modes), statement))
+    return out
+
+
+def _spec_read_statement() -> dict[str, Any]:
+    """The spec object, and nothing else: the CSV is read by the Map's ItemReader."""
+    spec_object = _s3_arn(
+        "${SpecPath}",
+        {"SpecPath": {"Fn::Select": [1, {"Fn::Split": ["s3://", _ref("SpecS3Uri")]}]}},
+    )
+    return _allow("ReadSpec", ["s3:GetObject"], [spec_object])
+
+
+def _rejects_write_statement() -> dict[str, Any]:
+    rejects = _s3_arn("${Bucket}/${RejectsPrefix}/*", {"Bucket": _result_bucket()})
+    return _allow("WriteRejects", ["s3:PutObject"], [rejects])
+
+
+def function_policy() -> dict[str, Any]:
+    """The child Lambda's inline policy: the spec, the rejects, and the mode's table calls."""
+    return {"Statement": [_spec_read_statement(), _rejects_write_statement(), *_table_statements()]}
+
+
+def state_machine_policy(state_machine_name: str) -> dict[str, Any]:
+    """Invoke the child, read the CSV, write results, run the Distributed Map's children."""
+    states_arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+    results = _s3_arn("${Bucket}/${ResultPrefix}/*", {"Bucket": _result_bucket()})
+    function_arn = {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
+    return {
+        "Statement": [
+            _allow(
+                "InvokeChildHandler",
+                ["lambda:InvokeFunction"],
+                [function_arn, {"Fn::Sub": "${" + FUNCTION_ID + ".Arn}:*"}],
+            ),
+            _allow("ItemReader", ["s3:GetObject"], [_s3_arn("${InputBucketName}/${InputPrefix}*")]),
+            _allow(
+                "ResultWriter",
+                [
+                    "s3:PutObject",
+                    "s3:GetObject",
+                    "s3:ListMultipartUploadParts",
+                    "s3:AbortMultipartUpload",
+                ],
+                [results],
+            ),
+            _allow(
+                "DistributedMapChildren",
+                ["states:StartExecution"],
+                [_sub(f"{states_arn}:stateMachine:{state_machine_name}")],
+            ),
+            _allow(
+                "DistributedMapChildExecutions",
+                ["states:DescribeExecution", "states:StopExecution"],
+                [
+                    _sub(f"{states_arn}:execution:{state_machine_name}/*"),
+                    _sub(f"{states_arn}:express:{state_machine_name}/*"),
+                ],
+            ),
+        ]
+    }
+
+
+def _parameters() -> dict[str, Any]:
+    key_prefix = {"Type": "String", "AllowedPattern": r"^[^/].*[^/]$|^[^/]$"}
+    table_name = r"[a-zA-Z0-9_.-]{3,255}"
+    return {
+        "TableName": {
+            "Type": "String",
+            "Description": "DynamoDB command table the records are written to",
+            "AllowedPattern": f"^{table_name}$",
+        },
+        "Mode": {
+            "Type": "String",
+            "Default": DEFAULT_MODE,
+            "AllowedValues": list(MODE_GRANTS),
+            "Description": (
+                "Import mode for rows whose entity exists: insert (refuse them), upsert "
+                "(write the next version when changed), strict (as upsert, with conditional "
+                "transactions), blind (no reads, every row version 1). The function's role "
+                "allows exactly this mode's DynamoDB calls, so a per-execution 'mode' in the "
+                "execution input must match it"
+            ),
+        },
+        "DataTableName": {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": f"^$|^{table_name}$",
+            "Description": (
+                "MBC data table (latest versions) that insert/upsert/strict read first. Empty: "
+                "TableName with its trailing -command replaced by -data; give it when TableName "
+                "does not end in -command (upsert and strict need it, insert then checks the "
+                "command table only). Unused in blind mode"
+            ),
+        },
+        "InputBucketName": {
+            "Type": "String",
+            "Description": "Bucket holding the CSV files to import",
+            "AllowedPattern": r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        },
+        "InputPrefix": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Key prefix the CSV files live under (empty: the whole bucket)",
+        },
+        "SpecS3Uri": {
+            "Type": "String",
+            "Description": "s3://bucket/key of the import spec (TOML or JSON)",
+            "AllowedPattern": r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$",
+        },
+        "ResultBucketName": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Bucket for Map run results and rejects (empty: create one)",
+        },
+        "ResultPrefix": {
+            **key_prefix,
+            "Default": "import-results",
+            "Description": "Key prefix of the Distributed Map ResultWriter output",
+        },
+        "RejectsPrefix": {
+            **key_prefix,
+            "Default": "import-rejects",
+            "Description": "Key prefix the handler writes rejected rows under",
+        },
+    }
+
+
+def _conditions() -> dict[str, Any]:
+    return {
+        "CreateResultBucket": {"Fn::Equals": [_ref("ResultBucketName"), ""]},
+        "DataTableGiven": {"Fn::Not": [{"Fn::Equals": [_ref("DataTableName"), ""]}]},
+        **_mode_conditions(),
+    }
+
+
+def _result_bucket_resource() -> dict[str, Any]:
+    return {
+        "Type": "AWS::S3::Bucket",
+        "Condition": "CreateResultBucket",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        },
+    }
+
+
+def _function_resource(
+    *, code_uri: str, runtime: str, architecture: str, timeout: int, memory_size: int
+) -> dict[str, Any]:
+    return {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {
+            "Description": "import-csv Distributed Map child: one batch of CSV rows",
+            "Runtime": runtime,
+            "Handler": HANDLER,
+            "CodeUri": code_uri,
+            "Architectures": [architecture],
+            "Timeout": timeout,
+            "MemorySize": memory_size,
+            "Environment": {
+                "Variables": {
+                    "IMPORTER_TABLE": _ref("TableName"),
+                    "IMPORTER_SPEC": _ref("SpecS3Uri"),
+                    "IMPORTER_REJECTS": _sub(
+                        "s3://${Bucket}/${RejectsPrefix}", {"Bucket": _result_bucket()}
+                    ),
+                    "IMPORTER_MODE": _ref("Mode"),
+                    # not given: the handler derives it by the same -command -> -data rule
+                    "IMPORTER_DATA_TABLE": {
+                        "Fn::If": ["DataTableGiven", _ref("DataTableName"), _NO_VALUE]
+                    },
+                }
+            },
+            "Policies": [function_policy()],
+        },
+    }
+
+
+def _state_machine_resource(definition: dict[str, Any], name: str) -> dict[str, Any]:
+    return {
+        "Type": "AWS::Serverless::StateMachine",
+        "Properties": {
+            "Name": _sub(name),
+            "Type": "STANDARD",
+            "Definition": definition,
+            "DefinitionSubstitutions": {
+                "CsvRowsHandlerFunctionArn": {"Fn::GetAtt": [FUNCTION_ID, "Arn"]},
+                "ResultBucket": _result_bucket(),
+                "ResultPrefix": _ref("ResultPrefix"),
+            },
+            "Policies": [state_machine_policy(name)],
+        },
+    }
 
 
 def render_template(
@@ -118,9 +474,11 @@ def render_template(
 
     Runtime and architecture default to this interpreter and machine, which is
     what :func:`build_package` checks the compiled extension against: build the
-    zip and render the template on the same machine.  Table, buckets, prefixes
-    and the spec location are stack parameters; the result bucket is created
-    when ``ResultBucketName`` is left empty.
+    zip and render the template on the same machine.  Table, import mode, data
+    table, buckets, prefixes and the spec location are stack parameters; the
+    result bucket is created when ``ResultBucketName`` is left empty.  The
+    function's role allows exactly the calls of the chosen ``Mode``
+    (:data:`MODE_GRANTS`) on exactly the command and data tables.
     """
     target = build_target()
     runtime = runtime or target.runtime
@@ -134,197 +492,34 @@ def render_template(
         )
 
     definition = statemachine.import_csv_definition(
-        lambda_arn="${CsvRowsHandlerFunctionArn}",
+        lambda_arn=statemachine.LAMBDA_ARN_PLACEHOLDER,
         max_items_per_batch=max_items_per_batch,
         max_input_bytes_per_batch=max_input_bytes_per_batch,
         max_concurrency=max_concurrency,
         tolerated_failure_percentage=tolerated_failure_percentage,
-        result_bucket="${ResultBucket}",
+        result_bucket=statemachine.RESULT_BUCKET_PLACEHOLDER,
         result_prefix="${ResultPrefix}",
     )
     state_machine_name = "${AWS::StackName}-import-csv"
-    table_arn = _sub(
-        "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${TableName}"
-    )
-    input_objects = _s3_arn("${InputBucketName}/${InputPrefix}*")
-    spec_object = _s3_arn(
-        "${SpecPath}",
-        {"SpecPath": {"Fn::Select": [1, {"Fn::Split": ["s3://", _ref("SpecS3Uri")]}]}},
-    )
-    bucket_var = {"Bucket": _result_bucket()}
-    function_arn = {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
-    states_arn = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
-
-    function_policy = {
-        "Statement": [
-            {
-                "Sid": "ReadInputAndSpec",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": [input_objects, spec_object],
-            },
-            {
-                "Sid": "WriteRejects",
-                "Effect": "Allow",
-                "Action": ["s3:PutObject"],
-                "Resource": [_s3_arn("${Bucket}/${RejectsPrefix}/*", bucket_var)],
-            },
-            {
-                "Sid": "WriteTable",
-                "Effect": "Allow",
-                "Action": [
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:BatchGetItem",
-                    "dynamodb:DescribeTable",
-                ],
-                "Resource": [table_arn],
-            },
-        ]
-    }
-    state_machine_policy = {
-        "Statement": [
-            {
-                "Sid": "InvokeChildHandler",
-                "Effect": "Allow",
-                "Action": ["lambda:InvokeFunction"],
-                "Resource": [function_arn, {"Fn::Sub": "${" + FUNCTION_ID + ".Arn}:*"}],
-            },
-            {
-                "Sid": "ItemReader",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": [input_objects],
-            },
-            {
-                "Sid": "ResultWriter",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:PutObject",
-                    "s3:GetObject",
-                    "s3:ListMultipartUploadParts",
-                    "s3:AbortMultipartUpload",
-                ],
-                "Resource": [_s3_arn("${Bucket}/${ResultPrefix}/*", bucket_var)],
-            },
-            {
-                "Sid": "DistributedMapChildren",
-                "Effect": "Allow",
-                "Action": ["states:StartExecution"],
-                "Resource": [_sub(f"{states_arn}:stateMachine:{state_machine_name}")],
-            },
-            {
-                "Sid": "DistributedMapChildExecutions",
-                "Effect": "Allow",
-                "Action": ["states:DescribeExecution", "states:StopExecution"],
-                "Resource": [
-                    _sub(f"{states_arn}:execution:{state_machine_name}/*"),
-                    _sub(f"{states_arn}:express:{state_machine_name}/*"),
-                ],
-            },
-        ]
-    }
-
-    key_prefix = {"Type": "String", "AllowedPattern": r"^[^/].*[^/]$|^[^/]$"}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": (
             "importer: CSV in S3 -> Step Functions Distributed Map (import-csv) -> "
-            "Lambda -> DynamoDB BatchWriteItem as MBC CQRS command records"
+            "Lambda -> DynamoDB as MBC CQRS command records"
         ),
-        "Parameters": {
-            "TableName": {
-                "Type": "String",
-                "Description": "DynamoDB table the records are written to",
-                "AllowedPattern": r"^[a-zA-Z0-9_.-]{3,255}$",
-            },
-            "InputBucketName": {
-                "Type": "String",
-                "Description": "Bucket holding the CSV files to import",
-                "AllowedPattern": r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
-            },
-            "InputPrefix": {
-                "Type": "String",
-                "Default": "",
-                "Description": "Key prefix the CSV files live under (empty: the whole bucket)",
-            },
-            "SpecS3Uri": {
-                "Type": "String",
-                "Description": "s3://bucket/key of the import spec (TOML or JSON)",
-                "AllowedPattern": r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$",
-            },
-            "ResultBucketName": {
-                "Type": "String",
-                "Default": "",
-                "Description": "Bucket for Map run results and rejects (empty: create one)",
-            },
-            "ResultPrefix": {
-                **key_prefix,
-                "Default": "import-results",
-                "Description": "Key prefix of the Distributed Map ResultWriter output",
-            },
-            "RejectsPrefix": {
-                **key_prefix,
-                "Default": "import-rejects",
-                "Description": "Key prefix the handler writes rejected rows under",
-            },
-        },
-        "Conditions": {"CreateResultBucket": {"Fn::Equals": [_ref("ResultBucketName"), ""]}},
+        "Parameters": _parameters(),
+        "Conditions": _conditions(),
         "Resources": {
-            RESULT_BUCKET_ID: {
-                "Type": "AWS::S3::Bucket",
-                "Condition": "CreateResultBucket",
-                "DeletionPolicy": "Retain",
-                "UpdateReplacePolicy": "Retain",
-                "Properties": {
-                    "BucketEncryption": {
-                        "ServerSideEncryptionConfiguration": [
-                            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                        ]
-                    },
-                    "PublicAccessBlockConfiguration": {
-                        "BlockPublicAcls": True,
-                        "BlockPublicPolicy": True,
-                        "IgnorePublicAcls": True,
-                        "RestrictPublicBuckets": True,
-                    },
-                    "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-                },
-            },
-            FUNCTION_ID: {
-                "Type": "AWS::Serverless::Function",
-                "Properties": {
-                    "Description": "import-csv Distributed Map child: one batch of CSV rows",
-                    "Runtime": runtime,
-                    "Handler": HANDLER,
-                    "CodeUri": code_uri,
-                    "Architectures": [architecture],
-                    "Timeout": function_timeout,
-                    "MemorySize": memory_size,
-                    "Environment": {
-                        "Variables": {
-                            "IMPORTER_TABLE": _ref("TableName"),
-                            "IMPORTER_SPEC": _ref("SpecS3Uri"),
-                            "IMPORTER_REJECTS": _sub("s3://${Bucket}/${RejectsPrefix}", bucket_var),
-                        }
-                    },
-                    "Policies": [function_policy],
-                },
-            },
-            STATE_MACHINE_ID: {
-                "Type": "AWS::Serverless::StateMachine",
-                "Properties": {
-                    "Name": _sub(state_machine_name),
-                    "Type": "STANDARD",
-                    "Definition": definition,
-                    "DefinitionSubstitutions": {
-                        "CsvRowsHandlerFunctionArn": function_arn,
-                        "ResultBucket": _result_bucket(),
-                        "ResultPrefix": _ref("ResultPrefix"),
-                    },
-                    "Policies": [state_machine_policy],
-                },
-            },
+            RESULT_BUCKET_ID: _result_bucket_resource(),
+            FUNCTION_ID: _function_resource(
+                code_uri=code_uri,
+                runtime=runtime,
+                architecture=architecture,
+                timeout=function_timeout,
+                memory_size=memory_size,
+            ),
+            STATE_MACHINE_ID: _state_machine_resource(definition, state_machine_name),
         },
         "Outputs": {
             "ImportCsvStateMachineArn": {
@@ -333,6 +528,7 @@ def render_template(
             },
             "CsvRowsHandlerFunctionName": {"Value": _ref(FUNCTION_ID)},
             "ResultBucketName": {"Value": _result_bucket()},
+            "ImportMode": {"Value": _ref("Mode")},
         },
     }
 
@@ -531,6 +727,75 @@ def _limit(value: int | None) -> int | None:
     return None if value == 0 else value
 
 
+#: The ``${Name}`` placeholders the ASL leaves for the template to fill:
+#: what each stands for, what the template fills it with, and the `asl` flag
+#: that fills it instead.
+PLACEHOLDERS: dict[str, tuple[str, str, str]] = {
+    "CsvRowsHandlerFunctionArn": (
+        "the child Lambda's ARN",
+        "Fn::GetAtt CsvRowsHandlerFunction.Arn",
+        "--lambda-arn ARN",
+    ),
+    "ResultBucket": (
+        "the bucket the Distributed Map's ResultWriter writes to",
+        "the ResultBucketName parameter, or the bucket the stack creates",
+        "--result-bucket NAME",
+    ),
+}
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_LAMBDA_ARN = re.compile(
+    r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[\w$-]+)?$"
+)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def placeholder_note(value: Any) -> str | None:
+    """Which ``${...}`` placeholders ``value`` still holds, who fills them, how to by hand.
+
+    None when there are none (every one was given on the command line).
+    """
+    found = sorted(set(_PLACEHOLDER.findall(json.dumps(value))))
+    if not found:
+        return None
+    names = ", ".join("${" + n + "}" for n in found)
+    lines = [
+        f"importer asl: placeholders left in the definition: {names}",
+        "  `importer template` fills them at deploy time (the state machine's "
+        "DefinitionSubstitutions):",
+    ]
+    flags = []
+    for name in found:
+        what, filled, flag = PLACEHOLDERS.get(name, (name, "a DefinitionSubstitutions entry", ""))
+        lines.append(f"    ${{{name}}} = {what} ({filled})")
+        if flag:
+            flags.append(flag)
+    by_hand = f"pass {' '.join(flags)}, or " if flags else ""
+    lines.append(
+        f"  without that template: {by_hand}give these names in the DefinitionSubstitutions "
+        "of your own AWS::StepFunctions::StateMachine"
+    )
+    return "\n".join(lines)
+
+
+def _asl_substitutions(args: argparse.Namespace) -> dict[str, str]:
+    """--lambda-arn / --result-bucket, checked, as definition keywords."""
+    out: dict[str, str] = {}
+    if args.lambda_arn is not None:
+        if not _LAMBDA_ARN.match(args.lambda_arn):
+            raise ValueError(
+                f"--lambda-arn {args.lambda_arn!r} is not a Lambda function ARN "
+                "(arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+            )
+        out["lambda_arn"] = args.lambda_arn
+    if args.result_bucket is not None:
+        if not _BUCKET.match(args.result_bucket):
+            raise ValueError(f"--result-bucket {args.result_bucket!r} is not an S3 bucket name")
+        if args.machine not in ("import-csv", "all"):
+            raise ValueError(f"--result-bucket applies to import-csv, not {args.machine}")
+        out["result_bucket"] = args.result_bucket
+    return out
+
+
 def _cmd_asl(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "max_items_per_batch": _limit(args.batch_items),
@@ -539,16 +804,20 @@ def _cmd_asl(args: argparse.Namespace) -> int:
         "tolerated_failure_percentage": args.tolerated_failure_percentage,
     }
     try:
+        given = _asl_substitutions(args)
         if args.machine == "all":
-            value: dict[str, Any] = statemachine.all_definitions(**options)
+            value: dict[str, Any] = statemachine.all_definitions(**options, **given)
         elif args.machine == "import-csv":
-            value = statemachine.import_csv_definition(**options)
+            value = statemachine.import_csv_definition(**options, **given)
         else:
-            value = statemachine.definition(args.machine)
+            value = statemachine.definition(args.machine, **given)
     except (batching.BatchLimitError, ValueError) as exc:
         print(f"importer asl: {exc}", file=sys.stderr)
         return 2
     _write_json(value, args.out)
+    note = placeholder_note(value)
+    if note:
+        print(note, file=sys.stderr)  # stdout stays the JSON alone
     return 0
 
 
@@ -568,13 +837,42 @@ def _cmd_template(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB" if n >= 100_000 else f"{n / 1000:.1f} kB"
+
+
+def package_summary(path: Path, target: Target) -> str:
+    """What `importer package` built, and the commands that deploy it."""
+    with zipfile.ZipFile(path) as zf:
+        files = len(zf.infolist())
+    size = path.stat().st_size
+    return "\n".join(
+        [
+            f"importer package: built {path} ({_size(size)}, {files} files): the importer "
+            f"package with its compiled core for {target.runtime} on {target.architecture}, "
+            f"handler {HANDLER}",
+            "next, deploy it with the SAM template (rendered on this machine, so it names "
+            "the same runtime and architecture):",
+            f"  importer template --code-uri {path} --out template.json",
+            "  sam deploy --template-file template.json --stack-name importer "
+            "--capabilities CAPABILITY_IAM --resolve-s3 \\",
+            "    --parameter-overrides TableName=ENV-APP-MODULE-command "
+            "InputBucketName=BUCKET SpecS3Uri=s3://BUCKET/spec.toml Mode=insert",
+            "or update a function already deployed:",
+            f"  aws lambda update-function-code --function-name NAME --zip-file fileb://{path}",
+        ]
+    )
+
+
 def _cmd_package(args: argparse.Namespace) -> int:
+    target = build_target()
     try:
-        path = build_package(Path(args.out))
+        path = build_package(Path(args.out), target=target)
     except PackageError as exc:
         print(f"importer package: {exc}", file=sys.stderr)
         return 2
-    print(path)
+    print(path)  # stdout: just the path, for scripts
+    print(package_summary(path, target), file=sys.stderr)
     return 0
 
 
@@ -606,6 +904,16 @@ def register(subparsers: Any) -> None:
     )
     asl.add_argument("--machine", choices=[*statemachine.MACHINES, "all"], default="import-csv")
     asl.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    asl.add_argument(
+        "--lambda-arn",
+        metavar="ARN",
+        help="fill ${CsvRowsHandlerFunctionArn} (default: left for the template to fill)",
+    )
+    asl.add_argument(
+        "--result-bucket",
+        metavar="NAME",
+        help="fill ${ResultBucket} of import-csv (default: left for the template to fill)",
+    )
     _add_map_options(asl)
     asl.set_defaults(func=_cmd_asl)
 

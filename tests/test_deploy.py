@@ -25,11 +25,12 @@ TARGET = deploy.build_target()
 
 
 def _tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
+    # The one installed beside this interpreter first: an older cfn-lint earlier on
+    # PATH carries older runtime-deprecation data and fails templates for that alone.
     candidate = Path(sysconfig.get_path("scripts")) / name
-    return str(candidate) if candidate.exists() else None
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name)
 
 
 def require_tool(name: str) -> str:
@@ -111,26 +112,42 @@ def test_template_options():
         render_template(max_items_per_batch=None, max_input_bytes_per_batch=10)
 
 
+def _resolved(mode: str, **parameters: str):
+    from tests.test_iam_policy import Stack, physical_ids
+
+    base = {"TableName": "dev-app-master-command", "InputBucketName": "inbox"}
+    base |= {"SpecS3Uri": "s3://cfg/spec.toml", "Mode": mode, **parameters}
+    return Stack(render_template(), base, physical=physical_ids())
+
+
 def test_template_iam_is_least_privilege():
     t = render_template()
     for resource in ("CsvRowsHandlerFunction", "ImportCsvStateMachine"):
-        for st in statements(t, resource):
-            assert st["Effect"] == "Allow"
-            assert all("*" not in a for a in st["Action"]), st
-            for leaf in _walk(st["Resource"]):
-                assert leaf != "*", st
+        for leaf in _walk(t["Resources"][resource]["Properties"]["Policies"]):
+            assert leaf != "*"
 
-    fn = {a: st["Resource"] for st in statements(t, "CsvRowsHandlerFunction") for a in st["Action"]}
-    assert set(fn) == {
-        "s3:GetObject",
-        "s3:PutObject",
-        "dynamodb:BatchWriteItem",
-        "dynamodb:BatchGetItem",
-        "dynamodb:DescribeTable",
-    }
-    assert "table/${TableName}" in json.dumps(fn["dynamodb:BatchWriteItem"])
-    assert "${RejectsPrefix}/*" in json.dumps(fn["s3:PutObject"])
-    assert "SpecS3Uri" in json.dumps(fn["s3:GetObject"])
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/dev-app-master-"
+    for mode, tables in deploy.MODE_GRANTS.items():
+        stack = _resolved(mode)
+        [policy] = stack.resource("CsvRowsHandlerFunction")["Properties"]["Policies"]
+        granted: dict[str, set[str]] = {}
+        for st in policy["Statement"]:
+            assert st["Effect"] == "Allow" and set(st) == {"Sid", "Effect", "Action", "Resource"}
+            for action in st["Action"]:
+                assert "*" not in action
+                granted.setdefault(action, set()).update(st["Resource"])
+        expected = {
+            "s3:GetObject": {"arn:aws:s3:::cfg/spec.toml"},  # the spec, not the input CSVs
+            "s3:PutObject": {"arn:aws:s3:::created-results/import-rejects/*"},
+        }
+        for role, actions in tables.items():
+            for action in actions:
+                expected.setdefault(action, set()).add(table + role)
+        assert granted == expected, mode
+        env = stack.resource("CsvRowsHandlerFunction")["Properties"]["Environment"]["Variables"]
+        assert env["IMPORTER_MODE"] == mode and "IMPORTER_DATA_TABLE" not in env
+    assert "dynamodb:PutItem" in deploy.MODE_GRANTS["strict"]["command"]
+    assert "dynamodb:BatchWriteItem" not in deploy.MODE_GRANTS["strict"]["command"]
 
     sm = statements(t, "ImportCsvStateMachine")
     by_sid = {st["Sid"]: st for st in sm}
@@ -151,6 +168,26 @@ def test_template_iam_is_least_privilege():
     name = t["Resources"]["ImportCsvStateMachine"]["Properties"]["Name"]["Fn::Sub"]
     assert name in json.dumps(by_sid["DistributedMapChildren"]["Resource"])
     assert "${ResultPrefix}/*" in json.dumps(by_sid["ResultWriter"]["Resource"])
+    assert "${InputBucketName}/${InputPrefix}*" in json.dumps(by_sid["ItemReader"]["Resource"])
+
+
+def test_template_names_an_explicit_data_table_in_env_and_policy():
+    stack = _resolved("upsert", DataTableName="latest", ResultBucketName="mine")
+    props = stack.resource("CsvRowsHandlerFunction")["Properties"]
+    assert props["Environment"]["Variables"]["IMPORTER_DATA_TABLE"] == "latest"
+    assert props["Environment"]["Variables"]["IMPORTER_REJECTS"] == "s3://mine/import-rejects"
+    [policy] = props["Policies"]
+    resources = {r for st in policy["Statement"] for r in st["Resource"]}
+    assert "arn:aws:dynamodb:us-east-1:123456789012:table/latest" in resources
+    assert not any(r.endswith("-data") for r in resources)
+    blind = _resolved("blind").resource("CsvRowsHandlerFunction")["Properties"]["Policies"][0]
+    assert [s["Sid"] for s in blind["Statement"]] == [
+        "ReadSpec",
+        "WriteRejects",
+        "BatchWriteCommandTable",
+    ]
+    with pytest.raises(ValueError, match="Mode"):
+        _resolved("fast")
 
 
 def test_template_creates_the_result_bucket_only_when_none_is_given():
@@ -374,6 +411,75 @@ def test_cli_template_and_package(tmp_path, capsys):
     t = json.loads(out.read_text())
     assert t["Resources"]["CsvRowsHandlerFunction"]["Properties"]["CodeUri"] == "build/l.zip"
     zip_path = tmp_path / "l.zip"
+    capsys.readouterr()
     assert run_cli("package", "--out", str(zip_path)) == 0
-    assert capsys.readouterr().out.strip() == str(zip_path)
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(zip_path)  # stdout: the path alone, for scripts
     assert zipfile.is_zipfile(zip_path)
+    # stderr: what was built and what to do with it
+    err = captured.err
+    with zipfile.ZipFile(zip_path) as zf:
+        files = len(zf.infolist())
+    assert f"built {zip_path} (" in err and f", {files} files)" in err
+    assert re.search(r"\(\d+\.\d (kB|MB), ", err)
+    assert f"for {TARGET.runtime} on {TARGET.architecture}" in err
+    assert "handler importer.handler.lambda_handler" in err
+    assert f"importer template --code-uri {zip_path} --out template.json" in err
+    assert "sam deploy --template-file template.json" in err and "CAPABILITY_IAM" in err
+    for parameter in ("TableName=", "InputBucketName=", "SpecS3Uri=", "Mode="):
+        assert parameter in err and parameter[:-1] in render_template()["Parameters"]
+    assert f"fileb://{zip_path}" in err
+
+
+def test_cli_package_failure_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "importer._native", None)
+    assert run_cli("package", "--out", str(tmp_path / "x.zip")) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("importer package: importer._native is not built")
+    assert captured.err.count("\n") == 1
+
+
+def test_cli_asl_says_who_fills_the_placeholders(capsys):
+    assert run_cli("asl") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == statemachine.import_csv_definition()  # stdout: JSON only
+    err = captured.err
+    assert "${CsvRowsHandlerFunctionArn}" in err and "${ResultBucket}" in err
+    assert "DefinitionSubstitutions" in err and "importer template" in err
+    assert "--lambda-arn ARN" in err and "--result-bucket NAME" in err
+    # every placeholder the note explains is one the template's substitutions fill
+    left = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", captured.out))
+    subs = render_template()["Resources"]["ImportCsvStateMachine"]["Properties"]
+    assert left == set(deploy.PLACEHOLDERS) and left <= set(subs["DefinitionSubstitutions"])
+
+
+def test_cli_asl_fills_placeholders_by_hand(capsys):
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:csv-rows"
+    assert run_cli("asl", "--lambda-arn", arn, "--result-bucket", "my-results") == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # nothing left to explain
+    assert "${" not in captured.out
+    assert json.loads(captured.out) == statemachine.import_csv_definition(
+        lambda_arn=arn, result_bucket="my-results"
+    )
+    assert run_cli("asl", "--machine", "task-handler", "--lambda-arn", arn) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and arn in captured.out
+    assert run_cli("asl", "--machine", "all", "--lambda-arn", arn) == 0
+    captured = capsys.readouterr()
+    assert "${ResultBucket}" in captured.err and "CsvRowsHandlerFunctionArn" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lambda-arn", "csv-rows"], "is not a Lambda function ARN"),
+        (["--result-bucket", "Bad_Bucket"], "is not an S3 bucket name"),
+        (["--machine", "task-handler", "--result-bucket", "ok-bucket"], "applies to import-csv"),
+    ],
+)
+def test_cli_asl_refuses_bad_substitutions(argv, message, capsys):
+    assert run_cli("asl", *argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1

@@ -38,7 +38,6 @@ from botocore.client import BaseClient
 
 from importer import deploy
 from importer.handler import handle_event
-from importer.writer import Boto3BatchWriter
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
 from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 from tests.test_stepfunctions_e2e import make_csv
@@ -431,12 +430,9 @@ def run_child_calls(
     monkeypatch.setattr(BaseClient, "_make_api_call", recorder.wrap(BaseClient._make_api_call))
 
     def csv_rows_handler(event: Any) -> Any:
-        # The Lambda's own writer, but through boto3 so that moto serves it (the
-        # deployed default, the signed-HTTP writer, bypasses botocore).
-        writer = Boto3BatchWriter(
-            table=fn["Environment"]["Variables"]["IMPORTER_TABLE"], region=REGION, workers=4
-        )
-        return handle_event(event, writer=writer, engine="native")
+        # The Lambda's own pipeline, but on the boto3 client so that moto serves it (the
+        # deployed default, the signed-HTTP client, bypasses botocore).
+        return handle_event(event, writer="boto3", engine="native")
 
     sfn = cloud["sfn"]
     name = f"{STACK}-{mode}"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,3 +108,43 @@ type = "integer"
 [columns.active]
 type = "boolean"
 """
+
+
+@dataclass
+class CliRun:
+    """What one `importer` command did: exit code, summary JSON, and its stderr lines."""
+
+    code: int
+    summary: dict
+    stderr: str
+    stdout: str
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, capsys):
+    """Run `importer COMMAND SOURCE --spec SPEC --flag value ...` in-process.
+
+    Keyword flags become options (`batch_items=10` -> `--batch-items 10`, `True` -> a
+    bare flag, `None`/`False` -> left out); a summary JSON is always requested and
+    returned parsed (empty when the command stopped before writing it).
+    """
+
+    def run(command: str, source: str | Path, *args: str, **flags: Any) -> CliRun:
+        from importer.cli import main
+
+        summary = tmp_path / f"summary-{uuid.uuid4().hex[:8]}.json"
+        argv = [command, str(source), *args]
+        flags.setdefault("summary_json", summary)
+        for name, value in flags.items():
+            if value is None or value is False:
+                continue
+            argv.append("--" + name.replace("_", "-"))
+            if value is not True:
+                argv.append(str(value))
+        capsys.readouterr()
+        code = main(argv)
+        out, err = capsys.readouterr()
+        data = json.loads(summary.read_text()) if summary.exists() else {}
+        return CliRun(code, data, err, out)
+
+    return run

@@ -1,0 +1,177 @@
+"""One pipeline: the defects that came from assembling the import in several places.
+
+Each test pins one of them through the command a user types (`run_cli`), against
+the loopback DynamoDB (tests/ddb_server.py) or moto:
+
+1. a batch fails by one rule, locally as in the Lambda: a row DynamoDB refused;
+   bad data and rows that already exist are outcomes, never failed batches;
+2. (the Lambda's rejects format: tests/test_handler.py);
+3. a fatal error mid-run leaves a checkpoint that `--resume` continues;
+4. (the template's IAM policy per mode: tests/test_iam_policy.py);
+5. strict mode against an endpoint without TransactWriteItems stops in one line.
+
+Plus: the standard endpoint variables reach every path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import PRODUCT_SPEC  # noqa: E402
+from ddb_server import DdbBackend, DdbServer  # noqa: E402
+
+CMD = "shop-app-master-command"
+DATA = "shop-app-master-data"
+HEADER = ["sku", "name", "price", "qty", "active"]
+
+
+def write_csv(path: Path, skus: list[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(HEADER)
+        for n, sku in enumerate(skus):
+            out.writerow([sku, f"item {n}", f"{n}.5", str(n), "yes"])
+    return path
+
+
+@pytest.fixture
+def spec(write_file) -> Path:
+    return write_file("spec.toml", PRODUCT_SPEC)
+
+
+@pytest.fixture
+def srv():
+    with DdbServer(tables=[CMD, DATA]) as server:
+        yield server
+
+
+def test_refused_rows_fail_their_batch_locally_as_the_lambda_does(run_cli, spec, srv, tmp_path):
+    skus = [f"P-{i:03d}" for i in range(40)]
+    skus[13] = "REFUSED-1"  # DynamoDB refuses it (a service-side ValidationException)
+    skus[25] = "bad sku"  # bad data: rejected, its batch does not fail
+    src = write_csv(tmp_path / "in.csv", skus)
+    srv.faults.set(validation_error_for=lambda item: item["code"]["S"].startswith("REFUSED"))
+    flags = dict(spec=spec, table=CMD, endpoint_url=srv.endpoint_url, batch_items=10, quiet=True)
+
+    res = run_cli("run", src, output_dir=tmp_path / "out", **flags)
+    assert res.code == 3
+    s = res.summary
+    assert (s["written"], s["rejected"], s["failed"], s["failed_batches"]) == (38, 1, 1, 1)
+    failed = json.loads((tmp_path / "out" / "FAILED_0.json").read_text())
+    assert [e["Name"].rsplit("-", 1)[1] for e in failed] == ["1"]  # the batch of line 15
+    succeeded = json.loads((tmp_path / "out" / "SUCCEEDED_0.json").read_text())
+    assert len(succeeded) == 3  # the batch holding the bad row succeeded
+
+    # the Map run's tolerance applies to it: 10 items of failed batches > 0 tolerated
+    again = run_cli("run", src, tolerated_failure_count=0, mode="blind", **flags)
+    assert again.code == 1 and "map run failed" in again.stderr
+
+
+def test_rerunning_an_insert_is_not_a_failure_nor_bad_data(run_cli, spec, srv, tmp_path):
+    src = write_csv(tmp_path / "in.csv", [f"P-{i:03d}" for i in range(60)])
+    flags = dict(spec=spec, table=CMD, endpoint_url=srv.endpoint_url, quiet=True)
+    assert run_cli("run", src, **flags).code == 0
+    res = run_cli("run", src, max_rejects=5, output_dir=tmp_path / "out", **flags)
+    assert res.code == 3, res.stderr  # finished with rejects; not the fatal reject limit
+    s = res.summary
+    assert (s["written"], s["rejected"], s["existing"], s["failed_batches"]) == (0, 60, 60, 0)
+    assert not (tmp_path / "out" / "FAILED_0.json").exists()
+    with open(tmp_path / "in.rejects.csv", encoding="utf-8") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0] == ["line", "column", "value", "reason", *HEADER]
+    assert lines[1] == [
+        "2",
+        "sku",
+        "P-000",
+        "exists (version 1)",
+        "P-000",
+        "item 0",
+        "0.5",
+        "0",
+        "yes",
+    ]
+
+
+def test_a_fatal_error_mid_run_leaves_a_resumable_checkpoint(run_cli, spec, srv, tmp_path):
+    src = write_csv(tmp_path / "in.csv", [f"P-{i:04d}" for i in range(1000)])
+    seen = []
+
+    def revoke_after_300(item):
+        seen.append(item)
+        if len(seen) == 300:  # the credentials expire mid-run
+            srv.access_key_id = "ROTATED"
+        return None
+
+    srv.faults.set(validation_error_for=revoke_after_300)
+    flags = dict(
+        spec=spec,
+        table=CMD,
+        endpoint_url=srv.endpoint_url,
+        batch_items=100,
+        workers=2,
+        mode="blind",
+        checkpoint=tmp_path / "cp.jsonl",
+        quiet=True,
+    )
+    res = run_cli("run", src, **flags)
+    assert res.code == 1
+    [line] = res.stderr.strip().splitlines()
+    assert "UnrecognizedClientException" in line and "--resume" in line
+    checkpoint = (tmp_path / "cp.jsonl").read_text()
+    assert '"complete"' not in checkpoint and '"batch"' in checkpoint
+
+    srv.access_key_id = None  # fixed
+    srv.faults.clear()
+    resumed = run_cli("run", src, resume=True, **flags)
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.summary["rows"] == resumed.summary["written"] == 1000
+    assert resumed.summary["resumed_batches"] >= 1
+    assert len(srv.items(CMD)) == 1000
+
+
+def test_strict_mode_without_transactions_is_fatal_and_writes_nothing(
+    run_cli, spec, srv, tmp_path, monkeypatch
+):
+    monkeypatch.delattr(DdbBackend, "op_TransactWriteItems")  # as dynalite
+    src = write_csv(tmp_path / "in.csv", [f"P-{i:03d}" for i in range(30)])
+    res = run_cli(
+        "run", src, spec=spec, table=CMD, endpoint_url=srv.endpoint_url, mode="strict", quiet=True
+    )
+    assert res.code == 1
+    [line] = res.stderr.strip().splitlines()
+    assert "does not implement TransactWriteItems" in line and srv.endpoint_url in line
+    assert srv.items(CMD) == {}
+
+
+def test_standard_endpoint_variables_reach_every_path(run_cli, spec, srv, tmp_path, monkeypatch):
+    """AWS_ENDPOINT_URL_DYNAMODB for the writer and lookups, AWS_ENDPOINT_URL_S3 for the source."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        s3_url = f"http://127.0.0.1:{moto.get_host_and_port()[1]}"
+        s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
+        s3.create_bucket(Bucket="inbox")
+        s3.upload_file(str(write_csv(tmp_path / "in.csv", ["A-1", "B-2"])), "inbox", "in.csv")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", srv.endpoint_url)
+        res = run_cli("run", "s3://inbox/in.csv", spec=spec, table=CMD, quiet=True)
+        assert res.code == 0, res.stderr
+        assert len(srv.items(CMD)) == 2
+        assert srv.stats()["calls.BatchGetItem"] >= 1  # the insert mode's reads went there too
+        monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", srv.endpoint_url)  # the general one, for both
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+        res = run_cli("validate", tmp_path / "in.csv", spec=spec, table=CMD, quiet=True)
+        assert res.code == 3 and res.summary["existing"] == 2  # read through AWS_ENDPOINT_URL
+    finally:
+        moto.stop()

@@ -3,9 +3,9 @@
 Against the loopback DynamoDB (tests/ddb_server.py) in a separate process.  For
 every mode a fresh command + data table pair is seeded (not timed) with half of
 the entities at version 1, the data table synced; then the same file of N rows
-(all entities, 10% of the existing ones changed) goes through the mode stage and
-the mode's writer on 50 workers, in batches of 1000 -- what `process_batch`
-does after the transform (the transform is done once beforehand, not timed).
+(all entities, 10% of the existing ones changed) goes through the run's pipeline
+(`importer.pipeline`: transform, mode stage, the mode's writer) on 50 workers,
+in batches of 1000, exactly as `importer run` handles each batch.
 
     pytest benchmarks/bench_modes.py -s                      # N = 100,000
     IMPORTER_BENCH_ROWS=20000 pytest benchmarks/bench_modes.py -s
@@ -26,15 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 from ddb_server import SubprocessDdbServer
+from writers import http_writer, write_many
 
+from importer.batching import Batch
 from importer.context import RunContext
 from importer.engines import get_engine
-from importer.http_writer import HttpBatchWriter
-from importer.lookup import HttpTransport, KeyLookup
-from importer.modes import ModeStage
-from importer.records import WriteOutcome
+from importer.pipeline import PipelineSettings, open_pipeline
 from importer.spec import parse_spec
-from importer.strict_writer import StrictWriter
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))
@@ -98,15 +96,9 @@ def _rows(changed: bool) -> list[tuple[int, list[str]]]:
 @pytest.fixture(scope="module")
 def dataset():
     engine = _engine()
-    ctx = RunContext(run_id="bench", timestamp="2024-05-01T00:00:00+00:00", source="bench")
     seed_ctx = RunContext(run_id="seed", timestamp="2024-04-01T00:00:00+00:00", source="seed")
     rows = _rows(changed=True)
-    batches = []
-    for i in range(0, N, BATCH):
-        chunk = rows[i : i + BATCH]
-        res = engine.transform_batch(SPEC, HEADER, chunk, ctx)
-        assert not res.rejects
-        batches.append((res.items, dict(chunk)))
+    batches = [rows[i : i + BATCH] for i in range(0, N, BATCH)]
     seed_rows = [r for r in _rows(changed=False) if (r[0] - 2) % 2 == 0]
     seed = engine.transform_batch(SPEC, HEADER, seed_rows, seed_ctx).items
     return batches, seed
@@ -118,8 +110,8 @@ def server():
         yield srv
 
 
-def _writer(url: str, table: str) -> HttpBatchWriter:
-    return HttpBatchWriter(
+def _writer(url: str, table: str):
+    return http_writer(
         table=table, region=REGION, endpoint_url=url, session=_session(), workers=WORKERS
     )
 
@@ -155,7 +147,9 @@ def _fresh_tables(url: str, seed) -> tuple[str, str]:
     for table, items in ((cmd, seed), (data, data_items)):
         w = _writer(url, table)
         try:
-            out = w.write_many([items[i : i + BATCH] for i in range(0, len(items), BATCH)])
+            out = write_many(
+                w, [items[i : i + BATCH] for i in range(0, len(items), BATCH)], WORKERS
+            )
             assert out.written == len(items)
         finally:
             w.close()
@@ -163,32 +157,37 @@ def _fresh_tables(url: str, seed) -> tuple[str, str]:
 
 
 def _run_mode(url: str, mode: str, cmd: str, data: str, batches) -> dict:
-    writer = _writer(url, cmd)
-    transport = HttpTransport(writer)
-    lookup = KeyLookup(transport)
-    stage = ModeStage.open(
-        mode=mode, table=cmd, data_table=data, lookup=lookup if mode != "blind" else None
+    settings = PipelineSettings(
+        spec=SPEC,
+        table=cmd,
+        mode=mode,
+        data_table=data,
+        region=REGION,
+        endpoint_url=url,
+        workers=WORKERS,
+        engine="native" if _engine() is get_engine("native") else "reference",
+        session=_session(),
     )
-    sink = StrictWriter(transport=transport, table=cmd) if mode == "strict" else writer
-
-    def process(items, rows, ticket):
-        prepared = stage.prepare(items, rows, ticket=ticket)
-        out = sink.write_batch(prepared.items) if prepared.items else WriteOutcome()
-        return prepared, out
-
+    ctx = RunContext(run_id="bench", timestamp="2024-05-01T00:00:00+00:00", source="bench")
     counts = {"written": 0, "unchanged": 0, "rejected": 0, "failed": 0}
     t0 = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(WORKERS) as pool:
-            futures = [pool.submit(process, i, r, stage.ticket()) for i, r in batches]
-            for f in futures:
-                prepared, out = f.result()
-                counts["written"] += out.written
-                counts["unchanged"] += prepared.unchanged
-                counts["rejected"] += len(prepared.rejects)
-                counts["failed"] += len(prepared.failures) + len(out.failures)
-    finally:
-        writer.close()
+    with open_pipeline(settings) as pipeline, ThreadPoolExecutor(WORKERS) as pool:
+        futures = [
+            pool.submit(
+                pipeline.process,
+                Batch(index=n, rows=rows),
+                header=HEADER,
+                ctx=ctx,
+                ticket=pipeline.ticket(),
+            )
+            for n, rows in enumerate(batches)
+        ]
+        for f in futures:
+            out = f.result()
+            counts["written"] += out.written
+            counts["unchanged"] += out.unchanged
+            counts["rejected"] += len(out.rejects)
+            counts["failed"] += len(out.failures)
     wall = time.perf_counter() - t0
     assert sum(counts.values()) == N, counts
     assert counts["failed"] == 0, counts

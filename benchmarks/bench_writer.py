@@ -1,4 +1,4 @@
-"""Writer throughput: boto3 `Table.batch_writer()` vs `HttpBatchWriter`, same run, same items.
+"""Writer throughput: boto3 `Table.batch_writer()` vs importer's BatchWriter, same items.
 
 Both write the same N generated items to the loopback DynamoDB
 (tests/ddb_server.py) running in a *separate process* with no faults, so
@@ -30,8 +30,8 @@ import boto3
 import pytest
 import urllib3
 from ddb_server import SubprocessDdbServer
+from writers import http_writer, write_many
 
-from importer.http_writer import HttpBatchWriter
 from importer.records import PreparedItem
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
@@ -134,12 +134,12 @@ def _once(benchmark, fn) -> None:
 
 
 def _http_run(url: str, table: str, items: list[PreparedItem], workers: int) -> None:
-    writer = HttpBatchWriter(
+    writer = http_writer(
         table=table, region=REGION, endpoint_url=url, session=_session(), workers=workers
     )
     try:
         batches = [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
-        out = writer.write_many(batches)
+        out = write_many(writer, batches, workers)
     finally:
         writer.close()
     assert out.written == len(items) and not out.failures

@@ -380,6 +380,16 @@ def format_table(report: dict[str, Any]) -> str:
 
 def run_bench(rows: int, as_json: bool) -> int:
     """Measure every stage and print a table (or JSON); returns the exit status."""
+    try:
+        import polars  # noqa: F401 - the baselines: checked before any measuring
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"importer: error: the benchmark baselines are not installed ({exc.name}): "
+            "pip install 'importer[bench]'",
+            file=sys.stderr,
+        )
+        return 1
     report = measure_stages(rows)
     if as_json:
         json.dump(report, sys.stdout, indent=2)

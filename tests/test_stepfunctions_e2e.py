@@ -424,3 +424,129 @@ def test_a_batch_with_refused_rows_fails_its_child_within_tolerance(cloud, toler
     assert [r["sku"] for r in json.loads(failed["Input"])["Items"]] == [
         rows[i]["sku"] for i in range(30, 40)
     ]
+
+
+def _seed(table: str, rows: list[dict[str, str]]) -> None:
+    """Entities already stored at version 1 by an earlier import."""
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    for row in rows:
+        ddb.put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": "PRODUCT#acme"},
+                "sk": {"S": f"PRODUCT#{row['sku']}@1"},
+                "version": {"N": "1"},
+                "requestId": {"S": "earlier#2"},
+            },
+        )
+
+
+def _reject_rows(lines: list[list[str]]) -> list[tuple[str, ...]]:
+    """A rejects file without its `line` column: the rest must agree everywhere."""
+    return sorted(tuple(rec[1:]) for rec in lines[1:])
+
+
+def test_step_functions_local_run_and_lambda_agree(cloud):
+    """One file with bad rows, rows DynamoDB refuses and entities that already exist, fed
+    to the generated state machine, to `importer run` and to the Lambda handler batch by
+    batch: the same counts, the same failed batches, the same rejects."""
+    import importer.pipeline as pipeline_mod
+    from importer import cli
+
+    body, rows = make_csv(60, {4: ("sku", "bad sku"), 33: ("price", "-1")})
+    refused = frozenset({rows[21]["sku"]})
+    existing = [rows[i] for i in (7, 8, 45)]
+    cloud["s3"].put_object(Bucket="inbox", Key="agree.csv", Body=body)
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    for table in ("agree-sfn-command", "agree-local-command", "agree-lambda-command"):
+        ddb.create_table(TableName=table, **KEY_SCHEMA)
+        _seed(table, existing)
+
+    # 1. the state machine
+    definition = substituted(max_items_per_batch=10, tolerated_failure_percentage=50)
+    desc, log, _ = run_machine(
+        cloud, definition, "agree.csv", "agree", table="agree-sfn-command", refuse=refused
+    )
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    out = json.loads(desc["output"])
+    manifest = json.loads(
+        cloud["s3"]
+        .get_object(Bucket="results", Key=out["ResultWriterDetails"]["Key"])["Body"]
+        .read()
+    )
+    sfn_failed = []
+    for f in manifest["ResultFiles"]["FAILED"]:
+        sfn_failed += json.loads(
+            cloud["s3"].get_object(Bucket="results", Key=f["Key"])["Body"].read()
+        )
+    sfn_summaries = []
+    for f in manifest["ResultFiles"]["SUCCEEDED"]:
+        children = json.loads(cloud["s3"].get_object(Bucket="results", Key=f["Key"])["Body"].read())
+        sfn_summaries += [json.loads(c["Output"]) for c in children]
+    for c in sfn_failed:  # a failed child's summary rides in its error message
+        message = json.loads(c["Cause"])["errorMessage"]
+        sfn_summaries.append(json.loads(message.split(": ", 1)[1]))
+    sfn_rejects: list[list[str]] = [[]]
+    for obj in cloud["s3"].list_objects_v2(Bucket="import-config", Prefix="rejects/agree-run/")[
+        "Contents"
+    ]:
+        text = cloud["s3"].get_object(Bucket="import-config", Key=obj["Key"])["Body"].read()
+        if obj["Key"].endswith(".rejects.csv"):
+            sfn_rejects += list(csv.reader(io.StringIO(text.decode())))[1:]
+
+    # 2. the local run
+    tmp = cloud["tmp"]
+    with mock.patch.object(pipeline_mod, "open_client", lambda s: Recording(refused, workers=4)):
+        code = cli.main(
+            [
+                "run",
+                "s3://inbox/agree.csv",
+                "--spec",
+                str(cloud["spec_path"]),
+                "--table",
+                "agree-local-command",
+                "--batch-items",
+                "10",
+                "--region",
+                REGION,
+                "--quiet",
+                "--rejects",
+                str(tmp / "agree.rejects.csv"),
+                "--summary-json",
+                str(tmp / "agree.json"),
+                "--checkpoint",
+                str(tmp / "agree.jsonl"),
+            ]
+        )
+    assert code == cli.EXIT_PARTIAL
+    local = json.loads((tmp / "agree.json").read_text())
+    local_rejects = list(csv.reader(open(tmp / "agree.rejects.csv", encoding="utf-8")))
+
+    # 3. the Lambda handler, batch by batch
+    from importer.handler import BatchFailed
+
+    client = Recording(refused, workers=4)
+    lambda_summaries, lambda_failed, lambda_rejects = [], 0, [[]]
+    for n, (_, event) in enumerate(log.invocations):
+        event = json.loads(json.dumps(event))
+        event["input"]["BatchInput"]["Attributes"]["table"] = "agree-lambda-command"
+        event["input"]["BatchInput"]["Attributes"]["rejects"] = str(tmp / f"agree-lambda-{n}")
+        try:
+            summary = handle_event(event, client=client, s3_client=cloud["s3"], engine=ENGINE)
+        except BatchFailed as exc:
+            summary = exc.summary
+            lambda_failed += 1
+        lambda_summaries.append(summary)
+        if summary["rejects"]:
+            lambda_rejects += list(csv.reader(open(summary["rejects"], encoding="utf-8")))[1:]
+
+    def totals(summaries):
+        keys = ("rows", "written", "rejected", "existing", "failed")
+        return {k: sum(s[k] for s in summaries) for k in keys}
+
+    want = {"rows": 60, "written": 54, "rejected": 5, "existing": 3, "failed": 1}
+    assert totals(sfn_summaries) == totals(lambda_summaries) == want
+    assert {k: local[k] for k in want} == want
+    assert len(sfn_failed) == lambda_failed == local["failed_batches"] == 1
+    assert _reject_rows(sfn_rejects) == _reject_rows(lambda_rejects) == _reject_rows(local_rejects)
+    assert len(_reject_rows(local_rejects)) == 5

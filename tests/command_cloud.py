@@ -44,9 +44,9 @@ WAIT = 30.0  # seconds: the bound on every wait in these tests
 
 
 def module_tables(prefix: str, module: str) -> dict[str, str]:
-    return {
-        kind: f"{prefix}{module}-{kind}" for kind in ("command", "data", "history")
-    } | {"master": f"{prefix}master-data"}
+    return {kind: f"{prefix}{module}-{kind}" for kind in ("command", "data", "history")} | {
+        "master": f"{prefix}master-data"
+    }
 
 
 def create_module(ddb: Any, prefix: str, module: str, *, tenant: str = "acme") -> dict[str, str]:

@@ -87,7 +87,9 @@ def test_out_of_order_versions_end_at_the_last_with_history_ttl_and_finish_statu
         assert "taskToken" in commands[key("A1", 2)] and "taskToken" in commands[key("A1", 3)]
 
         finished = [
-            m for m in cloud.messages(cloud.status_queue) if m["content"]["status"] == "finish:FINISHED"
+            m
+            for m in cloud.messages(cloud.status_queue)
+            if m["content"]["status"] == "finish:FINISHED"
         ]
         assert sorted(m["sk"] for m in finished) == [f"PRODUCT#A1@{v}" for v in (1, 2, 3)]
         m = finished[0]

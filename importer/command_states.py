@@ -75,6 +75,7 @@ __all__ = [
     "StateError",
     "history_item",
     "lambda_handler",
+    "status_message",
     "resume_output",
     "table_from_source",
 ]
@@ -356,19 +357,7 @@ class CommandStates:
     def update_status(self, ev: CommandEvent, status: str) -> None:
         """``CommandService.updateStatus``: UpdateItem status (+updatedAt), then SNS."""
         new = self._update(ev.tables.command, ev.key, {"status": {"S": status}})
-        message: dict[str, Any] = {
-            "action": "command-status",
-            "pk": ev.pk,
-            "sk": ev.sk,
-            "table": ev.tables.command,
-            "id": ev.request_id or f"{ev.tables.command}#{ev.pk}#{ev.sk}",
-            "tenantCode": notify_tenant(ev.pk),
-            "content": {"status": status},
-        }
-        source = (new.get("source") or {}).get("S")
-        if source is not None:
-            message["content"]["source"] = source
-        self._publish(self.status_topic_arn, message)
+        self._publish(self.status_topic_arn, status_message(ev.tables.command, new, status))
 
     def publish_alarm(self, ev: CommandEvent, error: Any) -> None:
         message = {
@@ -463,17 +452,32 @@ class CommandStates:
             import boto3
 
             s3 = boto3.client("s3")
-        body = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        from decimal import Decimal
+
         from boto3.dynamodb.types import TypeSerializer
 
-        from_json = json.loads(json.dumps(body), parse_float=_decimal)
-        return {**record, "attributes": TypeSerializer().serialize(from_json)}
+        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = json.loads(raw, parse_float=Decimal)
+        return {**record, "attributes": TypeSerializer().serialize(body)}
 
 
-def _decimal(text: str) -> Any:
-    from decimal import Decimal
-
-    return Decimal(text)
+def status_message(command_table: str, item: Item, status: str) -> dict[str, Any]:
+    """The ``command-status`` notification for a command row (after its status update)."""
+    pk, sk = item["pk"]["S"], item["sk"]["S"]
+    request_id = (item.get("requestId") or {}).get("S")
+    message: dict[str, Any] = {
+        "action": "command-status",
+        "pk": pk,
+        "sk": sk,
+        "table": command_table,
+        "id": request_id or f"{command_table}#{pk}#{sk}",
+        "tenantCode": notify_tenant(pk),
+        "content": {"status": status},
+    }
+    source = (item.get("source") or {}).get("S")
+    if source is not None:
+        message["content"]["source"] = source
+    return message
 
 
 def history_item(data: Item, ttl: int | float | None, tz: tzinfo) -> Item:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
-from importer.command_states import FINISH_FINISHED, history_item
+from importer.command_states import FINISH_FINISHED, history_item, status_message
 from importer.data_sync import (
     SyncCommand,
     SyncContext,
@@ -209,6 +209,8 @@ def sync_tables(
     clock: Clock = time.time,
     tz: tzinfo = UTC,
     chunk_entities: int = CHUNK_ENTITIES,
+    sns: Any = None,
+    status_topic_arn: str | None = None,
 ) -> SyncResult:
     """Apply every command record that has not reached the data table yet.
 
@@ -218,6 +220,10 @@ def sync_tables(
     ``lookup`` (a :class:`importer.lookup.KeyLookup` without projection) and
     ``writer_for(table)`` (anything with ``write_batch``) default to boto3 on
     ``dynamodb``.  ``clock``/``tz`` decide the TTLs and status ``updatedAt``.
+    With ``sns`` and ``status_topic_arn``, each applied command's
+    ``finish:FINISHED`` ``command-status`` message is published (PublishBatch,
+    10 a call) -- the one the framework's synchronous publish sends too; the
+    per-state STARTED/FINISHED messages of an execution are not.
     """
     started = time.monotonic()
     tables = Tables.from_command_table(table, prefix=prefix, data=data_table, history=history_table)
@@ -238,6 +244,7 @@ def sync_tables(
     resolver = TtlResolver(dynamodb, tables.master_data, clock=clock, cache=True)
     ctx = SyncContext(dynamodb=dynamodb, tables=tables, tz=tz)
     result = SyncResult()
+    notify = _Notifier(sns, status_topic_arn, tables.command) if sns and status_topic_arn else None
 
     entities: dict[tuple[str, str], dict[int, Item]] = {}
     for item in commands if commands is not None else scan_commands(dynamodb, table):
@@ -251,7 +258,7 @@ def sync_tables(
         chunk = keys[start : start + chunk_entities]
         _sync_chunk(
             chunk, entities, tables, lookup, writers, resolver, custom, ctx,
-            clock, tz, result,
+            clock, tz, result, notify,
         )  # fmt: skip
     result.seconds = time.monotonic() - started
     return result
@@ -269,6 +276,7 @@ def _sync_chunk(
     clock: Clock,
     tz: tzinfo,
     result: SyncResult,
+    notify: _Notifier | None = None,
 ) -> None:
     data_rows = lookup.get_many(tables.data, chunk)
     # predecessors of the lowest pending version that are not in hand (a run's own records)
@@ -309,6 +317,34 @@ def _sync_chunk(
         outcome = writers[name].write_batch(_prepared(items))
         setattr(result, attr, getattr(result, attr) + outcome.written)
         result.failures.extend(outcome.failures)
+    if notify is not None:
+        failed = {(f.pk, f.sk) for f in result.failures}
+        applied = (p.commands[v] for p in plans.values() for v in p.applied)
+        notify.send(c for c in applied if (c["pk"]["S"], c["sk"]["S"]) not in failed)
+
+
+class _Notifier:
+    """``finish:FINISHED`` command-status messages, 10 per PublishBatch."""
+
+    def __init__(self, sns: Any, topic: str, command_table: str) -> None:
+        self.sns, self.topic, self.table = sns, topic, command_table
+
+    def send(self, commands: Iterable[Item]) -> None:
+        messages = [status_message(self.table, c, FINISH_FINISHED) for c in commands]
+        for i in range(0, len(messages), 10):
+            entries = [
+                {
+                    "Id": str(n),
+                    "Message": json.dumps(m, separators=(",", ":"), default=str),
+                    "MessageAttributes": {
+                        "action": {"DataType": "String", "StringValue": m["action"]}
+                    },
+                }
+                for n, m in enumerate(messages[i : i + 10])
+            ]
+            resp = self.sns.publish_batch(TopicArn=self.topic, PublishBatchRequestEntries=entries)
+            if resp.get("Failed"):
+                raise RuntimeError(f"SNS PublishBatch refused {len(resp['Failed'])} messages")
 
 
 def _run_custom(
@@ -388,6 +424,12 @@ def register(subparsers: Any) -> None:
         metavar="PATHS",
         help="custom data-sync handlers, module:attr,... (default $IMPORTER_DATA_SYNC_HANDLERS)",
     )
+    p.add_argument(
+        "--status-topic-arn",
+        default=None,
+        metavar="ARN",
+        help="publish each applied command's finish:FINISHED command-status message here",
+    )
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(func=_cmd_sync)
 
@@ -415,6 +457,10 @@ def _cmd_sync(args: Any) -> int:
             prefix=args.prefix,
             handlers=handlers,
             tz=tz,
+            sns=boto3.client("sns", region_name=region or "us-east-1")
+            if args.status_topic_arn
+            else None,
+            status_topic_arn=args.status_topic_arn,
         )
     except (DataSyncError, ValueError) as exc:
         print(f"importer: error: {exc}", file=sys.stderr)

@@ -68,6 +68,7 @@ def test_state_machine_per_record_and_sync_leave_identical_tables(tmp_path):
     with command_cloud() as cloud:
         sm = create_module(cloud.ddb, "sm-shop-", "product")
         bulk = create_module(cloud.ddb, "bulk-shop-", "product")
+        notes: dict[str, list] = {"sm": [], "bulk": []}
         for names in (sm, bulk):
             before: dict = {}
             for run_id, rows, mode in (("r1", FIRST, "insert"), ("r2", SECOND, "upsert")):
@@ -76,14 +77,31 @@ def test_state_machine_per_record_and_sync_leave_identical_tables(tmp_path):
                     for item in _new_commands(cloud.ddb, names["command"], before):
                         arn = cloud.publish(names["command"], item, put=False)
                         assert cloud.wait_done(arn)["status"] == "SUCCEEDED"
+                    sm_done = [
+                        m
+                        for m in cloud.messages(cloud.status_queue)
+                        if m["content"]["status"] == "finish:FINISHED"
+                    ]
+                    notes["sm"] += sm_done
                 else:
                     result = sync_tables(
-                        table=names["command"], dynamodb=cloud.ddb, clock=lambda: CLOCK
+                        table=names["command"],
+                        dynamodb=cloud.ddb,
+                        clock=lambda: CLOCK,
+                        sns=cloud.sns,
+                        status_topic_arn=cloud.states.status_topic_arn,
                     )
                     assert not result.failures and not result.handler_failures
+                    notes["bulk"] += cloud.messages(cloud.status_queue)
                 before = scan_all(names["command"], cloud.ddb)
         a = tables_snapshot(cloud.ddb, sm)
         b = tables_snapshot(cloud.ddb, bulk)
+    # the same finish:FINISHED notifications (the table name aside)
+    for m in notes["sm"] + notes["bulk"]:
+        m["table"] = m["table"].split("-", 2)[-1]
+    key = lambda m: (m["pk"], m["sk"])  # noqa: E731
+    assert len(notes["sm"]) == 12
+    assert sorted(notes["sm"], key=key) == sorted(notes["bulk"], key=key)
     assert len(a["data"]) == 9 and len(a["history"]) == 3  # S-0, S-3, S-6 changed
     assert len(a["command"]) == 12
     assert all(c["status"] == {"S": "finish:FINISHED"} for c in a["command"].values())
@@ -214,3 +232,54 @@ def test_dates_follow_the_lambda_time_zone(tz_name):
     assert data["createdAt"] == {"S": "2026-11-21T09:00:00+09:00"}
     status_time = a["command"][("PRODUCT#acme", "PRODUCT#Z1@1")]["updatedAt"]["S"]
     assert status_time.endswith("+09:00")
+
+
+def test_a_chain_stuck_behind_a_failed_version_times_out_and_sync_applies_it():
+    """§5.3 of the notes: a failed version never releases the next one.
+
+    With ``wait_timeout_seconds`` the waiting execution fails (``States.Timeout``)
+    instead of waiting for a year, and ``importer sync`` applies what it left.
+    """
+    from importer.data_sync import DynamoDataSyncHandler, FunctionHandler
+    from importer.statemachine import command_handler_definition
+    from tests.command_cloud import LAMBDA_ARN, ROLE_ARN, Gate
+
+    def refuse_v1(command, ctx):
+        if command.version == 1:
+            raise RuntimeError("downstream refused v1")
+
+    handlers = [DynamoDataSyncHandler(), FunctionHandler(refuse_v1)]
+    with command_cloud(handlers=handlers) as cloud:
+        t = create_module(cloud.ddb, "dev-shop-", "product")
+        definition = command_handler_definition(lambda_arn=LAMBDA_ARN, wait_timeout_seconds=2)
+        assert definition["States"]["wait_prev_command"]["TimeoutSeconds"] == 2
+        cloud.machine_arn = cloud.sfn.create_state_machine(
+            name="command-handler-bounded", definition=json.dumps(definition), roleArn=ROLE_ARN
+        )["stateMachineArn"]
+        items = {v: command_item("W1", v, f"n{v}", "1") for v in (1, 2)}
+        for item in items.values():
+            cloud.ddb.put_item(TableName=t["command"], Item=item)
+        hold_v1 = Gate("set_ttl_command", "PRODUCT#W1@1")
+        cloud.hooks.append(hold_v1)
+        e1 = cloud.publish(t["command"], items[1], put=False)
+        assert hold_v1.reached.wait(30)
+        e2 = cloud.publish(t["command"], items[2], put=False)
+        cloud.wait_status(
+            t["command"], ("PRODUCT#acme", "PRODUCT#W1@2"), "wait_prev_command:FINISHED"
+        )
+        hold_v1.open()
+        assert cloud.wait_done(e1)["status"] == "FAILED"
+        desc = cloud.wait_done(e2)
+        assert desc["status"] in ("FAILED", "TIMED_OUT"), desc["status"]
+        events = cloud.sfn.get_execution_history(executionArn=e2)["events"]
+        assert any(e["type"] == "TaskTimedOut" for e in events), [e["type"] for e in events]
+        result = sync_tables(
+            table=t["command"],
+            dynamodb=cloud.ddb,
+            clock=lambda: CLOCK,
+            handlers=[DynamoDataSyncHandler()],
+        )
+        data = scan_all(t["data"], cloud.ddb)[("PRODUCT#acme", "PRODUCT#W1")]
+        cmds = scan_all(t["command"], cloud.ddb)
+    assert data["version"] == {"N": "2"} and result.applied >= 1
+    assert cmds[("PRODUCT#acme", "PRODUCT#W1@2")]["status"] == {"S": "finish:FINISHED"}

@@ -75,6 +75,7 @@ __all__ = [
     "StateError",
     "history_item",
     "lambda_handler",
+    "resolve_s3_attributes",
     "status_message",
     "resume_output",
     "table_from_source",
@@ -441,24 +442,31 @@ class CommandStates:
             log.warning("could not resume a waiting command: %s", exc)
 
     def _full_record(self, record: Item) -> Item:
-        """``getFullCommandRecord``: an ``s3://bucket/key`` attributes value is loaded."""
-        attrs = record.get("attributes")
-        text = attrs.get("S") if isinstance(attrs, dict) else None
-        if not text or not text.startswith("s3://"):
-            return record
-        bucket, _, key = text[5:].partition("/")
-        s3 = self.s3
-        if s3 is None:
-            import boto3
+        return resolve_s3_attributes(record, self.s3)
 
-            s3 = boto3.client("s3")
-        from decimal import Decimal
 
-        from boto3.dynamodb.types import TypeSerializer
+def resolve_s3_attributes(record: Item, s3: Any = None) -> Item:
+    """``getFullCommandRecord``: an ``attributes`` of ``s3://bucket/key`` is loaded from S3.
 
-        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        body = json.loads(raw, parse_float=Decimal)
-        return {**record, "attributes": TypeSerializer().serialize(body)}
+    The framework offloads large ``attributes`` to S3 and stores the pointer;
+    ``sync_data`` hands handlers the loaded map.  Other records pass unchanged.
+    """
+    attrs = record.get("attributes")
+    text = attrs.get("S") if isinstance(attrs, dict) else None
+    if not text or not text.startswith("s3://"):
+        return record
+    from decimal import Decimal
+
+    from boto3.dynamodb.types import TypeSerializer
+
+    bucket, _, key = text[5:].partition("/")
+    if s3 is None:
+        import boto3
+
+        s3 = boto3.client("s3")
+    raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    body = json.loads(raw, parse_float=Decimal)
+    return {**record, "attributes": TypeSerializer().serialize(body)}
 
 
 def status_message(command_table: str, item: Item, status: str) -> dict[str, Any]:

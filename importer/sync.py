@@ -38,7 +38,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
-from importer.command_states import FINISH_FINISHED, history_item, status_message
+from importer.command_states import (
+    FINISH_FINISHED,
+    history_item,
+    resolve_s3_attributes,
+    status_message,
+)
 from importer.data_sync import (
     SyncCommand,
     SyncContext,
@@ -127,6 +132,7 @@ def plan_entity(
     tz: tzinfo,
     stop_before: int | None = None,
     failed_status: str | None = None,
+    resolve: Callable[[Item], Item] | None = None,
 ) -> EntityPlan:
     """Replay one entity's pending versions in memory (no I/O besides ``ttl``).
 
@@ -134,7 +140,7 @@ def plan_entity(
     exist, their predecessors); ``data`` is the entity's data row or None.
     ``ttl(table, tenant)`` is :meth:`TtlResolver.ttl`.  ``stop_before`` stops
     at that version (a custom handler failed there) and marks it
-    ``failed_status``.
+    ``failed_status``.  ``resolve`` loads S3-offloaded ``attributes`` for the merge.
     """
     any_item = next(iter(versions.values()))
     pk = any_item["pk"]["S"]
@@ -165,7 +171,8 @@ def plan_entity(
         if plan.data is not None:
             plan.history.append(history_item(plan.data, ttl(tables.history, tenant), tz))
         # sync_data (default handler)
-        plan.data = transform_command_to_data(record, plan.data, tz)
+        full = resolve(record) if resolve is not None else record
+        plan.data = transform_command_to_data(full, plan.data, tz)
         # finish: the status wrapper leaves finish:FINISHED and updatedAt = now
         finals[v] = {**record, "status": {"S": FINISH_FINISHED}, "updatedAt": {"S": now_text}}
         plan.commands[v] = finals[v]
@@ -211,6 +218,7 @@ def sync_tables(
     chunk_entities: int = CHUNK_ENTITIES,
     sns: Any = None,
     status_topic_arn: str | None = None,
+    s3: Any = None,
 ) -> SyncResult:
     """Apply every command record that has not reached the data table yet.
 
@@ -243,6 +251,7 @@ def sync_tables(
     writers = {name: writer_for(name) for name in (tables.history, tables.data, tables.command)}
     resolver = TtlResolver(dynamodb, tables.master_data, clock=clock, cache=True)
     ctx = SyncContext(dynamodb=dynamodb, tables=tables, tz=tz)
+    ctx.extra["resolve"] = lambda item: resolve_s3_attributes(item, s3)
     result = SyncResult()
     notify = _Notifier(sns, status_topic_arn, tables.command) if sns and status_topic_arn else None
 
@@ -295,7 +304,7 @@ def _sync_chunk(
     for key in chunk:
         plan = plan_entity(
             entities[key], data_rows.get(key), now_text=now_text, ttl=resolver.ttl,
-            tables=tables, tz=tz,
+            tables=tables, tz=tz, resolve=ctx.extra["resolve"],
         )  # fmt: skip
         if plan.applied:
             plans[key] = plan
@@ -361,11 +370,12 @@ def _run_custom(
 ) -> None:
     """Run one custom handler over the planned commands; cut entities where it fails."""
     failed_at: dict[tuple[str, str], tuple[int, str]] = {}
+    resolve = ctx.extra["resolve"]
     ordered = [(key, v) for key, p in plans.items() for v in p.applied]
     up_many = getattr(handler, "up_many", None)
     if callable(up_many):
         try:
-            up_many([SyncCommand(entities[k][v]) for k, v in ordered], ctx)
+            up_many([SyncCommand(resolve(entities[k][v])) for k, v in ordered], ctx)
         except Exception as exc:  # noqa: BLE001 - recorded per entity, never raised
             for key, p in plans.items():
                 failed_at[key] = (p.applied[0], f"{handler.name}: {exc}")
@@ -374,7 +384,7 @@ def _run_custom(
             if key in failed_at:
                 continue
             try:
-                handler.up(SyncCommand(entities[key][v]), ctx)
+                handler.up(SyncCommand(resolve(entities[key][v])), ctx)
             except Exception as exc:  # noqa: BLE001 - recorded per entity, never raised
                 failed_at[key] = (v, f"{handler.name}: {exc}")
     for key, (version, reason) in failed_at.items():
@@ -383,6 +393,7 @@ def _run_custom(
         replanned = plan_entity(
             entities[key], data_rows.get(key), now_text=now_text, ttl=resolver.ttl,
             tables=tables, tz=tz, stop_before=version, failed_status="sync_data:FAILED",
+            resolve=ctx.extra["resolve"],
         )  # fmt: skip
         plans[key] = replanned
 

@@ -283,3 +283,24 @@ def test_a_chain_stuck_behind_a_failed_version_times_out_and_sync_applies_it():
         cmds = scan_all(t["command"], cloud.ddb)
     assert data["version"] == {"N": "2"} and result.applied >= 1
     assert cmds[("PRODUCT#acme", "PRODUCT#W1@2")]["status"] == {"S": "finish:FINISHED"}
+
+
+def test_s3_offloaded_attributes_are_loaded_for_the_data_row_on_both_paths():
+    import boto3
+
+    with command_cloud() as cloud:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="attrs")
+        s3.put_object(Bucket="attrs", Key="ddb/big.json", Body=b'{"price": 1.25, "tags": ["a"]}')
+        sm = create_module(cloud.ddb, "sm-shop-", "product")
+        bulk = create_module(cloud.ddb, "bulk-shop-", "product")
+        item = command_item("S3", 1, "s", "1")
+        item["attributes"] = {"S": "s3://attrs/ddb/big.json"}
+        cloud.ddb.put_item(TableName=bulk["command"], Item=item)
+        assert cloud.wait_done(cloud.publish(sm["command"], item))["status"] == "SUCCEEDED"
+        sync_tables(table=bulk["command"], dynamodb=cloud.ddb, clock=lambda: CLOCK, s3=s3)
+        a, b = tables_snapshot(cloud.ddb, sm), tables_snapshot(cloud.ddb, bulk)
+    assert a == b
+    data = a["data"][("PRODUCT#acme", "PRODUCT#S3")]
+    assert data["attributes"] == {"M": {"price": {"N": "1.25"}, "tags": {"L": [{"S": "a"}]}}}
+    assert a["command"][("PRODUCT#acme", "PRODUCT#S3@1")]["attributes"] == item["attributes"]

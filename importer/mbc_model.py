@@ -20,6 +20,7 @@ back ``...+00:00`` on the data row.  :func:`render_dates` does the same.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -154,10 +155,15 @@ def render_dates(item: Item, tz: tzinfo) -> Item:
     for name in DATE_FIELDS:
         value = out.get(name)
         if isinstance(value, dict) and value.get("S"):
-            moment = _parse_js_date(value["S"], tz)
-            if moment is not None:
-                out[name] = {"S": format_date(moment, tz)}
+            out[name] = {"S": _render_text(value["S"], tz)}
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _render_text(text: str, tz: tzinfo) -> str:
+    # one run stamps every record with the same few timestamps: parse each once
+    moment = _parse_js_date(text, tz)
+    return text if moment is None else format_date(moment, tz)
 
 
 def with_ttl(item: Item, ttl: int | float | None) -> Item:

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         deploy = None
     if deploy is not None:
         deploy.register(sub)
+    from importer import sync
+
+    sync.register(sub)
     return parser
 
 

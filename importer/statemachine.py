@@ -187,7 +187,11 @@ def import_csv_definition(
     }
 
 
-def command_handler_definition(*, lambda_arn: str = LAMBDA_ARN_PLACEHOLDER) -> dict[str, Any]:
+def command_handler_definition(
+    *,
+    lambda_arn: str = LAMBDA_ARN_PLACEHOLDER,
+    wait_timeout_seconds: int | None = None,
+) -> dict[str, Any]:
     """The seed's command-handler machine, as its CDK construct synthesizes.
 
     ``check_version`` returns ``result``: 0 means the previous version is in
@@ -198,7 +202,26 @@ def command_handler_definition(*, lambda_arn: str = LAMBDA_ARN_PLACEHOLDER) -> d
     waits too (the CDK ``otherwise``).  Every Lambda task gets the MBC
     envelope, ``OutputPath: $.Payload[0][0]`` and CDK's service-exception
     retry.  Logging and tracing are state-machine properties, not ASL.
+
+    ``wait_timeout_seconds`` (default None: the seed has none) bounds
+    ``wait_prev_command``: a version whose predecessor failed (and so never
+    releases it) then fails with ``States.Timeout`` instead of waiting for a
+    year; ``importer sync`` can apply it later.
     """
+    if wait_timeout_seconds is not None and (
+        isinstance(wait_timeout_seconds, bool)
+        or not isinstance(wait_timeout_seconds, int)
+        or not 1 <= wait_timeout_seconds <= 31_536_000
+    ):
+        raise ValueError(f"wait timeout must be 1..31536000 seconds, got {wait_timeout_seconds!r}")
+    wait_state = _lambda_task(
+        lambda_arn,
+        output_path="$.Payload[0][0]",
+        next_state="set_ttl_command",
+        wait_for_task_token=True,
+    )
+    if wait_timeout_seconds is not None:
+        wait_state["TimeoutSeconds"] = wait_timeout_seconds
 
     def task(next_state: str | None, **kw: Any) -> dict[str, Any]:
         return _lambda_task(lambda_arn, output_path="$.Payload[0][0]", next_state=next_state, **kw)
@@ -233,7 +256,7 @@ def command_handler_definition(*, lambda_arn: str = LAMBDA_ARN_PLACEHOLDER) -> d
             },
             "finish": task("success"),
             "success": {"Type": "Succeed"},
-            "wait_prev_command": task("set_ttl_command", wait_for_task_token=True),
+            "wait_prev_command": wait_state,
             "fail": {"Type": "Fail", "ErrorPath": "$.error", "CausePath": "$.cause"},
         },
     }
@@ -285,10 +308,15 @@ def definition(name: str, **options: Any) -> dict[str, Any]:
     if name == "import-csv":
         return import_csv_definition(**options)
     lambda_arn = options.pop("lambda_arn", LAMBDA_ARN_PLACEHOLDER)
+    if name == "command-handler":
+        wait = options.pop("wait_timeout_seconds", None)
+        if options:
+            raise TypeError(
+                f"{name} takes lambda_arn and wait_timeout_seconds, got {sorted(options)}"
+            )
+        return command_handler_definition(lambda_arn=lambda_arn, wait_timeout_seconds=wait)
     if options:
         raise TypeError(f"{name} takes only lambda_arn, got {sorted(options)}")
-    if name == "command-handler":
-        return command_handler_definition(lambda_arn=lambda_arn)
     if name == "task-handler":
         return task_handler_definition(lambda_arn=lambda_arn)
     raise ValueError(f"unknown state machine {name!r}; expected one of {', '.join(MACHINES)}")

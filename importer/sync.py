@@ -236,9 +236,11 @@ def sync_tables(
     started = time.monotonic()
     tables = Tables.from_command_table(table, prefix=prefix, data=data_table, history=history_table)
     if lookup is None:
-        from importer.lookup import Boto3Transport, KeyLookup
+        from importer.dynamo import Boto3DynamoClient
+        from importer.lookup import KeyLookup
 
-        lookup = KeyLookup(Boto3Transport(dynamodb), projection=None)
+        client = Boto3DynamoClient(region=dynamodb.meta.region_name, client=dynamodb)
+        lookup = KeyLookup(client, projection=None)
     if writer_for is None:
         writer_for = _boto3_writers(dynamodb)
     if handlers is None:
@@ -399,15 +401,14 @@ def _run_custom(
 
 
 def _boto3_writers(dynamodb: Any) -> Callable[[str], Writer]:
-    region = dynamodb.meta.region_name
-    endpoint = dynamodb.meta.endpoint_url
-    if endpoint and endpoint.startswith(f"https://dynamodb.{region}.amazonaws.com"):
-        endpoint = None
+    """BatchWriters for each table over the caller's boto3 client (the one DynamoDB client)."""
+    from importer.dynamo import Boto3DynamoClient
+    from importer.writer import BatchWriter
+
+    client = Boto3DynamoClient(region=dynamodb.meta.region_name, client=dynamodb)
 
     def make(table: str) -> Writer:
-        from importer.writer import Boto3BatchWriter
-
-        return Boto3BatchWriter(table=table, region=region, endpoint_url=endpoint)
+        return BatchWriter(client=client, table=table)
 
     return make
 

@@ -175,3 +175,41 @@ def test_standard_endpoint_variables_reach_every_path(run_cli, spec, srv, tmp_pa
         assert res.code == 3 and res.summary["existing"] == 2  # read through AWS_ENDPOINT_URL
     finally:
         moto.stop()
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert", "blind"])
+def test_validate_previews_run_exactly(run_cli, spec, srv, tmp_path, mode):
+    """`validate` is `run` without the writes: same rejects file, same counts."""
+    skus = [f"P-{i:03d}" for i in range(50)]
+    skus[20] = "P-003"  # a duplicate in another batch (batches of 10)
+    skus[7] = "P-006"  # ... and one in the same batch
+    skus[30] = "bad sku"
+    src = write_csv(tmp_path / "in.csv", skus)
+    flags = dict(spec=spec, table=CMD, endpoint_url=srv.endpoint_url, batch_items=10, quiet=True)
+    seed = write_csv(tmp_path / "seed.csv", ["P-010", "P-011"])
+    assert run_cli("run", seed, **{**flags, "mode": "insert"}).code == 0  # stored already
+
+    preview = run_cli("validate", src, mode=mode, rejects=tmp_path / "v.csv", **flags)
+    real = run_cli("run", src, mode=mode, rejects=tmp_path / "r.csv", **flags)
+    assert preview.code == real.code == 3
+    assert (tmp_path / "v.csv").read_text() == (tmp_path / "r.csv").read_text()
+    keys = ("rows", "rejected", "existing", "unchanged", "failed")
+    assert {k: preview.summary[k] for k in keys} == {k: real.summary[k] for k in keys}
+    assert preview.summary["would_write"] == real.summary["written"]
+    assert preview.summary["written"] == 0
+    with open(tmp_path / "r.csv", encoding="utf-8") as fh:
+        lines = list(csv.reader(fh))
+    assert all(len(rec) == 4 + len(HEADER) for rec in lines)  # every reject kind, full row
+    dupes = [rec for rec in lines[1:] if "duplicate" in rec[3]]
+    if mode != "upsert":  # upsert makes later duplicates the next versions instead
+        assert dupes and all(rec[1] == "sku" and rec[2] == rec[4] for rec in dupes)
+
+
+def test_missing_table_names_region_and_endpoint(run_cli, spec, srv, tmp_path):
+    src = write_csv(tmp_path / "in.csv", ["A-1"])
+    res = run_cli(
+        "run", src, spec=spec, table="nope", endpoint_url=srv.endpoint_url, region="eu-west-3"
+    )
+    assert res.code == 1
+    [line] = res.stderr.strip().splitlines()
+    assert "'nope' does not exist" in line and "eu-west-3" in line and srv.endpoint_url in line

@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         deploy = None
     if deploy is not None:
         deploy.register(sub)
+    from importer import local_stack, spec_draft
+
+    local_stack.register(sub)
+    spec_draft.register(sub)
     return parser
 
 

@@ -307,14 +307,15 @@ def serve(
 ) -> int:
     """Run the stand-in until SIGTERM or Ctrl-C; `ready(state)` is called once it is up."""
     tables = _check_names(prefix, bucket)
+    _require_moto()
     bind_port, note = _pick_port(host, port)
     if note and ready is not None:
         print(f"# {note}", flush=True)
     stop = threading.Event()
+    server = _start_server(host, bind_port)
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # A shell starts background jobs with SIGINT ignored; Ctrl-C must still stop us.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    server = _start_server(host, bind_port)
     state = None
     try:
         real_host, real_port = server.get_host_and_port()
@@ -353,7 +354,11 @@ def serve(
 
 
 def _spawn_background(args: argparse.Namespace, state_dir: Path) -> StackState:
-    _require_moto()  # fail here, in the user's terminal, not in a log file
+    # fail here, in the user's terminal, not in a log file
+    _require_moto()
+    _check_names(args.prefix, args.bucket)
+    if args.port:
+        _pick_port(args.host, args.port)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_file, _, log_path = _paths(state_dir)
     argv = [
@@ -391,7 +396,7 @@ def _spawn_background(args: argparse.Namespace, state_dir: Path) -> StackState:
         if child.poll() is not None:
             raise LocalStackError(
                 f"the stand-in stopped while starting (exit {child.returncode}): "
-                f"{_last_line(log_path)}"
+                f"{_last_line(log_path).removeprefix('importer local: error: ')}"
             )
         time.sleep(0.1)
     child.terminate()

@@ -180,9 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         deploy = None
     if deploy is not None:
         deploy.register(sub)
-    from importer import sync
+    from importer import local_stack, spec_draft, sync
 
     sync.register(sub)
+    local_stack.register(sub)
+    spec_draft.register(sub)
     return parser
 
 

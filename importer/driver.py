@@ -42,7 +42,7 @@ from importer.reports import (
 )
 from importer.retry import WriterFatalError
 from importer.source import CsvReader, SourceError, open_source
-from importer.spec import Spec
+from importer.spec import Spec, header_problem
 
 __all__ = [
     "RunConfig",
@@ -132,12 +132,9 @@ class Summary:
 
 
 def _unknown_columns(header: Sequence[str], spec: Spec) -> list[str]:
-    missing = [c for c in spec.needed_columns if c not in header]
-    if missing:
-        raise SourceError(
-            f"spec column {missing[0]!r} is not in the CSV header "
-            f"(header: {', '.join(header) or '(empty)'})"
-        )
+    problem = header_problem(spec, header)
+    if problem:
+        raise SourceError(problem)
     needed = set(spec.needed_columns)
     return [h for h in header if h not in needed]
 

@@ -38,7 +38,7 @@ from importer.context import ContextError, RunContext
 from importer.modes import MODES
 from importer.pipeline import PipelineSettings, default_region, open_pipeline
 from importer.reports import failures_csv, rejects_csv
-from importer.spec import Spec, SpecError, load_spec, loads_spec
+from importer.spec import Spec, SpecError, header_problem, load_spec, loads_spec
 
 __all__ = ["BatchFailed", "EventError", "HandlerSettings", "handle_event", "lambda_handler"]
 
@@ -234,9 +234,9 @@ def handle_event(
         ip=base.ip,
     )
     header = _header(items)
-    missing = [c for c in spec.needed_columns if c not in header]
-    if missing and items:
-        raise EventError(f"spec column {missing[0]!r} is not among the CSV columns {header}")
+    problem = header_problem(spec, header) if items else None
+    if problem:
+        raise EventError(problem)
     rows = [(n, [item.get(h, "") for h in header]) for n, item in enumerate(items, start=1)]
     pipeline_settings = PipelineSettings(
         spec=spec,

@@ -43,7 +43,7 @@ from importer.source import (
     read_header,
 )
 from importer.spec import ColumnRule, CsvOptions, Spec
-from importer.values import FieldError, parse_json
+from importer.values import FieldError, enum_reason, parse_json
 
 __all__ = [
     "NativeCsvReader",
@@ -163,6 +163,8 @@ def _column_spec(
     reasons[_C["R_GREATER"]] = f"greater than max {rule.max}"
     reasons[_C["R_BEFORE"]] = f"before min {rule.min_date}"
     reasons[_C["R_AFTER"]] = f"after max {rule.max_date}"
+    if rule.enum is not None:
+        reasons[_C["R_ENUM"]] = enum_reason(rule.enum)
     is_string = kind == "string"
     return {
         "name": rule.name,

@@ -18,6 +18,7 @@ from importer.records import PreparedItem, Reject
 from importer.spec import ColumnRule, Spec, Template
 from importer.values import (
     FieldError,
+    enum_reason,
     parse_boolean,
     parse_date,
     parse_datetime,
@@ -92,14 +93,14 @@ def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
         if rule.max_length is not None and n > rule.max_length:
             raise FieldError(f"longer than max_length {rule.max_length}")
         if rule.enum is not None and raw not in rule.enum:
-            raise FieldError("not one of the allowed values")
+            raise FieldError(enum_reason(rule.enum))
         if rule.regex is not None and rule.regex.search(raw) is None:
             raise FieldError(f"does not match pattern {rule.pattern}")
         return {"S": raw}
     if kind in ("integer", "decimal"):
         number = parse_integer(text) if kind == "integer" else parse_decimal(text)
         if rule.enum is not None and number not in rule.enum:
-            raise FieldError("not one of the allowed values")
+            raise FieldError(enum_reason(rule.enum))
         if rule.min is not None and Decimal(number) < rule.min:
             raise FieldError(f"less than min {rule.min}")
         if rule.max is not None and Decimal(number) > rule.max:

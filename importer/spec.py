@@ -9,9 +9,11 @@ dotted path and the problem, instead of rejecting every row later.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -26,6 +28,8 @@ __all__ = [
     "Spec",
     "SpecError",
     "Template",
+    "check_header",
+    "header_problem",
     "load_spec",
     "loads_spec",
     "parse_spec",
@@ -407,10 +411,65 @@ def parse_spec(doc: dict[str, Any], source_path: str = "<spec>") -> Spec:
         source_path=source_path,
     )
     if csv_options.headers is not None:
-        missing = [c for c in spec.needed_columns if c not in csv_options.headers]
-        if missing:
-            raise SpecError(f"csv.headers: spec column {missing[0]!r} is not among the headers")
+        problem = header_problem(spec, csv_options.headers, where="csv.headers")
+        if problem:
+            raise SpecError(problem)
     return spec
+
+
+def _template_sites(spec: Spec) -> list[tuple[str, str]]:
+    """(spec key, placeholder) for every `{column}` in the record templates."""
+    r = spec.record
+    return [
+        (key, column)
+        for key, template in (
+            ("record.type", r.type),
+            ("record.tenant", r.tenant),
+            ("record.code", r.code),
+            ("record.name", r.name),
+        )
+        for column in template.columns
+    ]
+
+
+def _did_you_mean(name: str, candidates: Sequence[str], wrap: str = "{}") -> str:
+    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=1, cutoff=0.6)
+    return f"did you mean {wrap.format(close[0])}? " if close else ""
+
+
+def header_problem(
+    spec: Spec, header: Sequence[str], *, where: str = "the CSV header"
+) -> str | None:
+    """Why `header` cannot feed `spec` (None when it can), naming the spec key at fault.
+
+    A spec column missing from the header and a template placeholder that names
+    no column at all are different mistakes: the second is almost always a typo
+    in the template (`{idd}`), so it is reported at its template key with the
+    columns it could have meant.  One place for this rule: the local driver, the
+    Lambda child and `csv.headers` checking all call it.
+    """
+    present = set(header)
+    shown = ", ".join(header) or "(empty)"
+    declared = [rule.name for rule in spec.columns]
+    for name in declared:
+        if name not in present:
+            hint = _did_you_mean(name, header, "{!r}")
+            return f"columns.{name}: spec column {name!r} is not in {where} ({hint}header: {shown})"
+    for key, column in _template_sites(spec):
+        if column not in present:
+            hint = _did_you_mean(column, [*declared, *header], "{{{}}}")
+            return (
+                f"{key}: placeholder {{{column}}} names no CSV column and no spec column "
+                f"({hint}header: {shown})"
+            )
+    return None
+
+
+def check_header(spec: Spec, header: Sequence[str]) -> None:
+    """Raise `SpecError` with `header_problem`'s message when the header cannot feed `spec`."""
+    problem = header_problem(spec, header)
+    if problem:
+        raise SpecError(problem)
 
 
 def load_spec(path: str | Path) -> Spec:

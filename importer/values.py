@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 __all__ = [
+    "ENUM_REASON_CHARS",
     "FieldError",
     "MAX_NUMBER_DIGITS",
+    "enum_reason",
     "normalise_number",
     "parse_integer",
     "parse_decimal",
@@ -49,6 +52,41 @@ _WS = " \t"
 
 class FieldError(ValueError):
     """A field does not satisfy its type or rule; the message is the reason."""
+
+
+#: How much of an enum's list a reject reason shows before it says "(N more)".
+ENUM_REASON_CHARS = 80
+_PLAIN_VALUE = re.compile(r"[^\s,\"]+\Z")
+
+
+def _shown(value: str) -> str:
+    """A value as the user wrote it, quoted only when a plain list would hide it."""
+    return value if _PLAIN_VALUE.match(value) else json.dumps(value, ensure_ascii=False)
+
+
+def enum_reason(allowed: Sequence[str]) -> str:
+    """The reject reason for a value outside `allowed`, naming the allowed values.
+
+    "not one of the allowed values" alone sends the user to the spec; the list
+    answers the question in the rejects file.  A long list is cut after about
+    `ENUM_REASON_CHARS` characters and says how many values it left out.  Both
+    engines take their reason from here, so they stay byte-identical.
+    """
+    shown: list[str] = []
+    used = 0
+    for value in allowed:
+        text = _shown(value)
+        if shown and used + 2 + len(text) > ENUM_REASON_CHARS:
+            break
+        if not shown and len(text) > ENUM_REASON_CHARS:
+            text = text[: ENUM_REASON_CHARS - 3] + "..."
+        shown.append(text)
+        used += len(text) + (2 if len(shown) > 1 else 0)
+    listed = ", ".join(shown)
+    rest = len(allowed) - len(shown)
+    if rest:
+        listed += f", ... ({rest} more)"
+    return f"not one of the allowed values: {listed}"
 
 
 def normalise_number(sign: str, int_digits: str, frac_digits: str, exponent: int) -> str:

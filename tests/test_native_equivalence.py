@@ -658,3 +658,36 @@ def test_reader_large_quoted_field_across_chunks() -> None:
     ref = _read_all(lambda: CsvReader(io.BytesIO(data), options))
     nat = _read_all(lambda: native_engine.open_reader(io.BytesIO(data), options, chunk_bytes=64))
     assert nat == ref
+
+
+def test_enum_reasons_list_the_values_in_both_engines() -> None:
+    many = [f"v{i}" for i in range(60)] + ["a b", 'q"uote', "x,y", "é😀"]
+    spec = parse_spec(
+        {
+            "record": {"type": "T", "code": "{k}"},
+            "columns": {
+                "k": {},
+                "s": {"enum": ["acme", "globex"]},
+                "l": {"enum": many},
+                "o": {"enum": ["a b", 'q"uote', "x,y", "", "é😀"]},
+                "n": {"type": "integer", "enum": [1, 2, 30]},
+            },
+        }
+    )
+    header = ["k", "s", "l", "o", "n"]
+    rows = [
+        (2, ["a", "initech", "v1", "a b", "1"]),
+        (3, ["b", "acme", "zz", "a b", "1"]),
+        (4, ["c", "acme", "v2", "nope", "1"]),
+        (5, ["d", "acme", "v3", "x,y", "4"]),
+        (6, ["e", "acme", "é😀", "é😀", "30"]),
+    ]
+    assert_same(spec, header, rows, CTX)
+    rejects = native_engine.transform_batch(spec, header, rows, CTX).rejects
+    reasons = {r.column: r.reason for r in rejects}
+    assert reasons["s"] == "not one of the allowed values: acme, globex"
+    assert reasons["l"].startswith("not one of the allowed values: v0, v1, v2, ")
+    assert reasons["l"].endswith(" more)")
+    assert reasons["o"] == 'not one of the allowed values: "a b", "q\\"uote", "x,y", "", é😀'
+    assert reasons["n"] == "not one of the allowed values: 1, 2, 30"
+    assert len(rejects) == 4

@@ -8,7 +8,7 @@ import pytest
 
 from importer.context import RunContext
 from importer.reference import transform_batch
-from importer.spec import SpecError, load_spec, parse_spec
+from importer.spec import SpecError, check_header, header_problem, load_spec, parse_spec
 
 CTX = RunContext(run_id="run1", timestamp="2026-01-02T03:04:05+09:00", source="import-csv:run1")
 
@@ -90,12 +90,12 @@ def test_valid_values(column, value, expected):
         ({"type": "json"}, "42", "expected a JSON object or array"),
         ({"type": "json"}, '{"x": NaN}', "invalid JSON"),
         ({"type": "string", "pattern": "^[a-z]+$"}, "ABC", "does not match pattern"),
-        ({"type": "string", "enum": ["x"]}, "z", "not one of the allowed values"),
+        ({"type": "string", "enum": ["x", "y"]}, "z", "not one of the allowed values: x, y"),
         ({"type": "string", "min_length": 2}, "a", "shorter than min_length 2"),
         ({"type": "string", "max_length": 2}, "abc", "longer than max_length 2"),
         ({"type": "integer", "min": 1}, "0", "less than min 1"),
         ({"type": "decimal", "max": 1.5}, "1.51", "greater than max 1.5"),
-        ({"type": "integer", "enum": [1]}, "2", "not one of the allowed values"),
+        ({"type": "integer", "enum": [1, 3]}, "2", "not one of the allowed values: 1, 3"),
         ({"type": "date", "max": "2020-12-31"}, "2021-01-01", "after max 2020-12-31"),
     ],
 )
@@ -248,3 +248,73 @@ def test_load_spec_toml_json_and_errors(tmp_path):
     bad.write_text("[record\n")
     with pytest.raises(SpecError, match="invalid TOML"):
         load_spec(bad)
+
+
+def test_enum_reason_lists_the_allowed_values_and_cuts_a_long_list():
+    spec = spec_with({"type": "string", "enum": ["acme", "globex"]})
+    assert one(spec, "initech")[1].reason == "not one of the allowed values: acme, globex"
+    many = [f"tenant-{i:03d}" for i in range(40)]
+    reason = one(spec_with({"type": "string", "enum": many}), "nope")[1].reason
+    shown = reason.removeprefix("not one of the allowed values: ")
+    assert shown.startswith("tenant-000, tenant-001, ")
+    kept = shown.split(", ... ")[0].split(", ")
+    assert shown.endswith(f", ... ({40 - len(kept)} more)")
+    assert kept == many[: len(kept)] and 3 <= len(kept) < 40
+    assert len(reason) < 160
+    # values a plain comma list would hide are quoted
+    odd = one(spec_with({"type": "string", "enum": ["a b", "x,y", ""]}), "q")[1].reason
+    assert odd == 'not one of the allowed values: "a b", "x,y", ""'
+    # one enormous value is cut, never the whole reason dropped
+    huge = one(spec_with({"type": "string", "enum": ["z" * 500]}), "q")[1].reason
+    assert huge.startswith("not one of the allowed values: zzz") and huge.endswith("...")
+    assert len(huge) < 130
+
+
+def test_template_typo_is_reported_as_a_placeholder_with_its_key():
+    spec = parse_spec(
+        {
+            "record": {"type": "P", "code": "{idd}", "name": "{name}"},
+            "columns": {"id": {"required": True}, "name": {}},
+        }
+    )
+    problem = header_problem(spec, ["id", "name", "price"])
+    assert problem == (
+        "record.code: placeholder {idd} names no CSV column and no spec column "
+        "(did you mean {id}? header: id, name, price)"
+    )
+    with pytest.raises(SpecError, match=r"^record\.code: placeholder \{idd\}"):
+        check_header(spec, ["id", "name", "price"])
+    # a placeholder naming a CSV column outside the spec is fine (it feeds the template only)
+    assert header_problem(spec, ["id", "name", "idd"]) is None
+    # a declared spec column missing from the header is a different mistake
+    assert header_problem(spec, ["idx", "name", "idd"]) == (
+        "columns.id: spec column 'id' is not in the CSV header "
+        "(did you mean 'idx'? header: idx, name, idd)"
+    )
+    tenant = parse_spec(
+        {"record": {"type": "P", "code": "{id}", "tenant": "{tenat}"}, "columns": {"id": {}}}
+    )
+    assert header_problem(tenant, ["id", "tenant"]).startswith(
+        "record.tenant: placeholder {tenat} names no CSV column and no spec column "
+        "(did you mean {tenant}?"
+    )
+
+
+def test_template_typo_is_caught_at_spec_check_time_with_given_headers():
+    doc = {
+        "record": {"type": "P", "code": "{idd}"},
+        "columns": {"id": {}},
+        "csv": {"header": "GIVEN", "headers": ["id", "name"]},
+    }
+    with pytest.raises(SpecError) as info:
+        parse_spec(doc)
+    assert str(info.value) == (
+        "record.code: placeholder {idd} names no CSV column and no spec column "
+        "(did you mean {id}? header: id, name)"
+    )
+    doc["record"]["code"] = "{id}"
+    doc["columns"]["price"] = {"type": "decimal"}
+    with pytest.raises(
+        SpecError, match=r"^columns\.price: spec column 'price' is not in csv\.headers"
+    ):
+        parse_spec(doc)

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,31 +202,61 @@ class Measured:
         return " | ".join(text[-5:])
 
 
+#: Runs argv[3:] and writes its wall time, CPU and peak RSS as JSON to argv[1]; kills it after
+#: argv[2] seconds.  Why a launcher: Linux carries a process's RSS high-water mark across fork
+#: and exec, so a tool spawned straight from this (large) pytest process would report at
+#: least pytest's own RSS.  Spawned from this small, freshly started interpreter, the floor is
+#: the launcher's ~10 MB, well under any measured tool.
+_LAUNCHER = """\
+import json, math, os, signal, sys, time
+out, limit, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+t0 = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+signal.alarm(max(1, math.ceil(limit)))
+_, status, ru = os.wait4(pid, 0)
+seconds = time.perf_counter() - t0
+with open(out, "w") as fh:
+    json.dump({"seconds": seconds, "cpu": ru.ru_utime + ru.ru_stime, "rss_kb": ru.ru_maxrss,
+               "rc": os.waitstatus_to_exitcode(status)}, fh)
+"""
+
+
 def run_measured(
     cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float = 1800.0
 ) -> Measured:
-    """Run `cmd` to its end; wall time from spawn to exit, CPU and peak RSS from wait4."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    """Run `cmd` to its end: wall time from spawn to exit, its own CPU time and peak RSS.
+
+    Measured by a small launcher process (see _LAUNCHER) so the peak RSS is the
+    tool's, not inherited from pytest.
+    """
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory(prefix="measured-") as tmp,
+    ):
+        report = os.path.join(tmp, "measured.json")
+        launcher = [sys.executable, "-S", "-E", "-c", _LAUNCHER, report, str(timeout), *cmd]
+        done = subprocess.run(launcher, env=env, cwd=cwd, stdout=out, stderr=err, check=False)
         out.seek(0)
         err.seek(0)
-        return Measured(
-            seconds=seconds,
-            cpu_seconds=usage.ru_utime + usage.ru_stime,
-            max_rss_kb=usage.ru_maxrss,
-            returncode=proc.returncode,
-            stdout=out.read().decode("utf-8", "replace"),
-            stderr=err.read().decode("utf-8", "replace"),
-        )
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+        try:
+            with open(report, encoding="utf-8") as fh:
+                facts = json.load(fh)
+        except (OSError, ValueError):
+            raise RuntimeError(
+                f"could not run {cmd[0]} (launcher exit {done.returncode}): {stderr.strip()[-300:]}"
+            ) from None
+    return Measured(
+        seconds=facts["seconds"],
+        cpu_seconds=facts["cpu"],
+        max_rss_kb=facts["rss_kb"],
+        returncode=facts["rc"],
+        stdout=stdout,
+        stderr=stderr,
+    )
 
 
 # --------------------------------------------------------------------------- ddbimport

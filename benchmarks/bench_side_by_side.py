@@ -90,7 +90,7 @@ def _command(tool: str, files: dict[str, Path], url: str) -> list[str]:
 def test_tool(benchmark, ack_binary, files, tool):
     with AckEndpoint(binary=ack_binary) as ep:
         cmd = _command(tool, files, ep.endpoint_url)
-        holder: dict = {}
+        holder: dict = {"load": os.getloadavg()[0]}  # others on the machine skew the figures
 
         def run() -> None:
             holder["m"] = run_measured(
@@ -117,6 +117,7 @@ def test_tool(benchmark, ack_binary, files, tool):
         "server_cpu_seconds": server_cpu,
         "requests": stats["requests"],
         "batch_get_requests": stats["BatchGetItem"],
+        "load_average_before": holder["load"],
     }
 
 
@@ -129,7 +130,7 @@ def _table() -> tuple[str, dict]:
         f"\nside by side, N = {N:,} rows, 10-column products file, {cpus} cores, "
         "compiled ack endpoint on loopback, whole processes",
         f"{'tool':<30}{'rows/s':>10}{'vs boto3':>10}{'vs ddbimport':>14}"
-        f"{'seconds':>9}{'cpu s':>8}{'RSS MB':>8}{'srv cpu s':>10}",
+        f"{'seconds':>9}{'cpu s':>8}{'RSS MB':>8}{'srv cpu s':>10}{'load':>6}",
     ]
     report: dict = {"rows": N, "cores": cpus, "smoke": SMOKE, "tools": {}, "skipped": SKIPPED}
     for tool in TOOLS:
@@ -147,9 +148,11 @@ def _table() -> tuple[str, dict]:
             f"{(f'{vs_ddb:.2f}x' if vs_ddb else '-'):>14}"
             f"{r['seconds']:>9.2f}{r['client_cpu_seconds']:>8.2f}"
             f"{r['client_max_rss_mb']:>8.0f}{r['server_cpu_seconds']:>10.2f}"
+            f"{r['load_average_before']:>6.1f}"
         )
     if ddb_rate:
         lines.append("(vs ddbimport: against the faster of its two runs)")
+    lines.append("(cpu s: the client's user+system CPU; load: 1-min load average before the run)")
     return "\n".join(lines), report
 
 

@@ -107,9 +107,12 @@ def build_ack_server(directory: Path | None = None) -> Path:
 class AckEndpoint:
     """ack_server in a child process on a free loopback port (a context manager)."""
 
-    def __init__(self, *, port: int = 0, binary: Path | None = None) -> None:
+    def __init__(
+        self, *, port: int = 0, binary: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.requested_port = port
         self.binary = binary
+        self.extra_args = tuple(extra_args)  # e.g. ("--sndbuf", "4096") in tests
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.final_stats: dict[str, int] | None = None
@@ -122,7 +125,14 @@ class AckEndpoint:
         self._dir = tempfile.TemporaryDirectory(prefix="ack-endpoint-")
         self.final_stats = None
         self.proc = subprocess.Popen(
-            [str(binary), "--port", str(self.requested_port), "--stats", self._stats_path],
+            [
+                str(binary),
+                "--port",
+                str(self.requested_port),
+                "--stats",
+                self._stats_path,
+                *self.extra_args,
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -27,7 +27,7 @@
  * `Expect: 100-continue` honoured.  epoll, level-triggered, one thread.
  *
  *   cc -O2 -o ack_server ack_server.c
- *   ack_server [--port N] [--stats PATH]   -> first stdout line: the bound port
+ *   ack_server [--port N] [--stats PATH] [--sndbuf BYTES]   -> first stdout line: the port
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,7 +49,9 @@
 #define MAX_HEADER_BYTES (64 * 1024)
 #define MAX_BODY_BYTES (64 * 1024 * 1024)
 #define READ_CHUNK (256 * 1024)
+#ifndef MAX_PENDING_OUT /* answers held before reading stops (-D in a test) */
 #define MAX_PENDING_OUT (4 * 1024 * 1024)
+#endif
 #define TARGET_PREFIX "DynamoDB_20120810."
 
 struct buf {
@@ -61,8 +63,8 @@ struct buf {
 
 struct conn {
     int fd;
-    int closing;     /* close once the output is flushed */
-    int reading;     /* EPOLLIN is registered */
+    int closing;     /* answer no more requests; close once the output is flushed */
+    int eof;         /* the client is done sending: answer what is buffered, then close */
     int continued;   /* 100 Continue already sent for the current request */
     int counted;     /* counted in st.connections (at its first non-stats request) */
     struct buf in;
@@ -77,6 +79,7 @@ static struct {
 static volatile sig_atomic_t stop_flag = 0;
 static int epfd = -1;
 static const char *stats_path = NULL;
+static int sndbuf = 0; /* --sndbuf: a small kernel send buffer, to test back-pressure */
 
 static void on_signal(int sig) {
     (void)sig;
@@ -400,8 +403,10 @@ static int has_token(const char *v, size_t n, const char *token) {
     return 0;
 }
 
-/* Answers every complete request in c->in; returns -1 to drop the connection now. */
+/* Answers the complete requests in c->in while the output is under its limit; returns how
+ * many it answered. */
 static int process(struct conn *c) {
+    int answered = 0;
     while (!c->closing && c->out.len - c->out.off < MAX_PENDING_OUT) {
         char *start = c->in.data + c->in.off;
         size_t avail = c->in.len - c->in.off;
@@ -412,6 +417,7 @@ static int process(struct conn *c) {
                 st.bad_http++;
                 c->closing = 1;
                 respond_error(c, 431, "ack_server#BadRequest", "headers too large");
+                answered++;
             }
             break;
         }
@@ -423,6 +429,7 @@ static int process(struct conn *c) {
             st.bad_http++;
             c->closing = 1;
             respond_error(c, 400, "ack_server#BadRequest", "malformed request line");
+            answered++;
             break;
         }
         int http10 = sp2[8] == '0';
@@ -433,6 +440,7 @@ static int process(struct conn *c) {
             st.bad_http++;
             c->closing = 1;
             respond_error(c, 501, "ack_server#NotImplemented", "chunked bodies not supported");
+            answered++;
             break;
         }
         size_t clen = 0;
@@ -452,6 +460,7 @@ static int process(struct conn *c) {
                 st.bad_http++;
                 c->closing = 1;
                 respond_error(c, 400, "ack_server#BadRequest", "bad Content-Length");
+                answered++;
                 break;
             }
         }
@@ -459,6 +468,7 @@ static int process(struct conn *c) {
             st.bad_http++;
             c->closing = 1;
             respond_error(c, 413, "ack_server#BadRequest", "body too large");
+            answered++;
             break;
         }
         if (avail < hlen + clen) { /* body still arriving */
@@ -497,17 +507,17 @@ static int process(struct conn *c) {
         }
         c->in.off += hlen + clen;
         if (c->in.off == c->in.len) c->in.off = c->in.len = 0;
+        answered++;
     }
-    return 0;
+    return answered;
 }
 
 static void set_events(struct conn *c) {
     int want_out = c->out.len > c->out.off;
-    int want_in = !c->closing && c->out.len - c->out.off < MAX_PENDING_OUT;
+    int want_in = !c->closing && !c->eof && c->out.len - c->out.off < MAX_PENDING_OUT;
     struct epoll_event ev = {.events = (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0),
                              .data.ptr = c};
     epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
-    c->reading = want_in;
 }
 
 static void drop(struct conn *c) {
@@ -533,40 +543,38 @@ static int flush_out(struct conn *c) {
     return 0;
 }
 
-static void on_readable(struct conn *c) {
-    reserve(&c->in, READ_CHUNK);
-    ssize_t r = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
-    if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        drop(c);
-        return;
-    }
-    if (r < 0) return;
-    c->in.len += (size_t)r;
-    process(c);
-    if (flush_out(c) < 0 || (c->closing && c->out.len == c->out.off)) {
-        drop(c);
-        return;
+/* Answers and sends as far as possible, then waits for the right event (or closes). */
+static void pump(struct conn *c) {
+    for (;;) {
+        int answered = process(c);
+        if (flush_out(c) < 0) {
+            drop(c);
+            return;
+        }
+        if (c->out.len > c->out.off) break; /* wait until writable */
+        if (c->closing || (c->eof && answered == 0)) {
+            drop(c); /* all answered; a partial request after EOF is dropped */
+            return;
+        }
+        if (answered == 0) break; /* wait for more input */
+        /* output drained and requests may be held back behind the limit: go on */
     }
     set_events(c);
 }
 
-static void on_writable(struct conn *c) {
-    if (flush_out(c) < 0) {
-        drop(c);
+static void on_readable(struct conn *c) {
+    reserve(&c->in, READ_CHUNK);
+    ssize_t r = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+    if (r < 0) {
+        if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) drop(c);
         return;
     }
-    if (c->out.len == c->out.off) {
-        if (c->closing) {
-            drop(c);
-            return;
-        }
-        process(c); /* requests held back while the output was full */
-        if (flush_out(c) < 0 || (c->closing && c->out.len == c->out.off)) {
-            drop(c);
-            return;
-        }
+    if (r == 0) {
+        c->eof = 1; /* requests already received are still answered */
+    } else {
+        c->in.len += (size_t)r;
     }
-    set_events(c);
+    pump(c);
 }
 
 int main(int argc, char **argv) {
@@ -576,8 +584,10 @@ int main(int argc, char **argv) {
             port = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--stats") == 0 && i + 1 < argc) {
             stats_path = argv[++i];
+        } else if (strcmp(argv[i], "--sndbuf") == 0 && i + 1 < argc) {
+            sndbuf = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: ack_server [--port N] [--stats PATH]\n");
+            fprintf(stderr, "usage: ack_server [--port N] [--stats PATH] [--sndbuf BYTES]\n");
             return 2;
         }
     }
@@ -618,13 +628,13 @@ int main(int argc, char **argv) {
                     int fd = accept4(ls, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                     if (fd < 0) break; /* EAGAIN, or out of fds: retried on the next event */
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    if (sndbuf > 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
                     struct conn *nc = calloc(1, sizeof *nc);
                     if (!nc) {
                         close(fd);
                         continue;
                     }
                     nc->fd = fd;
-                    nc->reading = 1;
                     struct epoll_event cev = {.events = EPOLLIN, .data.ptr = nc};
                     epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &cev);
                 }
@@ -634,7 +644,7 @@ int main(int argc, char **argv) {
             if (events[i].events & (EPOLLERR | EPOLLHUP) && !(events[i].events & EPOLLIN)) {
                 drop(c);
             } else if (events[i].events & EPOLLOUT) {
-                on_writable(c);
+                pump(c);
             } else if (events[i].events & EPOLLIN) {
                 on_readable(c);
             }

@@ -372,3 +372,70 @@ def test_final_stats_written_at_sigterm(binary: Path):
         final = ep.stop()
     assert final["items"] == 7 and final["requests"] == 1
     assert ep.stats() == final  # after stop: the counts it wrote on its way out
+
+
+@pytest.fixture(params=["default", "small-output-limit"])
+def tight(request, binary: Path, tmp_path, monkeypatch):
+    """An endpoint whose kernel send buffers are tiny: answers pile up in its own buffer.
+
+    With a 16 kB output limit (a build with -DMAX_PENDING_OUT) it stops reading and
+    resumes many times within one test.
+    """
+    if request.param == "small-output-limit":
+        cc = os.environ.get("CC") or "cc"
+        monkeypatch.setenv("CC", f"{cc} -DMAX_PENDING_OUT=16384")
+        binary = build_ack_server(tmp_path)
+    with AckEndpoint(binary=binary, extra_args=("--sndbuf", "4096")) as endpoint:
+        yield endpoint
+
+
+def _tight_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(20)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _describes(first: int, n: int) -> bytes:
+    return b"".join(
+        _request("DescribeTable", b'{"TableName":"%d"}' % i) for i in range(first, first + n)
+    )
+
+
+def _names(got: list[tuple[int, bytes]]) -> list[str]:
+    return [json.loads(body)["Table"]["TableName"] for _, body in got]
+
+
+def test_answers_owed_are_sent_after_the_client_half_closes(tight: AckEndpoint):
+    n = 3000  # ~1.6 MB of answers: far more than the kernel buffers hold at the FIN
+    with _tight_socket(tight.port) as sock:
+        sock.sendall(_describes(0, n))
+        sock.shutdown(socket.SHUT_WR)
+        got = _read_responses(sock, n)
+        assert sock.recv(10) == b""  # then the server closes
+    assert _names(got) == [str(i) for i in range(n)]
+    assert tight.stats()["DescribeTable"] == n
+
+
+def test_back_pressure_a_client_that_reads_slowly(tight: AckEndpoint):
+    # ~5 MB of answers to 1 MB of pipelined requests: the server stops reading while its
+    # output is over its limit, then resumes; nothing is lost or reordered.
+    n, step = 10000, 500
+    with _tight_socket(tight.port) as sock:
+        errors: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                for first in range(0, n, step):
+                    sock.sendall(_describes(first, step))
+                sock.shutdown(socket.SHUT_WR)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        got = _read_responses(sock, n)
+        sender.join()
+    assert not errors, errors
+    assert _names(got) == [str(i) for i in range(n)]

@@ -300,14 +300,15 @@ def find_ddbimport(*, allow_build: bool = True) -> tuple[Path | None, str]:
     out = cache_dir() / f"ddbimport-{_tree_hash(src)}"
     if out.is_file() and os.access(out, os.X_OK):
         return out, ""
-    build_hint = f"build it with: bash {src.parent / 'build-ddbimport.sh'} DIR"
     if not allow_build or os.environ.get("IMPORTER_BENCH_BUILD_PEERS") == "0":
-        return None, f"ddbimport is not built ({build_hint})"
+        return None, "ddbimport is not built and building is off (IMPORTER_BENCH_BUILD_PEERS=0)"
     sdk = Path("/usr/share/gocode/src/github.com/aws/aws-sdk-go")
     if not shutil.which("go") or not sdk.is_dir():
         return None, (
-            "ddbimport is not installed and cannot be built here: no Go toolchain with "
-            f"Debian's Go libraries (golang-go, golang-github-aws-aws-sdk-go-dev; {build_hint})"
+            "ddbimport is not installed and cannot be built here: no Go toolchain with Debian's "
+            "Go libraries (apt-get install golang-go golang-github-aws-aws-sdk-go-dev "
+            "golang-go.uber-zap-dev golang-github-google-uuid-dev "
+            "golang-github-rakyll-statik-dev, then rerun: the benchmark builds it)"
         )
     try:
         _build_ddbimport(src, out)

@@ -4,6 +4,9 @@
   pattern only picks up `test_*.py`).
 * `tests/` is importable, so benchmarks can start the loopback DynamoDB
   (`ddb_server.SubprocessDdbServer`).
+* Client speed is measured against `ack_endpoint.AckEndpoint` (the compiled
+  ack_server.c: acknowledges, stores nothing, costs the client nothing), not
+  the Python loopback server: bench_side_by_side.py, bench_memory.py.
 * `IMPORTER_BENCH_SMOKE=1` -> `smoke` is True: tiny inputs, run don't time.
 """
 

@@ -1,0 +1,165 @@
+"""Side by side, whole processes: importer (blind, default), a boto3 script, ddbimport.
+
+One generated 10-column products file (importer.bench, all N rows valid); every
+tool runs as its own process, timed from spawn to exit, writing to its own
+fresh compiled acknowledging endpoint (ack_endpoint.py: stores nothing, costs
+the client nothing), which counts the PutRequests so every run is checked to
+have delivered exactly N items.
+
+* `importer run --mode blind` and `importer run` (the default mode), as a user
+  types them (`python -m importer.cli`, `--endpoint-url`, dummy credentials);
+* the boto3 `Table.batch_writer()` script most people write first (_clients.py);
+* ddbimport (Go) at -concurrency 8 (its default) and 50, when installed or
+  buildable from shared/peers (else skipped, with the reason in the table).
+
+Rows/s and ratios against the boto3 script and the faster ddbimport run are
+printed and saved as JSON under .benchmarks/ (gitignored).
+
+    pytest benchmarks/bench_side_by_side.py -s                    # N = 100,000
+    IMPORTER_BENCH_ROWS=20000 pytest benchmarks/bench_side_by_side.py -s
+    IMPORTER_BENCH_SMOKE=1 python -m pytest benchmarks --benchmark-disable -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from _clients import (
+    BOTO3_SCRIPT,
+    TABLE,
+    client_env,
+    ddbimport_cmd,
+    find_ddbimport,
+    importer_cmd,
+    run_measured,
+    save_report,
+    write_products,
+)
+from ack_endpoint import AckEndpoint, AckServerUnavailable, build_ack_server
+
+SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
+N = 500 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))
+TIMEOUT = 300.0 if SMOKE else 3600.0
+
+BLIND = "importer run --mode blind"
+DEFAULT = "importer run (default mode)"
+BOTO3 = "boto3 batch_writer script"
+DDB8 = "ddbimport -concurrency 8"
+DDB50 = "ddbimport -concurrency 50"
+TOOLS = (BLIND, DEFAULT, BOTO3, DDB8, DDB50)
+
+RESULTS: dict[str, dict] = {}
+SKIPPED: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def ack_binary() -> Path:
+    try:
+        return build_ack_server()
+    except AckServerUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("side_by_side")
+    products, spec, keyed = write_products(base, N)
+    script = base / "boto3_import.py"
+    script.write_text(BOTO3_SCRIPT, encoding="utf-8")
+    return {"dir": base, "csv": products, "spec": spec, "keyed": keyed, "script": script}
+
+
+def _command(tool: str, files: dict[str, Path], url: str) -> list[str]:
+    if tool in (BLIND, DEFAULT):
+        mode, tag = ("blind", "blind") if tool == BLIND else (None, "default")
+        return importer_cmd(files["csv"], files["spec"], url, mode, files["dir"], tag)
+    if tool == BOTO3:
+        return [sys.executable, str(files["script"]), str(files["csv"]), url, TABLE]
+    binary, reason = find_ddbimport()
+    if binary is None:
+        SKIPPED[tool] = reason
+        pytest.skip(reason)
+    return ddbimport_cmd(binary, files["keyed"], 8 if tool == DDB8 else 50)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_tool(benchmark, ack_binary, files, tool):
+    with AckEndpoint(binary=ack_binary) as ep:
+        cmd = _command(tool, files, ep.endpoint_url)
+        holder: dict = {"load": os.getloadavg()[0]}  # others on the machine skew the figures
+
+        def run() -> None:
+            holder["m"] = run_measured(
+                cmd, env=client_env(ep.endpoint_url), cwd=files["dir"], timeout=TIMEOUT
+            )
+
+        benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+        server_cpu = ep.cpu_seconds()
+        stats = ep.stats()
+    m = holder["m"]
+    assert m.returncode == 0, f"{tool} exited {m.returncode}: {m.tail()}"
+    assert stats["items"] == N, f"{tool}: the endpoint got {stats['items']} of {N} items"
+    assert stats["unknown"] == 0 and stats["bad_http"] == 0, stats
+    if tool in (BLIND, DEFAULT):
+        tag = "blind" if tool == BLIND else "default"
+        summary = json.loads((files["dir"] / f"summary-{tag}.json").read_text())
+        assert summary["written"] == N, summary
+    RESULTS[tool] = {
+        "rows": N,
+        "seconds": m.seconds,
+        "rows_per_second": N / m.seconds,
+        "client_cpu_seconds": m.cpu_seconds,
+        "client_max_rss_mb": m.max_rss_kb / 1024,
+        "server_cpu_seconds": server_cpu,
+        "requests": stats["requests"],
+        "batch_get_requests": stats["BatchGetItem"],
+        "load_average_before": holder["load"],
+    }
+
+
+def _table() -> tuple[str, dict]:
+    boto3_rate = RESULTS.get(BOTO3, {}).get("rows_per_second")
+    ddb = [RESULTS[t]["rows_per_second"] for t in (DDB8, DDB50) if t in RESULTS]
+    ddb_rate = max(ddb) if ddb else None
+    cpus = os.cpu_count()
+    lines = [
+        f"\nside by side, N = {N:,} rows, 10-column products file, {cpus} cores, "
+        "compiled ack endpoint on loopback, whole processes",
+        f"{'tool':<30}{'rows/s':>10}{'vs boto3':>10}{'vs ddbimport':>14}"
+        f"{'seconds':>9}{'cpu s':>8}{'RSS MB':>8}{'srv cpu s':>10}{'load':>6}",
+    ]
+    report: dict = {"rows": N, "cores": cpus, "smoke": SMOKE, "tools": {}, "skipped": SKIPPED}
+    for tool in TOOLS:
+        r = RESULTS.get(tool)
+        if r is None:
+            reason = SKIPPED.get(tool, "not run")
+            lines.append(f"{tool:<30}{'skipped: ' + reason}")
+            continue
+        vs_boto3 = r["rows_per_second"] / boto3_rate if boto3_rate else None
+        vs_ddb = r["rows_per_second"] / ddb_rate if ddb_rate else None
+        report["tools"][tool] = {**r, "vs_boto3": vs_boto3, "vs_ddbimport": vs_ddb}
+        lines.append(
+            f"{tool:<30}{r['rows_per_second']:>10,.0f}"
+            f"{(f'{vs_boto3:.2f}x' if vs_boto3 else '-'):>10}"
+            f"{(f'{vs_ddb:.2f}x' if vs_ddb else '-'):>14}"
+            f"{r['seconds']:>9.2f}{r['client_cpu_seconds']:>8.2f}"
+            f"{r['client_max_rss_mb']:>8.0f}{r['server_cpu_seconds']:>10.2f}"
+            f"{r['load_average_before']:>6.1f}"
+        )
+    if ddb_rate:
+        lines.append("(vs ddbimport: against the faster of its two runs)")
+    lines.append("(cpu s: the client's user+system CPU; load: 1-min load average before the run)")
+    return "\n".join(lines), report
+
+
+def test_zz_summary():
+    if not RESULTS:
+        pytest.skip("no tool ran")
+    text, report = _table()
+    report["table"] = text
+    path = save_report("side_by_side" + ("-smoke" if SMOKE else ""), report)
+    print(text + f"\nsaved: {path}")

@@ -24,8 +24,8 @@ from botocore.exceptions import ClientError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from ack_endpoint import AckEndpoint, AckServerUnavailable, build_ack_server  # noqa: E402
+from writers import http_writer  # noqa: E402
 
-from importer.http_writer import HttpBatchWriter  # noqa: E402
 from importer.records import PreparedItem  # noqa: E402
 
 REGION = "us-east-1"
@@ -181,7 +181,7 @@ def test_importer_http_writer_against_it(ep: AckEndpoint):
     session = boto3.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
     )
-    writer = HttpBatchWriter(
+    writer = http_writer(
         table="bench-command",
         region=REGION,
         endpoint_url=ep.endpoint_url,

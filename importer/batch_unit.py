@@ -149,9 +149,7 @@ def process_batch(
     failures: list[Failure] = []
     unchanged = 0
     try:
-        result = pipeline.engine.transform_batch(
-            pipeline.settings.spec, header, batch.rows, ctx, dedupe=False
-        )
+        result = pipeline.engine.transform_batch(pipeline.settings.spec, header, batch.rows, ctx)
         rejects = [*batch.rejects, *result.rejects]
         items = result.items
         if stage is None:

@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         deploy = None
     if deploy is not None:
         deploy.register(sub)
+    from importer import plan
+
+    plan.register(sub)
     return parser
 
 

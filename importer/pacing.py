@@ -11,26 +11,28 @@ larger than its JSON).
 processed rate -- units DynamoDB actually took per second (UnprocessedItems says
 exactly how many) -- not a count of throttles:
 
-* unlimited until the table pushes back, i.e. most of the recent requests came
-  back throttled (capacity shortfall throttles nearly every request once the
-  table's burst is spent; random faults throttle a fraction, uncorrelated);
-* on push-back the rate is set just under the processed rate measured over
-  those requests, and the level is remembered as the table's ceiling;
-* while the pacer is the limit and the table keeps up, the rate creeps back to
-  the ceiling and then probes above it with growing steps (1 %, 2 %, 4 %, ...),
-  so a capacity increase is found within seconds;
-* units of items that were not processed (throttled, 5xx, dropped connection)
-  are given back, so retries do not eat the pace and random faults do not
-  lower the processed rate -- a random throttle on a table that accepts
-  everything else leaves the rate alone;
+* unlimited until the table pushes back: more of the last 20 answers throttled
+  than chance explains.  Chance is learnt: the share of answers throttled while
+  the pace sat clearly under the table's ceiling (random faults throttle a
+  steady, uncorrelated share; a capacity shortfall throttles nearly every
+  request once the table's burst is spent);
+* on push-back the rate goes just under the processed rate measured since the
+  last change (90 % of it when clearly over, 92 % when slightly), and that
+  level is remembered as the table's ceiling;
+* once per 0.25 s epoch in which the pacer was the limit and nothing pushed
+  back, the rate climbs back to the ceiling, passes it gently (0.25 % steps),
+  then probes in doubling steps (up to 5 % per epoch): a table that grew is
+  found within seconds;
+* units of items not processed (throttled, 5xx, dropped connection) are given
+  back, so resending them does not eat the pace and random faults leave the
+  processed rate at the pace -- a random throttle on a table that accepts
+  everything else does not cut the rate;
 * an optional budget (`max_units_per_second`, from `--max-wcu`/`--max-rcu`) is a
-  hard cap kept by a separate scheduler with almost no burst tolerance: no
-  one-second window exceeds it by more than a request's own units plus 1 %.
+  hard cap kept by its own scheduler with no burst tolerance: any one-second
+  window admits at most the budget x 1.01 plus the last request's own units.
 
-Both schedulers are GCRA (virtual scheduling): a request may start when the
-scheduler's theoretical arrival time is at most `tolerance` seconds ahead of
-now, and then moves it `units / rate` seconds on.  A request bigger than the
-tolerance is never refused; it simply delays the ones after it.
+Both schedulers are GCRA (virtual scheduling), see `_Gcra`.  A request bigger
+than the tolerance is never refused; it delays the ones after it.
 """
 
 from __future__ import annotations

@@ -31,7 +31,12 @@ from collections.abc import Callable
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from ddb_server import SubprocessDdbServer
 
 from importer.pacing import Pacer
@@ -43,6 +48,7 @@ THREADS = 4 if SMOKE else 16
 BURST = 0.5
 REGION = "us-east-1"
 THROTTLES = ("ProvisionedThroughputExceededException", "ThrottlingException")
+TRANSIENT = ("InternalServerError", "ServiceUnavailable")
 RESULTS: dict[str, dict] = {}
 
 
@@ -154,13 +160,14 @@ def _loop(url: str, table: str, pacer: Pacer | None) -> dict:
             try:
                 out = client.batch_write_item(RequestItems={table: pending})
                 back = out.get("UnprocessedItems", {}).get(table, [])
-                code = None
+                hit = bool(back)
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]
-                if code not in THROTTLES:
+                if code not in THROTTLES and code not in TRANSIENT:
                     raise
-                back = pending
-            hit = bool(back)
+                back, hit = pending, code in THROTTLES
+            except (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError):
+                back, hit = pending, False  # lost answer: resend (items are idempotent)
             throttled += hit
             if pacer is not None:
                 done = len(pending) - len(back)

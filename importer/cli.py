@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         deploy = None
     if deploy is not None:
         deploy.register(sub)
-    from importer import local_stack, spec_draft, sync
+    from importer import local_stack, plan, spec_draft, sync
 
+    plan.register(sub)
     sync.register(sub)
     local_stack.register(sub)
     spec_draft.register(sub)

@@ -30,10 +30,11 @@ from importer.dynamo import (
 from importer.engines import Engine, get_engine
 from importer.lookup import KeyLookup
 from importer.modes import MODES, Mode, ModeStage
+from importer.pacing import Pacer
 from importer.records import PreparedItem, WriteOutcome
 from importer.retry import RetryPolicy
 from importer.spec import Spec
-from importer.writer import BatchWriter, Pacer
+from importer.writer import BatchWriter
 
 __all__ = [
     "DryRunWriter",
@@ -73,6 +74,9 @@ class PipelineSettings:
     engine: str = "native"
     dry_run: bool = False
     check_table: bool = True
+    #: budgets in capacity units per second (`--max-wcu`, `--max-rcu`); None: the table's pace
+    max_wcu: float | None = None
+    max_rcu: float | None = None
     policy: RetryPolicy | None = field(default=None, compare=False)
     session: Any = field(default=None, compare=False)
     pacer: Any = field(default=None, compare=False)
@@ -84,6 +88,10 @@ class PipelineSettings:
             raise ValueError("workers must be at least 1")
         if self.table is None and not self.dry_run:
             raise ValueError("a run that writes needs a table")
+        for name in ("max_wcu", "max_rcu"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 class DryRunWriter:
@@ -203,7 +211,8 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                         client.close()
                     client = None
             if client is not None:
-                lookup = KeyLookup(client, policy=policy)
+                read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
+                lookup = KeyLookup(client, policy=policy, pacer=read_pacer)
         stage = None
         if settings.mode != "blind":
             stage = ModeStage.open(
@@ -217,6 +226,8 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                 stage.notices[:] = notices or stage.notices
             else:
                 stage.notices[:0] = notices
+        # one pacer for every worker of the run: it learns what the table accepts
+        pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)
         writer: Any
         if settings.dry_run:
             writer = DryRunWriter()
@@ -224,10 +235,9 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
             from importer.strict_writer import StrictWriter
 
             assert client is not None and settings.table is not None
-            writer = StrictWriter(client=client, table=settings.table, policy=policy)
+            writer = StrictWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
         else:
             assert client is not None and settings.table is not None
-            pacer: Pacer | None = settings.pacer
             writer = BatchWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
     except BaseException:
         if client is not None and owns_client:

@@ -234,8 +234,9 @@ class PacerTuning:
     measure: float = 1.0
     #: seconds between decisions to probe upward
     epoch: float = 0.25
-    #: below the ceiling, per epoch: this share of the ceiling (or 5 % of the gap)
-    recover: float = 0.005
+    #: below the ceiling, per epoch: this share of the ceiling (or `recover_gap` of the gap)
+    recover: float = 0.008
+    recover_gap: float = 0.2
     #: above the ceiling: `gentle_epochs` steps of `probe`, then doubling steps <= `max_step`
     probe: float = 0.0025
     gentle_epochs: int = 8
@@ -519,7 +520,7 @@ class Pacer:
         ceiling = self._ceiling or gcra.rate
         if gcra.rate < ceiling:
             gap = ceiling - gcra.rate
-            rate = min(ceiling, gcra.rate + max(t.recover * ceiling, 0.05 * gap))
+            rate = min(ceiling, gcra.rate + max(t.recover * ceiling, t.recover_gap * gap))
         else:
             # gently past the last ceiling first (it is likely still there), then in
             # doubling steps: a table that grew is found within seconds

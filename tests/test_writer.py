@@ -11,7 +11,6 @@ import json
 import logging
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any

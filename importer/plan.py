@@ -21,6 +21,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+from importer.batch_unit import resolve_duplicates
 from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher, check_limits
 from importer.context import RunContext
 from importer.engines import get_engine
@@ -164,15 +165,20 @@ def plan_source(
             header=header,
         )
 
+        code_column = (spec.record.code.columns or [""])[0]
+
         def transform(batch: Batch) -> None:
             plan.batches += 1
             plan.rows += len(batch.rows) + len(batch.rejects)
             plan.rejected += len(batch.rejects)
             if not batch.rows:
                 return
-            result = eng.transform_batch(spec, header, batch.rows, ctx, dedupe=True)
-            plan.rejected += len(result.rejects)
-            items = result.items
+            result = eng.transform_batch(spec, header, batch.rows, ctx)
+            # a key twice in a batch is written once (the batch unit's rule, as in blind mode)
+            items, dupes = resolve_duplicates(
+                result.items, code_column=code_column, fields=dict(batch.rows)
+            )
+            plan.rejected += len(result.rejects) + len(dupes)
             plan.items += len(items)
             plan.requests += -(-len(items) // REQUEST_ITEMS)
             for item in items:

@@ -232,6 +232,7 @@ def sync_tables(
     status_topic_arn: str | None = None,
     s3: Any = None,
     refinish: bool = False,
+    resolver: TtlResolver | None = None,
 ) -> SyncResult:
     """Apply every command record that has not reached the data table yet.
 
@@ -246,7 +247,8 @@ def sync_tables(
     10 a call) -- the one the framework's synchronous publish sends too; the
     per-state STARTED/FINISHED messages of an execution are not.
     ``refinish`` (``run --sync``): given commands the data row already holds
-    were just re-put by a resumed run, and are finished again.
+    were just re-put by a resumed run, and are finished again.  ``resolver``
+    (``run --sync``: one per run) reads the TTL configs; by default one per call.
     """
     started = time.monotonic()
     clock = clock or time.time  # looked up per call: the wall clock unless given
@@ -267,7 +269,8 @@ def sync_tables(
         # handler the data row never moves and every sync would replay everything
         raise ValueError("sync needs the default data-sync handler (it is disabled)")
     writers = {name: writer_for(name) for name in (tables.history, tables.data, tables.command)}
-    resolver = TtlResolver(dynamodb, tables.master_data, clock=clock, cache=True)
+    if resolver is None:
+        resolver = TtlResolver(dynamodb, tables.master_data, clock=clock, cache=True)
     ctx = SyncContext(dynamodb=dynamodb, tables=tables, tz=tz)
     ctx.extra["resolve"] = lambda item: resolve_s3_attributes(item, s3)
     result = SyncResult()
@@ -604,6 +607,12 @@ class BatchSync:
         self.calls = ClientCalls(client)
         self.lookup = KeyLookup(client, policy=policy, projection=None)
         self.order = SyncOrder()
+        # TTL configs read once per run, not per batch (a batch may hold many tenants);
+        # its clock is looked up per call, so a pinned `importer.sync.time` applies
+        tables = Tables.from_command_table(table, data=data_table)
+        self.resolver = TtlResolver(
+            self.calls, tables.master_data, clock=lambda: (self.clock or time.time)(), cache=True
+        )
         self._writers: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -628,6 +637,7 @@ class BatchSync:
             clock=self.clock,
             tz=self.tz,
             refinish=True,
+            resolver=self.resolver,
         )
 
     def close(self) -> None:

@@ -219,6 +219,37 @@ def test_a_failed_sync_fails_the_rows_of_that_entity_in_that_batch(tmp_path):
     assert "sync: PRODUCT#X-1: refused" in failures
 
 
+def test_custom_handlers_run_in_bulk_and_their_errors_fail_the_rows(tmp_path, monkeypatch):
+    (tmp_path / "shop_mirror.py").write_text(
+        "SEEN = []\n"
+        "def mirror(command, ctx):\n"
+        "    SEEN.append(command.sk)\n"
+        "    if command.sk.startswith('PRODUCT#X-1@'):\n"
+        "        raise RuntimeError('search index refused')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("IMPORTER_DATA_SYNC_HANDLERS", "shop_mirror:mirror")
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        code = _run(tmp_path, run["command"], THIRD, mode="upsert", run_id="r1",
+                    extra=("--sync", "--batch-items", "2"))  # fmt: skip
+        s = _summary(tmp_path, run["command"], "r1")
+        data = scan_all(run["data"], cloud.ddb)
+        cmds = scan_all(run["command"], cloud.ddb)
+    import shop_mirror
+
+    assert code == EXIT_PARTIAL
+    # X-1 (lines 3 and 7) fails in both its batches; every other row is applied
+    assert (s["failed"], s["failed_batches"]) == (2, 2)
+    assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
+    failures = (tmp_path / "r1.failures.csv").read_text()
+    assert "mirror: search index refused" in failures
+    assert ("PRODUCT#acme", "PRODUCT#X-1") not in data
+    assert cmds[("PRODUCT#acme", "PRODUCT#X-1@1")]["status"] == {"S": "sync_data:FAILED"}
+    assert data[("PRODUCT#acme", "PRODUCT#S-1")]["version"] == {"N": "3"}
+    assert set(shop_mirror.SEEN) >= {"PRODUCT#S-1@1", "PRODUCT#S-1@2", "PRODUCT#S-1@3"}
+
+
 def test_sync_needs_the_default_handler_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IMPORTER_DISABLE_DEFAULT_HANDLER", "1")
     with command_cloud() as cloud:

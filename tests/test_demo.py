@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -11,7 +12,19 @@ from importer.cli import main
 pytest.importorskip("moto.server")
 
 
-def test_demo_imports_with_sync_and_shows_a_data_record_and_its_history(tmp_path, capsys):
+@pytest.fixture
+def restored_environment():
+    """The demo sets AWS_* for its stand-in in the process environment; later tests must not
+    see an endpoint that is gone."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_demo_imports_with_sync_and_shows_a_data_record_and_its_history(
+    tmp_path, capsys, restored_environment
+):
     assert main(["demo", "--rows", "600", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     first = json.loads((tmp_path / "products.summary.json").read_text())

@@ -213,7 +213,7 @@ def process_batch(
     try:
         try:
             result = pipeline.engine.transform_batch(
-                pipeline.settings.spec, header, batch.rows, ctx, dedupe=False
+                pipeline.settings.spec, header, batch.rows, ctx
             )
             rejects = [*batch.rejects, *result.rejects]
             items = result.items

@@ -96,6 +96,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default="http",
         help="http: signed wire-JSON requests (fast, default); boto3: reference",
     )
+    p.add_argument(
+        "--max-wcu",
+        type=float,
+        default=None,
+        metavar="N",
+        help="never more than N write units per second (a table serving live traffic); "
+        "default: as fast as the table accepts",
+    )
+    p.add_argument(
+        "--max-rcu",
+        type=float,
+        default=None,
+        metavar="N",
+        help="never more than N read units per second for the lookups of insert/upsert/strict",
+    )
     p.add_argument("--run-id", default=None, help="run id stamped into source/requestId")
     p.add_argument("--quiet", action="store_true", help="no progress, no summary on stdout")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -186,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         deploy = None
     if deploy is not None:
         deploy.register(sub)
-    from importer import local_stack, spec_draft, sync
+    from importer import local_stack, plan, spec_draft, sync
 
+    plan.register(sub)
     sync.register(sub)
     local_stack.register(sub)
     spec_draft.register(sub)
@@ -211,6 +227,10 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         nbytes = AWS_MAX_INPUT_BYTES
     if args.workers < 1:
         raise _UsageError("--workers must be at least 1")
+    for flag in ("max_wcu", "max_rcu"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            raise _UsageError(f"--{flag.replace('_', '-')} must be a positive number")
     from importer.batching import check_limits
 
     check_limits(items, nbytes)
@@ -296,6 +316,8 @@ def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) ->
         engine=_engine_name(args),
         dry_run=dry_run,
         sync=bool(getattr(args, "sync", False)),
+        max_wcu=args.max_wcu,
+        max_rcu=args.max_rcu,
     )
 
 

@@ -30,8 +30,6 @@ class Engine(Protocol):
         header: Sequence[str],
         rows: Sequence[Row],
         ctx: RunContext,
-        *,
-        dedupe: bool = True,
     ) -> TransformResult: ...
 
 

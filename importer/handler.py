@@ -65,6 +65,8 @@ class HandlerSettings:
     region: str
     mode: str = "insert"
     data_table: str | None = None
+    #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
+    max_wcu: float | None = None
 
 
 def _unwrap(event: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -117,6 +119,9 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
     if mode not in MODES:
         raise EventError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
     return HandlerSettings(
+        max_wcu=_budget_share(
+            pick("maxWcu", "IMPORTER_MAX_WCU"), pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY")
+        ),
         mode=mode,
         data_table=pick("dataTable", "IMPORTER_DATA_TABLE"),
         table=table,
@@ -124,6 +129,23 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
         rejects_uri=pick("rejects", "IMPORTER_REJECTS"),
         region=default_region(),
     )
+
+
+def _budget_share(total: str | None, concurrency: str | None) -> float | None:
+    """Each of the Map's MaxConcurrency children gets its share of the run's budget.
+
+    0 (the template's default) or nothing means no budget: the table's own pace.
+    """
+    try:
+        budget, children = float(total or 0), int(concurrency or 1)
+    except ValueError:
+        budget, children = -1.0, 0
+    if budget < 0 or children < 1:
+        raise EventError(
+            f"maxWcu {total!r} / maxConcurrency {concurrency!r}: expected a number of write "
+            "units per second and a positive count of concurrent children"
+        )
+    return budget / children if budget > 0 else None
 
 
 # Warm-container cache: compiled specs are reused across invocations; nothing
@@ -248,6 +270,7 @@ def handle_event(
         writer=writer,  # type: ignore[arg-type]
         engine=engine,
         check_table=False,
+        max_wcu=settings.max_wcu,
     )
     with open_pipeline(pipeline_settings, client=client) as pipeline:
         outcome = pipeline.process(

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from importer.mbc_model import TABLE_SCHEMA
+
 __all__ = [
     "DEFAULT_BUCKET",
     "DEFAULT_PORT",
@@ -262,18 +264,7 @@ def _create_resources(endpoint: str, region: str, tables: Sequence[str], bucket:
     )
     ddb = session.client("dynamodb", endpoint_url=endpoint)
     for name in tables:
-        ddb.create_table(
-            TableName=name,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        ddb.create_table(TableName=name, **TABLE_SCHEMA)
     s3 = session.client("s3", endpoint_url=endpoint)
     if region == "us-east-1":
         s3.create_bucket(Bucket=bucket)

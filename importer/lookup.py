@@ -15,7 +15,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from importer.dynamo import DynamoClient, DynamoError, describe_table, should_retry
+from importer.dynamo import DynamoClient, DynamoError, ErrorKind, describe_table, should_retry
+from importer.pacing import Pacer
 from importer.retry import Attempts, RetryPolicy
 
 __all__ = ["MAX_GET_KEYS", "PROJECTION", "KeyLookup", "LookupFailed"]
@@ -47,9 +48,12 @@ class KeyLookup:
         *,
         policy: RetryPolicy | None = None,
         projection: Sequence[str] | None = PROJECTION,
+        pacer: Pacer | None = None,
     ) -> None:
         self.client = client
         self.policy = policy or RetryPolicy()
+        #: read units: one per key (a strongly consistent read of an item up to 4 KB)
+        self.pacer = pacer or Pacer(kind="read")
         self.projection = tuple(projection) if projection else None
         self.retries = 0
         self.calls = 0
@@ -89,11 +93,18 @@ class KeyLookup:
     ) -> None:
         attempts = Attempts(self.policy)
         pending = keys
+        pacer = self.pacer
         while pending:
             self.calls += 1
+            n = len(pending)
+            pacer.acquire(n, n)
             try:
                 doc = self.client.post("BatchGetItem", self._body(table, pending)).doc
             except DynamoError as exc:
+                throttled = exc.kind is ErrorKind.THROTTLED
+                pacer.settle(
+                    sent=n, processed=0, processed_units=0, throttled=throttled, sent_units=n
+                )
                 if should_retry(self.client, attempts, exc, table):
                     self.retries += 1
                     continue
@@ -109,6 +120,10 @@ class KeyLookup:
                     left.append((k["pk"]["S"], k["sk"]["S"]))
                 except (KeyError, TypeError):
                     continue
+            done = n - len(left)
+            pacer.settle(
+                sent=n, processed=done, processed_units=done, throttled=bool(left), sent_units=n
+            )
             if not left:
                 return
             if len(left) < len(pending):

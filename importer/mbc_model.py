@@ -31,6 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "TABLE_SCHEMA",
     "COMMAND_SUFFIX",
     "DATE_FIELDS",
     "Clock",
@@ -58,6 +59,18 @@ KEY_SEPARATOR = "#"
 COMMAND_SUFFIX = "-command"
 DATE_FIELDS = ("createdAt", "updatedAt")
 DEFAULT_TENANT = "single"
+#: CreateTable arguments of every MBC table (command, data, history): string pk/sk keys.
+TABLE_SCHEMA: dict[str, Any] = {
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
 
 
 # ----------------------------------------------------------------------- keys

@@ -177,10 +177,35 @@ class PreparedBatch:
     unchanged: int = 0
 
 
+_REQUEST_ID = b'"requestId":{"S":"'
+
+
+def _wire_request_id(wire: bytes) -> str | None:
+    """The item's requestId read straight from its wire JSON (no parse of the whole item).
+
+    The transform writes `requestId` after `attributes` and nothing nested after it, so
+    the last occurrence is the top-level one even when a column is called requestId.
+    """
+    start = wire.rfind(_REQUEST_ID)
+    if start < 0:
+        return None
+    start += len(_REQUEST_ID)
+    end = wire.find(b'"', start)
+    value = wire[start:end]
+    if end < 0 or b"\\" in value:  # an escaped character: let json decide
+        return _request_id(json.loads(wire))
+    return value.decode("utf-8", "surrogatepass")
+
+
+def _code_of(r: _Row) -> str:
+    doc = r.doc if r.doc is not None else json.loads(r.item.wire)
+    return (doc.get("code") or {}).get("S") or r.base.split("#", 1)[-1]
+
+
 @dataclass(slots=True)
 class _Row:
     item: PreparedItem
-    doc: dict[str, Any]
+    doc: dict[str, Any] | None  # parsed only where contents are compared (upsert, strict)
     base: str  # TYPE#code
     code: str
     request_id: str | None
@@ -354,8 +379,11 @@ class ModeStage:
             self.release(ticket)
 
     def _parse(self, item: PreparedItem) -> _Row:
-        doc = json.loads(item.wire)
         base = item.sk.rsplit("@", 1)[0]
+        if self.mode == "insert":
+            # insert never compares contents: no JSON parse, no digest per row (the hot path)
+            return _Row(item, None, base, "", _wire_request_id(item.wire), b"")
+        doc = json.loads(item.wire)
         code = (doc.get("code") or {}).get("S") or base.split("#", 1)[-1]
         return _Row(item, doc, base, code, _request_id(doc), compare_digest(doc))
 
@@ -389,9 +417,9 @@ class ModeStage:
                         probing.append((r, v - 1, -1))
                     continue
                 r.cur_version = v
-                r.cur_digest = compare_digest(data)
                 if insert:
                     continue  # exists: nothing more to learn
+                r.cur_digest = compare_digest(data)
             probing.append((r, r.cur_version + 1, 1))
         rounds = 0
         while probing:
@@ -414,14 +442,14 @@ class ModeStage:
                 elif step > 0:
                     if seen == "other":
                         r.cur_version = v
-                        r.cur_digest = compare_digest(stored)
                         if not insert:
+                            r.cur_digest = compare_digest(stored)
                             nxt.append((r, v + 1, 1))
                 elif seen == "later" and v > 1:
                     nxt.append((r, v - 1, -1))
                 elif seen == "other":
                     r.cur_version = v
-                    r.cur_digest = compare_digest(stored)
+                    r.cur_digest = b"" if insert else compare_digest(stored)
                 # walking down and absent (or @1 is later): nothing stored before this row
             probing = nxt
 
@@ -495,8 +523,9 @@ class ModeStage:
     def _reject(
         self, r: _Row, reason: str, fields: Mapping[int, Sequence[str]], kind: RejectKind
     ) -> Reject:
+        code = r.code or _code_of(r)
         return Reject(
-            r.item.line, self.code_column, r.code, reason, tuple(fields.get(r.item.line, ())), kind
+            r.item.line, self.code_column, code, reason, tuple(fields.get(r.item.line, ())), kind
         )
 
     @staticmethod
@@ -506,7 +535,7 @@ class ModeStage:
         sk = f"{r.base}@{version}"
         if sk == it.sk:
             return it
-        doc = dict(r.doc)
+        doc = dict(r.doc if r.doc is not None else json.loads(it.wire))
         doc["sk"] = {"S": sk}
         doc["version"] = {"N": str(version)}
         return PreparedItem(it.line, it.pk, sk, wire_json(doc))

@@ -2,7 +2,7 @@
 
 `transform_batch` is a drop-in for `importer.reference.transform_batch`: the
 same items (same wire JSON once parsed, same pk/sk/line), the same rejects in
-the same order, duplicates settled by the same `resolve_duplicates`.  The Spec
+the same order (duplicates are the batch unit's to settle).  The Spec
 is compiled once (per header and RunContext) into a `_native.TransformPlan`;
 each batch is then gathered under the GIL, validated and serialised in C with
 the GIL released, and turned back into records here.
@@ -32,7 +32,7 @@ from importer import reference as _ref
 from importer.batching import item_json_size as _py_item_json_size
 from importer.context import RunContext
 from importer.records import PreparedItem, Reject
-from importer.reference import Row, TransformResult, resolve_duplicates
+from importer.reference import Row, TransformResult
 from importer.source import (
     CHUNK_BYTES,
     CsvReader,
@@ -326,8 +326,6 @@ def transform_batch(
     header: Sequence[str],
     rows: Sequence[Row],
     ctx: RunContext,
-    *,
-    dedupe: bool = True,
 ) -> TransformResult:
     """Validate and map one batch; every row ends as exactly one item or reject."""
     plan = _plan_for(spec, header, ctx)
@@ -350,9 +348,6 @@ def transform_batch(
         result.items, result.rejects = _native.transform_rows(
             plan, rows, PreparedItem, Reject, _json_value, fallback_row, key_reject
         )
-    if dedupe:
-        result.items, dupes = resolve_duplicates(result.items)
-        result.rejects.extend(dupes)
     return result
 
 

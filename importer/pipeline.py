@@ -31,10 +31,11 @@ from importer.dynamo import (
 from importer.engines import Engine, get_engine
 from importer.lookup import KeyLookup
 from importer.modes import MODES, Mode, ModeStage
+from importer.pacing import Pacer
 from importer.records import PreparedItem, WriteOutcome
 from importer.retry import RetryPolicy
 from importer.spec import Spec
-from importer.writer import BatchWriter, Pacer
+from importer.writer import BatchWriter
 
 if TYPE_CHECKING:
     from importer.sync import BatchSync
@@ -82,6 +83,9 @@ class PipelineSettings:
     dry_run: bool = False
     check_table: bool = True
     sync: bool = False
+    #: budgets in capacity units per second (`--max-wcu`, `--max-rcu`); None: the table's pace
+    max_wcu: float | None = None
+    max_rcu: float | None = None
     policy: RetryPolicy | None = field(default=None, compare=False)
     session: Any = field(default=None, compare=False)
     pacer: Any = field(default=None, compare=False)
@@ -96,6 +100,10 @@ class PipelineSettings:
             raise ValueError("a run that writes needs a table")
         if self.sync and self.dry_run:
             raise ValueError("--sync applies written commands; a dry run writes none")
+        for name in ("max_wcu", "max_rcu"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 class DryRunWriter:
@@ -238,7 +246,8 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                         client.close()
                     client = None
             if client is not None:
-                lookup = KeyLookup(client, policy=policy)
+                read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
+                lookup = KeyLookup(client, policy=policy, pacer=read_pacer)
         stage = None
         if settings.mode != "blind":
             stage = ModeStage.open(
@@ -252,6 +261,8 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                 stage.notices[:] = notices or stage.notices
             else:
                 stage.notices[:0] = notices
+        # one pacer for every worker of the run: it learns what the table accepts
+        pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)
         writer: Any
         if settings.dry_run:
             writer = DryRunWriter()
@@ -259,10 +270,9 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
             from importer.strict_writer import StrictWriter
 
             assert client is not None and settings.table is not None
-            writer = StrictWriter(client=client, table=settings.table, policy=policy)
+            writer = StrictWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
         else:
             assert client is not None and settings.table is not None
-            pacer: Pacer | None = settings.pacer
             writer = BatchWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
         syncer = None
         if settings.sync:
@@ -275,6 +285,9 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                 data_table=settings.data_table,
                 policy=policy,
                 clock=settings.clock,
+                command_pacer=pacer,
+                read_pacer=lookup.pacer if lookup is not None else None,
+                max_wcu=settings.max_wcu,
             )
     except BaseException:
         if client is not None and owns_client:

@@ -34,7 +34,6 @@ __all__ = [
     "Row",
     "TransformResult",
     "item_size",
-    "resolve_duplicates",
     "transform_batch",
     "wire_json",
 ]
@@ -232,46 +231,16 @@ def _map_row(
     return PreparedItem(line, pk, sk, wire_json(item))
 
 
-def resolve_duplicates(items: list[PreparedItem]) -> tuple[list[PreparedItem], list[Reject]]:
-    """Keep the last row for each key; report the rows it replaced.
-
-    BatchWriteItem refuses a whole call that names one key twice, and a batch
-    is written as one unit, so duplicates are settled here, in file order.
-    """
-    last: dict[tuple[str, str], PreparedItem] = {}
-    for item in items:
-        last[(item.pk, item.sk)] = item
-    if len(last) == len(items):
-        return items, []
-    kept: list[PreparedItem] = []
-    rejects: list[Reject] = []
-    for item in items:
-        winner = last[(item.pk, item.sk)]
-        if winner is item:
-            kept.append(item)
-        else:
-            rejects.append(
-                Reject(
-                    item.line,
-                    "",
-                    item.sk,
-                    f"duplicate key {item.pk} / {item.sk}: replaced by line {winner.line}",
-                )
-            )
-    return kept, rejects
-
-
 def transform_batch(
     spec: Spec,
     header: Sequence[str],
     rows: Sequence[Row],
     ctx: RunContext,
-    *,
-    dedupe: bool = True,
 ) -> TransformResult:
     """Validate and map one batch; every row ends as exactly one item or reject.
 
-    `dedupe=False` keeps rows with the same key (the import modes version them).
+    Rows with the same key are all kept: the batch unit settles them by import mode
+    (`importer.batch_unit`).
     """
     result = TransformResult()
     for line, fields in rows:
@@ -280,7 +249,4 @@ def transform_batch(
             result.rejects.append(outcome)
         else:
             result.items.append(outcome)
-    if dedupe:
-        result.items, dupes = resolve_duplicates(result.items)
-        result.rejects.extend(dupes)
     return result

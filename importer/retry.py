@@ -11,10 +11,8 @@ HTTP writer both classify errors by their AWS error *code* (the `__type` /
 - `Attempts` is the one bounded-retry loop state: sends without progress and
   elapsed time, both bounded; the last error is kept for the failure reason.
   (Which errors are retried is decided in `importer.dynamo.classify`.)
-- `AdaptiveRate` is a shared AIMD token bucket: unlimited until the service
-  throttles a sustained share of calls (sporadic throttles are only retried),
-  throttles, then the rate halves (at most once per cooldown) and recovers
-  additively while requests succeed.
+- How fast to send is not decided here but by `importer.pacing.Pacer`, from
+  what the table actually processes.
 - `WriterFatalError` is raised when continuing cannot help (bad credentials,
   unreachable endpoint); its message is one readable line, never a secret.
 """
@@ -22,14 +20,12 @@ HTTP writer both classify errors by their AWS error *code* (the `__type` /
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 __all__ = [
-    "AdaptiveRate",
     "Attempts",
     "RetryPolicy",
     "WriterFatalError",
@@ -134,172 +130,6 @@ class Attempts:
             f"gave up after {self.stalls} attempt(s) without progress in {self.elapsed():.1f}s; "
             f"last error {text}"
         )
-
-
-class AdaptiveRate:
-    """Shared AIMD rate limiter (token bucket) over "units" (items, for writers).
-
-    * Unlimited until the first throttle; meanwhile it measures the achieved
-      rate so the first cut starts from reality, not from a guess.
-    * `on_throttle()` multiplies the rate by `decrease` (default 0.5) at most
-      once per `cooldown` seconds -- fifty workers hit by the same throttling
-      burst cut the rate once, not fifty times -- never below `min_rate`.
-    * `on_success()` raises the rate by `increase` units/s for every second that
-      passed since the previous raise (additive increase, capped at `max_rate`).
-      Default `increase`: 5% of the rate before the last cut, so a halving is
-      recovered in about ten seconds of clean traffic.
-    * `acquire(n)` blocks (with `sleep`) until `n` units may be sent.  Tokens
-      may go negative: a caller reserves its slot and sleeps for the deficit,
-      which keeps it fair under contention and the lock is never held asleep.
-
-    `clock` and `sleep` are injectable for deterministic tests.
-    """
-
-    def __init__(
-        self,
-        *,
-        min_rate: float = 25.0,
-        max_rate: float | None = None,
-        decrease: float = 0.5,
-        increase: float | None = None,
-        cooldown: float = 0.5,
-        burst: float = 0.1,
-        sustained_share: float = 0.3,
-        min_calls: int = 20,
-        window: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if not 0 < decrease < 1:
-            raise ValueError("decrease must be in (0, 1)")
-        self.min_rate = float(min_rate)
-        self.max_rate = max_rate
-        self.decrease = decrease
-        self._increase = increase
-        self.cooldown = cooldown
-        self.burst = burst
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._rate: float | None = None  # None = unlimited
-        self._tokens = 0.0
-        self._last_refill = clock()
-        self._last_increase = self._last_refill
-        self._last_decrease: float | None = None
-        self._win_start = self._last_refill
-        self._win_units = 0.0
-        self._measured = 0.0
-        self.throttle_events = 0
-        self.decreases = 0
-        self._step = max(self.min_rate, 50.0)
-        # throttled share of recent calls: sporadic throttles are retried, only a
-        # sustained share (>= sustained_share of the calls in the last window) slows down
-        self.sustained_share = sustained_share
-        self.min_calls = min_calls
-        self.window = window
-        self._calls_start = self._last_refill
-        self._calls = 0
-        self._throttled = 0
-
-    @property
-    def rate(self) -> float | None:
-        """Current allowed units/s, or None while unlimited."""
-        return self._rate
-
-    def _observe(self, now: float, n: float) -> None:
-        self._win_units += n
-        span = now - self._win_start
-        if span >= 1.0:
-            self._measured = self._win_units / span
-            self._win_start = now
-            self._win_units = 0.0
-
-    def _measured_rate(self, now: float) -> float:
-        span = now - self._win_start
-        current = self._win_units / span if span > 0.05 else 0.0
-        return max(self._measured, current)
-
-    def acquire(self, n: float = 1.0, units: float = 0.0) -> float:
-        """Take `n` units; returns the seconds slept (0.0 when not limited)."""
-        with self._lock:
-            now = self._clock()
-            self._observe(now, n)
-            rate = self._rate
-            if rate is None:
-                return 0.0
-            cap = max(rate * self.burst, n)
-            self._tokens = min(cap, self._tokens + (now - self._last_refill) * rate)
-            self._last_refill = now
-            self._tokens -= n
-            wait = -self._tokens / rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-    def _count_call(self, now: float, throttled: bool) -> float:
-        """Record one call's outcome; return the throttled share of the current window.
-
-        A window with fewer than `min_calls` calls says nothing yet (0.0), unless
-        every call in it was throttled: a handful of random throttles must not
-        walk the rate down to its floor.
-        """
-        if now - self._calls_start >= self.window:
-            self._calls_start = now
-            self._calls = 0
-            self._throttled = 0
-        self._calls += 1
-        self._throttled += throttled
-        if self._calls < self.min_calls and self._throttled < self._calls:
-            return 0.0
-        return self._throttled / self._calls
-
-    def settle(
-        self, *, sent: int, processed: int, processed_units: int = 0, throttled: bool
-    ) -> None:
-        """What one send achieved (the pacer interface the writers call)."""
-        if throttled:
-            self.on_throttle()
-        else:
-            self.on_success()
-
-    def on_throttle(self) -> None:
-        with self._lock:
-            now = self._clock()
-            self.throttle_events += 1
-            if self._count_call(now, True) < self.sustained_share:
-                return
-            if self._last_decrease is not None and now - self._last_decrease < self.cooldown:
-                return
-            if self._rate is None:
-                base = self._measured_rate(now) or self.min_rate * 2
-                self._tokens = 0.0
-                self._last_refill = now
-            else:
-                base = self._rate
-            self._rate = max(self.min_rate, base * self.decrease)
-            self._step = max(self.min_rate, 0.05 * base)
-            self._last_decrease = now
-            self._last_increase = now
-            self.decreases += 1
-
-    def on_success(self) -> None:
-        with self._lock:
-            self._count_call(self._clock(), False)
-        if self._rate is None:
-            return
-        with self._lock:
-            if self._rate is None:
-                return
-            now = self._clock()
-            dt = min(now - self._last_increase, 1.0)
-            if dt <= 0:
-                return
-            step = self._increase if self._increase is not None else self._step
-            rate = self._rate + step * dt
-            if self.max_rate is not None:
-                rate = min(rate, self.max_rate)
-            self._rate = rate
-            self._last_increase = now
 
 
 def bisect(

@@ -42,6 +42,7 @@ from typing import Any
 
 from importer.dynamo import DynamoClient, DynamoError, ErrorKind, should_retry
 from importer.lookup import KeyLookup, LookupFailed
+from importer.pacing import Pacer, item_write_units
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
 from importer.retry import Attempts, RetryPolicy, bisect
 from importer.writer import refuse_into
@@ -86,10 +87,13 @@ class StrictWriter:
         table: str,
         policy: RetryPolicy | None = None,
         lookup: KeyLookup | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.client = client
         self.table = table
         self.policy = policy or RetryPolicy()
+        #: a transactional write costs two write units per KB
+        self.pacer = pacer or Pacer()
         self.lookup = lookup or KeyLookup(client, policy=self.policy, projection=None)
         head = {
             "TableName": table,
@@ -154,9 +158,18 @@ class StrictWriter:
         attempts = Attempts(self.policy)
         pending = items
         while pending:
+            units = 2 * sum(item_write_units(it.wire) for it in pending)
+            self.pacer.acquire(len(pending), units)
             try:
                 self.client.post("TransactWriteItems", self._body(pending))
             except DynamoError as exc:
+                self.pacer.settle(
+                    sent=len(pending),
+                    processed=0,
+                    processed_units=0,
+                    throttled=exc.kind is ErrorKind.THROTTLED,
+                    sent_units=units,
+                )
                 if exc.code == "TransactionCanceledException":
                     left, transient = self._cancelled(pending, exc, outcome)
                     if len(left) < len(pending):
@@ -182,6 +195,13 @@ class StrictWriter:
                 outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
                 return
             else:
+                self.pacer.settle(
+                    sent=len(pending),
+                    processed=len(pending),
+                    processed_units=units,
+                    throttled=False,
+                    sent_units=units,
+                )
                 outcome.written += len(pending)
                 return
 

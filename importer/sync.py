@@ -577,7 +577,9 @@ class BatchSync:
     Everything goes over the pipeline's one DynamoDB client: lookups without
     projection, a :class:`importer.writer.BatchWriter` per table, the TTL read
     through :class:`ClientCalls`.  The handlers are loaded once; without the
-    default handler the run is refused before anything is written.
+    default handler the run is refused before anything is written.  Pacing:
+    lookups share the run's read pacer, command rewrites its write pacer, and
+    the data and history tables get one pacer each (``max_wcu`` their budget).
     """
 
     def __init__(
@@ -590,8 +592,12 @@ class BatchSync:
         handlers: Sequence[Any] | None = None,
         clock: Clock | None = None,
         tz: tzinfo | None = None,
+        command_pacer: Any = None,
+        read_pacer: Any = None,
+        max_wcu: float | None = None,
     ) -> None:
         from importer.lookup import KeyLookup
+        from importer.pacing import Pacer
         from importer.writer import BatchWriter
 
         self.table = table
@@ -605,7 +611,7 @@ class BatchSync:
         self.clock = clock
         self.tz = tz or local_tz()
         self.calls = ClientCalls(client)
-        self.lookup = KeyLookup(client, policy=policy, projection=None)
+        self.lookup = KeyLookup(client, policy=policy, projection=None, pacer=read_pacer)
         self.order = SyncOrder()
         # TTL configs read once per run, not per batch (a batch may hold many tenants);
         # its clock is looked up per call, so a pinned `importer.sync.time` applies
@@ -617,9 +623,17 @@ class BatchSync:
         self._lock = threading.Lock()
 
         def writer_for(name: str) -> Writer:
+            # the command table's writes share the import's pacer (one table, one pace);
+            # the data and history tables each learn their own, within the same budget
             with self._lock:
                 if name not in self._writers:
-                    self._writers[name] = BatchWriter(client=client, table=name, policy=policy)
+                    pacer = command_pacer if name == table and command_pacer else None
+                    self._writers[name] = BatchWriter(
+                        client=client,
+                        table=name,
+                        policy=policy,
+                        pacer=pacer or Pacer(max_units_per_second=max_wcu),
+                    )
                 return self._writers[name]
 
         self.writer_for = writer_for

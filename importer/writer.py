@@ -18,8 +18,10 @@ Semantics (DESIGN.md §4.3), per `write_batch(items)` call:
   `written + len(failures) == len(items)` always holds;
 * a fatal error (credentials, missing table, unreachable endpoint) raises
   `WriterFatalError` -- once, and every later call of any worker at once;
-* every send is paced (`pacer.acquire`) and its result reported
-  (`pacer.settle`), so all workers share one view of what the table accepts.
+* every send is paced (`pacer.acquire`, in write units counted per item from
+  what is sent) and its answer reported (`pacer.settle`: how much the table
+  processed), so all workers share one view of what the table accepts
+  (`importer.pacing`), and a `--max-wcu` budget is a hard cap.
 """
 
 from __future__ import annotations
@@ -27,17 +29,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from importer.dynamo import ALL_PROCESSED, DynamoClient, DynamoError, ErrorKind, should_retry
+from importer.pacing import Pacer, item_write_units
 from importer.records import Failure, PreparedItem, WriteOutcome
-from importer.retry import AdaptiveRate, Attempts, RetryPolicy, WriterFatalError, bisect
+from importer.retry import Attempts, RetryPolicy, WriterFatalError, bisect
 
 __all__ = [
     "MAX_ITEMS_PER_REQUEST",
     "MAX_REQUEST_BYTES",
     "BatchWriter",
-    "Pacer",
     "chunk_requests",
     "refuse_into",
 ]
@@ -51,16 +53,6 @@ _PUT_OPEN = b'{"PutRequest":{"Item":'
 _PUT_CLOSE = b"}}"
 _PUT_SEP = _PUT_CLOSE + b"," + _PUT_OPEN
 _PER_ITEM_OVERHEAD = len(_PUT_OPEN) + len(_PUT_CLOSE) + 1
-
-
-class Pacer(Protocol):
-    """What the writers ask of a rate controller (shared by every worker of a run)."""
-
-    def acquire(self, n: float = 1.0, units: float = 0.0) -> float: ...
-
-    def settle(
-        self, *, sent: int, processed: int, processed_units: int = 0, throttled: bool
-    ) -> None: ...
 
 
 def refuse_into(outcome: WriteOutcome, reason: str) -> Callable[[PreparedItem], None]:
@@ -136,7 +128,7 @@ class BatchWriter:
         self.client = client
         self.table = table
         self.policy = policy or RetryPolicy()
-        self.pacer: Pacer = pacer or AdaptiveRate()
+        self.pacer = pacer or Pacer()
         self.key_names = key_names
         self.owns_client = owns_client
         self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
@@ -180,21 +172,27 @@ class BatchWriter:
         while pending:
             if self._fatal is not None:
                 raise self._fatal
-            pacer.acquire(len(pending))
+            units = [item_write_units(it.wire) for it in pending]
+            sent_units = sum(units)
+            pacer.acquire(len(pending), sent_units)
             try:
                 reply = self.client.post("BatchWriteItem", self.body(pending))
             except DynamoError as exc:
+                throttled = exc.kind is ErrorKind.THROTTLED
+                pacer.settle(
+                    sent=len(pending),
+                    processed=0,
+                    processed_units=0,
+                    throttled=throttled,
+                    sent_units=sent_units,
+                )
                 if exc.kind is ErrorKind.CLIENT:
-                    reason = exc.describe()
                     bisect(
                         pending,
                         lambda part: self._send(part, outcome),
-                        refuse_into(outcome, reason),
+                        refuse_into(outcome, exc.describe()),
                     )
                     return
-                pacer.settle(
-                    sent=len(pending), processed=0, throttled=exc.kind is ErrorKind.THROTTLED
-                )
                 if self._retry(attempts, exc):
                     outcome.retries += 1
                     log.debug("retrying %d item(s) after %s", len(pending), exc.code)
@@ -212,12 +210,28 @@ class BatchWriter:
                     break
             if not unprocessed:
                 outcome.written += len(pending)
-                pacer.settle(sent=len(pending), processed=len(pending), throttled=False)
+                pacer.settle(
+                    sent=len(pending),
+                    processed=len(pending),
+                    processed_units=sent_units,
+                    throttled=False,
+                    sent_units=sent_units,
+                )
                 return
-            left = self._match_unprocessed(pending, unprocessed)
+            left_keys = self._unprocessed_keys(unprocessed)
+            left = [it for it in pending if (it.pk, it.sk) in left_keys]
+            left_units = sum(
+                u for it, u in zip(pending, units, strict=True) if (it.pk, it.sk) in left_keys
+            )
             done = len(pending) - len(left)
             outcome.written += done
-            pacer.settle(sent=len(pending), processed=done, throttled=True)
+            pacer.settle(
+                sent=len(pending),
+                processed=done,
+                processed_units=sent_units - left_units,
+                throttled=True,
+                sent_units=sent_units,
+            )
             if done:
                 attempts.progressed()
             pending = left
@@ -235,9 +249,7 @@ class BatchWriter:
             self._fatal = fatal
             raise
 
-    def _match_unprocessed(
-        self, pending: list[PreparedItem], unprocessed: list[dict[str, Any]]
-    ) -> list[PreparedItem]:
+    def _unprocessed_keys(self, unprocessed: list[dict[str, Any]]) -> set[tuple[str, str]]:
         hk, rk = self.key_names
         keys = set()
         for entry in unprocessed:
@@ -245,12 +257,5 @@ class BatchWriter:
             try:
                 keys.add((item[hk]["S"], item[rk]["S"]))
             except (KeyError, TypeError):
-                continue
-        left = [it for it in pending if (it.pk, it.sk) in keys]
-        if len(left) != len(unprocessed):
-            log.warning(
-                "UnprocessedItems named %d item(s), %d matched this request",
-                len(unprocessed),
-                len(left),
-            )
-        return left
+                log.warning("UnprocessedItems named an item without its key: %.200s", entry)
+        return keys

@@ -13,6 +13,18 @@ before or after storing, or refuse chosen items with a ValidationException.
         srv.stats()                                # calls/items per op + faults fired
 
     python tests/ddb_server.py --port 8000 --table T [--throttle 0.1 ...]
+                               [--write-capacity 1000 --capacity-burst 0.5]
+
+Capacity model (`Capacity`, off by default): a token bucket of write units per
+second (and optionally read units) holding `burst` seconds of capacity.  A
+BatchWriteItem gets the items that fit, in order, the rest back as
+UnprocessedItems, and ProvisionedThroughputExceededException when none fit; a
+BatchGetItem likewise with UnprocessedKeys.  Units are DynamoDB's (1 write unit
+per started KB, `importer.pacing`).  Capacity can change during a run:
+`srv.capacity.set(write=2000)`, or for the subprocess an admin request
+(`SubprocessDdbServer.set_capacity(write=2000)`, X-Amz-Target
+`Loopback.SetCapacity`).  `srv.capacity.consumed("write")` lists (time, units)
+taken, for checking a budget per one-second window.
 
 `SubprocessDdbServer` runs the same server in a child process (no GIL shared
 with the client: what the benchmarks use).  Operations: CreateTable,
@@ -24,7 +36,6 @@ Scan (paged by count).  Error bodies and messages follow DynamoDB's.
 from __future__ import annotations
 
 import argparse
-import base64
 import bisect
 import json
 import os
@@ -35,15 +46,24 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 import zlib
+from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Faults", "DdbServer", "SubprocessDdbServer", "item_size"]
+if __package__ in (None, ""):  # run as a script: make `importer` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from importer.pacing import READ_UNIT_BYTES, WRITE_UNIT_BYTES, ItemSizeError, item_size_of
+
+__all__ = ["Capacity", "Faults", "DdbServer", "SubprocessDdbServer", "item_size"]
 
 TARGET_PREFIX = "DynamoDB_20120810."
+ADMIN_TARGET = "Loopback.SetCapacity"
 MAX_ITEM_BYTES = 400 * 1024
 MAX_PK_BYTES = 2048
 MAX_SK_BYTES = 1024
@@ -175,32 +195,139 @@ class Faults:
 # --------------------------------------------------------------------------- storage
 
 
-def _attr_size(value: dict[str, Any]) -> int:
-    ((t, v),) = value.items()
-    if t == "S":
-        return len(v.encode())
-    if t == "N":
-        return (len(v.strip("-").replace(".", "").lstrip("0")) + 1) // 2 + 1
-    if t == "B":
-        return len(base64.b64decode(v))
-    if t in ("BOOL", "NULL"):
-        return 1
-    if t == "SS":
-        return sum(len(x.encode()) for x in v)
-    if t == "NS":
-        return sum(_attr_size({"N": x}) for x in v)
-    if t == "BS":
-        return sum(len(base64.b64decode(x)) for x in v)
-    if t == "L":
-        return 3 + sum(1 + _attr_size(x) for x in v)
-    if t == "M":
-        return 3 + sum(len(k.encode()) + 1 + _attr_size(x) for k, x in v.items())
-    raise validation(f"Supplied AttributeValue has unknown data type {t}")
-
-
 def item_size(item: dict[str, Any]) -> int:
-    """DynamoDB's item size: attribute names plus values (close approximation)."""
-    return sum(len(name.encode()) + _attr_size(value) for name, value in item.items())
+    """DynamoDB's item size: attribute names plus values (`importer.pacing` rules)."""
+    try:
+        return item_size_of(item)
+    except ItemSizeError as exc:
+        raise validation(f"Supplied AttributeValue is invalid: {exc}") from None
+
+
+def write_units(item: dict[str, Any]) -> int:
+    return max(1, -(-item_size(item) // WRITE_UNIT_BYTES))
+
+
+def read_units(item: dict[str, Any] | None, consistent: bool) -> float:
+    units = 1 if item is None else max(1, -(-item_size(item) // READ_UNIT_BYTES))
+    return units if consistent else units / 2
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+class _Bucket:
+    __slots__ = ("rate", "burst", "tokens", "last")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = rate * burst
+        self.last = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.rate * self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+
+
+class Capacity:
+    """Provisioned-style capacity: token buckets of write and read units per second.
+
+    `write` / `read` None means unlimited.  Each bucket holds at most `burst`
+    seconds of its rate (small, unlike DynamoDB's 300 s, so tests see throttling
+    at once).  Thread-safe; `clock` injectable.  `take(kind, costs)` returns how
+    many of the leading costs fit (and takes their units).
+    """
+
+    def __init__(
+        self,
+        write: float | None = None,
+        read: float | None = None,
+        *,
+        burst: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        keep: int = 1_000_000,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.burst = burst
+        self._buckets: dict[str, _Bucket | None] = {"write": None, "read": None}
+        self._log: dict[str, deque[tuple[float, float]]] = {
+            "write": deque(maxlen=keep),
+            "read": deque(maxlen=keep),
+        }
+        self.set(write=write, read=read)
+
+    def set(self, *, write: float | None = ..., read: float | None = ...) -> None:  # type: ignore[assignment]
+        """Change capacity now (a bucket keeps its tokens, capped at the new burst)."""
+        with self._lock:
+            now = self._clock()
+            for kind, rate in (("write", write), ("read", read)):
+                if rate is ...:
+                    continue
+                if rate is not None and not rate > 0:
+                    raise ValueError(f"{kind} capacity must be positive, got {rate}")
+                old = self._buckets[kind]
+                if rate is None:
+                    self._buckets[kind] = None
+                elif old is None:
+                    self._buckets[kind] = _Bucket(float(rate), self.burst, now)
+                else:
+                    old.refill(now)
+                    old.rate = float(rate)
+                    old.tokens = min(old.tokens, old.rate * old.burst)
+
+    def rate(self, kind: str) -> float | None:
+        with self._lock:
+            bucket = self._buckets[kind]
+            return bucket.rate if bucket is not None else None
+
+    def take(self, kind: str, costs: list[float]) -> int:
+        with self._lock:
+            now = self._clock()
+            bucket = self._buckets[kind]
+            n = 0
+            taken = 0.0
+            if bucket is None:
+                n, taken = len(costs), sum(costs)
+            else:
+                bucket.refill(now)
+                for cost in costs:
+                    if bucket.tokens < cost:
+                        break
+                    bucket.tokens -= cost
+                    taken += cost
+                    n += 1
+            if taken:
+                self._log[kind].append((now, taken))
+            return n
+
+    def consumed(self, kind: str = "write") -> list[tuple[float, float]]:
+        """(time, units) taken, oldest first."""
+        with self._lock:
+            return list(self._log[kind])
+
+    def window_max(self, kind: str = "write", width: float = 1.0) -> float:
+        """Most units taken in any `width`-second window."""
+        log = self.consumed(kind)
+        best = total = 0.0
+        j = 0
+        for i, (t, units) in enumerate(log):
+            if j < i:
+                j, total = i, 0.0
+            while j < len(log) and log[j][0] < t + width:
+                total += log[j][1]
+                j += 1
+            best = max(best, total)
+            total -= units
+        return best
+
+
+def _throughput_exceeded() -> DdbError:
+    return DdbError(
+        "ProvisionedThroughputExceededException",
+        "The level of configured provisioned throughput for the table was exceeded."
+        " Consider increasing your provisioning level with the UpdateTable API.",
+    )
 
 
 class Table:
@@ -239,7 +366,7 @@ class Table:
             raise validation("The provided key element does not match the schema")
         return tuple(key)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, capacity: Capacity | None = None) -> dict[str, Any]:
         schema = [{"AttributeName": self.hash_key, "KeyType": "HASH"}]
         defs = [{"AttributeName": self.hash_key, "AttributeType": "S"}]
         if self.range_key:
@@ -254,7 +381,22 @@ class Table:
             "CreationDateTime": self.created,
             "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
             "TableArn": f"arn:aws:dynamodb:us-east-1:123456789012:table/{self.name}",
-        }
+        } | _throughput(capacity)
+
+
+def _throughput(capacity: Capacity | None) -> dict[str, Any]:
+    write = capacity.rate("write") if capacity is not None else None
+    if write is None:
+        return {}
+    read = capacity.rate("read")
+    return {
+        "BillingModeSummary": {"BillingMode": "PROVISIONED"},
+        "ProvisionedThroughput": {
+            "WriteCapacityUnits": int(write),
+            "ReadCapacityUnits": int(read) if read is not None else 0,
+            "NumberOfDecreasesToday": 0,
+        },
+    }
 
 
 _NOT_EXISTS = re.compile(r"^\s*attribute_not_exists\s*\(\s*([#\w.]+)\s*\)\s*$")
@@ -287,9 +429,14 @@ class DdbBackend:
     """Tables, counters and op implementations; transport-independent."""
 
     def __init__(
-        self, faults: Faults | None = None, access_key_id: str | None = None, sink: bool = False
+        self,
+        faults: Faults | None = None,
+        access_key_id: str | None = None,
+        sink: bool = False,
+        capacity: Capacity | None = None,
     ):
         self.faults = faults or Faults()
+        self.capacity = capacity or Capacity()
         self.sink = sink  # BatchWriteItem acknowledged without parsing/storing (benchmarks)
         self.access_key_id = access_key_id
         self.tables: dict[str, Table] = {}
@@ -346,6 +493,10 @@ class DdbBackend:
     def handle(self, op: str, body: bytes, headers) -> tuple[int, bytes, bool]:
         """Returns (status, response body, drop_after)."""
         self.count(f"calls.{op}")
+        if op == "SetCapacity":  # the loopback's own admin request
+            req = json.loads(body or b"{}")
+            self.capacity.set(**{k: req[k] for k in ("write", "read") if k in req})
+            return 200, b"{}", False
         if self.sink and op == "BatchWriteItem":
             return 200, b'{"UnprocessedItems":{}}', False
         self._tl.body_len = len(body)
@@ -424,11 +575,11 @@ class DdbBackend:
             hash_key = next(k["AttributeName"] for k in schema if k["KeyType"] == "HASH")
             range_key = next((k["AttributeName"] for k in schema if k["KeyType"] == "RANGE"), None)
         self.create_table(name, hash_key, range_key)
-        return {"TableDescription": self.tables[name].describe()}
+        return {"TableDescription": self.tables[name].describe(self.capacity)}
 
     def op_DescribeTable(self, req: dict, faulty: bool) -> dict:
         with self.lock:
-            return {"Table": self.table(req.get("TableName")).describe()}
+            return {"Table": self.table(req.get("TableName")).describe(self.capacity)}
 
     def op_DeleteTable(self, req: dict, faulty: bool) -> dict:
         with self.lock:
@@ -475,6 +626,7 @@ class DdbBackend:
         if faulty and plan and self.faults.roll(self.faults.unprocessed):
             unprocessed_idx = set(self.faults.subset(len(plan)))
             self.count("faults.unprocessed_items", len(unprocessed_idx))
+        unprocessed_idx |= self._over_capacity(plan, unprocessed_idx, "write")
         unprocessed: dict[str, list] = {}
         with self.lock:
             for i, (table, key, item, r) in enumerate(plan):
@@ -486,6 +638,24 @@ class DdbBackend:
                     table.items[key] = item
         self.count("items.BatchWriteItem", len(plan) - len(unprocessed_idx))
         return {"UnprocessedItems": unprocessed}
+
+    def _over_capacity(self, plan: list, skip: set[int], kind: str) -> set[int]:
+        """Indices (outside `skip`) the capacity does not cover, in order; raises if none fit."""
+        if self.capacity.rate(kind) is None:
+            return set()
+        todo = [i for i in range(len(plan)) if i not in skip]
+        if kind == "write":
+            costs = [write_units(p[2]) if p[2] is not None else 1 for p in plan]
+        else:
+            costs = [p[3] for p in plan]
+        fit = self.capacity.take(kind, [costs[i] for i in todo])
+        if todo and fit == 0:
+            self.count(f"capacity.throttled.{kind}")
+            raise _throughput_exceeded()
+        refused = set(todo[fit:])
+        if refused:
+            self.count(f"capacity.unprocessed.{kind}", len(refused))
+        return refused
 
     def op_PutItem(self, req: dict, faulty: bool) -> dict:
         table = self.table(req.get("TableName"))
@@ -521,20 +691,25 @@ class DdbBackend:
         for name, spec in request_items.items():
             table = self.table(name)
             seen = set()
+            consistent = bool(spec.get("ConsistentRead"))
             for k in spec.get("Keys", []):
                 key = table.key_of(k, full_item=False)
                 if key in seen:
                     raise validation("Provided list of item keys contains duplicates")
                 seen.add(key)
-                plan.append((table, key, k))
+                plan.append((table, key, k, consistent))
         unprocessed_idx: set[int] = set()
         if faulty and self.faults.roll(self.faults.unprocessed):
             unprocessed_idx = set(self.faults.subset(len(plan)))
             self.count("faults.unprocessed_keys", len(unprocessed_idx))
+        if self.capacity.rate("read") is not None:
+            with self.lock:
+                costed = [(t, key, k, read_units(t.items.get(key), c)) for t, key, k, c in plan]
+            unprocessed_idx |= self._over_capacity(costed, unprocessed_idx, "read")
         responses: dict[str, list] = {name: [] for name in request_items}
         unprocessed: dict[str, dict] = {}
         with self.lock:
-            for i, (table, key, k) in enumerate(plan):
+            for i, (table, key, k, _consistent) in enumerate(plan):
                 if i in unprocessed_idx:
                     entry = unprocessed.setdefault(table.name, {"Keys": []})
                     entry["Keys"].append(k)
@@ -650,6 +825,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         target = self.headers.get("X-Amz-Target", "")
+        if target == ADMIN_TARGET:
+            target = TARGET_PREFIX + "SetCapacity"
         if not target.startswith(TARGET_PREFIX):
             err = DdbError(
                 "UnknownOperationException", "Unknown operation", ns="com.amazon.coral.service"
@@ -710,8 +887,14 @@ class DdbServer:
         access_key_id: str | None = None,
         tables: list[str] | tuple[str, ...] = (),
         sink: bool = False,
+        write_capacity: float | None = None,
+        read_capacity: float | None = None,
+        capacity_burst: float = 0.5,
+        capacity: Capacity | None = None,
     ) -> None:
-        self.backend = DdbBackend(faults, access_key_id, sink)
+        if capacity is None:
+            capacity = Capacity(write_capacity, read_capacity, burst=capacity_burst)
+        self.backend = DdbBackend(faults, access_key_id, sink, capacity)
         for name in tables:
             self.backend.create_table(name)
         handler = type("Handler", (_Handler,), {"backend": self.backend})
@@ -754,6 +937,10 @@ class DdbServer:
         return self.backend.faults
 
     @property
+    def capacity(self) -> Capacity:
+        return self.backend.capacity
+
+    @property
     def access_key_id(self) -> str | None:
         return self.backend.access_key_id
 
@@ -783,9 +970,22 @@ class SubprocessDdbServer:
     from the command line (`fault_args`, e.g. ["--throttle", "0.1"]).
     """
 
-    def __init__(self, tables: list[str] | tuple[str, ...] = ("T",), fault_args=()):
+    def __init__(
+        self,
+        tables: list[str] | tuple[str, ...] = ("T",),
+        fault_args=(),
+        *,
+        write_capacity: float | None = None,
+        read_capacity: float | None = None,
+        capacity_burst: float = 0.5,
+    ):
         self.tables = list(tables)
         self.fault_args = list(fault_args)
+        if write_capacity is not None:
+            self.fault_args += ["--write-capacity", str(write_capacity)]
+        if read_capacity is not None:
+            self.fault_args += ["--read-capacity", str(read_capacity)]
+        self.fault_args += ["--capacity-burst", str(capacity_burst)]
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
@@ -805,6 +1005,16 @@ class SubprocessDdbServer:
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def set_capacity(self, **rates: float | None) -> None:
+        """Change the child's capacity now (`write=`, `read=`; None = unlimited)."""
+        req = urllib.request.Request(
+            self.endpoint_url,
+            data=json.dumps(rates).encode(),
+            headers={"X-Amz-Target": ADMIN_TARGET, "Content-Type": "application/x-amz-json-1.0"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            resp.read()
 
     @property
     def pid(self) -> int:
@@ -847,6 +1057,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     for name in ("throttle", "server-error", "unprocessed", "drop-before", "drop-after", "latency"):
         ap.add_argument(f"--{name}", type=float, default=0.0)
+    ap.add_argument("--write-capacity", type=float, default=None, help="write units/s")
+    ap.add_argument("--read-capacity", type=float, default=None, help="read units/s")
+    ap.add_argument("--capacity-burst", type=float, default=0.5, help="seconds of capacity")
     args = ap.parse_args(argv)
     faults = Faults(
         seed=args.seed,
@@ -864,6 +1077,9 @@ def main(argv: list[str] | None = None) -> None:
         access_key_id=args.access_key_id,
         tables=args.table,
         sink=args.sink,
+        write_capacity=args.write_capacity,
+        read_capacity=args.read_capacity,
+        capacity_burst=args.capacity_burst,
     )
     print(
         f"ddb loopback listening on {srv.endpoint_url.replace('127.0.0.1', args.host)}", flush=True

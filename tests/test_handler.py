@@ -186,3 +186,21 @@ def test_modes_are_honoured_through_batch_input(env):
     blind["BatchInput"]["Attributes"]["mode"] = "bogus"
     with pytest.raises(EventError, match="unknown mode 'bogus'"):
         handle_event(blind, client=env["client"], s3_client=env["s3"], engine="reference")
+
+
+def test_a_write_budget_is_shared_by_the_maps_children(env, monkeypatch):
+    import importer.handler as handler_mod
+
+    seen = []
+    real = handler_mod.open_pipeline
+    monkeypatch.setattr(
+        handler_mod, "open_pipeline", lambda s, **kw: seen.append(s.max_wcu) or real(s, **kw)
+    )
+    event = batch([row("A-1")], env["table"])
+    event["BatchInput"]["Attributes"]["maxWcu"] = "1000"
+    monkeypatch.setenv("IMPORTER_MAX_CONCURRENCY", "50")
+    handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
+    assert seen == [20.0]  # 1000 WCU for the run, 50 children at once
+    event["BatchInput"]["Attributes"]["maxWcu"] = "lots"
+    with pytest.raises(EventError, match="maxWcu 'lots'"):
+        handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")

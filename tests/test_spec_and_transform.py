@@ -164,10 +164,18 @@ def test_oversized_item_is_rejected():
 
 
 def test_duplicate_keys_last_row_wins_and_earlier_is_reported():
+    """The transform keeps both; the batch unit settles them (blind mode: last row wins)."""
+    from importer.batch_unit import resolve_duplicates
+
     spec = spec_with({"type": "string"})
-    result = transform_batch(spec, ["code", "v"], [(2, ["A", "1"]), (3, ["A", "2"])], CTX)
-    assert [i.line for i in result.items] == [3]
-    assert result.rejects[0].line == 2 and "replaced by line 3" in result.rejects[0].reason
+    rows = [(2, ["A", "1"]), (3, ["A", "2"])]
+    result = transform_batch(spec, ["code", "v"], rows, CTX)
+    assert [i.line for i in result.items] == [2, 3] and result.rejects == []
+    kept, dupes = resolve_duplicates(result.items, code_column="code", fields=dict(rows))
+    assert [i.line for i in kept] == [3]
+    [dupe] = dupes
+    assert (dupe.line, dupe.column, dupe.value, dupe.row) == (2, "code", "A", ("A", "1"))
+    assert "duplicate of line 3" in dupe.reason
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,6 @@ from writers import http_writer, write_many  # noqa: E402
 from importer.dynamo import ErrorKind, classify  # noqa: E402
 from importer.records import PreparedItem  # noqa: E402
 from importer.retry import (  # noqa: E402
-    AdaptiveRate,
     RetryPolicy,
     WriterFatalError,
     full_jitter_delay,
@@ -45,7 +44,6 @@ def no_sleep(_seconds: float) -> None:
 
 
 FAST = RetryPolicy(max_attempts=30, sleep=no_sleep)
-NO_RATE_LIMIT = AdaptiveRate(min_rate=1e12)
 
 
 @pytest.fixture
@@ -61,7 +59,6 @@ def srv():
 
 def make_writer(srv, session, **kw) -> Any:
     kw.setdefault("policy", FAST)
-    kw.setdefault("rate", AdaptiveRate(min_rate=1e12))
     return http_writer(
         table=kw.pop("table", "T"),
         region=REGION,
@@ -318,65 +315,25 @@ def test_full_jitter_delay_bounds():
         RetryPolicy(max_attempts=0)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.lock = threading.Lock()
+def test_writer_paces_to_a_capacity_limited_table():
+    """Against a table of fixed capacity the writer settles near it, and loses nothing."""
+    from importer.pacing import Pacer
 
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        with self.lock:
-            self.now += s
-
-
-def test_adaptive_rate_halves_on_throttle_and_recovers_additively():
-    clock = FakeClock()
-    rate = AdaptiveRate(min_rate=10, cooldown=0.5, clock=clock, sleep=clock.sleep)
-    assert rate.rate is None
-    for _ in range(200):  # 100 units/s for 2 s, unlimited: no waiting
-        assert rate.acquire(1) == 0.0
-        clock.now += 0.01
-    rate.on_throttle()
-    assert rate.rate == pytest.approx(50, rel=0.05)
-    for _ in range(10):  # a burst of throttles from many workers cuts only once
-        rate.on_throttle()
-    assert rate.decreases == 1 and rate.throttle_events == 11
-    clock.now += 0.6
-    rate.on_throttle()
-    assert rate.rate == pytest.approx(25, rel=0.05)
-    t0 = clock.now  # at 25/s, 50 units take ~2 s of (fake) sleeping
-    for _ in range(50):
-        rate.acquire(1)
-    assert clock.now - t0 == pytest.approx(2.0, abs=0.2)
-    before = rate.rate
-    clock.now += 1.0
-    rate.on_success()
-    # + max(min_rate, 5% of the pre-cut 50/s) per second, at most one second at a time
-    assert rate.rate == pytest.approx(before + 10.0)
-    clock.now += 0.5
-    rate.on_success()
-    assert rate.rate == pytest.approx(before + 15.0)
-    for _ in range(5):
-        rate.on_throttle()
-        clock.now += 1.0
-    assert rate.rate == 10  # floor
-
-
-def test_writer_slows_down_under_sustained_throttling(srv, session):
-    clock = FakeClock()
-    rate = AdaptiveRate(min_rate=50, cooldown=0.5, clock=clock, sleep=clock.sleep)
-    policy = RetryPolicy(max_attempts=50, sleep=clock.sleep, clock=clock)
-    srv.faults.set(throttle=0.6, seed=3)
-    items = prepared([wire_item(i) for i in range(2000)])
-    with make_writer(srv, session, policy=policy, rate=rate, workers=8) as w:
-        out = write_many(w, batches(items, 250))
-    assert out.written == 2000 and not out.failures
-    assert rate.decreases >= 2
-    assert rate.rate is not None
-    # the shared limiter made callers wait (fake) time instead of spinning
-    assert clock.now - 100.0 > 2000 / 1e4
+    with DdbServer(tables=["T"], write_capacity=1500) as cap:
+        session = boto3.Session(
+            aws_access_key_id=AKID, aws_secret_access_key=SECRET, region_name=REGION
+        )
+        pacer = Pacer()
+        items = prepared([wire_item(i) for i in range(4500)])
+        w = make_writer(cap, session, rate=pacer, workers=16)
+        t0 = time.monotonic()
+        out = write_many(w, batches(items, 250), workers=16)
+        elapsed = time.monotonic() - t0
+        w.close()
+        assert out.written == 4500 and not out.failures
+        assert len(cap.items("T")) == 4500
+        assert pacer.rate is not None  # the table pushed back and the pacer took its pace
+        assert elapsed < 4500 / 1500 * 2.5  # near the table's pace, not collapsed
 
 
 # --------------------------------------------------------------------------- moto equivalence

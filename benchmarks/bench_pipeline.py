@@ -2,7 +2,8 @@
 
 Both import the same generated CSV into the loopback DynamoDB (tests/ddb_server.py,
 in its own process): importer with its defaults (native engine, signed-HTTP
-writer, 50 workers; `--mode blind` and `--mode insert`), and the script most
+writer, 50 workers; `--mode blind` and `--mode insert`, and `--mode insert --sync`,
+which also writes the data table in the same run), and the script most
 people write first (csv.DictReader + `Table.batch_writer().put_item`).  Peak RSS of
 `importer validate` on a file and on one 5x larger shows memory stays flat.
 
@@ -126,6 +127,46 @@ def test_importer_run(workdir, mode, server_args, monkeypatch):
     RESULTS[f"importer --mode {mode}" + (" (sink)" if server_args else "")] = N / elapsed
 
 
+def test_importer_run_sync(workdir, monkeypatch):
+    """`run --sync`: the command records, then each batch's data rows (a read and a write more)."""
+    from importer.cli import main
+
+    _env()
+    monkeypatch.chdir(workdir)
+    out = workdir / "summary-sync.json"
+    tables = ["bench-command", "bench-data", "bench-history"]
+    with SubprocessDdbServer(tables=tables) as srv:
+        started = time.perf_counter()
+        code = main(
+            [
+                "run",
+                str(workdir / "in.csv"),
+                "--spec",
+                str(workdir / "spec.toml"),
+                "--table",
+                "bench-command",
+                "--endpoint-url",
+                srv.endpoint_url,
+                "--quiet",
+                "--mode",
+                "insert",
+                "--sync",
+                "--summary-json",
+                str(out),
+                "--checkpoint",
+                str(workdir / "cp-sync.jsonl"),
+            ]
+        )
+        elapsed = time.perf_counter() - started
+        ddb = boto3.client("dynamodb", endpoint_url=srv.endpoint_url)
+        pages = ddb.get_paginator("scan").paginate(TableName="bench-data")
+        data_rows = sum(len(page["Items"]) for page in pages)
+    summary = json.loads(out.read_text())
+    assert code == 0
+    assert summary["written"] == summary["synced"] == data_rows == N
+    RESULTS["importer --mode insert --sync"] = N / elapsed
+
+
 def test_boto3_batch_writer_script(workdir):
     _env()
     with SubprocessDdbServer(tables=["bench-command"]) as srv:
@@ -198,3 +239,9 @@ def test_zz_summary():
         ours = RESULTS.get(name)
         if base and ours:
             print(f"  {name} / boto3 batch_writer: {ours / base:.1f}x")
+    plain, synced = (
+        RESULTS.get("importer --mode insert"),
+        RESULTS.get("importer --mode insert --sync"),
+    )
+    if plain and synced:
+        print(f"  --sync / plain insert: {synced / plain:.2f}x (data rows written in the same run)")

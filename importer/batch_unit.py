@@ -11,6 +11,13 @@ failed batch lives here, in `BatchOutcome.failed_batch`:
 
 Rejected rows (bad data, an entity that exists, a duplicate, a strict-mode
 conflict) are outcomes: reported in the rejects file, never a failed batch.
+
+With `--sync` (`pipeline.syncer`), each item's wire gets `syncMode: SYNC`
+spliced in (bytes, no JSON round trip), and after the write the batch's
+written commands are applied to the data and history tables
+(`importer.sync.BatchSync`), after any earlier batch holding one of the same
+entities (`importer.sync.SyncOrder`).  A row whose sync failed is a failed
+row (`sync: reason`), no longer a written one.
 """
 
 from __future__ import annotations
@@ -18,17 +25,22 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from importer.batching import Batch
 from importer.checkpoint import BatchCounts
 from importer.context import RunContext
+from importer.dynamo import one_line
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
+from importer.retry import WriterFatalError
 
 if TYPE_CHECKING:
     from importer.pipeline import Pipeline
 
-__all__ = ["BatchOutcome", "process_batch", "resolve_duplicates"]
+__all__ = ["SYNC_MODE_TAIL", "BatchOutcome", "mark_sync", "process_batch", "resolve_duplicates"]
+
+#: What `mark_sync` puts in place of an item's closing brace.
+SYNC_MODE_TAIL = b',"syncMode":{"S":"SYNC"}}'
 
 
 @dataclass(slots=True)
@@ -46,6 +58,8 @@ class BatchOutcome:
     failures: list[Failure]
     retries: int = 0
     unchanged: int = 0
+    #: data rows this batch's `--sync` wrote (not a row count: rows are counted above)
+    synced: int = 0
 
     @property
     def failed_batch(self) -> bool:
@@ -128,6 +142,52 @@ def _complete(
     return out
 
 
+def mark_sync(items: Sequence[PreparedItem]) -> list[PreparedItem]:
+    """Each item with `syncMode: {"S": "SYNC"}` appended to its wire bytes.
+
+    The stream filter (`importer.stream_handler.is_command_insert`, and the
+    template's event source filter) skips such records, as it skips the
+    framework's synchronously published commands: the run applies them itself.
+    """
+    out = []
+    for it in items:
+        wire = it.wire
+        if not wire.endswith(b"}") or len(wire) < 3:
+            raise ValueError(f"line {it.line}: the item is not a JSON object")
+        out.append(PreparedItem(it.line, it.pk, it.sk, wire[:-1] + SYNC_MODE_TAIL))
+    return out
+
+
+def _entity(pk: str, sk: str) -> tuple[str, str]:
+    return pk, sk.rsplit("@", 1)[0]
+
+
+def _sync_written(
+    syncer: Any, items: Sequence[PreparedItem], outcome: WriteOutcome
+) -> tuple[int, list[Failure]]:
+    """Apply the written items; (data rows written, one failure per row whose sync failed)."""
+    refused = {f.line for f in outcome.failures} | {r.line for r in outcome.rejects}
+    done = [it for it in items if it.line not in refused]
+    if not done:
+        return 0, []
+    try:
+        result = syncer.sync([json.loads(it.wire) for it in done])
+    except WriterFatalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the batch's rows fail, with the reason
+        reason = f"sync: {one_line(exc)}"
+        return 0, [Failure(it.line, it.pk, it.sk, reason) for it in done]
+    bad: dict[tuple[str, str], str] = {}
+    for f in [*result.handler_failures, *result.failures]:
+        bad.setdefault(_entity(f.pk, f.sk), f"sync: {f.sk}: {f.reason}")
+    failures = [
+        Failure(it.line, it.pk, it.sk, bad[_entity(it.pk, it.sk)])
+        for it in done
+        if _entity(it.pk, it.sk) in bad
+    ]
+    return result.data_written, failures
+
+
 def process_batch(
     batch: Batch,
     *,
@@ -142,38 +202,57 @@ def process_batch(
     they belong to this batch so that its counts, and its checkpoint line,
     cover every row read while it was open.  With a mode stage, `ticket` is
     this batch's place in file order (versions are assigned in that order);
-    it is always released, even when the batch has no valid row.
+    it is always released, even when the batch has no valid row.  With
+    `--sync` the same ticket orders the batch's sync (see the module doc).
     """
     stage = pipeline.stage
+    syncer = pipeline.syncer
     fields = dict(batch.rows)
     failures: list[Failure] = []
     unchanged = 0
     try:
-        result = pipeline.engine.transform_batch(pipeline.settings.spec, header, batch.rows, ctx)
-        rejects = [*batch.rejects, *result.rejects]
-        items = result.items
-        if stage is None:
-            items, dupes = resolve_duplicates(
-                items, code_column=pipeline.code_column, fields=fields
+        try:
+            result = pipeline.engine.transform_batch(
+                pipeline.settings.spec, header, batch.rows, ctx
             )
-            rejects.extend(dupes)
-        else:
-            prepared = stage.prepare(items, fields, ticket=ticket)
-            items, unchanged = prepared.items, prepared.unchanged
-            rejects.extend(prepared.rejects)
-            failures = prepared.failures
+            rejects = [*batch.rejects, *result.rejects]
+            items = result.items
+            if stage is None:
+                items, dupes = resolve_duplicates(
+                    items, code_column=pipeline.code_column, fields=fields
+                )
+                rejects.extend(dupes)
+            else:
+                prepared = stage.prepare(items, fields, ticket=ticket)
+                items, unchanged = prepared.items, prepared.unchanged
+                rejects.extend(prepared.rejects)
+                failures = prepared.failures
+        finally:
+            if stage is not None:
+                stage.release(ticket)
+        waits: list[Any] = []
+        if syncer is not None:
+            items = mark_sync(items)
+            if ticket is not None:
+                waits = syncer.order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
+        written = pipeline.writer.write_batch(items) if items else WriteOutcome()
+        synced, sync_failures = 0, []
+        if syncer is not None and items:
+            for event in waits:
+                event.wait()
+            synced, sync_failures = _sync_written(syncer, items, written)
     finally:
-        if stage is not None:
-            stage.release(ticket)
-    written = pipeline.writer.write_batch(items) if items else WriteOutcome()
+        if syncer is not None:
+            syncer.order.release(ticket)
     rejects.extend(written.rejects)
     return BatchOutcome(
         index=batch.index,
         rows=len(batch.rows) + len(batch.rejects),
         valid=len(result.items),
-        written=written.written,
+        written=written.written - len(sync_failures),
         rejects=_complete(rejects, pipeline.code_column, fields),
-        failures=failures + written.failures,
+        failures=failures + written.failures + sync_failures,
         retries=written.retries,
         unchanged=unchanged,
+        synced=synced,
     )

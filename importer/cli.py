@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="fail the run when more than N rows are in failed batches",
     )
+    run.add_argument(
+        "--sync",
+        action="store_true",
+        help="apply the commands to the data and history tables in this run, as the command "
+        "state machine would (records marked syncMode SYNC: the stream starts no execution)",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser(
@@ -274,8 +280,12 @@ def _s3_client(args: argparse.Namespace) -> Any:
     return boto3.client("s3", region_name=default_region(args.region))
 
 
-def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
+def _finish(
+    args: argparse.Namespace, summary: Any, *, writing: bool, synced: int | None = None
+) -> int:
     data = summary.to_json()
+    if synced is not None:
+        data["synced"] = synced
     if not args.quiet:
         for notice in summary.notices:
             print(f"importer: note: {notice}", file=sys.stderr)
@@ -283,6 +293,8 @@ def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
         Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if not args.quiet:
         print_summary(data, writing=writing)
+        if synced is not None:
+            print(f"synced {synced:,} data rows (data and history tables applied in this run)")
     if summary.aborted:
         print(f"importer: error: {summary.aborted}", file=sys.stderr)
         return EXIT_FATAL
@@ -303,6 +315,7 @@ def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) ->
         writer=args.writer,
         engine=_engine_name(args),
         dry_run=dry_run,
+        sync=bool(getattr(args, "sync", False)),
         max_wcu=args.max_wcu,
         max_rcu=args.max_rcu,
     )
@@ -318,13 +331,14 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
     config = _config(args, spec)
     progress = Progress(enabled=None if not args.quiet else False)
     with open_pipeline(_pipeline_settings(args, spec, dry_run=dry_run)) as pipeline:
+        synced = (lambda: pipeline.synced) if pipeline.syncer is not None else (lambda: None)
         try:
             summary = run_import(
                 config, pipeline=pipeline, progress=progress, s3_client=_s3_client(args)
             )
         except RunInterrupted as exc:
             progress.finish()
-            _finish(args, exc.summary, writing=not dry_run)
+            _finish(args, exc.summary, writing=not dry_run, synced=synced())
             print(
                 f"importer: interrupted after {exc.summary.rows:,} rows; finished batches are "
                 f"checkpointed. Resume with the same command plus --resume",
@@ -333,7 +347,7 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
             return 130
         finally:
             progress.finish()
-    return _finish(args, summary, writing=not dry_run)
+    return _finish(args, summary, writing=not dry_run, synced=synced())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

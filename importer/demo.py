@@ -2,8 +2,11 @@
 
 It starts moto's server on a loopback port (a real HTTP endpoint, so the fast
 signed-HTTP writer runs exactly as against AWS), puts a generated CSV with a
-few deliberately bad rows into its S3, creates the command table, imports from
-`s3://`, and shows what landed and what was rejected.
+few deliberately bad rows into its S3, creates the module's command, data and
+history tables, imports from `s3://` with `--sync` (the command records and,
+in the same run, the data rows the command state machine would leave), then
+imports a small price update in upsert mode, and shows a command record, the
+rejected rows, and one data record with its history.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_SPEC", "generate_demo_csv", "run_demo"]
+__all__ = ["DEMO_SPEC", "generate_demo_csv", "run_demo", "update_rows"]
 
 DEMO_SPEC = """\
 # The spec the demo uses: one PRODUCT command record per row.
@@ -100,10 +103,34 @@ def generate_demo_csv(path: Path, rows: int, *, seed: int = 7) -> int:
     return bad
 
 
+def update_rows(path: Path, count: int = 3) -> list[list[str]]:
+    """The first `count` good rows of the demo CSV with a new price and name (an update file)."""
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if len(out) == count:
+                break
+            if row["tenant"] not in ("acme", "globex"):
+                continue
+            price = f"{float(row['price']) + 1:.2f}"
+            out.append([row[h] if h not in ("price", "name") else "" for h in HEADER])
+            out[-1][HEADER.index("price")] = price
+            out[-1][HEADER.index("name")] = row["name"] + " (new price)"
+    return out
+
+
 def _import(
-    source: str, *, spec_path: Path, table: str, endpoint: str, base: Path, engine: str
+    source: str,
+    *,
+    spec_path: Path,
+    table: str,
+    endpoint: str,
+    base: Path,
+    engine: str,
+    mode: str = "insert",
+    name: str = "products",
 ) -> Any:
-    """The demo's import: the same pipeline and driver as `importer run`, with its defaults."""
+    """The demo's import: the same pipeline and driver as `importer run --sync`."""
     import boto3
 
     from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS
@@ -114,16 +141,18 @@ def _import(
     from importer.spec import load_spec
 
     spec = load_spec(spec_path)
-    settings = PipelineSettings(spec=spec, table=table, endpoint_url=endpoint, engine=engine)
+    settings = PipelineSettings(
+        spec=spec, table=table, endpoint_url=endpoint, engine=engine, mode=mode, sync=True
+    )
     config = RunConfig(
         source=source,
         spec=spec,
         table=table,
         batch_items=DEFAULT_MAX_ITEMS,
         batch_bytes=AWS_MAX_INPUT_BYTES,
-        rejects_path=base / "products.rejects.csv",
-        failures_path=base / "products.failures.csv",
-        checkpoint_path=base / "checkpoint.jsonl",
+        rejects_path=base / f"{name}.rejects.csv",
+        failures_path=base / f"{name}.failures.csv",
+        checkpoint_path=base / f"{name}.checkpoint.jsonl",
         spec_digest=spec_digest(spec_path),
         mode=settings.mode,
     )
@@ -135,11 +164,23 @@ def _import(
             )
         finally:
             progress.finish()
-    (base / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+        synced = pipeline.synced
+    data = {**summary.to_json(), "synced": synced}
+    (base / f"{name}.summary.json").write_text(json.dumps(data, indent=2) + "\n")
     for notice in summary.notices:
         print(f"importer: note: {notice}", file=sys.stderr)
-    print_summary(summary.to_json(), writing=True)
+    print_summary(data, writing=True)
+    print(f"synced {synced:,} data rows (data and history tables applied in this run)")
     return summary
+
+
+def _print_item(item: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    plain = {k: TypeDeserializer().deserialize(v) for k, v in sorted(item.items())}
+    for key, value in plain.items():
+        if only is None or key in only:
+            print(f"  {key:<11} {value}")
 
 
 def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None = None) -> int:
@@ -183,7 +224,8 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
         s3.upload_file(str(csv_path), "importer-demo", "incoming/products.csv")
         ddb = boto3.client("dynamodb", endpoint_url=endpoint)
         table = "demo-app-master-command"
-        for name in (table, "demo-app-master-data"):  # MBC's command and data tables
+        # MBC's module tables: commands (every version), data (the latest), history
+        for name in (table, "demo-app-master-data", "demo-app-master-history"):
             ddb.create_table(
                 TableName=name,
                 KeySchema=[
@@ -200,6 +242,7 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
             f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
             f"products.csv; spec: {spec_path}"
         )
+        print("\n$ importer run s3://importer-demo/incoming/products.csv --sync")
         summary = _import(
             "s3://importer-demo/incoming/products.csv",
             spec_path=spec_path,
@@ -208,11 +251,17 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
             base=base,
             engine=engine or "native",
         )
-        count = sum(
-            page["Count"]
-            for page in ddb.get_paginator("scan").paginate(TableName=table, Select="COUNT")
+        counts = {
+            name: sum(
+                page["Count"]
+                for page in ddb.get_paginator("scan").paginate(TableName=name, Select="COUNT")
+            )
+            for name in (table, "demo-app-master-data")
+        }
+        print(
+            f"\ntable {table} now holds {counts[table]:,} command records and "
+            f"demo-app-master-data {counts['demo-app-master-data']:,} data rows; one command:"
         )
-        print(f"\ntable {table} now holds {count:,} command records; one of them:")
         item = (
             ddb.get_item(
                 TableName=table,
@@ -220,11 +269,7 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
             ).get("Item")
             or ddb.scan(TableName=table, Limit=1)["Items"][0]
         )
-        from boto3.dynamodb.types import TypeDeserializer
-
-        plain = {k: TypeDeserializer().deserialize(v) for k, v in sorted(item.items())}
-        for key, value in plain.items():
-            print(f"  {key:<11} {value}")
+        _print_item(item)
         rejects = base / "products.rejects.csv"
         if rejects.exists():
             print(f"\nrejected rows ({rejects}):")
@@ -235,7 +280,41 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
                         break
                     if n:
                         print(f"  line {rec[0]}: column {rec[1]!r} = {rec[2]!r}: {rec[3]}")
+        updates = update_rows(csv_path)
+        update_path = base / "price-update.csv"
+        with open(update_path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([HEADER, *updates])
+        print(f"\n$ importer run {update_path.name} --mode upsert --sync  # {len(updates)} prices")
+        again = _import(
+            str(update_path),
+            spec_path=spec_path,
+            table=table,
+            endpoint=endpoint,
+            base=base,
+            engine=engine or "native",
+            mode="upsert",
+            name="price-update",
+        )
+        tenant, sku = updates[0][0], updates[0][1]
+        pk = f"PRODUCT#{tenant}"
+        data_row = ddb.get_item(
+            TableName="demo-app-master-data",
+            Key={"pk": {"S": pk}, "sk": {"S": f"PRODUCT#{sku}"}},
+            ConsistentRead=True,
+        ).get("Item")
+        history = ddb.query(
+            TableName="demo-app-master-history",
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":sk": {"S": f"PRODUCT#{sku}@"}},
+            ConsistentRead=True,
+        )["Items"]
+        if data_row is not None:
+            print(f"\ndata record {pk} / PRODUCT#{sku} (the latest version):")
+            _print_item(data_row)
+        for h in history:
+            print(f"\nits history {h['sk']['S']} (as it stood before the update):")
+            _print_item(h, only=("sk", "version", "name", "attributes", "updatedAt"))
         print(f"\nfiles: {base}")
-        return 0 if summary.failed == 0 else 3
+        return 0 if summary.failed == 0 and again.failed == 0 else 3
     finally:
         server.stop()

@@ -55,6 +55,26 @@ HANDLER = "importer.handler.lambda_handler"
 FUNCTION_ID = "CsvRowsHandlerFunction"
 STATE_MACHINE_ID = "ImportCsvStateMachine"
 RESULT_BUCKET_ID = "ImportResultBucket"
+# the MBC command pipeline (DeployCommandPipeline=true) and the import-action queue
+COMMAND_FUNCTION_ID = "CommandHandlerFunction"
+COMMAND_HANDLER = "importer.command_states.lambda_handler"
+COMMAND_STATE_MACHINE_ID = "CommandStateMachine"
+COMMAND_STATE_MACHINE_NAME = "${AWS::StackName}-command-handler"
+STREAM_FUNCTION_ID = "CommandStreamFunction"
+STREAM_HANDLER = "importer.stream_handler.lambda_handler"
+QUEUE_ID = "ImportActionQueue"
+DEAD_LETTER_QUEUE_ID = "ImportActionDeadLetterQueue"
+QUEUE_FUNCTION_ID = "ImportQueueFunction"
+QUEUE_HANDLER = "importer.import_queue.lambda_handler"
+#: The command table stream's filter: INSERT, and not a synchronously applied command
+#: (``syncMode: SYNC``, which `importer run --sync` writes) -- the two patterns are OR'ed.
+STREAM_FILTERS = (
+    {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"syncMode": {"S": [{"exists": False}]}}}},
+    {
+        "eventName": ["INSERT"],
+        "dynamodb": {"NewImage": {"syncMode": {"S": [{"anything-but": ["SYNC"]}]}}},
+    },
+)
 
 # An EXPRESS child execution lives at most 5 minutes: the Lambda must finish well
 # inside that, or the child times out instead of reporting the Lambda's error.
@@ -194,6 +214,23 @@ def _data_table_name() -> dict[str, Any]:
     return {"Fn::If": ["DataTableGiven", _ref("DataTableName"), derived]}
 
 
+def _module_table_name(suffix: str) -> dict[str, Any]:
+    """``{prefix}{module}-{suffix}`` from TableName, as the command Lambda derives it.
+
+    The command Lambda names its tables after the stream's command table
+    (``importer.mbc_model.Tables``), never after DataTableName, so these
+    grants follow the same rule (see :func:`_data_table_name` for the trick).
+    """
+    marked = {"Fn::Join": ["", [_ref("TableName"), "#"]]}
+    prefix = {"Fn::Select": [0, {"Fn::Split": ["-command#", marked]}]}
+    return {"Fn::Join": ["", [prefix, f"-{suffix}"]]}
+
+
+def _named_table_arn(name: Any) -> dict[str, Any]:
+    arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}"
+    return _sub(arn, {"Table": name})
+
+
 def _s3_arn(path: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     return _sub("arn:${AWS::Partition}:s3:::" + path, variables)
 
@@ -313,6 +350,47 @@ def state_machine_policy(state_machine_name: str) -> dict[str, Any]:
     }
 
 
+def command_function_policy() -> dict[str, Any]:
+    """The command state machine's Lambda: its module's three tables, the TTL config,
+    the next version's task token, and the status/alarm topics when given."""
+    machine = _sub(
+        "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:stateMachine:"
+        + COMMAND_STATE_MACHINE_NAME
+    )
+    tables = [_named_table_arn(_ref("TableName"))]
+    tables += [_named_table_arn(_module_table_name(kind)) for kind in ("data", "history")]
+    return {
+        "Statement": [
+            _allow(
+                "ApplyCommandToModuleTables",
+                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                tables,
+            ),
+            _only_if(
+                "TtlConfigGiven",
+                _allow(
+                    "ReadTtlConfig",
+                    ["dynamodb:GetItem"],
+                    [_named_table_arn(_ref("MasterDataTableName"))],
+                ),
+            ),
+            # by name, not Ref: the machine's definition already refers to this function
+            _allow("ResumeNextVersion", ["states:SendTaskSuccess"], [machine]),
+            _only_if(
+                "StatusTopicGiven",
+                _allow("PublishCommandStatus", ["sns:Publish"], [_ref("StatusTopicArn")]),
+            ),
+            _only_if(
+                "AlarmTopicGiven",
+                _allow("PublishAlarm", ["sns:Publish"], [_ref("AlarmTopicArn")]),
+            ),
+        ]
+    }
+
+
+_STREAM_ARN = r"^$|^arn:aws[a-z-]*:dynamodb:[a-z0-9-]+:[0-9]{12}:table/.+/stream/.+"
+
+
 def _parameters() -> dict[str, Any]:
     key_prefix = {"Type": "String", "AllowedPattern": r"^[^/].*[^/]$|^[^/]$"}
     table_name = r"[a-zA-Z0-9_.-]{3,255}"
@@ -375,6 +453,72 @@ def _parameters() -> dict[str, Any]:
             "Default": "import-rejects",
             "Description": "Key prefix the handler writes rejected rows under",
         },
+        "DeployCommandPipeline": {
+            "Type": "String",
+            "Default": "false",
+            "AllowedValues": ["false", "true"],
+            "Description": (
+                "true: also deploy the MBC command pipeline for TableName's module -- the "
+                "command state machine, its Lambda and the stream Lambda that starts one "
+                "execution per command INSERT (not for syncMode SYNC records, which "
+                "`importer run --sync` applies itself). Leave false when the MBC application "
+                "deploys its own (the framework's CDK does)"
+            ),
+        },
+        "CommandTableStreamArn": {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": _STREAM_ARN,
+            "Description": (
+                "Stream ARN of TableName (NEW_IMAGE or NEW_AND_OLD_IMAGES); required with "
+                "DeployCommandPipeline=true"
+            ),
+        },
+        "MasterDataTableName": {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": f"^$|^{table_name}$",
+            "Description": (
+                "The module's {env}-{app}-master-data table, read for TTL#<table> configs. "
+                "Empty: no TTL is read and command/history TTLs are null, as the framework "
+                "writes them when no config exists"
+            ),
+        },
+        "StatusTopicArn": {
+            "Type": "String",
+            "Default": "",
+            "Description": "SNS topic for command-status messages (empty: none are sent)",
+        },
+        "AlarmTopicArn": {
+            "Type": "String",
+            "Default": "",
+            "Description": "SNS topic for sfn-alarm messages (empty: the status topic)",
+        },
+        "DeployImportQueue": {
+            "Type": "String",
+            "Default": "false",
+            "AllowedValues": ["false", "true"],
+            "Description": (
+                "true: an import-action SQS queue (with a dead-letter queue) whose messages "
+                "start the import-csv state machine: {bucket, key, ...} or the framework's "
+                "single-import-process job message"
+            ),
+        },
+    }
+
+
+def _rules() -> dict[str, Any]:
+    pipeline = {"Fn::Equals": [_ref("DeployCommandPipeline"), "true"]}
+    return {
+        "CommandPipelineNeedsTheStream": {
+            "RuleCondition": pipeline,
+            "Assertions": [
+                {
+                    "Assert": {"Fn::Not": [{"Fn::Equals": [_ref("CommandTableStreamArn"), ""]}]},
+                    "AssertDescription": "DeployCommandPipeline=true needs CommandTableStreamArn",
+                }
+            ],
+        }
     }
 
 
@@ -383,6 +527,11 @@ def _conditions() -> dict[str, Any]:
         "CreateResultBucket": {"Fn::Equals": [_ref("ResultBucketName"), ""]},
         "DataTableGiven": {"Fn::Not": [{"Fn::Equals": [_ref("DataTableName"), ""]}]},
         **_mode_conditions(),
+        "CommandPipeline": {"Fn::Equals": [_ref("DeployCommandPipeline"), "true"]},
+        "TtlConfigGiven": {"Fn::Not": [{"Fn::Equals": [_ref("MasterDataTableName"), ""]}]},
+        "StatusTopicGiven": {"Fn::Not": [{"Fn::Equals": [_ref("StatusTopicArn"), ""]}]},
+        "AlarmTopicGiven": {"Fn::Not": [{"Fn::Equals": [_ref("AlarmTopicArn"), ""]}]},
+        "ImportQueue": {"Fn::Equals": [_ref("DeployImportQueue"), "true"]},
     }
 
 
@@ -458,6 +607,158 @@ def _state_machine_resource(definition: dict[str, Any], name: str) -> dict[str, 
     }
 
 
+def _lambda(
+    handler: str, description: str, *, code: dict[str, Any], timeout: int, memory_size: int
+) -> dict[str, Any]:
+    return {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {
+            "Description": description,
+            "Handler": handler,
+            **code,
+            "Timeout": timeout,
+            "MemorySize": memory_size,
+        },
+    }
+
+
+def command_pipeline_resources(code: dict[str, Any]) -> dict[str, Any]:
+    """The command state machine, its Lambda and the stream Lambda (Condition CommandPipeline).
+
+    ``code`` holds the package's CodeUri, Runtime and Architectures: the same
+    zip serves every function.
+    """
+    fn = _lambda(
+        COMMAND_HANDLER,
+        "MBC command state machine: the Lambda states (check_version ... finish)",
+        code=code,
+        timeout=60,
+        memory_size=512,
+    )
+    fn["Condition"] = "CommandPipeline"
+    fn["Properties"]["Environment"] = {
+        "Variables": {
+            "SNS_TOPIC_ARN": {"Fn::If": ["StatusTopicGiven", _ref("StatusTopicArn"), _NO_VALUE]},
+            "SNS_ALARM_TOPIC_ARN": {
+                "Fn::If": ["AlarmTopicGiven", _ref("AlarmTopicArn"), _NO_VALUE]
+            },
+        }
+    }
+    fn["Properties"]["Policies"] = [command_function_policy()]
+    definition = statemachine.command_handler_definition(lambda_arn="${CommandHandlerFunctionArn}")
+    machine = {
+        "Type": "AWS::Serverless::StateMachine",
+        "Condition": "CommandPipeline",
+        "Properties": {
+            "Name": _sub(COMMAND_STATE_MACHINE_NAME),
+            "Type": "STANDARD",
+            "Definition": definition,
+            "DefinitionSubstitutions": {
+                "CommandHandlerFunctionArn": {"Fn::GetAtt": [COMMAND_FUNCTION_ID, "Arn"]}
+            },
+            "Policies": [
+                {
+                    "Statement": [
+                        _allow(
+                            "InvokeCommandStates",
+                            ["lambda:InvokeFunction"],
+                            [
+                                {"Fn::GetAtt": [COMMAND_FUNCTION_ID, "Arn"]},
+                                {"Fn::Sub": "${" + COMMAND_FUNCTION_ID + ".Arn}:*"},
+                            ],
+                        )
+                    ]
+                }
+            ],
+        },
+    }
+    stream = _lambda(
+        STREAM_HANDLER,
+        "MBC command table stream: one command state machine execution per INSERT",
+        code=code,
+        timeout=30,
+        memory_size=256,
+    )
+    stream["Condition"] = "CommandPipeline"
+    stream["Properties"]["Environment"] = {
+        "Variables": {"SFN_COMMAND_ARN": _ref(COMMAND_STATE_MACHINE_ID)}
+    }
+    stream["Properties"]["Policies"] = [
+        {
+            "Statement": [
+                _allow(
+                    "StartCommandExecution",
+                    ["states:StartExecution"],
+                    [_ref(COMMAND_STATE_MACHINE_ID)],
+                )
+            ]
+        }
+    ]
+    stream["Properties"]["Events"] = {
+        "CommandInserts": {
+            "Type": "DynamoDB",
+            "Properties": {
+                "Stream": _ref("CommandTableStreamArn"),
+                "StartingPosition": "TRIM_HORIZON",
+                "BatchSize": 1,
+                "FilterCriteria": {
+                    "Filters": [
+                        {"Pattern": json.dumps(f, separators=(",", ":"))} for f in STREAM_FILTERS
+                    ]
+                },
+            },
+        }
+    }
+    return {COMMAND_FUNCTION_ID: fn, COMMAND_STATE_MACHINE_ID: machine, STREAM_FUNCTION_ID: stream}
+
+
+def import_queue_resources(code: dict[str, Any]) -> dict[str, Any]:
+    """The import-action queue, its dead-letter queue and consumer (Condition ImportQueue)."""
+    encrypted = {"SqsManagedSseEnabled": True}
+    dlq = {
+        "Type": "AWS::SQS::Queue",
+        "Condition": "ImportQueue",
+        "Properties": {**encrypted, "MessageRetentionPeriod": 1209600},
+    }
+    queue = {
+        "Type": "AWS::SQS::Queue",
+        "Condition": "ImportQueue",
+        "Properties": {
+            **encrypted,
+            "VisibilityTimeout": 60,
+            "RedrivePolicy": {
+                "deadLetterTargetArn": {"Fn::GetAtt": [DEAD_LETTER_QUEUE_ID, "Arn"]},
+                "maxReceiveCount": 5,
+            },
+        },
+    }
+    fn = _lambda(
+        QUEUE_HANDLER,
+        "import-action queue: each message starts one import-csv execution",
+        code=code,
+        timeout=30,
+        memory_size=256,
+    )
+    fn["Condition"] = "ImportQueue"
+    fn["Properties"]["Environment"] = {
+        "Variables": {"IMPORT_STATE_MACHINE_ARN": _ref(STATE_MACHINE_ID)}
+    }
+    fn["Properties"]["Policies"] = [
+        {"Statement": [_allow("StartImport", ["states:StartExecution"], [_ref(STATE_MACHINE_ID)])]}
+    ]
+    fn["Properties"]["Events"] = {
+        "ImportActions": {
+            "Type": "SQS",
+            "Properties": {
+                "Queue": {"Fn::GetAtt": [QUEUE_ID, "Arn"]},
+                "BatchSize": 1,
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            },
+        }
+    }
+    return {DEAD_LETTER_QUEUE_ID: dlq, QUEUE_ID: queue, QUEUE_FUNCTION_ID: fn}
+
+
 def render_template(
     *,
     code_uri: str = DEFAULT_PACKAGE,
@@ -501,6 +802,7 @@ def render_template(
         result_prefix="${ResultPrefix}",
     )
     state_machine_name = "${AWS::StackName}-import-csv"
+    code = {"CodeUri": code_uri, "Runtime": runtime, "Architectures": [architecture]}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
@@ -509,6 +811,7 @@ def render_template(
             "Lambda -> DynamoDB as MBC CQRS command records"
         ),
         "Parameters": _parameters(),
+        "Rules": _rules(),
         "Conditions": _conditions(),
         "Resources": {
             RESULT_BUCKET_ID: _result_bucket_resource(),
@@ -520,6 +823,8 @@ def render_template(
                 memory_size=memory_size,
             ),
             STATE_MACHINE_ID: _state_machine_resource(definition, state_machine_name),
+            **command_pipeline_resources(code),
+            **import_queue_resources(code),
         },
         "Outputs": {
             "ImportCsvStateMachineArn": {
@@ -529,6 +834,16 @@ def render_template(
             "CsvRowsHandlerFunctionName": {"Value": _ref(FUNCTION_ID)},
             "ResultBucketName": {"Value": _result_bucket()},
             "ImportMode": {"Value": _ref("Mode")},
+            "CommandStateMachineArn": {
+                "Condition": "CommandPipeline",
+                "Description": "The command state machine (one execution per command INSERT)",
+                "Value": _ref(COMMAND_STATE_MACHINE_ID),
+            },
+            "ImportActionQueueUrl": {
+                "Condition": "ImportQueue",
+                "Description": "Send {bucket, key} (or an MBC import job message) to import",
+                "Value": _ref(QUEUE_ID),
+            },
         },
     }
 

@@ -14,9 +14,10 @@ itself, so they cannot drift apart.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from importer.batch_unit import BatchOutcome, process_batch
 from importer.batching import Batch
@@ -35,6 +36,9 @@ from importer.records import PreparedItem, WriteOutcome
 from importer.retry import RetryPolicy
 from importer.spec import Spec
 from importer.writer import BatchWriter
+
+if TYPE_CHECKING:
+    from importer.sync import BatchSync
 
 __all__ = [
     "DryRunWriter",
@@ -60,7 +64,11 @@ class PipelineSettings:
     `dry_run` is `importer validate`: the same stages, reads included when an
     endpoint answers, but nothing is written (items are counted as they would
     be).  `check_table` describes the command table once before the first
-    write (local runs; the Lambda child trusts its deployment).
+    write (local runs; the Lambda child trusts its deployment).  `sync` is
+    `importer run --sync`: command records are marked `syncMode: SYNC` (the
+    stream starts no execution for them) and each written batch is applied to
+    the data and history tables in the same run (`importer.sync.BatchSync`);
+    `clock` is that sync's wall clock (TTLs, the final status' `updatedAt`).
     """
 
     spec: Spec
@@ -74,12 +82,14 @@ class PipelineSettings:
     engine: str = "native"
     dry_run: bool = False
     check_table: bool = True
+    sync: bool = False
     #: budgets in capacity units per second (`--max-wcu`, `--max-rcu`); None: the table's pace
     max_wcu: float | None = None
     max_rcu: float | None = None
     policy: RetryPolicy | None = field(default=None, compare=False)
     session: Any = field(default=None, compare=False)
     pacer: Any = field(default=None, compare=False)
+    clock: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -88,6 +98,8 @@ class PipelineSettings:
             raise ValueError("workers must be at least 1")
         if self.table is None and not self.dry_run:
             raise ValueError("a run that writes needs a table")
+        if self.sync and self.dry_run:
+            raise ValueError("--sync applies written commands; a dry run writes none")
         for name in ("max_wcu", "max_rcu"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -121,6 +133,7 @@ class Pipeline:
         writer: Any,
         stage: ModeStage | None,
         owns_client: bool = True,
+        syncer: BatchSync | None = None,
     ) -> None:
         self.settings = settings
         self.owns_client = owns_client
@@ -128,6 +141,10 @@ class Pipeline:
         self.client = client
         self.writer = writer
         self.stage = stage
+        self.syncer = syncer
+        #: data rows written by `--sync` in this process (resumed batches not included)
+        self.synced = 0
+        self._count = threading.Lock()
         self.code_column = _code_column(settings.spec)
 
     @property
@@ -135,13 +152,25 @@ class Pipeline:
         return list(self.stage.notices) if self.stage is not None else []
 
     def ticket(self) -> int | None:
-        """This batch's place in file order (take it on the submitting thread)."""
-        return self.stage.ticket() if self.stage is not None else None
+        """This batch's place in file order (take it on the submitting thread).
+
+        With `--sync` the sync order hands out the same numbers as the stage
+        (both count the calls made here), so one ticket serves both.
+        """
+        ticket = self.stage.ticket() if self.stage is not None else None
+        if self.syncer is not None:
+            mine = self.syncer.order.ticket()
+            if ticket is not None and ticket != mine:
+                raise RuntimeError(f"ticket counters diverged ({ticket} != {mine})")
+            ticket = mine
+        return ticket
 
     def release(self, ticket: int | None) -> None:
         """Give back the place of a batch that will never run (cancelled)."""
         if self.stage is not None:
             self.stage.release(ticket)
+        if self.syncer is not None:
+            self.syncer.order.release(ticket)
 
     def process(
         self,
@@ -151,11 +180,17 @@ class Pipeline:
         ctx: RunContext,
         ticket: int | None = None,
     ) -> BatchOutcome:
-        return process_batch(batch, pipeline=self, header=header, ctx=ctx, ticket=ticket)
+        outcome = process_batch(batch, pipeline=self, header=header, ctx=ctx, ticket=ticket)
+        if outcome.synced:
+            with self._count:
+                self.synced += outcome.synced
+        return outcome
 
     def close(self) -> None:
         try:
             self.writer.close()
+            if self.syncer is not None:
+                self.syncer.close()
         finally:
             if self.client is not None and self.owns_client:
                 self.client.close()
@@ -239,10 +274,31 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
         else:
             assert client is not None and settings.table is not None
             writer = BatchWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
+        syncer = None
+        if settings.sync:
+            from importer.sync import BatchSync
+
+            assert client is not None and settings.table is not None
+            syncer = BatchSync(
+                client=client,
+                table=settings.table,
+                data_table=settings.data_table,
+                policy=policy,
+                clock=settings.clock,
+                command_pacer=pacer,
+                read_pacer=lookup.pacer if lookup is not None else None,
+                max_wcu=settings.max_wcu,
+            )
     except BaseException:
         if client is not None and owns_client:
             client.close()
         raise
     return Pipeline(
-        settings, engine=engine, client=client, writer=writer, stage=stage, owns_client=owns_client
+        settings,
+        engine=engine,
+        client=client,
+        writer=writer,
+        stage=stage,
+        owns_client=owns_client,
+        syncer=syncer,
     )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from importer.mbc_model import (
     format_date,
     get_sk_version,
     item_version,
+    local_tz,
     remove_sk_version,
     render_dates,
     tenant_of,
@@ -66,7 +68,17 @@ from importer.mbc_model import (
 )
 from importer.records import Failure, PreparedItem, WriteOutcome
 
-__all__ = ["EntityPlan", "SyncResult", "plan_entity", "register", "scan_commands", "sync_tables"]
+__all__ = [
+    "BatchSync",
+    "ClientCalls",
+    "EntityPlan",
+    "SyncOrder",
+    "SyncResult",
+    "plan_entity",
+    "register",
+    "scan_commands",
+    "sync_tables",
+]
 
 #: Entities planned and written together (data lookups go 100 keys a call).
 CHUNK_ENTITIES = 1000
@@ -213,12 +225,14 @@ def sync_tables(
     lookup: Lookup | None = None,
     writer_for: Callable[[str], Writer] | None = None,
     handlers: Sequence[Any] | None = None,
-    clock: Clock = time.time,
+    clock: Clock | None = None,
     tz: tzinfo = UTC,
     chunk_entities: int = CHUNK_ENTITIES,
     sns: Any = None,
     status_topic_arn: str | None = None,
     s3: Any = None,
+    refinish: bool = False,
+    resolver: TtlResolver | None = None,
 ) -> SyncResult:
     """Apply every command record that has not reached the data table yet.
 
@@ -232,8 +246,12 @@ def sync_tables(
     ``finish:FINISHED`` ``command-status`` message is published (PublishBatch,
     10 a call) -- the one the framework's synchronous publish sends too; the
     per-state STARTED/FINISHED messages of an execution are not.
+    ``refinish`` (``run --sync``): given commands the data row already holds
+    were just re-put by a resumed run, and are finished again.  ``resolver``
+    (``run --sync``: one per run) reads the TTL configs; by default one per call.
     """
     started = time.monotonic()
+    clock = clock or time.time  # looked up per call: the wall clock unless given
     tables = Tables.from_command_table(table, prefix=prefix, data=data_table, history=history_table)
     if lookup is None:
         from importer.dynamo import Boto3DynamoClient
@@ -251,7 +269,8 @@ def sync_tables(
         # handler the data row never moves and every sync would replay everything
         raise ValueError("sync needs the default data-sync handler (it is disabled)")
     writers = {name: writer_for(name) for name in (tables.history, tables.data, tables.command)}
-    resolver = TtlResolver(dynamodb, tables.master_data, clock=clock, cache=True)
+    if resolver is None:
+        resolver = TtlResolver(dynamodb, tables.master_data, clock=clock, cache=True)
     ctx = SyncContext(dynamodb=dynamodb, tables=tables, tz=tz)
     ctx.extra["resolve"] = lambda item: resolve_s3_attributes(item, s3)
     result = SyncResult()
@@ -269,7 +288,7 @@ def sync_tables(
         chunk = keys[start : start + chunk_entities]
         _sync_chunk(
             chunk, entities, tables, lookup, writers, resolver, custom, ctx,
-            clock, tz, result, notify,
+            clock, tz, result, notify, refinish,
         )  # fmt: skip
     result.seconds = time.monotonic() - started
     return result
@@ -288,8 +307,10 @@ def _sync_chunk(
     tz: tzinfo,
     result: SyncResult,
     notify: _Notifier | None = None,
+    refinish: bool = False,
 ) -> None:
     data_rows = lookup.get_many(tables.data, chunk)
+    given = {key: list(entities[key]) for key in chunk} if refinish else {}
     # predecessors of the lowest pending version that are not in hand (a run's own records)
     wanted: list[tuple[str, str]] = []
     for key in chunk:
@@ -317,6 +338,9 @@ def _sync_chunk(
     history = [h for p in plans.values() for h in p.history]
     data = [p.data for p in plans.values() if p.data is not None and p.applied]
     cmds = [c for p in plans.values() for c in p.commands.values()]
+    for key, versions in given.items():
+        cmds.extend(_refinished(key, versions, entities, data_rows, plans, now_text, resolver,
+                                tables, tz))  # fmt: skip
     result.applied += sum(len(p.applied) for p in plans.values())
     for name, items, attr in (
         (tables.history, history, "history_written"),
@@ -332,6 +356,37 @@ def _sync_chunk(
         failed = {(f.pk, f.sk) for f in result.failures}
         applied = (p.commands[v] for p in plans.values() for v in p.applied)
         notify.send(c for c in applied if (c["pk"]["S"], c["sk"]["S"]) not in failed)
+
+
+def _refinished(
+    key: tuple[str, str],
+    versions: list[int],
+    entities: dict[tuple[str, str], dict[int, Item]],
+    data_rows: dict[tuple[str, str], Item],
+    plans: dict[tuple[str, str], EntityPlan],
+    now_text: str,
+    resolver: TtlResolver,
+    tables: Tables,
+    tz: tzinfo,
+) -> list[Item]:
+    """Given commands the data row already holds: put back as the machine had left them.
+
+    A resumed ``run --sync`` re-sends a batch that was written and synced but
+    not checkpointed (the same versions, recognised by their requestId); the
+    re-put resets those command records, so they are finished again:
+    ``finish:FINISHED``, and the command TTL when a later version was applied.
+    """
+    current = item_version(data_rows.get(key))
+    plan = plans.get(key)
+    out = []
+    for v in versions:
+        if v > current or (plan is not None and v in plan.commands):
+            continue
+        item = {**entities[key][v], "status": {"S": FINISH_FINISHED}, "updatedAt": {"S": now_text}}
+        if v < current:
+            item = render_dates(with_ttl(item, resolver.ttl(tables.command, tenant_of(key[0]))), tz)
+        out.append(item)
+    return out
 
 
 class _Notifier:
@@ -411,6 +466,199 @@ def _boto3_writers(dynamodb: Any) -> Callable[[str], Writer]:
         return BatchWriter(client=client, table=table)
 
     return make
+
+
+# ------------------------------------------------------------------ run --sync
+
+
+class ClientCalls:
+    """boto3-shaped low-level calls (``get_item(**kw)``) over an :mod:`importer.dynamo` client.
+
+    ``importer run --sync`` has one DynamoDB client (signed HTTP or boto3); the
+    TTL read and custom handlers (``ctx.dynamodb``) speak boto3's low-level
+    API, so they get this view of the same client rather than a second one.
+    Errors are :class:`importer.dynamo.DynamoError`.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.meta = _Meta(region_name=client.region, endpoint_url=client.endpoint_url)
+
+    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        operation = "".join(part.capitalize() for part in name.split("_"))
+
+        def call(**params: Any) -> dict[str, Any]:
+            body = json.dumps(params, ensure_ascii=False, separators=(",", ":"))
+            return self._client.post(operation, body.encode("utf-8", "surrogatepass")).doc
+
+        return call
+
+
+@dataclass(frozen=True)
+class _Meta:
+    region_name: str
+    endpoint_url: str
+
+
+class SyncOrder:
+    """Per-entity file order for the syncs of concurrent batches.
+
+    Two batches may hold versions of one entity (upsert); each batch's sync
+    replays the versions it wrote, so batch N must not sync an entity before
+    an earlier batch that holds it has finished syncing (nor alongside it: both
+    would write the data row).  Batches take a ticket in file order
+    (:meth:`ticket`, on the submitting thread); after the mode stage settled
+    their versions they :meth:`claim` their entities in ticket order -- a
+    short, in-memory step -- and get back the events of the earlier batches
+    still syncing one of those entities; only those are waited for.  Batches
+    sharing no entity sync concurrently.  :meth:`release` is called once a
+    batch's sync is over, or for a batch that never ran; it is idempotent.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        self._turn = 0
+        self._passed: set[int] = set()
+        self._last: dict[tuple[str, str], threading.Event] = {}
+        self._claims: dict[int, tuple[threading.Event, list[tuple[str, str]]]] = {}
+
+    def ticket(self) -> int:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            return ticket
+
+    def _pass(self, ticket: int) -> None:
+        self._passed.add(ticket)
+        while self._turn in self._passed:
+            self._passed.discard(self._turn)
+            self._turn += 1
+        self._cond.notify_all()
+
+    def claim(self, ticket: int, keys: Iterable[tuple[str, str]]) -> list[threading.Event]:
+        """Wait for the earlier tickets to claim (or release), claim ``keys``; events to wait on."""
+        with self._cond:
+            while self._turn < ticket:
+                self._cond.wait()
+            mine = threading.Event()
+            waits: list[threading.Event] = []
+            claimed = list(dict.fromkeys(keys))
+            for key in claimed:
+                prev = self._last.get(key)
+                if prev is not None and not prev.is_set() and prev not in waits:
+                    waits.append(prev)
+                self._last[key] = mine
+            self._claims[ticket] = (mine, claimed)
+            self._pass(ticket)
+            return waits
+
+    def release(self, ticket: int | None) -> None:
+        """This ticket's sync is over, or it never claimed (cancelled, failed early)."""
+        if ticket is None:
+            return
+        with self._cond:
+            claim = self._claims.pop(ticket, None)
+            if claim is not None:
+                mine, keys = claim
+                mine.set()
+                for key in keys:
+                    if self._last.get(key) is mine:
+                        del self._last[key]
+            elif ticket >= self._turn and ticket not in self._passed:
+                self._pass(ticket)
+
+
+class BatchSync:
+    """``importer run --sync``: each written batch's commands applied by :func:`sync_tables`.
+
+    Everything goes over the pipeline's one DynamoDB client: lookups without
+    projection, a :class:`importer.writer.BatchWriter` per table, the TTL read
+    through :class:`ClientCalls`.  The handlers are loaded once; without the
+    default handler the run is refused before anything is written.  Pacing:
+    lookups share the run's read pacer, command rewrites its write pacer, and
+    the data and history tables get one pacer each (``max_wcu`` their budget).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        table: str,
+        data_table: str | None = None,
+        policy: Any = None,
+        handlers: Sequence[Any] | None = None,
+        clock: Clock | None = None,
+        tz: tzinfo | None = None,
+        command_pacer: Any = None,
+        read_pacer: Any = None,
+        max_wcu: float | None = None,
+    ) -> None:
+        from importer.lookup import KeyLookup
+        from importer.pacing import Pacer
+        from importer.writer import BatchWriter
+
+        self.table = table
+        self.data_table = data_table
+        self.handlers = list(load_handlers() if handlers is None else handlers)
+        if not any(getattr(h, "type", "") == "dynamodb" for h in self.handlers):
+            raise ValueError(
+                "--sync needs the default data-sync handler (IMPORTER_DISABLE_DEFAULT_HANDLER "
+                "is set): leave it on, or import without --sync and apply the commands otherwise"
+            )
+        self.clock = clock
+        self.tz = tz or local_tz()
+        self.calls = ClientCalls(client)
+        self.lookup = KeyLookup(client, policy=policy, projection=None, pacer=read_pacer)
+        self.order = SyncOrder()
+        # TTL configs read once per run, not per batch (a batch may hold many tenants);
+        # its clock is looked up per call, so a pinned `importer.sync.time` applies
+        tables = Tables.from_command_table(table, data=data_table)
+        self.resolver = TtlResolver(
+            self.calls, tables.master_data, clock=lambda: (self.clock or time.time)(), cache=True
+        )
+        self._writers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+        def writer_for(name: str) -> Writer:
+            # the command table's writes share the import's pacer (one table, one pace);
+            # the data and history tables each learn their own, within the same budget
+            with self._lock:
+                if name not in self._writers:
+                    pacer = command_pacer if name == table and command_pacer else None
+                    self._writers[name] = BatchWriter(
+                        client=client,
+                        table=name,
+                        policy=policy,
+                        pacer=pacer or Pacer(max_units_per_second=max_wcu),
+                    )
+                return self._writers[name]
+
+        self.writer_for = writer_for
+
+    def sync(self, commands: list[Item]) -> SyncResult:
+        """Apply these just-written command records (and any earlier pending versions)."""
+        return sync_tables(
+            table=self.table,
+            dynamodb=self.calls,
+            data_table=self.data_table,
+            commands=commands,
+            lookup=self.lookup,
+            writer_for=self.writer_for,
+            handlers=self.handlers,
+            clock=self.clock,
+            tz=self.tz,
+            refinish=True,
+            resolver=self.resolver,
+        )
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            close = getattr(writer, "close", None)
+            if close is not None:
+                close()
 
 
 # ------------------------------------------------------------------------- CLI

@@ -221,7 +221,9 @@ def test_sam_transform_works_offline(monkeypatch):
             }
 
     t = render_template()
-    t["Resources"]["CsvRowsHandlerFunction"]["Properties"]["CodeUri"] = "s3://b/k.zip"
+    for resource in t["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://b/k.zip"
     out = transform(t, {}, Policies())
     types = {name: r["Type"] for name, r in out["Resources"].items()}
     assert types["CsvRowsHandlerFunction"] == "AWS::Lambda::Function"

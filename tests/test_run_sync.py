@@ -1,0 +1,287 @@
+"""`importer run --sync`: the import and the command state machine's result, in one run.
+
+The same files are imported three ways into three module table sets on one
+moto cloud:
+
+* ``sm``   -- `importer run`, then the generated command-handler ASL on moto's
+  Step Functions engine, one execution per new command record (as the
+  command table's stream would start them);
+* ``cli``  -- `importer run`, then `importer sync`;
+* ``run``  -- `importer run --sync` (the last file: killed after a batch was
+  written but before its sync, then `--resume`).
+
+Command, data and history tables must come out byte-identical.  Every path
+reads the same pinned wall clock (the state machine's through CommandStates,
+the two bulk paths through ``importer.sync.time``), so TTLs and the final
+status' ``updatedAt`` compare too.  The one attribute set aside is
+``syncMode``: `run --sync` writes ``{"S": "SYNC"}`` on its command records so
+that the stream starts no execution for them, as the framework's synchronous
+publish does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+from datetime import UTC, datetime
+from unittest import mock
+
+import pytest
+
+from importer import batch_unit
+from importer.batch_unit import SYNC_MODE_TAIL, mark_sync
+from importer.cli import EXIT_PARTIAL, main
+from importer.records import PreparedItem
+from importer.retry import WriterFatalError
+from importer.stream_handler import is_command_insert
+from importer.sync import SyncOrder
+from tests.command_cloud import CLOCK, command_cloud, create_module, stream_record, tables_snapshot
+from tests.conftest import PRODUCT_SPEC, scan_all
+
+HEADER = "sku,name,price,qty,active\n"
+FIXED_NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+PINNED_TIME = types.SimpleNamespace(time=lambda: CLOCK, monotonic=time.monotonic)
+
+
+class _FixedDatetime(datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return FIXED_NOW if tz is None else FIXED_NOW.astimezone(tz)
+
+
+FIRST = [(f"S-{i}", f"Name {i}", f"{i}.5") for i in range(8)]
+SECOND = [(s, n + (" v2" if i % 3 == 0 else ""), p) for i, (s, n, p) in enumerate(FIRST)]
+SECOND += [("NEW-1", "New", "1")]
+# two rows a batch: S-1 changes in batches 0, 1 and 2 (versions 2, 3, 4), X-1 in 0 and 2,
+# S-2 is unchanged, NEW-2 is new and then changed in the next batch
+THIRD = [
+    ("S-1", "Name 1 b", "1.5"),
+    ("X-1", "x", "1"),
+    ("S-1", "Name 1 c", "1.5"),
+    ("NEW-2", "n", "2"),
+    ("S-1", "Name 1 d", "9"),
+    ("X-1", "x 2", "1"),
+    ("NEW-2", "n 2", "2"),
+    ("S-2", "Name 2", "2.5"),
+]
+RUNS = (("r1", FIRST, "insert", ()), ("r2", SECOND, "upsert", ()))
+RUNS += (("r3", THIRD, "upsert", ("--batch-items", "2")),)
+
+
+def _run(tmp_path, table: str, rows, *, mode: str, run_id: str, extra=()) -> int:
+    """`importer run` (boto3 writer: what moto intercepts in-process), pinned run id and time."""
+    src = tmp_path / f"{run_id}.csv"
+    src.write_text(HEADER + "".join(f"{s},{n},{p},1,yes\n" for s, n, p in rows))
+    (tmp_path / "spec.toml").write_text(PRODUCT_SPEC)
+    args = ["run", str(src), "--spec", str(tmp_path / "spec.toml"), "--table", table]
+    args += ["--writer", "boto3", "--mode", mode, "--run-id", run_id, "--quiet"]
+    args += ["--workers", "2", "--checkpoint", str(tmp_path / f"{table}-{run_id}.ckpt")]
+    args += ["--summary-json", str(tmp_path / f"{table}-{run_id}.json"), *extra]
+    with (
+        mock.patch("importer.context.datetime", _FixedDatetime),
+        mock.patch("importer.sync.time", PINNED_TIME),
+    ):
+        return main(args)
+
+
+def _summary(tmp_path, table: str, run_id: str) -> dict:
+    return json.loads((tmp_path / f"{table}-{run_id}.json").read_text())
+
+
+def _new_commands(ddb, table: str, before: dict) -> list[dict]:
+    """Items written since ``before``, in the order a stream would deliver them per entity."""
+    new = [v for k, v in scan_all(table, ddb).items() if k not in before]
+    return sorted(new, key=lambda it: (it["pk"]["S"], it["sk"]["S"].rsplit("@", 1)[0],
+                                       int(it["version"]["N"])))  # fmt: skip
+
+
+def _diff(a: dict, b: dict) -> list[str]:
+    """Where two table snapshots differ: table, key, attribute and both values."""
+    out = []
+    for kind in sorted(set(a) | set(b)):
+        for key in sorted(set(a[kind]) | set(b[kind])):
+            x, y = a[kind].get(key), b[kind].get(key)
+            if x is None or y is None:
+                out.append(f"{kind} {key}: {'missing' if x is None else 'present'} vs other")
+                continue
+            for attr in sorted(set(x) | set(y)):
+                if x.get(attr) != y.get(attr):
+                    out.append(f"{kind} {key} {attr}: {x.get(attr)} != {y.get(attr)}")
+    return out
+
+
+def _crash_before_sync_of(line: int):
+    """`_sync_written` as a kill would leave it: the batch holding `line` is written, not synced."""
+    real = batch_unit._sync_written
+
+    def fake(syncer, items, outcome):
+        if any(it.line == line for it in items):
+            raise WriterFatalError("simulated kill between the write and the sync")
+        return real(syncer, items, outcome)
+
+    return mock.patch("importer.batch_unit._sync_written", fake)
+
+
+def test_state_machine_importer_sync_and_run_sync_leave_identical_tables(tmp_path):
+    with command_cloud() as cloud:
+        sm = create_module(cloud.ddb, "sm-shop-", "product")
+        cli = create_module(cloud.ddb, "cli-shop-", "product")
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        before: dict = {}
+        for run_id, rows, mode, extra in RUNS:
+            assert _run(tmp_path, sm["command"], rows, mode=mode, run_id=run_id, extra=extra) == 0
+            for item in _new_commands(cloud.ddb, sm["command"], before):
+                assert is_command_insert(stream_record(sm["command"], item))
+                arn = cloud.publish(sm["command"], item, put=False)
+                assert cloud.wait_done(arn)["status"] == "SUCCEEDED"
+            before = scan_all(sm["command"], cloud.ddb)
+
+            assert _run(tmp_path, cli["command"], rows, mode=mode, run_id=run_id, extra=extra) == 0
+            with mock.patch("importer.sync.time", PINNED_TIME):
+                assert main(["sync", "--table", cli["command"], "--json"]) == 0
+
+            extra = ("--sync", *extra)
+            if run_id != "r3":
+                assert (
+                    _run(tmp_path, run["command"], rows, mode=mode, run_id=run_id, extra=extra) == 0
+                )
+                continue
+            # the last file: killed after line 6's batch (S-1 v4, X-1) was written, then resumed
+            with _crash_before_sync_of(6):
+                code = _run(tmp_path, run["command"], rows, mode=mode, run_id=run_id, extra=extra)
+            assert code != 0
+            stuck = scan_all(run["data"], cloud.ddb)[("PRODUCT#acme", "PRODUCT#S-1")]
+            assert stuck["version"]["N"] != "4"  # written, not applied: the resume must apply it
+            resumed = (*extra, "--resume")
+            code = _run(tmp_path, run["command"], rows, mode=mode, run_id=run_id, extra=resumed)
+            assert code == 0
+            summary = _summary(tmp_path, run["command"], run_id)
+            assert summary["resumed_batches"] >= 1
+        a = tables_snapshot(cloud.ddb, sm)
+        b = tables_snapshot(cloud.ddb, cli)
+        c = tables_snapshot(cloud.ddb, run, drop=("syncMode",))
+        marked = tables_snapshot(cloud.ddb, run)["command"]
+    # S-1: 1 + (r2: unchanged) + 3 versions in three batches of r3
+    assert a["command"][("PRODUCT#acme", "PRODUCT#S-1@4")]["name"] == {"S": "Name 1 d"}
+    assert a["data"][("PRODUCT#acme", "PRODUCT#S-1")]["version"] == {"N": "4"}
+    assert a["history"][("PRODUCT#acme", "PRODUCT#S-1@3")]["name"] == {"S": "Name 1 c"}
+    assert all(it["status"] == {"S": "finish:FINISHED"} for it in a["command"].values())
+    assert _diff(a, b) == []
+    assert _diff(a, c) == []
+    assert all(it["syncMode"] == {"S": "SYNC"} for it in marked.values())
+    assert not any(is_command_insert(stream_record(run["command"], it)) for it in marked.values())
+
+
+def test_run_sync_counts_synced_rows_and_keeps_the_row_identity(tmp_path):
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        for run_id, rows, mode, extra in RUNS:
+            code = _run(tmp_path, run["command"], rows, mode=mode, run_id=run_id,
+                        extra=("--sync", *extra))  # fmt: skip
+            assert code == 0
+        s = [_summary(tmp_path, run["command"], r[0]) for r in RUNS]
+        data = scan_all(run["data"], cloud.ddb)
+    for summary in s:
+        assert summary["rows"] == summary["written"] + summary["unchanged"] + summary["rejected"]
+        assert summary["failed"] == 0
+    # every written version reached the data table once: synced == data rows written
+    assert [x["synced"] for x in s] == [8, 4, 7]
+    assert [x["unchanged"] for x in s] == [0, 5, 1]
+    assert len(data) == 11
+
+
+def test_a_failed_sync_fails_the_rows_of_that_entity_in_that_batch(tmp_path):
+    """A data-table write refused after every retry: those rows are failed rows, not written."""
+    from importer.sync import BatchSync
+
+    real = BatchSync.sync
+
+    def refuse_x1(self, commands):
+        result = real(self, commands)
+        from importer.records import Failure
+
+        for c in commands:
+            if c["sk"]["S"].startswith("PRODUCT#X-1@"):
+                result.failures.append(Failure(0, c["pk"]["S"], "PRODUCT#X-1", "refused"))
+        return result
+
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        with mock.patch.object(BatchSync, "sync", refuse_x1):
+            code = _run(tmp_path, run["command"], THIRD, mode="upsert", run_id="r1",
+                        extra=("--sync", "--batch-items", "2"))  # fmt: skip
+        s = _summary(tmp_path, run["command"], "r1")
+    assert code == EXIT_PARTIAL
+    assert s["failed"] == 2 and s["failed_batches"] == 2
+    assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
+    failures = (tmp_path / "r1.failures.csv").read_text()
+    assert "sync: PRODUCT#X-1: refused" in failures
+
+
+def test_custom_handlers_run_in_bulk_and_their_errors_fail_the_rows(tmp_path, monkeypatch):
+    (tmp_path / "shop_mirror.py").write_text(
+        "SEEN = []\n"
+        "def mirror(command, ctx):\n"
+        "    SEEN.append(command.sk)\n"
+        "    if command.sk.startswith('PRODUCT#X-1@'):\n"
+        "        raise RuntimeError('search index refused')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("IMPORTER_DATA_SYNC_HANDLERS", "shop_mirror:mirror")
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        code = _run(tmp_path, run["command"], THIRD, mode="upsert", run_id="r1",
+                    extra=("--sync", "--batch-items", "2"))  # fmt: skip
+        s = _summary(tmp_path, run["command"], "r1")
+        data = scan_all(run["data"], cloud.ddb)
+        cmds = scan_all(run["command"], cloud.ddb)
+    import shop_mirror
+
+    assert code == EXIT_PARTIAL
+    # X-1 (lines 3 and 7) fails in both its batches; every other row is applied
+    assert (s["failed"], s["failed_batches"]) == (2, 2)
+    assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
+    failures = (tmp_path / "r1.failures.csv").read_text()
+    assert "mirror: search index refused" in failures
+    assert ("PRODUCT#acme", "PRODUCT#X-1") not in data
+    assert cmds[("PRODUCT#acme", "PRODUCT#X-1@1")]["status"] == {"S": "sync_data:FAILED"}
+    assert data[("PRODUCT#acme", "PRODUCT#S-1")]["version"] == {"N": "3"}
+    assert set(shop_mirror.SEEN) >= {"PRODUCT#S-1@1", "PRODUCT#S-1@2", "PRODUCT#S-1@3"}
+
+
+def test_sync_needs_the_default_handler_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IMPORTER_DISABLE_DEFAULT_HANDLER", "1")
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        code = _run(tmp_path, run["command"], FIRST, mode="insert", run_id="r1", extra=("--sync",))
+        assert scan_all(run["command"], cloud.ddb) == {}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "--sync needs the default data-sync handler" in err[0]
+
+
+def test_mark_sync_splices_the_marker_into_the_wire_bytes():
+    item = PreparedItem(3, "P", "S@1", b'{"pk":{"S":"P"},"sk":{"S":"S@1"}}')
+    (out,) = mark_sync([item])
+    assert out.wire.endswith(SYNC_MODE_TAIL)
+    assert json.loads(out.wire) == {**json.loads(item.wire), "syncMode": {"S": "SYNC"}}
+    assert (out.line, out.pk, out.sk) == (3, "P", "S@1")
+    with pytest.raises(ValueError):
+        mark_sync([PreparedItem(4, "P", "S", b"[]")])
+
+
+def test_sync_order_waits_only_for_earlier_batches_sharing_an_entity():
+    order = SyncOrder()
+    t0, t1, t2, t3 = (order.ticket() for _ in range(4))
+    assert order.claim(t0, [("p", "a"), ("p", "b")]) == []
+    waits1 = order.claim(t1, [("p", "c")])
+    assert waits1 == []  # shares nothing with batch 0
+    order.release(t2)  # batch 2 never ran (cancelled): batch 3 may still claim
+    waits3 = order.claim(t3, [("p", "b"), ("p", "c")])
+    assert len(waits3) == 2 and not any(e.is_set() for e in waits3)
+    order.release(t0)
+    order.release(t1)
+    assert all(e.is_set() for e in waits3)
+    order.release(t1)  # idempotent
+    order.release(t3)
+    assert order._last == {}

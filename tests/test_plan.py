@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from importer import reference
+from importer.batch_unit import resolve_duplicates
 from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, cut_batches
 from importer.cli import main
 from importer.context import RunContext
 from importer.driver import RunConfig, run_import
 from importer.pacing import item_size_of
+from importer.pipeline import PipelineSettings, open_pipeline
 from importer.plan import ASL_BATCH_ITEMS, plan_source
 from importer.source import CsvReader
 from importer.spec import load_spec
@@ -69,10 +71,13 @@ def expected_counts(src: Path, spec_path: Path) -> dict:
     ):
         out["batches"] += 1
         result = reference.transform_batch(spec, header, batch.rows, ctx)
-        out["rejected"] += len(batch.rejects) + len(result.rejects)
-        out["items"] += len(result.items)
-        out["requests"] += math.ceil(len(result.items) / 25)
-        for item in result.items:
+        items, dupes = resolve_duplicates(
+            result.items, code_column=spec.record.code.columns[0], fields=dict(batch.rows)
+        )
+        out["rejected"] += len(batch.rejects) + len(result.rejects) + len(dupes)
+        out["items"] += len(items)
+        out["requests"] += math.ceil(len(items) / 25)
+        for item in items:
             out["bytes"] += len(item.wire)
             out["units"] += max(1, math.ceil(item_size_of(json.loads(item.wire)) / 1024))
     children = cut_batches(
@@ -105,11 +110,13 @@ def test_plan_counts_match_the_transform(tmp_path: Path, spec_path: Path):
 def test_plan_agrees_with_a_validate_run(tmp_path: Path, spec_path: Path):
     src = make_csv(tmp_path / "p.csv", 2000, seed=9)
     spec = load_spec(spec_path)
-    summary = run_import(RunConfig(source=str(src), spec=spec), writer=None)
+    settings = PipelineSettings(spec=spec, mode="blind", dry_run=True)
+    with open_pipeline(settings) as pipeline:
+        summary = run_import(RunConfig(source=str(src), spec=spec), pipeline=pipeline)
     plan = plan_source(str(src), spec)
     assert (plan.rows, plan.items, plan.rejected, plan.batches) == (
         summary.rows,
-        summary.valid,
+        summary.would_write,
         summary.rejected,
         summary.batches,
     )

@@ -84,6 +84,7 @@ class BatchOutcome:
             unchanged=self.unchanged,
             existing=self.existing,
             bad_data=self.bad_data,
+            synced=self.synced,
         )
 
 

@@ -36,6 +36,7 @@ class BatchCounts:
     unchanged: int = 0
     existing: int = 0
     bad_data: int = 0
+    synced: int = 0
 
 
 def spec_digest(path: str | Path) -> str:

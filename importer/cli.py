@@ -280,12 +280,8 @@ def _s3_client(args: argparse.Namespace) -> Any:
     return boto3.client("s3", region_name=default_region(args.region))
 
 
-def _finish(
-    args: argparse.Namespace, summary: Any, *, writing: bool, synced: int | None = None
-) -> int:
+def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
     data = summary.to_json()
-    if synced is not None:
-        data["synced"] = synced
     if not args.quiet:
         for notice in summary.notices:
             print(f"importer: note: {notice}", file=sys.stderr)
@@ -293,8 +289,8 @@ def _finish(
         Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if not args.quiet:
         print_summary(data, writing=writing)
-        if synced is not None:
-            print(f"synced {synced:,} data rows (data and history tables applied in this run)")
+        if data.get("synced"):
+            print(f"synced {data['synced']:,} data rows (data and history tables applied)")
     if summary.aborted:
         print(f"importer: error: {summary.aborted}", file=sys.stderr)
         return EXIT_FATAL
@@ -331,14 +327,13 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
     config = _config(args, spec)
     progress = Progress(enabled=None if not args.quiet else False)
     with open_pipeline(_pipeline_settings(args, spec, dry_run=dry_run)) as pipeline:
-        synced = (lambda: pipeline.synced) if pipeline.syncer is not None else (lambda: None)
         try:
             summary = run_import(
                 config, pipeline=pipeline, progress=progress, s3_client=_s3_client(args)
             )
         except RunInterrupted as exc:
             progress.finish()
-            _finish(args, exc.summary, writing=not dry_run, synced=synced())
+            _finish(args, exc.summary, writing=not dry_run)
             print(
                 f"importer: interrupted after {exc.summary.rows:,} rows; finished batches are "
                 f"checkpointed. Resume with the same command plus --resume",
@@ -347,7 +342,7 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
             return 130
         finally:
             progress.finish()
-    return _finish(args, summary, writing=not dry_run, synced=synced())
+    return _finish(args, summary, writing=not dry_run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

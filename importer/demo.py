@@ -164,13 +164,12 @@ def _import(
             )
         finally:
             progress.finish()
-        synced = pipeline.synced
-    data = {**summary.to_json(), "synced": synced}
+    data = summary.to_json()
     (base / f"{name}.summary.json").write_text(json.dumps(data, indent=2) + "\n")
     for notice in summary.notices:
         print(f"importer: note: {notice}", file=sys.stderr)
     print_summary(data, writing=True)
-    print(f"synced {synced:,} data rows (data and history tables applied in this run)")
+    print(f"synced {summary.synced:,} data rows (data and history tables applied in this run)")
     return summary
 
 

@@ -110,6 +110,8 @@ class Summary:
     existing: int = 0
     #: validate: the rows a run would write (`written` stays 0: nothing was sent)
     would_write: int = 0
+    #: `--sync`: data rows written in the run (resumed batches included)
+    synced: int = 0
     retries: int = 0
     failed_batches: int = 0
     failed_items: int = 0
@@ -320,6 +322,7 @@ class _Run:
             s.unchanged += c.unchanged
             s.existing += c.existing
             s.bad_data += c.bad_data
+            s.synced += c.synced
             s.batches += 1
             s.resumed_batches += 1
             if c.failed:
@@ -342,6 +345,7 @@ class _Run:
             self.rejects.write(reject_fields(r))
         s.existing += done.existing
         s.bad_data += done.bad_data
+        s.synced += done.synced
         if done.failed_batch:
             s.failed_batches += 1
             s.failed_items += done.rows

@@ -14,7 +14,6 @@ itself, so they cannot drift apart.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -142,9 +141,6 @@ class Pipeline:
         self.writer = writer
         self.stage = stage
         self.syncer = syncer
-        #: data rows written by `--sync` in this process (resumed batches not included)
-        self.synced = 0
-        self._count = threading.Lock()
         self.code_column = _code_column(settings.spec)
 
     @property
@@ -180,11 +176,7 @@ class Pipeline:
         ctx: RunContext,
         ticket: int | None = None,
     ) -> BatchOutcome:
-        outcome = process_batch(batch, pipeline=self, header=header, ctx=ctx, ticket=ticket)
-        if outcome.synced:
-            with self._count:
-                self.synced += outcome.synced
-        return outcome
+        return process_batch(batch, pipeline=self, header=header, ctx=ctx, ticket=ticket)
 
     def close(self) -> None:
         try:

@@ -412,6 +412,16 @@ def _parameters() -> dict[str, Any]:
                 "execution input must match it"
             ),
         },
+        "MaxWcu": {
+            "Type": "Number",
+            "Default": 0,
+            "MinValue": 0,
+            "Description": (
+                "Write units per second the whole import may use (a table serving live "
+                "traffic); each of the Map's concurrent children paces itself to its share. "
+                "0: as fast as the table accepts"
+            ),
+        },
         "DataTableName": {
             "Type": "String",
             "Default": "",
@@ -559,7 +569,13 @@ def _result_bucket_resource() -> dict[str, Any]:
 
 
 def _function_resource(
-    *, code_uri: str, runtime: str, architecture: str, timeout: int, memory_size: int
+    *,
+    code_uri: str,
+    runtime: str,
+    architecture: str,
+    timeout: int,
+    memory_size: int,
+    max_concurrency: int,
 ) -> dict[str, Any]:
     return {
         "Type": "AWS::Serverless::Function",
@@ -579,6 +595,9 @@ def _function_resource(
                         "s3://${Bucket}/${RejectsPrefix}", {"Bucket": _result_bucket()}
                     ),
                     "IMPORTER_MODE": _ref("Mode"),
+                    # the run's write budget, shared by the Map's concurrent children
+                    "IMPORTER_MAX_WCU": _ref("MaxWcu"),
+                    "IMPORTER_MAX_CONCURRENCY": str(max_concurrency),
                     # not given: the handler derives it by the same -command -> -data rule
                     "IMPORTER_DATA_TABLE": {
                         "Fn::If": ["DataTableGiven", _ref("DataTableName"), _NO_VALUE]
@@ -821,6 +840,7 @@ def render_template(
                 architecture=architecture,
                 timeout=function_timeout,
                 memory_size=memory_size,
+                max_concurrency=max_concurrency,
             ),
             STATE_MACHINE_ID: _state_machine_resource(definition, state_machine_name),
             **command_pipeline_resources(code),

@@ -339,11 +339,16 @@ def render_toml(
 
 
 def _rejects_by_column(spec: Spec, header: list[str], rows: list[tuple[int, list[str]]]) -> Any:
+    from importer.batch_unit import resolve_duplicates
     from importer.context import RunContext
     from importer.reference import transform_batch
 
     ctx = RunContext.new(run_id="spec-init")
-    return transform_batch(spec, header, rows, ctx).rejects
+    result = transform_batch(spec, header, rows, ctx)
+    # a code twice in the sample is a reject of a run too (whichever row the mode keeps)
+    code_column = (spec.record.code.columns or [""])[0]
+    _kept, dupes = resolve_duplicates(result.items, code_column=code_column, fields=dict(rows))
+    return [*result.rejects, *dupes]
 
 
 def draft_spec(

@@ -485,3 +485,11 @@ def test_cli_asl_refuses_bad_substitutions(argv, message, capsys):
     assert run_cli("asl", *argv) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1
+
+
+def test_the_write_budget_is_a_parameter_shared_by_the_maps_children():
+    template = render_template(max_concurrency=40)
+    assert template["Parameters"]["MaxWcu"]["Default"] == 0
+    env = template["Resources"][deploy.FUNCTION_ID]["Properties"]["Environment"]["Variables"]
+    assert env["IMPORTER_MAX_WCU"] == {"Ref": "MaxWcu"}
+    assert env["IMPORTER_MAX_CONCURRENCY"] == "40"

@@ -22,11 +22,16 @@ is the items stored (counted in the table afterwards) over C x (D + burst).
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import boto3
 import pytest
@@ -39,6 +44,7 @@ from botocore.exceptions import (
 )
 from ddb_server import SubprocessDdbServer
 
+from importer.mbc_model import TABLE_SCHEMA
 from importer.pacing import Pacer
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
@@ -74,18 +80,7 @@ def server():
 
 def _fresh_table(url: str, name: str) -> str:
     c = _client(url, 3)
-    c.create_table(
-        TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    c.create_table(TableName=name, **TABLE_SCHEMA)
     time.sleep(1.0)  # the capacity bucket refills its burst between clients
     return name
 
@@ -188,7 +183,41 @@ def _loop(url: str, table: str, pacer: Pacer | None) -> dict:
     return counts
 
 
+_SPEC = """\
+[record]
+type = "ITEM"
+tenant = "bench"
+code = "{sku}"
+
+[columns.sku]
+required = true
+
+[columns.v]
+"""
+
+
+def run_importer(url: str, table: str) -> dict:
+    """`importer run` with its defaults (50 workers, the pacer), as a whole process."""
+    rows = max(500, int(CAPACITY * SECONDS))
+    with tempfile.TemporaryDirectory() as tmp:
+        src, spec, out = Path(tmp, "in.csv"), Path(tmp, "spec.toml"), Path(tmp, "s.json")
+        spec.write_text(_SPEC)
+        with open(src, "w", encoding="utf-8") as fh:
+            fh.write("sku,v\n")
+            fh.writelines(f"S{i:09d},{'x' * 40}\n" for i in range(rows))
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench")
+        cmd = [sys.executable, "-m", "importer.cli", "run", str(src), "--spec", str(spec)]
+        cmd += ["--table", table, "--endpoint-url", url, "--mode", "blind", "--quiet"]
+        cmd += ["--summary-json", str(out), "--checkpoint", str(Path(tmp, "cp.jsonl"))]
+        subprocess.run(cmd, check=True, env=env, cwd=tmp)
+        summary = json.loads(out.read_text())
+    assert summary["written"] == rows
+    retries = summary["retries"]
+    return {"requests": -(-rows // 25) + retries, "throttled": retries}
+
+
 CLIENTS: dict[str, Callable[[str, str], dict]] = {
+    "importer run (defaults)": run_importer,
     "boto3 batch_writer": run_batch_writer,
     "retry loop (16 threads)" if not SMOKE else "retry loop": lambda u, t: _loop(u, t, None),
     "retry loop + Pacer": lambda u, t: _loop(u, t, Pacer()),

@@ -31,6 +31,7 @@ from writers import http_writer, write_many
 from importer.batching import Batch
 from importer.context import RunContext
 from importer.engines import get_engine
+from importer.mbc_model import TABLE_SCHEMA
 from importer.pipeline import PipelineSettings, open_pipeline
 from importer.spec import parse_spec
 
@@ -124,18 +125,7 @@ def _fresh_tables(url: str, seed) -> tuple[str, str]:
     n = next(_ids)
     cmd, data = f"bench{n}-command", f"bench{n}-data"
     for t in (cmd, data):
-        client.create_table(
-            TableName=t,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        client.create_table(TableName=t, **TABLE_SCHEMA)
     import json
 
     data_items = []

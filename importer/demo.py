@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from importer.mbc_model import TABLE_SCHEMA
+
 __all__ = ["DEMO_SPEC", "generate_demo_csv", "run_demo", "update_rows"]
 
 DEMO_SPEC = """\
@@ -225,18 +227,7 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
         table = "demo-app-master-command"
         # MBC's module tables: commands (every version), data (the latest), history
         for name in (table, "demo-app-master-data", "demo-app-master-history"):
-            ddb.create_table(
-                TableName=name,
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
+            ddb.create_table(TableName=name, **TABLE_SCHEMA)  # MBC's key schema
         print(
             f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
             f"products.csv; spec: {spec_path}"

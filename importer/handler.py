@@ -67,6 +67,8 @@ class HandlerSettings:
     data_table: str | None = None
     #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
     max_wcu: float | None = None
+    #: write the data and history records too (`run --sync`), insert and blind only
+    sync: bool = False
 
 
 def _unwrap(event: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -118,7 +120,16 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
     mode = pick("mode", "IMPORTER_MODE") or "insert"
     if mode not in MODES:
         raise EventError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+    sync = (pick("sync", "IMPORTER_SYNC") or "").lower() in ("1", "true", "yes")
+    if sync and mode in ("upsert", "strict"):
+        # concurrent children hold versions of one entity in no particular order
+        raise EventError(
+            f"sync in the Lambda child needs mode insert or blind, not {mode}: in {mode} mode "
+            "two children may hold versions of one entity, and only the command state "
+            "machine (or importer sync afterwards) applies them in order"
+        )
     return HandlerSettings(
+        sync=sync,
         max_wcu=_budget_share(
             pick("maxWcu", "IMPORTER_MAX_WCU"), pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY")
         ),
@@ -271,6 +282,7 @@ def handle_event(
         engine=engine,
         check_table=False,
         max_wcu=settings.max_wcu,
+        sync=settings.sync,
     )
     with open_pipeline(pipeline_settings, client=client) as pipeline:
         outcome = pipeline.process(

@@ -11,7 +11,7 @@ import pytest
 
 from importer.dynamo import Boto3DynamoClient, DynamoError
 from importer.handler import BatchFailed, EventError, handle_event
-from tests.conftest import PRODUCT_SPEC, scan_all
+from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
 
 
 class RefusingClient(Boto3DynamoClient):
@@ -203,4 +203,23 @@ def test_a_write_budget_is_shared_by_the_maps_children(env, monkeypatch):
     assert seen == [20.0]  # 1000 WCU for the run, 50 children at once
     event["BatchInput"]["Attributes"]["maxWcu"] = "lots"
     with pytest.raises(EventError, match="maxWcu 'lots'"):
+        handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
+
+
+def test_sync_in_the_lambda_child_writes_data_and_history(env):
+    import boto3
+
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    for name in ("test-app-master-data", "test-app-master-history"):
+        ddb.create_table(TableName=name, **KEY_SCHEMA)
+    event = batch([row("A-1"), row("B-2")], env["table"])
+    event["BatchInput"]["Attributes"]["sync"] = "true"
+    summary = handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
+    assert summary["written"] == 2
+    data = scan_all("test-app-master-data")
+    assert set(data) == {("PRODUCT#acme", "PRODUCT#A-1"), ("PRODUCT#acme", "PRODUCT#B-2")}
+    command = scan_all(env["table"])[("PRODUCT#acme", "PRODUCT#A-1@1")]
+    assert command["syncMode"] == {"S": "SYNC"}  # the stream filter skips it
+    event["BatchInput"]["Attributes"]["mode"] = "upsert"
+    with pytest.raises(EventError, match="needs mode insert or blind"):
         handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")

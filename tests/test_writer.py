@@ -25,6 +25,7 @@ from ddb_server import DdbServer  # noqa: E402
 from writers import http_writer, write_many  # noqa: E402
 
 from importer.dynamo import ErrorKind, classify  # noqa: E402
+from importer.mbc_model import TABLE_SCHEMA  # noqa: E402
 from importer.records import PreparedItem  # noqa: E402
 from importer.retry import (  # noqa: E402
     RetryPolicy,
@@ -401,18 +402,7 @@ def test_items_identical_to_moto_via_boto3(srv, session, monkeypatch):
         moto_url = f"http://127.0.0.1:{port}"
         client = session.client("dynamodb", endpoint_url=moto_url, region_name=REGION)
         for name in ("ref", "fast"):
-            client.create_table(
-                TableName=name,
-                KeySchema=[
-                    {"AttributeName": "pk", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
+            client.create_table(TableName=name, **TABLE_SCHEMA)
         for chunk in batches(raw, 25):
             reqs = [
                 {"PutRequest": {"Item": {k: _typed_for_client(v) for k, v in it.items()}}}

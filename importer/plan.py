@@ -51,6 +51,12 @@ PRICE_PER_WCU_HOUR = 0.00065
 IMPORT_TABLE_PRICE_PER_GB = 0.15
 #: A new on-demand table's warm throughput for writes (DESIGN.md section 7).
 NEW_ON_DEMAND_WRU = 4000
+#: The command state machine, per command record (issue 13's count of the seed's machine):
+#: state transitions (Standard workflows) and Lambda invocations, and their prices.
+TRANSITIONS_PER_COMMAND = 10
+LAMBDA_CALLS_PER_COMMAND = 8
+PRICE_PER_MILLION_TRANSITIONS = 25.0
+PRICE_PER_MILLION_LAMBDA_REQUESTS = 0.20
 #: The generated import-csv ASL's ItemBatcher.MaxItemsPerBatch (one Map child per batch).
 ASL_BATCH_ITEMS = 10
 #: BatchWriteItem takes at most this many puts per call.
@@ -272,6 +278,7 @@ def estimate(
             "cost": round(plan.write_units / 1e6 * price_per_million_wru, 4),
         },
     }
+    out["data_table"] = _data_table_paths(plan, price_per_million_wru)
     if capacity is not None:
         seconds = plan.write_units / capacity.write_units_per_second
         out["capacity"] = asdict(capacity)
@@ -295,6 +302,36 @@ def estimate(
             "string), no validation and no MBC command records",
         }
     return out
+
+
+def _data_table_paths(plan: Plan, price_per_million_wru: float) -> dict[str, Any]:
+    """What it costs to turn the imported commands into data records, by either path.
+
+    The state machine runs once per command (the stream starts it); `run --sync`
+    writes each data record and re-writes each command once, in bulk.  Lambda
+    duration and the state machine's own status writes are left out: the
+    comparison only gets more lopsided with them.
+    """
+    transitions = plan.items * TRANSITIONS_PER_COMMAND
+    calls = plan.items * LAMBDA_CALLS_PER_COMMAND
+    bulk_units = 2 * plan.write_units  # the data record, and the command marked finished
+    return {
+        "state_machine": {
+            "executions": plan.items,
+            "state_transitions": transitions,
+            "lambda_invocations": calls,
+            "cost": round(
+                transitions / 1e6 * PRICE_PER_MILLION_TRANSITIONS
+                + calls / 1e6 * PRICE_PER_MILLION_LAMBDA_REQUESTS
+                + bulk_units / 1e6 * price_per_million_wru,
+                4,
+            ),
+        },
+        "bulk_sync": {
+            "write_units": bulk_units,
+            "cost": round(bulk_units / 1e6 * price_per_million_wru, 4),
+        },
+    }
 
 
 def _money(value: float) -> str:
@@ -325,6 +362,15 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"on-demand       {_money(od['cost'])} at ${od['price_per_million_wru']} per million WRU"
     )
+    dt = report.get("data_table")
+    if dt:
+        sm, bulk = dt["state_machine"], dt["bulk_sync"]
+        lines.append(
+            f"data table      state machine {_money(sm['cost'])} ({sm['executions']:,} "
+            f"executions, {sm['state_transitions']:,} transitions, "
+            f"{sm['lambda_invocations']:,} Lambda calls); run --sync {_money(bulk['cost'])} "
+            f"({bulk['write_units']:,} more write units)"
+        )
     if "capacity" in report:
         cap = report["capacity"]
         prov = report["provisioned"]

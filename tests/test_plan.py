@@ -20,7 +20,7 @@ from importer.context import RunContext
 from importer.driver import RunConfig, run_import
 from importer.pacing import item_size_of
 from importer.pipeline import PipelineSettings, open_pipeline
-from importer.plan import ASL_BATCH_ITEMS, plan_source
+from importer.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
 from importer.source import CsvReader
 from importer.spec import load_spec
 from tests.conftest import PRODUCT_SPEC
@@ -219,3 +219,15 @@ def test_memory_stays_flat(tmp_path: Path, spec_path: Path):
 
     small, large = peak(5000), peak(40000)
     assert large < small * 1.5, (small, large)
+
+
+def test_plan_compares_the_state_machine_with_the_bulk_sync(tmp_path: Path, spec_path: Path):
+    src = make_csv(tmp_path / "p.csv", 1000)
+    report = estimate(plan_source(str(src), load_spec(spec_path)), None)
+    items, units = report["items"], report["write_units"]
+    sm, bulk = report["data_table"]["state_machine"], report["data_table"]["bulk_sync"]
+    assert sm["executions"] == items and sm["state_transitions"] == 10 * items
+    assert bulk["write_units"] == 2 * units
+    # $25 per million transitions dwarfs the writes themselves
+    assert sm["cost"] > 20 * bulk["cost"] > 0
+    assert "run --sync" in render(report)

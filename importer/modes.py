@@ -46,7 +46,9 @@ release its ticket: `prepare` does so itself; call `release(ticket)` in a
 `finally` for batches that fail before `prepare`, and `abort()` when the run
 stops so that waiting batches end (their rows become failures).
 
-The map holds ~150 bytes per entity (hashed keys, a digest of the fields).
+The map (`importer.ledger.EntityLedger`) keeps the first 200k entities in a
+dict and then moves to a temporary SQLite file with a bounded cache, so memory
+stays flat however long the file.
 
 `rows == written + unchanged + rejected + failed` holds per batch:
 `len(items) == len(out.items) + out.unchanged + len(out.rejects) + len(out.failures)`.
@@ -63,6 +65,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from importer.ledger import EntityLedger
 from importer.lookup import KeyLookup, LookupFailed
 from importer.records import Failure, PreparedItem, Reject, RejectKind
 from importer.reference import wire_json
@@ -252,7 +255,8 @@ class ModeStage:
         self._turn = 0
         self._released: set[int] = set()
         self._aborted = False
-        self._state: dict[bytes, tuple[int, bytes, int]] = {}
+        # the run map: entity -> (version, digest, line); flat in memory (importer.ledger)
+        self._ledger = EntityLedger()
 
     @classmethod
     def open(
@@ -471,14 +475,15 @@ class ModeStage:
         self, rows: list[_Row], fields: Mapping[int, Sequence[str]], lookup_error: str
     ) -> PreparedBatch:
         out = PreparedBatch()
-        state = self._state
+        keys = [_entity_key(r.item.pk, r.base) for r in rows]
+        loaded = self._ledger.load(keys)  # this batch's part of the run map
+        state = dict(loaded)
         insert = self.mode == "insert"
-        for r in rows:
+        for r, key in zip(rows, keys, strict=True):
             it = r.item
             if lookup_error or r.failed:
                 out.failures.append(Failure(it.line, it.pk, it.sk, lookup_error or r.failed))
                 continue
-            key = _entity_key(it.pk, r.base)
             known = state.get(key)  # (version, digest, line of this run or 0)
             if insert:
                 if known is not None:
@@ -518,6 +523,7 @@ class ModeStage:
                 v = base_v + 1
                 out.items.append(self._render(r, v))
                 state[key] = (v, r.digest, it.line)
+        self._ledger.store({k: e for k, e in state.items() if loaded.get(k) != e})
         return out
 
     def _reject(
@@ -545,3 +551,4 @@ class ModeStage:
     def close(self) -> None:
         if self.lookup is not None:
             self.lookup.close()
+        self._ledger.close()

@@ -183,6 +183,8 @@ class Pipeline:
             self.writer.close()
             if self.syncer is not None:
                 self.syncer.close()
+            if self.stage is not None:
+                self.stage.close()
         finally:
             if self.client is not None and self.owns_client:
                 self.client.close()

@@ -213,3 +213,35 @@ def test_missing_table_names_region_and_endpoint(run_cli, spec, srv, tmp_path):
     assert res.code == 1
     [line] = res.stderr.strip().splitlines()
     assert "'nope' does not exist" in line and "eu-west-3" in line and srv.endpoint_url in line
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert"])
+def test_a_run_map_moved_to_disk_gives_the_same_result(run_cli, spec, tmp_path, monkeypatch, mode):
+    """Duplicates across batches are still found when the run map spills to its SQLite file."""
+    import functools
+
+    import importer.modes as modes_mod
+    from importer.ledger import EntityLedger
+
+    skus = [f"P-{i % 70:03d}" for i in range(200)]  # every entity three times, far apart
+    src = write_csv(tmp_path / "in.csv", skus)
+    results = []
+    for spill in (False, True):
+        if spill:
+            monkeypatch.setattr(
+                modes_mod, "EntityLedger", functools.partial(EntityLedger, memory_entries=10)
+            )
+        with DdbServer(tables=[CMD, DATA]) as server:
+            res = run_cli(
+                "run", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
+                mode=mode, batch_items=20, quiet=True, rejects=tmp_path / f"r{spill}.csv",
+            )  # fmt: skip
+            results.append(
+                (res.summary["written"], res.summary["rejected"], sorted(server.items(CMD)))
+            )
+    assert results[0] == results[1]
+    reports = [tmp_path / "rFalse.csv", tmp_path / "rTrue.csv"]
+    assert [p.read_text() if p.exists() else None for p in reports].count(None) in (0, 2)
+    if mode == "insert":
+        assert reports[0].read_text() == reports[1].read_text()
+    assert results[0][0] == (70 if mode == "insert" else 200)

@@ -1,0 +1,120 @@
+"""The run's memory of every entity it has met: flat in memory however long the file.
+
+The import modes must find an entity that appears twice anywhere in the file
+(insert rejects the later row, upsert makes it the next version), so the run
+keeps, per entity, the last version it assigned, a digest of the compared
+fields and the line.  A dict of that costs ~250 bytes per entity: 2.5 GB for a
+10M-row file.  `EntityLedger` keeps the first `memory_entries` entities in a
+dict (small files stay as fast as before) and then moves everything into a
+SQLite file beside the run, read and written a batch at a time, whose page
+cache is bounded -- so a 10M-row run needs no more memory than a 1M-row one.
+
+Not thread-safe: the mode stage calls it under its own lock, in file order.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Mapping
+
+__all__ = ["EntityLedger", "Entry"]
+
+#: (version, digest of the compared fields, line of this run or 0)
+Entry = tuple[int, bytes, int]
+
+#: SQLite's default limit on variables in one statement is 32766; stay well under it.
+_CHUNK = 900
+
+
+class EntityLedger:
+    """Entity key -> `Entry`, in a dict up to `memory_entries`, then in a temporary SQLite file."""
+
+    def __init__(self, *, memory_entries: int = 200_000, directory: str | None = None) -> None:
+        self.memory_entries = memory_entries
+        self.directory = directory
+        self._mem: dict[bytes, Entry] = {}
+        self._db: sqlite3.Connection | None = None
+        self._path: str | None = None
+
+    @property
+    def spilled(self) -> bool:
+        """True once the entries live in the SQLite file."""
+        return self._db is not None
+
+    def load(self, keys: Iterable[bytes]) -> dict[bytes, Entry]:
+        """The known entries among `keys`."""
+        if self._db is None:
+            mem = self._mem
+            return {k: mem[k] for k in keys if k in mem}
+        wanted = list(dict.fromkeys(keys))
+        found: dict[bytes, Entry] = {}
+        for i in range(0, len(wanted), _CHUNK):
+            part = wanted[i : i + _CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = self._db.execute(
+                f"SELECT key, version, digest, line FROM entity WHERE key IN ({marks})", part
+            )
+            for key, version, digest, line in rows:
+                found[key] = (version, digest, line)
+        return found
+
+    def store(self, entries: Mapping[bytes, Entry]) -> None:
+        """Remember `entries` (replacing what was known of those keys)."""
+        if not entries:
+            return
+        if self._db is None:
+            self._mem.update(entries)
+            if len(self._mem) > self.memory_entries:
+                self._spill()
+            return
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?)",
+            ((k, v, d, line) for k, (v, d, line) in entries.items()),
+        )
+        db.execute("COMMIT")
+
+    def __len__(self) -> int:
+        if self._db is None:
+            return len(self._mem)
+        return self._db.execute("SELECT COUNT(*) FROM entity").fetchone()[0]
+
+    def close(self) -> None:
+        """Drop the file (the ledger lives for one run)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._path is not None:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                try:
+                    os.unlink(self._path + suffix)
+                except FileNotFoundError:
+                    pass
+            self._path = None
+        self._mem = {}
+
+    def _spill(self) -> None:
+        fd, self._path = tempfile.mkstemp(
+            prefix="importer-ledger-", suffix=".db", dir=self.directory
+        )
+        os.close(fd)
+        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        # a scratch file for one run: no journal, no fsync, a small bounded page cache
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("PRAGMA cache_size=-16384")  # 16 MiB
+        db.execute(
+            "CREATE TABLE entity (key BLOB PRIMARY KEY, version INTEGER, digest BLOB, "
+            "line INTEGER) WITHOUT ROWID"
+        )
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO entity VALUES (?, ?, ?, ?)",
+            ((k, v, d, line) for k, (v, d, line) in self._mem.items()),
+        )
+        db.execute("COMMIT")
+        self._db = db
+        self._mem = {}

@@ -133,6 +133,7 @@ class Pipeline:
         stage: ModeStage | None,
         owns_client: bool = True,
         syncer: BatchSync | None = None,
+        notices: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.owns_client = owns_client
@@ -141,11 +142,13 @@ class Pipeline:
         self.writer = writer
         self.stage = stage
         self.syncer = syncer
+        self._notices = list(notices)
         self.code_column = _code_column(settings.spec)
 
     @property
     def notices(self) -> list[str]:
-        return list(self.stage.notices) if self.stage is not None else []
+        """What the run could not do as asked (said once, before the summary)."""
+        return self._notices + (self.stage.notices if self.stage is not None else [])
 
     def ticket(self) -> int | None:
         """This batch's place in file order (take it on the submitting thread).
@@ -218,30 +221,13 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
     owns_client = client is None
     policy = settings.policy or RetryPolicy()
     notices: list[str] = []
-    if client is None and settings.table is not None:
-        try:
-            client = open_client(settings)
-        except Exception as exc:
-            if not settings.dry_run:
-                raise
-            notices.append(f"cannot read the tables ({exc}): nothing stored was checked")
-            client = None
     try:
+        if settings.table is not None:
+            client = _reachable_client(settings, client, owns_client, notices)
         lookup = None
-        if client is not None and settings.table is not None:
-            if settings.check_table:
-                try:
-                    check_command_table(client, settings.table)
-                except Exception as exc:
-                    if not settings.dry_run:
-                        raise
-                    notices.append(f"cannot read the tables ({exc}): nothing stored was checked")
-                    if owns_client:
-                        client.close()
-                    client = None
-            if client is not None:
-                read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
-                lookup = KeyLookup(client, policy=policy, pacer=read_pacer)
+        if client is not None:
+            read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
+            lookup = KeyLookup(client, policy=policy, pacer=read_pacer)
         stage = None
         if settings.mode != "blind":
             stage = ModeStage.open(
@@ -251,10 +237,6 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                 lookup=lookup,
                 code_column=_code_column(settings.spec),
             )
-            if lookup is None:
-                stage.notices[:] = notices or stage.notices
-            else:
-                stage.notices[:0] = notices
         # one pacer for every worker of the run: it learns what the table accepts
         pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)
         writer: Any
@@ -295,4 +277,25 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
         stage=stage,
         owns_client=owns_client,
         syncer=syncer,
+        notices=notices,
     )
+
+
+def _reachable_client(
+    settings: PipelineSettings, client: DynamoClient | None, owns: bool, notices: list[str]
+) -> DynamoClient | None:
+    """The client, with the command table checked; a dry run goes on without one (and says so)."""
+    try:
+        if client is None:
+            client = open_client(settings)
+        if settings.check_table:
+            assert settings.table is not None
+            check_command_table(client, settings.table)
+        return client
+    except Exception as exc:
+        if not settings.dry_run:
+            raise
+        if client is not None and owns:
+            client.close()
+        notices.append(f"cannot read the tables ({exc}): nothing stored was checked")
+        return None

@@ -56,7 +56,10 @@ _IDENTITY = ("source", "table", "spec", "batch_items", "batch_bytes", "mode")
 class Checkpoint:
     path: Path
     meta: dict[str, Any]
+    #: batches finished by the run this checkpoint was loaded from (what --resume skips)
     finished: dict[int, BatchCounts] = field(default_factory=dict)
+    #: batches recorded by this process (counted, not kept: memory stays flat)
+    recorded: int = 0
     complete: bool = False
     _fh: IO[str] | None = None
 
@@ -107,7 +110,7 @@ class Checkpoint:
 
     def record(self, index: int, counts: BatchCounts) -> None:
         assert self._fh is not None
-        self.finished[index] = counts
+        self.recorded += 1
         self._fh.write(json.dumps({"batch": index, "counts": _as_dict(counts)}) + "\n")
         self._fh.flush()
 
@@ -117,6 +120,11 @@ class Checkpoint:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self.complete = True
+
+    @property
+    def batches_done(self) -> int:
+        """Every batch the checkpoint holds: resumed ones and those recorded since."""
+        return len(self.finished) + self.recorded
 
     def close(self) -> None:
         if self._fh is not None:

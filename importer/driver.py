@@ -246,7 +246,7 @@ def run_import(
     except WriterFatalError as exc:
         if checkpoint is not None and run is not None:
             raise WriterFatalError(
-                f"{exc} -- {len(checkpoint.finished)} finished batch(es) are checkpointed; "
+                f"{exc} -- {checkpoint.batches_done} finished batch(es) are checkpointed; "
                 "once fixed, run the same command with --resume to continue"
             ) from exc
         raise

@@ -1,7 +1,7 @@
 """Import modes on tables that already hold data: insert, upsert, strict (importer.modes).
 
 Every scenario runs on moto (boto3 transport and writers, `mock_aws`) and on the
-loopback DynamoDB (signed HTTP transport, HttpBatchWriter).  MBC's data-table
+loopback DynamoDB (the signed-HTTP DynamoDB client).  MBC's data-table
 sync is not part of the importer, so `sync_data` plays it: after an import it
 writes, for each entity, the latest command version into the data table.
 

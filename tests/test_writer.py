@@ -1,4 +1,4 @@
-"""HttpBatchWriter against the loopback DynamoDB (tests/ddb_server.py) with faults on.
+"""The BatchWriter over the signed-HTTP client, against the loopback DynamoDB, faults on.
 
 Everything is seeded and no test asserts on wall-clock speed; retries sleep
 through an injected no-op (or a fake clock), so the file runs in seconds.

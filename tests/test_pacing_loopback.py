@@ -88,4 +88,7 @@ def test_converges_to_the_loopback_capacity():
         seen = (late, pacer.rate, totals, pacer.stats)
         assert late >= 0.8 * 1000 * 3.0, seen
         assert pacer.rate is not None and pacer.rate <= 1.3 * 1000, seen
-        assert totals["throttled"] <= 0.25 * totals["requests"], seen
+        # the pacer climbs back to its ceiling quickly (utilisation first); the price is
+        # a throttled share of up to about a third here -- the same bound and reason as
+        # tests/test_capacity_run.py
+        assert totals["throttled"] <= 0.35 * totals["requests"], seen

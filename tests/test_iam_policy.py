@@ -48,8 +48,8 @@ STACK = "importer-iam"
 FUNCTION_ARN = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-CsvRowsHandler"
 STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STACK}-import-csv"
 # The function role's session: only calls signed with this key are the child's.
-CHILD_KEY = "AKIAIMPORTERCHILDROLE"
-SETUP_KEY = "AKIAIMPORTERTESTSETUP"
+CHILD_KEY = "FAKEIMPORTERCHILDROLE"  # a test key id, not an AWS one
+SETUP_KEY = "FAKEIMPORTERTESTSETUP"  # a test key id, not an AWS one
 ROWS = 40
 BAD_ROWS = {5: ("price", "-1"), 23: ("qty", "many")}  # so every mode writes rejects
 

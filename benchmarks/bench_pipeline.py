@@ -88,6 +88,20 @@ def _env() -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+def _timed_run(workdir: Path, endpoint: str, name: str, *flags: str) -> tuple[int, dict, float]:
+    """`importer run` on the module's file in-process: (exit code, summary, seconds)."""
+    from importer.cli import main
+
+    out = workdir / f"summary-{name}.json"
+    argv = ["run", str(workdir / "in.csv"), "--spec", str(workdir / "spec.toml")]
+    argv += ["--table", "bench-command", "--endpoint-url", endpoint, "--quiet", *flags]
+    argv += ["--summary-json", str(out), "--checkpoint", str(workdir / f"cp-{name}.jsonl")]
+    started = time.perf_counter()
+    code = main(argv)
+    elapsed = time.perf_counter() - started
+    return code, json.loads(out.read_text()) if out.exists() else {}, elapsed
+
+
 @pytest.mark.parametrize(
     ("mode", "server_args"),
     [("blind", []), ("insert", []), ("blind", ["--sink"])],
@@ -95,73 +109,27 @@ def _env() -> None:
 )
 def test_importer_run(workdir, mode, server_args, monkeypatch):
     """`--sink`: the server acknowledges without storing, showing the client's own pace."""
-    from importer.cli import main
-
     _env()
     monkeypatch.chdir(workdir)
-    out = workdir / f"summary-{mode}.json"
     with SubprocessDdbServer(tables=["bench-command"], fault_args=server_args) as srv:
-        started = time.perf_counter()
-        code = main(
-            [
-                "run",
-                str(workdir / "in.csv"),
-                "--spec",
-                str(workdir / "spec.toml"),
-                "--table",
-                "bench-command",
-                "--endpoint-url",
-                srv.endpoint_url,
-                "--quiet",
-                "--mode",
-                mode,
-                "--summary-json",
-                str(out),
-                "--checkpoint",
-                str(workdir / f"cp-{mode}.jsonl"),
-            ]
-        )
-        elapsed = time.perf_counter() - started
+        code, summary, elapsed = _timed_run(workdir, srv.endpoint_url, mode, "--mode", mode)
     assert code == 0
-    assert json.loads(out.read_text())["written"] == N
+    assert summary["written"] == N
     RESULTS[f"importer --mode {mode}" + (" (sink)" if server_args else "")] = N / elapsed
 
 
 def test_importer_run_sync(workdir, monkeypatch):
     """`run --sync`: the command records, then each batch's data rows (a read and a write more)."""
-    from importer.cli import main
-
     _env()
     monkeypatch.chdir(workdir)
-    out = workdir / "summary-sync.json"
     tables = ["bench-command", "bench-data", "bench-history"]
     with SubprocessDdbServer(tables=tables) as srv:
-        started = time.perf_counter()
-        code = main(
-            [
-                "run",
-                str(workdir / "in.csv"),
-                "--spec",
-                str(workdir / "spec.toml"),
-                "--table",
-                "bench-command",
-                "--endpoint-url",
-                srv.endpoint_url,
-                "--quiet",
-                "--mode",
-                "insert",
-                "--sync",
-                "--summary-json",
-                str(out),
-                "--checkpoint",
-                str(workdir / "cp-sync.jsonl"),
-            ]
+        code, summary, elapsed = _timed_run(
+            workdir, srv.endpoint_url, "sync", "--mode", "insert", "--sync"
         )
-        elapsed = time.perf_counter() - started
         ddb = boto3.client("dynamodb", endpoint_url=srv.endpoint_url)
         pages = ddb.get_paginator("scan").paginate(TableName="bench-data")
         data_rows = sum(len(page["Items"]) for page in pages)
-    summary = json.loads(out.read_text())
     assert code == 0
     assert summary["written"] == summary["synced"] == data_rows == N
     RESULTS["importer --mode insert --sync"] = N / elapsed

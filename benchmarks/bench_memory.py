@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from _clients import client_env, importer_cmd, run_measured, save_report, write_products
-from ack_endpoint import AckEndpoint, AckServerUnavailable, build_ack_server
+from ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_MEMORY_ROWS", "100000"))
@@ -31,14 +31,6 @@ GOAL = 1.15
 TIMEOUT = 300.0 if SMOKE else 7200.0
 
 PEAKS: dict[tuple[str, int], dict] = {}
-
-
-@pytest.fixture(scope="module")
-def ack_binary() -> Path:
-    try:
-        return build_ack_server()
-    except AckServerUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

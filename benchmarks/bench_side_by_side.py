@@ -39,7 +39,7 @@ from _clients import (
     save_report,
     write_products,
 )
-from ack_endpoint import AckEndpoint, AckServerUnavailable, build_ack_server
+from ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 500 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))
@@ -54,14 +54,6 @@ TOOLS = (BLIND, DEFAULT, BOTO3, DDB8, DDB50)
 
 RESULTS: dict[str, dict] = {}
 SKIPPED: dict[str, str] = {}
-
-
-@pytest.fixture(scope="module")
-def ack_binary() -> Path:
-    try:
-        return build_ack_server()
-    except AckServerUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

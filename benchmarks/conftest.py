@@ -39,3 +39,14 @@ def pytest_collect_file(file_path: Path, parent):
 @pytest.fixture(scope="session")
 def smoke() -> bool:
     return SMOKE
+
+
+@pytest.fixture(scope="session")
+def ack_binary() -> Path:
+    """The compiled acknowledging endpoint (benchmarks/ack_server.c), built once per session."""
+    from ack_endpoint import AckServerUnavailable, build_ack_server
+
+    try:
+        return build_ack_server()
+    except AckServerUnavailable as exc:
+        pytest.skip(str(exc))

@@ -485,25 +485,27 @@ def _cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_state(state_dir: Path) -> StackState:
+    """The stand-in started from this directory, or a LocalStackError saying it is not running."""
+    state = read_state(state_dir)
+    if state is None:
+        raise LocalStackError(_not_running(state_dir))
+    return state
+
+
 def _cmd_env(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
     try:
-        state = read_state(state_dir)
+        state = _running_state(Path(args.state_dir))
     except LocalStackError as exc:
         return _fail(exc)
-    if state is None:
-        return _fail(LocalStackError(_not_running(state_dir)))
     print("\n".join(export_lines(state)))
     return 0
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
     """Put a local file into the stand-in's bucket, so `run s3://...` can be tried."""
-    state_dir = Path(args.state_dir)
     try:
-        state = read_state(state_dir)
-        if state is None:
-            raise LocalStackError(_not_running(state_dir))
+        state = _running_state(Path(args.state_dir))
         path = Path(args.file)
         if not path.is_file():
             raise LocalStackError(f"{path}: no such file")

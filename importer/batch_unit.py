@@ -31,7 +31,7 @@ from importer.batching import Batch
 from importer.checkpoint import BatchCounts
 from importer.context import RunContext
 from importer.dynamo import one_line
-from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
+from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
 from importer.retry import WriterFatalError
 
 if TYPE_CHECKING:
@@ -88,13 +88,6 @@ class BatchOutcome:
         )
 
 
-def _code_of(item: PreparedItem) -> str:
-    try:
-        return json.loads(item.wire)["code"]["S"]
-    except (ValueError, KeyError, TypeError):
-        return item.sk.split("#", 1)[-1].rsplit("@", 1)[0]
-
-
 def resolve_duplicates(
     items: list[PreparedItem], *, code_column: str, fields: Mapping[int, Sequence[str]]
 ) -> tuple[list[PreparedItem], list[Reject]]:
@@ -119,7 +112,7 @@ def resolve_duplicates(
             Reject(
                 item.line,
                 code_column,
-                _code_of(item),
+                code_of(item),
                 f"duplicate of line {winner.line} (same key {item.pk} / {item.sk}): "
                 "the later row is written",
                 tuple(fields.get(item.line, ())),

@@ -67,7 +67,7 @@ from typing import Any, Literal
 
 from importer.ledger import EntityLedger
 from importer.lookup import KeyLookup, LookupFailed
-from importer.records import Failure, PreparedItem, Reject, RejectKind
+from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.reference import wire_json
 from importer.retry import WriterFatalError
 
@@ -198,11 +198,6 @@ def _wire_request_id(wire: bytes) -> str | None:
     if end < 0 or b"\\" in value:  # an escaped character: let json decide
         return _request_id(json.loads(wire))
     return value.decode("utf-8", "surrogatepass")
-
-
-def _code_of(r: _Row) -> str:
-    doc = r.doc if r.doc is not None else json.loads(r.item.wire)
-    return (doc.get("code") or {}).get("S") or r.base.split("#", 1)[-1]
 
 
 @dataclass(slots=True)
@@ -529,7 +524,7 @@ class ModeStage:
     def _reject(
         self, r: _Row, reason: str, fields: Mapping[int, Sequence[str]], kind: RejectKind
     ) -> Reject:
-        code = r.code or _code_of(r)
+        code = r.code or code_of(r.item)
         return Reject(
             r.item.line, self.code_column, code, reason, tuple(fields.get(r.item.line, ())), kind
         )

@@ -9,9 +9,10 @@ these records is how the run proves `rows == written + rejected + failed`.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 
-__all__ = ["PreparedItem", "Reject", "RejectKind", "Failure", "WriteOutcome"]
+__all__ = ["code_of", "PreparedItem", "Reject", "RejectKind", "Failure", "WriteOutcome"]
 
 
 class RejectKind(enum.Enum):
@@ -45,6 +46,14 @@ class PreparedItem:
     pk: str
     sk: str
     wire: bytes
+
+
+def code_of(item: PreparedItem) -> str:
+    """The record's `code` (read from its wire JSON; only rejects need it, so rarely)."""
+    try:
+        return json.loads(item.wire)["code"]["S"]
+    except (ValueError, KeyError, TypeError):
+        return item.sk.split("#", 1)[-1].rsplit("@", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,19 +12,22 @@ processed rate -- units DynamoDB actually took per second (UnprocessedItems says
 exactly how many) -- not a count of throttles:
 
 * unlimited until the table pushes back: more of the last 20 answers throttled
-  than chance explains.  Chance is learnt: the share of answers throttled while
-  the pace sat clearly under the table's ceiling (random faults throttle a
-  steady, uncorrelated share; a capacity shortfall throttles nearly every
-  request once the table's burst is spent);
+  than chance explains, or a run of throttled answers chance would explain less
+  than once in a million (a clear overload is cut within a few answers).  A
+  cut needs the table to have taken less than the pace, so throttles while a
+  drained burst refills do not cut again.  Chance is learnt: the share of
+  answers throttled while the pace sat clearly under the table's ceiling
+  (random faults throttle a steady, uncorrelated share; a capacity shortfall
+  throttles nearly every request once the table's burst is spent);
 * on push-back the rate goes just under the processed rate measured since the
   last change (90 % of it when clearly over, 92 % when slightly), and that
   level is remembered as the table's ceiling;
 * once per 0.25 s epoch in which the pacer was the limit and nothing pushed
   back, the rate climbs back to the ceiling, passes it gently (0.25 % steps),
-  then probes in doubling steps (up to 5 % per epoch): a table that grew is
-  found within seconds;
+  then probes in doubling steps (up to 25 % per epoch): a table that grew, or
+  a cut that went too deep, is made up within seconds;
 * units of items not processed (throttled, 5xx, dropped connection) are given
-  back, so resending them does not eat the pace and random faults leave the
+  back -- unless sent before the last cut -- so resending them does not eat the pace and random faults leave the
   processed rate at the pace -- a random throttle on a table that accepts
   everything else does not cut the rate;
 * an optional budget (`max_units_per_second`, from `--max-wcu`/`--max-rcu`) is a
@@ -220,7 +223,7 @@ class PacerTuning:
     spread: float = 3.5
     prior: float = 0.3
     learn_after: int = 50
-    learn_below: float = 0.93
+    learn_below: float = 0.97
     settle_time: float = 0.5
     #: processed < shortfall x pace counts as clearly over capacity (cut by `backoff`)
     shortfall: float = 0.9
@@ -240,19 +243,31 @@ class PacerTuning:
     #: above the ceiling: `gentle_epochs` steps of `probe`, then doubling steps <= `max_step`
     probe: float = 0.0025
     gentle_epochs: int = 8
-    max_step: float = 0.05
+    max_step: float = 0.25
     #: seconds of burst the adaptive scheduler allows (the budget allows none)
     tolerance: float = 0.05
     #: the adaptive rate never goes below this (units/s)
     min_rate: float = 1.0
+    #: a run of consecutive throttled answers this unlikely by chance is push-back
+    #: without waiting for a full window (so an overload is cut within a few answers)
+    run_odds: float = 1e-6
 
     def __post_init__(self) -> None:
         if self.window < 2:
             raise ValueError("PacerTuning.window must be at least 2")
-        for name in ("sure_share", "margin", "backoff", "nudge", "shortfall", "learn_below"):
+        for name in (
+            "sure_share",
+            "margin",
+            "backoff",
+            "nudge",
+            "shortfall",
+            "learn_below",
+        ):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise ValueError(f"PacerTuning.{name} must be in (0, 1], got {value}")
+        if not 0 < self.run_odds < 1:
+            raise ValueError(f"PacerTuning.run_odds must be in (0, 1), got {self.run_odds}")
         for name in ("hold", "measure", "epoch", "min_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PacerTuning.{name} must be positive")
@@ -344,6 +359,9 @@ class Pacer:
         self._streak = 0
         self._recent: deque[bool] = deque(maxlen=tuning.window)
         self._recent_throttled = 0
+        self._run = 0  # consecutive fresh throttled answers
+        self._run_start = now  # when the first of them arrived
+        self._run_first = 0  # and the units it got in
         self._baseline = 0.0  # share of answers throttled by chance
         self._learnt = 0
         self._meter = _Meter(tuning.measure)
@@ -382,7 +400,7 @@ class Pacer:
             if items > 0:
                 self._units_per_item += 0.05 * (cost / items - self._units_per_item)
             self._meter.add(now, offered=cost)
-        self._local.last = (items, cost)
+        self._local.last = (items, cost, now)
         return 0.0
 
     def acquire(self, items: int, units: int) -> float:
@@ -406,29 +424,38 @@ class Pacer:
         processed_units: int,
         throttled: bool,
         sent_units: int | None = None,
+        sent_at: float | None = None,
     ) -> None:
         """Report an answer: `processed` of `sent` items (`processed_units` units) got in.
 
         `throttled`: the service throttled (ProvisionedThroughputExceeded /
         Throttling error, or UnprocessedItems returned).  A 5xx or a dropped
-        connection is `processed=0, throttled=False`.  `sent_units` defaults
-        to the units this thread last acquired (for `sent` items).
+        connection is `processed=0, throttled=False`.  `sent_units` and
+        `sent_at` (the clock when the slot was taken) default to this
+        thread's last acquire (for `sent` items).
+
+        Units of a request sent before the last cut are not given back: the
+        requests in flight at a cut come back throttled together, and their
+        resends must not ride free on the new pace (they would throttle again).
         """
-        if sent_units is None:
-            last = getattr(self._local, "last", None)
-            if last is not None and last[0] == sent:
+        last = getattr(self._local, "last", None)
+        if last is not None and last[0] == sent:
+            if sent_units is None:
                 sent_units = int(last[1])
+            if sent_at is None:
+                sent_at = last[2]
         self._local.last = None
         tuning = self.tuning
         with self._lock:
             now = self._clock()
             if sent_units is None:
                 sent_units = round(sent * self._units_per_item)
+            fresh = sent_at is None or sent_at >= self._last_cut  # sent at this pace
             unprocessed_units = max(0, sent_units - processed_units) if processed < sent else 0
             if unprocessed_units:
                 # units the table did not take go back: resending them must not eat
                 # the pace, so random faults leave the processed rate at the pace
-                if self._adaptive is not None:
+                if self._adaptive is not None and fresh:
                     self._adaptive.give_back(unprocessed_units, now)
                 if self._budget is not None and throttled:
                     # the budget gets back only what the service said it refused;
@@ -445,6 +472,9 @@ class Pacer:
                 self._recent_throttled -= 1
             recent.append(bool(throttled))
             self._recent_throttled += bool(throttled)
+            if throttled and not self._run:
+                self._run_start, self._run_first = now, processed_units
+            self._run = self._run + 1 if throttled else 0
             if (
                 self._adaptive is not None
                 and self._ceiling is not None
@@ -454,8 +484,14 @@ class Pacer:
                 # clearly under the ceiling: whatever is throttled now is chance
                 self._learnt += 1
                 self._baseline += max(0.02, 1.0 / self._learnt) * (bool(throttled) - self._baseline)
-            if throttled and len(recent) == recent.maxlen and now - self._last_cut >= tuning.hold:
-                self._judge(now)
+            if throttled and now - self._last_cut >= tuning.hold:
+                run = self._run
+                if run >= self._sure_run() and (
+                    now - self._run_start >= tuning.hold or run >= tuning.window
+                ):
+                    self._judge(now, sure=True)
+                elif len(recent) == recent.maxlen:
+                    self._judge(now, sure=False)
             self._maybe_probe(now)
 
     # ---- control
@@ -463,23 +499,43 @@ class Pacer:
     def _threshold(self) -> float:
         """The share of throttled answers above which chance cannot explain them."""
         t = self.tuning
-        b = self._baseline if self._learnt >= t.learn_after else max(self._baseline, t.prior)
+        b = self._chance()
         sd = math.sqrt(b * (1.0 - b) / len(self._recent)) if self._recent else 0.0
         return min(t.sure_share, b + max(t.margin, t.spread * sd))
 
-    def _judge(self, now: float) -> None:
+    def _chance(self) -> float:
+        """The share of answers throttled by chance, as far as it is known."""
+        t = self.tuning
+        return self._baseline if self._learnt >= t.learn_after else max(self._baseline, t.prior)
+
+    def _sure_run(self) -> int:
+        """Consecutive throttled answers that chance explains less often than `run_odds`."""
+        t = self.tuning
+        chance = min(0.95, max(0.05, self._chance()))
+        return max(4, min(t.window, math.ceil(math.log(t.run_odds) / math.log(chance))))
+
+    def _judge(self, now: float, *, sure: bool) -> None:
         t = self.tuning
         share = self._recent_throttled / len(self._recent)
-        if share < self._threshold():
+        if not sure and share < self._threshold():
             return
-        start = max(self._since, now - t.measure)
-        processed, offered = self._meter.since(start)
-        # a window shorter than `hold` (the first push-back) would credit the table
-        # with the burst it just spent: never measure over less than `hold`
-        span = max(now - start, t.hold)
+        if sure:
+            # every answer since the run began was throttled: the table had no burst
+            # left, so what it took in that span is what it grants (the first
+            # answer's units were taken before the span)
+            start = self._run_start
+            processed, offered = self._meter.since(start)
+            processed -= self._run_first
+            span = max(now - start, 1e-3)
+        else:
+            start = max(self._since, now - t.measure)
+            processed, offered = self._meter.since(start)
+            # a window shorter than `hold` (the first push-back) would credit the table
+            # with the burst it just spent: never measure over less than `hold`
+            span = max(now - start, t.hold)
         measured = processed / span
         pace = self._adaptive.rate if self._adaptive is not None else offered / span
-        if share >= t.sure_share or measured < t.shortfall * pace:
+        if measured < t.shortfall * pace or (share >= t.sure_share and measured < pace):
             self._cut(now, measured, t.backoff)  # clearly over what the table takes
         elif measured < pace:
             self._cut(now, measured, t.nudge)  # a little over it
@@ -499,6 +555,7 @@ class Pacer:
         self._streak = 0
         self._recent.clear()
         self._recent_throttled = 0
+        self._run = 0
         self._meter.clear()
         self._since = self._last_cut = self._epoch_start = now
         self._epoch_waited = False

@@ -183,9 +183,9 @@ def simulate(
                 continue
             retry[w] = units
             outcome = table.write(t + latency / 2, units)
-            push(t + latency, w, "answer", (units, outcome))
+            push(t + latency, w, "answer", (units, outcome, t))
             continue
-        units, (outcome, n, done_units) = payload  # type: ignore[misc]
+        units, (outcome, n, done_units), sent_at = payload  # type: ignore[misc]
         throttled = outcome in ("throttle", "partial")
         pacer.settle(
             sent=len(units),
@@ -193,6 +193,7 @@ def simulate(
             processed_units=done_units,
             throttled=throttled,
             sent_units=sum(units),
+            sent_at=sent_at,
         )
         result.requests += 1
         result.throttled += throttled

@@ -182,8 +182,9 @@ def test_converges_to_a_fixed_capacity_and_stays(seed):
     assert pacer.rate is not None and 0.8 * 2000 <= pacer.rate <= 1.2 * 2000
 
 
-def test_converges_at_a_low_capacity_after_warm_up():
-    result, table, pacer, per_second = run_sim(1000, seed=4)
+@pytest.mark.parametrize("seed", [2, 4])
+def test_converges_at_a_low_capacity_after_warm_up(seed):
+    result, table, pacer, per_second = run_sim(1000, seed=seed)
     assert sum(per_second[5:]) / 55 >= 0.9 * 1000
     assert result.throttled_share_between(5, 60) <= 0.10
 
@@ -246,10 +247,10 @@ def test_acquire_sleeps_through_the_injected_sleep():
 def test_unlimited_until_the_table_pushes_back():
     clock = FakeClock()
     pacer = Pacer(clock=clock, sleep=clock.sleep)
-    for _ in range(1000):
+    assert pacer.rate is None
+    for _ in range(100):
         assert pacer.acquire(25, 25) == 0.0
         pacer.settle(sent=25, processed=25, processed_units=25, throttled=False)
-        clock.t += 0.001
     assert pacer.rate is None
 
 

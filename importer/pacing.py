@@ -27,9 +27,12 @@ exactly how many) -- not a count of throttles:
   then probes in doubling steps (up to 25 % per epoch): a table that grew, or
   a cut that went too deep, is made up within seconds;
 * units of items not processed (throttled, 5xx, dropped connection) are given
-  back -- unless sent before the last cut -- so resending them does not eat the pace and random faults leave the
-  processed rate at the pace -- a random throttle on a table that accepts
-  everything else does not cut the rate;
+  back, so resending them does not eat the pace and random faults leave the
+  processed rate at the pace: a random throttle on a table that accepts
+  everything else does not cut the rate.  Not while the table pushes back (the
+  recent answers are throttled more than chance explains), nor for requests
+  sent before the last cut: then resends compete for the same capacity, and
+  letting them ride free would keep fifty workers throttled after a cut;
 * an optional budget (`max_units_per_second`, from `--max-wcu`/`--max-rcu`) is a
   hard cap kept by its own scheduler with no burst tolerance: any one-second
   window admits at most the budget x 1.01 plus the last request's own units.
@@ -71,6 +74,8 @@ READ_UNIT_BYTES = 4096
 #: Seconds of schedule the budget may bank (from refunds or idling): the most any
 #: one-second window can exceed the budget by, besides the last request's own units.
 BUDGET_SLACK = 0.01
+#: The fewest consecutive throttled answers whose span measures what the table grants.
+_MIN_RUN = 4
 
 
 class ItemSizeError(ValueError):
@@ -434,9 +439,8 @@ class Pacer:
         `sent_at` (the clock when the slot was taken) default to this
         thread's last acquire (for `sent` items).
 
-        Units of a request sent before the last cut are not given back: the
-        requests in flight at a cut come back throttled together, and their
-        resends must not ride free on the new pace (they would throttle again).
+        Unprocessed units are given back unless the table is pushing back or
+        the request was sent before the last cut (see the module docstring).
         """
         last = getattr(self._local, "last", None)
         if last is not None and last[0] == sent:
@@ -455,7 +459,7 @@ class Pacer:
             if unprocessed_units:
                 # units the table did not take go back: resending them must not eat
                 # the pace, so random faults leave the processed rate at the pace
-                if self._adaptive is not None and fresh:
+                if self._adaptive is not None and fresh and not self._pushing_back():
                     self._adaptive.give_back(unprocessed_units, now)
                 if self._budget is not None and throttled:
                     # the budget gets back only what the service said it refused;
@@ -503,6 +507,11 @@ class Pacer:
         sd = math.sqrt(b * (1.0 - b) / len(self._recent)) if self._recent else 0.0
         return min(t.sure_share, b + max(t.margin, t.spread * sd))
 
+    def _pushing_back(self) -> bool:
+        """The recent answers are throttled more than chance explains (capacity, not faults)."""
+        recent = self._recent
+        return len(recent) >= _MIN_RUN and self._recent_throttled >= self._threshold() * len(recent)
+
     def _chance(self) -> float:
         """The share of answers throttled by chance, as far as it is known."""
         t = self.tuning
@@ -512,29 +521,27 @@ class Pacer:
         """Consecutive throttled answers that chance explains less often than `run_odds`."""
         t = self.tuning
         chance = min(0.95, max(0.05, self._chance()))
-        return max(4, min(t.window, math.ceil(math.log(t.run_odds) / math.log(chance))))
+        return max(_MIN_RUN, min(t.window, math.ceil(math.log(t.run_odds) / math.log(chance))))
 
     def _judge(self, now: float, *, sure: bool) -> None:
         t = self.tuning
         share = self._recent_throttled / len(self._recent)
         if not sure and share < self._threshold():
             return
-        if sure:
-            # every answer since the run began was throttled: the table had no burst
-            # left, so what it took in that span is what it grants (the first
-            # answer's units were taken before the span)
-            start = self._run_start
-            processed, offered = self._meter.since(start)
-            processed -= self._run_first
-            span = max(now - start, 1e-3)
-        else:
-            start = max(self._since, now - t.measure)
-            processed, offered = self._meter.since(start)
-            # a window shorter than `hold` (the first push-back) would credit the table
-            # with the burst it just spent: never measure over less than `hold`
-            span = max(now - start, t.hold)
+        start = max(self._since, now - t.measure)
+        processed, offered = self._meter.since(start)
+        # a window shorter than `hold` (the first push-back) would credit the table
+        # with the burst it just spent: never measure over less than `hold`
+        span = max(now - start, t.hold)
         measured = processed / span
         pace = self._adaptive.rate if self._adaptive is not None else offered / span
+        if self._run >= self._sure_run() and now > self._run_start:
+            # every answer since the run began was throttled: the table had no burst
+            # left, so what it took in that span is what it grants (the first
+            # answer's units were taken before the span).  The window above may
+            # still count a burst it spent.
+            in_run = self._meter.since(self._run_start)[0] - self._run_first
+            measured = min(measured, in_run / (now - self._run_start))
         if measured < t.shortfall * pace or (share >= t.sure_share and measured < pace):
             self._cut(now, measured, t.backoff)  # clearly over what the table takes
         elif measured < pace:

@@ -255,6 +255,10 @@ class Capacity:
             "write": deque(maxlen=keep),
             "read": deque(maxlen=keep),
         }
+        self._answers: dict[str, deque[tuple[float, bool]]] = {
+            "write": deque(maxlen=keep),
+            "read": deque(maxlen=keep),
+        }
         self.set(write=write, read=read)
 
     def set(self, *, write: float | None = ..., read: float | None = ...) -> None:  # type: ignore[assignment]
@@ -299,12 +303,19 @@ class Capacity:
                     n += 1
             if taken:
                 self._log[kind].append((now, taken))
+            self._answers[kind].append((now, n < len(costs)))
             return n
 
     def consumed(self, kind: str = "write") -> list[tuple[float, float]]:
         """(time, units) taken, oldest first."""
         with self._lock:
             return list(self._log[kind])
+
+    def throttled_share(self, kind: str = "write", since: float = 0.0) -> float:
+        """Share of requests (at or after `since`) that got back less than they sent."""
+        with self._lock:
+            seen = [throttled for t, throttled in self._answers[kind] if t >= since]
+        return sum(seen) / len(seen) if seen else 0.0
 
     def window_max(self, kind: str = "write", width: float = 1.0) -> float:
         """Most units taken in any `width`-second window."""

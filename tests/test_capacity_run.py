@@ -54,11 +54,14 @@ def test_a_fixed_capacity_is_used_and_barely_overrun(run_cli, spec, tmp_path):
         # after the first push-back (2 s), the table's capacity is used...
         late = units_between(srv, started + 2.0, ended - 0.5)
         assert late >= 0.9 * capacity * (ended - 0.5 - started - 2.0), late
-        # ...and most requests go through.  (Measured here: about 25 % of requests are
-        # resent, most of them in the first second, when 50 workers start unpaced; the
-        # issue's 10 % is not met against this model -- see the closing note.)
+        # ...and requests go through: after the first second at most 10 % are
+        # throttled (the bound).  The first second holds the opening storm --
+        # fifty workers start unpaced and up to fifty requests are in flight when the
+        # first push-back is judged -- so the whole run is bounded more loosely
+        # (measured here: 2-5 % after the first second, 14-16 % resent in all).
+        assert srv.capacity.throttled_share("write", since=started + 1.0) <= 0.10
         calls = srv.stats()["calls.BatchWriteItem"]
-        assert res.summary["retries"] <= 0.35 * calls, (res.summary["retries"], calls)
+        assert res.summary["retries"] <= 0.25 * calls, (res.summary["retries"], calls)
 
 
 def test_when_capacity_doubles_the_import_finds_the_new_level(run_cli, spec, tmp_path):

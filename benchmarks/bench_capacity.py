@@ -11,10 +11,11 @@ Each client writes 1-unit items into its own fresh table for D seconds:
 * a plain retry loop -- 16 threads, `batch_write_item`, unprocessed items and
   throttles retried after full-jitter exponential backoff (no rate control);
 * the same loop paced by `importer.pacing.Pacer` (acquire before each call,
-  settle after it) -- the component the writer will use;
+  settle after it) -- the component importer's writer uses;
+* `importer run` itself, with its defaults (50 workers), as a whole process.
 
-(importer's own writer is added once the pacer is wired into it.)  Utilisation
-is the items stored (counted in the table afterwards) over C x (D + burst).
+Utilisation is the items stored (counted in the table afterwards) over
+C x (D + burst).
 
     pytest benchmarks/bench_capacity.py -s                      # C = 2000, D = 15 s
     IMPORTER_BENCH_SMOKE=1 pytest benchmarks/bench_capacity.py -s   # tiny, seconds

@@ -206,6 +206,7 @@ class _Row:
     doc: dict[str, Any] | None  # parsed only where contents are compared (upsert, strict)
     base: str  # TYPE#code
     code: str
+    #: None: read from the wire when first needed (insert mode rarely needs it)
     request_id: str | None
     digest: bytes
     # probe results
@@ -213,6 +214,7 @@ class _Row:
     cur_digest: bytes = b""
     mine: int = 0  # version at which this very row is already stored (0 = none)
     failed: str = ""
+    lazy_id: bool = False  # request_id not read yet (see `_whose`)
 
 
 class _Aborted(Exception):
@@ -381,7 +383,7 @@ class ModeStage:
         base = item.sk.rsplit("@", 1)[0]
         if self.mode == "insert":
             # insert never compares contents: no JSON parse, no digest per row (the hot path)
-            return _Row(item, None, base, "", _wire_request_id(item.wire), b"")
+            return _Row(item, None, base, "", None, b"", lazy_id=True)
         doc = json.loads(item.wire)
         code = (doc.get("code") or {}).get("S") or base.split("#", 1)[-1]
         return _Row(item, doc, base, code, _request_id(doc), compare_digest(doc))
@@ -456,6 +458,9 @@ class ModeStage:
     def _whose(r: _Row, stored: Mapping[str, Any]) -> str:
         """'mine' (this row's requestId), 'later' (this run, a later line) or 'other'."""
         rid = _request_id(stored)
+        if r.lazy_id:
+            # insert mode reads the row's own requestId only when a record was found
+            r.request_id, r.lazy_id = _wire_request_id(r.item.wire), False
         if rid is None or r.request_id is None:
             return "other"
         if rid == r.request_id:

@@ -247,7 +247,10 @@ class ModeStage:
         self.lookup = lookup
         self.code_column = code_column
         self.notices: list[str] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # one event per waiting ticket: a release wakes only the batch whose turn
+        # it is (a shared condition woke every waiting batch on every release)
+        self._waiters: dict[int, threading.Event] = {}
         self._issued = 0
         self._turn = 0
         self._released: set[int] = set()
@@ -311,7 +314,7 @@ class ModeStage:
 
     def ticket(self) -> int:
         """Take the next place in file order; call on the submitting thread."""
-        with self._cond:
+        with self._lock:
             t = self._issued
             self._issued += 1
             return t
@@ -320,27 +323,37 @@ class ModeStage:
         """This ticket's assignment is over (idempotent)."""
         if ticket is None:
             return
-        with self._cond:
+        with self._lock:
             if ticket < self._turn or ticket in self._released:
                 return
             self._released.add(ticket)
             while self._turn in self._released:
                 self._released.discard(self._turn)
                 self._turn += 1
-            self._cond.notify_all()
+            waiter = self._waiters.pop(self._turn, None)
+        if waiter is not None:
+            waiter.set()
 
     def abort(self) -> None:
         """Stop waiting for earlier tickets (run aborted); waiting batches fail their rows."""
-        with self._cond:
+        with self._lock:
             self._aborted = True
-            self._cond.notify_all()
+            waiters = list(self._waiters.values())
+            self._waiters.clear()
+        for waiter in waiters:
+            waiter.set()
 
     def _wait_turn(self, ticket: int | None) -> None:
         if ticket is None:
             return
-        with self._cond:
-            while self._turn < ticket and not self._aborted:
-                self._cond.wait()
+        with self._lock:
+            if self._turn >= ticket:
+                return
+            if self._aborted:
+                raise _Aborted()
+            waiter = self._waiters.setdefault(ticket, threading.Event())
+        waiter.wait()
+        with self._lock:
             if self._turn < ticket:
                 raise _Aborted()
 
@@ -374,7 +387,7 @@ class ModeStage:
                 return PreparedBatch(
                     failures=[Failure(r.item.line, r.item.pk, r.item.sk, reason) for r in parsed]
                 )
-            with self._cond:  # the run map is shared by every batch of the run
+            with self._lock:  # the run map is shared by every batch of the run
                 return self._assign(parsed, rows or {}, lookup_error)
         finally:
             self.release(ticket)

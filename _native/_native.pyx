@@ -1562,6 +1562,8 @@ cdef class RecordReader:
     cdef public long long padded
     cdef public long long truncated
     cdef bint closed
+    cdef object pending          # (line, fields, size): the row that closed the last batch
+    cdef Py_ssize_t last_size    # JSON size of the last record read (-1: not known in C)
 
     def __cinit__(self):
         self.buf = NULL
@@ -1595,6 +1597,8 @@ cdef class RecordReader:
         self.padded = 0
         self.truncated = 0
         self.closed = False
+        self.pending = None
+        self.last_size = -1
 
     cdef void _close(self) noexcept:
         free(self.buf)
@@ -1802,11 +1806,26 @@ cdef class RecordReader:
             return P_RECORD
 
     def __next__(self):
+        cdef tuple rec = self._record(NULL, 0)
+        if rec is None:
+            raise StopIteration
+        return _new_slotted(self.row_cls, _ROW_FIELDS, rec)
+
+    cdef tuple _record(self, const Py_ssize_t* hlens, Py_ssize_t nh):
+        """The next record as (line, fields, error), or None at the end.
+
+        With `hlens` (the JSON lengths of the `nh` header names, nh == width),
+        `last_size` is set to the row's `item_json_size` computed from the
+        parsed bytes, or -1 where C does not know it (a record Python re-read).
+        """
         cdef int rc
-        cdef Py_ssize_t k, prev, nf, width, n
+        cdef Py_ssize_t k, prev, nf, width, n, total, j
         cdef list fields
         cdef object error
         cdef const char* errors
+        cdef const uchar* fd
+        cdef uchar c
+        self.last_size = -1
         if self.closed:
             raise ValueError("I/O operation on a closed RecordReader")
         while True:
@@ -1826,7 +1845,7 @@ cdef class RecordReader:
                 continue
             if rc == P_NOMEM:
                 raise MemoryError()
-            raise StopIteration
+            return None
         nf = self.rec.nfields
         width = self.width
         error = None
@@ -1846,7 +1865,7 @@ cdef class RecordReader:
                 else:
                     del fields[width:]
                     self.truncated += 1
-            return _new_slotted(self.row_cls, _ROW_FIELDS, (self.rec.line, fields, error))
+            return (self.rec.line, fields, error)
         errors = NULL
         if self.rec.unterminated:
             error = (f"unterminated quoted field (quote opened on line {self.rec.line}, "
@@ -1863,6 +1882,24 @@ cdef class RecordReader:
             elif nf > width:
                 n = width
                 self.truncated += 1
+        if hlens != NULL and n == nh and error is None:
+            # item_json_size: '{' '}', commas, and per column "name":"value" escaped
+            total = 1 + n if n else 2
+            prev = 0
+            fd = <const uchar*> self.fb.data
+            for k in range(n):
+                total += hlens[k] + 3  # ':' and the value's quotes
+                if k < nf:
+                    for j in range(prev, self.fends[k]):
+                        c = fd[j]
+                        if c == 34 or c == 92:
+                            total += 2
+                        elif c < 32:
+                            total += 2 if (c == 10 or c == 13 or c == 9 or c == 8 or c == 12) else 6
+                        else:
+                            total += 1
+                    prev = self.fends[k]
+            self.last_size = total
         fields = PyList_New(n)
         prev = 0
         for k in range(n):
@@ -1873,4 +1910,64 @@ cdef class RecordReader:
                 s = ""
             Py_INCREF(s)
             PyList_SET_ITEM(fields, k, s)
-        return _new_slotted(self.row_cls, _ROW_FIELDS, (self.rec.line, fields, error))
+        return (self.rec.line, fields, error)
+
+    def read_batch(self, Py_ssize_t max_items, Py_ssize_t max_bytes, Py_ssize_t base,
+                   header_lens, size_of):
+        """The next ItemBatcher batch, cut in C: (rows, input_bytes, problems), or None.
+
+        The same batches as `importer.batching.Batcher` fed row by row: `rows` is
+        a list of (line, fields); `input_bytes` the child input's UTF-8 size
+        (`base` is the envelope with its BatchInput); `problems` lists, in file
+        order, records refused while this batch was open, as (line, fields,
+        error, size): `error` set for a record the reader refused, else a row of
+        `size` JSON bytes too big for any batch.  `max_items` <= 0: no item
+        limit.  `header_lens` are the JSON lengths of the header names (the
+        header has no repeated names; `width` is its length); `size_of(fields)`
+        gives a row's size where C does not know it.  One Python call per batch,
+        not per row: the row loop, sizes and limits stay in C.
+        """
+        cdef Py_ssize_t nh = len(header_lens), k, size, count = 0
+        cdef Py_ssize_t* hl
+        cdef Py_ssize_t input_bytes = base
+        cdef list rows = [], problems = []
+        cdef tuple rec
+        if self.width != nh:
+            raise ValueError("read_batch needs width set to the header's length")
+        hl = <Py_ssize_t*> malloc((nh if nh else 1) * sizeof(Py_ssize_t))
+        if hl == NULL:
+            raise MemoryError()
+        try:
+            for k in range(nh):
+                hl[k] = header_lens[k]
+            if self.pending is not None:
+                line, fields, size = self.pending
+                self.pending = None
+                rows.append((line, fields))
+                input_bytes += size
+                count = 1
+            while True:
+                rec = self._record(hl, nh)
+                if rec is None:
+                    break
+                if rec[2] is not None:
+                    problems.append((rec[0], rec[1], rec[2], -1))
+                    continue
+                size = self.last_size
+                if size < 0:
+                    size = size_of(rec[1])
+                if base + size > max_bytes:
+                    problems.append((rec[0], rec[1], None, size))
+                    continue
+                if count and ((max_items > 0 and count >= max_items)
+                              or input_bytes + 1 + size > max_bytes):
+                    self.pending = (rec[0], rec[1], size)
+                    return (rows, input_bytes, problems)
+                input_bytes += size + (1 if count else 0)
+                rows.append((rec[0], rec[1]))
+                count += 1
+        finally:
+            free(hl)
+        if rows or problems:
+            return (rows, input_bytes, problems)
+        return None

@@ -123,20 +123,26 @@ class Batcher:
         self._current = Batch(index=self._next_index, input_bytes=self._base)
         return done
 
+    @property
+    def limits(self) -> tuple[int, int, int]:
+        """(max items or 0 for none, max bytes, bytes of an empty child input)."""
+        return self.max_items or 0, self.max_bytes, self._base
+
+    def _oversize(self, line: int, fields: Sequence[str], size: int) -> Reject:
+        return Reject(
+            line,
+            "",
+            "",
+            f"row is {size} bytes as JSON; with BatchInput the child input would be "
+            f"{self._base + size} bytes, over MaxInputBytesPerBatch {self.max_bytes}",
+            tuple(fields),
+        )
+
     def add(self, line: int, fields: list[str], size: int) -> Batch | None:
         """Add one row of `size` JSON bytes; return a batch when one closes."""
         cur = self._current
         if self._base + size > self.max_bytes:
-            cur.rejects.append(
-                Reject(
-                    line,
-                    "",
-                    "",
-                    f"row is {size} bytes as JSON; with BatchInput the child input would be "
-                    f"{self._base + size} bytes, over MaxInputBytesPerBatch {self.max_bytes}",
-                    tuple(fields),
-                )
-            )
+            cur.rejects.append(self._oversize(line, fields, size))
             return None
         closed = None
         if cur.rows and (
@@ -148,6 +154,28 @@ class Batcher:
         cur.input_bytes += size + (1 if cur.rows else 0)
         cur.rows.append((line, fields))
         return closed
+
+    def adopt(
+        self,
+        rows: list[tuple[int, list[str]]],
+        input_bytes: int,
+        problems: Sequence[tuple[int, list[str], str | None, int]],
+    ) -> Batch:
+        """A batch cut by the native reader (`read_batch`), numbered and worded as `add` would.
+
+        `problems` are (line, fields, error, size): a record the reader refused
+        (`error` set), else a row of `size` bytes too big for any batch.
+        """
+        rejects = [
+            Reject(line, "", "", error, tuple(fields))
+            if error is not None
+            else self._oversize(line, fields, size)
+            for line, fields, error, size in problems
+        ]
+        batch = Batch(index=self._next_index, rows=rows, input_bytes=input_bytes, rejects=rejects)
+        self._next_index += 1
+        self._current = Batch(index=self._next_index, input_bytes=self._base)
+        return batch
 
     def reject(self, reject: Reject) -> None:
         """Attach a row refused before batching to the batch now open."""

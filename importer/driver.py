@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -282,6 +282,25 @@ def _check_tolerance(config: RunConfig, summary: Summary) -> None:
         )
 
 
+def _cut_by_row(
+    reader: Iterable[Any],
+    batcher: Batcher,
+    header: list[str],
+    size_of: Callable[[list[str], list[str]], int],
+) -> Iterator[Batch]:
+    """The batches of `reader`'s rows, cut in Python (readers without `read_batches`)."""
+    for row in reader:
+        if row.error is not None:
+            batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
+            continue
+        closed = batcher.add(row.line, row.fields, size_of(header, row.fields))
+        if closed is not None:
+            yield closed
+    last = batcher.flush()
+    if last is not None:
+        yield last
+
+
 @dataclass(slots=True)
 class _Run:
     """The main-thread bookkeeping of one run (counts, reports, checkpoint)."""
@@ -398,27 +417,22 @@ class _Run:
 
         read = 0
         last_report = 0.0
+        read_batches = getattr(reader, "read_batches", None)
+        batches = read_batches(batcher) if read_batches is not None else None
+        if batches is None:
+            batches = _cut_by_row(reader, batcher, header, size_of)
         try:
-            for row in reader:
-                read += 1
-                if row.error is not None:
-                    batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
-                else:
-                    closed = batcher.add(row.line, row.fields, size_of(header, row.fields))
-                    if closed is not None:
-                        submit(closed)
-                        drain()
-                        if self.over_limit():
-                            break
+            for batch in batches:
+                read += len(batch.rows) + len(batch.rejects)
+                submit(batch)
+                drain()
+                if self.over_limit():
+                    break
                 if self.progress is not None:
                     now = time.monotonic()
                     if now - last_report > 0.2:
                         last_report = now
                         self.progress(read, self.stream.bytes_read, self.stream.total_bytes)
-            else:
-                last = batcher.flush()
-                if last is not None:
-                    submit(last)
             while in_flight:
                 settle_next()
         except KeyboardInterrupt:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import IO, Any
 
 from importer import _native
 from importer import reference as _ref
+from importer.batching import Batch, Batcher
 from importer.batching import item_json_size as _py_item_json_size
 from importer.context import RunContext
 from importer.records import PreparedItem, Reject
@@ -456,6 +457,32 @@ class NativeCsvReader:
     def __iter__(self) -> Any:
         self._records.width = len(self.header)
         return self._records
+
+    def read_batches(self, batcher: Batcher) -> Iterator[Batch] | None:
+        """The batches `batcher` would cut from the rows, cut in C (one call per batch).
+
+        None when the header needs the per-row path: repeated names (a JSON
+        object keeps the last) or names that are not encodable.
+        """
+        header = self.header
+        if len(set(header)) != len(header):
+            return None
+        try:
+            lens = [len(json.dumps(h, ensure_ascii=False).encode("utf-8")) for h in header]
+        except UnicodeEncodeError:
+            return None
+        self._records.width = len(header)
+        max_items, max_bytes, base = batcher.limits
+
+        def size_of(fields: list[str]) -> int:
+            return row_json_size(header, fields)
+
+        def cut() -> Iterator[Batch]:
+            read_batch = self._records.read_batch
+            while (got := read_batch(max_items, max_bytes, base, lens, size_of)) is not None:
+                yield batcher.adopt(*got)
+
+        return cut()
 
     def close(self) -> None:
         self._records.close()

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from importer import native_engine, reference
-from importer.batching import item_json_size
+from importer.batching import Batcher, item_json_size
 from importer.context import RunContext
 from importer.records import Reject
 from importer.source import CsvReader
@@ -691,3 +691,81 @@ def test_enum_reasons_list_the_values_in_both_engines() -> None:
     assert reasons["o"] == 'not one of the allowed values: "a b", "q\\"uote", "x,y", "", é😀'
     assert reasons["n"] == "not one of the allowed values: 1, 2, 30"
     assert len(rejects) == 4
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _batches_by_row(make: Any, max_items: int | None, max_bytes: int | None) -> Any:
+    """The batches importer.batching.Batcher cuts from the reader's rows, row by row."""
+    try:
+        reader = make()
+        batcher = Batcher(max_items=max_items, max_bytes=max_bytes, batch_input=BATCH_INPUT)
+        out = []
+        for row in reader:
+            if row.error is not None:
+                batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
+                continue
+            closed = batcher.add(row.line, row.fields, item_json_size(reader.header, row.fields))
+            if closed is not None:
+                out.append(closed)
+        last = batcher.flush()
+        if last is not None:
+            out.append(last)
+        return reader.header, out, reader.padded, reader.truncated
+    except Exception as exc:  # noqa: BLE001 - compared by type and message
+        return (type(exc), str(exc))
+
+
+def _batches_native(make: Any, max_items: int | None, max_bytes: int | None) -> Any:
+    try:
+        reader = make()
+        batcher = Batcher(max_items=max_items, max_bytes=max_bytes, batch_input=BATCH_INPUT)
+        cut = reader.read_batches(batcher)
+        assert cut is not None, "this header should take the native path"
+        out = list(cut)
+        return reader.header, out, reader.padded, reader.truncated
+    except Exception as exc:  # noqa: BLE001 - compared by type and message
+        return (type(exc), str(exc))
+
+
+BATCH_INPUT = {"runId": "r", "source": "s"}
+
+
+@settings(max_examples=400 * SCALE, deadline=None)
+@given(
+    CSV_BYTES,
+    st.sampled_from(sorted(DELIMITERS.values())),
+    st.integers(1, 40),
+    st.one_of(st.none(), st.integers(1, 6)),
+    st.one_of(st.none(), st.integers(60, 400)),
+)
+@example(b"a,b\n1,2\n3,4\n5,6\n", ",", 3, 2, None)
+@example(b'a,b\n"x\ny",2\n3,\xff\n' + b"z" * 300 + b",1\n5,6", ",", 5, None, 120)
+def test_native_batches_match_the_batcher(
+    data: bytes, delim: str, step: int, max_items: int | None, max_bytes: int | None
+) -> None:
+    """`read_batch` (rows, sizes and limits in C) cuts exactly the Batcher's batches."""
+    if max_items is None and max_bytes is None:
+        max_items = 3
+    options = CsvOptions(delimiter=delim, header_location="GIVEN", headers=("h1", 'h"2', "é"))
+    ref = _batches_by_row(
+        lambda: native_engine.open_reader(io.BytesIO(data), options), max_items, max_bytes
+    )
+    nat = _batches_native(
+        lambda: native_engine.open_reader(io.BytesIO(data), options), max_items, max_bytes
+    )
+    assert nat == ref
+    small = _batches_native(
+        lambda: native_engine.open_reader(_Trickle(data, step), options, chunk_bytes=16),
+        max_items,
+        max_bytes,
+    )
+    assert small == ref
+
+
+def test_native_batches_step_aside_for_a_header_with_repeated_names() -> None:
+    options = CsvOptions(header_location="GIVEN", headers=("a", "a"))
+    reader = native_engine.open_reader(io.BytesIO(b"1,2\n"), options)
+    batcher = Batcher(max_items=10, max_bytes=None, batch_input=BATCH_INPUT)
+    assert reader.read_batches(batcher) is None

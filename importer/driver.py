@@ -387,7 +387,9 @@ class _Run:
             from importer.batching import item_json_size as size_of
         header = self.header
         in_flight: deque[Future[BatchOutcome]] = deque()
-        max_in_flight = max(2, config.workers * 2)
+        # every worker busy and a few batches ready: the reader cuts a batch in about
+        # a millisecond, so a deeper queue would only hold rows in memory
+        max_in_flight = config.workers + 4
         pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="batch")
         # each batch's place in file order; a batch cancelled before it ran must give
         # its place back, or the batches after it would wait for it forever

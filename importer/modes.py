@@ -46,7 +46,7 @@ release its ticket: `prepare` does so itself; call `release(ticket)` in a
 `finally` for batches that fail before `prepare`, and `abort()` when the run
 stops so that waiting batches end (their rows become failures).
 
-The map (`importer.ledger.EntityLedger`) keeps the first 200k entities in a
+The map (`importer.ledger.EntityLedger`) keeps the first 50k entities in a
 dict and then moves to a temporary SQLite file with a bounded cache, so memory
 stays flat however long the file.
 

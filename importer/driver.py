@@ -70,6 +70,10 @@ class RunInterrupted(Exception):
         self.summary = summary
 
 
+#: Batches read ahead of the worker threads (waiting in the pool's queue, rows in memory).
+_QUEUED_AHEAD = 4
+
+
 @dataclass(slots=True)
 class RunConfig:
     """What the local Distributed Map needs beyond the pipeline: source, batches, reports."""
@@ -387,10 +391,16 @@ class _Run:
             from importer.batching import item_json_size as size_of
         header = self.header
         in_flight: deque[Future[BatchOutcome]] = deque()
-        # every worker busy and a few batches ready: the reader cuts a batch in about
-        # a millisecond, so a deeper queue would only hold rows in memory
-        max_in_flight = config.workers + 4
-        pool = ThreadPoolExecutor(max_workers=max(1, config.workers), thread_name_prefix="batch")
+        max_in_flight = max(2, config.workers * 2)
+        workers = max(1, config.workers)
+        # A batch waiting in the pool's queue holds all its rows (~0.5 MB per 1000);
+        # one done but not yet settled (an earlier batch is still running) holds only
+        # its outcome.  So the window stays 2 x workers wide for the slow-batch case,
+        # but only a few batches may wait for a thread: otherwise a run's peak memory
+        # depends on how often the reader got workers x batches ahead (more often, the
+        # longer the file).
+        max_unfinished = workers + _QUEUED_AHEAD
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch")
         # each batch's place in file order; a batch cancelled before it ran must give
         # its place back, or the batches after it would wait for it forever
         tickets: dict[Future[BatchOutcome], int | None] = {}
@@ -400,6 +410,12 @@ class _Run:
                 return
             while len(in_flight) >= max_in_flight:
                 wait(in_flight, return_when=FIRST_COMPLETED)
+                drain()
+            while True:
+                unfinished = [f for f in in_flight if not f.done()]
+                if len(unfinished) < max_unfinished:
+                    break
+                wait(unfinished, return_when=FIRST_COMPLETED)
                 drain()
             ticket = pipeline.ticket()
             future = pool.submit(

@@ -46,7 +46,7 @@ release its ticket: `prepare` does so itself; call `release(ticket)` in a
 `finally` for batches that fail before `prepare`, and `abort()` when the run
 stops so that waiting batches end (their rows become failures).
 
-The map (`importer.ledger.EntityLedger`) keeps the first 200k entities in a
+The map (`importer.ledger.EntityLedger`) keeps the first 50k entities in a
 dict and then moves to a temporary SQLite file with a bounded cache, so memory
 stays flat however long the file.
 
@@ -203,7 +203,6 @@ def _wire_request_id(wire: bytes) -> str | None:
 @dataclass(slots=True)
 class _Row:
     item: PreparedItem
-    doc: dict[str, Any] | None  # parsed only where contents are compared (upsert, strict)
     base: str  # TYPE#code
     code: str
     #: None: read from the wire when first needed (insert mode rarely needs it)
@@ -396,10 +395,13 @@ class ModeStage:
         base = item.sk.rsplit("@", 1)[0]
         if self.mode == "insert":
             # insert never compares contents: no JSON parse, no digest per row (the hot path)
-            return _Row(item, None, base, "", None, b"", lazy_id=True)
+            return _Row(item, base, "", None, b"", lazy_id=True)
         doc = json.loads(item.wire)
         code = (doc.get("code") or {}).get("S") or base.split("#", 1)[-1]
-        return _Row(item, doc, base, code, _request_id(doc), compare_digest(doc))
+        # the parsed item is not kept: as Python objects it is ~10x its wire bytes, and a
+        # batch keeps its rows until its turn comes (all workers' batches, at worst).
+        # Only rows written at another version than 1 are parsed again (`_render`).
+        return _Row(item, base, code, _request_id(doc), compare_digest(doc))
 
     def _probe(self, rows: list[_Row]) -> None:
         """Fill cur_version/cur_digest/mine of each row from the tables (network).
@@ -554,7 +556,7 @@ class ModeStage:
         sk = f"{r.base}@{version}"
         if sk == it.sk:
             return it
-        doc = dict(r.doc if r.doc is not None else json.loads(it.wire))
+        doc = json.loads(it.wire)
         doc["sk"] = {"S": sk}
         doc["version"] = {"N": str(version)}
         return PreparedItem(it.line, it.pk, sk, wire_json(doc))

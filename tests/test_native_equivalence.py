@@ -722,7 +722,8 @@ def _batches_native(make: Any, max_items: int | None, max_bytes: int | None) -> 
         reader = make()
         batcher = Batcher(max_items=max_items, max_bytes=max_bytes, batch_input=BATCH_INPUT)
         cut = reader.read_batches(batcher)
-        assert cut is not None, "this header should take the native path"
+        if cut is None:  # a header the native cut steps aside for (repeated names)
+            return "per-row"
         out = list(cut)
         return reader.header, out, reader.padded, reader.truncated
     except Exception as exc:  # noqa: BLE001 - compared by type and message
@@ -739,22 +740,35 @@ BATCH_INPUT = {"runId": "r", "source": "s"}
     st.integers(1, 40),
     st.one_of(st.none(), st.integers(1, 6)),
     st.one_of(st.none(), st.integers(60, 400)),
+    st.booleans(),
 )
-@example(b"a,b\n1,2\n3,4\n5,6\n", ",", 3, 2, None)
-@example(b'a,b\n"x\ny",2\n3,\xff\n' + b"z" * 300 + b",1\n5,6", ",", 5, None, 120)
+@example(b"a,b\n1,2\n3,4\n5,6\n", ",", 3, 2, None, True)
+@example(b'a,b\n"x\ny",2\n3,\xff\n' + b"z" * 300 + b",1\n5,6", ",", 5, None, 120, True)
+@example(b'h\x01,"q""",\xc3\xa9\n1,2,3\n4\n', ",", 2, 1, None, False)
 def test_native_batches_match_the_batcher(
-    data: bytes, delim: str, step: int, max_items: int | None, max_bytes: int | None
+    data: bytes,
+    delim: str,
+    step: int,
+    max_items: int | None,
+    max_bytes: int | None,
+    given_header: bool,
 ) -> None:
     """`read_batch` (rows, sizes and limits in C) cuts exactly the Batcher's batches."""
     if max_items is None and max_bytes is None:
         max_items = 3
-    options = CsvOptions(delimiter=delim, header_location="GIVEN", headers=("h1", 'h"2', "é"))
+    options = CsvOptions(
+        delimiter=delim,
+        header_location="GIVEN" if given_header else "FIRST_ROW",
+        headers=("h1", 'h"2', "é") if given_header else None,
+    )
     ref = _batches_by_row(
         lambda: native_engine.open_reader(io.BytesIO(data), options), max_items, max_bytes
     )
     nat = _batches_native(
         lambda: native_engine.open_reader(io.BytesIO(data), options), max_items, max_bytes
     )
+    if nat == "per-row":
+        return
     assert nat == ref
     small = _batches_native(
         lambda: native_engine.open_reader(_Trickle(data, step), options, chunk_bytes=16),

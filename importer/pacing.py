@@ -232,6 +232,8 @@ class PacerTuning:
     settle_time: float = 0.5
     #: processed < shortfall x pace counts as clearly over capacity (cut by `backoff`)
     shortfall: float = 0.9
+    #: the same while unlimited, for push-back judged on the window (not a sure run)
+    unpaced_shortfall: float = 0.5
     #: the rate after a clear push-back, as a share of the processed rate
     backoff: float = 0.9
     #: the rate after a slight push-back, as a share of the processed rate
@@ -266,6 +268,7 @@ class PacerTuning:
             "backoff",
             "nudge",
             "shortfall",
+            "unpaced_shortfall",
             "learn_below",
         ):
             value = getattr(self, name)
@@ -542,7 +545,10 @@ class Pacer:
             # still count a burst it spent.
             in_run = self._meter.since(self._run_start)[0] - self._run_first
             measured = min(measured, in_run / (now - self._run_start))
-        if measured < t.shortfall * pace or (share >= t.sure_share and measured < pace):
+        # Unpaced, a table with random faults takes ~60 % of what is offered: only a
+        # shortfall below `unpaced_shortfall` (or a sure run) is capacity there
+        shortfall = t.shortfall if (sure or self._adaptive is not None) else t.unpaced_shortfall
+        if measured < shortfall * pace or (share >= t.sure_share and measured < pace):
             self._cut(now, measured, t.backoff)  # clearly over what the table takes
         elif measured < pace:
             self._cut(now, measured, t.nudge)  # a little over it

@@ -52,18 +52,18 @@ class RetryPolicy:
     is measured with `clock` from the first send.  A retry happens only if both
     limits allow it (the delay that would overrun `max_elapsed` is not slept).
 
-    The delay is capped at 1 s: the run's pacer (`importer.pacing`) already
+    The delay is capped at 0.5 s: the run's pacer (`importer.pacing`) already
     slows every worker to what the table takes, so a longer backoff only left
     an unlucky request idle at the end of a run.  With 27 % of requests failing
-    at random, the old 5 s cap made the last few seconds of a 30k-row import
-    wait on one request, 6-9x the fault-free time instead of about 3x.
-    Twelve attempts keep the time a request may be retried near the old
-    defaults' (about 6-8 s).
+    at random, the old 5 s cap made the last seconds of a 30k-row import wait
+    on one request (6-9x the fault-free time instead of about 3x).  Twenty
+    attempts keep the time a request may be retried near the old defaults'
+    (up to about 9 s).
     """
 
-    max_attempts: int = 12
+    max_attempts: int = 20
     base_delay: float = 0.05
-    max_delay: float = 1.0
+    max_delay: float = 0.5
     max_elapsed: float = 300.0
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
     rng: Callable[[], float] = field(default=random.random, compare=False)

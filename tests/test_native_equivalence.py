@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from importer import native_engine, reference
 from importer.batching import Batcher, item_json_size
 from importer.context import RunContext
+from importer.driver import _cut_by_row
 from importer.records import Reject
 from importer.source import CsvReader
 from importer.spec import DELIMITERS, CsvOptions, SpecError, parse_spec
@@ -697,21 +698,11 @@ def test_enum_reasons_list_the_values_in_both_engines() -> None:
 
 
 def _batches_by_row(make: Any, max_items: int | None, max_bytes: int | None) -> Any:
-    """The batches importer.batching.Batcher cuts from the reader's rows, row by row."""
+    """The batches the driver cuts from the reader's rows, row by row (the Python path)."""
     try:
         reader = make()
         batcher = Batcher(max_items=max_items, max_bytes=max_bytes, batch_input=BATCH_INPUT)
-        out = []
-        for row in reader:
-            if row.error is not None:
-                batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
-                continue
-            closed = batcher.add(row.line, row.fields, item_json_size(reader.header, row.fields))
-            if closed is not None:
-                out.append(closed)
-        last = batcher.flush()
-        if last is not None:
-            out.append(last)
+        out = list(_cut_by_row(iter(reader), batcher, reader.header, item_json_size))
         return reader.header, out, reader.padded, reader.truncated
     except Exception as exc:  # noqa: BLE001 - compared by type and message
         return (type(exc), str(exc))

@@ -23,7 +23,7 @@ with atheris.instrument_imports():
     from importer import native_engine, reference
     from importer.batching import Batcher, item_json_size
     from importer.context import RunContext
-    from importer.records import Reject
+    from importer.driver import _cut_by_row
     from importer.source import CsvReader
     from importer.spec import CsvOptions, parse_spec
 
@@ -94,17 +94,7 @@ def _batches_outcome(make, native: bool, max_items: int, max_bytes: int):
             if cut is None:
                 return "per-row"
             return r.header, list(cut), r.padded, r.truncated
-        out = []
-        for row in r:
-            if row.error is not None:
-                batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
-                continue
-            closed = batcher.add(row.line, row.fields, item_json_size(r.header, row.fields))
-            if closed is not None:
-                out.append(closed)
-        last = batcher.flush()
-        if last is not None:
-            out.append(last)
+        out = list(_cut_by_row(iter(r), batcher, r.header, item_json_size))
         return r.header, out, r.padded, r.truncated
     except Exception as exc:  # noqa: BLE001
         return type(exc), str(exc)

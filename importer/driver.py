@@ -409,7 +409,10 @@ class _Run:
             if batch.index in self.skip:
                 return
             while len(in_flight) >= max_in_flight:
-                wait(in_flight, return_when=FIRST_COMPLETED)
+                # only the oldest batch can be settled (file order): waiting for any
+                # batch to finish returned at once while a later one was done, and the
+                # reader's thread spun, holding the GIL the workers need
+                wait((in_flight[0],))
                 drain()
             while True:
                 unfinished = [f for f in in_flight if not f.done()]

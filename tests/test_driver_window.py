@@ -1,0 +1,59 @@
+"""The driver's window of batches in flight: the reader's thread waits, it does not spin.
+
+Batches are settled in file order, so when the window is full and the oldest
+batch is the slow one, the reader's thread has nothing to do but wait for it.
+It once waited for *any* batch to finish, which returned at once while later
+batches were done, and spun holding the GIL that the workers (the slow batch
+included) needed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from importer.driver import RunConfig, run_import
+from importer.pipeline import PipelineSettings, open_pipeline
+from importer.spec import load_spec
+from tests.conftest import PRODUCT_SPEC
+
+SLOW_SECONDS = 0.8
+
+
+class _SlowFirstBatch:
+    """Writes as the dry run does; the batch holding line 2 takes `SLOW_SECONDS`."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def write_batch(self, items):
+        if any(it.line == 2 for it in items):
+            time.sleep(SLOW_SECONDS)
+        return self.inner.write_batch(items)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_slow_first_batch_leaves_the_reader_thread_idle(tmp_path: Path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(PRODUCT_SPEC)
+    spec = load_spec(spec_path)
+    src = tmp_path / "rows.csv"
+    lines = ["sku,name,price,qty,active"]
+    lines += [f"SKU-{i},name {i},{i}.5,{i % 7},y" for i in range(400)]
+    src.write_text("\n".join(lines) + "\n")
+    settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=2)
+    with open_pipeline(settings) as pipeline:
+        pipeline.writer = _SlowFirstBatch(pipeline.writer)
+        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=2)
+        started_cpu = time.thread_time()
+        started = time.perf_counter()
+        summary = run_import(config, pipeline=pipeline)
+        cpu = time.thread_time() - started_cpu
+        wall = time.perf_counter() - started
+    assert summary.rows == summary.valid == 400
+    assert wall >= SLOW_SECONDS
+    # the reader's thread read 400 rows and settled 40 batches: a few ms of CPU.
+    # Spinning while batch 0 slept cost it about the whole sleep.
+    assert cpu < SLOW_SECONDS / 3, f"the reader's thread used {cpu:.2f} s of CPU in {wall:.2f} s"

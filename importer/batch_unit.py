@@ -230,6 +230,8 @@ def process_batch(
             if ticket is not None:
                 waits = syncer.order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
         written = pipeline.writer.write_batch(items) if items else WriteOutcome()
+        if stage is not None:
+            stage.written(ticket)  # the tables now hold this batch: the run map may forget it
         synced, sync_failures = 0, []
         if syncer is not None and items:
             for event in waits:

@@ -15,17 +15,23 @@ only raised the peak of every file past 200k rows.  The SQLite side costs a few
 milliseconds per batch of 1000 (under the stage's lock), paid by the 150k
 entities between the two thresholds: not measurable in a run's rows/s.
 
+A run that writes keeps far less: `WindowLedger` holds only what the
+batches still in flight assigned; once a batch's write is visible to every
+batch that reads after it, the table itself remembers (see its docstring).
+`EntityLedger` remains for runs whose writes never reach the table (validate).
+
 Not thread-safe: the mode stage calls it under its own lock, in file order.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 
-__all__ = ["EntityLedger", "Entry"]
+__all__ = ["EntityLedger", "Entry", "WindowLedger"]
 
 #: (version, digest of the compared fields, line of this run or 0)
 Entry = tuple[int, bytes, int]
@@ -132,3 +138,77 @@ class EntityLedger:
         db.execute("COMMIT")
         self._db = db
         self._mem = {}
+
+
+class WindowLedger:
+    """Entity -> `Entry` for what the table may not show yet: flat, and no disk.
+
+    Batches read the tables concurrently and assign versions one at a time in
+    file order.  A later batch may have read before an earlier batch's write
+    landed, so the earlier batch's assignments are kept here -- but only
+    until every batch that could have read too early has assigned:
+
+    * `store(entries, owner)` records batch `owner`'s assignments (its ticket);
+    * `written(owner, issued)` says its write returned when `issued` tickets
+      had been handed out.  A ticket handed out later belongs to a batch that
+      starts reading only after that (consistent reads), so it finds the
+      write in the table;
+    * `advance(turn)`: every ticket below `turn` has assigned; the entries of
+      each written batch with `issued <= turn` are dropped, unless a later
+      batch has replaced them since (it owns them now).
+
+    So at most the batches in flight are held, however long the file.  A batch
+    that never reports `written` (its write failed, or nothing calls it) keeps
+    its entries for the run: never wrong, only less flat.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[Entry, int | None]] = {}
+        self._owned: dict[int, list[Hashable]] = {}
+        self._visible: list[tuple[int, int]] = []  # heap of (issued, owner)
+        self.peak = 0  # most entries held at once (for tests and benchmarks)
+
+    def load(self, keys: Iterable[Hashable]) -> dict[Hashable, Entry]:
+        """The known entries among `keys`."""
+        entries = self._entries
+        found = {}
+        for k in keys:
+            hit = entries.get(k)
+            if hit is not None:
+                found[k] = hit[0]
+        return found
+
+    def store(self, entries: Mapping[Hashable, Entry], owner: int | None = None) -> None:
+        """Remember batch `owner`'s assignments (None: for the whole run)."""
+        if not entries:
+            return
+        mine = self._entries
+        for k, e in entries.items():
+            mine[k] = (e, owner)
+        if owner is not None:
+            self._owned.setdefault(owner, []).extend(entries)
+        self.peak = max(self.peak, len(mine))
+
+    def written(self, owner: int, issued: int) -> None:
+        """Batch `owner`'s write returned after `issued` tickets were handed out."""
+        if owner in self._owned:
+            heapq.heappush(self._visible, (issued, owner))
+
+    def advance(self, turn: int) -> None:
+        """Every ticket below `turn` has assigned: drop what the table now shows to all."""
+        visible = self._visible
+        entries = self._entries
+        while visible and visible[0][0] <= turn:
+            _issued, owner = heapq.heappop(visible)
+            for k in self._owned.pop(owner, ()):
+                hit = entries.get(k)
+                if hit is not None and hit[1] == owner:
+                    del entries[k]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def close(self) -> None:
+        self._entries = {}
+        self._owned = {}
+        self._visible = []

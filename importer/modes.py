@@ -46,9 +46,14 @@ release its ticket: `prepare` does so itself; call `release(ticket)` in a
 `finally` for batches that fail before `prepare`, and `abort()` when the run
 stops so that waiting batches end (their rows become failures).
 
-The map (`importer.ledger.EntityLedger`) keeps the first 50k entities in a
-dict and then moves to a temporary SQLite file with a bounded cache, so memory
-stays flat however long the file.
+The map holds only what the tables may not show yet (`importer.ledger.WindowLedger`):
+a batch's assignments are dropped once its write is visible to every batch
+still to assign -- from then on the probe finds them in the table, and a
+record this run wrote for an earlier line is reported exactly as the map would
+have (`exists (version v): duplicate of line n`).  So memory stays flat
+however long the file.  A run whose writes never reach the table (validate,
+or no endpoint) keeps every entity instead (`importer.ledger.EntityLedger`,
+a dict that moves to a temporary SQLite file).
 
 `rows == written + unchanged + rejected + failed` holds per batch:
 `len(items) == len(out.items) + out.unchanged + len(out.rejects) + len(out.failures)`.
@@ -65,7 +70,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from importer.ledger import EntityLedger
+from importer.ledger import EntityLedger, WindowLedger
 from importer.lookup import KeyLookup, LookupFailed
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.reference import wire_json
@@ -212,6 +217,7 @@ class _Row:
     cur_version: int = 0  # latest stored version met (0 = none)
     cur_digest: bytes = b""
     mine: int = 0  # version at which this very row is already stored (0 = none)
+    cur_line: int = 0  # line of this run that wrote cur_version (0 = another writer)
     failed: str = ""
     lazy_id: bool = False  # request_id not read yet (see `_whose`)
 
@@ -235,6 +241,7 @@ class ModeStage:
         data_table: str | None,
         lookup: KeyLookup | None,
         code_column: str = "",
+        remember_all: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
@@ -254,8 +261,14 @@ class ModeStage:
         self._turn = 0
         self._released: set[int] = set()
         self._aborted = False
-        # the run map: entity -> (version, digest, line); flat in memory (importer.ledger)
-        self._ledger = EntityLedger()
+        # the run map: entity -> (version, digest, line); flat in memory (importer.ledger).
+        # Only a run that writes can forget what the tables show.
+        self._window: WindowLedger | None = None
+        self._ledger: EntityLedger | WindowLedger
+        if remember_all or lookup is None:
+            self._ledger = EntityLedger()
+        else:
+            self._ledger = self._window = WindowLedger()
 
     @classmethod
     def open(
@@ -266,18 +279,18 @@ class ModeStage:
         data_table: str | None = None,
         lookup: KeyLookup | None,
         code_column: str = "",
+        remember_all: bool = False,
     ) -> ModeStage:
         """Resolve and check the data table, then build the stage.
 
         `data_table=None` means the default (`-command` -> `-data`).  A missing
         data table is fatal in upsert/strict mode; in insert mode existence is
         then checked against the command table's `@1` keys (said once, in
-        `notices` and the log).
+        `notices` and the log).  `remember_all`: the run's writes never reach
+        the table (a dry run), so the run map keeps every entity.
         """
         if mode == "blind":
-            return cls(
-                mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column
-            )
+            return cls(mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column)
         name = data_table or default_data_table(table)
         if lookup is None:  # a dry run with no endpoint: only this run's rows are compared
             stage = cls(
@@ -303,7 +316,14 @@ class ModeStage:
                 )
             notice = f"{why}: insert mode checks existence against the command table's @1 keys"
             name = None
-        stage = cls(mode=mode, table=table, data_table=name, lookup=lookup, code_column=code_column)
+        stage = cls(
+            mode=mode,
+            table=table,
+            data_table=name,
+            lookup=lookup,
+            code_column=code_column,
+            remember_all=remember_all,
+        )
         if notice:
             stage.notices.append(notice)
             log.info("%s", notice)
@@ -329,9 +349,24 @@ class ModeStage:
             while self._turn in self._released:
                 self._released.discard(self._turn)
                 self._turn += 1
+            if self._window is not None:
+                self._window.advance(self._turn)
             waiter = self._waiters.pop(self._turn, None)
         if waiter is not None:
             waiter.set()
+
+    def written(self, ticket: int | None) -> None:
+        """The write of batch `ticket` returned: batches handed out from now on see it.
+
+        Its entries leave the run map once every earlier-issued batch has
+        assigned (`importer.ledger.WindowLedger`).  Call it after the writer
+        returned, never before: the table must already hold what it forgets.
+        """
+        if ticket is None or self._window is None:
+            return
+        with self._lock:
+            self._window.written(ticket, self._issued)
+            self._window.advance(self._turn)
 
     def abort(self) -> None:
         """Stop waiting for earlier tickets (run aborted); waiting batches fail their rows."""
@@ -387,7 +422,7 @@ class ModeStage:
                     failures=[Failure(r.item.line, r.item.pk, r.item.sk, reason) for r in parsed]
                 )
             with self._lock:  # the run map is shared by every batch of the run
-                return self._assign(parsed, rows or {}, lookup_error)
+                return self._assign(parsed, rows or {}, lookup_error, ticket)
         finally:
             self.release(ticket)
 
@@ -424,7 +459,7 @@ class ModeStage:
             data = found.get((r.item.pk, r.base))
             if data is not None:
                 v = _version_of(data, 1)
-                seen = self._whose(r, data)
+                seen, line = self._whose(r, data)
                 if seen == "mine":
                     r.mine = v
                     continue
@@ -432,7 +467,7 @@ class ModeStage:
                     if v > 1:
                         probing.append((r, v - 1, -1))
                     continue
-                r.cur_version = v
+                r.cur_version, r.cur_line = v, line
                 if insert:
                     continue  # exists: nothing more to learn
                 r.cur_digest = compare_digest(data)
@@ -452,45 +487,59 @@ class ModeStage:
             nxt: list[tuple[_Row, int, int]] = []
             for (r, v, step), key in zip(probing, keys, strict=True):
                 stored = found.get(key)
-                seen = "absent" if stored is None else self._whose(r, stored)
+                seen, line = ("absent", 0) if stored is None else self._whose(r, stored)
                 if seen == "mine":
                     r.mine = v
                 elif step > 0:
                     if seen == "other":
-                        r.cur_version = v
+                        r.cur_version, r.cur_line = v, line
                         if not insert:
                             r.cur_digest = compare_digest(stored)
                             nxt.append((r, v + 1, 1))
                 elif seen == "later" and v > 1:
                     nxt.append((r, v - 1, -1))
                 elif seen == "other":
-                    r.cur_version = v
+                    r.cur_version, r.cur_line = v, line
                     r.cur_digest = b"" if insert else compare_digest(stored)
                 # walking down and absent (or @1 is later): nothing stored before this row
             probing = nxt
 
     @staticmethod
-    def _whose(r: _Row, stored: Mapping[str, Any]) -> str:
-        """'mine' (this row's requestId), 'later' (this run, a later line) or 'other'."""
+    def _whose(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
+        """Who wrote `stored`, and the line when it was this run.
+
+        ('mine', line) -- this very row; ('later', line) -- this run, a later
+        line; ('other', line) -- this run at an earlier line (a duplicate whose
+        write is already visible); ('other', 0) -- another writer.
+        """
         rid = _request_id(stored)
         if r.lazy_id:
             # insert mode reads the row's own requestId only when a record was found
             r.request_id, r.lazy_id = _wire_request_id(r.item.wire), False
         if rid is None or r.request_id is None:
-            return "other"
+            return "other", 0
         if rid == r.request_id:
-            return "mine"
+            return "mine", 0
         run, _, line = rid.rpartition("#")
         our_run, _, our_line = r.request_id.rpartition("#")
-        if run == our_run and line.isdigit() and our_line.isdigit() and int(line) > int(our_line):
-            return "later"
-        return "other"
+        if run != our_run or not line.isdigit() or not our_line.isdigit():
+            return "other", 0
+        if int(line) > int(our_line):
+            return "later", int(line)
+        return "other", int(line)
 
     def _assign(
-        self, rows: list[_Row], fields: Mapping[int, Sequence[str]], lookup_error: str
+        self,
+        rows: list[_Row],
+        fields: Mapping[int, Sequence[str]],
+        lookup_error: str,
+        ticket: int | None = None,
     ) -> PreparedBatch:
         out = PreparedBatch()
-        keys = [_entity_key(r.item.pk, r.base) for r in rows]
+        if self._window is not None:  # a small dict: the key as it is, no digest
+            keys: list[Any] = [(r.item.pk, r.base) for r in rows]
+        else:
+            keys = [_entity_key(r.item.pk, r.base) for r in rows]
         loaded = self._ledger.load(keys)  # this batch's part of the run map
         state = dict(loaded)
         insert = self.mode == "insert"
@@ -512,9 +561,13 @@ class ModeStage:
                     out.items.append(self._render(r, r.mine))
                     state[key] = (r.mine, r.digest, it.line)
                 elif r.cur_version:
+                    # stored by this run for an earlier line: the same words as the run map's
                     why = f"exists (version {r.cur_version})"
-                    out.rejects.append(self._reject(r, why, fields, RejectKind.EXISTS))
-                    state[key] = (r.cur_version, r.cur_digest, 0)
+                    if r.cur_line:
+                        why += f": duplicate of line {r.cur_line}"
+                    kind = RejectKind.DUPLICATE if r.cur_line else RejectKind.EXISTS
+                    out.rejects.append(self._reject(r, why, fields, kind))
+                    state[key] = (r.cur_version, r.cur_digest, r.cur_line)
                 else:
                     out.items.append(it)
                     state[key] = (1, r.digest, it.line)
@@ -538,7 +591,11 @@ class ModeStage:
                 v = base_v + 1
                 out.items.append(self._render(r, v))
                 state[key] = (v, r.digest, it.line)
-        self._ledger.store({k: e for k, e in state.items() if loaded.get(k) != e})
+        changed = {k: e for k, e in state.items() if loaded.get(k) != e}
+        if self._window is not None:
+            self._window.store(changed, ticket)
+        else:
+            self._ledger.store(changed)
         return out
 
     def _reject(

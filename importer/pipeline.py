@@ -236,6 +236,7 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                 data_table=settings.data_table,
                 lookup=lookup,
                 code_column=_code_column(settings.spec),
+                remember_all=settings.dry_run,
             )
         # one pacer for every worker of the run: it learns what the table accepts
         pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)

@@ -1,11 +1,16 @@
-"""The run map of the import modes stays exact when it moves from memory to disk."""
+"""The run map of the import modes stays exact: on disk (validate), or as a window on the table."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import threading
+import time
 
-from importer.ledger import EntityLedger
+from importer.ledger import EntityLedger, WindowLedger
+from importer.modes import ModeStage
+from importer.records import PreparedItem, RejectKind
 
 
 def key(i: int) -> bytes:
@@ -28,3 +33,85 @@ def test_the_ledger_answers_alike_before_and_after_it_spills(tmp_path):
     assert files  # on disk while the run lasts...
     ledger.close()
     assert list(tmp_path.iterdir()) == []  # ...and gone after it
+
+
+# --------------------------------------------------------------------------- the window
+
+
+class _Table:
+    """The command table as the mode stage reads it: (pk, sk) -> item, consistent reads."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict] = {}
+
+    def get_many(self, table, keys):
+        return {k: self.items[k] for k in keys if k in self.items}
+
+    def table_exists(self, table):
+        return True
+
+    def close(self):
+        pass
+
+
+def _item(line: int, code: str = "X") -> PreparedItem:
+    wire = json.dumps(
+        {
+            "pk": {"S": "T#t1"},
+            "sk": {"S": f"P#{code}@1"},
+            "version": {"N": "1"},
+            "requestId": {"S": f"run1#{line}"},
+        },
+        separators=(",", ":"),
+    ).encode()
+    return PreparedItem(line, "T#t1", f"P#{code}@1", wire)
+
+
+def test_the_window_keeps_a_write_until_every_batch_that_read_before_it_has_assigned():
+    table = _Table()
+    stage = ModeStage(mode="insert", table="cmd", data_table=None, lookup=table)
+    a, z, b = stage.ticket(), stage.ticket(), stage.ticket()
+    done: dict[str, object] = {}
+    # batch b reads first: the table is empty, X is new to it
+    reader = threading.Thread(
+        target=lambda: done.setdefault("b", stage.prepare([_item(50)], ticket=b))
+    )
+    reader.start()
+    while b not in stage._waiters:  # b has read and waits for its turn
+        time.sleep(0.001)
+    first = stage.prepare([_item(2)], ticket=a)
+    assert [it.line for it in first.items] == [2]
+    table.items[("T#t1", "P#X@1")] = json.loads(_item(2).wire)  # a's write lands...
+    stage.written(a)  # ...and returns while b, which read too early, has not assigned
+    stage.release(z)
+    reader.join()
+    late = done["b"]
+    assert not late.items
+    [dup] = late.rejects
+    assert (dup.kind, dup.reason) == (
+        RejectKind.DUPLICATE,
+        "exists (version 1): duplicate of line 2",
+    )
+    # a batch handed out after the write finds X in the table, and says the same
+    c = stage.ticket()
+    assert len(stage._window) == 0  # a's assignment is forgotten: every early reader assigned
+    after = stage.prepare([_item(90)], ticket=c)
+    [dup] = after.rejects
+    assert (dup.kind, dup.reason) == (
+        RejectKind.DUPLICATE,
+        "exists (version 1): duplicate of line 2",
+    )
+
+
+def test_window_ledger_forgets_only_what_its_batch_still_owns():
+    w = WindowLedger()
+    w.store({"x": (1, b"", 2), "y": (1, b"", 3)}, owner=0)
+    w.store({"x": (2, b"", 9)}, owner=1)  # a later batch assigned x again
+    w.written(0, issued=3)
+    w.advance(2)
+    assert len(w) == 2  # ticket 2 may have read before batch 0's write
+    w.advance(3)
+    assert w.load(["x", "y"]) == {"x": (2, b"", 9)}  # y forgotten; x belongs to batch 1
+    w.written(1, issued=4)
+    w.advance(4)
+    assert len(w) == 0 and w.peak == 2

@@ -216,16 +216,65 @@ def test_missing_table_names_region_and_endpoint(run_cli, spec, srv, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["insert", "upsert"])
-def test_a_run_map_moved_to_disk_gives_the_same_result(run_cli, spec, tmp_path, monkeypatch, mode):
-    """Duplicates across batches are still found when the run map spills to its SQLite file."""
+def test_a_run_map_that_forgets_written_batches_gives_the_same_result(
+    run_cli, spec, tmp_path, monkeypatch, mode
+):
+    """Duplicates across batches are found alike in the run map and, once forgotten, in the table.
+
+    The first run keeps every assignment (the window never moves on); the
+    second forgets each batch once its write is visible, as every run does.
+    Same counts, same items, the same reject lines.
+    """
+    import importer.ledger as ledger_mod
+
+    skus = [f"P-{i % 500:03d}" for i in range(1200)]  # entities two or three times, far apart
+    src = write_csv(tmp_path / "in.csv", skus)
+    peaks: list[int] = []
+    real_init = ledger_mod.WindowLedger.__init__
+
+    def tracked_init(self):
+        real_init(self)
+        peaks.append(self)
+
+    monkeypatch.setattr(ledger_mod.WindowLedger, "__init__", tracked_init)
+    results = []
+    for forget in (False, True):
+        if not forget:
+            monkeypatch.setattr(ledger_mod.WindowLedger, "advance", lambda self, turn: None)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(ledger_mod.WindowLedger, "__init__", tracked_init)
+        with DdbServer(tables=[CMD, DATA]) as server:
+            res = run_cli(
+                "run", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
+                mode=mode, batch_items=20, workers=2, quiet=True,
+                rejects=tmp_path / f"r{forget}.csv",
+            )  # fmt: skip
+            results.append(
+                (res.summary["written"], res.summary["rejected"], sorted(server.items(CMD)))
+            )
+    kept, forgot = (w.peak for w in peaks)
+    assert kept == 500 and forgot < 250  # the second run did forget written batches
+    assert results[0] == results[1]
+    reports = [tmp_path / "rFalse.csv", tmp_path / "rTrue.csv"]
+    assert [p.read_text() if p.exists() else None for p in reports].count(None) in (0, 2)
+    if mode == "insert":
+        assert reports[0].read_text() == reports[1].read_text()
+    assert results[0][0] == (500 if mode == "insert" else 1200)
+
+
+def test_validate_finds_duplicates_alike_when_its_run_map_moves_to_disk(
+    run_cli, spec, tmp_path, monkeypatch
+):
+    """A dry run writes nothing for the table to remember: it keeps every entity, on disk."""
     import functools
 
     import importer.modes as modes_mod
     from importer.ledger import EntityLedger
 
-    skus = [f"P-{i % 70:03d}" for i in range(200)]  # every entity three times, far apart
+    skus = [f"P-{i % 70:03d}" for i in range(200)]
     src = write_csv(tmp_path / "in.csv", skus)
-    results = []
+    reports = []
     for spill in (False, True):
         if spill:
             monkeypatch.setattr(
@@ -233,15 +282,9 @@ def test_a_run_map_moved_to_disk_gives_the_same_result(run_cli, spec, tmp_path, 
             )
         with DdbServer(tables=[CMD, DATA]) as server:
             res = run_cli(
-                "run", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
-                mode=mode, batch_items=20, quiet=True, rejects=tmp_path / f"r{spill}.csv",
+                "validate", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
+                batch_items=20, quiet=True, rejects=tmp_path / f"v{spill}.csv",
             )  # fmt: skip
-            results.append(
-                (res.summary["written"], res.summary["rejected"], sorted(server.items(CMD)))
-            )
-    assert results[0] == results[1]
-    reports = [tmp_path / "rFalse.csv", tmp_path / "rTrue.csv"]
-    assert [p.read_text() if p.exists() else None for p in reports].count(None) in (0, 2)
-    if mode == "insert":
-        assert reports[0].read_text() == reports[1].read_text()
-    assert results[0][0] == (70 if mode == "insert" else 200)
+        assert res.summary["rejected"] == 130
+        reports.append((tmp_path / f"v{spill}.csv").read_text())
+    assert reports[0] == reports[1]

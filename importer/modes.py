@@ -290,7 +290,9 @@ class ModeStage:
         the table (a dry run), so the run map keeps every entity.
         """
         if mode == "blind":
-            return cls(mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column)
+            return cls(
+                mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column
+            )
         name = data_table or default_data_table(table)
         if lookup is None:  # a dry run with no endpoint: only this run's rows are compared
             stage = cls(

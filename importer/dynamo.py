@@ -12,7 +12,10 @@ Two implementations share that surface:
 * `HttpDynamoClient` (the default): bodies are signed by `importer.sigv4`
   (byte-identical to botocore's SigV4Auth, ~10x cheaper) and POSTed over a lean
   HTTP/1.1 keep-alive pool of at most `workers` connections (urllib3 +
-  http.client cost ~300 us CPU per request, this ~40 us).  A 200 answer is
+  http.client cost ~300 us CPU per request, this ~40 us on loopback, kernel
+  included).  Each answer is read with whole `recv`s from a blocking socket
+  whose timeouts the kernel keeps, so a request costs one send and usually one
+  receive -- each a GIL hand-off that 50 workers contend for.  A 200 answer is
   handed back as raw bytes: the batch writer's usual all-processed answer is
   never JSON-parsed.
 * `Boto3DynamoClient`: the same calls through a boto3 client.  It is the
@@ -31,8 +34,12 @@ import json
 import select
 import socket
 import ssl
+import struct
+import sys
 import threading
+import time
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -259,18 +266,33 @@ def resolve_endpoint(session: Any, region: str, endpoint_url: str | None) -> str
 # --------------------------------------------------------------------------- HTTP
 
 
+#: Linux keeps send/receive timeouts on a blocking socket (SO_RCVTIMEO/SO_SNDTIMEO).
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
+
+
 class _BadResponse(Exception):
     """The server's answer is not a usable HTTP/1.1 response (or it hung up)."""
 
 
-class _Conn:
-    """One keep-alive HTTP/1.1 connection: a socket plus its buffered reader."""
+class _NothingReceived(_BadResponse):
+    """The peer hung up before the first byte of an answer (an idle keep-alive it closed)."""
 
-    __slots__ = ("sock", "rfile")
+
+#: A keep-alive connection idle longer than this is checked before reuse (one select).
+_IDLE_CHECK_SECONDS = 1.0
+_RECV_SIZE = 65536
+_MAX_HEAD = 256 * 1024
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection: a socket plus what was received and not yet read."""
+
+    __slots__ = ("sock", "unread", "idle_since")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.rfile = sock.makefile("rb")
+        self.unread = b""
+        self.idle_since = 0.0
 
     def is_dropped(self) -> bool:
         """The peer closed (or sent something unasked) while the connection was idle."""
@@ -280,32 +302,110 @@ class _Conn:
             return True
 
     def close(self) -> None:
+        self.sock.close()
+
+
+class _Received:
+    """The bytes of one answer as they arrive: whole reads, parsed with `find`, not per line.
+
+    A response usually arrives in one `recv`; reading it line by line through a
+    buffered file cost a Python call (and a GIL hand-off) per header.
+    """
+
+    __slots__ = ("recv", "data", "pos", "got_any")
+
+    def __init__(self, recv: Callable[[int], bytes], data: bytes = b"") -> None:
+        self.recv = recv
+        self.data = data
+        self.pos = 0
+        self.got_any = bool(data)
+
+    def _fill(self) -> bool:
         try:
-            self.rfile.close()
-        finally:
-            self.sock.close()
+            chunk = self.recv(_RECV_SIZE)
+        except ConnectionResetError as exc:
+            if self.got_any:
+                raise _BadResponse(f"ConnectionResetError: {exc}") from None
+            raise _NothingReceived(f"ConnectionResetError: {exc}") from None
+        if not chunk:
+            return False
+        self.got_any = True
+        self.data = self.data[self.pos :] + chunk
+        self.pos = 0
+        return True
+
+    def head(self) -> bytes:
+        """The status line and headers, up to the blank line (consumed)."""
+        while True:
+            data, pos = self.data, self.pos
+            crlf = data.find(b"\r\n\r\n", pos)
+            lf = data.find(b"\n\n", pos)
+            if crlf >= 0 and (lf < 0 or crlf < lf):
+                self.pos = crlf + 4
+                return data[pos:crlf]
+            if lf >= 0:
+                self.pos = lf + 2
+                return data[pos:lf]
+            if len(data) - pos > _MAX_HEAD:
+                raise _BadResponse("too many response headers")
+            if not self._fill():
+                if not self.got_any:
+                    raise _NothingReceived(
+                        "RemoteDisconnected: remote end closed connection without response"
+                    )
+                raise _BadResponse("connection closed inside the response headers")
+
+    def line(self) -> bytes:
+        while (end := self.data.find(b"\n", self.pos)) < 0:
+            if not self._fill():
+                raise _BadResponse("connection closed inside a chunked body")
+        out = self.data[self.pos : end + 1]
+        self.pos = end + 1
+        return out
+
+    def exactly(self, n: int) -> bytes:
+        while len(self.data) - self.pos < n:
+            if not self._fill():
+                have = len(self.data) - self.pos
+                raise _BadResponse(f"IncompleteRead({have} bytes read, {n} expected)")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def to_eof(self) -> bytes:
+        while self._fill():
+            pass
+        out = self.data[self.pos :]
+        self.pos = len(self.data)
+        return out
+
+    def rest(self) -> bytes:
+        return self.data[self.pos :]
 
 
-def _read_response(rfile: Any) -> tuple[int, bytes, bytes | None, bool]:
-    """(status, body, x-amz-crc32 value, keep_alive) of one HTTP/1.x response."""
+def _read_response(
+    recv: Callable[[int], bytes], unread: bytes = b""
+) -> tuple[int, bytes, bytes | None, bool, bytes]:
+    """(status, body, x-amz-crc32 value, keep_alive, bytes after the answer) of one response.
+
+    `recv(n)` is the socket's (b"" at end of stream); `unread` is what an
+    earlier read received beyond its own answer.
+    """
+    buf = _Received(recv, unread)
     while True:
-        line = rfile.readline(65537)
-        if not line:
-            raise _BadResponse("RemoteDisconnected: remote end closed connection without response")
-        parts = line.split(None, 2)
+        lines = buf.head().split(b"\n")
+        status_line = lines[0].rstrip(b"\r")
+        parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise _BadResponse(f"bad status line {line[:80]!r}")
+            raise _BadResponse(f"bad status line {status_line[:80]!r}")
+        if len(lines) > 201:
+            raise _BadResponse("too many response headers")
         status = int(parts[1])
         keep_alive = parts[0] != b"HTTP/1.0"
         length: int | None = None
         chunked = False
         crc = None
-        for _ in range(200):
-            h = rfile.readline(65537)
-            if h in (b"\r\n", b"\n"):
-                break
-            if not h:
-                raise _BadResponse("connection closed inside the response headers")
+        for h in lines[1:]:
             name, sep, value = h.partition(b":")
             if not sep:
                 raise _BadResponse("malformed response header")
@@ -321,37 +421,27 @@ def _read_response(rfile: Any) -> tuple[int, bytes, bytes | None, bool]:
             elif name == b"connection":
                 v = value.strip().lower()
                 keep_alive = v == b"keep-alive" or (keep_alive and v != b"close")
-        else:
-            raise _BadResponse("too many response headers")
         if 100 <= status < 200:
             continue  # informational (100 Continue): the real answer follows
         break
     if chunked:
         pieces = []
         while True:
-            size_line = rfile.readline(65537)
-            if not size_line:
-                raise _BadResponse("connection closed inside a chunked body")
-            size = int(size_line.split(b";", 1)[0], 16)
+            size = int(buf.line().split(b";", 1)[0], 16)
             if size == 0:
-                while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                while buf.line() not in (b"\r\n", b"\n"):
                     pass  # trailers
                 break
-            piece = rfile.read(size + 2)
-            if len(piece) != size + 2:
-                raise _BadResponse("IncompleteRead inside a chunked body")
-            pieces.append(piece[:size])
+            pieces.append(buf.exactly(size + 2)[:size])
         data = b"".join(pieces)
     elif length is not None:
-        data = rfile.read(length) if length else b""
-        if len(data) != length:
-            raise _BadResponse(f"IncompleteRead({len(data)} bytes read, {length} expected)")
+        data = buf.exactly(length)
     elif status in (204, 304):
         data = b""
     else:
-        data = rfile.read()
+        data = buf.to_eof()
         keep_alive = False
-    return status, data, crc, keep_alive
+    return status, data, crc, keep_alive, buf.rest()
 
 
 class HttpDynamoClient:
@@ -465,7 +555,17 @@ class HttpDynamoClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl is not None:
                 sock = self._ssl.wrap_socket(sock, server_hostname=self._addr[0])
-            sock.settimeout(self._read_timeout)
+                sock.settimeout(self._read_timeout)
+            elif _KERNEL_TIMEOUTS:
+                # a blocking socket whose timeouts the kernel keeps: Python's own timeout
+                # polls before every send and receive (a syscall and a GIL hand-off each)
+                sock.settimeout(None)
+                whole, frac = divmod(self._read_timeout, 1.0)
+                tv = struct.pack("ll", int(whole), int(frac * 1e6) or (0 if whole else 1))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            else:
+                sock.settimeout(self._read_timeout)
         except BaseException:
             sock.close()
             raise
@@ -478,50 +578,79 @@ class HttpDynamoClient:
         if self._closed:
             raise DynamoError("ConnectionError", "the client is closed", status=500)
         with self._slots:
-            conn = None
-            free = self._free
-            while free:
+            conn = self._pooled()
+            for fresh in (conn is None, True):
+                if conn is None:
+                    conn = self._open()
                 try:
-                    conn = free.pop()
-                except IndexError:
+                    status, data, crc, keep_alive = self._send(conn, head, body)
                     break
-                if not conn.is_dropped():
-                    break
-                conn.close()
-                conn = None
-            if conn is None:
-                try:
-                    conn = self._connect()
-                except OSError as exc:
+                except (_NothingReceived, BrokenPipeError, ConnectionResetError) as exc:
+                    conn.close()
+                    conn = None
+                    if fresh:  # a new connection that fails at once is the server's answer
+                        raise DynamoError(
+                            "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
+                        ) from None
+                    # a kept-alive connection the server closed since its last answer:
+                    # nothing was answered, so the request goes once more on a new one
+                except (TimeoutError, BlockingIOError) as exc:
+                    conn.close()
                     raise DynamoError(
-                        "ConnectionError",
-                        one_line(f"cannot connect to {self.endpoint_url}: {exc}"),
-                        status=0,
-                        kind=ErrorKind.CONNECT,
+                        "ReadTimeoutError",
+                        one_line(f"{operation}: read timed out: {exc}"),
+                        status=500,
                     ) from None
-            try:
-                if len(body) < 65536:
-                    conn.sock.sendall(head + body)
-                else:
-                    conn.sock.sendall(head)
-                    conn.sock.sendall(body)
-                status, data, crc, keep_alive = _read_response(conn.rfile)
-            except TimeoutError as exc:
-                conn.close()
-                raise DynamoError(
-                    "ReadTimeoutError", one_line(f"{operation}: read timed out: {exc}"), status=500
-                ) from None
-            except (OSError, ValueError, _BadResponse) as exc:
-                conn.close()
-                raise DynamoError(
-                    "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
-                ) from None
+                except (OSError, ValueError, _BadResponse) as exc:
+                    conn.close()
+                    raise DynamoError(
+                        "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
+                    ) from None
             self._answered = True
             if keep_alive and not self._closed:
-                free.append(conn)
+                conn.idle_since = time.monotonic()
+                self._free.append(conn)
             else:
                 conn.close()
         return status, data, crc
+
+    def _pooled(self) -> _Conn | None:
+        """An idle connection the server has not closed, if there is one."""
+        free = self._free
+        now = time.monotonic()
+        while free:
+            try:
+                conn = free.pop()
+            except IndexError:
+                return None
+            # a connection used a moment ago is not checked (a select per request);
+            # if the server did close it, `_exchange` sends again on a new one
+            if now - conn.idle_since < _IDLE_CHECK_SECONDS or not conn.is_dropped():
+                return conn
+            conn.close()
+        return None
+
+    def _open(self) -> _Conn:
+        try:
+            return self._connect()
+        except OSError as exc:
+            raise DynamoError(
+                "ConnectionError",
+                one_line(f"cannot connect to {self.endpoint_url}: {exc}"),
+                status=0,
+                kind=ErrorKind.CONNECT,
+            ) from None
+
+    @staticmethod
+    def _send(conn: _Conn, head: bytes, body: bytes) -> tuple[int, bytes, bytes | None, bool]:
+        sock = conn.sock
+        if len(body) < 65536:
+            sock.sendall(head + body)
+        else:
+            sock.sendall(head)
+            sock.sendall(body)
+        status, data, crc, keep_alive, conn.unread = _read_response(sock.recv, conn.unread)
+        return status, data, crc, keep_alive
 
 
 # --------------------------------------------------------------------------- boto3

@@ -522,8 +522,14 @@ def test_read_response_variants():
 
     from importer.dynamo import _BadResponse, _read_response
 
-    def rd(raw: bytes):
-        return _read_response(io.BufferedReader(io.BytesIO(raw)))
+    def rd(raw: bytes, piece: int = 1 << 20):
+        stream = io.BytesIO(raw)
+        return _read_response(lambda n: stream.read(min(n, piece)))[:4]
+
+    # the same answers however the bytes arrive
+    for piece in (1, 3, 7):
+        raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+        assert rd(raw, piece) == (200, b"{}", None, True)
 
     ok = b'{"UnprocessedItems":{}}'
     assert rd(
@@ -568,3 +574,65 @@ def test_at_most_workers_connections(srv, session):
         out = write_many(w, batches(items, 100))
         assert out.written == 3000
         assert len(w.client._free) <= 3
+
+
+def test_read_response_keeps_what_follows_the_answer():
+    import io
+
+    from importer.dynamo import _read_response
+
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 204 No\r\n\r\n"
+    first = _read_response(io.BytesIO(raw).read)
+    assert first == (200, b"{}", None, True, b"HTTP/1.1 204 No\r\n\r\n")
+    assert _read_response(io.BytesIO(b"").read, first[4]) == (204, b"", None, True, b"")
+
+
+def test_a_kept_alive_connection_the_server_closed_after_answering_is_resent_at_once():
+    """A server that answers one request per connection without saying `Connection: close`.
+
+    The client reuses a connection it has just been answered on without
+    checking it first (a select per request); when the peer turns out to have
+    hung up before answering, the request goes once more on a new connection --
+    not an error, not a retry.
+    """
+    import socket as _socket
+    import threading
+
+    from importer.dynamo import HttpDynamoClient
+
+    listener = _socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    answered = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += conn.recv(65536)
+                answer = b'{"UnprocessedItems":{}}'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+                answered.append(body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = HttpDynamoClient(
+        region="us-east-1", endpoint_url=f"http://127.0.0.1:{port}", workers=1, session=None
+    )
+    try:
+        for i in range(5):
+            reply = client.post("BatchWriteItem", b'{"n":%d}' % i)
+            assert reply.raw == b'{"UnprocessedItems":{}}'
+    finally:
+        client.close()
+        listener.close()
+    assert answered == [b'{"n":%d}' % i for i in range(5)]

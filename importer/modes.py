@@ -410,7 +410,16 @@ class ModeStage:
         try:
             if self.mode == "blind":
                 return PreparedBatch(items=list(items))
-            parsed = sorted((self._parse(it) for it in items), key=lambda r: r.item.line)
+            lines = [it.line for it in items]
+            if lines != sorted(lines):  # the transform keeps file order; a caller may not
+                items = sorted(items, key=lambda it: it.line)
+            if self.mode == "insert":
+                # insert never compares contents: no JSON parse, no digest per row (the hot path)
+                parsed = [
+                    _Row(it, it.sk.rsplit("@", 1)[0], "", None, b"", lazy_id=True) for it in items
+                ]
+            else:
+                parsed = [self._parse(it) for it in items]
             lookup_error = ""
             try:
                 self._probe(parsed)
@@ -430,9 +439,6 @@ class ModeStage:
 
     def _parse(self, item: PreparedItem) -> _Row:
         base = item.sk.rsplit("@", 1)[0]
-        if self.mode == "insert":
-            # insert never compares contents: no JSON parse, no digest per row (the hot path)
-            return _Row(item, base, "", None, b"", lazy_id=True)
         doc = json.loads(item.wire)
         code = (doc.get("code") or {}).get("S") or base.split("#", 1)[-1]
         # the parsed item is not kept: as Python objects it is ~10x its wire bytes, and a

@@ -221,3 +221,15 @@ def test_signature_changes_with_body_target_and_time():
     assert s.headers("DynamoDB_20120810.GetItem", b"{}")["Authorization"] != a
     clock.now += 1
     assert s.headers(TARGET, b"{}")["Authorization"] != a
+
+
+def test_the_body_hash_fed_in_pieces_is_sha256():
+    import hashlib
+    import random
+
+    from importer.sigv4 import _body_hash
+
+    rng = random.Random(7)
+    for n in (0, 1, 2046, 2047, 2048, 2049, 4094, 4095, 6000, 1 << 20):
+        body = rng.randbytes(n)
+        assert _body_hash(body) == hashlib.sha256(body).hexdigest()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import select
 import socket
 import ssl
@@ -256,6 +257,55 @@ def _credentials(session: Any) -> Any:
     return creds
 
 
+class _EnvCredentials:
+    """Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN)."""
+
+    __slots__ = ("access_key", "secret_key", "token")
+
+    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
+        self.access_key, self.secret_key, self.token = access_key, secret_key, token
+
+    def get_frozen_credentials(self) -> _EnvCredentials:
+        return self
+
+
+def _plain_local_setup(endpoint_url: str | None) -> tuple[_EnvCredentials, str] | None:
+    """(credentials, endpoint) read from the environment alone, for a plain-HTTP endpoint.
+
+    A run against a local stand-in (moto, DynamoDB Local, the benchmarks'
+    endpoint) with keys in the environment resolves exactly what boto3 would:
+    the environment's keys come first in botocore's chain, and an endpoint in
+    the environment overrides the config file.  Importing boto3 and building a
+    session for it cost a quarter of a second of a short run's start.  Any
+    other set-up (a profile, an expiring or partial key, https, no endpoint
+    given) returns None and goes through boto3.
+    """
+    env = os.environ
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret or env.get("AWS_CREDENTIAL_EXPIRATION"):
+        return None
+    if not endpoint_url:
+        if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
+            return None
+        endpoint_url = env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL")
+    if not endpoint_url or urlsplit(endpoint_url).scheme != "http":
+        return None
+    token = env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None
+    return _EnvCredentials(key, secret, token), endpoint_url
+
+
+def host_header(url: str) -> str:
+    """The Host header SigV4 signs for `url`: lowercase, no userinfo, default port left out."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != {"http": 80, "https": 443}.get(parts.scheme):
+        host = f"{host}:{port}"
+    return host
+
+
 def resolve_endpoint(session: Any, region: str, endpoint_url: str | None) -> str:
     """`endpoint_url`, else botocore's choice (which reads AWS_ENDPOINT_URL[_DYNAMODB])."""
     if endpoint_url:
@@ -462,16 +512,19 @@ class HttpDynamoClient:
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        import boto3
-        from botocore.auth import _host_from_url
-
         if workers < 1:
             raise ValueError("workers must be >= 1")
-        session = session or boto3.Session()
         self.region = region
         self.workers = workers
-        creds = _credentials(session)
-        endpoint_url = resolve_endpoint(session, region, endpoint_url)
+        local = None if session is not None else _plain_local_setup(endpoint_url)
+        if local is not None:
+            creds, endpoint_url = local
+        else:
+            import boto3
+
+            session = session or boto3.Session()
+            creds = _credentials(session)
+            endpoint_url = resolve_endpoint(session, region, endpoint_url)
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WriterFatalError(f"bad DynamoDB endpoint URL {endpoint_url!r}")
@@ -479,12 +532,13 @@ class HttpDynamoClient:
         path = parts.path or "/"
         url = f"{parts.scheme}://{parts.netloc}{path}"
         # the Host header exactly as SigV4Auth would derive it from the URL
-        self._signer = SigV4Signer(creds, region, _host_from_url(url), path)
+        self._signer = SigV4Signer(creds, region, host_header(url), path)
         self._addr = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             from botocore.httpsession import get_cert_path
 
+            assert session is not None  # the plain local set-up is http only
             bundle = session._session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE
             self._ssl = ssl.create_default_context(cafile=bundle or get_cert_path(True))
         self._connect_timeout = connect_timeout

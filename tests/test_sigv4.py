@@ -233,3 +233,36 @@ def test_the_body_hash_fed_in_pieces_is_sha256():
     for n in (0, 1, 2046, 2047, 2048, 2049, 4094, 4095, 6000, 1 << 20):
         body = rng.randbytes(n)
         assert _body_hash(body) == hashlib.sha256(body).hexdigest()
+
+
+def test_paths_and_host_headers_match_botocore():
+    from botocore.auth import _host_from_url
+    from botocore.utils import normalize_url_path
+
+    from importer.dynamo import host_header
+    from importer.sigv4 import normalize_path
+
+    for path in [
+        "",
+        "/",
+        "//",
+        "/a/b",
+        "/a//b/",
+        "/a/./b/../c",
+        "a/b",
+        "/..",
+        "/a/..",
+        "./",
+        "/a/b/..",
+    ]:
+        assert normalize_path(path) == normalize_url_path(path), path
+    for url in [
+        "http://localhost:8000/",
+        "http://LOCALHOST:80",
+        "https://dynamodb.eu-west-1.amazonaws.com",
+        "https://user:pw@Example.com:443/x",
+        "http://127.0.0.1:4566/",
+        "http://[::1]:8000/",
+        "https://[2001:db8::1]/",
+    ]:
+        assert host_header(url) == _host_from_url(url), url

@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import queue
 import select
 import socket
 import ssl
@@ -544,7 +545,11 @@ class HttpDynamoClient:
         self._connect_timeout = connect_timeout
         self._read_timeout = timeout
         self._free: list[_Conn] = []  # idle connections, LIFO (list.pop/append are atomic)
-        self._slots = threading.BoundedSemaphore(workers)  # <= workers connections busy
+        # <= workers connections busy: a queue of tokens is a semaphore in C (the
+        # threading one is Python code around a Condition, twice per request)
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(workers):
+            self._slots.put(None)
         self._request_line = (
             b"POST " + quote(path, safe="/:@!$&'()*+,;=-._~%").encode() + b" HTTP/1.1\r\n"
         )
@@ -631,7 +636,8 @@ class HttpDynamoClient:
         """One request/response on a pooled connection; transport failures raise DynamoError."""
         if self._closed:
             raise DynamoError("ConnectionError", "the client is closed", status=500)
-        with self._slots:
+        self._slots.get()
+        try:
             conn = self._pooled()
             for fresh in (conn is None, True):
                 if conn is None:
@@ -666,6 +672,8 @@ class HttpDynamoClient:
                 self._free.append(conn)
             else:
                 conn.close()
+        finally:
+            self._slots.put(None)
         return status, data, crc
 
     def _pooled(self) -> _Conn | None:

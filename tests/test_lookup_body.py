@@ -37,3 +37,21 @@ def reference_body(table: str, keys: list[tuple[str, str]], projection) -> bytes
 def test_body_equals_json_dumps(table, keys, projection):
     lookup = KeyLookup(client=None, projection=projection)  # type: ignore[arg-type]
     assert lookup._body(table, keys) == reference_body(table, keys, lookup.projection)
+
+
+plain = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(st.tuples(plain, plain), max_size=120),
+    odd=st.sampled_from(['"', "\\", "\n", "\x00", "\x1f", "é", "\ud800"]),
+)
+def test_plain_keys_and_one_odd_character_both_equal_json_dumps(keys, odd):
+    """The joined fast path (plain keys) and the encoder path (one key needs escaping)."""
+    lookup = KeyLookup(client=None)  # type: ignore[arg-type]
+    assert lookup._body("T", keys) == reference_body("T", keys, lookup.projection)
+    if keys:
+        pk, sk = keys[-1]
+        spoiled = [*keys[:-1], (pk, sk + odd)]
+        assert lookup._body("T", spoiled) == reference_body("T", spoiled, lookup.projection)

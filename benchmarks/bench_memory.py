@@ -5,8 +5,9 @@ file within 15 % of the smaller one's peak).  Each run is a whole
 `python -m importer.cli run` process against the compiled acknowledging endpoint
 (ack_endpoint.py), its peak RSS read from the kernel (wait4's ru_maxrss); every
 run is checked to have delivered all its rows.  blind has no run map; insert
-(the default mode) keeps one entry per entity (importer.ledger) and reads
-before writing, so it is the mode whose memory could grow with the file.
+(the default mode) reads before writing and keeps a run map of the batches in
+flight (importer.ledger.WindowLedger), so it is the mode whose memory could
+grow with the file.
 IMPORTER_BENCH_MEMORY_MODES adds modes (upsert, strict: the ack endpoint
 answers their reads and transactions).
 The ratios are reported, not asserted (a single run's peak varies by some

@@ -1,5 +1,7 @@
 """A run against a local plain-HTTP endpoint, keys in the environment, starts without boto3.
 
+(Nor does `importer run` load the modules that only add other commands.)
+
 boto3 would resolve the same keys and endpoint (the environment comes first in
 its chains), but importing it and building a session was a quarter of a second
 of every run's start.  Any other set-up still goes through boto3.
@@ -71,6 +73,9 @@ def test_a_local_run_writes_without_importing_boto3(tmp_path: Path):
         code = main(sys.argv[1:])
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
         print("LOADED", loaded)
+        # nor the modules that only add other commands
+        extras = ("deploy", "plan", "sync", "local_stack", "spec_draft")
+        print("EXTRAS", sorted(m for m in extras if "importer." + m in sys.modules))
         sys.exit(code)
         """
     )
@@ -88,4 +93,5 @@ def test_a_local_run_writes_without_importing_boto3(tmp_path: Path):
         )
         assert out.returncode == 0, out.stderr
         assert "LOADED []" in out.stdout, out.stdout
+        assert "EXTRAS []" in out.stdout, out.stdout
         assert len(server.items("app-command")) == 2

@@ -516,7 +516,7 @@ class ModeStage:
     def _whose(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
         """Who wrote `stored`, and the line when it was this run.
 
-        ('mine', line) -- this very row; ('later', line) -- this run, a later
+        ('mine', 0) -- this very row; ('later', line) -- this run, a later
         line; ('other', line) -- this run at an earlier line (a duplicate whose
         write is already visible); ('other', 0) -- another writer.
         """

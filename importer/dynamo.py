@@ -332,6 +332,7 @@ class _NothingReceived(_BadResponse):
 #: A keep-alive connection idle longer than this is checked before reuse (one select).
 _IDLE_CHECK_SECONDS = 1.0
 _RECV_SIZE = 65536
+_MAX_READ = 1 << 20
 _MAX_HEAD = 256 * 1024
 
 
@@ -371,16 +372,23 @@ class _Received:
         self.pos = 0
         self.got_any = bool(data)
 
-    def _fill(self) -> bool:
+    def _chunk(self, size: int = _RECV_SIZE) -> bytes:
+        """The next bytes from the peer (b"" at the end of the stream)."""
         try:
-            chunk = self.recv(_RECV_SIZE)
+            chunk = self.recv(size)
         except ConnectionResetError as exc:
             if self.got_any:
                 raise _BadResponse(f"ConnectionResetError: {exc}") from None
             raise _NothingReceived(f"ConnectionResetError: {exc}") from None
+        if chunk:
+            self.got_any = True
+        return chunk
+
+    def _fill(self) -> bool:
+        """Append one read to what is buffered (for the small parts: head, chunk sizes)."""
+        chunk = self._chunk()
         if not chunk:
             return False
-        self.got_any = True
         self.data = self.data[self.pos :] + chunk
         self.pos = 0
         return True
@@ -415,20 +423,29 @@ class _Received:
         return out
 
     def exactly(self, n: int) -> bytes:
-        while len(self.data) - self.pos < n:
-            if not self._fill():
-                have = len(self.data) - self.pos
-                raise _BadResponse(f"IncompleteRead({have} bytes read, {n} expected)")
+        need = n - (len(self.data) - self.pos)
+        if need > 0:
+            # a large body arrives in many reads: gathered, then joined once (appending
+            # each read to the buffer copied it again and again)
+            pieces = [self.data[self.pos :]]
+            while need > 0:
+                chunk = self._chunk(min(max(need, _RECV_SIZE), _MAX_READ))
+                if not chunk:
+                    have = n - need
+                    raise _BadResponse(f"IncompleteRead({have} bytes read, {n} expected)")
+                pieces.append(chunk)
+                need -= len(chunk)
+            self.data, self.pos = b"".join(pieces), 0
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
     def to_eof(self) -> bytes:
-        while self._fill():
-            pass
-        out = self.data[self.pos :]
-        self.pos = len(self.data)
-        return out
+        pieces = [self.data[self.pos :]]
+        while chunk := self._chunk():
+            pieces.append(chunk)
+        self.data, self.pos = b"", 0
+        return b"".join(pieces)
 
     def rest(self) -> bytes:
         return self.data[self.pos :]

@@ -636,3 +636,21 @@ def test_a_kept_alive_connection_the_server_closed_after_answering_is_resent_at_
         client.close()
         listener.close()
     assert answered == [b'{"n":%d}' % i for i in range(5)]
+
+
+def test_a_large_answer_in_small_reads_is_read_whole():
+    """16 MB (the BatchGetItem limit) in 4 KB reads: gathered, joined once, not re-copied."""
+    import io
+    import time
+
+    from importer.dynamo import _read_response
+
+    body = bytes(range(256)) * (1 << 16)  # 16 MB
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"next"
+    stream = io.BytesIO(raw)
+    started = time.process_time()
+    status, data, _crc, _alive, rest = _read_response(lambda n: stream.read(min(n, 4096)))
+    spent = time.process_time() - started
+    assert (status, data == body, rest) == (200, True, b"next")
+    # re-copying the buffer on every read took 2 s of CPU here; joined once, 0.07 s
+    assert spent < 0.8, spent

@@ -25,16 +25,19 @@ Not thread-safe: the mode stage calls it under its own lock, in file order.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import os
 import sqlite3
 import tempfile
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["EntityLedger", "Entry", "WindowLedger"]
+__all__ = ["EntityKey", "EntityLedger", "Entry", "WindowLedger"]
 
 #: (version, digest of the compared fields, line of this run or 0)
 Entry = tuple[int, bytes, int]
+#: (pk, sk without its @version): one entity
+EntityKey = tuple[str, str]
 
 #: SQLite's default limit on variables in one statement is 32766; stay well under it.
 _CHUNK = 900
@@ -45,8 +48,20 @@ def _marks(n: int) -> int:
     return min(_CHUNK, max(16, 1 << (n - 1).bit_length()))
 
 
+def _digest(key: EntityKey) -> bytes:
+    """12 bytes standing for the entity: kept instead of its two strings (a tenth the memory)."""
+    pk, base = key
+    return hashlib.blake2b(
+        pk.encode("utf-8", "surrogatepass") + b"\0" + base.encode("utf-8", "surrogatepass"),
+        digest_size=12,
+    ).digest()
+
+
 class EntityLedger:
-    """Entity key -> `Entry`, in a dict up to `memory_entries`, then in a temporary SQLite file."""
+    """Entity key -> `Entry`, in a dict up to `memory_entries`, then in a temporary SQLite file.
+
+    Entities are kept by a 12-byte digest of their key, in memory and on disk.
+    """
 
     def __init__(self, *, memory_entries: int = 50_000, directory: str | None = None) -> None:
         self.memory_entries = memory_entries
@@ -60,13 +75,14 @@ class EntityLedger:
         """True once the entries live in the SQLite file."""
         return self._db is not None
 
-    def load(self, keys: Iterable[bytes]) -> dict[bytes, Entry]:
+    def load(self, keys: Iterable[EntityKey]) -> dict[EntityKey, Entry]:
         """The known entries among `keys`."""
+        by_digest = {_digest(k): k for k in keys}
         if self._db is None:
             mem = self._mem
-            return {k: mem[k] for k in keys if k in mem}
-        wanted = list(dict.fromkeys(keys))
-        found: dict[bytes, Entry] = {}
+            return {k: mem[d] for d, k in by_digest.items() if d in mem}
+        wanted = list(by_digest)
+        found: dict[EntityKey, Entry] = {}
         for i in range(0, len(wanted), _CHUNK):
             part: list[bytes | None] = [*wanted[i : i + _CHUNK]]
             # a few statement shapes, not one per length: sqlite3 caches up to 128
@@ -77,15 +93,20 @@ class EntityLedger:
                 f"SELECT key, version, digest, line FROM entity WHERE key IN ({marks})", part
             )
             for key, version, digest, line in rows:
-                found[key] = (version, digest, line)
+                found[by_digest[key]] = (version, digest, line)
         return found
 
-    def store(self, entries: Mapping[bytes, Entry]) -> None:
-        """Remember `entries` (replacing what was known of those keys)."""
+    def store(self, entries: Mapping[EntityKey, Entry], owner: int | None = None) -> None:
+        """Remember `entries` (replacing what was known of those keys).
+
+        `owner` is the batch's ticket, as `WindowLedger.store` takes it: this
+        ledger forgets nothing, so it does not need it.
+        """
         if not entries:
             return
+        digested = {_digest(k): e for k, e in entries.items()}
         if self._db is None:
-            self._mem.update(entries)
+            self._mem.update(digested)
             if len(self._mem) > self.memory_entries:
                 self._spill()
             return
@@ -93,7 +114,7 @@ class EntityLedger:
         db.execute("BEGIN")
         db.executemany(
             "INSERT OR REPLACE INTO entity VALUES (?, ?, ?, ?)",
-            ((k, v, d, line) for k, (v, d, line) in entries.items()),
+            ((k, v, d, line) for k, (v, d, line) in digested.items()),
         )
         db.execute("COMMIT")
 
@@ -163,12 +184,12 @@ class WindowLedger:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[Hashable, tuple[Entry, int | None]] = {}
-        self._owned: dict[int, list[Hashable]] = {}
+        self._entries: dict[EntityKey, tuple[Entry, int | None]] = {}
+        self._owned: dict[int, list[EntityKey]] = {}
         self._visible: list[tuple[int, int]] = []  # heap of (issued, owner)
         self.peak = 0  # most entries held at once (for tests and benchmarks)
 
-    def load(self, keys: Iterable[Hashable]) -> dict[Hashable, Entry]:
+    def load(self, keys: Iterable[EntityKey]) -> dict[EntityKey, Entry]:
         """The known entries among `keys`."""
         entries = self._entries
         found = {}
@@ -178,7 +199,7 @@ class WindowLedger:
                 found[k] = hit[0]
         return found
 
-    def store(self, entries: Mapping[Hashable, Entry], owner: int | None = None) -> None:
+    def store(self, entries: Mapping[EntityKey, Entry], owner: int | None = None) -> None:
         """Remember batch `owner`'s assignments (None: for the whole run)."""
         if not entries:
             return

@@ -145,13 +145,6 @@ def compare_digest(item: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-def _entity_key(pk: str, base: str) -> bytes:
-    return hashlib.blake2b(
-        pk.encode("utf-8", "surrogatepass") + b"\0" + base.encode("utf-8", "surrogatepass"),
-        digest_size=12,
-    ).digest()
-
-
 def _version_of(item: Mapping[str, Any], default: int) -> int:
     try:
         return int(item["version"]["N"])
@@ -544,10 +537,7 @@ class ModeStage:
         ticket: int | None = None,
     ) -> PreparedBatch:
         out = PreparedBatch()
-        if self._window is not None:  # a small dict: the key as it is, no digest
-            keys: list[Any] = [(r.item.pk, r.base) for r in rows]
-        else:
-            keys = [_entity_key(r.item.pk, r.base) for r in rows]
+        keys = [(r.item.pk, r.base) for r in rows]
         loaded = self._ledger.load(keys)  # this batch's part of the run map
         state = dict(loaded)
         insert = self.mode == "insert"
@@ -559,22 +549,13 @@ class ModeStage:
             known = state.get(key)  # (version, digest, line of this run or 0)
             if insert:
                 if known is not None:
-                    v, _d, first = known
-                    why = f"exists (version {v})"
-                    if first:
-                        why += f": duplicate of line {first}"
-                    kind = RejectKind.DUPLICATE if first else RejectKind.EXISTS
-                    out.rejects.append(self._reject(r, why, fields, kind))
+                    out.rejects.append(self._exists(r, known[0], known[2], fields))
                 elif r.mine:
                     out.items.append(self._render(r, r.mine))
                     state[key] = (r.mine, r.digest, it.line)
                 elif r.cur_version:
                     # stored by this run for an earlier line: the same words as the run map's
-                    why = f"exists (version {r.cur_version})"
-                    if r.cur_line:
-                        why += f": duplicate of line {r.cur_line}"
-                    kind = RejectKind.DUPLICATE if r.cur_line else RejectKind.EXISTS
-                    out.rejects.append(self._reject(r, why, fields, kind))
+                    out.rejects.append(self._exists(r, r.cur_version, r.cur_line, fields))
                     state[key] = (r.cur_version, r.cur_digest, r.cur_line)
                 else:
                     out.items.append(it)
@@ -599,12 +580,17 @@ class ModeStage:
                 v = base_v + 1
                 out.items.append(self._render(r, v))
                 state[key] = (v, r.digest, it.line)
-        changed = {k: e for k, e in state.items() if loaded.get(k) != e}
-        if self._window is not None:
-            self._window.store(changed, ticket)
-        else:
-            self._ledger.store(changed)
+        self._ledger.store({k: e for k, e in state.items() if loaded.get(k) != e}, ticket)
         return out
+
+    def _exists(
+        self, r: _Row, version: int, line: int, fields: Mapping[int, Sequence[str]]
+    ) -> Reject:
+        """Insert's reject of an entity stored at `version` (by this run's `line`, if not 0)."""
+        if line:
+            why = f"exists (version {version}): duplicate of line {line}"
+            return self._reject(r, why, fields, RejectKind.DUPLICATE)
+        return self._reject(r, f"exists (version {version})", fields, RejectKind.EXISTS)
 
     def _reject(
         self, r: _Row, reason: str, fields: Mapping[int, Sequence[str]], kind: RejectKind

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import threading
@@ -13,13 +12,13 @@ from importer.modes import ModeStage
 from importer.records import PreparedItem, RejectKind
 
 
-def key(i: int) -> bytes:
-    return hashlib.blake2b(str(i).encode(), digest_size=12).digest()
+def key(i: int) -> tuple[str, str]:
+    return f"T#t{i % 7}", f"P#{i}"
 
 
 def test_the_ledger_answers_alike_before_and_after_it_spills(tmp_path):
     ledger = EntityLedger(memory_entries=500, directory=str(tmp_path))
-    model: dict[bytes, tuple[int, bytes, int]] = {}
+    model: dict[tuple[str, str], tuple[int, bytes, int]] = {}
     rng = random.Random(5)
     for batch in range(40):
         keys = [key(rng.randrange(3000)) for _ in range(100)]
@@ -104,14 +103,15 @@ def test_the_window_keeps_a_write_until_every_batch_that_read_before_it_has_assi
 
 
 def test_window_ledger_forgets_only_what_its_batch_still_owns():
+    x, y = ("T#t1", "P#X"), ("T#t1", "P#Y")
     w = WindowLedger()
-    w.store({"x": (1, b"", 2), "y": (1, b"", 3)}, owner=0)
-    w.store({"x": (2, b"", 9)}, owner=1)  # a later batch assigned x again
+    w.store({x: (1, b"", 2), y: (1, b"", 3)}, owner=0)
+    w.store({x: (2, b"", 9)}, owner=1)  # a later batch assigned x again
     w.written(0, issued=3)
     w.advance(2)
     assert len(w) == 2  # ticket 2 may have read before batch 0's write
     w.advance(3)
-    assert w.load(["x", "y"]) == {"x": (2, b"", 9)}  # y forgotten; x belongs to batch 1
+    assert w.load([x, y]) == {x: (2, b"", 9)}  # y forgotten; x belongs to batch 1
     w.written(1, issued=4)
     w.advance(4)
     assert len(w) == 0 and w.peak == 2

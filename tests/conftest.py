@@ -20,6 +20,29 @@ os.environ.pop("AWS_PROFILE", None)
 from importer.mbc_model import TABLE_SCHEMA as KEY_SCHEMA  # noqa: E402
 
 
+def read_http_request(conn: Any) -> bytes | None:
+    """The body of the next HTTP request on socket `conn` (None: the client hung up first).
+
+    For the small hand-written servers of the HTTP client's tests.
+    """
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += conn.recv(65536)
+    return body
+
+
+def http_ok(answer: bytes) -> bytes:
+    """A 200 response carrying `answer` (kept alive: no Connection header)."""
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+
+
 @pytest.fixture(autouse=True)
 def _run_in_tmp(tmp_path, monkeypatch):
     """Default report and checkpoint paths are relative: keep them out of the repo."""

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from importer.dynamo import DynamoError, HttpDynamoClient  # noqa: E402
+from tests.conftest import http_ok, read_http_request  # noqa: E402
 
 ANSWER = b'{"UnprocessedItems":{}}'
 
@@ -88,24 +89,12 @@ class _TlsServer:
             return
         with conn:
             try:
-                while True:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        data += chunk
-                    head, _, body = data.partition(b"\r\n\r\n")
-                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                    while len(body) < length:
-                        body += conn.recv(65536)
+                while (body := read_http_request(conn)) is not None:
                     if self.stall.is_set():
                         time.sleep(1.0)  # answers far too late
                         return
                     self.bodies.append(body)
-                    conn.sendall(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
-                    )
+                    conn.sendall(http_ok(ANSWER))
             except (OSError, ssl.SSLError):
                 return
 

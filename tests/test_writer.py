@@ -21,6 +21,7 @@ import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from conftest import http_ok, read_http_request  # noqa: E402
 from ddb_server import DdbServer  # noqa: E402
 from writers import http_writer, write_many  # noqa: E402
 
@@ -611,17 +612,10 @@ def test_a_kept_alive_connection_the_server_closed_after_answering_is_resent_at_
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                while len(body) < length:
-                    body += conn.recv(65536)
-                answer = b'{"UnprocessedItems":{}}'
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
-                )
+                body = read_http_request(conn)
+                if body is None:
+                    continue
+                conn.sendall(http_ok(b'{"UnprocessedItems":{}}'))
                 answered.append(body)
 
     threading.Thread(target=serve, daemon=True).start()

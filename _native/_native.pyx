@@ -12,14 +12,17 @@ turn the codes into `Reject` records with the reference's exact reasons.
 * `escape_json_string` -- JSON string escaping (kept for the HTTP writer).
 * `TransformPlan` / `transform_rows` -- the batch transformer.
 * `row_json_size` -- `importer.batching.item_json_size` in C.
-* `RecordReader` -- ItemReader CSV records from a byte stream, chunked.
+* `RecordReader` -- ItemReader CSV records from a byte stream, chunked;
+  `read_batch` cuts ItemBatcher batches in C, each a `RowBlock` (the batch's
+  field bytes in one buffer, which `transform_rows` reads in place).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.ref cimport PyObject, Py_INCREF
 from libc.stdlib cimport free, malloc, realloc, calloc
-from libc.string cimport memcmp, memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset, strlen
+from libc.stdint cimport uint64_t
 
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 
@@ -56,34 +59,54 @@ cdef const char* _HEX = b"0123456789abcdef"
 # JSON string escaping (json.dumps(ensure_ascii=False) rules)
 # ---------------------------------------------------------------------------
 
+# 1 for the bytes JSON escapes: control characters, '"' and '\\'
+cdef uchar _ESC[256]
+for _c in range(256):
+    _ESC[_c] = 1 if (_c < 32 or _c == 34 or _c == 92) else 0
+
+
+# what escaping adds to a byte's length: 1 for a quote, backslash, LF, CR, tab, BS or FF; 5 for a \u00XX escape
+cdef uchar _ESC_EXTRA[256]
+for _c in range(256):
+    _ESC_EXTRA[_c] = (1 if _c in (34, 92, 10, 13, 9, 8, 12) else 5 if _c < 32 else 0)
+
+
 cdef Py_ssize_t _escape_into(const unsigned char* src, Py_ssize_t n, char* out) noexcept nogil:
-    """Write the JSON-escaped form of UTF-8 `src` into `out` (room for 6*n bytes)."""
-    cdef Py_ssize_t i, o = 0
+    """Write the JSON-escaped form of UTF-8 `src` into `out` (room for 6*n bytes).
+
+    Runs of bytes that need no escape (nearly all of them) are copied whole."""
+    cdef Py_ssize_t i = 0, o = 0, j
     cdef unsigned char c
-    for i in range(n):
+    while i < n:
+        j = i
+        while j < n and not _ESC[src[j]]:
+            j += 1
+        if j > i:
+            copy_bytes(out + o, <const char*> src + i, j - i)
+            o += j - i
+            i = j
+            if i >= n:
+                break
         c = src[i]
+        i += 1
         if c == 34 or c == 92:          # " and \
             out[o] = 92
             out[o + 1] = c
             o += 2
-        elif c < 32:
-            if c == 10:
-                out[o] = 92; out[o + 1] = 110; o += 2
-            elif c == 13:
-                out[o] = 92; out[o + 1] = 114; o += 2
-            elif c == 9:
-                out[o] = 92; out[o + 1] = 116; o += 2
-            elif c == 8:
-                out[o] = 92; out[o + 1] = 98; o += 2
-            elif c == 12:
-                out[o] = 92; out[o + 1] = 102; o += 2
-            else:
-                out[o] = 92; out[o + 1] = 117; out[o + 2] = 48; out[o + 3] = 48
-                out[o + 4] = _HEX[c >> 4]; out[o + 5] = _HEX[c & 15]
-                o += 6
+        elif c == 10:
+            out[o] = 92; out[o + 1] = 110; o += 2
+        elif c == 13:
+            out[o] = 92; out[o + 1] = 114; o += 2
+        elif c == 9:
+            out[o] = 92; out[o + 1] = 116; o += 2
+        elif c == 8:
+            out[o] = 92; out[o + 1] = 98; o += 2
+        elif c == 12:
+            out[o] = 92; out[o + 1] = 102; o += 2
         else:
-            out[o] = c
-            o += 1
+            out[o] = 92; out[o + 1] = 117; out[o + 2] = 48; out[o + 3] = 48
+            out[o + 4] = _HEX[c >> 4]; out[o + 5] = _HEX[c & 15]
+            o += 6
     return o
 
 
@@ -118,12 +141,9 @@ cdef struct Buf:
     Py_ssize_t cap
 
 
-cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
-    cdef Py_ssize_t need = b.len + extra
+cdef int buf_grow(Buf* b, Py_ssize_t need) noexcept nogil:
     cdef Py_ssize_t cap
     cdef char* p
-    if need <= b.cap:
-        return 0
     cap = b.cap * 2
     if cap < need + 256:
         cap = need + 256
@@ -135,10 +155,26 @@ cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
     return 0
 
 
+cdef inline int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
+    if b.len + extra <= b.cap:
+        return 0
+    return buf_grow(b, b.len + extra)
+
+
+cdef inline void copy_bytes(char* dst, const char* src, Py_ssize_t n) noexcept nogil:
+    """memcpy, but a call to the library costs more than copying a short field in place."""
+    cdef Py_ssize_t i
+    if n > 16:
+        memcpy(dst, src, n)
+        return
+    for i in range(n):
+        dst[i] = src[i]
+
+
 cdef inline int w_raw(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
     if buf_reserve(b, n) < 0:
         return -1
-    memcpy(b.data + b.len, p, n)
+    copy_bytes(b.data + b.len, p, n)
     b.len += n
     return 0
 
@@ -151,10 +187,8 @@ cdef inline int w_esc(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline int w_lit(Buf* b, const char* s) noexcept nogil:
-    cdef Py_ssize_t n = 0
-    while s[n] != 0:
-        n += 1
-    return w_raw(b, s, n)
+    # inlined, strlen of a literal is folded by the compiler
+    return w_raw(b, s, strlen(s))
 
 
 # ---------------------------------------------------------------------------
@@ -1205,6 +1239,255 @@ cdef void _free_batch(Batch* bt) noexcept:
     free(bt.json_size); free(bt.out); free(bt.vals); free(bt.wire.data); free(bt.tpl.data)
 
 
+# ---------------------------------------------------------------------------
+# RowBlock: one batch's rows, field bytes in one buffer
+# ---------------------------------------------------------------------------
+
+cdef class RowBlock:
+    """One batch's rows as the reader parsed them: every field's UTF-8 bytes in one buffer.
+
+    Why: the native transform reads the bytes in place, so a batch on its way
+    from the reader to the transform holds no Python object per row or field
+    (ten `str`s, a list and two tuples per row were most of the reader's cost).
+    It is still a sequence of `(line, fields)`, built on access, for every
+    other consumer -- rejects, the reference engine, the plan -- so they see
+    exactly the rows the reader would have listed.  Immutable once the reader
+    hands it out, so worker threads read it without a lock.
+    """
+
+    cdef Buf data
+    # row r, field k: data[offs[r * (width + 1) + k] : offs[r * (width + 1) + k + 1]]
+    cdef Py_ssize_t* offs
+    cdef long long* lines
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef readonly Py_ssize_t width
+    # rows whose fields came from Python (a record the reader re-read): index -> fields
+    cdef dict py_rows
+
+    def __cinit__(self, Py_ssize_t width):
+        memset(&self.data, 0, sizeof(Buf))
+        self.offs = NULL
+        self.lines = NULL
+        self.n = 0
+        self.cap = 0
+        if width < 1:
+            raise ValueError("a RowBlock needs at least one column")
+        self.width = width
+        self.py_rows = None
+
+    def __dealloc__(self):
+        free(self.data.data)
+        free(self.offs)
+        free(self.lines)
+
+    cdef int _grow(self) noexcept nogil:
+        cdef Py_ssize_t cap = self.cap * 2 if self.cap else 64
+        cdef Py_ssize_t* o = <Py_ssize_t*> realloc(
+            self.offs, cap * (self.width + 1) * sizeof(Py_ssize_t))
+        if o == NULL:
+            return -1
+        self.offs = o
+        cdef long long* ln = <long long*> realloc(self.lines, cap * sizeof(long long))
+        if ln == NULL:
+            return -1
+        self.lines = ln
+        self.cap = cap
+        return 0
+
+    cdef int append_parsed(self, long long line, const char* fb, const Py_ssize_t* fends,
+                           Py_ssize_t nf) noexcept nogil:
+        """Append a parsed record (fields ending at `fends` in `fb`), cut or padded to width."""
+        cdef Py_ssize_t w = self.width, k, take = nf if nf < w else w
+        cdef Py_ssize_t used = fends[take - 1] if take > 0 else 0, base = self.data.len
+        cdef Py_ssize_t* o
+        if self.n >= self.cap and self._grow() < 0:
+            return -1
+        if w_raw(&self.data, fb, used) < 0:
+            return -1
+        o = self.offs + self.n * (w + 1)
+        o[0] = base
+        for k in range(take):
+            o[k + 1] = base + fends[k]
+        for k in range(take, w):
+            o[k + 1] = base + used
+        self.lines[self.n] = line
+        self.n += 1
+        return 0
+
+    cdef int append_fields(self, long long line, list fields) except -1:
+        """Append a row the reader built in Python: kept as those very objects."""
+        cdef Py_ssize_t w = self.width, k
+        cdef Py_ssize_t* o
+        if self.n >= self.cap and self._grow() < 0:
+            raise MemoryError()
+        o = self.offs + self.n * (w + 1)
+        for k in range(w + 1):
+            o[k] = self.data.len
+        if self.py_rows is None:
+            self.py_rows = {}
+        self.py_rows[self.n] = fields
+        self.lines[self.n] = line
+        self.n += 1
+        return 0
+
+    def append(self, long long line, fields) -> None:
+        """Add a row built in Python (tests, and any caller with rows in hand).
+
+        Lines must rise, as the reader's do (`index_of` searches them).  A row
+        of `width` strings that UTF-8 can encode is stored as bytes, like the
+        reader's; any other row (a lone surrogate, another width) is kept as
+        the given objects, for the transform's general path to judge.
+        """
+        cdef Py_ssize_t k, n, w = self.width
+        cdef const char* p
+        cdef Py_ssize_t* o
+        if self.n and line <= self.lines[self.n - 1]:
+            raise ValueError(f"line {line} does not follow line {self.lines[self.n - 1]}")
+        if not (PyList_CheckExact(fields) or PyTuple_CheckExact(fields)) or len(fields) != w:
+            self.append_fields(line, list(fields))
+            return
+        for k in range(w):
+            if not PyUnicode_CheckExact(fields[k]):
+                self.append_fields(line, list(fields))
+                return
+            if _utf8_nocheck(fields[k], &n) == NULL:
+                PyErr_Clear()
+                self.append_fields(line, list(fields))
+                return
+        if self.n >= self.cap and self._grow() < 0:
+            raise MemoryError()
+        o = self.offs + self.n * (w + 1)
+        o[0] = self.data.len
+        for k in range(w):
+            p = _utf8_nocheck(fields[k], &n)
+            if w_raw(&self.data, p, n) < 0:
+                raise MemoryError()
+            o[k + 1] = self.data.len
+        self.lines[self.n] = line
+        self.n += 1
+
+    cdef inline bint in_buffer(self, Py_ssize_t r) except -1:
+        """True when row r's fields are bytes in the buffer (not a Python-built row)."""
+        return self.py_rows is None or r not in self.py_rows
+
+    cdef inline const char* field_ptr(self, Py_ssize_t r, Py_ssize_t k,
+                                      Py_ssize_t* length) noexcept nogil:
+        cdef Py_ssize_t* o = self.offs + r * (self.width + 1) + k
+        length[0] = o[1] - o[0]
+        return self.data.data + o[0]
+
+    cdef object field_str(self, Py_ssize_t r, Py_ssize_t k):
+        cdef Py_ssize_t n
+        cdef const char* p
+        if not self.in_buffer(r):
+            return self.py_rows[r][k]
+        p = self.field_ptr(r, k, &n)
+        return PyUnicode_DecodeUTF8(p, n, NULL)
+
+    cdef list fields_list(self, Py_ssize_t r):
+        cdef Py_ssize_t k, n, w = self.width
+        cdef const char* p
+        cdef list out
+        if not self.in_buffer(r):
+            return list(self.py_rows[r])  # the caller's own list, as the reader's rows are
+        out = PyList_New(w)
+        for k in range(w):
+            p = self.field_ptr(r, k, &n)
+            s = PyUnicode_DecodeUTF8(p, n, NULL)
+            Py_INCREF(s)
+            PyList_SET_ITEM(out, k, s)
+        return out
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, index):
+        cdef Py_ssize_t r
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.n))]
+        r = index
+        if r < 0:
+            r += self.n
+        if r < 0 or r >= self.n:
+            raise IndexError("RowBlock index out of range")
+        return (self.lines[r], self.fields_list(r))
+
+    def __iter__(self):
+        cdef Py_ssize_t r
+        for r in range(self.n):
+            yield (self.lines[r], self.fields_list(r))
+
+    def line_at(self, Py_ssize_t r) -> int:
+        if r < 0 or r >= self.n:
+            raise IndexError("RowBlock index out of range")
+        return self.lines[r]
+
+    def index_of(self, long long line) -> int:
+        """The row that starts at `line`, or -1 (lines rise strictly: a binary search)."""
+        cdef Py_ssize_t lo = 0, hi = self.n, mid
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.lines[mid] < line:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < self.n and self.lines[lo] == line:
+            return lo
+        return -1
+
+    def __eq__(self, other):
+        if isinstance(other, (RowBlock, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"RowBlock({list(self)!r})"
+
+    def __reduce__(self):
+        return (_rows_as_list, (list(self),))
+
+
+def _rows_as_list(rows):
+    """Unpickles a RowBlock as the plain list of rows it stands for."""
+    return rows
+
+
+cdef int _json_column(str text, Py_ssize_t r, Py_ssize_t j, Core* core, Batch* bt,
+                      object json_value, list keep, dict json_reason) except -2:
+    """Parse row r's JSON column j in Python (the core takes the wire bytes); -1: a
+    lone surrogate (the row falls back to the reference)."""
+    cdef object value
+    f = text.strip(" \t")
+    if not f:
+        return 0
+    try:
+        value = json_value(f)
+    except UnicodeEncodeError:
+        return -1
+    except Exception as exc:  # noqa: BLE001 - raised later, in row order
+        bt.json_status[r * core.njson + j] = 3
+        json_reason[(r, j)] = exc
+        return 0
+    if isinstance(value, str):
+        bt.json_status[r * core.njson + j] = 2
+        json_reason[(r, j)] = value
+        return 0
+    wire, size = value
+    keep.append(wire)
+    bt.json_status[r * core.njson + j] = 1
+    bt.json_ptr[r * core.njson + j] = PyBytes_AS_STRING(wire)
+    bt.json_len[r * core.njson + j] = PyBytes_GET_SIZE(wire)
+    bt.json_size[r * core.njson + j] = size
+    return 0
+
+
 def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, fallback_row,
                    key_reject):
     """Run one batch through the plan; returns (items, rejects) in row order.
@@ -1228,7 +1511,14 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
     cdef dict json_reason = {}
     cdef list slot_index = plan.slot_index
     cdef Py_ssize_t* sidx = NULL
-    rows = rows if PyList_CheckExact(rows) or PyTuple_CheckExact(rows) else list(rows)
+    cdef RowBlock blk = None
+    if type(rows) is RowBlock:
+        blk = <RowBlock> rows
+        if blk.width != nh:  # not this header's rows: the general path decides
+            rows = list(blk)
+            blk = None
+    elif not (PyList_CheckExact(rows) or PyTuple_CheckExact(rows)):
+        rows = list(rows)
     nrows = len(rows)
     memset(&bt, 0, sizeof(Batch))
     bt.nrows = nrows
@@ -1256,6 +1546,22 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
             sidx[s] = slot_index[s]
         # ---- phase 1 (GIL): UTF-8 pointers, regex and JSON columns
         for r in range(nrows):
+            if blk is not None and blk.in_buffer(r):
+                # the reader's bytes, read in place: no Python object unless a
+                # regex or JSON column needs the text
+                bt.lines[r] = blk.lines[r]
+                for s in range(nslots):
+                    bt.ptrs[r * nslots + s] = blk.field_ptr(r, sidx[s], &bt.lens[r * nslots + s])
+                for j, (hidx, regex) in enumerate(plan.regex_cols):
+                    f = blk.field_str(r, hidx)
+                    if len(f) and regex.search(f) is not None:
+                        bt.regex_ok[r * core.nregex + j] = 1
+                for j, hidx in enumerate(plan.json_cols):
+                    if _json_column(blk.field_str(r, hidx), r, j, core, &bt, json_value, keep,
+                                    json_reason) < 0:
+                        bt.fallback[r] = 1
+                        break
+                continue
             row = rows[r]
             line, fields = row
             if not PyLong_CheckExact(line):
@@ -1288,28 +1594,10 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
                 if len(f) and regex.search(f) is not None:
                     bt.regex_ok[r * core.nregex + j] = 1
             for j, hidx in enumerate(plan.json_cols):
-                f = _field(fields, hidx).strip(" \t")
-                if not f:
-                    continue
-                try:
-                    value = json_value(f)
-                except UnicodeEncodeError:
+                if _json_column(_field(fields, hidx), r, j, core, &bt, json_value, keep,
+                                json_reason) < 0:
                     bt.fallback[r] = 1
                     break
-                except Exception as exc:  # noqa: BLE001 - raised later, in row order
-                    bt.json_status[r * core.njson + j] = 3
-                    json_reason[(r, j)] = exc
-                    continue
-                if isinstance(value, str):
-                    bt.json_status[r * core.njson + j] = 2
-                    json_reason[(r, j)] = value
-                    continue
-                wire, size = value
-                keep.append(wire)
-                bt.json_status[r * core.njson + j] = 1
-                bt.json_ptr[r * core.njson + j] = PyBytes_AS_STRING(wire)
-                bt.json_len[r * core.njson + j] = PyBytes_GET_SIZE(wire)
-                bt.json_size[r * core.njson + j] = size
         # ---- phase 2 (no GIL): validate, render, serialise
         with nogil:
             rc = transform_all(core, &bt)
@@ -1319,9 +1607,8 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
         for r in range(nrows):
             o = &bt.out[r]
             if o.code == ITEM:
-                line, fields = rows[r]
                 items.append(_new_slotted(item_cls, _ITEM_FIELDS, (
-                    line,
+                    bt.lines[r],
                     PyUnicode_DecodeUTF8(bt.wire.data + o.pk_off, o.pk_len, NULL),
                     PyUnicode_DecodeUTF8(bt.wire.data + o.sk_off, o.sk_len, NULL),
                     PyBytes_FromStringAndSize(bt.wire.data + o.wire_off, o.wire_len),
@@ -1486,11 +1773,22 @@ def row_json_size(header, fields, fallback):
 
 
 
+cdef inline bint _zero_byte(uint64_t v) noexcept nogil:
+    """True when one of the eight bytes of `v` is zero."""
+    return ((v - 0x0101010101010101ULL) & ~v & 0x8080808080808080ULL) != 0
+
+
 cdef Py_ssize_t utf8_first_error(const uchar* s, Py_ssize_t n) noexcept nogil:
     """Index of the first invalid UTF-8 sequence (Python's exc.start), or -1."""
     cdef Py_ssize_t i = 0, need
     cdef uchar c, lo, hi
+    cdef uint64_t w
     while i < n:
+        if i + 8 <= n:
+            memcpy(&w, s + i, 8)
+            if (w & 0x8080808080808080ULL) == 0:  # eight ASCII bytes
+                i += 8
+                continue
         c = s[i]
         if c < 0x80:
             i += 1
@@ -1562,7 +1860,8 @@ cdef class RecordReader:
     cdef public long long padded
     cdef public long long truncated
     cdef bint closed
-    cdef object pending          # (line, fields, size): the row that closed the last batch
+    cdef RowBlock pending        # the row that closed the last batch, opening the next
+    cdef Py_ssize_t pending_size  # its JSON size
     cdef Py_ssize_t last_size    # JSON size of the last record read (-1: not known in C)
 
     def __cinit__(self):
@@ -1671,7 +1970,8 @@ cdef class RecordReader:
     cdef int _parse(self) noexcept nogil:
         """One record from buf[start:end]; commits `start`/`line` only on P_RECORD."""
         cdef const uchar* b = <const uchar*> self.buf
-        cdef Py_ssize_t i = self.start, end = self.end, raw_start, e, tl
+        cdef Py_ssize_t i = self.start, end = self.end, raw_start, e, tl, j
+        cdef uint64_t w8
         cdef long long line = self.line
         cdef uchar c, d = self.delim, nb
         cdef int state
@@ -1719,6 +2019,12 @@ cdef class RecordReader:
             # one physical line: content b[raw_start:e]
             e = i
             while True:
+                if e + 8 <= end:
+                    memcpy(&w8, b + e, 8)
+                    if not (_zero_byte(w8 ^ 0x0a0a0a0a0a0a0a0aULL)
+                            or _zero_byte(w8 ^ 0x0d0d0d0d0d0d0d0dULL)):
+                        e += 8  # no line break among these eight bytes
+                        continue
                 if e >= end:
                     if more:
                         return P_NEED_MORE
@@ -1739,6 +2045,25 @@ cdef class RecordReader:
             if buf_reserve(fb, e - i + 2) < 0:
                 return P_NOMEM
             while i < e:
+                # a run of ordinary bytes inside a field is copied whole
+                if state == ST_UNQUOTED:
+                    j = fb.len
+                    while i < e and b[i] != 92 and b[i] != d:
+                        fb.data[j] = <char> b[i]
+                        j += 1
+                        i += 1
+                    fb.len = j
+                    if i >= e:
+                        break
+                elif state == ST_QUOTED:
+                    j = fb.len
+                    while i < e and b[i] != 92 and b[i] != 34:
+                        fb.data[j] = <char> b[i]
+                        j += 1
+                        i += 1
+                    fb.len = j
+                    if i >= e:
+                        break
                 c = b[i]
                 i += 1
                 if c == 92:
@@ -1818,13 +2143,13 @@ cdef class RecordReader:
         `last_size` is set to the row's `item_json_size` computed from the
         parsed bytes, or -1 where C does not know it (a record Python re-read).
         """
+        if not self._advance():
+            return None
+        return self._materialize(hlens, nh)
+
+    cdef bint _advance(self) except -1:
+        """Parse the next record into `fb`/`fends`/`rec`; False at the end."""
         cdef int rc
-        cdef Py_ssize_t k, prev, nf, width, n, total, j
-        cdef list fields
-        cdef object error
-        cdef const char* errors
-        cdef const uchar* fd
-        cdef uchar c
         self.last_size = -1
         if self.closed:
             raise ValueError("I/O operation on a closed RecordReader")
@@ -1839,13 +2164,34 @@ cdef class RecordReader:
             with nogil:
                 rc = self._parse()
             if rc == P_RECORD:
-                break
+                return True
             if rc == P_NEED_MORE:
                 self._fill()
                 continue
             if rc == P_NOMEM:
                 raise MemoryError()
-            return None
+            return False
+
+    cdef Py_ssize_t _json_size(self, const Py_ssize_t* hlens, Py_ssize_t n) noexcept nogil:
+        """item_json_size of the parsed record cut or padded to `n` columns named by `hlens`:
+        '{' '}', commas, and per column "name":"value" escaped."""
+        cdef Py_ssize_t total = 1 + n if n else 2, prev = 0, k, j, nf = self.rec.nfields
+        cdef const uchar* fd = <const uchar*> self.fb.data
+        for k in range(n):
+            total += hlens[k] + 3  # ':' and the value's quotes
+            if k < nf:
+                total += self.fends[k] - prev
+                for j in range(prev, self.fends[k]):
+                    total += _ESC_EXTRA[fd[j]]
+                prev = self.fends[k]
+        return total
+
+    cdef tuple _materialize(self, const Py_ssize_t* hlens, Py_ssize_t nh):
+        """The parsed record as (line, fields, error) Python objects (see `_record`)."""
+        cdef Py_ssize_t k, prev, nf, width, n
+        cdef list fields
+        cdef object error
+        cdef const char* errors
         nf = self.rec.nfields
         width = self.width
         error = None
@@ -1883,23 +2229,7 @@ cdef class RecordReader:
                 n = width
                 self.truncated += 1
         if hlens != NULL and n == nh and error is None:
-            # item_json_size: '{' '}', commas, and per column "name":"value" escaped
-            total = 1 + n if n else 2
-            prev = 0
-            fd = <const uchar*> self.fb.data
-            for k in range(n):
-                total += hlens[k] + 3  # ':' and the value's quotes
-                if k < nf:
-                    for j in range(prev, self.fends[k]):
-                        c = fd[j]
-                        if c == 34 or c == 92:
-                            total += 2
-                        elif c < 32:
-                            total += 2 if (c == 10 or c == 13 or c == 9 or c == 8 or c == 12) else 6
-                        else:
-                            total += 1
-                    prev = self.fends[k]
-            self.last_size = total
+            self.last_size = self._json_size(hlens, n)
         fields = PyList_New(n)
         prev = 0
         for k in range(n):
@@ -1912,62 +2242,85 @@ cdef class RecordReader:
             PyList_SET_ITEM(fields, k, s)
         return (self.rec.line, fields, error)
 
+    cdef int _take(self, RowBlock rows, tuple rec) except -1:
+        """Add the record just parsed to `rows`: its bytes, or `rec` when Python built it."""
+        cdef Py_ssize_t nf = self.rec.nfields, w = self.width
+        if rec is not None:
+            return rows.append_fields(rec[0], rec[1])
+        if nf < w:
+            self.padded += 1
+        elif nf > w:
+            self.truncated += 1
+        if rows.append_parsed(self.rec.line, self.fb.data, self.fends, nf) < 0:
+            raise MemoryError()
+        return 0
+
     def read_batch(self, Py_ssize_t max_items, Py_ssize_t max_bytes, Py_ssize_t base,
                    header_lens, size_of):
         """The next ItemBatcher batch, cut in C: (rows, input_bytes, problems), or None.
 
         The same batches as `importer.batching.Batcher` fed row by row: `rows` is
-        a list of (line, fields); `input_bytes` the child input's UTF-8 size
-        (`base` is the envelope with its BatchInput); `problems` lists, in file
-        order, records refused while this batch was open, as (line, fields,
-        error, size): `error` set for a record the reader refused, else a row of
-        `size` JSON bytes too big for any batch.  `max_items` <= 0: no item
-        limit.  `header_lens` are the JSON lengths of the header names (the
-        header has no repeated names; `width` is its length); `size_of(fields)`
-        gives a row's size where C does not know it.  One Python call per batch,
-        not per row: the row loop, sizes and limits stay in C.
+        a `RowBlock` (a sequence of (line, fields) whose fields stay bytes until
+        asked for); `input_bytes` the child input's UTF-8 size (`base` is the
+        envelope with its BatchInput); `problems` lists, in file order, records
+        refused while this batch was open, as (line, fields, error, size):
+        `error` set for a record the reader refused, else a row of `size` JSON
+        bytes too big for any batch.  `max_items` <= 0: no item limit.
+        `header_lens` are the JSON lengths of the header names (the header has
+        no repeated names; `width` is its length); `size_of(fields)` gives a
+        row's size where C does not know it.  One Python call per batch, not
+        per row: the row loop, sizes and limits stay in C.
         """
         cdef Py_ssize_t nh = len(header_lens), k, size, count = 0
         cdef Py_ssize_t* hl
         cdef Py_ssize_t input_bytes = base
-        cdef list rows = [], problems = []
+        cdef list problems = []
         cdef tuple rec
-        if self.width != nh:
+        cdef RowBlock rows
+        if self.width != nh or nh < 1:
             raise ValueError("read_batch needs width set to the header's length")
-        hl = <Py_ssize_t*> malloc((nh if nh else 1) * sizeof(Py_ssize_t))
+        hl = <Py_ssize_t*> malloc(nh * sizeof(Py_ssize_t))
         if hl == NULL:
             raise MemoryError()
         try:
             for k in range(nh):
                 hl[k] = header_lens[k]
             if self.pending is not None:
-                line, fields, size = self.pending
+                rows = self.pending
                 self.pending = None
-                rows.append((line, fields))
-                input_bytes += size
+                input_bytes += self.pending_size
                 count = 1
-            while True:
-                rec = self._record(hl, nh)
-                if rec is None:
-                    break
-                if rec[2] is not None:
-                    problems.append((rec[0], rec[1], rec[2], -1))
-                    continue
-                size = self.last_size
-                if size < 0:
-                    size = size_of(rec[1])
+            else:
+                rows = RowBlock(nh)
+            while self._advance():
+                if self.rec.err_line or self.rec.unterminated:
+                    # refused, or re-read by Python: as objects (rare)
+                    rec = self._materialize(hl, nh)
+                    if rec[2] is not None:
+                        problems.append((rec[0], rec[1], rec[2], -1))
+                        continue
+                    size = self.last_size
+                    if size < 0:
+                        size = size_of(rec[1])
+                else:
+                    rec = None
+                    size = self._json_size(hl, nh)
                 if base + size > max_bytes:
+                    if rec is None:
+                        rec = self._materialize(hl, nh)
                     problems.append((rec[0], rec[1], None, size))
                     continue
                 if count and ((max_items > 0 and count >= max_items)
                               or input_bytes + 1 + size > max_bytes):
-                    self.pending = (rec[0], rec[1], size)
+                    self.pending = RowBlock(nh)
+                    self._take(self.pending, rec)
+                    self.pending_size = size
                     return (rows, input_bytes, problems)
                 input_bytes += size + (1 if count else 0)
-                rows.append((rec[0], rec[1]))
+                self._take(rows, rec)
                 count += 1
         finally:
             free(hl)
-        if rows or problems:
+        if count or problems:
             return (rows, input_bytes, problems)
         return None

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from importer.batching import Batch
+from importer.batching import Batch, RowsByLine
 from importer.checkpoint import BatchCounts
 from importer.context import RunContext
 from importer.dynamo import one_line
@@ -201,7 +201,7 @@ def process_batch(
     """
     stage = pipeline.stage
     syncer = pipeline.syncer
-    fields = dict(batch.rows)
+    fields = RowsByLine(batch.rows)
     failures: list[Failure] = []
     unchanged = 0
     try:

@@ -9,7 +9,7 @@ compact UTF-8 JSON of that child input, which is what Step Functions measures.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "Batch",
     "BatchLimitError",
     "Batcher",
+    "RowsByLine",
     "check_limits",
     "cut_batches",
     "child_input_json",
@@ -92,7 +93,9 @@ class Batch:
     """One child execution's worth of rows, numbered from 0 in file order."""
 
     index: int
-    rows: list[tuple[int, list[str]]] = field(default_factory=list)
+    #: (line, fields) in file order: a list, or the native reader's `RowBlock`
+    #: (the same sequence, its fields kept as bytes until asked for)
+    rows: Sequence[tuple[int, list[str]]] = field(default_factory=list)
     #: UTF-8 size of this batch's child input JSON
     input_bytes: int = 0
     #: rows refused while this batch was open (unreadable, or too big to batch)
@@ -207,3 +210,37 @@ def cut_batches(
     last = batcher.flush()
     if last is not None:
         yield last
+
+
+class RowsByLine(Mapping[int, Sequence[str]]):
+    """A batch's CSV fields by line, for the rows that need them (reject lines).
+
+    Why not `dict(batch.rows)`: that makes every row's fields Python objects,
+    and the native reader's `RowBlock` keeps them as bytes precisely so that a
+    batch whose rows are all written never builds them.  A block finds a line
+    by binary search (its lines rise); a plain list is indexed on first use.
+    """
+
+    __slots__ = ("_index", "_rows")
+
+    def __init__(self, rows: Sequence[tuple[int, Sequence[str]]]) -> None:
+        self._rows = rows
+        self._index: dict[int, Sequence[str]] | None = None
+
+    def __getitem__(self, line: int) -> Sequence[str]:
+        rows = self._rows
+        index_of = getattr(rows, "index_of", None)
+        if index_of is not None:
+            i = index_of(line) if type(line) is int else -1
+            if i < 0:
+                raise KeyError(line)
+            return rows[i][1]
+        if self._index is None:
+            self._index = dict(rows)
+        return self._index[line]
+
+    def __iter__(self) -> Iterator[int]:
+        return (line for line, _fields in self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)

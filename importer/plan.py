@@ -22,7 +22,14 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from importer.batch_unit import resolve_duplicates
-from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher, check_limits
+from importer.batching import (
+    AWS_MAX_INPUT_BYTES,
+    DEFAULT_MAX_ITEMS,
+    Batch,
+    Batcher,
+    RowsByLine,
+    check_limits,
+)
 from importer.context import RunContext
 from importer.engines import get_engine
 from importer.pacing import item_write_units
@@ -182,7 +189,7 @@ def plan_source(
             result = eng.transform_batch(spec, header, batch.rows, ctx)
             # a key twice in a batch is written once (the batch unit's rule, as in blind mode)
             items, dupes = resolve_duplicates(
-                result.items, code_column=code_column, fields=dict(batch.rows)
+                result.items, code_column=code_column, fields=RowsByLine(batch.rows)
             )
             plan.rejected += len(result.rejects) + len(dupes)
             plan.items += len(items)

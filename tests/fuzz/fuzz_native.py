@@ -7,8 +7,10 @@ Each input drives one of: the CSV reader on raw bytes (checked against
 `importer.source.CsvReader`), `transform_batch` on rows decoded from the input
 under a few fixed specs (checked against `importer.reference`), and
 `row_json_size` (checked against `batching.item_json_size`), and batches cut
-in C by `read_batch` (checked against `batching.Batcher` fed row by row).  A mismatch or a
-crash in the extension is a finding.
+in C by `read_batch` (checked against `batching.Batcher` fed row by row; the
+`RowBlock`s of a three-column header are also transformed in place and checked
+against the reference on their rows).  A mismatch or a crash in the extension
+is a finding.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ SPECS = [
     ),
 ]
 HEADER = ["a", "b", "c", "d"]
+BLOCK_HEADER = ("h1", "h2", "h3")
+BLOCK_SPEC = parse_spec(
+    {
+        "record": {"type": "T", "code": "{h1}", "tenant": "{h2}", "name": "{h3}"},
+        "columns": {
+            "h1": {"required": True, "pattern": "^[^x]", "max_length": 6},
+            "h2": {"type": "decimal"},
+            "h3": {"type": "json"},
+        },
+    }
+)
 CTX = RunContext(run_id="f", timestamp="2024-01-01T00:00:00+00:00", source="s", ip="1")
 OPTIONS = [
     CsvOptions(),
@@ -75,9 +88,9 @@ def _reader_outcome(make):
         return type(exc), str(exc)
 
 
-def _transform_outcome(fn, spec, rows):
+def _transform_outcome(fn, spec, rows, header=None):
     try:
-        res = fn(spec, HEADER, rows, CTX)
+        res = fn(spec, header or HEADER, rows, CTX)
     except UnicodeEncodeError:
         return "surrogate"
     except Exception as exc:  # noqa: BLE001
@@ -120,6 +133,17 @@ def test_one_input(data: bytes) -> None:
         ref = _batches_outcome(make, False, max_items, max_bytes)
         if nat != ref:
             raise AssertionError(f"batch mismatch on {raw!r}: {ref!r} != {nat!r}")
+        if len(nat) == 4 and nat[0] == list(BLOCK_HEADER):
+            # the native transform reads a batch's RowBlock in place: as its rows
+            for batch in nat[1]:
+                got = _transform_outcome(
+                    native_engine.transform_batch, BLOCK_SPEC, batch.rows, BLOCK_HEADER
+                )
+                want = _transform_outcome(
+                    reference.transform_batch, BLOCK_SPEC, list(batch.rows), BLOCK_HEADER
+                )
+                if got != want:
+                    raise AssertionError(f"block transform on {raw!r}: {want!r} != {got!r}")
         return
     if mode == 0:
         options = OPTIONS[fdp.ConsumeIntInRange(0, len(OPTIONS) - 1)]

@@ -159,9 +159,16 @@ class Cloud:
     def wait_status(self, table: str, key: tuple[str, str], status: str, timeout: float = WAIT):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            item = self.ddb.get_item(
-                TableName=table, Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}}
-            ).get("Item", {})
+            try:
+                item = self.ddb.get_item(
+                    TableName=table, Key={"pk": {"S": key[0]}, "sk": {"S": key[1]}}
+                ).get("Item", {})
+            except RuntimeError:
+                # moto is not thread-safe: this poll read the item while an
+                # execution's thread updated it ("dictionary changed size during
+                # iteration").  The next poll reads it again.
+                time.sleep(0.05)
+                continue
             if item.get("status", {}).get("S") == status:
                 return item
             time.sleep(0.05)

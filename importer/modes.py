@@ -414,8 +414,9 @@ class ModeStage:
             else:
                 parsed = [self._parse(it) for it in items]
             lookup_error = ""
+            nothing_stored = False
             try:
-                self._probe(parsed)
+                nothing_stored = self._probe(parsed)
             except LookupFailed as exc:
                 lookup_error = f"lookup failed: {exc}"
             try:
@@ -426,6 +427,10 @@ class ModeStage:
                     failures=[Failure(r.item.line, r.item.pk, r.item.sk, reason) for r in parsed]
                 )
             with self._lock:  # the run map is shared by every batch of the run
+                if nothing_stored and self.mode == "insert":
+                    fresh = self._assign_fresh(parsed, ticket)
+                    if fresh is not None:
+                        return fresh
                 return self._assign(parsed, rows or {}, lookup_error, ticket)
         finally:
             self.release(ticket)
@@ -439,23 +444,31 @@ class ModeStage:
         # Only rows written at another version than 1 are parsed again (`_render`).
         return _Row(item, base, code, _request_id(doc), compare_digest(doc))
 
-    def _probe(self, rows: list[_Row]) -> None:
+    def _probe(self, rows: list[_Row]) -> bool:
         """Fill cur_version/cur_digest/mine of each row from the tables (network).
 
         Records this run wrote for a *later* line of the file (a re-run after a
         partial failure) are the future from this row's point of view: upward
         probing stops at them, and a data table already synced to one of them
         makes the probe walk down from there instead.
+
+        True when neither table holds any of the rows (the usual case for a
+        new file): every row is then as `_Row` starts, and `prepare` may take
+        the short way (`_assign_fresh`).
         """
         lookup = self.lookup
         if lookup is None:
-            return
+            return True
         insert = self.mode == "insert"
         probing: list[tuple[_Row, int, int]] = []  # (row, version to read, step +1/-1)
         if self.data_table:
             found = lookup.get_many(self.data_table, [(r.item.pk, r.base) for r in rows])
         else:
             found = {}
+        nothing_stored = not found
+        if nothing_stored:  # every row reads its @1 next (the loop below, without lookups)
+            probing = [(r, 1, 1) for r in rows]
+            rows = []
         for r in rows:
             data = found.get((r.item.pk, r.base))
             if data is not None:
@@ -482,9 +495,12 @@ class ModeStage:
                         f"{self.table} holds more than {MAX_PROBE_ROUNDS} versions newer than "
                         f"the data table (stopped at @{v})"
                     )
-                return
+                return False
             keys = [(r.item.pk, f"{r.base}@{v}") for r, v, _step in probing]
             found = lookup.get_many(self.table, keys)
+            if not found:  # absent everywhere: nothing to learn, whichever way it walked
+                break
+            nothing_stored = False
             nxt: list[tuple[_Row, int, int]] = []
             for (r, v, step), key in zip(probing, keys, strict=True):
                 stored = found.get(key)
@@ -504,6 +520,7 @@ class ModeStage:
                     r.cur_digest = b"" if insert else compare_digest(stored)
                 # walking down and absent (or @1 is later): nothing stored before this row
             probing = nxt
+        return nothing_stored
 
     @staticmethod
     def _whose(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
@@ -582,6 +599,17 @@ class ModeStage:
                 state[key] = (v, r.digest, it.line)
         self._ledger.store({k: e for k, e in state.items() if loaded.get(k) != e}, ticket)
         return out
+
+    def _assign_fresh(self, rows: list[_Row], ticket: int | None) -> PreparedBatch | None:
+        """Insert's short way, when the tables hold none of the batch's entities: all
+        rows are written, unless the run map knows one or a key repeats (None: the
+        rows need `_assign`, one by one).  The same outcome as `_assign`'s loop."""
+        keys = [(r.item.pk, r.base) for r in rows]
+        if len(set(keys)) != len(keys) or self._ledger.load(keys):
+            return None
+        entries = {k: (1, r.digest, r.item.line) for k, r in zip(keys, rows, strict=True)}
+        self._ledger.store(entries, ticket)
+        return PreparedBatch(items=[r.item for r in rows])
 
     def _exists(
         self, r: _Row, version: int, line: int, fields: Mapping[int, Sequence[str]]

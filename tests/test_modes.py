@@ -311,6 +311,16 @@ def test_duplicates_in_one_file_keep_file_order_across_concurrent_batches(env):
     assert e_rejects[0] == (4, "exists (version 1): duplicate of line 2")
 
 
+def test_insert_rejects_a_repeat_within_one_batch_of_entities_new_to_the_tables(env):
+    """No table holds them, and no earlier batch: the batch itself must still catch the repeat."""
+    ins = run_import_mode(env, [row("N1", "1"), row("N2", "1"), row("N1", "2")], "insert", batch=3)
+    assert (ins.written, ins.rejected) == (2, 1)
+    assert [(r.line, r.reason) for r in ins.rejects] == [
+        (4, "exists (version 1): duplicate of line 2")
+    ]
+    assert price(env.items(CMD)[("PRODUCT#acme", "PRODUCT#N1@1")]) == "1"
+
+
 class _HalfWriter:
     """Writes only the first `n` batches it is given; the rest fail (a partial run)."""
 

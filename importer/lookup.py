@@ -12,11 +12,11 @@ those rows rather than guess.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
+from importer import _native
 from importer.dynamo import DynamoClient, DynamoError, ErrorKind, describe_table, should_retry
 from importer.pacing import Pacer
 from importer.retry import Attempts, RetryPolicy
@@ -35,12 +35,6 @@ class LookupFailed(Exception):
     def __init__(self, message: str, keys: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(message)
         self.keys = list(keys)
-
-
-_PK_SK = '"},"sk":{"S":"'
-_KEY_SEP = '"}},{"pk":{"S":"'
-#: what json.dumps(ensure_ascii=False) writes differently from the text itself
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
 class KeyLookup:
@@ -65,25 +59,23 @@ class KeyLookup:
         self.projection = tuple(projection) if projection else None
         self.retries = 0
         self.calls = 0
-        self._tail: str | None = None
+        self._tail: bytes | None = None
 
     def table_exists(self, table: str) -> bool:
         """DescribeTable: True if it exists (fatal errors other than not-found raise)."""
         return describe_table(self.client, table) is not None
 
     def _body(self, table: str, keys: Iterable[tuple[str, str]]) -> bytes:
-        # the same bytes as json.dumps(ensure_ascii=False), without building dicts.
-        # The usual keys need no escaping: checked in one pass, then joined in C
-        # (str.join per key, no f-string); a quote, backslash or control character
-        # anywhere sends the whole call through the C string encoder, key by key
-        enc = _encode_string
+        # the same bytes as json.dumps(ensure_ascii=False), without building dicts: the
+        # keys escaped and joined in C; a key C leaves alone (not a pair of str, a lone
+        # surrogate) sends the call through the C string encoder, key by key
         keys = keys if isinstance(keys, list) else list(keys)
-        if not _NEEDS_ESCAPE.search("".join(map("".join, keys))):
-            listed = '{"pk":{"S":"' + _KEY_SEP.join(map(_PK_SK.join, keys)) + '"}}' if keys else ""
-        else:
+        listed = _native.keys_json(keys)
+        if listed is None:
+            enc = _encode_string
             listed = ",".join(
                 [f'{{"pk":{{"S":{enc(pk)}}},"sk":{{"S":{enc(sk)}}}}}' for pk, sk in keys]
-            )
+            ).encode("utf-8", "surrogatepass")
         tail = self._tail
         if tail is None:  # the same for every call: built once
             rest: dict[str, Any] = {"ConsistentRead": True}
@@ -91,9 +83,10 @@ class KeyLookup:
                 names = {f"#a{i}": n for i, n in enumerate(self.projection)}
                 rest["ProjectionExpression"] = ",".join(names)
                 rest["ExpressionAttributeNames"] = names
-            tail = self._tail = json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:]
-        body = f'{{"RequestItems":{{{enc(table)}:{{"Keys":[{listed}],{tail}}}}}'
-        return body.encode("utf-8", "surrogatepass")
+            text = json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:]
+            tail = self._tail = b"]," + text.encode("utf-8", "surrogatepass") + b"}}"
+        head = f'{{"RequestItems":{{{_encode_string(table)}:{{"Keys":['
+        return head.encode("utf-8", "surrogatepass") + listed + tail
 
     def get_many(
         self, table: str, keys: Iterable[tuple[str, str]]

@@ -48,7 +48,8 @@ plain = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF), max_size
     odd=st.sampled_from(['"', "\\", "\n", "\x00", "\x1f", "é", "\ud800"]),
 )
 def test_plain_keys_and_one_odd_character_both_equal_json_dumps(keys, odd):
-    """The joined fast path (plain keys) and the encoder path (one key needs escaping)."""
+    """Keys escaped in C (`_native.keys_json`, any str pair) and the encoder path (a lone
+    surrogate: C steps aside) both write what json.dumps writes."""
     lookup = KeyLookup(client=None)  # type: ignore[arg-type]
     assert lookup._body("T", keys) == reference_body("T", keys, lookup.projection)
     if keys:

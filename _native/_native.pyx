@@ -1319,6 +1319,27 @@ cdef class RowBlock:
         free(self.offs)
         free(self.lines)
 
+    cdef int reserve(self, Py_ssize_t rows, Py_ssize_t nbytes) noexcept nogil:
+        """Room for `rows` rows and `nbytes` field bytes, allocated once.
+
+        Why: a block that grows by doubling leaves a trail of freed buffers of
+        every size behind each batch, and the C heap of a long run grows with
+        them; the reader sizes each block from the one before instead.
+        """
+        cdef Py_ssize_t* o
+        cdef long long* ln
+        if rows > self.cap:
+            o = <Py_ssize_t*> realloc(self.offs, rows * (self.width + 1) * sizeof(Py_ssize_t))
+            if o == NULL:
+                return -1
+            self.offs = o
+            ln = <long long*> realloc(self.lines, rows * sizeof(long long))
+            if ln == NULL:
+                return -1
+            self.lines = ln
+            self.cap = rows
+        return buf_reserve(&self.data, nbytes)
+
     cdef int _grow(self) noexcept nogil:
         cdef Py_ssize_t cap = self.cap * 2 if self.cap else 64
         cdef Py_ssize_t* o = <Py_ssize_t*> realloc(
@@ -1900,6 +1921,8 @@ cdef class RecordReader:
     cdef bint closed
     cdef RowBlock pending        # the row that closed the last batch, opening the next
     cdef Py_ssize_t pending_size  # its JSON size
+    cdef Py_ssize_t last_rows     # rows and field bytes of the last block handed out
+    cdef Py_ssize_t last_bytes
     cdef Py_ssize_t last_size    # JSON size of the last record read (-1: not known in C)
 
     def __cinit__(self):
@@ -1935,6 +1958,8 @@ cdef class RecordReader:
         self.truncated = 0
         self.closed = False
         self.pending = None
+        self.last_rows = 0
+        self.last_bytes = 0
         self.last_size = -1
 
     cdef void _close(self) noexcept:
@@ -2280,6 +2305,13 @@ cdef class RecordReader:
             PyList_SET_ITEM(fields, k, s)
         return (self.rec.line, fields, error)
 
+    cdef RowBlock _new_block(self, Py_ssize_t width):
+        """An empty block the size of the last one handed out (see `RowBlock.reserve`)."""
+        cdef RowBlock blk = RowBlock(width)
+        if self.last_rows and blk.reserve(self.last_rows, self.last_bytes + self.last_bytes // 8) < 0:
+            raise MemoryError()
+        return blk
+
     cdef int _take(self, RowBlock rows, tuple rec) except -1:
         """Add the record just parsed to `rows`: its bytes, or `rec` when Python built it."""
         cdef Py_ssize_t nf = self.rec.nfields, w = self.width
@@ -2329,7 +2361,7 @@ cdef class RecordReader:
                 input_bytes += self.pending_size
                 count = 1
             else:
-                rows = RowBlock(nh)
+                rows = self._new_block(nh)
             while self._advance():
                 if self.rec.err_line or self.rec.unterminated:
                     # refused, or re-read by Python: as objects (rare)
@@ -2350,7 +2382,9 @@ cdef class RecordReader:
                     continue
                 if count and ((max_items > 0 and count >= max_items)
                               or input_bytes + 1 + size > max_bytes):
-                    self.pending = RowBlock(nh)
+                    self.last_rows = rows.n + 1
+                    self.last_bytes = rows.data.len
+                    self.pending = self._new_block(nh)
                     self._take(self.pending, rec)
                     self.pending_size = size
                     return (rows, input_bytes, problems)

@@ -421,6 +421,29 @@ def _bound_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+#: glibc's mallopt parameter: allocations from this size up are mmapped (and returned on free)
+_M_MMAP_THRESHOLD = -3
+
+
+def _bound_c_heap(threshold: int = 64 * 1024) -> None:
+    """Give the C heap's large buffers back to the system as soon as they are freed.
+
+    Each batch's field bytes (the native reader's `RowBlock`) and its
+    transform's buffers are 100-500 KB, made by one thread and freed by
+    another.  glibc's default raises its mmap threshold after such frees and
+    then carves the buffers out of heaps that fragment.  A fixed threshold
+    keeps them as mappings: peak RSS of a blind run of 1M rows 85 -> 60-66 MB,
+    10M rows 105 -> 96 MB, and no slower.  Not glibc (musl, macOS): nothing to do.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):
+        pass
+
+
 def _relax_cyclic_gc(threshold: int = 10_000) -> None:
     """Look for reference cycles every 10,000 allocations instead of CPython's 700.
 
@@ -439,6 +462,7 @@ def _relax_cyclic_gc(threshold: int = 10_000) -> None:
 def main(argv: list[str] | None = None) -> int:
     _bound_malloc_arenas()
     _relax_cyclic_gc()
+    _bound_c_heap()
     words = sys.argv[1:] if argv is None else argv
     parser = build_parser(extensions=not words or words[0] not in _CORE_COMMANDS)
     args = parser.parse_args(argv)

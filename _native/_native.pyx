@@ -1341,18 +1341,7 @@ cdef class RowBlock:
         return buf_reserve(&self.data, nbytes)
 
     cdef int _grow(self) noexcept nogil:
-        cdef Py_ssize_t cap = self.cap * 2 if self.cap else 64
-        cdef Py_ssize_t* o = <Py_ssize_t*> realloc(
-            self.offs, cap * (self.width + 1) * sizeof(Py_ssize_t))
-        if o == NULL:
-            return -1
-        self.offs = o
-        cdef long long* ln = <long long*> realloc(self.lines, cap * sizeof(long long))
-        if ln == NULL:
-            return -1
-        self.lines = ln
-        self.cap = cap
-        return 0
+        return self.reserve(self.cap * 2 if self.cap else 64, 0)
 
     cdef int append_parsed(self, long long line, const char* fb, const Py_ssize_t* fends,
                            Py_ssize_t nf) noexcept nogil:
@@ -2036,7 +2025,7 @@ cdef class RecordReader:
         cdef Py_ssize_t i = self.start, end = self.end, raw_start, e, tl, j
         cdef uint64_t w8
         cdef long long line = self.line
-        cdef uchar c, d = self.delim, nb
+        cdef uchar c, d = self.delim, nb, stop
         cdef int state
         cdef bint more = not self.eof
         cdef Buf* fb = &self.fb
@@ -2108,19 +2097,12 @@ cdef class RecordReader:
             if buf_reserve(fb, e - i + 2) < 0:
                 return P_NOMEM
             while i < e:
-                # a run of ordinary bytes inside a field is copied whole
-                if state == ST_UNQUOTED:
+                # a run of ordinary bytes inside a field is copied whole; it ends at a
+                # backslash or at the delimiter (unquoted) / the quote (quoted)
+                if state == ST_UNQUOTED or state == ST_QUOTED:
+                    stop = d if state == ST_UNQUOTED else 34
                     j = fb.len
-                    while i < e and b[i] != 92 and b[i] != d:
-                        fb.data[j] = <char> b[i]
-                        j += 1
-                        i += 1
-                    fb.len = j
-                    if i >= e:
-                        break
-                elif state == ST_QUOTED:
-                    j = fb.len
-                    while i < e and b[i] != 92 and b[i] != 34:
+                    while i < e and b[i] != 92 and b[i] != stop:
                         fb.data[j] = <char> b[i]
                         j += 1
                         i += 1

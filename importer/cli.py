@@ -70,7 +70,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="stop the run once more than N rows are rejected",
     )
     p.add_argument(
-        "--workers", type=int, default=50, metavar="N", help="concurrent batches (default 50)"
+        "--workers",
+        type=int,
+        default=50,
+        metavar="N",
+        help="requests in flight at once (default 50); a few batches at a time share them",
     )
     p.add_argument("--region", default=None, help="AWS region (default from the environment)")
     p.add_argument(

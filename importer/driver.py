@@ -3,9 +3,11 @@
 source → batches → transform → writer → report.  The main thread reads and
 cuts batches exactly as ItemBatcher would; each batch is handled by the
 pipeline's per-batch unit (`importer.batch_unit`) — the same one the Lambda
-child runs — on a bounded pool
-of at most `workers` threads (MaxConcurrency), so reading blocks
-(back-pressure) instead of piling batches up in memory.  Outcomes come back as
+child runs — on a bounded pool, so reading blocks (back-pressure) instead of
+piling batches up in memory.  `workers` (MaxConcurrency) bounds the requests in
+flight: a few batches at a time each send theirs over several lanes
+(`importer.lanes`), which keeps the same concurrency with a fraction of the
+batches in memory.  Outcomes come back as
 data and are counted on the main thread only, which is how every run can check
 `rows == written + unchanged + rejected + failed`.
 
@@ -30,6 +32,7 @@ from importer.batch_unit import BatchOutcome
 from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
 from importer.checkpoint import Checkpoint
 from importer.context import RunContext
+from importer.lanes import batch_threads
 from importer.pipeline import Pipeline
 from importer.records import Reject
 from importer.reports import (
@@ -392,15 +395,16 @@ class _Run:
         header = self.header
         in_flight: deque[Future[BatchOutcome]] = deque()
         max_in_flight = max(2, config.workers * 2)
-        workers = max(1, config.workers)
-        # A batch waiting in the pool's queue holds all its rows (~0.5 MB per 1000);
-        # one done but not yet settled (an earlier batch is still running) holds only
-        # its outcome.  So the window stays 2 x workers wide for the slow-batch case,
-        # but only a few batches may wait for a thread: otherwise a run's peak memory
-        # depends on how often the reader got workers x batches ahead (more often, the
-        # longer the file).
-        max_unfinished = workers + _QUEUED_AHEAD
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch")
+        # `workers` is the run's request concurrency: a few batches at a time send their
+        # requests side by side (`importer.lanes`), so only those few hold their items.
+        # A batch waiting in the pool's queue holds all its rows; one done but not yet
+        # settled (an earlier batch is still running) holds only its outcome.  So the
+        # window stays 2 x workers wide for the slow-batch case, but only a few batches
+        # may wait for a thread: otherwise a run's peak memory depends on how often the
+        # reader got ahead (more often, the longer the file).
+        batch_workers = pipeline.settings.batches or batch_threads(config.workers)
+        max_unfinished = batch_workers + _QUEUED_AHEAD
+        pool = ThreadPoolExecutor(max_workers=batch_workers, thread_name_prefix="batch")
         # each batch's place in file order; a batch cancelled before it ran must give
         # its place back, or the batches after it would wait for it forever
         tickets: dict[Future[BatchOutcome], int | None] = {}

@@ -278,6 +278,7 @@ def handle_event(
         data_table=settings.data_table,
         region=settings.region,
         workers=4,
+        batches=1,
         writer=writer,  # type: ignore[arg-type]
         engine=engine,
         check_table=False,

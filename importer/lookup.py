@@ -18,6 +18,7 @@ from typing import Any
 
 from importer import _native
 from importer.dynamo import DynamoClient, DynamoError, ErrorKind, describe_table, should_retry
+from importer.lanes import Lanes
 from importer.pacing import Pacer
 from importer.retry import Attempts, RetryPolicy
 
@@ -51,8 +52,10 @@ class KeyLookup:
         policy: RetryPolicy | None = None,
         projection: Sequence[str] | None = PROJECTION,
         pacer: Pacer | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
         self.client = client
+        self.lanes = lanes
         self.policy = policy or RetryPolicy()
         #: read units: one per key (a strongly consistent read of an item up to 4 KB)
         self.pacer = pacer or Pacer(kind="read")
@@ -91,11 +94,26 @@ class KeyLookup:
     def get_many(
         self, table: str, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], dict[str, Any]]:
-        """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk)."""
+        """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk).
+
+        With `lanes`, the calls of one lookup go out side by side.
+        """
         unique = list(dict.fromkeys(keys))
+        chunks = [unique[i : i + MAX_GET_KEYS] for i in range(0, len(unique), MAX_GET_KEYS)]
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        for i in range(0, len(unique), MAX_GET_KEYS):
-            self._get_chunk(table, unique[i : i + MAX_GET_KEYS], found)
+        if self.lanes is None or len(chunks) < 2:
+            for chunk in chunks:
+                self._get_chunk(table, chunk, found)
+            return found
+        for part in self.lanes.run(lambda chunk: self._get_alone(table, chunk), chunks):
+            found.update(part)
+        return found
+
+    def _get_alone(
+        self, table: str, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        self._get_chunk(table, keys, found)
         return found
 
     def _get_chunk(

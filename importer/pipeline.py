@@ -28,6 +28,7 @@ from importer.dynamo import (
     check_command_table,
 )
 from importer.engines import Engine, get_engine
+from importer.lanes import Lanes, batch_threads
 from importer.lookup import KeyLookup
 from importer.modes import MODES, Mode, ModeStage
 from importer.pacing import Pacer
@@ -68,6 +69,11 @@ class PipelineSettings:
     stream starts no execution for them) and each written batch is applied to
     the data and history tables in the same run (`importer.sync.BatchSync`);
     `clock` is that sync's wall clock (TTLs, the final status' `updatedAt`).
+
+    `workers` is how many requests may be in flight at once; `batches` how many
+    batches call `process` at once (the Lambda child: one; a local run: as
+    many as `importer.lanes.batch_threads` gives).  Each batch spreads its
+    requests over `workers // batches` lanes (`importer.lanes`).
     """
 
     spec: Spec
@@ -77,6 +83,7 @@ class PipelineSettings:
     region: str = field(default_factory=default_region)
     endpoint_url: str | None = None
     workers: int = 50
+    batches: int | None = None
     writer: WriterKind = "http"
     engine: str = "native"
     dry_run: bool = False
@@ -95,6 +102,8 @@ class PipelineSettings:
             raise ValueError(f"unknown mode {self.mode!r} (one of: {', '.join(MODES)})")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.batches is not None and self.batches < 1:
+            raise ValueError("batches must be at least 1")
         if self.table is None and not self.dry_run:
             raise ValueError("a run that writes needs a table")
         if self.sync and self.dry_run:
@@ -134,6 +143,7 @@ class Pipeline:
         owns_client: bool = True,
         syncer: BatchSync | None = None,
         notices: Sequence[str] = (),
+        lanes: Lanes | None = None,
     ) -> None:
         self.settings = settings
         self.owns_client = owns_client
@@ -142,6 +152,7 @@ class Pipeline:
         self.writer = writer
         self.stage = stage
         self.syncer = syncer
+        self.lanes = lanes
         self._notices = list(notices)
         self.code_column = _code_column(settings.spec)
 
@@ -189,6 +200,8 @@ class Pipeline:
             if self.stage is not None:
                 self.stage.close()
         finally:
+            if self.lanes is not None:
+                self.lanes.close()
             if self.client is not None and self.owns_client:
                 self.client.close()
 
@@ -221,13 +234,15 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
     owns_client = client is None
     policy = settings.policy or RetryPolicy()
     notices: list[str] = []
+    batches = settings.batches or batch_threads(settings.workers)
+    lanes = Lanes(settings.workers, batches)
     try:
         if settings.table is not None:
             client = _reachable_client(settings, client, owns_client, notices)
         lookup = None
         if client is not None:
             read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
-            lookup = KeyLookup(client, policy=policy, pacer=read_pacer)
+            lookup = KeyLookup(client, policy=policy, pacer=read_pacer, lanes=lanes)
         stage = None
         if settings.mode != "blind":
             stage = ModeStage.open(
@@ -250,7 +265,9 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
             writer = StrictWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
         else:
             assert client is not None and settings.table is not None
-            writer = BatchWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
+            writer = BatchWriter(
+                client=client, table=settings.table, policy=policy, pacer=pacer, lanes=lanes
+            )
         syncer = None
         if settings.sync:
             from importer.sync import BatchSync
@@ -267,6 +284,7 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                 max_wcu=settings.max_wcu,
             )
     except BaseException:
+        lanes.close()
         if client is not None and owns_client:
             client.close()
         raise
@@ -279,6 +297,7 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
         owns_client=owns_client,
         syncer=syncer,
         notices=notices,
+        lanes=lanes,
     )
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from importer.dynamo import ALL_PROCESSED, DynamoClient, DynamoError, ErrorKind, should_retry
+from importer.lanes import Lanes
 from importer.pacing import Pacer, item_write_units
 from importer.records import Failure, PreparedItem, WriteOutcome
 from importer.retry import Attempts, RetryPolicy, WriterFatalError, bisect
@@ -108,6 +109,10 @@ def chunk_requests(
         yield chunk
 
 
+def _keys_unique(items: Sequence[PreparedItem]) -> bool:
+    return len({(it.pk, it.sk) for it in items}) == len(items)
+
+
 class BatchWriter:
     """Thread-safe BatchWriteItem writer for one table (see the module docstring).
 
@@ -124,8 +129,10 @@ class BatchWriter:
         pacer: Pacer | None = None,
         key_names: tuple[str, str] = ("pk", "sk"),
         owns_client: bool = False,
+        lanes: Lanes | None = None,
     ) -> None:
         self.client = client
+        self.lanes = lanes
         self.table = table
         self.policy = policy or RetryPolicy()
         self.pacer = pacer or Pacer()
@@ -138,10 +145,21 @@ class BatchWriter:
     # ------------------------------------------------------------------ public
 
     def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
-        """Write `items`; every item ends up written or in `failures`."""
+        """Write `items`; every item ends up written or in `failures`.
+
+        With `lanes`, a batch's requests go out side by side -- unless a key
+        appears in two of them: then they are sent in order, so the later
+        row is the one the table keeps.
+        """
         outcome = WriteOutcome()
-        for chunk in self.chunks(items):
-            self._send(chunk, outcome)
+        chunks = list(self.chunks(items))
+        lanes = self.lanes
+        if lanes is None or len(chunks) < 2 or not _keys_unique(items):
+            for chunk in chunks:
+                self._send(chunk, outcome)
+            return outcome
+        for part in lanes.run(self._send_alone, chunks):
+            outcome.merge(part)
         return outcome
 
     def chunks(self, items: Sequence[PreparedItem]) -> Iterator[list[PreparedItem]]:
@@ -163,6 +181,11 @@ class BatchWriter:
         self.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _send_alone(self, items: list[PreparedItem]) -> WriteOutcome:
+        outcome = WriteOutcome()
+        self._send(items, outcome)
+        return outcome
 
     def _send(self, items: list[PreparedItem], outcome: WriteOutcome) -> None:
         """Send one request's worth of items until each is written or failed."""

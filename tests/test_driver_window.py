@@ -9,10 +9,12 @@ included) needed.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 from importer.driver import RunConfig, run_import
+from importer.lanes import MAX_BATCH_THREADS
 from importer.pipeline import PipelineSettings, open_pipeline
 from importer.spec import load_spec
 from tests.conftest import PRODUCT_SPEC
@@ -57,3 +59,45 @@ def test_a_slow_first_batch_leaves_the_reader_thread_idle(tmp_path: Path):
     # the reader's thread read 400 rows and settled 40 batches: a few ms of CPU.
     # Spinning while batch 0 slept cost it about the whole sleep.
     assert cpu < SLOW_SECONDS / 3, f"the reader's thread used {cpu:.2f} s of CPU in {wall:.2f} s"
+
+
+class _CountingWriter:
+    """Writes as the dry run does, and counts how many batches write at once."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def write_batch(self, items):
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            time.sleep(0.005)
+            return self.inner.write_batch(items)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_fifty_workers_keep_only_a_few_batches_in_memory(tmp_path: Path):
+    """`--workers 50` is 50 requests in flight, not 50 batches' items held at once."""
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(PRODUCT_SPEC)
+    spec = load_spec(spec_path)
+    src = tmp_path / "rows.csv"
+    lines = ["sku,name,price,qty,active"]
+    lines += [f"SKU-{i},name {i},{i}.5,{i % 7},y" for i in range(3000)]
+    src.write_text("\n".join(lines) + "\n")
+    settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=50)
+    with open_pipeline(settings) as pipeline:
+        counting = pipeline.writer = _CountingWriter(pipeline.writer)
+        assert pipeline.lanes is not None and pipeline.lanes.width == 50 // MAX_BATCH_THREADS
+        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=50)
+        summary = run_import(config, pipeline=pipeline)
+    assert summary.rows == summary.valid == 3000
+    assert 2 <= counting.peak <= MAX_BATCH_THREADS

@@ -35,6 +35,7 @@ from ddb_server import DdbServer  # noqa: E402
 from importer.batching import Batch  # noqa: E402
 from importer.context import RunContext  # noqa: E402
 from importer.dynamo import Boto3DynamoClient, HttpDynamoClient  # noqa: E402
+from importer.lanes import Lanes
 from importer.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed  # noqa: E402
 from importer.modes import ModeStage, code_column_of, default_data_table  # noqa: E402
 from importer.pipeline import PipelineSettings, open_pipeline  # noqa: E402
@@ -399,7 +400,9 @@ def test_insert_is_the_default_and_blind_overwrites(env):
 # --------------------------------------------------------------------------- lookup, strict writer
 
 
-def test_batch_get_chunks_and_retries_unprocessed_keys():
+@pytest.mark.parametrize("width", [None, 4])
+def test_batch_get_chunks_and_retries_unprocessed_keys(width):
+    lanes = Lanes(requests=width) if width else None
     with DdbServer(tables=["T"]) as srv:
         session = _session()
         client = _http_client(srv, session)
@@ -418,7 +421,7 @@ def test_batch_get_chunks_and_retries_unprocessed_keys():
         assert w.write_batch(items).written == 250
         srv.reset_stats()
         srv.faults.set(unprocessed=0.5, throttle=0.2, seed=11)
-        lookup = KeyLookup(client, policy=FAST)
+        lookup = KeyLookup(client, policy=FAST, lanes=lanes)
         keys = [("p", f"s{i:04d}") for i in range(0, 400, 1)] + [("p", "s0001")]
         found = lookup.get_many("T", keys)
         assert set(found) == {("p", f"s{i:04d}") for i in range(250)}
@@ -428,10 +431,12 @@ def test_batch_get_chunks_and_retries_unprocessed_keys():
         assert stats["calls.BatchGetItem"] >= 4  # 400 distinct keys / 100
         srv.faults.set(unprocessed=1.0, throttle=0.0)
         with pytest.raises(LookupFailed):
-            KeyLookup(client, policy=RetryPolicy(max_attempts=3, sleep=lambda s: None)).get_many(
-                "T", keys[:MAX_GET_KEYS]
-            )
+            KeyLookup(
+                client, policy=RetryPolicy(max_attempts=3, sleep=lambda s: None), lanes=lanes
+            ).get_many("T", keys[: 3 * MAX_GET_KEYS])
         client.close()
+    if lanes is not None:
+        lanes.close()
 
 
 def test_strict_writer_transactions_hold_100_items_and_survive_faults():

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from ddb_server import DdbServer  # noqa: E402
 from writers import http_writer, write_many  # noqa: E402
 
 from importer.dynamo import ErrorKind, classify  # noqa: E402
+from importer.lanes import Lanes  # noqa: E402
 from importer.mbc_model import TABLE_SCHEMA  # noqa: E402
 from importer.records import PreparedItem  # noqa: E402
 from importer.retry import (  # noqa: E402
@@ -127,7 +129,18 @@ def test_chunks_respect_16mb_and_never_repeat_a_key(srv, session):
 # --------------------------------------------------------------------------- faults
 
 
-def test_10k_items_survive_throttles_unprocessed_500s_and_drops(srv, session, caplog):
+@pytest.fixture(params=["in order", "side by side"])
+def lanes(request):
+    """None (a batch's requests one after another) or lanes (`importer.lanes`)."""
+    if request.param == "in order":
+        yield None
+        return
+    lanes = Lanes(requests=16, batches=4)
+    yield lanes
+    lanes.close()
+
+
+def test_10k_items_survive_throttles_unprocessed_500s_and_drops(srv, session, caplog, lanes):
     caplog.set_level(logging.DEBUG)
     expected_items = [wire_item(i) for i in range(12_000)]
     items = prepared(expected_items)
@@ -139,8 +152,8 @@ def test_10k_items_survive_throttles_unprocessed_500s_and_drops(srv, session, ca
         drop_before=0.03,
         drop_after=0.03,
     )
-    with make_writer(srv, session, workers=16) as w:
-        out = write_many(w, batches(items))
+    with make_writer(srv, session, workers=16, lanes=lanes) as w:
+        out = write_many(w, batches(items), workers=4 if lanes else 16)
     assert out.failures == []
     assert out.written == len(items)
     assert out.retries > 0
@@ -162,7 +175,7 @@ def test_10k_items_survive_throttles_unprocessed_500s_and_drops(srv, session, ca
     assert SECRET not in caplog.text and "Signature=" not in caplog.text
 
 
-def test_validation_errors_are_isolated_by_bisection(srv, session):
+def test_validation_errors_are_isolated_by_bisection(srv, session, lanes):
     raw = [wire_item(i) for i in range(500)]
     bad_idx = {3, 77, 78, 250, 499}
     for i in bad_idx:
@@ -175,7 +188,7 @@ def test_validation_errors_are_isolated_by_bisection(srv, session):
         throttle=0.1,
         seed=5,
     )
-    with make_writer(srv, session) as w:
+    with make_writer(srv, session, lanes=lanes) as w:
         out = write_many(w, batches(items, 100))
     failed = {f.line: f for f in out.failures}
     bad_lines = {items[i].line for i in bad_idx | {120, 121}}
@@ -648,3 +661,54 @@ def test_a_large_answer_in_small_reads_is_read_whole():
     assert (status, data == body, rest) == (200, True, b"next")
     # re-copying the buffer on every read took 2 s of CPU here; joined once, 0.07 s
     assert spent < 0.8, spent
+
+
+def test_a_batch_naming_a_key_twice_is_sent_in_order_even_with_lanes(srv, session):
+    """Requests side by side could store the earlier row last: such a batch goes in order."""
+    raw = [wire_item(i) for i in range(200)]
+    again = [dict(wire_item(i), name={"S": f"second {i}"}) for i in range(0, 200, 7)]
+    items = prepared(raw + again)
+    srv.faults.set(seed=9, throttle=0.2, unprocessed=0.2)
+    lanes = Lanes(requests=8, batches=1)
+    try:
+        with make_writer(srv, session, lanes=lanes) as w:
+            out = w.write_batch(items)
+    finally:
+        lanes.close()
+    assert out.failures == [] and out.written == len(items)
+    stored = srv.items("T")
+    assert len(stored) == 200
+    for i in range(200):
+        want = f"second {i}" if i % 7 == 0 else f'item "{i}" — ünïcode ✓'
+        assert stored[(f"PRODUCT#tenant{i % 37}", f"PRODUCT#{i:07d}@1")]["name"]["S"] == want
+
+
+def test_lanes_send_a_batch_requests_side_by_side(srv, session):
+    """One batch of 1,000 items is 40 requests; with 8 lanes they overlap in time."""
+    items = prepared([wire_item(i) for i in range(1000)])
+    lanes = Lanes(requests=8, batches=1)
+    srv.faults.set(latency=0.01)
+    now = peak = 0
+    lock = threading.Lock()
+    try:
+        with make_writer(srv, session, workers=8, lanes=lanes) as w:
+            post = w.client.post
+
+            def counted(*args, **kwargs):
+                nonlocal now, peak
+                with lock:
+                    now += 1
+                    peak = max(peak, now)
+                try:
+                    return post(*args, **kwargs)
+                finally:
+                    with lock:
+                        now -= 1
+
+            w.client.post = counted
+            out = w.write_batch(items)
+    finally:
+        lanes.close()
+    assert out.written == 1000 and out.failures == []
+    assert 1 < peak <= 8
+    assert len(srv.items("T")) == 1000

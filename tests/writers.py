@@ -24,12 +24,15 @@ def http_writer(
     policy: RetryPolicy | None = None,
     rate: Any = None,
     timeout: float = 30.0,
+    lanes: Any = None,
 ) -> BatchWriter:
     """A BatchWriter over its own signed-HTTP client (closed with the writer)."""
     client = HttpDynamoClient(
         region=region, endpoint_url=endpoint_url, session=session, workers=workers, timeout=timeout
     )
-    return BatchWriter(client=client, table=table, policy=policy, pacer=rate, owns_client=True)
+    return BatchWriter(
+        client=client, table=table, policy=policy, pacer=rate, owns_client=True, lanes=lanes
+    )
 
 
 def boto3_writer(

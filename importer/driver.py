@@ -403,7 +403,14 @@ class _Run:
         # may wait for a thread: otherwise a run's peak memory depends on how often the
         # reader got ahead (more often, the longer the file).
         batch_workers = pipeline.settings.batches or batch_threads(config.workers)
-        max_unfinished = batch_workers + _QUEUED_AHEAD
+        lanes = getattr(pipeline, "lanes", None)
+
+        def max_unfinished() -> int:
+            # fewer batches at once when the service answers at once (`Lanes.batches_now`):
+            # then none waits in the queue either, so no more than those run
+            active = lanes.batches_now() if lanes is not None else batch_workers
+            return active if active < batch_workers else batch_workers + _QUEUED_AHEAD
+
         pool = ThreadPoolExecutor(max_workers=batch_workers, thread_name_prefix="batch")
         # each batch's place in file order; a batch cancelled before it ran must give
         # its place back, or the batches after it would wait for it forever
@@ -420,7 +427,7 @@ class _Run:
                 drain()
             while True:
                 unfinished = [f for f in in_flight if not f.done()]
-                if len(unfinished) < max_unfinished:
+                if len(unfinished) < max_unfinished():
                     break
                 wait(unfinished, return_when=FIRST_COMPLETED)
                 drain()

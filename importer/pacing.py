@@ -53,6 +53,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from importer.lanes import note_wait
+
 __all__ = [
     "WRITE_UNIT_BYTES",
     "READ_UNIT_BYTES",
@@ -421,6 +423,7 @@ class Pacer:
                     with self._lock:
                         self.stats.waited_seconds += slept
                 return slept
+            note_wait(wait)
             self._sleep(wait)
             slept += wait
 

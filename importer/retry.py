@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from importer.lanes import note_wait
+
 __all__ = [
     "Attempts",
     "RetryPolicy",
@@ -125,6 +127,7 @@ class Attempts:
             return False
         self.retries += 1
         if delay > 0:
+            note_wait(delay)
             policy.sleep(delay)
         return True
 

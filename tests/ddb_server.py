@@ -508,15 +508,15 @@ class DdbBackend:
             req = json.loads(body or b"{}")
             self.capacity.set(**{k: req[k] for k in ("write", "read") if k in req})
             return 200, b"{}", False
-        if self.sink and op == "BatchWriteItem":
-            return 200, b'{"UnprocessedItems":{}}', False
-        self._tl.body_len = len(body)
         faults = self.faults
         faulty = op in faults.ops
         if faulty:
             delay = faults.delay()
             if delay:
                 time.sleep(delay)
+        if self.sink and op == "BatchWriteItem":
+            return 200, b'{"UnprocessedItems":{}}', False
+        self._tl.body_len = len(body)
         self.check_auth(headers)
         if faulty:
             if faults.roll(faults.drop_before):

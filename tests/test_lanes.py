@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from importer.lanes import MAX_BATCH_THREADS, Lanes, batch_threads
+from importer.lanes import MAX_BATCH_THREADS, Lanes, batch_threads, note_wait
 
 
 def test_results_come_back_in_part_order_from_several_threads():
@@ -92,3 +92,58 @@ def test_batch_threads_stay_few_however_many_workers():
     assert batch_threads(500) == MAX_BATCH_THREADS
     with pytest.raises(ValueError):
         Lanes(requests=0)
+
+
+def _feed(lanes: Lanes, n: int, wall: float, cpu: float) -> None:
+    for _ in range(n):
+        lanes.gauge.observe(wall, cpu)
+
+
+def test_a_service_that_answers_at_once_gets_few_batches_and_one_lane():
+    lanes = Lanes(requests=50, batches=8)
+    assert (lanes.batches_now(), lanes.lanes_now()) == (8, 6)  # not measured yet: everything
+    _feed(lanes, 100, wall=0.000_11, cpu=0.000_10)  # 10 us off-CPU per 100 us of CPU
+    assert lanes.gauge.in_flight() == pytest.approx(1.1)
+    assert (lanes.batches_now(), lanes.lanes_now()) == (2, 1)
+
+
+def test_a_service_with_latency_gets_every_batch_and_lane_it_needs():
+    lanes = Lanes(requests=50, batches=8)
+    _feed(lanes, 100, wall=0.002_1, cpu=0.000_1)  # 2 ms away per 0.1 ms of CPU: 21 in flight
+    assert (lanes.batches_now(), lanes.lanes_now()) == (8, 3)
+    _feed(lanes, 100, wall=0.010_1, cpu=0.000_1)  # slower still: capped at 50 requests
+    assert (lanes.batches_now(), lanes.lanes_now()) == (8, 3)  # the minimum remembers 2 ms...
+    _feed(lanes, 600, wall=0.010_1, cpu=0.000_1)
+    assert (lanes.batches_now(), lanes.lanes_now()) == (8, 6)  # ...for two windows at most
+
+
+def test_backoff_sleeps_do_not_look_like_latency():
+    """The minimum over a window ignores the requests that waited for a retry."""
+    lanes = Lanes(requests=50, batches=8)
+    for i in range(300):
+        lanes.gauge.observe(0.5 if i % 3 == 0 else 0.000_12, 0.000_1)
+    assert lanes.batches_now() == 2 and lanes.lanes_now() == 1
+
+
+def test_run_times_each_part():
+    lanes = Lanes(requests=4, batches=1)
+    try:
+        lanes.run(lambda p: time.sleep(0.001), list(range(20)))
+    finally:
+        lanes.close()
+    wanted = lanes.gauge.in_flight()
+    assert wanted is not None and wanted > 2  # a millisecond asleep per part, little CPU
+
+
+def test_retry_backoff_counts_as_a_wait_that_lanes_can_hide():
+    """Throttled requests sleep before they are sent again: more in flight hides the sleeps."""
+    lanes = Lanes(requests=50, batches=8)
+
+    def throttled_then_sent(p: int) -> int:
+        if p % 2:
+            note_wait(0.02)  # as `Attempts.again` does before its sleep
+        return p
+
+    lanes.run(throttled_then_sent, list(range(64)))
+    lanes.close()
+    assert (lanes.batches_now(), lanes.lanes_now()) == (8, 6)

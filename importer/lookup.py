@@ -101,7 +101,7 @@ class KeyLookup:
         unique = list(dict.fromkeys(keys))
         chunks = [unique[i : i + MAX_GET_KEYS] for i in range(0, len(unique), MAX_GET_KEYS)]
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        if self.lanes is None or len(chunks) < 2:
+        if self.lanes is None:
             for chunk in chunks:
                 self._get_chunk(table, chunk, found)
             return found

@@ -219,6 +219,12 @@ class _Aborted(Exception):
     pass
 
 
+def _not_assigned(items: Sequence[PreparedItem]) -> PreparedBatch:
+    """A batch the run stopped before its turn: every row fails, none is written."""
+    reason = "not written: the run stopped before this batch's versions were assigned"
+    return PreparedBatch(failures=[Failure(it.line, it.pk, it.sk, reason) for it in items])
+
+
 class ModeStage:
     """The mode stage of one run (thread-safe; one instance per run or per Lambda batch).
 
@@ -406,8 +412,13 @@ class ModeStage:
             lines = [it.line for it in items]
             if lines != sorted(lines):  # the transform keeps file order; a caller may not
                 items = sorted(items, key=lambda it: it.line)
+            read: tuple[dict, dict] | None = None
             if self.mode == "insert":
-                # insert never compares contents: no JSON parse, no digest per row (the hot path)
+                fresh = self._insert_fresh(items, ticket)
+                if isinstance(fresh, PreparedBatch):
+                    return fresh
+                read = fresh
+                # insert never compares contents: no JSON parse, no digest per row
                 parsed = [
                     _Row(it, it.sk.rsplit("@", 1)[0], "", None, b"", lazy_id=True) for it in items
                 ]
@@ -416,16 +427,13 @@ class ModeStage:
             lookup_error = ""
             nothing_stored = False
             try:
-                nothing_stored = self._probe(parsed)
+                nothing_stored = self._probe(parsed, read)
             except LookupFailed as exc:
                 lookup_error = f"lookup failed: {exc}"
             try:
                 self._wait_turn(ticket)
             except _Aborted:
-                reason = "not written: the run stopped before this batch's versions were assigned"
-                return PreparedBatch(
-                    failures=[Failure(r.item.line, r.item.pk, r.item.sk, reason) for r in parsed]
-                )
+                return _not_assigned(items)
             with self._lock:  # the run map is shared by every batch of the run
                 if nothing_stored and self.mode == "insert":
                     fresh = self._assign_fresh(parsed, ticket)
@@ -434,6 +442,47 @@ class ModeStage:
                 return self._assign(parsed, rows or {}, lookup_error, ticket)
         finally:
             self.release(ticket)
+
+    def _insert_fresh(
+        self, items: Sequence[PreparedItem], ticket: int | None
+    ) -> PreparedBatch | tuple[dict, dict] | None:
+        """Insert's hot path, batch-wide: when neither table holds any of the batch's
+        entities (a new file), they are all written -- unless the run map knows one
+        or a key repeats -- without a `_Row` per row.
+
+        Returns the batch's outcome; or what the two reads found (data table,
+        command table at @1) for `_probe` to go on from without reading again;
+        or None when the short way does not apply (an item not at @1, a read
+        that failed: `_probe` reads, and reports, again).
+        """
+        lookup = self.lookup
+        sks = [it.sk for it in items]
+        if not all(sk.endswith("@1") for sk in sks):
+            return None
+        pks = [it.pk for it in items]
+        keys = list(zip(pks, [sk[:-2] for sk in sks], strict=True))
+        if lookup is not None:
+            try:
+                data = lookup.get_many(self.data_table, keys) if self.data_table else {}
+                at_1 = list(zip(pks, sks, strict=True))
+                stored = {} if data else lookup.get_many(self.table, at_1)
+            except LookupFailed:
+                return None
+            if data or stored:
+                return data, stored
+        try:
+            self._wait_turn(ticket)
+        except _Aborted:
+            return _not_assigned(items)
+        with self._lock:
+            if len(set(keys)) != len(keys) or self._ledger.load(keys):
+                # `_assign` decides row by row (this batch's turn is already taken);
+                # both tables were read and hold none of the rows
+                return {}, {}
+            self._ledger.store(
+                {k: (1, b"", it.line) for k, it in zip(keys, items, strict=True)}, ticket
+            )
+        return PreparedBatch(items=list(items))
 
     def _parse(self, item: PreparedItem) -> _Row:
         base = item.sk.rsplit("@", 1)[0]
@@ -444,7 +493,7 @@ class ModeStage:
         # Only rows written at another version than 1 are parsed again (`_render`).
         return _Row(item, base, code, _request_id(doc), compare_digest(doc))
 
-    def _probe(self, rows: list[_Row]) -> bool:
+    def _probe(self, rows: list[_Row], read: tuple[dict, dict] | None = None) -> bool:
         """Fill cur_version/cur_digest/mine of each row from the tables (network).
 
         Records this run wrote for a *later* line of the file (a re-run after a
@@ -454,14 +503,20 @@ class ModeStage:
 
         True when neither table holds any of the rows (the usual case for a
         new file): every row is then as `_Row` starts, and `prepare` may take
-        the short way (`_assign_fresh`).
+        the short way (`_assign_fresh`).  `read` is what `_insert_fresh`
+        already read: the data table, and (when that held none of the rows)
+        the command table at @1.
         """
         lookup = self.lookup
         if lookup is None:
             return True
         insert = self.mode == "insert"
         probing: list[tuple[_Row, int, int]] = []  # (row, version to read, step +1/-1)
-        if self.data_table:
+        first_round: dict | None = None  # the @1 reads, when already made
+        if read is not None:
+            found, first_round = read
+            first_round = None if found else first_round
+        elif self.data_table:
             found = lookup.get_many(self.data_table, [(r.item.pk, r.base) for r in rows])
         else:
             found = {}
@@ -497,7 +552,10 @@ class ModeStage:
                     )
                 return False
             keys = [(r.item.pk, f"{r.base}@{v}") for r, v, _step in probing]
-            found = lookup.get_many(self.table, keys)
+            if first_round is not None:
+                found, first_round = first_round, None
+            else:
+                found = lookup.get_many(self.table, keys)
             if not found:  # absent everywhere: nothing to learn, whichever way it walked
                 break
             nothing_stored = False

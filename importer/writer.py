@@ -154,11 +154,12 @@ class BatchWriter:
         outcome = WriteOutcome()
         chunks = list(self.chunks(items))
         lanes = self.lanes
-        if lanes is None or len(chunks) < 2 or not _keys_unique(items):
+        if lanes is None:
             for chunk in chunks:
                 self._send(chunk, outcome)
             return outcome
-        for part in lanes.run(self._send_alone, chunks):
+        side_by_side = len(chunks) > 1 and lanes.lanes_now() > 1 and _keys_unique(items)
+        for part in lanes.run(self._send_alone, chunks, in_order=not side_by_side):
             outcome.merge(part)
         return outcome
 

@@ -147,3 +147,20 @@ def test_retry_backoff_counts_as_a_wait_that_lanes_can_hide():
     lanes.run(throttled_then_sent, list(range(64)))
     lanes.close()
     assert (lanes.batches_now(), lanes.lanes_now()) == (8, 6)
+
+
+def test_parts_sent_in_order_are_still_timed():
+    """A batch that must send in order (a key twice) still tells the gauge about its waits:
+    otherwise one throttled stretch on one lane would never raise the lanes again."""
+    lanes = Lanes(requests=8, batches=1)
+    names = set()
+
+    def part(p: int) -> int:
+        names.add(threading.current_thread().name)
+        note_wait(0.01)
+        return p
+
+    assert lanes.run(part, list(range(20)), in_order=True) == list(range(20))
+    lanes.close()
+    assert names == {threading.current_thread().name}
+    assert lanes.lanes_now() == 8

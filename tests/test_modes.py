@@ -322,6 +322,43 @@ def test_insert_rejects_a_repeat_within_one_batch_of_entities_new_to_the_tables(
     assert price(env.items(CMD)[("PRODUCT#acme", "PRODUCT#N1@1")]) == "1"
 
 
+def _count_reads(env: Env) -> dict[str, int]:
+    """BatchGetItem calls per table from now on (the client's post, wrapped)."""
+    calls: dict[str, int] = {}
+    post = env.dynamo.post
+
+    def counted(operation, body):
+        if operation == "BatchGetItem":
+            for table in json.loads(body)["RequestItems"]:
+                calls[table] = calls.get(table, 0) + 1
+        return post(operation, body)
+
+    env.dynamo.post = counted
+    return calls
+
+
+def test_insert_reads_each_table_once_per_100_keys_and_never_twice(env):
+    """New rows: the data table, then @1 in the command table.  Stored rows: what was read
+    already is not read again to find out more."""
+    rows = [row(f"R{i:03d}", "1") for i in range(250)]
+    calls = _count_reads(env)
+    first = run_import_mode(env, rows, "insert", batch=250, run_id="once")
+    assert (first.written, first.rejected) == (250, 0)
+    assert calls == {DATA: 3, CMD: 3}
+
+    calls.clear()  # the data table lags: only @1 shows them
+    again = run_import_mode(env, rows, "insert", batch=250, run_id="twice")
+    assert (again.written, again.rejected) == (0, 250)
+    assert {r.reason for r in again.rejects} == {"exists (version 1)"}
+    assert calls == {DATA: 3, CMD: 3}
+
+    sync_data(env)
+    calls.clear()  # the data table holds them: nothing more to learn
+    third = run_import_mode(env, rows, "insert", batch=250, run_id="thrice")
+    assert (third.written, third.rejected) == (0, 250)
+    assert calls == {DATA: 3}
+
+
 class _HalfWriter:
     """Writes only the first `n` batches it is given; the rest fail (a partial run)."""
 

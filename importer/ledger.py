@@ -96,6 +96,10 @@ class EntityLedger:
                 found[by_digest[key]] = (version, digest, line)
         return found
 
+    def knows_any(self, keys: Iterable[EntityKey]) -> bool:
+        """True when any of `keys` is known."""
+        return bool(self.load(keys))
+
     def store(self, entries: Mapping[EntityKey, Entry], owner: int | None = None) -> None:
         """Remember `entries` (replacing what was known of those keys).
 
@@ -198,6 +202,10 @@ class WindowLedger:
             if hit is not None:
                 found[k] = hit[0]
         return found
+
+    def knows_any(self, keys: Iterable[EntityKey]) -> bool:
+        """True when any of `keys` is known."""
+        return not self._entries.keys().isdisjoint(keys)
 
     def store(self, entries: Mapping[EntityKey, Entry], owner: int | None = None) -> None:
         """Remember batch `owner`'s assignments (None: for the whole run)."""

@@ -68,6 +68,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from itertools import repeat
 from typing import Any, Literal
 
 from importer.ledger import EntityLedger, WindowLedger
@@ -457,7 +458,7 @@ class ModeStage:
         """
         lookup = self.lookup
         sks = [it.sk for it in items]
-        if not all(sk.endswith("@1") for sk in sks):
+        if not all(map(str.endswith, sks, repeat("@1"))):
             return None
         pks = [it.pk for it in items]
         keys = list(zip(pks, [sk[:-2] for sk in sks], strict=True))
@@ -475,13 +476,13 @@ class ModeStage:
         except _Aborted:
             return _not_assigned(items)
         with self._lock:
-            if len(set(keys)) != len(keys) or self._ledger.load(keys):
+            if len(set(keys)) != len(keys) or self._ledger.knows_any(keys):
                 # `_assign` decides row by row (this batch's turn is already taken);
                 # both tables were read and hold none of the rows
                 return {}, {}
-            self._ledger.store(
-                {k: (1, b"", it.line) for k, it in zip(keys, items, strict=True)}, ticket
-            )
+            lines = [it.line for it in items]
+            entries = zip(keys, zip(repeat(1), repeat(b""), lines), strict=False)
+            self._ledger.store(dict(entries), ticket)
         return PreparedBatch(items=list(items))
 
     def _parse(self, item: PreparedItem) -> _Row:

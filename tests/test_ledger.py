@@ -115,3 +115,15 @@ def test_window_ledger_forgets_only_what_its_batch_still_owns():
     w.written(1, issued=4)
     w.advance(4)
     assert len(w) == 0 and w.peak == 2
+
+
+def test_knows_any_agrees_with_load_in_both_ledgers(tmp_path):
+    known = {("p", f"s{i}"): (1, b"", i) for i in range(0, 40, 3)}
+    spilled = EntityLedger(memory_entries=5, directory=str(tmp_path))
+    spilled.store(known)
+    assert spilled.spilled
+    for ledger in (EntityLedger(), spilled, WindowLedger()):
+        ledger.store(known, 0)
+        for keys in ([("p", "s1"), ("p", "s2")], [("p", "s4"), ("p", "s3")], [], [("q", "s0")]):
+            assert ledger.knows_any(keys) == bool(ledger.load(keys)), (ledger, keys)
+        ledger.close()

@@ -454,6 +454,7 @@ class DdbBackend:
         self.lock = threading.RLock()
         self._stats_lock = threading.Lock()
         self._stats: dict[str, int] = {}
+        self._in_flight = 0
         self._tl = threading.local()  # per-request body length (item-size fast path)
 
     # ---- counters
@@ -502,7 +503,18 @@ class DdbBackend:
 
     # ---- dispatch
     def handle(self, op: str, body: bytes, headers) -> tuple[int, bytes, bool]:
-        """Returns (status, response body, drop_after)."""
+        """Returns (status, response body, drop_after); `in_flight.max` counts overlap."""
+        with self._stats_lock:
+            now = self._in_flight = self._in_flight + 1
+            if now > self._stats.get("in_flight.max", 0):
+                self._stats["in_flight.max"] = now
+        try:
+            return self._handle(op, body, headers)
+        finally:
+            with self._stats_lock:
+                self._in_flight -= 1
+
+    def _handle(self, op: str, body: bytes, headers) -> tuple[int, bytes, bool]:
         self.count(f"calls.{op}")
         if op == "SetCapacity":  # the loopback's own admin request
             req = json.loads(body or b"{}")

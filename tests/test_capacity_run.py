@@ -133,3 +133,25 @@ def test_random_faults_do_not_slow_the_import_down(run_cli, spec, tmp_path):
         assert res.code == 0, res.stderr
         assert res.summary["written"] == 30000 and len(srv.items(CMD)) == 30000
         assert faulty <= 5 * fault_free, (faulty, fault_free)
+
+
+def test_a_service_with_latency_gets_a_batch_requests_side_by_side(run_cli, spec, tmp_path):
+    """--workers is requests in flight: with 20 ms per answer, 8 batch threads are not
+    enough, and each batch's requests overlap (lanes) up to --workers, never beyond."""
+    src = write_csv(tmp_path / "in.csv", 8000)
+    with DdbServer(tables=[CMD]) as srv:
+        srv.faults.set(latency=0.02, ops={"BatchWriteItem"})
+        res = run_cli(
+            "run",
+            src,
+            spec=spec,
+            table=CMD,
+            endpoint_url=srv.endpoint_url,
+            mode="blind",
+            workers=32,
+            batch_items=1000,
+        )
+        assert res.code == 0, res.stderr
+        assert res.summary["written"] == 8000 and len(srv.items(CMD)) == 8000
+        peak = srv.stats()["in_flight.max"]
+    assert 8 < peak <= 32 + 1, peak  # (+1: the DescribeTable before the first write)

@@ -71,6 +71,14 @@ for _c in range(256):
     _ESC_EXTRA[_c] = (1 if _c in (34, 92, 10, 13, 9, 8, 12) else 5 if _c < 32 else 0)
 
 
+cdef inline bint _needs_escape(const char* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _ESC[<unsigned char> p[i]]:
+            return True
+    return False
+
+
 cdef Py_ssize_t _escape_into(const unsigned char* src, Py_ssize_t n, char* out) noexcept nogil:
     """Write the JSON-escaped form of UTF-8 `src` into `out` (room for 6*n bytes).
 
@@ -1101,6 +1109,8 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     cdef Py_ssize_t tlen[4]
     cdef const char* tp
     cdef Py_ssize_t size, attrs, pk_len, sk_len, start, n
+    cdef Py_ssize_t pk_at = 0, sk_at = 0
+    cdef bint clean
     cdef char linebuf[24]
     cdef int linelen
     cdef Col* c
@@ -1166,22 +1176,43 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     if buf_reserve(w, n) < 0:
         out.code = R_NOMEM
         return -1
+    # keys with nothing to escape (nearly all) are copied, not escaped again for each of
+    # the attributes that repeat them, and the item's pk and sk are read from the wire
+    clean = not (_needs_escape(tp + toff[0], tlen[0]) or _needs_escape(tp + toff[1], tlen[1])
+                 or _needs_escape(tp + toff[2], tlen[2]))
     w_lit(w, b'{"pk":{"S":"')
-    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
-    w_lit(w, b'"},"sk":{"S":"')
-    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
-    w_lit(w, b'@1"},"id":{"S":"')
-    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
-    w_raw(w, b"#", 1)
-    w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
-    w_lit(w, b'"},"code":{"S":"')
-    w_esc(w, tp + toff[2], tlen[2])
+    pk_at = w.len
+    if clean:
+        w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[1], tlen[1])
+        w_lit(w, b'"},"sk":{"S":"')
+        sk_at = w.len
+        w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[2], tlen[2])
+        w_lit(w, b'@1"},"id":{"S":"')
+        w_raw(w, w.data + pk_at, pk_len); w_raw(w, b"#", 1)
+        w_raw(w, w.data + sk_at, sk_len - 2)
+        w_lit(w, b'"},"code":{"S":"')
+        w_raw(w, tp + toff[2], tlen[2])
+    else:
+        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
+        w_lit(w, b'"},"sk":{"S":"')
+        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
+        w_lit(w, b'@1"},"id":{"S":"')
+        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
+        w_raw(w, b"#", 1)
+        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
+        w_lit(w, b'"},"code":{"S":"')
+        w_esc(w, tp + toff[2], tlen[2])
     w_lit(w, b'"},"name":{"S":"')
     w_esc(w, tp + toff[3], tlen[3])
     w_lit(w, b'"},"type":{"S":"')
-    w_esc(w, tp + toff[0], tlen[0])
-    w_lit(w, b'"},"tenantCode":{"S":"')
-    w_esc(w, tp + toff[1], tlen[1])
+    if clean:
+        w_raw(w, tp + toff[0], tlen[0])
+        w_lit(w, b'"},"tenantCode":{"S":"')
+        w_raw(w, tp + toff[1], tlen[1])
+    else:
+        w_esc(w, tp + toff[0], tlen[0])
+        w_lit(w, b'"},"tenantCode":{"S":"')
+        w_esc(w, tp + toff[1], tlen[1])
     w_lit(w, b'"},"version":{"N":"1"},"attributes":{"M":{')
     rc = 0
     for i in range(core.ncols):
@@ -1219,6 +1250,13 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
         return -1
     out.wire_off = start
     out.wire_len = w.len - start
+    if clean:  # unescaped pk and sk for the PreparedItem: in the wire as they are
+        out.pk_off = pk_at
+        out.pk_len = pk_len
+        out.sk_off = sk_at
+        out.sk_len = sk_len
+        out.code = ITEM
+        return 0
     # unescaped pk and sk for the PreparedItem
     if buf_reserve(w, pk_len + sk_len) < 0:
         out.code = R_NOMEM

@@ -31,7 +31,9 @@ that answers in microseconds extra lanes only add threads contending for
 the GIL (a third of the CPU of a blind run on two cores).  The same
 estimate tells the driver how many batches to work on at once
 (`batches_now`).  Until enough parts were timed, a run uses every batch
-thread and every lane.
+thread with one lane each: opening every lane at once sent some fifty
+requests before the pacer had heard from the table, a burst that a
+capacity-limited table answers with push-back that takes seconds to settle.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ class Lanes:
         """Lanes for the next batch: as many as keep the service busy (see the module doc)."""
         wanted = self.gauge.in_flight()
         if wanted is None:
-            return self.width
+            return 1
         return max(1, min(self.width, math.ceil(wanted / self.batches)))
 
     def run(self, fn: Callable[[T], R], parts: Sequence[T], *, in_order: bool = False) -> list[R]:

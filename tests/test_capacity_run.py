@@ -137,8 +137,9 @@ def test_random_faults_do_not_slow_the_import_down(run_cli, spec, tmp_path):
 
 def test_a_service_with_latency_gets_a_batch_requests_side_by_side(run_cli, spec, tmp_path):
     """--workers is requests in flight: with 20 ms per answer, 8 batch threads are not
-    enough, and each batch's requests overlap (lanes) up to --workers, never beyond."""
-    src = write_csv(tmp_path / "in.csv", 8000)
+    enough, and once the first requests are timed each batch's requests overlap (lanes)
+    up to --workers, never beyond."""
+    src = write_csv(tmp_path / "in.csv", 16000)
     with DdbServer(tables=[CMD]) as srv:
         srv.faults.set(latency=0.02, ops={"BatchWriteItem"})
         res = run_cli(
@@ -152,6 +153,6 @@ def test_a_service_with_latency_gets_a_batch_requests_side_by_side(run_cli, spec
             batch_items=1000,
         )
         assert res.code == 0, res.stderr
-        assert res.summary["written"] == 8000 and len(srv.items(CMD)) == 8000
+        assert res.summary["written"] == 16000 and len(srv.items(CMD)) == 16000
         peak = srv.stats()["in_flight.max"]
     assert 8 < peak <= 32 + 1, peak  # (+1: the DescribeTable before the first write)

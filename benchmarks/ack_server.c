@@ -16,7 +16,8 @@
  *   GET /stats         200 the counters as JSON (not counted as a request)
  *
  * It counts requests per operation and written items (occurrences of
- * `{"PutRequest"` in BatchWriteItem bodies) so a benchmark can check that every
+ * `{"PutRequest"` in BatchWriteItem bodies, `{"Put"` in TransactWriteItems
+ * bodies: strict mode's writes) so a benchmark can check that every
  * item arrived (`connections` counts those that sent a DynamoDB request, so the
  * GET /stats polls do not show up); the counters are written as JSON at SIGTERM/SIGINT to the
  * --stats file (atomically: PATH.tmp then rename) or to stdout.
@@ -252,9 +253,7 @@ static const char *member(const char *p, const char *end, const char *key) {
     }
 }
 
-static unsigned long long count_puts(const char *p, size_t n) {
-    static const char needle[] = "{\"PutRequest\"";
-    const size_t nl = sizeof needle - 1;
+static unsigned long long count_needle(const char *p, size_t n, const char *needle, size_t nl) {
     unsigned long long count = 0;
     const char *end = p + n;
     while (p < end) {
@@ -356,7 +355,7 @@ static void dispatch(struct conn *c, const char *target, size_t tlen, const char
     st.requests++;
     if (IS("BatchWriteItem")) {
         st.batch_write++;
-        st.items += count_puts(body, n);
+        st.items += count_needle(body, n, "{\"PutRequest\"", 13);
         respond_json(c, 200, BWI_OK, sizeof BWI_OK - 1);
     } else if (IS("BatchGetItem")) {
         st.batch_get++;
@@ -366,6 +365,7 @@ static void dispatch(struct conn *c, const char *target, size_t tlen, const char
         op_describe(c, body, n);
     } else if (IS("TransactWriteItems")) {
         st.transact++;
+        st.items += count_needle(body, n, "{\"Put\":", 7);
         respond_json(c, 200, "{}", 2);
     } else {
         st.unknown++;

@@ -35,6 +35,7 @@ from typing import Any
 from importer.batch_unit import BatchOutcome
 from importer.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.context import ContextError, RunContext
+from importer.lanes import Lanes
 from importer.modes import MODES
 from importer.pipeline import PipelineSettings, default_region, open_pipeline
 from importer.reports import failures_csv, rejects_csv
@@ -162,6 +163,18 @@ def _budget_share(total: str | None, concurrency: str | None) -> float | None:
 # Warm-container cache: compiled specs are reused across invocations; nothing
 # per-invocation is kept here (each invocation opens and closes its pipeline).
 _SPECS: dict[str, Spec] = {}
+#: requests one child sends at once (its batch's requests side by side, `importer.lanes`)
+CHILD_WORKERS = 4
+#: kept across warm invocations: a new batch starts with what earlier ones measured
+#: (a fresh set sends its first requests one at a time until they are timed)
+_LANES: Lanes | None = None
+
+
+def _child_lanes() -> Lanes:
+    global _LANES
+    if _LANES is None:
+        _LANES = Lanes(CHILD_WORKERS, 1)
+    return _LANES
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -277,7 +290,7 @@ def handle_event(
         mode=settings.mode,  # type: ignore[arg-type]
         data_table=settings.data_table,
         region=settings.region,
-        workers=4,
+        workers=CHILD_WORKERS,
         batches=1,
         writer=writer,  # type: ignore[arg-type]
         engine=engine,
@@ -285,7 +298,7 @@ def handle_event(
         max_wcu=settings.max_wcu,
         sync=settings.sync,
     )
-    with open_pipeline(pipeline_settings, client=client) as pipeline:
+    with open_pipeline(pipeline_settings, client=client, lanes=_child_lanes()) as pipeline:
         outcome = pipeline.process(
             Batch(index=0, rows=rows), header=header, ctx=ctx, ticket=pipeline.ticket()
         )

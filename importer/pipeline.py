@@ -144,6 +144,7 @@ class Pipeline:
         syncer: BatchSync | None = None,
         notices: Sequence[str] = (),
         lanes: Lanes | None = None,
+        owns_lanes: bool = True,
     ) -> None:
         self.settings = settings
         self.owns_client = owns_client
@@ -153,6 +154,7 @@ class Pipeline:
         self.stage = stage
         self.syncer = syncer
         self.lanes = lanes
+        self.owns_lanes = owns_lanes
         self._notices = list(notices)
         self.code_column = _code_column(settings.spec)
 
@@ -200,7 +202,7 @@ class Pipeline:
             if self.stage is not None:
                 self.stage.close()
         finally:
-            if self.lanes is not None:
+            if self.lanes is not None and self.owns_lanes:
                 self.lanes.close()
             if self.client is not None and self.owns_client:
                 self.client.close()
@@ -223,8 +225,16 @@ def open_client(settings: PipelineSettings) -> DynamoClient:
     )
 
 
-def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = None) -> Pipeline:
+def open_pipeline(
+    settings: PipelineSettings,
+    *,
+    client: DynamoClient | None = None,
+    lanes: Lanes | None = None,
+) -> Pipeline:
     """Open everything a run needs; a `client` given is used (and left open) instead of a new one.
+
+    So are `lanes` (the Lambda child keeps one set across warm invocations, so
+    that what its requests' timing taught outlives one batch).
 
     A dry run without a table, or whose endpoint cannot be reached, runs
     without reads: its stage compares the file's rows with each other only,
@@ -234,8 +244,9 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
     owns_client = client is None
     policy = settings.policy or RetryPolicy()
     notices: list[str] = []
-    batches = settings.batches or batch_threads(settings.workers)
-    lanes = Lanes(settings.workers, batches)
+    owns_lanes = lanes is None
+    if lanes is None:
+        lanes = Lanes(settings.workers, settings.batches or batch_threads(settings.workers))
     try:
         if settings.table is not None:
             client = _reachable_client(settings, client, owns_client, notices)
@@ -284,7 +295,8 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
                 max_wcu=settings.max_wcu,
             )
     except BaseException:
-        lanes.close()
+        if owns_lanes:
+            lanes.close()
         if client is not None and owns_client:
             client.close()
         raise
@@ -298,6 +310,7 @@ def open_pipeline(settings: PipelineSettings, *, client: DynamoClient | None = N
         syncer=syncer,
         notices=notices,
         lanes=lanes,
+        owns_lanes=owns_lanes,
     )
 
 

@@ -223,3 +223,42 @@ def test_sync_in_the_lambda_child_writes_data_and_history(env):
     event["BatchInput"]["Attributes"]["mode"] = "upsert"
     with pytest.raises(EventError, match="needs mode insert or blind"):
         handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
+
+
+def test_a_warm_child_sends_its_batch_requests_side_by_side(monkeypatch):
+    """The child's lanes outlive one invocation: the first batch's requests are timed (one at
+    a time), the next batch's overlap up to the child's workers against a slow service."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ddb_server import DdbServer
+
+    from importer import handler
+    from importer.dynamo import HttpDynamoClient
+
+    monkeypatch.setattr(handler, "_LANES", None)
+    with DdbServer(tables=["T"]) as srv:
+        srv.faults.set(latency=0.01, ops={"BatchWriteItem"})
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        client = HttpDynamoClient(
+            region="us-east-1", endpoint_url=srv.endpoint_url, session=session, workers=8
+        )
+        specs = {"spec.toml": PRODUCT_SPEC.encode()}
+
+        class S3:
+            def get_object(self, Bucket, Key):  # noqa: N803 - boto3's names
+                return {"Body": io.BytesIO(specs[Key])}
+
+        peaks = []
+        for n in range(2):
+            event = batch([row(f"W{n}-{i:04d}") for i in range(500)], "T")
+            event["BatchInput"]["Attributes"].update(mode="blind", rejects="")
+            srv.reset_stats()
+            summary = handle_event(event, client=client, s3_client=S3())
+            assert summary["written"] == 500
+            peaks.append(srv.stats()["in_flight.max"])
+        client.close()
+    assert peaks[0] == 1 and 1 < peaks[1] <= handler.CHILD_WORKERS, peaks

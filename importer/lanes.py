@@ -106,7 +106,7 @@ class RequestGauge:
                 self._min_before, self._min_now = self._min_now, math.inf
 
     def in_flight(self) -> float | None:
-        """Requests in flight that keep the service busy (None: not measured yet)."""
+        """Requests in flight that keep this client busy (None: not measured yet)."""
         with self._lock:
             if self._count < self.warmup:
                 return None
@@ -158,7 +158,7 @@ class Lanes:
         return min(self.batches, max(2, math.ceil(wanted)))
 
     def lanes_now(self) -> int:
-        """Lanes for the next batch: as many as keep the service busy (see the module doc)."""
+        """Lanes for the next batch: as many as keep this client busy (see the module doc)."""
         wanted = self.gauge.in_flight()
         if wanted is None:
             return 1

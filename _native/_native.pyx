@@ -194,6 +194,11 @@ cdef inline int w_esc(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
     return 0
 
 
+cdef inline int w_key(Buf* b, const char* p, Py_ssize_t n, bint clean) noexcept nogil:
+    # a key piece: copied when `clean` (nothing in it to escape), else escaped
+    return w_raw(b, p, n) if clean else w_esc(b, p, n)
+
+
 cdef inline int w_lit(Buf* b, const char* s) noexcept nogil:
     # inlined, strlen of a literal is folded by the compiler
     return w_raw(b, s, strlen(s))
@@ -1109,7 +1114,7 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     cdef Py_ssize_t tlen[4]
     cdef const char* tp
     cdef Py_ssize_t size, attrs, pk_len, sk_len, start, n
-    cdef Py_ssize_t pk_at = 0, sk_at = 0
+    cdef Py_ssize_t pk_at, pk_end, sk_at, sk_end
     cdef bint clean
     cdef char linebuf[24]
     cdef int linelen
@@ -1172,47 +1177,38 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
         return 0
     # ---- wire JSON
     start = w.len
-    n = 6 * (3 * tlen[0] + 3 * tlen[1] + 3 * tlen[2] + tlen[3]) + 256
+    # room for the whole head at once: the id below copies pk and sk from this buffer,
+    # which must not move under it (type is written 5 times, tenant and code 3, name once)
+    n = 6 * (5 * tlen[0] + 3 * tlen[1] + 3 * tlen[2] + tlen[3]) + 256
     if buf_reserve(w, n) < 0:
         out.code = R_NOMEM
         return -1
-    # keys with nothing to escape (nearly all) are copied, not escaped again for each of
-    # the attributes that repeat them, and the item's pk and sk are read from the wire
+    # keys with nothing to escape (nearly all) are copied rather than escaped; the id
+    # repeats pk and sk as already written (escaped or not), and when they are clean the
+    # item's pk and sk are read from the wire
     clean = not (_needs_escape(tp + toff[0], tlen[0]) or _needs_escape(tp + toff[1], tlen[1])
                  or _needs_escape(tp + toff[2], tlen[2]))
     w_lit(w, b'{"pk":{"S":"')
     pk_at = w.len
-    if clean:
-        w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[1], tlen[1])
-        w_lit(w, b'"},"sk":{"S":"')
-        sk_at = w.len
-        w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[2], tlen[2])
-        w_lit(w, b'@1"},"id":{"S":"')
-        w_raw(w, w.data + pk_at, pk_len); w_raw(w, b"#", 1)
-        w_raw(w, w.data + sk_at, sk_len - 2)
-        w_lit(w, b'"},"code":{"S":"')
-        w_raw(w, tp + toff[2], tlen[2])
-    else:
-        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
-        w_lit(w, b'"},"sk":{"S":"')
-        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
-        w_lit(w, b'@1"},"id":{"S":"')
-        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[1], tlen[1])
-        w_raw(w, b"#", 1)
-        w_esc(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_esc(w, tp + toff[2], tlen[2])
-        w_lit(w, b'"},"code":{"S":"')
-        w_esc(w, tp + toff[2], tlen[2])
+    w_key(w, tp + toff[0], tlen[0], clean); w_raw(w, b"#", 1)
+    w_key(w, tp + toff[1], tlen[1], clean)
+    pk_end = w.len
+    w_lit(w, b'"},"sk":{"S":"')
+    sk_at = w.len
+    w_key(w, tp + toff[0], tlen[0], clean); w_raw(w, b"#", 1)
+    w_key(w, tp + toff[2], tlen[2], clean)
+    sk_end = w.len
+    w_lit(w, b'@1"},"id":{"S":"')
+    w_raw(w, w.data + pk_at, pk_end - pk_at); w_raw(w, b"#", 1)
+    w_raw(w, w.data + sk_at, sk_end - sk_at)
+    w_lit(w, b'"},"code":{"S":"')
+    w_key(w, tp + toff[2], tlen[2], clean)
     w_lit(w, b'"},"name":{"S":"')
     w_esc(w, tp + toff[3], tlen[3])
     w_lit(w, b'"},"type":{"S":"')
-    if clean:
-        w_raw(w, tp + toff[0], tlen[0])
-        w_lit(w, b'"},"tenantCode":{"S":"')
-        w_raw(w, tp + toff[1], tlen[1])
-    else:
-        w_esc(w, tp + toff[0], tlen[0])
-        w_lit(w, b'"},"tenantCode":{"S":"')
-        w_esc(w, tp + toff[1], tlen[1])
+    w_key(w, tp + toff[0], tlen[0], clean)
+    w_lit(w, b'"},"tenantCode":{"S":"')
+    w_key(w, tp + toff[1], tlen[1], clean)
     w_lit(w, b'"},"version":{"N":"1"},"attributes":{"M":{')
     rc = 0
     for i in range(core.ncols):

@@ -426,9 +426,8 @@ class ModeStage:
             else:
                 parsed = [self._parse(it) for it in items]
             lookup_error = ""
-            nothing_stored = False
             try:
-                nothing_stored = self._probe(parsed, read)
+                self._probe(parsed, read)
             except LookupFailed as exc:
                 lookup_error = f"lookup failed: {exc}"
             try:
@@ -436,10 +435,6 @@ class ModeStage:
             except _Aborted:
                 return _not_assigned(items)
             with self._lock:  # the run map is shared by every batch of the run
-                if nothing_stored and self.mode == "insert":
-                    fresh = self._assign_fresh(parsed, ticket)
-                    if fresh is not None:
-                        return fresh
                 return self._assign(parsed, rows or {}, lookup_error, ticket)
         finally:
             self.release(ticket)
@@ -449,7 +444,8 @@ class ModeStage:
     ) -> PreparedBatch | tuple[dict, dict] | None:
         """Insert's hot path, batch-wide: when neither table holds any of the batch's
         entities (a new file), they are all written -- unless the run map knows one
-        or a key repeats -- without a `_Row` per row.
+        or a key repeats -- without a `_Row` per row: the outcome `_assign`'s loop
+        would reach, which decides every other batch.
 
         Returns the batch's outcome; or what the two reads found (data table,
         command table at @1) for `_probe` to go on from without reading again;
@@ -494,7 +490,7 @@ class ModeStage:
         # Only rows written at another version than 1 are parsed again (`_render`).
         return _Row(item, base, code, _request_id(doc), compare_digest(doc))
 
-    def _probe(self, rows: list[_Row], read: tuple[dict, dict] | None = None) -> bool:
+    def _probe(self, rows: list[_Row], read: tuple[dict, dict] | None = None) -> None:
         """Fill cur_version/cur_digest/mine of each row from the tables (network).
 
         Records this run wrote for a *later* line of the file (a re-run after a
@@ -502,15 +498,12 @@ class ModeStage:
         probing stops at them, and a data table already synced to one of them
         makes the probe walk down from there instead.
 
-        True when neither table holds any of the rows (the usual case for a
-        new file): every row is then as `_Row` starts, and `prepare` may take
-        the short way (`_assign_fresh`).  `read` is what `_insert_fresh`
-        already read: the data table, and (when that held none of the rows)
-        the command table at @1.
+        `read` is what `_insert_fresh` already read: the data table, and (when
+        that held none of the rows) the command table at @1.
         """
         lookup = self.lookup
         if lookup is None:
-            return True
+            return
         insert = self.mode == "insert"
         probing: list[tuple[_Row, int, int]] = []  # (row, version to read, step +1/-1)
         first_round: dict | None = None  # the @1 reads, when already made
@@ -521,8 +514,7 @@ class ModeStage:
             found = lookup.get_many(self.data_table, [(r.item.pk, r.base) for r in rows])
         else:
             found = {}
-        nothing_stored = not found
-        if nothing_stored:  # every row reads its @1 next (the loop below, without lookups)
+        if not found:  # every row reads its @1 next (the loop below, without lookups)
             probing = [(r, 1, 1) for r in rows]
             rows = []
         for r in rows:
@@ -551,7 +543,7 @@ class ModeStage:
                         f"{self.table} holds more than {MAX_PROBE_ROUNDS} versions newer than "
                         f"the data table (stopped at @{v})"
                     )
-                return False
+                return
             keys = [(r.item.pk, f"{r.base}@{v}") for r, v, _step in probing]
             if first_round is not None:
                 found, first_round = first_round, None
@@ -559,7 +551,6 @@ class ModeStage:
                 found = lookup.get_many(self.table, keys)
             if not found:  # absent everywhere: nothing to learn, whichever way it walked
                 break
-            nothing_stored = False
             nxt: list[tuple[_Row, int, int]] = []
             for (r, v, step), key in zip(probing, keys, strict=True):
                 stored = found.get(key)
@@ -579,7 +570,6 @@ class ModeStage:
                     r.cur_digest = b"" if insert else compare_digest(stored)
                 # walking down and absent (or @1 is later): nothing stored before this row
             probing = nxt
-        return nothing_stored
 
     @staticmethod
     def _whose(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
@@ -658,17 +648,6 @@ class ModeStage:
                 state[key] = (v, r.digest, it.line)
         self._ledger.store({k: e for k, e in state.items() if loaded.get(k) != e}, ticket)
         return out
-
-    def _assign_fresh(self, rows: list[_Row], ticket: int | None) -> PreparedBatch | None:
-        """Insert's short way, when the tables hold none of the batch's entities: all
-        rows are written, unless the run map knows one or a key repeats (None: the
-        rows need `_assign`, one by one).  The same outcome as `_assign`'s loop."""
-        keys = [(r.item.pk, r.base) for r in rows]
-        if len(set(keys)) != len(keys) or self._ledger.load(keys):
-            return None
-        entries = {k: (1, r.digest, r.item.line) for k, r in zip(keys, rows, strict=True)}
-        self._ledger.store(entries, ticket)
-        return PreparedBatch(items=[r.item for r in rows])
 
     def _exists(
         self, r: _Row, version: int, line: int, fields: Mapping[int, Sequence[str]]

@@ -402,8 +402,9 @@ class _Run:
         # window stays 2 x workers wide for the slow-batch case, but only a few batches
         # may wait for a thread: otherwise a run's peak memory depends on how often the
         # reader got ahead (more often, the longer the file).
-        batch_workers = pipeline.settings.batches or batch_threads(config.workers)
+        # the pipeline's lanes were sized for this many batches at once (`open_pipeline`)
         lanes = getattr(pipeline, "lanes", None)
+        batch_workers = lanes.batches if lanes is not None else batch_threads(config.workers)
 
         def max_unfinished() -> int:
             # fewer batches at once when the service answers at once (`Lanes.batches_now`):

@@ -405,6 +405,22 @@ def _fatal_types() -> tuple[type[BaseException], ...]:
     )
 
 
+#: glibc's mallopt parameters
+_M_ARENA_MAX = -8
+#: allocations from this size up are mmapped (and returned on free)
+_M_MMAP_THRESHOLD = -3
+
+
+def _mallopt(param: int, value: int) -> None:
+    """glibc's `mallopt`; another libc (musl, macOS) has none: nothing to do."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(param, value)
+    except (OSError, AttributeError):
+        pass
+
+
 def _bound_malloc_arenas(arenas: int = 2) -> None:
     """Keep memory flat on long runs: cap glibc's malloc arenas before any thread starts.
 
@@ -416,17 +432,7 @@ def _bound_malloc_arenas(arenas: int = 2) -> None:
     """
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
-#: glibc's mallopt parameter: allocations from this size up are mmapped (and returned on free)
-_M_MMAP_THRESHOLD = -3
+    _mallopt(_M_ARENA_MAX, arenas)
 
 
 def _bound_c_heap(threshold: int = 64 * 1024) -> None:
@@ -437,15 +443,9 @@ def _bound_c_heap(threshold: int = 64 * 1024) -> None:
     another.  glibc's default raises its mmap threshold after such frees and
     then carves the buffers out of heaps that fragment.  A fixed threshold
     keeps them as mappings: peak RSS of a blind run of 1M rows 85 -> 60-66 MB,
-    10M rows 105 -> 96 MB, and no slower.  Not glibc (musl, macOS): nothing to do.
+    10M rows 105 -> 96 MB, and no slower.
     """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
-    except (OSError, AttributeError):
-        pass
+    _mallopt(_M_MMAP_THRESHOLD, threshold)
 
 
 def _relax_cyclic_gc(threshold: int = 10_000) -> None:

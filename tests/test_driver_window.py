@@ -16,7 +16,7 @@ from pathlib import Path
 from importer.driver import RunConfig, run_import
 from importer.lanes import MAX_BATCH_THREADS
 from importer.pipeline import PipelineSettings, open_pipeline
-from importer.spec import load_spec
+from importer.spec import Spec, load_spec
 from tests.conftest import PRODUCT_SPEC
 
 SLOW_SECONDS = 0.8
@@ -37,14 +37,19 @@ class _SlowFirstBatch:
         self.inner.close()
 
 
-def test_a_slow_first_batch_leaves_the_reader_thread_idle(tmp_path: Path):
+def _products(tmp_path: Path, rows: int) -> tuple[Spec, Path]:
+    """The product spec and a CSV of `rows` valid rows."""
     spec_path = tmp_path / "spec.toml"
     spec_path.write_text(PRODUCT_SPEC)
-    spec = load_spec(spec_path)
     src = tmp_path / "rows.csv"
     lines = ["sku,name,price,qty,active"]
-    lines += [f"SKU-{i},name {i},{i}.5,{i % 7},y" for i in range(400)]
+    lines += [f"SKU-{i},name {i},{i}.5,{i % 7},y" for i in range(rows)]
     src.write_text("\n".join(lines) + "\n")
+    return load_spec(spec_path), src
+
+
+def test_a_slow_first_batch_leaves_the_reader_thread_idle(tmp_path: Path):
+    spec, src = _products(tmp_path, 400)
     settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=2)
     with open_pipeline(settings) as pipeline:
         pipeline.writer = _SlowFirstBatch(pipeline.writer)
@@ -86,13 +91,7 @@ class _CountingWriter:
 
 def test_fifty_workers_keep_only_a_few_batches_in_memory(tmp_path: Path):
     """`--workers 50` is 50 requests in flight, not 50 batches' items held at once."""
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(PRODUCT_SPEC)
-    spec = load_spec(spec_path)
-    src = tmp_path / "rows.csv"
-    lines = ["sku,name,price,qty,active"]
-    lines += [f"SKU-{i},name {i},{i}.5,{i % 7},y" for i in range(3000)]
-    src.write_text("\n".join(lines) + "\n")
+    spec, src = _products(tmp_path, 3000)
     settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=50)
     with open_pipeline(settings) as pipeline:
         counting = pipeline.writer = _CountingWriter(pipeline.writer)

@@ -741,6 +741,36 @@ cdef struct ColVal:
     char scratch[NUMBUF]
 
 
+cdef struct ItemAt:
+    long long line
+    Py_ssize_t wire_off
+    Py_ssize_t wire_len
+    Py_ssize_t pk_off
+    Py_ssize_t pk_len
+    Py_ssize_t sk_off
+    Py_ssize_t sk_len
+    uint64_t key_hash
+
+
+cdef inline uint64_t key_hash(const char* pk, Py_ssize_t pk_len, const char* sk,
+                              Py_ssize_t sk_len) noexcept nogil:
+    """FNV-1a of pk, a byte UTF-8 never holds, and sk: equal keys, equal hashes."""
+    cdef uint64_t h = 0xcbf29ce484222325ULL
+    cdef Py_ssize_t i
+    for i in range(pk_len):
+        h = (h ^ <uchar> pk[i]) * 0x100000001b3ULL
+    h = (h ^ 0xff) * 0x100000001b3ULL
+    for i in range(sk_len):
+        h = (h ^ <uchar> sk[i]) * 0x100000001b3ULL
+    return h
+
+
+cdef inline bint same_key(const ItemAt* a, const ItemAt* b, const char* d) noexcept nogil:
+    return (a.key_hash == b.key_hash and a.pk_len == b.pk_len and a.sk_len == b.sk_len
+            and memcmp(d + a.pk_off, d + b.pk_off, a.pk_len) == 0
+            and memcmp(d + a.sk_off, d + b.sk_off, a.sk_len) == 0)
+
+
 cdef struct RowOut:
     int code
     int col
@@ -751,6 +781,7 @@ cdef struct RowOut:
     Py_ssize_t pk_len
     Py_ssize_t sk_off
     Py_ssize_t sk_len
+    uint64_t key_hash
 
 
 cdef struct Core:
@@ -1251,6 +1282,7 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
         out.pk_len = pk_len
         out.sk_off = sk_at
         out.sk_len = sk_len
+        out.key_hash = key_hash(w.data + pk_at, pk_len, w.data + sk_at, sk_len)
         out.code = ITEM
         return 0
     # unescaped pk and sk for the PreparedItem
@@ -1264,6 +1296,7 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[2], tlen[2])
     w_raw(w, b"@1", 2)
     out.sk_len = sk_len
+    out.key_hash = key_hash(w.data + out.pk_off, pk_len, w.data + out.sk_off, sk_len)
     out.code = ITEM
     return 0
 
@@ -1587,7 +1620,9 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
     cdef int overflow, rc
     cdef long long ln
     cdef RowOut* o
-    cdef list items = []
+    cdef _ItemStore store = _ItemStore()
+    cdef ItemAt* a
+    cdef dict objects = {}
     cdef list rejects = []
     cdef list keep = []
     cdef dict json_reason = {}
@@ -1685,16 +1720,22 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
             rc = transform_all(core, &bt)
         if rc < 0:
             raise MemoryError()
-        # ---- phase 3 (GIL): records
+        # ---- phase 3 (GIL): the items stay in the wire buffer (an ItemBlock); rejects
+        store.item_cls = item_cls
+        store.data = bt.wire  # the block takes the buffer over
+        memset(&bt.wire, 0, sizeof(Buf))
         for r in range(nrows):
             o = &bt.out[r]
             if o.code == ITEM:
-                items.append(_new_slotted(item_cls, _ITEM_FIELDS, (
-                    bt.lines[r],
-                    PyUnicode_DecodeUTF8(bt.wire.data + o.pk_off, o.pk_len, NULL),
-                    PyUnicode_DecodeUTF8(bt.wire.data + o.sk_off, o.sk_len, NULL),
-                    PyBytes_FromStringAndSize(bt.wire.data + o.wire_off, o.wire_len),
-                )))
+                a = store.push()
+                a.line = bt.lines[r]
+                a.wire_off = o.wire_off
+                a.wire_len = o.wire_len
+                a.pk_off = o.pk_off
+                a.pk_len = o.pk_len
+                a.sk_off = o.sk_off
+                a.sk_len = o.sk_len
+                a.key_hash = o.key_hash
                 continue
             line, fields = rows[r]
             if o.code == R_FALLBACK:
@@ -1702,7 +1743,7 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
                 if isinstance(out, reject_cls):
                     rejects.append(out)
                 else:
-                    items.append(out)
+                    store.add_object(out, objects)
                 continue
             if o.code < R_KEY_EMPTY:
                 j = o.col
@@ -1721,10 +1762,324 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
                 )))
             else:
                 rejects.append(key_reject(o.code, o.col, o.param, line, fields))
-        return items, rejects
+        store.seal(objects)
+        return _block_view(store, 0, store.n), rejects
     finally:
         free(sidx)
         _free_batch(&bt)
+
+
+# ---------------------------------------------------------------------------
+# ItemBlock: one batch's items, wire bytes in one buffer
+# ---------------------------------------------------------------------------
+
+cdef class _ItemStore:
+    """What an ItemBlock and its slices share: the bytes, each item's offsets, and
+    the PreparedItems built so far (so that an item is one object, however often
+    it is asked for).  Filled by `transform_rows`, then never changed but for
+    that cache."""
+
+    cdef Buf data
+    cdef ItemAt* at
+    cdef Py_ssize_t n
+    cdef Py_ssize_t cap
+    cdef list made
+    cdef object item_cls
+
+    def __cinit__(self):
+        memset(&self.data, 0, sizeof(Buf))
+        self.at = NULL
+        self.n = 0
+        self.cap = 0
+        self.made = None
+
+    def __dealloc__(self):
+        free(self.data.data)
+        free(self.at)
+
+    cdef ItemAt* push(self) except NULL:
+        cdef ItemAt* a
+        cdef Py_ssize_t cap
+        if self.n >= self.cap:
+            cap = self.cap * 2 if self.cap else 64
+            a = <ItemAt*> realloc(self.at, cap * sizeof(ItemAt))
+            if a == NULL:
+                raise MemoryError()
+            self.at = a
+            self.cap = cap
+        a = &self.at[self.n]
+        self.n += 1
+        return a
+
+    cdef int add_object(self, object item, dict objects) except -1:
+        """An item the Python path made: its bytes copied in, the object itself kept.
+
+        pk and sk are stored as `surrogatepass` UTF-8, which maps distinct
+        strings to distinct bytes, so keys compare in C as they do in Python.
+        """
+        cdef bytes wire = item.wire if type(item.wire) is bytes else bytes(item.wire)
+        cdef bytes pk = item.pk.encode("utf-8", "surrogatepass")
+        cdef bytes sk = item.sk.encode("utf-8", "surrogatepass")
+        cdef ItemAt* a
+        cdef Buf* d = &self.data
+        objects[self.n] = item
+        a = self.push()
+        a.line = 0  # never read: the object answers for itself
+        a.pk_off = d.len
+        a.pk_len = len(pk)
+        if w_raw(d, pk, len(pk)) < 0:
+            raise MemoryError()
+        a.sk_off = d.len
+        a.sk_len = len(sk)
+        if w_raw(d, sk, len(sk)) < 0:
+            raise MemoryError()
+        a.wire_off = d.len
+        a.wire_len = len(wire)
+        if w_raw(d, wire, len(wire)) < 0:
+            raise MemoryError()
+        a.key_hash = key_hash(d.data + a.pk_off, a.pk_len, d.data + a.sk_off, a.sk_len)
+        return 0
+
+    cdef int seal(self, dict objects) except -1:
+        """Done filling: the cache gets its slots (and the Python-made items), and the
+        buffer gives back what the transform reserved and did not use."""
+        cdef char* p
+        self.made = [None] * self.n
+        for k, v in objects.items():
+            self.made[k] = v
+        if self.data.cap > self.data.len + (self.data.len >> 2) + 4096:
+            p = <char*> realloc(self.data.data, self.data.len + 1)
+            if p != NULL:
+                self.data.data = p
+                self.data.cap = self.data.len + 1
+        return 0
+
+    cdef object item(self, Py_ssize_t i):
+        cdef ItemAt* a
+        cdef object obj = self.made[i]
+        if obj is not None:
+            return obj
+        a = &self.at[i]
+        obj = _new_slotted(self.item_cls, _ITEM_FIELDS, (
+            a.line,
+            PyUnicode_DecodeUTF8(self.data.data + a.pk_off, a.pk_len, NULL),
+            PyUnicode_DecodeUTF8(self.data.data + a.sk_off, a.sk_len, NULL),
+            PyBytes_FromStringAndSize(self.data.data + a.wire_off, a.wire_len),
+        ))
+        if self.made[i] is None:  # another thread may have built it meanwhile
+            self.made[i] = obj
+        return self.made[i]
+
+
+cdef class ItemBlock:
+    """One batch's transformed items as the native transform wrote them: every
+    item's wire JSON, pk and sk in one buffer.
+
+    Why: the blind path hands a batch from the transform to the writer without a
+    Python object per item -- the writer cuts its requests, checks keys and
+    splices request bodies here, in C (`chunk_bounds`, `keys_unique`, `body`).
+    It is still a sequence of `PreparedItem`, each built on first access and then
+    kept, for every other consumer (the mode stage, sync, rejects, tests), which
+    see exactly the items a list would have held; a slice is a view, not a copy.
+    Immutable, so worker threads read it without a lock.
+    """
+
+    cdef _ItemStore store
+    cdef readonly Py_ssize_t start
+    cdef readonly Py_ssize_t stop
+
+    def __init__(self, items=()):
+        """An ItemBlock of the given PreparedItems (tests; the transform builds its own)."""
+        cdef _ItemStore store = _ItemStore()
+        cdef dict objects = {}
+        cdef object it
+        for it in items:
+            store.add_object(it, objects)
+        store.seal(objects)
+        self.store = store
+        self.start = 0
+        self.stop = store.n
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def __getitem__(self, index):
+        cdef Py_ssize_t i, n = self.stop - self.start
+        if isinstance(index, slice):
+            start, stop, step = index.indices(n)
+            if step == 1:
+                return _block_view(self.store, self.start + start,
+                                   self.start + (stop if stop > start else start))
+            return [self.store.item(self.start + k) for k in range(start, stop, step)]
+        i = index
+        if i < 0:
+            i += n
+        if i < 0 or i >= n:
+            raise IndexError("ItemBlock index out of range")
+        return self.store.item(self.start + i)
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        for i in range(self.start, self.stop):
+            yield self.store.item(i)
+
+    def __eq__(self, other):
+        if isinstance(other, (ItemBlock, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __ne__(self, other):
+        if isinstance(other, (ItemBlock, list, tuple)):
+            return list(self) != list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __reduce__(self):
+        return (list, (list(self),))  # a copy elsewhere is an ordinary list
+
+    def __repr__(self):
+        return f"ItemBlock({list(self)!r})"
+
+    def lines(self):
+        """Each item's line, as `[it.line for it in block]`."""
+        cdef _ItemStore s = self.store
+        cdef Py_ssize_t i
+        cdef list out = []
+        for i in range(self.start, self.stop):
+            obj = s.made[i]
+            out.append(s.at[i].line if obj is None else obj.line)
+        return out
+
+    def pks(self):
+        """Each item's pk, as `[it.pk for it in block]` (no PreparedItem built)."""
+        return self._keys(0)
+
+    def sks(self):
+        """Each item's sk, as `[it.sk for it in block]` (no PreparedItem built)."""
+        return self._keys(1)
+
+    cdef list _keys(self, int which):
+        cdef _ItemStore s = self.store
+        cdef Py_ssize_t i
+        cdef ItemAt* a
+        cdef list out = []
+        for i in range(self.start, self.stop):
+            obj = s.made[i]
+            if obj is not None:
+                out.append(obj.sk if which else obj.pk)
+                continue
+            a = &s.at[i]
+            if which:
+                out.append(PyUnicode_DecodeUTF8(s.data.data + a.sk_off, a.sk_len, NULL))
+            else:
+                out.append(PyUnicode_DecodeUTF8(s.data.data + a.pk_off, a.pk_len, NULL))
+        return out
+
+    def keys_unique(self):
+        """True when no (pk, sk) appears twice -- `len({(it.pk, it.sk) ...}) == len(block)`."""
+        cdef _ItemStore s = self.store
+        cdef Py_ssize_t n = self.stop - self.start, size = 16, i, slot, mask
+        cdef Py_ssize_t* table
+        cdef bint unique = True
+        if n < 2:
+            return True
+        while size < 2 * n:
+            size *= 2
+        mask = size - 1
+        table = <Py_ssize_t*> malloc(size * sizeof(Py_ssize_t))
+        if table == NULL:
+            raise MemoryError()
+        with nogil:
+            for i in range(size):
+                table[i] = -1
+            for i in range(self.start, self.stop):
+                slot = <Py_ssize_t> (s.at[i].key_hash & <uint64_t> mask)
+                while table[slot] >= 0:
+                    if same_key(&s.at[table[slot]], &s.at[i], s.data.data):
+                        unique = False
+                        break
+                    slot = (slot + 1) & mask
+                if not unique:
+                    break
+                table[slot] = i
+        free(table)
+        return unique
+
+    def chunk_bounds(self, Py_ssize_t max_items, Py_ssize_t budget, Py_ssize_t per_item):
+        """Where `importer.writer.chunk_requests` cuts this block, as offsets into it:
+        `[0, b1, ..., len]`; request k holds items `b[k]:b[k+1]` -- at most
+        `max_items`, within `budget` bytes (wire plus `per_item` each), no key twice
+        (an item that alone exceeds the budget still makes a request of its own)."""
+        cdef _ItemStore s = self.store
+        cdef Py_ssize_t i = self.start, c0, j, size, add
+        cdef bint repeat
+        cdef list bounds = [0]
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        while i < self.stop:
+            c0 = i
+            size = 0
+            while i < self.stop:
+                add = s.at[i].wire_len + per_item
+                if i > c0:
+                    if i - c0 >= max_items or size + add > budget:
+                        break
+                    repeat = False
+                    for j in range(c0, i):
+                        if same_key(&s.at[j], &s.at[i], s.data.data):
+                            repeat = True
+                            break
+                    if repeat:
+                        break
+                size += add
+                i += 1
+            bounds.append(i - self.start)
+        return bounds
+
+    def body(self, bytes prefix, bytes sep, bytes suffix):
+        """`prefix + sep.join(it.wire for it in block) + suffix`, copied once."""
+        cdef _ItemStore s = self.store
+        cdef Py_ssize_t i, total = len(prefix) + len(suffix), k
+        cdef Py_ssize_t nsep = len(sep)
+        cdef char* p
+        cdef ItemAt* a
+        for i in range(self.start, self.stop):
+            total += s.at[i].wire_len
+        if self.stop > self.start:
+            total += nsep * (self.stop - self.start - 1)
+        out = PyBytes_FromStringAndSize(NULL, total)
+        p = PyBytes_AS_STRING(out)
+        memcpy(p, <const char*> prefix, len(prefix))
+        k = len(prefix)
+        for i in range(self.start, self.stop):
+            if i > self.start:
+                memcpy(p + k, <const char*> sep, nsep)
+                k += nsep
+            a = &s.at[i]
+            memcpy(p + k, s.data.data + a.wire_off, a.wire_len)
+            k += a.wire_len
+        memcpy(p + k, <const char*> suffix, len(suffix))
+        return out
+
+    def write_units(self, Py_ssize_t unit_bytes):
+        """One per item when every item's wire JSON is at most `unit_bytes` (an item's
+        DynamoDB size never exceeds its JSON); -1 otherwise, for the caller to size
+        the items."""
+        cdef _ItemStore s = self.store
+        cdef Py_ssize_t i
+        for i in range(self.start, self.stop):
+            if s.at[i].wire_len > unit_bytes:
+                return -1
+        return self.stop - self.start
+
+
+cdef ItemBlock _block_view(_ItemStore store, Py_ssize_t start, Py_ssize_t stop):
+    cdef ItemBlock view = ItemBlock.__new__(ItemBlock)
+    view.store = store
+    view.start = start
+    view.stop = stop
+    return view
 
 
 # ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from importer.context import RunContext
 from importer.dynamo import one_line
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
 from importer.retry import WriterFatalError
+from importer.writer import keys_unique
 
 if TYPE_CHECKING:
     from importer.pipeline import Pipeline
@@ -89,18 +90,19 @@ class BatchOutcome:
 
 
 def resolve_duplicates(
-    items: list[PreparedItem], *, code_column: str, fields: Mapping[int, Sequence[str]]
-) -> tuple[list[PreparedItem], list[Reject]]:
+    items: Sequence[PreparedItem], *, code_column: str, fields: Mapping[int, Sequence[str]]
+) -> tuple[Sequence[PreparedItem], list[Reject]]:
     """Keep the last row for each key; report the rows it replaced (blind mode).
 
     BatchWriteItem refuses a whole call that names one key twice, and a batch
     is written as one unit, so duplicates are settled here, in file order.
     """
+    if keys_unique(items):  # the usual case, checked in C for a transform's ItemBlock
+        return items, []
+    items = list(items)
     last: dict[tuple[str, str], PreparedItem] = {}
     for item in items:
         last[(item.pk, item.sk)] = item
-    if len(last) == len(items):
-        return items, []
     kept: list[PreparedItem] = []
     rejects: list[Reject] = []
     for item in items:

@@ -71,6 +71,7 @@ from decimal import Decimal, InvalidOperation
 from itertools import repeat
 from typing import Any, Literal
 
+from importer._native import ItemBlock
 from importer.ledger import EntityLedger, WindowLedger
 from importer.lookup import KeyLookup, LookupFailed
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
@@ -173,7 +174,7 @@ class PreparedBatch:
     equal to the current record (upsert/strict), not written.
     """
 
-    items: list[PreparedItem] = field(default_factory=list)
+    items: Sequence[PreparedItem] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     unchanged: int = 0
@@ -453,10 +454,11 @@ class ModeStage:
         that failed: `_probe` reads, and reports, again).
         """
         lookup = self.lookup
-        sks = [it.sk for it in items]
+        block = isinstance(items, ItemBlock)  # its keys come without a PreparedItem per row
+        sks = items.sks() if block else [it.sk for it in items]
         if not all(map(str.endswith, sks, repeat("@1"))):
             return None
-        pks = [it.pk for it in items]
+        pks = items.pks() if block else [it.pk for it in items]
         keys = list(zip(pks, [sk[:-2] for sk in sks], strict=True))
         if lookup is not None:
             try:
@@ -476,10 +478,10 @@ class ModeStage:
                 # `_assign` decides row by row (this batch's turn is already taken);
                 # both tables were read and hold none of the rows
                 return {}, {}
-            lines = [it.line for it in items]
+            lines = items.lines() if block else [it.line for it in items]
             entries = zip(keys, zip(repeat(1), repeat(b""), lines), strict=False)
             self._ledger.store(dict(entries), ticket)
-        return PreparedBatch(items=list(items))
+        return PreparedBatch(items=items if block else list(items))
 
     def _parse(self, item: PreparedItem) -> _Row:
         base = item.sk.rsplit("@", 1)[0]

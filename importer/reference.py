@@ -49,7 +49,14 @@ Row = tuple[int, Sequence[str]]
 
 @dataclass(slots=True)
 class TransformResult:
-    items: list[PreparedItem] = field(default_factory=list)
+    """One batch's items and rejects, in row order.
+
+    The reference engine lists its items; the native one hands an
+    `importer._native.ItemBlock` (a sequence of the same items, kept as wire
+    bytes in one buffer, which the writer sends without an object per item).
+    """
+
+    items: Sequence[PreparedItem] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
 
 

@@ -31,9 +31,10 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from importer._native import ItemBlock
 from importer.dynamo import ALL_PROCESSED, DynamoClient, DynamoError, ErrorKind, should_retry
 from importer.lanes import Lanes
-from importer.pacing import Pacer, item_write_units
+from importer.pacing import WRITE_UNIT_BYTES, Pacer, item_write_units
 from importer.records import Failure, PreparedItem, WriteOutcome
 from importer.retry import Attempts, RetryPolicy, WriterFatalError, bisect
 
@@ -42,7 +43,9 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "BatchWriter",
     "chunk_requests",
+    "keys_unique",
     "refuse_into",
+    "write_units",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ def chunk_requests(
     *,
     budget: int = MAX_REQUEST_BYTES,
     per_item: int = 32,
-) -> Iterator[list[PreparedItem]]:
+) -> Iterator[Sequence[PreparedItem]]:
     """Greedy split into BatchWriteItem requests: <= 25 items, <= `budget` bytes
     (each item counted as its wire JSON plus `per_item` bytes of envelope), and a
     key at most once per request (DynamoDB refuses a call naming a key twice).
@@ -78,6 +81,11 @@ def chunk_requests(
     Fast path: a full window of 25 that fits and has unique keys is exactly what
     the greedy loop would take, so it is sliced off whole.
     """
+    if isinstance(items, ItemBlock):  # the same cuts, made in C; each request a view
+        bounds = items.chunk_bounds(MAX_ITEMS_PER_REQUEST, budget, per_item)
+        for k in range(len(bounds) - 1):
+            yield items[bounds[k] : bounds[k + 1]]
+        return
     seq = items if isinstance(items, list) else list(items)
     n = len(seq)
     i = 0
@@ -109,8 +117,23 @@ def chunk_requests(
         yield chunk
 
 
-def _keys_unique(items: Sequence[PreparedItem]) -> bool:
+def keys_unique(items: Sequence[PreparedItem]) -> bool:
+    """No (pk, sk) twice among `items` (checked in C for a transform's `ItemBlock`)."""
+    if isinstance(items, ItemBlock):
+        return items.keys_unique()
     return len({(it.pk, it.sk) for it in items}) == len(items)
+
+
+def write_units(items: Sequence[PreparedItem]) -> int:
+    """Write units a put of each of `items` costs, summed (`item_write_units`).
+
+    An `ItemBlock` of items up to 1 KB of JSON answers without an object per item.
+    """
+    if isinstance(items, ItemBlock):
+        units = items.write_units(WRITE_UNIT_BYTES)
+        if units >= 0:
+            return units
+    return sum([item_write_units(it.wire) for it in items])
 
 
 class BatchWriter:
@@ -158,17 +181,19 @@ class BatchWriter:
             for chunk in chunks:
                 self._send(chunk, outcome)
             return outcome
-        side_by_side = len(chunks) > 1 and lanes.lanes_now() > 1 and _keys_unique(items)
+        side_by_side = len(chunks) > 1 and lanes.lanes_now() > 1 and keys_unique(items)
         for part in lanes.run(self._send_alone, chunks, in_order=not side_by_side):
             outcome.merge(part)
         return outcome
 
-    def chunks(self, items: Sequence[PreparedItem]) -> Iterator[list[PreparedItem]]:
+    def chunks(self, items: Sequence[PreparedItem]) -> Iterator[Sequence[PreparedItem]]:
         """Requests of <= 25 items within 16 MB of body, no key twice."""
         budget = MAX_REQUEST_BYTES - len(self.prefix) - len(self.suffix)
         return chunk_requests(items, budget=budget, per_item=_PER_ITEM_OVERHEAD)
 
     def body(self, items: Sequence[PreparedItem]) -> bytes:
+        if isinstance(items, ItemBlock):
+            return items.body(self.prefix, _PUT_SEP, self.suffix)
         return self.prefix + _PUT_SEP.join([it.wire for it in items]) + self.suffix
 
     def close(self) -> None:
@@ -183,12 +208,12 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ internals
 
-    def _send_alone(self, items: list[PreparedItem]) -> WriteOutcome:
+    def _send_alone(self, items: Sequence[PreparedItem]) -> WriteOutcome:
         outcome = WriteOutcome()
         self._send(items, outcome)
         return outcome
 
-    def _send(self, items: list[PreparedItem], outcome: WriteOutcome) -> None:
+    def _send(self, items: Sequence[PreparedItem], outcome: WriteOutcome) -> None:
         """Send one request's worth of items until each is written or failed."""
         attempts = Attempts(self.policy)
         pending = items
@@ -196,8 +221,7 @@ class BatchWriter:
         while pending:
             if self._fatal is not None:
                 raise self._fatal
-            units = [item_write_units(it.wire) for it in pending]
-            sent_units = sum(units)
+            sent_units = write_units(pending)
             pacer.acquire(len(pending), sent_units)
             try:
                 reply = self.client.post("BatchWriteItem", self.body(pending))
@@ -244,9 +268,7 @@ class BatchWriter:
                 return
             left_keys = self._unprocessed_keys(unprocessed)
             left = [it for it in pending if (it.pk, it.sk) in left_keys]
-            left_units = sum(
-                u for it, u in zip(pending, units, strict=True) if (it.pk, it.sk) in left_keys
-            )
+            left_units = write_units(left)
             done = len(pending) - len(left)
             outcome.written += done
             pacer.settle(

@@ -22,7 +22,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from importer import native_engine, reference
+    from importer import _native, native_engine, reference
     from importer.batching import Batcher, item_json_size
     from importer.context import RunContext
     from importer.driver import _cut_by_row
@@ -88,6 +88,17 @@ def _reader_outcome(make):
         return type(exc), str(exc)
 
 
+def _block_answers(block):
+    return (
+        block.lines(),
+        block.pks(),
+        block.sks(),
+        block.keys_unique(),
+        block.body(b"[", b",", b"]"),
+        block.chunk_bounds(2, 64, 8),
+    )
+
+
 def _transform_outcome(fn, spec, rows, header=None):
     try:
         res = fn(spec, header or HEADER, rows, CTX)
@@ -95,7 +106,13 @@ def _transform_outcome(fn, spec, rows, header=None):
         return "surrogate"
     except Exception as exc:  # noqa: BLE001
         return type(exc)
-    return [(i.line, i.pk, i.sk, json.loads(i.wire)) for i in res.items], res.rejects
+    items = res.items
+    if isinstance(items, _native.ItemBlock):
+        # the block's C answers, asked before any item is built, must be its list's
+        answers = _block_answers(items)
+        if answers != _block_answers(_native.ItemBlock(list(items))):
+            raise AssertionError(f"ItemBlock answers differ from its items: {answers!r}")
+    return [(i.line, i.pk, i.sk, json.loads(i.wire)) for i in items], res.rejects
 
 
 def _batches_outcome(make, native: bool, max_items: int, max_bytes: int):

@@ -71,12 +71,49 @@ for _c in range(256):
     _ESC_EXTRA[_c] = (1 if _c in (34, 92, 10, 13, 9, 8, 12) else 5 if _c < 32 else 0)
 
 
+cdef inline bint _esc_in_word(uint64_t v) noexcept nogil:
+    """True when one of the eight bytes of `v` is one JSON escapes (< 0x20, '"', '\\').
+
+    Exact (no false positives): "has a byte below n" for n <= 128, and "has a zero
+    byte" of v XOR the byte searched for."""
+    cdef uint64_t high = 0x8080808080808080ULL
+    cdef uint64_t q = v ^ 0x2222222222222222ULL
+    cdef uint64_t b = v ^ 0x5c5c5c5c5c5c5c5cULL
+    return ((((v - 0x2020202020202020ULL) & ~v)
+             | ((q - 0x0101010101010101ULL) & ~q)
+             | ((b - 0x0101010101010101ULL) & ~b)) & high) != 0
+
+
 cdef inline bint _needs_escape(const char* p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
+    cdef Py_ssize_t i = 0
+    cdef uint64_t w
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        if _esc_in_word(w):
+            return True
+        i += 8
+    while i < n:
         if _ESC[<unsigned char> p[i]]:
             return True
+        i += 1
     return False
+
+
+cdef inline Py_ssize_t _escape_extra(const uchar* p, Py_ssize_t n) noexcept nogil:
+    """What JSON escaping adds to these bytes' length (`_ESC_EXTRA` summed), eight
+    bytes at a time where none needs escaping (nearly always)."""
+    cdef Py_ssize_t i = 0, j, extra = 0
+    cdef uint64_t w
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        if _esc_in_word(w):
+            for j in range(i, i + 8):
+                extra += _ESC_EXTRA[p[j]]
+        i += 8
+    while i < n:
+        extra += _ESC_EXTRA[p[i]]
+        i += 1
+    return extra
 
 
 cdef Py_ssize_t _escape_into(const unsigned char* src, Py_ssize_t n, char* out) noexcept nogil:
@@ -202,6 +239,38 @@ cdef inline int w_key(Buf* b, const char* p, Py_ssize_t n, bint clean) noexcept 
 cdef inline int w_lit(Buf* b, const char* s) noexcept nogil:
     # inlined, strlen of a literal is folded by the compiler
     return w_raw(b, s, strlen(s))
+
+
+# The p_* writers put bytes where the caller has already reserved room (buf_reserve):
+# no check per write, in the loops that write an item's every field.
+
+cdef inline void p_raw(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
+    copy_bytes(b.data + b.len, p, n)
+    b.len += n
+
+
+cdef inline void p_lit(Buf* b, const char* s) noexcept nogil:
+    p_raw(b, s, strlen(s))
+
+
+cdef inline void p_esc(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
+    b.len += _escape_into(<const unsigned char*> p, n, b.data + b.len)
+
+
+cdef inline void p_key(Buf* b, const char* p, Py_ssize_t n, bint clean) noexcept nogil:
+    if clean:
+        p_raw(b, p, n)
+    else:
+        p_esc(b, p, n)
+
+
+def escape_scan(bytes data):
+    """(whether JSON escapes any of these bytes, how many bytes escaping adds): the
+    word-at-a-time scans the transform and the reader use, for tests to hold against
+    the per-byte definition."""
+    cdef const char* p = data
+    return (bool(_needs_escape(p, len(data))),
+            _escape_extra(<const uchar*> p, len(data)))
 
 
 def keys_json(list keys):
@@ -1208,9 +1277,17 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
         return 0
     # ---- wire JSON
     start = w.len
-    # room for the whole head at once: the id below copies pk and sk from this buffer,
-    # which must not move under it (type is written 5 times, tenant and code 3, name once)
+    # room for the whole item at once, so that nothing below checks for room (and the
+    # id can copy pk and sk from this buffer, which must not move under it): the head
+    # writes type 5 times, tenant and code 3, name once, each escaped at worst 6x; an
+    # attribute is its name, a separator, at most 8 bytes of type tags and its value
+    # escaped; then the tail and the line number; and the unescaped pk and sk after it
     n = 6 * (5 * tlen[0] + 3 * tlen[1] + 3 * tlen[2] + tlen[3]) + 256
+    for i in range(core.ncols):
+        v = &bt.vals[i]
+        if v.present:
+            n += core.cols[i].attr_len + 16 + 6 * v.n
+    n += core.tail1_len + core.tail2_len + 24 + pk_len + sk_len
     if buf_reserve(w, n) < 0:
         out.code = R_NOMEM
         return -1
@@ -1219,28 +1296,28 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     # item's pk and sk are read from the wire
     clean = not (_needs_escape(tp + toff[0], tlen[0]) or _needs_escape(tp + toff[1], tlen[1])
                  or _needs_escape(tp + toff[2], tlen[2]))
-    w_lit(w, b'{"pk":{"S":"')
+    p_lit(w, b'{"pk":{"S":"')
     pk_at = w.len
-    w_key(w, tp + toff[0], tlen[0], clean); w_raw(w, b"#", 1)
-    w_key(w, tp + toff[1], tlen[1], clean)
+    p_key(w, tp + toff[0], tlen[0], clean); p_raw(w, b"#", 1)
+    p_key(w, tp + toff[1], tlen[1], clean)
     pk_end = w.len
-    w_lit(w, b'"},"sk":{"S":"')
+    p_lit(w, b'"},"sk":{"S":"')
     sk_at = w.len
-    w_key(w, tp + toff[0], tlen[0], clean); w_raw(w, b"#", 1)
-    w_key(w, tp + toff[2], tlen[2], clean)
+    p_key(w, tp + toff[0], tlen[0], clean); p_raw(w, b"#", 1)
+    p_key(w, tp + toff[2], tlen[2], clean)
     sk_end = w.len
-    w_lit(w, b'@1"},"id":{"S":"')
-    w_raw(w, w.data + pk_at, pk_end - pk_at); w_raw(w, b"#", 1)
-    w_raw(w, w.data + sk_at, sk_end - sk_at)
-    w_lit(w, b'"},"code":{"S":"')
-    w_key(w, tp + toff[2], tlen[2], clean)
-    w_lit(w, b'"},"name":{"S":"')
-    w_esc(w, tp + toff[3], tlen[3])
-    w_lit(w, b'"},"type":{"S":"')
-    w_key(w, tp + toff[0], tlen[0], clean)
-    w_lit(w, b'"},"tenantCode":{"S":"')
-    w_key(w, tp + toff[1], tlen[1], clean)
-    w_lit(w, b'"},"version":{"N":"1"},"attributes":{"M":{')
+    p_lit(w, b'@1"},"id":{"S":"')
+    p_raw(w, w.data + pk_at, pk_end - pk_at); p_raw(w, b"#", 1)
+    p_raw(w, w.data + sk_at, sk_end - sk_at)
+    p_lit(w, b'"},"code":{"S":"')
+    p_key(w, tp + toff[2], tlen[2], clean)
+    p_lit(w, b'"},"name":{"S":"')
+    p_esc(w, tp + toff[3], tlen[3])
+    p_lit(w, b'"},"type":{"S":"')
+    p_key(w, tp + toff[0], tlen[0], clean)
+    p_lit(w, b'"},"tenantCode":{"S":"')
+    p_key(w, tp + toff[1], tlen[1], clean)
+    p_lit(w, b'"},"version":{"N":"1"},"attributes":{"M":{')
     rc = 0
     for i in range(core.ncols):
         v = &bt.vals[i]
@@ -1248,33 +1325,27 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
             continue
         c = &core.cols[i]
         if rc:
-            if w_raw(w, b",", 1) < 0:
-                out.code = R_NOMEM
-                return -1
+            p_raw(w, b",", 1)
         rc = 1
-        if w_raw(w, core.blob + c.attr_off, c.attr_len) < 0:
-            out.code = R_NOMEM
-            return -1
+        p_raw(w, core.blob + c.attr_off, c.attr_len)
         if v.vkind == 0 or v.vkind == 1:
-            if w_lit(w, b'{"S":"') < 0 or w_esc(w, v.p, v.n) < 0 or w_lit(w, b'"}') < 0:
-                out.code = R_NOMEM
-                return -1
+            p_lit(w, b'{"S":"')
+            p_esc(w, v.p, v.n)
+            p_lit(w, b'"}')
         elif v.vkind == 2:
-            if w_lit(w, b'{"N":"') < 0 or w_raw(w, v.p, v.n) < 0 or w_lit(w, b'"}') < 0:
-                out.code = R_NOMEM
-                return -1
+            p_lit(w, b'{"N":"')
+            p_raw(w, v.p, v.n)
+            p_lit(w, b'"}')
         elif v.vkind == 3:
-            if w_lit(w, b'{"BOOL":true}' if v.n else b'{"BOOL":false}') < 0:
-                out.code = R_NOMEM
-                return -1
+            if v.n:
+                p_lit(w, b'{"BOOL":true}')
+            else:
+                p_lit(w, b'{"BOOL":false}')
         else:
-            if w_raw(w, v.p, v.n) < 0:
-                out.code = R_NOMEM
-                return -1
-    if (w_raw(w, core.tail1, core.tail1_len) < 0 or w_raw(w, linebuf, linelen) < 0
-            or w_raw(w, core.tail2, core.tail2_len) < 0):
-        out.code = R_NOMEM
-        return -1
+            p_raw(w, v.p, v.n)
+    p_raw(w, core.tail1, core.tail1_len)
+    p_raw(w, linebuf, linelen)
+    p_raw(w, core.tail2, core.tail2_len)
     out.wire_off = start
     out.wire_len = w.len - start
     if clean:  # unescaped pk and sk for the PreparedItem: in the wire as they are
@@ -1285,16 +1356,13 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
         out.key_hash = key_hash(w.data + pk_at, pk_len, w.data + sk_at, sk_len)
         out.code = ITEM
         return 0
-    # unescaped pk and sk for the PreparedItem
-    if buf_reserve(w, pk_len + sk_len) < 0:
-        out.code = R_NOMEM
-        return -1
+    # unescaped pk and sk for the PreparedItem (room reserved above)
     out.pk_off = w.len
-    w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[1], tlen[1])
+    p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[1], tlen[1])
     out.pk_len = pk_len
     out.sk_off = w.len
-    w_raw(w, tp + toff[0], tlen[0]); w_raw(w, b"#", 1); w_raw(w, tp + toff[2], tlen[2])
-    w_raw(w, b"@1", 2)
+    p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[2], tlen[2])
+    p_raw(w, b"@1", 2)
     out.sk_len = sk_len
     out.key_hash = key_hash(w.data + out.pk_off, pk_len, w.data + out.sk_off, sk_len)
     out.code = ITEM
@@ -2609,15 +2677,13 @@ cdef class RecordReader:
     cdef Py_ssize_t _json_size(self, const Py_ssize_t* hlens, Py_ssize_t n) noexcept nogil:
         """item_json_size of the parsed record cut or padded to `n` columns named by `hlens`:
         '{' '}', commas, and per column "name":"value" escaped."""
-        cdef Py_ssize_t total = 1 + n if n else 2, prev = 0, k, j, nf = self.rec.nfields
-        cdef const uchar* fd = <const uchar*> self.fb.data
+        cdef Py_ssize_t total = 1 + n if n else 2, k, nf = self.rec.nfields
+        cdef Py_ssize_t kept = n if n < nf else nf, used
         for k in range(n):
             total += hlens[k] + 3  # ':' and the value's quotes
-            if k < nf:
-                total += self.fends[k] - prev
-                for j in range(prev, self.fends[k]):
-                    total += _ESC_EXTRA[fd[j]]
-                prev = self.fends[k]
+        if kept > 0:  # the kept fields' bytes lie end to end from the buffer's start
+            used = self.fends[kept - 1]
+            total += used + _escape_extra(<const uchar*> self.fb.data, used)
         return total
 
     cdef tuple _materialize(self, const Py_ssize_t* hlens, Py_ssize_t nh):

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from importer import native_engine, reference
+from importer import _native, native_engine, reference
 from importer.batching import Batcher, item_json_size
 from importer.context import RunContext
 from importer.driver import _cut_by_row
@@ -774,3 +774,31 @@ def test_native_batches_step_aside_for_a_header_with_repeated_names() -> None:
     reader = native_engine.open_reader(io.BytesIO(b"1,2\n"), options)
     batcher = Batcher(max_items=10, max_bytes=None, batch_input=BATCH_INPUT)
     assert reader.read_batches(batcher) is None
+
+
+# --------------------------------------------------------------------------- escape scans
+
+
+def _escape_extra_by_byte(data: bytes) -> int:
+    return sum(1 if b in b'"\\\n\r\t\b\f' else 5 if b < 0x20 else 0 for b in data)
+
+
+def test_the_word_at_a_time_escape_scan_sees_every_byte_at_every_place() -> None:
+    """Every byte value, at each of the 16 places of two words and in the tail after
+    them: the scans (eight bytes at a time) answer as the per-byte definition."""
+    for value in range(256):
+        for place in range(19):
+            data = bytearray(b"a" * 19)
+            data[place] = value
+            for cut in (place + 1, 19):
+                chunk = bytes(data[:cut])
+                extra = _escape_extra_by_byte(chunk)
+                needs = value < 0x20 or value in (0x22, 0x5C)
+                assert _native.escape_scan(chunk) == (needs, extra), (value, place, cut)
+
+
+@settings(max_examples=300 * SCALE, deadline=None)
+@given(st.binary(max_size=64))
+def test_the_escape_scan_answers_as_the_per_byte_definition(data: bytes) -> None:
+    extra = _escape_extra_by_byte(data)
+    assert _native.escape_scan(data) == (extra > 0, extra)

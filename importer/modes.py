@@ -411,7 +411,7 @@ class ModeStage:
         try:
             if self.mode == "blind":
                 return PreparedBatch(items=list(items))
-            lines = [it.line for it in items]
+            lines = items.lines() if isinstance(items, ItemBlock) else [it.line for it in items]
             if lines != sorted(lines):  # the transform keeps file order; a caller may not
                 items = sorted(items, key=lambda it: it.line)
             read: tuple[dict, dict] | None = None

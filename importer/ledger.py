@@ -30,7 +30,9 @@ import heapq
 import os
 import sqlite3
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 
 __all__ = ["EntityKey", "EntityLedger", "Entry", "WindowLedger"]
 
@@ -190,6 +192,9 @@ class WindowLedger:
     def __init__(self) -> None:
         self._entries: dict[EntityKey, tuple[Entry, int | None]] = {}
         self._owned: dict[int, list[EntityKey]] = {}
+        # owners one of whose keys was stored again since (by a later batch, the run,
+        # or themselves): dropping them checks key by key who holds each now
+        self._shared: set[int | None] = set()
         self._visible: list[tuple[int, int]] = []  # heap of (issued, owner)
         self.peak = 0  # most entries held at once (for tests and benchmarks)
 
@@ -212,8 +217,10 @@ class WindowLedger:
         if not entries:
             return
         mine = self._entries
-        for k, e in entries.items():
-            mine[k] = (e, owner)
+        again = mine.keys() & entries.keys()  # nearly always empty
+        if again:
+            self._shared.update(mine[k][1] for k in again)
+        mine.update(zip(entries, zip(entries.values(), repeat(owner)), strict=False))
         if owner is not None:
             self._owned.setdefault(owner, []).extend(entries)
         self.peak = max(self.peak, len(mine))
@@ -229,7 +236,12 @@ class WindowLedger:
         entries = self._entries
         while visible and visible[0][0] <= turn:
             _issued, owner = heapq.heappop(visible)
-            for k in self._owned.pop(owner, ()):
+            owned = self._owned.pop(owner, ())
+            if owner not in self._shared:  # each of its keys is still its own: all go
+                deque(map(entries.__delitem__, owned), maxlen=0)
+                continue
+            self._shared.discard(owner)
+            for k in owned:
                 hit = entries.get(k)
                 if hit is not None and hit[1] == owner:
                     del entries[k]
@@ -240,4 +252,5 @@ class WindowLedger:
     def close(self) -> None:
         self._entries = {}
         self._owned = {}
+        self._shared = set()
         self._visible = []

@@ -7,6 +7,9 @@ import random
 import threading
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from importer.ledger import EntityLedger, WindowLedger
 from importer.modes import ModeStage
 from importer.records import PreparedItem, RejectKind
@@ -127,3 +130,66 @@ def test_knows_any_agrees_with_load_in_both_ledgers(tmp_path):
         for keys in ([("p", "s1"), ("p", "s2")], [("p", "s4"), ("p", "s3")], [], [("q", "s0")]):
             assert ledger.knows_any(keys) == bool(ledger.load(keys)), (ledger, keys)
         ledger.close()
+
+
+class _PerKeyWindow:
+    """The window's rule, key by key (the plain form `WindowLedger` must keep)."""
+
+    def __init__(self) -> None:
+        self.entries: dict = {}
+        self.owned: dict = {}
+        self.visible: list = []
+
+    def store(self, entries: dict, owner: int | None) -> None:
+        for k, e in entries.items():
+            self.entries[k] = (e, owner)
+        if owner is not None:
+            self.owned.setdefault(owner, []).extend(entries)
+
+    def written(self, owner: int, issued: int) -> None:
+        if owner in self.owned:
+            self.visible.append((issued, owner))
+
+    def advance(self, turn: int) -> None:
+        for issued, owner in sorted(self.visible):
+            if issued <= turn:
+                self.visible.remove((issued, owner))
+                for k in self.owned.pop(owner, ()):
+                    if k in self.entries and self.entries[k][1] == owner:
+                        del self.entries[k]
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("store"),
+            st.dictionaries(st.integers(0, 6), st.integers(1, 5), max_size=4),
+            st.one_of(st.none(), st.integers(0, 5)),
+        ),
+        st.tuples(st.just("written"), st.integers(0, 5), st.integers(0, 8)),
+        st.tuples(st.just("advance"), st.integers(0, 8), st.none()),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(OPS)
+def test_the_window_forgets_exactly_as_the_key_by_key_rule(ops: list) -> None:
+    """Random stores (keys taken over by later batches, by the run, or stored again by
+    their own batch), writes and turns: the window holds what the plain rule holds."""
+    window, model = WindowLedger(), _PerKeyWindow()
+    keys = [("T#t", f"P#{i}") for i in range(7)]
+    for op, a, b in ops:
+        if op == "store":
+            entries = {keys[k]: (v, b"", v) for k, v in a.items()}
+            window.store(entries, b)
+            model.store(entries, b)
+        elif op == "written":
+            window.written(a, issued=b)
+            model.written(a, b)
+        else:
+            window.advance(a)
+            model.advance(a)
+        assert window.load(keys) == {k: e for k, (e, _) in model.entries.items()}
+        assert len(window) == len(model.entries)

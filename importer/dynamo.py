@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
+from importer import _native
 from importer.retry import Attempts, RetryPolicy, WriterFatalError
 from importer.sigv4 import SigV4Signer
 
@@ -339,12 +340,15 @@ _MAX_HEAD = 256 * 1024
 class _Conn:
     """One keep-alive HTTP/1.1 connection: a socket plus what was received and not yet read."""
 
-    __slots__ = ("sock", "unread", "idle_since")
+    __slots__ = ("sock", "unread", "idle_since", "plain", "fd")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.unread = b""
         self.idle_since = 0.0
+        # a plain TCP socket (not TLS) is written through its descriptor (`_send`)
+        self.plain = type(sock) is socket.socket
+        self.fd = sock.fileno()
 
     def is_dropped(self) -> bool:
         """The peer closed (or sent something unasked) while the connection was idle."""
@@ -723,7 +727,12 @@ class HttpDynamoClient:
     @staticmethod
     def _send(conn: _Conn, head: bytes, body: bytes) -> tuple[int, bytes, bytes | None, bool]:
         sock = conn.sock
-        if len(body) < 65536:
+        if conn.plain:
+            data = head + body
+            sent = _native.send_now(conn.fd, data)
+            if sent < len(data):  # the socket's buffer was full: wait for room as usual
+                sock.sendall(memoryview(data)[sent:])
+        elif len(body) < 65536:
             sock.sendall(head + body)
         else:
             sock.sendall(head)

@@ -211,6 +211,25 @@ def test_random_faults_do_not_slow_it_down(seed):
     assert not low or min(low) > 5000  # never walked down to a floor
 
 
+def test_random_faults_alone_seldom_pace_an_unlimited_import():
+    """40 % of answers throttled at random fill a 20-answer window past the push-back
+    line now and then; a table out of capacity keeps it there, chance seldom does.
+    Each cut paced the import at ~60 % of its speed until it probed back (seconds):
+    six 20-second runs cut 18 times when one such window was enough."""
+    pushbacks = [
+        run_sim(1e7, seed=seed, duration=20, faults=FAULT_MIX)[2].stats.pushbacks
+        for seed in range(1, 7)
+    ]
+    assert sum(pushbacks) <= 2, pushbacks
+
+
+def test_a_table_out_of_capacity_is_still_cut_within_a_fraction_of_a_second():
+    result, _table, pacer, per_second = run_sim(2000, seed=7, duration=10)
+    first = next(t for t, r in result.rates if r is not None)
+    assert first <= 1.0, first
+    assert pacer.rate is not None and pacer.rate <= 1.2 * 2000
+
+
 def test_random_faults_on_a_capacity_limited_table_keep_it_busy():
     result, table, pacer, per_second = run_sim(1000, seed=3, faults=FAULT_MIX)
     assert sum(per_second[5:]) / 55 >= 0.85 * 1000

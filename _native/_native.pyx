@@ -278,8 +278,14 @@ def escape_scan(bytes data):
             _escape_extra(<const uchar*> p, len(data)))
 
 
-cdef extern from "<sys/socket.h>" nogil:
-    ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags)
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #ifndef MSG_NOSIGNAL  /* macOS: Python ignores SIGPIPE anyway */
+    #define MSG_NOSIGNAL 0
+    #endif
+    """
+    ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags) nogil
     int MSG_DONTWAIT
     int MSG_NOSIGNAL
 

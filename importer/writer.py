@@ -1,9 +1,11 @@
 """BatchWriteItem: the one batch writer, over either DynamoDB client.
 
 The request body is spliced from the `PreparedItem.wire` bytes the transform
-produced -- never built as Python dicts -- and posted through
-`importer.dynamo`'s client: signed HTTP (the default) or boto3 (the reference
-path, `--writer boto3`, and what moto intercepts).  Both leave the same table.
+produced -- never built as Python dicts; from a native transform's
+`ItemBlock` the requests are cut, checked and spliced in C, without an object
+per item -- and posted through `importer.dynamo`'s client: signed HTTP (the
+default) or boto3 (the reference path, `--writer boto3`, and what moto
+intercepts).  Both leave the same table.
 
 Semantics (DESIGN.md §4.3), per `write_batch(items)` call:
 

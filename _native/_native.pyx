@@ -221,33 +221,9 @@ cdef inline void copy_bytes(char* dst, const char* src, Py_ssize_t n) noexcept n
         dst[i] = src[i]
 
 
-cdef inline int w_raw(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
-    if buf_reserve(b, n) < 0:
-        return -1
-    copy_bytes(b.data + b.len, p, n)
-    b.len += n
-    return 0
-
-
-cdef inline int w_esc(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
-    if buf_reserve(b, 6 * n) < 0:
-        return -1
-    b.len += _escape_into(<const unsigned char*> p, n, b.data + b.len)
-    return 0
-
-
-cdef inline int w_key(Buf* b, const char* p, Py_ssize_t n, bint clean) noexcept nogil:
-    # a key piece: copied when `clean` (nothing in it to escape), else escaped
-    return w_raw(b, p, n) if clean else w_esc(b, p, n)
-
-
-cdef inline int w_lit(Buf* b, const char* s) noexcept nogil:
-    # inlined, strlen of a literal is folded by the compiler
-    return w_raw(b, s, strlen(s))
-
-
 # The p_* writers put bytes where the caller has already reserved room (buf_reserve):
-# no check per write, in the loops that write an item's every field.
+# no check per write, in the loops that write an item's every field.  The w_* writers
+# reserve the room first (-1: out of memory).
 
 cdef inline void p_raw(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
     copy_bytes(b.data + b.len, p, n)
@@ -255,6 +231,7 @@ cdef inline void p_raw(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline void p_lit(Buf* b, const char* s) noexcept nogil:
+    # inlined, strlen of a literal is folded by the compiler
     p_raw(b, s, strlen(s))
 
 
@@ -263,10 +240,29 @@ cdef inline void p_esc(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline void p_key(Buf* b, const char* p, Py_ssize_t n, bint clean) noexcept nogil:
+    # a key piece: copied when `clean` (nothing in it to escape), else escaped
     if clean:
         p_raw(b, p, n)
     else:
         p_esc(b, p, n)
+
+
+cdef inline int w_raw(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
+    if buf_reserve(b, n) < 0:
+        return -1
+    p_raw(b, p, n)
+    return 0
+
+
+cdef inline int w_esc(Buf* b, const char* p, Py_ssize_t n) noexcept nogil:
+    if buf_reserve(b, 6 * n) < 0:
+        return -1
+    p_esc(b, p, n)
+    return 0
+
+
+cdef inline int w_lit(Buf* b, const char* s) noexcept nogil:
+    return w_raw(b, s, strlen(s))
 
 
 def escape_scan(bytes data):
@@ -903,13 +899,7 @@ cdef struct RowOut:
     int code
     int col
     long long param
-    Py_ssize_t wire_off
-    Py_ssize_t wire_len
-    Py_ssize_t pk_off
-    Py_ssize_t pk_len
-    Py_ssize_t sk_off
-    Py_ssize_t sk_len
-    uint64_t key_hash
+    ItemAt item              # code ITEM: where it lies in the wire buffer (line: unset)
 
 
 cdef struct Core:
@@ -1274,6 +1264,7 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     cdef const char* tp
     cdef Py_ssize_t size, attrs, pk_len, sk_len, start, n
     cdef Py_ssize_t pk_at, pk_end, sk_at, sk_end
+    cdef ItemAt* it
     cdef bint clean
     cdef char linebuf[24]
     cdef int linelen
@@ -1405,25 +1396,21 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     p_raw(w, core.tail1, core.tail1_len)
     p_raw(w, linebuf, linelen)
     p_raw(w, core.tail2, core.tail2_len)
-    out.wire_off = start
-    out.wire_len = w.len - start
+    it = &out.item
+    it.wire_off = start
+    it.wire_len = w.len - start
+    it.pk_len = pk_len
+    it.sk_len = sk_len
     if clean:  # unescaped pk and sk for the PreparedItem: in the wire as they are
-        out.pk_off = pk_at
-        out.pk_len = pk_len
-        out.sk_off = sk_at
-        out.sk_len = sk_len
-        out.key_hash = key_hash(w.data + pk_at, pk_len, w.data + sk_at, sk_len)
-        out.code = ITEM
-        return 0
-    # unescaped pk and sk for the PreparedItem (room reserved above)
-    out.pk_off = w.len
-    p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[1], tlen[1])
-    out.pk_len = pk_len
-    out.sk_off = w.len
-    p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[2], tlen[2])
-    p_raw(w, b"@1", 2)
-    out.sk_len = sk_len
-    out.key_hash = key_hash(w.data + out.pk_off, pk_len, w.data + out.sk_off, sk_len)
+        it.pk_off = pk_at
+        it.sk_off = sk_at
+    else:  # unescaped copies after the item (room reserved above)
+        it.pk_off = w.len
+        p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[1], tlen[1])
+        it.sk_off = w.len
+        p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[2], tlen[2])
+        p_raw(w, b"@1", 2)
+    it.key_hash = key_hash(w.data + it.pk_off, pk_len, w.data + it.sk_off, sk_len)
     out.code = ITEM
     return 0
 
@@ -1855,14 +1842,8 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
             o = &bt.out[r]
             if o.code == ITEM:
                 a = store.push()
+                a[0] = o.item
                 a.line = bt.lines[r]
-                a.wire_off = o.wire_off
-                a.wire_len = o.wire_len
-                a.pk_off = o.pk_off
-                a.pk_len = o.pk_len
-                a.sk_off = o.sk_off
-                a.sk_len = o.sk_len
-                a.key_hash = o.key_hash
                 continue
             line, fields = rows[r]
             if o.code == R_FALLBACK:

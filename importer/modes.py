@@ -414,9 +414,10 @@ class ModeStage:
             lines = items.lines() if isinstance(items, ItemBlock) else [it.line for it in items]
             if lines != sorted(lines):  # the transform keeps file order; a caller may not
                 items = sorted(items, key=lambda it: it.line)
+                lines.sort()
             read: tuple[dict, dict] | None = None
             if self.mode == "insert":
-                fresh = self._insert_fresh(items, ticket)
+                fresh = self._insert_fresh(items, lines, ticket)
                 if isinstance(fresh, PreparedBatch):
                     return fresh
                 read = fresh
@@ -441,12 +442,13 @@ class ModeStage:
             self.release(ticket)
 
     def _insert_fresh(
-        self, items: Sequence[PreparedItem], ticket: int | None
+        self, items: Sequence[PreparedItem], lines: list[int], ticket: int | None
     ) -> PreparedBatch | tuple[dict, dict] | None:
         """Insert's hot path, batch-wide: when neither table holds any of the batch's
         entities (a new file), they are all written -- unless the run map knows one
         or a key repeats -- without a `_Row` per row: the outcome `_assign`'s loop
-        would reach, which decides every other batch.
+        would reach, which decides every other batch.  `lines` are the items' lines
+        (`prepare` has them already).
 
         Returns the batch's outcome; or what the two reads found (data table,
         command table at @1) for `_probe` to go on from without reading again;
@@ -478,7 +480,6 @@ class ModeStage:
                 # `_assign` decides row by row (this batch's turn is already taken);
                 # both tables were read and hold none of the rows
                 return {}, {}
-            lines = items.lines() if block else [it.line for it in items]
             entries = zip(keys, zip(repeat(1), repeat(b""), lines), strict=False)
             self._ledger.store(dict(entries), ticket)
         return PreparedBatch(items=items if block else list(items))

@@ -492,8 +492,9 @@ class Pacer:
                 self._recent_throttled -= 1
             recent.append(bool(throttled))
             self._recent_throttled += bool(throttled)
-            full = len(recent) == recent.maxlen
-            self._above = self._above + 1 if full and self._pushing_back() else 0
+            if self._adaptive is None:  # only an unpaced window needs to persist
+                full = len(recent) == recent.maxlen
+                self._above = self._above + 1 if full and self._pushing_back() else 0
             if throttled and not self._run:
                 self._run_start, self._run_first = now, processed_units
             self._run = self._run + 1 if throttled else 0

@@ -20,6 +20,7 @@ turn the codes into `Reject` records with the reference's exact reasons.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.ref cimport PyObject, Py_INCREF
+cimport cython
 from libc.stdlib cimport free, malloc, realloc, calloc
 from libc.string cimport memcmp, memcpy, memmove, memset, strlen
 from libc.stdint cimport uint64_t
@@ -411,6 +412,8 @@ cdef enum:
     P_NEED_MORE = 1
     P_END = 2
     P_NOMEM = 3
+    P_PYTHON = 4     # read_batch: the record just parsed needs Python (refused, re-read)
+    P_HALT = 5       # read_batch: the record just parsed does not go in this batch
     ST_START = 0
     ST_UNQUOTED = 1
     ST_QUOTED = 2
@@ -923,6 +926,7 @@ cdef struct Core:
     Py_ssize_t base_size     # item_size of everything constant
 
 
+@cython.final
 cdef class TransformPlan:
     """A Spec compiled against one header: C arrays the nogil core executes."""
 
@@ -1462,6 +1466,7 @@ cdef void _free_batch(Batch* bt) noexcept:
 # RowBlock: one batch's rows, field bytes in one buffer
 # ---------------------------------------------------------------------------
 
+@cython.final
 cdef class RowBlock:
     """One batch's rows as the reader parsed them: every field's UTF-8 bytes in one buffer.
 
@@ -1881,6 +1886,7 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
 # ItemBlock: one batch's items, wire bytes in one buffer
 # ---------------------------------------------------------------------------
 
+@cython.final
 cdef class _ItemStore:
     """What an ItemBlock and its slices share: the bytes, each item's offsets, and
     the PreparedItems built so far (so that an item is one object, however often
@@ -1979,6 +1985,7 @@ cdef class _ItemStore:
         return self.made[i]
 
 
+@cython.final
 cdef class ItemBlock:
     """One batch's transformed items as the native transform wrote them: every
     item's wire JSON, pk and sk in one buffer.
@@ -2376,6 +2383,7 @@ cdef struct Rec:
 
 
 
+@cython.final
 cdef class RecordReader:
     """Records of a CSV byte stream per ItemReader's rules (see source._RecordParser).
 
@@ -2520,7 +2528,8 @@ cdef class RecordReader:
         """One record from buf[start:end]; commits `start`/`line` only on P_RECORD."""
         cdef const uchar* b = <const uchar*> self.buf
         cdef Py_ssize_t i = self.start, end = self.end, raw_start, e, tl, j
-        cdef uint64_t w8
+        cdef uint64_t w8, bs8, stop8
+        cdef char* out
         cdef long long line = self.line
         cdef uchar c, d = self.delim, nb, stop
         cdef int state
@@ -2599,8 +2608,20 @@ cdef class RecordReader:
                 if state == ST_UNQUOTED or state == ST_QUOTED:
                     stop = d if state == ST_UNQUOTED else 34
                     j = fb.len
+                    out = fb.data  # a local: a store through char* would reload fb.data
+                    # eight bytes at a time while none is a backslash or the stop byte
+                    # (room for the whole line is reserved above)
+                    bs8 = 0x5c5c5c5c5c5c5c5cULL
+                    stop8 = 0x0101010101010101ULL * stop
+                    while i + 8 <= e:
+                        memcpy(&w8, b + i, 8)
+                        if _zero_byte(w8 ^ bs8) or _zero_byte(w8 ^ stop8):
+                            break
+                        memcpy(out + j, &w8, 8)
+                        j += 8
+                        i += 8
                     while i < e and b[i] != 92 and b[i] != stop:
-                        fb.data[j] = <char> b[i]
+                        out[j] = <char> b[i]
                         j += 1
                         i += 1
                     fb.len = j
@@ -2802,6 +2823,49 @@ cdef class RecordReader:
             raise MemoryError()
         return 0
 
+    cdef int _ready(self) except -1:
+        """What `_advance` checks before parsing: open, and the BOM looked for."""
+        if self.closed:
+            raise ValueError("I/O operation on a closed RecordReader")
+        while not self.bom_checked:
+            if self.end - self.start < 3 and not self.eof:
+                self._fill()
+                continue
+            self.bom = (self.end - self.start >= 3
+                        and memcmp(self.buf + self.start, b"\xef\xbb\xbf", 3) == 0)
+            self.bom_checked = True
+        return 0
+
+    cdef int _cut(self, RowBlock rows, const Py_ssize_t* hl, Py_ssize_t nh,
+                  Py_ssize_t max_items, Py_ssize_t max_bytes, Py_ssize_t base,
+                  Py_ssize_t* count, Py_ssize_t* input_bytes, Py_ssize_t* size) noexcept nogil:
+        """`read_batch`'s loop for the usual row: parse, size and take records until
+        one needs Python (P_PYTHON), does not fit this batch (P_HALT, its size in
+        `size`), the buffer runs dry (P_NEED_MORE) or the file ends (P_END)."""
+        cdef int rc
+        cdef Py_ssize_t n, nf, w = self.width
+        while True:
+            rc = self._parse()
+            if rc != P_RECORD:
+                return rc
+            if self.rec.err_line or self.rec.unterminated:
+                return P_PYTHON
+            n = self._json_size(hl, nh)
+            if (base + n > max_bytes or (count[0] and (
+                    (max_items > 0 and count[0] >= max_items)
+                    or input_bytes[0] + 1 + n > max_bytes))):
+                size[0] = n
+                return P_HALT
+            nf = self.rec.nfields
+            if nf < w:
+                self.padded += 1
+            elif nf > w:
+                self.truncated += 1
+            if rows.append_parsed(self.rec.line, self.fb.data, self.fends, nf) < 0:
+                return P_NOMEM
+            input_bytes[0] += n + (1 if count[0] else 0)
+            count[0] += 1
+
     def read_batch(self, Py_ssize_t max_items, Py_ssize_t max_bytes, Py_ssize_t base,
                    header_lens, size_of):
         """The next ItemBatcher batch, cut in C: (rows, input_bytes, problems), or None.
@@ -2818,7 +2882,8 @@ cdef class RecordReader:
         row's size where C does not know it.  One Python call per batch, not
         per row: the row loop, sizes and limits stay in C.
         """
-        cdef Py_ssize_t nh = len(header_lens), k, size, count = 0
+        cdef Py_ssize_t nh = len(header_lens), k, size = 0, count = 0
+        cdef int rc
         cdef Py_ssize_t* hl
         cdef Py_ssize_t input_bytes = base
         cdef list problems = []
@@ -2839,8 +2904,22 @@ cdef class RecordReader:
                 count = 1
             else:
                 rows = self._new_block(nh)
-            while self._advance():
-                if self.rec.err_line or self.rec.unterminated:
+            while True:
+                # the rows nothing unusual happens to are parsed, sized and taken in
+                # C without the GIL, a batch at a time; the loop stops for the rest
+                self._ready()
+                self.last_size = -1
+                with nogil:
+                    rc = self._cut(rows, hl, nh, max_items, max_bytes, base, &count,
+                                   &input_bytes, &size)
+                if rc == P_NEED_MORE:
+                    self._fill()
+                    continue
+                if rc == P_NOMEM:
+                    raise MemoryError()
+                if rc == P_END:
+                    break
+                if rc == P_PYTHON:
                     # refused, or re-read by Python: as objects (rare)
                     rec = self._materialize(hl, nh)
                     if rec[2] is not None:
@@ -2850,8 +2929,7 @@ cdef class RecordReader:
                     if size < 0:
                         size = size_of(rec[1])
                 else:
-                    rec = None
-                    size = self._json_size(hl, nh)
+                    rec = None  # P_HALT: `size` is the row's
                 if base + size > max_bytes:
                     if rec is None:
                         rec = self._materialize(hl, nh)

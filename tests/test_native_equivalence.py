@@ -646,6 +646,32 @@ def test_reader_matches_csvreader(data: bytes, delim: str, given_header: bool, s
     assert small == ref
 
 
+def test_reader_splits_words_at_every_offset_like_csvreader() -> None:
+    """The reader takes eight bytes at a time: each byte that changes its state
+    (delimiter, quote, backslash, doubled quote) is placed at every offset of a
+    word, after every prefix and in every field state, and the rows must be
+    CsvReader's."""
+    specials = [b",", b'"', b"\\", b'""', b'\\"', b"\\,", b"\\\\", b"\\x", b'",', b',"']
+    lines = []
+    for special in specials:
+        for before in range(0, 18):
+            for lead in (b"", b'"', b"a"):
+                prefix = lead + b"abcdefghijklmnopq"[:before]
+                lines.append(prefix + special + b"tail,end")
+                lines.append(prefix + special)
+    data = b"h1,h2\n" + b"\n".join(lines) + b"\n"
+    options = CsvOptions()
+    ref = _read_all(lambda: CsvReader(io.BytesIO(data), options))
+    assert len(ref[1]) > 500
+    for chunk in (16, 64, 1 << 16):
+        nat = _read_all(
+            lambda chunk=chunk: native_engine.open_reader(
+                io.BytesIO(data), options, chunk_bytes=chunk
+            )
+        )
+        assert nat == ref
+
+
 def test_reader_odd_delimiter_uses_python_reader() -> None:
     options = CsvOptions(delimiter="é")
     reader = native_engine.open_reader(io.BytesIO("aéb\n1é2\n".encode()), options)

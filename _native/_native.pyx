@@ -626,6 +626,10 @@ cdef struct Bound:
     Py_ssize_t ndigits
 
 
+cdef inline int _sign(int zero, int neg) noexcept nogil:
+    return 0 if zero else (-1 if neg else 1)
+
+
 cdef int num_cmp(Num* a, const char* adig, Bound* b) noexcept nogil:
     """Sign of (a - b); `adig` are a's significant digits (skipping '.' in rendered text)."""
     cdef int sa, sb, mag
@@ -1136,6 +1140,7 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
     cdef bint found
     cdef Num num
     cdef char st
+    cdef bint gathered
     v.present = 0
     if c.kind != K_STRING:
         strip_ws(&t, &tn)
@@ -1144,7 +1149,10 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
             return R_REQUIRED
         return OK
     if c.kind == K_STRING:
-        if c.min_len >= 0 or c.max_len >= 0:
+        # n bytes of UTF-8 hold n/4 to n code points: counted only when that range
+        # reaches past a limit (a string shorter in bytes than max_length passes)
+        if ((c.max_len >= 0 and n > c.max_len)
+                or (c.min_len >= 0 and n < 4 * c.min_len)):
             cp = code_points(raw, n)
             if c.min_len >= 0 and cp < c.min_len:
                 return R_SHORT
@@ -1177,12 +1185,20 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
             if not found:
                 return R_ENUM
         if c.has_min or c.has_max:
-            # significant digits of the rendered number, without '-', '0.', zeros, '.'
-            _sig_digits(v.scratch, outlen, &num)
-            if c.has_min and num_cmp(&num, num.digits, &c.lo) < 0:
-                return R_LESS
-            if c.has_max and num_cmp(&num, num.digits, &c.hi) > 0:
-                return R_GREATER
+            # significant digits of the rendered number, without '-', '0.', zeros, '.';
+            # gathered only when the signs alone do not decide (a bound of 0 and most
+            # values do not need them)
+            gathered = False
+            if c.has_min and _sign(num.zero, num.neg) <= _sign(c.lo.zero, c.lo.neg):
+                _sig_digits(v.scratch, outlen, &num)
+                gathered = True
+                if num_cmp(&num, num.digits, &c.lo) < 0:
+                    return R_LESS
+            if c.has_max and _sign(num.zero, num.neg) >= _sign(c.hi.zero, c.hi.neg):
+                if not gathered:
+                    _sig_digits(v.scratch, outlen, &num)
+                if num_cmp(&num, num.digits, &c.hi) > 0:
+                    return R_GREATER
         v.vkind = 2
         v.p = v.scratch
         v.n = outlen

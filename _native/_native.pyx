@@ -297,12 +297,15 @@ cdef extern from "<string.h>" nogil:
 
 cdef extern from *:
     """
-    #define _IMPORTER_CTZ64(x) __builtin_ctzll(x)
-    #define _IMPORTER_LITTLE_ENDIAN (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    #define _IMPORTER_FIRST_BYTE(m) (__builtin_ctzll(m) >> 3)
+    #else
+    #define _IMPORTER_FIRST_BYTE(m) (__builtin_clzll(m) >> 3)
+    #endif
     """
-    int _ctz64 "_IMPORTER_CTZ64"(unsigned long long x) nogil
-    # the word-at-a-time splitter reads bytes from the low end of a word
-    const bint _LITTLE_ENDIAN "_IMPORTER_LITTLE_ENDIAN"
+    # the index, in memory order, of the first byte of a word loaded with memcpy
+    # whose high bit is set in `m` (m != 0: the high bits of `_zero_bytes`)
+    int _first_byte "_IMPORTER_FIRST_BYTE"(unsigned long long m) nogil
 
 
 def send_now(int fd, const unsigned char[::1] data):
@@ -2556,25 +2559,27 @@ cdef class RecordReader:
         self.rec.nfields += 1
         return 0
 
-    cdef int _fields(self, const uchar* b, Py_ssize_t i, Py_ssize_t e, uchar d,
-                     int state) noexcept nogil:
-        """The fields of the physical line b[i:e] (no line break in it) into `fb`,
-        from parser state `state`; the state at the line's end, or -1 (no memory).
+    cdef int _fields(self, const uchar* b, Py_ssize_t i, Py_ssize_t end, uchar d,
+                     int state, Py_ssize_t* eol) noexcept nogil:
+        """The fields of the physical line from b[i] into `fb`, from parser state
+        `state`: the state where the line ends, or -1 (no memory).  `eol` gets
+        the line's end: its line break, or `end` (the line may go on past it).
 
-        Exactly `_parse`'s byte loop, eight bytes at a time: only a delimiter, a
-        quote or a backslash can change the state, so the bytes up to the next of
-        them are stored as a whole word (and a field that starts with an ordinary
-        byte is unquoted); each of those three goes through the byte loop's rules.
-        Little-endian only (a word's first byte is its low one).  `fb` has room
-        for the line plus 16 bytes (a word store runs past what it keeps).
+        Exactly `_parse`'s byte loop, eight bytes at a time and in the same pass
+        as the search for the line break: only a delimiter, a quote or a
+        backslash can change the state, so the bytes up to the next of them are
+        stored as a whole word (and a field that starts with an ordinary byte is
+        unquoted); each of those three goes through the byte loop's rules.
+        `fb` has room for b[i:end] plus 16 bytes (a word store runs past what it
+        keeps).
         """
         cdef uint64_t w, m
         cdef uint64_t d8 = 0x0101010101010101ULL * d
         cdef Py_ssize_t j = self.fb.len, valid, k
         cdef char* out = self.fb.data
         cdef uchar c, nb
-        while i < e:
-            valid = e - i
+        while i < end:
+            valid = end - i
             if valid >= 8:
                 valid = 8
                 memcpy(&w, b + i, 8)
@@ -2582,8 +2587,10 @@ cdef class RecordReader:
                 w = 0
                 memcpy(&w, b + i, valid)
             m = (_zero_bytes(w ^ d8) | _zero_bytes(w ^ 0x2222222222222222ULL)
-                 | _zero_bytes(w ^ 0x5c5c5c5c5c5c5c5cULL))
-            k = (_ctz64(m) >> 3) if m else 8
+                 | _zero_bytes(w ^ 0x5c5c5c5c5c5c5c5cULL)
+                 | _zero_bytes(w ^ 0x0a0a0a0a0a0a0a0aULL)
+                 | _zero_bytes(w ^ 0x0d0d0d0d0d0d0d0dULL))
+            k = _first_byte(m) if m else 8
             if k > valid:
                 k = valid
             if k:  # ordinary bytes: kept as they are
@@ -2594,11 +2601,13 @@ cdef class RecordReader:
                     state = ST_UNQUOTED
                 if k == valid:
                     continue
-            # b[i] is a delimiter, a quote or a backslash: the byte loop's rules
+            # b[i] is a line break, a delimiter, a quote or a backslash
             c = b[i]
+            if c == 10 or c == 13:
+                break
             i += 1
             if c == 92:
-                if i < e:
+                if i < end:
                     nb = b[i]
                     if nb == 92 or nb == 34 or nb == d:
                         out[j] = <char> nb
@@ -2609,7 +2618,7 @@ cdef class RecordReader:
                 continue
             if state == ST_QUOTED:
                 if c == 34:
-                    if i < e and b[i] == 34:
+                    if i < end and b[i] == 34:
                         out[j] = 34
                         j += 1
                         i += 1
@@ -2630,16 +2639,15 @@ cdef class RecordReader:
                 j += 1
                 state = ST_UNQUOTED
         self.fb.len = j
+        eol[0] = i
         return state
 
     cdef int _parse(self) noexcept nogil:
         """One record from buf[start:end]; commits `start`/`line` only on P_RECORD."""
         cdef const uchar* b = <const uchar*> self.buf
         cdef Py_ssize_t i = self.start, end = self.end, raw_start, e, tl, j
-        cdef uint64_t w8, bs8, stop8
-        cdef char* out
         cdef long long line = self.line
-        cdef uchar c, d = self.delim, nb, stop
+        cdef uchar c, d = self.delim
         cdef int state
         cdef bint more = not self.eof
         cdef Buf* fb = &self.fb
@@ -2683,97 +2691,25 @@ cdef class RecordReader:
             i += 3
         while True:
             # one physical line: content b[raw_start:e]
-            e = i
-            while True:
-                if e + 8 <= end:
-                    memcpy(&w8, b + e, 8)
-                    if not (_zero_byte(w8 ^ 0x0a0a0a0a0a0a0a0aULL)
-                            or _zero_byte(w8 ^ 0x0d0d0d0d0d0d0d0dULL)):
-                        e += 8  # no line break among these eight bytes
-                        continue
-                if e >= end:
-                    if more:
-                        return P_NEED_MORE
-                    break
-                c = b[e]
-                if c == 10 or c == 13:
-                    break
-                e += 1
-            if e < end and b[e] == 13 and e + 1 >= end and more:
+            # the line break found and the fields split in one pass (`_fields`); a
+            # line not whole in the buffer is parsed again once it is
+            if buf_reserve(fb, end - i + 16) < 0:
+                return P_NOMEM
+            state = self._fields(b, i, end, d, state, &e)
+            if state < 0:
+                return P_NOMEM
+            if e >= end:
+                if more:
+                    return P_NEED_MORE
+            elif b[e] == 13 and e + 1 >= end and more:
                 return P_NEED_MORE
-            # ends in a backslash or quote whose meaning needs the next byte: e bounds it
             line += 1
             if self.rec.err_line == 0:
                 tl = utf8_first_error(b + raw_start, e - raw_start)
                 if tl >= 0:
                     self.rec.err_line = line
                     self.rec.err_byte = tl + 1
-            if buf_reserve(fb, e - i + 16) < 0:
-                return P_NOMEM
-            if _LITTLE_ENDIAN:
-                # the same as the loop below, eight bytes at a time (see `_fields`)
-                state = self._fields(b, i, e, d, state)
-                if state < 0:
-                    return P_NOMEM
-                i = e
-            while i < e:
-                # a run of ordinary bytes inside a field is copied whole; it ends at a
-                # backslash or at the delimiter (unquoted) / the quote (quoted)
-                if state == ST_UNQUOTED or state == ST_QUOTED:
-                    stop = d if state == ST_UNQUOTED else 34
-                    j = fb.len
-                    out = fb.data  # a local: a store through char* would reload fb.data
-                    # eight bytes at a time while none is a backslash or the stop byte
-                    # (room for the whole line is reserved above)
-                    bs8 = 0x5c5c5c5c5c5c5c5cULL
-                    stop8 = 0x0101010101010101ULL * stop
-                    while i + 8 <= e:
-                        memcpy(&w8, b + i, 8)
-                        if _zero_byte(w8 ^ bs8) or _zero_byte(w8 ^ stop8):
-                            break
-                        memcpy(out + j, &w8, 8)
-                        j += 8
-                        i += 8
-                    while i < e and b[i] != 92 and b[i] != stop:
-                        out[j] = <char> b[i]
-                        j += 1
-                        i += 1
-                    fb.len = j
-                    if i >= e:
-                        break
-                c = b[i]
-                i += 1
-                if c == 92:
-                    if i < e:
-                        nb = b[i]
-                        if nb == 92 or nb == 34 or nb == d:
-                            fb.data[fb.len] = <char> nb
-                            fb.len += 1
-                            i += 1
-                            if state == ST_START or state == ST_AFTER:
-                                state = ST_UNQUOTED
-                    continue
-                if state == ST_QUOTED:
-                    if c == 34:
-                        if i < e and b[i] == 34:
-                            fb.data[fb.len] = 34
-                            fb.len += 1
-                            i += 1
-                        else:
-                            state = ST_AFTER
-                    else:
-                        fb.data[fb.len] = <char> c
-                        fb.len += 1
-                elif c == d:
-                    if self._push_field() < 0:
-                        return P_NOMEM
-                    state = ST_START
-                elif c == 34 and state == ST_START:
-                    state = ST_QUOTED
-                else:
-                    fb.data[fb.len] = <char> c
-                    fb.len += 1
-                    state = ST_UNQUOTED
+            i = e
             # the terminator
             if e >= end:
                 # last line of the file, no terminator

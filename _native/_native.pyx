@@ -2365,6 +2365,11 @@ cdef inline uint64_t _zero_bytes(uint64_t v) noexcept nogil:
     return ~(t | v | 0x7f7f7f7f7f7f7f7fULL)
 
 
+cdef inline bint _ctl_in_word(uint64_t v) noexcept nogil:
+    """True when one of the eight bytes of `v` is below 0x20 (a control character)."""
+    return ((v - 0x2020202020202020ULL) & ~v & 0x8080808080808080ULL) != 0
+
+
 cdef Py_ssize_t utf8_first_error(const uchar* s, Py_ssize_t n) noexcept nogil:
     """Index of the first invalid UTF-8 sequence (Python's exc.start), or -1."""
     cdef Py_ssize_t i = 0, need
@@ -2412,6 +2417,8 @@ cdef struct Rec:
     long long line           # first physical line of the record
     long long err_line       # line of the first invalid UTF-8 (0: none)
     Py_ssize_t err_byte      # its 1-based byte in that line
+    Py_ssize_t esc           # what JSON escaping adds to the fields' bytes (`_json_size`)
+    int high                 # a byte >= 0x80 on the line being parsed (UTF-8 to check)
     int unterminated
     Py_ssize_t nfields
 
@@ -2565,6 +2572,9 @@ cdef class RecordReader:
         `state`: the state where the line ends, or -1 (no memory).  `eol` gets
         the line's end: its line break, or `end` (the line may go on past it).
 
+        Also adds up what JSON escaping adds to the bytes it keeps (`rec.esc`),
+        and notes a byte >= 0x80 (`rec.high`: only then is UTF-8 checked).
+
         Exactly `_parse`'s byte loop, eight bytes at a time and in the same pass
         as the search for the line break: only a delimiter, a quote or a
         backslash can change the state, so the bytes up to the next of them are
@@ -2573,9 +2583,9 @@ cdef class RecordReader:
         `fb` has room for b[i:end] plus 16 bytes (a word store runs past what it
         keeps).
         """
-        cdef uint64_t w, m
+        cdef uint64_t w, m, high = 0
         cdef uint64_t d8 = 0x0101010101010101ULL * d
-        cdef Py_ssize_t j = self.fb.len, valid, k
+        cdef Py_ssize_t j = self.fb.len, valid, k, t, esc = 0
         cdef char* out = self.fb.data
         cdef uchar c, nb
         while i < end:
@@ -2593,7 +2603,11 @@ cdef class RecordReader:
             k = _first_byte(m) if m else 8
             if k > valid:
                 k = valid
+            high |= w
             if k:  # ordinary bytes: kept as they are
+                if _ctl_in_word(w):  # (a word's padding counts too: then look closer)
+                    for t in range(i, i + k):
+                        esc += _ESC_EXTRA[b[t]]
                 memcpy(out + j, &w, 8)
                 j += k
                 i += k
@@ -2613,6 +2627,7 @@ cdef class RecordReader:
                         out[j] = <char> nb
                         j += 1
                         i += 1
+                        esc += _ESC_EXTRA[nb]
                         if state == ST_START or state == ST_AFTER:
                             state = ST_UNQUOTED
                 continue
@@ -2622,11 +2637,13 @@ cdef class RecordReader:
                         out[j] = 34
                         j += 1
                         i += 1
+                        esc += 1
                     else:
                         state = ST_AFTER
                 else:
                     out[j] = <char> c
                     j += 1
+                    esc += _ESC_EXTRA[c]
             elif c == d:
                 self.fb.len = j
                 if self._push_field() < 0:
@@ -2637,8 +2654,12 @@ cdef class RecordReader:
             else:
                 out[j] = <char> c
                 j += 1
+                esc += _ESC_EXTRA[c]
                 state = ST_UNQUOTED
         self.fb.len = j
+        self.rec.esc += esc
+        if high & 0x8080808080808080ULL:
+            self.rec.high = 1
         eol[0] = i
         return state
 
@@ -2684,6 +2705,7 @@ cdef class RecordReader:
         self.rec.nfields = 0
         self.rec.err_line = 0
         self.rec.unterminated = 0
+        self.rec.esc = 0
         self.rec.line = line + 1
         state = ST_START
         raw_start = i
@@ -2695,6 +2717,7 @@ cdef class RecordReader:
             # line not whole in the buffer is parsed again once it is
             if buf_reserve(fb, end - i + 16) < 0:
                 return P_NOMEM
+            self.rec.high = 0
             state = self._fields(b, i, end, d, state, &e)
             if state < 0:
                 return P_NOMEM
@@ -2704,7 +2727,7 @@ cdef class RecordReader:
             elif b[e] == 13 and e + 1 >= end and more:
                 return P_NEED_MORE
             line += 1
-            if self.rec.err_line == 0:
+            if self.rec.err_line == 0 and self.rec.high:
                 tl = utf8_first_error(b + raw_start, e - raw_start)
                 if tl >= 0:
                     self.rec.err_line = line
@@ -2727,6 +2750,7 @@ cdef class RecordReader:
             if state == ST_QUOTED:
                 memcpy(fb.data + fb.len, b + e, tl)
                 fb.len += tl
+                self.rec.esc += tl  # \r and \n escape as two bytes each
                 i = e + tl
                 raw_start = i
                 if i >= end and not more:
@@ -2794,7 +2818,10 @@ cdef class RecordReader:
             total += hlens[k] + 3  # ':' and the value's quotes
         if kept > 0:  # the kept fields' bytes lie end to end from the buffer's start
             used = self.fends[kept - 1]
-            total += used + _escape_extra(<const uchar*> self.fb.data, used)
+            if kept == nf:  # every field kept: `_fields` has counted their escapes
+                total += used + self.rec.esc
+            else:
+                total += used + _escape_extra(<const uchar*> self.fb.data, used)
         return total
 
     cdef tuple _materialize(self, const Py_ssize_t* hlens, Py_ssize_t nh):

@@ -56,6 +56,14 @@ def print_summary(data: dict[str, Any], *, writing: bool) -> None:
     )
     if data["ignored_columns"]:
         print(f"ignored columns (not in the spec): {', '.join(data['ignored_columns'])}")
+    for key, what in (
+        ("padded_rows", 'fewer fields than the header (the missing ones read as "")'),
+        ("truncated_rows", "more fields than the header (the extra ones dropped)"),
+    ):
+        # as Step Functions' ItemReader does: said, since the row may be misaligned
+        if data.get(key):
+            n = data[key]
+            print(f"{n:,} row{'' if n == 1 else 's'} had {what}, as ItemReader reads them")
     if data["rejects_file"]:
         print(f"rejected rows: {data['rejects_file']}")
     if data.get("failures_file"):

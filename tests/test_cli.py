@@ -126,6 +126,27 @@ def test_all_good_exits_zero_and_validate_writes_nothing(
     assert len(scan_all(ddb_table)) == 1
 
 
+def test_ragged_rows_are_read_as_itemreader_does_and_said(
+    ddb_table, spec_path, write_file, tmp_path, capsys
+):
+    """A row short of fields is padded, a long one cut (ItemReader's rule); the
+    summary says how many, since such a row may be misaligned."""
+    src = write_file(
+        "r.csv", HEADER + "A-1,Apple,1,1\nA-2,Pear,2,2,1,extra,more\nA-3,Fig,3,3,0\nA-4,Kiwi\n"
+    )
+    out = tmp_path / "s.json"
+    args = ("--spec", str(spec_path), "--table", ddb_table, "--writer", "boto3")
+    args += ("--summary-json", str(out))
+    assert run_cli("run", str(src), *args) == 0
+    data = summary_of(out)
+    assert (data["written"], data["padded_rows"], data["truncated_rows"]) == (4, 2, 1)
+    printed = capsys.readouterr().out
+    assert '2 rows had fewer fields than the header (the missing ones read as "")' in printed
+    assert "1 row had more fields than the header (the extra ones dropped)" in printed
+    item = scan_all(ddb_table)[("PRODUCT#acme", "PRODUCT#A-2@1")]
+    assert item["attributes"]["M"]["active"] == {"BOOL": True}
+
+
 def _generate(path, n: int) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(HEADER)

@@ -22,12 +22,20 @@ from importer.lanes import Lanes
 from importer.pacing import Pacer
 from importer.retry import Attempts, RetryPolicy
 
-__all__ = ["MAX_GET_KEYS", "PROJECTION", "KeyLookup", "LookupFailed"]
+__all__ = ["MAX_GET_KEYS", "PROJECTION", "DistinctKeys", "KeyLookup", "LookupFailed"]
 
 #: BatchGetItem reads at most 100 items (and 16 MB) per call.
 MAX_GET_KEYS = 100
 #: Attributes the modes need from a stored record (smaller responses, fewer RCUs).
 PROJECTION = ("pk", "sk", "version", "attributes", "name", "requestId", "isDeleted")
+
+
+class DistinctKeys(list):  # type: ignore[type-arg]
+    """Keys their maker knows are all different (`get_many` does not look again).
+
+    A list, so that any `get_many` takes it; the mode stage makes one from an
+    `ItemBlock`, whose C answers that its keys are distinct.
+    """
 
 
 class LookupFailed(Exception):
@@ -98,8 +106,8 @@ class KeyLookup:
 
         With `lanes`, the calls of one lookup go out side by side.
         """
-        unique = list(dict.fromkeys(keys))
-        chunks = [unique[i : i + MAX_GET_KEYS] for i in range(0, len(unique), MAX_GET_KEYS)]
+        distinct = keys if isinstance(keys, DistinctKeys) else list(dict.fromkeys(keys))
+        chunks = [distinct[i : i + MAX_GET_KEYS] for i in range(0, len(distinct), MAX_GET_KEYS)]
         found: dict[tuple[str, str], dict[str, Any]] = {}
         if self.lanes is None:
             for chunk in chunks:

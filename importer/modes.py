@@ -73,7 +73,7 @@ from typing import Any, Literal
 
 from importer._native import ItemBlock
 from importer.ledger import EntityLedger, WindowLedger
-from importer.lookup import KeyLookup, LookupFailed
+from importer.lookup import DistinctKeys, KeyLookup, LookupFailed
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.reference import wire_json
 from importer.retry import WriterFatalError
@@ -456,17 +456,29 @@ class ModeStage:
         that failed: `_probe` reads, and reports, again).
         """
         lookup = self.lookup
-        block = isinstance(items, ItemBlock)  # its keys come without a PreparedItem per row
-        sks = items.sks() if block else [it.sk for it in items]
-        if not all(map(str.endswith, sks, repeat("@1"))):
-            return None
-        pks = items.pks() if block else [it.pk for it in items]
-        keys = list(zip(pks, [sk[:-2] for sk in sks], strict=True))
+        at_1: list[tuple[str, str]] | None = None
+        if isinstance(items, ItemBlock):  # its keys come without a PreparedItem per row
+            if not items.at_version_1():
+                return None
+            unique = items.keys_unique()
+            keys = items.entity_keys(versioned=False)
+        else:
+            at_1 = [(it.pk, it.sk) for it in items]
+            if not all(sk.endswith("@1") for _, sk in at_1):
+                return None
+            keys = [(pk, sk[:-2]) for pk, sk in at_1]
+            unique = len(set(keys)) == len(keys)
+        if unique:  # the reads need not look for repeats again
+            keys = DistinctKeys(keys)
         if lookup is not None:
             try:
                 data = lookup.get_many(self.data_table, keys) if self.data_table else {}
-                at_1 = list(zip(pks, sks, strict=True))
-                stored = {} if data else lookup.get_many(self.table, at_1)
+                if not data:
+                    if at_1 is None:
+                        at_1 = items.entity_keys(versioned=True)
+                    stored = lookup.get_many(self.table, DistinctKeys(at_1) if unique else at_1)
+                else:
+                    stored = {}
             except LookupFailed:
                 return None
             if data or stored:
@@ -476,13 +488,13 @@ class ModeStage:
         except _Aborted:
             return _not_assigned(items)
         with self._lock:
-            if len(set(keys)) != len(keys) or self._ledger.knows_any(keys):
+            if not unique or self._ledger.knows_any(keys):
                 # `_assign` decides row by row (this batch's turn is already taken);
                 # both tables were read and hold none of the rows
                 return {}, {}
             entries = zip(keys, zip(repeat(1), repeat(b""), lines), strict=False)
             self._ledger.store(dict(entries), ticket)
-        return PreparedBatch(items=items if block else list(items))
+        return PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
 
     def _parse(self, item: PreparedItem) -> _Row:
         base = item.sk.rsplit("@", 1)[0]

@@ -31,7 +31,9 @@ from importer.writer import (
 
 # small alphabets, so that keys repeat; a lone surrogate (a key the transform's
 # Python path can make) and characters of every UTF-8 width
-KEY_TEXT = st.text(alphabet=["a", "b", "#", "é", "中", "\U0001f600", "\udc80"], max_size=3)
+KEY_TEXT = st.text(
+    alphabet=["a", "b", "#", "@", "1", "é", "中", "\U0001f600", "\udc80"], max_size=4
+)
 WIRE = st.one_of(
     st.binary(max_size=40),
     # JSON either side of a write unit (sizing a large item parses it)
@@ -63,6 +65,9 @@ def assert_block_answers_as_its_list(block: Any, *, budget: int = 16 * 1024 * 10
         block.pks(),
         block.sks(),
         block.keys_unique(),
+        block.entity_keys(),
+        block.entity_keys(versioned=False),
+        block.at_version_1(),
         block.chunk_bounds(MAX_ITEMS_PER_REQUEST, budget, _PER_ITEM_OVERHEAD),
         block.body(b"<", _PUT_SEP, b">"),
         block.write_units(1024),
@@ -73,6 +78,9 @@ def assert_block_answers_as_its_list(block: Any, *, budget: int = 16 * 1024 * 10
         [it.pk for it in items],
         [it.sk for it in items],
         len({(it.pk, it.sk) for it in items}) == len(items),
+        [(it.pk, it.sk) for it in items],
+        [(it.pk, it.sk.rsplit("@", 1)[0]) for it in items],
+        all(it.sk.endswith("@1") for it in items),
         _python_bounds(items, budget, _PER_ITEM_OVERHEAD),
         b"<" + _PUT_SEP.join(it.wire for it in items) + b">",
         _python_units(items),

@@ -1268,11 +1268,25 @@ cdef void _sig_digits(char* text, Py_ssize_t n, Num* num) noexcept nogil:
     num.ndigits = k
 
 
-cdef int render(Core* core, Batch* bt, Py_ssize_t r, int t, Py_ssize_t* off,
-                Py_ssize_t* ln) noexcept nogil:
+cdef int render(Core* core, Batch* bt, Py_ssize_t r, int t, const char** at,
+                Py_ssize_t* off, Py_ssize_t* ln) noexcept nogil:
+    """Template `t` for row r: a template of one part (a column or a constant: the
+    usual case) is pointed at where that part lies (`at`, and `off` -1); one of
+    several parts is joined in `bt.tpl` at `off` (`at` is set once every template
+    is rendered, since `bt.tpl` may move while they are)."""
     cdef int j
     cdef Part* p
     cdef Py_ssize_t start = bt.tpl.len
+    if core.tpl_count[t] == 1:
+        p = &core.parts[core.tpl_start[t]]
+        off[0] = -1
+        if p.slot < 0:
+            at[0] = core.blob + p.off
+            ln[0] = p.len
+        else:
+            at[0] = bt.ptrs[r * core.nslots + p.slot]
+            ln[0] = bt.lens[r * core.nslots + p.slot]
+        return 0
     for j in range(core.tpl_start[t], core.tpl_start[t] + core.tpl_count[t]):
         p = &core.parts[j]
         if p.slot < 0:
@@ -1293,7 +1307,7 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     cdef long long param = 0
     cdef Py_ssize_t toff[4]
     cdef Py_ssize_t tlen[4]
-    cdef const char* tp
+    cdef const char* tps[4]   # type, tenant, code, name: the rendered templates
     cdef Py_ssize_t size, attrs, pk_len, sk_len, start, n
     cdef Py_ssize_t pk_at, pk_end, sk_at, sk_end
     cdef ItemAt* it
@@ -1315,22 +1329,24 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
             return 0
     bt.tpl.len = 0
     for t in range(4):
-        if render(core, bt, r, t, &toff[t], &tlen[t]) < 0:
+        if render(core, bt, r, t, &tps[t], &toff[t], &tlen[t]) < 0:
             out.code = R_NOMEM
             return -1
-    tp = bt.tpl.data
+    for t in range(4):
+        if toff[t] >= 0:
+            tps[t] = bt.tpl.data + toff[t]
     # type: not empty, no '#', no '@'; tenantCode: no '#'; code: no '@'
     for t in range(3):
         if tlen[t] == 0:
             out.code = R_KEY_EMPTY
             out.col = t
             return 0
-        if t <= 1 and has_byte(tp + toff[t], tlen[t], 35):
+        if t <= 1 and has_byte(tps[t], tlen[t], 35):
             out.code = R_KEY_SEP
             out.col = t
             out.param = 35
             return 0
-        if t != 1 and has_byte(tp + toff[t], tlen[t], 64):
+        if t != 1 and has_byte(tps[t], tlen[t], 64):
             out.code = R_KEY_SEP
             out.col = t
             out.param = 64
@@ -1376,29 +1392,29 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
     # keys with nothing to escape (nearly all) are copied rather than escaped; the id
     # repeats pk and sk as already written (escaped or not), and when they are clean the
     # item's pk and sk are read from the wire
-    clean = not (_needs_escape(tp + toff[0], tlen[0]) or _needs_escape(tp + toff[1], tlen[1])
-                 or _needs_escape(tp + toff[2], tlen[2]))
+    clean = not (_needs_escape(tps[0], tlen[0]) or _needs_escape(tps[1], tlen[1])
+                 or _needs_escape(tps[2], tlen[2]))
     p_lit(w, b'{"pk":{"S":"')
     pk_at = w.len
-    p_key(w, tp + toff[0], tlen[0], clean); p_raw(w, b"#", 1)
-    p_key(w, tp + toff[1], tlen[1], clean)
+    p_key(w, tps[0], tlen[0], clean); p_raw(w, b"#", 1)
+    p_key(w, tps[1], tlen[1], clean)
     pk_end = w.len
     p_lit(w, b'"},"sk":{"S":"')
     sk_at = w.len
-    p_key(w, tp + toff[0], tlen[0], clean); p_raw(w, b"#", 1)
-    p_key(w, tp + toff[2], tlen[2], clean)
+    p_key(w, tps[0], tlen[0], clean); p_raw(w, b"#", 1)
+    p_key(w, tps[2], tlen[2], clean)
     sk_end = w.len
     p_lit(w, b'@1"},"id":{"S":"')
     p_raw(w, w.data + pk_at, pk_end - pk_at); p_raw(w, b"#", 1)
     p_raw(w, w.data + sk_at, sk_end - sk_at)
     p_lit(w, b'"},"code":{"S":"')
-    p_key(w, tp + toff[2], tlen[2], clean)
+    p_key(w, tps[2], tlen[2], clean)
     p_lit(w, b'"},"name":{"S":"')
-    p_esc(w, tp + toff[3], tlen[3])
+    p_esc(w, tps[3], tlen[3])
     p_lit(w, b'"},"type":{"S":"')
-    p_key(w, tp + toff[0], tlen[0], clean)
+    p_key(w, tps[0], tlen[0], clean)
     p_lit(w, b'"},"tenantCode":{"S":"')
-    p_key(w, tp + toff[1], tlen[1], clean)
+    p_key(w, tps[1], tlen[1], clean)
     p_lit(w, b'"},"version":{"N":"1"},"attributes":{"M":{')
     rc = 0
     for i in range(core.ncols):
@@ -1438,9 +1454,9 @@ cdef int transform_row(Core* core, Batch* bt, Py_ssize_t r) noexcept nogil:
         it.sk_off = sk_at
     else:  # unescaped copies after the item (room reserved above)
         it.pk_off = w.len
-        p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[1], tlen[1])
+        p_raw(w, tps[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tps[1], tlen[1])
         it.sk_off = w.len
-        p_raw(w, tp + toff[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tp + toff[2], tlen[2])
+        p_raw(w, tps[0], tlen[0]); p_raw(w, b"#", 1); p_raw(w, tps[2], tlen[2])
         p_raw(w, b"@1", 2)
     it.key_hash = key_hash(w.data + it.pk_off, pk_len, w.data + it.sk_off, sk_len)
     out.code = ITEM

@@ -1832,6 +1832,8 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
                 bt.lines[r] = blk.lines[r]
                 for s in range(nslots):
                     bt.ptrs[r * nslots + s] = blk.field_ptr(r, sidx[s], &bt.lens[r * nslots + s])
+                if core.nregex == 0 and core.njson == 0:
+                    continue  # (a loop over an empty list still costs an iterator a row)
                 for j, (hidx, regex) in enumerate(plan.regex_cols):
                     f = blk.field_str(r, hidx)
                     if len(f) and regex.search(f) is not None:
@@ -1867,7 +1869,7 @@ def transform_rows(TransformPlan plan, rows, item_cls, reject_cls, json_value, f
                     break
                 bt.ptrs[r * nslots + s] = p
                 bt.lens[r * nslots + s] = n
-            if bt.fallback[r]:
+            if bt.fallback[r] or (core.nregex == 0 and core.njson == 0):
                 continue
             for j, (hidx, regex) in enumerate(plan.regex_cols):
                 f = _field(fields, hidx)

@@ -1126,10 +1126,18 @@ cdef inline int fmt_ll(long long v, char* out) noexcept nogil:
 
 
 cdef inline bint has_byte(const char* p, Py_ssize_t n, char ch) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
+    """`ch in p[:n]`, eight bytes at a time."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t w, ch8 = 0x0101010101010101ULL * <uchar> ch
+    while i + 8 <= n:
+        memcpy(&w, p + i, 8)
+        if _zero_byte(w ^ ch8):
+            return True
+        i += 8
+    while i < n:
         if p[i] == ch:
             return True
+        i += 1
     return False
 
 

@@ -61,6 +61,9 @@ class BatchOutcome:
     unchanged: int = 0
     #: data rows this batch's `--sync` wrote (not a row count: rows are counted above)
     synced: int = 0
+    #: the run stopped (`Pipeline.halt`) before this batch wrote anything: it counts
+    #: nowhere, as if never read
+    halted: bool = False
 
     @property
     def failed_batch(self) -> bool:
@@ -226,6 +229,10 @@ def process_batch(
         finally:
             if stage is not None:
                 stage.release(ticket)
+        if pipeline.halt.is_set():
+            # the run is stopping (over --max-rejects): nothing more is written after
+            # the limit, however far this batch got
+            return BatchOutcome(batch.index, 0, 0, 0, [], [], halted=True)
         waits: list[Any] = []
         if syncer is not None:
             items = mark_sync(items)

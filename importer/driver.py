@@ -135,6 +135,9 @@ class Summary:
     notices: list[str] = field(default_factory=list)
     #: rejected rows that are bad data (what --max-rejects limits)
     bad_data: int = 0
+    #: batches read but left unwritten when the run stopped over --max-rejects
+    #: (their rows count nowhere, like the rows never read; --resume runs them)
+    halted_batches: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -357,6 +360,9 @@ class _Run:
 
     def settle(self, done: BatchOutcome) -> None:
         s = self.summary
+        if done.halted:  # read, but the run stopped before it wrote: counted nowhere
+            s.halted_batches += 1
+            return
         s.rows += done.rows
         s.batches += 1
         s.valid += done.valid
@@ -382,6 +388,10 @@ class _Run:
             self.rejects.flush()
             self.failures.flush()
             self.checkpoint.record(done.index, done.counts())
+        if self.over_limit():
+            # batches still running write nothing more: the limit stops the writes
+            # now, not after every batch in the air has finished
+            self.pipeline.halt.set()
 
     def over_limit(self) -> bool:
         """Only bad data counts: rows that exist or conflict are outcomes of a re-run."""
@@ -496,3 +506,9 @@ class _Run:
                 f"stopped after {s.bad_data} rows of bad data (limit {self.limit}); "
                 "rows that already exist do not count"
             )
+            if s.halted_batches:
+                n = s.halted_batches
+                s.aborted += (
+                    f"; {n} batch{'' if n == 1 else 'es'} read by then "
+                    f"{'was' if n == 1 else 'were'} not written"
+                )

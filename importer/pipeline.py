@@ -14,6 +14,7 @@ itself, so they cannot drift apart.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -156,6 +157,9 @@ class Pipeline:
         self.lanes = lanes
         self.owns_lanes = owns_lanes
         self._notices = list(notices)
+        #: set when the run stops early (over --max-rejects): a batch that has not
+        #: written yet does not (`process_batch`), however far it got
+        self.halt = threading.Event()
         self.code_column = _code_column(settings.spec)
 
     @property

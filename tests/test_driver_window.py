@@ -100,3 +100,39 @@ def test_fifty_workers_keep_only_a_few_batches_in_memory(tmp_path: Path):
         summary = run_import(config, pipeline=pipeline)
     assert summary.rows == summary.valid == 3000
     assert 2 <= counting.peak <= MAX_BATCH_THREADS
+
+
+class _SlowTransforms:
+    """The engine, transforming the first batch (line 2) in `first` seconds, the rest in `rest`."""
+
+    def __init__(self, inner, first: float, rest: float) -> None:
+        self.inner = inner
+        self.first, self.rest = first, rest
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def transform_batch(self, spec, header, rows, ctx):
+        time.sleep(self.first if any(line == 2 for line, _ in rows) else self.rest)
+        return self.inner.transform_batch(spec, header, rows, ctx)
+
+
+def test_over_max_rejects_the_batches_in_the_air_write_nothing_more(tmp_path: Path):
+    """The first batch is all bad data.  When it settles, over the limit, the
+    batches already running (still transforming) stop before their writes: they
+    count nowhere, as rows never read, and the summary says how many there were."""
+    spec, src = _products(tmp_path, 60)
+    text = src.read_text().splitlines()
+    text[1:11] = [f"bad sku {i},n,1,1,y" for i in range(10)]  # batch 0: lines 2-11
+    src.write_text("\n".join(text) + "\n")
+    settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=4)
+    with open_pipeline(settings) as pipeline:
+        # the later batches are read and running before the first one settles
+        pipeline.engine = _SlowTransforms(pipeline.engine, first=0.3, rest=0.9)
+        writer = pipeline.writer = _CountingWriter(pipeline.writer)
+        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=4, max_rejects=3)
+        summary = run_import(config, pipeline=pipeline)
+    assert summary.bad_data == summary.rejected == summary.rows == 10
+    assert summary.rows == summary.written + summary.rejected + summary.failed
+    assert summary.halted_batches >= 1 and writer.peak == 0  # no batch wrote
+    assert summary.aborted is not None and "not written" in summary.aborted

@@ -136,7 +136,7 @@ class Summary:
     #: rejected rows that are bad data (what --max-rejects limits)
     bad_data: int = 0
     #: batches read but left unwritten when the run stopped over --max-rejects
-    #: (their rows count nowhere, like the rows never read; --resume runs them)
+    #: (their rows count nowhere, like the rows never read)
     halted_batches: int = 0
 
     def to_json(self) -> dict[str, Any]:

@@ -426,6 +426,9 @@ cdef enum:
     P_NOMEM = 3
     P_PYTHON = 4     # read_batch: the record just parsed needs Python (refused, re-read)
     P_HALT = 5       # read_batch: the record just parsed does not go in this batch
+    IN_BATCH = 0     # _placement: the row joins the open batch
+    TOO_BIG = 1      # _placement: no batch can hold the row
+    NEXT_BATCH = 2   # _placement: the row opens the next batch
     ST_START = 0
     ST_UNQUOTED = 1
     ST_QUOTED = 2
@@ -2492,6 +2495,19 @@ cdef struct Rec:
 
 
 
+cdef inline int _placement(Py_ssize_t size, Py_ssize_t base, Py_ssize_t max_items,
+                           Py_ssize_t max_bytes, Py_ssize_t count,
+                           Py_ssize_t input_bytes) noexcept nogil:
+    """Where ItemBatcher puts a row of `size` JSON bytes, the open batch holding
+    `count` rows in `input_bytes` (`base`: its envelope alone; `max_items` <= 0:
+    no item limit)."""
+    if base + size > max_bytes:
+        return TOO_BIG
+    if count and ((max_items > 0 and count >= max_items) or input_bytes + 1 + size > max_bytes):
+        return NEXT_BATCH
+    return IN_BATCH
+
+
 @cython.final
 cdef class RecordReader:
     """Records of a CSV byte stream per ItemReader's rules (see source._RecordParser).
@@ -2855,16 +2871,8 @@ cdef class RecordReader:
         """Parse the next record into `fb`/`fends`/`rec`; False at the end."""
         cdef int rc
         self.last_size = -1
-        if self.closed:
-            raise ValueError("I/O operation on a closed RecordReader")
+        self._ready()
         while True:
-            if not self.bom_checked:
-                if self.end - self.start < 3 and not self.eof:
-                    self._fill()
-                    continue
-                self.bom = (self.end - self.start >= 3
-                            and memcmp(self.buf + self.start, b"\xef\xbb\xbf", 3) == 0)
-                self.bom_checked = True
             with nogil:
                 rc = self._parse()
             if rc == P_RECORD:
@@ -2956,19 +2964,24 @@ cdef class RecordReader:
 
     cdef int _take(self, RowBlock rows, tuple rec) except -1:
         """Add the record just parsed to `rows`: its bytes, or `rec` when Python built it."""
-        cdef Py_ssize_t nf = self.rec.nfields, w = self.width
         if rec is not None:
             return rows.append_fields(rec[0], rec[1])
+        if self._take_parsed(rows) < 0:
+            raise MemoryError()
+        return 0
+
+    cdef int _take_parsed(self, RowBlock rows) noexcept nogil:
+        """Add the record just parsed, cut or padded to the width (counted): -1 if
+        out of memory."""
+        cdef Py_ssize_t nf = self.rec.nfields, w = self.width
         if nf < w:
             self.padded += 1
         elif nf > w:
             self.truncated += 1
-        if rows.append_parsed(self.rec.line, self.fb.data, self.fends, nf) < 0:
-            raise MemoryError()
-        return 0
+        return rows.append_parsed(self.rec.line, self.fb.data, self.fends, nf)
 
     cdef int _ready(self) except -1:
-        """What `_advance` checks before parsing: open, and the BOM looked for."""
+        """Before parsing: the reader is open, and the BOM has been looked for."""
         if self.closed:
             raise ValueError("I/O operation on a closed RecordReader")
         while not self.bom_checked:
@@ -2987,7 +3000,7 @@ cdef class RecordReader:
         one needs Python (P_PYTHON), does not fit this batch (P_HALT, its size in
         `size`), the buffer runs dry (P_NEED_MORE) or the file ends (P_END)."""
         cdef int rc
-        cdef Py_ssize_t n, nf, w = self.width
+        cdef Py_ssize_t n
         while True:
             rc = self._parse()
             if rc != P_RECORD:
@@ -2995,17 +3008,10 @@ cdef class RecordReader:
             if self.rec.err_line or self.rec.unterminated:
                 return P_PYTHON
             n = self._json_size(hl, nh)
-            if (base + n > max_bytes or (count[0] and (
-                    (max_items > 0 and count[0] >= max_items)
-                    or input_bytes[0] + 1 + n > max_bytes))):
+            if _placement(n, base, max_items, max_bytes, count[0], input_bytes[0]) != IN_BATCH:
                 size[0] = n
                 return P_HALT
-            nf = self.rec.nfields
-            if nf < w:
-                self.padded += 1
-            elif nf > w:
-                self.truncated += 1
-            if rows.append_parsed(self.rec.line, self.fb.data, self.fends, nf) < 0:
+            if self._take_parsed(rows) < 0:
                 return P_NOMEM
             input_bytes[0] += n + (1 if count[0] else 0)
             count[0] += 1
@@ -3027,7 +3033,7 @@ cdef class RecordReader:
         per row: the row loop, sizes and limits stay in C.
         """
         cdef Py_ssize_t nh = len(header_lens), k, size = 0, count = 0
-        cdef int rc
+        cdef int rc, place
         cdef Py_ssize_t* hl
         cdef Py_ssize_t input_bytes = base
         cdef list problems = []
@@ -3074,13 +3080,13 @@ cdef class RecordReader:
                         size = size_of(rec[1])
                 else:
                     rec = None  # P_HALT: `size` is the row's
-                if base + size > max_bytes:
+                place = _placement(size, base, max_items, max_bytes, count, input_bytes)
+                if place == TOO_BIG:
                     if rec is None:
                         rec = self._materialize(hl, nh)
                     problems.append((rec[0], rec[1], None, size))
                     continue
-                if count and ((max_items > 0 and count >= max_items)
-                              or input_bytes + 1 + size > max_bytes):
+                if place == NEXT_BATCH:
                     self.last_rows = rows.n + 1
                     self.last_bytes = rows.data.len
                     self.pending = self._new_block(nh)

@@ -77,6 +77,7 @@ from importer.lookup import DistinctKeys, KeyLookup, LookupFailed
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.reference import wire_json
 from importer.retry import WriterFatalError
+from importer.writer import keys_unique
 
 __all__ = [
     "MODES",
@@ -460,14 +461,13 @@ class ModeStage:
         if isinstance(items, ItemBlock):  # its keys come without a PreparedItem per row
             if not items.at_version_1():
                 return None
-            unique = items.keys_unique()
             keys = items.entity_keys(versioned=False)
         else:
             at_1 = [(it.pk, it.sk) for it in items]
             if not all(sk.endswith("@1") for _, sk in at_1):
                 return None
             keys = [(pk, sk[:-2]) for pk, sk in at_1]
-            unique = len(set(keys)) == len(keys)
+        unique = keys_unique(items)  # every sk at @1: (pk, sk) repeat as the entities do
         if unique:  # the reads need not look for repeats again
             keys = DistinctKeys(keys)
         if lookup is not None:

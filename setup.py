@@ -1,4 +1,4 @@
-"""Build the Cython core `_native/*.pyx` into `importer._native`.
+"""Build the Cython core: `_native/_native.pyx` into `importer._native`, `_http.pyx` into `importer._http`.
 
 setuptools reads everything else from pyproject.toml; this file exists only
 because extension modules still need code to declare.
@@ -12,7 +12,8 @@ extensions = [
         "importer._native",
         sources=["_native/_native.pyx"],
         extra_compile_args=["-O3"],
-    )
+    ),
+    Extension("importer._http", sources=["_native/_http.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

@@ -277,26 +277,6 @@ def escape_scan(bytes data):
 
 cdef extern from *:
     """
-    #include <sys/socket.h>
-    #ifndef MSG_NOSIGNAL  /* macOS: Python ignores SIGPIPE anyway */
-    #define MSG_NOSIGNAL 0
-    #endif
-    """
-    ssize_t c_send "send"(int fd, const void* buf, size_t n, int flags) nogil
-    int MSG_DONTWAIT
-    int MSG_NOSIGNAL
-
-cdef extern from "<errno.h>" nogil:
-    int errno
-    int EAGAIN
-    int EWOULDBLOCK
-    int EINTR
-
-cdef extern from "<string.h>" nogil:
-    char* strerror(int errnum)
-
-cdef extern from *:
-    """
     #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     #define _IMPORTER_FIRST_BYTE(m) (__builtin_ctzll(m) >> 3)
     #else
@@ -306,29 +286,6 @@ cdef extern from *:
     # the index, in memory order, of the first byte of a word loaded with memcpy
     # whose high bit is set in `m` (m != 0: the high bits of `_zero_bytes`)
     int _first_byte "_IMPORTER_FIRST_BYTE"(unsigned long long m) nogil
-
-
-def send_now(int fd, const unsigned char[::1] data):
-    """Hand the kernel what it takes of `data` at once, *holding* the GIL; the count
-    taken (0 when the socket's buffer is full).  Errors raise the OSError subclass
-    Python's own send would (BrokenPipeError, ConnectionResetError, ...).
-
-    Why: a request is a few KB that a connected socket takes without waiting, yet
-    Python's `sendall` lets go of the GIL for it -- and the thread, its send done
-    in microseconds, then queues for the GIL behind the other workers.  The wait
-    for the answer is the one place a request must let go.
-    """
-    cdef ssize_t n
-    cdef int err
-    if data.shape[0] == 0:
-        return 0
-    n = c_send(fd, &data[0], data.shape[0], MSG_DONTWAIT | MSG_NOSIGNAL)
-    if n >= 0:
-        return n
-    err = errno
-    if err == EAGAIN or err == EWOULDBLOCK or err == EINTR:
-        return 0
-    raise OSError(err, strerror(err).decode("utf-8", "replace"))
 
 
 def keys_json(list keys):

@@ -13,11 +13,12 @@ Two implementations share that surface:
   (byte-identical to botocore's SigV4Auth, ~10x cheaper) and POSTed over a lean
   HTTP/1.1 keep-alive pool of at most `workers` connections (urllib3 +
   http.client cost ~300 us CPU per request, this ~40 us on loopback, kernel
-  included).  Each answer is read with whole `recv`s from a blocking socket
-  whose timeouts the kernel keeps, so a request costs one send and usually one
-  receive -- each a GIL hand-off that 50 workers contend for.  A 200 answer is
-  handed back as raw bytes: the batch writer's usual all-processed answer is
-  never JSON-parsed.
+  included).  On plain TCP a request is one call into C (`importer._http`):
+  the send and the whole usual answer happen with the GIL let go once, on a
+  blocking socket whose timeouts the kernel keeps; an unusual answer (chunked,
+  1xx, no Content-Length, ...) is read on by the general parser here, as TLS
+  answers are.  A 200 answer is handed back as raw bytes: the batch writer's
+  usual all-processed answer is never JSON-parsed.
 * `Boto3DynamoClient`: the same calls through a boto3 client.  It is the
   reference path (`--writer boto3`) and what moto's in-process `mock_aws`
   intercepts.
@@ -41,11 +42,11 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
-from importer import _native
+from importer import _http
 from importer.retry import Attempts, RetryPolicy, WriterFatalError
 from importer.sigv4 import SigV4Signer
 
@@ -213,7 +214,11 @@ class Reply:
 
 
 class DynamoClient(Protocol):
-    """What writers and lookups need of DynamoDB (thread-safe)."""
+    """What writers and lookups need of DynamoDB (thread-safe).
+
+    A client whose `sends_side_by_side` is true also has `post_many(operation,
+    bodies)` (see `HttpDynamoClient`); writers and lookups use it when present.
+    """
 
     endpoint_url: str
     region: str
@@ -340,14 +345,15 @@ _MAX_HEAD = 256 * 1024
 class _Conn:
     """One keep-alive HTTP/1.1 connection: a socket plus what was received and not yet read."""
 
-    __slots__ = ("sock", "unread", "idle_since", "plain", "fd")
+    __slots__ = ("sock", "unread", "idle_since", "native", "fd")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, native: bool = False) -> None:
         self.sock = sock
         self.unread = b""
         self.idle_since = 0.0
-        # a plain TCP socket (not TLS) is written through its descriptor (`_send`)
-        self.plain = type(sock) is socket.socket
+        # a plain blocking TCP socket whose timeouts the kernel keeps: its exchanges
+        # go through `importer._http` on the descriptor (`_send`)
+        self.native = native and type(sock) is socket.socket
         self.fd = sock.fileno()
 
     def is_dropped(self) -> bool:
@@ -577,12 +583,87 @@ class HttpDynamoClient:
         self._answered = False
         self._closed = False
         self._lock = threading.Lock()
+        #: `post_many` sends a group in one call into C (plain TCP, kernel-kept timeouts)
+        self.sends_side_by_side = self._ssl is None and _KERNEL_TIMEOUTS
 
     # ------------------------------------------------------------------ public
 
     def post(self, operation: str, body: bytes) -> Reply:
         """Send one call; a 200 answer as raw bytes, anything else as `DynamoError`."""
-        status, data, crc = self._exchange(self._head(operation, body), body, operation)
+        return self._reply(operation, *self._exchange(self._head(operation, body), body, operation))
+
+    def post_many(self, operation: str, bodies: Sequence[bytes]) -> list[Reply | DynamoError]:
+        """Several calls sent side by side, each on its own connection; per body, the
+        `Reply` that `post` would return or the `DynamoError` it would raise.
+
+        On plain TCP the whole group is sent and answered in C with the GIL let go
+        once (`importer._http.exchange_many`), rather than once per call by a
+        thread per call.  At most `workers` connections are busy: a group larger
+        than the free ones goes in turns.  A failed credential refresh still raises.
+        """
+        heads = [self._head(operation, body) for body in bodies]  # every call signed first
+        out: list[Reply | DynamoError] = []
+        if not self.sends_side_by_side or len(bodies) < 2:
+            for head, body in zip(heads, bodies, strict=True):
+                try:
+                    out.append(self._reply(operation, *self._exchange(head, body, operation)))
+                except DynamoError as exc:
+                    out.append(exc)
+            return out
+        if self._closed:
+            raise DynamoError("ConnectionError", "the client is closed", status=500)
+        start, n = 0, len(bodies)
+        while start < n:
+            self._slots.get()  # the first slot waited for, more taken while they are free
+            taken = 1
+            while taken < n - start:
+                try:
+                    self._slots.get_nowait()
+                except queue.Empty:
+                    break
+                taken += 1
+            try:
+                group = range(start, start + taken)
+                out.extend(
+                    self._side_by_side(
+                        operation, [heads[i] for i in group], [bodies[i] for i in group]
+                    )
+                )
+            finally:
+                for _ in range(taken):
+                    self._slots.put(None)
+            start += taken
+        return out
+
+    def _side_by_side(
+        self, operation: str, heads: list[bytes], bodies: list[bytes]
+    ) -> list[Reply | DynamoError]:
+        """One group of `post_many`, a slot each already taken."""
+        out: list[Reply | DynamoError | None] = [None] * len(bodies)
+        conns: list[tuple[int, _Conn, bool]] = []  # (index, connection, new)
+        for i in range(len(bodies)):
+            conn = self._pooled()
+            try:
+                conns.append((i, conn or self._open(), conn is None))
+            except DynamoError as exc:
+                out[i] = exc
+        answers = _http.exchange_many(
+            [(conn.fd, heads[i] + bodies[i], conn.unread) for i, conn, _ in conns],
+            self._read_timeout,
+        )
+        for (i, conn, fresh), answer in zip(conns, answers, strict=True):
+            try:
+                got = self._attempt(conn, fresh, operation, heads[i], bodies[i], answer)
+                if got is None:  # a kept-alive connection the server had closed: once more
+                    got = self._attempt(self._open(), True, operation, heads[i], bodies[i])
+                    assert got is not None
+                out[i] = self._reply(operation, *got)
+            except DynamoError as exc:
+                out[i] = exc
+        return out  # type: ignore[return-value]
+
+    def _reply(self, operation: str, status: int, data: bytes, crc: bytes | None) -> Reply:
+        """`post`'s answer from an exchange's status, body and x-amz-crc32 value."""
         if crc is not None and crc.isdigit() and zlib.crc32(data) != int(crc):
             raise DynamoError(
                 "CRC32Mismatch", "response body failed its x-amz-crc32 check", status=500
@@ -644,6 +725,7 @@ class HttpDynamoClient:
                 tv = struct.pack("ll", int(whole), int(frac * 1e6) or (0 if whole else 1))
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+                return _Conn(sock, native=True)
             else:
                 sock.settimeout(self._read_timeout)
         except BaseException:
@@ -660,41 +742,58 @@ class HttpDynamoClient:
         self._slots.get()
         try:
             conn = self._pooled()
-            for fresh in (conn is None, True):
-                if conn is None:
-                    conn = self._open()
-                try:
-                    status, data, crc, keep_alive = self._send(conn, head, body)
-                    break
-                except (_NothingReceived, BrokenPipeError, ConnectionResetError) as exc:
-                    conn.close()
-                    conn = None
-                    if fresh:  # a new connection that fails at once is the server's answer
-                        raise DynamoError(
-                            "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
-                        ) from None
-                    # a kept-alive connection the server closed since its last answer:
-                    # nothing was answered, so the request goes once more on a new one
-                except (TimeoutError, BlockingIOError) as exc:
-                    conn.close()
-                    raise DynamoError(
-                        "ReadTimeoutError",
-                        one_line(f"{operation}: read timed out: {exc}"),
-                        status=500,
-                    ) from None
-                except (OSError, ValueError, _BadResponse) as exc:
-                    conn.close()
-                    raise DynamoError(
-                        "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
-                    ) from None
-            self._answered = True
-            if keep_alive and not self._closed:
-                conn.idle_since = time.monotonic()
-                self._free.append(conn)
-            else:
-                conn.close()
+            got = self._attempt(conn or self._open(), conn is None, operation, head, body)
+            if got is None:
+                # a kept-alive connection the server closed since its last answer:
+                # nothing was answered, so the request goes once more on a new one
+                got = self._attempt(self._open(), True, operation, head, body)
+                assert got is not None  # a new connection's failure raises
+            return got
         finally:
             self._slots.put(None)
+
+    def _attempt(
+        self,
+        conn: _Conn,
+        fresh: bool,
+        operation: str,
+        head: bytes,
+        body: bytes,
+        answer: tuple | None = None,
+    ) -> tuple[int, bytes, bytes | None] | None:
+        """(status, body, crc) of one exchange on `conn` -- or of its `answer` from
+        `exchange_many` -- then `conn` back to the pool or closed.  None when a
+        kept-alive (not `fresh`) connection turned out closed before any answer."""
+        try:
+            if answer is None:
+                status, data, crc, keep_alive = self._send(conn, head, body)
+            else:
+                status, data, crc, keep_alive = _native_answer(conn, answer)
+        except (_NothingReceived, BrokenPipeError, ConnectionResetError) as exc:
+            conn.close()
+            if fresh:  # a new connection that fails at once is the server's answer
+                raise DynamoError(
+                    "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
+                ) from None
+            return None
+        except (TimeoutError, BlockingIOError) as exc:
+            conn.close()
+            raise DynamoError(
+                "ReadTimeoutError",
+                one_line(f"{operation}: read timed out: {exc}"),
+                status=500,
+            ) from None
+        except (OSError, ValueError, _BadResponse) as exc:
+            conn.close()
+            raise DynamoError(
+                "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
+            ) from None
+        self._answered = True
+        if keep_alive and not self._closed:
+            conn.idle_since = time.monotonic()
+            self._free.append(conn)
+        else:
+            conn.close()
         return status, data, crc
 
     def _pooled(self) -> _Conn | None:
@@ -727,18 +826,34 @@ class HttpDynamoClient:
     @staticmethod
     def _send(conn: _Conn, head: bytes, body: bytes) -> tuple[int, bytes, bytes | None, bool]:
         sock = conn.sock
-        if conn.plain:
-            data = head + body
-            sent = _native.send_now(conn.fd, data)
-            if sent < len(data):  # the socket's buffer was full: wait for room as usual
-                sock.sendall(memoryview(data)[sent:])
-        elif len(body) < 65536:
+        if conn.native:
+            return _native_answer(conn, _http.exchange(conn.fd, head + body, conn.unread))
+        if len(body) < 65536:
             sock.sendall(head + body)
         else:
             sock.sendall(head)
             sock.sendall(body)
         status, data, crc, keep_alive, conn.unread = _read_response(sock.recv, conn.unread)
         return status, data, crc, keep_alive
+
+
+def _native_answer(conn: _Conn, answer: tuple) -> tuple[int, bytes, bytes | None, bool]:
+    """(status, body, crc, keep_alive) from what `importer._http` returned for `conn`:
+    the usual answer as it read it, else read on here by the general parser.  Errors
+    are raised as the socket and `_Received` raise them, so `_attempt` maps both
+    paths alike."""
+    if answer[0] is not None:
+        status, data, crc, keep_alive, conn.unread = answer
+        return status, data, crc, keep_alive
+    _, received, err = answer
+    if err:
+        exc = OSError(err, os.strerror(err))  # the subclass the socket's call would raise
+        if isinstance(exc, ConnectionResetError):
+            failed = _BadResponse if received else _NothingReceived
+            raise failed(f"ConnectionResetError: {exc}") from None
+        raise exc
+    status, data, crc, keep_alive, conn.unread = _read_response(conn.sock.recv, received)
+    return status, data, crc, keep_alive
 
 
 # --------------------------------------------------------------------------- boto3

@@ -1,0 +1,6 @@
+"""Type stub for `_native/_http.pyx`: one HTTP/1.1 exchange, or several side by side, in C."""
+
+Answer = tuple[int, bytes, bytes | None, bool, bytes] | tuple[None, bytes, int]
+
+def exchange(fd: int, request: bytes, unread: bytes) -> Answer: ...
+def exchange_many(requests: list[tuple[int, bytes, bytes]], timeout: float) -> list[Answer]: ...

@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-__all__ = ["Lanes", "RequestGauge", "batch_threads", "note_wait"]
+__all__ = ["Lanes", "RequestGauge", "batch_threads", "note_wait", "waited"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,7 +68,8 @@ def note_wait(seconds: float) -> None:
     _waits.total = getattr(_waits, "total", 0.0) + seconds
 
 
-def _waited() -> float:
+def waited() -> float:
+    """This thread's deliberate waits so far (seconds; see `note_wait`)."""
     return getattr(_waits, "total", 0.0)
 
 
@@ -164,6 +165,18 @@ class Lanes:
             return 1
         return max(1, min(self.width, math.ceil(wanted / self.batches)))
 
+    def group_size(self) -> int:
+        """Requests a batch sends side by side in one call (`post_many`): one until the
+        gauge has timed enough of them (the start-up caution above), then its lanes."""
+        return 1 if self.gauge.in_flight() is None else self.width
+
+    def observe_group(self, started: float, cpu: float, slept: float) -> None:
+        """Time a `post_many` group (from `perf_counter`, `thread_time`, and `waited()`
+        taken before it) as one request: the gauge's wait and CPU per call to it."""
+        self.gauge.observe(
+            time.perf_counter() - started, time.thread_time() - cpu, waited() - slept
+        )
+
     def run(self, fn: Callable[[T], R], parts: Sequence[T], *, in_order: bool = False) -> list[R]:
         """`[fn(p) for p in parts]`, the parts spread over this batch's lanes.
 
@@ -175,9 +188,9 @@ class Lanes:
         clock, cpu_clock = time.perf_counter, time.thread_time
 
         def timed(p: T) -> R:
-            started, cpu, slept = clock(), cpu_clock(), _waited()
+            started, cpu, slept = clock(), cpu_clock(), waited()
             out = fn(p)
-            observe(clock() - started, cpu_clock() - cpu, _waited() - slept)
+            observe(clock() - started, cpu_clock() - cpu, waited() - slept)
             return out
 
         lanes = 1 if in_order else min(self.lanes_now(), n)

@@ -12,13 +12,21 @@ those rows rather than guess.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
 from importer import _native
-from importer.dynamo import DynamoClient, DynamoError, ErrorKind, describe_table, should_retry
-from importer.lanes import Lanes
+from importer.dynamo import (
+    DynamoClient,
+    DynamoError,
+    ErrorKind,
+    Reply,
+    describe_table,
+    should_retry,
+)
+from importer.lanes import Lanes, waited
 from importer.pacing import Pacer
 from importer.retry import Attempts, RetryPolicy
 
@@ -26,6 +34,8 @@ __all__ = ["MAX_GET_KEYS", "PROJECTION", "DistinctKeys", "KeyLookup", "LookupFai
 
 #: BatchGetItem reads at most 100 items (and 16 MB) per call.
 MAX_GET_KEYS = 100
+#: In an answer, most likely the usual "every key read" (`_get_group` reads those in turn).
+_NONE_LEFT = b'"UnprocessedKeys":{}'
 #: Attributes the modes need from a stored record (smaller responses, fewer RCUs).
 PROJECTION = ("pk", "sk", "version", "attributes", "name", "requestId", "isDeleted")
 
@@ -71,6 +81,8 @@ class KeyLookup:
         self.retries = 0
         self.calls = 0
         self._tail: bytes | None = None
+        #: the client sends several calls side by side in one call (`post_many`)
+        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
 
     def table_exists(self, table: str) -> bool:
         """DescribeTable: True if it exists (fatal errors other than not-found raise)."""
@@ -109,19 +121,56 @@ class KeyLookup:
         distinct = keys if isinstance(keys, DistinctKeys) else list(dict.fromkeys(keys))
         chunks = [distinct[i : i + MAX_GET_KEYS] for i in range(0, len(distinct), MAX_GET_KEYS)]
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        if self.lanes is None:
+        lanes = self.lanes
+        if lanes is None:
             for chunk in chunks:
                 self._get_chunk(table, chunk, found)
             return found
-        for part in self.lanes.run(lambda chunk: self._get_alone(table, chunk), chunks):
+        if len(chunks) > 1 and self.client_groups and self.pacer.unpaced():
+            # the calls go out in groups, each sent and answered in one `post_many`
+            size = lanes.group_size()
+            for start in range(0, len(chunks), size):
+                self._get_group(table, chunks[start : start + size], found, lanes)
+            return found
+        for part in lanes.run(lambda chunk: self._get_alone(table, chunk), chunks):
             found.update(part)
         return found
 
+    def _get_group(
+        self,
+        table: str,
+        chunks: list[list[tuple[str, str]]],
+        found: dict[tuple[str, str], dict[str, Any]],
+        lanes: Lanes,
+    ) -> None:
+        """Calls sent side by side in one `post_many`; each answer then goes on as
+        `_get_chunk` takes it (unprocessed keys, retries), one after another."""
+        pacer = self.pacer
+        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
+        taken: list[float | None] = []
+        for chunk in chunks:
+            pacer.acquire(len(chunk), len(chunk))
+            taken.append(pacer.taken_at())
+        bodies = [self._body(table, chunk) for chunk in chunks]
+        answers = self.client.post_many("BatchGetItem", bodies)  # type: ignore[attr-defined]
+        lanes.observe_group(started, cpu, slept)
+        more = []  # calls with more to do (retries and their waits): side by side
+        for chunk, sent_at, answer in zip(chunks, taken, answers, strict=True):
+            if isinstance(answer, Reply) and _NONE_LEFT in answer.raw:
+                self._get_chunk(table, chunk, found, (answer, sent_at))
+            else:
+                more.append((chunk, (answer, sent_at)))
+        for part in lanes.run(lambda p: self._get_alone(table, *p), more):
+            found.update(part)
+
     def _get_alone(
-        self, table: str, keys: list[tuple[str, str]]
+        self,
+        table: str,
+        keys: list[tuple[str, str]],
+        first: tuple[Reply | DynamoError, float | None] | None = None,
     ) -> dict[tuple[str, str], dict[str, Any]]:
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        self._get_chunk(table, keys, found)
+        self._get_chunk(table, keys, found, first)
         return found
 
     def _get_chunk(
@@ -129,20 +178,44 @@ class KeyLookup:
         table: str,
         keys: list[tuple[str, str]],
         found: dict[tuple[str, str], dict[str, Any]],
+        first: tuple[Reply | DynamoError, float | None] | None = None,
     ) -> None:
+        """Read `keys` (<= 100) into `found` until none is left unprocessed.
+
+        `first`: the answer to the first call, already made by `_get_group` (with
+        when its slot was taken).
+        """
         attempts = Attempts(self.policy)
         pending = keys
         pacer = self.pacer
         while pending:
             self.calls += 1
             n = len(pending)
-            pacer.acquire(n, n)
-            try:
-                doc = self.client.post("BatchGetItem", self._body(table, pending)).doc
-            except DynamoError as exc:
+            sent_at = None
+            if first is not None:
+                answer, sent_at = first
+                first = None
+            else:
+                pacer.acquire(n, n)
+                try:
+                    answer = self.client.post("BatchGetItem", self._body(table, pending))
+                except DynamoError as exc:
+                    answer = exc
+            if not isinstance(answer, DynamoError):
+                try:
+                    doc = answer.doc
+                except DynamoError as exc:  # a 200 that is not JSON
+                    answer = exc
+            if isinstance(answer, DynamoError):
+                exc = answer
                 throttled = exc.kind is ErrorKind.THROTTLED
                 pacer.settle(
-                    sent=n, processed=0, processed_units=0, throttled=throttled, sent_units=n
+                    sent=n,
+                    processed=0,
+                    processed_units=0,
+                    throttled=throttled,
+                    sent_units=n,
+                    sent_at=sent_at,
                 )
                 if should_retry(self.client, attempts, exc, table):
                     self.retries += 1
@@ -161,7 +234,12 @@ class KeyLookup:
                     continue
             done = n - len(left)
             pacer.settle(
-                sent=n, processed=done, processed_units=done, throttled=bool(left), sent_units=n
+                sent=n,
+                processed=done,
+                processed_units=done,
+                throttled=bool(left),
+                sent_units=n,
+                sent_at=sent_at,
             )
             if not left:
                 return

@@ -423,6 +423,16 @@ class Pacer:
         self._local.last = (items, cost, now)
         return 0.0
 
+    def unpaced(self) -> bool:
+        """No pace and no budget yet: a send takes its slot without waiting or ordering."""
+        return self._adaptive is None and self._budget is None
+
+    def taken_at(self) -> float | None:
+        """The clock when this thread's last `acquire` took its slot (for `settle`'s
+        `sent_at` when a thread takes several slots before their answers)."""
+        last = getattr(self._local, "last", None)
+        return None if last is None else last[2]
+
     def acquire(self, items: int, units: int) -> float:
         """Block until `units` (or `items` when units is 0) may be sent; seconds slept."""
         slept = 0.0

@@ -30,12 +30,20 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from importer._native import ItemBlock
-from importer.dynamo import ALL_PROCESSED, DynamoClient, DynamoError, ErrorKind, should_retry
-from importer.lanes import Lanes
+from importer.dynamo import (
+    ALL_PROCESSED,
+    DynamoClient,
+    DynamoError,
+    ErrorKind,
+    Reply,
+    should_retry,
+)
+from importer.lanes import Lanes, waited
 from importer.pacing import WRITE_UNIT_BYTES, Pacer, item_write_units
 from importer.records import Failure, PreparedItem, WriteOutcome
 from importer.retry import Attempts, RetryPolicy, WriterFatalError, bisect
@@ -166,6 +174,8 @@ class BatchWriter:
         self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
         self.suffix = _PUT_CLOSE + b"]}}"
         self._fatal: WriterFatalError | None = None
+        #: the client sends several requests side by side in one call (`post_many`)
+        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
 
     # ------------------------------------------------------------------ public
 
@@ -183,7 +193,14 @@ class BatchWriter:
             for chunk in chunks:
                 self._send(chunk, outcome)
             return outcome
-        side_by_side = len(chunks) > 1 and lanes.lanes_now() > 1 and keys_unique(items)
+        side_by_side = len(chunks) > 1 and keys_unique(items)
+        if side_by_side and self.client_groups and self.pacer.unpaced():
+            # the requests go out in groups, each sent and answered in one call
+            size = lanes.group_size()
+            for start in range(0, len(chunks), size):
+                self._send_group(chunks[start : start + size], outcome, lanes)
+            return outcome
+        side_by_side = side_by_side and lanes.lanes_now() > 1
         for part in lanes.run(self._send_alone, chunks, in_order=not side_by_side):
             outcome.merge(part)
         return outcome
@@ -210,24 +227,72 @@ class BatchWriter:
 
     # ------------------------------------------------------------------ internals
 
-    def _send_alone(self, items: Sequence[PreparedItem]) -> WriteOutcome:
+    def _send_alone(
+        self,
+        items: Sequence[PreparedItem],
+        first: tuple[Reply | DynamoError, int, float | None] | None = None,
+    ) -> WriteOutcome:
         outcome = WriteOutcome()
-        self._send(items, outcome)
+        self._send(items, outcome, first)
         return outcome
 
-    def _send(self, items: Sequence[PreparedItem], outcome: WriteOutcome) -> None:
-        """Send one request's worth of items until each is written or failed."""
+    def _send_group(
+        self, chunks: Sequence[Sequence[PreparedItem]], outcome: WriteOutcome, lanes: Lanes
+    ) -> None:
+        """Requests sent side by side in one `post_many`; each answer then goes on as
+        `_send` takes it (retries, bisection, failures), one request after another."""
+        pacer = self.pacer
+        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
+        firsts: list[tuple[int, float | None]] = []
+        bodies: list[bytes] = []
+        for chunk in chunks:
+            if self._fatal is not None:
+                raise self._fatal
+            units = write_units(chunk)
+            pacer.acquire(len(chunk), units)
+            firsts.append((units, pacer.taken_at()))
+            bodies.append(self.body(chunk))
+        answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
+        lanes.observe_group(started, cpu, slept)
+        more = []  # requests with more to do (retries and their waits): side by side
+        for chunk, (units, sent_at), answer in zip(chunks, firsts, answers, strict=True):
+            if isinstance(answer, Reply) and answer.raw == ALL_PROCESSED:
+                self._send(chunk, outcome, (answer, units, sent_at))
+            else:
+                more.append((chunk, (answer, units, sent_at)))
+        for part in lanes.run(lambda p: self._send_alone(*p), more):
+            outcome.merge(part)
+
+    def _send(
+        self,
+        items: Sequence[PreparedItem],
+        outcome: WriteOutcome,
+        first: tuple[Reply | DynamoError, int, float | None] | None = None,
+    ) -> None:
+        """Send one request's worth of items until each is written or failed.
+
+        `first`: the answer to its first send, already made by `_send_group`
+        (with the units sent and when their slot was taken).
+        """
         attempts = Attempts(self.policy)
         pending = items
         pacer = self.pacer
         while pending:
             if self._fatal is not None:
                 raise self._fatal
-            sent_units = write_units(pending)
-            pacer.acquire(len(pending), sent_units)
-            try:
-                reply = self.client.post("BatchWriteItem", self.body(pending))
-            except DynamoError as exc:
+            sent_at = None
+            if first is not None:
+                answer, sent_units, sent_at = first
+                first = None
+            else:
+                sent_units = write_units(pending)
+                pacer.acquire(len(pending), sent_units)
+                try:
+                    answer = self.client.post("BatchWriteItem", self.body(pending))
+                except DynamoError as exc:
+                    answer = exc
+            if isinstance(answer, DynamoError):
+                exc = answer
                 throttled = exc.kind is ErrorKind.THROTTLED
                 pacer.settle(
                     sent=len(pending),
@@ -235,6 +300,7 @@ class BatchWriter:
                     processed_units=0,
                     throttled=throttled,
                     sent_units=sent_units,
+                    sent_at=sent_at,
                 )
                 if exc.kind is ErrorKind.CLIENT:
                     bisect(
@@ -248,6 +314,7 @@ class BatchWriter:
                     log.debug("retrying %d item(s) after %s", len(pending), exc.code)
                     continue
                 break
+            reply = answer
             if reply.raw == ALL_PROCESSED:  # the usual answer: nothing to parse
                 unprocessed = None
             else:
@@ -266,6 +333,7 @@ class BatchWriter:
                     processed_units=sent_units,
                     throttled=False,
                     sent_units=sent_units,
+                    sent_at=sent_at,
                 )
                 return
             left_keys = self._unprocessed_keys(unprocessed)
@@ -279,6 +347,7 @@ class BatchWriter:
                 processed_units=sent_units - left_units,
                 throttled=True,
                 sent_units=sent_units,
+                sent_at=sent_at,
             )
             if done:
                 attempts.progressed()

@@ -323,17 +323,28 @@ def test_insert_rejects_a_repeat_within_one_batch_of_entities_new_to_the_tables(
 
 
 def _count_reads(env: Env) -> dict[str, int]:
-    """BatchGetItem calls per table from now on (the client's post, wrapped)."""
+    """BatchGetItem calls per table from now on (the client's post and post_many, wrapped)."""
     calls: dict[str, int] = {}
     post = env.dynamo.post
+    post_many = getattr(env.dynamo, "post_many", None)
 
-    def counted(operation, body):
+    def count(operation, body):
         if operation == "BatchGetItem":
             for table in json.loads(body)["RequestItems"]:
                 calls[table] = calls.get(table, 0) + 1
+
+    def counted(operation, body):
+        count(operation, body)
         return post(operation, body)
 
+    def counted_many(operation, bodies):
+        for body in bodies:
+            count(operation, body)
+        return post_many(operation, bodies)
+
     env.dynamo.post = counted
+    if post_many is not None:
+        env.dynamo.post_many = counted_many
     return calls
 
 

@@ -683,8 +683,10 @@ def test_a_batch_naming_a_key_twice_is_sent_in_order_even_with_lanes(srv, sessio
         assert stored[(f"PRODUCT#tenant{i % 37}", f"PRODUCT#{i:07d}@1")]["name"]["S"] == want
 
 
-def test_lanes_send_a_batch_requests_side_by_side(srv, session):
-    """One batch of 1,000 items is 40 requests; with 8 lanes they overlap in time."""
+@pytest.mark.parametrize("groups", [True, False], ids=["post_many", "threads"])
+def test_lanes_send_a_batch_requests_side_by_side(srv, session, groups):
+    """One batch of 1,000 items is 40 requests; with 8 lanes they overlap in time --
+    sent in groups by one call (`post_many`), or by a thread per lane."""
     items = prepared([wire_item(i) for i in range(1000)])
     lanes = Lanes(requests=8, batches=1)
     srv.faults.set(latency=0.01)
@@ -692,20 +694,23 @@ def test_lanes_send_a_batch_requests_side_by_side(srv, session):
     lock = threading.Lock()
     try:
         with make_writer(srv, session, workers=8, lanes=lanes) as w:
-            post = w.client.post
+            assert w.client_groups  # the HTTP client on plain TCP (Linux)
+            w.client_groups = groups
+            post, post_many = w.client.post, w.client.post_many
 
-            def counted(*args, **kwargs):
+            def in_flight(n, send, *args):
                 nonlocal now, peak
                 with lock:
-                    now += 1
+                    now += n
                     peak = max(peak, now)
                 try:
-                    return post(*args, **kwargs)
+                    return send(*args)
                 finally:
                     with lock:
-                        now -= 1
+                        now -= n
 
-            w.client.post = counted
+            w.client.post = lambda op, body: in_flight(1, post, op, body)
+            w.client.post_many = lambda op, bodies: in_flight(len(bodies), post_many, op, bodies)
             assert w.write_batch(items[:500]).written == 500  # the first requests: one lane
             assert peak == 1
             out = w.write_batch(items)

@@ -81,6 +81,7 @@ class KeyLookup:
         self.retries = 0
         self.calls = 0
         self._tail: bytes | None = None
+        self._empty: dict[str, bytes] = {}
         #: the client sends several calls side by side in one call (`post_many`)
         self.client_groups = bool(getattr(client, "sends_side_by_side", False))
 
@@ -110,6 +111,15 @@ class KeyLookup:
             tail = self._tail = b"]," + text.encode("utf-8", "surrogatepass") + b"}}"
         head = f'{{"RequestItems":{{{_encode_string(table)}:{{"Keys":['
         return head.encode("utf-8", "surrogatepass") + listed + tail
+
+    def _nothing_found(self, table: str) -> bytes:
+        """The answer when none of the keys is stored and all were read, as DynamoDB
+        writes it (compared as bytes: a batch of new rows skips the JSON parse)."""
+        answer = self._empty.get(table)
+        if answer is None:
+            name = json.dumps(table, separators=(",", ":")).encode()
+            answer = self._empty[table] = b'{"Responses":{' + name + b':[]},"UnprocessedKeys":{}}'
+        return answer
 
     def get_many(
         self, table: str, keys: Iterable[tuple[str, str]]
@@ -202,6 +212,8 @@ class KeyLookup:
                 except DynamoError as exc:
                     answer = exc
             if not isinstance(answer, DynamoError):
+                if answer.raw == self._nothing_found(table):  # new keys: nothing to parse
+                    answer = Reply(doc={})
                 try:
                     doc = answer.doc
                 except DynamoError as exc:  # a 200 that is not JSON

@@ -56,3 +56,32 @@ def test_plain_keys_and_one_odd_character_both_equal_json_dumps(keys, odd):
         pk, sk = keys[-1]
         spoiled = [*keys[:-1], (pk, sk + odd)]
         assert lookup._body("T", spoiled) == reference_body("T", spoiled, lookup.projection)
+
+
+class _Answers:
+    """A client whose BatchGetItem answers are given bytes (and counted)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw, self.calls = raw, 0
+
+    def post(self, operation, body):
+        from importer.dynamo import Reply
+
+        self.calls += 1
+        return Reply(raw=self.raw)
+
+
+def test_the_nothing_found_answer_is_read_without_parsing_and_means_what_it_says():
+    lookup = KeyLookup(client=_Answers(b""))  # type: ignore[arg-type]
+    for table in ("app-data", "T.1_x-y"):
+        assert json.loads(lookup._nothing_found(table)) == {
+            "Responses": {table: []},
+            "UnprocessedKeys": {},
+        }
+    keys = [("p", f"s{i}") for i in range(3)]
+    client = _Answers(lookup._nothing_found("app-data"))
+    assert KeyLookup(client=client).get_many("app-data", keys) == {}  # type: ignore[arg-type]
+    # another server's spacing is parsed as JSON: the same answer
+    spaced = b'{"Responses": {"app-data": []}, "UnprocessedKeys": {}}'
+    assert KeyLookup(client=_Answers(spaced)).get_many("app-data", keys) == {}  # type: ignore[arg-type]
+    assert client.calls == 1

@@ -139,12 +139,8 @@ class KeyLookup:
         if len(chunks) > 1 and self.client_groups and self.pacer.unpaced():
             # the calls go out in groups, each sent and answered in one `post_many`
             size = lanes.group_size()
-            more: list = []  # calls with more to do (retries, their waits)
             for start in range(0, len(chunks), size):
-                more += self._get_group(table, chunks[start : start + size], found, lanes)
-            # side by side, once every group is out: no group waits behind a retry
-            for part in lanes.run(lambda p: self._get_alone(table, *p), more):
-                found.update(part)
+                self._get_group(table, chunks[start : start + size], found, lanes)
             return found
         for part in lanes.run(lambda chunk: self._get_alone(table, chunk), chunks):
             found.update(part)
@@ -156,10 +152,9 @@ class KeyLookup:
         chunks: list[list[tuple[str, str]]],
         found: dict[tuple[str, str], dict[str, Any]],
         lanes: Lanes,
-    ) -> list[tuple[list[tuple[str, str]], tuple[Reply | DynamoError, float | None]]]:
-        """Calls sent side by side in one `post_many`; what every call that read all its
-        keys found goes into `found`.  Returns the others, each with its first answer,
-        for `_get_chunk` to go on from (unprocessed keys, retries)."""
+    ) -> None:
+        """Calls sent side by side in one `post_many`; each answer then goes on as
+        `_get_chunk` takes it (unprocessed keys, retries), one after another."""
         pacer = self.pacer
         started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
         taken: list[float | None] = []
@@ -169,13 +164,14 @@ class KeyLookup:
         bodies = [self._body(table, chunk) for chunk in chunks]
         answers = self.client.post_many("BatchGetItem", bodies)  # type: ignore[attr-defined]
         lanes.observe_group(started, cpu, slept)
-        more = []
+        more = []  # calls with more to do (retries and their waits): side by side
         for chunk, sent_at, answer in zip(chunks, taken, answers, strict=True):
             if isinstance(answer, Reply) and _NONE_LEFT in answer.raw:
                 self._get_chunk(table, chunk, found, (answer, sent_at))
             else:
                 more.append((chunk, (answer, sent_at)))
-        return more
+        for part in lanes.run(lambda p: self._get_alone(table, *p), more):
+            found.update(part)
 
     def _get_alone(
         self,

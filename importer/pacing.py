@@ -424,8 +424,10 @@ class Pacer:
         return 0.0
 
     def unpaced(self) -> bool:
-        """No pace and no budget yet: a send takes its slot without waiting or ordering."""
-        return self._adaptive is None and self._budget is None
+        """No pace, no budget, and no throttled answer among the recent ones: sends may
+        go out in groups (`post_many`); any sign of push-back or faults, and they go
+        one by one again, each settled before the next is paced."""
+        return self._adaptive is None and self._budget is None and not self._recent_throttled
 
     def taken_at(self) -> float | None:
         """The clock when this thread's last `acquire` took its slot (for `settle`'s

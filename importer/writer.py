@@ -197,12 +197,8 @@ class BatchWriter:
         if side_by_side and self.client_groups and self.pacer.unpaced():
             # the requests go out in groups, each sent and answered in one call
             size = lanes.group_size()
-            more: list = []  # requests with more to do (retries, their waits)
             for start in range(0, len(chunks), size):
-                more += self._send_group(chunks[start : start + size], outcome, lanes)
-            # side by side, once every group is out: no group waits behind a retry
-            for part in lanes.run(lambda p: self._send_alone(*p), more):
-                outcome.merge(part)
+                self._send_group(chunks[start : start + size], outcome, lanes)
             return outcome
         side_by_side = side_by_side and lanes.lanes_now() > 1
         for part in lanes.run(self._send_alone, chunks, in_order=not side_by_side):
@@ -242,10 +238,9 @@ class BatchWriter:
 
     def _send_group(
         self, chunks: Sequence[Sequence[PreparedItem]], outcome: WriteOutcome, lanes: Lanes
-    ) -> list[tuple[Sequence[PreparedItem], tuple[Reply | DynamoError, int, float | None]]]:
-        """Requests sent side by side in one `post_many`; every request all of whose
-        items got in is counted.  Returns the others, each with its first answer, for
-        `_send` to go on from (retries, bisection, failures)."""
+    ) -> None:
+        """Requests sent side by side in one `post_many`; each answer then goes on as
+        `_send` takes it (retries, bisection, failures), one request after another."""
         pacer = self.pacer
         started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
         firsts: list[tuple[int, float | None]] = []
@@ -259,13 +254,14 @@ class BatchWriter:
             bodies.append(self.body(chunk))
         answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
         lanes.observe_group(started, cpu, slept)
-        more = []
+        more = []  # requests with more to do (retries and their waits): side by side
         for chunk, (units, sent_at), answer in zip(chunks, firsts, answers, strict=True):
             if isinstance(answer, Reply) and answer.raw == ALL_PROCESSED:
                 self._send(chunk, outcome, (answer, units, sent_at))
             else:
                 more.append((chunk, (answer, units, sent_at)))
-        return more
+        for part in lanes.run(lambda p: self._send_alone(*p), more):
+            outcome.merge(part)
 
     def _send(
         self,

@@ -105,6 +105,14 @@ cdef inline uchar _lower(uchar c) noexcept nogil:
     return c + 32 if 65 <= c <= 90 else c
 
 
+cdef inline void _strip(const uchar* p, Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """Narrow p[a:b] to bytes.strip()'s result."""
+    while a[0] < b[0] and _space(p[a[0]]):
+        a[0] += 1
+    while b[0] > a[0] and _space(p[b[0] - 1]):
+        b[0] -= 1
+
+
 cdef bint _named(const uchar* p, Py_ssize_t n, const char* name) noexcept nogil:
     """p[:n] == name, ASCII case-insensitively (`name` is lower case)."""
     cdef Py_ssize_t i
@@ -132,7 +140,7 @@ cdef Py_ssize_t _find(const uchar* p, Py_ssize_t n, const char* pat, Py_ssize_t 
 cdef bint _parse_head(Exchange* x, Py_ssize_t end) noexcept nogil:
     """Read the head buf[:end] into `x` if it is the usual one (see the module doc)."""
     cdef const uchar* p = x.buf
-    cdef Py_ssize_t s, e, colon, a, b, i, lines = 1
+    cdef Py_ssize_t s, e, colon, a, b, i, name_at, name_len, lines = 1
     cdef long long length = -1
     cdef const uchar* nl
     if end < 12 or memcmp(p, b"HTTP/1.1 ", 9) != 0:
@@ -159,18 +167,13 @@ cdef bint _parse_head(Exchange* x, Py_ssize_t end) noexcept nogil:
             return False
         colon = nl - p
         a, b = s, colon  # the name, stripped
-        while a < b and _space(p[a]):
-            a += 1
-        while b > a and _space(p[b - 1]):
-            b -= 1
+        _strip(p, &a, &b)
         if _named(p + a, b - a, "transfer-encoding"):
             return False
-        if _named(p + a, b - a, "content-length"):
-            a, b = colon + 1, e
-            while a < b and _space(p[a]):
-                a += 1
-            while b > a and _space(p[b - 1]):
-                b -= 1
+        name_at, name_len = a, b - a
+        a, b = colon + 1, e  # the value, stripped
+        _strip(p, &a, &b)
+        if _named(p + name_at, name_len, "content-length"):
             if b == a or b - a > 15:
                 return False
             length = 0
@@ -178,19 +181,9 @@ cdef bint _parse_head(Exchange* x, Py_ssize_t end) noexcept nogil:
                 if not 48 <= p[i] <= 57:
                     return False
                 length = length * 10 + (p[i] - 48)
-        elif _named(p + a, b - a, "x-amz-crc32"):
-            a, b = colon + 1, e
-            while a < b and _space(p[a]):
-                a += 1
-            while b > a and _space(p[b - 1]):
-                b -= 1
+        elif _named(p + name_at, name_len, "x-amz-crc32"):
             x.crc_at, x.crc_len = a, b - a
-        elif _named(p + a, b - a, "connection"):
-            a, b = colon + 1, e
-            while a < b and _space(p[a]):
-                a += 1
-            while b > a and _space(p[b - 1]):
-                b -= 1
+        elif _named(p + name_at, name_len, "connection"):
             if _named(p + a, b - a, "keep-alive"):
                 x.keep_alive = True
             elif _named(p + a, b - a, "close"):

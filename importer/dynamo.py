@@ -653,10 +653,7 @@ class HttpDynamoClient:
         )
         for (i, conn, fresh), answer in zip(conns, answers, strict=True):
             try:
-                got = self._attempt(conn, fresh, operation, heads[i], bodies[i], answer)
-                if got is None:  # a kept-alive connection the server had closed: once more
-                    got = self._attempt(self._open(), True, operation, heads[i], bodies[i])
-                    assert got is not None
+                got = self._answer_on(conn, fresh, operation, heads[i], bodies[i], answer)
                 out[i] = self._reply(operation, *got)
             except DynamoError as exc:
                 out[i] = exc
@@ -742,15 +739,26 @@ class HttpDynamoClient:
         self._slots.get()
         try:
             conn = self._pooled()
-            got = self._attempt(conn or self._open(), conn is None, operation, head, body)
-            if got is None:
-                # a kept-alive connection the server closed since its last answer:
-                # nothing was answered, so the request goes once more on a new one
-                got = self._attempt(self._open(), True, operation, head, body)
-                assert got is not None  # a new connection's failure raises
-            return got
+            return self._answer_on(conn or self._open(), conn is None, operation, head, body)
         finally:
             self._slots.put(None)
+
+    def _answer_on(
+        self,
+        conn: _Conn,
+        fresh: bool,
+        operation: str,
+        head: bytes,
+        body: bytes,
+        answer: tuple | None = None,
+    ) -> tuple[int, bytes, bytes | None]:
+        """`_attempt`, and once more on a new connection when a kept-alive one the server
+        closed since its last answer answered nothing (so the request was not taken)."""
+        got = self._attempt(conn, fresh, operation, head, body, answer)
+        if got is None:
+            got = self._attempt(self._open(), True, operation, head, body)
+            assert got is not None  # a new connection's failure raises
+        return got
 
     def _attempt(
         self,

@@ -136,12 +136,14 @@ class KeyLookup:
             for chunk in chunks:
                 self._get_chunk(table, chunk, found)
             return found
-        if len(chunks) > 1 and self.client_groups and self.pacer.unpaced():
-            # the calls go out in groups, each sent and answered in one `post_many`
-            size = lanes.group_size()
-            for start in range(0, len(chunks), size):
+        if len(chunks) > 1 and self.client_groups:
+            # the calls go out in groups, each sent and answered in one `post_many` --
+            # while the pacer stays calm: a paced call goes alone, settled before the next
+            size, start = lanes.group_size(), 0
+            while start < len(chunks) and self.pacer.unpaced():
                 self._get_group(table, chunks[start : start + size], found, lanes)
-            return found
+                start += size
+            chunks = chunks[start:]
         for part in lanes.run(lambda chunk: self._get_alone(table, chunk), chunks):
             found.update(part)
         return found

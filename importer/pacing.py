@@ -424,10 +424,21 @@ class Pacer:
         return 0.0
 
     def unpaced(self) -> bool:
-        """No pace, no budget, and no throttled answer among the recent ones: sends may
-        go out in groups (`post_many`); any sign of push-back or faults, and they go
-        one by one again, each settled before the next is paced."""
-        return self._adaptive is None and self._budget is None and not self._recent_throttled
+        """No pace, no budget, at least two windows of answers heard and no throttled
+        one among the recent: sends may go out in groups (`post_many`).
+
+        Groups put more requests in flight at once; a table whose burst runs out
+        while they are out throttles them together, and the pace it is then cut
+        to comes out lower.  So they wait until the table has taken the opening
+        without push-back, and any sign of push-back or faults sends requests one
+        by one again, each settled before the next is paced.
+        """
+        return (
+            self._adaptive is None
+            and self._budget is None
+            and not self._recent_throttled
+            and self.stats.requests >= 2 * self.tuning.window
+        )
 
     def taken_at(self) -> float | None:
         """The clock when this thread's last `acquire` took its slot (for `settle`'s

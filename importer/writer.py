@@ -194,12 +194,14 @@ class BatchWriter:
                 self._send(chunk, outcome)
             return outcome
         side_by_side = len(chunks) > 1 and keys_unique(items)
-        if side_by_side and self.client_groups and self.pacer.unpaced():
-            # the requests go out in groups, each sent and answered in one call
-            size = lanes.group_size()
-            for start in range(0, len(chunks), size):
+        if side_by_side and self.client_groups:
+            # the requests go out in groups, each sent and answered in one call -- while
+            # the pacer stays calm: a paced send goes alone, settled before the next
+            size, start = lanes.group_size(), 0
+            while start < len(chunks) and self.pacer.unpaced():
                 self._send_group(chunks[start : start + size], outcome, lanes)
-            return outcome
+                start += size
+            chunks = chunks[start:]
         side_by_side = side_by_side and lanes.lanes_now() > 1
         for part in lanes.run(self._send_alone, chunks, in_order=not side_by_side):
             outcome.merge(part)

@@ -313,3 +313,37 @@ def test_bad_settings_are_refused():
         Pacer(max_units_per_second=0)
     with pytest.raises(ValueError, match="backoff"):
         PacerTuning(backoff=1.5)
+
+
+def test_groups_wait_for_a_calm_opening_and_stop_at_any_push_back():
+    """`unpaced` (requests may go out in groups): only after two windows of answers, none
+    throttled among the recent ones, and never with a budget or once paced."""
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    window = pacer.tuning.window
+
+    def answer(throttled: bool = False) -> None:
+        pacer.acquire(25, 25)
+        clock.sleep(0.01)
+        pacer.settle(
+            sent=25,
+            processed=0 if throttled else 25,
+            processed_units=0 if throttled else 25,
+            throttled=throttled,
+        )
+
+    for _ in range(2 * window - 1):
+        answer()
+        assert not pacer.unpaced()  # the opening: one by one
+    answer()
+    assert pacer.unpaced()
+    answer(throttled=True)
+    assert not pacer.unpaced()  # a throttled answer among the recent ones
+    for _ in range(window):
+        answer()
+    assert pacer.unpaced() and pacer.rate is None  # chance, not capacity: calm again
+    budget = Pacer(max_units_per_second=1000, clock=clock, sleep=clock.sleep)
+    for _ in range(2 * window):
+        budget.acquire(25, 25)
+        budget.settle(sent=25, processed=25, processed_units=25, throttled=False)
+    assert not budget.unpaced()

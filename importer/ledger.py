@@ -31,7 +31,7 @@ import os
 import sqlite3
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
 __all__ = ["EntityKey", "EntityLedger", "Entry", "WindowLedger"]
@@ -101,6 +101,14 @@ class EntityLedger:
     def knows_any(self, keys: Iterable[EntityKey]) -> bool:
         """True when any of `keys` is known."""
         return bool(self.load(keys))
+
+    def add_new(self, keys: Sequence[EntityKey], lines: Sequence[int], owner: int | None) -> bool:
+        """Each of `keys` (distinct) first met at version 1 on `lines[i]`, unless one is
+        known already: then nothing is stored and the answer is False."""
+        if self.knows_any(keys):
+            return False
+        self.store(dict(zip(keys, zip(repeat(1), repeat(b""), lines), strict=True)), owner)
+        return True
 
     def store(self, entries: Mapping[EntityKey, Entry], owner: int | None = None) -> None:
         """Remember `entries` (replacing what was known of those keys).
@@ -187,10 +195,18 @@ class WindowLedger:
     So at most the batches in flight are held, however long the file.  A batch
     that never reports `written` (its write failed, or nothing calls it) keeps
     its entries for the run: never wrong, only less flat.
+
+    A batch of new entities (`add_new`, insert's usual batch) is held without
+    an `Entry` per key: the key maps to its owner's ticket alone, and the
+    lines stay in the batch's own list until a later batch asks for one --
+    a thousand tuples fewer to build, and to free, per batch.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[EntityKey, tuple[Entry, int | None]] = {}
+        #: key -> (entry, owner), or key -> owner for a key `add_new` stored
+        self._entries: dict[EntityKey, tuple[Entry, int | None] | int] = {}
+        #: owner -> [keys, lines, key -> index (built when first needed)] of `add_new`
+        self._new: dict[int, list] = {}
         self._owned: dict[int, list[EntityKey]] = {}
         # owners one of whose keys was stored again since (by a later batch, the run,
         # or themselves): dropping them checks key by key who holds each now
@@ -205,8 +221,14 @@ class WindowLedger:
         for k in keys:
             hit = entries.get(k)
             if hit is not None:
-                found[k] = hit[0]
+                found[k] = self._new_entry(k, hit) if type(hit) is int else hit[0]
         return found
+
+    def _new_entry(self, key: EntityKey, owner: int) -> Entry:
+        held = self._new[owner]
+        if held[2] is None:
+            held[2] = dict(zip(held[0], range(len(held[0])), strict=True))
+        return (1, b"", held[1][held[2][key]])
 
     def knows_any(self, keys: Iterable[EntityKey]) -> bool:
         """True when any of `keys` is known."""
@@ -219,11 +241,31 @@ class WindowLedger:
         mine = self._entries
         again = mine.keys() & entries.keys()  # nearly always empty
         if again:
-            self._shared.update(mine[k][1] for k in again)
+            self._shared.update(_owner(mine[k]) for k in again)
         mine.update(zip(entries, zip(entries.values(), repeat(owner)), strict=False))
         if owner is not None:
             self._owned.setdefault(owner, []).extend(entries)
         self.peak = max(self.peak, len(mine))
+
+    def add_new(self, keys: Sequence[EntityKey], lines: Sequence[int], owner: int | None) -> bool:
+        """`store({keys[i]: (1, b"", lines[i])}, owner)` when none of `keys` is known
+        (True); otherwise nothing is stored (False).  `keys` are distinct."""
+        mine = self._entries
+        if not mine.keys().isdisjoint(keys):
+            return False
+        if owner is None or owner in self._new or len(keys) != len(lines):
+            # the run's own entries, or a second call for one batch: the general way
+            self.store(dict(zip(keys, zip(repeat(1), repeat(b""), lines), strict=True)), owner)
+            return True
+        keys = list(keys)
+        before = len(mine)
+        mine.update(zip(keys, repeat(owner)))
+        self._new[owner] = [keys, lines, None]  # a repeated key: its last line, as `store`
+        if len(mine) - before != len(keys):  # owned once each
+            keys = list(dict.fromkeys(keys))
+        self._owned.setdefault(owner, []).extend(keys)
+        self.peak = max(self.peak, len(mine))
+        return True
 
     def written(self, owner: int, issued: int) -> None:
         """Batch `owner`'s write returned after `issued` tickets were handed out."""
@@ -237,13 +279,14 @@ class WindowLedger:
         while visible and visible[0][0] <= turn:
             _issued, owner = heapq.heappop(visible)
             owned = self._owned.pop(owner, ())
+            self._new.pop(owner, None)
             if owner not in self._shared:  # each of its keys is still its own: all go
                 deque(map(entries.__delitem__, owned), maxlen=0)
                 continue
             self._shared.discard(owner)
             for k in owned:
                 hit = entries.get(k)
-                if hit is not None and hit[1] == owner:
+                if hit is not None and _owner(hit) == owner:
                     del entries[k]
 
     def __len__(self) -> int:
@@ -251,6 +294,12 @@ class WindowLedger:
 
     def close(self) -> None:
         self._entries = {}
+        self._new = {}
         self._owned = {}
         self._shared = set()
         self._visible = []
+
+
+def _owner(held: tuple[Entry, int | None] | int) -> int | None:
+    """Whose a `WindowLedger` value is: (entry, owner), or an `add_new` owner alone."""
+    return held if type(held) is int else held[1]

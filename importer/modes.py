@@ -68,7 +68,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from itertools import repeat
 from typing import Any, Literal
 
 from importer._native import ItemBlock
@@ -488,12 +487,10 @@ class ModeStage:
         except _Aborted:
             return _not_assigned(items)
         with self._lock:
-            if not unique or self._ledger.knows_any(keys):
+            if not unique or not self._ledger.add_new(keys, lines, ticket):
                 # `_assign` decides row by row (this batch's turn is already taken);
                 # both tables were read and hold none of the rows
                 return {}, {}
-            entries = zip(keys, zip(repeat(1), repeat(b""), lines), strict=False)
-            self._ledger.store(dict(entries), ticket)
         return PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
 
     def _parse(self, item: PreparedItem) -> _Row:

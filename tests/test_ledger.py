@@ -148,6 +148,12 @@ class _PerKeyWindow:
         if owner is not None:
             self.owned.setdefault(owner, []).extend(entries)
 
+    def add_new(self, keys: list, lines: list, owner: int | None) -> bool:
+        if any(k in self.entries for k in keys):
+            return False
+        self.store(dict(zip(keys, ((1, b"", line) for line in lines), strict=True)), owner)
+        return True
+
     def written(self, owner: int, issued: int) -> None:
         if owner in self.owned:
             self.visible.append((issued, owner))
@@ -168,6 +174,11 @@ OPS = st.lists(
             st.dictionaries(st.integers(0, 6), st.integers(1, 5), max_size=4),
             st.one_of(st.none(), st.integers(0, 5)),
         ),
+        st.tuples(
+            st.just("add_new"),
+            st.lists(st.integers(0, 6), max_size=4),
+            st.one_of(st.none(), st.integers(0, 5)),
+        ),
         st.tuples(st.just("written"), st.integers(0, 5), st.integers(0, 8)),
         st.tuples(st.just("advance"), st.integers(0, 8), st.none()),
     ),
@@ -178,9 +189,11 @@ OPS = st.lists(
 @settings(max_examples=400, deadline=None)
 @given(OPS)
 @example([("store", {}, 0), ("written", 0, 0), ("store", {0: 1}, 0), ("advance", 0, None)])
+@example([("add_new", [0, 1, 0], 2), ("store", {1: 3}, 4), ("written", 2, 0), ("advance", 1, None)])
 def test_the_window_forgets_exactly_as_the_key_by_key_rule(ops: list) -> None:
     """Random stores (keys taken over by later batches, by the run, or stored again by
-    their own batch), writes and turns: the window holds what the plain rule holds."""
+    their own batch; batches of new keys, `add_new`), writes and turns: the window
+    holds what the plain rule holds."""
     window, model = WindowLedger(), _PerKeyWindow()
     keys = [("T#t", f"P#{i}") for i in range(7)]
     for op, a, b in ops:
@@ -188,6 +201,9 @@ def test_the_window_forgets_exactly_as_the_key_by_key_rule(ops: list) -> None:
             entries = {keys[k]: (v, b"", v) for k, v in a.items()}
             window.store(entries, b)
             model.store(entries, b)
+        elif op == "add_new":
+            new, lines = [keys[k] for k in a], [10 + i for i in range(len(a))]
+            assert window.add_new(new, lines, b) == model.add_new(new, lines, b)
         elif op == "written":
             window.written(a, issued=b)
             model.written(a, b)

@@ -2113,6 +2113,10 @@ cdef class ItemBlock:
         cdef Py_ssize_t i, n
         cdef ItemAt* a
         cdef const char* sk
+        cdef const char* pk
+        cdef const char* last = NULL
+        cdef Py_ssize_t last_len = -1
+        cdef object pk_str = None
         cdef list out = []
         for i in range(self.start, self.stop):
             obj = s.made[i]
@@ -2126,8 +2130,13 @@ cdef class ItemBlock:
                 while n > 0 and sk[n - 1] != 64:  # '@'
                     n -= 1
                 n = n - 1 if n > 0 else a.sk_len
-            out.append((PyUnicode_DecodeUTF8(s.data.data + a.pk_off, a.pk_len, NULL),
-                        PyUnicode_DecodeUTF8(sk, n, NULL)))
+            # a batch's rows mostly share their pk (tenant and type): one str for the
+            # run of them, whose hash is then worked out once for every dict it meets
+            pk = s.data.data + a.pk_off
+            if a.pk_len != last_len or memcmp(pk, last, a.pk_len) != 0:
+                pk_str = PyUnicode_DecodeUTF8(pk, a.pk_len, NULL)
+                last, last_len = pk, a.pk_len
+            out.append((pk_str, PyUnicode_DecodeUTF8(sk, n, NULL)))
         return out
 
     def at_version_1(self):

@@ -30,7 +30,7 @@ from importer.lanes import Lanes, waited
 from importer.pacing import Pacer
 from importer.retry import Attempts, RetryPolicy
 
-__all__ = ["MAX_GET_KEYS", "PROJECTION", "DistinctKeys", "KeyLookup", "LookupFailed"]
+__all__ = ["MAX_GET_KEYS", "PROJECTION", "BlockKeys", "DistinctKeys", "KeyLookup", "LookupFailed"]
 
 #: BatchGetItem reads at most 100 items (and 16 MB) per call.
 MAX_GET_KEYS = 100
@@ -46,6 +46,55 @@ class DistinctKeys(list):  # type: ignore[type-arg]
     A list, so that any `get_many` takes it; the mode stage makes one from an
     `ItemBlock`, whose C answers that its keys are distinct.
     """
+
+
+class BlockKeys:
+    """The keys of an `ItemBlock` whose keys are all distinct, for `get_many`: at
+    their version (`versioned`) or without it.
+
+    Each call's `Keys` are written by C from the block; the (pk, sk) tuples are
+    made only for a call whose answer needs them (something found, keys left
+    unprocessed, a failure), so a batch of new entities reads without them.
+    """
+
+    def __init__(self, block: Any, *, versioned: bool) -> None:
+        self.block = block
+        self.versioned = versioned
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def parts(self, size: int) -> list[_Part]:
+        block = self.block
+        return [
+            _Part(view=block[i : i + size], versioned=self.versioned)
+            for i in range(0, len(block), size)
+        ]
+
+
+class _Part:
+    """One call's keys: a list of them, or a block's slice turned into one when needed."""
+
+    __slots__ = ("_keys", "_versioned", "_view", "n")
+
+    def __init__(
+        self,
+        keys: list[tuple[str, str]] | None = None,
+        *,
+        view: Any = None,
+        versioned: bool = True,
+    ) -> None:
+        self._keys, self._view, self._versioned = keys, view, versioned
+        self.n = len(keys) if keys is not None else len(view)
+
+    def keys(self) -> list[tuple[str, str]]:
+        if self._keys is None:
+            self._keys = self._view.entity_keys(self._versioned)
+        return self._keys
+
+    def listed(self) -> bytes | None:
+        """The `Keys` JSON, when C writes it from the block (else `_body` makes it)."""
+        return None if self._view is None else self._view.keys_json(self._versioned)
 
 
 class LookupFailed(Exception):
@@ -89,12 +138,16 @@ class KeyLookup:
         """DescribeTable: True if it exists (fatal errors other than not-found raise)."""
         return describe_table(self.client, table) is not None
 
-    def _body(self, table: str, keys: Iterable[tuple[str, str]]) -> bytes:
+    def _body(
+        self, table: str, keys: Iterable[tuple[str, str]], listed: bytes | None = None
+    ) -> bytes:
         # the same bytes as json.dumps(ensure_ascii=False), without building dicts: the
-        # keys escaped and joined in C; a key C leaves alone (not a pair of str, a lone
-        # surrogate) sends the call through the C string encoder, key by key
-        keys = keys if isinstance(keys, list) else list(keys)
-        listed = _native.keys_json(keys)
+        # keys escaped and joined in C (or `listed`, already so); a key C leaves alone
+        # (not a pair of str, a lone surrogate) sends the call through the C string
+        # encoder, key by key
+        if listed is None:
+            keys = keys if isinstance(keys, list) else list(keys)
+            listed = _native.keys_json(keys)
         if listed is None:
             enc = _encode_string
             listed = ",".join(
@@ -128,52 +181,76 @@ class KeyLookup:
 
         With `lanes`, the calls of one lookup go out side by side.
         """
-        distinct = keys if isinstance(keys, DistinctKeys) else list(dict.fromkeys(keys))
-        chunks = [distinct[i : i + MAX_GET_KEYS] for i in range(0, len(distinct), MAX_GET_KEYS)]
+        if isinstance(keys, BlockKeys):
+            parts = keys.parts(MAX_GET_KEYS)
+        else:
+            distinct = keys if isinstance(keys, DistinctKeys) else list(dict.fromkeys(keys))
+            parts = [
+                _Part(distinct[i : i + MAX_GET_KEYS]) for i in range(0, len(distinct), MAX_GET_KEYS)
+            ]
         found: dict[tuple[str, str], dict[str, Any]] = {}
         lanes = self.lanes
         if lanes is None:
-            for chunk in chunks:
-                self._get_chunk(table, chunk, found)
+            for part in parts:
+                self._get_chunk(table, part.keys(), found)
             return found
-        if len(chunks) > 1 and self.client_groups:
+        if len(parts) > 1 and self.client_groups:
             # the calls go out in groups, each sent and answered in one `post_many` --
             # while the pacer stays calm: a paced call goes alone, settled before the next
             size, start = lanes.group_size(), 0
-            while start < len(chunks) and self.pacer.unpaced():
-                self._get_group(table, chunks[start : start + size], found, lanes)
+            while start < len(parts) and self.pacer.unpaced():
+                self._get_group(table, parts[start : start + size], found, lanes)
                 start += size
-            chunks = chunks[start:]
-        for part in lanes.run(lambda chunk: self._get_alone(table, chunk), chunks):
-            found.update(part)
+            parts = parts[start:]
+        for got in lanes.run(lambda part: self._get_alone(table, part.keys()), parts):
+            found.update(got)
         return found
 
     def _get_group(
         self,
         table: str,
-        chunks: list[list[tuple[str, str]]],
+        parts: list[_Part],
         found: dict[tuple[str, str], dict[str, Any]],
         lanes: Lanes,
     ) -> None:
         """Calls sent side by side in one `post_many`; each answer then goes on as
-        `_get_chunk` takes it (unprocessed keys, retries), one after another."""
+        `_get_chunk` takes it (unprocessed keys, retries), one after another.
+
+        An answer that found nothing and left nothing is settled here: its keys
+        are not needed (a block's are then never made).
+        """
         pacer = self.pacer
         started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
         taken: list[float | None] = []
-        for chunk in chunks:
-            pacer.acquire(len(chunk), len(chunk))
+        for part in parts:
+            pacer.acquire(part.n, part.n)
             taken.append(pacer.taken_at())
-        bodies = [self._body(table, chunk) for chunk in chunks]
+        bodies = []
+        for part in parts:
+            listed = part.listed()
+            bodies.append(self._body(table, part.keys() if listed is None else (), listed))
         answers = self.client.post_many("BatchGetItem", bodies)  # type: ignore[attr-defined]
         lanes.observe_group(started, cpu, slept)
+        nothing = self._nothing_found(table)
         more = []  # calls with more to do (retries and their waits): side by side
-        for chunk, sent_at, answer in zip(chunks, taken, answers, strict=True):
-            if isinstance(answer, Reply) and _NONE_LEFT in answer.raw:
-                self._get_chunk(table, chunk, found, (answer, sent_at))
+        for part, sent_at, answer in zip(parts, taken, answers, strict=True):
+            if isinstance(answer, Reply) and answer.raw == nothing:
+                self.calls += 1
+                n = part.n
+                pacer.settle(
+                    sent=n,
+                    processed=n,
+                    processed_units=n,
+                    throttled=False,
+                    sent_units=n,
+                    sent_at=sent_at,
+                )
+            elif isinstance(answer, Reply) and _NONE_LEFT in answer.raw:
+                self._get_chunk(table, part.keys(), found, (answer, sent_at))
             else:
-                more.append((chunk, (answer, sent_at)))
-        for part in lanes.run(lambda p: self._get_alone(table, *p), more):
-            found.update(part)
+                more.append((part.keys(), (answer, sent_at)))
+        for got in lanes.run(lambda p: self._get_alone(table, *p), more):
+            found.update(got)
 
     def _get_alone(
         self,

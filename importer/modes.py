@@ -72,7 +72,7 @@ from typing import Any, Literal
 
 from importer._native import ItemBlock
 from importer.ledger import EntityLedger, WindowLedger
-from importer.lookup import DistinctKeys, KeyLookup, LookupFailed
+from importer.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.reference import wire_json
 from importer.retry import WriterFatalError
@@ -473,9 +473,12 @@ class ModeStage:
             try:
                 data = lookup.get_many(self.data_table, keys) if self.data_table else {}
                 if not data:
-                    if at_1 is None:
-                        at_1 = items.entity_keys(versioned=True)
-                    stored = lookup.get_many(self.table, DistinctKeys(at_1) if unique else at_1)
+                    if at_1 is not None:
+                        stored = lookup.get_many(self.table, DistinctKeys(at_1) if unique else at_1)
+                    elif unique:  # a block's keys, read without a tuple per key
+                        stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
+                    else:
+                        stored = lookup.get_many(self.table, items.entity_keys(versioned=True))
                 else:
                     stored = {}
             except LookupFailed:

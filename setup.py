@@ -1,8 +1,11 @@
-"""Build the Cython core: `_native/_native.pyx` into `importer._native`, `_http.pyx` into `importer._http`.
+"""Build the Cython core: `_native/_native.pyx` into `importer._native`, `_http.pyx` into
+`importer._http`, `_sign.pyx` into `importer._sign`.
 
 setuptools reads everything else from pyproject.toml; this file exists only
 because extension modules still need code to declare.
 """
+
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -14,6 +17,13 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension("importer._http", sources=["_native/_http.pyx"], extra_compile_args=["-O3"]),
+    # dlopen/dlsym: in libc since glibc 2.34, in libdl before
+    Extension(
+        "importer._sign",
+        sources=["_native/_sign.pyx"],
+        extra_compile_args=["-O3"],
+        libraries=["dl"] if sys.platform.startswith("linux") else [],
+    ),
 ]
 
 setup(

@@ -48,7 +48,12 @@ from urllib.parse import quote, urlsplit
 
 from importer import _http
 from importer.retry import Attempts, RetryPolicy, WriterFatalError
-from importer.sigv4 import SigV4Signer
+from importer.sigv4 import SigningPlan, SigV4Signer, c_signing
+
+try:
+    from importer import _sign
+except ImportError:  # not built: `c_signing()` says so, and requests are signed in Python
+    _sign = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     import boto3
@@ -583,6 +588,14 @@ class HttpDynamoClient:
         self._answered = False
         self._closed = False
         self._lock = threading.Lock()
+        #: signing in C (`_heads`): the head's start per signing plan, and its end
+        self._c_signing = c_signing()
+        self._plan_heads: dict[SigningPlan, bytes] = {}
+        self._head_tail = (
+            b"\r\nUser-Agent: "
+            + _USER_AGENT.encode()
+            + b"\r\nAccept-Encoding: identity\r\nContent-Length: "
+        )
         #: `post_many` sends a group in one call into C (plain TCP, kernel-kept timeouts)
         self.sends_side_by_side = self._ssl is None and _KERNEL_TIMEOUTS
 
@@ -590,7 +603,8 @@ class HttpDynamoClient:
 
     def post(self, operation: str, body: bytes) -> Reply:
         """Send one call; a 200 answer as raw bytes, anything else as `DynamoError`."""
-        return self._reply(operation, *self._exchange(self._head(operation, body), body, operation))
+        head = self._heads(operation, [body])[0]
+        return self._reply(operation, *self._exchange(head, body, operation))
 
     def post_many(self, operation: str, bodies: Sequence[bytes]) -> list[Reply | DynamoError]:
         """Several calls sent side by side, each on its own connection; per body, the
@@ -601,7 +615,7 @@ class HttpDynamoClient:
         thread per call.  At most `workers` connections are busy: a group larger
         than the free ones goes in turns.  A failed credential refresh still raises.
         """
-        heads = [self._head(operation, body) for body in bodies]  # every call signed first
+        heads = self._heads(operation, bodies)  # every call signed first
         out: list[Reply | DynamoError] = []
         if not self.sends_side_by_side or len(bodies) < 2:
             for head, body in zip(heads, bodies, strict=True):
@@ -693,6 +707,29 @@ class HttpDynamoClient:
                     self._free.pop().close()
 
     # ------------------------------------------------------------------ internals
+
+    def _heads(self, operation: str, bodies: Sequence[bytes]) -> list[bytes]:
+        """Each body's signed request head: in C for the whole group (`importer._sign`,
+        the GIL let go while hashing) where it runs, else `_head` body by body."""
+        if not self._c_signing:
+            return [self._head(operation, body) for body in bodies]
+        try:
+            plan = self._signer.plan(TARGET_PREFIX + operation)
+        except Exception as exc:  # the credential provider failed to refresh
+            raise WriterFatalError(f"cannot refresh AWS credentials: {one_line(exc)}") from None
+        head = self._plan_heads.get(plan)
+        if head is None:  # once a second per operation
+            head = self._plan_heads[plan] = self._request_line + plan.headers.encode("latin-1")
+            if len(self._plan_heads) > 64:
+                self._plan_heads = {plan: head}
+        return _sign.sign_heads(
+            plan.canonical_head,
+            plan.sts_head,
+            plan.key,
+            head,
+            self._head_tail,
+            bodies if isinstance(bodies, list) else list(bodies),
+        )
 
     def _head(self, operation: str, body: bytes) -> bytes:
         try:

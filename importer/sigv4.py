@@ -35,10 +35,10 @@ import hmac
 import time
 from collections.abc import Callable
 from hashlib import sha256
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
-__all__ = ["SigV4Signer", "signing_key"]
+__all__ = ["SigV4Signer", "SigningPlan", "c_signing", "signing_key"]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _CONTENT_TYPE = "application/x-amz-json-1.0"
@@ -54,6 +54,41 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     k = _hmac(k, region)
     k = _hmac(k, service)
     return _hmac(k, "aws4_request")
+
+
+class SigningPlan(NamedTuple):
+    """What signing a body for one target needs, constant within one clock second:
+    `importer._sign.sign_heads` signs a group of bodies from it in C."""
+
+    canonical_head: bytes  # the canonical request up to the body's hash (UTF-8)
+    sts_head: bytes  # the string to sign up to the canonical request's hash
+    key: bytes  # the derived signing key
+    headers: str  # the header lines up to the signature: "...Authorization: ...Signature="
+
+
+def _load_c_signing() -> bool:
+    """`importer._sign`, given the path of the libcrypto hashlib loaded (Linux)."""
+    try:
+        from importer import _sign
+    except ImportError:
+        return False
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            paths = {line.split()[-1] for line in maps if "libcrypto" in line}
+    except OSError:
+        return False
+    return any(_sign._load(path) for path in sorted(paths) if path.startswith("/"))
+
+
+_C_SIGNING: bool | None = None
+
+
+def c_signing() -> bool:
+    """True when `importer._sign` signs in C (OpenSSL's SHA256 found in this process)."""
+    global _C_SIGNING
+    if _C_SIGNING is None:
+        _C_SIGNING = _load_c_signing()
+    return _C_SIGNING
 
 
 #: hashlib lets go of the GIL for data of 2048 bytes or more; fed in smaller pieces it does not
@@ -113,6 +148,8 @@ class _State:
         "pads",
         "auth_head",
         "base",
+        "key",
+        "plans",
     )
 
     def __init__(self, **kw: Any) -> None:
@@ -174,6 +211,24 @@ class SigV4Signer:
         headers["Authorization"] = st.auth_head + outer.hexdigest()
         return headers
 
+    def plan(self, target: str) -> SigningPlan:
+        """What `headers(target, body)` signs with, for signing bodies in C: the same
+        signature, and the header lines in the order `headers` returns them."""
+        now = self._clock()
+        st = self._state
+        if st is None or not (st.start <= now < st.end):
+            st = self._renew(now)
+        plan = st.plans.get(target)
+        if plan is None:
+            lines = "".join([f"{k}: {v}\r\n" for k, v in st.base.items()])
+            plan = st.plans[target] = SigningPlan(
+                (st.canon_head + target + st.canon_tail).encode("utf-8"),
+                st.sts_head.encode("utf-8"),
+                st.key,
+                f"{lines}X-Amz-Target: {target}\r\nAuthorization: {st.auth_head}",
+            )
+        return plan
+
     def invalidate(self) -> None:
         """Re-read the credentials (and the clock) on the next request."""
         self._state = None
@@ -225,6 +280,8 @@ class SigV4Signer:
             auth_head=f"{_ALGORITHM} Credential={access_key}/{scope}, "
             f"SignedHeaders={signed}, Signature=",
             base=base,
+            key=key,
+            plans={},
         )
         self._state = st
         return st

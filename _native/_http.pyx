@@ -58,7 +58,11 @@ cdef extern from *:
 ctypedef unsigned char uchar
 
 cdef enum:
-    RECV_SIZE = 65536
+    # an exchange's first receive buffer, grown to the answer's length once its head
+    # is read: the usual answer is far smaller, and a buffer of the run's mmap
+    # threshold (64 KB, `importer.cli._bound_c_heap`) or more is a mapping made and
+    # unmade per request -- two syscalls and a page fault each
+    RECV_SIZE = 16384
     # the general parser's limits: a head this long without its end, this many lines
     MAX_HEAD = 256 * 1024
     MAX_HEAD_LINES = 201

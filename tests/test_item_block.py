@@ -8,7 +8,6 @@ random items (hypothesis) and on the native transform's own output.
 from __future__ import annotations
 
 import json
-
 import pickle
 from typing import Any
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from importer.lanes import MAX_BATCH_THREADS, Lanes, batch_threads, note_wait
+from importer.lanes import MAX_BATCH_THREADS, MIN_BATCHES_AT_ONCE, Lanes, batch_threads, note_wait
 
 
 def _feed(lanes: Lanes, n: int, wall: float, cpu: float) -> None:
@@ -108,7 +108,7 @@ def test_a_service_that_answers_at_once_gets_few_batches_and_one_lane():
     assert (lanes.batches_now(), lanes.lanes_now()) == (8, 1)
     _feed(lanes, 100, wall=0.000_11, cpu=0.000_10)  # 10 us off-CPU per 100 us of CPU
     assert lanes.gauge.in_flight() == pytest.approx(1.1)
-    assert (lanes.batches_now(), lanes.lanes_now()) == (2, 1)
+    assert (lanes.batches_now(), lanes.lanes_now()) == (MIN_BATCHES_AT_ONCE, 1)
 
 
 def test_a_service_with_latency_gets_every_batch_and_lane_it_needs():
@@ -126,7 +126,7 @@ def test_backoff_sleeps_do_not_look_like_latency():
     lanes = Lanes(requests=50, batches=8)
     for i in range(300):
         lanes.gauge.observe(0.5 if i % 3 == 0 else 0.000_12, 0.000_1)
-    assert lanes.batches_now() == 2 and lanes.lanes_now() == 1
+    assert lanes.batches_now() == MIN_BATCHES_AT_ONCE and lanes.lanes_now() == 1
 
 
 def test_run_times_each_part():

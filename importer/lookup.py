@@ -221,10 +221,7 @@ class KeyLookup:
         """
         pacer = self.pacer
         started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
-        taken: list[float | None] = []
-        for part in parts:
-            pacer.acquire(part.n, part.n)
-            taken.append(pacer.taken_at())
+        taken = pacer.acquire_group([(part.n, part.n) for part in parts])
         bodies = []
         for part in parts:
             listed = part.listed()
@@ -232,23 +229,17 @@ class KeyLookup:
         answers = self.client.post_many("BatchGetItem", bodies)  # type: ignore[attr-defined]
         lanes.observe_group(started, cpu, slept)
         nothing = self._nothing_found(table)
+        clean = []  # nothing found, nothing left: settled together
         more = []  # calls with more to do (retries and their waits): side by side
         for part, sent_at, answer in zip(parts, taken, answers, strict=True):
             if isinstance(answer, Reply) and answer.raw == nothing:
                 self.calls += 1
-                n = part.n
-                pacer.settle(
-                    sent=n,
-                    processed=n,
-                    processed_units=n,
-                    throttled=False,
-                    sent_units=n,
-                    sent_at=sent_at,
-                )
+                clean.append((part.n, part.n))
             elif isinstance(answer, Reply) and _NONE_LEFT in answer.raw:
                 self._get_chunk(table, part.keys(), found, (answer, sent_at))
             else:
                 more.append((part.keys(), (answer, sent_at)))
+        pacer.settle_clean(clean)
         for got in lanes.run(lambda p: self._get_alone(table, *p), more):
             found.update(got)
 

@@ -50,8 +50,9 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from importer.lanes import note_wait
@@ -446,6 +447,33 @@ class Pacer:
         last = getattr(self._local, "last", None)
         return None if last is None else last[2]
 
+    def acquire_group(self, costs: Sequence[tuple[int, int]]) -> list[float | None]:
+        """`acquire` and then `taken_at` for each (items, units) of a group sent at once.
+
+        Unpaced (no pace, no budget) nothing waits, so the slots are taken under
+        one lock, as one offered event; paced, one after another as `acquire`
+        takes them.
+        """
+        with self._lock:
+            if self._adaptive is None and self._budget is None:
+                now = self._clock()
+                self._maybe_probe(now)
+                offered, per_item = 0.0, self._units_per_item
+                for items, units in costs:
+                    cost = float(units if units > 0 else items)
+                    offered += cost
+                    if items > 0:
+                        per_item += 0.05 * (cost / items - per_item)
+                self._units_per_item = per_item
+                self._meter.add(now, offered=offered)
+                self._local.last = None
+                return [now] * len(costs)
+        taken: list[float | None] = []
+        for items, units in costs:
+            self.acquire(items, units)
+            taken.append(self.taken_at())
+        return taken
+
     def acquire(self, items: int, units: int) -> float:
         """Block until `units` (or `items` when units is 0) may be sent; seconds slept."""
         slept = 0.0
@@ -538,6 +566,45 @@ class Pacer:
                     self._judge(now, sure=True)
                 elif len(recent) == recent.maxlen:
                     self._judge(now, sure=False)
+            self._maybe_probe(now)
+
+    def settle_clean(self, answers: Sequence[tuple[int, int]]) -> None:
+        """`settle` for answers that took all they were sent -- (items, units) each --
+        under one lock and as one processed event: what settling them one by one
+        leaves behind (tests/test_pacing.py holds the two equal)."""
+        if not answers:
+            return
+        self._local.last = None
+        tuning = self.tuning
+        units = sum(u for _, u in answers)
+        with self._lock:
+            now = self._clock()
+            st = self.stats
+            st.requests += len(answers)
+            st.processed_units += units
+            if units:
+                self._meter.add(now, processed=units)
+            recent, adaptive = self._recent, self._adaptive
+            self._run = 0
+            if adaptive is None and not self._recent_throttled:
+                # nothing throttled among the recent: no push-back, before or after
+                recent.extend(repeat(False, len(answers)))
+                self._above = 0
+            else:
+                for _ in answers:
+                    if len(recent) == recent.maxlen and recent[0]:
+                        self._recent_throttled -= 1
+                    recent.append(False)
+                    if adaptive is None:
+                        full = len(recent) == recent.maxlen
+                        self._above = self._above + 1 if full and self._pushing_back() else 0
+                    elif (
+                        self._ceiling is not None
+                        and adaptive.rate <= tuning.learn_below * self._ceiling
+                        and now - self._last_cut >= tuning.settle_time
+                    ):
+                        self._learnt += 1
+                        self._baseline -= max(0.02, 1.0 / self._learnt) * self._baseline
             self._maybe_probe(now)
 
     # ---- control

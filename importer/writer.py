@@ -245,23 +245,24 @@ class BatchWriter:
         `_send` takes it (retries, bisection, failures), one request after another."""
         pacer = self.pacer
         started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
-        firsts: list[tuple[int, float | None]] = []
-        bodies: list[bytes] = []
-        for chunk in chunks:
-            if self._fatal is not None:
-                raise self._fatal
-            units = write_units(chunk)
-            pacer.acquire(len(chunk), units)
-            firsts.append((units, pacer.taken_at()))
-            bodies.append(self.body(chunk))
+        if self._fatal is not None:
+            raise self._fatal
+        costs = [(len(chunk), write_units(chunk)) for chunk in chunks]
+        taken = pacer.acquire_group(costs)
+        bodies = [self.body(chunk) for chunk in chunks]
         answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
         lanes.observe_group(started, cpu, slept)
+        if self._fatal is not None:
+            raise self._fatal
+        clean = []  # all processed: written, and settled together
         more = []  # requests with more to do (retries and their waits): side by side
-        for chunk, (units, sent_at), answer in zip(chunks, firsts, answers, strict=True):
+        for chunk, cost, sent_at, answer in zip(chunks, costs, taken, answers, strict=True):
             if isinstance(answer, Reply) and answer.raw == ALL_PROCESSED:
-                self._send(chunk, outcome, (answer, units, sent_at))
+                clean.append(cost)
+                outcome.written += cost[0]
             else:
-                more.append((chunk, (answer, units, sent_at)))
+                more.append((chunk, (answer, cost[1], sent_at)))
+        pacer.settle_clean(clean)
         for part in lanes.run(lambda p: self._send_alone(*p), more):
             outcome.merge(part)
 

@@ -347,3 +347,70 @@ def test_groups_wait_for_a_calm_opening_and_stop_at_any_push_back():
         budget.acquire(25, 25)
         budget.settle(sent=25, processed=25, processed_units=25, throttled=False)
     assert not budget.unpaced()
+
+
+def _pacer_state(p: Pacer) -> tuple:
+    """Everything `settle` and `acquire` change, for comparing two pacers."""
+    return (
+        p.stats,
+        list(p._recent),
+        p._recent_throttled,
+        p._run,
+        p._above,
+        p._learnt,
+        p._baseline,
+        p._units_per_item,
+        p._meter.since(-1e18),
+        p.rate,
+        p._epoch_start,
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_group_is_acquired_and_settled_as_its_requests_one_by_one(seed: int) -> None:
+    """`acquire_group` and `settle_clean` leave a pacer as the per-request calls do,
+    after any history: throttled runs, cuts (a pace), a budget, faults by chance."""
+    rng = random.Random(seed)
+    budget = rng.choice([None, None, 5000.0])
+    clocks = [FakeClock(), FakeClock()]
+    pacers = [Pacer(max_units_per_second=budget, clock=c, sleep=c.sleep) for c in clocks]
+    share = rng.choice([0.0, 0.05, 0.3, 0.9])
+    for _ in range(rng.randint(0, 400)):  # the same history for both
+        sent = rng.randint(1, 25)
+        units = rng.randint(sent, 3 * sent)
+        throttled = rng.random() < share
+        done = rng.randint(0, sent - 1) if throttled else sent
+        for p, c in zip(pacers, clocks, strict=True):
+            p.acquire(sent, units)
+            c.sleep(0.003)
+            p.settle(
+                sent=sent,
+                processed=done,
+                processed_units=units if done == sent else done,
+                throttled=throttled,
+            )
+    group = [
+        (n, rng.randint(n, 2 * n)) for n in (rng.randint(1, 25) for _ in range(rng.randint(1, 9)))
+    ]
+    one, other = pacers
+    taken = [one.acquire_group(group)]
+    other_taken = []
+    for items, units in group:
+        other.acquire(items, units)
+        other_taken.append(other.taken_at())
+    for c in clocks:
+        c.sleep(0.002)
+    one.settle_clean(group)
+    for (items, units), at in zip(group, other_taken, strict=True):
+        other.settle(
+            sent=items,
+            processed=items,
+            processed_units=units,
+            throttled=False,
+            sent_units=units,
+            sent_at=at,
+        )
+    assert taken[0] == other_taken
+    a, b = _pacer_state(one), _pacer_state(other)
+    assert a[:6] == b[:6] and a[8:] == b[8:]
+    assert a[6] == pytest.approx(b[6]) and a[7] == pytest.approx(b[7])

@@ -12,6 +12,7 @@
  *                          (one entry per table named in RequestItems)
  *   DescribeTable      200 a minimal ACTIVE TableDescription, pk HASH / sk RANGE (S)
  *   TransactWriteItems 200 {}
+ *   Scan               200 {"Count":0,"Items":[],"ScannedCount":0}   (an empty table)
  *   anything else      400 UnknownOperationException
  *   GET /stats         200 the counters as JSON (not counted as a request)
  *
@@ -73,7 +74,7 @@ struct conn {
 };
 
 static struct {
-    unsigned long long requests, items, batch_write, batch_get, describe, transact, unknown;
+    unsigned long long requests, items, batch_write, batch_get, describe, transact, scan, unknown;
     unsigned long long bad_http, connections, bytes_in, stats_requests;
 } st;
 
@@ -130,9 +131,10 @@ static int stats_json(char *out, size_t cap) {
     return snprintf(out, cap,
                     "{\"requests\":%llu,\"items\":%llu,\"BatchWriteItem\":%llu,"
                     "\"BatchGetItem\":%llu,\"DescribeTable\":%llu,\"TransactWriteItems\":%llu,"
-                    "\"unknown\":%llu,\"bad_http\":%llu,\"connections\":%llu,\"bytes_in\":%llu}",
+                    "\"Scan\":%llu,\"unknown\":%llu,\"bad_http\":%llu,\"connections\":%llu,"
+                    "\"bytes_in\":%llu}",
                     st.requests, st.items, st.batch_write, st.batch_get, st.describe, st.transact,
-                    st.unknown, st.bad_http, st.connections, st.bytes_in);
+                    st.scan, st.unknown, st.bad_http, st.connections, st.bytes_in);
 }
 
 static void write_stats(void) {
@@ -367,6 +369,10 @@ static void dispatch(struct conn *c, const char *target, size_t tlen, const char
         st.transact++;
         st.items += count_needle(body, n, "{\"Put\":", 7);
         respond_json(c, 200, "{}", 2);
+    } else if (IS("Scan")) {
+        static const char empty[] = "{\"Count\":0,\"Items\":[],\"ScannedCount\":0}";
+        st.scan++;
+        respond_json(c, 200, empty, sizeof empty - 1);
     } else {
         st.unknown++;
         respond_json(c, 400, unknown, sizeof unknown - 1);

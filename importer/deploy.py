@@ -160,7 +160,8 @@ def build_target() -> Target:
 MODE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "insert": {
         "command": ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
-        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable"),
+        # Scan: one item, to learn whether the data table is empty (then not read)
+        "data": ("dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:Scan"),
     },
     "upsert": {
         "command": ("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
@@ -179,6 +180,7 @@ _ACTION_WORDS = {
     "dynamodb:BatchWriteItem": "BatchWrite",
     "dynamodb:DescribeTable": "Describe",
     "dynamodb:PutItem": "TransactWrite",
+    "dynamodb:Scan": "Probe",
 }
 
 

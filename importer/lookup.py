@@ -138,6 +138,32 @@ class KeyLookup:
         """DescribeTable: True if it exists (fatal errors other than not-found raise)."""
         return describe_table(self.client, table) is not None
 
+    def holds_nothing(self, table: str) -> bool:
+        """True when a consistent Scan for one item finds none and has no more to
+        read: the table held no item just now.  False when it finds one, or cannot
+        tell (an error; a role without dynamodb:Scan, say): the caller then reads
+        the table as if it held some."""
+        body = json.dumps(
+            {
+                "TableName": table,
+                "Limit": 1,
+                "ConsistentRead": True,
+                "ProjectionExpression": "#k",
+                "ExpressionAttributeNames": {"#k": "pk"},
+            },
+            ensure_ascii=False,
+        ).encode("utf-8", "surrogatepass")
+        try:
+            doc = self.client.post("Scan", body).doc
+        except DynamoError:
+            return False
+        return (
+            isinstance(doc, dict)
+            and doc.get("Count") == 0
+            and not doc.get("Items")
+            and not doc.get("LastEvaluatedKey")
+        )
+
     def _body(
         self, table: str, keys: Iterable[tuple[str, str]], listed: bytes | None = None
     ) -> bytes:

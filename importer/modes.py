@@ -319,6 +319,16 @@ class ModeStage:
                 )
             notice = f"{why}: insert mode checks existence against the command table's @1 keys"
             name = None
+        elif mode == "insert" and lookup.holds_nothing(name):
+            # Every data row is synced from a command record, so while this run lasts
+            # an entity that reaches the data table has its @1 in the command table,
+            # which insert reads anyway: the data table has nothing more to say (an
+            # MBC system's first import reads each row's key once, not twice).
+            notice = (
+                f"data table {name!r} held no item when the run began: insert mode "
+                "checks existence against the command table's @1 keys"
+            )
+            name = None
         stage = cls(
             mode=mode,
             table=table,

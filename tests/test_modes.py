@@ -34,7 +34,7 @@ from ddb_server import DdbServer  # noqa: E402
 
 from importer.batching import Batch  # noqa: E402
 from importer.context import RunContext  # noqa: E402
-from importer.dynamo import Boto3DynamoClient, HttpDynamoClient  # noqa: E402
+from importer.dynamo import Boto3DynamoClient, DynamoError, HttpDynamoClient  # noqa: E402
 from importer.lanes import Lanes
 from importer.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed  # noqa: E402
 from importer.modes import ModeStage, code_column_of, default_data_table  # noqa: E402
@@ -349,25 +349,57 @@ def _count_reads(env: Env) -> dict[str, int]:
 
 
 def test_insert_reads_each_table_once_per_100_keys_and_never_twice(env):
-    """New rows: the data table, then @1 in the command table.  Stored rows: what was read
-    already is not read again to find out more."""
+    """New rows: the data table, then @1 in the command table -- only @1 while the data
+    table is empty.  Stored rows: what was read already is not read again to find out
+    more."""
     rows = [row(f"R{i:03d}", "1") for i in range(250)]
     calls = _count_reads(env)
     first = run_import_mode(env, rows, "insert", batch=250, run_id="once")
     assert (first.written, first.rejected) == (250, 0)
-    assert calls == {DATA: 3, CMD: 3}
+    assert calls == {CMD: 3}  # an empty data table has nothing to say
 
     calls.clear()  # the data table lags: only @1 shows them
     again = run_import_mode(env, rows, "insert", batch=250, run_id="twice")
     assert (again.written, again.rejected) == (0, 250)
     assert {r.reason for r in again.rejects} == {"exists (version 1)"}
-    assert calls == {DATA: 3, CMD: 3}
+    assert calls == {CMD: 3}
 
     sync_data(env)
     calls.clear()  # the data table holds them: nothing more to learn
     third = run_import_mode(env, rows, "insert", batch=250, run_id="thrice")
     assert (third.written, third.rejected) == (0, 250)
     assert calls == {DATA: 3}
+
+    calls.clear()  # new rows beside a data table that holds others: both tables
+    fresh = [row(f"S{i:03d}", "1") for i in range(250)]
+    fourth = run_import_mode(env, fresh, "insert", batch=250, run_id="fourth")
+    assert (fourth.written, fourth.rejected) == (250, 0)
+    assert calls == {DATA: 3, CMD: 3}
+
+
+def test_insert_reads_the_data_table_when_it_cannot_tell_it_is_empty(env):
+    """A Scan refused (a role without dynamodb:Scan): the empty data table is read as
+    if it held something.  A data table that holds an entity with no @1 in the
+    command table is read, and the entity found there."""
+    post = env.dynamo.post
+
+    def refuse_scans(operation, body):
+        if operation == "Scan":
+            raise DynamoError("AccessDeniedException", "not allowed to Scan", status=400)
+        return post(operation, body)
+
+    env.dynamo.post = refuse_scans
+    calls = _count_reads(env)
+    refused = run_import_mode(env, [row("OTHER", "1")], "insert", run_id="refused")
+    assert refused.written == 1 and calls == {DATA: 1, CMD: 1}
+
+    env.dynamo.post = post
+    only = {"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#ONLY"}, "version": {"N": "4"}}
+    env.client.put_item(TableName=DATA, Item=only)
+    calls = _count_reads(env)
+    result = run_import_mode(env, [row("ONLY", "1"), row("NEW", "1")], "insert", run_id="held")
+    assert (result.written, result.rejected) == (1, 1) and calls == {DATA: 1, CMD: 1}
+    assert [r.reason for r in result.rejects] == ["exists (version 4)"]
 
 
 class _HalfWriter:

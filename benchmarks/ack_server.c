@@ -12,7 +12,8 @@
  *                          (one entry per table named in RequestItems)
  *   DescribeTable      200 a minimal ACTIVE TableDescription, pk HASH / sk RANGE (S)
  *   TransactWriteItems 200 {}
- *   Scan               200 {"Count":0,"Items":[],"ScannedCount":0}   (an empty table)
+ *   Scan               200 {"Count":0,"Items":[],"ScannedCount":0}   (an empty table;
+ *                          with --scan-finds, one item: a table that holds data)
  *   anything else      400 UnknownOperationException
  *   GET /stats         200 the counters as JSON (not counted as a request)
  *
@@ -29,7 +30,8 @@
  * `Expect: 100-continue` honoured.  epoll, level-triggered, one thread.
  *
  *   cc -O2 -o ack_server ack_server.c
- *   ack_server [--port N] [--stats PATH] [--sndbuf BYTES]   -> first stdout line: the port
+ *   ack_server [--port N] [--stats PATH] [--sndbuf BYTES] [--scan-finds]
+ *                                                     -> first stdout line: the port
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -82,6 +84,7 @@ static volatile sig_atomic_t stop_flag = 0;
 static int epfd = -1;
 static const char *stats_path = NULL;
 static int sndbuf = 0; /* --sndbuf: a small kernel send buffer, to test back-pressure */
+static int scan_finds = 0; /* --scan-finds: Scan answers one item (a table holding data) */
 
 static void on_signal(int sig) {
     (void)sig;
@@ -371,8 +374,14 @@ static void dispatch(struct conn *c, const char *target, size_t tlen, const char
         respond_json(c, 200, "{}", 2);
     } else if (IS("Scan")) {
         static const char empty[] = "{\"Count\":0,\"Items\":[],\"ScannedCount\":0}";
+        static const char one[] =
+            "{\"Count\":1,\"Items\":[{\"pk\":{\"S\":\"X\"}}],\"ScannedCount\":1,"
+            "\"LastEvaluatedKey\":{\"pk\":{\"S\":\"X\"},\"sk\":{\"S\":\"X\"}}}";
         st.scan++;
-        respond_json(c, 200, empty, sizeof empty - 1);
+        if (scan_finds)
+            respond_json(c, 200, one, sizeof one - 1);
+        else
+            respond_json(c, 200, empty, sizeof empty - 1);
     } else {
         st.unknown++;
         respond_json(c, 400, unknown, sizeof unknown - 1);
@@ -592,8 +601,11 @@ int main(int argc, char **argv) {
             stats_path = argv[++i];
         } else if (strcmp(argv[i], "--sndbuf") == 0 && i + 1 < argc) {
             sndbuf = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--scan-finds") == 0) {
+            scan_finds = 1;
         } else {
-            fprintf(stderr, "usage: ack_server [--port N] [--stats PATH] [--sndbuf BYTES]\n");
+            fprintf(stderr,
+                    "usage: ack_server [--port N] [--stats PATH] [--sndbuf BYTES] [--scan-finds]\n");
             return 2;
         }
     }

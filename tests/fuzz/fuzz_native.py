@@ -96,6 +96,10 @@ def _block_answers(block):
         block.keys_unique(),
         block.body(b"[", b",", b"]"),
         block.chunk_bounds(2, 64, 8),
+        block.entity_keys(),
+        block.entity_keys(versioned=False),
+        block.keys_json(),
+        block.keys_json(versioned=False),
     )
 
 

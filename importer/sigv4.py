@@ -65,6 +65,9 @@ class SigningPlan(NamedTuple):
     key: bytes  # the derived signing key
     headers: str  # the header lines up to the signature: "...Authorization: ...Signature="
 
+    def __repr__(self) -> str:  # it holds the signing key: never shown
+        return "SigningPlan(...)"
+
 
 def _load_c_signing() -> bool:
     """`importer._sign`, given the path of the libcrypto hashlib loaded (Linux)."""

@@ -62,6 +62,13 @@ def test_c_heads_equal_python_heads(bodies, operation, token, secret, now, url):
     client.close()
 
 
+def test_a_signing_plan_never_shows_its_key() -> None:
+    client = _client(_Frozen("AKIDEXAMPLE", "s3cret", "tok"), 1_700_000_000.0, "http://h:1")
+    plan = client._signer.plan("DynamoDB_20120810.BatchWriteItem")
+    assert plan.key.hex() not in repr(plan) and str(plan.key) not in str(plan)
+    client.close()
+
+
 def test_a_new_second_or_new_credentials_sign_anew() -> None:
     creds = _Frozen("AKIDEXAMPLE", "s3cret", None)
     clock = {"now": 1_700_000_000.2}

@@ -5,8 +5,6 @@ setuptools reads everything else from pyproject.toml; this file exists only
 because extension modules still need code to declare.
 """
 
-import sys
-
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -17,13 +15,7 @@ extensions = [
         extra_compile_args=["-O3"],
     ),
     Extension("importer._http", sources=["_native/_http.pyx"], extra_compile_args=["-O3"]),
-    # dlopen/dlsym: in libc since glibc 2.34, in libdl before
-    Extension(
-        "importer._sign",
-        sources=["_native/_sign.pyx"],
-        extra_compile_args=["-O3"],
-        libraries=["dl"] if sys.platform.startswith("linux") else [],
-    ),
+    Extension("importer._sign", sources=["_native/_sign.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

@@ -8,10 +8,12 @@ GIL time against a fast endpoint.  Here one call signs a whole group, hashing
 while other threads hold the GIL.
 
 SHA-256 is OpenSSL's: the `SHA256` one-shot of the libcrypto hashlib has already
-loaded, found by its path in /proc/self/maps.  So building needs no OpenSSL
-header or library, and the hashing is the code hashlib runs.  Where it cannot
-be found (no /proc, a hashlib without OpenSSL), or does not hash "abc" as
-FIPS 180-2 says, `ready()` is False and the caller signs in Python.
+loaded, whose address the caller finds (`importer.sigv4`, through ctypes) and
+hands to `_load`.  So building needs no OpenSSL header or library, nor even
+dlopen (whose glibc 2.34 symbol older Lambda runtimes lack), and the hashing is
+the code hashlib runs.  Where it cannot be found (no /proc, a hashlib without
+OpenSSL), or does not hash "abc" as FIPS 180-2 says, `ready()` is False and the
+caller signs in Python.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -20,20 +22,18 @@ from libc.string cimport memcpy
 
 cdef extern from *:
     """
-    #include <dlfcn.h>
+    #include <stddef.h>
+    #include <stdint.h>
     typedef unsigned char *(*importer_sha256_fn)(const unsigned char *, size_t, unsigned char *);
     static importer_sha256_fn importer_sha256_ptr = NULL;
-    static int importer_find_sha256(const char *path) {
-        void *lib = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-        if (lib == NULL) return 0;
-        importer_sha256_ptr = (importer_sha256_fn) dlsym(lib, "SHA256");
-        return importer_sha256_ptr != NULL;
+    static void importer_set_sha256(uintptr_t address) {
+        importer_sha256_ptr = (importer_sha256_fn) address;
     }
     static void importer_sha256(const unsigned char *data, size_t n, unsigned char *out) {
         importer_sha256_ptr(data, n, out);
     }
     """
-    int find_sha256 "importer_find_sha256"(const char* path)
+    void set_sha256 "importer_set_sha256"(size_t address)
     void sha256 "importer_sha256"(const unsigned char* data, size_t n, unsigned char* out) nogil
 
 ctypedef unsigned char uchar
@@ -49,14 +49,15 @@ cdef inline void _hex(const uchar* digest, char* out) noexcept nogil:
         out[2 * i + 1] = HEX[digest[i] & 15]
 
 
-def _load(str path) -> bool:
-    """Take SHA256 from the libcrypto at `path` (loaded already); True when it hashes right."""
+def _load(size_t address) -> bool:
+    """Take OpenSSL's SHA256 at `address` (from ctypes); True when it hashes right."""
     global _ready
     cdef uchar out[32]
     cdef char text[64]
     _ready = False
-    if not find_sha256(path.encode()):
+    if address == 0:
         return False
+    set_sha256(address)
     sha256(<const uchar*> b"abc", 3, out)
     _hex(out, text)
     _ready = text[:64] == b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

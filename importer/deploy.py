@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import stat
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ __all__ = [
     "function_policy",
     "handler_third_party_imports",
     "native_extension",
+    "native_extensions",
     "package_summary",
     "placeholder_note",
     "register",
@@ -873,19 +876,28 @@ def render_template(
 # ---------------------------------------------------------------------- package
 
 
-def native_extension() -> Path:
-    """The compiled ``importer._native`` this interpreter loads."""
+#: The compiled modules the package ships: the core, the HTTP exchange, the C signer.
+EXTENSIONS = ("_native", "_http", "_sign")
+
+
+def native_extension(name: str = "_native") -> Path:
+    """The compiled ``importer.<name>`` this interpreter loads."""
     try:
-        import importer._native as native
+        module = importlib.import_module(f"importer.{name}")
     except ImportError as exc:
         raise PackageError(
-            "importer._native is not built: run `pip install -e .` (or "
+            f"importer.{name} is not built: run `pip install -e .` (or "
             "`python setup.py build_ext --inplace`) before packaging the Lambda"
         ) from exc
-    path = Path(native.__file__ or "")
+    path = Path(module.__file__ or "")
     if path.suffix != ".so":
-        raise PackageError(f"importer._native is not a compiled extension: {path}")
+        raise PackageError(f"importer.{name} is not a compiled extension: {path}")
     return path
+
+
+def native_extensions() -> list[Path]:
+    """Every compiled module of `EXTENSIONS` this interpreter loads (one build each)."""
+    return [native_extension(name) for name in EXTENSIONS]
 
 
 def _required_glibc(data: bytes) -> tuple[int, int] | None:
@@ -921,7 +933,7 @@ def check_extension(path: Path, target: Target) -> None:
         )
 
 
-def _package_files(package_dir: Path, extension: Path) -> dict[str, Path]:
+def _package_files(package_dir: Path, extensions: Sequence[Path]) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for root, dirs, names in os.walk(package_dir):
         dirs[:] = [d for d in dirs if d not in _EXCLUDED_DIRS and not d.startswith(".")]
@@ -929,11 +941,12 @@ def _package_files(package_dir: Path, extension: Path) -> dict[str, Path]:
             path = Path(root) / name
             if name.endswith(_EXCLUDED_SUFFIXES) or name.startswith("."):
                 continue
-            if name.startswith("_native") and name.endswith(".so"):
-                continue  # only the one this interpreter loads, added below
+            if name.endswith(".so"):
+                continue  # only the builds this interpreter loads, added below
             arc = "importer/" + path.relative_to(package_dir).as_posix()
             files[arc] = path
-    files["importer/" + extension.name] = extension
+    for extension in extensions:
+        files["importer/" + extension.name] = extension
     return files
 
 
@@ -1006,7 +1019,8 @@ def build_package(out_path: Path, *, target: Target | None = None) -> Path:
     """Build the Lambda zip at ``out_path`` and return it.
 
     Contents: the ``importer`` package (sources and the compiled
-    ``importer/_native*.so`` this interpreter loads), without caches, tests or
+    ``importer/_native``, ``_http`` and ``_sign`` builds this interpreter loads, each
+    checked against the target), without caches, tests or
     benchmarks.  No third-party libraries: the Lambda runtime provides boto3,
     and the handler must not need pyarrow or polars (checked).  Entries are
     sorted with fixed timestamps and modes, so two builds are byte-identical.
@@ -1014,10 +1028,11 @@ def build_package(out_path: Path, *, target: Target | None = None) -> Path:
     import importer
 
     target = target or build_target()
-    extension = native_extension()
-    check_extension(extension, target)
+    extensions = native_extensions()
+    for extension in extensions:
+        check_extension(extension, target)
     package_dir = Path(importer.__file__).resolve().parent
-    files = _package_files(package_dir, extension)
+    files = _package_files(package_dir, extensions)
 
     missing = sorted(handler_third_party_imports(files) - LAMBDA_RUNTIME_PROVIDES)
     if missing:

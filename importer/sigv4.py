@@ -70,8 +70,11 @@ class SigningPlan(NamedTuple):
 
 
 def _load_c_signing() -> bool:
-    """`importer._sign`, given the path of the libcrypto hashlib loaded (Linux)."""
+    """`importer._sign`, given OpenSSL's SHA256 from the libcrypto hashlib loaded
+    (its path in /proc/self/maps, the function's address through ctypes: Linux)."""
     try:
+        import ctypes
+
         from importer import _sign
     except ImportError:
         return False
@@ -80,7 +83,14 @@ def _load_c_signing() -> bool:
             paths = {line.split()[-1] for line in maps if "libcrypto" in line}
     except OSError:
         return False
-    return any(_sign._load(path) for path in sorted(paths) if path.startswith("/"))
+    for path in sorted(p for p in paths if p.startswith("/")):
+        try:
+            function = ctypes.CDLL(path).SHA256  # already loaded: found, not loaded again
+        except (OSError, AttributeError):
+            continue
+        if _sign._load(ctypes.cast(function, ctypes.c_void_p).value or 0):
+            return True
+    return False
 
 
 _C_SIGNING: bool | None = None

@@ -21,6 +21,7 @@ from importer import batching, deploy, statemachine
 from importer.deploy import PackageError, Target, build_package, render_template
 
 NATIVE = deploy.native_extension()
+EXTENSIONS = deploy.native_extensions()
 TARGET = deploy.build_target()
 
 
@@ -279,6 +280,13 @@ def test_package_holds_the_importer_package_and_the_native_core(package):
     assert "importer/deploy.py" in names
     assert f"importer/{NATIVE.name}" in names
     assert [n for n in names if n.startswith("importer/_native")] == [f"importer/{NATIVE.name}"]
+    # every compiled module, the build this interpreter loads and no other
+    assert [n for n in names if n.endswith(".so")] == sorted(
+        f"importer/{p.name}" for p in EXTENSIONS
+    )
+    assert {n.split("/")[1].split(".")[0] for n in names if n.endswith(".so")} == set(
+        deploy.EXTENSIONS
+    )
     assert all(n.startswith("importer/") for n in names)
     for bad in ("__pycache__", ".pyc", "tests/", "benchmarks/", "pyarrow", "polars", "boto3"):
         assert not any(bad in n for n in names), bad
@@ -296,7 +304,9 @@ def test_package_imports_from_the_zip_alone(package, tmp_path):
     with zipfile.ZipFile(package) as zf:
         zf.extractall(root)
     code = (
-        "import importer, importer._native, importer.statemachine as s; "
+        "import importer, importer._native, importer._http, importer._sign, "
+        "importer.statemachine as s; from importer import sigv4; "
+        "assert sigv4.c_signing(); "
         "print(importer.__file__); print(len(s.all_definitions()))"
     )
     result = subprocess.run(
@@ -363,7 +373,7 @@ def test_handler_import_check_flags_module_level_heavy_imports(tmp_path):
 
 
 def test_the_real_handler_needs_nothing_the_lambda_runtime_lacks():
-    files = deploy._package_files(Path(importer.__file__).resolve().parent, NATIVE)
+    files = deploy._package_files(Path(importer.__file__).resolve().parent, EXTENSIONS)
     if "importer/handler.py" not in files:
         pytest.skip("importer/handler.py not written yet")
     assert deploy.handler_third_party_imports(files) <= deploy.LAMBDA_RUNTIME_PROVIDES

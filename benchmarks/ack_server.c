@@ -561,12 +561,17 @@ static int flush_out(struct conn *c) {
 /* Answers and sends as far as possible, then waits for the right event (or closes). */
 static void pump(struct conn *c) {
     for (;;) {
+        /* over the limit, nothing can be answered now: answered == 0 then does not mean
+         * that nothing is left (a client that drained it all at once, after its FIN, had
+         * its last requests dropped unanswered) */
+        int held = c->out.len - c->out.off >= MAX_PENDING_OUT;
         int answered = process(c);
         if (flush_out(c) < 0) {
             drop(c);
             return;
         }
         if (c->out.len > c->out.off) break; /* wait until writable */
+        if (held) continue; /* drained: answer what was held back */
         if (c->closing || (c->eof && answered == 0)) {
             drop(c); /* all answered; a partial request after EOF is dropped */
             return;

@@ -210,10 +210,7 @@ class SigV4Signer:
 
     def headers(self, target: str, body: bytes) -> dict[str, str]:
         """Signed headers for POSTing `body` with `X-Amz-Target: target` (no whitespace)."""
-        now = self._clock()
-        st = self._state
-        if st is None or not (st.start <= now < st.end):
-            st = self._renew(now)
+        st = self._current()
         canonical = st.canon_head + target + st.canon_tail + _body_hash(body)
         sts = st.sts_head + sha256(canonical.encode("utf-8")).hexdigest()
         headers = st.base.copy()
@@ -227,10 +224,7 @@ class SigV4Signer:
     def plan(self, target: str) -> SigningPlan:
         """What `headers(target, body)` signs with, for signing bodies in C: the same
         signature, and the header lines in the order `headers` returns them."""
-        now = self._clock()
-        st = self._state
-        if st is None or not (st.start <= now < st.end):
-            st = self._renew(now)
+        st = self._current()
         plan = st.plans.get(target)
         if plan is None:
             lines = "".join([f"{k}: {v}\r\n" for k, v in st.base.items()])
@@ -247,6 +241,14 @@ class SigV4Signer:
         self._state = None
 
     # ------------------------------------------------------------------ internals
+
+    def _current(self) -> _State:
+        """This clock second's state (renewed, and the credentials re-read, once a second)."""
+        now = self._clock()
+        st = self._state
+        if st is None or not (st.start <= now < st.end):
+            st = self._renew(now)
+        return st
 
     def _renew(self, now: float) -> _State:
         sec = int(now // 1)

@@ -107,7 +107,7 @@ class EntityLedger:
         known already: then nothing is stored and the answer is False."""
         if self.knows_any(keys):
             return False
-        self.store(dict(zip(keys, zip(repeat(1), repeat(b""), lines), strict=True)), owner)
+        self.store(_new_entries(keys, lines), owner)
         return True
 
     def store(self, entries: Mapping[EntityKey, Entry], owner: int | None = None) -> None:
@@ -255,7 +255,7 @@ class WindowLedger:
             return False
         if owner is None or owner in self._new or len(keys) != len(lines):
             # the run's own entries, or a second call for one batch: the general way
-            self.store(dict(zip(keys, zip(repeat(1), repeat(b""), lines), strict=True)), owner)
+            self.store(_new_entries(keys, lines), owner)
             return True
         keys = list(keys)
         before = len(mine)
@@ -303,3 +303,8 @@ class WindowLedger:
 def _owner(held: tuple[Entry, int | None] | int) -> int | None:
     """Whose a `WindowLedger` value is: (entry, owner), or an `add_new` owner alone."""
     return held if type(held) is int else held[1]
+
+
+def _new_entries(keys: Sequence[EntityKey], lines: Sequence[int]) -> dict[EntityKey, Entry]:
+    """Each of `keys` at version 1, no digest, first met on `lines[i]` (`add_new`'s entries)."""
+    return dict(zip(keys, zip(repeat(1), repeat(b""), lines), strict=True))

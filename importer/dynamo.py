@@ -48,7 +48,7 @@ from urllib.parse import quote, urlsplit
 
 from importer import _http
 from importer.retry import Attempts, RetryPolicy, WriterFatalError
-from importer.sigv4 import SigningPlan, SigV4Signer, c_signing
+from importer.sigv4 import SigV4Signer, c_signing
 
 try:
     from importer import _sign
@@ -588,9 +588,8 @@ class HttpDynamoClient:
         self._answered = False
         self._closed = False
         self._lock = threading.Lock()
-        #: signing in C (`_heads`): the head's start per signing plan, and its end
+        #: signing in C (`_heads`), and the end of every head it signs
         self._c_signing = c_signing()
-        self._plan_heads: dict[SigningPlan, bytes] = {}
         self._head_tail = (
             b"\r\nUser-Agent: "
             + _USER_AGENT.encode()
@@ -717,16 +716,11 @@ class HttpDynamoClient:
             plan = self._signer.plan(TARGET_PREFIX + operation)
         except Exception as exc:  # the credential provider failed to refresh
             raise WriterFatalError(f"cannot refresh AWS credentials: {one_line(exc)}") from None
-        head = self._plan_heads.get(plan)
-        if head is None:  # once a second per operation
-            head = self._plan_heads[plan] = self._request_line + plan.headers.encode("latin-1")
-            if len(self._plan_heads) > 64:
-                self._plan_heads = {plan: head}
         return _sign.sign_heads(
             plan.canonical_head,
             plan.sts_head,
             plan.key,
-            head,
+            self._request_line + plan.headers.encode("latin-1"),
             self._head_tail,
             bodies if isinstance(bodies, list) else list(bodies),
         )

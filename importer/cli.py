@@ -463,6 +463,16 @@ def _relax_cyclic_gc(threshold: int = 10_000) -> None:
         gc.set_threshold(threshold, gen1, gen2)
 
 
+def _printable(exc: BaseException) -> str:
+    """An error fit to print: credentials in any URL masked; an OSError names its file."""
+    from importer.dynamo import redact
+
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {exc.strerror or text}"
+    return redact(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     _bound_malloc_arenas()
     _relax_cyclic_gc()
@@ -481,13 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     except _fatal_types() as exc:
         if debug:
             raise
-        print(f"importer: error: {exc}", file=sys.stderr)
+        print(f"importer: error: {_printable(exc)}", file=sys.stderr)
         return EXIT_FATAL
     except Exception as exc:  # noqa: BLE001 - the promise: one readable line, no traceback
         if debug:
             raise
         print(
-            f"importer: error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"importer: error: {type(exc).__name__}: {_printable(exc)} "
+            "(run with --debug for details)",
             file=sys.stderr,
         )
         return EXIT_FATAL

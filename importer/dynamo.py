@@ -34,6 +34,7 @@ import enum
 import json
 import os
 import queue
+import re
 import select
 import socket
 import ssl
@@ -71,6 +72,8 @@ __all__ = [
     "classify",
     "describe_table",
     "one_line",
+    "redact",
+    "safe_url",
     "should_retry",
 ]
 
@@ -83,7 +86,7 @@ _USER_AGENT = "importer/1.0"
 
 def one_line(text: Any, limit: int = 300) -> str:
     """A message squeezed onto one line of at most `limit` characters."""
-    text = " ".join(str(text).split())
+    text = redact(" ".join(str(text).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -137,6 +140,7 @@ TRANSIENT_CODES: frozenset[str] = frozenset(
         "ReadTimeoutError",
         "ProtocolError",
         "CRC32Mismatch",
+        "MalformedResponse",
     }
 )
 #: Credentials, a missing table, an operation the endpoint does not implement.
@@ -156,6 +160,22 @@ FATAL_CODES: frozenset[str] = frozenset(
         "UnknownOperationException",
     }
 )
+
+
+#: Transport failures: the request got no answer at all (nothing says what was stored).
+LOST_CODES: frozenset[str] = frozenset({"ConnectionError", "ReadTimeoutError", "ProtocolError"})
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with any credentials in a URL (`scheme://user:password@host`) masked."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+def safe_url(url: str | None) -> str:
+    """An endpoint URL fit to print: user and password, if any, masked."""
+    return redact(url or "")
 
 
 def classify(code: str, status: int) -> ErrorKind:
@@ -210,11 +230,19 @@ class Reply:
     def doc(self) -> dict[str, Any]:
         if self._doc is None:
             try:
-                self._doc = json.loads(self.raw) if self.raw else {}
+                doc = json.loads(self.raw) if self.raw else {}
             except ValueError:
                 raise DynamoError(
                     "MalformedResponse", "200 response body is not JSON", status=500
                 ) from None
+            if not isinstance(doc, dict):
+                # `[]` or `null`: an answer the client cannot read is not a success
+                raise DynamoError(
+                    "MalformedResponse",
+                    f"200 response body is a JSON {type(doc).__name__}, not an object",
+                    status=500,
+                )
+            self._doc = doc
         return self._doc
 
 
@@ -240,6 +268,7 @@ class DynamoClient(Protocol):
 
 
 def _fatal_message(error: DynamoError, endpoint: str, region: str, table: str) -> str:
+    endpoint = safe_url(endpoint)
     where = f"at {endpoint} (region {region})"
     if error.code == "ResourceNotFoundException":
         what = f"table {table!r}" if table else "the table"
@@ -560,7 +589,7 @@ class HttpDynamoClient:
             endpoint_url = resolve_endpoint(session, region, endpoint_url)
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise WriterFatalError(f"bad DynamoDB endpoint URL {endpoint_url!r}")
+            raise WriterFatalError(f"bad DynamoDB endpoint URL {safe_url(endpoint_url)!r}")
         self.endpoint_url = endpoint_url
         path = parts.path or "/"
         url = f"{parts.scheme}://{parts.netloc}{path}"
@@ -857,7 +886,7 @@ class HttpDynamoClient:
         except OSError as exc:
             raise DynamoError(
                 "ConnectionError",
-                one_line(f"cannot connect to {self.endpoint_url}: {exc}"),
+                one_line(f"cannot connect to {safe_url(self.endpoint_url)}: {exc}"),
                 status=0,
                 kind=ErrorKind.CONNECT,
             ) from None
@@ -1048,8 +1077,16 @@ def should_retry(
         return True
     if unreached:
         raise WriterFatalError(
-            f"cannot reach DynamoDB endpoint {client.endpoint_url} after {attempts.stalls} "
-            f"attempt(s): {error.message}"
+            f"cannot reach DynamoDB endpoint {safe_url(client.endpoint_url)} after "
+            f"{attempts.stalls} attempt(s): {redact(error.message)}"
+        )
+    if error.code in LOST_CODES:
+        # no answer for the whole retry window: the endpoint is gone, not refusing
+        # these rows -- stop (resumable) rather than count every later row failed
+        raise WriterFatalError(
+            f"lost the DynamoDB endpoint {safe_url(client.endpoint_url)}: no answer in "
+            f"{attempts.stalls} attempt(s) over {attempts.elapsed():.1f}s "
+            f"(last: {redact(error.describe())})"
         )
     return False
 

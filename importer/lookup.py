@@ -309,11 +309,12 @@ class KeyLookup:
                     answer = exc
             if not isinstance(answer, DynamoError):
                 if answer.raw == self._nothing_found(table):  # new keys: nothing to parse
-                    answer = Reply(doc={})
-                try:
-                    doc = answer.doc
-                except DynamoError as exc:  # a 200 that is not JSON
-                    answer = exc
+                    got, left = {}, []
+                else:
+                    try:
+                        got, left = _read_get(answer.doc, table)
+                    except DynamoError as exc:  # a 200 the client cannot read: not an answer
+                        answer = exc
             if isinstance(answer, DynamoError):
                 exc = answer
                 throttled = exc.kind is ErrorKind.THROTTLED
@@ -329,17 +330,7 @@ class KeyLookup:
                     self.retries += 1
                     continue
                 raise LookupFailed(f"BatchGetItem on {table}: {exc.describe()}", pending) from None
-            for item in (doc.get("Responses") or {}).get(table) or []:
-                try:
-                    found[(item["pk"]["S"], item["sk"]["S"])] = item
-                except (KeyError, TypeError):
-                    continue
-            left = []
-            for k in ((doc.get("UnprocessedKeys") or {}).get(table) or {}).get("Keys") or []:
-                try:
-                    left.append((k["pk"]["S"], k["sk"]["S"]))
-                except (KeyError, TypeError):
-                    continue
+            found.update(got)
             done = n - len(left)
             pacer.settle(
                 sent=n,
@@ -364,3 +355,39 @@ class KeyLookup:
 
     def close(self) -> None:
         """Nothing to release: the client belongs to the run."""
+
+
+def _read_get(doc: dict[str, Any], table: str) -> tuple[dict[tuple[str, str], Any], list]:
+    """A BatchGetItem answer's items by key and its unprocessed keys -- read whole or not
+    at all: a key missing from an answer that could not be read is not "not found"
+    (that would make an existing entity look new)."""
+
+    def bad(what: str) -> DynamoError:
+        return DynamoError("MalformedResponse", f"200 answer: {what}", status=500)
+
+    responses = doc.get("Responses")
+    if not isinstance(responses, dict):
+        raise bad("Responses is not a map")
+    items = responses.get(table, [])
+    if not isinstance(items, list):
+        raise bad(f"Responses[{table!r}] is not a list")
+    found = {}
+    for item in items:
+        try:
+            found[(item["pk"]["S"], item["sk"]["S"])] = item
+        except (KeyError, TypeError):
+            raise bad("an item in Responses has no key") from None
+    unprocessed = doc.get("UnprocessedKeys", {})
+    if not isinstance(unprocessed, dict):
+        raise bad("UnprocessedKeys is not a map")
+    entry = unprocessed.get(table) or {}
+    keys = entry.get("Keys", []) if isinstance(entry, dict) else None
+    if not isinstance(keys, list):
+        raise bad("UnprocessedKeys holds no list of keys")
+    left = []
+    for k in keys:
+        try:
+            left.append((k["pk"]["S"], k["sk"]["S"]))
+        except (KeyError, TypeError):
+            raise bad("an UnprocessedKeys entry has no key") from None
+    return found, left

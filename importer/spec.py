@@ -19,6 +19,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from importer.patterns import Matcher, PatternError, compile_pattern
+
 __all__ = [
     "COLUMN_TYPES",
     "DELIMITERS",
@@ -128,7 +130,7 @@ class ColumnRule:
     max: Decimal | None = None
     min_date: str | None = None
     max_date: str | None = None
-    regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    regex: Matcher | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,9 +287,9 @@ def _column(name: str, body: Any) -> ColumnRule:
         if not isinstance(pattern, str):
             raise SpecError(f"{where}.pattern: expected a regular expression string")
         try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            raise SpecError(f"{where}.pattern: invalid regular expression: {exc}") from None
+            regex = compile_pattern(pattern)
+        except PatternError as exc:
+            raise SpecError(f"{where}.pattern: {exc}") from None
     enum = body.get("enum")
     if enum is not None:
         if not isinstance(enum, list) or not enum:

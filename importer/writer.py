@@ -41,6 +41,7 @@ from importer.dynamo import (
     DynamoError,
     ErrorKind,
     Reply,
+    one_line,
     should_retry,
 )
 from importer.lanes import Lanes, waited
@@ -319,16 +320,24 @@ class BatchWriter:
                 break
             reply = answer
             if reply.raw == ALL_PROCESSED:  # the usual answer: nothing to parse
-                unprocessed = None
+                left_keys = None
             else:
                 try:
-                    unprocessed = (reply.doc.get("UnprocessedItems") or {}).get(self.table)
-                except DynamoError as exc:  # a 200 that is not JSON: retry as transient
+                    left_keys = self._unprocessed(reply, pending)
+                except DynamoError as exc:  # a 200 the client cannot read: not a success
+                    pacer.settle(
+                        sent=len(pending),
+                        processed=0,
+                        processed_units=0,
+                        throttled=False,
+                        sent_units=sent_units,
+                        sent_at=sent_at,
+                    )
                     if self._retry(attempts, exc):
                         outcome.retries += 1
                         continue
                     break
-            if not unprocessed:
+            if not left_keys:
                 outcome.written += len(pending)
                 pacer.settle(
                     sent=len(pending),
@@ -339,7 +348,6 @@ class BatchWriter:
                     sent_at=sent_at,
                 )
                 return
-            left_keys = self._unprocessed_keys(unprocessed)
             left = [it for it in pending if (it.pk, it.sk) in left_keys]
             left_units = write_units(left)
             done = len(pending) - len(left)
@@ -369,13 +377,48 @@ class BatchWriter:
             self._fatal = fatal
             raise
 
-    def _unprocessed_keys(self, unprocessed: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    def _unprocessed(
+        self, reply: Reply, pending: Sequence[PreparedItem]
+    ) -> set[tuple[str, str]] | None:
+        """The keys of a 200 answer's `UnprocessedItems` (None: all processed).
+
+        Only an answer read whole is believed: `UnprocessedItems` missing or not a
+        map, a table not written to, an entry without its key or naming an item
+        not sent -- the client cannot tell what was stored, so the request is
+        treated as failed and sent again (puts are idempotent), never as written.
+        """
+        doc = reply.doc  # raises MalformedResponse for a body that is not a JSON object
+        unprocessed = doc.get("UnprocessedItems")
+        if not isinstance(unprocessed, dict):
+            raise _malformed(f"UnprocessedItems is {_kind_of(unprocessed)}, not a map")
+        others = [t for t in unprocessed if t != self.table]
+        if others:
+            raise _malformed(f"UnprocessedItems names table {others[0]!r}, not written to")
+        entries = unprocessed.get(self.table)
+        if entries is None or entries == []:
+            return None
+        if not isinstance(entries, list):
+            raise _malformed(f"UnprocessedItems[{self.table!r}] is {_kind_of(entries)}, not a list")
         hk, rk = self.key_names
+        sent = {(it.pk, it.sk) for it in pending}
         keys = set()
-        for entry in unprocessed:
-            item = (entry.get("PutRequest") or {}).get("Item") or {}
+        for entry in entries:
             try:
-                keys.add((item[hk]["S"], item[rk]["S"]))
-            except (KeyError, TypeError):
-                log.warning("UnprocessedItems named an item without its key: %.200s", entry)
+                item = entry["PutRequest"]["Item"]
+                key = (item[hk]["S"], item[rk]["S"])
+            except (KeyError, TypeError, IndexError):
+                raise _malformed(
+                    f"an UnprocessedItems entry has no key: {one_line(json.dumps(entry), 120)}"
+                ) from None
+            if key not in sent:
+                raise _malformed(f"UnprocessedItems names an item not sent: {key!r}")
+            keys.add(key)
         return keys
+
+
+def _kind_of(value: Any) -> str:
+    return "missing" if value is None else f"a JSON {type(value).__name__}"
+
+
+def _malformed(message: str) -> DynamoError:
+    return DynamoError("MalformedResponse", f"200 answer: {message}", status=500)

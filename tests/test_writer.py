@@ -722,3 +722,49 @@ def test_lanes_send_a_batch_requests_side_by_side(srv, session, groups):
     assert out.written == 1000 and out.failures == []
     assert 1 < peak <= 8  # measured: 10 ms away per request, every lane
     assert len(srv.items("T")) == 1000
+
+
+# --------------------------------------------------------------------------- unreadable answers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"UnprocessedItems": []},  # a list, not a map
+        {"UnprocessedItems": {"T": [{"PutRequest": {"Item": {}}}]}},  # an entry without keys
+        {"UnprocessedItems": {"T": [{}]}},
+        {"UnprocessedItems": {"T": {"not": "a list"}}},
+        {"UnprocessedItems": {"Other": []}},  # a table not written to
+        {},  # no UnprocessedItems at all
+        [],
+        None,
+        "ok",
+    ],
+)
+def test_an_unreadable_200_answer_is_not_a_write(srv, session, body):
+    """Issue 30 #9: such answers counted every row as written (or crashed with
+    AttributeError) though nothing was stored."""
+    srv.backend.op_BatchWriteItem = lambda req, faulty: body  # answers 200, stores nothing
+    items = prepared([wire_item(i) for i in range(30)])
+    with make_writer(srv, session, policy=RetryPolicy(max_attempts=3, sleep=no_sleep)) as w:
+        out = w.write_batch(items)
+    assert out.written == 0 and len(out.failures) == 30
+    assert "MalformedResponse" in out.failures[0].reason
+    assert srv.items("T") == {}
+
+
+def test_an_unreadable_answer_is_sent_again_until_read(srv, session):
+    """The request whose answer could not be read is sent again (puts are idempotent)."""
+    real = srv.backend.op_BatchWriteItem
+    answers = iter([{"UnprocessedItems": []}, None])
+
+    def flaky(req, faulty):
+        out = real(req, faulty)  # stored -- but the answer says nothing readable
+        return next(answers, out)
+
+    srv.backend.op_BatchWriteItem = flaky
+    items = prepared([wire_item(i) for i in range(20)])
+    with make_writer(srv, session) as w:
+        out = w.write_batch(items)
+    assert (out.written, out.failures) == (20, [])
+    assert len(srv.items("T")) == 20

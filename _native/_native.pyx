@@ -2627,6 +2627,8 @@ cdef class RecordReader:
             self.cap = self.end + want + 64
         try:
             data = self.stream.read(want)
+        except self.error_cls:
+            raise  # already one line naming the file (a truncated input)
         except (OSError, EOFError) as exc:
             raise self.error_cls(f"cannot read source: {exc}") from None
         except Exception as exc:  # zstd/gzip raise their own error types

@@ -141,6 +141,14 @@ def _complete(
     return out
 
 
+def _with_rows(failures: list[Failure], fields: Mapping[int, Sequence[str]]) -> list[Failure]:
+    """Every failure line carries the original row (built only for failed rows)."""
+    return [
+        replace(f, row=tuple(fields[f.line])) if not f.row and f.line in fields else f
+        for f in failures
+    ]
+
+
 def mark_sync(items: Sequence[PreparedItem]) -> list[PreparedItem]:
     """Each item with `syncMode: {"S": "SYNC"}` appended to its wire bytes.
 
@@ -256,7 +264,7 @@ def process_batch(
         valid=len(result.items),
         written=written.written - len(sync_failures),
         rejects=_complete(rejects, pipeline.code_column, fields),
-        failures=failures + written.failures + sync_failures,
+        failures=_with_rows(failures + written.failures + sync_failures, fields),
         retries=written.retries,
         unchanged=unchanged,
         synced=synced,

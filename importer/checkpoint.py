@@ -8,10 +8,25 @@ the same batches and items and the final table equals an uninterrupted run.
 Lines are flushed as they are written: a killed process loses at most the
 batches that were in flight, which are sent again (BatchWriteItem puts are
 idempotent for identical items).
+
+Guarded state (issue 30):
+
+* each line is one `write` of a whole line; a line cut by a kill is dropped on
+  load and cut off the file before anything is appended (never replayed);
+* a batch's line also records how long the rejects and failures files were
+  once its lines were in them, so a resume cuts them back to exactly the
+  batches the checkpoint holds: no report line lost or repeated;
+* the header holds the input's identity (size and digests of its first and
+  last 64 KiB, or the S3 ETag), checked on resume; after a truncated input the
+  whole file is accepted if it starts with the bytes the run read;
+* `lock` holds an exclusive `flock` on `<checkpoint>.lock` (or a folder's
+  `.importer.lock`) for the run: a second live run on it is refused, and the
+  kernel drops the lock with the process, so a killed run leaves none behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,7 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["Checkpoint", "CheckpointError", "BatchCounts", "default_checkpoint_path", "spec_digest"]
+__all__ = [
+    "BatchCounts",
+    "Checkpoint",
+    "CheckpointError",
+    "RunLock",
+    "default_checkpoint_path",
+    "spec_digest",
+]
 
 
 class CheckpointError(ValueError):
@@ -63,6 +85,13 @@ class Checkpoint:
     complete: bool = False
     _fh: IO[str] | None = None
 
+    #: bytes of the file that hold whole lines (what `reopen` keeps)
+    valid_bytes: int = 0
+    #: rejects / failures file sizes after the last batch the checkpoint holds
+    reports_at: tuple[int, int] = (0, 0)
+    #: the input ended early (truncated): a resume accepts the whole file
+    truncated: bool = False
+
     @classmethod
     def start(cls, path: Path, meta: dict[str, Any]) -> Checkpoint:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,26 +103,59 @@ class Checkpoint:
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise CheckpointError(f"no checkpoint to resume at {path}") from None
-        if not lines:
+        except IsADirectoryError:
+            raise CheckpointError(f"checkpoint {path} is a directory, not a file") from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+        if not data.strip():
             raise CheckpointError(f"checkpoint {path} is empty")
+        not_ours = CheckpointError(
+            f"checkpoint {path} is not an importer checkpoint (unreadable or damaged); "
+            "move it away to start over, or give another --checkpoint"
+        )
+        lines = data.split(b"\n")
         try:
-            meta = json.loads(lines[0])["run"]
+            meta = json.loads(lines[0].decode("utf-8"))["run"]
+            if not isinstance(meta, dict) or not isinstance(meta.get("run_id"), str):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
-            raise CheckpointError(f"checkpoint {path} is not an importer checkpoint") from None
+            raise not_ours from None
         cp = cls(path=path, meta=meta)
-        for line in lines[1:]:
+        offset = len(lines[0]) + 1
+        cp.valid_bytes = offset
+        last = len(lines) - 1  # the text after the last newline: "" or a cut line
+        for number, raw in enumerate(lines[1:], start=2):
+            if number - 1 == last:
+                break  # no newline: a line cut short by a kill (dropped, cut off on reopen)
             try:
-                rec = json.loads(line)
-            except ValueError:
-                break  # a line cut short by a kill: everything after it is unknown
-            if rec.get("complete"):
-                cp.complete = True
-            elif "batch" in rec:
-                cp.finished[int(rec["batch"])] = BatchCounts(**rec["counts"])
+                cp._apply(json.loads(raw.decode("utf-8")))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise CheckpointError(
+                    f"checkpoint {path} is damaged at line {number}; "
+                    "move it away to start over, or give another --checkpoint"
+                ) from None
+            offset += len(raw) + 1
+            cp.valid_bytes = offset
         return cp
+
+    def _apply(self, rec: dict[str, Any]) -> None:
+        if rec.get("complete"):
+            self.complete = True
+        elif "batch" in rec:
+            self.finished[int(rec["batch"])] = BatchCounts(**rec["counts"])
+            if "reports_at" in rec:
+                rejects_at, failures_at = rec["reports_at"]
+                self.reports_at = (int(rejects_at), int(failures_at))
+        elif "truncated" in rec:
+            self.truncated = True
+        elif "input" in rec:
+            self.meta["input"] = rec["input"]
+            self.truncated = False
+        else:
+            raise ValueError("unknown record")
 
     def check_matches(self, meta: dict[str, Any]) -> None:
         for key in _IDENTITY:
@@ -105,14 +167,70 @@ class Checkpoint:
         if self.complete:
             raise CheckpointError(f"cannot resume: run {self.meta.get('run_id')} already completed")
 
-    def reopen(self) -> None:
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+    def check_input(self, stream: Any) -> bool:
+        """Refuse to resume with another file than the one checkpointed.
 
-    def record(self, index: int, counts: BatchCounts) -> None:
+        True when the checkpointed input was truncated and `stream` is that
+        file made whole (it starts with the bytes the run read): the caller
+        records the new identity.
+        """
+        old = self.meta.get("input")
+        new = stream.identity
+        if not old or not new:
+            return False  # a checkpoint from before inputs were identified
+        source = self.meta.get("source")
+        refused = CheckpointError(
+            f"cannot resume: {source} is not the file the checkpoint was made from "
+            f"({_describe(old)}; now {_describe(new)}); rows would be lost or doubled. "
+            "Run without --resume to import it from the start"
+        )
+        if "etag" in old or "etag" in new:
+            if old.get("etag") == new.get("etag") and old.get("size") == new.get("size"):
+                return False
+            if self.truncated and new.get("size", 0) > old.get("size", 0):
+                return True
+            raise refused
+        if not self.truncated:
+            if old == new:
+                return False
+            raise refused
+        if new["size"] <= old["size"]:
+            raise refused
+        same = (
+            stream.digest(0, old["head_len"]) == old["head"]
+            and stream.digest(old["tail_at"], old["size"] - old["tail_at"]) == old["tail"]
+        )
+        if not same:
+            raise refused
+        return True
+
+    def reopen(self, input_identity: dict[str, Any] | None = None) -> None:
+        """Append from the last whole line (a line cut by a kill is cut off first)."""
+        with open(self.path, "r+b") as fh:
+            fh.truncate(self.valid_bytes)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        if input_identity is not None:
+            self._line({"input": input_identity})
+            self.meta["input"] = input_identity
+            self.truncated = False
+
+    def _line(self, rec: dict[str, Any]) -> None:
         assert self._fh is not None
-        self.recorded += 1
-        self._fh.write(json.dumps({"batch": index, "counts": _as_dict(counts)}) + "\n")
+        self._fh.write(json.dumps(rec) + "\n")
         self._fh.flush()
+
+    def record(
+        self, index: int, counts: BatchCounts, reports_at: tuple[int, int] | None = None
+    ) -> None:
+        self.recorded += 1
+        rec: dict[str, Any] = {"batch": index, "counts": _as_dict(counts)}
+        if reports_at is not None:
+            rec["reports_at"] = list(reports_at)
+        self._line(rec)
+
+    def mark_truncated(self) -> None:
+        """The input ended early: a resume will accept the file made whole."""
+        self._line({"truncated": True})
 
     def mark_complete(self) -> None:
         assert self._fh is not None
@@ -134,3 +252,47 @@ class Checkpoint:
 
 def _as_dict(counts: BatchCounts) -> dict[str, int]:
     return {name: getattr(counts, name) for name in BatchCounts.__slots__}
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    if "etag" in identity:
+        return f"ETag {identity.get('etag')}, {identity.get('size')} bytes"
+    return f"{identity.get('size'):,} bytes, starting {identity.get('head', '')[:12]}"
+
+
+class RunLock:
+    """An exclusive lock on a checkpoint or output folder while a run uses it."""
+
+    def __init__(self) -> None:
+        self._held: list[tuple[Path, int]] = []
+
+    def take(self, lock_path: Path, what: str) -> None:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(fd)
+            by = f" (pid {holder})" if holder.isdigit() else ""
+            raise CheckpointError(
+                f"{what} is in use by another run{by}: wait for it to finish, "
+                "or give this run another one"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._held.append((lock_path, fd))
+
+    def release(self) -> None:
+        for _path, fd in self._held:
+            try:
+                os.close(fd)  # closing drops the flock
+            except OSError:
+                pass
+        self._held.clear()

@@ -11,6 +11,7 @@ import argparse
 import gc
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,9 @@ def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
         for notice in summary.notices:
             print(f"importer: note: {notice}", file=sys.stderr)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        path = Path(args.summary_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if not args.quiet:
         print_summary(data, writing=writing)
         if data.get("synced"):
@@ -342,6 +345,10 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
 
     spec = load_spec(args.spec)
     config = _config(args, spec)
+    if args.summary_json:  # checked before the first write, not found after the import
+        from importer.reports import probe_writable
+
+        probe_writable(Path(args.summary_json), "summary file")
     progress = Progress(enabled=None if not args.quiet else False)
     with open_pipeline(_pipeline_settings(args, spec, dry_run=dry_run)) as pipeline:
         try:
@@ -351,12 +358,13 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
         except RunInterrupted as exc:
             progress.finish()
             _finish(args, exc.summary, writing=not dry_run)
+            how = "terminated (SIGTERM)" if exc.signum == signal.SIGTERM else "interrupted"
             print(
-                f"importer: interrupted after {exc.summary.rows:,} rows; finished batches are "
+                f"importer: {how} after {exc.summary.rows:,} rows; finished batches are "
                 f"checkpointed. Resume with the same command plus --resume",
                 file=sys.stderr,
             )
-            return 130
+            return 128 + int(exc.signum)
         finally:
             progress.finish()
     return _finish(args, summary, writing=not dry_run)

@@ -20,6 +20,8 @@ ResultWriter-style folder receives `manifest.json`, `SUCCEEDED_0.json` and
 from __future__ import annotations
 
 import enum
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,21 +32,23 @@ from typing import Any
 
 from importer.batch_unit import BatchOutcome
 from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
-from importer.checkpoint import Checkpoint
+from importer.checkpoint import Checkpoint, RunLock
 from importer.context import RunContext
 from importer.lanes import batch_threads
 from importer.pipeline import Pipeline
 from importer.records import Reject
 from importer.reports import (
-    FAILURE_COLUMNS,
     CsvReport,
     ResultWriter,
+    failure_columns,
     failure_fields,
+    probe_folder,
+    probe_writable,
     reject_fields,
     rejects_columns,
 )
 from importer.retry import WriterFatalError
-from importer.source import CsvReader, SourceError, open_source
+from importer.source import CsvReader, SourceError, TruncatedSourceError, open_source
 from importer.spec import Spec, header_problem
 
 __all__ = [
@@ -66,11 +70,45 @@ class RunStatus(enum.Enum):
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C: in-flight batches were settled and checkpointed; the run can resume."""
+    """Ctrl-C or SIGTERM: in-flight batches were settled and checkpointed; the run can resume."""
 
-    def __init__(self, message: str, summary: Summary) -> None:
+    def __init__(self, message: str, summary: Summary, signum: int = signal.SIGINT) -> None:
         super().__init__(message)
         self.summary = summary
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT and SIGTERM ask the run to stop between batches, never inside one.
+
+    A KeyboardInterrupt raised wherever the main thread happened to be could
+    land while a batch was settled (counted, reported, checkpointed) and broke
+    the accounting; SIGTERM (a container stop) killed the run with no summary.
+    Now the first signal sets `received` and the run stops at the next batch
+    boundary as Ctrl-C did; a second one raises KeyboardInterrupt at once (the
+    checkpoint and report files stay consistent: see `importer.checkpoint`).
+    Only the main thread can install handlers; elsewhere nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._old[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
+        self._old.clear()
 
 
 #: Batches read ahead of the worker threads (waiting in the pool's queue, rows in memory).
@@ -176,6 +214,54 @@ def run_import(
     A fatal error (credentials, a deleted table) stops the run as FAILED: the
     finished batches stay checkpointed, and the error says how to resume.
     """
+    with _Signals() as signals, _Locks(config, not pipeline.settings.dry_run):
+        return _run_import(config, pipeline, progress, s3_client, signals)
+
+
+class _Locks:
+    """Every output checked before the first write; checkpoint and output folder locked."""
+
+    def __init__(self, config: RunConfig, writing: bool) -> None:
+        self.config = config
+        self.writing = writing
+        self.lock = RunLock()
+
+    def __enter__(self) -> _Locks:
+        config = self.config
+        try:
+            if self.writing and config.checkpoint_path is not None:
+                cp = config.checkpoint_path
+                self.lock.take(cp.with_name(cp.name + ".lock"), f"checkpoint {cp}")
+                if config.resume:
+                    if cp.exists() and not cp.is_file():
+                        raise OSError(21, f"checkpoint {cp} is a directory, not a file")
+                else:
+                    probe_writable(cp, "checkpoint")
+            if config.output_dir is not None:
+                probe_folder(config.output_dir, "output folder")
+                self.lock.take(
+                    config.output_dir / ".importer.lock", f"output folder {config.output_dir}"
+                )
+            if config.rejects_path is not None:
+                probe_writable(config.rejects_path, "rejects file")
+            if config.failures_path is not None and self.writing:
+                probe_writable(config.failures_path, "failures file")
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
+
+
+def _run_import(
+    config: RunConfig,
+    pipeline: Pipeline,
+    progress: Callable[[int, int, int | None], None] | None,
+    s3_client: Any,
+    signals: _Signals,
+) -> Summary:
     started = time.perf_counter()
     spec = config.spec
     writing = not pipeline.settings.dry_run
@@ -191,6 +277,13 @@ def run_import(
     summary = Summary(run_id=ctx.run_id, notices=pipeline.notices)
     stream = open_source(config.source, s3_client=s3_client)
     run: _Run | None = None
+    made_whole = False
+    if checkpoint is not None:
+        try:
+            made_whole = checkpoint.check_input(stream)
+        except BaseException:
+            stream.close()
+            raise
     try:
         open_reader = getattr(pipeline.engine, "open_reader", None)
         reader: Any = (
@@ -206,13 +299,16 @@ def run_import(
         )
         if writing and config.checkpoint_path is not None:
             if checkpoint is None:
-                checkpoint = Checkpoint.start(config.checkpoint_path, _run_meta(config, ctx))
+                meta = _run_meta(config, ctx)
+                meta["input"] = stream.identity
+                checkpoint = Checkpoint.start(config.checkpoint_path, meta)
             else:
-                checkpoint.reopen()
+                checkpoint.reopen(stream.identity if made_whole else None)
             summary.checkpoint = str(config.checkpoint_path)
         resuming = checkpoint is not None and config.resume
-        rejects = CsvReport(config.rejects_path, rejects_columns(header), append=resuming)
-        failures = CsvReport(config.failures_path, FAILURE_COLUMNS, append=resuming)
+        rejects_at, failures_at = checkpoint.reports_at if resuming else (None, None)
+        rejects = CsvReport(config.rejects_path, rejects_columns(header), keep=rejects_at)
+        failures = CsvReport(config.failures_path, failure_columns(header), keep=failures_at)
         results = (
             ResultWriter(config.output_dir, ctx.run_id) if config.output_dir is not None else None
         )
@@ -228,12 +324,15 @@ def run_import(
             results=results,
             progress=progress,
             stream=stream,
+            signals=signals,
         )
         try:
             run.pump(reader, batcher)
             run.status = RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED
-        except BaseException:
+        except BaseException as exc:
             run.status = RunStatus.FAILED
+            if isinstance(exc, TruncatedSourceError) and checkpoint is not None:
+                checkpoint.mark_truncated()
             raise
         finally:
             rejects.close()
@@ -253,12 +352,17 @@ def run_import(
                 if run.status is RunStatus.FINISHED:
                     checkpoint.mark_complete()
                 checkpoint.close()
-    except WriterFatalError as exc:
+    except (WriterFatalError, SourceError, OSError) as exc:
         if checkpoint is not None and run is not None:
-            raise WriterFatalError(
-                f"{exc} -- {checkpoint.batches_done} finished batch(es) are checkpointed; "
-                "once fixed, run the same command with --resume to continue"
-            ) from exc
+            truncated = isinstance(exc, TruncatedSourceError)
+            fix = "once the file is whole" if truncated else "once fixed"
+            hint = (
+                f" -- {checkpoint.batches_done} finished batch(es) are checkpointed; "
+                f"{fix}, run the same command with --resume to continue"
+            )
+            if isinstance(exc, OSError):
+                raise OSError(exc.errno, f"{exc.strerror or exc}{hint}") from exc
+            raise type(exc)(f"{exc}{hint}") from exc
         raise
     finally:
         stream.close()
@@ -269,7 +373,7 @@ def run_import(
     if settled != summary.rows:
         raise AssertionError(f"row accounting broken: {summary}")
     if run.interrupted:
-        raise RunInterrupted("interrupted", summary)
+        raise RunInterrupted("interrupted", summary, signals.received or signal.SIGINT)
     _check_tolerance(config, summary)
     return summary
 
@@ -326,6 +430,7 @@ class _Run:
     results: ResultWriter | None
     progress: Callable[[int, int, int | None], None] | None
     stream: Any
+    signals: _Signals = field(default_factory=_Signals)
     interrupted: bool = False
     status: RunStatus = RunStatus.RUNNING
     skip: set[int] = field(default_factory=set)
@@ -384,10 +489,16 @@ class _Run:
         if self.results is not None:
             self.results.add(done)
         if self.checkpoint is not None:
-            # reports first: a checkpointed batch must never lose its report lines to a kill
+            # reports first: a checkpointed batch must never lose its report lines to a
+            # kill; the checkpoint records how long they were, so a resume cuts off the
+            # lines of batches it does not hold (none repeated)
             self.rejects.flush()
             self.failures.flush()
-            self.checkpoint.record(done.index, done.counts())
+            self.rejects.settle()
+            self.failures.settle()
+            self.checkpoint.record(
+                done.index, done.counts(), (self.rejects.size(), self.failures.size())
+            )
         if self.over_limit():
             # batches still running write nothing more: the limit stops the writes
             # now, not after every batch in the air has finished
@@ -464,31 +575,34 @@ class _Run:
         batches = read_batches(batcher) if read_batches is not None else None
         if batches is None:
             batches = _cut_by_row(reader, batcher, header, size_of)
+        signals = self.signals
         try:
             for batch in batches:
                 read += len(batch.rows) + len(batch.rejects)
+                if signals.received is not None:
+                    break
                 submit(batch)
                 drain()
-                if self.over_limit():
+                if self.over_limit() or signals.received is not None:
                     break
                 if self.progress is not None:
                     now = time.monotonic()
                     if now - last_report > 0.2:
                         last_report = now
                         self.progress(read, self.stream.bytes_read, self.stream.total_bytes)
+            if signals.received is not None:
+                # batches already running finish normally (and are checkpointed); the
+                # ones still queued are cancelled and sent again by --resume
+                self.interrupted = True
+                for fut in in_flight:
+                    if fut.cancel():
+                        pipeline.release(tickets[fut])
+                for fut in in_flight:
+                    if not fut.cancelled():
+                        self.settle(fut.result())
+                in_flight.clear()
             while in_flight:
                 settle_next()
-        except KeyboardInterrupt:
-            # batches already running finish normally (and are checkpointed); the
-            # ones still queued are cancelled and sent again by --resume
-            self.interrupted = True
-            for fut in in_flight:
-                if fut.cancel():
-                    pipeline.release(tickets[fut])
-            for fut in in_flight:
-                if not fut.cancelled():
-                    self.settle(fut.result())
-            in_flight.clear()
         except BaseException:
             # a fatal error: queued batches give their places back so none waits forever
             for fut in in_flight:

@@ -234,7 +234,7 @@ def _store_reports(
         body = rejects_csv(outcome.rejects, header)
         rejects = _store(uri, f"{execution}/{batch_id}.rejects.csv", body, s3)
     if outcome.failures:
-        body = failures_csv(outcome.failures)
+        body = failures_csv(outcome.failures, header)
         failures = _store(uri, f"{execution}/{batch_id}.failures.csv", body, s3)
     return rejects, failures
 

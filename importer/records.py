@@ -76,6 +76,8 @@ class Failure:
     pk: str
     sk: str
     reason: str
+    #: the row's CSV fields, so a failed row can be imported again from the failures file
+    row: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 * rejects: `line,column,value,reason` then the original row's fields -- every
   kind of reject (bad data, duplicate, exists, conflict) in that one shape;
-* failures: `line,pk,sk,reason` -- rows DynamoDB refused after every retry;
+* failures: `line,pk,sk,reason` then the original row's fields -- rows DynamoDB
+  refused after every retry (re-importable from the file, as rejects are);
 * ResultWriter-style `manifest.json` + `SUCCEEDED_0.json` / `FAILED_0.json`.
 
 The local driver streams them into files as batches settle; the Lambda child
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,8 +33,11 @@ __all__ = [
     "FAILURE_COLUMNS",
     "CsvReport",
     "ResultWriter",
+    "failure_columns",
     "failure_fields",
     "failures_csv",
+    "probe_folder",
+    "probe_writable",
     "reject_fields",
     "rejects_columns",
     "rejects_csv",
@@ -49,8 +54,13 @@ def reject_fields(r: Reject) -> list[Any]:
     return [r.line, r.column, r.value, r.reason, *r.row]
 
 
+def failure_columns(header: Sequence[str]) -> list[str]:
+    """`line,pk,sk,reason` then the row's columns: a failed row can be imported again."""
+    return [*FAILURE_COLUMNS, *header]
+
+
 def failure_fields(f: Failure) -> list[Any]:
-    return [f.line, f.pk, f.sk, f.reason]
+    return [f.line, f.pk, f.sk, f.reason, *f.row]
 
 
 def _csv(columns: list[str], rows: Iterable[list[Any]]) -> bytes:
@@ -66,31 +76,91 @@ def rejects_csv(rejects: Sequence[Reject], header: Sequence[str]) -> bytes:
     return _csv(rejects_columns(header), (reject_fields(r) for r in rejects))
 
 
-def failures_csv(failures: Sequence[Failure]) -> bytes:
-    return _csv(FAILURE_COLUMNS, (failure_fields(f) for f in failures))
+def failures_csv(failures: Sequence[Failure], header: Sequence[str] = ()) -> bytes:
+    return _csv(failure_columns(header), (failure_fields(f) for f in failures))
+
+
+def probe_writable(path: Path, what: str) -> None:
+    """Fail now, naming `path`, if `what` could not be written there later.
+
+    Opens it for appending (creating its folders and, for the probe only, the
+    file), so a bad path stops the run before the first row instead of after
+    the import ("[Errno 2]" once the whole file was written).
+    """
+    existed = path.exists()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the {what} {path}: {exc.strerror}") from None
+    if not existed:
+        path.unlink(missing_ok=True)  # no empty files for clean runs
+
+
+def probe_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".importer-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the {what} {folder}: {exc.strerror}") from None
 
 
 class CsvReport:
-    """A CSV report opened on first use (no empty files for clean runs)."""
+    """A CSV report opened on first use (no empty files for clean runs).
 
-    def __init__(self, path: Path | None, columns: list[str], append: bool) -> None:
+    `keep`: a resumed run's file is cut back to the bytes its checkpoint counted
+    (`Checkpoint.reports_at`) and appended to -- lines of batches that were
+    written but not checkpointed before an interrupt are dropped, and written
+    again when those batches are; None starts a new file.
+    """
+
+    def __init__(self, path: Path | None, columns: list[str], keep: int | None = None) -> None:
         self.path = path
         self.columns = columns
-        self.append = append and path is not None and path.exists()
+        self.append = bool(keep) and path is not None and path.exists()
+        self._keep = keep or 0
         self._fh: IO[str] | None = None
         self._writer: Any = None
 
     def write(self, row: list[Any]) -> None:
         if self.path is None:
             return
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            mode = "a" if self.append else "w"
-            self._fh = open(self.path, mode, newline="", encoding="utf-8", errors="surrogatepass")  # noqa: SIM115
-            self._writer = csv.writer(self._fh)
-            if not self.append:
-                self._writer.writerow(self.columns)
-        self._writer.writerow(row)
+        try:
+            if self._fh is None:
+                self._open()
+            self._writer.writerow(row)
+        except OSError as exc:
+            raise self._error(exc) from None
+
+    def _open(self) -> None:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.append:
+            with open(self.path, "r+b") as fh:
+                fh.truncate(self._keep)
+        mode = "a" if self.append else "w"
+        self._fh = open(self.path, mode, newline="", encoding="utf-8", errors="surrogatepass")  # noqa: SIM115
+        self._writer = csv.writer(self._fh)
+        if not self.append:
+            self._writer.writerow(self.columns)
+
+    def _error(self, exc: OSError) -> OSError:
+        """The error naming the file (`[Errno 27] File too large` named none)."""
+        return OSError(exc.errno, f"cannot write {self.path}: {exc.strerror or exc}")
+
+    def settle(self) -> None:
+        """Before a batch is checkpointed: its lines are in the file (opened, if the
+        resumed file is to be cut back)."""
+        if self.path is not None and self._fh is None and self.append:
+            try:
+                self._open()
+            except OSError as exc:
+                raise self._error(exc) from None
 
     @property
     def used(self) -> bool:
@@ -98,11 +168,23 @@ class CsvReport:
 
     def flush(self) -> None:
         if self._fh is not None:
-            self._fh.flush()
+            try:
+                self._fh.flush()
+            except OSError as exc:
+                raise self._error(exc) from None
+
+    def size(self) -> int:
+        """Bytes in the file so far (after `flush`): what a checkpoint records."""
+        if self._fh is not None:
+            return os.fstat(self._fh.fileno()).st_size
+        return self._keep if self.append else 0
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass  # the write that failed has raised already
 
 
 class ResultWriter:

@@ -123,8 +123,10 @@ def test_a_batch_with_a_row_dynamodb_refused_fails_the_map(env):
     assert summary["failures"] == f"s3://cfg/{key}"
     body = env["s3"].get_object(Bucket="cfg", Key=key)["Body"].read().decode()
     rows = list(csv.reader(io.StringIO(body)))
-    assert rows[0] == ["line", "pk", "sk", "reason"]
+    assert rows[0][:4] == ["line", "pk", "sk", "reason"]
     assert rows[1][:3] == ["2", "PRODUCT#acme", "PRODUCT#REFUSED-2@1"]
+    # the row itself, under the file's own column names: re-importable (issue 30 #10)
+    assert dict(zip(rows[0][4:], rows[1][4:], strict=True))["sku"] == "REFUSED-2"
     assert "ValidationException" in rows[1][3]
     assert set(scan_all(env["table"])) == {("PRODUCT#acme", "PRODUCT#A-1@1")}
 

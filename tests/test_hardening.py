@@ -131,3 +131,257 @@ def test_without_re2_nested_repeats_are_refused(monkeypatch):
         with pytest.raises(patterns.PatternError, match="repeated group"):
             patterns.compile_pattern(bad)
     assert patterns.compile_pattern("^[A-Z]+(-[0-9]+)?$").search("AB-1")
+
+
+# --------------------------------------------------------------------------- 1: truncated input
+
+
+def _csv_bytes(n: int, bad_every: int = 0) -> bytes:
+    lines = ["sku,name,price,qty,active\n"]
+    for i in range(n):
+        sku = f"bad {i}" if bad_every and i % bad_every == bad_every - 1 else f"S-{i}"
+        lines.append(f'{sku},"Name, {i}",{i}.5,{i % 9},{"yes" if i % 2 else "no"}\n')
+    return "".join(lines).encode()
+
+
+def _zst(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def _gz(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
+
+
+@pytest.mark.parametrize(("suffix", "compress"), [(".zst", _zst), (".gz", _gz)])
+def test_a_truncated_compressed_file_says_so_and_resumes_once_whole(
+    tmp_path, capsys, suffix, compress
+):
+    """#1: a cut .zst was taken for a complete file (11,895 of 20,000 rows, no word)."""
+    n = 20_000
+    whole = compress(_csv_bytes(n))
+    src, spec, cp = tmp_path / f"in.csv{suffix}", tmp_path / "spec.toml", tmp_path / "cp.jsonl"
+    src.write_bytes(whole[: len(whole) * 6 // 10])
+    spec.write_text(PRODUCT_SPEC)
+    summary = tmp_path / "s.json"
+    with DdbServer(tables=["t-command"]) as srv:
+        args = _run_args(
+            src, spec, srv.endpoint_url, "--batch-items", "500", "--checkpoint", str(cp),
+            "--summary-json", str(summary),
+        )  # fmt: skip
+        assert main(args) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert str(src) in err and "truncated" in err and "complete lines" in err
+        assert "once the file is whole" in err and "--resume" in err
+        assert 0 < len(srv.items("t-command")) < n
+        src.write_bytes(whole)  # the download finished
+        assert main([*args, "--resume"]) == 0
+        assert set(srv.items("t-command")) == expected_keys(n)
+    data = json.loads(summary.read_text())
+    assert (data["rows"], data["written"], data["failed"]) == (n, n, 0)
+
+
+def test_validate_reports_a_truncated_zst(tmp_path, capsys):
+    whole = _zst(_csv_bytes(5000))
+    src, spec = tmp_path / "in.csv.zst", tmp_path / "spec.toml"
+    src.write_bytes(whole[:-7])
+    spec.write_text(PRODUCT_SPEC)
+    assert main(["validate", str(src), "--spec", str(spec), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "truncated" in err and str(src) in err
+
+
+# --------------------------------------------------------------------------- 3, 5: state files
+
+
+def _finished_then_unfinished(tmp_path: Path, srv: DdbServer, n: int = 2000, bad: int = 0):
+    """A run's files as a kill would leave them: the checkpoint without its 'complete' line."""
+    src, spec, cp = tmp_path / "in.csv", tmp_path / "spec.toml", tmp_path / "cp.jsonl"
+    src.write_bytes(_csv_bytes(n, bad))
+    spec.write_text(PRODUCT_SPEC)
+    rejects = tmp_path / "rejects.csv"
+    args = _run_args(
+        src, spec, srv.endpoint_url, "--batch-items", "100", "--checkpoint", str(cp),
+        "--rejects", str(rejects), "--summary-json", str(tmp_path / "s.json"),
+    )  # fmt: skip
+    assert main(args) == (3 if bad else 0)
+    lines = cp.read_text().splitlines(keepends=True)
+    assert '"complete"' in lines[-1]
+    return args, src, cp, rejects, lines[:-1]
+
+
+def test_resume_with_another_file_is_refused(tmp_path, capsys):
+    """#3: the checkpoint identifies its input; a changed file is not resumed into."""
+    with DdbServer(tables=["t-command"]) as srv:
+        args, src, cp, _rejects, lines = _finished_then_unfinished(tmp_path, srv)
+        cp.write_text("".join(lines[: len(lines) // 2]))
+        data = bytearray(src.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 3] = b"XYZ"  # same size, other content
+        src.write_bytes(bytes(data))
+        capsys.readouterr()
+        assert main([*args, "--resume"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert "not the file the checkpoint was made from" in err and str(src) in err
+        src.write_bytes(_csv_bytes(2000) + b"S-extra,n,1,1,yes\n")  # grown: refused too
+        assert main([*args, "--resume"]) == 1
+        src.write_bytes(_csv_bytes(2000))  # the same file again: resumed
+        assert main([*args, "--resume"]) == 0
+
+
+@pytest.mark.parametrize(
+    "garbage", [bytes(range(256)) * 8, b"\x00" * 100, b'{"run": 1}\n', b"not json\n"]
+)
+def test_a_garbage_checkpoint_is_refused_in_one_line_naming_it(tmp_path, capsys, garbage):
+    """#5"""
+    src, spec, cp = tmp_path / "in.csv", tmp_path / "spec.toml", tmp_path / "cp.jsonl"
+    make_csv(src, 10)
+    spec.write_text(PRODUCT_SPEC)
+    cp.write_bytes(garbage)
+    with DdbServer(tables=["t-command"]) as srv:
+        code = main(_run_args(src, spec, srv.endpoint_url, "--checkpoint", str(cp), "--resume"))
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(cp) in err and "not an importer checkpoint" in err
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "output-dir"])
+def test_a_second_live_run_on_the_same_state_is_refused(tmp_path, capsys, what):
+    """#5: two live runs shared one checkpoint / --output-dir; the later overwrote both."""
+    from importer.checkpoint import RunLock
+
+    src, spec, cp, out = (
+        tmp_path / "in.csv", tmp_path / "spec.toml", tmp_path / "cp.jsonl", tmp_path / "out"
+    )  # fmt: skip
+    make_csv(src, 10)
+    spec.write_text(PRODUCT_SPEC)
+    held = RunLock()  # what the first, live, run holds
+    if what == "checkpoint":
+        held.take(tmp_path / "cp.jsonl.lock", f"checkpoint {cp}")
+    else:
+        out.mkdir()
+        held.take(out / ".importer.lock", f"output folder {out}")
+    try:
+        with DdbServer(tables=["t-command"]) as srv:
+            code = main(
+                _run_args(
+                    src, spec, srv.endpoint_url, "--checkpoint", str(cp), "--output-dir",
+                    str(out),
+                )
+            )  # fmt: skip
+            assert srv.items("t-command") == {}
+    finally:
+        held.release()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "in use by another run" in err
+    assert (str(cp) if what == "checkpoint" else str(out)) in err
+
+
+# --------------------------------------------------------------------------- 4: reports exact
+
+
+def _report_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()[1:]
+
+
+def test_rejects_are_exact_after_a_kill_between_report_and_checkpoint(tmp_path):
+    """#4: a kill after a batch's rejects were flushed but before (or while) its checkpoint
+    line was written: the resumed batch's rejects appeared twice."""
+    with DdbServer(tables=["t-command"]) as srv:
+        args, _src, cp, rejects, lines = _finished_then_unfinished(tmp_path, srv, bad=3)
+        expected = _report_lines(rejects)
+        assert len(expected) == len(set(expected)) > 100
+        # the kill: the checkpoint holds half the batches and a cut line; the rejects
+        # file holds every batch's lines (flushed before their checkpoint lines)
+        keep = lines[: len(lines) // 2]
+        cp.write_text("".join(keep) + lines[len(keep)][:25])
+        assert main([*args, "--resume"]) == 3
+    got = _report_lines(rejects)
+    assert sorted(got) == sorted(expected)  # none lost, none twice
+    assert json.loads((tmp_path / "s.json").read_text())["rejected"] == len(expected)
+    assert all(line.endswith("\n") for line in cp.read_text().splitlines(keepends=True))
+
+
+def test_ctrl_c_while_a_batch_is_settled_keeps_the_accounting(tmp_path, capsys, monkeypatch):
+    """#10/#4: Ctrl-C landing in the middle of settling a batch broke the row accounting
+    (AssertionError, exit 1); now the run stops at the next batch boundary, exit 130."""
+    import os
+    import signal
+
+    from importer import reports
+
+    sent = []
+    real_write = reports.CsvReport.write
+
+    def write(self, row):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # lands while this batch is settled
+        real_write(self, row)
+
+    monkeypatch.setattr(reports.CsvReport, "write", write)
+    n = 3000
+    src, spec = tmp_path / "in.csv", tmp_path / "spec.toml"
+    src.write_bytes(_csv_bytes(n, 3))
+    spec.write_text(PRODUCT_SPEC)
+    out = tmp_path / "s.json"
+    with DdbServer(tables=["t-command"]) as srv:
+        args = _run_args(
+            src, spec, srv.endpoint_url, "--batch-items", "100", "--workers", "1",
+            "--checkpoint", str(tmp_path / "cp.jsonl"), "--summary-json", str(out),
+            "--rejects", str(tmp_path / "r.csv"),
+        )  # fmt: skip
+        assert main(args) == 130
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "--resume" in err and "accounting" not in err
+        data = json.loads(out.read_text())
+        assert data["rows"] == data["written"] + data["rejected"] + data["failed"] < n
+        monkeypatch.setattr(reports.CsvReport, "write", real_write)
+        assert main([*args, "--resume"]) == 3
+    data = json.loads(out.read_text())
+    assert (data["rows"], data["rejected"]) == (n, n // 3)
+    got = _report_lines(tmp_path / "r.csv")
+    assert len(got) == len(set(got)) == n // 3
+
+
+# --------------------------------------------------------------------------- 6: outputs first
+
+
+@pytest.mark.parametrize("flag", ["--summary-json", "--rejects", "--failures", "--checkpoint"])
+def test_an_unusable_output_path_stops_the_run_before_the_first_write(tmp_path, capsys, flag):
+    """#6: an unusable --summary-json was found after the whole file was imported."""
+    src, spec = tmp_path / "in.csv", tmp_path / "spec.toml"
+    make_csv(src, 500, bad_every=7)
+    spec.write_text(PRODUCT_SPEC)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    bad = blocker / "sub" / "out.json"  # its parent is a file: nothing can be written there
+    with DdbServer(tables=["t-command"]) as srv:
+        code = main(_run_args(src, spec, srv.endpoint_url, flag, str(bad)))
+        assert srv.items("t-command") == {}  # nothing written before the refusal
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and str(bad) in err
+
+
+# --------------------------------------------------------------------------- 10: smaller
+
+
+def test_the_failures_file_carries_the_row(tmp_path):
+    """#10: the failures file held line, pk and sk but not the row."""
+    src, spec, failures = tmp_path / "in.csv", tmp_path / "spec.toml", tmp_path / "f.csv"
+    make_csv(src, 50)
+    spec.write_text(PRODUCT_SPEC)
+    with DdbServer(tables=["t-command"]) as srv:
+        srv.faults.set(validation_error_for=lambda item: "S-7@" in item["sk"]["S"] and "no")
+        code = main(_run_args(src, spec, srv.endpoint_url, "--failures", str(failures)))
+    assert code == 3
+    import csv
+
+    rows = list(csv.reader(failures.open()))
+    assert rows[0] == ["line", "pk", "sk", "reason", "sku", "name", "price", "qty", "active"]
+    assert rows[1][4:] == ["S-7", "Name, 7", "7.5", "7", "yes"]

@@ -385,3 +385,103 @@ def test_the_failures_file_carries_the_row(tmp_path):
     rows = list(csv.reader(failures.open()))
     assert rows[0] == ["line", "pk", "sk", "reason", "sku", "name", "price", "qty", "active"]
     assert rows[1][4:] == ["S-7", "Name, 7", "7.5", "7", "yes"]
+
+
+# --------------------------------------------------------------------------- subprocess signals
+
+
+def _subprocess_args(tmp_path: Path, srv: DdbServer, bad_every: int, n: int) -> list[str]:
+    src, spec = tmp_path / "in.csv", tmp_path / "spec.toml"
+    src.write_bytes(_csv_bytes(n, bad_every))
+    spec.write_text(PRODUCT_SPEC)
+    return _run_args(
+        src, spec, srv.endpoint_url, "--batch-items", "200", "--workers", "2",
+        "--checkpoint", str(tmp_path / "cp.jsonl"), "--summary-json", str(tmp_path / "s.json"),
+        "--rejects", str(tmp_path / "r.csv"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_ends_with_a_summary_and_resumes_exactly(tmp_path, signum):
+    """#10 and #4: SIGTERM (a container stop) killed the run silently with 143; SIGINT on a
+    run with many rejects ended exit 1, and the rejects file lost or repeated lines."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    n, bad = 20_000, 3
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    with DdbServer(tables=["t-command"]) as srv:
+        srv.faults.set(latency=0.02)
+        args = _subprocess_args(tmp_path, srv, bad, n)
+        cp = tmp_path / "cp.jsonl"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "importer.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if cp.exists() and len(cp.read_text().splitlines()) > 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + getattr(signal, signum)
+        assert "Traceback" not in err and "--resume" in err
+        partial = json.loads((tmp_path / "s.json").read_text())
+        assert partial["status"] == "interrupted"
+        assert partial["rows"] == partial["written"] + partial["rejected"] + partial["failed"] < n
+        srv.faults.set(latency=0.0)
+        done = subprocess.run(
+            [sys.executable, "-m", "importer.cli", *args, "--resume"], cwd=tmp_path, env=env
+        )
+        assert done.returncode == 3
+        assert set(srv.items("t-command")) == expected_keys(n, bad)
+    got = _report_lines(tmp_path / "r.csv")
+    assert len(got) == len(set(got)) == n // bad
+    assert json.loads((tmp_path / "s.json").read_text())["rejected"] == n // bad
+
+
+def test_a_rejects_file_over_the_size_limit_names_the_file_and_resumes_exactly(tmp_path):
+    """#4/#10: `[Errno 27] File too large` named no file, and the rejects were wrong after
+    resume."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    n, bad = 6000, 2
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    limit = 60_000  # bytes any file of the process may grow to (the rejects file gets there)
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    with DdbServer(tables=["t-command"]) as srv:
+        args = _subprocess_args(tmp_path, srv, bad, n)
+        proc = subprocess.run(
+            [sys.executable, "-m", "importer.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=small_files,
+        )
+        assert proc.returncode == 1
+        err = proc.stderr.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert str(tmp_path / "r.csv") in err and "File too large" in err and "--resume" in err
+        done = subprocess.run(
+            [sys.executable, "-m", "importer.cli", *args, "--resume"], cwd=tmp_path, env=env
+        )
+        assert done.returncode == 3
+        assert set(srv.items("t-command")) == expected_keys(n, bad)
+    got = _report_lines(tmp_path / "r.csv")
+    assert len(got) == len(set(got)) == n // bad

@@ -2500,6 +2500,7 @@ cdef struct Rec:
     Py_ssize_t esc           # what JSON escaping adds to the fields' bytes (`_json_size`)
     int high                 # a byte >= 0x80 on the line being parsed (UTF-8 to check)
     int unterminated
+    int oversized            # longer than `max_record`: skipped, never held (no fields)
     Py_ssize_t nfields
 
 
@@ -2519,6 +2520,14 @@ cdef inline int _placement(Py_ssize_t size, Py_ssize_t base, Py_ssize_t max_item
 
 
 @cython.final
+def record_too_long(Py_ssize_t limit):
+    """The reason a record over the limit is refused (`source.record_too_long`)."""
+    if limit == MAX_ITEM_BYTES:
+        return (f"record longer than {limit:,} bytes (the largest item DynamoDB can "
+                "store): skipped without reading it")
+    return f"record longer than {limit:,} bytes: skipped without reading it"
+
+
 cdef class RecordReader:
     """Records of a CSV byte stream per ItemReader's rules (see source._RecordParser).
 
@@ -2542,6 +2551,7 @@ cdef class RecordReader:
     cdef Py_ssize_t fends_cap
     cdef Rec rec
     cdef Py_ssize_t rec_start
+    cdef Py_ssize_t rec_bom      # 3 when the record starts with the file's BOM
     cdef object reparse
     cdef str delimiter
     cdef public Py_ssize_t width
@@ -2553,6 +2563,13 @@ cdef class RecordReader:
     cdef Py_ssize_t last_rows     # rows and field bytes of the last block handed out
     cdef Py_ssize_t last_bytes
     cdef Py_ssize_t last_size    # JSON size of the last record read (-1: not known in C)
+    # a record longer than `max_record` bytes (0: no limit) is skipped to its end as it
+    # streams, by the byte automaton of `_skip`, and handed out with no fields: a
+    # 200 MB line or a decompression bomb's endless record is never held
+    cdef public Py_ssize_t max_record
+    cdef bint skipping
+    cdef int sk_st, sk_bs, sk_q, sk_cr, sk_endcr, sk_open
+    cdef long long sk_first, sk_line
 
     def __cinit__(self):
         self.buf = NULL
@@ -2560,7 +2577,7 @@ cdef class RecordReader:
         memset(&self.fb, 0, sizeof(Buf))
 
     def __init__(self, stream, str delimiter, row_cls, error_cls, Py_ssize_t chunk=1 << 20,
-                 reparse=None):
+                 reparse=None, Py_ssize_t max_record=0):
         cdef bytes d = delimiter.encode("utf-8")
         self.reparse = reparse
         self.delimiter = delimiter
@@ -2590,6 +2607,8 @@ cdef class RecordReader:
         self.last_rows = 0
         self.last_bytes = 0
         self.last_size = -1
+        self.max_record = max_record
+        self.skipping = False
 
     cdef void _close(self) noexcept:
         free(self.buf)
@@ -2767,6 +2786,8 @@ cdef class RecordReader:
         cdef int state
         cdef bint more = not self.eof
         cdef Buf* fb = &self.fb
+        if self.skipping:
+            return self._skip()
         # blank lines (only outside a record) are skipped
         while True:
             if i >= end:
@@ -2800,12 +2821,15 @@ cdef class RecordReader:
         self.rec.nfields = 0
         self.rec.err_line = 0
         self.rec.unterminated = 0
+        self.rec.oversized = 0
         self.rec.esc = 0
         self.rec.line = line + 1
         state = ST_START
         raw_start = i
+        self.rec_bom = 0
         if line == 0 and self.bom:
             i += 3
+            self.rec_bom = 3  # the BOM is not part of the record's length
         while True:
             # one physical line: content b[raw_start:e]
             # the line break found and the fields split in one pass (`_fields`); a
@@ -2818,8 +2842,12 @@ cdef class RecordReader:
                 return P_NOMEM
             if e >= end:
                 if more:
+                    if self.max_record and e - self.rec_start - self.rec_bom > self.max_record:
+                        return self._begin_skip()
                     return P_NEED_MORE
             elif b[e] == 13 and e + 1 >= end and more:
+                if self.max_record and e - self.rec_start - self.rec_bom > self.max_record:
+                    return self._begin_skip()
                 return P_NEED_MORE
             line += 1
             if self.rec.err_line == 0 and self.rec.high:
@@ -2837,6 +2865,7 @@ cdef class RecordReader:
                     return P_NOMEM
                 self.start = e
                 self.line = line
+                self._check_length(e)
                 return P_RECORD
             if b[e] == 13 and e + 1 < end and b[e + 1] == 10:
                 tl = 2
@@ -2854,13 +2883,120 @@ cdef class RecordReader:
                         return P_NOMEM
                     self.start = i
                     self.line = line
+                    self._check_length(e)
                     return P_RECORD
                 continue
             if self._push_field() < 0:
                 return P_NOMEM
             self.start = e + tl
             self.line = line
+            self._check_length(e)
             return P_RECORD
+
+    cdef inline void _check_length(self, Py_ssize_t e) noexcept nogil:
+        """A record parsed whole but longer than the limit is refused all the same
+        (the same rule whatever the chunk size: its bytes up to its last line's end)."""
+        if self.max_record and e - self.rec_start - self.rec_bom > self.max_record:
+            self.rec.oversized = 1
+            self.rec.nfields = 0
+            self.fb.len = 0
+
+    cdef int _begin_skip(self) noexcept nogil:
+        """The record open at `rec_start` is over the limit: read on to its end without
+        keeping it (from its first byte again: the automaton needs no look-ahead)."""
+        self.skipping = True
+        self.sk_first = self.rec.line
+        self.sk_line = self.rec.line - 1
+        self.sk_st = ST_START
+        self.sk_bs = self.sk_q = self.sk_cr = self.sk_endcr = self.sk_open = 0
+        self.start = self.rec_start + self.rec_bom
+        self.fb.len = 0
+        self.rec.nfields = 0
+        return self._skip()
+
+    cdef int _skip_done(self, Py_ssize_t i) noexcept nogil:
+        self.skipping = False
+        self.start = i
+        self.line = self.sk_line
+        self.rec.line = self.sk_first
+        self.rec.nfields = 0
+        self.fb.len = 0
+        self.rec.err_line = 0
+        self.rec.unterminated = 0
+        self.rec.oversized = 1
+        return P_RECORD
+
+    cdef int _skip(self) noexcept nogil:
+        """Consume the skipped record's bytes in buf[start:end] by `_fields`/`_parse`'s
+        rules, one byte at a time with its pending states (a backslash, a quote inside
+        quotes, a CR) kept across buffers: P_RECORD at its end, else P_NEED_MORE."""
+        cdef const uchar* b = <const uchar*> self.buf
+        cdef Py_ssize_t i = self.start, end = self.end
+        cdef uchar c, d = self.delim
+        cdef bint more = not self.eof
+        cdef int st = self.sk_st
+        while i < end:
+            c = b[i]
+            if self.sk_endcr:  # the record ended at a CR: an LF right after is its
+                self.sk_endcr = 0
+                if c == 10:
+                    i += 1
+                return self._skip_done(i)
+            if self.sk_cr:  # a CR inside quotes: the LF after it is the same break
+                self.sk_cr = 0
+                if c == 10:
+                    i += 1
+                    continue
+            i += 1
+            if self.sk_bs:
+                self.sk_bs = 0
+                if c == 92 or c == 34 or c == d:
+                    self.sk_open = 1
+                    if st == ST_START or st == ST_AFTER:
+                        st = ST_UNQUOTED
+                    continue
+            if self.sk_q:
+                self.sk_q = 0
+                if c == 34:
+                    self.sk_open = 1
+                    continue
+                st = ST_AFTER
+            if c == 10 or c == 13:
+                self.sk_line += 1
+                self.sk_open = 0
+                if st == ST_QUOTED:
+                    if c == 13:
+                        self.sk_cr = 1
+                    continue
+                if c == 13:
+                    if i < end:
+                        if b[i] == 10:
+                            i += 1
+                        return self._skip_done(i)
+                    if more:
+                        self.sk_endcr = 1
+                        continue
+                return self._skip_done(i)
+            self.sk_open = 1
+            if c == 92:
+                self.sk_bs = 1
+            elif st == ST_QUOTED:
+                if c == 34:
+                    self.sk_q = 1
+            elif c == d:
+                st = ST_START
+            elif c == 34 and st == ST_START:
+                st = ST_QUOTED
+            else:
+                st = ST_UNQUOTED
+        self.sk_st = st
+        self.start = end
+        if more:
+            return P_NEED_MORE
+        if self.sk_open:  # the file's last line, without a line break
+            self.sk_line += 1
+        self.sk_endcr = 0
+        return self._skip_done(end)
 
     def __next__(self):
         cdef tuple rec = self._record(NULL, 0)
@@ -2920,6 +3056,10 @@ cdef class RecordReader:
         nf = self.rec.nfields
         width = self.width
         error = None
+        if self.rec.oversized:
+            # no fields were kept: the row is as wide as the header, every field empty
+            return (self.rec.line, [""] * width if width > 0 else [],
+                    record_too_long(self.max_record))
         if self.rec.err_line and self.reparse is not None:
             # Invalid UTF-8: Python decodes each line *before* parsing, so escapes and
             # quotes between bad bytes change the replacement characters; the record's
@@ -3017,7 +3157,7 @@ cdef class RecordReader:
             rc = self._parse()
             if rc != P_RECORD:
                 return rc
-            if self.rec.err_line or self.rec.unterminated:
+            if self.rec.err_line or self.rec.unterminated or self.rec.oversized:
                 return P_PYTHON
             n = self._json_size(hl, nh)
             if _placement(n, base, max_items, max_bytes, count[0], input_bytes[0]) != IN_BATCH:

@@ -36,6 +36,8 @@ from importer.records import PreparedItem, Reject
 from importer.reference import Row, TransformResult
 from importer.source import (
     CHUNK_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_RECORD_BYTES,
     CsvReader,
     ParsedRow,
     SourceError,
@@ -441,10 +443,18 @@ class NativeCsvReader:
         self, stream: IO[bytes], options: CsvOptions, *, chunk_bytes: int = CHUNK_BYTES
     ) -> None:
         self.options = options
+        given = options.header_location == "GIVEN"
         self._records = _native.RecordReader(
-            stream, options.delimiter, ParsedRow, SourceError, chunk_bytes, _reparse_record
+            stream,
+            options.delimiter,
+            ParsedRow,
+            SourceError,
+            chunk_bytes,
+            _reparse_record,
+            MAX_RECORD_BYTES if given else MAX_HEADER_BYTES,
         )
         self.header: list[str] = read_header(self._records, options)
+        self._records.max_record = MAX_RECORD_BYTES  # the header may be longer than a row
 
     @property
     def padded(self) -> int:

@@ -21,6 +21,8 @@ from importer.spec import CsvOptions
 
 __all__ = [
     "CHUNK_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_RECORD_BYTES",
     "CsvReader",
     "ParsedRow",
     "SourceError",
@@ -29,10 +31,26 @@ __all__ = [
     "ZstdFrames",
     "open_source",
     "read_header",
+    "record_too_long",
 ]
 
 CHUNK_BYTES = 1 << 20
 _BOM = "\ufeff"
+#: a data record longer than the largest item DynamoDB can store cannot be imported:
+#: it is refused as it streams, never held (a 200 MB line peaked at 1.8 GB)
+MAX_RECORD_BYTES = 400 * 1024
+#: the header is not an item, but one this long names more columns than a spec can use
+MAX_HEADER_BYTES = 8 << 20
+
+
+def record_too_long(limit: int) -> str:
+    """The reason a record over `limit` bytes is refused (the native reader's words)."""
+    if limit == MAX_RECORD_BYTES:
+        return (
+            f"record longer than {limit:,} bytes (the largest item DynamoDB can "
+            "store): skipped without reading it"
+        )
+    return f"record longer than {limit:,} bytes: skipped without reading it"
 
 
 class SourceError(Exception):
@@ -496,31 +514,59 @@ def _decode(raw: bytes, line: int) -> tuple[str, str | None]:
         ), f"invalid UTF-8 at byte {exc.start + 1} of line {line}"
 
 
-def iter_records(stream: IO[bytes], delimiter: str) -> Iterator[ParsedRow]:
-    """Every CSV record of the stream, blank lines skipped, with its first line number."""
+def iter_records(
+    stream: IO[bytes], delimiter: str, max_record: int = 0, first_max: int | None = None
+) -> Iterator[ParsedRow]:
+    """Every CSV record of the stream, blank lines skipped, with its first line number.
+
+    A record longer than `max_record` bytes (`first_max` for the first record: the
+    header) -- counted from its first byte to its last line's end, a BOM not
+    included -- comes with no fields and `record_too_long` as its error, as the
+    native reader's does.  (The native reader, the default, skips such a record
+    as it streams; this reference reads it whole.)
+    """
     line_no = 0
     parser: _RecordParser | None = None
     start = 0
     error: str | None = None
+    limit = max_record if first_max is None else first_max
+    length = 0
     for raw, term in _physical_lines(stream):
         line_no += 1
         text, bad = _decode(raw, line_no)
+        bom = 3 if line_no == 1 and raw.startswith(b"\xef\xbb\xbf") else 0
         if line_no == 1 and text.startswith(_BOM):
             text = text[1:]
         if parser is None:
             if not raw:
                 continue  # a blank line between records is not a record
             if '"' not in text and "\\" not in text:
-                yield ParsedRow(line_no, text.split(delimiter), bad)
+                if limit and len(raw) - bom > limit:
+                    yield ParsedRow(line_no, [], record_too_long(limit))
+                else:
+                    yield ParsedRow(line_no, text.split(delimiter), bad)
+                limit = max_record
                 continue
             parser = _RecordParser(delimiter)
             start = line_no
             error = None
+            length = len(raw) - bom
+        else:
+            length += len(raw)
         error = error or bad
         if parser.feed(text, term.decode("ascii")):
-            yield ParsedRow(start, parser.fields, error)
+            if limit and length > limit:
+                yield ParsedRow(start, [], record_too_long(limit))
+            else:
+                yield ParsedRow(start, parser.fields, error)
             parser = None
+            limit = max_record
+        else:
+            length += len(term)
     if parser is not None:
+        if limit and length - len(term) > limit:
+            yield ParsedRow(start, [], record_too_long(limit))
+            return
         yield ParsedRow(
             start,
             parser.fields + ["".join(parser.buf)],
@@ -554,7 +600,8 @@ class CsvReader:
 
     def __init__(self, stream: IO[bytes], options: CsvOptions) -> None:
         self.options = options
-        self._records = iter_records(stream, options.delimiter)
+        first = MAX_HEADER_BYTES if options.header_location != "GIVEN" else None
+        self._records = iter_records(stream, options.delimiter, MAX_RECORD_BYTES, first)
         self.header: list[str]
         self.padded = 0
         self.truncated = 0
@@ -565,7 +612,9 @@ class CsvReader:
         for row in self._records:
             fields = row.fields
             n = len(fields)
-            if n != width:
+            if not n and row.error:  # a record too long: no fields were read
+                fields.extend([""] * width)
+            elif n != width:
                 if n < width:
                     fields.extend([""] * (width - n))
                     self.padded += 1

@@ -23,7 +23,7 @@ from importer.batching import Batcher, item_json_size
 from importer.context import RunContext
 from importer.driver import _cut_by_row
 from importer.records import Reject
-from importer.source import CsvReader
+from importer.source import CsvReader, ParsedRow, SourceError
 from importer.spec import DELIMITERS, CsvOptions, SpecError, parse_spec
 
 #: IMPORTER_EQUIV_SCALE=20 for a long bug hunt (default runs stay well under 90 s)
@@ -828,3 +828,49 @@ def test_the_word_at_a_time_escape_scan_sees_every_byte_at_every_place() -> None
 def test_the_escape_scan_answers_as_the_per_byte_definition(data: bytes) -> None:
     extra = _escape_extra_by_byte(data)
     assert _native.escape_scan(data) == (extra > 0, extra)
+
+
+def _records_with_limit(make: Any) -> Any:
+    try:
+        return [(r.line, list(r.fields), r.error) for r in make()]
+    except Exception as exc:  # noqa: BLE001 - compared by type and message
+        return (type(exc), str(exc))
+
+
+@settings(max_examples=600 * SCALE, deadline=None)
+@given(
+    CSV_BYTES,
+    st.sampled_from(sorted(DELIMITERS.values())),
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.one_of(st.none(), st.integers(1, 60)),
+)
+@example(b'"ab\r\ncd"\r\nxy\r', ",", 3, 1, None)
+@example(b"\xef\xbb\xbfabc\\,d\r", ",", 2, 1, 1)
+def test_a_record_over_the_limit_is_refused_alike(
+    data: bytes, delim: str, limit: int, step: int, first: int | None
+) -> None:
+    """Issue 30 #7: the native reader skips a record over `max_record` bytes as it
+    streams (its own byte automaton across buffer ends); the reference reads it whole.
+    Same records, lines, errors -- at every buffer boundary."""
+    from importer.source import iter_records
+
+    if len(delim) != 1 or ord(delim) >= 128:
+        return  # those delimiters take the reference reader in both engines
+    ref = _records_with_limit(lambda: iter_records(io.BytesIO(data), delim, limit, first))
+
+    def native() -> Any:
+        reader = _native.RecordReader(
+            _Trickle(data, step),
+            delim,
+            ParsedRow,
+            SourceError,
+            16,
+            native_engine._reparse_record,
+            limit if first is None else first,
+        )
+        first_row = next(reader, None)
+        reader.max_record = limit
+        return ([first_row] if first_row is not None else []) + list(reader)
+
+    assert _records_with_limit(native) == ref

@@ -87,8 +87,9 @@ class Checkpoint:
 
     #: bytes of the file that hold whole lines (what `reopen` keeps)
     valid_bytes: int = 0
-    #: rejects / failures file sizes after the last batch the checkpoint holds
-    reports_at: tuple[int, int] = (0, 0)
+    #: rejects / failures file sizes after the last batch the checkpoint holds (None:
+    #: no batch recorded them -- none finished, or a checkpoint from before they were)
+    reports_at: tuple[int, int] | None = None
     #: the input ended early (truncated): a resume accepts the whole file
     truncated: bool = False
 
@@ -267,8 +268,11 @@ class RunLock:
         self._held: list[tuple[Path, int]] = []
 
     def take(self, lock_path: Path, what: str) -> None:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot lock the {what}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -231,12 +231,12 @@ class _Locks:
         try:
             if self.writing and config.checkpoint_path is not None:
                 cp = config.checkpoint_path
-                self.lock.take(cp.with_name(cp.name + ".lock"), f"checkpoint {cp}")
                 if config.resume:
                     if cp.exists() and not cp.is_file():
                         raise OSError(21, f"checkpoint {cp} is a directory, not a file")
                 else:
                     probe_writable(cp, "checkpoint")
+                self.lock.take(cp.with_name(cp.name + ".lock"), f"checkpoint {cp}")
             if config.output_dir is not None:
                 probe_folder(config.output_dir, "output folder")
                 self.lock.take(
@@ -306,7 +306,7 @@ def _run_import(
                 checkpoint.reopen(stream.identity if made_whole else None)
             summary.checkpoint = str(config.checkpoint_path)
         resuming = checkpoint is not None and config.resume
-        rejects_at, failures_at = checkpoint.reports_at if resuming else (None, None)
+        rejects_at, failures_at = _reports_kept(config, checkpoint) if resuming else (None, None)
         rejects = CsvReport(config.rejects_path, rejects_columns(header), keep=rejects_at)
         failures = CsvReport(config.failures_path, failure_columns(header), keep=failures_at)
         results = (
@@ -376,6 +376,20 @@ def _run_import(
         raise RunInterrupted("interrupted", summary, signals.received or signal.SIGINT)
     _check_tolerance(config, summary)
     return summary
+
+
+def _reports_kept(config: RunConfig, checkpoint: Any) -> tuple[int | None, int | None]:
+    """How much of the rejects / failures files a resume keeps (`CsvReport`'s `keep`)."""
+    if checkpoint.reports_at is not None:
+        return checkpoint.reports_at
+    if not checkpoint.finished:
+        return None, None  # nothing was checkpointed: the files start over
+    # a checkpoint from before the sizes were recorded: keep the files whole, as then
+
+    def size(path: Path | None) -> int | None:
+        return path.stat().st_size if path is not None and path.is_file() else None
+
+    return size(config.rejects_path), size(config.failures_path)
 
 
 def _check_tolerance(config: RunConfig, summary: Summary) -> None:

@@ -39,8 +39,10 @@ _BOM = "\ufeff"
 #: a data record longer than the largest item DynamoDB can store cannot be imported:
 #: it is refused as it streams, never held (a 200 MB line peaked at 1.8 GB)
 MAX_RECORD_BYTES = 400 * 1024
-#: the header is not an item, but one this long names more columns than a spec can use
-MAX_HEADER_BYTES = 8 << 20
+#: the header is not an item, but every row of a batch is sent with all its columns, and a
+#: child input holds at most 256 KB (MaxInputBytesPerBatch): a header four times that long
+#: can never be imported, and is refused before it is held
+MAX_HEADER_BYTES = 1 << 20
 
 
 def record_too_long(limit: int) -> str:
@@ -583,6 +585,11 @@ def read_header(records: Iterator[ParsedRow], options: CsvOptions) -> list[str]:
     if first is None:
         raise SourceError("the file is empty: no header row")
     if first.error:
+        if not first.fields:  # longer than the limit: not read
+            raise SourceError(
+                f"header row longer than {MAX_HEADER_BYTES:,} bytes: rows with that many "
+                "columns cannot fit in a batch (MaxInputBytesPerBatch is at most 262,144)"
+            )
         raise SourceError(f"header row: {first.error}")
     names = list(first.fields)
     if len(set(names)) != len(names):  # linear: a 1 MB header took 25 s with names.count

@@ -60,10 +60,14 @@ class RowBlock(Sequence[tuple[int, list[str]]]):
     def line_at(self, r: int) -> int: ...
     def index_of(self, line: int) -> int: ...
 
+def record_too_long(limit: int) -> str: ...
+
 class RecordReader(Iterator[Any]):
     width: int
     padded: int
     truncated: int
+    #: a record longer than this many bytes is skipped as it streams (0: no limit)
+    max_record: int
     def __init__(
         self,
         stream: IO[bytes],
@@ -72,6 +76,7 @@ class RecordReader(Iterator[Any]):
         error_cls: type,
         chunk: int = ...,
         reparse: Callable[..., Any] | None = ...,
+        max_record: int = ...,
     ) -> None: ...
     def __next__(self) -> Any: ...
     def close(self) -> None: ...

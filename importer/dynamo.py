@@ -1028,14 +1028,18 @@ def describe_table(client: DynamoClient, table: str) -> dict[str, Any] | None:
     attempts = Attempts(_PREFLIGHT)
     while True:
         try:
-            return client.post("DescribeTable", body).doc.get("Table") or {}
+            table_doc = client.post("DescribeTable", body).doc.get("Table") or {}
+            if not isinstance(table_doc, dict):
+                raise DynamoError("MalformedResponse", "200 answer: Table is not a map", status=500)
+            return table_doc
         except DynamoError as exc:
             if exc.code == "ResourceNotFoundException":
                 return None
             if should_retry(client, attempts, exc, table):
                 continue
             raise WriterFatalError(
-                f"cannot describe table {table!r} at {client.endpoint_url}: {exc.describe()}"
+                f"cannot describe table {table!r} at {safe_url(client.endpoint_url)}: "
+                f"{exc.describe()}"
             ) from None
 
 
@@ -1044,7 +1048,8 @@ def check_command_table(client: DynamoClient, table: str) -> None:
     desc = describe_table(client, table)
     if desc is None:
         raise WriterFatalError(
-            f"table {table!r} does not exist at {client.endpoint_url} (region {client.region})"
+            f"table {table!r} does not exist at {safe_url(client.endpoint_url)} "
+            f"(region {client.region})"
         )
     keys = {k.get("KeyType"): k.get("AttributeName") for k in desc.get("KeySchema", [])}
     if keys and keys != {"HASH": "pk", "RANGE": "sk"}:

@@ -541,3 +541,59 @@ def test_a_duplicate_header_name_is_found_in_a_very_wide_header():
     data = (",".join(names) + "\n").encode()
     with pytest.raises(SourceError, match="duplicate column name 'c7'"):
         CsvReader(io.BytesIO(data), CsvOptions(",", "FIRST_ROW", None))
+
+
+# --------------------------------------------------------------------------- 3: identity rules
+
+
+class _Stream:
+    def __init__(self, identity, data: bytes = b""):
+        self.identity = identity
+        self.data = data
+
+    def digest(self, start: int, length: int) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.data[start : start + length]).hexdigest()
+
+
+def _checkpoint_for(identity, truncated: bool = False):
+    from importer.checkpoint import Checkpoint
+
+    cp = Checkpoint(path=Path("cp.jsonl"), meta={"run_id": "r", "source": "x", "input": identity})
+    cp.truncated = truncated
+    return cp
+
+
+def test_an_s3_object_is_known_again_by_its_etag():
+    """#3: for S3 the checkpoint keeps the ETag (and size)."""
+    from importer.checkpoint import CheckpointError
+
+    old = {"etag": '"abc"', "size": 100}
+    assert _checkpoint_for(old).check_input(_Stream(dict(old))) is False
+    with pytest.raises(CheckpointError, match="not the file the checkpoint was made from"):
+        _checkpoint_for(old).check_input(_Stream({"etag": '"def"', "size": 100}))
+    # after a truncated object, the whole one (larger) is accepted and recorded
+    assert _checkpoint_for(old, truncated=True).check_input(_Stream({"etag": '"def"', "size": 200}))
+
+
+def test_a_truncated_file_is_resumed_only_into_the_same_file_made_whole(tmp_path):
+    """#1/#3: after a cut download the checkpoint accepts the file that starts with the
+    bytes the run read -- not any other file."""
+    import os
+
+    from importer.checkpoint import CheckpointError
+    from importer.source import input_identity
+
+    whole = os.urandom(300_000)
+    cut = tmp_path / "cut"
+    cut.write_bytes(whole[:200_000])
+    with open(cut, "rb") as fh:
+        old = input_identity(fh.fileno(), 200_000)
+    new = {"size": len(whole), "head": "?", "head_len": 1, "tail": "?", "tail_at": 0}
+    assert _checkpoint_for(old, truncated=True).check_input(_Stream(new, whole))
+    other = whole[:150_000] + os.urandom(150_000)
+    with pytest.raises(CheckpointError):
+        _checkpoint_for(old, truncated=True).check_input(_Stream(new, other))
+    with pytest.raises(CheckpointError):  # not truncated: only the very same file
+        _checkpoint_for(old).check_input(_Stream(new, whole))

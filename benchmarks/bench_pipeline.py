@@ -90,7 +90,7 @@ def _env() -> None:
 
 def _timed_run(workdir: Path, endpoint: str, name: str, *flags: str) -> tuple[int, dict, float]:
     """`importer run` on the module's file in-process: (exit code, summary, seconds)."""
-    from importer.cli import main
+    from importer.cli.main import main
 
     out = workdir / f"summary-{name}.json"
     argv = ["run", str(workdir / "in.csv"), "--spec", str(workdir / "spec.toml")]
@@ -173,7 +173,7 @@ def test_boto3_batch_writer_script(workdir):
 def _peak_rss_kb(csv_path: Path, spec: Path) -> int:
     code = (
         "import resource, sys\n"
-        "from importer.cli import main\n"
+        "from importer.cli.main import main\n"
         f"rc = main(['validate', {str(csv_path)!r}, '--spec', {str(spec)!r}, '--quiet'])\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         "sys.exit(rc)\n"

@@ -226,11 +226,11 @@ SIGNING: dict[str, float] = {}
 
 
 def test_signing_cost(dataset):
-    """Per-request SigV4 cost: botocore SigV4Auth vs importer.sigv4, one 25-item body."""
+    """Per-request SigV4 cost: botocore SigV4Auth vs importer.dynamodb.sigv4, one 25-item body."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    from importer.sigv4 import SigV4Signer
+    from importer.dynamodb.sigv4 import SigV4Signer
 
     _, items = dataset
     body = (
@@ -266,7 +266,7 @@ def test_signing_cost(dataset):
 
     for name, fn, n in (
         ("botocore SigV4Auth", botocore_sign, 2000),
-        ("importer.sigv4", fast_sign, 20000),
+        ("importer.dynamodb.sigv4", fast_sign, 20000),
     ):
         n = max(n // 20, 50) if SMOKE else n
         best = float("inf")

@@ -1,10 +1,10 @@
 """A moto cloud running the generated command-handler ASL on moto's Step Functions engine.
 
-The machine is ``importer.statemachine.command_handler_definition`` with the
+The machine is ``importer.aws.statemachine.command_handler_definition`` with the
 Lambda ARN substituted, unmodified; its Lambda tasks go through
 :func:`tests.sfn_shim.sfn_shim` (JSON in, JSON out, exceptions as
-``FunctionError``) to :meth:`importer.command_states.CommandStates.handle`.
-Executions are started by :func:`importer.stream_handler.handle_stream_event`
+``FunctionError``) to :meth:`importer.mbc.command_states.CommandStates.handle`.
+Executions are started by :func:`importer.aws.stream_handler.handle_stream_event`
 from stream records shaped as DynamoDB Streams delivers them (moto's own
 DynamoDB Streams API is not usable here: DescribeStream is "not yet
 implemented").  Hooks let a test hold a state until it says so, which is how
@@ -26,10 +26,10 @@ from typing import Any
 
 import boto3
 
-from importer.command_states import CommandStates
-from importer.data_sync import load_handlers
-from importer.statemachine import LAMBDA_ARN_PLACEHOLDER, command_handler_definition
-from importer.stream_handler import handle_stream_event
+from importer.aws.statemachine import LAMBDA_ARN_PLACEHOLDER, command_handler_definition
+from importer.aws.stream_handler import handle_stream_event
+from importer.mbc.command_states import CommandStates
+from importer.mbc.data_sync import load_handlers
 from tests.conftest import KEY_SCHEMA, scan_all
 from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 

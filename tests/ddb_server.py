@@ -20,7 +20,7 @@ second (and optionally read units) holding `burst` seconds of capacity.  A
 BatchWriteItem gets the items that fit, in order, the rest back as
 UnprocessedItems, and ProvisionedThroughputExceededException when none fit; a
 BatchGetItem likewise with UnprocessedKeys.  Units are DynamoDB's (1 write unit
-per started KB, `importer.pacing`).  Capacity can change during a run:
+per started KB, `importer.dynamodb.pacing`).  Capacity can change during a run:
 `srv.capacity.set(write=2000)`, or for the subprocess an admin request
 (`SubprocessDdbServer.set_capacity(write=2000)`, X-Amz-Target
 `Loopback.SetCapacity`).  `srv.capacity.consumed("write")` lists (time, units)
@@ -58,7 +58,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `importer` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from importer.pacing import READ_UNIT_BYTES, WRITE_UNIT_BYTES, ItemSizeError, item_size_of
+from importer.dynamodb.pacing import READ_UNIT_BYTES, WRITE_UNIT_BYTES, ItemSizeError, item_size_of
 
 __all__ = ["Capacity", "Faults", "DdbServer", "SubprocessDdbServer", "item_size"]
 
@@ -196,7 +196,7 @@ class Faults:
 
 
 def item_size(item: dict[str, Any]) -> int:
-    """DynamoDB's item size: attribute names plus values (`importer.pacing` rules)."""
+    """DynamoDB's item size: attribute names plus values (`importer.dynamodb.pacing` rules)."""
     try:
         return item_size_of(item)
     except ItemSizeError as exc:

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from importer.pacing import Pacer
+from importer.dynamodb.pacing import Pacer
 
 __all__ = ["FakeClock", "SimTable", "SimResult", "simulate"]
 

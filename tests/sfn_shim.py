@@ -20,12 +20,12 @@ undone on exit; moto's own code paths run everywhere else):
    so ``$``/``$$`` in it are evaluated by moto's payload-template code.
 2. **ItemReader CSV rules.**  moto's CSV reader is ``csv.reader`` and sorts the
    keys of every item; the shim reads the ``getObject`` body with
-   :class:`importer.source.CsvReader` (DESIGN.md §4.1: header order kept,
+   :class:`importer.input.source.CsvReader` (DESIGN.md §4.1: header order kept,
    backslash escapes, padding/truncation to the header width).  A record the
    reader cannot parse fails the Map run with ``States.ItemReaderFailed``.
 3. **ItemBatcher.**  Between the ItemReader and the child runs, items are cut
    into ``{"Items": [...], "BatchInput": {...}}`` with
-   :class:`importer.batching.Batcher` (DESIGN.md §4.2: MaxItemsPerBatch /
+   :class:`importer.input.batching.Batcher` (DESIGN.md §4.2: MaxItemsPerBatch /
    MaxInputBytesPerBatch, bytes of the compact UTF-8 child input).  An item
    that cannot fit alone fails the Map run (``States.Runtime``) naming it.
    The ``...Path`` forms are not supported (the generated ASL uses none).
@@ -97,9 +97,9 @@ from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguagePa
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
-from importer.batching import cut_batches
-from importer.source import CsvReader
-from importer.spec import CsvOptions
+from importer.input.batching import cut_batches
+from importer.input.options import CsvOptions
+from importer.input.source import CsvReader
 
 MOTO_SFN_CONFIG = {"stepfunctions": {"execute_state_machine": True}}
 _DELIMITERS = {"COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "SPACE": " ", "TAB": "\t"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from importer.batching import (
+from importer.input.batching import (
     AWS_MAX_INPUT_BYTES,
     Batcher,
     BatchLimitError,

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from importer.cli import main
+from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC, scan_all
 
 HEADER = "sku,name,price,qty,active\n"

@@ -9,8 +9,8 @@ import io
 import boto3
 import pytest
 
-from importer.dynamo import Boto3DynamoClient, DynamoError
-from importer.handler import BatchFailed, EventError, handle_event
+from importer.aws.handler import BatchFailed, EventError, handle_event
+from importer.dynamodb.client import Boto3DynamoClient, DynamoError
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
 
 
@@ -189,7 +189,7 @@ def test_modes_are_honoured_through_batch_input(env):
 
 
 def test_a_write_budget_is_shared_by_the_maps_children(env, monkeypatch):
-    import importer.handler as handler_mod
+    import importer.aws.handler as handler_mod
 
     seen = []
     real = handler_mod.open_pipeline
@@ -234,8 +234,8 @@ def test_a_warm_child_sends_its_batch_requests_side_by_side(monkeypatch):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from ddb_server import DdbServer
 
-    from importer import handler
-    from importer.dynamo import HttpDynamoClient
+    from importer.aws import handler
+    from importer.dynamodb.client import HttpDynamoClient
 
     monkeypatch.setattr(handler, "_LANES", None)
     with DdbServer(tables=["T"]) as srv:

@@ -1,11 +1,11 @@
-"""Import modes on tables that already hold data: insert, upsert, strict (importer.modes).
+"""Import modes on tables that already hold data: insert, upsert, strict (importer.modes.stage).
 
 Every scenario runs on moto (boto3 transport and writers, `mock_aws`) and on the
 loopback DynamoDB (the signed-HTTP DynamoDB client).  MBC's data-table
 sync is not part of the importer, so `sync_data` plays it: after an import it
 writes, for each entity, the latest command version into the data table.
 
-The little driver `run_import_mode` opens the run's pipeline (`importer.pipeline`)
+The little driver `run_import_mode` opens the run's pipeline (`importer.run.pipeline`)
 on the environment's DynamoDB client and feeds it batches with their file-order
 tickets on a thread pool, as the local driver does.
 """
@@ -32,18 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all  # noqa: E402
 from ddb_server import DdbServer  # noqa: E402
 
-from importer.batching import Batch  # noqa: E402
-from importer.context import RunContext  # noqa: E402
-from importer.dynamo import Boto3DynamoClient, DynamoError, HttpDynamoClient  # noqa: E402
-from importer.lanes import Lanes
-from importer.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed  # noqa: E402
-from importer.modes import ModeStage, code_column_of, default_data_table  # noqa: E402
-from importer.pipeline import PipelineSettings, open_pipeline  # noqa: E402
+from importer.dynamodb.client import Boto3DynamoClient, DynamoError, HttpDynamoClient  # noqa: E402
+from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed  # noqa: E402
+from importer.dynamodb.retry import RetryPolicy, WriterFatalError  # noqa: E402
+from importer.dynamodb.strict_writer import StrictWriter  # noqa: E402
+from importer.dynamodb.writer import BatchWriter  # noqa: E402
+from importer.input.batching import Batch  # noqa: E402
+from importer.modes.stage import ModeStage, code_column_of, default_data_table  # noqa: E402
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome  # noqa: E402
-from importer.retry import RetryPolicy, WriterFatalError  # noqa: E402
-from importer.spec import parse_spec  # noqa: E402
-from importer.strict_writer import StrictWriter  # noqa: E402
-from importer.writer import BatchWriter  # noqa: E402
+from importer.run.pipeline import PipelineSettings, open_pipeline  # noqa: E402
+from importer.transform.context import RunContext  # noqa: E402
+from importer.transform.spec import parse_spec  # noqa: E402
 
 REGION = "us-east-1"
 CMD = "test-app-master-command"
@@ -60,7 +60,7 @@ FAST = RetryPolicy(max_attempts=30, sleep=lambda _s: None)
 class Env:
     kind: str
     client: Any  # boto3 client on the same endpoint (seeding, scans)
-    dynamo: Any  # the importer.dynamo client the runs use
+    dynamo: Any  # the importer.dynamodb.client client the runs use
     server: DdbServer | None = None
 
     def lookup(self) -> KeyLookup:

@@ -1,4 +1,4 @@
-"""importer.pacing: item capacity units, and the pacer against a simulated table.
+"""importer.dynamodb.pacing: item capacity units, and the pacer against a simulated table.
 
 The pacer tests run a deterministic discrete-event simulation (tests/pacing_sim.py):
 50 writers, a token-bucket table of fixed capacity with a small burst, random
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.pacing import (
+from importer.dynamodb.pacing import (
     ItemSizeError,
     Pacer,
     PacerTuning,

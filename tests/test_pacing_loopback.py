@@ -11,7 +11,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from importer.pacing import Pacer
+from importer.dynamodb.pacing import Pacer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ddb_server import DdbServer  # noqa: E402

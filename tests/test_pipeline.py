@@ -225,7 +225,7 @@ def test_a_run_map_that_forgets_written_batches_gives_the_same_result(
     second forgets each batch once its write is visible, as every run does.
     Same counts, same items, the same reject lines.
     """
-    import importer.ledger as ledger_mod
+    import importer.modes.ledger as ledger_mod
 
     skus = [f"P-{i % 500:03d}" for i in range(1200)]  # entities two or three times, far apart
     src = write_csv(tmp_path / "in.csv", skus)
@@ -269,8 +269,8 @@ def test_validate_finds_duplicates_alike_when_its_run_map_moves_to_disk(
     """A dry run writes nothing for the table to remember: it keeps every entity, on disk."""
     import functools
 
-    import importer.modes as modes_mod
-    from importer.ledger import EntityLedger
+    import importer.modes.stage as modes_mod
+    from importer.modes.ledger import EntityLedger
 
     skus = [f"P-{i % 70:03d}" for i in range(200)]
     src = write_csv(tmp_path / "in.csv", skus)

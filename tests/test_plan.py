@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from importer import reference
-from importer.batch_unit import resolve_duplicates
-from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, cut_batches
-from importer.cli import main
-from importer.context import RunContext
-from importer.driver import RunConfig, run_import
-from importer.pacing import item_size_of
-from importer.pipeline import PipelineSettings, open_pipeline
-from importer.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
-from importer.source import CsvReader
-from importer.spec import load_spec
+from importer.cli.main import main
+from importer.cli.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
+from importer.dynamodb.pacing import item_size_of
+from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, cut_batches
+from importer.input.source import CsvReader
+from importer.run.batch_unit import resolve_duplicates
+from importer.run.driver import RunConfig, run_import
+from importer.run.pipeline import PipelineSettings, open_pipeline
+from importer.transform import reference
+from importer.transform.context import RunContext
+from importer.transform.spec import load_spec
 from tests.conftest import PRODUCT_SPEC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

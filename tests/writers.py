@@ -1,4 +1,4 @@
-"""Writers for tests that exercise one writer on its own (runs use `importer.pipeline`)."""
+"""Writers for tests that exercise one writer on its own (runs use `importer.run.pipeline`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from importer.dynamo import Boto3DynamoClient, HttpDynamoClient
+from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient
+from importer.dynamodb.retry import RetryPolicy
+from importer.dynamodb.writer import BatchWriter
 from importer.records import PreparedItem, WriteOutcome
-from importer.retry import RetryPolicy
-from importer.writer import BatchWriter
 
 __all__ = ["boto3_writer", "http_writer", "write_many"]
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from importer.aws import statemachine
 from importer.input import batching
+from importer.modes.stage import DEFAULT_MODE
 
 __all__ = [
     "DEFAULT_PACKAGE",
@@ -177,7 +178,6 @@ MODE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "blind": {"command": ("dynamodb:BatchWriteItem",), "data": ()},
 }
-DEFAULT_MODE = "insert"  # as `importer run` and the handler
 # How a statement's Sid names what an action is for (e.g. "ReadDescribeDataTable").
 _ACTION_WORDS = {
     "dynamodb:BatchGetItem": "Read",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +31,8 @@ from typing import Any
 from importer.dynamodb.lanes import batch_threads
 from importer.dynamodb.retry import WriterFatalError
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
-from importer.input.source import CsvReader, SourceError, open_source
+from importer.input.source import CsvReader, open_source
+from importer.modes.stage import DEFAULT_MODE, Mode
 from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
 from importer.run.checkpoint import Checkpoint
@@ -45,7 +46,7 @@ from importer.run.reports import (
     rejects_columns,
 )
 from importer.transform.context import RunContext
-from importer.transform.spec import Spec, header_problem
+from importer.transform.spec import Spec, check_header
 
 __all__ = [
     "RunConfig",
@@ -97,7 +98,7 @@ class RunConfig:
     output_dir: Path | None = None
     tolerated_failure_percentage: float | None = None
     tolerated_failure_count: int | None = None
-    mode: str = "blind"
+    mode: Mode = DEFAULT_MODE
 
 
 @dataclass(slots=True)
@@ -141,14 +142,6 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _unknown_columns(header: Sequence[str], spec: Spec) -> list[str]:
-    problem = header_problem(spec, header)
-    if problem:
-        raise SourceError(problem)
-    needed = set(spec.needed_columns)
-    return [h for h in header if h not in needed]
 
 
 def _run_meta(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
@@ -197,7 +190,7 @@ def run_import(
             open_reader(stream.raw, spec.csv) if open_reader else CsvReader(stream.raw, spec.csv)
         )
         header = list(reader.header)
-        summary.ignored_columns = _unknown_columns(header, spec)
+        summary.ignored_columns = check_header(spec, header)
         batcher = Batcher(
             max_items=config.batch_items,
             max_bytes=config.batch_bytes,

@@ -13,30 +13,18 @@ none fit.  Every test runs the real command (`run_cli`) with its defaults.
 
 from __future__ import annotations
 
-import csv
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import PRODUCT_SPEC
 from tests.support.ddb_server import DdbServer
-
-CMD = "cap-app-master-command"
-
-
-def write_csv(path: Path, n: int) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        out = csv.writer(fh)
-        out.writerow(["sku", "name", "price", "qty", "active"])
-        for i in range(n):
-            out.writerow([f"P-{i:06d}", f"item {i}", f"{i % 97}.5", str(i % 13), "yes"])
-    return path
+from tests.test_capacity_run import CMD, write_csv
 
 
 @pytest.fixture
-def spec(write_file) -> Path:
+def spec(write_file):
     return write_file("spec.toml", PRODUCT_SPEC)
 
 

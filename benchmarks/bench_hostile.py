@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _clients import run_measured, save_report, write_products
+
+from benchmarks._clients import run_measured, save_report, write_products
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 ENFORCE = os.environ.get("IMPORTER_BENCH_ENFORCE_HOSTILE") == "1"
@@ -108,7 +109,7 @@ CASES = (
 def test_hostile_input(inputs, tmp_path, case):
     path, spec = inputs[case]
     summary = tmp_path / "s.json"
-    cmd = [sys.executable, "-m", "importer.cli", "validate", str(path), "--spec", str(spec)]
+    cmd = [sys.executable, "-m", "importer.cli.main", "validate", str(path), "--spec", str(spec)]
     cmd += ["--quiet", "--summary-json", str(summary)]
     got = run_measured(cmd, env=dict(os.environ), cwd=tmp_path, timeout=900)
     data = json.loads(summary.read_text()) if summary.exists() else {}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from importer.cli import main
+from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC
-from tests.ddb_server import DdbServer
+from tests.support.ddb_server import DdbServer
 from tests.test_faults_resume import expected_keys, make_csv
 
 
@@ -115,7 +115,7 @@ def test_a_backtracking_pattern_cannot_hang_the_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("pattern", ["(a)\\\\1", "^(?=x)", "(?<!a)b"])
 def test_patterns_that_need_backtracking_are_refused_when_the_spec_loads(tmp_path, pattern):
-    from importer.spec import SpecError, load_spec
+    from importer.transform.spec import SpecError, load_spec
 
     spec = tmp_path / "spec.toml"
     spec.write_text(PRODUCT_SPEC.replace('"^[A-Z0-9-]+$"', f'"{pattern}"'))
@@ -124,7 +124,7 @@ def test_patterns_that_need_backtracking_are_refused_when_the_spec_loads(tmp_pat
 
 
 def test_without_re2_nested_repeats_are_refused(monkeypatch):
-    from importer import patterns
+    from importer.transform import patterns
 
     monkeypatch.setattr(patterns, "_re2", None)
     for bad in ("^([A-Z0-9]+-?)+$", "(a|aa)*", "(x*)*y"):
@@ -252,7 +252,7 @@ def test_a_garbage_checkpoint_is_refused_in_one_line_naming_it(tmp_path, capsys,
 @pytest.mark.parametrize("what", ["checkpoint", "output-dir"])
 def test_a_second_live_run_on_the_same_state_is_refused(tmp_path, capsys, what):
     """#5: two live runs shared one checkpoint / --output-dir; the later overwrote both."""
-    from importer.checkpoint import RunLock
+    from importer.run.checkpoint import RunLock
 
     src, spec, cp, out = (
         tmp_path / "in.csv", tmp_path / "spec.toml", tmp_path / "cp.jsonl", tmp_path / "out"
@@ -313,7 +313,7 @@ def test_ctrl_c_while_a_batch_is_settled_keeps_the_accounting(tmp_path, capsys, 
     import os
     import signal
 
-    from importer import reports
+    from importer.run import reports
 
     sent = []
     real_write = reports.CsvReport.write
@@ -419,7 +419,7 @@ def test_a_stop_signal_ends_with_a_summary_and_resumes_exactly(tmp_path, signum)
         args = _subprocess_args(tmp_path, srv, bad, n)
         cp = tmp_path / "cp.jsonl"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "importer.cli", *args],
+            [sys.executable, "-m", "importer.cli.main", *args],
             cwd=tmp_path,
             env=env,
             stderr=subprocess.PIPE,
@@ -439,7 +439,7 @@ def test_a_stop_signal_ends_with_a_summary_and_resumes_exactly(tmp_path, signum)
         assert partial["rows"] == partial["written"] + partial["rejected"] + partial["failed"] < n
         srv.faults.set(latency=0.0)
         done = subprocess.run(
-            [sys.executable, "-m", "importer.cli", *args, "--resume"], cwd=tmp_path, env=env
+            [sys.executable, "-m", "importer.cli.main", *args, "--resume"], cwd=tmp_path, env=env
         )
         assert done.returncode == 3
         assert set(srv.items("t-command")) == expected_keys(n, bad)
@@ -467,7 +467,7 @@ def test_a_rejects_file_over_the_size_limit_names_the_file_and_resumes_exactly(t
     with DdbServer(tables=["t-command"]) as srv:
         args = _subprocess_args(tmp_path, srv, bad, n)
         proc = subprocess.run(
-            [sys.executable, "-m", "importer.cli", *args],
+            [sys.executable, "-m", "importer.cli.main", *args],
             cwd=tmp_path,
             env=env,
             stderr=subprocess.PIPE,
@@ -479,7 +479,7 @@ def test_a_rejects_file_over_the_size_limit_names_the_file_and_resumes_exactly(t
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         assert str(tmp_path / "r.csv") in err and "File too large" in err and "--resume" in err
         done = subprocess.run(
-            [sys.executable, "-m", "importer.cli", *args, "--resume"], cwd=tmp_path, env=env
+            [sys.executable, "-m", "importer.cli.main", *args, "--resume"], cwd=tmp_path, env=env
         )
         assert done.returncode == 3
         assert set(srv.items("t-command")) == expected_keys(n, bad)
@@ -491,7 +491,7 @@ def test_a_rejects_file_over_the_size_limit_names_the_file_and_resumes_exactly(t
 
 _PEAK = """\
 import sys
-from importer.cli import main
+from importer.cli.main import main
 code = main(sys.argv[1:])
 peak = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print("PEAK_KB", peak)
@@ -534,10 +534,10 @@ def test_a_duplicate_header_name_is_found_in_a_very_wide_header():
     """#7: the duplicate check was quadratic (names.count per name)."""
     import io
 
-    from importer.source import CsvReader, SourceError
-    from importer.spec import CsvOptions
+    from importer.input.options import CsvOptions
+    from importer.input.source import CsvReader, SourceError
 
-    names = [f"c{i}" for i in range(200_000)] + ["c7"]
+    names = [f"c{i}" for i in range(100_000)] + ["c7"]  # 0.6 MB: under the header limit
     data = (",".join(names) + "\n").encode()
     with pytest.raises(SourceError, match="duplicate column name 'c7'"):
         CsvReader(io.BytesIO(data), CsvOptions(",", "FIRST_ROW", None))
@@ -558,7 +558,7 @@ class _Stream:
 
 
 def _checkpoint_for(identity, truncated: bool = False):
-    from importer.checkpoint import Checkpoint
+    from importer.run.checkpoint import Checkpoint
 
     cp = Checkpoint(path=Path("cp.jsonl"), meta={"run_id": "r", "source": "x", "input": identity})
     cp.truncated = truncated
@@ -567,7 +567,7 @@ def _checkpoint_for(identity, truncated: bool = False):
 
 def test_an_s3_object_is_known_again_by_its_etag():
     """#3: for S3 the checkpoint keeps the ETag (and size)."""
-    from importer.checkpoint import CheckpointError
+    from importer.run.checkpoint import CheckpointError
 
     old = {"etag": '"abc"', "size": 100}
     assert _checkpoint_for(old).check_input(_Stream(dict(old))) is False
@@ -582,8 +582,8 @@ def test_a_truncated_file_is_resumed_only_into_the_same_file_made_whole(tmp_path
     bytes the run read -- not any other file."""
     import os
 
-    from importer.checkpoint import CheckpointError
-    from importer.source import input_identity
+    from importer.input.source import input_identity
+    from importer.run.checkpoint import CheckpointError
 
     whole = os.urandom(300_000)
     cut = tmp_path / "cut"

@@ -112,7 +112,9 @@ def test_a_fatal_error_mid_run_leaves_a_resumable_checkpoint(run_cli, spec, srv,
         table=CMD,
         endpoint_url=srv.endpoint_url,
         batch_items=100,
-        workers=2,
+        # one batch at a time: with two, the 300th item seen can be the first batch's
+        # (its requests go side by side), and then no batch is checkpointed (flaky under load)
+        workers=1,
         mode="blind",
         checkpoint=tmp_path / "cp.jsonl",
         quiet=True,

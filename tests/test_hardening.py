@@ -178,6 +178,8 @@ def test_a_truncated_compressed_file_says_so_and_resumes_once_whole(
         assert str(src) in err and "truncated" in err and "complete lines" in err
         assert "once the file is whole" in err and "--resume" in err
         assert 0 < len(srv.items("t-command")) < n
+        assert main([*args, "--resume"]) == 1  # still cut: says so again, goes no further
+        assert "truncated" in capsys.readouterr().err
         src.write_bytes(whole)  # the download finished
         assert main([*args, "--resume"]) == 0
         assert set(srv.items("t-command")) == expected_keys(n)

@@ -179,6 +179,8 @@ class Checkpoint:
         new = stream.identity
         if not old or not new:
             return False  # a checkpoint from before inputs were identified
+        if old == new:
+            return False  # the same file (still truncated, if it was: it will say so again)
         source = self.meta.get("source")
         refused = CheckpointError(
             f"cannot resume: {source} is not the file the checkpoint was made from "

@@ -1,8 +1,12 @@
 """The `importer` console script.
 
-Exit codes: 0 every row written (or valid, for `validate`); 3 the run finished
-with rejected or failed rows; 1 a fatal error (one line on stderr, a traceback
-only with `--debug`); 2 a usage error.
+Exit codes (the README's "Exit codes" table says the same): 0 the table holds
+what the file says -- every row written, unchanged, or (insert mode) stored
+already, so an idempotent re-run exits 0; 3 the run finished with rows that
+need a look (bad data, duplicates, strict-mode conflicts, failed writes);
+1 a fatal error (one line on stderr, a traceback only with `--debug`); 2 a
+usage error; 130 interrupted (resume with `--resume`); 141 the reader of our
+output went away (`| head`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,27 @@ from importer import __version__
 from importer.console import Progress, print_summary
 from importer.modes import MODES
 
-__all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL"]
+__all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
 
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+#: 128 + SIGPIPE, what a tool killed by a closed pipe reports
+EXIT_PIPE = 141
+
+
+def exit_code(summary: Any) -> int:
+    """0 when nothing needs a look, 3 when some rows do (the one place this is decided).
+
+    Rows that exist already (insert mode) are what re-running an import is
+    expected to meet, as `--max-rejects` already treats them: a re-run that
+    changed nothing is a success, not a partial failure.  Bad data,
+    duplicates, strict-mode conflicts and failed writes do need a look.
+    """
+    needs_look = summary.rejected - summary.existing
+    return EXIT_PARTIAL if needs_look or summary.failed else EXIT_OK
 
 
 def _report_path(source: str, given: str | None, suffix: str) -> Path:
@@ -311,7 +330,7 @@ def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
     if summary.aborted:
         print(f"importer: error: {summary.aborted}", file=sys.stderr)
         return EXIT_FATAL
-    return EXIT_PARTIAL if summary.rejected or summary.failed else EXIT_OK
+    return exit_code(summary)
 
 
 def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) -> Any:
@@ -356,7 +375,7 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
                 f"checkpointed. Resume with the same command plus --resume",
                 file=sys.stderr,
             )
-            return 130
+            return EXIT_INTERRUPTED
         finally:
             progress.finish()
     return _finish(args, summary, writing=not dry_run)
@@ -463,6 +482,17 @@ def _relax_cyclic_gc(threshold: int = 10_000) -> None:
         gc.set_threshold(threshold, gen1, gen2)
 
 
+def _quiet_pipe() -> int:
+    """`importer plan --json | head`: the reader left; end as a tool killed by SIGPIPE
+    would, without a message (and without Python's own one when stdout is flushed at exit)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     _bound_malloc_arenas()
     _relax_cyclic_gc()
@@ -472,12 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so a closed pipe is met inside the handlers below
+        return code
     except _UsageError as exc:
         parser.error(str(exc))
+    except BrokenPipeError:
+        return _quiet_pipe()
     except KeyboardInterrupt:
         print("importer: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except _fatal_types() as exc:
         if debug:
             raise

@@ -232,16 +232,28 @@ def describe_capacity(
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from importer.dynamo import missing_table_message
+    from importer.pipeline import default_region
+
+    region = default_region(region)
+    where = endpoint_url or "AWS"
     try:
         client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+        where = client.meta.endpoint_url
         desc = client.describe_table(TableName=table)["Table"]
     except ClientError as exc:
         err = exc.response.get("Error", {})
+        if err.get("Code") == "ResourceNotFoundException":
+            raise SourceError(missing_table_message(table, where, region)) from None
         raise SourceError(
-            f"DescribeTable {table}: {err.get('Code', 'error')}: {err.get('Message', '')}"
+            f"cannot describe table {table!r} at {where} (region {region}): "
+            f"{err.get('Code', 'error')}: {err.get('Message', '')}"
         ) from None
     except BotoCoreError as exc:
-        raise SourceError(f"DescribeTable {table}: {exc}") from None
+        raise SourceError(
+            f"cannot reach DynamoDB endpoint {where} to describe table {table!r} "
+            f"(region {region}): {exc}"
+        ) from None
     billing = (desc.get("BillingModeSummary") or {}).get("BillingMode")
     provisioned = (desc.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits") or 0
     items = desc.get("ItemCount")

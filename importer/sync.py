@@ -694,6 +694,21 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_sync)
 
 
+class _MissingTable(Exception):
+    """A table sync reads or writes does not exist (said as every command says it)."""
+
+
+def _require_tables(client: Any, names: Sequence[str], where: str, region: str) -> None:
+    """Fail before the first Scan, naming the table, as `run` and `plan` do for the same typo."""
+    from importer.dynamo import missing_table_message
+
+    for name in names:
+        try:
+            client.describe_table(TableName=name)
+        except client.exceptions.ResourceNotFoundException:
+            raise _MissingTable(missing_table_message(name, where, region)) from None
+
+
 def _cmd_sync(args: Any) -> int:
     import os
 
@@ -703,12 +718,17 @@ def _cmd_sync(args: Any) -> int:
     from importer.mbc_model import local_tz
 
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = region or "us-east-1"
+    where = args.endpoint_url or "AWS"
     try:
         tz = local_tz(args.tz)
         handlers = load_handlers(args.handlers)
-        client = boto3.client(
-            "dynamodb", region_name=region or "us-east-1", endpoint_url=args.endpoint_url
+        client = boto3.client("dynamodb", region_name=region, endpoint_url=args.endpoint_url)
+        where = client.meta.endpoint_url
+        tables = Tables.from_command_table(
+            args.table, prefix=args.prefix, data=args.data_table, history=args.history_table
         )
+        _require_tables(client, (tables.command, tables.data, tables.history), where, region)
         result = sync_tables(
             table=args.table,
             dynamodb=client,
@@ -717,17 +737,22 @@ def _cmd_sync(args: Any) -> int:
             prefix=args.prefix,
             handlers=handlers,
             tz=tz,
-            sns=boto3.client("sns", region_name=region or "us-east-1")
-            if args.status_topic_arn
-            else None,
+            sns=boto3.client("sns", region_name=region) if args.status_topic_arn else None,
             status_topic_arn=args.status_topic_arn,
         )
+    except _MissingTable as exc:
+        print(f"importer: error: {exc}", file=sys.stderr)
+        return 1
     except (DataSyncError, ValueError) as exc:
         print(f"importer: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
         msg = " ".join(str(exc).split())
-        print(f"importer: error: sync failed: {type(exc).__name__}: {msg}", file=sys.stderr)
+        print(
+            f"importer: error: sync of table {args.table!r} at {where} (region {region}) "
+            f"failed: {type(exc).__name__}: {msg}",
+            file=sys.stderr,
+        )
         return 1
     data = result.to_json()
     failed = len(result.failures) + len(result.handler_failures)

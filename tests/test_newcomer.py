@@ -1,0 +1,166 @@
+"""Issue 29: a newcomer's second hour, each point through the command a user types.
+
+Against a real moto server on a loopback port (what `importer local up` runs), so
+every command meets the same endpoint, region and tables a user's shell would.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from importer.cli import EXIT_OK, EXIT_PARTIAL, main
+from importer.mbc_model import TABLE_SCHEMA
+from tests.conftest import PRODUCT_SPEC
+
+ROOT = Path(__file__).resolve().parents[1]
+CMD = "shop-app-master-command"
+TYPO = "shop-app-master-comand"
+HEADER = ["sku", "name", "price", "qty", "active"]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+        ddb = boto3.client(
+            "dynamodb",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for suffix in ("command", "data", "history"):
+            ddb.create_table(TableName=f"shop-app-master-{suffix}", **TABLE_SCHEMA)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def local_env(moto_endpoint, monkeypatch):
+    """The environment `eval "$(importer local env)"` leaves (no endpoint flag needed)."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return moto_endpoint
+
+
+def write_csv(path: Path, skus: list[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(HEADER)
+        for n, sku in enumerate(skus):
+            out.writerow([sku, f"item {n}", f"{n}.5", str(n), "yes"])
+    return path
+
+
+@pytest.fixture
+def spec(tmp_path) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(PRODUCT_SPEC)
+    return path
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------- 1. validate
+
+
+def test_validate_with_a_mistyped_table_fails_as_run_does(local_env, spec, tmp_path, capsys):
+    src = write_csv(tmp_path / "in.csv", ["A-1", "B-2"])
+    code, out, err = _cli(capsys, "validate", str(src), "--spec", str(spec), "--table", TYPO)
+    assert code == 1, (out, err)
+    assert "would write" not in out
+    run_code, _, run_err = _cli(capsys, "run", str(src), "--spec", str(spec), "--table", TYPO)
+    assert run_code == 1
+    expected = f"importer: error: table {TYPO!r} does not exist at {local_env} (region us-east-1)"
+    assert err.strip() == run_err.strip() == expected
+
+
+def test_validate_without_a_table_says_what_it_compared(local_env, spec, tmp_path, capsys):
+    src = write_csv(tmp_path / "in.csv", ["A-1", "B-2"])
+    code, out, err = _cli(capsys, "validate", str(src), "--spec", str(spec))
+    assert code == EXIT_OK
+    assert "no --table given" in err and "endpoint" not in err
+
+
+# ---------------------------------------------------------------- 5. one vocabulary
+
+
+def test_a_missing_table_reads_the_same_in_every_command(local_env, spec, tmp_path, capsys):
+    src = write_csv(tmp_path / "in.csv", ["A-1"])
+    expected = f"table {TYPO!r} does not exist at {local_env} (region us-east-1)"
+    lines = {}
+    for argv in (
+        ["run", str(src), "--spec", str(spec), "--table", TYPO],
+        ["validate", str(src), "--spec", str(spec), "--table", TYPO],
+        ["plan", str(src), "--spec", str(spec), "--table", TYPO],
+        ["sync", "--table", TYPO],
+    ):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 1, (argv, err)
+        lines[argv[0]] = err.strip()
+    assert set(lines.values()) == {f"importer: error: {expected}"}, lines
+
+
+def test_a_missing_data_table_in_sync_is_named(local_env, capsys):
+    code, _, err = _cli(capsys, "sync", "--table", "other-app-master-command")
+    assert code == 1
+    assert err.strip() == (
+        "importer: error: table 'other-app-master-command' does not exist at "
+        f"{local_env} (region us-east-1)"
+    )
+
+
+def test_a_closed_pipe_ends_quietly(local_env, spec, tmp_path):
+    src = write_csv(tmp_path / "in.csv", [f"P-{i}" for i in range(20)])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = (
+        f'"{sys.executable}" -m importer.cli plan {src} --spec {spec} --json | head -c 1 '
+        '>/dev/null; echo "status=${PIPESTATUS[0]}"'
+    )
+    # a reader that takes one byte and leaves before the writer is done
+    res = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert res.stderr == "", res.stderr
+    assert re.search(r"status=(0|141)\b", res.stdout), res.stdout
+
+
+# ---------------------------------------------------------------- 10. idempotent re-run
+
+
+def test_a_rerun_that_changed_nothing_exits_zero(local_env, spec, tmp_path, capsys):
+    src = write_csv(tmp_path / "again.csv", ["R-1", "R-2", "R-3"])
+    argv = ["run", str(src), "--spec", str(spec), "--table", CMD]
+    assert _cli(capsys, *argv)[0] == EXIT_OK
+    code, out, _ = _cli(capsys, *argv)
+    assert "(of which 3 exist already)" in out
+    assert code == EXIT_OK
+    # a re-run with a bad row in it still needs a look
+    bad = write_csv(tmp_path / "again2.csv", ["R-1", "bad sku"])
+    assert _cli(capsys, "run", str(bad), "--spec", str(spec), "--table", CMD)[0] == EXIT_PARTIAL

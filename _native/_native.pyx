@@ -821,6 +821,8 @@ cdef struct Col:
 
 cdef struct Part:
     int slot                 # -1: literal
+    int col                  # >= 0: the normalised value of typed column `col` (a key
+                             # renders what is stored: a date as the ISO date)
     Py_ssize_t off
     Py_ssize_t len
 
@@ -832,6 +834,8 @@ cdef struct ColVal:
     Py_ssize_t n
     Py_ssize_t size
     char scratch[NUMBUF]
+    const char* kp           # the text a key template renders (typed columns): kn bytes
+    Py_ssize_t kn
 
 
 cdef struct ItemAt:
@@ -1016,8 +1020,12 @@ cdef class TransformPlan:
             self.core.tpl_start[i] = j
             self.core.tpl_count[i] = len(t)
             for kind, a, b in t:
+                self.core.parts[j].col = -1
                 if kind == "col":
                     self.core.parts[j].slot = slot_of(a)
+                elif kind == "val":
+                    self.core.parts[j].slot = -1
+                    self.core.parts[j].col = a
                 else:
                     self.core.parts[j].slot = -1
                     self.core.parts[j].off = a
@@ -1113,6 +1121,8 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
     cdef char st
     cdef bint gathered
     v.present = 0
+    v.kp = raw
+    v.kn = 0
     if c.kind != K_STRING:
         strip_ws(&t, &tn)
     if tn == 0:
@@ -1210,6 +1220,16 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
         v.p = bt.json_ptr[r * core.njson + c.json_slot]
         v.n = bt.json_len[r * core.njson + c.json_slot]
         v.size = bt.json_size[r * core.njson + c.json_slot]
+    if c.kind == K_BOOLEAN:
+        if v.n:
+            v.kp = "true"
+            v.kn = 4
+        else:
+            v.kp = "false"
+            v.kn = 5
+    elif c.kind != K_STRING and c.kind != K_JSON:
+        v.kp = v.p
+        v.kn = v.n
     v.present = c.has_attr
     return OK
 
@@ -1248,7 +1268,10 @@ cdef int render(Core* core, Batch* bt, Py_ssize_t r, int t, const char** at,
     if core.tpl_count[t] == 1:
         p = &core.parts[core.tpl_start[t]]
         off[0] = -1
-        if p.slot < 0:
+        if p.col >= 0:
+            at[0] = bt.vals[p.col].kp
+            ln[0] = bt.vals[p.col].kn
+        elif p.slot < 0:
             at[0] = core.blob + p.off
             ln[0] = p.len
         else:
@@ -1257,7 +1280,10 @@ cdef int render(Core* core, Batch* bt, Py_ssize_t r, int t, const char** at,
         return 0
     for j in range(core.tpl_start[t], core.tpl_start[t] + core.tpl_count[t]):
         p = &core.parts[j]
-        if p.slot < 0:
+        if p.col >= 0:
+            if w_raw(&bt.tpl, bt.vals[p.col].kp, bt.vals[p.col].kn) < 0:
+                return -1
+        elif p.slot < 0:
             if w_raw(&bt.tpl, core.blob + p.off, p.len) < 0:
                 return -1
         else:

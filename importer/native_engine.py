@@ -253,10 +253,17 @@ def compile_plan(spec: Spec, header: Sequence[str], ctx: RunContext) -> Any:
         cols = [_column_spec(rule, index, blob, enums) for rule in spec.columns]
         rec = spec.record
         templates = []
+        typed = {
+            rule.name: n
+            for n, rule in enumerate(spec.columns)
+            if rule.type in _ref.NORMALISED_KEY_TYPES
+        }
         for template in (rec.type, rec.tenant, rec.code, rec.name):
             parts = []
             for i, part in enumerate(template.parts):
-                if i % 2:
+                if i % 2 and part in typed:
+                    parts.append(("val", typed[part], 0))
+                elif i % 2:
                     parts.append(("col", index[part], 0))
                 elif part:
                     off, n = blob.add(_utf8(part))
@@ -373,7 +380,7 @@ def _key_reject(
     if code == _C["R_KEY_SEP"]:
         reason = f"{what} must not contain {chr(param)!r} (MBC key separator)"
         return Reject(line, column, fields[idx] if idx >= 0 else "", reason, row)
-    values = dict(zip(header, fields, strict=False))
+    values = _ref.key_values(spec, dict(zip(header, fields, strict=False)))
     rec = spec.record
     if code == _C["R_PK_LONG"]:
         return Reject(

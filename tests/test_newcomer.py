@@ -164,3 +164,31 @@ def test_a_rerun_that_changed_nothing_exits_zero(local_env, spec, tmp_path, caps
     # a re-run with a bad row in it still needs a look
     bad = write_csv(tmp_path / "again2.csv", ["R-1", "bad sku"])
     assert _cli(capsys, "run", str(bad), "--spec", str(spec), "--table", CMD)[0] == EXIT_PARTIAL
+
+
+# ---------------------------------------------------------------- 4. keys from values
+
+
+@pytest.mark.parametrize("engine", ["native", "reference"])
+def test_a_date_key_is_the_iso_date_whatever_the_file_wrote(engine):
+    from importer.context import RunContext
+    from importer.engines import get_engine
+    from importer.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "record": {"type": "QUOTE", "code": "{day}#{close}", "tenant": "{listed}"},
+            "columns": {
+                "day": {"type": "date", "required": True},
+                "close": {"type": "decimal"},
+                "listed": {"type": "boolean"},
+            },
+        }
+    )
+    ctx = RunContext(run_id="r", timestamp="2024-01-01T00:00:00+00:00", source="s")
+    rows = [(2, ["2012/01/01", "10.50", "yes"]), (3, ["2012-01-01", "010.5", "true"])]
+    result = get_engine(engine).transform_batch(spec, ["day", "close", "listed"], rows, ctx)
+    assert not result.rejects
+    keys = {(item.pk, item.sk) for item in result.items}
+    # both spellings name one entity, keyed as the attributes store the values
+    assert keys == {("QUOTE#true", "QUOTE#2012-01-01#10.5@1")}

@@ -192,3 +192,105 @@ def test_a_date_key_is_the_iso_date_whatever_the_file_wrote(engine):
     keys = {(item.pk, item.sk) for item in result.items}
     # both spellings name one entity, keyed as the attributes store the values
     assert keys == {("QUOTE#true", "QUOTE#2012-01-01#10.5@1")}
+
+
+# ---------------------------------------------------------------- 2. stand-in from anywhere
+
+
+def _local(*argv: str, cwd: Path, env: dict[str, str] | None = None):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    base["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "importer.cli", "local", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**base, **(env or {})},
+        timeout=180,
+    )
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
+    from importer import local_stack
+
+    project = tmp_path / "project"
+    deep = project / "data" / "2024"
+    deep.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    state_dir = project / ".importer" / "local"
+    up = _local("up", "--background", "--port", "0", cwd=project)
+    assert up.returncode == 0, up.stderr
+    try:
+        state = local_stack.read_state(state_dir)
+        assert state is not None
+        env = _local("env", cwd=deep)
+        assert env.returncode == 0, env.stderr
+        assert f"export AWS_ENDPOINT_URL={state.endpoint}" in env.stdout
+        # a second `up` below it refuses, naming the running one's address
+        again = _local("up", "--background", "--port", "0", cwd=deep)
+        assert again.returncode == 1
+        assert f"already running on {state.endpoint} (pid {state.pid})" in again.stderr
+        assert not (deep / ".importer").exists()
+        # from outside the project: not found, unless asked for explicitly
+        assert _local("env", cwd=elsewhere).returncode == 1
+        there = _local("env", "--from", str(project), cwd=elsewhere)
+        assert there.returncode == 0 and state.endpoint in there.stdout
+        # `down` from the subfolder stops it, and has waited until it exited
+        down = _local("down", cwd=deep)
+        assert down.returncode == 0, down.stderr
+        assert f"pid {state.pid}" in down.stdout
+        assert _gone(state.pid)
+        assert not (state_dir / "state.json").exists()
+    finally:
+        if local_stack.read_state(state_dir) is not None:
+            local_stack.stop_background(state_dir)
+
+
+def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
+    """A stand-in slow to stop (millions of items) is killed after the grace, never left."""
+    from importer import local_stack
+
+    ready = tmp_path / "ready"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "pathlib.Path(sys.argv[1]).write_text('x')\n"
+            "while True: time.sleep(1)\n",
+            str(ready),
+            "importer-local-server",  # in its command line, as the real child's
+        ]
+    )
+    try:
+        while not ready.exists():
+            if child.poll() is not None:
+                pytest.fail("the stand-in stand-in did not start")
+        state = local_stack.StackState(
+            pid=child.pid,
+            endpoint="http://127.0.0.1:1",
+            region="us-east-1",
+            prefix="p",
+            bucket="b",
+            tables=("p-command",),
+            background=True,
+        )
+        state_dir = tmp_path / ".importer" / "local"
+        local_stack._write_state(state_dir, state)
+        stopped = local_stack.stop_background(state_dir, grace=0.0)
+        assert stopped is not None and stopped.pid == child.pid
+        assert child.poll() is not None  # exited (and reaped here) before down returned
+        assert local_stack.read_state(state_dir) is None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

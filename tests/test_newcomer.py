@@ -294,3 +294,42 @@ def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# ---------------------------------------------------------------- 6. progress
+
+
+def test_progress_counts_rows_settled_not_rows_read(tmp_path):
+    """The reader runs ahead of the writes; the bar shows only what is settled."""
+    import threading
+
+    from importer.driver import RunConfig, run_import
+    from importer.pipeline import PipelineSettings, open_pipeline
+    from importer.spec import parse_spec
+
+    spec = parse_spec({"record": {"type": "T", "code": "{sku}"}, "columns": {"sku": {}}})
+    src = tmp_path / "many.csv"
+    src.write_text("sku\n" + "".join(f"S-{i}\n" for i in range(200)))
+    total = src.stat().st_size
+    gate = threading.Event()
+    calls: list[tuple[int, int, int | None]] = []
+
+    def progress(rows: int, done_bytes: int, size: int | None) -> None:
+        calls.append((rows, done_bytes, size))
+        gate.set()  # the first report is made while no batch has been written
+
+    settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=4)
+    config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=4)
+    with open_pipeline(settings) as pipeline:
+        process = pipeline.process
+
+        def held(*args, **kwargs):
+            gate.wait()
+            return process(*args, **kwargs)
+
+        pipeline.process = held
+        summary = run_import(config, pipeline=pipeline, progress=progress)
+    assert calls[0][:2] == (0, 0), calls[:3]  # read 10+ rows, settled none
+    assert calls[-1] == (summary.rows, total, total) == (200, total, total)
+    assert all(rows % 10 == 0 for rows, _, _ in calls)  # whole batches, as counted
+    assert [c[1] for c in calls] == sorted(c[1] for c in calls)

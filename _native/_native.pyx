@@ -2573,6 +2573,9 @@ cdef class RecordReader:
     cdef public Py_ssize_t width
     cdef public long long padded
     cdef public long long truncated
+    # the first SHOWN_LINES lines of each kind, for a notice a user can act on
+    cdef long long pad_lines[8]
+    cdef long long trunc_lines[8]
     cdef bint closed
     cdef RowBlock pending        # the row that closed the last batch, opening the next
     cdef Py_ssize_t pending_size  # its JSON size
@@ -2956,10 +2959,10 @@ cdef class RecordReader:
             if width >= 0 and nf != width:
                 if nf < width:
                     fields.extend([""] * (width - nf))
-                    self.padded += 1
+                    self._padded_at(self.rec.line)
                 else:
                     del fields[width:]
-                    self.truncated += 1
+                    self._truncated_at(self.rec.line)
             return (self.rec.line, fields, error)
         errors = NULL
         if self.rec.unterminated:
@@ -2973,10 +2976,10 @@ cdef class RecordReader:
         if width >= 0:
             if nf < width:
                 n = width
-                self.padded += 1
+                self._padded_at(self.rec.line)
             elif nf > width:
                 n = width
-                self.truncated += 1
+                self._truncated_at(self.rec.line)
         if hlens != NULL and n == nh and error is None:
             self.last_size = self._json_size(hlens, n)
         fields = PyList_New(n)
@@ -3011,10 +3014,30 @@ cdef class RecordReader:
         out of memory."""
         cdef Py_ssize_t nf = self.rec.nfields, w = self.width
         if nf < w:
-            self.padded += 1
+            self._padded_at(self.rec.line)
         elif nf > w:
-            self.truncated += 1
+            self._truncated_at(self.rec.line)
         return rows.append_parsed(self.rec.line, self.fb.data, self.fends, nf)
+
+    cdef inline void _padded_at(self, long long line) noexcept nogil:
+        if self.padded < 8:
+            self.pad_lines[self.padded] = line
+        self.padded += 1
+
+    cdef inline void _truncated_at(self, long long line) noexcept nogil:
+        if self.truncated < 8:
+            self.trunc_lines[self.truncated] = line
+        self.truncated += 1
+
+    @property
+    def padded_lines(self):
+        """The first (up to 8) lines read with fewer fields than the header."""
+        return [self.pad_lines[i] for i in range(min(self.padded, 8))]
+
+    @property
+    def truncated_lines(self):
+        """The first (up to 8) lines read with more fields than the header."""
+        return [self.trunc_lines[i] for i in range(min(self.truncated, 8))]
 
     cdef int _ready(self) except -1:
         """Before parsing: the reader is open, and the BOM has been looked for."""

@@ -126,6 +126,9 @@ class Summary:
     ignored_columns: list[str] = field(default_factory=list)
     padded_rows: int = 0
     truncated_rows: int = 0
+    #: the first lines of each (so the notice can name them)
+    padded_lines: list[int] = field(default_factory=list)
+    truncated_lines: list[int] = field(default_factory=list)
     rejects_file: str | None = None
     failures_file: str | None = None
     checkpoint: str | None = None
@@ -243,6 +246,8 @@ def run_import(
             summary.failures_file = str(failures.path) if failures.used else None
             summary.padded_rows = reader.padded
             summary.truncated_rows = reader.truncated
+            summary.padded_lines = list(getattr(reader, "padded_lines", []))
+            summary.truncated_lines = list(getattr(reader, "truncated_lines", []))
             summary.seconds = round(time.perf_counter() - started, 3)
             summary.rows_per_second = (
                 round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0
@@ -311,6 +316,10 @@ def _cut_by_row(
         yield last
 
 
+def _line_of(reject: Reject) -> int:
+    return reject.line
+
+
 @dataclass(slots=True)
 class _Run:
     """The main-thread bookkeeping of one run (counts, reports, checkpoint)."""
@@ -376,7 +385,9 @@ class _Run:
         for f in done.failures:
             s.failed += 1
             self.failures.write(failure_fields(f))
-        for r in done.rejects:
+        # in line order: a batch's rejects are gathered by stage (reader, transform,
+        # duplicates, mode), and batches settle in file order
+        for r in sorted(done.rejects, key=_line_of):
             s.rejected += 1
             self.rejects.write(reject_fields(r))
         s.existing += done.existing

@@ -75,7 +75,7 @@ _FIXED_REASONS = {
     _C["R_NOT_DEC"]: "not a decimal number",
     _C["R_RANGE"]: _RANGE,
     _C["R_BOOL"]: "not a boolean (true/false, yes/no, y/n, t/f, 1/0)",
-    _C["R_DATE"]: "not a date (YYYY-MM-DD)",
+    _C["R_DATE"]: _ref.DATE_REASON,
     _C["R_DT"]: "not an ISO 8601 date-time (YYYY-MM-DDTHH:MM[:SS[.fff]][±HH:MM|Z])",
     _C["R_DT_CAL"]: "not a real calendar date",
     _C["R_DT_TIME"]: "time of day out of range",
@@ -460,6 +460,14 @@ class NativeCsvReader:
     @property
     def truncated(self) -> int:
         return self._records.truncated
+
+    @property
+    def padded_lines(self) -> list[int]:
+        return list(self._records.padded_lines)
+
+    @property
+    def truncated_lines(self) -> list[int]:
+        return list(self._records.truncated_lines)
 
     def __iter__(self) -> Any:
         self._records.width = len(self.header)

@@ -45,6 +45,8 @@ __all__ = [
 MAX_ITEM_BYTES = 400 * 1024
 MAX_PK_BYTES = 2048
 MAX_SK_BYTES = 1024
+#: Every spelling `parse_date` accepts, so the reject tells how to fix the value.
+DATE_REASON = "not a date (YYYY-MM-DD or YYYY/MM/DD, a real day)"
 
 #: One CSV row: its line number in the file and its fields, aligned to the header.
 Row = tuple[int, Sequence[str]]
@@ -120,7 +122,7 @@ def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
     if kind == "date":
         day = parse_date(text)
         if day is None:
-            raise FieldError("not a date (YYYY-MM-DD)")
+            raise FieldError(DATE_REASON)
         if rule.min_date is not None and day < rule.min_date:
             raise FieldError(f"before min {rule.min_date}")
         if rule.max_date is not None and day > rule.max_date:

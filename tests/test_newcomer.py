@@ -333,3 +333,63 @@ def test_progress_counts_rows_settled_not_rows_read(tmp_path):
     assert calls[-1] == (summary.rows, total, total) == (200, total, total)
     assert all(rows % 10 == 0 for rows, _, _ in calls)  # whole batches, as counted
     assert [c[1] for c in calls] == sorted(c[1] for c in calls)
+
+
+# ---------------------------------------------------------------- 7. rejects and notices
+
+
+@pytest.mark.parametrize("engine", ["native", "reference"])
+def test_extra_fields_notice_names_the_lines(local_env, spec, tmp_path, capsys, engine):
+    src = tmp_path / "extra.csv"
+    src.write_text(
+        "sku,name,price,qty,active\n"
+        "A-1,Apple,1,1,yes\n"
+        "B-2,Pear,2,2,yes,surplus\n"
+        "C-3,Plum,3\n"
+        "D-4,Fig,4,4,yes,x,y\n"
+    )
+    code, out, _ = _cli(capsys, "validate", str(src), "--spec", str(spec), "--engine", engine)
+    assert code == EXIT_OK
+    assert "2 rows had more fields than the header" in out
+    assert "as ItemReader reads them: lines 3, 5" in out
+    assert '1 row had fewer fields than the header (the missing ones read as ""), as ' in out
+    assert "ItemReader reads them: line 4" in out
+
+
+def test_rejects_file_is_in_line_order(local_env, spec, tmp_path, capsys):
+    skus = ["A-1", "bad 1", "A-1", "bad 2", "B-2", "B-2", "bad 3"]
+    src = write_csv(tmp_path / "order.csv", skus)
+    rejects = tmp_path / "order.rejects.csv"
+    code, _, _ = _cli(capsys, "validate", str(src), "--spec", str(spec), "--rejects", str(rejects))
+    assert code == EXIT_PARTIAL
+    with open(rejects, encoding="utf-8") as fh:
+        lines = [int(rec[0]) for rec in list(csv.reader(fh))[1:]]
+    assert len(lines) == 5
+    assert lines == sorted(lines)
+
+
+@pytest.mark.parametrize("engine", ["native", "reference"])
+def test_a_date_reject_lists_the_accepted_spellings(engine):
+    from importer.context import RunContext
+    from importer.engines import get_engine
+    from importer.spec import parse_spec
+
+    spec = parse_spec(
+        {"record": {"type": "T", "code": "{k}"}, "columns": {"k": {}, "d": {"type": "date"}}}
+    )
+    ctx = RunContext(run_id="r", timestamp="2024-01-01T00:00:00+00:00", source="s")
+    result = get_engine(engine).transform_batch(spec, ["k", "d"], [(2, ["a", "01.02.2024"])], ctx)
+    assert [r.reason for r in result.rejects] == [
+        "not a date (YYYY-MM-DD or YYYY/MM/DD, a real day)"
+    ]
+
+
+def test_the_first_import_note_is_plain_words(local_env, spec, tmp_path, capsys):
+    src = write_csv(tmp_path / "first.csv", ["F-1"])
+    code, _, err = _cli(capsys, "validate", str(src), "--spec", str(spec), "--table", CMD)
+    assert code == EXIT_OK
+    assert "@1" not in err and "insert mode checks" not in err
+    assert (
+        "importer: note: data table 'shop-app-master-data' is empty (a first import): rows "
+        f"are checked against the command table {CMD!r} only"
+    ) in err

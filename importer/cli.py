@@ -56,9 +56,13 @@ def _report_path(source: str, given: str | None, suffix: str) -> Path:
     return Path(f"{stem or 'import'}.{suffix}.csv")
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help: str) -> None:
+    """The options `run` and `validate` share; what a user must give is listed first."""
     p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
     p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
+    p.add_argument(
+        "--table", required=table_required, default=None, metavar="TABLE", help=table_help
+    )
     p.add_argument(
         "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
     )
@@ -159,8 +163,7 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="import a CSV into a DynamoDB table")
-    _add_common(run)
-    run.add_argument("--table", required=True, help="the command table (pk/sk keys)")
+    _add_common(run, table_required=True, table_help="the command table (pk/sk keys)")
     run.add_argument(
         "--failures",
         metavar="PATH",
@@ -207,11 +210,10 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         "validate",
         help="everything `run` does but the writes: same modes, duplicates, rejects and counts",
     )
-    _add_common(validate)
-    validate.add_argument(
-        "--table",
-        default=None,
-        help="the command table to check existing entities against (reads only); "
+    _add_common(
+        validate,
+        table_required=False,
+        table_help="the command table to check existing entities against (reads only); "
         "without it, rows are only checked against each other",
     )
     validate.set_defaults(func=cmd_validate)
@@ -219,17 +221,23 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="zero-setup demo on the embedded AWS stand-in (moto)")
     demo.add_argument("--rows", type=int, default=5000, help="rows to generate (default 5000)")
     demo.add_argument("--workdir", default=None, help="where to put the sample files")
-    demo.add_argument("--engine", choices=("native", "reference"), default=None)
-    demo.add_argument("--debug", action="store_true")
+    demo.add_argument(
+        "--engine",
+        choices=("native", "reference"),
+        default=None,
+        help="transform engine (default native)",
+    )
+    demo.add_argument("--debug", action="store_true", help="show tracebacks")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="measure each stage's rows/s on this machine")
     bench.add_argument("--rows", type=int, default=200_000, help="rows to generate (default 200k)")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
-    bench.add_argument("--debug", action="store_true")
+    bench.add_argument("--debug", action="store_true", help="show tracebacks")
     bench.set_defaults(func=cmd_bench)
 
     if not extensions:
+        _describe_subcommands(parser)
         return parser
     try:
         from importer import deploy
@@ -243,7 +251,25 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     sync.register(sub)
     local_stack.register(sub)
     spec_draft.register(sub)
+    _describe_subcommands(parser)
     return parser
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's `--help` page opens with the line `importer --help` lists for it.
+
+    One rule here, not a `description=` at every `add_parser` (in five modules),
+    so a command added later cannot go without one.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, sub in action.choices.items():
+            if not sub.description and helps.get(name):
+                text = helps[name]
+                sub.description = text[0].upper() + text[1:] + "."
+            _describe_subcommands(sub)
 
 
 def _engine_name(args: argparse.Namespace) -> str:

@@ -663,11 +663,15 @@ def register(subparsers: Any) -> None:
     _add_state_dir(down)
     down.set_defaults(func=_cmd_down)
 
-    env = actions.add_parser("env", help='print its environment: eval "$(importer local env)"')
+    env = actions.add_parser(
+        "env", help='print the running stand-in\'s environment: eval "$(importer local env)"'
+    )
     _add_state_dir(env)
     env.set_defaults(func=_cmd_env)
 
-    upload = actions.add_parser("upload", help="put a file into its bucket; prints the s3:// URI")
+    upload = actions.add_parser(
+        "upload", help="put a file into the stand-in's bucket; prints the s3:// URI"
+    )
     upload.add_argument("file", help="local file")
     upload.add_argument("--key", default=None, help="object key (default: the file's name)")
     _add_state_dir(upload)

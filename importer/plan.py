@@ -516,9 +516,22 @@ def register(subparsers: Any) -> None:
         metavar="P",
         help=f"ImportTable price (default ${IMPORT_TABLE_PRICE_PER_GB}, us-east-1)",
     )
-    p.add_argument("--batch-items", type=int, default=None, metavar="N")
-    p.add_argument("--batch-bytes", type=int, default=None, metavar="N")
-    p.add_argument("--engine", choices=("native", "reference"), default=None)
+    p.add_argument(
+        "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
+    )
+    p.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MaxInputBytesPerBatch (default and maximum 262144)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("native", "reference"),
+        default=None,
+        help="transform engine (default native)",
+    )
     p.add_argument("--region", default=None, help="AWS region (default from the environment)")
     p.add_argument("--endpoint-url", default=None, metavar="URL", help="DynamoDB endpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -675,7 +675,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data-table", metavar="NAME", help="default: the module's -data table")
     p.add_argument("--history-table", metavar="NAME", help="default: the module's -history table")
     p.add_argument("--prefix", metavar="P", help="table prefix {env}-{app}- (default: derived)")
-    p.add_argument("--region", default=None)
+    p.add_argument("--region", default=None, help="AWS region (default from the environment)")
     p.add_argument("--endpoint-url", default=None, help="DynamoDB endpoint (local stand-ins)")
     p.add_argument("--tz", default=None, help="time zone of written dates (default $TZ or UTC)")
     p.add_argument(

@@ -393,3 +393,62 @@ def test_the_first_import_note_is_plain_words(local_env, spec, tmp_path, capsys)
         "importer: note: data table 'shop-app-master-data' is empty (a first import): rows "
         f"are checked against the command table {CMD!r} only"
     ) in err
+
+
+# ---------------------------------------------------------------- 9. help
+
+
+def _all_parsers():
+    import argparse
+
+    from importer.cli import build_parser
+
+    todo = [("importer", build_parser(), None)]
+    while todo:
+        name, parser, help_text = todo.pop()
+        yield name, parser, help_text
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for sub_name, sub in action.choices.items():
+                    todo.append((f"{name} {sub_name}", sub, helps.get(sub_name)))
+
+
+def test_every_help_page_has_a_description_and_every_option_a_help_text():
+    import argparse
+
+    missing = []
+    for name, parser, _ in _all_parsers():
+        if not parser.description:
+            missing.append(f"{name}: no description")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or action.help == argparse.SUPPRESS:
+                continue
+            if not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
+
+
+def test_required_options_come_first_in_every_help_page():
+    wrong = []
+    for name, parser, _ in _all_parsers():
+        options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+        seen_optional = None
+        for action in options:
+            if action.required and seen_optional is not None:
+                wrong.append(f"{name}: {action.option_strings[0]} after {seen_optional}")
+            elif not action.required:
+                seen_optional = seen_optional or action.option_strings[0]
+    assert wrong == []
+    from importer.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert text.index("--table") < text.index("--batch-items")
+
+
+def test_the_draft_spec_names_its_own_file(tmp_path, capsys):
+    src = tmp_path / "stocks.csv"
+    src.write_text("symbol,close\nAAA,1.5\nBBB,2.5\n")
+    out = tmp_path / "stocks.toml"
+    assert main(["spec", "init", str(src), "--out", str(out)]) == 0
+    assert f"#   importer validate {src} --spec {out}\n" in out.read_text()

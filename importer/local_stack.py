@@ -281,6 +281,10 @@ def _start_server(host: str, port: int) -> Any:
     import logging
 
     server_cls = _require_moto()
+    if os.environ.get("IMPORTER_LOCAL_PLAIN_MOTO") != "1":  # the baseline, for the benchmark
+        from importer.local_store import speed_up
+
+        speed_up()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = server_cls(ip_address=host, port=port, verbose=False)
     starter = threading.Thread(target=server.start, daemon=True)

@@ -171,6 +171,13 @@ def reset_stand_in(endpoint: str) -> None:
         pass
 
 
+def reset_stand_in_store() -> None:
+    """Forget what the demo stored (moto's stores are per process, not per server)."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    dynamodb_backends.reset()
+
+
 def _print_item(item: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
     from boto3.dynamodb.types import TypeDeserializer
 
@@ -211,6 +218,9 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
     bad = generate_demo_csv(csv_path, rows)
     spec_path.write_text(DEMO_SPEC, encoding="utf-8")
 
+    from importer import local_store
+
+    local_store.speed_up()  # the stand-in `importer local up` serves, not moto as it ships
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -219,6 +229,8 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
         return exc.code
     finally:
         server.stop()
+        reset_stand_in_store()
+        local_store.restore()
 
 
 def _show(

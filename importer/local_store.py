@@ -20,9 +20,12 @@ item) and went through Flask, about half of each call, before the same
 table, an empty or repeated key, an option the fast path does not know --
 goes to moto unchanged, so moto still decides every error.
 
-Both are applied only in the processes that serve the stand-in (`importer
-local up`, `importer demo`), never to the moto the tests use as their
-reference AWS.
+Items are kept as their JSON until something reads them (`_compact_item_init`),
+and moto's list of every item it ever made is not kept.
+
+All of it is applied only in the processes that serve the stand-in (`importer
+local up`; `importer demo` for its own run, then `restore`d), never to the moto
+the tests use as their reference AWS.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import uuid
 import zlib
 from typing import Any
 
-__all__ = ["ITEM_SIZE_LIMIT", "batch_write_fast", "speed_up"]
+__all__ = ["ITEM_SIZE_LIMIT", "batch_write_fast", "restore", "speed_up"]
 
 #: moto's own bound (between DynamoDB's documented 400 KB and the measured 409-410 KB)
 ITEM_SIZE_LIMIT = 405_000
@@ -58,6 +61,56 @@ def _item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) 
     self.attrs = LimitedSizeDict()
     # dict.update: the attributes are checked above, once, as a whole
     dict.update(self.attrs, values)
+
+
+def _compact_item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+    """`_item_init`, keeping the attributes as their JSON until something reads them.
+
+    moto holds each attribute as a `DynamoType` object (nested maps too): about
+    5 KB per MBC command record, 5 GB for a million rows.  An item the stand-in
+    only stores -- what an import does -- is kept as its UTF-8 JSON instead
+    (about a fifth of that); the first read (`attrs`) builds moto's objects
+    and keeps them, so every read, update, scan and copy behaves as before.
+    """
+    _item_init(self, hash_key, range_key, attrs)
+    try:
+        raw = json.dumps(attrs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError):  # not wire JSON (an internal caller): keep the objects
+        return
+    state = self.__dict__
+    state.pop("_attrs", None)
+    state["_raw"] = raw
+
+
+def _attrs_get(self: Any) -> Any:
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+
+    state = self.__dict__
+    attrs = state.get("_attrs")
+    if attrs is None:
+        attrs = LimitedSizeDict()
+        raw = state.pop("_raw", b"{}")
+        dict.update(attrs, {k: DynamoType(v) for k, v in json.loads(raw).items()})
+        state["_attrs"] = attrs
+    return attrs
+
+
+def _attrs_set(self: Any, value: Any) -> None:
+    self.__dict__["_attrs"] = value
+    self.__dict__.pop("_raw", None)
+
+
+class _Untracked(list):  # type: ignore[type-arg]
+    """moto's record of every model instance ever made, for `Item`: none kept.
+
+    moto appends each `Item` it creates to a class-wide list that is never
+    emptied, so an item overwritten (a re-run, an upsert) or copied (each
+    TransactWriteItems copies the tables) stayed in memory for the stand-in's
+    life.  Items live as long as their table holds them, no longer.
+    """
+
+    def append(self, _item: Any) -> None:
+        pass
 
 
 _BATCH_WRITE = "DynamoDB_20120810.BatchWriteItem"
@@ -128,8 +181,7 @@ def batch_write_fast(environ: dict[str, Any], raw: bytes) -> bytes | None:
         for item in items:
             backend.put_item(name, item)
     consumed = [
-        {"TableName": name, "CapacityUnits": 1.0, "Table": {"CapacityUnits": 1.0}}
-        for name in puts
+        {"TableName": name, "CapacityUnits": 1.0, "Table": {"CapacityUnits": 1.0}} for name in puts
     ]
     answer = {"UnprocessedItems": {}, "ItemCollectionMetrics": {}, "ConsumedCapacity": consumed}
     return json.dumps(answer).encode()
@@ -165,8 +217,14 @@ def _dispatch_fast(original: Any) -> Any:
     return __call__
 
 
+_saved: dict[str, Any] = {}
+
+
 def speed_up() -> bool:
-    """Patch moto in this process (once); False when moto is not installed."""
+    """Patch moto in this process (once); False when moto is not installed.
+
+    Only before the first item is stored: items made before keep moto's form.
+    """
     global _applied
     if _applied:
         return True
@@ -175,9 +233,34 @@ def speed_up() -> bool:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication
     except ImportError:
         return False
-    dynamo_type.Item.__init__ = _item_init  # type: ignore[method-assign]
+    item = dynamo_type.Item
+    _saved.update(
+        init=item.__init__,
+        tracked=item.__dict__.get("instances_tracked"),
+        call=DomainDispatcherApplication.__call__,
+    )
+    item.__init__ = _compact_item_init  # type: ignore[method-assign]
+    item.attrs = property(_attrs_get, _attrs_set)  # type: ignore[assignment]
+    item.instances_tracked = _Untracked()  # type: ignore[attr-defined]
     DomainDispatcherApplication.__call__ = _dispatch_fast(  # type: ignore[method-assign]
         DomainDispatcherApplication.__call__
     )
     _applied = True
     return True
+
+
+def restore() -> None:
+    """Undo `speed_up` (the demo runs in the caller's process, which may use moto after)."""
+    global _applied
+    if not _applied:
+        return
+    from moto.dynamodb.models import dynamo_type
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    item = dynamo_type.Item
+    item.__init__ = _saved["init"]  # type: ignore[method-assign]
+    del item.attrs
+    if _saved["tracked"] is not None:
+        item.instances_tracked = _saved["tracked"]  # type: ignore[attr-defined]
+    DomainDispatcherApplication.__call__ = _saved["call"]  # type: ignore[method-assign]
+    _applied = False

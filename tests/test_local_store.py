@@ -122,3 +122,30 @@ def test_the_fast_path_answers_only_plain_puts():
         json.loads("[]"),
     ):
         assert local_store._plain_puts(body) is None
+
+
+def test_a_stored_item_can_be_updated_queried_and_overwritten(stand_in):
+    """Items are kept as JSON until read: every read path builds them as moto would."""
+    item = _item(700)
+    stand_in.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": item}}]})
+    key = {"pk": item["pk"], "sk": item["sk"]}
+    stand_in.update_item(
+        TableName=TABLE,
+        Key=key,
+        UpdateExpression="SET version = :v, attributes.price = :p",
+        ExpressionAttributeValues={":v": {"N": "2"}, ":p": {"N": "9"}},
+    )
+    got = stand_in.get_item(TableName=TABLE, Key=key)["Item"]
+    assert got["version"] == {"N": "2"}
+    assert got["attributes"]["M"]["price"] == {"N": "9"}
+    assert got["attributes"]["M"]["tags"] == {"L": [{"S": "a"}]}
+    found = stand_in.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk AND sk = :sk",
+        FilterExpression="active = :t",
+        ExpressionAttributeValues={":pk": item["pk"], ":sk": item["sk"], ":t": {"BOOL": True}},
+    )["Items"]
+    assert found == [got]
+    again = {**item, "name": {"S": "second"}}
+    stand_in.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": again}}]})
+    assert stand_in.get_item(TableName=TABLE, Key=key)["Item"] == again

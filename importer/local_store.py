@@ -30,6 +30,7 @@ the tests use as their reference AWS.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -63,6 +64,35 @@ def _item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) 
     dict.update(self.attrs, values)
 
 
+def _bytesize(text: Any) -> int:
+    return len(text if isinstance(text, bytes) else text.encode("utf-8"))
+
+
+@functools.cache
+def _number_size() -> Any:
+    from moto.dynamodb.models.utilities import number_size
+
+    return number_size
+
+
+def _raw_size(value: dict[str, Any]) -> int:
+    """moto's `DynamoType(value).size()`, read off the wire JSON without building objects."""
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return _bytesize(inner)
+    if kind == "N":
+        return _number_size()(str(inner))
+    if kind in ("SS", "NS", "BS"):
+        return sum(_raw_size({kind[0]: v}) for v in inner)
+    if kind == "L":
+        return sum(_raw_size(v) for v in inner)
+    if kind == "M":
+        return sum(_bytesize(k) + _raw_size(v) for k, v in inner.items())
+    if isinstance(inner, bool):
+        return 1
+    return _bytesize(inner)
+
+
 def _compact_item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
     """`_item_init`, keeping the attributes as their JSON until something reads them.
 
@@ -72,14 +102,19 @@ def _compact_item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str
     (about a fifth of that); the first read (`attrs`) builds moto's objects
     and keeps them, so every read, update, scan and copy behaves as before.
     """
-    _item_init(self, hash_key, range_key, attrs)
     try:
         raw = json.dumps(attrs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    except (TypeError, ValueError):  # not wire JSON (an internal caller): keep the objects
+        total = sum(_bytesize(k) + _raw_size(v) for k, v in attrs.items())
+    except (TypeError, ValueError, AttributeError):  # not wire JSON (an internal caller)
+        _item_init(self, hash_key, range_key, attrs)
         return
-    state = self.__dict__
-    state.pop("_attrs", None)
-    state["_raw"] = raw
+    if total > ITEM_SIZE_LIMIT:
+        from moto.dynamodb.exceptions import ItemSizeTooLarge
+
+        raise ItemSizeTooLarge
+    self.hash_key = hash_key
+    self.range_key = range_key
+    self.__dict__["_raw"] = raw
 
 
 def _attrs_get(self: Any) -> Any:

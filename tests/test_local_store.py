@@ -149,3 +149,18 @@ def test_a_stored_item_can_be_updated_queried_and_overwritten(stand_in):
     again = {**item, "name": {"S": "second"}}
     stand_in.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": again}}]})
     assert stand_in.get_item(TableName=TABLE, Key=key)["Item"] == again
+
+
+VALUES = [
+    {"S": "é x"}, {"N": "-12.500"}, {"N": "0"}, {"BOOL": False}, {"NULL": True},
+    {"B": "AAEC"}, {"SS": ["a", "bé"]}, {"NS": ["1", "2.50"]}, {"BS": ["AA=="]},
+    {"L": [{"S": "a"}, {"M": {"k": {"N": "1e3"}}}]},
+    {"M": {"x": {"L": []}, "ü": {"SS": ["q"]}, "n": {"NULL": True}}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", VALUES, ids=[next(iter(v)) for v in VALUES])
+def test_sizes_read_off_the_json_are_moto_sizes(value):
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    assert local_store._raw_size(value) == DynamoType(value).size()

@@ -338,9 +338,7 @@ def serve(
     """Run the stand-in until SIGTERM or Ctrl-C; `ready(state)` is called once it is up."""
     tables = _check_names(prefix, bucket)
     _require_moto()
-    bind_port, note = _pick_port(host, port)
-    if note and ready is not None:
-        print(f"# {note}", flush=True)
+    bind_port, _ = _pick_port(host, port)  # `up` has said so when 4566 was taken
     stop = threading.Event()
     server = _start_server(host, bind_port)
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -249,6 +249,14 @@ def missing_table_message(table: str, endpoint: str | None, region: str | None) 
     return f"{what} does not exist at {endpoint or 'AWS'} (region {region or 'us-east-1'})"
 
 
+def unreachable_message(endpoint: str | None, region: str | None, detail: str) -> str:
+    """The one wording of "nothing answers there", in every command (as for a missing table)."""
+    return (
+        f"cannot reach DynamoDB endpoint {endpoint or 'AWS'} (region {region or 'us-east-1'}): "
+        f"{detail}"
+    )
+
+
 def _fatal_message(error: DynamoError, endpoint: str, region: str, table: str) -> str:
     where = f"at {endpoint} (region {region})"
     if error.code == "ResourceNotFoundException":
@@ -1055,8 +1063,11 @@ def should_retry(
         return True
     if unreached:
         raise WriterFatalError(
-            f"cannot reach DynamoDB endpoint {client.endpoint_url} after {attempts.stalls} "
-            f"attempt(s): {error.message}"
+            unreachable_message(
+                client.endpoint_url,
+                client.region,
+                f"{error.message} (after {attempts.stalls} attempt(s))",
+            )
         )
     return False
 

@@ -230,9 +230,9 @@ def describe_capacity(
 ) -> Capacity:
     """The table's write capacity from DescribeTable (provisioned WCU, or on-demand)."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-    from importer.dynamo import missing_table_message
+    from importer.dynamo import missing_table_message, unreachable_message
     from importer.pipeline import default_region
 
     region = default_region(region)
@@ -249,10 +249,11 @@ def describe_capacity(
             f"cannot describe table {table!r} at {where} (region {region}): "
             f"{err.get('Code', 'error')}: {err.get('Message', '')}"
         ) from None
+    except EndpointConnectionError as exc:
+        raise SourceError(unreachable_message(where, region, str(exc))) from None
     except BotoCoreError as exc:
         raise SourceError(
-            f"cannot reach DynamoDB endpoint {where} to describe table {table!r} "
-            f"(region {region}): {exc}"
+            f"cannot describe table {table!r} at {where} (region {region}): {exc}"
         ) from None
     billing = (desc.get("BillingModeSummary") or {}).get("BillingMode")
     provisioned = (desc.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits") or 0

@@ -699,14 +699,19 @@ class _MissingTable(Exception):
 
 
 def _require_tables(client: Any, names: Sequence[str], where: str, region: str) -> None:
-    """Fail before the first Scan, naming the table, as `run` and `plan` do for the same typo."""
-    from importer.dynamo import missing_table_message
+    """Fail before the first Scan, naming the table, as `run` and `plan` do for the same typo
+    (and the endpoint, when nothing answers there)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from importer.dynamo import missing_table_message, unreachable_message
 
     for name in names:
         try:
             client.describe_table(TableName=name)
         except client.exceptions.ResourceNotFoundException:
             raise _MissingTable(missing_table_message(name, where, region)) from None
+        except EndpointConnectionError as exc:
+            raise _MissingTable(unreachable_message(where, region, str(exc))) from None
 
 
 def _cmd_sync(args: Any) -> int:

@@ -452,3 +452,33 @@ def test_the_draft_spec_names_its_own_file(tmp_path, capsys):
     out = tmp_path / "stocks.toml"
     assert main(["spec", "init", str(src), "--out", str(out)]) == 0
     assert f"#   importer validate {src} --spec {out}\n" in out.read_text()
+
+
+def test_an_endpoint_that_does_not_answer_reads_the_same_in_every_command(
+    spec, tmp_path, capsys, monkeypatch
+):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    src = write_csv(tmp_path / "in.csv", ["A-1"])
+    start = f"importer: error: cannot reach DynamoDB endpoint {endpoint} (region us-east-1): "
+    for argv in (
+        ["run", str(src), "--spec", str(spec), "--table", CMD],
+        ["validate", str(src), "--spec", str(spec), "--table", CMD],
+        ["plan", str(src), "--spec", str(spec), "--table", CMD],
+        ["sync", "--table", CMD],
+    ):
+        code, _, err = _cli(capsys, *argv)
+        assert code == 1, (argv, err)
+        assert err.startswith(start) and err.count("\n") == 1, (argv, err)

@@ -204,8 +204,7 @@ def test_cli_human_output_and_errors(tmp_path: Path, spec_path: Path, capsys):
     )
     err = capsys.readouterr().err
     assert err.startswith(
-        "importer: error: cannot reach DynamoDB endpoint http://127.0.0.1:9 "
-        "to describe table 'Nope'"
+        "importer: error: cannot reach DynamoDB endpoint http://127.0.0.1:9 (region us-east-1): "
     )
     assert "Traceback" not in err
 

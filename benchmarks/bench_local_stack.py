@@ -3,7 +3,7 @@
 `importer local up` serves moto.  Two stand-ins are started the way a user
 starts one (`importer local up --background`, a process of their own), one with
 moto as it ships (`IMPORTER_LOCAL_PLAIN_MOTO=1`) and one as `importer` runs it
-(`importer.local_store.speed_up`), and the same blind import of N products
+(`importer.cli.local_store.speed_up`), and the same blind import of N products
 rows (`importer run`, defaults) goes into each.  Measured: the run's rows/s
 (its own summary), and the stand-in's resident memory after the import minus
 before, per stored item (from /proc; every run is checked to have written all
@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from _clients import ROOT, client_env, save_report, write_products
 
-from importer import local_stack
+from benchmarks._clients import ROOT, client_env, save_report, write_products
+from importer.cli import local_stack
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_LOCAL_ROWS", "100000"))
@@ -56,7 +56,7 @@ def test_stand_in_write_path(tmp_path, products, variant):
     env.pop("IMPORTER_LOCAL_PLAIN_MOTO", None)
     if variant == "plain-moto":
         env["IMPORTER_LOCAL_PLAIN_MOTO"] = "1"
-    local = [sys.executable, "-m", "importer.cli", "local"]
+    local = [sys.executable, "-m", "importer.cli.main", "local"]
     up = subprocess.run(
         [*local, "up", "--background", "--port", "0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
@@ -69,7 +69,7 @@ def test_stand_in_write_path(tmp_path, products, variant):
         before = _rss_kb(state.pid)
         summary = tmp_path / "summary.json"
         run = subprocess.run(
-            [sys.executable, "-m", "importer.cli", "run", str(csv_path), "--spec", str(spec),
+            [sys.executable, "-m", "importer.cli.main", "run", str(csv_path), "--spec", str(spec),
              "--table", TABLE, "--mode", "blind", "--quiet", "--summary-json", str(summary)],
             cwd=tmp_path, env=client_env(state.endpoint), capture_output=True, text=True,
             timeout=3600,

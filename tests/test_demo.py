@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from importer.cli import main
+from importer.cli.main import main
 
 pytest.importorskip("moto.server")
 
@@ -51,8 +51,8 @@ def test_the_echoed_commands_run_as_printed(tmp_path, capsys, restored_environme
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from importer.demo import reset_stand_in
-    from importer.mbc_model import TABLE_SCHEMA
+    from importer.cli.demo import reset_stand_in
+    from importer.mbc.model import TABLE_SCHEMA
 
     assert main(["demo", "--rows", "600", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The stand-in's faster write path (`importer.local_store`): same items, same errors as moto.
+"""The stand-in's faster write path (`importer.cli.local_store`): same items, same errors as moto.
 
 The patch is applied only in the stand-in's own process, so these tests start a
 real one (`importer local up --background`) and talk to it as the importer does;
@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from importer import local_stack, local_store
+from importer.cli import local_stack, local_store
 
 pytest.importorskip("moto.server")
 
@@ -58,7 +58,7 @@ def stand_in(tmp_path_factory):
     env["PYTHONPATH"] = str(ROOT)
     env.pop("IMPORTER_LOCAL_PLAIN_MOTO", None)
     up = subprocess.run(
-        [sys.executable, "-m", "importer.cli", "local", "up", "--background", "--port", "0"],
+        [sys.executable, "-m", "importer.cli.main", "local", "up", "--background", "--port", "0"],
         cwd=folder, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert up.returncode == 0, up.stderr

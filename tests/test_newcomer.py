@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from importer.cli import EXIT_OK, EXIT_PARTIAL, main
-from importer.mbc_model import TABLE_SCHEMA
+from importer.cli.main import EXIT_OK, EXIT_PARTIAL, main
+from importer.mbc.model import TABLE_SCHEMA
 from tests.conftest import PRODUCT_SPEC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_a_closed_pipe_ends_quietly(local_env, spec, tmp_path):
     src = write_csv(tmp_path / "in.csv", [f"P-{i}" for i in range(20)])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     script = (
-        f'"{sys.executable}" -m importer.cli plan {src} --spec {spec} --json | head -c 1 '
+        f'"{sys.executable}" -m importer.cli.main plan {src} --spec {spec} --json | head -c 1 '
         '>/dev/null; echo "status=${PIPESTATUS[0]}"'
     )
     # a reader that takes one byte and leaves before the writer is done
@@ -171,9 +171,9 @@ def test_a_rerun_that_changed_nothing_exits_zero(local_env, spec, tmp_path, caps
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_a_date_key_is_the_iso_date_whatever_the_file_wrote(engine):
-    from importer.context import RunContext
-    from importer.engines import get_engine
-    from importer.spec import parse_spec
+    from importer.transform.context import RunContext
+    from importer.transform.engines import get_engine
+    from importer.transform.spec import parse_spec
 
     spec = parse_spec(
         {
@@ -201,7 +201,7 @@ def _local(*argv: str, cwd: Path, env: dict[str, str] | None = None):
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     base["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "importer.cli", "local", *argv],
+        [sys.executable, "-m", "importer.cli.main", "local", *argv],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -218,7 +218,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
-    from importer import local_stack
+    from importer.cli import local_stack
 
     project = tmp_path / "project"
     deep = project / "data" / "2024"
@@ -256,7 +256,7 @@ def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
 
 def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
     """A stand-in slow to stop (millions of items) is killed after the grace, never left."""
-    from importer import local_stack
+    from importer.cli import local_stack
 
     ready = tmp_path / "ready"
     child = subprocess.Popen(
@@ -303,9 +303,9 @@ def test_progress_counts_rows_settled_not_rows_read(tmp_path):
     """The reader runs ahead of the writes; the bar shows only what is settled."""
     import threading
 
-    from importer.driver import RunConfig, run_import
-    from importer.pipeline import PipelineSettings, open_pipeline
-    from importer.spec import parse_spec
+    from importer.run.driver import RunConfig, run_import
+    from importer.run.pipeline import PipelineSettings, open_pipeline
+    from importer.transform.spec import parse_spec
 
     spec = parse_spec({"record": {"type": "T", "code": "{sku}"}, "columns": {"sku": {}}})
     src = tmp_path / "many.csv"
@@ -370,9 +370,9 @@ def test_rejects_file_is_in_line_order(local_env, spec, tmp_path, capsys):
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
 def test_a_date_reject_lists_the_accepted_spellings(engine):
-    from importer.context import RunContext
-    from importer.engines import get_engine
-    from importer.spec import parse_spec
+    from importer.transform.context import RunContext
+    from importer.transform.engines import get_engine
+    from importer.transform.spec import parse_spec
 
     spec = parse_spec(
         {"record": {"type": "T", "code": "{k}"}, "columns": {"k": {}, "d": {"type": "date"}}}
@@ -401,7 +401,7 @@ def test_the_first_import_note_is_plain_words(local_env, spec, tmp_path, capsys)
 def _all_parsers():
     import argparse
 
-    from importer.cli import build_parser
+    from importer.cli.main import build_parser
 
     todo = [("importer", build_parser(), None)]
     while todo:
@@ -440,7 +440,7 @@ def test_required_options_come_first_in_every_help_page():
             elif not action.required:
                 seen_optional = seen_optional or action.option_strings[0]
     assert wrong == []
-    from importer.cli import build_parser
+    from importer.cli.main import build_parser
 
     text = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
     assert text.index("--table") < text.index("--batch-items")

@@ -876,3 +876,24 @@ def test_a_record_over_the_limit_is_refused_alike(
         return ([first_row] if first_row is not None else []) + list(reader)
 
     assert _records_with_limit(native) == ref
+
+
+@settings(max_examples=300 * SCALE, deadline=None)
+@given(st.lists(st.tuples(BOOLEAN, DATE, DATETIME, NUMBER), min_size=1, max_size=20))
+def test_keys_over_typed_columns_render_the_normalised_value_in_both_engines(
+    values: list[tuple[str, ...]],
+) -> None:
+    """A key renders what the attribute stores (issue 29): both engines, byte for byte."""
+    spec = parse_spec(
+        {
+            "record": {"type": "T", "code": "{d}/{n}", "tenant": "{b}", "name": "{t}!"},
+            "columns": {
+                "b": {"type": "boolean"},
+                "d": {"type": "date", "required": True},
+                "t": {"type": "datetime"},
+                "n": {"type": "decimal", "attribute": False},
+            },
+        }
+    )
+    rows = [(i + 2, list(v)) for i, v in enumerate(values)]
+    assert_same(spec, ["b", "d", "t", "n"], rows, CTX)

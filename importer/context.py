@@ -81,16 +81,12 @@ class RunContext:
             raise ContextError("BatchInput needs timestamp (or StartTime from the ASL)")
         user = batch_input.get("user") or attrs.get("user") or "importer"
         ip = batch_input.get("ip") or attrs.get("ip")
-        ttl = batch_input.get("ttl")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
-            raise ContextError(f"BatchInput ttl must be an integer (epoch seconds), got {ttl!r}")
         return cls(
             run_id=run_id,
             timestamp=normalise_timestamp(timestamp),
             source=batch_input.get("source") or f"import-csv:{run_id}",
             user=str(user),
             ip=str(ip) if ip else None,
-            ttl=ttl,
         )
 
     def epoch(self) -> int:

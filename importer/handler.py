@@ -36,7 +36,7 @@ from importer.batch_unit import BatchOutcome
 from importer.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.context import ContextError, RunContext
 from importer.lanes import Lanes
-from importer.modes import MODES
+from importer.modes import MODES, UPDATES
 from importer.pipeline import PipelineSettings, default_region, open_pipeline
 from importer.reports import failures_csv, rejects_csv
 from importer.spec import Spec, SpecError, header_problem, load_spec, loads_spec
@@ -44,6 +44,8 @@ from importer.spec import Spec, SpecError, header_problem, load_spec, loads_spec
 __all__ = ["BatchFailed", "EventError", "HandlerSettings", "handle_event", "lambda_handler"]
 
 STATE_NAME = "csv_rows_handler"
+#: (run, table, data table) -> tenant -> the commands' TTL: read once per run
+_RUN_TTLS: dict[tuple[str, str, str | None], dict[Any, Any]] = {}
 
 
 class EventError(ValueError):
@@ -66,6 +68,8 @@ class HandlerSettings:
     region: str
     mode: str = "insert"
     data_table: str | None = None
+    #: upsert/strict: "merge" or "replace" (None: the spec's `[target] update`)
+    update: str | None = None
     #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
     max_wcu: float | None = None
     #: write the data and history records too (`run --sync`), insert and blind only
@@ -121,6 +125,9 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
     mode = pick("mode", "IMPORTER_MODE") or "insert"
     if mode not in MODES:
         raise EventError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+    update = pick("update", "IMPORTER_UPDATE")
+    if update not in (None, *UPDATES):
+        raise EventError(f"unknown update {update!r} (one of: {', '.join(UPDATES)})")
     sync = (pick("sync", "IMPORTER_SYNC") or "").lower() in ("1", "true", "yes")
     if sync and mode in ("upsert", "strict"):
         # concurrent children hold versions of one entity in no particular order
@@ -131,6 +138,7 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
         )
     return HandlerSettings(
         sync=sync,
+        update=update,
         max_wcu=_budget_share(
             pick("maxWcu", "IMPORTER_MAX_WCU"), pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY")
         ),
@@ -289,6 +297,7 @@ def handle_event(
         table=settings.table,
         mode=settings.mode,  # type: ignore[arg-type]
         data_table=settings.data_table,
+        update=settings.update,
         region=settings.region,
         workers=CHILD_WORKERS,
         batches=1,
@@ -299,6 +308,12 @@ def handle_event(
         sync=settings.sync,
     )
     with open_pipeline(pipeline_settings, client=client, lanes=_child_lanes()) as pipeline:
+        # the TTL configuration is read once per run (and container), not once per batch
+        key = (base.run_id, settings.table, settings.data_table)
+        if key not in _RUN_TTLS:
+            _RUN_TTLS.clear()  # a warm container serves one run at a time
+        pipeline.share_ttls(_RUN_TTLS.setdefault(key, {}))
+        ctx = pipeline.stamp(ctx)
         outcome = pipeline.process(
             Batch(index=0, rows=rows), header=header, ctx=ctx, ticket=pipeline.ticket()
         )
@@ -318,6 +333,7 @@ def handle_event(
         "failed": len(outcome.failures),
         "rejects": rejects_at,
         "failures": failures_at,
+        "ttl": pipeline.ttl_notes(),
     }
     if outcome.failed_batch:
         raise BatchFailed(f"DynamoDB refused {len(outcome.failures)} row(s) of the batch", summary)

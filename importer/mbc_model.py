@@ -35,14 +35,19 @@ __all__ = [
     "COMMAND_SUFFIX",
     "DATE_FIELDS",
     "Clock",
+    "CommandTtl",
     "Item",
+    "MERGED_FIELDS",
     "Tables",
     "TtlResolver",
     "add_sk_version",
+    "command_ttl",
     "format_date",
     "get_sk_version",
     "item_version",
     "local_tz",
+    "merge_deep",
+    "merge_version",
     "notify_tenant",
     "remove_sk_version",
     "render_dates",
@@ -305,3 +310,116 @@ class TtlResolver:
             raise ValueError("Number of days must be greater than 0.")
         value = math.floor(self.clock()) + days * 86400
         return int(value) if float(value).is_integer() else value
+
+
+# ---------------------------------------------------------------- partial update
+#: The fields of a stored version a partial update carries into the next one (besides the
+#: identity fields every imported row sets itself): what ``transformCommandToData`` copies.
+MERGED_FIELDS = ("name", "attributes", "isDeleted", "seq")
+
+
+def _js_falsy(value: Mapping[str, Any]) -> bool:
+    """Is this DynamoDB value falsy once the framework unmarshalls it into JavaScript?"""
+    if "NULL" in value:
+        return True
+    if "S" in value:
+        return value["S"] == ""
+    if "BOOL" in value:
+        return not value["BOOL"]
+    if "N" in value:
+        try:
+            return float(value["N"]) == 0
+        except ValueError:
+            return False
+    return False
+
+
+def merge_deep(target: Mapping[str, Any], source: Mapping[str, Any]) -> dict[str, Any]:
+    """``mergeDeep`` (``core/src/helpers/object.ts``) on two DynamoDB ``M`` contents.
+
+    A map merges into a map key by key; anything else (a scalar, a list, null)
+    replaces.  Two quirks of the JavaScript kept on purpose, so an imported
+    version is the one the framework's ``publishPartialUpdate`` would write:
+    a map meets a falsy stored value (null, "", 0, false) -> the map; it meets a
+    truthy non-map (text, number, list, set) -> the stored value stays.
+    """
+    out = dict(target)
+    for key, value in source.items():
+        if "M" in value:
+            current = out.get(key)
+            if current is None or _js_falsy(current):
+                out[key] = {"M": merge_deep({}, value["M"])}
+            elif "M" in current:
+                out[key] = {"M": merge_deep(current["M"], value["M"])}
+            # a truthy non-map stays (mergeDeep(target[key], ...) is a no-op on it)
+        else:
+            out[key] = value
+    return out
+
+
+def merge_version(
+    stored: Mapping[str, Any], row: Mapping[str, Any], *, keep_name: bool
+) -> dict[str, Any]:
+    """The :data:`MERGED_FIELDS` of ``publishPartialUpdateAsync``'s next version.
+
+    ``stored`` holds the latest version's fields, ``row`` the imported row's
+    (``name``, ``attributes``).  Attributes deep-merge (:func:`merge_deep`), an
+    attribute the row lacks (an empty optional column) keeps its stored value;
+    ``isDeleted`` and ``seq`` carry over; ``name`` is the row's unless
+    ``keep_name`` (the spec did not name one) and a name is stored.  Raises
+    ValueError when the stored attributes are not a map (offloaded to S3).
+    """
+    out = {k: stored[k] for k in MERGED_FIELDS if k in stored}
+    base = stored.get("attributes", {"M": {}})
+    if "M" not in base:
+        raise ValueError(
+            "the stored attributes are not a map (offloaded to S3?): cannot merge into them; "
+            'set [target] update = "replace" to write the row as the whole record'
+        )
+    out["attributes"] = {"M": merge_deep(base["M"], row.get("attributes", {}).get("M", {}))}
+    if not (keep_name and "name" in stored) and "name" in row:
+        out["name"] = row["name"]
+    return out
+
+
+# ------------------------------------------------------------------ command TTL
+@dataclass(frozen=True, slots=True)
+class CommandTtl:
+    """The ``ttl`` a run's commands carry, and where it came from (said in plan and summary).
+
+    ``publishAsync`` sets ``ttl: calculateTtl(DATA, tenant)``: the *data* table's
+    TTL configuration (``MASTER#{tenant}`` / ``TTL#{data table}``, ``days``) from
+    now, or null.  A run reads it once and counts from its own start, so a
+    retried batch writes the same bytes.
+    """
+
+    ttl: int | None
+    days: float | None
+    master_table: str
+    key: str
+
+    def describe(self) -> str:
+        if self.ttl is None:
+            return (
+                f"ttl: null (no TTL configuration at {self.key} in {self.master_table}; "
+                "as the framework writes it)"
+            )
+        days = int(self.days) if self.days is not None and self.days.is_integer() else self.days
+        where = f"{self.key} in {self.master_table}"
+        return f"ttl: {self.ttl} ({days} days from the run's start: {where})"
+
+
+def command_ttl(
+    dynamodb: Any, command_table: str, data_table: str | None, tenant: str | None, start: float
+) -> CommandTtl:
+    """The data table's TTL for a tenant's commands, counted from ``start`` (epoch seconds).
+
+    ``dynamodb`` speaks boto3's low-level ``get_item``; a failed read means null,
+    as ``TtlService`` logs and returns null.
+    """
+    tables = Tables.from_command_table(command_table, data=data_table)
+    resolver = TtlResolver(dynamodb, tables.master_data, clock=lambda: start, cache=True)
+    ttl = resolver.ttl(tables.data, tenant)
+    key = f"MASTER#{tenant or DEFAULT_TENANT} / TTL#{tables.data}"
+    days = resolver.days(tables.data, tenant)
+    return CommandTtl(None if ttl is None else int(ttl), days, tables.master_data, key)

@@ -13,6 +13,7 @@ itself, so they cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Sequence
@@ -31,7 +32,8 @@ from importer.dynamo import (
 from importer.engines import Engine, get_engine
 from importer.lanes import Lanes, batch_threads
 from importer.lookup import KeyLookup
-from importer.modes import MODES, Mode, ModeStage
+from importer.mbc_model import CommandTtl, command_ttl
+from importer.modes import MODES, UPDATES, Mode, ModeStage
 from importer.pacing import Pacer
 from importer.records import PreparedItem, WriteOutcome
 from importer.retry import RetryPolicy
@@ -81,6 +83,9 @@ class PipelineSettings:
     table: str | None = None
     mode: Mode = "insert"
     data_table: str | None = None
+    #: how upsert/strict apply a row to an existing entity: "merge" (a partial update, the
+    #: framework's import) or "replace" (the whole record); None: the spec's `[target] update`
+    update: str | None = None
     region: str = field(default_factory=default_region)
     endpoint_url: str | None = None
     workers: int = 50
@@ -101,6 +106,8 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r} (one of: {', '.join(MODES)})")
+        if self.update not in (None, *UPDATES):
+            raise ValueError(f"unknown update {self.update!r} (one of: {', '.join(UPDATES)})")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.batches is not None and self.batches < 1:
@@ -113,6 +120,17 @@ class PipelineSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+#: The ttl an item carries before `Pipeline.ttl_items` gives it its tenant's.
+_NULL_TTL = b'"ttl":{"NULL":true}'
+
+
+class _NoTable:
+    """No endpoint (a dry run without one): every TTL read fails, so the TTL is null."""
+
+    def get_item(self, **_kw: Any) -> dict[str, Any]:
+        raise LookupError("no endpoint")
 
 
 class DryRunWriter:
@@ -161,6 +179,66 @@ class Pipeline:
         #: written yet does not (`process_batch`), however far it got
         self.halt = threading.Event()
         self.code_column = _code_column(settings.spec)
+        #: tenant -> the commands' TTL (`command_ttl`), read once per run
+        self._ttls: dict[str | None, CommandTtl] = {}
+        self._ttl_lock = threading.Lock()
+        self._ttl_start: float = 0.0
+
+    # ------------------------------------------------------------------ TTL
+    def command_ttl(self, tenant: str | None, start: float) -> CommandTtl:
+        """The data table's TTL for `tenant`'s commands (read once per run and tenant)."""
+        with self._ttl_lock:
+            hit = self._ttls.get(tenant)
+            if hit is not None:
+                return hit
+        from importer.sync import ClientCalls
+
+        settings = self.settings
+        calls = ClientCalls(self.client) if self.client is not None else _NoTable()
+        found = command_ttl(calls, settings.table or "", settings.data_table, tenant, start)
+        with self._ttl_lock:
+            return self._ttls.setdefault(tenant, found)
+
+    def share_ttls(self, cache: dict[str | None, CommandTtl]) -> None:
+        """Keep the TTLs read in `cache` (the Lambda child: one run's invocations share it)."""
+        with self._ttl_lock:
+            self._ttls = cache
+
+    def stamp(self, ctx: RunContext) -> RunContext:
+        """`ctx` with the commands' `ttl`, as the framework's publish sets it.
+
+        With a constant tenant the TTL is one value, part of every item's
+        constant tail (no work per row).  A tenant taken from a column is
+        resolved per tenant (`ttl_items`).
+        """
+        self._ttl_start = float(ctx.epoch())
+        tenant = self.settings.spec.record.tenant
+        if not self.settings.table or not tenant.is_constant:
+            return ctx
+        found = self.command_ttl(tenant.source, self._ttl_start)
+        return dataclasses.replace(ctx, ttl=found.ttl)
+
+    def ttl_notes(self) -> list[str]:
+        """Which TTL the run's commands carry, per tenant read (the summary says it)."""
+        with self._ttl_lock:
+            found = sorted(self._ttls.items(), key=lambda kv: kv[0] or "")
+        if len(found) == 1:
+            return [found[0][1].describe()]
+        return [f"tenant {tenant}: {t.describe()}" for tenant, t in found]
+
+    def ttl_items(self, items: Sequence[PreparedItem]) -> Sequence[PreparedItem]:
+        """Items whose tenant comes from a column get their tenant's TTL (null stays null)."""
+        if self.settings.spec.record.tenant.is_constant or not self.settings.table:
+            return items
+        out = []
+        for it in items:
+            tenant = it.pk[it.pk.rfind("#") + 1 :] if "#" in it.pk else None
+            ttl = self.command_ttl(tenant, self._ttl_start).ttl
+            if ttl is not None:
+                wire = it.wire.replace(_NULL_TTL, b'"ttl":{"N":"%d"}' % ttl, 1)
+                it = PreparedItem(it.line, it.pk, it.sk, wire)
+            out.append(it)
+        return out
 
     @property
     def notices(self) -> list[str]:
@@ -267,6 +345,8 @@ def open_pipeline(
                 lookup=lookup,
                 code_column=_code_column(settings.spec),
                 remember_all=settings.dry_run,
+                update=settings.update or settings.spec.update,
+                keep_name=not settings.spec.name_given,
             )
         # one pacer for every worker of the run: it learns what the table accepts
         pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)

@@ -382,3 +382,26 @@ def test_a_tenant_from_a_column_gets_its_own_ttl(tmp_path):
     assert acme["ttl"] == {"NULL": True}
     assert other["ttl"] == {"N": str(_epoch(other["createdAt"]["S"]) + 7 * 86400)}
     assert len(s["ttl"]) == 2
+
+
+def test_plan_says_which_ttl_the_commands_carry(tmp_path, capsys):
+    _files(tmp_path)
+    with command_cloud() as cloud:
+        names = create_module(cloud.ddb, "dev-shop-", "product")
+        argv = ["plan", str(tmp_path / "full.csv"), "--spec", str(tmp_path / "full.toml")]
+        argv += ["--table", names["command"], "--region", "us-east-1"]
+        assert main([*argv, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["ttl"].startswith("null (no TTL configuration at MASTER#acme / TTL#")
+        cloud.ddb.put_item(
+            TableName=names["master"],
+            Item={
+                "pk": {"S": "MASTER#acme"},
+                "sk": {"S": f"TTL#{names['data']}"},
+                "attributes": {"M": {"days": {"N": "30"}}},
+            },
+        )
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+    assert "command ttl" in out and "30 days from the run's start" in out
+    assert f"TTL#{names['data']} in {names['master']}" in out

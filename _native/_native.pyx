@@ -2128,27 +2128,36 @@ cdef class ItemBlock:
         return out
 
     def distinct_pks(self):
-        """The set of the items' pks, decoding a pk only where it changes from the row
-        before (a batch's rows mostly share theirs): what a per-tenant lookup needs
-        without a str per row."""
+        """The set of the items' pks, each decoded once: a row's pk is compared (memcmp)
+        with the few distinct ones met so far (a batch holds a handful of tenants), so a
+        per-tenant lookup costs no str per row."""
         cdef _ItemStore s = self.store
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, k, nseen = 0
         cdef ItemAt* a
         cdef const char* pk
-        cdef const char* last = NULL
-        cdef Py_ssize_t last_len = -1
+        cdef const char* seen_ptr[32]
+        cdef Py_ssize_t seen_len[32]
+        cdef bint found
         cdef set out = set()
         for i in range(self.start, self.stop):
             obj = s.made[i]
             if obj is not None:
                 out.add(obj.pk)
-                last_len = -1
                 continue
             a = &s.at[i]
             pk = s.data.data + a.pk_off
-            if a.pk_len != last_len or memcmp(pk, last, a.pk_len) != 0:
-                out.add(PyUnicode_DecodeUTF8(pk, a.pk_len, NULL))
-                last, last_len = pk, a.pk_len
+            found = False
+            for k in range(nseen):
+                if seen_len[k] == a.pk_len and memcmp(seen_ptr[k], pk, a.pk_len) == 0:
+                    found = True
+                    break
+            if found:
+                continue
+            out.add(PyUnicode_DecodeUTF8(pk, a.pk_len, NULL))
+            if nseen < 32:
+                seen_ptr[nseen] = pk
+                seen_len[nseen] = a.pk_len
+                nseen += 1
         return out
 
     def entity_keys(self, bint versioned=True):

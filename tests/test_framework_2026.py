@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from importer.cli import main
-from importer.command_states import CommandStates
-from importer.data_sync import load_handlers
-from tests.command_cloud import command_cloud, command_item, create_module
+from importer.cli.main import main
+from importer.mbc.command_states import CommandStates
+from importer.mbc.data_sync import load_handlers
 from tests.conftest import PRODUCT_SPEC, scan_all
+from tests.support.command_cloud import command_cloud, command_item, create_module
 from tests.test_command_states import _event
 
 PREFIX = "dev-shop-"
@@ -95,7 +95,7 @@ def _handler_module(tmp_path, monkeypatch, name: str, body: str) -> None:
 
 def test_459_a_handler_registered_twice_runs_once_and_none_is_warned(tmp_path, monkeypatch, caplog):
     _handler_module(tmp_path, monkeypatch, "twice_mod", "def mirror(command, ctx):\n    pass\n")
-    with caplog.at_level(logging.WARNING, logger="importer.data_sync"):
+    with caplog.at_level(logging.WARNING, logger="importer.mbc.data_sync"):
         handlers = load_handlers("twice_mod:mirror,twice_mod:mirror", use_entry_points=False)
         assert [h.name for h in handlers] == ["DataSyncDdsHandler", "mirror"]
         assert "registered twice" in caplog.text

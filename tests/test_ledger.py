@@ -10,8 +10,8 @@ import time
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from importer.ledger import EntityLedger, WindowLedger
-from importer.modes import ModeStage
+from importer.modes.ledger import EntityLedger, WindowLedger
+from importer.modes.stage import ModeStage
 from importer.records import PreparedItem, RejectKind
 
 

@@ -19,11 +19,11 @@ from unittest import mock
 import boto3
 import pytest
 
-from importer.cli import main
-from importer.handler import handle_event
-from importer.mbc_model import merge_deep, merge_version
-from tests.command_cloud import CLOCK, command_cloud, create_module, tables_snapshot
+from importer.aws.handler import handle_event
+from importer.cli.main import main
+from importer.modes.merge import merge_deep, merge_version
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
+from tests.support.command_cloud import CLOCK, command_cloud, create_module, tables_snapshot
 from tests.test_run_sync import PINNED_TIME
 
 PRICE_SPEC = """\
@@ -79,7 +79,7 @@ def test_a_price_file_keeps_every_other_attribute_in_run_sync_and_importer_sync(
             s = _run(tmp_path, names["command"], "prices.csv", "price.toml", "r2", "--mode", mode,
                      *sync)  # fmt: skip
             assert (s["rows"], s["written"], s["unchanged"], s["failed"]) == (3, 2, 1, 0)
-        with mock.patch("importer.sync.time", PINNED_TIME):
+        with mock.patch("importer.mbc.sync.time", PINNED_TIME):
             assert main(["sync", "--table", cli["command"], "--json"]) == 0
         a = tables_snapshot(cloud.ddb, run, drop=("syncMode",))
         b = tables_snapshot(cloud.ddb, cli)
@@ -193,7 +193,7 @@ def test_a_rerun_of_a_merged_file_writes_the_same_versions(tmp_path):
 def test_the_lambda_child_merges_too():
     from moto import mock_aws
 
-    from importer.dynamo import Boto3DynamoClient
+    from importer.dynamodb.client import Boto3DynamoClient
 
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
@@ -331,7 +331,7 @@ def test_commands_carry_the_data_tables_ttl_and_data_and_history_rows_follow(tmp
                 "attributes": {"M": {"days": {"N": "365"}}},
             },
         )
-        with mock.patch("importer.sync.time", PINNED_TIME):
+        with mock.patch("importer.mbc.sync.time", PINNED_TIME):
             first = _run(tmp_path, names["command"], "full.csv", "full.toml", "r1", "--sync")
             _run(tmp_path, names["command"], "prices.csv", "price.toml", "r2", "--mode", "upsert",
                  "--sync")  # fmt: skip

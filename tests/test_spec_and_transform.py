@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from importer.context import RunContext
-from importer.reference import transform_batch
-from importer.spec import SpecError, check_header, header_problem, load_spec, parse_spec
+from importer.transform.context import RunContext
+from importer.transform.reference import transform_batch
+from importer.transform.spec import SpecError, check_header, header_problem, load_spec, parse_spec
 
 CTX = RunContext(run_id="run1", timestamp="2026-01-02T03:04:05+09:00", source="import-csv:run1")
 
@@ -130,7 +130,7 @@ MBC_EDGES = [
 @pytest.mark.parametrize("engine", ["reference", "native"])
 @pytest.mark.parametrize(("ctype", "value", "ok"), MBC_EDGES)
 def test_an_mbc_target_rejects_numbers_javascript_cannot_hold(engine, ctype, value, ok):
-    from importer import native_engine
+    from importer.transform import native_engine
 
     fn = transform_batch if engine == "reference" else native_engine.transform_batch
     for target, expect_ok in ((None, ok), ({"numbers": "dynamodb"}, True)):
@@ -147,7 +147,7 @@ def test_an_mbc_target_rejects_numbers_javascript_cannot_hold(engine, ctype, val
 
 @pytest.mark.parametrize("engine", ["reference", "native"])
 def test_json_columns_follow_the_same_number_rule(engine):
-    from importer import native_engine
+    from importer.transform import native_engine
 
     fn = transform_batch if engine == "reference" else native_engine.transform_batch
     big = '{"id": 12345678901234567890, "tags": [1, 2]}'
@@ -179,7 +179,7 @@ def test_target_options_are_checked():
 
 @pytest.mark.parametrize("engine", ["reference", "native"])
 def test_the_command_carries_the_run_ttl(engine):
-    from importer import native_engine
+    from importer.transform import native_engine
 
     fn = transform_batch if engine == "reference" else native_engine.transform_batch
     ctx = RunContext(run_id="r", timestamp="2026-01-02T03:04:05+00:00", source="s", ttl=1775000000)
@@ -246,7 +246,7 @@ def test_oversized_item_is_rejected():
 
 def test_duplicate_keys_last_row_wins_and_earlier_is_reported():
     """The transform keeps both; the batch unit settles them (blind mode: last row wins)."""
-    from importer.batch_unit import resolve_duplicates
+    from importer.run.batch_unit import resolve_duplicates
 
     spec = spec_with({"type": "string"})
     rows = [(2, ["A", "1"]), (3, ["A", "2"])]

@@ -71,6 +71,8 @@ class HandlerSettings:
     data_table: str | None = None
     #: upsert/strict: "merge" or "replace" (None: the spec's `[target] update`)
     update: str | None = None
+    #: the TTL configuration's table (None: derived from the table's name; "": none)
+    master_table: str | None = None
     #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
     max_wcu: float | None = None
     #: write the data and history records too (`run --sync`), insert and blind only
@@ -141,6 +143,7 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
     return HandlerSettings(
         sync=sync,
         update=update,
+        master_table=os.environ.get("IMPORTER_MASTER_DATA_TABLE"),
         max_wcu=_budget_share(
             pick("maxWcu", "IMPORTER_MAX_WCU"), pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY")
         ),
@@ -327,6 +330,7 @@ def handle_event(
         mode=settings.mode,
         data_table=settings.data_table,
         update=settings.update,
+        master_table=settings.master_table,
         region=settings.region,
         workers=CHILD_WORKERS,
         batches=1,

@@ -337,16 +337,26 @@ class CommandTtl:
 
 
 def command_ttl(
-    dynamodb: Any, command_table: str, data_table: str | None, tenant: str | None, start: float
+    dynamodb: Any,
+    command_table: str,
+    data_table: str | None,
+    tenant: str | None,
+    start: float,
+    *,
+    master_table: str | None = None,
 ) -> CommandTtl:
     """The data table's TTL for a tenant's commands, counted from ``start`` (epoch seconds).
 
     ``dynamodb`` speaks boto3's low-level ``get_item``; a failed read means null,
-    as ``TtlService`` logs and returns null.
+    as ``TtlService`` logs and returns null.  ``master_table`` None: the module's
+    ``{prefix}master-data``; "": none configured (nothing is read, the TTL is null).
     """
     tables = Tables.from_command_table(command_table, data=data_table)
-    resolver = TtlResolver(dynamodb, tables.master_data, clock=lambda: start, cache=True)
-    ttl = resolver.ttl(tables.data, tenant)
+    master = tables.master_data if master_table is None else master_table
     key = f"MASTER#{tenant or DEFAULT_TENANT} / TTL#{tables.data}"
+    if not master:
+        return CommandTtl(None, None, "no master-data table (none configured)", key)
+    resolver = TtlResolver(dynamodb, master, clock=lambda: start, cache=True)
+    ttl = resolver.ttl(tables.data, tenant)
     days = resolver.days(tables.data, tenant)
-    return CommandTtl(None if ttl is None else int(ttl), days, tables.master_data, key)
+    return CommandTtl(None if ttl is None else int(ttl), days, master, key)

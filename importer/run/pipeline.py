@@ -80,6 +80,9 @@ class PipelineSettings:
     #: how upsert/strict apply a row to an existing entity: "merge" (a partial update, the
     #: framework's import) or "replace" (the whole record); None: the spec's `[target] update`
     update: str | None = None
+    #: where the TTL configuration lives: None, the module's `{prefix}master-data`
+    #: (as the framework names it); "": none (the commands' ttl is null, nothing is read)
+    master_table: str | None = None
     region: str = field(default_factory=default_region)
     endpoint_url: str | None = None
     workers: int = 50
@@ -190,7 +193,14 @@ class Pipeline:
 
         settings = self.settings
         calls = ClientCalls(self.client) if self.client is not None else _NoTable()
-        found = command_ttl(calls, settings.table or "", settings.data_table, tenant, start)
+        found = command_ttl(
+            calls,
+            settings.table or "",
+            settings.data_table,
+            tenant,
+            start,
+            master_table=settings.master_table,
+        )
         with self._ttl_lock:
             return self._ttls.setdefault(tenant, found)
 

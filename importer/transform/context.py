@@ -60,7 +60,8 @@ class RunContext:
         return cls(run_id=rid, timestamp=now, source=f"import-csv:{rid}", user=user)
 
     def to_batch_input(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # ttl is not BatchInput: each child reads the TTL configuration itself
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "ttl"}
 
     @classmethod
     def from_batch_input(cls, batch_input: dict[str, Any]) -> RunContext:

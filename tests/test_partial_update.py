@@ -409,3 +409,34 @@ def test_plan_says_which_ttl_the_commands_carry(tmp_path, capsys):
         out = capsys.readouterr().out
     assert "command ttl" in out and "30 days from the run's start" in out
     assert f"TTL#{names['data']} in {names['master']}" in out
+
+
+def test_a_run_rejects_numbers_an_mbc_application_cannot_read_unless_told(tmp_path):
+    from importer.cli.main import EXIT_PARTIAL
+
+    _files(tmp_path)
+    (tmp_path / "big.csv").write_text(
+        "sku,name,price,qty,active\n"
+        "B-1,ok,19.99,9007199254740991,yes\n"
+        "B-2,big,1,12345678901234567890,yes\n"
+        "B-3,long,12345678901234567890.5,1,yes\n"
+    )
+    (tmp_path / "full-range.toml").write_text(PRODUCT_SPEC + '\n[target]\nnumbers = "dynamodb"\n')
+    with command_cloud() as cloud:
+        names = create_module(cloud.ddb, "run-shop-", "product")
+        args = ["run", str(tmp_path / "big.csv"), "--table", names["command"], "--quiet"]
+        args += ["--writer", "boto3", "--workers", "2", "--sync"]
+        rejects = tmp_path / "big.rejects.csv"
+        first = ["--spec", str(tmp_path / "full.toml"), "--run-id", "m1", "--rejects", str(rejects)]
+        code = main([*args, *first, "--checkpoint", str(tmp_path / "m1.ckpt")])
+        assert code == EXIT_PARTIAL
+        text = rejects.read_text()
+        assert text.count("MBC application cannot read exactly") == 2
+        assert '[target] numbers = ""dynamodb""' in text  # CSV-quoted
+        assert set(scan_all(names["data"], cloud.ddb)) == {("PRODUCT#acme", "PRODUCT#B-1")}
+        full = ["--spec", str(tmp_path / "full-range.toml"), "--run-id", "m2", "--mode", "upsert"]
+        code = main([*args, *full, "--checkpoint", str(tmp_path / "m2.ckpt")])
+        assert code == 0
+        data = scan_all(names["data"], cloud.ddb)
+    assert _attrs(data[("PRODUCT#acme", "PRODUCT#B-2")])["qty"] == {"N": "12345678901234567890"}
+    assert _attrs(data[("PRODUCT#acme", "PRODUCT#B-3")])["price"] == {"N": "12345678901234567890.5"}

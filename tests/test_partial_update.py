@@ -205,7 +205,7 @@ def test_the_lambda_child_merges_too():
         s3.put_object(Bucket="cfg", Key="price.toml", Body=PRICE_SPEC.encode())
         client = Boto3DynamoClient(region="us-east-1", workers=2)
 
-        def child(spec, rows, mode, name):
+        def child(spec, rows, mode, name, **attrs):
             return handle_event(
                 {
                     "Items": rows,
@@ -215,6 +215,7 @@ def test_the_lambda_child_merges_too():
                             "spec": f"s3://cfg/{spec}",
                             "mode": mode,
                             "sync": "true" if mode == "insert" else "",
+                            **attrs,
                         },
                         "ExecutionName": name,
                         "StartTime": "2026-11-25T10:00:00Z",
@@ -228,7 +229,14 @@ def test_the_lambda_child_merges_too():
         assert child("full.toml", [full], "insert", "e1")["written"] == 1
         out = child("price.toml", [{"sku": "S-1", "price": "12.25", "qty": ""}], "upsert", "e2")
         assert out["written"] == 1
-        v2 = scan_all("dev-app-product-command", ddb)[("PRODUCT#acme", "PRODUCT#S-1@2")]
+        row = {"sku": "S-1", "price": "13", "qty": ""}
+        out = child("price.toml", [row], "upsert", "e3", update="replace")
+        assert out["written"] == 1
+        commands = scan_all("dev-app-product-command", ddb)
+        v2 = commands[("PRODUCT#acme", "PRODUCT#S-1@2")]
+        v3 = commands[("PRODUCT#acme", "PRODUCT#S-1@3")]
+    # the execution input's update = "replace": the row as the whole record
+    assert _attrs(v3) == {"sku": {"S": "S-1"}, "price": {"N": "13"}}
     assert v2["name"] == {"S": "Widget"}
     assert _attrs(v2) == {
         "sku": {"S": "S-1"},

@@ -178,6 +178,7 @@ def test_a_truncated_compressed_file_says_so_and_resumes_once_whole(
         assert str(src) in err and "truncated" in err and "complete lines" in err
         assert "once the file is whole" in err and "--resume" in err
         assert 0 < len(srv.items("t-command")) < n
+        assert '"batch"' in cp.read_text()  # the rows before the cut are checkpointed
         assert main([*args, "--resume"]) == 1  # still cut: says so again, goes no further
         assert "truncated" in capsys.readouterr().err
         src.write_bytes(whole)  # the download finished

@@ -622,15 +622,21 @@ class _Run:
         if batches is None:
             batches = _cut_by_row(reader, batcher, header, size_of)
         signals = self.signals
+        cut: TruncatedSourceError | None = None
         try:
-            for batch in batches:
-                if signals.received is not None:
-                    break
-                submit(batch)
-                drain()
-                if self.over_limit() or signals.received is not None:
-                    break
-                self.report()
+            try:
+                for batch in batches:
+                    if signals.received is not None:
+                        break
+                    submit(batch)
+                    drain()
+                    if self.over_limit() or signals.received is not None:
+                        break
+                    self.report()
+            except TruncatedSourceError as exc:
+                # the input ends early: the batches cut before the end are whole -- they
+                # are written and checkpointed below, then the run stops saying so
+                cut = exc
             if signals.received is not None:
                 # batches already running finish normally (and are checkpointed); the
                 # ones still queued are cancelled and sent again by --resume
@@ -645,6 +651,8 @@ class _Run:
                 in_flight.clear()
             while in_flight:
                 settle_next()
+            if cut is not None:
+                raise cut
         except BaseException:
             # a fatal error: queued batches give their places back so none waits forever
             for fut in in_flight:

@@ -33,6 +33,7 @@ from typing import Any
 
 from importer.aws import statemachine
 from importer.input import batching
+from importer.input.options import INPUT_TYPES, MANIFEST_TYPES
 
 __all__ = [
     "DEFAULT_PACKAGE",
@@ -795,8 +796,12 @@ def render_template(
     max_input_bytes_per_batch: int | None = batching.AWS_MAX_INPUT_BYTES,
     max_concurrency: int = 50,
     tolerated_failure_percentage: float = 5,
+    reader: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A SAM template deploying the import-csv pipeline.
+
+    `reader`: `statemachine.reader_config`'s keywords (input type, MaxItems, a
+    manifest's kind) for the ItemReader; CSV with its header row when None.
 
     Runtime and architecture default to this interpreter and machine, which is
     what :func:`build_package` checks the compiled extension against: build the
@@ -825,6 +830,7 @@ def render_template(
         tolerated_failure_percentage=tolerated_failure_percentage,
         result_bucket=statemachine.RESULT_BUCKET_PLACEHOLDER,
         result_prefix="${ResultPrefix}",
+        **(reader or {}),
     )
     state_machine_name = "${AWS::StackName}-import-csv"
     code = {"CodeUri": code_uri, "Runtime": runtime, "Architectures": [architecture]}
@@ -1155,12 +1161,24 @@ def _asl_substitutions(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
+def _reader_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ItemReader flags as `statemachine.reader_config` keywords."""
+    return {
+        "input_type": args.input_type,
+        "max_items": args.max_items,
+        "manifest_type": args.manifest_type,
+        "data_type": args.data_type,
+        "csv_headers": args.csv_headers.split(",") if args.csv_headers else None,
+    }
+
+
 def _cmd_asl(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "max_items_per_batch": _limit(args.batch_items),
         "max_input_bytes_per_batch": _limit(args.batch_bytes),
         "max_concurrency": args.max_concurrency,
         "tolerated_failure_percentage": args.tolerated_failure_percentage,
+        **_reader_options(args),
     }
     try:
         given = _asl_substitutions(args)
@@ -1188,6 +1206,7 @@ def _cmd_template(args: argparse.Namespace) -> int:
             max_input_bytes_per_batch=_limit(args.batch_bytes),
             max_concurrency=args.max_concurrency,
             tolerated_failure_percentage=args.tolerated_failure_percentage,
+            reader=_reader_options(args),
         )
     except (batching.BatchLimitError, PackageError, ValueError) as exc:
         print(f"importer template: {exc}", file=sys.stderr)
@@ -1251,6 +1270,33 @@ def _add_map_options(parser: argparse.ArgumentParser) -> None:
         help="ItemBatcher MaxInputBytesPerBatch, at most 262144 (default; 0 = no byte cap)",
     )
     parser.add_argument("--max-concurrency", type=int, default=50, metavar="N")
+    parser.add_argument(
+        "--input-type",
+        choices=INPUT_TYPES,
+        default="CSV",
+        help="ItemReader InputType (default CSV): JSON, JSONL, PARQUET, MANIFEST",
+    )
+    parser.add_argument(
+        "--max-items", type=int, default=None, metavar="N", help="ReaderConfig MaxItems"
+    )
+    parser.add_argument(
+        "--manifest-type",
+        choices=MANIFEST_TYPES,
+        default="ATHENA_DATA",
+        help="for --input-type MANIFEST: ATHENA_DATA (default) or S3_INVENTORY",
+    )
+    parser.add_argument(
+        "--data-type",
+        choices=("CSV", "JSONL", "PARQUET"),
+        default=None,
+        help="for an Athena data manifest: the type of the objects it lists",
+    )
+    parser.add_argument(
+        "--csv-headers",
+        default=None,
+        metavar="A,B,...",
+        help="CSVHeaders (header GIVEN), as an Athena CSV manifest needs",
+    )
     parser.add_argument(
         "--tolerated-failure-percentage", type=float, default=5, metavar="P", help="0..100"
     )

@@ -25,11 +25,13 @@ written (DESIGN.md §4.2).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "ItemDecoder",
     "ItemRow",
     "ItemMapper",
     "Mismatch",
@@ -39,6 +41,7 @@ __all__ = [
     "dump_json",
     "json_kind",
     "loads_item",
+    "text_size",
     "value_text",
 ]
 
@@ -70,11 +73,52 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: whitespace next to a structural character: where a JSON text is not compact
+_LOOSE = re.compile(r"[\[{,:][ \t\r\n]|[ \t\r\n][\]},:]")
+
+
+class ItemDecoder:
+    """Parses items with numbers kept as written, and sizes them as compact JSON.
+
+    One per reader (the parser and its number counter are built once, not per
+    item).  A text with no whitespace next to `{}[],:` (so none between tokens:
+    JSON has no other place for it) is its own compact form, and its length is
+    the item's size; any other is measured on its re-serialised compact form.
+    """
+
+    __slots__ = ("_counter", "_decode")
+
+    def __init__(self) -> None:
+        self._counter = _Counted()
+        self._decode = json.JSONDecoder(
+            parse_float=self._counter, parse_constant=_refuse_constant
+        ).decode
+
+    def __call__(self, text: str, nbytes: int = -1) -> tuple[Any, int]:
+        """(value, compact UTF-8 size) of `text`; `nbytes`: its UTF-8 length, if known."""
+        counter = self._counter
+        counter.n = 0
+        value = self._decode(text)
+        stripped = text.strip()
+        if _LOOSE.search(stripped) is None:
+            if nbytes >= 0:  # what strip() took off is ASCII whitespace: a byte a char
+                return value, nbytes - (len(text) - len(stripped))
+            if stripped.isascii():
+                return value, len(stripped)
+            return value, len(stripped.encode("utf-8", "surrogatepass"))
+        return value, compact_size(value, counter.n)
+
+
+def text_size(text: str, value: Any, kept_numbers: int) -> int:
+    """The compact size of `value`, parsed from `text` (no surrounding whitespace)."""
+    if _LOOSE.search(text) is None:
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    return compact_size(value, kept_numbers)
+
+
 def loads_item(text: str) -> tuple[Any, int]:
     """One JSON value and its compact UTF-8 size, numbers kept as written."""
-    counter = _Counted()
-    value = json.loads(text, parse_float=counter, parse_constant=_refuse_constant)
-    return value, compact_size(value, counter.n)
+    return ItemDecoder()(text)
 
 
 def compact_size(value: Any, kept_numbers: int = 0) -> int:
@@ -177,20 +221,26 @@ class ItemMapper:
             return ItemRow(
                 line, [], f"not a JSON object: {json_kind(item)}", size, "", _shown(item)
             )
-        fields: list[str] = []
         get = item.get
-        for name, kind in self._pairs:
-            value = get(name)
-            t = type(value)
-            if t is str:
-                fields.append(value)
-                continue
-            try:
-                fields.append(value_text(value, kind))
-            except Mismatch as exc:
-                texts = [_field_text(get(n)) for n in self.header]
-                return ItemRow(line, texts, str(exc), size, name, _shown(value))
+        try:
+            fields = [
+                v if type(v := get(name)) is str else value_text(v, kind)
+                for name, kind in self._pairs
+            ]
+        except Mismatch:
+            return self._misfit(line, item, size)
         return ItemRow(line, fields, None, size)
+
+    def _misfit(self, line: int, item: dict[str, Any], size: int) -> ItemRow:
+        """The row of an item with a value that does not fit: the first such column."""
+        for name, kind in self._pairs:
+            value = item.get(name)
+            try:
+                value_text(value, kind)
+            except Mismatch as exc:
+                texts = [_field_text(item.get(n)) for n in self.header]
+                return ItemRow(line, texts, str(exc), size, name, _shown(value))
+        raise AssertionError("no misfit found")  # pragma: no cover
 
 
 def _field_text(value: Any) -> str:

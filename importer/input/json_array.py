@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from importer.input.items import ItemMapper, ItemRow, Num, compact_size
+from importer.input.items import ItemMapper, ItemRow, Num, text_size
 from importer.input.source import CHUNK_BYTES, SourceError
 
 __all__ = ["JsonArrayReader"]
@@ -146,10 +146,10 @@ class JsonArrayReader:
                 if end == len(buf) and not eof and fill():
                     continue
                 break
-            pos = end
+            start, pos = pos, end
             if self.first_keys is None and type(item) is dict:
                 self.first_keys = list(item)
-            size = compact_size(item, counter.n)
+            size = text_size(buf[start:end], item, counter.n)
             yield row_of(index, item, size)
             index += 1
             c = skip_ws()

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from importer.input.items import ItemMapper, ItemRow, loads_item
+from importer.input.items import ItemDecoder, ItemMapper, ItemRow
 from importer.input.source import SourceError
 
 __all__ = ["JsonlReader"]
@@ -39,6 +39,7 @@ class JsonlReader:
 
     def __iter__(self) -> Iterator[ItemRow]:
         row_of = self._mapper.row
+        decode = ItemDecoder()
         line = 0
         for raw in _lines(self._stream):
             line += 1
@@ -47,12 +48,14 @@ class JsonlReader:
             except UnicodeDecodeError as exc:
                 yield ItemRow(line, [], f"invalid UTF-8 at byte {exc.start + 1} of line {line}")
                 continue
+            nbytes = len(raw)
             if line == 1 and text.startswith("\ufeff"):
                 text = text[1:]
+                nbytes = -1
             if not text.strip():
                 continue
             try:
-                item, size = loads_item(text)
+                item, size = decode(text, nbytes)
             except (ValueError, RecursionError) as exc:
                 msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                 shown = text.rstrip("\r\n")

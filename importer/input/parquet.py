@@ -28,8 +28,10 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from importer.input.batching import Batch, Batcher
 from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, value_text
 from importer.input.source import SourceError
+from importer.records import Reject
 
 __all__ = ["ParquetReader", "S3RangeFile", "require_pyarrow"]
 
@@ -162,6 +164,8 @@ class ParquetReader:
         self.header = [h for h in header if h in self.schema.names]
         self._all_header = list(header)
         self._kinds = dict(zip(header, kinds, strict=True))
+        #: columns of the last record batch holding a value that does not fit
+        self._misfits: dict[str, bool] = {}
         self.padded = 0
         self.truncated = 0
         self.rows_total = self._file.metadata.num_rows
@@ -174,6 +178,7 @@ class ParquetReader:
         import pyarrow.compute as pc
 
         kind = self._kinds[name]
+        self._misfits[name] = False
         t = col.type
         if pa.types.is_dictionary(t):
             col = col.dictionary_decode()
@@ -203,6 +208,7 @@ class ParquetReader:
                 out.append(value_text(_plain(v), kind))
             except Mismatch as exc:
                 out.append(Mismatch(f"{exc} (Parquet {t})"))
+                self._misfits[name] = True
         return out
 
     def _sizes(self, batch: Any) -> list[int]:
@@ -224,9 +230,12 @@ class ParquetReader:
                 length = pc.add(length, 2)
                 length = pc.add(length, pc.count_substring(col, '"'))
                 length = pc.add(length, pc.count_substring(col, "\\"))
-                length = pc.add(length, pc.count_substring_regex(col, "[\b\f\n\r\t]"))
-                other = pc.count_substring_regex(col, "[\x00-\x07\x0b\x0e-\x1f]")
-                length = pc.add(length, pc.multiply(other, 5))
+                control = pc.count_substring_regex(col, "[\x00-\x1f]")
+                if pc.sum(control).as_py():  # rare: \n \t ... take 2 bytes, the rest 6
+                    short = pc.count_substring_regex(col, "[\b\f\n\r\t]")
+                    length = pc.add(
+                        length, pc.add(short, pc.multiply(pc.subtract(control, short), 5))
+                    )
             elif pa.types.is_boolean(t):
                 length = pc.if_else(col, 4, 5)
             elif pa.types.is_timestamp(t):
@@ -249,11 +258,16 @@ class ParquetReader:
             total = pc.add(total, pc.add(length, fixed_key))
         return total.to_pylist()
 
-    def __iter__(self) -> Iterator[ItemRow]:
+    def _blocks(self) -> Iterator[tuple[int, list[list[str]], list[int], dict[int, ItemRow]]]:
+        """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
+
+        Rows are made a column at a time (`zip` of whole columns), and the rare
+        misfit row is found from its column, never by looking at every row.
+        """
         pa = self._pa
         header = self.header
         offset = 0
-        batches = self._file.iter_batches(batch_size=self._batch_rows)
+        batches = self._file.iter_batches(batch_size=self._batch_rows, columns=self.columns)
         while True:
             try:
                 batch = next(batches)
@@ -268,17 +282,44 @@ class ParquetReader:
                 self._column_texts(name, batch.column(batch.schema.get_field_index(name)))
                 for name in header
             ]
-            for i, fields in enumerate(zip(*columns, strict=True) if columns else ()):
-                line = offset + i
-                bad = next((j for j, f in enumerate(fields) if type(f) is Mismatch), -1)
-                if bad < 0:
-                    yield ItemRow(line, list(fields), None, sizes[i])
-                    continue
-                name = header[bad]
-                raw = batch.column(batch.schema.get_field_index(name))[i].as_py()
-                texts = [f if type(f) is str else "" for f in fields]
-                yield ItemRow(line, texts, str(fields[bad]), sizes[i], name, _json_str_any(raw))
+            bad: dict[int, ItemRow] = {}
+            for j, col in enumerate(columns):
+                if self._misfits[header[j]]:
+                    for i, f in enumerate(col):
+                        if type(f) is Mismatch and i not in bad:
+                            bad[i] = self._misfit(batch, columns, offset, i, j, sizes[i])
+            rows = list(map(list, zip(*columns, strict=True))) if columns else []
+            yield offset, rows, sizes, bad
             offset += batch.num_rows
+
+    def _misfit(
+        self, batch: Any, columns: list[list[Any]], offset: int, i: int, j: int, size: int
+    ) -> ItemRow:
+        name = self.header[j]
+        raw = batch.column(batch.schema.get_field_index(name))[i].as_py()
+        texts = [c[i] if type(c[i]) is str else "" for c in columns]
+        return ItemRow(offset + i, texts, str(columns[j][i]), size, name, _json_str_any(raw))
+
+    def __iter__(self) -> Iterator[ItemRow]:
+        for offset, rows, sizes, bad in self._blocks():
+            for i, fields in enumerate(rows):
+                misfit = bad.get(i) if bad else None
+                yield misfit if misfit is not None else ItemRow(offset + i, fields, None, sizes[i])
+
+    def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
+        """The batches `batcher` cuts from the rows, without a row object per row."""
+        add, reject = batcher.add, batcher.reject
+        for offset, rows, sizes, bad in self._blocks():
+            for i, fields in enumerate(rows):
+                if bad and i in bad:
+                    r = bad[i]
+                    reject(Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields)))
+                    continue
+                if (closed := add(offset + i, fields, sizes[i])) is not None:
+                    yield closed
+        last = batcher.flush()
+        if last is not None:
+            yield last
 
 
 def _plain(value: Any) -> Any:

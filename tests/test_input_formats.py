@@ -25,6 +25,7 @@ from importer.input.items import ItemMapper, loads_item
 from importer.input.json_array import JsonArrayReader
 from importer.input.jsonl import JsonlReader
 from importer.input.source import SourceError
+from importer.records import Reject
 from importer.run.driver import RunConfig, run_import
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform.context import RunContext
@@ -490,3 +491,59 @@ def test_parquet_on_s3_is_read_by_ranges(products, tmp_path):
     _, base_wires, _ = _import(products["PARQUET"], tmp_path)
     assert summary.rows == ROWS
     assert sorted(capture.wires) == sorted(base_wires)
+
+
+@pytest.mark.parametrize("max_items", [None, 7])
+def test_parquet_batches_are_cut_as_batcher_add_cuts_them(tmp_path, max_items):
+    """The record-batch-at-a-time cut equals ItemBatcher's row-by-row rule (`Batcher.add`),
+    oversized rows and misfits included, across record batches."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from importer.input.parquet import ParquetReader
+
+    n = 600
+    names = [("x" * (i % 97)) if i % 53 else "y" * 900 for i in range(n)]
+    qty = pa.array([i if i % 41 else None for i in range(n)], pa.int64())
+    active = pa.array([True if i % 89 else None for i in range(n)])
+    table = pa.table(
+        {
+            "sku": [f"S{i}" for i in range(n)],
+            "name": names,
+            "qty": qty,
+            "active": active,
+            "released": pa.array([i if i % 131 == 5 else None for i in range(n)], pa.int32()),
+        }
+    )
+    path = tmp_path / "cut.parquet"
+    pq.write_table(table, path, row_group_size=128)
+    header, kinds = SPEC.needed_columns, SPEC.kinds
+
+    def batches(reader_batches):
+        return [
+            (b.index, [(ln, list(f)) for ln, f in b.rows], b.input_bytes, b.rejects)
+            for b in reader_batches
+        ]
+
+    rows = list(ParquetReader(str(path), header, kinds, batch_rows=100))
+    # many byte limits, so that some batch ends exactly at its limit
+    for max_bytes in [*range(500, 2600, 11), 262_144]:
+
+        def batcher(limit: int = max_bytes) -> Batcher:
+            return Batcher(max_items=max_items, max_bytes=limit, batch_input={"run": "x"})
+
+        reader = ParquetReader(str(path), header, kinds, batch_rows=100)
+        fast = batches(reader.read_batches(batcher()))
+        slow_batcher, slow = batcher(), []
+        for row in rows:
+            if row.error is not None:
+                slow_batcher.reject(
+                    Reject(row.line, row.column, row.value, row.error, tuple(row.fields))
+                )
+            elif (done := slow_batcher.add(row.line, row.fields, row.size)) is not None:
+                slow.append(done)
+        if (last := slow_batcher.flush()) is not None:
+            slow.append(last)
+        assert fast == batches(slow), max_bytes
+        assert sum(len(b[1]) + len(b[3]) for b in fast) == n
+        assert any(b[3] for b in fast)  # misfits (and, with small limits, oversized rows)

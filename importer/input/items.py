@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "LOOSE",
     "ItemDecoder",
     "ItemRow",
     "ItemMapper",
@@ -41,6 +42,7 @@ __all__ = [
     "dump_json",
     "json_kind",
     "loads_item",
+    "refuse_constant",
     "text_size",
     "value_text",
 ]
@@ -69,12 +71,13 @@ class _Counted:
         return Num(text)
 
 
-def _refuse_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser would take them)."""
     raise ValueError(f"{name} is not JSON")
 
 
 #: whitespace next to a structural character: where a JSON text is not compact
-_LOOSE = re.compile(r"[\[{,:][ \t\r\n]|[ \t\r\n][\]},:]")
+LOOSE = re.compile(r"[\[{,:][ \t\r\n]|[ \t\r\n][\]},:]")
 
 
 class ItemDecoder:
@@ -91,7 +94,7 @@ class ItemDecoder:
     def __init__(self) -> None:
         self._counter = _Counted()
         self._decode = json.JSONDecoder(
-            parse_float=self._counter, parse_constant=_refuse_constant
+            parse_float=self._counter, parse_constant=refuse_constant
         ).decode
 
     def __call__(self, text: str, nbytes: int = -1) -> tuple[Any, int]:
@@ -100,7 +103,7 @@ class ItemDecoder:
         counter.n = 0
         value = self._decode(text)
         stripped = text.strip()
-        if _LOOSE.search(stripped) is None:
+        if LOOSE.search(stripped) is None:
             if nbytes >= 0:  # what strip() took off is ASCII whitespace: a byte a char
                 return value, nbytes - (len(text) - len(stripped))
             if stripped.isascii():
@@ -111,7 +114,7 @@ class ItemDecoder:
 
 def text_size(text: str, value: Any, kept_numbers: int) -> int:
     """The compact size of `value`, parsed from `text` (no surrounding whitespace)."""
-    if _LOOSE.search(text) is None:
+    if LOOSE.search(text) is None:
         return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     return compact_size(value, kept_numbers)
 
@@ -230,6 +233,19 @@ class ItemMapper:
         except Mismatch:
             return self._misfit(line, item, size)
         return ItemRow(line, fields, None, size)
+
+    def fields(self, item: Any) -> list[str] | None:
+        """The item's fields; None for a non-object or a misfit (`row` says why)."""
+        if type(item) is not dict:
+            return None
+        get = item.get
+        try:
+            return [
+                v if type(v := get(name)) is str else value_text(v, kind)
+                for name, kind in self._pairs
+            ]
+        except Mismatch:
+            return None
 
     def _misfit(self, line: int, item: dict[str, Any], size: int) -> ItemRow:
         """The row of an item with a value that does not fit: the first such column."""

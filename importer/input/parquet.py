@@ -258,7 +258,7 @@ class ParquetReader:
             total = pc.add(total, pc.add(length, fixed_key))
         return total.to_pylist()
 
-    def _blocks(self) -> Iterator[tuple[int, list[list[str]], list[int], dict[int, ItemRow]]]:
+    def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
         """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
 
         Rows are made a column at a time (`zip` of whole columns), and the rare
@@ -288,7 +288,8 @@ class ParquetReader:
                     for i, f in enumerate(col):
                         if type(f) is Mismatch and i not in bad:
                             bad[i] = self._misfit(batch, columns, offset, i, j, sizes[i])
-            rows = list(map(list, zip(*columns, strict=True))) if columns else []
+            # tuples, as the native engine takes them: no list per row
+            rows = list(zip(*columns, strict=True)) if columns else []
             yield offset, rows, sizes, bad
             offset += batch.num_rows
 
@@ -304,22 +305,58 @@ class ParquetReader:
         for offset, rows, sizes, bad in self._blocks():
             for i, fields in enumerate(rows):
                 misfit = bad.get(i) if bad else None
-                yield misfit if misfit is not None else ItemRow(offset + i, fields, None, sizes[i])
+                yield (
+                    misfit
+                    if misfit is not None
+                    else ItemRow(offset + i, list(fields), None, sizes[i])
+                )
 
     def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
-        """The batches `batcher` cuts from the rows, without a row object per row."""
-        add, reject = batcher.add, batcher.reject
+        """The batches `batcher.add` would cut from the rows, cut a record batch at a time.
+
+        The same rule as `Batcher.add` (a batch closes at MaxItemsPerBatch, or when
+        one more item would push it over MaxInputBytesPerBatch; an item too big
+        for any batch, or a misfit, is a reject of the batch then open), run over
+        the sizes alone; the rows join their batch as slices, not one by one.
+        `tests/test_input_formats.py` holds it equal to `Batcher.add`.
+        """
+        max_items, max_bytes, base = batcher.limits
+        cur: list[tuple[int, Any]] = []
+        cur_bytes = base
+        refused: list[Reject] = []
+
+        def emit() -> Batch:
+            nonlocal cur, cur_bytes, refused
+            batch = batcher.adopt(cur, cur_bytes, [])
+            batch.rejects.extend(refused)
+            cur, cur_bytes, refused = [], base, []
+            return batch
+
         for offset, rows, sizes, bad in self._blocks():
-            for i, fields in enumerate(rows):
-                if bad and i in bad:
-                    r = bad[i]
-                    reject(Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields)))
+            pairs = list(zip(range(offset, offset + len(rows)), rows, strict=True))
+            start = 0  # the first pair not yet in `cur`
+            for i, size in enumerate(sizes):
+                if (bad and i in bad) or base + size > max_bytes:
+                    cur.extend(pairs[start:i])
+                    start = i + 1
+                    if bad and i in bad:
+                        r = bad[i]
+                        refused.append(
+                            Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields))
+                        )
+                    else:
+                        refused.append(batcher.oversize(offset + i, rows[i], size))
                     continue
-                if (closed := add(offset + i, fields, sizes[i])) is not None:
-                    yield closed
-        last = batcher.flush()
-        if last is not None:
-            yield last
+                held = len(cur) + i - start
+                if held and ((max_items and held >= max_items) or cur_bytes + 1 + size > max_bytes):
+                    cur.extend(pairs[start:i])
+                    start = i
+                    yield emit()
+                    held = 0
+                cur_bytes += size + (1 if held else 0)
+            cur.extend(pairs[start:])
+        if cur or refused:
+            yield emit()
 
 
 def _plain(value: Any) -> Any:

@@ -11,6 +11,7 @@ the same reasons.  Then the ItemReader rules one by one, and bad input per type.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 from pathlib import Path
@@ -547,3 +548,72 @@ def test_parquet_batches_are_cut_as_batcher_add_cuts_them(tmp_path, max_items):
         assert fast == batches(slow), max_bytes
         assert sum(len(b[1]) + len(b[3]) for b in fast) == n
         assert any(b[3] for b in fast)  # misfits (and, with small limits, oversized rows)
+
+
+class _Generated(io.RawIOBase):
+    """A stream of `n` JSONL lines (or one JSON array of them), made as it is read."""
+
+    def __init__(self, n: int, array: bool) -> None:
+        self._lines = (
+            json.dumps({"sku": f"S-{i}", "name": "n" * (i % 50), "qty": i, "price": 1.5}) + "\n"
+            for i in range(n)
+        )
+        self._array, self._n, self._i = array, n, 0
+        self._rest = b"[" if array else b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while len(self._rest) < len(buffer):
+            line = next(self._lines, None)
+            if line is None:
+                if self._array and self._i >= 0:
+                    self._rest += b"]"
+                    self._i = -1
+                break
+            sep = b"," if self._array and self._i > 0 else b""
+            self._i += 1
+            self._rest += sep + line.encode()
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+@pytest.mark.parametrize("array", [False, True], ids=["JSONL", "JSON"])
+def test_reading_holds_a_block_not_the_file(array):
+    """Peak Python memory while reading 4k and 40k items is the same: nothing is kept."""
+    import tracemalloc
+
+    def peak(n: int) -> int:
+        stream = io.BufferedReader(_Generated(n, array), 1 << 16)
+        reader = (
+            JsonArrayReader(stream, SPEC.needed_columns, SPEC.kinds, chunk_bytes=1 << 16)
+            if array
+            else JsonlReader(stream, SPEC.needed_columns, SPEC.kinds)
+        )
+        batcher = Batcher(max_items=1000, max_bytes=262_144, batch_input={})
+        tracemalloc.start()
+        try:
+            count = sum(len(b.rows) for b in _batches(reader, batcher))
+            return tracemalloc.get_traced_memory()[1], count
+        finally:
+            tracemalloc.stop()
+
+    small, n_small = peak(4_000)
+    large, n_large = peak(40_000)
+    assert (n_small, n_large) == (4_000, 40_000)
+    assert large < small * 1.3, (small, large)
+
+
+def _batches(reader, batcher):
+    read_batches = getattr(reader, "read_batches", None)
+    if read_batches is not None:
+        yield from read_batches(batcher)
+        return
+    for row in reader:
+        if (done := batcher.add(row.line, row.fields, row.size)) is not None:
+            yield done
+    if (last := batcher.flush()) is not None:
+        yield last

@@ -85,6 +85,14 @@ class _Counted:
         self.count += len(data)
         return data
 
+    def readline(self, limit: int = -1) -> bytes:
+        data = self.inner.readline(limit)
+        self.count += len(data)
+        return data
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
     def readable(self) -> bool:
         return True
 

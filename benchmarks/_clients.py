@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ack_endpoint import cache_dir
+from tests.support.ack_endpoint import cache_dir
 
 __all__ = [
     "BOTO3_SCRIPT",

@@ -1,6 +1,6 @@
 """Utilisation of a capacity-limited table: how much of the granted capacity a client uses.
 
-The loopback DynamoDB (tests/ddb_server.py) runs in its own process with a
+The loopback DynamoDB (tests/support/ddb_server.py) runs in its own process with a
 capacity model: a token bucket of C write units per second with a 0.5 s burst;
 a BatchWriteItem gets the items that fit, the rest come back unprocessed, and a
 call where nothing fits is refused with ProvisionedThroughputExceededException.
@@ -43,10 +43,10 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from ddb_server import SubprocessDdbServer
 
 from importer.dynamodb.pacing import Pacer
 from importer.mbc.model import TABLE_SCHEMA
+from tests.support.ddb_server import SubprocessDdbServer
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 CAPACITY = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_WCU", "2000"))

@@ -1,7 +1,7 @@
 """Input types side by side: the same products as CSV, JSONL, JSON and Parquet.
 
 The side-by-side benchmark's products file (importer.cli.bench, all N rows valid)
-converted to each type with the spec's types (tests/formats_data.py: numbers as
+converted to each type with the spec's types (tests/support/formats_data.py: numbers as
 numbers, booleans as booleans, dates as Parquet dates), each imported by a whole
 `importer run --mode blind` process against its own fresh compiled acknowledging
 endpoint (ack_endpoint.py), which counts the PutRequests: every run is checked
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-from _clients import ROOT, client_env, importer_cmd, run_measured, save_report, write_products
-from ack_endpoint import AckEndpoint
 
-sys.path.insert(0, str(ROOT))
+from benchmarks._clients import client_env, importer_cmd, run_measured, save_report, write_products
+from tests.support.ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 500 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))
@@ -40,7 +38,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("pyarrow")
     from importer.cli.bench import BENCH_SPEC
     from importer.transform.spec import parse_spec
-    from tests.formats_data import write_json, write_jsonl, write_parquet
+    from tests.support.formats_data import write_json, write_jsonl, write_parquet
 
     base = tmp_path_factory.mktemp("formats")
     products, spec, _keyed = write_products(base, N)

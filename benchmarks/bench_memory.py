@@ -27,8 +27,9 @@ import os
 from pathlib import Path
 
 import pytest
-from _clients import client_env, importer_cmd, run_measured, save_report, write_products
-from ack_endpoint import AckEndpoint
+
+from benchmarks._clients import client_env, importer_cmd, run_measured, save_report, write_products
+from tests.support.ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_MEMORY_ROWS", "100000"))

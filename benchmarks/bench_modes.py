@@ -1,6 +1,6 @@
 """Import modes: rows/s of insert, upsert and strict next to the blind write, same run.
 
-Against the loopback DynamoDB (tests/ddb_server.py) in a separate process.  For
+Against the loopback DynamoDB (tests/support/ddb_server.py) in a separate process.  For
 every mode a fresh command + data table pair is seeded (not timed) with half of
 the entities at version 1, the data table synced; then the same file of N rows
 (all entities, 10% of the existing ones changed) goes through the run's pipeline
@@ -25,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from ddb_server import SubprocessDdbServer
-from writers import http_writer, write_many
 
 from importer.input.batching import Batch
 from importer.mbc.model import TABLE_SCHEMA
@@ -34,6 +32,8 @@ from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform.context import RunContext
 from importer.transform.engines import get_engine
 from importer.transform.spec import parse_spec
+from tests.support.ddb_server import SubprocessDdbServer
+from tests.support.writers import http_writer, write_many
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))

@@ -1,6 +1,6 @@
 """End to end: `importer run` vs the usual boto3 script, same CSV, same run; memory.
 
-Both import the same generated CSV into the loopback DynamoDB (tests/ddb_server.py,
+Both import the same generated CSV into the loopback DynamoDB (tests/support/ddb_server.py,
 in its own process): importer with its defaults (native engine, signed-HTTP
 writer, 50 workers; `--mode blind` and `--mode insert`, and `--mode insert --sync`,
 which also writes the data table in the same run), and the script most
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from ddb_server import SubprocessDdbServer
+
+from tests.support.ddb_server import SubprocessDdbServer
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "200000"))

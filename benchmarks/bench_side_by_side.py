@@ -40,7 +40,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _clients import (
+
+from benchmarks._clients import (
     BOTO3_SCRIPT,
     TABLE,
     client_env,
@@ -51,7 +52,7 @@ from _clients import (
     save_report,
     write_products,
 )
-from ack_endpoint import AckEndpoint
+from tests.support.ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 500 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))

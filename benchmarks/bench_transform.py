@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _transform_data import (
+from benchmarks._transform_data import (
     HEADER,
     ROWS,
     SMOKE,
@@ -24,7 +24,6 @@ from _transform_data import (
     polars_transform,
     pyarrow_parse,
 )
-
 from importer.transform import native_engine, reference
 
 RATES: dict[str, float] = {}

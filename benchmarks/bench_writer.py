@@ -1,7 +1,7 @@
 """Writer throughput: boto3 `Table.batch_writer()` vs importer's BatchWriter, same items.
 
 Both write the same N generated items to the loopback DynamoDB
-(tests/ddb_server.py) running in a *separate process* with no faults, so
+(tests/support/ddb_server.py) running in a *separate process* with no faults, so
 client and server never share a GIL.  Every run writes into a fresh table and
 checks afterwards that the table holds exactly N items.
 
@@ -29,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 import urllib3
-from ddb_server import SubprocessDdbServer
-from writers import http_writer, write_many
 
 from importer.records import PreparedItem
+from tests.support.ddb_server import SubprocessDdbServer
+from tests.support.writers import http_writer, write_many
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "200000"))

@@ -17,7 +17,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
-from importer.mbc.model import TABLE_SCHEMA as KEY_SCHEMA  # noqa: E402
+from importer.mbc.model import TABLE_SCHEMA as KEY_SCHEMA
 
 
 def read_http_request(conn: Any) -> bytes | None:

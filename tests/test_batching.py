@@ -1,4 +1,4 @@
-"""ItemBatcher limits (DESIGN.md §4.2): items, bytes of the child input, both."""
+"""ItemBatcher limits (docs/aws-facts.md, ItemBatcher): items, bytes of the child input, both."""
 
 from __future__ import annotations
 

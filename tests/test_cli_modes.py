@@ -6,7 +6,7 @@ import json
 
 from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC
-from tests.ddb_server import DdbServer
+from tests.support.ddb_server import DdbServer
 
 HEADER = "sku,name,price,qty,active\n"
 

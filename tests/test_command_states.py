@@ -20,7 +20,7 @@ from importer.mbc.command_states import (
 )
 from importer.mbc.data_sync import DataSyncError, load_handlers, transform_command_to_data
 from importer.mbc.model import Tables, render_dates
-from tests.command_cloud import (
+from tests.support.command_cloud import (
     CLOCK,
     TTL_DAYS,
     Gate,

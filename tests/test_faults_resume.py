@@ -14,7 +14,7 @@ import pytest
 
 from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC
-from tests.ddb_server import DdbServer
+from tests.support.ddb_server import DdbServer
 
 HEADER = "sku,name,price,qty,active\n"
 REPO = Path(__file__).resolve().parents[1]

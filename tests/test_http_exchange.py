@@ -16,19 +16,15 @@ import struct
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ddb_server import DdbServer  # noqa: E402
-
 from importer import _http
-from importer.dynamodb import client as dynamo  # noqa: E402
-from importer.dynamodb.client import DynamoError, HttpDynamoClient, Reply  # noqa: E402
+from importer.dynamodb import client as dynamo
+from importer.dynamodb.client import DynamoError, HttpDynamoClient, Reply
+from tests.support.ddb_server import DdbServer
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="kernel-kept socket timeouts (Linux)"

@@ -39,7 +39,7 @@ from botocore.client import BaseClient
 from importer.aws import deploy
 from importer.aws.handler import handle_event
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
-from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
+from tests.support.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 from tests.test_stepfunctions_e2e import make_csv
 
 REGION = "us-east-1"

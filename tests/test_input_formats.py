@@ -1,7 +1,7 @@
 """JSON, JSON Lines, Parquet and manifests: the same products, the same records as CSV.
 
 The products of the CSV benchmark file (`importer.cli.bench.generate_csv`, with its
-bad rows) converted to each type (`tests/formats_data.py`), imported with the same
+bad rows) converted to each type (`tests/support/formats_data.py`), imported with the same
 spec: the command records are byte-identical to the CSV import's but for the
 position in `requestId` (`{run}#{position}`: a CSV line counts the header, a JSONL
 line does not, a JSON index and a Parquet row count from 0), and the rejects carry
@@ -31,7 +31,7 @@ from importer.run.driver import RunConfig, run_import
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform.context import RunContext
 from importer.transform.spec import SpecError, parse_spec
-from tests.formats_data import (
+from tests.support.formats_data import (
     jsonl_lines,
     typed_items,
     write_json,

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_native_equivalence import SCALE, spec_and_rows
 
 from importer import _native
 from importer.dynamodb.pacing import item_write_units
@@ -30,6 +29,7 @@ from importer.dynamodb.writer import (
 from importer.records import PreparedItem
 from importer.run.batch_unit import resolve_duplicates
 from importer.transform import native_engine, reference
+from tests.test_native_equivalence import SCALE, spec_and_rows
 
 # small alphabets, so that keys repeat; a lone surrogate (a key the transform's
 # Python path can make) and characters of every UTF-8 width

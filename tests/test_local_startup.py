@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import PRODUCT_SPEC  # noqa: E402
-from ddb_server import DdbServer  # noqa: E402
-
-from importer.dynamodb.client import _plain_local_setup  # noqa: E402
+from importer.dynamodb.client import _plain_local_setup
+from tests.conftest import PRODUCT_SPEC
+from tests.support.ddb_server import DdbServer
 
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDLOCAL", "AWS_SECRET_ACCESS_KEY": "secret"}
 

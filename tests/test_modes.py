@@ -21,29 +21,25 @@ import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all  # noqa: E402
-from ddb_server import DdbServer  # noqa: E402
-
-from importer.dynamodb.client import Boto3DynamoClient, DynamoError, HttpDynamoClient  # noqa: E402
+from importer.dynamodb.client import Boto3DynamoClient, DynamoError, HttpDynamoClient
 from importer.dynamodb.lanes import Lanes
-from importer.dynamodb.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed  # noqa: E402
-from importer.dynamodb.retry import RetryPolicy, WriterFatalError  # noqa: E402
-from importer.dynamodb.strict_writer import StrictWriter  # noqa: E402
-from importer.dynamodb.writer import BatchWriter  # noqa: E402
-from importer.input.batching import Batch  # noqa: E402
-from importer.modes.stage import ModeStage, code_column_of, default_data_table  # noqa: E402
-from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome  # noqa: E402
-from importer.run.pipeline import PipelineSettings, open_pipeline  # noqa: E402
-from importer.transform.context import RunContext  # noqa: E402
-from importer.transform.spec import parse_spec  # noqa: E402
+from importer.dynamodb.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed
+from importer.dynamodb.retry import RetryPolicy, WriterFatalError
+from importer.dynamodb.strict_writer import StrictWriter
+from importer.dynamodb.writer import BatchWriter
+from importer.input.batching import Batch
+from importer.modes.stage import ModeStage, default_data_table
+from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
+from importer.run.pipeline import PipelineSettings, open_pipeline
+from importer.transform.context import RunContext
+from importer.transform.spec import parse_spec
+from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
+from tests.support.ddb_server import DdbServer
 
 REGION = "us-east-1"
 CMD = "test-app-master-command"
@@ -72,7 +68,7 @@ class Env:
             table=table,
             data_table=data_table,
             lookup=self.lookup(),
-            code_column=code_column_of(SPEC),
+            code_column=SPEC.code_column,
         )
 
     def items(self, table: str = CMD) -> dict[tuple[str, str], dict]:

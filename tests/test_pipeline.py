@@ -1,7 +1,7 @@
 """One pipeline: the defects that came from assembling the import in several places.
 
 Each test pins one of them through the command a user types (`run_cli`), against
-the loopback DynamoDB (tests/ddb_server.py) or moto:
+the loopback DynamoDB (tests/support/ddb_server.py) or moto:
 
 1. a batch fails by one rule, locally as in the Lambda: a row DynamoDB refused;
    bad data and rows that already exist are outcomes, never failed batches;
@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import PRODUCT_SPEC  # noqa: E402
-from ddb_server import DdbBackend, DdbServer  # noqa: E402
+from tests.conftest import PRODUCT_SPEC
+from tests.support.ddb_server import DdbBackend, DdbServer
 
 CMD = "shop-app-master-command"
 DATA = "shop-app-master-data"

@@ -36,8 +36,14 @@ from importer.mbc.sync import SyncOrder
 from importer.records import PreparedItem
 from importer.run import batch_unit
 from importer.run.batch_unit import SYNC_MODE_TAIL, mark_sync
-from tests.command_cloud import CLOCK, command_cloud, create_module, stream_record, tables_snapshot
 from tests.conftest import PRODUCT_SPEC, scan_all
+from tests.support.command_cloud import (
+    CLOCK,
+    command_cloud,
+    create_module,
+    stream_record,
+    tables_snapshot,
+)
 
 HEADER = "sku,name,price,qty,active\n"
 FIXED_NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)

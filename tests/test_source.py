@@ -1,4 +1,4 @@
-"""ItemReader CSV rules (DESIGN.md §4.1), case by case, and source opening."""
+"""ItemReader CSV rules (docs/aws-facts.md, ItemReader), case by case, and source opening."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from importer.input.options import CsvOptions
 from importer.input.source import CsvReader
 from importer.transform.context import normalise_timestamp
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
-from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
+from tests.support.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 
 REGION = "us-east-1"
 LAMBDA_ARN = "arn:aws:lambda:us-east-1:123456789012:function:csv-rows-handler"

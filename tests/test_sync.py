@@ -20,14 +20,14 @@ import pytest
 from importer.cli.main import main
 from importer.mbc.data_sync import load_handlers
 from importer.mbc.sync import sync_tables
-from tests.command_cloud import (
+from tests.conftest import PRODUCT_SPEC, scan_all
+from tests.support.command_cloud import (
     CLOCK,
     command_cloud,
     command_item,
     create_module,
     tables_snapshot,
 )
-from tests.conftest import PRODUCT_SPEC, scan_all
 
 HEADER = "sku,name,price,qty,active\n"
 FIXED_NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -242,7 +242,7 @@ def test_a_chain_stuck_behind_a_failed_version_times_out_and_sync_applies_it():
     """
     from importer.aws.statemachine import command_handler_definition
     from importer.mbc.data_sync import DynamoDataSyncHandler, FunctionHandler
-    from tests.command_cloud import LAMBDA_ARN, ROLE_ARN, Gate
+    from tests.support.command_cloud import LAMBDA_ARN, ROLE_ARN, Gate
 
     def refuse_v1(command, ctx):
         if command.version == 1:

@@ -10,32 +10,27 @@ import base64
 import json
 import logging
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import http_ok, read_http_request  # noqa: E402
-from ddb_server import DdbServer  # noqa: E402
-from writers import http_writer, write_many  # noqa: E402
-
-from importer.dynamodb.client import ErrorKind, classify  # noqa: E402
-from importer.dynamodb.lanes import Lanes  # noqa: E402
-from importer.dynamodb.retry import (  # noqa: E402
+from importer.dynamodb.client import ErrorKind, classify
+from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.retry import (
     RetryPolicy,
     WriterFatalError,
     full_jitter_delay,
 )
-from importer.dynamodb.writer import MAX_ITEMS_PER_REQUEST as MAX_REQUEST_ITEMS  # noqa: E402
-from importer.mbc.model import TABLE_SCHEMA  # noqa: E402
-from importer.records import PreparedItem  # noqa: E402
+from importer.dynamodb.writer import MAX_ITEMS_PER_REQUEST as MAX_REQUEST_ITEMS
+from importer.mbc.model import TABLE_SCHEMA
+from importer.records import PreparedItem
+from tests.conftest import http_ok, read_http_request
+from tests.support.ddb_server import DdbServer
+from tests.support.writers import http_writer, write_many
 
 REGION = "us-east-1"
 AKID = "testing"

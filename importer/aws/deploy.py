@@ -34,6 +34,7 @@ from typing import Any
 from importer.aws import statemachine
 from importer.input import batching
 from importer.input.options import INPUT_TYPES, MANIFEST_TYPES
+from importer.modes.stage import DEFAULT_MODE
 
 __all__ = [
     "DEFAULT_PACKAGE",
@@ -178,7 +179,6 @@ MODE_GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "blind": {"command": ("dynamodb:BatchWriteItem",), "data": ()},
 }
-DEFAULT_MODE = "insert"  # as `importer run` and the handler
 # How a statement's Sid names what an action is for (e.g. "ReadDescribeDataTable").
 _ACTION_WORDS = {
     "dynamodb:BatchGetItem": "Read",

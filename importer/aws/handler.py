@@ -36,12 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.region import default_region
 from importer.input.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.input.items import ItemMapper
-from importer.modes.stage import MODES
+from importer.modes.stage import DEFAULT_MODE, MODES, Mode
 from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
-from importer.run.pipeline import PipelineSettings, default_region, open_pipeline
+from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.run.reports import failures_csv, rejects_csv
 from importer.transform.context import ContextError, RunContext
 from importer.transform.spec import Spec, SpecError, header_problem, load_spec, loads_spec
@@ -69,7 +70,7 @@ class HandlerSettings:
     spec_uri: str
     rejects_uri: str | None
     region: str
-    mode: str = "insert"
+    mode: Mode = DEFAULT_MODE
     data_table: str | None = None
     #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
     max_wcu: float | None = None
@@ -149,9 +150,10 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
         raise EventError("no table: set BatchInput.Attributes.table or IMPORTER_TABLE")
     if not spec_uri:
         raise EventError("no spec: set BatchInput.Attributes.spec or IMPORTER_SPEC")
-    mode = pick("mode", "IMPORTER_MODE") or "insert"
-    if mode not in MODES:
-        raise EventError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+    given = pick("mode", "IMPORTER_MODE") or DEFAULT_MODE
+    mode = next((m for m in MODES if m == given), None)
+    if mode is None:
+        raise EventError(f"unknown mode {given!r} (one of: {', '.join(MODES)})")
     sync = (pick("sync", "IMPORTER_SYNC") or "").lower() in ("1", "true", "yes")
     if sync and mode in ("upsert", "strict"):
         # concurrent children hold versions of one entity in no particular order
@@ -191,9 +193,11 @@ def _budget_share(total: str | None, concurrency: str | None) -> float | None:
     return budget / children if budget > 0 else None
 
 
-# Warm-container cache: compiled specs are reused across invocations; nothing
-# per-invocation is kept here (each invocation opens and closes its pipeline).
-_SPECS: dict[str, Spec] = {}
+# Warm-container cache: a compiled spec is reused across invocations for as long as its
+# object is unchanged -- keyed by the S3 object's ETag (a local file: its size and mtime),
+# so a spec replaced at the same key is read again by the next invocation, not never.
+# Nothing per-invocation is kept here (each invocation opens and closes its pipeline).
+_SPECS: dict[str, tuple[object, Spec]] = {}
 #: requests one child sends at once (its batch's requests side by side, `importer.dynamodb.lanes`)
 CHILD_WORKERS = 4
 #: kept across warm invocations: a new batch starts with what earlier ones measured
@@ -214,19 +218,44 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 
 def _load_spec(uri: str, s3: Any) -> Spec:
-    if uri in _SPECS:
-        return _SPECS[uri]
-    if uri.startswith("s3://"):
-        bucket, key = _split_s3(uri)
+    """The compiled spec at `uri`, compiled again only when the object changed.
+
+    On S3 a warm invocation asks for the object only if its ETag moved
+    (`IfNoneMatch`): one request either way, and "not modified" carries no body.
+    """
+    cached = _SPECS.get(uri)
+    if not uri.startswith("s3://"):
         try:
-            raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:  # noqa: BLE001 - any failure here is "cannot read spec"
-            raise SpecError(f"cannot read spec {uri}: {exc}") from None
-        spec = loads_spec(raw, uri)
-    else:
+            st = os.stat(uri)
+        except OSError as exc:
+            raise SpecError(f"cannot read spec {uri}: {exc.strerror or exc}") from None
+        version: object = (st.st_size, st.st_mtime_ns)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         spec = load_spec(uri)
-    _SPECS[uri] = spec
+        _SPECS[uri] = (version, spec)
+        return spec
+    bucket, key = _split_s3(uri)
+    conditional = {"IfNoneMatch": cached[0]} if cached is not None else {}
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key, **conditional)
+        raw = obj["Body"].read()
+    except Exception as exc:  # noqa: BLE001 - any failure here is "cannot read spec"
+        if cached is not None and _not_modified(exc):
+            return cached[1]
+        raise SpecError(f"cannot read spec {uri}: {exc}") from None
+    spec = loads_spec(raw, uri)
+    etag = obj.get("ETag")
+    if etag:
+        _SPECS[uri] = (etag, spec)
     return spec
+
+
+def _not_modified(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = response.get("Error", {}).get("Code")
+    return status == 304 or code in ("304", "NotModified")
 
 
 def batch_digest(items: list[dict[str, str]]) -> str:
@@ -323,7 +352,7 @@ def handle_event(
     pipeline_settings = PipelineSettings(
         spec=spec,
         table=settings.table,
-        mode=settings.mode,  # type: ignore[arg-type]
+        mode=settings.mode,
         data_table=settings.data_table,
         region=settings.region,
         workers=CHILD_WORKERS,

@@ -1,4 +1,4 @@
-"""Amazon States Language for the seed's three state machines (DESIGN.md §2).
+"""Amazon States Language for the seed's three state machines.
 
 Every function here returns plain data: a fresh ``dict`` that ``json.dumps``
 round-trips, the same for the same arguments.  The Lambda ARN and the result

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from importer.dynamodb.region import DEFAULT_REGION
 from importer.mbc.model import TABLE_SCHEMA
 
 __all__ = ["DEMO_SPEC", "generate_demo_csv", "run_demo", "update_rows"]
@@ -202,7 +203,7 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_SESSION_TOKEN", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", DEFAULT_REGION),
     ):
         os.environ[var] = value
     os.environ.pop("AWS_PROFILE", None)

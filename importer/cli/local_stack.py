@@ -34,13 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from importer.dynamodb.region import DEFAULT_REGION
 from importer.mbc.model import TABLE_SCHEMA
 
 __all__ = [
     "DEFAULT_BUCKET",
     "DEFAULT_PORT",
     "DEFAULT_PREFIX",
-    "DEFAULT_REGION",
     "DEFAULT_STATE_DIR",
     "LocalStackError",
     "StackState",
@@ -56,7 +56,6 @@ DEFAULT_PORT = 4566
 #: `{env}-{app}-{module}`, as the MBC framework names its tables.
 DEFAULT_PREFIX = "local-app-master"
 DEFAULT_BUCKET = "importer-local"
-DEFAULT_REGION = "us-east-1"
 DEFAULT_STATE_DIR = Path(".importer") / "local"
 #: Credentials moto accepts; never real ones, so nothing secret is ever printed.
 DUMMY_KEY_ID = "testing"

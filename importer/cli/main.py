@@ -17,7 +17,7 @@ from typing import Any
 
 from importer import __version__
 from importer.cli.console import Progress, print_summary
-from importer.modes.stage import MODES
+from importer.modes.stage import DEFAULT_MODE, MODES
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL"]
 
@@ -110,7 +110,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode",
         choices=MODES,
-        default="insert",
+        default=DEFAULT_MODE,
         help="insert (default): entities that exist are reported, not overwritten; upsert: a "
         "new version when changed; strict: conditional transactions; blind: version 1 as is",
     )
@@ -318,7 +318,7 @@ def _s3_client(args: argparse.Namespace) -> Any:
         return None
     import boto3
 
-    from importer.run.pipeline import default_region
+    from importer.dynamodb.region import default_region
 
     return boto3.client("s3", region_name=default_region(args.region))
 
@@ -341,7 +341,8 @@ def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
 
 
 def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) -> Any:
-    from importer.run.pipeline import PipelineSettings, default_region
+    from importer.dynamodb.region import default_region
+    from importer.run.pipeline import PipelineSettings
 
     return PipelineSettings(
         spec=spec,

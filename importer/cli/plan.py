@@ -38,7 +38,7 @@ from importer.run.batch_unit import resolve_duplicates
 from importer.run.driver import open_rows
 from importer.transform.context import RunContext
 from importer.transform.engines import get_engine
-from importer.transform.spec import Spec, load_spec
+from importer.transform.spec import Spec, check_header, load_spec
 
 __all__ = [
     "ASL_BATCH_ITEMS",
@@ -59,7 +59,7 @@ PRICE_PER_MILLION_WRU = 0.625
 PRICE_PER_WCU_HOUR = 0.00065
 #: ImportTable (import from S3), us-east-1, per GB of uncompressed source data.
 IMPORT_TABLE_PRICE_PER_GB = 0.15
-#: A new on-demand table's warm throughput for writes (DESIGN.md section 7).
+#: A new on-demand table's warm throughput for writes (docs/aws-facts.md, Capacity and prices).
 NEW_ON_DEMAND_WRU = 4000
 #: The command state machine, per command record (issue 13's count of the seed's machine):
 #: state transitions (Standard workflows) and Lambda invocations, and their prices.
@@ -135,17 +135,6 @@ class Capacity:
     item_count: int | None = None
 
 
-def _check_columns(header: list[str], spec: Spec) -> list[str]:
-    missing = [c for c in spec.needed_columns if c not in header]
-    if missing:
-        raise SourceError(
-            f"spec column {missing[0]!r} is not in the CSV header "
-            f"(header: {', '.join(header) or '(empty)'})"
-        )
-    needed = set(spec.needed_columns)
-    return [h for h in header if h not in needed]
-
-
 def plan_source(
     source: str,
     spec: Spec,
@@ -183,7 +172,7 @@ def plan_source(
         rows = itertools.islice(reader, limit)
     try:
         header = list(reader.header)
-        plan.ignored_columns = _check_columns(header, spec)
+        plan.ignored_columns = check_header(spec, header)
         size_of = getattr(eng, "row_json_size", None)
         if size_of is None:
             from importer.input.batching import item_json_size as size_of
@@ -198,7 +187,7 @@ def plan_source(
             header=header,
         )
 
-        code_column = (spec.record.code.columns or [""])[0]
+        code_column = spec.code_column
 
         def transform(batch: Batch) -> None:
             plan.batches += 1

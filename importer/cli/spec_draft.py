@@ -347,7 +347,7 @@ def _rejects_by_column(spec: Spec, header: list[str], rows: list[tuple[int, list
     ctx = RunContext.new(run_id="spec-init")
     result = transform_batch(spec, header, rows, ctx)
     # a code twice in the sample is a reject of a run too (whichever row the mode keeps)
-    code_column = (spec.record.code.columns or [""])[0]
+    code_column = spec.code_column
     _kept, dupes = resolve_duplicates(result.items, code_column=code_column, fields=dict(rows))
     return [*result.rejects, *dupes]
 

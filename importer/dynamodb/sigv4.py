@@ -34,6 +34,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -149,25 +150,21 @@ def _trimall(value: str) -> str:
     return " ".join(value.split())
 
 
+@dataclass(slots=True)
 class _State:
     """Everything constant within one clock second for one set of credentials."""
 
-    __slots__ = (
-        "start",
-        "end",
-        "canon_head",
-        "canon_tail",
-        "sts_head",
-        "pads",
-        "auth_head",
-        "base",
-        "key",
-        "plans",
-    )
-
-    def __init__(self, **kw: Any) -> None:
-        for k, v in kw.items():
-            setattr(self, k, v)
+    start: float
+    end: float
+    canon_head: str
+    canon_tail: str
+    sts_head: str
+    #: HMAC-SHA256 inner and outer hashes, keyed and ready to copy
+    pads: tuple[Any, Any]
+    auth_head: str
+    base: dict[str, str]
+    key: bytes
+    plans: dict[str, SigningPlan]
 
 
 class SigV4Signer:

@@ -7,7 +7,7 @@ per item -- and posted through `importer.dynamodb.client`'s client: signed HTTP 
 default) or boto3 (the reference path, `--writer boto3`, and what moto
 intercepts).  Both leave the same table.
 
-Semantics (DESIGN.md §4.3), per `write_batch(items)` call:
+Semantics (docs/aws-facts.md, BatchWriteItem), per `write_batch(items)` call:
 
 * requests hold <= 25 items and <= 16 MB, never two items with the same key
   (`chunk_requests`);

@@ -1,4 +1,4 @@
-"""ItemBatcher: the one place batch limits live (DESIGN.md §4.2).
+"""ItemBatcher: the one place batch limits live (docs/aws-facts.md, ItemBatcher).
 
 A batch closes when it holds MaxItemsPerBatch rows or when one more row would
 push the child input `{"Items":[...],"BatchInput":{...}}` over

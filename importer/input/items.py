@@ -19,7 +19,7 @@ uses only in templates take any scalar.
 
 Batch sizes are measured on the item as ItemReader hands it to the child: the
 whole object (every key, not only the spec's), as compact JSON with numbers as
-written (DESIGN.md §4.2).
+written (docs/aws-facts.md, ItemBatcher).
 """
 
 from __future__ import annotations

@@ -230,7 +230,9 @@ class CommandStates:
         """Clients and settings from the Lambda environment (``SNS_TOPIC_ARN``, ``TZ``, ...)."""
         import boto3
 
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        from importer.dynamodb.region import default_region
+
+        region = default_region()
         options: dict[str, Any] = {
             "dynamodb": boto3.client(
                 "dynamodb", region_name=region, endpoint_url=os.environ.get("DYNAMODB_ENDPOINT")

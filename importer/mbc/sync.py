@@ -695,20 +695,18 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_sync(args: Any) -> int:
-    import os
 
     import boto3
 
+    from importer.dynamodb.region import default_region
     from importer.mbc.data_sync import DataSyncError
     from importer.mbc.model import local_tz
 
-    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = default_region(args.region)
     try:
         tz = local_tz(args.tz)
         handlers = load_handlers(args.handlers)
-        client = boto3.client(
-            "dynamodb", region_name=region or "us-east-1", endpoint_url=args.endpoint_url
-        )
+        client = boto3.client("dynamodb", region_name=region, endpoint_url=args.endpoint_url)
         result = sync_tables(
             table=args.table,
             dynamodb=client,
@@ -717,9 +715,7 @@ def _cmd_sync(args: Any) -> int:
             prefix=args.prefix,
             handlers=handlers,
             tz=tz,
-            sns=boto3.client("sns", region_name=region or "us-east-1")
-            if args.status_topic_arn
-            else None,
+            sns=boto3.client("sns", region_name=region) if args.status_topic_arn else None,
             status_topic_arn=args.status_topic_arn,
         )
     except (DataSyncError, ValueError) as exc:

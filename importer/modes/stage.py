@@ -79,11 +79,11 @@ from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.transform.reference import wire_json
 
 __all__ = [
+    "DEFAULT_MODE",
     "MODES",
     "Mode",
     "ModeStage",
     "PreparedBatch",
-    "code_column_of",
     "compare_digest",
     "default_data_table",
 ]
@@ -91,7 +91,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Mode = Literal["blind", "insert", "upsert", "strict"]
-MODES: tuple[str, ...] = ("insert", "upsert", "strict", "blind")
+MODES: tuple[Mode, ...] = ("insert", "upsert", "strict", "blind")
+#: What every entry point does without a mode given (the CLI, the Lambda child, the
+#: template's parameter, the library's settings): the safe mode that never overwrites.
+DEFAULT_MODE: Mode = "insert"
 #: Command versions newer than the data table probed per row before giving up.
 MAX_PROBE_ROUNDS = 64
 
@@ -99,12 +102,6 @@ MAX_PROBE_ROUNDS = 64
 def default_data_table(table: str) -> str | None:
     """`{env}-{app}-{module}-command` -> `...-data`; None for other names."""
     return table[: -len("-command")] + "-data" if table.endswith("-command") else None
-
-
-def code_column_of(spec: Any) -> str:
-    """The CSV column the spec's `record.code` template reads ("" if none)."""
-    cols = spec.record.code.columns
-    return cols[0] if cols else ""
 
 
 # --------------------------------------------------------------------------- compare

@@ -24,7 +24,7 @@ import io
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from importer.dynamodb.retry import WriterFatalError
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
 from importer.input.source import CsvReader, SourceError, SourceStream, open_source
+from importer.modes.stage import DEFAULT_MODE, Mode
 from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
 from importer.run.checkpoint import Checkpoint
@@ -48,7 +49,7 @@ from importer.run.reports import (
     rejects_columns,
 )
 from importer.transform.context import RunContext
-from importer.transform.spec import Spec, header_problem
+from importer.transform.spec import Spec, check_header, header_problem
 
 __all__ = [
     "RunConfig",
@@ -101,7 +102,7 @@ class RunConfig:
     output_dir: Path | None = None
     tolerated_failure_percentage: float | None = None
     tolerated_failure_count: int | None = None
-    mode: str = "blind"
+    mode: Mode = DEFAULT_MODE
     #: ItemReader InputType (`--input-type`); None: the spec's `[input] type`, else the name
     input_type: str | None = None
     #: ReaderConfig.MaxItems (`--max-items`); None: the spec's `[input] max_items`
@@ -153,14 +154,6 @@ class Summary:
         return asdict(self)
 
 
-def _unknown_columns(header: Sequence[str], spec: Spec) -> list[str]:
-    problem = header_problem(spec, header)
-    if problem:
-        raise SourceError(problem)
-    needed = set(spec.needed_columns)
-    return [h for h in header if h not in needed]
-
-
 def open_rows(
     source: str,
     spec: Spec,
@@ -203,9 +196,9 @@ def open_rows(
     if kind == "PARQUET":
         stream = SourceStream(raw=io.BytesIO(), name=source, total_bytes=None)
         reader = open_typed_reader(kind, source, header, kinds, s3_client=s3_client)
-        problem = header_problem(spec, reader.columns)
+        problem = header_problem(spec, reader.columns, where="the Parquet schema")
         if problem:
-            raise SourceError(problem.replace("CSV header", "Parquet schema"))
+            raise SourceError(problem)
         return kind, stream, reader
     stream = open_source(source, s3_client=s3_client)
     raw = wrap(stream.raw) if wrap is not None else stream.raw
@@ -267,7 +260,7 @@ def run_import(
     run: _Run | None = None
     try:
         header = list(reader.header)
-        summary.ignored_columns = _unknown_columns(header, spec)
+        summary.ignored_columns = check_header(spec, header)
         batcher = Batcher(
             max_items=config.batch_items,
             max_bytes=config.batch_bytes,

@@ -13,7 +13,6 @@ itself, so they cannot drift apart.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,10 +27,11 @@ from importer.dynamodb.client import (
 from importer.dynamodb.lanes import Lanes, batch_threads
 from importer.dynamodb.lookup import KeyLookup
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.region import default_region
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.writer import BatchWriter
 from importer.input.batching import Batch
-from importer.modes.stage import MODES, Mode, ModeStage
+from importer.modes.stage import DEFAULT_MODE, MODES, Mode, ModeStage
 from importer.records import PreparedItem, WriteOutcome
 from importer.run.batch_unit import BatchOutcome, process_batch
 from importer.transform.context import RunContext
@@ -45,17 +45,10 @@ __all__ = [
     "DryRunWriter",
     "Pipeline",
     "PipelineSettings",
-    "default_region",
     "open_pipeline",
 ]
 
 WriterKind = Literal["http", "boto3"]
-
-
-def default_region(value: str | None = None) -> str:
-    """The region: given, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
-    env = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    return value or env or "us-east-1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +72,7 @@ class PipelineSettings:
 
     spec: Spec
     table: str | None = None
-    mode: Mode = "insert"
+    mode: Mode = DEFAULT_MODE
     data_table: str | None = None
     region: str = field(default_factory=default_region)
     endpoint_url: str | None = None
@@ -125,11 +118,6 @@ class DryRunWriter:
         pass
 
 
-def _code_column(spec: Spec) -> str:
-    cols = spec.record.code.columns
-    return cols[0] if cols else ""
-
-
 class Pipeline:
     """An open pipeline: call `process` per batch (thread-safe), then `close`."""
 
@@ -160,7 +148,7 @@ class Pipeline:
         #: set when the run stops early (over --max-rejects): a batch that has not
         #: written yet does not (`process_batch`), however far it got
         self.halt = threading.Event()
-        self.code_column = _code_column(settings.spec)
+        self.code_column = settings.spec.code_column
 
     @property
     def notices(self) -> list[str]:
@@ -265,7 +253,7 @@ def open_pipeline(
                 table=settings.table or "",
                 data_table=settings.data_table,
                 lookup=lookup,
-                code_column=_code_column(settings.spec),
+                code_column=settings.spec.code_column,
                 remember_all=settings.dry_run,
             )
         # one pacer for every worker of the run: it learns what the table accepts

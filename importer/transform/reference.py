@@ -38,7 +38,7 @@ __all__ = [
     "wire_json",
 ]
 
-#: DynamoDB's limits on one item and on its key attributes (DESIGN.md §4.3).
+#: DynamoDB's limits on one item and on its key attributes (docs/aws-facts.md, BatchWriteItem).
 MAX_ITEM_BYTES = 400 * 1024
 MAX_PK_BYTES = 2048
 MAX_SK_BYTES = 1024

@@ -164,6 +164,13 @@ class Spec:
         return None
 
     @property
+    def code_column(self) -> str:
+        """The column the `record.code` template reads first ("" if none): the column a
+        reject's code and a duplicate's report name, in every mode and command."""
+        cols = self.record.code.columns
+        return cols[0] if cols else ""
+
+    @property
     def template_columns(self) -> tuple[str, ...]:
         r = self.record
         seen: dict[str, None] = {}
@@ -503,11 +510,15 @@ def header_problem(
     return None
 
 
-def check_header(spec: Spec, header: Sequence[str]) -> None:
-    """Raise `SpecError` with `header_problem`'s message when the header cannot feed `spec`."""
+def check_header(spec: Spec, header: Sequence[str]) -> list[str]:
+    """The header's columns the spec never reads (reported, then ignored); `SpecError` with
+    `header_problem`'s message when the header cannot feed `spec` -- the one header rule of
+    `run`, `validate`, `plan` and `spec init`."""
     problem = header_problem(spec, header)
     if problem:
         raise SpecError(problem)
+    needed = set(spec.needed_columns)
+    return [h for h in header if h not in needed]
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -12,7 +12,7 @@ before or after storing, or refuse chosen items with a ValidationException.
         srv.items("T")                             # {(pk, sk): item (wire dict)}
         srv.stats()                                # calls/items per op + faults fired
 
-    python tests/ddb_server.py --port 8000 --table T [--throttle 0.1 ...]
+    python tests/support/ddb_server.py --port 8000 --table T [--throttle 0.1 ...]
                                [--write-capacity 1000 --capacity-burst 0.5]
 
 Capacity model (`Capacity`, off by default): a token bucket of write units per
@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `importer` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from importer.dynamodb.pacing import READ_UNIT_BYTES, WRITE_UNIT_BYTES, ItemSizeError, item_size_of
 
@@ -987,7 +987,7 @@ class DdbServer:
 
 
 class SubprocessDdbServer:
-    """The same server in a child process (`python tests/ddb_server.py`).
+    """The same server in a child process (`python tests/support/ddb_server.py`).
 
     The client then owns its whole GIL -- what benchmarks need.  Faults are set
     from the command line (`fault_args`, e.g. ["--throttle", "0.1"]).

@@ -1,7 +1,7 @@
 """The compiled acknowledging DynamoDB endpoint (ack_server.c), built and run for benchmarks.
 
 Client speed has to be measured against an endpoint that costs the client
-nothing: tests/ddb_server.py is Python and takes its CPU from the same two
+nothing: tests/support/ddb_server.py is Python and takes its CPU from the same two
 cores as the client it measures.  `ack_server.c` answers every request in a
 few microseconds on one thread and stores nothing, so the client sets the pace.
 
@@ -72,7 +72,7 @@ def build_ack_server(directory: Path | None = None) -> Path:
     cc = _compiler()
     if cc is None:
         raise AckServerUnavailable(
-            "no C compiler (cc, gcc or clang) to build benchmarks/ack_server.c: "
+            "no C compiler (cc, gcc or clang) to build tests/support/ack_server.c: "
             "install one (e.g. apt-get install gcc) or set CC"
         )
     if not SOURCE.is_file():

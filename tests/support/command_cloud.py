@@ -31,7 +31,7 @@ from importer.aws.stream_handler import handle_stream_event
 from importer.mbc.command_states import CommandStates
 from importer.mbc.data_sync import load_handlers
 from tests.conftest import KEY_SCHEMA, scan_all
-from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
+from tests.support.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -67,7 +67,7 @@ def create_module(ddb: Any, prefix: str, module: str, *, tenant: str = "acme") -
 
 
 def command_item(code: str, version: int, name: str, price: str, *, tenant: str = "acme") -> dict:
-    """A command record as the importer writes it (DESIGN.md §3), version ``version``."""
+    """A command record as the importer writes it (docs/aws-facts.md, Record shapes)."""
     pk, base = f"PRODUCT#{tenant}", f"PRODUCT#{code}"
     return {
         "pk": {"S": pk},

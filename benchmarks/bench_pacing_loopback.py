@@ -1,20 +1,23 @@
-"""The pacer with real threads and real HTTP against the loopback's capacity model."""
+"""The pacer with real threads and real HTTP against the loopback's capacity model.
+
+A benchmark, not a test: how much of a second's capacity is used is a clock's
+measure, and a loaded machine moves it. The pacer's decisions themselves are tested
+deterministically in tests/test_pacing.py (the simulator, an injected clock). The
+bounds below are asserted when timed; in smoke mode the run is short and only the
+budget's never-throttled rule is held.
+"""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from importer.dynamodb.pacing import Pacer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ddb_server import DdbServer  # noqa: E402
+from tests.support.ddb_server import DdbServer
 
 
 def write_for(url: str, pacer: Pacer, seconds: float, threads: int = 8) -> dict[str, int]:
@@ -67,28 +70,34 @@ def write_for(url: str, pacer: Pacer, seconds: float, threads: int = 8) -> dict[
     return totals
 
 
-def test_budget_at_half_capacity_is_kept_and_never_throttled():
+def test_budget_at_half_capacity_is_kept_and_never_throttled(smoke):
     with DdbServer(tables=["T"], write_capacity=2000, capacity_burst=0.5) as srv:
         pacer = Pacer(max_units_per_second=1000)
-        totals = write_for(srv.endpoint_url, pacer, seconds=3.0)
+        totals = write_for(srv.endpoint_url, pacer, seconds=1.0 if smoke else 3.0)
         consumed = srv.capacity.consumed("write")
         assert totals["throttled"] == 0
         assert "capacity.unprocessed.write" not in srv.stats()
         assert srv.capacity.window_max("write") <= 1.05 * 1000
         span = consumed[-1][0] - consumed[0][0]
-        assert sum(u for _, u in consumed) >= 0.9 * 1000 * span  # and the budget is used
+        used = sum(u for _, u in consumed) / span
+        print(f"\nbudget 1000 units/s: {used:.0f} used")
+        if not smoke:
+            assert used >= 0.9 * 1000  # and the budget is used
 
 
-def test_converges_to_the_loopback_capacity():
+def test_converges_to_the_loopback_capacity(smoke):
     with DdbServer(tables=["T"], write_capacity=1000, capacity_burst=0.5) as srv:
         pacer = Pacer()
         started = time.monotonic()
-        totals = write_for(srv.endpoint_url, pacer, seconds=6.0)
+        totals = write_for(srv.endpoint_url, pacer, seconds=2.0 if smoke else 6.0)
         late = sum(u for t, u in srv.capacity.consumed("write") if t >= started + 3.0)
         seen = (late, pacer.rate, totals, pacer.stats)
+        print(f"\nconverged: {seen}")
+        if smoke:
+            return
         assert late >= 0.8 * 1000 * 3.0, seen
         assert pacer.rate is not None and pacer.rate <= 1.3 * 1000, seen
         # the pacer climbs back to its ceiling quickly (utilisation first); the price is
         # a throttled share of up to about a third here -- the same bound and reason as
-        # tests/test_capacity_run.py
+        # benchmarks/bench_capacity_run.py
         assert totals["throttled"] <= 0.35 * totals["requests"], seen

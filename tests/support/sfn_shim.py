@@ -20,12 +20,12 @@ undone on exit; moto's own code paths run everywhere else):
    so ``$``/``$$`` in it are evaluated by moto's payload-template code.
 2. **ItemReader CSV rules.**  moto's CSV reader is ``csv.reader`` and sorts the
    keys of every item; the shim reads the ``getObject`` body with
-   :class:`importer.input.source.CsvReader` (DESIGN.md §4.1: header order kept,
+   :class:`importer.input.source.CsvReader` (docs/aws-facts.md, ItemReader: header order kept,
    backslash escapes, padding/truncation to the header width).  A record the
    reader cannot parse fails the Map run with ``States.ItemReaderFailed``.
 3. **ItemBatcher.**  Between the ItemReader and the child runs, items are cut
    into ``{"Items": [...], "BatchInput": {...}}`` with
-   :class:`importer.input.batching.Batcher` (DESIGN.md §4.2: MaxItemsPerBatch /
+   :class:`importer.input.batching.Batcher` (docs/aws-facts.md, ItemBatcher: MaxItemsPerBatch /
    MaxInputBytesPerBatch, bytes of the compact UTF-8 child input).  An item
    that cannot fit alone fails the Map run (``States.Runtime``) naming it.
    The ``...Path`` forms are not supported (the generated ASL uses none).

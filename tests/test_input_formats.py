@@ -672,3 +672,82 @@ def test_plan_counts_each_type_as_the_csv(products, tmp_path):
         assert plan.map_children <= base.map_children
     limited = plan_source(str(products["JSONL"]), SPEC, engine="native", max_items=100)
     assert limited.rows == 100
+
+
+class _FailAfter:
+    """Writes through `inner` until `n` batches are written, then fails fatally (as an
+    expired credential would): the run stops with those batches checkpointed."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def write_batch(self, items):
+        from importer.dynamodb.retry import WriterFatalError
+
+        if self.n <= 0:
+            raise WriterFatalError("credentials expired")
+        self.n -= 1
+        return self.inner.write_batch(items)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_manifest_import_resumes_where_it_stopped(products, tmp_path):
+    """A run over a manifest of three objects stops after 4 batches; --resume sends only the
+    batches not done (numbered across the objects), and the table ends as one run leaves it."""
+    import boto3
+
+    from importer.dynamodb.retry import WriterFatalError
+    from tests.support.ddb_server import DdbServer
+
+    lines = jsonl_lines(products["CSV"].read_bytes(), KINDS)[:900]
+    parts = []
+    for n, chunk in enumerate((lines[:250], lines[250:700], lines[700:])):
+        p = tmp_path / f"part{n}.jsonl"
+        p.write_text("\n".join(chunk) + "\n")
+        parts.append(p)
+    manifest = tmp_path / "q-manifest.csv"
+    manifest.write_text("".join(f"{p}\n" for p in parts))
+    spec = parse_spec(dict(BENCH_SPEC, input={"data_type": "JSONL"}))
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    with DdbServer(tables=["t-command"]) as srv:
+
+        def run(resume: bool, fail_after: int | None) -> dict:
+            settings = PipelineSettings(
+                spec=spec,
+                table="t-command",
+                mode="blind",
+                endpoint_url=srv.endpoint_url,
+                workers=1,
+                region="us-east-1",
+                session=session,
+                check_table=False,
+            )
+            with open_pipeline(settings) as pipeline:
+                if fail_after is not None:
+                    pipeline.writer = _FailAfter(pipeline.writer, fail_after)
+                cfg = RunConfig(
+                    source=str(manifest),
+                    spec=spec,
+                    table="t-command",
+                    batch_items=100,
+                    workers=1,
+                    mode="blind",
+                    checkpoint_path=tmp_path / "cp.jsonl",
+                    resume=resume,
+                    rejects_path=tmp_path / "r.csv",
+                )
+                return run_import(cfg, pipeline=pipeline).to_json()
+
+        with pytest.raises(WriterFatalError, match="finished batch"):
+            run(False, 4)
+        stored = len(srv.items("t-command"))
+        assert 0 < stored < 900
+        summary = run(True, None)
+        items = srv.items("t-command")
+    assert summary["resumed_batches"] >= 4
+    assert summary["rows"] == 900 and summary["written"] + summary["rejected"] == 900
+    assert len(items) == summary["written"]

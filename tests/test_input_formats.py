@@ -751,3 +751,41 @@ def test_a_manifest_import_resumes_where_it_stopped(products, tmp_path):
     assert summary["resumed_batches"] >= 4
     assert summary["rows"] == 900 and summary["written"] + summary["rejected"] == 900
     assert len(items) == summary["written"]
+
+
+@pytest.mark.parametrize("kind", ["JSONL", "JSON", "PARQUET"])
+def test_spec_init_drafts_from_typed_samples(products, tmp_path, kind):
+    """The draft takes the JSON or Parquet types as they are, and validates its sample."""
+    from importer.cli.spec_draft import draft_spec
+
+    data = generate_csv(300, bad_every=0)
+    source = {
+        "JSONL": lambda: write_jsonl(tmp_path / "s.jsonl", data, KINDS),
+        "JSON": lambda: write_json(tmp_path / "s.json", data, KINDS),
+        "PARQUET": lambda: write_parquet(tmp_path / "s.parquet", data, KINDS),
+    }[kind]()
+    draft = draft_spec(str(source), sample=200)
+    types = {rule.name: rule.type for rule in draft.spec.columns}
+    assert types["qty"] == "integer" and types["price"] == "decimal"
+    assert types["active"] == "boolean"
+    assert types["released"] == "date"
+    assert draft.rejects == 0 and draft.sampled == 200
+    spec_path = tmp_path / "draft.toml"
+    spec_path.write_text(draft.text)
+    from importer.transform.spec import load_spec
+
+    settings = PipelineSettings(spec=load_spec(spec_path), mode="blind", dry_run=True, workers=2)
+    with open_pipeline(settings) as pipeline:
+        summary = run_import(
+            RunConfig(source=str(source), spec=settings.spec, workers=2), pipeline=pipeline
+        )
+    assert summary.rejected == 0 and summary.would_write == 300
+
+
+def test_spec_init_says_when_a_key_holds_mixed_types(tmp_path):
+    from importer.cli.spec_draft import draft_spec
+
+    src = tmp_path / "m.jsonl"
+    src.write_text('{"id":"A","v":1}\n{"id":"B","v":"x"}\n{"id":"C","v":true}\n')
+    draft = draft_spec(str(src))
+    assert "mixed JSON types (boolean, number, string)" in draft.text

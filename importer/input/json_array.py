@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator, Sequence
-from typing import IO
+from typing import IO, Any
 
 from importer.input.items import ItemMapper, ItemRow, Num, text_size
 from importer.input.source import CHUNK_BYTES, SourceError
@@ -80,10 +80,17 @@ class JsonArrayReader:
             raise SourceError(f"{self._name}: invalid UTF-8 ({exc.reason})") from None
 
     def __iter__(self) -> Iterator[ItemRow]:
+        row_of = self._mapper.row
+        for index, item, size in self.items():
+            if self.first_keys is None and type(item) is dict:
+                self.first_keys = list(item)
+            yield row_of(index, item, size)
+
+    def items(self) -> Iterator[tuple[int, Any, int]]:
+        """(index, element, compact size) of every element of the array, in order."""
         decoder = codecs.getincrementaldecoder("utf-8")()
         counter = _Counting()
         scan = json.JSONDecoder(parse_float=counter, parse_constant=_refuse_constant).raw_decode
-        row_of = self._mapper.row
         buf, eof = "", False
         pos = 0  # cursor in buf
         consumed = 0  # chars dropped from the front of buf (for offsets)
@@ -147,10 +154,7 @@ class JsonArrayReader:
                     continue
                 break
             start, pos = pos, end
-            if self.first_keys is None and type(item) is dict:
-                self.first_keys = list(item)
-            size = text_size(buf[start:end], item, counter.n)
-            yield row_of(index, item, size)
+            yield index, item, text_size(buf[start:end], item, counter.n)
             index += 1
             c = skip_ws()
             if c == ",":

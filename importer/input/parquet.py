@@ -33,7 +33,7 @@ from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, va
 from importer.input.source import SourceError
 from importer.records import Reject
 
-__all__ = ["ParquetReader", "S3RangeFile", "require_pyarrow"]
+__all__ = ["ParquetReader", "S3RangeFile", "open_parquet_source", "require_pyarrow"]
 
 #: rows decoded at a time (a slice of a row group)
 BATCH_ROWS = 16_384
@@ -89,7 +89,8 @@ class S3RangeFile(io.RawIOBase):
         return n
 
 
-def _open_file(uri: str, s3_client: Any) -> Any:
+def open_parquet_source(uri: str, s3_client: Any = None) -> Any:
+    """A path, or a seekable view of an S3 object, for `pyarrow.parquet.ParquetFile`."""
     lowered = uri.lower()
     if lowered.endswith((".gz", ".zst")):
         raise SourceError(
@@ -149,7 +150,7 @@ class ParquetReader:
 
         self._pa = pa
         self._batch_rows = batch_rows
-        source = _open_file(uri, s3_client)
+        source = open_parquet_source(uri, s3_client)
         try:
             self._file = pq.ParquetFile(source)
         except FileNotFoundError:

@@ -789,3 +789,58 @@ def test_spec_init_says_when_a_key_holds_mixed_types(tmp_path):
     src.write_text('{"id":"A","v":1}\n{"id":"B","v":"x"}\n{"id":"C","v":true}\n')
     draft = draft_spec(str(src))
     assert "mixed JSON types (boolean, number, string)" in draft.text
+
+
+def test_a_parquet_timestamp_is_the_same_instant_locally_and_in_the_child(tmp_path, ddb_table):
+    """Locally pyarrow reads the timestamp; the child gets it as epoch milliseconds (the
+    generated ASL tells it the InputType): both store the same date-time."""
+    from datetime import UTC, datetime
+
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from importer.aws.handler import handle_event
+    from importer.aws.statemachine import import_csv_definition
+    from importer.dynamodb.client import Boto3DynamoClient
+    from tests.conftest import scan_all
+
+    doc = {
+        "record": {"type": "EVT", "code": "{id}"},
+        "columns": {"id": {"required": True}, "at": {"type": "datetime"}},
+    }
+    spec = parse_spec(doc)
+    stamps = [datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC), None]
+    path = tmp_path / "e.parquet"
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "at": pa.array(stamps, pa.timestamp("ms", tz="UTC"))}), path
+    )
+    settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=2)
+    with open_pipeline(settings) as pipeline:
+        capture = _Capture(pipeline.writer)
+        pipeline.writer = capture
+        run_import(RunConfig(source=str(path), spec=spec, workers=2), pipeline=pipeline)
+    local = [json.loads(w)["attributes"]["M"] for w in capture.wires]
+
+    batch_input = import_csv_definition(input_type="PARQUET")["States"]["import-csv"][
+        "ItemBatcher"
+    ]["BatchInput"]
+    assert batch_input["InputType"] == "PARQUET"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="cfg")
+    s3.put_object(Bucket="cfg", Key="e.json", Body=json.dumps(doc).encode())
+    items = [{"id": "a", "at": 1699999999999 + 124}, {"id": "b", "at": None}]
+    event = {
+        "Items": items,
+        "BatchInput": {
+            "Attributes": {"table": ddb_table, "spec": "s3://cfg/e.json", "mode": "blind"},
+            "ExecutionName": "x",
+            "StartTime": "2026-11-25T10:00:00Z",
+            "InputType": "PARQUET",
+        },
+    }
+    client = Boto3DynamoClient(region="us-east-1", workers=2)
+    handle_event(event, client=client, s3_client=s3, writer="boto3")
+    stored = {k[1]: v["attributes"]["M"] for k, v in scan_all(ddb_table).items()}
+    assert local[0]["at"] == {"S": "2023-11-14T22:13:20.123+00:00"} == stored["EVT#a@1"]["at"]
+    assert "at" not in local[1] and "at" not in stored["EVT#b@1"]

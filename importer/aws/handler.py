@@ -114,6 +114,23 @@ def _all_strings(items: list[Any]) -> bool:
     return all(all(type(v) is str for v in item.values()) for item in items)
 
 
+def _epoch_ms_as_iso(items: list[dict[str, Any]], spec: Spec) -> None:
+    """A Parquet row's timestamp reaches the child as epoch milliseconds (docs/aws-facts.md,
+    ItemReader): in a `datetime` column it is that instant in UTC, as a local run reads it."""
+    from datetime import UTC, datetime
+
+    columns = [rule.name for rule in spec.columns if rule.type == "datetime"]
+    for item in items:
+        for name in columns:
+            value = item.get(name)
+            if type(value) is int:
+                stamp = datetime.fromtimestamp(value / 1000, UTC).isoformat()
+                head, dot, rest = stamp.partition(".")
+                if dot:
+                    stamp = f"{head}.{rest[:3].rstrip('0') or '0'}{rest[6:]}"
+                item[name] = stamp
+
+
 def _typed_rows(
     items: list[dict[str, Any]], spec: Spec
 ) -> tuple[list[str], list[tuple[int, list[str]]], list[Reject]]:
@@ -348,6 +365,8 @@ def handle_event(
         rows = [(n, [item.get(h, "") for h in header]) for n, item in enumerate(items, start=1)]
     else:
         # JSON, JSONL or Parquet items: a key left out is a null, as in a local run
+        if batch_input.get("InputType") == "PARQUET":
+            _epoch_ms_as_iso(items, spec)
         header, rows, refused = _typed_rows(items, spec)
     pipeline_settings = PipelineSettings(
         spec=spec,

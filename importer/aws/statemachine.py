@@ -205,6 +205,11 @@ def import_csv_definition(
     if max_input_bytes_per_batch is not None:
         batcher["MaxInputBytesPerBatch"] = max_input_bytes_per_batch
     batcher["BatchInput"] = dict(IMPORT_BATCH_INPUT)
+    read_as = data_type if input_type == "MANIFEST" and data_type else input_type
+    if read_as != "CSV":
+        # the child maps typed items by their source: a Parquet row's timestamps arrive
+        # as epoch milliseconds (docs/aws-facts.md, ItemReader)
+        batcher["BatchInput"]["InputType"] = read_as
 
     tolerated: int | float = tolerated_failure_percentage
     if isinstance(tolerated, float) and tolerated.is_integer():

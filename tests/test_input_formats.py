@@ -844,3 +844,19 @@ def test_a_parquet_timestamp_is_the_same_instant_locally_and_in_the_child(tmp_pa
     stored = {k[1]: v["attributes"]["M"] for k, v in scan_all(ddb_table).items()}
     assert local[0]["at"] == {"S": "2023-11-14T22:13:20.123+00:00"} == stored["EVT#a@1"]["at"]
     assert "at" not in local[1] and "at" not in stored["EVT#b@1"]
+
+
+def test_without_pyarrow_a_parquet_source_stops_with_one_line(products, tmp_path, monkeypatch):
+    """pyarrow is optional (the Lambda runtime lacks it): CSV and JSON never import it, and a
+    Parquet source says what to install."""
+    import subprocess
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if absent
+    with pytest.raises(SourceError, match=r"reading Parquet needs pyarrow.*pip install"):
+        _import(products["PARQUET"], tmp_path)
+    code = (
+        "import sys, importer.run.driver, importer.aws.handler, importer.input.formats; "
+        "sys.exit(1 if any(m.startswith('pyarrow') for m in sys.modules) else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

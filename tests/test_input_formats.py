@@ -860,3 +860,16 @@ def test_without_pyarrow_a_parquet_source_stops_with_one_line(products, tmp_path
         "sys.exit(1 if any(m.startswith('pyarrow') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["asl", "template"])
+def test_asl_and_template_emit_the_reader_config_asked_for(tmp_path, command):
+    from importer.cli.main import main
+
+    out = tmp_path / "out.json"
+    args = [command, "--input-type", "PARQUET", "--max-items", "9", "--out", str(out)]
+    assert main(args) == 0
+    text = out.read_text()
+    found = re.findall(r'"ReaderConfig":\s*(\{[^}]*\})', text)
+    assert [json.loads(f) for f in found] == [{"InputType": "PARQUET", "MaxItems": 9}]
+    assert '"InputType": "PARQUET"' in text.split('"BatchInput"')[1][:400]

@@ -152,6 +152,8 @@ class Summary:
     #: batches read but left unwritten when the run stopped over --max-rejects
     #: (their rows count nowhere, like the rows never read)
     halted_batches: int = 0
+    #: which `ttl` the commands carry (the data table's TTL configuration, or null)
+    ttl: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,6 +253,7 @@ def run_import(
         checkpoint.check_matches(_run_meta(config, ctx))
     else:
         ctx = RunContext.new(run_id=config.run_id)
+    ctx = pipeline.stamp(ctx)
     summary = Summary(run_id=ctx.run_id, notices=pipeline.notices)
     kind, stream, reader = open_rows(
         config.source,
@@ -315,6 +318,7 @@ def run_import(
             if first_keys is not None:
                 needed = set(spec.needed_columns)
                 summary.ignored_columns = [k for k in first_keys if k not in needed]
+            summary.ttl = pipeline.ttl_notes()
             summary.seconds = round(time.perf_counter() - started, 3)
             summary.rows_per_second = (
                 round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0

@@ -52,8 +52,8 @@ still to assign -- from then on the probe finds them in the table, and a
 record this run wrote for an earlier line is reported exactly as the map would
 have (`exists (version v): duplicate of line n`).  So memory stays flat
 however long the file.  A run whose writes never reach the table (validate,
-or no endpoint) keeps every entity instead (`importer.ledger.EntityLedger`,
-a dict that moves to a temporary SQLite file).
+or no endpoint) keeps every entity instead (`importer.ledger.DigestLedger`:
+16 bytes an entity in memory up to a bound, then sorted runs on disk).
 
 `rows == written + unchanged + rejected + failed` holds per batch:
 `len(items) == len(out.items) + out.unchanged + len(out.rejects) + len(out.failures)`.
@@ -71,7 +71,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from importer._native import ItemBlock
-from importer.ledger import EntityLedger, WindowLedger
+from importer.ledger import DigestLedger, WindowLedger
 from importer.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.reference import wire_json
@@ -265,9 +265,9 @@ class ModeStage:
         # the run map: entity -> (version, digest, line); flat in memory (importer.ledger).
         # Only a run that writes can forget what the tables show.
         self._window: WindowLedger | None = None
-        self._ledger: EntityLedger | WindowLedger
+        self._ledger: DigestLedger | WindowLedger
         if remember_all or lookup is None:
-            self._ledger = EntityLedger()
+            self._ledger = DigestLedger()
         else:
             self._ledger = self._window = WindowLedger()
 

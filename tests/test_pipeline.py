@@ -266,20 +266,24 @@ def test_a_run_map_that_forgets_written_batches_gives_the_same_result(
 def test_validate_finds_duplicates_alike_when_its_run_map_moves_to_disk(
     run_cli, spec, tmp_path, monkeypatch
 ):
-    """A dry run writes nothing for the table to remember: it keeps every entity, on disk."""
-    import functools
-
+    """A dry run writes nothing for the table to remember: it keeps every entity, on disk
+    past its bound -- with the same rejects, lines and counts as `run`."""
     import importer.modes as modes_mod
-    from importer.ledger import EntityLedger
+    from importer.ledger import DigestLedger
 
     skus = [f"P-{i % 70:03d}" for i in range(200)]
     src = write_csv(tmp_path / "in.csv", skus)
     reports = []
+    ledgers: list[DigestLedger] = []
+
+    def tiny(**kw):  # 4 slots: a run on disk every 3 entities
+        ledger = DigestLedger(max_slots=4, **kw)
+        ledgers.append(ledger)
+        return ledger
+
     for spill in (False, True):
         if spill:
-            monkeypatch.setattr(
-                modes_mod, "EntityLedger", functools.partial(EntityLedger, memory_entries=10)
-            )
+            monkeypatch.setattr(modes_mod, "DigestLedger", tiny)
         with DdbServer(tables=[CMD, DATA]) as server:
             res = run_cli(
                 "validate", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
@@ -287,4 +291,12 @@ def test_validate_finds_duplicates_alike_when_its_run_map_moves_to_disk(
             )  # fmt: skip
         assert res.summary["rejected"] == 130
         reports.append((tmp_path / f"v{spill}.csv").read_text())
-    assert reports[0] == reports[1]
+    [ledger] = ledgers
+    assert ledger.runs_on_disk >= 20
+    with DdbServer(tables=[CMD, DATA]) as server:
+        res = run_cli(
+            "run", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
+            batch_items=20, quiet=True, rejects=tmp_path / "r.csv",
+        )  # fmt: skip
+    assert res.summary["rejected"] == 130
+    assert reports[0] == reports[1] == (tmp_path / "r.csv").read_text()

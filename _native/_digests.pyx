@@ -42,7 +42,7 @@ cdef extern from "Python.h":
 cdef struct Slot:
     uint64_t a
     uint32_t b
-    uint32_t line  # 0: an empty slot (a line is at least 1)
+    uint32_t line  # the line + 1; 0: an empty slot
 
 
 cdef enum:
@@ -50,8 +50,8 @@ cdef enum:
     FILTER_BITS = 12     # Bloom filter bits per spilled key (~0.5 % of misses read the disk)
     MIN_SLOTS = 1024
 
-#: The largest line a slot holds; a caller keeps larger ones elsewhere.
-MAX_LINE = 0xFFFFFFFF
+#: The largest line a slot holds (as line + 1); a caller keeps larger ones elsewhere.
+MAX_LINE = 0xFFFFFFFE
 
 
 cdef inline uint64_t _rotl(uint64_t x, int b) noexcept nogil:
@@ -152,7 +152,8 @@ cdef class _Run:
             self.fd = -1
 
     cdef long long find(self, uint64_t a, uint32_t b, Slot* block) except -1:
-        """The line of key (a, b) in this run, or 0; `block` holds BLOCK slots."""
+        """The stored line of key (a, b) in this run (line + 1), or 0; `block` holds
+        BLOCK slots."""
         cdef Py_ssize_t lo = 0, hi = self.nfences, mid, count, got, want
         cdef int c
         # the last fence <= key
@@ -189,7 +190,7 @@ cdef class KeyDigests:
     """Entity key -> line, 16 bytes a key in memory up to `max_slots`, then on disk.
 
     Keys go in as `digest(keys)` (one bytes object a batch, 16 bytes a key);
-    lines are 1 .. MAX_LINE.
+    lines are 0 .. MAX_LINE.
     """
 
     cdef Slot* slots
@@ -198,6 +199,9 @@ cdef class KeyDigests:
     cdef readonly Py_ssize_t max_slots
     cdef readonly Py_ssize_t count   # distinct keys held (table and runs)
     cdef readonly Py_ssize_t spills  # runs written in all (kept by `close`: for tests)
+    #: keys `first_lines` gave an earlier line than the one they held (a batch that
+    #: registered after a later batch holding the same entity)
+    cdef readonly Py_ssize_t moves
     cdef uint64_t k0
     cdef uint64_t k1
     cdef unsigned char* buf
@@ -238,6 +242,7 @@ cdef class KeyDigests:
         self.used = 0
         self.count = 0
         self.spills = 0
+        self.moves = 0
         self.runs = []
         self.filt_blocks = 0
         self.spilled = 0
@@ -356,7 +361,8 @@ cdef class KeyDigests:
             w[bit >> 6] |= (<uint64_t> 1) << (bit & 63)
 
     cdef long long _line(self, uint64_t a, uint32_t b) except -1:
-        """The line of (a, b), 0 when unknown: the table, then the runs newest first."""
+        """The stored line of (a, b) (line + 1), 0 when unknown: the table, then the runs
+        newest first."""
         cdef Py_ssize_t i = self._slot(a, b)
         cdef long long line
         cdef _Run r
@@ -373,15 +379,15 @@ cdef class KeyDigests:
         return 0
 
     def lines(self, bytes digests):
-        """Each digest's line, 0 for a key never added."""
+        """Each digest's line, -1 for a key never added."""
         cdef const Slot* d = <const Slot*> PyBytes_AS_STRING(digests)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(digests) // sizeof(Slot), i
-        cdef list out = [0] * n
+        cdef list out = [-1] * n
         cdef long long line
         for i in range(n):
             line = self._line(d[i].a, d[i].b)
             if line:
-                out[i] = line
+                out[i] = line - 1
         return out
 
     def any_known(self, bytes digests):
@@ -396,7 +402,7 @@ cdef class KeyDigests:
     # ------------------------------------------------------------------ adding
 
     def add(self, bytes digests, lines, bint new=False):
-        """Key i is now at `lines[i]` (1 .. MAX_LINE); `new`: the caller has just seen
+        """Key i is now at `lines[i]` (0 .. MAX_LINE); `new`: the caller has just seen
         that none of them is known (no run is read for them)."""
         cdef const Slot* d = <const Slot*> PyBytes_AS_STRING(digests)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(digests) // sizeof(Slot), i, j
@@ -405,12 +411,12 @@ cdef class KeyDigests:
         if len(ls) != n:
             raise ValueError(f"{n} keys but {len(ls)} lines")
         for line in ls:
-            if not 1 <= line <= MAX_LINE:
-                raise ValueError(f"line {line} out of range (1 .. {MAX_LINE})")
+            if not 0 <= line <= MAX_LINE:
+                raise ValueError(f"line {line} out of range (0 .. {MAX_LINE})")
         for i in range(n):
             j = self._slot(d[i].a, d[i].b)
             if self.slots[j].line != 0:  # in the table: replaced
-                self.slots[j].line = <uint32_t> ls[i]
+                self.slots[j].line = <uint32_t> (<long long> ls[i] + 1)
                 continue
             # a key a run holds stays counted once: the table's copy shadows it
             known = not new and self._maybe_spilled(d[i].a, d[i].b) and self._in_runs(d[i].a, d[i].b)
@@ -419,10 +425,57 @@ cdef class KeyDigests:
                 j = self._slot(d[i].a, d[i].b)
             self.slots[j].a = d[i].a
             self.slots[j].b = d[i].b
-            self.slots[j].line = <uint32_t> ls[i]
+            self.slots[j].line = <uint32_t> (<long long> ls[i] + 1)
             self.used += 1
             if not known:
                 self.count += 1
+
+    def first_lines(self, bytes digests, lines):
+        """Register key i as met on `lines[i]` and answer the first line it is known at.
+
+        A key keeps the smallest line it was registered at, whatever order the calls
+        come in: `out[i] == lines[i]` when line i is the key's first so far, else
+        `out[i]` is that earlier line.  A call that lowers a key's line counts a move
+        (`moves`): answers given before it about that key may since have changed.
+        """
+        cdef const Slot* d = <const Slot*> PyBytes_AS_STRING(digests)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(digests) // sizeof(Slot), i, j
+        cdef list ls = lines if type(lines) is list else list(lines)
+        cdef list out
+        cdef long long cur, line
+        if len(ls) != n:
+            raise ValueError(f"{n} keys but {len(ls)} lines")
+        for line in ls:
+            if not 0 <= line <= MAX_LINE:
+                raise ValueError(f"line {line} out of range (0 .. {MAX_LINE})")
+        out = list(ls)
+        for i in range(n):
+            line = <long long> ls[i] + 1  # as stored
+            j = self._slot(d[i].a, d[i].b)
+            if self.slots[j].line != 0:
+                cur = self.slots[j].line
+                if cur <= line:
+                    out[i] = cur - 1
+                else:
+                    self.slots[j].line = <uint32_t> line
+                    self.moves += 1
+                continue
+            cur = self._line(d[i].a, d[i].b) if self.spilled else 0
+            if cur and cur <= line:
+                out[i] = cur - 1
+                continue
+            if cur:  # a run holds it at a later line: the table's copy shadows it
+                self.moves += 1
+            else:
+                self.count += 1
+            if (self.used + 1) * 4 > self.size * 3:
+                self._make_room()
+            j = self._slot(d[i].a, d[i].b)
+            self.slots[j].a = d[i].a
+            self.slots[j].b = d[i].b
+            self.slots[j].line = <uint32_t> line
+            self.used += 1
+        return out
 
     cdef bint _in_runs(self, uint64_t a, uint32_t b) except -1:
         cdef _Run r

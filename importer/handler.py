@@ -301,7 +301,7 @@ def handle_event(
     with open_pipeline(pipeline_settings, client=client, lanes=_child_lanes()) as pipeline:
         outcome = pipeline.process(
             Batch(index=0, rows=rows), header=header, ctx=ctx, ticket=pipeline.ticket()
-        )
+        ).final()
     rejects_at = failures_at = None
     if settings.rejects_uri:
         rejects_at, failures_at = _store_reports(

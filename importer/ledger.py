@@ -217,13 +217,29 @@ class DigestLedger:
         """Sorted runs the digest table was spilled into (all of the run's, even closed)."""
         return self._keys.spills
 
+    # -- validate without a table (insert mode): first lines in any batch order.
+    # Only the mode stage's unordered path calls these, and then nothing else.
+
+    def digest(self, keys: Sequence[EntityKey]) -> bytes:
+        """The keys' digests (16 bytes each), for `first_lines`: work done outside the lock."""
+        return self._keys.digest(keys)
+
+    def first_lines(self, digests: bytes, lines: Sequence[int]) -> list[int]:
+        """Register each key as met on `lines[i]`; the first line each is known at."""
+        return self._keys.first_lines(digests, lines)
+
+    @property
+    def moves(self) -> int:
+        """How often `first_lines` has moved a key's first line earlier."""
+        return self._keys.moves
+
     def load(self, keys: Iterable[EntityKey]) -> dict[EntityKey, Entry]:
         """The known entries among `keys`."""
         keys = keys if type(keys) is list else list(keys)
         if not keys:
             return {}
         lines = self._keys.lines(self._keys.digest(keys))
-        found = {k: (1, b"", line) for k, line in zip(keys, lines, strict=True) if line}
+        found = {k: (1, b"", line) for k, line in zip(keys, lines, strict=True) if line >= 0}
         if self._others:
             found.update(self._other.load(keys))
         return found
@@ -244,7 +260,7 @@ class DigestLedger:
             return False
         try:
             self._keys.add(digests, lines, new=True)  # checks every line before adding any
-        except ValueError:  # a line a slot cannot hold (0, or past 2**32): the general way
+        except ValueError:  # a line a slot cannot hold (past 2**32 - 2): the general way
             self.store(_new_entries(keys, lines), owner)
         return True
 
@@ -257,7 +273,7 @@ class DigestLedger:
         lines: list[int] = []
         other: dict[EntityKey, Entry] = {}
         for k, e in entries.items():
-            if e[0] == 1 and not e[1] and 1 <= e[2] <= MAX_LINE:
+            if e[0] == 1 and not e[1] and 0 <= e[2] <= MAX_LINE:
                 compact.append(k)
                 lines.append(e[2])
             else:
@@ -277,7 +293,8 @@ class DigestLedger:
             held_before = self._other.load(list(other)) if self._others else {}
             fresh = [k for k in other if k not in held_before]
             if fresh:  # new to the other store: are they counted in the digests already?
-                self._both += sum(1 for line in self._keys.lines(self._keys.digest(fresh)) if line)
+                lines_known = self._keys.lines(self._keys.digest(fresh))
+                self._both += sum(1 for line in lines_known if line >= 0)
             self._other.store(other)
             self._others = True
 

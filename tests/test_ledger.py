@@ -90,7 +90,7 @@ def test_spilled_runs_leave_no_file_and_close_their_descriptors(tmp_path):
     assert table.lines(digests) == [i + 2 for i in range(400)]
     table.close()
     assert len(os.listdir("/proc/self/fd")) == fds
-    assert table.lines(digests) == [0] * 400 and table.count == 0
+    assert table.lines(digests) == [-1] * 400 and table.count == 0
 
 
 def test_key_digests_keep_keys_apart_that_concatenate_alike():
@@ -162,6 +162,97 @@ def test_validate_names_the_first_line_of_a_duplicate_across_spilled_runs(monkey
             assert kind is RejectKind.DUPLICATE and first[code] < line
     in_memory.close()
     spilled.close()
+
+
+def _batches(codes: list[str], size: int) -> list[list[PreparedItem]]:
+    items = [_stage_item(2 + i, c) for i, c in enumerate(codes)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _final(done) -> tuple[list[int], list[tuple[int, str]]]:
+    """(kept lines, (line, reason) of each reject) once the batch is settled."""
+    kept = {it.line for it in done.items}
+    rejects = done.rejects
+    if done.pending is not None:
+        rejects = done.pending.final()
+        kept = (kept | {r.line for r in done.pending.provisional}) - {r.line for r in rejects}
+    return sorted(kept), [(r.line, r.reason) for r in rejects]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_validate_batches_register_in_any_order_and_settle_to_the_file_order_answer(
+    monkeypatch, seed
+):
+    """Validate without a table: batches prepared in a shuffled order (each registers
+    at once, none waits) end with the very rejects, reasons and kept rows of the
+    file order -- across spilled runs too."""
+    import importer.modes as modes_mod
+
+    rng = random.Random(seed)
+    codes = [f"C{rng.randrange(300)}" for _ in range(1500)]
+    batches = _batches(codes, 25)
+    in_order = ModeStage(mode="insert", table="t-command", data_table=None, lookup=None)
+    expected = [_final(in_order.prepare(b, ticket=in_order.ticket())) for b in batches]
+    in_order.close()
+
+    monkeypatch.setattr(modes_mod, "DigestLedger", lambda **kw: DigestLedger(max_slots=16, **kw))
+    stage = ModeStage(mode="insert", table="t-command", data_table=None, lookup=None)
+    tickets = [stage.ticket() for _ in batches]
+    order = list(range(len(batches)))
+    rng.shuffle(order)
+    done = {}
+
+    def prepare_all() -> None:  # one thread: a batch that waited for an earlier one blocks it
+        for i in order:
+            done[i] = stage.prepare(batches[i], ticket=tickets[i])
+
+    worker = threading.Thread(target=prepare_all, daemon=True)
+    worker.start()
+    worker.join(60)  # a bound for the failure only: the batches never wait on each other
+    if worker.is_alive():
+        stage.abort()
+        raise AssertionError(f"a batch waited for an earlier one ({len(done)} of {len(order)} ran)")
+    assert stage._ledger.runs_on_disk > 20 and stage._ledger.moves > 0
+    assert [_final(done[i]) for i in range(len(batches))] == expected
+    firsts: dict[str, int] = {}
+    for line, c in enumerate(codes, start=2):
+        firsts.setdefault(c, line)
+    reasons = [r for _, rejects in expected for r in rejects]
+    assert reasons == [
+        (line, f"exists (version 1): duplicate of line {firsts[c]}")
+        for line, c in enumerate(codes, start=2)
+        if firsts[c] != line
+    ]
+    stage.close()
+
+
+def test_a_validate_batch_ahead_of_its_turn_is_provisional_until_the_turn_passes():
+    """The later batch holds entity X first; the earlier batch, registering after it,
+    moves X's first line: the later batch's answer changes once the turn passes it."""
+    stage = ModeStage(mode="insert", table="t-command", data_table=None, lookup=None)
+    early, late = stage.ticket(), stage.ticket()
+    done: list = []
+    worker = threading.Thread(
+        target=lambda: done.append(
+            stage.prepare([_stage_item(50, "X"), _stage_item(51, "Y")], ticket=late)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(60)  # a bound for the failure only: the later batch does not wait
+    if worker.is_alive():
+        stage.abort()
+        raise AssertionError("the later batch waited for the earlier one")
+    [ahead] = done
+    assert [it.line for it in ahead.items] == [50, 51] and not ahead.rejects
+    assert ahead.pending is not None and ahead.pending.rejects is None  # not settled yet
+    behind = stage.prepare([_stage_item(3, "X")], ticket=early)
+    assert [it.line for it in behind.items] == [3] and behind.pending is None
+    [dup] = ahead.pending.final()
+    assert (dup.line, dup.reason, dup.kind, dup.value) == (
+        50, "exists (version 1): duplicate of line 3", RejectKind.DUPLICATE, "X"
+    )  # fmt: skip
+    stage.close()
 
 
 # --------------------------------------------------------------------------- the window

@@ -55,6 +55,13 @@ however long the file.  A run whose writes never reach the table (validate,
 or no endpoint) keeps every entity instead (`importer.ledger.DigestLedger`:
 16 bytes an entity in memory up to a bound, then sorted runs on disk).
 
+With nothing to read in insert mode (validate without a table) a row's fate
+depends only on whether it is its entity's first in the file, so there the
+batches take no turn: each registers its entities when it has them (an entity
+keeps the smallest line it was met at) and answers at once.  Only a batch that
+got ahead of an earlier one holding the same entity can be wrong, and it is
+settled when the turn passes it (`PendingRejects`, `BatchOutcome.final`).
+
 `rows == written + unchanged + rejected + failed` holds per batch:
 `len(items) == len(out.items) + out.unchanged + len(out.rejects) + len(out.failures)`.
 """

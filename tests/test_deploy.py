@@ -304,7 +304,7 @@ def test_package_imports_from_the_zip_alone(package, tmp_path):
     with zipfile.ZipFile(package) as zf:
         zf.extractall(root)
     code = (
-        "import importer, importer._native, importer._http, importer._sign, "
+        "import importer, importer._native, importer._http, importer._sign, importer.modes, "
         "importer.statemachine as s; from importer import sigv4; "
         "assert sigv4.c_signing(); "
         "print(importer.__file__); print(len(s.all_definitions()))"

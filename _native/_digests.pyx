@@ -204,8 +204,6 @@ cdef class KeyDigests:
     cdef readonly Py_ssize_t moves
     cdef uint64_t k0
     cdef uint64_t k1
-    cdef unsigned char* buf
-    cdef Py_ssize_t buf_cap
     cdef list runs
     cdef uint64_t* filt
     cdef uint64_t filt_blocks  # blocks of 8 words (512 bits); a power of two
@@ -215,7 +213,6 @@ cdef class KeyDigests:
 
     def __cinit__(self):
         self.slots = NULL
-        self.buf = NULL
         self.filt = NULL
         self.block = NULL
 
@@ -250,7 +247,6 @@ cdef class KeyDigests:
 
     def __dealloc__(self):
         free(self.slots)
-        free(self.buf)
         free(self.filt)
         free(self.block)
 
@@ -284,17 +280,11 @@ cdef class KeyDigests:
 
     # ------------------------------------------------------------------ digests
 
-    cdef unsigned char* _room(self, Py_ssize_t n) except NULL:
-        cdef unsigned char* p
-        if n > self.buf_cap:
-            p = <unsigned char*> realloc(self.buf, n)
-            if p == NULL:
-                raise MemoryError()
-            self.buf, self.buf_cap = p, n
-        return self.buf
-
     def digest(self, keys):
-        """16 bytes per (pk, sk) key: its 96-bit digest, then four zero bytes."""
+        """16 bytes per (pk, sk) key: its 96-bit digest, then four zero bytes.
+
+        Touches nothing of the table: the mode stage calls it outside its lock.
+        """
         cdef list ks = keys if type(keys) is list else list(keys)
         cdef Py_ssize_t n = len(ks), i, pk_len, sk_len
         cdef bytes out = PyBytes_FromStringAndSize(NULL, n * sizeof(Slot))
@@ -302,30 +292,40 @@ cdef class KeyDigests:
         cdef const char* pk
         cdef const char* sk
         cdef unsigned char* p
+        cdef unsigned char* buf = NULL  # this call's own: threads may digest side by side
+        cdef Py_ssize_t cap = 0
         cdef uint64_t h[2]
         cdef object pk_obj, sk_obj
-        cdef object last_pk = None
-        for i in range(n):
-            pk_obj, sk_obj = ks[i]
-            pk = PyUnicode_AsUTF8AndSize(pk_obj, &pk_len) if type(pk_obj) is str else NULL
-            if pk == NULL:  # a lone surrogate (or not a str): as Python encodes it
-                PyErr_Clear()
-                pk_obj = str(pk_obj).encode("utf-8", "surrogatepass")
-                pk, pk_len = PyBytes_AS_STRING(pk_obj), PyBytes_GET_SIZE(pk_obj)
-            sk = PyUnicode_AsUTF8AndSize(sk_obj, &sk_len) if type(sk_obj) is str else NULL
-            if sk == NULL:
-                PyErr_Clear()
-                sk_obj = str(sk_obj).encode("utf-8", "surrogatepass")
-                sk, sk_len = PyBytes_AS_STRING(sk_obj), PyBytes_GET_SIZE(sk_obj)
-            # pk's length first: no two (pk, sk) pairs make the same bytes
-            p = self._room(8 + pk_len + sk_len)
-            memcpy(p, &pk_len, 8)
-            memcpy(p + 8, pk, pk_len)
-            memcpy(p + 8 + pk_len, sk, sk_len)
-            _siphash128(self.k0, self.k1, p, 8 + pk_len + sk_len, h)
-            s[i].a = h[0]
-            s[i].b = <uint32_t> h[1]
-            s[i].line = 0
+        try:
+            for i in range(n):
+                pk_obj, sk_obj = ks[i]
+                pk = PyUnicode_AsUTF8AndSize(pk_obj, &pk_len) if type(pk_obj) is str else NULL
+                if pk == NULL:  # a lone surrogate (or not a str): as Python encodes it
+                    PyErr_Clear()
+                    pk_obj = str(pk_obj).encode("utf-8", "surrogatepass")
+                    pk, pk_len = PyBytes_AS_STRING(pk_obj), PyBytes_GET_SIZE(pk_obj)
+                sk = PyUnicode_AsUTF8AndSize(sk_obj, &sk_len) if type(sk_obj) is str else NULL
+                if sk == NULL:
+                    PyErr_Clear()
+                    sk_obj = str(sk_obj).encode("utf-8", "surrogatepass")
+                    sk, sk_len = PyBytes_AS_STRING(sk_obj), PyBytes_GET_SIZE(sk_obj)
+                # pk's length first: no two (pk, sk) pairs make the same bytes
+                if 8 + pk_len + sk_len > cap:
+                    cap = 2 * (8 + pk_len + sk_len)
+                    p = <unsigned char*> realloc(buf, cap)
+                    if p == NULL:
+                        raise MemoryError()
+                    buf = p
+                p = buf
+                memcpy(p, &pk_len, 8)
+                memcpy(p + 8, pk, pk_len)
+                memcpy(p + 8 + pk_len, sk, sk_len)
+                _siphash128(self.k0, self.k1, p, 8 + pk_len + sk_len, h)
+                s[i].a = h[0]
+                s[i].b = <uint32_t> h[1]
+                s[i].line = 0
+        finally:
+            free(buf)
         return out
 
     # ------------------------------------------------------------------ lookups

@@ -3,7 +3,7 @@
 Every tool is run as its own process and timed from spawn to exit (interpreter
 start and imports included: that is what a user waits for), with its CPU time
 and peak RSS taken from the kernel (`wait4`), against the acknowledging
-endpoint (ack_endpoint.py).  The input is importer.bench's generated 10-column
+endpoint (ack_endpoint.py).  The input is importer.cli.bench's generated 10-column
 products file, all rows valid, so every tool has exactly N items to deliver.
 
 ddbimport (the Go peer, a-h/ddbimport) is used when it is installed or can be
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ack_endpoint import cache_dir
+from tests.support.ack_endpoint import cache_dir
 
 __all__ = [
     "BOTO3_SCRIPT",
@@ -95,7 +95,7 @@ def write_products(directory: Path, rows: int) -> tuple[Path, Path, Path]:
     as its first two columns (pk, sk as importer derives them); building that
     file is not timed.
     """
-    from importer.bench import BENCH_SPEC, generate_csv
+    from importer.cli.bench import BENCH_SPEC, generate_csv
 
     directory.mkdir(parents=True, exist_ok=True)
     data = generate_csv(rows, bad_every=0)
@@ -149,7 +149,7 @@ def importer_cmd(
     cmd = [
         sys.executable,
         "-m",
-        "importer.cli",
+        "importer.cli.main",
         "run",
         str(csv_path),
         "--spec",

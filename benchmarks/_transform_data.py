@@ -1,4 +1,4 @@
-"""Data and stage helpers for bench_transform.py (the logic lives in importer.bench)."""
+"""Data and stage helpers for bench_transform.py (the logic lives in importer.cli.bench)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from functools import cache
 from typing import Any
 
-from importer.bench import (
+from importer.cli.bench import (
     BATCH,
     BENCH_SPEC,
     HEADER,
@@ -38,8 +38,8 @@ ROWS = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "200000"))
 
 @cache
 def dataset() -> dict[str, Any]:
-    from importer.context import RunContext
-    from importer.spec import parse_spec
+    from importer.transform.context import RunContext
+    from importer.transform.spec import parse_spec
 
     data = generate_csv(ROWS)
     rows = native_parse(data)

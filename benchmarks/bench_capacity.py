@@ -1,6 +1,6 @@
 """Utilisation of a capacity-limited table: how much of the granted capacity a client uses.
 
-The loopback DynamoDB (tests/ddb_server.py) runs in its own process with a
+The loopback DynamoDB (tests/support/ddb_server.py) runs in its own process with a
 capacity model: a token bucket of C write units per second with a 0.5 s burst;
 a BatchWriteItem gets the items that fit, the rest come back unprocessed, and a
 call where nothing fits is refused with ProvisionedThroughputExceededException.
@@ -10,7 +10,7 @@ Each client writes 1-unit items into its own fresh table for D seconds:
   UnprocessedItems at once, botocore's retry handles throttling errors);
 * a plain retry loop -- 16 threads, `batch_write_item`, unprocessed items and
   throttles retried after full-jitter exponential backoff (no rate control);
-* the same loop paced by `importer.pacing.Pacer` (acquire before each call,
+* the same loop paced by `importer.dynamodb.pacing.Pacer` (acquire before each call,
   settle after it) -- the component importer's writer uses;
 * `importer run` itself, with its defaults (50 workers), as a whole process.
 
@@ -43,10 +43,10 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from ddb_server import SubprocessDdbServer
 
-from importer.mbc_model import TABLE_SCHEMA
-from importer.pacing import Pacer
+from importer.dynamodb.pacing import Pacer
+from importer.mbc.model import TABLE_SCHEMA
+from tests.support.ddb_server import SubprocessDdbServer
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 CAPACITY = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_WCU", "2000"))
@@ -207,7 +207,7 @@ def run_importer(url: str, table: str) -> dict:
             fh.write("sku,v\n")
             fh.writelines(f"S{i:09d},{'x' * 40}\n" for i in range(rows))
         env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench")
-        cmd = [sys.executable, "-m", "importer.cli", "run", str(src), "--spec", str(spec)]
+        cmd = [sys.executable, "-m", "importer.cli.main", "run", str(src), "--spec", str(spec)]
         cmd += ["--table", table, "--endpoint-url", url, "--mode", "blind", "--quiet"]
         cmd += ["--summary-json", str(out), "--checkpoint", str(Path(tmp, "cp.jsonl"))]
         subprocess.run(cmd, check=True, env=env, cwd=tmp)

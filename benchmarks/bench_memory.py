@@ -2,11 +2,11 @@
 
 Memory must stay flat with the file's size in every mode (issue 12: a 10x larger
 file within 15 % of the smaller one's peak).  Each run is a whole
-`python -m importer.cli run` process against the compiled acknowledging endpoint
+`python -m importer.cli.main run` process against the compiled acknowledging endpoint
 (ack_endpoint.py), its peak RSS read from the kernel (wait4's ru_maxrss); every
 run is checked to have delivered all its rows.  blind has no run map; insert
 (the default mode) reads before writing and keeps a run map of the batches in
-flight (importer.ledger.WindowLedger), so it is the mode whose memory could
+flight (importer.modes.ledger.WindowLedger), so it is the mode whose memory could
 grow with the file.
 IMPORTER_BENCH_MEMORY_MODES adds modes (upsert, strict: the ack endpoint
 answers their reads and transactions).
@@ -27,8 +27,9 @@ import os
 from pathlib import Path
 
 import pytest
-from _clients import client_env, importer_cmd, run_measured, save_report, write_products
-from ack_endpoint import AckEndpoint
+
+from benchmarks._clients import client_env, importer_cmd, run_measured, save_report, write_products
+from tests.support.ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_MEMORY_ROWS", "100000"))

@@ -1,10 +1,10 @@
 """Import modes: rows/s of insert, upsert and strict next to the blind write, same run.
 
-Against the loopback DynamoDB (tests/ddb_server.py) in a separate process.  For
+Against the loopback DynamoDB (tests/support/ddb_server.py) in a separate process.  For
 every mode a fresh command + data table pair is seeded (not timed) with half of
 the entities at version 1, the data table synced; then the same file of N rows
 (all entities, 10% of the existing ones changed) goes through the run's pipeline
-(`importer.pipeline`: transform, mode stage, the mode's writer) on 50 workers,
+(`importer.run.pipeline`: transform, mode stage, the mode's writer) on 50 workers,
 in batches of 1000, exactly as `importer run` handles each batch.
 
     pytest benchmarks/bench_modes.py -s                      # N = 100,000
@@ -25,15 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from ddb_server import SubprocessDdbServer
-from writers import http_writer, write_many
 
-from importer.batching import Batch
-from importer.context import RunContext
-from importer.engines import get_engine
-from importer.mbc_model import TABLE_SCHEMA
-from importer.pipeline import PipelineSettings, open_pipeline
-from importer.spec import parse_spec
+from importer.input.batching import Batch
+from importer.mbc.model import TABLE_SCHEMA
+from importer.run.pipeline import PipelineSettings, open_pipeline
+from importer.transform.context import RunContext
+from importer.transform.engines import get_engine
+from importer.transform.spec import parse_spec
+from tests.support.ddb_server import SubprocessDdbServer
+from tests.support.writers import http_writer, write_many
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))
@@ -119,7 +119,7 @@ def _writer(url: str, table: str):
 
 def _fresh_tables(url: str, seed) -> tuple[str, str]:
     from importer.records import PreparedItem
-    from importer.reference import wire_json
+    from importer.transform.reference import wire_json
 
     client = _session().client("dynamodb", endpoint_url=url)
     n = next(_ids)

@@ -1,6 +1,6 @@
 """End to end: `importer run` vs the usual boto3 script, same CSV, same run; memory.
 
-Both import the same generated CSV into the loopback DynamoDB (tests/ddb_server.py,
+Both import the same generated CSV into the loopback DynamoDB (tests/support/ddb_server.py,
 in its own process): importer with its defaults (native engine, signed-HTTP
 writer, 50 workers; `--mode blind` and `--mode insert`, and `--mode insert --sync`,
 which also writes the data table in the same run), and the script most
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from ddb_server import SubprocessDdbServer
+
+from tests.support.ddb_server import SubprocessDdbServer
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "200000"))
@@ -90,7 +91,7 @@ def _env() -> None:
 
 def _timed_run(workdir: Path, endpoint: str, name: str, *flags: str) -> tuple[int, dict, float]:
     """`importer run` on the module's file in-process: (exit code, summary, seconds)."""
-    from importer.cli import main
+    from importer.cli.main import main
 
     out = workdir / f"summary-{name}.json"
     argv = ["run", str(workdir / "in.csv"), "--spec", str(workdir / "spec.toml")]
@@ -173,7 +174,7 @@ def test_boto3_batch_writer_script(workdir):
 def _peak_rss_kb(csv_path: Path, spec: Path) -> int:
     code = (
         "import resource, sys\n"
-        "from importer.cli import main\n"
+        "from importer.cli.main import main\n"
         f"rc = main(['validate', {str(csv_path)!r}, '--spec', {str(spec)!r}, '--quiet'])\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         "sys.exit(rc)\n"

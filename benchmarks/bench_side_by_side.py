@@ -1,13 +1,13 @@
 """Side by side, whole processes: importer (blind, default), a boto3 script, ddbimport.
 
-One generated 10-column products file (importer.bench, all N rows valid); every
+One generated 10-column products file (importer.cli.bench, all N rows valid); every
 tool runs as its own process, timed from spawn to exit, writing to its own
 fresh compiled acknowledging endpoint (ack_endpoint.py: stores nothing, costs
 the client nothing), which counts the PutRequests so every run is checked to
 have delivered exactly N items.
 
 * `importer run --mode blind` and `importer run` (the default mode), as a user
-  types them (`python -m importer.cli`, `--endpoint-url`, dummy credentials);
+  types them (`python -m importer.cli.main`, `--endpoint-url`, dummy credentials);
 * the boto3 `Table.batch_writer()` script most people write first (_clients.py);
 * ddbimport (Go) at -concurrency 8 (its default) and 50, when installed or
   buildable from shared/peers (else skipped, with the reason in the table).
@@ -40,7 +40,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _clients import (
+
+from benchmarks._clients import (
     BOTO3_SCRIPT,
     TABLE,
     client_env,
@@ -51,7 +52,7 @@ from _clients import (
     save_report,
     write_products,
 )
-from ack_endpoint import AckEndpoint
+from tests.support.ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 500 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "100000"))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _transform_data import (
+from benchmarks._transform_data import (
     HEADER,
     ROWS,
     SMOKE,
@@ -24,8 +24,7 @@ from _transform_data import (
     polars_transform,
     pyarrow_parse,
 )
-
-from importer import native_engine, reference
+from importer.transform import native_engine, reference
 
 RATES: dict[str, float] = {}
 
@@ -104,7 +103,7 @@ def test_native_pipeline_vs_pyarrow(benchmark: Any) -> None:
         # what the driver does: batches cut in C by the reader, each transformed
         import io
 
-        from importer.batching import Batcher
+        from importer.input.batching import Batcher
 
         reader = native_engine.open_reader(io.BytesIO(data), spec.csv)
         batcher = Batcher(
@@ -117,7 +116,7 @@ def test_native_pipeline_vs_pyarrow(benchmark: Any) -> None:
 
     import gc
 
-    from importer.cli import _relax_cyclic_gc
+    from importer.cli.main import _relax_cyclic_gc
 
     saved = gc.get_threshold()
     _relax_cyclic_gc()  # as `importer run` does: the rows of a batch make no cycles
@@ -129,7 +128,7 @@ def test_native_pipeline_vs_pyarrow(benchmark: Any) -> None:
 
 
 def test_row_json_size(benchmark: Any) -> None:
-    from importer.batching import item_json_size
+    from importer.input.batching import item_json_size
 
     d = dataset()
     header = HEADER

@@ -1,14 +1,14 @@
 """`importer validate` against what it previews (issue 31): checking a file must cost less
 than importing it.
 
-Whole processes, as a user types them (bench_side_by_side.py's launcher: wall time from
+Whole processes, as a user types them (benchmarks/_clients.py's launcher: wall time from
 spawn to exit, peak RSS from the kernel), on one generated products file of N rows (all
 valid, every sku distinct), in one pytest run:
 
 * `importer validate` -- no table: the rows checked against each other, the
   cross-file duplicate rule included (the mode stage's `DigestLedger`);
 * `importer run` (the default insert mode) of the same file against the compiled
-  acknowledging endpoint (ack_endpoint.py), checked to have delivered all N items;
+  acknowledging endpoint (tests/support/ack_endpoint.py), checked to have delivered all N items;
   goal: validate >= 2x its rows/s;
 * `importer validate --engine reference` (the pure-Python engine), on the first
   REF_ROWS rows (it runs at a few thousand rows/s: a million would take minutes);
@@ -36,7 +36,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _clients import (
+
+from benchmarks._clients import (
     REGION,
     TABLE,
     client_env,
@@ -45,7 +46,7 @@ from _clients import (
     save_report,
     write_products,
 )
-from ack_endpoint import AckEndpoint
+from tests.support.ack_endpoint import AckEndpoint
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_VALIDATE_ROWS", "1000000"))
@@ -60,7 +61,7 @@ RESULTS: dict[str, list[dict]] = {}
 
 def _validate_cmd(csv_path: Path, spec: Path, workdir: Path, tag: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "importer.cli", "validate", str(csv_path), "--spec", str(spec),
+        sys.executable, "-m", "importer.cli.main", "validate", str(csv_path), "--spec", str(spec),
         "--region", REGION, "--quiet", "--summary-json", str(workdir / f"summary-{tag}.json"),
         *extra,
     ]  # fmt: skip

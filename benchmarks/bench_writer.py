@@ -1,7 +1,7 @@
 """Writer throughput: boto3 `Table.batch_writer()` vs importer's BatchWriter, same items.
 
 Both write the same N generated items to the loopback DynamoDB
-(tests/ddb_server.py) running in a *separate process* with no faults, so
+(tests/support/ddb_server.py) running in a *separate process* with no faults, so
 client and server never share a GIL.  Every run writes into a fresh table and
 checks afterwards that the table holds exactly N items.
 
@@ -29,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 import urllib3
-from ddb_server import SubprocessDdbServer
-from writers import http_writer, write_many
 
 from importer.records import PreparedItem
+from tests.support.ddb_server import SubprocessDdbServer
+from tests.support.writers import http_writer, write_many
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 2000 if SMOKE else int(os.environ.get("IMPORTER_BENCH_ROWS", "200000"))
@@ -226,11 +226,11 @@ SIGNING: dict[str, float] = {}
 
 
 def test_signing_cost(dataset):
-    """Per-request SigV4 cost: botocore SigV4Auth vs importer.sigv4, one 25-item body."""
+    """Per-request SigV4 cost: botocore SigV4Auth vs importer.dynamodb.sigv4, one 25-item body."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 
-    from importer.sigv4 import SigV4Signer
+    from importer.dynamodb.sigv4 import SigV4Signer
 
     _, items = dataset
     body = (
@@ -266,7 +266,7 @@ def test_signing_cost(dataset):
 
     for name, fn, n in (
         ("botocore SigV4Auth", botocore_sign, 2000),
-        ("importer.sigv4", fast_sign, 20000),
+        ("importer.dynamodb.sigv4", fast_sign, 20000),
     ):
         n = max(n // 20, 50) if SMOKE else n
         best = float("inf")

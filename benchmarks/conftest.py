@@ -2,8 +2,8 @@
 
 * `bench_*.py` files are collected by `pytest benchmarks/` (pytest's default
   pattern only picks up `test_*.py`).
-* `tests/` is importable, so benchmarks can start the loopback DynamoDB
-  (`ddb_server.SubprocessDdbServer`).
+* The loopback servers are the tests' own doubles, imported one way
+  (`tests.support.ddb_server.SubprocessDdbServer`, `tests.support.ack_endpoint`).
 * Client speed is measured against `ack_endpoint.AckEndpoint` (the compiled
   ack_server.c: acknowledges, stores nothing, costs the client nothing), not
   the Python loopback server: bench_side_by_side.py, bench_memory.py.
@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
+# the suite's own fixtures (one definition): `run_cli` runs a command in-process
+from tests.conftest import run_cli, write_file  # noqa: F401
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 
@@ -43,8 +41,8 @@ def smoke() -> bool:
 
 @pytest.fixture(scope="session")
 def ack_binary() -> Path:
-    """The compiled acknowledging endpoint (benchmarks/ack_server.c), built once per session."""
-    from ack_endpoint import AckServerUnavailable, build_ack_server
+    """The compiled acknowledging endpoint (tests/support/ack_server.c), built once per session."""
+    from tests.support.ack_endpoint import AckServerUnavailable, build_ack_server
 
     try:
         return build_ack_server()

@@ -1,4 +1,4 @@
-"""Type stub for the compiled core (`_native/_native.pyx`); see importer/native_engine.py."""
+"""Type stub for the compiled core (`_native/_native.pyx`); see `transform/native_engine.py`."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any

@@ -17,7 +17,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
-from importer.mbc_model import TABLE_SCHEMA as KEY_SCHEMA  # noqa: E402
+from importer.mbc.model import TABLE_SCHEMA as KEY_SCHEMA
 
 
 def read_http_request(conn: Any) -> bytes | None:
@@ -143,7 +143,7 @@ def run_cli(tmp_path: Path, capsys):
     """
 
     def run(command: str, source: str | Path, *args: str, **flags: Any) -> CliRun:
-        from importer.cli import main
+        from importer.cli.main import main
 
         summary = tmp_path / f"summary-{uuid.uuid4().hex[:8]}.json"
         argv = [command, str(source), *args]

@@ -1,4 +1,4 @@
-"""benchmarks/ack_server.c through benchmarks/ack_endpoint.py: real HTTP on loopback.
+"""tests/support/ack_server.c through tests/support/ack_endpoint.py: real HTTP on loopback.
 
 The acknowledging endpoint is what client benchmarks measure against, so its
 answers must be what DynamoDB clients accept (boto3, http.client, importer's
@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import socket
-import sys
 import threading
 from pathlib import Path
 
@@ -21,12 +20,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from ack_endpoint import AckEndpoint, AckServerUnavailable, build_ack_server  # noqa: E402
-from writers import http_writer  # noqa: E402
-
-from importer.records import PreparedItem  # noqa: E402
+from importer.records import PreparedItem
+from tests.support.ack_endpoint import AckEndpoint, AckServerUnavailable, build_ack_server
+from tests.support.writers import http_writer
 
 REGION = "us-east-1"
 TARGET = "DynamoDB_20120810."
@@ -100,7 +96,7 @@ def test_no_compiler_is_one_readable_line(tmp_path, monkeypatch):
 
 
 def test_rebuilds_when_the_source_changes(tmp_path, monkeypatch):
-    import ack_endpoint
+    from tests.support import ack_endpoint
 
     src = tmp_path / "ack_server.c"
     src.write_bytes(ack_endpoint.SOURCE.read_bytes())

@@ -1,10 +1,10 @@
-"""ItemBatcher limits (DESIGN.md §4.2): items, bytes of the child input, both."""
+"""ItemBatcher limits (docs/aws-facts.md, ItemBatcher): items, bytes of the child input, both."""
 
 from __future__ import annotations
 
 import pytest
 
-from importer.batching import (
+from importer.input.batching import (
     AWS_MAX_INPUT_BYTES,
     Batcher,
     BatchLimitError,

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from _clients import run_measured  # noqa: E402
+from benchmarks._clients import run_measured
 
 ENV = dict(os.environ)
 

@@ -1,25 +1,19 @@
-"""`importer run` against a table of limited capacity: it runs at the table's pace.
+"""`importer run` against a table of limited capacity and against random faults: every
+row stored exactly once, whatever the table pushes back.
 
-The loopback DynamoDB's capacity model (tests/ddb_server.py) is a token bucket
-of write units per second with a small burst: a BatchWriteItem gets the items
-that fit, the rest back as UnprocessedItems, ProvisionedThroughputExceeded when
-none fit.  Every test runs the real command (`run_cli`) with its defaults.
+How fast it goes there (capacity used, throttled share, fault cost) is measured in
+benchmarks/bench_capacity_run.py: a clock on real sockets is a benchmark's business.
 """
 
 from __future__ import annotations
 
 import csv
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import PRODUCT_SPEC  # noqa: E402
-from ddb_server import DdbServer  # noqa: E402
+from tests.conftest import PRODUCT_SPEC
+from tests.support.ddb_server import DdbServer
 
 CMD = "cap-app-master-command"
 
@@ -38,55 +32,21 @@ def spec(write_file) -> Path:
     return write_file("spec.toml", PRODUCT_SPEC)
 
 
-def units_between(srv: DdbServer, start: float, end: float) -> float:
-    return sum(u for t, u in srv.capacity.consumed("write") if start <= t < end)
-
-
-def test_a_fixed_capacity_is_used_and_barely_overrun(run_cli, spec, tmp_path):
-    capacity = 1500
-    src = write_csv(tmp_path / "in.csv", 9000)
-    with DdbServer(tables=[CMD], write_capacity=capacity, capacity_burst=0.5) as srv:
-        started = time.monotonic()
-        res = run_cli("run", src, spec=spec, table=CMD, endpoint_url=srv.endpoint_url, mode="blind")
-        ended = time.monotonic()
-        assert res.code == 0, res.stderr
-        assert res.summary["written"] == 9000 and len(srv.items(CMD)) == 9000
-        # after the first push-back (2 s), the table's capacity is used...
-        late = units_between(srv, started + 2.0, ended - 0.5)
-        assert late >= 0.9 * capacity * (ended - 0.5 - started - 2.0), late
-        # ...and requests go through: from the same point on, at most 10 % are
-        # throttled (the issue's bound).  Before it lies the opening storm -- fifty
-        # workers start unpaced and up to fifty requests are in flight when the first
-        # push-back is judged; on a busy machine its tail reaches into the second
-        # second (one CI run: 15 % from 1 s on) -- so the whole run is bounded more
-        # loosely (measured here: 0-5 % after the first second, 14-16 % resent in all).
-        assert srv.capacity.throttled_share("write", since=started + 2.0) <= 0.10
-        calls = srv.stats()["calls.BatchWriteItem"]
-        assert res.summary["retries"] <= 0.25 * calls, (res.summary["retries"], calls)
-
-
-def test_when_capacity_doubles_the_import_finds_the_new_level(run_cli, spec, tmp_path):
-    src = write_csv(tmp_path / "in.csv", 24000)
-    with DdbServer(tables=[CMD], write_capacity=1000, capacity_burst=0.5) as srv:
-        raised_at: list[float] = []
-
-        def raise_capacity() -> None:
-            time.sleep(4.0)
-            srv.capacity.set(write=2000)
-            raised_at.append(time.monotonic())
-
-        threading.Thread(target=raise_capacity, daemon=True).start()
+def test_a_capacity_limited_table_stores_every_row_once(run_cli, spec, tmp_path):
+    src = write_csv(tmp_path / "in.csv", 3000)
+    with DdbServer(tables=[CMD], write_capacity=1500, capacity_burst=0.5) as srv:
         res = run_cli("run", src, spec=spec, table=CMD, endpoint_url=srv.endpoint_url, mode="blind")
         assert res.code == 0, res.stderr
-        assert len(srv.items(CMD)) == 24000
-        [t0] = raised_at
-        # within 10 s of the increase, some one-second window reaches 80 % of the new level
-        windows = [units_between(srv, t0 + s, t0 + s + 1.0) for s in range(0, 10)]
-        assert max(windows) >= 0.8 * 2000, windows
+        assert res.summary["written"] == 3000 and len(srv.items(CMD)) == 3000
+        assert (
+            srv.stats().get("capacity.unprocessed.write", 0)
+            + srv.stats().get("capacity.throttled.write", 0)
+            > 0
+        )  # the table did push back
 
 
-def test_a_budget_is_kept_and_never_throttled(run_cli, spec, tmp_path):
-    src = write_csv(tmp_path / "in.csv", 4000)
+def test_a_budget_is_never_throttled(run_cli, spec, tmp_path):
+    src = write_csv(tmp_path / "in.csv", 2000)
     with DdbServer(tables=[CMD], write_capacity=2000, capacity_burst=0.5) as srv:
         res = run_cli(
             "run",
@@ -98,25 +58,15 @@ def test_a_budget_is_kept_and_never_throttled(run_cli, spec, tmp_path):
             max_wcu=1000,
         )
         assert res.code == 0, res.stderr
-        assert len(srv.items(CMD)) == 4000
-        assert srv.capacity.window_max("write") <= 1.05 * 1000
+        assert len(srv.items(CMD)) == 2000
         stats = srv.stats()
         assert "capacity.unprocessed.write" not in stats
         assert "capacity.throttled.write" not in stats
-        consumed = srv.capacity.consumed("write")
-        span = consumed[-1][0] - consumed[0][0]
-        assert 4000 / span >= 0.8 * 1000  # and the budget is used, not wasted
 
 
-def test_random_faults_do_not_slow_the_import_down(run_cli, spec, tmp_path):
-    """Throttles, partial answers, 500s and dropped connections at random, not capacity:
-    every row is stored exactly once, within 5x the fault-free time."""
-    src = write_csv(tmp_path / "in.csv", 30000)
-    with DdbServer(tables=[CMD]) as srv:
-        t = time.monotonic()
-        clean = run_cli("run", src, spec=spec, table=CMD, endpoint_url=srv.endpoint_url)
-        fault_free = time.monotonic() - t
-        assert clean.code == 0
+def test_random_faults_lose_and_double_nothing(run_cli, spec, tmp_path):
+    """Throttles, partial answers, 500s and dropped connections at random."""
+    src = write_csv(tmp_path / "in.csv", 10000)
     with DdbServer(tables=[CMD]) as srv:
         srv.faults.set(
             seed=42,
@@ -127,32 +77,7 @@ def test_random_faults_do_not_slow_the_import_down(run_cli, spec, tmp_path):
             drop_after=0.01,
             ops={"BatchWriteItem"},
         )
-        t = time.monotonic()
         res = run_cli("run", src, spec=spec, table=CMD, endpoint_url=srv.endpoint_url)
-        faulty = time.monotonic() - t
         assert res.code == 0, res.stderr
-        assert res.summary["written"] == 30000 and len(srv.items(CMD)) == 30000
-        assert faulty <= 5 * fault_free, (faulty, fault_free)
-
-
-def test_a_service_with_latency_gets_a_batch_requests_side_by_side(run_cli, spec, tmp_path):
-    """--workers is requests in flight: with 20 ms per answer, 8 batch threads are not
-    enough, and once the first requests are timed each batch's requests overlap (lanes)
-    up to --workers, never beyond."""
-    src = write_csv(tmp_path / "in.csv", 16000)
-    with DdbServer(tables=[CMD]) as srv:
-        srv.faults.set(latency=0.02, ops={"BatchWriteItem"})
-        res = run_cli(
-            "run",
-            src,
-            spec=spec,
-            table=CMD,
-            endpoint_url=srv.endpoint_url,
-            mode="blind",
-            workers=32,
-            batch_items=1000,
-        )
-        assert res.code == 0, res.stderr
-        assert res.summary["written"] == 16000 and len(srv.items(CMD)) == 16000
-        peak = srv.stats()["in_flight.max"]
-    assert 8 < peak <= 32 + 1, peak  # (+1: the DescribeTable before the first write)
+        assert res.summary["written"] == 10000 and len(srv.items(CMD)) == 10000
+        assert res.summary["retries"] > 0

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from importer.cli import main
+from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC, scan_all
 
 HEADER = "sku,name,price,qty,active\n"
@@ -172,7 +172,7 @@ def _check_items(items: dict, n: int, run_id: str) -> None:
 @pytest.mark.slow
 def test_100k_rows_end_to_end_item_by_item(spec_path, tmp_path):
     """The default path (native engine, signed HTTP writer) against a real loopback endpoint."""
-    from tests.ddb_server import DdbServer
+    from tests.support.ddb_server import DdbServer
 
     n = 100_000
     src = tmp_path / "big.csv"

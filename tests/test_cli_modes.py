@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from importer.cli import main
+from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC
-from tests.ddb_server import DdbServer
+from tests.support.ddb_server import DdbServer
 
 HEADER = "sku,name,price,qty,active\n"
 

@@ -10,17 +10,17 @@ import random
 
 import pytest
 
-from importer.command_states import (
+from importer.aws.stream_handler import execution_name, handle_stream_event, is_command_insert
+from importer.mbc.command_states import (
     CommandEvent,
     CommandStates,
     StateError,
     resume_output,
     table_from_source,
 )
-from importer.data_sync import DataSyncError, load_handlers, transform_command_to_data
-from importer.mbc_model import Tables, render_dates
-from importer.stream_handler import execution_name, handle_stream_event, is_command_insert
-from tests.command_cloud import (
+from importer.mbc.data_sync import DataSyncError, load_handlers, transform_command_to_data
+from importer.mbc.model import Tables, render_dates
+from tests.support.command_cloud import (
     CLOCK,
     TTL_DAYS,
     Gate,
@@ -200,8 +200,8 @@ def test_handler_settings_errors_are_one_line():
     for spec, message in [
         ("nope", "expected 'module:attribute'"),
         ("no_such_module_xyz:f", "cannot import"),
-        ("importer.mbc_model:missing", "no attribute 'missing'"),
-        ("importer.mbc_model:KEY_SEPARATOR", "not a class, handler object or function"),
+        ("importer.mbc.model:missing", "no attribute 'missing'"),
+        ("importer.mbc.model:KEY_SEPARATOR", "not a class, handler object or function"),
     ]:
         with pytest.raises(DataSyncError, match=message) as info:
             load_handlers(spec, use_entry_points=False)

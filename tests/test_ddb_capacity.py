@@ -1,18 +1,13 @@
-"""The loopback DynamoDB's capacity model (tests/ddb_server.py `Capacity`)."""
+"""The loopback DynamoDB's capacity model (tests/support/ddb_server.py `Capacity`)."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ddb_server import Capacity, DdbServer, SubprocessDdbServer  # noqa: E402
+from tests.support.ddb_server import Capacity, DdbServer, SubprocessDdbServer
 
 
 class Clock:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from importer.cli import main
+from importer.cli.main import main
 
 pytest.importorskip("moto.server")
 

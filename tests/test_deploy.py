@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import importer
-from importer import batching, deploy, statemachine
-from importer.deploy import PackageError, Target, build_package, render_template
+from importer.aws import deploy, statemachine
+from importer.aws.deploy import PackageError, Target, build_package, render_template
+from importer.input import batching
 
 NATIVE = deploy.native_extension()
 EXTENSIONS = deploy.native_extensions()
@@ -71,7 +72,7 @@ def test_template_is_sam_with_function_and_state_machine():
     assert fn["Type"] == "AWS::Serverless::Function"
     props = fn["Properties"]
     assert props["Runtime"] == f"python{sys.version_info.major}.{sys.version_info.minor}"
-    assert props["Handler"] == "importer.handler.lambda_handler"
+    assert props["Handler"] == "importer.aws.handler.lambda_handler"
     assert props["CodeUri"] == "importer-lambda.zip"
     machine = platform.machine().lower()
     assert props["Architectures"] == ["arm64" if machine in ("aarch64", "arm64") else "x86_64"]
@@ -276,8 +277,8 @@ def test_package_holds_the_importer_package_and_the_native_core(package):
         assert zf.testzip() is None
     assert names == sorted(names)
     assert "importer/__init__.py" in names
-    assert "importer/statemachine.py" in names
-    assert "importer/deploy.py" in names
+    assert "importer/aws/statemachine.py" in names
+    assert "importer/aws/deploy.py" in names
     assert f"importer/{NATIVE.name}" in names
     assert [n for n in names if n.startswith("importer/_native")] == [f"importer/{NATIVE.name}"]
     # every compiled module, the build this interpreter loads and no other
@@ -304,8 +305,9 @@ def test_package_imports_from_the_zip_alone(package, tmp_path):
     with zipfile.ZipFile(package) as zf:
         zf.extractall(root)
     code = (
-        "import importer, importer._native, importer._http, importer._sign, importer.modes, "
-        "importer.statemachine as s; from importer import sigv4; "
+        "import importer, importer._native, importer._http, importer._sign, "
+        "importer.modes.stage, importer.aws.statemachine as s; "
+        "from importer.dynamodb import sigv4; "
         "assert sigv4.c_signing(); "
         "print(importer.__file__); print(len(s.all_definitions()))"
     )
@@ -362,20 +364,22 @@ def test_handler_import_check_flags_module_level_heavy_imports(tmp_path):
         "def later():\n    import zstandard\n"
     )
     (pkg / "slow.py").write_text("import pyarrow.csv as pc\n")
-    (pkg / "handler.py").write_text("from importer import fast\nfrom .spec import x\n")
+    (pkg / "aws").mkdir()
+    (pkg / "aws" / "__init__.py").write_text("")
+    (pkg / "aws" / "handler.py").write_text("from importer import fast\nfrom ..spec import x\n")
     (pkg / "spec.py").write_text("import tomllib\n")
-    files = {f"importer/{p.name}": p for p in pkg.iterdir()}
+    files = {f"importer/{p.relative_to(pkg).as_posix()}": p for p in pkg.rglob("*.py")}
     assert deploy.handler_third_party_imports(files) == {"boto3"}
     (pkg / "spec.py").write_text("from importer.slow import pc\n")
     assert deploy.handler_third_party_imports(files) == {"boto3", "pyarrow"}
-    del files["importer/handler.py"]
+    del files["importer/aws/handler.py"]
     assert deploy.handler_third_party_imports(files) == set()
 
 
 def test_the_real_handler_needs_nothing_the_lambda_runtime_lacks():
     files = deploy._package_files(Path(importer.__file__).resolve().parent, EXTENSIONS)
-    if "importer/handler.py" not in files:
-        pytest.skip("importer/handler.py not written yet")
+    if "importer/aws/handler.py" not in files:
+        pytest.skip("importer/aws/handler.py not written yet")
     assert deploy.handler_third_party_imports(files) <= deploy.LAMBDA_RUNTIME_PROVIDES
 
 
@@ -435,7 +439,7 @@ def test_cli_template_and_package(tmp_path, capsys):
     assert f"built {zip_path} (" in err and f", {files} files)" in err
     assert re.search(r"\(\d+\.\d (kB|MB), ", err)
     assert f"for {TARGET.runtime} on {TARGET.architecture}" in err
-    assert "handler importer.handler.lambda_handler" in err
+    assert "handler importer.aws.handler.lambda_handler" in err
     assert f"importer template --code-uri {zip_path} --out template.json" in err
     assert "sam deploy --template-file template.json" in err and "CAPABILITY_IAM" in err
     for parameter in ("TableName=", "InputBucketName=", "SpecS3Uri=", "Mode="):

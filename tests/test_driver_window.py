@@ -13,10 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-from importer.driver import RunConfig, run_import
-from importer.lanes import MAX_BATCH_THREADS
-from importer.pipeline import PipelineSettings, open_pipeline
-from importer.spec import Spec, load_spec
+from importer.dynamodb.lanes import MAX_BATCH_THREADS
+from importer.run.driver import RunConfig, run_import
+from importer.run.pipeline import PipelineSettings, open_pipeline
+from importer.transform.spec import Spec, load_spec
 from tests.conftest import PRODUCT_SPEC
 
 SLOW_SECONDS = 0.8

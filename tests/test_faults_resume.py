@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from importer.cli import main
+from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC
-from tests.ddb_server import DdbServer
+from tests.support.ddb_server import DdbServer
 
 HEADER = "sku,name,price,qty,active\n"
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_refused_items_are_failures_with_the_service_message(tmp_path):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "importer.cli", *args]
+    return [sys.executable, "-m", "importer.cli.main", *args]
 
 
 def test_kill_midway_then_resume_gives_the_uninterrupted_table(tmp_path):

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from importer import native_engine
-from importer.context import RunContext
-from importer.spec import CsvOptions, parse_spec
+from importer.input.options import CsvOptions
+from importer.transform import native_engine
+from importer.transform.context import RunContext
+from importer.transform.spec import parse_spec
 
 HARNESS = Path(__file__).parent / "fuzz" / "fuzz_native.py"
 FUZZ_SECONDS = int(os.environ.get("IMPORTER_FUZZ_SECONDS", "20"))

@@ -9,8 +9,8 @@ import io
 import boto3
 import pytest
 
-from importer.dynamo import Boto3DynamoClient, DynamoError
-from importer.handler import BatchFailed, EventError, handle_event
+from importer.aws.handler import BatchFailed, EventError, handle_event
+from importer.dynamodb.client import Boto3DynamoClient, DynamoError
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
 
 
@@ -189,7 +189,7 @@ def test_modes_are_honoured_through_batch_input(env):
 
 
 def test_a_write_budget_is_shared_by_the_maps_children(env, monkeypatch):
-    import importer.handler as handler_mod
+    import importer.aws.handler as handler_mod
 
     seen = []
     real = handler_mod.open_pipeline
@@ -228,14 +228,9 @@ def test_sync_in_the_lambda_child_writes_data_and_history(env):
 def test_a_warm_child_sends_its_batch_requests_side_by_side(monkeypatch):
     """The child's lanes outlive one invocation: the first batch's requests are timed (one at
     a time), the next batch's overlap up to the child's workers against a slow service."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from ddb_server import DdbServer
-
-    from importer import handler
-    from importer.dynamo import HttpDynamoClient
+    from importer.aws import handler
+    from importer.dynamodb.client import HttpDynamoClient
+    from tests.support.ddb_server import DdbServer
 
     monkeypatch.setattr(handler, "_LANES", None)
     with DdbServer(tables=["T"]) as srv:
@@ -262,3 +257,43 @@ def test_a_warm_child_sends_its_batch_requests_side_by_side(monkeypatch):
             peaks.append(srv.stats()["in_flight.max"])
         client.close()
     assert peaks[0] == 1 and 1 < peaks[1] <= handler.CHILD_WORKERS, peaks
+
+
+def test_a_warm_child_reads_a_spec_replaced_at_the_same_key(env, monkeypatch):
+    """The spec cache is keyed by the object's ETag: an unchanged spec is not compiled
+    again, a replaced one is used by the very next invocation."""
+    from importer.aws import handler
+
+    monkeypatch.setattr(handler, "_SPECS", {})
+    compiled = []
+    real_loads = handler.loads_spec
+    monkeypatch.setattr(
+        handler, "loads_spec", lambda raw, uri: compiled.append(uri) or real_loads(raw, uri)
+    )
+
+    def invoke(sku):
+        event = batch([row(sku)], env["table"])
+        return handle_event(event, client=env["client"], s3_client=env["s3"], engine="reference")
+
+    assert invoke("A-1")["written"] == 1
+    assert invoke("A-2")["written"] == 1
+    assert len(compiled) == 1  # warm and unchanged: compiled once
+    env["s3"].put_object(
+        Bucket="cfg", Key="spec.toml", Body=PRODUCT_SPEC.replace('"PRODUCT"', '"GOODS"').encode()
+    )
+    assert invoke("A-3")["written"] == 1
+    assert len(compiled) == 2
+    keys = set(scan_all(env["table"]))
+    assert ("GOODS#acme", "GOODS#A-3@1") in keys
+    assert ("PRODUCT#acme", "PRODUCT#A-2@1") in keys
+
+
+def test_a_local_spec_file_is_read_again_when_it_changes(tmp_path, monkeypatch):
+    from importer.aws import handler
+
+    monkeypatch.setattr(handler, "_SPECS", {})
+    path = tmp_path / "spec.toml"
+    path.write_text(PRODUCT_SPEC)
+    assert handler._load_spec(str(path), None).record.type.source == "PRODUCT"
+    path.write_text(PRODUCT_SPEC.replace('"PRODUCT"', '"GOODS-AND-MORE"'))
+    assert handler._load_spec(str(path), None).record.type.source == "GOODS-AND-MORE"

@@ -1,7 +1,7 @@
 """`importer._http`: a request and its answer in C, one at a time or side by side.
 
 The C reader takes only the usual answer to its end and hands anything else
-to the general parser (`importer.dynamo._read_response`) with the bytes it
+to the general parser (`importer.dynamodb.client._read_response`) with the bytes it
 received, so every answer -- any bytes at all -- must come out of the native
 path exactly as the general parser reads it from the same stream: the same
 tuple, or the same exception with the same message.
@@ -16,18 +16,15 @@ import struct
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ddb_server import DdbServer  # noqa: E402
-
-from importer import _http, dynamo  # noqa: E402
-from importer.dynamo import DynamoError, HttpDynamoClient, Reply  # noqa: E402
+from importer import _http
+from importer.dynamodb import client as dynamo
+from importer.dynamodb.client import DynamoError, HttpDynamoClient, Reply
+from tests.support.ddb_server import DdbServer
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="kernel-kept socket timeouts (Linux)"

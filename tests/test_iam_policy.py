@@ -1,13 +1,13 @@
 """The deployed function's role allows exactly the AWS calls its import mode makes.
 
 For each mode (blind, insert, upsert, strict) the SAM template from
-:func:`importer.deploy.render_template` is resolved as CloudFormation would
+:func:`importer.aws.deploy.render_template` is resolved as CloudFormation would
 resolve it for that stack (:class:`Stack`: parameters with their defaults and
 allowed values, pseudo-parameters, conditions, Ref / Fn::Sub / Fn::If /
 Fn::Select / Fn::Split / Fn::Join / Fn::GetAtt, ``AWS::NoValue``).  Then the
 template's own state machine definition, with its ``DefinitionSubstitutions``,
 runs on moto's Step Functions engine (:mod:`tests.sfn_shim`), and its Lambda
-task calls :func:`importer.handler.handle_event` in-process with the
+task calls :func:`importer.aws.handler.handle_event` in-process with the
 function's resolved ``Environment`` and credentials of its own.
 
 Every AWS call signed with those credentials is recorded at the botocore level
@@ -36,10 +36,10 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 
-from importer import deploy
-from importer.handler import handle_event
+from importer.aws import deploy
+from importer.aws.handler import handle_event
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
-from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
+from tests.support.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 from tests.test_stepfunctions_e2e import make_csv
 
 REGION = "us-east-1"
@@ -545,7 +545,7 @@ def test_the_child_calls_are_the_documented_grants(cloud, runs, monkeypatch, mod
 
 
 def test_the_template_declares_mode_and_data_table():
-    from importer.modes import MODES
+    from importer.modes.stage import MODES
 
     assert tuple(deploy.MODE_GRANTS) == MODES  # one grant entry per import mode
     params = deploy.render_template()["Parameters"]
@@ -564,7 +564,7 @@ def test_the_template_declares_mode_and_data_table():
     ],
 )
 def test_the_data_table_default_is_the_handlers(table, data_table, expected):
-    from importer.modes import default_data_table
+    from importer.modes.stage import default_data_table
 
     stack = Stack(
         deploy.render_template(),
@@ -578,7 +578,7 @@ def test_the_data_table_default_is_the_handlers(table, data_table, expected):
     )
     assert (data_table or default_data_table(table)) == expected
     env = stack.resource(deploy.FUNCTION_ID)["Properties"]["Environment"]["Variables"]
-    # not given: the handler derives it (importer.modes.default_data_table)
+    # not given: the handler derives it (importer.modes.stage.default_data_table)
     assert env.get("IMPORTER_DATA_TABLE") == (data_table or None)
     assert env["IMPORTER_MODE"] == "insert"
     arns = {r for st in function_policy(stack)["Statement"] for r in st["Resource"]}

@@ -14,13 +14,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_native_equivalence import SCALE, spec_and_rows
 
-from importer import _native, native_engine, reference
-from importer.batch_unit import resolve_duplicates
-from importer.pacing import item_write_units
-from importer.records import PreparedItem
-from importer.writer import (
+from importer import _native
+from importer.dynamodb.pacing import item_write_units
+from importer.dynamodb.writer import (
     _PER_ITEM_OVERHEAD,
     _PUT_SEP,
     MAX_ITEMS_PER_REQUEST,
@@ -29,6 +26,10 @@ from importer.writer import (
     keys_unique,
     write_units,
 )
+from importer.records import PreparedItem
+from importer.run.batch_unit import resolve_duplicates
+from importer.transform import native_engine, reference
+from tests.test_native_equivalence import SCALE, spec_and_rows
 
 # small alphabets, so that keys repeat; a lone surrogate (a key the transform's
 # Python path can make) and characters of every UTF-8 width
@@ -200,7 +201,7 @@ def test_the_writer_sends_a_blocks_requests_as_it_sends_a_list() -> None:
             self.bodies: list[bytes] = []
 
         def post(self, operation: str, body: bytes) -> Any:
-            from importer.dynamo import ALL_PROCESSED, Reply
+            from importer.dynamodb.client import ALL_PROCESSED, Reply
 
             self.bodies.append(body)
             return Reply(raw=ALL_PROCESSED)

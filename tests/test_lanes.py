@@ -1,4 +1,4 @@
-"""`importer.lanes`: one batch's requests side by side, in order, never stalled."""
+"""`importer.dynamodb.lanes`: one batch's requests side by side, in order, never stalled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from importer.lanes import MAX_BATCH_THREADS, MIN_BATCHES_AT_ONCE, Lanes, batch_threads, note_wait
+from importer.dynamodb.lanes import (
+    MAX_BATCH_THREADS,
+    MIN_BATCHES_AT_ONCE,
+    Lanes,
+    batch_threads,
+    note_wait,
+)
 
 
 def _feed(lanes: Lanes, n: int, wall: float, cpu: float) -> None:

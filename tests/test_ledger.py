@@ -11,10 +11,10 @@ import time
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from importer._digests import MAX_LINE, KeyDigests
 
-from importer.ledger import DigestLedger, EntityLedger, WindowLedger
-from importer.modes import ModeStage
+from importer._digests import MAX_LINE, KeyDigests
+from importer.modes.ledger import DigestLedger, EntityLedger, WindowLedger
+from importer.modes.stage import ModeStage
 from importer.records import PreparedItem, RejectKind
 
 
@@ -117,7 +117,7 @@ def _stage_item(line: int, code: str) -> PreparedItem:
 def test_validate_names_the_first_line_of_a_duplicate_across_spilled_runs(monkeypatch, mode):
     """Entities repeated far apart -- their first line long spilled to disk, runs later --
     are reported with that exact line, as with everything in memory."""
-    import importer.modes as modes_mod
+    import importer.modes.stage as modes_mod
 
     rng = random.Random(31)
     codes = [f"C{rng.randrange(600)}" for _ in range(3000)]
@@ -186,7 +186,7 @@ def test_validate_batches_register_in_any_order_and_settle_to_the_file_order_ans
     """Validate without a table: batches prepared in a shuffled order (each registers
     at once, none waits) end with the very rejects, reasons and kept rows of the
     file order -- across spilled runs too."""
-    import importer.modes as modes_mod
+    import importer.modes.stage as modes_mod
 
     rng = random.Random(seed)
     codes = [f"C{rng.randrange(300)}" for _ in range(1500)]

@@ -14,8 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from importer import local_stack
-from importer.cli import main
+from importer.cli import local_stack
+from importer.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None):
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "importer.cli", *argv],
+        [sys.executable, "-m", "importer.cli.main", *argv],
         capture_output=True,
         text=True,
         env={**base, **(env or {})},
@@ -161,7 +161,7 @@ def test_foreground_stops_cleanly(tmp_path, stack_dir, stop):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "importer.cli", "local", "up", "--port", "0"],
+        [sys.executable, "-m", "importer.cli.main", "local", "up", "--port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

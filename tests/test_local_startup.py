@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import PRODUCT_SPEC  # noqa: E402
-from ddb_server import DdbServer  # noqa: E402
-
-from importer.dynamo import _plain_local_setup  # noqa: E402
+from importer.dynamodb.client import _plain_local_setup
+from tests.conftest import PRODUCT_SPEC
+from tests.support.ddb_server import DdbServer
 
 KEYS = {"AWS_ACCESS_KEY_ID": "AKIDLOCAL", "AWS_SECRET_ACCESS_KEY": "secret"}
 
@@ -69,7 +67,7 @@ def test_a_local_run_writes_without_importing_boto3(tmp_path: Path):
     script = textwrap.dedent(
         """
         import sys
-        from importer.cli import main
+        from importer.cli.main import main
         code = main(sys.argv[1:])
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
         print("LOADED", loaded)

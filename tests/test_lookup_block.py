@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importer import _native
-from importer.dynamo import DynamoError, Reply
-from importer.lanes import Lanes
-from importer.lookup import BlockKeys, DistinctKeys, KeyLookup
-from importer.pacing import Pacer
+from importer.dynamodb.client import DynamoError, Reply
+from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup
+from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.retry import RetryPolicy
 from importer.records import PreparedItem
-from importer.retry import RetryPolicy
 
 
 class _Table:

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer.lookup import PROJECTION, KeyLookup
+from importer.dynamodb.lookup import PROJECTION, KeyLookup
 
 # any code point, lone surrogates included (the bodies are encoded with surrogatepass)
 text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=12)
@@ -65,7 +65,7 @@ class _Answers:
         self.raw, self.calls = raw, 0
 
     def post(self, operation, body):
-        from importer.dynamo import Reply
+        from importer.dynamodb.client import Reply
 
         self.calls += 1
         return Reply(raw=self.raw)

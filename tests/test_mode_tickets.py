@@ -10,7 +10,7 @@ import random
 import threading
 import time
 
-from importer.modes import ModeStage, _Aborted
+from importer.modes.stage import ModeStage, _Aborted
 
 
 def stage() -> ModeStage:

@@ -1,11 +1,11 @@
-"""Import modes on tables that already hold data: insert, upsert, strict (importer.modes).
+"""Import modes on tables that already hold data: insert, upsert, strict (importer.modes.stage).
 
 Every scenario runs on moto (boto3 transport and writers, `mock_aws`) and on the
 loopback DynamoDB (the signed-HTTP DynamoDB client).  MBC's data-table
 sync is not part of the importer, so `sync_data` plays it: after an import it
 writes, for each entity, the latest command version into the data table.
 
-The little driver `run_import_mode` opens the run's pipeline (`importer.pipeline`)
+The little driver `run_import_mode` opens the run's pipeline (`importer.run.pipeline`)
 on the environment's DynamoDB client and feeds it batches with their file-order
 tickets on a thread pool, as the local driver does.
 """
@@ -21,29 +21,25 @@ import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all  # noqa: E402
-from ddb_server import DdbServer  # noqa: E402
-
-from importer.batching import Batch  # noqa: E402
-from importer.context import RunContext  # noqa: E402
-from importer.dynamo import Boto3DynamoClient, DynamoError, HttpDynamoClient  # noqa: E402
-from importer.lanes import Lanes
-from importer.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed  # noqa: E402
-from importer.modes import ModeStage, code_column_of, default_data_table  # noqa: E402
-from importer.pipeline import PipelineSettings, open_pipeline  # noqa: E402
-from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome  # noqa: E402
-from importer.retry import RetryPolicy, WriterFatalError  # noqa: E402
-from importer.spec import parse_spec  # noqa: E402
-from importer.strict_writer import StrictWriter  # noqa: E402
-from importer.writer import BatchWriter  # noqa: E402
+from importer.dynamodb.client import Boto3DynamoClient, DynamoError, HttpDynamoClient
+from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed
+from importer.dynamodb.retry import RetryPolicy, WriterFatalError
+from importer.dynamodb.strict_writer import StrictWriter
+from importer.dynamodb.writer import BatchWriter
+from importer.input.batching import Batch
+from importer.modes.stage import ModeStage, default_data_table
+from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
+from importer.run.pipeline import PipelineSettings, open_pipeline
+from importer.transform.context import RunContext
+from importer.transform.spec import parse_spec
+from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
+from tests.support.ddb_server import DdbServer
 
 REGION = "us-east-1"
 CMD = "test-app-master-command"
@@ -60,7 +56,7 @@ FAST = RetryPolicy(max_attempts=30, sleep=lambda _s: None)
 class Env:
     kind: str
     client: Any  # boto3 client on the same endpoint (seeding, scans)
-    dynamo: Any  # the importer.dynamo client the runs use
+    dynamo: Any  # the importer.dynamodb.client client the runs use
     server: DdbServer | None = None
 
     def lookup(self) -> KeyLookup:
@@ -72,7 +68,7 @@ class Env:
             table=table,
             data_table=data_table,
             lookup=self.lookup(),
-            code_column=code_column_of(SPEC),
+            code_column=SPEC.code_column,
         )
 
     def items(self, table: str = CMD) -> dict[tuple[str, str], dict]:

@@ -4,7 +4,7 @@ Random specs (types, rules, templates, attribute renames) and random rows
 (quotes, backslashes, delimiters, CR/LF, unicode incl. non-BMP and control
 characters, numbers and dates at their edges) go through both engines; the
 items (parsed wire JSON, pk, sk, line) and the rejects must be equal.  The CSV
-reader is held to `importer.source.CsvReader` on arbitrary bytes.
+reader is held to `importer.input.source.CsvReader` on arbitrary bytes.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from importer import _native, native_engine, reference
-from importer.batching import Batcher, item_json_size
-from importer.context import RunContext
-from importer.driver import _cut_by_row
+from importer import _native
+from importer.input.batching import Batcher, item_json_size
+from importer.input.options import DELIMITERS, CsvOptions
+from importer.input.source import CsvReader
 from importer.records import Reject
-from importer.source import CsvReader
-from importer.spec import DELIMITERS, CsvOptions, SpecError, parse_spec
+from importer.run.driver import _cut_by_row
+from importer.transform import native_engine, reference
+from importer.transform.context import RunContext
+from importer.transform.spec import SpecError, parse_spec
 
 #: IMPORTER_EQUIV_SCALE=20 for a long bug hunt (default runs stay well under 90 s)
 SCALE = int(os.environ.get("IMPORTER_EQUIV_SCALE", "1"))

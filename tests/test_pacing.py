@@ -1,6 +1,6 @@
-"""importer.pacing: item capacity units, and the pacer against a simulated table.
+"""importer.dynamodb.pacing: item capacity units, and the pacer against a simulated table.
 
-The pacer tests run a deterministic discrete-event simulation (tests/pacing_sim.py):
+The pacer tests run a deterministic discrete-event simulation (tests/support/pacing_sim.py):
 50 writers, a token-bucket table of fixed capacity with a small burst, random
 faults, simulated time only.
 """
@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import random
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from importer.pacing import (
+from importer.dynamodb.pacing import (
     ItemSizeError,
     Pacer,
     PacerTuning,
@@ -27,9 +25,7 @@ from importer.pacing import (
     item_size_of,
     item_write_units,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from pacing_sim import FakeClock, SimTable, simulate  # noqa: E402
+from tests.support.pacing_sim import FakeClock, SimTable, simulate
 
 FAULT_MIX = dict(throttle=0.2, unprocessed=0.2, server_error=0.05, drop=0.02)
 

@@ -1,7 +1,7 @@
 """One pipeline: the defects that came from assembling the import in several places.
 
 Each test pins one of them through the command a user types (`run_cli`), against
-the loopback DynamoDB (tests/ddb_server.py) or moto:
+the loopback DynamoDB (tests/support/ddb_server.py) or moto:
 
 1. a batch fails by one rule, locally as in the Lambda: a row DynamoDB refused;
    bad data and rows that already exist are outcomes, never failed batches;
@@ -18,15 +18,12 @@ from __future__ import annotations
 import csv
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import PRODUCT_SPEC  # noqa: E402
-from ddb_server import DdbBackend, DdbServer  # noqa: E402
+from tests.conftest import PRODUCT_SPEC
+from tests.support.ddb_server import DdbBackend, DdbServer
 
 CMD = "shop-app-master-command"
 DATA = "shop-app-master-data"
@@ -226,7 +223,7 @@ def test_a_run_map_that_forgets_written_batches_gives_the_same_result(
     second forgets each batch once its write is visible, as every run does.
     Same counts, same items, the same reject lines.
     """
-    import importer.ledger as ledger_mod
+    import importer.modes.ledger as ledger_mod
 
     skus = [f"P-{i % 500:03d}" for i in range(1200)]  # entities two or three times, far apart
     src = write_csv(tmp_path / "in.csv", skus)
@@ -269,8 +266,8 @@ def test_validate_finds_duplicates_alike_when_its_run_map_moves_to_disk(
 ):
     """A dry run writes nothing for the table to remember: it keeps every entity, on disk
     past its bound -- with the same rejects, lines and counts as `run`."""
-    import importer.modes as modes_mod
-    from importer.ledger import DigestLedger
+    import importer.modes.stage as modes_mod
+    from importer.modes.ledger import DigestLedger
 
     skus = [f"P-{i % 70:03d}" for i in range(200)]
     src = write_csv(tmp_path / "in.csv", skus)
@@ -309,8 +306,8 @@ def test_validate_without_a_table_previews_a_run_into_an_empty_table_exactly(
     """No table to read: validate's batches register their entities in whatever order
     they finish (none waits for another), its run map spills to disk every few
     entities -- and the rejects file, its lines and the counts are still `run`'s."""
-    import importer.modes as modes_mod
-    from importer.ledger import DigestLedger
+    import importer.modes.stage as modes_mod
+    from importer.modes.ledger import DigestLedger
 
     rng = random.Random(31)
     skus = [f"P-{rng.randrange(400):03d}" for _ in range(1500)]

@@ -6,27 +6,24 @@ import gzip
 import json
 import math
 import random
-import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from importer import reference
-from importer.batch_unit import resolve_duplicates
-from importer.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, cut_batches
-from importer.cli import main
-from importer.context import RunContext
-from importer.driver import RunConfig, run_import
-from importer.pacing import item_size_of
-from importer.pipeline import PipelineSettings, open_pipeline
-from importer.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
-from importer.source import CsvReader
-from importer.spec import load_spec
+from importer.cli.main import main
+from importer.cli.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
+from importer.dynamodb.pacing import item_size_of
+from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, cut_batches
+from importer.input.source import CsvReader
+from importer.run.batch_unit import resolve_duplicates
+from importer.run.driver import RunConfig, run_import
+from importer.run.pipeline import PipelineSettings, open_pipeline
+from importer.transform import reference
+from importer.transform.context import RunContext
+from importer.transform.spec import header_problem, load_spec
 from tests.conftest import PRODUCT_SPEC
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ddb_server import DdbServer  # noqa: E402
+from tests.support.ddb_server import DdbServer
 
 HEADER = "sku,name,price,qty,active\n"
 
@@ -231,3 +228,25 @@ def test_plan_compares_the_state_machine_with_the_bulk_sync(tmp_path: Path, spec
     # $25 per million transitions dwarfs the writes themselves
     assert sm["cost"] > 20 * bulk["cost"] > 0
     assert "run --sync" in render(report)
+
+
+@pytest.mark.parametrize(
+    "spec_text, csv_text",
+    [
+        (PRODUCT_SPEC, "sku,name,price,qty\nA-1,x,1,1\n"),  # a spec column missing
+        (PRODUCT_SPEC.replace('name = "{name}"', 'name = "{nmae}"'), "sku,name,price,qty,active\n"),
+    ],
+)
+def test_plan_refuses_a_header_with_the_rule_run_uses(tmp_path, capsys, spec_text, csv_text):
+    """One header rule (`header_problem`, which the driver and the Lambda child call):
+    what `run` refuses, `plan` refuses, with the same words."""
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(spec_text)
+    src = tmp_path / "in.csv"
+    src.write_text(csv_text)
+    capsys.readouterr()
+    assert main(["plan", str(src), "--spec", str(spec_path)]) != 0
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    header = csv_text.splitlines()[0].split(",")
+    expected = header_problem(load_spec(spec_path), header)
+    assert expected and said.endswith(expected)

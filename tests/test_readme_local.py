@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from importer import local_stack
+from importer.cli import local_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Your own data, locally"
@@ -112,7 +112,7 @@ def _importer_prefix(env: dict[str, str]) -> str:
         )
         if probe.returncode == 0:
             return ""
-    return f'importer() {{ "{sys.executable}" -m importer.cli "$@"; }}\n'
+    return f'importer() {{ "{sys.executable}" -m importer.cli.main "$@"; }}\n'
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from test_native_equivalence import CSV_BYTES, SCALE, _outcome, assert_same, spec_and_rows
 
-from importer import _native, native_engine, reference
-from importer.batching import Batcher, RowsByLine
-from importer.context import RunContext
-from importer.spec import CsvOptions, parse_spec
+from importer import _native
+from importer.input.batching import Batcher, RowsByLine
+from importer.input.options import CsvOptions
+from importer.transform import native_engine, reference
+from importer.transform.context import RunContext
+from importer.transform.spec import parse_spec
+from tests.test_native_equivalence import CSV_BYTES, SCALE, _outcome, assert_same, spec_and_rows
 
 ROWS = [(2, ["a", "é"]), (3, ["", 'q"x']), (7, ["😀", "z\nz"])]
 

@@ -12,7 +12,7 @@ moto cloud:
 
 Command, data and history tables must come out byte-identical.  Every path
 reads the same pinned wall clock (the state machine's through CommandStates,
-the two bulk paths through ``importer.sync.time``), so TTLs and the final
+the two bulk paths through ``importer.mbc.sync.time``), so TTLs and the final
 status' ``updatedAt`` compare too.  The one attribute set aside is
 ``syncMode``: `run --sync` writes ``{"S": "SYNC"}`` on its command records so
 that the stream starts no execution for them, as the framework's synchronous
@@ -29,15 +29,21 @@ from unittest import mock
 
 import pytest
 
-from importer import batch_unit
-from importer.batch_unit import SYNC_MODE_TAIL, mark_sync
-from importer.cli import EXIT_PARTIAL, main
+from importer.aws.stream_handler import is_command_insert
+from importer.cli.main import EXIT_PARTIAL, main
+from importer.dynamodb.retry import WriterFatalError
+from importer.mbc.sync import SyncOrder
 from importer.records import PreparedItem
-from importer.retry import WriterFatalError
-from importer.stream_handler import is_command_insert
-from importer.sync import SyncOrder
-from tests.command_cloud import CLOCK, command_cloud, create_module, stream_record, tables_snapshot
+from importer.run import batch_unit
+from importer.run.batch_unit import SYNC_MODE_TAIL, mark_sync
 from tests.conftest import PRODUCT_SPEC, scan_all
+from tests.support.command_cloud import (
+    CLOCK,
+    command_cloud,
+    create_module,
+    stream_record,
+    tables_snapshot,
+)
 
 HEADER = "sku,name,price,qty,active\n"
 FIXED_NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -79,8 +85,8 @@ def _run(tmp_path, table: str, rows, *, mode: str, run_id: str, extra=()) -> int
     args += ["--workers", "2", "--checkpoint", str(tmp_path / f"{table}-{run_id}.ckpt")]
     args += ["--summary-json", str(tmp_path / f"{table}-{run_id}.json"), *extra]
     with (
-        mock.patch("importer.context.datetime", _FixedDatetime),
-        mock.patch("importer.sync.time", PINNED_TIME),
+        mock.patch("importer.transform.context.datetime", _FixedDatetime),
+        mock.patch("importer.mbc.sync.time", PINNED_TIME),
     ):
         return main(args)
 
@@ -120,7 +126,7 @@ def _crash_before_sync_of(line: int):
             raise WriterFatalError("simulated kill between the write and the sync")
         return real(syncer, items, outcome)
 
-    return mock.patch("importer.batch_unit._sync_written", fake)
+    return mock.patch("importer.run.batch_unit._sync_written", fake)
 
 
 def test_state_machine_importer_sync_and_run_sync_leave_identical_tables(tmp_path):
@@ -138,7 +144,7 @@ def test_state_machine_importer_sync_and_run_sync_leave_identical_tables(tmp_pat
             before = scan_all(sm["command"], cloud.ddb)
 
             assert _run(tmp_path, cli["command"], rows, mode=mode, run_id=run_id, extra=extra) == 0
-            with mock.patch("importer.sync.time", PINNED_TIME):
+            with mock.patch("importer.mbc.sync.time", PINNED_TIME):
                 assert main(["sync", "--table", cli["command"], "--json"]) == 0
 
             extra = ("--sync", *extra)
@@ -193,7 +199,7 @@ def test_run_sync_counts_synced_rows_and_keeps_the_row_identity(tmp_path):
 
 def test_a_failed_sync_fails_the_rows_of_that_entity_in_that_batch(tmp_path):
     """A data-table write refused after every retry: those rows are failed rows, not written."""
-    from importer.sync import BatchSync
+    from importer.mbc.sync import BatchSync
 
     real = BatchSync.sync
 

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer import _sign, sigv4
-from importer.dynamo import HttpDynamoClient
-from importer.sigv4 import SigV4Signer
+from importer import _sign
+from importer.dynamodb import sigv4
+from importer.dynamodb.client import HttpDynamoClient
+from importer.dynamodb.sigv4 import SigV4Signer
 
 pytestmark = pytest.mark.skipif(not sigv4.c_signing(), reason="no OpenSSL SHA256 found")
 

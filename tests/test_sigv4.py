@@ -1,4 +1,4 @@
-"""importer.sigv4 signs exactly like botocore's SigV4Auth (the proof: equal headers).
+"""importer.dynamodb.sigv4 signs exactly like botocore's SigV4Auth (the proof: equal headers).
 
 moto's server does not verify signatures, so byte-for-byte equality with
 botocore -- both with a hand-built AWSRequest and with what a real botocore
@@ -18,8 +18,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from importer import sigv4
-from importer.sigv4 import SigV4Signer
+from importer.dynamodb import sigv4
+from importer.dynamodb.sigv4 import SigV4Signer
 
 TARGET = "DynamoDB_20120810.BatchWriteItem"
 CT = "application/x-amz-json-1.0"
@@ -227,7 +227,7 @@ def test_the_body_hash_fed_in_pieces_is_sha256():
     import hashlib
     import random
 
-    from importer.sigv4 import _body_hash
+    from importer.dynamodb.sigv4 import _body_hash
 
     rng = random.Random(7)
     for n in (0, 1, 2046, 2047, 2048, 2049, 4094, 4095, 6000, 1 << 20):
@@ -239,8 +239,8 @@ def test_paths_and_host_headers_match_botocore():
     from botocore.auth import _host_from_url
     from botocore.utils import normalize_url_path
 
-    from importer.dynamo import host_header
-    from importer.sigv4 import normalize_path
+    from importer.dynamodb.client import host_header
+    from importer.dynamodb.sigv4 import normalize_path
 
     for path in [
         "",

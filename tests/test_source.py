@@ -1,4 +1,4 @@
-"""ItemReader CSV rules (DESIGN.md §4.1), case by case, and source opening."""
+"""ItemReader CSV rules (docs/aws-facts.md, ItemReader), case by case, and source opening."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from importer.source import CsvReader, SourceError, iter_records, open_source
-from importer.spec import CsvOptions
+from importer.input.options import CsvOptions
+from importer.input.source import CsvReader, SourceError, iter_records, open_source
 
 
 def rows(data: bytes, delimiter: str = ",") -> list[tuple[int, list[str], str | None]]:
@@ -74,7 +74,7 @@ def test_backslash_escapes_only_the_configured_delimiter():
     [("PIPE", "|"), ("SEMICOLON", ";"), ("SPACE", " "), ("TAB", "\t"), ("COMMA", ",")],
 )
 def test_every_itemreader_delimiter(name, char):
-    from importer.spec import DELIMITERS
+    from importer.input.options import DELIMITERS
 
     assert DELIMITERS[name] == char
     data = f"a{char}b\n1{char}2\n".encode()
@@ -121,7 +121,7 @@ def test_invalid_utf8_is_an_error_row_not_a_crash():
 
 
 def test_no_trailing_newline_and_chunk_boundaries(monkeypatch):
-    import importer.source as source
+    import importer.input.source as source
 
     monkeypatch.setattr(source, "CHUNK_BYTES", 3)
     data = b'a,b\r\n"x\r\ny",z\r\n1,2'

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from importer.context import RunContext
-from importer.reference import transform_batch
-from importer.spec import SpecError, check_header, header_problem, load_spec, parse_spec
+from importer.transform.context import RunContext
+from importer.transform.reference import transform_batch
+from importer.transform.spec import SpecError, check_header, header_problem, load_spec, parse_spec
 
 CTX = RunContext(run_id="run1", timestamp="2026-01-02T03:04:05+09:00", source="import-csv:run1")
 
@@ -165,7 +165,7 @@ def test_oversized_item_is_rejected():
 
 def test_duplicate_keys_last_row_wins_and_earlier_is_reported():
     """The transform keeps both; the batch unit settles them (blind mode: last row wins)."""
-    from importer.batch_unit import resolve_duplicates
+    from importer.run.batch_unit import resolve_duplicates
 
     spec = spec_with({"type": "string"})
     rows = [(2, ["A", "1"]), (3, ["A", "2"])]

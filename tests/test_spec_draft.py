@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from importer import spec_draft
-from importer.cli import main
-from importer.spec import load_spec
+from importer.cli import spec_draft
+from importer.cli.main import main
+from importer.transform.spec import load_spec
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]], delimiter: str = ",") -> Path:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from importer import batching, statemachine
-from importer.statemachine import (
+from importer.aws import statemachine
+from importer.aws.statemachine import (
     all_definitions,
     command_handler_definition,
     import_csv_definition,
     task_handler_definition,
 )
+from importer.input import batching
 
 ROOT = Path(__file__).resolve().parent.parent
 ASL_VALIDATOR = ROOT / "tools" / "node_modules" / ".bin" / "asl-validator"

@@ -2,7 +2,7 @@
 
 moto S3 holds the CSV and the spec, moto DynamoDB the table; moto's ASL
 interpreter runs the Distributed Map (see :mod:`tests.sfn_shim` for the few
-things it lacks) and its Lambda task calls :func:`importer.handler.handle_event`
+things it lacks) and its Lambda task calls :func:`importer.aws.handler.handle_event`
 in-process.  The same CSV through the local driver must give the same batches
 and the same table.
 """
@@ -20,19 +20,19 @@ from unittest import mock
 import boto3
 import pytest
 
-from importer.batching import AWS_MAX_INPUT_BYTES, cut_batches
-from importer.context import normalise_timestamp
-from importer.dynamo import Boto3DynamoClient, DynamoError
-from importer.handler import handle_event
-from importer.source import CsvReader
-from importer.spec import CsvOptions
-from importer.statemachine import (
+from importer.aws.handler import handle_event
+from importer.aws.statemachine import (
     LAMBDA_ARN_PLACEHOLDER,
     RESULT_BUCKET_PLACEHOLDER,
     import_csv_definition,
 )
+from importer.dynamodb.client import Boto3DynamoClient, DynamoError
+from importer.input.batching import AWS_MAX_INPUT_BYTES, cut_batches
+from importer.input.options import CsvOptions
+from importer.input.source import CsvReader
+from importer.transform.context import normalise_timestamp
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
-from tests.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
+from tests.support.sfn_shim import MOTO_SFN_CONFIG, sfn_shim
 
 REGION = "us-east-1"
 LAMBDA_ARN = "arn:aws:lambda:us-east-1:123456789012:function:csv-rows-handler"
@@ -102,8 +102,8 @@ def imported(cloud):
     Both runs write ~2000 items into moto DynamoDB (about 1 ms per item there), so
     they are done once for the module and the tests below check different things.
     """
-    import importer.pipeline as pipeline_mod
-    from importer import cli
+    import importer.run.pipeline as pipeline_mod
+    from importer.cli import main as cli
 
     body, rows = make_csv(2000, BAD)
     cloud["s3"].put_object(Bucket="inbox", Key="products.csv", Body=body)
@@ -364,7 +364,7 @@ def test_local_driver_gives_same_batches_and_table(cloud, imported):
     assert sfn_batches == local_batches
 
     # The local driver itself (CLI, boto3 writer): same groups of items written together...
-    from importer import cli
+    from importer.cli import main as cli
 
     code, local_writers = imported["cli_code"], imported["local_writers"]
     assert code == cli.EXIT_PARTIAL  # finished, with rejected rows
@@ -450,8 +450,8 @@ def test_step_functions_local_run_and_lambda_agree(cloud):
     """One file with bad rows, rows DynamoDB refuses and entities that already exist, fed
     to the generated state machine, to `importer run` and to the Lambda handler batch by
     batch: the same counts, the same failed batches, the same rejects."""
-    import importer.pipeline as pipeline_mod
-    from importer import cli
+    import importer.run.pipeline as pipeline_mod
+    from importer.cli import main as cli
 
     body, rows = make_csv(60, {4: ("sku", "bad sku"), 33: ("price", "-1")})
     refused = frozenset({rows[21]["sku"]})
@@ -523,7 +523,7 @@ def test_step_functions_local_run_and_lambda_agree(cloud):
     local_rejects = list(csv.reader(open(tmp / "agree.rejects.csv", encoding="utf-8")))
 
     # 3. the Lambda handler, batch by batch
-    from importer.handler import BatchFailed
+    from importer.aws.handler import BatchFailed
 
     client = Recording(refused, workers=4)
     lambda_summaries, lambda_failed, lambda_rejects = [], 0, [[]]

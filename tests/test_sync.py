@@ -3,7 +3,7 @@
 The proof is a comparison: the same CSV imports into two module table sets;
 one is applied by the generated command-handler ASL on moto's Step Functions
 engine (one execution per command record, as the table's stream would start
-them), the other by :func:`importer.sync.sync_tables`.  Command, data and
+them), the other by :func:`importer.mbc.sync.sync_tables`.  Command, data and
 history tables must come out byte-identical (both paths read the same pinned
 clock; the only attribute left out is ``taskToken``, which only a version that
 had to wait stores).
@@ -17,17 +17,17 @@ from unittest import mock
 
 import pytest
 
-from importer.cli import main
-from importer.data_sync import load_handlers
-from importer.sync import sync_tables
-from tests.command_cloud import (
+from importer.cli.main import main
+from importer.mbc.data_sync import load_handlers
+from importer.mbc.sync import sync_tables
+from tests.conftest import PRODUCT_SPEC, scan_all
+from tests.support.command_cloud import (
     CLOCK,
     command_cloud,
     command_item,
     create_module,
     tables_snapshot,
 )
-from tests.conftest import PRODUCT_SPEC, scan_all
 
 HEADER = "sku,name,price,qty,active\n"
 FIXED_NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -47,7 +47,7 @@ def _import(tmp_path, table: str, rows, *, mode: str, run_id: str) -> None:
     args = ["run", str(src), "--spec", str(tmp_path / "spec.toml"), "--table", table]
     args += ["--writer", "boto3", "--mode", mode, "--run-id", run_id, "--quiet"]
     args += ["--workers", "2", "--checkpoint", str(tmp_path / f"{table}-{run_id}.ckpt")]
-    with mock.patch("importer.context.datetime", _FixedDatetime):
+    with mock.patch("importer.transform.context.datetime", _FixedDatetime):
         assert main(args) == 0
 
 
@@ -215,7 +215,7 @@ def test_sync_cli_counts_and_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("tz_name", ["Asia/Tokyo"])
 def test_dates_follow_the_lambda_time_zone(tz_name):
-    from importer.mbc_model import local_tz
+    from importer.mbc.model import local_tz
 
     with command_cloud(tz=local_tz(tz_name)) as cloud:
         sm = create_module(cloud.ddb, "sm-shop-", "product")
@@ -240,9 +240,9 @@ def test_a_chain_stuck_behind_a_failed_version_times_out_and_sync_applies_it():
     With ``wait_timeout_seconds`` the waiting execution fails (``States.Timeout``)
     instead of waiting for a year, and ``importer sync`` applies what it left.
     """
-    from importer.data_sync import DynamoDataSyncHandler, FunctionHandler
-    from importer.statemachine import command_handler_definition
-    from tests.command_cloud import LAMBDA_ARN, ROLE_ARN, Gate
+    from importer.aws.statemachine import command_handler_definition
+    from importer.mbc.data_sync import DynamoDataSyncHandler, FunctionHandler
+    from tests.support.command_cloud import LAMBDA_ARN, ROLE_ARN, Gate
 
     def refuse_v1(command, ctx):
         if command.version == 1:

@@ -15,10 +15,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from importer import deploy, statemachine
-from importer.deploy import render_template
-from importer.import_queue import execution_input, handle_queue_event
-from importer.stream_handler import is_command_insert
+from importer.aws import deploy, statemachine
+from importer.aws.deploy import render_template
+from importer.aws.import_queue import execution_input, handle_queue_event
+from importer.aws.stream_handler import is_command_insert
 from tests.test_iam_policy import ACCOUNT, REGION, STACK, Stack, physical_ids
 
 COMMAND_SM_ARN = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STACK}-command-handler"
@@ -82,9 +82,9 @@ def test_the_command_machine_is_the_generated_definition():
         for name, r in t["Resources"].items()
         if r["Type"] == "AWS::Serverless::Function"
     }
-    assert fns["CommandHandlerFunction"] == "importer.command_states.lambda_handler"
-    assert fns["CommandStreamFunction"] == "importer.stream_handler.lambda_handler"
-    assert fns["ImportQueueFunction"] == "importer.import_queue.lambda_handler"
+    assert fns["CommandHandlerFunction"] == "importer.mbc.command_states.lambda_handler"
+    assert fns["CommandStreamFunction"] == "importer.aws.stream_handler.lambda_handler"
+    assert fns["ImportQueueFunction"] == "importer.aws.import_queue.lambda_handler"
 
 
 def test_the_command_pipeline_grants_exactly_what_its_lambdas_call():

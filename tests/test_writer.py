@@ -10,32 +10,27 @@ import base64
 import json
 import logging
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import urllib3
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from conftest import http_ok, read_http_request  # noqa: E402
-from ddb_server import DdbServer  # noqa: E402
-from writers import http_writer, write_many  # noqa: E402
-
-from importer.dynamo import ErrorKind, classify  # noqa: E402
-from importer.lanes import Lanes  # noqa: E402
-from importer.mbc_model import TABLE_SCHEMA  # noqa: E402
-from importer.records import PreparedItem  # noqa: E402
-from importer.retry import (  # noqa: E402
+from importer.dynamodb.client import ErrorKind, classify
+from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.retry import (
     RetryPolicy,
     WriterFatalError,
     full_jitter_delay,
 )
-from importer.writer import MAX_ITEMS_PER_REQUEST as MAX_REQUEST_ITEMS  # noqa: E402
+from importer.dynamodb.writer import MAX_ITEMS_PER_REQUEST as MAX_REQUEST_ITEMS
+from importer.mbc.model import TABLE_SCHEMA
+from importer.records import PreparedItem
+from tests.conftest import http_ok, read_http_request
+from tests.support.ddb_server import DdbServer
+from tests.support.writers import http_writer, write_many
 
 REGION = "us-east-1"
 AKID = "testing"
@@ -131,7 +126,7 @@ def test_chunks_respect_16mb_and_never_repeat_a_key(srv, session):
 
 @pytest.fixture(params=["in order", "side by side"])
 def lanes(request):
-    """None (a batch's requests one after another) or lanes (`importer.lanes`)."""
+    """None (a batch's requests one after another) or lanes (`importer.dynamodb.lanes`)."""
     if request.param == "in order":
         yield None
         return
@@ -331,7 +326,7 @@ def test_full_jitter_delay_bounds():
 
 def test_writer_paces_to_a_capacity_limited_table():
     """Against a table of fixed capacity the writer settles near it, and loses nothing."""
-    from importer.pacing import Pacer
+    from importer.dynamodb.pacing import Pacer
 
     with DdbServer(tables=["T"], write_capacity=1500) as cap:
         session = boto3.Session(
@@ -490,7 +485,7 @@ def test_chunks_equal_the_plain_greedy_split(session):
     """The 25-item fast path of `_chunks` splits exactly like the item-by-item greedy loop."""
     import random
 
-    from importer.writer import _PER_ITEM_OVERHEAD, MAX_REQUEST_BYTES
+    from importer.dynamodb.writer import _PER_ITEM_OVERHEAD, MAX_REQUEST_BYTES
 
     url = "http://127.0.0.1:1"
     w = http_writer(table="T", region=REGION, endpoint_url=url, session=session)
@@ -534,7 +529,7 @@ def test_chunks_equal_the_plain_greedy_split(session):
 def test_read_response_variants():
     import io
 
-    from importer.dynamo import _BadResponse, _read_response
+    from importer.dynamodb.client import _BadResponse, _read_response
 
     def rd(raw: bytes, piece: int = 1 << 20):
         stream = io.BytesIO(raw)
@@ -593,7 +588,7 @@ def test_at_most_workers_connections(srv, session):
 def test_read_response_keeps_what_follows_the_answer():
     import io
 
-    from importer.dynamo import _read_response
+    from importer.dynamodb.client import _read_response
 
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 204 No\r\n\r\n"
     first = _read_response(io.BytesIO(raw).read)
@@ -612,7 +607,7 @@ def test_a_kept_alive_connection_the_server_closed_after_answering_is_resent_at_
     import socket as _socket
     import threading
 
-    from importer.dynamo import HttpDynamoClient
+    from importer.dynamodb.client import HttpDynamoClient
 
     listener = _socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -650,7 +645,7 @@ def test_a_large_answer_in_small_reads_is_read_whole():
     import io
     import time
 
-    from importer.dynamo import _read_response
+    from importer.dynamodb.client import _read_response
 
     body = bytes(range(256)) * (1 << 16)  # 16 MB
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"next"

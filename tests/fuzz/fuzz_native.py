@@ -4,8 +4,8 @@
     python tests/fuzz/fuzz_native.py -runs=20000
 
 Each input drives one of: the CSV reader on raw bytes (checked against
-`importer.source.CsvReader`), `transform_batch` on rows decoded from the input
-under a few fixed specs (checked against `importer.reference`), and
+`importer.input.source.CsvReader`), `transform_batch` on rows decoded from the input
+under a few fixed specs (checked against `importer.transform.reference`), and
 `row_json_size` (checked against `batching.item_json_size`), and batches cut
 in C by `read_batch` (checked against `batching.Batcher` fed row by row; the
 `RowBlock`s of a three-column header are also transformed in place and checked
@@ -22,12 +22,14 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from importer import _native, native_engine, reference
-    from importer.batching import Batcher, item_json_size
-    from importer.context import RunContext
-    from importer.driver import _cut_by_row
-    from importer.source import CsvReader
-    from importer.spec import CsvOptions, parse_spec
+    from importer import _native
+    from importer.input.batching import Batcher, item_json_size
+    from importer.input.options import CsvOptions
+    from importer.input.source import CsvReader
+    from importer.run.driver import _cut_by_row
+    from importer.transform import native_engine, reference
+    from importer.transform.context import RunContext
+    from importer.transform.spec import parse_spec
 
 SPECS = [
     parse_spec(

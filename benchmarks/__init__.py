@@ -1,0 +1,1 @@
+"""Benchmarks (pytest-benchmark): ratios against baselines run in the same process."""

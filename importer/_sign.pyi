@@ -1,0 +1,13 @@
+"""Type stub for the compiled signer (`_native/_sign.pyx`); see `dynamodb/sigv4.py`."""
+
+def _load(address: int) -> bool: ...
+def ready() -> bool: ...
+def digest(data: bytes) -> bytes: ...
+def sign_heads(
+    canonical_head: bytes,
+    sts_head: bytes,
+    key: bytes,
+    head: bytes,
+    tail: bytes,
+    bodies: list[bytes],
+) -> list[bytes]: ...

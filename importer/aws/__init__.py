@@ -1,0 +1,1 @@
+"""What runs in AWS: Lambda entry points, the state machines, the template and the zip."""

@@ -1,0 +1,358 @@
+"""The Distributed Map child Lambda: one batch in, a small summary out.
+
+Accepted events (checked up front, with a message saying what was expected):
+
+- the Distributed Map batch itself: `{"Items": [...], "BatchInput": {...}}`;
+- the MBC envelope the seed's state machines send:
+  `{"source": "step-function", "context": <$$>, "input": {"Items": ..., "BatchInput": ...}}`.
+
+Settings come from BatchInput (`Attributes` is the execution input of the
+generated ASL: `table`, `spec`, `rejects`, `mode`, `dataTable`) and fall back to
+the environment the template sets (`IMPORTER_TABLE`, `IMPORTER_SPEC`,
+`IMPORTER_REJECTS`, `IMPORTER_MODE`, `IMPORTER_DATA_TABLE`); the endpoint is
+the standard `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`.  The batch runs
+through the same pipeline (`importer.run.pipeline`) and per-batch unit as
+`importer run`, so both count, reject and fail a batch the same way.  Record
+timestamps and ids come from the execution (name, start time) and the batch's
+content, so an EXPRESS child run twice writes byte-identical items.
+
+Rejected rows are stored as CSV at `{rejects}/{execution}/{batch}.rejects.csv`
+and refused rows at `.../{batch}.failures.csv`, in the local run's formats
+(`importer.run.reports`; `batch` is a digest of the items, so a re-run
+overwrites).  A batch with a failed row raises `BatchFailed`
+(`BatchOutcome.failed_batch`), which the Map counts against its tolerated
+failures; rejected rows never do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.region import default_region
+from importer.input.batching import AWS_MAX_INPUT_BYTES, Batch
+from importer.modes.stage import DEFAULT_MODE, MODES, Mode
+from importer.run.batch_unit import BatchOutcome
+from importer.run.pipeline import PipelineSettings, open_pipeline
+from importer.run.reports import failures_csv, rejects_csv
+from importer.transform.context import ContextError, RunContext
+from importer.transform.spec import Spec, SpecError, header_problem, load_spec, loads_spec
+
+__all__ = ["BatchFailed", "EventError", "HandlerSettings", "handle_event", "lambda_handler"]
+
+STATE_NAME = "csv_rows_handler"
+
+
+class EventError(ValueError):
+    """The event is not a Distributed Map batch; nothing was written."""
+
+
+class BatchFailed(RuntimeError):
+    """DynamoDB refused rows of this batch after every retry; the summary is attached."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(f"{message}: {json.dumps(summary, sort_keys=True)}")
+        self.summary = summary
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSettings:
+    table: str
+    spec_uri: str
+    rejects_uri: str | None
+    region: str
+    mode: Mode = DEFAULT_MODE
+    data_table: str | None = None
+    #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
+    max_wcu: float | None = None
+    #: write the data and history records too (`run --sync`), insert and blind only
+    sync: bool = False
+
+
+def _unwrap(event: Any) -> tuple[list[Any], dict[str, Any]]:
+    if not isinstance(event, dict):
+        raise EventError(
+            'expected {"Items": [...], "BatchInput": {...}} or the MBC envelope '
+            '{"source": "step-function", "context": ..., "input": ...}, got '
+            f"{type(event).__name__}"
+        )
+    if "input" in event and "Items" not in event:
+        if event.get("source") not in (None, "step-function"):
+            raise EventError(f"unexpected event source {event.get('source')!r}")
+        state = (event.get("context") or {}).get("State", {}).get("Name")
+        if state is not None and state != STATE_NAME:
+            raise EventError(f"this handler serves state {STATE_NAME!r}, not {state!r}")
+        event = event["input"]
+        if not isinstance(event, dict):
+            raise EventError("envelope 'input' must be the batch object")
+    items = event.get("Items")
+    if not isinstance(items, list):
+        raise EventError('the batch has no "Items" list (is ItemBatcher configured?)')
+    batch_input = event.get("BatchInput") or {}
+    if not isinstance(batch_input, dict):
+        raise EventError('"BatchInput" must be an object')
+    for n, item in enumerate(items, start=1):
+        if not isinstance(item, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in item.items()
+        ):
+            raise EventError(
+                f"Items[{n - 1}] is not a CSV row object of strings (ItemReader InputType CSV)"
+            )
+    return items, batch_input
+
+
+def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
+    attrs = batch_input.get("Attributes")
+    attrs = attrs if isinstance(attrs, dict) else {}
+
+    def pick(key: str, env: str) -> str | None:
+        value = attrs.get(key) or batch_input.get(key) or os.environ.get(env)
+        return str(value) if value else None
+
+    table = pick("table", "IMPORTER_TABLE")
+    spec_uri = pick("spec", "IMPORTER_SPEC")
+    if not table:
+        raise EventError("no table: set BatchInput.Attributes.table or IMPORTER_TABLE")
+    if not spec_uri:
+        raise EventError("no spec: set BatchInput.Attributes.spec or IMPORTER_SPEC")
+    given = pick("mode", "IMPORTER_MODE") or DEFAULT_MODE
+    mode = next((m for m in MODES if m == given), None)
+    if mode is None:
+        raise EventError(f"unknown mode {given!r} (one of: {', '.join(MODES)})")
+    sync = (pick("sync", "IMPORTER_SYNC") or "").lower() in ("1", "true", "yes")
+    if sync and mode in ("upsert", "strict"):
+        # concurrent children hold versions of one entity in no particular order
+        raise EventError(
+            f"sync in the Lambda child needs mode insert or blind, not {mode}: in {mode} mode "
+            "two children may hold versions of one entity, and only the command state "
+            "machine (or importer sync afterwards) applies them in order"
+        )
+    return HandlerSettings(
+        sync=sync,
+        max_wcu=_budget_share(
+            pick("maxWcu", "IMPORTER_MAX_WCU"), pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY")
+        ),
+        mode=mode,
+        data_table=pick("dataTable", "IMPORTER_DATA_TABLE"),
+        table=table,
+        spec_uri=spec_uri,
+        rejects_uri=pick("rejects", "IMPORTER_REJECTS"),
+        region=default_region(),
+    )
+
+
+def _budget_share(total: str | None, concurrency: str | None) -> float | None:
+    """Each of the Map's MaxConcurrency children gets its share of the run's budget.
+
+    0 (the template's default) or nothing means no budget: the table's own pace.
+    """
+    try:
+        budget, children = float(total or 0), int(concurrency or 1)
+    except ValueError:
+        budget, children = -1.0, 0
+    if budget < 0 or children < 1:
+        raise EventError(
+            f"maxWcu {total!r} / maxConcurrency {concurrency!r}: expected a number of write "
+            "units per second and a positive count of concurrent children"
+        )
+    return budget / children if budget > 0 else None
+
+
+# Warm-container cache: a compiled spec is reused across invocations for as long as its
+# object is unchanged -- keyed by the S3 object's ETag (a local file: its size and mtime),
+# so a spec replaced at the same key is read again by the next invocation, not never.
+# Nothing per-invocation is kept here (each invocation opens and closes its pipeline).
+_SPECS: dict[str, tuple[object, Spec]] = {}
+#: requests one child sends at once (its batch's requests side by side, `importer.dynamodb.lanes`)
+CHILD_WORKERS = 4
+#: kept across warm invocations: a new batch starts with what earlier ones measured
+#: (a fresh set sends its first requests one at a time until they are timed)
+_LANES: Lanes | None = None
+
+
+def _child_lanes() -> Lanes:
+    global _LANES
+    if _LANES is None:
+        _LANES = Lanes(CHILD_WORKERS, 1)
+    return _LANES
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _load_spec(uri: str, s3: Any) -> Spec:
+    """The compiled spec at `uri`, compiled again only when the object changed.
+
+    On S3 a warm invocation asks for the object only if its ETag moved
+    (`IfNoneMatch`): one request either way, and "not modified" carries no body.
+    """
+    cached = _SPECS.get(uri)
+    if not uri.startswith("s3://"):
+        try:
+            st = os.stat(uri)
+        except OSError as exc:
+            raise SpecError(f"cannot read spec {uri}: {exc.strerror or exc}") from None
+        version: object = (st.st_size, st.st_mtime_ns)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        spec = load_spec(uri)
+        _SPECS[uri] = (version, spec)
+        return spec
+    bucket, key = _split_s3(uri)
+    conditional = {"IfNoneMatch": cached[0]} if cached is not None else {}
+    try:
+        obj = s3.get_object(Bucket=bucket, Key=key, **conditional)
+        raw = obj["Body"].read()
+    except Exception as exc:  # noqa: BLE001 - any failure here is "cannot read spec"
+        if cached is not None and _not_modified(exc):
+            return cached[1]
+        raise SpecError(f"cannot read spec {uri}: {exc}") from None
+    spec = loads_spec(raw, uri)
+    etag = obj.get("ETag")
+    if etag:
+        _SPECS[uri] = (etag, spec)
+    return spec
+
+
+def _not_modified(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = response.get("Error", {}).get("Code")
+    return status == 304 or code in ("304", "NotModified")
+
+
+def batch_digest(items: list[dict[str, str]]) -> str:
+    """A stable id for a batch: the same Items always give the same id."""
+    body = json.dumps(items, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _header(items: list[dict[str, str]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        for k in item:
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+def _store(uri: str, name: str, body: bytes, s3: Any) -> str:
+    if uri.startswith("s3://"):
+        bucket, prefix = _split_s3(uri)
+        key = f"{prefix.rstrip('/')}/{name}".lstrip("/")
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/csv")
+        return f"s3://{bucket}/{key}"
+    path = os.path.join(uri, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(body)
+    return path
+
+
+def _store_reports(
+    outcome: BatchOutcome, header: list[str], uri: str, execution: str, batch_id: str, s3: Any
+) -> tuple[str | None, str | None]:
+    """The batch's rejects and failures files, in the local run's formats."""
+    rejects = failures = None
+    if outcome.rejects:
+        body = rejects_csv(outcome.rejects, header)
+        rejects = _store(uri, f"{execution}/{batch_id}.rejects.csv", body, s3)
+    if outcome.failures:
+        body = failures_csv(outcome.failures)
+        failures = _store(uri, f"{execution}/{batch_id}.failures.csv", body, s3)
+    return rejects, failures
+
+
+def handle_event(
+    event: Any,
+    *,
+    client: Any = None,
+    s3_client: Any = None,
+    engine: str = "native",
+    writer: str = "http",
+) -> dict[str, Any]:
+    """Process one batch event; `client` (a `importer.dynamodb.client` client) and `s3_client`
+    are injectable for tests (moto's in-process `mock_aws` needs the boto3 client)."""
+    items, batch_input = _unwrap(event)
+    size = len(
+        json.dumps(
+            {"Items": items, "BatchInput": batch_input}, ensure_ascii=False, separators=(",", ":")
+        ).encode("utf-8", "surrogatepass")
+    )
+    if size > AWS_MAX_INPUT_BYTES:
+        raise EventError(
+            f"batch input is {size} bytes, over the {AWS_MAX_INPUT_BYTES} bytes Step Functions "
+            "allows a child execution; lower MaxItemsPerBatch / MaxInputBytesPerBatch"
+        )
+    settings = _settings(batch_input)
+    try:
+        base = RunContext.from_batch_input(batch_input)
+    except ContextError as exc:
+        raise EventError(str(exc)) from None
+    if s3_client is None:
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=settings.region)
+    spec = _load_spec(settings.spec_uri, s3_client)
+    batch_id = batch_digest(items)
+    # requestId must stay unique across batches without line numbers: prefix the batch id.
+    ctx = RunContext(
+        run_id=f"{base.run_id}:{batch_id}",
+        timestamp=base.timestamp,
+        source=base.source,
+        user=base.user,
+        ip=base.ip,
+    )
+    header = _header(items)
+    problem = header_problem(spec, header) if items else None
+    if problem:
+        raise EventError(problem)
+    rows = [(n, [item.get(h, "") for h in header]) for n, item in enumerate(items, start=1)]
+    pipeline_settings = PipelineSettings(
+        spec=spec,
+        table=settings.table,
+        mode=settings.mode,
+        data_table=settings.data_table,
+        region=settings.region,
+        workers=CHILD_WORKERS,
+        batches=1,
+        writer=writer,  # type: ignore[arg-type]
+        engine=engine,
+        check_table=False,
+        max_wcu=settings.max_wcu,
+        sync=settings.sync,
+    )
+    with open_pipeline(pipeline_settings, client=client, lanes=_child_lanes()) as pipeline:
+        outcome = pipeline.process(
+            Batch(index=0, rows=rows), header=header, ctx=ctx, ticket=pipeline.ticket()
+        ).final()
+    rejects_at = failures_at = None
+    if settings.rejects_uri:
+        rejects_at, failures_at = _store_reports(
+            outcome, header, settings.rejects_uri, base.run_id, batch_id, s3_client
+        )
+    summary = {
+        "batch": batch_id,
+        "mode": settings.mode,
+        "rows": outcome.rows,
+        "written": outcome.written,
+        "unchanged": outcome.unchanged,
+        "rejected": len(outcome.rejects),
+        "existing": outcome.existing,
+        "failed": len(outcome.failures),
+        "rejects": rejects_at,
+        "failures": failures_at,
+    }
+    if outcome.failed_batch:
+        raise BatchFailed(f"DynamoDB refused {len(outcome.failures)} row(s) of the batch", summary)
+    return summary
+
+
+def lambda_handler(event: Any, context: Any = None) -> dict[str, Any]:
+    """AWS Lambda entry point (`importer.aws.handler.lambda_handler`)."""
+    return handle_event(event)

@@ -1,0 +1,503 @@
+"""`importer plan`: what an import will cost, in one streaming pass, without writing.
+
+The source is read, batched and transformed exactly as `importer run` does it
+(same reader, same ItemBatcher, the native transform), and every item is
+priced in write units from its exact size (`importer.dynamodb.pacing.item_write_units`).
+Nothing is kept but counters, so memory stays flat however big the file.
+
+From the totals it derives the time of the import at a write rate -- `--max-wcu`,
+or the table's described capacity (DescribeTable: provisioned WCU, or
+on-demand) -- and its cost: on-demand write request units, provisioned WCU-hours
+for the import's duration, and for a new, empty table the price of DynamoDB's
+own ImportTable (per GB of uncompressed source; no transform, no MBC records).
+Prices are flags with the published us-east-1 defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+from importer.dynamodb.pacing import item_write_units
+from importer.input.batching import (
+    AWS_MAX_INPUT_BYTES,
+    DEFAULT_MAX_ITEMS,
+    Batch,
+    Batcher,
+    RowsByLine,
+    check_limits,
+)
+from importer.input.source import CsvReader, SourceError, open_source
+from importer.records import Reject
+from importer.run.batch_unit import resolve_duplicates
+from importer.transform.context import RunContext
+from importer.transform.engines import get_engine
+from importer.transform.spec import Spec, check_header, load_spec
+
+__all__ = [
+    "ASL_BATCH_ITEMS",
+    "NEW_ON_DEMAND_WRU",
+    "PRICE_PER_MILLION_WRU",
+    "PRICE_PER_WCU_HOUR",
+    "IMPORT_TABLE_PRICE_PER_GB",
+    "Plan",
+    "Capacity",
+    "plan_source",
+    "describe_capacity",
+    "register",
+]
+
+#: On-demand write request units, us-east-1, after the November 2024 price cut.
+PRICE_PER_MILLION_WRU = 0.625
+#: Provisioned write capacity, us-east-1, per WCU-hour.
+PRICE_PER_WCU_HOUR = 0.00065
+#: ImportTable (import from S3), us-east-1, per GB of uncompressed source data.
+IMPORT_TABLE_PRICE_PER_GB = 0.15
+#: A new on-demand table's warm throughput for writes (docs/aws-facts.md, Capacity and prices).
+NEW_ON_DEMAND_WRU = 4000
+#: The command state machine, per command record (issue 13's count of the seed's machine):
+#: state transitions (Standard workflows) and Lambda invocations, and their prices.
+TRANSITIONS_PER_COMMAND = 10
+LAMBDA_CALLS_PER_COMMAND = 8
+PRICE_PER_MILLION_TRANSITIONS = 25.0
+PRICE_PER_MILLION_LAMBDA_REQUESTS = 0.20
+#: The generated import-csv ASL's ItemBatcher.MaxItemsPerBatch (one Map child per batch).
+ASL_BATCH_ITEMS = 10
+#: BatchWriteItem takes at most this many puts per call.
+REQUEST_ITEMS = 25
+
+
+class _Counted:
+    """Counts the (decompressed) bytes a reader takes from a stream."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.inner.read(n)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass(slots=True)
+class Plan:
+    """The counts of one dry run; `rows == items + rejected`."""
+
+    source: str
+    rows: int = 0
+    items: int = 0
+    rejected: int = 0
+    batches: int = 0
+    batch_items: int | None = DEFAULT_MAX_ITEMS
+    map_children: int = 0
+    map_batch_items: int = ASL_BATCH_ITEMS
+    requests: int = 0
+    item_bytes: int = 0
+    write_units: int = 0
+    source_bytes: int = 0
+    source_bytes_read: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+
+    @property
+    def units_per_item(self) -> float:
+        return self.write_units / self.items if self.items else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """A write rate to plan with, and where it came from."""
+
+    write_units_per_second: float
+    basis: str  # "max-wcu" | "provisioned" | "on-demand" | "on-demand (assumed)"
+    billing: str  # "PROVISIONED" | "PAY_PER_REQUEST"
+    provisioned_wcu: int | None = None
+    item_count: int | None = None
+
+
+def plan_source(
+    source: str,
+    spec: Spec,
+    *,
+    batch_items: int | None = DEFAULT_MAX_ITEMS,
+    batch_bytes: int | None = AWS_MAX_INPUT_BYTES,
+    engine: str = "native",
+    s3_client: Any = None,
+) -> Plan:
+    """Read, batch and transform `source` once; count rows, rejects, batches and units.
+
+    Batches are cut as `importer run` cuts them (`batch_items`/`batch_bytes`),
+    and, in the same pass, as the generated ASL's ItemBatcher cuts them
+    (`ASL_BATCH_ITEMS` rows): the number of Map child executions.
+    """
+    check_limits(batch_items, batch_bytes)
+    eng = get_engine(engine)
+    # a run id as long as a real run's (items, and so their units, have its length in them)
+    ctx = RunContext.new()
+    plan = Plan(source=source, batch_items=batch_items)
+    stream = open_source(source, s3_client=s3_client)
+    counted = _Counted(stream.raw)
+    try:
+        open_reader = getattr(eng, "open_reader", None)
+        reader: Any = (
+            open_reader(counted, spec.csv) if open_reader else CsvReader(counted, spec.csv)
+        )
+        header = list(reader.header)
+        plan.ignored_columns = check_header(spec, header)
+        size_of = getattr(eng, "row_json_size", None)
+        if size_of is None:
+            from importer.input.batching import item_json_size as size_of
+        batch_input = ctx.to_batch_input()
+        local = Batcher(
+            max_items=batch_items, max_bytes=batch_bytes, batch_input=batch_input, header=header
+        )
+        children = Batcher(
+            max_items=ASL_BATCH_ITEMS,
+            max_bytes=AWS_MAX_INPUT_BYTES,
+            batch_input=batch_input,
+            header=header,
+        )
+
+        code_column = spec.code_column
+
+        def transform(batch: Batch) -> None:
+            plan.batches += 1
+            plan.rows += len(batch.rows) + len(batch.rejects)
+            plan.rejected += len(batch.rejects)
+            if not batch.rows:
+                return
+            result = eng.transform_batch(spec, header, batch.rows, ctx)
+            # a key twice in a batch is written once (the batch unit's rule, as in blind mode)
+            items, dupes = resolve_duplicates(
+                result.items, code_column=code_column, fields=RowsByLine(batch.rows)
+            )
+            plan.rejected += len(result.rejects) + len(dupes)
+            plan.items += len(items)
+            plan.requests += -(-len(items) // REQUEST_ITEMS)
+            for item in items:
+                plan.item_bytes += len(item.wire)
+                plan.write_units += item_write_units(item.wire)
+
+        for row in reader:
+            if row.error is not None:  # unreadable: a reject of the batch now open
+                local.reject(Reject(row.line, "", "", row.error, ()))
+                continue
+            size = size_of(header, row.fields)
+            done = local.add(row.line, row.fields, size)
+            if done is not None:
+                transform(done)
+            if children.add(row.line, row.fields, size) is not None:
+                plan.map_children += 1
+        last = local.flush()
+        if last is not None:
+            transform(last)
+        if children.flush() is not None:
+            plan.map_children += 1
+        close = getattr(reader, "close", None)
+        if close is not None:
+            close()
+    finally:
+        plan.source_bytes = counted.count
+        plan.source_bytes_read = stream.bytes_read
+        stream.close()
+    if plan.rows != plan.items + plan.rejected:  # pragma: no cover - a bug, loudly
+        raise AssertionError(f"plan accounting broken: {plan}")
+    return plan
+
+
+def describe_capacity(
+    table: str, *, region: str | None = None, endpoint_url: str | None = None
+) -> Capacity:
+    """The table's write capacity from DescribeTable (provisioned WCU, or on-demand)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+        desc = client.describe_table(TableName=table)["Table"]
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise SourceError(
+            f"DescribeTable {table}: {err.get('Code', 'error')}: {err.get('Message', '')}"
+        ) from None
+    except BotoCoreError as exc:
+        raise SourceError(f"DescribeTable {table}: {exc}") from None
+    billing = (desc.get("BillingModeSummary") or {}).get("BillingMode")
+    provisioned = (desc.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits") or 0
+    items = desc.get("ItemCount")
+    if billing != "PAY_PER_REQUEST" and provisioned > 0:
+        return Capacity(float(provisioned), "provisioned", "PROVISIONED", int(provisioned), items)
+    warm = (desc.get("WarmThroughput") or {}).get("WriteUnitsPerSecond")
+    cap = (desc.get("OnDemandThroughput") or {}).get("MaxWriteRequestUnits")
+    rate = float(warm) if warm else float(NEW_ON_DEMAND_WRU)
+    basis = "on-demand" if warm else "on-demand (assumed)"
+    if cap and cap > 0:
+        rate = min(rate, float(cap))
+    return Capacity(rate, basis, "PAY_PER_REQUEST", None, items)
+
+
+def estimate(
+    plan: Plan,
+    capacity: Capacity | None,
+    *,
+    price_per_million_wru: float = PRICE_PER_MILLION_WRU,
+    price_per_wcu_hour: float = PRICE_PER_WCU_HOUR,
+    import_price_per_gb: float = IMPORT_TABLE_PRICE_PER_GB,
+    new_table: bool = True,
+) -> dict[str, Any]:
+    """Time and cost of writing `plan` at `capacity`, as a JSON-ready dict."""
+    out: dict[str, Any] = {
+        "rows": plan.rows,
+        "items": plan.items,
+        "rejected": plan.rejected,
+        "batches": plan.batches,
+        "batch_items": plan.batch_items,
+        "map_children": plan.map_children,
+        "map_batch_items": plan.map_batch_items,
+        "batch_write_requests": plan.requests,
+        "item_bytes": plan.item_bytes,
+        "write_units": plan.write_units,
+        "write_units_per_item": round(plan.units_per_item, 3),
+        "source_bytes": plan.source_bytes,
+        "ignored_columns": plan.ignored_columns,
+        "on_demand": {
+            "price_per_million_wru": price_per_million_wru,
+            "cost": round(plan.write_units / 1e6 * price_per_million_wru, 4),
+        },
+    }
+    out["data_table"] = _data_table_paths(plan, price_per_million_wru)
+    if capacity is not None:
+        seconds = plan.write_units / capacity.write_units_per_second
+        out["capacity"] = asdict(capacity)
+        out["seconds"] = round(seconds, 1)
+        hours = max(1, math.ceil(seconds / 3600))
+        out["provisioned"] = {
+            "price_per_wcu_hour": price_per_wcu_hour,
+            "wcu": math.ceil(capacity.write_units_per_second),
+            "hours_billed": hours,
+            "cost": round(
+                math.ceil(capacity.write_units_per_second) * hours * price_per_wcu_hour, 4
+            ),
+        }
+    if new_table:
+        gb = plan.source_bytes / 1e9
+        out["import_table"] = {
+            "price_per_gb": import_price_per_gb,
+            "source_gb": round(gb, 6),
+            "cost": round(gb * import_price_per_gb, 4),
+            "note": "new tables only; loads CSV rows as they are (every non-key column a "
+            "string), no validation and no MBC command records",
+        }
+    return out
+
+
+def _data_table_paths(plan: Plan, price_per_million_wru: float) -> dict[str, Any]:
+    """What it costs to turn the imported commands into data records, by either path.
+
+    The state machine runs once per command (the stream starts it); `run --sync`
+    writes each data record and re-writes each command once, in bulk.  Lambda
+    duration and the state machine's own status writes are left out: the
+    comparison only gets more lopsided with them.
+    """
+    transitions = plan.items * TRANSITIONS_PER_COMMAND
+    calls = plan.items * LAMBDA_CALLS_PER_COMMAND
+    bulk_units = 2 * plan.write_units  # the data record, and the command marked finished
+    return {
+        "state_machine": {
+            "executions": plan.items,
+            "state_transitions": transitions,
+            "lambda_invocations": calls,
+            "cost": round(
+                transitions / 1e6 * PRICE_PER_MILLION_TRANSITIONS
+                + calls / 1e6 * PRICE_PER_MILLION_LAMBDA_REQUESTS
+                + bulk_units / 1e6 * price_per_million_wru,
+                4,
+            ),
+        },
+        "bulk_sync": {
+            "write_units": bulk_units,
+            "cost": round(bulk_units / 1e6 * price_per_million_wru, 4),
+        },
+    }
+
+
+def _money(value: float) -> str:
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human summary of `estimate`'s dict."""
+    lines = [
+        f"rows            {report['rows']:,}  ({report['items']:,} items, "
+        f"{report['rejected']:,} rejected)",
+        f"batches         {report['batches']:,} of up to {report['batch_items']} rows; "
+        f"{report['batch_write_requests']:,} BatchWriteItem requests",
+        f"Map children    {report['map_children']:,} (ItemBatcher {report['map_batch_items']} "
+        "rows, as the generated ASL)",
+        f"item bytes      {report['item_bytes']:,} (source {report['source_bytes']:,})",
+        f"write units     {report['write_units']:,} ({report['write_units_per_item']} per item)",
+    ]
+    od = report["on_demand"]
+    lines.append(
+        f"on-demand       {_money(od['cost'])} at ${od['price_per_million_wru']} per million WRU"
+    )
+    dt = report.get("data_table")
+    if dt:
+        sm, bulk = dt["state_machine"], dt["bulk_sync"]
+        lines.append(
+            f"data table      state machine {_money(sm['cost'])} ({sm['executions']:,} "
+            f"executions, {sm['state_transitions']:,} transitions, "
+            f"{sm['lambda_invocations']:,} Lambda calls); run --sync {_money(bulk['cost'])} "
+            f"({bulk['write_units']:,} more write units)"
+        )
+    if "capacity" in report:
+        cap = report["capacity"]
+        prov = report["provisioned"]
+        lines.append(
+            f"time            {_duration(report['seconds'])} at "
+            f"{cap['write_units_per_second']:,.0f} WCU/s ({cap['basis']})"
+        )
+        lines.append(
+            f"provisioned     {_money(prov['cost'])} for {prov['wcu']:,} WCU x "
+            f"{prov['hours_billed']} h at ${prov['price_per_wcu_hour']} per WCU-hour"
+        )
+    if "import_table" in report:
+        it = report["import_table"]
+        lines.append(
+            f"ImportTable     {_money(it['cost'])} for {it['source_gb']} GB at "
+            f"${it['price_per_gb']} per GB ({it['note']})"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    batch_items, batch_bytes = args.batch_items, args.batch_bytes
+    if batch_items is None and batch_bytes is None:
+        batch_items = DEFAULT_MAX_ITEMS
+    if batch_bytes is None:
+        batch_bytes = AWS_MAX_INPUT_BYTES
+    s3_client = None
+    if args.source.startswith("s3://"):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=args.region)
+    plan = plan_source(
+        args.source,
+        spec,
+        batch_items=batch_items,
+        batch_bytes=batch_bytes,
+        engine=args.engine or "native",
+        s3_client=s3_client,
+    )
+    capacity: Capacity | None = None
+    described: Capacity | None = None
+    if args.table:
+        described = describe_capacity(
+            args.table, region=args.region, endpoint_url=args.endpoint_url
+        )
+        capacity = described
+    if capacity is None and args.max_wcu is None:
+        # nothing described, nothing capped: a new on-demand table's warm throughput
+        capacity = Capacity(float(NEW_ON_DEMAND_WRU), "new on-demand table", "PAY_PER_REQUEST")
+    if args.max_wcu is not None:
+        capacity = Capacity(
+            float(args.max_wcu),
+            "max-wcu",
+            described.billing if described else "PAY_PER_REQUEST",
+            described.provisioned_wcu if described else None,
+            described.item_count if described else None,
+        )
+    new_table = described is None or not described.item_count
+    report = estimate(
+        plan,
+        capacity,
+        price_per_million_wru=args.price_per_million_wru,
+        price_per_wcu_hour=args.price_per_wcu_hour,
+        import_price_per_gb=args.import_price_per_gb,
+        new_table=new_table,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report))
+    return 0
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a price >= 0, got {text}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add ``importer plan`` to the CLI."""
+    p = subparsers.add_parser(
+        "plan", help="dry run: rows, batches, write units, time and cost of an import"
+    )
+    p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
+    p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
+    p.add_argument("--table", help="describe this table for its write capacity")
+    p.add_argument(
+        "--max-wcu", type=_positive, default=None, metavar="N", help="plan at N write units/s"
+    )
+    p.add_argument(
+        "--price-per-million-wru",
+        type=_price,
+        default=PRICE_PER_MILLION_WRU,
+        metavar="P",
+        help=f"on-demand write price (default ${PRICE_PER_MILLION_WRU}, us-east-1, Nov 2024)",
+    )
+    p.add_argument(
+        "--price-per-wcu-hour",
+        type=_price,
+        default=PRICE_PER_WCU_HOUR,
+        metavar="P",
+        help=f"provisioned write price (default ${PRICE_PER_WCU_HOUR}, us-east-1)",
+    )
+    p.add_argument(
+        "--import-price-per-gb",
+        type=_price,
+        default=IMPORT_TABLE_PRICE_PER_GB,
+        metavar="P",
+        help=f"ImportTable price (default ${IMPORT_TABLE_PRICE_PER_GB}, us-east-1)",
+    )
+    p.add_argument("--batch-items", type=int, default=None, metavar="N")
+    p.add_argument("--batch-bytes", type=int, default=None, metavar="N")
+    p.add_argument("--engine", choices=("native", "reference"), default=None)
+    p.add_argument("--region", default=None, help="AWS region (default from the environment)")
+    p.add_argument("--endpoint-url", default=None, metavar="URL", help="DynamoDB endpoint")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=_cmd_plan)

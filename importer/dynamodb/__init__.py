@@ -1,0 +1,1 @@
+"""Talking to DynamoDB fast and safely: client, signing, retry, pacing, writers, lookups."""

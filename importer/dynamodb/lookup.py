@@ -1,0 +1,366 @@
+"""Reading before writing: BatchGetItem lookups by key.
+
+BatchWriteItem cannot carry a condition, so the import modes (`importer.modes.stage`)
+and the strict writer read first.  `KeyLookup.get_many(table, keys)` is
+BatchGetItem with ConsistentRead, <= 100 distinct keys per call,
+`UnprocessedKeys` resent under the shared retry budget (`importer.dynamodb.retry`), over
+the run's one DynamoDB client (`importer.dynamodb.client`).  When keys stay unread after
+every allowed attempt it raises `LookupFailed`, so the caller fails exactly
+those rows rather than guess.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from json.encoder import encode_basestring as _encode_string
+from typing import Any
+
+from importer import _native
+from importer.dynamodb.client import (
+    DynamoClient,
+    DynamoError,
+    ErrorKind,
+    Reply,
+    describe_table,
+    should_retry,
+)
+from importer.dynamodb.lanes import Lanes, waited
+from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.retry import Attempts, RetryPolicy
+
+__all__ = ["MAX_GET_KEYS", "PROJECTION", "BlockKeys", "DistinctKeys", "KeyLookup", "LookupFailed"]
+
+#: BatchGetItem reads at most 100 items (and 16 MB) per call.
+MAX_GET_KEYS = 100
+#: In an answer, most likely the usual "every key read" (`_get_group` reads those in turn).
+_NONE_LEFT = b'"UnprocessedKeys":{}'
+#: Attributes the modes need from a stored record (smaller responses, fewer RCUs).
+PROJECTION = ("pk", "sk", "version", "attributes", "name", "requestId", "isDeleted")
+
+
+class DistinctKeys(list):  # type: ignore[type-arg]
+    """Keys their maker knows are all different (`get_many` does not look again).
+
+    A list, so that any `get_many` takes it; the mode stage makes one from an
+    `ItemBlock`, whose C answers that its keys are distinct.
+    """
+
+
+class BlockKeys:
+    """The keys of an `ItemBlock` whose keys are all distinct, for `get_many`: at
+    their version (`versioned`) or without it.
+
+    Each call's `Keys` are written by C from the block; the (pk, sk) tuples are
+    made only for a call whose answer needs them (something found, keys left
+    unprocessed, a failure), so a batch of new entities reads without them.
+    """
+
+    def __init__(self, block: Any, *, versioned: bool) -> None:
+        self.block = block
+        self.versioned = versioned
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def parts(self, size: int) -> list[_Part]:
+        block = self.block
+        return [
+            _Part(view=block[i : i + size], versioned=self.versioned)
+            for i in range(0, len(block), size)
+        ]
+
+
+class _Part:
+    """One call's keys: a list of them, or a block's slice turned into one when needed."""
+
+    __slots__ = ("_keys", "_versioned", "_view", "n")
+
+    def __init__(
+        self,
+        keys: list[tuple[str, str]] | None = None,
+        *,
+        view: Any = None,
+        versioned: bool = True,
+    ) -> None:
+        self._keys, self._view, self._versioned = keys, view, versioned
+        self.n = len(keys) if keys is not None else len(view)
+
+    def keys(self) -> list[tuple[str, str]]:
+        if self._keys is None:
+            self._keys = self._view.entity_keys(self._versioned)
+        return self._keys
+
+    def listed(self) -> bytes | None:
+        """The `Keys` JSON, when C writes it from the block (else `_body` makes it)."""
+        return None if self._view is None else self._view.keys_json(self._versioned)
+
+
+class LookupFailed(Exception):
+    """Keys stayed unread after every allowed attempt; `keys` names them."""
+
+    def __init__(self, message: str, keys: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.keys = list(keys)
+
+
+class KeyLookup:
+    """BatchGetItem by (pk, sk), ConsistentRead, <= 100 keys a call, unprocessed resent.
+
+    Thread-safe (no per-call state).  `retries` and `calls` count over the
+    lookup's lifetime (approximate under threads; for reporting only).
+    """
+
+    def __init__(
+        self,
+        client: DynamoClient,
+        *,
+        policy: RetryPolicy | None = None,
+        projection: Sequence[str] | None = PROJECTION,
+        pacer: Pacer | None = None,
+        lanes: Lanes | None = None,
+    ) -> None:
+        self.client = client
+        self.lanes = lanes
+        self.policy = policy or RetryPolicy()
+        #: read units: one per key (a strongly consistent read of an item up to 4 KB)
+        self.pacer = pacer or Pacer(kind="read")
+        self.projection = tuple(projection) if projection else None
+        self.retries = 0
+        self.calls = 0
+        self._tail: bytes | None = None
+        self._empty: dict[str, bytes] = {}
+        #: the client sends several calls side by side in one call (`post_many`)
+        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
+
+    def table_exists(self, table: str) -> bool:
+        """DescribeTable: True if it exists (fatal errors other than not-found raise)."""
+        return describe_table(self.client, table) is not None
+
+    def holds_nothing(self, table: str) -> bool:
+        """True when a consistent Scan for one item finds none and has no more to
+        read: the table held no item just now.  False when it finds one, or cannot
+        tell (an error; a role without dynamodb:Scan, say): the caller then reads
+        the table as if it held some."""
+        body = json.dumps(
+            {
+                "TableName": table,
+                "Limit": 1,
+                "ConsistentRead": True,
+                "ProjectionExpression": "#k",
+                "ExpressionAttributeNames": {"#k": "pk"},
+            },
+            ensure_ascii=False,
+        ).encode("utf-8", "surrogatepass")
+        try:
+            doc = self.client.post("Scan", body).doc
+        except DynamoError:
+            return False
+        return (
+            isinstance(doc, dict)
+            and doc.get("Count") == 0
+            and not doc.get("Items")
+            and not doc.get("LastEvaluatedKey")
+        )
+
+    def _body(
+        self, table: str, keys: Iterable[tuple[str, str]], listed: bytes | None = None
+    ) -> bytes:
+        # the same bytes as json.dumps(ensure_ascii=False), without building dicts: the
+        # keys escaped and joined in C (or `listed`, already so); a key C leaves alone
+        # (not a pair of str, a lone surrogate) sends the call through the C string
+        # encoder, key by key
+        if listed is None:
+            keys = keys if isinstance(keys, list) else list(keys)
+            listed = _native.keys_json(keys)
+        if listed is None:
+            enc = _encode_string
+            listed = ",".join(
+                [f'{{"pk":{{"S":{enc(pk)}}},"sk":{{"S":{enc(sk)}}}}}' for pk, sk in keys]
+            ).encode("utf-8", "surrogatepass")
+        tail = self._tail
+        if tail is None:  # the same for every call: built once
+            rest: dict[str, Any] = {"ConsistentRead": True}
+            if self.projection:
+                names = {f"#a{i}": n for i, n in enumerate(self.projection)}
+                rest["ProjectionExpression"] = ",".join(names)
+                rest["ExpressionAttributeNames"] = names
+            text = json.dumps(rest, ensure_ascii=False, separators=(",", ":"))[1:]
+            tail = self._tail = b"]," + text.encode("utf-8", "surrogatepass") + b"}}"
+        head = f'{{"RequestItems":{{{_encode_string(table)}:{{"Keys":['
+        return head.encode("utf-8", "surrogatepass") + listed + tail
+
+    def _nothing_found(self, table: str) -> bytes:
+        """The answer when none of the keys is stored and all were read, as DynamoDB
+        writes it (compared as bytes: a batch of new rows skips the JSON parse)."""
+        answer = self._empty.get(table)
+        if answer is None:
+            name = json.dumps(table, separators=(",", ":")).encode()
+            answer = self._empty[table] = b'{"Responses":{' + name + b':[]},"UnprocessedKeys":{}}'
+        return answer
+
+    def get_many(
+        self, table: str, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk).
+
+        With `lanes`, the calls of one lookup go out side by side.
+        """
+        if isinstance(keys, BlockKeys):
+            parts = keys.parts(MAX_GET_KEYS)
+        else:
+            distinct = keys if isinstance(keys, DistinctKeys) else list(dict.fromkeys(keys))
+            parts = [
+                _Part(distinct[i : i + MAX_GET_KEYS]) for i in range(0, len(distinct), MAX_GET_KEYS)
+            ]
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        lanes = self.lanes
+        if lanes is None:
+            for part in parts:
+                self._get_chunk(table, part.keys(), found)
+            return found
+        if len(parts) > 1 and self.client_groups:
+            # the calls go out in groups, each sent and answered in one `post_many` --
+            # while the pacer stays calm: a paced call goes alone, settled before the next
+            size, start = lanes.group_size(), 0
+            while start < len(parts) and self.pacer.unpaced():
+                self._get_group(table, parts[start : start + size], found, lanes)
+                start += size
+            parts = parts[start:]
+        for got in lanes.run(lambda part: self._get_alone(table, part.keys()), parts):
+            found.update(got)
+        return found
+
+    def _get_group(
+        self,
+        table: str,
+        parts: list[_Part],
+        found: dict[tuple[str, str], dict[str, Any]],
+        lanes: Lanes,
+    ) -> None:
+        """Calls sent side by side in one `post_many`; each answer then goes on as
+        `_get_chunk` takes it (unprocessed keys, retries), one after another.
+
+        An answer that found nothing and left nothing is settled here: its keys
+        are not needed (a block's are then never made).
+        """
+        pacer = self.pacer
+        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
+        taken = pacer.acquire_group([(part.n, part.n) for part in parts])
+        bodies = []
+        for part in parts:
+            listed = part.listed()
+            bodies.append(self._body(table, part.keys() if listed is None else (), listed))
+        answers = self.client.post_many("BatchGetItem", bodies)  # type: ignore[attr-defined]
+        lanes.observe_group(started, cpu, slept)
+        nothing = self._nothing_found(table)
+        clean = []  # nothing found, nothing left: settled together
+        more = []  # calls with more to do (retries and their waits): side by side
+        for part, sent_at, answer in zip(parts, taken, answers, strict=True):
+            if isinstance(answer, Reply) and answer.raw == nothing:
+                self.calls += 1
+                clean.append((part.n, part.n))
+            elif isinstance(answer, Reply) and _NONE_LEFT in answer.raw:
+                self._get_chunk(table, part.keys(), found, (answer, sent_at))
+            else:
+                more.append((part.keys(), (answer, sent_at)))
+        pacer.settle_clean(clean)
+        for got in lanes.run(lambda p: self._get_alone(table, *p), more):
+            found.update(got)
+
+    def _get_alone(
+        self,
+        table: str,
+        keys: list[tuple[str, str]],
+        first: tuple[Reply | DynamoError, float | None] | None = None,
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        self._get_chunk(table, keys, found, first)
+        return found
+
+    def _get_chunk(
+        self,
+        table: str,
+        keys: list[tuple[str, str]],
+        found: dict[tuple[str, str], dict[str, Any]],
+        first: tuple[Reply | DynamoError, float | None] | None = None,
+    ) -> None:
+        """Read `keys` (<= 100) into `found` until none is left unprocessed.
+
+        `first`: the answer to the first call, already made by `_get_group` (with
+        when its slot was taken).
+        """
+        attempts = Attempts(self.policy)
+        pending = keys
+        pacer = self.pacer
+        while pending:
+            self.calls += 1
+            n = len(pending)
+            sent_at = None
+            if first is not None:
+                answer, sent_at = first
+                first = None
+            else:
+                pacer.acquire(n, n)
+                try:
+                    answer = self.client.post("BatchGetItem", self._body(table, pending))
+                except DynamoError as exc:
+                    answer = exc
+            if not isinstance(answer, DynamoError):
+                if answer.raw == self._nothing_found(table):  # new keys: nothing to parse
+                    answer = Reply(doc={})
+                try:
+                    doc = answer.doc
+                except DynamoError as exc:  # a 200 that is not JSON
+                    answer = exc
+            if isinstance(answer, DynamoError):
+                exc = answer
+                throttled = exc.kind is ErrorKind.THROTTLED
+                pacer.settle(
+                    sent=n,
+                    processed=0,
+                    processed_units=0,
+                    throttled=throttled,
+                    sent_units=n,
+                    sent_at=sent_at,
+                )
+                if should_retry(self.client, attempts, exc, table):
+                    self.retries += 1
+                    continue
+                raise LookupFailed(f"BatchGetItem on {table}: {exc.describe()}", pending) from None
+            for item in (doc.get("Responses") or {}).get(table) or []:
+                try:
+                    found[(item["pk"]["S"], item["sk"]["S"])] = item
+                except (KeyError, TypeError):
+                    continue
+            left = []
+            for k in ((doc.get("UnprocessedKeys") or {}).get(table) or {}).get("Keys") or []:
+                try:
+                    left.append((k["pk"]["S"], k["sk"]["S"]))
+                except (KeyError, TypeError):
+                    continue
+            done = n - len(left)
+            pacer.settle(
+                sent=n,
+                processed=done,
+                processed_units=done,
+                throttled=bool(left),
+                sent_units=n,
+                sent_at=sent_at,
+            )
+            if not left:
+                return
+            if len(left) < len(pending):
+                attempts.progressed()
+            pending = left
+            if not attempts.again(f"UnprocessedKeys: {len(left)} key(s)"):
+                raise LookupFailed(
+                    f"BatchGetItem on {table}: {len(left)} key(s) still unprocessed after "
+                    f"{attempts.stalls} attempt(s)",
+                    left,
+                )
+            self.retries += 1
+
+    def close(self) -> None:
+        """Nothing to release: the client belongs to the run."""

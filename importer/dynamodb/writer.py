@@ -1,0 +1,381 @@
+"""BatchWriteItem: the one batch writer, over either DynamoDB client.
+
+The request body is spliced from the `PreparedItem.wire` bytes the transform
+produced -- never built as Python dicts; from a native transform's
+`ItemBlock` the requests are cut, checked and spliced in C, without an object
+per item -- and posted through `importer.dynamodb.client`'s client: signed HTTP (the
+default) or boto3 (the reference path, `--writer boto3`, and what moto
+intercepts).  Both leave the same table.
+
+Semantics (docs/aws-facts.md, BatchWriteItem), per `write_batch(items)` call:
+
+* requests hold <= 25 items and <= 16 MB, never two items with the same key
+  (`chunk_requests`);
+* `UnprocessedItems` are mapped back to their items by (pk, sk) and exactly
+  those are resent; throttling, 5xx, timeouts and dropped connections are
+  retried; all under one `Attempts` budget per request (`importer.dynamodb.retry`);
+* a validation error is not retried: the request is bisected until each
+  refused item is alone, and reported as a `Failure` with the service's message;
+* rows that exhaust their retries become `Failure`s with the last error, so
+  `written + len(failures) == len(items)` always holds;
+* a fatal error (credentials, missing table, unreachable endpoint) raises
+  `WriterFatalError` -- once, and every later call of any worker at once;
+* every send is paced (`pacer.acquire`, in write units counted per item from
+  what is sent) and its answer reported (`pacer.settle`: how much the table
+  processed), so all workers share one view of what the table accepts
+  (`importer.dynamodb.pacing`), and a `--max-wcu` budget is a hard cap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from importer._native import ItemBlock
+from importer.dynamodb.client import (
+    ALL_PROCESSED,
+    DynamoClient,
+    DynamoError,
+    ErrorKind,
+    Reply,
+    should_retry,
+)
+from importer.dynamodb.lanes import Lanes, waited
+from importer.dynamodb.pacing import WRITE_UNIT_BYTES, Pacer, item_write_units
+from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError, bisect
+from importer.records import Failure, PreparedItem, WriteOutcome
+
+__all__ = [
+    "MAX_ITEMS_PER_REQUEST",
+    "MAX_REQUEST_BYTES",
+    "BatchWriter",
+    "chunk_requests",
+    "keys_unique",
+    "refuse_into",
+    "write_units",
+]
+
+log = logging.getLogger(__name__)
+
+#: BatchWriteItem accepts at most 25 put requests and 16 MB per call.
+MAX_ITEMS_PER_REQUEST = 25
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_PUT_OPEN = b'{"PutRequest":{"Item":'
+_PUT_CLOSE = b"}}"
+_PUT_SEP = _PUT_CLOSE + b"," + _PUT_OPEN
+_PER_ITEM_OVERHEAD = len(_PUT_OPEN) + len(_PUT_CLOSE) + 1
+
+
+def refuse_into(outcome: WriteOutcome, reason: str) -> Callable[[PreparedItem], None]:
+    """`bisect`'s refuse step: the lone item becomes a failure with the service's message."""
+
+    def refuse(item: PreparedItem) -> None:
+        outcome.failures.append(Failure(item.line, item.pk, item.sk, reason))
+
+    return refuse
+
+
+def chunk_requests(
+    items: Sequence[PreparedItem],
+    *,
+    budget: int = MAX_REQUEST_BYTES,
+    per_item: int = 32,
+) -> Iterator[Sequence[PreparedItem]]:
+    """Greedy split into BatchWriteItem requests: <= 25 items, <= `budget` bytes
+    (each item counted as its wire JSON plus `per_item` bytes of envelope), and a
+    key at most once per request (DynamoDB refuses a call naming a key twice).
+
+    Fast path: a full window of 25 that fits and has unique keys is exactly what
+    the greedy loop would take, so it is sliced off whole.
+    """
+    if isinstance(items, ItemBlock):  # the same cuts, made in C; each request a view
+        bounds = items.chunk_bounds(MAX_ITEMS_PER_REQUEST, budget, per_item)
+        for k in range(len(bounds) - 1):
+            yield items[bounds[k] : bounds[k + 1]]
+        return
+    seq = items if isinstance(items, list) else list(items)
+    n = len(seq)
+    i = 0
+    while i < n:
+        window = seq[i : i + MAX_ITEMS_PER_REQUEST]
+        if (
+            len(window) == MAX_ITEMS_PER_REQUEST
+            and len({(it.pk, it.sk) for it in window}) == MAX_ITEMS_PER_REQUEST
+            and sum([len(it.wire) for it in window]) + MAX_ITEMS_PER_REQUEST * per_item <= budget
+        ):
+            yield window
+            i += MAX_ITEMS_PER_REQUEST
+            continue
+        chunk: list[PreparedItem] = []
+        keys: set[tuple[str, str]] = set()
+        size = 0
+        while i < n:
+            it = seq[i]
+            key = (it.pk, it.sk)
+            add = len(it.wire) + per_item
+            if chunk and (
+                len(chunk) >= MAX_ITEMS_PER_REQUEST or size + add > budget or key in keys
+            ):
+                break
+            chunk.append(it)
+            keys.add(key)
+            size += add
+            i += 1
+        yield chunk
+
+
+def keys_unique(items: Sequence[PreparedItem]) -> bool:
+    """No (pk, sk) twice among `items` (checked in C for a transform's `ItemBlock`)."""
+    if isinstance(items, ItemBlock):
+        return items.keys_unique()
+    return len({(it.pk, it.sk) for it in items}) == len(items)
+
+
+def write_units(items: Sequence[PreparedItem]) -> int:
+    """Write units a put of each of `items` costs, summed (`item_write_units`).
+
+    An `ItemBlock` of items up to 1 KB of JSON answers without an object per item.
+    """
+    if isinstance(items, ItemBlock):
+        units = items.write_units(WRITE_UNIT_BYTES)
+        if units >= 0:
+            return units
+    return sum([item_write_units(it.wire) for it in items])
+
+
+class BatchWriter:
+    """Thread-safe BatchWriteItem writer for one table (see the module docstring).
+
+    `client` is shared with the run's lookups; the writer closes it only when
+    `owns_client` is set.  `key_names` are the table's key attributes.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: DynamoClient,
+        table: str,
+        policy: RetryPolicy | None = None,
+        pacer: Pacer | None = None,
+        key_names: tuple[str, str] = ("pk", "sk"),
+        owns_client: bool = False,
+        lanes: Lanes | None = None,
+    ) -> None:
+        self.client = client
+        self.lanes = lanes
+        self.table = table
+        self.policy = policy or RetryPolicy()
+        self.pacer = pacer or Pacer()
+        self.key_names = key_names
+        self.owns_client = owns_client
+        self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
+        self.suffix = _PUT_CLOSE + b"]}}"
+        self._fatal: WriterFatalError | None = None
+        #: the client sends several requests side by side in one call (`post_many`)
+        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
+
+    # ------------------------------------------------------------------ public
+
+    def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
+        """Write `items`; every item ends up written or in `failures`.
+
+        With `lanes`, a batch's requests go out side by side -- unless a key
+        appears in two of them: then they are sent in order, so the later
+        row is the one the table keeps.
+        """
+        outcome = WriteOutcome()
+        chunks = list(self.chunks(items))
+        lanes = self.lanes
+        if lanes is None:
+            for chunk in chunks:
+                self._send(chunk, outcome)
+            return outcome
+        side_by_side = len(chunks) > 1 and keys_unique(items)
+        if side_by_side and self.client_groups:
+            # the requests go out in groups, each sent and answered in one call -- while
+            # the pacer stays calm: a paced send goes alone, settled before the next
+            size, start = lanes.group_size(), 0
+            while start < len(chunks) and self.pacer.unpaced():
+                self._send_group(chunks[start : start + size], outcome, lanes)
+                start += size
+            chunks = chunks[start:]
+        side_by_side = side_by_side and lanes.lanes_now() > 1
+        for part in lanes.run(self._send_alone, chunks, in_order=not side_by_side):
+            outcome.merge(part)
+        return outcome
+
+    def chunks(self, items: Sequence[PreparedItem]) -> Iterator[Sequence[PreparedItem]]:
+        """Requests of <= 25 items within 16 MB of body, no key twice."""
+        budget = MAX_REQUEST_BYTES - len(self.prefix) - len(self.suffix)
+        return chunk_requests(items, budget=budget, per_item=_PER_ITEM_OVERHEAD)
+
+    def body(self, items: Sequence[PreparedItem]) -> bytes:
+        if isinstance(items, ItemBlock):
+            return items.body(self.prefix, _PUT_SEP, self.suffix)
+        return self.prefix + _PUT_SEP.join([it.wire for it in items]) + self.suffix
+
+    def close(self) -> None:
+        if self.owns_client:
+            self.client.close()
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _send_alone(
+        self,
+        items: Sequence[PreparedItem],
+        first: tuple[Reply | DynamoError, int, float | None] | None = None,
+    ) -> WriteOutcome:
+        outcome = WriteOutcome()
+        self._send(items, outcome, first)
+        return outcome
+
+    def _send_group(
+        self, chunks: Sequence[Sequence[PreparedItem]], outcome: WriteOutcome, lanes: Lanes
+    ) -> None:
+        """Requests sent side by side in one `post_many`; each answer then goes on as
+        `_send` takes it (retries, bisection, failures), one request after another."""
+        pacer = self.pacer
+        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
+        if self._fatal is not None:
+            raise self._fatal
+        costs = [(len(chunk), write_units(chunk)) for chunk in chunks]
+        taken = pacer.acquire_group(costs)
+        bodies = [self.body(chunk) for chunk in chunks]
+        answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
+        lanes.observe_group(started, cpu, slept)
+        if self._fatal is not None:
+            raise self._fatal
+        clean = []  # all processed: written, and settled together
+        more = []  # requests with more to do (retries and their waits): side by side
+        for chunk, cost, sent_at, answer in zip(chunks, costs, taken, answers, strict=True):
+            if isinstance(answer, Reply) and answer.raw == ALL_PROCESSED:
+                clean.append(cost)
+                outcome.written += cost[0]
+            else:
+                more.append((chunk, (answer, cost[1], sent_at)))
+        pacer.settle_clean(clean)
+        for part in lanes.run(lambda p: self._send_alone(*p), more):
+            outcome.merge(part)
+
+    def _send(
+        self,
+        items: Sequence[PreparedItem],
+        outcome: WriteOutcome,
+        first: tuple[Reply | DynamoError, int, float | None] | None = None,
+    ) -> None:
+        """Send one request's worth of items until each is written or failed.
+
+        `first`: the answer to its first send, already made by `_send_group`
+        (with the units sent and when their slot was taken).
+        """
+        attempts = Attempts(self.policy)
+        pending = items
+        pacer = self.pacer
+        while pending:
+            if self._fatal is not None:
+                raise self._fatal
+            sent_at = None
+            if first is not None:
+                answer, sent_units, sent_at = first
+                first = None
+            else:
+                sent_units = write_units(pending)
+                pacer.acquire(len(pending), sent_units)
+                try:
+                    answer = self.client.post("BatchWriteItem", self.body(pending))
+                except DynamoError as exc:
+                    answer = exc
+            if isinstance(answer, DynamoError):
+                exc = answer
+                throttled = exc.kind is ErrorKind.THROTTLED
+                pacer.settle(
+                    sent=len(pending),
+                    processed=0,
+                    processed_units=0,
+                    throttled=throttled,
+                    sent_units=sent_units,
+                    sent_at=sent_at,
+                )
+                if exc.kind is ErrorKind.CLIENT:
+                    bisect(
+                        pending,
+                        lambda part: self._send(part, outcome),
+                        refuse_into(outcome, exc.describe()),
+                    )
+                    return
+                if self._retry(attempts, exc):
+                    outcome.retries += 1
+                    log.debug("retrying %d item(s) after %s", len(pending), exc.code)
+                    continue
+                break
+            reply = answer
+            if reply.raw == ALL_PROCESSED:  # the usual answer: nothing to parse
+                unprocessed = None
+            else:
+                try:
+                    unprocessed = (reply.doc.get("UnprocessedItems") or {}).get(self.table)
+                except DynamoError as exc:  # a 200 that is not JSON: retry as transient
+                    if self._retry(attempts, exc):
+                        outcome.retries += 1
+                        continue
+                    break
+            if not unprocessed:
+                outcome.written += len(pending)
+                pacer.settle(
+                    sent=len(pending),
+                    processed=len(pending),
+                    processed_units=sent_units,
+                    throttled=False,
+                    sent_units=sent_units,
+                    sent_at=sent_at,
+                )
+                return
+            left_keys = self._unprocessed_keys(unprocessed)
+            left = [it for it in pending if (it.pk, it.sk) in left_keys]
+            left_units = write_units(left)
+            done = len(pending) - len(left)
+            outcome.written += done
+            pacer.settle(
+                sent=len(pending),
+                processed=done,
+                processed_units=sent_units - left_units,
+                throttled=True,
+                sent_units=sent_units,
+                sent_at=sent_at,
+            )
+            if done:
+                attempts.progressed()
+            pending = left
+            if not attempts.again(f"UnprocessedItems: {len(left)} item(s) returned unprocessed"):
+                break
+            outcome.retries += 1
+        if pending:
+            reason = attempts.reason()
+            outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
+
+    def _retry(self, attempts: Attempts, exc: DynamoError) -> bool:
+        try:
+            return should_retry(self.client, attempts, exc, self.table)
+        except WriterFatalError as fatal:
+            self._fatal = fatal
+            raise
+
+    def _unprocessed_keys(self, unprocessed: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        hk, rk = self.key_names
+        keys = set()
+        for entry in unprocessed:
+            item = (entry.get("PutRequest") or {}).get("Item") or {}
+            try:
+                keys.add((item[hk]["S"], item[rk]["S"]))
+            except (KeyError, TypeError):
+                log.warning("UnprocessedItems named an item without its key: %.200s", entry)
+        return keys

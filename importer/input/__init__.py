@@ -1,0 +1,1 @@
+"""Bytes to ItemReader items to ItemBatcher batches: the CSV reader and the batch cutter."""

@@ -1,0 +1,742 @@
+"""Apply pending command records in bulk, exactly as the command state machine would.
+
+One execution per command costs ~10 state transitions and 8 Lambda
+invocations; for an import of a million rows that is hours of queueing and
+hundreds of dollars, where the writes themselves cost about one.  This module
+reaches the same tables with BatchGetItem/BatchWriteItem:
+
+1. read the command records (a consistent Scan of the command table, or the
+   records a run just wrote), grouped by entity ``(pk, sk without @version)``;
+2. BatchGetItem the entities' data rows (and any predecessor command not in
+   hand); the *pending* versions of an entity are those above its data row's;
+3. replay, version by version and in memory, what the states do
+   (:mod:`importer.mbc.command_states`): ``set_ttl_command`` puts the previous
+   command back with the command TTL, ``history_copy`` copies the data row to
+   history as ``base@version``, the default handler merges the command into
+   the data row, ``finish`` leaves ``status = finish:FINISHED`` with
+   ``updatedAt = now`` on the command;
+4. run custom data-sync handlers (``up_many`` or ``up`` per command, in
+   version order); a handler error at version V leaves V (status
+   ``sync_data:FAILED``) and the entity's later versions pending, as a failed
+   execution would (the framework would block them forever; a re-run retries);
+5. BatchWriteItem history rows, then data rows, then command rows, so that a
+   crash leaves commands not yet ``finish:FINISHED`` rather than the reverse.
+
+The record rules come from :mod:`importer.mbc.model` and
+:func:`importer.mbc.data_sync.transform_command_to_data`, the same code the states
+run, so both paths leave byte-identical tables given the same clock (TTL and
+``updatedAt`` of the status are the wall-clock parts).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Protocol
+
+from importer.mbc.command_states import (
+    FINISH_FINISHED,
+    history_item,
+    resolve_s3_attributes,
+    status_message,
+)
+from importer.mbc.data_sync import (
+    SyncCommand,
+    SyncContext,
+    load_handlers,
+    transform_command_to_data,
+)
+from importer.mbc.model import (
+    Clock,
+    Item,
+    Tables,
+    TtlResolver,
+    add_sk_version,
+    format_date,
+    get_sk_version,
+    item_version,
+    local_tz,
+    remove_sk_version,
+    render_dates,
+    tenant_of,
+    with_ttl,
+)
+from importer.records import Failure, PreparedItem, WriteOutcome
+
+__all__ = [
+    "BatchSync",
+    "ClientCalls",
+    "EntityPlan",
+    "SyncOrder",
+    "SyncResult",
+    "plan_entity",
+    "register",
+    "scan_commands",
+    "sync_tables",
+]
+
+#: Entities planned and written together (data lookups go 100 keys a call).
+CHUNK_ENTITIES = 1000
+
+
+class Writer(Protocol):
+    def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome: ...
+
+
+class Lookup(Protocol):
+    def get_many(
+        self, table: str, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]: ...
+
+
+@dataclass
+class EntityPlan:
+    """What the state machine would leave for one entity after its pending versions."""
+
+    pk: str
+    base: str
+    applied: list[int] = field(default_factory=list)
+    data: Item | None = None
+    history: list[Item] = field(default_factory=list)
+    commands: dict[int, Item] = field(default_factory=dict)
+
+
+@dataclass
+class SyncResult:
+    """Counts of one sync (commands applied, rows written per table) and every failure."""
+
+    commands_seen: int = 0
+    entities: int = 0
+    applied: int = 0
+    data_written: int = 0
+    history_written: int = 0
+    commands_written: int = 0
+    handler_failures: list[Failure] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commands_seen": self.commands_seen,
+            "entities": self.entities,
+            "applied": self.applied,
+            "data_written": self.data_written,
+            "history_written": self.history_written,
+            "commands_written": self.commands_written,
+            "handler_failures": len(self.handler_failures),
+            "write_failures": len(self.failures),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def plan_entity(
+    versions: dict[int, Item],
+    data: Item | None,
+    *,
+    now_text: str,
+    ttl: Callable[[str, str | None], int | float | None],
+    tables: Tables,
+    tz: tzinfo,
+    stop_before: int | None = None,
+    failed_status: str | None = None,
+    resolve: Callable[[Item], Item] | None = None,
+) -> EntityPlan:
+    """Replay one entity's pending versions in memory (no I/O besides ``ttl``).
+
+    ``versions`` maps version -> command item (pending ones and, when they
+    exist, their predecessors); ``data`` is the entity's data row or None.
+    ``ttl(table, tenant)`` is :meth:`TtlResolver.ttl`.  ``stop_before`` stops
+    at that version (a custom handler failed there) and marks it
+    ``failed_status``.  ``resolve`` loads S3-offloaded ``attributes`` for the merge.
+    """
+    any_item = next(iter(versions.values()))
+    pk = any_item["pk"]["S"]
+    base = remove_sk_version(any_item["sk"]["S"])
+    plan = EntityPlan(pk=pk, base=base, data=data)
+    current = item_version(data)
+    tenant = tenant_of(pk)
+    finals: dict[int, Item] = {}
+    for v in sorted(versions):
+        if v <= current:
+            continue
+        if stop_before is not None and v >= stop_before:
+            if v == stop_before and failed_status:
+                failed = {**versions[v], "status": {"S": failed_status}}
+                failed["updatedAt"] = {"S": now_text}
+                plan.commands[v] = failed
+            break
+        record = versions[v]
+        # check_version: next == v goes; next < v waits for v-1, which this loop has
+        # just applied if it exists (or, when absent, the gap is tolerated)
+        sk_version = get_sk_version(record["sk"]["S"])
+        # set_ttl_command: the previous version, as it stands now, with the command TTL
+        if sk_version > 1 and (sk_version - 1) in versions:
+            prev = finals.get(sk_version - 1, versions[sk_version - 1])
+            finals[sk_version - 1] = render_dates(with_ttl(prev, ttl(tables.command, tenant)), tz)
+            plan.commands[sk_version - 1] = finals[sk_version - 1]
+        # history_copy
+        if plan.data is not None:
+            plan.history.append(history_item(plan.data, ttl(tables.history, tenant), tz))
+        # sync_data (default handler)
+        full = resolve(record) if resolve is not None else record
+        plan.data = transform_command_to_data(full, plan.data, tz)
+        # finish: the status wrapper leaves finish:FINISHED and updatedAt = now
+        finals[v] = {**record, "status": {"S": FINISH_FINISHED}, "updatedAt": {"S": now_text}}
+        plan.commands[v] = finals[v]
+        plan.applied.append(v)
+    if not plan.applied:
+        plan.data = None  # nothing to write
+    return plan
+
+
+def scan_commands(dynamodb: Any, table: str) -> Iterable[Item]:
+    """Every command record of ``table`` (consistent Scan); rows without ``@version`` skipped."""
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for item in page.get("Items", []):
+            if get_sk_version(item.get("sk", {}).get("S", "")) >= 1:
+                yield item
+
+
+def _prepared(items: Iterable[Item]) -> list[PreparedItem]:
+    return [
+        PreparedItem(
+            n,
+            it["pk"]["S"],
+            it["sk"]["S"],
+            json.dumps(it, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        )
+        for n, it in enumerate(items)
+    ]
+
+
+def sync_tables(
+    *,
+    table: str,
+    dynamodb: Any,
+    data_table: str | None = None,
+    history_table: str | None = None,
+    prefix: str | None = None,
+    commands: Iterable[Item] | None = None,
+    lookup: Lookup | None = None,
+    writer_for: Callable[[str], Writer] | None = None,
+    handlers: Sequence[Any] | None = None,
+    clock: Clock | None = None,
+    tz: tzinfo = UTC,
+    chunk_entities: int = CHUNK_ENTITIES,
+    sns: Any = None,
+    status_topic_arn: str | None = None,
+    s3: Any = None,
+    refinish: bool = False,
+    resolver: TtlResolver | None = None,
+) -> SyncResult:
+    """Apply every command record that has not reached the data table yet.
+
+    ``table`` is the command table; the data and history tables default to the
+    module's (``…-data``, ``…-history``).  ``commands`` limits the work to those
+    records (a run's own); by default the whole command table is scanned.
+    ``lookup`` (a :class:`importer.dynamodb.lookup.KeyLookup` without projection) and
+    ``writer_for(table)`` (anything with ``write_batch``) default to boto3 on
+    ``dynamodb``.  ``clock``/``tz`` decide the TTLs and status ``updatedAt``.
+    With ``sns`` and ``status_topic_arn``, each applied command's
+    ``finish:FINISHED`` ``command-status`` message is published (PublishBatch,
+    10 a call) -- the one the framework's synchronous publish sends too; the
+    per-state STARTED/FINISHED messages of an execution are not.
+    ``refinish`` (``run --sync``): given commands the data row already holds
+    were just re-put by a resumed run, and are finished again.  ``resolver``
+    (``run --sync``: one per run) reads the TTL configs; by default one per call.
+    """
+    started = time.monotonic()
+    clock = clock or time.time  # looked up per call: the wall clock unless given
+    tables = Tables.from_command_table(table, prefix=prefix, data=data_table, history=history_table)
+    if lookup is None:
+        from importer.dynamodb.client import Boto3DynamoClient
+        from importer.dynamodb.lookup import KeyLookup
+
+        client = Boto3DynamoClient(region=dynamodb.meta.region_name, client=dynamodb)
+        lookup = KeyLookup(client, projection=None)
+    if writer_for is None:
+        writer_for = _boto3_writers(dynamodb)
+    if handlers is None:
+        handlers = load_handlers()
+    custom = [h for h in handlers if getattr(h, "type", "") != "dynamodb"]
+    if not any(getattr(h, "type", "") == "dynamodb" for h in handlers):
+        # pending versions are those above the data row's: without the default
+        # handler the data row never moves and every sync would replay everything
+        raise ValueError("sync needs the default data-sync handler (it is disabled)")
+    writers = {name: writer_for(name) for name in (tables.history, tables.data, tables.command)}
+    if resolver is None:
+        resolver = TtlResolver(dynamodb, tables.master_data, clock=clock, cache=True)
+    ctx = SyncContext(dynamodb=dynamodb, tables=tables, tz=tz)
+    ctx.extra["resolve"] = lambda item: resolve_s3_attributes(item, s3)
+    result = SyncResult()
+    notify = _Notifier(sns, status_topic_arn, tables.command) if sns and status_topic_arn else None
+
+    entities: dict[tuple[str, str], dict[int, Item]] = {}
+    for item in commands if commands is not None else scan_commands(dynamodb, table):
+        sk = item["sk"]["S"]
+        version = item_version(item) or get_sk_version(sk)
+        entities.setdefault((item["pk"]["S"], remove_sk_version(sk)), {})[version] = item
+        result.commands_seen += 1
+    keys = list(entities)
+    result.entities = len(keys)
+    for start in range(0, len(keys), chunk_entities):
+        chunk = keys[start : start + chunk_entities]
+        _sync_chunk(
+            chunk, entities, tables, lookup, writers, resolver, custom, ctx,
+            clock, tz, result, notify, refinish,
+        )  # fmt: skip
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _sync_chunk(
+    chunk: list[tuple[str, str]],
+    entities: dict[tuple[str, str], dict[int, Item]],
+    tables: Tables,
+    lookup: Lookup,
+    writers: dict[str, Writer],
+    resolver: TtlResolver,
+    custom: Sequence[Any],
+    ctx: SyncContext,
+    clock: Clock,
+    tz: tzinfo,
+    result: SyncResult,
+    notify: _Notifier | None = None,
+    refinish: bool = False,
+) -> None:
+    data_rows = lookup.get_many(tables.data, chunk)
+    given = {key: list(entities[key]) for key in chunk} if refinish else {}
+    # predecessors of the lowest pending version that are not in hand (a run's own records)
+    wanted: list[tuple[str, str]] = []
+    for key in chunk:
+        versions = entities[key]
+        current = item_version(data_rows.get(key))
+        pending = [v for v in versions if v > current]
+        if pending and min(pending) - 1 >= 1 and (min(pending) - 1) not in versions:
+            wanted.append((key[0], add_sk_version(key[1], min(pending) - 1)))
+    if wanted:
+        for (pk, sk), item in lookup.get_many(tables.command, wanted).items():
+            entities[(pk, remove_sk_version(sk))][get_sk_version(sk)] = item
+    now_text = format_date(datetime.fromtimestamp(clock(), UTC), tz)
+    plans: dict[tuple[str, str], EntityPlan] = {}
+    for key in chunk:
+        plan = plan_entity(
+            entities[key], data_rows.get(key), now_text=now_text, ttl=resolver.ttl,
+            tables=tables, tz=tz, resolve=ctx.extra["resolve"],
+        )  # fmt: skip
+        if plan.applied:
+            plans[key] = plan
+    for handler in custom:
+        _run_custom(
+            handler, plans, entities, data_rows, now_text, resolver, tables, tz, ctx, result
+        )
+    history = [h for p in plans.values() for h in p.history]
+    data = [p.data for p in plans.values() if p.data is not None and p.applied]
+    cmds = [c for p in plans.values() for c in p.commands.values()]
+    for key, versions in given.items():
+        cmds.extend(_refinished(key, versions, entities, data_rows, plans, now_text, resolver,
+                                tables, tz))  # fmt: skip
+    result.applied += sum(len(p.applied) for p in plans.values())
+    for name, items, attr in (
+        (tables.history, history, "history_written"),
+        (tables.data, data, "data_written"),
+        (tables.command, cmds, "commands_written"),
+    ):
+        if not items:
+            continue
+        outcome = writers[name].write_batch(_prepared(items))
+        setattr(result, attr, getattr(result, attr) + outcome.written)
+        result.failures.extend(outcome.failures)
+    if notify is not None:
+        failed = {(f.pk, f.sk) for f in result.failures}
+        applied = (p.commands[v] for p in plans.values() for v in p.applied)
+        notify.send(c for c in applied if (c["pk"]["S"], c["sk"]["S"]) not in failed)
+
+
+def _refinished(
+    key: tuple[str, str],
+    versions: list[int],
+    entities: dict[tuple[str, str], dict[int, Item]],
+    data_rows: dict[tuple[str, str], Item],
+    plans: dict[tuple[str, str], EntityPlan],
+    now_text: str,
+    resolver: TtlResolver,
+    tables: Tables,
+    tz: tzinfo,
+) -> list[Item]:
+    """Given commands the data row already holds: put back as the machine had left them.
+
+    A resumed ``run --sync`` re-sends a batch that was written and synced but
+    not checkpointed (the same versions, recognised by their requestId); the
+    re-put resets those command records, so they are finished again:
+    ``finish:FINISHED``, and the command TTL when a later version was applied.
+    """
+    current = item_version(data_rows.get(key))
+    plan = plans.get(key)
+    out = []
+    for v in versions:
+        if v > current or (plan is not None and v in plan.commands):
+            continue
+        item = {**entities[key][v], "status": {"S": FINISH_FINISHED}, "updatedAt": {"S": now_text}}
+        if v < current:
+            item = render_dates(with_ttl(item, resolver.ttl(tables.command, tenant_of(key[0]))), tz)
+        out.append(item)
+    return out
+
+
+class _Notifier:
+    """``finish:FINISHED`` command-status messages, 10 per PublishBatch."""
+
+    def __init__(self, sns: Any, topic: str, command_table: str) -> None:
+        self.sns, self.topic, self.table = sns, topic, command_table
+
+    def send(self, commands: Iterable[Item]) -> None:
+        messages = [status_message(self.table, c, FINISH_FINISHED) for c in commands]
+        for i in range(0, len(messages), 10):
+            entries = [
+                {
+                    "Id": str(n),
+                    "Message": json.dumps(m, separators=(",", ":"), default=str),
+                    "MessageAttributes": {
+                        "action": {"DataType": "String", "StringValue": m["action"]}
+                    },
+                }
+                for n, m in enumerate(messages[i : i + 10])
+            ]
+            resp = self.sns.publish_batch(TopicArn=self.topic, PublishBatchRequestEntries=entries)
+            if resp.get("Failed"):
+                raise RuntimeError(f"SNS PublishBatch refused {len(resp['Failed'])} messages")
+
+
+def _run_custom(
+    handler: Any,
+    plans: dict[tuple[str, str], EntityPlan],
+    entities: dict[tuple[str, str], dict[int, Item]],
+    data_rows: dict[tuple[str, str], Item],
+    now_text: str,
+    resolver: TtlResolver,
+    tables: Tables,
+    tz: tzinfo,
+    ctx: SyncContext,
+    result: SyncResult,
+) -> None:
+    """Run one custom handler over the planned commands; cut entities where it fails."""
+    failed_at: dict[tuple[str, str], tuple[int, str]] = {}
+    resolve = ctx.extra["resolve"]
+    ordered = [(key, v) for key, p in plans.items() for v in p.applied]
+    up_many = getattr(handler, "up_many", None)
+    if callable(up_many):
+        try:
+            up_many([SyncCommand(resolve(entities[k][v])) for k, v in ordered], ctx)
+        except Exception as exc:  # noqa: BLE001 - recorded per entity, never raised
+            for key, p in plans.items():
+                failed_at[key] = (p.applied[0], f"{handler.name}: {exc}")
+    else:
+        for key, v in ordered:
+            if key in failed_at:
+                continue
+            try:
+                handler.up(SyncCommand(resolve(entities[key][v])), ctx)
+            except Exception as exc:  # noqa: BLE001 - recorded per entity, never raised
+                failed_at[key] = (v, f"{handler.name}: {exc}")
+    for key, (version, reason) in failed_at.items():
+        sk = add_sk_version(key[1], version)
+        result.handler_failures.append(Failure(0, key[0], sk, reason))
+        replanned = plan_entity(
+            entities[key], data_rows.get(key), now_text=now_text, ttl=resolver.ttl,
+            tables=tables, tz=tz, stop_before=version, failed_status="sync_data:FAILED",
+            resolve=ctx.extra["resolve"],
+        )  # fmt: skip
+        plans[key] = replanned
+
+
+def _boto3_writers(dynamodb: Any) -> Callable[[str], Writer]:
+    """BatchWriters for each table over the caller's boto3 client (the one DynamoDB client)."""
+    from importer.dynamodb.client import Boto3DynamoClient
+    from importer.dynamodb.writer import BatchWriter
+
+    client = Boto3DynamoClient(region=dynamodb.meta.region_name, client=dynamodb)
+
+    def make(table: str) -> Writer:
+        return BatchWriter(client=client, table=table)
+
+    return make
+
+
+# ------------------------------------------------------------------ run --sync
+
+
+class ClientCalls:
+    """boto3-shaped low-level calls (``get_item(**kw)``) over our own client.
+
+    ``importer run --sync`` has one DynamoDB client (signed HTTP or boto3); the
+    TTL read and custom handlers (``ctx.dynamodb``) speak boto3's low-level
+    API, so they get this view of the same client rather than a second one.
+    Errors are :class:`importer.dynamodb.client.DynamoError`.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.meta = _Meta(region_name=client.region, endpoint_url=client.endpoint_url)
+
+    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        operation = "".join(part.capitalize() for part in name.split("_"))
+
+        def call(**params: Any) -> dict[str, Any]:
+            body = json.dumps(params, ensure_ascii=False, separators=(",", ":"))
+            return self._client.post(operation, body.encode("utf-8", "surrogatepass")).doc
+
+        return call
+
+
+@dataclass(frozen=True)
+class _Meta:
+    region_name: str
+    endpoint_url: str
+
+
+class SyncOrder:
+    """Per-entity file order for the syncs of concurrent batches.
+
+    Two batches may hold versions of one entity (upsert); each batch's sync
+    replays the versions it wrote, so batch N must not sync an entity before
+    an earlier batch that holds it has finished syncing (nor alongside it: both
+    would write the data row).  Batches take a ticket in file order
+    (:meth:`ticket`, on the submitting thread); after the mode stage settled
+    their versions they :meth:`claim` their entities in ticket order -- a
+    short, in-memory step -- and get back the events of the earlier batches
+    still syncing one of those entities; only those are waited for.  Batches
+    sharing no entity sync concurrently.  :meth:`release` is called once a
+    batch's sync is over, or for a batch that never ran; it is idempotent.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next = 0
+        self._turn = 0
+        self._passed: set[int] = set()
+        self._last: dict[tuple[str, str], threading.Event] = {}
+        self._claims: dict[int, tuple[threading.Event, list[tuple[str, str]]]] = {}
+
+    def ticket(self) -> int:
+        with self._cond:
+            ticket = self._next
+            self._next += 1
+            return ticket
+
+    def _pass(self, ticket: int) -> None:
+        self._passed.add(ticket)
+        while self._turn in self._passed:
+            self._passed.discard(self._turn)
+            self._turn += 1
+        self._cond.notify_all()
+
+    def claim(self, ticket: int, keys: Iterable[tuple[str, str]]) -> list[threading.Event]:
+        """Wait for the earlier tickets to claim (or release), claim ``keys``; events to wait on."""
+        with self._cond:
+            while self._turn < ticket:
+                self._cond.wait()
+            mine = threading.Event()
+            waits: list[threading.Event] = []
+            claimed = list(dict.fromkeys(keys))
+            for key in claimed:
+                prev = self._last.get(key)
+                if prev is not None and not prev.is_set() and prev not in waits:
+                    waits.append(prev)
+                self._last[key] = mine
+            self._claims[ticket] = (mine, claimed)
+            self._pass(ticket)
+            return waits
+
+    def release(self, ticket: int | None) -> None:
+        """This ticket's sync is over, or it never claimed (cancelled, failed early)."""
+        if ticket is None:
+            return
+        with self._cond:
+            claim = self._claims.pop(ticket, None)
+            if claim is not None:
+                mine, keys = claim
+                mine.set()
+                for key in keys:
+                    if self._last.get(key) is mine:
+                        del self._last[key]
+            elif ticket >= self._turn and ticket not in self._passed:
+                self._pass(ticket)
+
+
+class BatchSync:
+    """``importer run --sync``: each written batch's commands applied by :func:`sync_tables`.
+
+    Everything goes over the pipeline's one DynamoDB client: lookups without
+    projection, a :class:`importer.dynamodb.writer.BatchWriter` per table, the TTL read
+    through :class:`ClientCalls`.  The handlers are loaded once; without the
+    default handler the run is refused before anything is written.  Pacing:
+    lookups share the run's read pacer, command rewrites its write pacer, and
+    the data and history tables get one pacer each (``max_wcu`` their budget).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        table: str,
+        data_table: str | None = None,
+        policy: Any = None,
+        handlers: Sequence[Any] | None = None,
+        clock: Clock | None = None,
+        tz: tzinfo | None = None,
+        command_pacer: Any = None,
+        read_pacer: Any = None,
+        max_wcu: float | None = None,
+    ) -> None:
+        from importer.dynamodb.lookup import KeyLookup
+        from importer.dynamodb.pacing import Pacer
+        from importer.dynamodb.writer import BatchWriter
+
+        self.table = table
+        self.data_table = data_table
+        self.handlers = list(load_handlers() if handlers is None else handlers)
+        if not any(getattr(h, "type", "") == "dynamodb" for h in self.handlers):
+            raise ValueError(
+                "--sync needs the default data-sync handler (IMPORTER_DISABLE_DEFAULT_HANDLER "
+                "is set): leave it on, or import without --sync and apply the commands otherwise"
+            )
+        self.clock = clock
+        self.tz = tz or local_tz()
+        self.calls = ClientCalls(client)
+        self.lookup = KeyLookup(client, policy=policy, projection=None, pacer=read_pacer)
+        self.order = SyncOrder()
+        # TTL configs read once per run, not per batch (a batch may hold many tenants);
+        # its clock is looked up per call, so a pinned `importer.mbc.sync.time` applies
+        tables = Tables.from_command_table(table, data=data_table)
+        self.resolver = TtlResolver(
+            self.calls, tables.master_data, clock=lambda: (self.clock or time.time)(), cache=True
+        )
+        self._writers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+        def writer_for(name: str) -> Writer:
+            # the command table's writes share the import's pacer (one table, one pace);
+            # the data and history tables each learn their own, within the same budget
+            with self._lock:
+                if name not in self._writers:
+                    pacer = command_pacer if name == table and command_pacer else None
+                    self._writers[name] = BatchWriter(
+                        client=client,
+                        table=name,
+                        policy=policy,
+                        pacer=pacer or Pacer(max_units_per_second=max_wcu),
+                    )
+                return self._writers[name]
+
+        self.writer_for = writer_for
+
+    def sync(self, commands: list[Item]) -> SyncResult:
+        """Apply these just-written command records (and any earlier pending versions)."""
+        return sync_tables(
+            table=self.table,
+            dynamodb=self.calls,
+            data_table=self.data_table,
+            commands=commands,
+            lookup=self.lookup,
+            writer_for=self.writer_for,
+            handlers=self.handlers,
+            clock=self.clock,
+            tz=self.tz,
+            refinish=True,
+            resolver=self.resolver,
+        )
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            close = getattr(writer, "close", None)
+            if close is not None:
+                close()
+
+
+# ------------------------------------------------------------------------- CLI
+def register(subparsers: Any) -> None:
+    """Add ``importer sync`` (one line in ``cli.build_parser``: ``sync.register(sub)``)."""
+    p = subparsers.add_parser(
+        "sync",
+        help="apply command records the data table has not seen (the command state machine, "
+        "in bulk)",
+    )
+    p.add_argument(
+        "--table", required=True, help="the command table ({env}-{app}-{module}-command)"
+    )
+    p.add_argument("--data-table", metavar="NAME", help="default: the module's -data table")
+    p.add_argument("--history-table", metavar="NAME", help="default: the module's -history table")
+    p.add_argument("--prefix", metavar="P", help="table prefix {env}-{app}- (default: derived)")
+    p.add_argument("--region", default=None)
+    p.add_argument("--endpoint-url", default=None, help="DynamoDB endpoint (local stand-ins)")
+    p.add_argument("--tz", default=None, help="time zone of written dates (default $TZ or UTC)")
+    p.add_argument(
+        "--handlers",
+        default=None,
+        metavar="PATHS",
+        help="custom data-sync handlers, module:attr,... (default $IMPORTER_DATA_SYNC_HANDLERS)",
+    )
+    p.add_argument(
+        "--status-topic-arn",
+        default=None,
+        metavar="ARN",
+        help="publish each applied command's finish:FINISHED command-status message here",
+    )
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=_cmd_sync)
+
+
+def _cmd_sync(args: Any) -> int:
+
+    import boto3
+
+    from importer.dynamodb.region import default_region
+    from importer.mbc.data_sync import DataSyncError
+    from importer.mbc.model import local_tz
+
+    region = default_region(args.region)
+    try:
+        tz = local_tz(args.tz)
+        handlers = load_handlers(args.handlers)
+        client = boto3.client("dynamodb", region_name=region, endpoint_url=args.endpoint_url)
+        result = sync_tables(
+            table=args.table,
+            dynamodb=client,
+            data_table=args.data_table,
+            history_table=args.history_table,
+            prefix=args.prefix,
+            handlers=handlers,
+            tz=tz,
+            sns=boto3.client("sns", region_name=region) if args.status_topic_arn else None,
+            status_topic_arn=args.status_topic_arn,
+        )
+    except (DataSyncError, ValueError) as exc:
+        print(f"importer: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
+        msg = " ".join(str(exc).split())
+        print(f"importer: error: sync failed: {type(exc).__name__}: {msg}", file=sys.stderr)
+        return 1
+    data = result.to_json()
+    failed = len(result.failures) + len(result.handler_failures)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(
+            f"commands {data['commands_seen']:,}  entities {data['entities']:,}  "
+            f"applied {data['applied']:,}  data {data['data_written']:,}  "
+            f"history {data['history_written']:,}  commands written "
+            f"{data['commands_written']:,}  failed {failed:,}"
+            f"  {data['seconds']:.2f}s"
+        )
+    for f in result.handler_failures + result.failures:
+        print(f"importer: failed: {f.pk} {f.sk}: {f.reason}", file=sys.stderr)
+    return 1 if result.failures or result.handler_failures else 0

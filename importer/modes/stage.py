@@ -1,0 +1,872 @@
+"""Import modes for tables that already hold data: insert, upsert, strict (and blind).
+
+An MBC command table keeps every version of an entity (`sk = TYPE#code@v`); the
+data table keeps the latest (`sk = TYPE#code`, `version` = latest).  The
+transform renders every row as version 1; this stage, between transform and
+writer, reads first and decides each row's fate:
+
+==========  ==================================================================
+mode        an entity that already exists
+==========  ==================================================================
+``insert``  (default) not written: `Reject(reason="exists (version v)")`
+``upsert``  compared with the current record (name, attributes, isDeleted):
+            EQUAL -> skipped, counted `unchanged`; CHANGED -> written as
+            version current+1; NOT_EXIST -> version 1
+``strict``  as upsert, and the writer must be `StrictWriter` (conditional
+            TransactWriteItems: a concurrent writer is never overwritten)
+``blind``   today's behaviour: every row version 1, no reads (benchmarks)
+==========  ==================================================================
+
+How the current version is found (`_probe`, run in parallel across batches):
+
+1. the data table's item at (pk, `TYPE#code`) -- ConsistentRead BatchGetItem;
+   with no data table (insert mode only) every entity starts "unknown";
+2. then the command table at `@current+1` (or `@1`), and upwards while a
+   version is there: the data table is filled asynchronously by MBC and may lag
+   the command table, so the first free `@v` is the truth.  (Insert mode stops
+   at the first stored version it sees.)
+
+Idempotency: every item carries `requestId = {run_id}#{line}`.  If any record
+met on the way (data or command table) has the row's own requestId, the row was
+already written at that version by an earlier attempt of this run (a retried
+child, a resumed run): it is re-sent at *that* version (the same bytes for the
+same BatchInput; the StrictWriter recognises its own requestId and counts it as
+written), never bumped again.  A data table already synced to the row gives the
+same answer.
+
+Duplicate codes and concurrency: a run-level map (entity -> last version
+assigned, digest of its compared fields, line) is updated in file order.  Each
+batch takes a *ticket* on the submitting thread (`stage.ticket()`, in file
+order); the network reads run concurrently, but the in-memory assignment step
+of ticket t waits until every ticket < t has finished its own assignment (or
+was released).  So two batches holding the same code always version it in file
+order: upsert gives each later row the next version (or `unchanged` when it
+equals the previous row), insert rejects the later rows.  A batch must always
+release its ticket: `prepare` does so itself; call `release(ticket)` in a
+`finally` for batches that fail before `prepare`, and `abort()` when the run
+stops so that waiting batches end (their rows become failures).
+
+The map holds only what the tables may not show yet (`importer.modes.ledger.WindowLedger`):
+a batch's assignments are dropped once its write is visible to every batch
+still to assign -- from then on the probe finds them in the table, and a
+record this run wrote for an earlier line is reported exactly as the map would
+have (`exists (version v): duplicate of line n`).  So memory stays flat
+however long the file.  A run whose writes never reach the table (validate,
+or no endpoint) keeps every entity instead (`importer.modes.ledger.DigestLedger`:
+16 bytes an entity in memory up to a bound, then sorted runs on disk).
+
+With nothing to read in insert mode (validate without a table) a row's fate
+depends only on whether it is its entity's first in the file, so there the
+batches take no turn: each registers its entities when it has them (an entity
+keeps the smallest line it was met at) and answers at once.  Only a batch that
+got ahead of an earlier one holding the same entity can be wrong, and it is
+settled when the turn passes it (`PendingRejects`, `BatchOutcome.final`).
+
+`rows == written + unchanged + rejected + failed` holds per batch:
+`len(items) == len(out.items) + out.unchanged + len(out.rejects) + len(out.failures)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from importer._native import ItemBlock
+from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
+from importer.dynamodb.retry import WriterFatalError
+from importer.dynamodb.writer import keys_unique
+from importer.modes.ledger import DigestLedger, WindowLedger
+from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
+from importer.transform.reference import wire_json
+
+__all__ = [
+    "DEFAULT_MODE",
+    "MODES",
+    "Mode",
+    "ModeStage",
+    "PreparedBatch",
+    "compare_digest",
+    "default_data_table",
+]
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["blind", "insert", "upsert", "strict"]
+MODES: tuple[Mode, ...] = ("insert", "upsert", "strict", "blind")
+#: What every entry point does without a mode given (the CLI, the Lambda child, the
+#: template's parameter, the library's settings): the safe mode that never overwrites.
+DEFAULT_MODE: Mode = "insert"
+#: Command versions newer than the data table probed per row before giving up.
+MAX_PROBE_ROUNDS = 64
+
+
+def default_data_table(table: str) -> str | None:
+    """`{env}-{app}-{module}-command` -> `...-data`; None for other names."""
+    return table[: -len("-command")] + "-data" if table.endswith("-command") else None
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _canon(value: Any) -> Any:
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    ((kind, inner),) = value.items()
+    if kind == "N":
+        try:
+            d = Decimal(inner)
+        except InvalidOperation:
+            return {"N": inner}
+        return {"N": "0" if d == 0 else str(d.normalize())}
+    if kind == "M":
+        return {"M": {k: _canon(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_canon(v) for v in inner]}
+    if kind == "NS":
+        return {"NS": sorted(str(Decimal(x).normalize()) for x in inner)}
+    if kind in ("SS", "BS"):
+        return {kind: sorted(inner)}
+    return {kind: inner}
+
+
+def compare_digest(item: Mapping[str, Any]) -> bytes:
+    """16-byte digest of what MBC's compare looks at: name, attributes, isDeleted.
+
+    Numbers compare by value (`1.50` == `1.5`), sets without order; a missing
+    `isDeleted` equals false and missing `attributes` an empty map.
+    """
+    deleted = item.get("isDeleted") or {"BOOL": False}
+    doc = {
+        "name": _canon(item.get("name") or {"S": ""}),
+        "attributes": _canon(item.get("attributes") or {"M": {}}),
+        "isDeleted": bool(deleted.get("BOOL", False)),
+    }
+    raw = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _version_of(item: Mapping[str, Any], default: int) -> int:
+    try:
+        return int(item["version"]["N"])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def _request_id(item: Mapping[str, Any] | None) -> str | None:
+    if not item:
+        return None
+    value = item.get("requestId")
+    return value.get("S") if isinstance(value, dict) else None
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """What the mode stage decided for one batch's items.
+
+    `items` go to the writer (at their versions); `rejects` are rows refused
+    (entity exists in insert mode, ...); `failures` rows that could not be
+    decided (reads failed after every retry, run aborted); `unchanged` rows
+    equal to the current record (upsert/strict), not written.
+    """
+
+    items: Sequence[PreparedItem] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    unchanged: int = 0
+    #: validate's duplicates, decided before every earlier batch had its say: the
+    #: last word on `rejects` (see `PendingRejects`), None once nothing can change
+    pending: PendingRejects | None = None
+
+
+class PendingRejects:
+    """A batch's duplicate rejects as first decided, and their final form.
+
+    Validate without a table (insert mode) lets each batch register its entities
+    the moment it has them (`KeyDigests.first_lines`: an entity keeps the
+    smallest line it was met at), without waiting for the batches before it.
+    A batch can only be wrong about an entity an earlier batch also holds and
+    registered later -- then that earlier batch *moved* the entity's first line.
+    Once every earlier batch has registered (the stage's turn passes this one),
+    the answers are final: unchanged when nothing moved since, else decided again
+    from the first lines as they now stand.  The driver counts a batch only after
+    every earlier one, and takes `final()` then.
+    """
+
+    __slots__ = (
+        "_digests", "_fields", "_items", "_lines", "_moves", "_stage", "_ticket",
+        "provisional", "rejects",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        stage: ModeStage,
+        ticket: int,
+        items: Sequence[PreparedItem],
+        lines: list[int],
+        digests: bytes,
+        fields: Mapping[int, Sequence[str]],
+        moves: int,
+        rejects: list[Reject],
+    ) -> None:
+        self._stage, self._ticket, self._items, self._lines = stage, ticket, items, lines
+        self._digests, self._fields, self._moves = digests, fields, moves
+        #: the rejects the batch reported; `rejects`: the final ones (None: not yet known)
+        self.provisional = rejects
+        self.rejects: list[Reject] | None = None
+
+    def _settle(self, moves: int, firsts: list[int] | None) -> None:
+        """The turn has passed this batch (under the stage's lock): decide for good."""
+        if moves == self._moves or firsts is None:
+            self.rejects = self.provisional
+        else:
+            self.rejects = self._stage._duplicates(self._items, self._lines, firsts, self._fields)
+        self._items = self._fields = self._digests = None  # nothing more to hold
+
+    def final(self) -> list[Reject]:
+        """The batch's final duplicate rejects (waits for earlier batches when called
+        before they all registered: the driver never does)."""
+        if self.rejects is None:
+            self._stage._settle_pending(self)
+        assert self.rejects is not None
+        return self.rejects
+
+
+_REQUEST_ID = b'"requestId":{"S":"'
+
+
+def _wire_request_id(wire: bytes) -> str | None:
+    """The item's requestId read straight from its wire JSON (no parse of the whole item).
+
+    The transform writes `requestId` after `attributes` and nothing nested after it, so
+    the last occurrence is the top-level one even when a column is called requestId.
+    """
+    start = wire.rfind(_REQUEST_ID)
+    if start < 0:
+        return None
+    start += len(_REQUEST_ID)
+    end = wire.find(b'"', start)
+    value = wire[start:end]
+    if end < 0 or b"\\" in value:  # an escaped character: let json decide
+        return _request_id(json.loads(wire))
+    return value.decode("utf-8", "surrogatepass")
+
+
+@dataclass(slots=True)
+class _Row:
+    item: PreparedItem
+    base: str  # TYPE#code
+    code: str
+    #: None: read from the wire when first needed (insert mode rarely needs it)
+    request_id: str | None
+    digest: bytes
+    # probe results
+    cur_version: int = 0  # latest stored version met (0 = none)
+    cur_digest: bytes = b""
+    mine: int = 0  # version at which this very row is already stored (0 = none)
+    cur_line: int = 0  # line of this run that wrote cur_version (0 = another writer)
+    failed: str = ""
+    lazy_id: bool = False  # request_id not read yet (see `_whose`)
+
+
+class _Aborted(Exception):
+    pass
+
+
+def _not_assigned(items: Sequence[PreparedItem]) -> PreparedBatch:
+    """A batch the run stopped before its turn: every row fails, none is written."""
+    reason = "not written: the run stopped before this batch's versions were assigned"
+    return PreparedBatch(failures=[Failure(it.line, it.pk, it.sk, reason) for it in items])
+
+
+class ModeStage:
+    """The mode stage of one run (thread-safe; one instance per run or per Lambda batch).
+
+    Build it with `ModeStage.open(...)`, which checks the data table; the
+    constructor trusts its arguments.  `lookup` reads both tables.
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: Mode,
+        table: str,
+        data_table: str | None,
+        lookup: KeyLookup | None,
+        code_column: str = "",
+        remember_all: bool = False,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+        if mode in ("upsert", "strict") and not data_table and lookup is not None:
+            raise WriterFatalError(f"{mode} mode needs the data table (pass --data-table)")
+        self.mode = mode
+        self.table = table
+        self.data_table = data_table
+        self.lookup = lookup
+        self.code_column = code_column
+        self.notices: list[str] = []
+        self._lock = threading.Lock()
+        # one event per waiting ticket: a release wakes only the batch whose turn
+        # it is (a shared condition woke every waiting batch on every release)
+        self._waiters: dict[int, threading.Event] = {}
+        self._issued = 0
+        self._turn = 0
+        self._released: set[int] = set()
+        self._aborted = False
+        #: validate's batches registered ahead of their turn (see `PendingRejects`)
+        self._pending: dict[int, PendingRejects] = {}
+        # the run map: entity -> (version, digest, line); flat in memory (importer.modes.ledger).
+        # Only a run that writes can forget what the tables show.
+        self._window: WindowLedger | None = None
+        self._ledger: DigestLedger | WindowLedger
+        #: validate without a table, insert mode: duplicates need no turn (`_insert_unordered`)
+        self._digests: DigestLedger | None = None
+        if remember_all or lookup is None:
+            self._ledger = DigestLedger()
+            if lookup is None and mode == "insert":
+                self._digests = self._ledger
+        else:
+            self._ledger = self._window = WindowLedger()
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        mode: Mode,
+        table: str,
+        data_table: str | None = None,
+        lookup: KeyLookup | None,
+        code_column: str = "",
+        remember_all: bool = False,
+    ) -> ModeStage:
+        """Resolve and check the data table, then build the stage.
+
+        `data_table=None` means the default (`-command` -> `-data`).  A missing
+        data table is fatal in upsert/strict mode; in insert mode existence is
+        then checked against the command table's `@1` keys (said once, in
+        `notices` and the log).  `remember_all`: the run's writes never reach
+        the table (a dry run), so the run map keeps every entity.
+        """
+        if mode == "blind":
+            return cls(
+                mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column
+            )
+        name = data_table or default_data_table(table)
+        if lookup is None:  # a dry run with no endpoint: only this run's rows are compared
+            stage = cls(
+                mode=mode, table=table, data_table=name, lookup=None, code_column=code_column
+            )
+            stage.notices.append(
+                "no endpoint to read: rows were checked against each other, not against "
+                "entities already stored"
+            )
+            return stage
+        exists = bool(name) and lookup.table_exists(name)
+        notice = None
+        if not exists:
+            why = (
+                f"data table {name!r} does not exist"
+                if name
+                else f"no data table given and {table!r} does not end in '-command'"
+            )
+            if mode in ("upsert", "strict"):
+                raise WriterFatalError(
+                    f"{mode} mode needs the data table to know current versions: {why} "
+                    "(pass --data-table NAME)"
+                )
+            notice = f"{why}: insert mode checks existence against the command table's @1 keys"
+            name = None
+        elif mode == "insert" and lookup.holds_nothing(name):
+            # Every data row is synced from a command record, so while this run lasts
+            # an entity that reaches the data table has its @1 in the command table,
+            # which insert reads anyway: the data table has nothing more to say (an
+            # MBC system's first import reads each row's key once, not twice).
+            notice = (
+                f"data table {name!r} held no item when the run began: insert mode "
+                "checks existence against the command table's @1 keys"
+            )
+            name = None
+        stage = cls(
+            mode=mode,
+            table=table,
+            data_table=name,
+            lookup=lookup,
+            code_column=code_column,
+            remember_all=remember_all,
+        )
+        if notice:
+            stage.notices.append(notice)
+            log.info("%s", notice)
+        return stage
+
+    # ------------------------------------------------------------------ ordering
+
+    def ticket(self) -> int:
+        """Take the next place in file order; call on the submitting thread."""
+        with self._lock:
+            t = self._issued
+            self._issued += 1
+            return t
+
+    def release(self, ticket: int | None) -> None:
+        """This ticket's assignment is over (idempotent)."""
+        if ticket is None:
+            return
+        with self._lock:
+            if ticket < self._turn or ticket in self._released:
+                return
+            self._released.add(ticket)
+            while self._turn in self._released:
+                self._released.discard(self._turn)
+                pending = self._pending.pop(self._turn, None)
+                if pending is not None:
+                    self._settle_locked(pending)
+                self._turn += 1
+            if self._window is not None:
+                self._window.advance(self._turn)
+            waiter = self._waiters.pop(self._turn, None)
+        if waiter is not None:
+            waiter.set()
+
+    def written(self, ticket: int | None) -> None:
+        """The write of batch `ticket` returned: batches handed out from now on see it.
+
+        Its entries leave the run map once every earlier-issued batch has
+        assigned (`importer.modes.ledger.WindowLedger`).  Call it after the writer
+        returned, never before: the table must already hold what it forgets.
+        """
+        if ticket is None or self._window is None:
+            return
+        with self._lock:
+            self._window.written(ticket, self._issued)
+            self._window.advance(self._turn)
+
+    def abort(self) -> None:
+        """Stop waiting for earlier tickets (run aborted); waiting batches fail their rows."""
+        with self._lock:
+            self._aborted = True
+            waiters = list(self._waiters.values())
+            self._waiters.clear()
+        for waiter in waiters:
+            waiter.set()
+
+    def _wait_turn(self, ticket: int | None) -> None:
+        if ticket is None:
+            return
+        with self._lock:
+            if self._turn >= ticket:
+                return
+            if self._aborted:
+                raise _Aborted()
+            waiter = self._waiters.setdefault(ticket, threading.Event())
+        waiter.wait()
+        with self._lock:
+            if self._turn < ticket:
+                raise _Aborted()
+
+    # ------------------------------------------------------------------ the stage
+
+    def prepare(
+        self,
+        items: Sequence[PreparedItem],
+        rows: Mapping[int, Sequence[str]] | None = None,
+        *,
+        ticket: int | None = None,
+    ) -> PreparedBatch:
+        """Decide every item's fate; `rows` (line -> CSV fields) fills `Reject.row`.
+
+        `items` are all valid rows of the batch, duplicates included, as the
+        transform rendered them (version 1).  Always releases `ticket`.
+        """
+        try:
+            if self.mode == "blind":
+                return PreparedBatch(items=list(items))
+            lines = items.lines() if isinstance(items, ItemBlock) else [it.line for it in items]
+            if lines != sorted(lines):  # the transform keeps file order; a caller may not
+                items = sorted(items, key=lambda it: it.line)
+                lines.sort()
+            read: tuple[dict, dict] | None = None
+            if self.mode == "insert" and self.lookup is None and self._digests is not None:
+                done = self._insert_unordered(items, lines, rows or {}, ticket)
+                if done is not None:
+                    return done
+            if self.mode == "insert":
+                fresh = self._insert_fresh(items, lines, ticket)
+                if isinstance(fresh, PreparedBatch):
+                    return fresh
+                read = fresh
+                # insert never compares contents: no JSON parse, no digest per row
+                parsed = [
+                    _Row(it, it.sk.rsplit("@", 1)[0], "", None, b"", lazy_id=True) for it in items
+                ]
+            else:
+                parsed = [self._parse(it) for it in items]
+            lookup_error = ""
+            try:
+                self._probe(parsed, read)
+            except LookupFailed as exc:
+                lookup_error = f"lookup failed: {exc}"
+            try:
+                self._wait_turn(ticket)
+            except _Aborted:
+                return _not_assigned(items)
+            with self._lock:  # the run map is shared by every batch of the run
+                return self._assign(parsed, rows or {}, lookup_error, ticket)
+        finally:
+            self.release(ticket)
+
+    def _insert_unordered(
+        self,
+        items: Sequence[PreparedItem],
+        lines: list[int],
+        fields: Mapping[int, Sequence[str]],
+        ticket: int | None,
+    ) -> PreparedBatch | None:
+        """Insert with nothing to read (validate without a table): each entity's first
+        row in the file is written, every later one is `exists (version 1): duplicate
+        of line <first>` -- what `_assign` decides there, whatever the batch order.
+
+        So the batch does not wait for its turn: it registers its entities now
+        (`DigestLedger.first_lines`) and answers from what is known.  If an
+        earlier batch has not registered yet, the answer is provisional
+        (`PreparedBatch.pending`), settled when the turn passes this batch.
+        None when a line is out of the digests' range (the ordered way then).
+        """
+        ledger = self._digests
+        assert ledger is not None
+        if isinstance(items, ItemBlock):
+            keys = items.entity_keys(versioned=False)
+        else:
+            keys = [(it.pk, it.sk.rsplit("@", 1)[0]) for it in items]
+        digests = ledger.digest(keys)  # outside the lock: most of the work
+        with self._lock:
+            moves = ledger.moves
+            try:
+                firsts = ledger.first_lines(digests, lines)
+            except ValueError:
+                return None
+            settled = ticket is None or self._turn >= ticket
+        if firsts == lines:  # every row its entity's first so far: the usual batch
+            out = PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
+        else:
+            rejects = self._duplicates(items, lines, firsts, fields)
+            pairs = zip(items, lines, firsts, strict=True)
+            kept = [it for it, line, first in pairs if line == first]
+            out = PreparedBatch(items=kept, rejects=rejects)
+        if not settled:
+            assert ticket is not None
+            out.pending = PendingRejects(
+                self, ticket, items, lines, digests, fields, moves, out.rejects
+            )
+            with self._lock:  # the turn cannot pass this batch before its own release
+                self._pending[ticket] = out.pending
+        return out
+
+    def _duplicates(
+        self,
+        items: Sequence[PreparedItem],
+        lines: list[int],
+        firsts: list[int],
+        fields: Mapping[int, Sequence[str]],
+    ) -> list[Reject]:
+        """The rows that are not their entity's first (`firsts`), as insert rejects them."""
+        return [
+            self._reject(
+                _Row(it, "", "", None, b""),
+                f"exists (version 1): duplicate of line {first}",
+                fields,
+                RejectKind.DUPLICATE,
+            )
+            for it, line, first in zip(items, lines, firsts, strict=True)
+            if first != line
+        ]
+
+    def _settle_locked(self, pending: PendingRejects) -> None:
+        """Every batch before `pending`'s has registered (the stage's lock is held)."""
+        ledger = self._digests
+        assert ledger is not None
+        if pending.rejects is not None:
+            return
+        moves = ledger.moves
+        firsts = None
+        if moves != pending._moves and pending._digests is not None:
+            firsts = ledger.first_lines(pending._digests, pending._lines)
+        pending._settle(moves, firsts)
+
+    def _settle_pending(self, pending: PendingRejects) -> None:
+        """`PendingRejects.final` before the turn passed: wait for it (or the abort)."""
+        try:
+            self._wait_turn(pending._ticket + 1)
+        except _Aborted:
+            pass  # the run stopped: settle with what is registered
+        with self._lock:
+            self._pending.pop(pending._ticket, None)
+            self._settle_locked(pending)
+
+    def _insert_fresh(
+        self, items: Sequence[PreparedItem], lines: list[int], ticket: int | None
+    ) -> PreparedBatch | tuple[dict, dict] | None:
+        """Insert's hot path, batch-wide: when neither table holds any of the batch's
+        entities (a new file), they are all written -- unless the run map knows one
+        or a key repeats -- without a `_Row` per row: the outcome `_assign`'s loop
+        would reach, which decides every other batch.  `lines` are the items' lines
+        (`prepare` has them already).
+
+        Returns the batch's outcome; or what the two reads found (data table,
+        command table at @1) for `_probe` to go on from without reading again;
+        or None when the short way does not apply (an item not at @1, a read
+        that failed: `_probe` reads, and reports, again).
+        """
+        lookup = self.lookup
+        at_1: list[tuple[str, str]] | None = None
+        if isinstance(items, ItemBlock):  # its keys come without a PreparedItem per row
+            if not items.at_version_1():
+                return None
+            keys = items.entity_keys(versioned=False)
+        else:
+            at_1 = [(it.pk, it.sk) for it in items]
+            if not all(sk.endswith("@1") for _, sk in at_1):
+                return None
+            keys = [(pk, sk[:-2]) for pk, sk in at_1]
+        unique = keys_unique(items)  # every sk at @1: (pk, sk) repeat as the entities do
+        if unique:  # the reads need not look for repeats again
+            keys = DistinctKeys(keys)
+        if lookup is not None:
+            try:
+                data = lookup.get_many(self.data_table, keys) if self.data_table else {}
+                if not data:
+                    if at_1 is not None:
+                        stored = lookup.get_many(self.table, DistinctKeys(at_1) if unique else at_1)
+                    elif unique:  # a block's keys, read without a tuple per key
+                        stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
+                    else:
+                        stored = lookup.get_many(self.table, items.entity_keys(versioned=True))
+                else:
+                    stored = {}
+            except LookupFailed:
+                return None
+            if data or stored:
+                return data, stored
+        try:
+            self._wait_turn(ticket)
+        except _Aborted:
+            return _not_assigned(items)
+        with self._lock:
+            if not unique or not self._ledger.add_new(keys, lines, ticket):
+                # `_assign` decides row by row (this batch's turn is already taken);
+                # both tables were read and hold none of the rows
+                return {}, {}
+        return PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
+
+    def _parse(self, item: PreparedItem) -> _Row:
+        base = item.sk.rsplit("@", 1)[0]
+        doc = json.loads(item.wire)
+        code = (doc.get("code") or {}).get("S") or base.split("#", 1)[-1]
+        # the parsed item is not kept: as Python objects it is ~10x its wire bytes, and a
+        # batch keeps its rows until its turn comes (all workers' batches, at worst).
+        # Only rows written at another version than 1 are parsed again (`_render`).
+        return _Row(item, base, code, _request_id(doc), compare_digest(doc))
+
+    def _probe(self, rows: list[_Row], read: tuple[dict, dict] | None = None) -> None:
+        """Fill cur_version/cur_digest/mine of each row from the tables (network).
+
+        Records this run wrote for a *later* line of the file (a re-run after a
+        partial failure) are the future from this row's point of view: upward
+        probing stops at them, and a data table already synced to one of them
+        makes the probe walk down from there instead.
+
+        `read` is what `_insert_fresh` already read: the data table, and (when
+        that held none of the rows) the command table at @1.
+        """
+        lookup = self.lookup
+        if lookup is None:
+            return
+        insert = self.mode == "insert"
+        probing: list[tuple[_Row, int, int]] = []  # (row, version to read, step +1/-1)
+        first_round: dict | None = None  # the @1 reads, when already made
+        if read is not None:
+            found, first_round = read
+            first_round = None if found else first_round
+        elif self.data_table:
+            found = lookup.get_many(self.data_table, [(r.item.pk, r.base) for r in rows])
+        else:
+            found = {}
+        if not found:  # every row reads its @1 next (the loop below, without lookups)
+            probing = [(r, 1, 1) for r in rows]
+            rows = []
+        for r in rows:
+            data = found.get((r.item.pk, r.base))
+            if data is not None:
+                v = _version_of(data, 1)
+                seen, line = self._whose(r, data)
+                if seen == "mine":
+                    r.mine = v
+                    continue
+                if seen == "later":
+                    if v > 1:
+                        probing.append((r, v - 1, -1))
+                    continue
+                r.cur_version, r.cur_line = v, line
+                if insert:
+                    continue  # exists: nothing more to learn
+                r.cur_digest = compare_digest(data)
+            probing.append((r, r.cur_version + 1, 1))
+        rounds = 0
+        while probing:
+            rounds += 1
+            if rounds > MAX_PROBE_ROUNDS:
+                for r, v, _step in probing:
+                    r.failed = (
+                        f"{self.table} holds more than {MAX_PROBE_ROUNDS} versions newer than "
+                        f"the data table (stopped at @{v})"
+                    )
+                return
+            keys = [(r.item.pk, f"{r.base}@{v}") for r, v, _step in probing]
+            if first_round is not None:
+                found, first_round = first_round, None
+            else:
+                found = lookup.get_many(self.table, keys)
+            if not found:  # absent everywhere: nothing to learn, whichever way it walked
+                break
+            nxt: list[tuple[_Row, int, int]] = []
+            for (r, v, step), key in zip(probing, keys, strict=True):
+                stored = found.get(key)
+                seen, line = ("absent", 0) if stored is None else self._whose(r, stored)
+                if seen == "mine":
+                    r.mine = v
+                elif step > 0:
+                    if seen == "other":
+                        r.cur_version, r.cur_line = v, line
+                        if not insert:
+                            r.cur_digest = compare_digest(stored)
+                            nxt.append((r, v + 1, 1))
+                elif seen == "later" and v > 1:
+                    nxt.append((r, v - 1, -1))
+                elif seen == "other":
+                    r.cur_version, r.cur_line = v, line
+                    r.cur_digest = b"" if insert else compare_digest(stored)
+                # walking down and absent (or @1 is later): nothing stored before this row
+            probing = nxt
+
+    @staticmethod
+    def _whose(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
+        """Who wrote `stored`, and the line when it was this run.
+
+        ('mine', 0) -- this very row; ('later', line) -- this run, a later
+        line; ('other', line) -- this run at an earlier line (a duplicate whose
+        write is already visible); ('other', 0) -- another writer.
+        """
+        rid = _request_id(stored)
+        if r.lazy_id:
+            # insert mode reads the row's own requestId only when a record was found
+            r.request_id, r.lazy_id = _wire_request_id(r.item.wire), False
+        if rid is None or r.request_id is None:
+            return "other", 0
+        if rid == r.request_id:
+            return "mine", 0
+        run, _, line = rid.rpartition("#")
+        our_run, _, our_line = r.request_id.rpartition("#")
+        if run != our_run or not line.isdigit() or not our_line.isdigit():
+            return "other", 0
+        if int(line) > int(our_line):
+            return "later", int(line)
+        return "other", int(line)
+
+    def _assign(
+        self,
+        rows: list[_Row],
+        fields: Mapping[int, Sequence[str]],
+        lookup_error: str,
+        ticket: int | None = None,
+    ) -> PreparedBatch:
+        out = PreparedBatch()
+        keys = [(r.item.pk, r.base) for r in rows]
+        loaded = self._ledger.load(keys)  # this batch's part of the run map
+        state = dict(loaded)
+        insert = self.mode == "insert"
+        for r, key in zip(rows, keys, strict=True):
+            it = r.item
+            if lookup_error or r.failed:
+                out.failures.append(Failure(it.line, it.pk, it.sk, lookup_error or r.failed))
+                continue
+            known = state.get(key)  # (version, digest, line of this run or 0)
+            if insert:
+                if known is not None:
+                    out.rejects.append(self._exists(r, known[0], known[2], fields))
+                elif r.mine:
+                    out.items.append(self._render(r, r.mine))
+                    state[key] = (r.mine, r.digest, it.line)
+                elif r.cur_version:
+                    # stored by this run for an earlier line: the same words as the run map's
+                    out.rejects.append(self._exists(r, r.cur_version, r.cur_line, fields))
+                    state[key] = (r.cur_version, r.cur_digest, r.cur_line)
+                else:
+                    out.items.append(it)
+                    state[key] = (1, r.digest, it.line)
+                continue
+            # upsert / strict: the newer of the run map and the tables (ties: run map)
+            if known is not None and known[0] >= r.cur_version:
+                base_v, base_d = known[0], known[1]
+            else:
+                base_v, base_d = r.cur_version, r.cur_digest
+            if r.mine and r.mine > (known[0] if known is not None else 0):
+                out.items.append(self._render(r, r.mine))  # already stored: same version again
+                state[key] = (r.mine, r.digest, it.line)
+            elif base_v == 0:
+                out.items.append(it)
+                state[key] = (1, r.digest, it.line)
+            elif base_d == r.digest:
+                out.unchanged += 1
+                if known is None:
+                    state[key] = (base_v, base_d, 0)
+            else:
+                v = base_v + 1
+                out.items.append(self._render(r, v))
+                state[key] = (v, r.digest, it.line)
+        self._ledger.store({k: e for k, e in state.items() if loaded.get(k) != e}, ticket)
+        return out
+
+    def _exists(
+        self, r: _Row, version: int, line: int, fields: Mapping[int, Sequence[str]]
+    ) -> Reject:
+        """Insert's reject of an entity stored at `version` (by this run's `line`, if not 0)."""
+        if line:
+            why = f"exists (version {version}): duplicate of line {line}"
+            return self._reject(r, why, fields, RejectKind.DUPLICATE)
+        return self._reject(r, f"exists (version {version})", fields, RejectKind.EXISTS)
+
+    def _reject(
+        self, r: _Row, reason: str, fields: Mapping[int, Sequence[str]], kind: RejectKind
+    ) -> Reject:
+        code = r.code or code_of(r.item)
+        return Reject(
+            r.item.line, self.code_column, code, reason, tuple(fields.get(r.item.line, ())), kind
+        )
+
+    @staticmethod
+    def _render(r: _Row, version: int) -> PreparedItem:
+        """The row's item at `version` (sk and version rewritten; id, requestId kept)."""
+        it = r.item
+        sk = f"{r.base}@{version}"
+        if sk == it.sk:
+            return it
+        doc = json.loads(it.wire)
+        doc["sk"] = {"S": sk}
+        doc["version"] = {"N": str(version)}
+        return PreparedItem(it.line, it.pk, sk, wire_json(doc))
+
+    # ------------------------------------------------------------------ misc
+
+    def close(self) -> None:
+        if self.lookup is not None:
+            self.lookup.close()
+        self._ledger.close()

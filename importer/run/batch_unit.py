@@ -1,0 +1,308 @@
+"""One batch, start to finish: the unit a Distributed Map child handles.
+
+read rows -> transform -> import-mode stage -> write -> `BatchOutcome`.
+
+The local driver runs this on its worker pool and the Lambda handler runs it
+once per invocation, so both count a batch the same way.  The one rule for a
+failed batch lives here, in `BatchOutcome.failed_batch`:
+
+    a batch fails when at least one of its rows failed -- DynamoDB refused it
+    after every retry.
+
+Rejected rows (bad data, an entity that exists, a duplicate, a strict-mode
+conflict) are outcomes: reported in the rejects file, never a failed batch.
+
+With `--sync` (`pipeline.syncer`), each item's wire gets `syncMode: SYNC`
+spliced in (bytes, no JSON round trip), and after the write the batch's
+written commands are applied to the data and history tables
+(`importer.mbc.sync.BatchSync`), after any earlier batch holding one of the same
+entities (`importer.mbc.sync.SyncOrder`).  A row whose sync failed is a failed
+row (`sync: reason`), no longer a written one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from importer.dynamodb.client import one_line
+from importer.dynamodb.retry import WriterFatalError
+from importer.dynamodb.writer import keys_unique
+from importer.input.batching import Batch, RowsByLine
+from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
+from importer.run.checkpoint import BatchCounts
+from importer.transform.context import RunContext
+
+__all__ = [
+    "SYNC_MODE_TAIL",
+    "BatchOutcome",
+    "BatchParts",
+    "mark_sync",
+    "process_batch",
+    "resolve_duplicates",
+]
+
+#: What `mark_sync` puts in place of an item's closing brace.
+SYNC_MODE_TAIL = b',"syncMode":{"S":"SYNC"}}'
+
+
+class BatchParts(Protocol):
+    """What one batch is processed with: the parts an open pipeline holds.
+
+    Declared here, where they are used, so that the unit is given its parts and
+    never names the pipeline that assembles them (imports only go down).
+    """
+
+    settings: Any
+    engine: Any
+    writer: Any
+    stage: Any
+    syncer: Any
+    code_column: str
+    halt: threading.Event
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What became of one batch's rows: data, never an exception per row.
+
+    `rows == written + unchanged + len(rejects) + len(failures)`.
+    """
+
+    index: int
+    rows: int
+    valid: int
+    written: int
+    rejects: list[Reject]
+    failures: list[Failure]
+    retries: int = 0
+    unchanged: int = 0
+    #: data rows this batch's `--sync` wrote (not a row count: rows are counted above)
+    synced: int = 0
+    #: the run stopped (`Pipeline.halt`) before this batch wrote anything: it counts
+    #: nowhere, as if never read
+    halted: bool = False
+    #: validate's duplicate rejects, decided before every earlier batch registered
+    #: (`importer.modes.stage.PendingRejects`): `final()` gives the outcome to count
+    pending: Any = None
+    #: where the mode stage's rejects start in `rejects`
+    pending_at: int = 0
+
+    def final(self) -> BatchOutcome:
+        """This outcome with the mode stage's last word; take it once every earlier batch
+        has run (the driver counts in file order).  Rows move between written and
+        rejected only: `rows == written + unchanged + rejected + failed` holds."""
+        pending = self.pending
+        if pending is None:
+            return self
+        before, after = pending.provisional, pending.final()
+        if after is before:
+            return replace(self, pending=None)
+        at = self.pending_at
+        rejects = [*self.rejects[:at], *after, *self.rejects[at + len(before) :]]
+        written = self.written + len(before) - len(after)
+        return replace(self, rejects=rejects, written=written, pending=None)
+
+    @property
+    def failed_batch(self) -> bool:
+        """The one rule: a batch fails when DynamoDB refused at least one of its rows."""
+        return bool(self.failures)
+
+    @property
+    def existing(self) -> int:
+        return sum(1 for r in self.rejects if r.kind is RejectKind.EXISTS)
+
+    @property
+    def bad_data(self) -> int:
+        return sum(1 for r in self.rejects if r.kind.bad_data)
+
+    def counts(self) -> BatchCounts:
+        return BatchCounts(
+            rows=self.rows,
+            written=self.written,
+            rejected=len(self.rejects),
+            failed=len(self.failures),
+            valid=self.valid,
+            unchanged=self.unchanged,
+            existing=self.existing,
+            bad_data=self.bad_data,
+            synced=self.synced,
+        )
+
+
+def resolve_duplicates(
+    items: Sequence[PreparedItem], *, code_column: str, fields: Mapping[int, Sequence[str]]
+) -> tuple[Sequence[PreparedItem], list[Reject]]:
+    """Keep the last row for each key; report the rows it replaced (blind mode).
+
+    BatchWriteItem refuses a whole call that names one key twice, and a batch
+    is written as one unit, so duplicates are settled here, in file order.
+    """
+    if keys_unique(items):  # the usual case, checked in C for a transform's ItemBlock
+        return items, []
+    items = list(items)
+    last: dict[tuple[str, str], PreparedItem] = {}
+    for item in items:
+        last[(item.pk, item.sk)] = item
+    kept: list[PreparedItem] = []
+    rejects: list[Reject] = []
+    for item in items:
+        winner = last[(item.pk, item.sk)]
+        if winner is item:
+            kept.append(item)
+            continue
+        rejects.append(
+            Reject(
+                item.line,
+                code_column,
+                code_of(item),
+                f"duplicate of line {winner.line} (same key {item.pk} / {item.sk}): "
+                "the later row is written",
+                tuple(fields.get(item.line, ())),
+                RejectKind.DUPLICATE,
+            )
+        )
+    return kept, rejects
+
+
+def _complete(
+    rejects: list[Reject], code_column: str, fields: Mapping[int, Sequence[str]]
+) -> list[Reject]:
+    """Every reject line carries the column and the original row (writer conflicts lack them)."""
+    out = []
+    for r in rejects:
+        if not r.row and r.line in fields:
+            r = replace(r, row=tuple(fields[r.line]))
+        if not r.column and r.kind is not RejectKind.INVALID:
+            r = replace(r, column=code_column)
+        out.append(r)
+    return out
+
+
+def mark_sync(items: Sequence[PreparedItem]) -> list[PreparedItem]:
+    """Each item with `syncMode: {"S": "SYNC"}` appended to its wire bytes.
+
+    The stream filter (`importer.aws.stream_handler.is_command_insert`, and the
+    template's event source filter) skips such records, as it skips the
+    framework's synchronously published commands: the run applies them itself.
+    """
+    out = []
+    for it in items:
+        wire = it.wire
+        if not wire.endswith(b"}") or len(wire) < 3:
+            raise ValueError(f"line {it.line}: the item is not a JSON object")
+        out.append(PreparedItem(it.line, it.pk, it.sk, wire[:-1] + SYNC_MODE_TAIL))
+    return out
+
+
+def _entity(pk: str, sk: str) -> tuple[str, str]:
+    return pk, sk.rsplit("@", 1)[0]
+
+
+def _sync_written(
+    syncer: Any, items: Sequence[PreparedItem], outcome: WriteOutcome
+) -> tuple[int, list[Failure]]:
+    """Apply the written items; (data rows written, one failure per row whose sync failed)."""
+    refused = {f.line for f in outcome.failures} | {r.line for r in outcome.rejects}
+    done = [it for it in items if it.line not in refused]
+    if not done:
+        return 0, []
+    try:
+        result = syncer.sync([json.loads(it.wire) for it in done])
+    except WriterFatalError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the batch's rows fail, with the reason
+        reason = f"sync: {one_line(exc)}"
+        return 0, [Failure(it.line, it.pk, it.sk, reason) for it in done]
+    bad: dict[tuple[str, str], str] = {}
+    for f in [*result.handler_failures, *result.failures]:
+        bad.setdefault(_entity(f.pk, f.sk), f"sync: {f.sk}: {f.reason}")
+    failures = [
+        Failure(it.line, it.pk, it.sk, bad[_entity(it.pk, it.sk)])
+        for it in done
+        if _entity(it.pk, it.sk) in bad
+    ]
+    return result.data_written, failures
+
+
+def process_batch(
+    batch: Batch,
+    *,
+    pipeline: BatchParts,
+    header: Sequence[str],
+    ctx: RunContext,
+    ticket: int | None = None,
+) -> BatchOutcome:
+    """Transform, settle the import mode, and write one batch.
+
+    `batch.rejects` holds rows refused while reading (bad UTF-8, oversized);
+    they belong to this batch so that its counts, and its checkpoint line,
+    cover every row read while it was open.  With a mode stage, `ticket` is
+    this batch's place in file order (versions are assigned in that order);
+    it is always released, even when the batch has no valid row.  With
+    `--sync` the same ticket orders the batch's sync (see the module doc).
+    """
+    stage = pipeline.stage
+    syncer = pipeline.syncer
+    fields = RowsByLine(batch.rows)
+    failures: list[Failure] = []
+    unchanged = 0
+    pending, pending_at = None, 0
+    try:
+        try:
+            result = pipeline.engine.transform_batch(
+                pipeline.settings.spec, header, batch.rows, ctx
+            )
+            rejects = [*batch.rejects, *result.rejects]
+            items = result.items
+            if stage is None:
+                items, dupes = resolve_duplicates(
+                    items, code_column=pipeline.code_column, fields=fields
+                )
+                rejects.extend(dupes)
+            else:
+                prepared = stage.prepare(items, fields, ticket=ticket)
+                items, unchanged = prepared.items, prepared.unchanged
+                pending, pending_at = prepared.pending, len(rejects)
+                rejects.extend(prepared.rejects)
+                failures = prepared.failures
+        finally:
+            if stage is not None:
+                stage.release(ticket)
+        if pipeline.halt.is_set():
+            # the run is stopping (over --max-rejects): nothing more is written after
+            # the limit, however far this batch got
+            return BatchOutcome(batch.index, 0, 0, 0, [], [], halted=True)
+        waits: list[Any] = []
+        if syncer is not None:
+            items = mark_sync(items)
+            if ticket is not None:
+                waits = syncer.order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
+        written = pipeline.writer.write_batch(items) if items else WriteOutcome()
+        if stage is not None:
+            stage.written(ticket)  # the tables now hold this batch: the run map may forget it
+        synced, sync_failures = 0, []
+        if syncer is not None and items:
+            for event in waits:
+                event.wait()
+            synced, sync_failures = _sync_written(syncer, items, written)
+    finally:
+        if syncer is not None:
+            syncer.order.release(ticket)
+    rejects.extend(written.rejects)
+    return BatchOutcome(
+        index=batch.index,
+        rows=len(batch.rows) + len(batch.rejects),
+        valid=len(result.items),
+        written=written.written - len(sync_failures),
+        rejects=_complete(rejects, pipeline.code_column, fields),
+        failures=failures + written.failures + sync_failures,
+        retries=written.retries,
+        unchanged=unchanged,
+        synced=synced,
+        pending=pending,
+        pending_at=pending_at,
+    )

@@ -1,0 +1,508 @@
+"""The local run: a faithful local Distributed Map, in one process.
+
+source → batches → transform → writer → report.  The main thread reads and
+cuts batches exactly as ItemBatcher would; each batch is handled by the
+pipeline's per-batch unit (`importer.run.batch_unit`) — the same one the Lambda
+child runs — on a bounded pool, so reading blocks (back-pressure) instead of
+piling batches up in memory.  `workers` (MaxConcurrency) bounds the requests in
+flight: a few batches at a time each send theirs over several lanes
+(`importer.dynamodb.lanes`), which keeps the same concurrency with a fraction of the
+batches in memory.  Outcomes come back as
+data and are counted on the main thread only, which is how every run can check
+`rows == written + unchanged + rejected + failed`.
+
+A checkpoint records settled batches (`--resume` continues a killed,
+interrupted or failed run; only a finished run completes it), and an optional
+ResultWriter-style folder receives `manifest.json`, `SUCCEEDED_0.json` and
+`FAILED_0.json` (`importer.run.reports`).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from importer.dynamodb.lanes import batch_threads
+from importer.dynamodb.retry import WriterFatalError
+from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
+from importer.input.source import CsvReader, open_source
+from importer.modes.stage import DEFAULT_MODE, Mode
+from importer.records import Reject
+from importer.run.batch_unit import BatchOutcome
+from importer.run.checkpoint import Checkpoint
+from importer.run.pipeline import Pipeline
+from importer.run.reports import (
+    FAILURE_COLUMNS,
+    CsvReport,
+    ResultWriter,
+    failure_fields,
+    reject_fields,
+    rejects_columns,
+)
+from importer.transform.context import RunContext
+from importer.transform.spec import Spec, check_header
+
+__all__ = [
+    "RunConfig",
+    "RunInterrupted",
+    "RunStatus",
+    "Summary",
+    "run_import",
+]
+
+
+class RunStatus(enum.Enum):
+    """Said, not inferred: only a FINISHED run completes its checkpoint."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C: in-flight batches were settled and checkpointed; the run can resume."""
+
+    def __init__(self, message: str, summary: Summary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+#: Batches read ahead of the worker threads (waiting in the pool's queue, rows in memory).
+_QUEUED_AHEAD = 4
+
+
+@dataclass(slots=True)
+class RunConfig:
+    """What the local Distributed Map needs beyond the pipeline: source, batches, reports."""
+
+    source: str
+    spec: Spec
+    table: str | None = None
+    batch_items: int | None = DEFAULT_MAX_ITEMS
+    batch_bytes: int | None = AWS_MAX_INPUT_BYTES
+    workers: int = 50
+    rejects_path: Path | None = None
+    failures_path: Path | None = None
+    max_rejects: int | None = None
+    run_id: str | None = None
+    checkpoint_path: Path | None = None
+    resume: bool = False
+    spec_digest: str = ""
+    output_dir: Path | None = None
+    tolerated_failure_percentage: float | None = None
+    tolerated_failure_count: int | None = None
+    mode: Mode = DEFAULT_MODE
+
+
+@dataclass(slots=True)
+class Summary:
+    """The run's counts: `rows == written + unchanged + rejected + failed`
+    (on `validate`, `rows == valid + rejected`)."""
+
+    rows: int = 0
+    written: int = 0
+    rejected: int = 0
+    failed: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+    valid: int = 0
+    unchanged: int = 0
+    existing: int = 0
+    #: validate: the rows a run would write (`written` stays 0: nothing was sent)
+    would_write: int = 0
+    #: `--sync`: data rows written in the run (resumed batches included)
+    synced: int = 0
+    retries: int = 0
+    failed_batches: int = 0
+    failed_items: int = 0
+    resumed_batches: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+    padded_rows: int = 0
+    truncated_rows: int = 0
+    rejects_file: str | None = None
+    failures_file: str | None = None
+    checkpoint: str | None = None
+    run_id: str = ""
+    status: str = RunStatus.RUNNING.value
+    aborted: str | None = None
+    notices: list[str] = field(default_factory=list)
+    #: rejected rows that are bad data (what --max-rejects limits)
+    bad_data: int = 0
+    #: batches read but left unwritten when the run stopped over --max-rejects
+    #: (their rows count nowhere, like the rows never read)
+    halted_batches: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _run_meta(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+    return {
+        "run_id": ctx.run_id,
+        "timestamp": ctx.timestamp,
+        "source": config.source,
+        "table": config.table,
+        "spec": config.spec_digest,
+        "batch_items": config.batch_items,
+        "batch_bytes": config.batch_bytes,
+        "mode": config.mode,
+    }
+
+
+def run_import(
+    config: RunConfig,
+    *,
+    pipeline: Pipeline,
+    progress: Callable[[int, int, int | None], None] | None = None,
+    s3_client: Any = None,
+) -> Summary:
+    """Import one source through `pipeline` (a dry-run pipeline validates); returns the counts.
+
+    A fatal error (credentials, a deleted table) stops the run as FAILED: the
+    finished batches stay checkpointed, and the error says how to resume.
+    """
+    started = time.perf_counter()
+    spec = config.spec
+    writing = not pipeline.settings.dry_run
+    checkpoint: Checkpoint | None = None
+    if config.resume and writing:
+        assert config.checkpoint_path is not None
+        checkpoint = Checkpoint.load(config.checkpoint_path)
+        ctx = RunContext.new(run_id=checkpoint.meta["run_id"])
+        ctx = RunContext(ctx.run_id, checkpoint.meta["timestamp"], ctx.source, ctx.user, ctx.ip)
+        checkpoint.check_matches(_run_meta(config, ctx))
+    else:
+        ctx = RunContext.new(run_id=config.run_id)
+    summary = Summary(run_id=ctx.run_id, notices=pipeline.notices)
+    stream = open_source(config.source, s3_client=s3_client)
+    run: _Run | None = None
+    try:
+        open_reader = getattr(pipeline.engine, "open_reader", None)
+        reader: Any = (
+            open_reader(stream.raw, spec.csv) if open_reader else CsvReader(stream.raw, spec.csv)
+        )
+        header = list(reader.header)
+        summary.ignored_columns = check_header(spec, header)
+        batcher = Batcher(
+            max_items=config.batch_items,
+            max_bytes=config.batch_bytes,
+            batch_input=ctx.to_batch_input(),
+            header=header,
+        )
+        if writing and config.checkpoint_path is not None:
+            if checkpoint is None:
+                checkpoint = Checkpoint.start(config.checkpoint_path, _run_meta(config, ctx))
+            else:
+                checkpoint.reopen()
+            summary.checkpoint = str(config.checkpoint_path)
+        resuming = checkpoint is not None and config.resume
+        rejects = CsvReport(config.rejects_path, rejects_columns(header), append=resuming)
+        failures = CsvReport(config.failures_path, FAILURE_COLUMNS, append=resuming)
+        results = (
+            ResultWriter(config.output_dir, ctx.run_id) if config.output_dir is not None else None
+        )
+        run = _Run(
+            config=config,
+            pipeline=pipeline,
+            header=header,
+            ctx=ctx,
+            summary=summary,
+            rejects=rejects,
+            failures=failures,
+            checkpoint=checkpoint,
+            results=results,
+            progress=progress,
+            stream=stream,
+        )
+        try:
+            run.pump(reader, batcher)
+            run.status = RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED
+        except BaseException:
+            run.status = RunStatus.FAILED
+            raise
+        finally:
+            rejects.close()
+            failures.close()
+            summary.status = run.status.value
+            summary.rejects_file = str(rejects.path) if rejects.used else None
+            summary.failures_file = str(failures.path) if failures.used else None
+            summary.padded_rows = reader.padded
+            summary.truncated_rows = reader.truncated
+            summary.seconds = round(time.perf_counter() - started, 3)
+            summary.rows_per_second = (
+                round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0
+            )
+            if results is not None:
+                results.close(summary.to_json())
+            if checkpoint is not None:
+                if run.status is RunStatus.FINISHED:
+                    checkpoint.mark_complete()
+                checkpoint.close()
+    except WriterFatalError as exc:
+        if checkpoint is not None and run is not None:
+            raise WriterFatalError(
+                f"{exc} -- {checkpoint.batches_done} finished batch(es) are checkpointed; "
+                "once fixed, run the same command with --resume to continue"
+            ) from exc
+        raise
+    finally:
+        stream.close()
+    if not writing:
+        summary.would_write, summary.written = summary.written, 0
+    s = summary
+    settled = s.rejected + s.written + s.would_write + s.unchanged + s.failed
+    if settled != summary.rows:
+        raise AssertionError(f"row accounting broken: {summary}")
+    if run.interrupted:
+        raise RunInterrupted("interrupted", summary)
+    _check_tolerance(config, summary)
+    return summary
+
+
+def _check_tolerance(config: RunConfig, summary: Summary) -> None:
+    """ToleratedFailureCount/Percentage as the Map run applies them (items of failed batches)."""
+    if summary.failed_batches == 0:
+        return
+    count, pct = config.tolerated_failure_count, config.tolerated_failure_percentage
+    if count is None and pct is None:
+        return
+    failed_items = summary.failed_items
+    too_many = (count is not None and failed_items > count) or (
+        pct is not None and summary.rows and 100.0 * failed_items / summary.rows > pct
+    )
+    if too_many:
+        summary.aborted = (
+            f"map run failed: {summary.failed_batches} batches ({failed_items} items) failed, "
+            f"over the tolerated " + (f"{count} items" if count is not None else f"{pct}%")
+        )
+
+
+def _cut_by_row(
+    reader: Iterable[Any],
+    batcher: Batcher,
+    header: list[str],
+    size_of: Callable[[list[str], list[str]], int],
+) -> Iterator[Batch]:
+    """The batches of `reader`'s rows, cut in Python (readers without `read_batches`)."""
+    for row in reader:
+        if row.error is not None:
+            batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
+            continue
+        closed = batcher.add(row.line, row.fields, size_of(header, row.fields))
+        if closed is not None:
+            yield closed
+    last = batcher.flush()
+    if last is not None:
+        yield last
+
+
+@dataclass(slots=True)
+class _Run:
+    """The main-thread bookkeeping of one run (counts, reports, checkpoint)."""
+
+    config: RunConfig
+    pipeline: Pipeline
+    header: list[str]
+    ctx: RunContext
+    summary: Summary
+    rejects: CsvReport
+    failures: CsvReport
+    checkpoint: Checkpoint | None
+    results: ResultWriter | None
+    progress: Callable[[int, int, int | None], None] | None
+    stream: Any
+    interrupted: bool = False
+    status: RunStatus = RunStatus.RUNNING
+    skip: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint is not None and self.config.resume:
+            self._restore(self.checkpoint)
+
+    @property
+    def limit(self) -> int | None:
+        cfg = self.config
+        return cfg.max_rejects if cfg.max_rejects is not None else cfg.spec.max_rejects
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        s = self.summary
+        for index, c in checkpoint.finished.items():
+            self.skip.add(index)
+            s.rows += c.rows
+            s.written += c.written
+            s.rejected += c.rejected
+            s.failed += c.failed
+            s.valid += c.valid
+            s.unchanged += c.unchanged
+            s.existing += c.existing
+            s.bad_data += c.bad_data
+            s.synced += c.synced
+            s.batches += 1
+            s.resumed_batches += 1
+            if c.failed:
+                s.failed_batches += 1
+                s.failed_items += c.rows
+
+    def settle(self, done: BatchOutcome) -> None:
+        s = self.summary
+        done = done.final()  # every earlier batch has run: validate's duplicates are settled
+        if done.halted:  # read, but the run stopped before it wrote: counted nowhere
+            s.halted_batches += 1
+            return
+        s.rows += done.rows
+        s.batches += 1
+        s.valid += done.valid
+        s.written += done.written
+        s.unchanged += done.unchanged
+        s.retries += done.retries
+        for f in done.failures:
+            s.failed += 1
+            self.failures.write(failure_fields(f))
+        for r in done.rejects:
+            s.rejected += 1
+            self.rejects.write(reject_fields(r))
+        s.existing += done.existing
+        s.bad_data += done.bad_data
+        s.synced += done.synced
+        if done.failed_batch:
+            s.failed_batches += 1
+            s.failed_items += done.rows
+        if self.results is not None:
+            self.results.add(done)
+        if self.checkpoint is not None:
+            # reports first: a checkpointed batch must never lose its report lines to a kill
+            self.rejects.flush()
+            self.failures.flush()
+            self.checkpoint.record(done.index, done.counts())
+        if self.over_limit():
+            # batches still running write nothing more: the limit stops the writes
+            # now, not after every batch in the air has finished
+            self.pipeline.halt.set()
+
+    def over_limit(self) -> bool:
+        """Only bad data counts: rows that exist or conflict are outcomes of a re-run."""
+        return self.limit is not None and self.summary.bad_data > self.limit
+
+    def pump(self, reader: Any, batcher: Batcher) -> None:
+        config, s, pipeline = self.config, self.summary, self.pipeline
+        size_of = getattr(pipeline.engine, "row_json_size", None)
+        if size_of is None:
+            from importer.input.batching import item_json_size as size_of
+        header = self.header
+        in_flight: deque[Future[BatchOutcome]] = deque()
+        max_in_flight = max(2, config.workers * 2)
+        # `workers` is the run's request concurrency: a few batches at a time send their
+        # requests side by side (`importer.dynamodb.lanes`), so only those few hold their items.
+        # A batch waiting in the pool's queue holds all its rows; one done but not yet
+        # settled (an earlier batch is still running) holds only its outcome.  So the
+        # window stays 2 x workers wide for the slow-batch case, but only a few batches
+        # may wait for a thread: otherwise a run's peak memory depends on how often the
+        # reader got ahead (more often, the longer the file).
+        # the pipeline's lanes were sized for this many batches at once (`open_pipeline`)
+        lanes = getattr(pipeline, "lanes", None)
+        batch_workers = lanes.batches if lanes is not None else batch_threads(config.workers)
+
+        def max_unfinished() -> int:
+            # fewer batches at once when the service answers at once (`Lanes.batches_now`):
+            # then none waits in the queue either, so no more than those run
+            active = lanes.batches_now() if lanes is not None else batch_workers
+            return active if active < batch_workers else batch_workers + _QUEUED_AHEAD
+
+        pool = ThreadPoolExecutor(max_workers=batch_workers, thread_name_prefix="batch")
+        # each batch's place in file order; a batch cancelled before it ran must give
+        # its place back, or the batches after it would wait for it forever
+        tickets: dict[Future[BatchOutcome], int | None] = {}
+
+        def submit(batch: Batch) -> None:
+            if batch.index in self.skip:
+                return
+            while len(in_flight) >= max_in_flight:
+                # only the oldest batch can be settled (file order): waiting for any
+                # batch to finish returned at once while a later one was done, and the
+                # reader's thread spun, holding the GIL the workers need
+                wait((in_flight[0],))
+                drain()
+            while True:
+                unfinished = [f for f in in_flight if not f.done()]
+                if len(unfinished) < max_unfinished():
+                    break
+                wait(unfinished, return_when=FIRST_COMPLETED)
+                drain()
+            ticket = pipeline.ticket()
+            future = pool.submit(
+                pipeline.process, batch, header=header, ctx=self.ctx, ticket=ticket
+            )
+            tickets[future] = ticket
+            in_flight.append(future)
+
+        def settle_next() -> None:
+            future = in_flight.popleft()
+            tickets.pop(future, None)
+            self.settle(future.result())
+
+        def drain() -> None:
+            while in_flight and in_flight[0].done():
+                settle_next()
+
+        read = 0
+        last_report = 0.0
+        read_batches = getattr(reader, "read_batches", None)
+        batches = read_batches(batcher) if read_batches is not None else None
+        if batches is None:
+            batches = _cut_by_row(reader, batcher, header, size_of)
+        try:
+            for batch in batches:
+                read += len(batch.rows) + len(batch.rejects)
+                submit(batch)
+                drain()
+                if self.over_limit():
+                    break
+                if self.progress is not None:
+                    now = time.monotonic()
+                    if now - last_report > 0.2:
+                        last_report = now
+                        self.progress(read, self.stream.bytes_read, self.stream.total_bytes)
+            while in_flight:
+                settle_next()
+        except KeyboardInterrupt:
+            # batches already running finish normally (and are checkpointed); the
+            # ones still queued are cancelled and sent again by --resume
+            self.interrupted = True
+            for fut in in_flight:
+                if fut.cancel():
+                    pipeline.release(tickets[fut])
+            for fut in in_flight:
+                if not fut.cancelled():
+                    self.settle(fut.result())
+            in_flight.clear()
+        except BaseException:
+            # a fatal error: queued batches give their places back so none waits forever
+            for fut in in_flight:
+                if fut.cancel():
+                    pipeline.release(tickets[fut])
+            if pipeline.stage is not None:
+                pipeline.stage.abort()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if self.progress is not None:
+                self.progress(read, self.stream.bytes_read, self.stream.total_bytes)
+        if self.over_limit():
+            s.aborted = (
+                f"stopped after {s.bad_data} rows of bad data (limit {self.limit}); "
+                "rows that already exist do not count"
+            )
+            if s.halted_batches:
+                n = s.halted_batches
+                s.aborted += (
+                    f"; {n} batch{'' if n == 1 else 'es'} read by then "
+                    f"{'was' if n == 1 else 'were'} not written"
+                )

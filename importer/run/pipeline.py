@@ -1,0 +1,326 @@
+"""Assembling a run, once: settings in, a ready pipeline out.
+
+Every entry point -- the CLI's `run` and `validate`, the Lambda child, the
+demo, the benchmarks and the tests -- describes what it wants in one frozen
+`PipelineSettings` and calls `open_pipeline`, which opens everything a batch
+needs (engine, the one DynamoDB client, the writer, the lookups, the import
+mode stage) and closes it again.  None of them builds a writer or a mode stage
+itself, so they cannot drift apart.
+
+    with open_pipeline(settings) as pipeline:
+        outcome = pipeline.process(batch, header=header, ctx=ctx, ticket=pipeline.ticket())
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from importer.dynamodb.client import (
+    Boto3DynamoClient,
+    DynamoClient,
+    HttpDynamoClient,
+    check_command_table,
+)
+from importer.dynamodb.lanes import Lanes, batch_threads
+from importer.dynamodb.lookup import KeyLookup
+from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.region import default_region
+from importer.dynamodb.retry import RetryPolicy
+from importer.dynamodb.writer import BatchWriter
+from importer.input.batching import Batch
+from importer.modes.stage import DEFAULT_MODE, MODES, Mode, ModeStage
+from importer.records import PreparedItem, WriteOutcome
+from importer.run.batch_unit import BatchOutcome, process_batch
+from importer.transform.context import RunContext
+from importer.transform.engines import Engine, get_engine
+from importer.transform.spec import Spec
+
+if TYPE_CHECKING:
+    from importer.mbc.sync import BatchSync
+
+__all__ = [
+    "DryRunWriter",
+    "Pipeline",
+    "PipelineSettings",
+    "open_pipeline",
+]
+
+WriterKind = Literal["http", "boto3"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Everything that decides how a batch is transformed, checked and written.
+
+    `dry_run` is `importer validate`: the same stages, reads included when an
+    endpoint answers, but nothing is written (items are counted as they would
+    be).  `check_table` describes the command table once before the first
+    write (local runs; the Lambda child trusts its deployment).  `sync` is
+    `importer run --sync`: command records are marked `syncMode: SYNC` (the
+    stream starts no execution for them) and each written batch is applied to
+    the data and history tables in the same run (`importer.mbc.sync.BatchSync`);
+    `clock` is that sync's wall clock (TTLs, the final status' `updatedAt`).
+
+    `workers` is how many requests may be in flight at once; `batches` how many
+    batches call `process` at once (the Lambda child: one; a local run: as
+    many as `importer.dynamodb.lanes.batch_threads` gives).  Each batch spreads its
+    requests over `workers // batches` lanes (`importer.dynamodb.lanes`).
+    """
+
+    spec: Spec
+    table: str | None = None
+    mode: Mode = DEFAULT_MODE
+    data_table: str | None = None
+    region: str = field(default_factory=default_region)
+    endpoint_url: str | None = None
+    workers: int = 50
+    batches: int | None = None
+    writer: WriterKind = "http"
+    engine: str = "native"
+    dry_run: bool = False
+    check_table: bool = True
+    sync: bool = False
+    #: budgets in capacity units per second (`--max-wcu`, `--max-rcu`); None: the table's pace
+    max_wcu: float | None = None
+    max_rcu: float | None = None
+    policy: RetryPolicy | None = field(default=None, compare=False)
+    session: Any = field(default=None, compare=False)
+    pacer: Any = field(default=None, compare=False)
+    clock: Any = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} (one of: {', '.join(MODES)})")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.batches is not None and self.batches < 1:
+            raise ValueError("batches must be at least 1")
+        if self.table is None and not self.dry_run:
+            raise ValueError("a run that writes needs a table")
+        if self.sync and self.dry_run:
+            raise ValueError("--sync applies written commands; a dry run writes none")
+        for name in ("max_wcu", "max_rcu"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+class DryRunWriter:
+    """`importer validate`'s writer: every item counts as written, nothing is sent."""
+
+    def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
+        return WriteOutcome(written=len(items))
+
+    def close(self) -> None:
+        pass
+
+
+class Pipeline:
+    """An open pipeline: call `process` per batch (thread-safe), then `close`."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        *,
+        engine: Engine,
+        client: DynamoClient | None,
+        writer: Any,
+        stage: ModeStage | None,
+        owns_client: bool = True,
+        syncer: BatchSync | None = None,
+        notices: Sequence[str] = (),
+        lanes: Lanes | None = None,
+        owns_lanes: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.owns_client = owns_client
+        self.engine = engine
+        self.client = client
+        self.writer = writer
+        self.stage = stage
+        self.syncer = syncer
+        self.lanes = lanes
+        self.owns_lanes = owns_lanes
+        self._notices = list(notices)
+        #: set when the run stops early (over --max-rejects): a batch that has not
+        #: written yet does not (`process_batch`), however far it got
+        self.halt = threading.Event()
+        self.code_column = settings.spec.code_column
+
+    @property
+    def notices(self) -> list[str]:
+        """What the run could not do as asked (said once, before the summary)."""
+        return self._notices + (self.stage.notices if self.stage is not None else [])
+
+    def ticket(self) -> int | None:
+        """This batch's place in file order (take it on the submitting thread).
+
+        With `--sync` the sync order hands out the same numbers as the stage
+        (both count the calls made here), so one ticket serves both.
+        """
+        ticket = self.stage.ticket() if self.stage is not None else None
+        if self.syncer is not None:
+            mine = self.syncer.order.ticket()
+            if ticket is not None and ticket != mine:
+                raise RuntimeError(f"ticket counters diverged ({ticket} != {mine})")
+            ticket = mine
+        return ticket
+
+    def release(self, ticket: int | None) -> None:
+        """Give back the place of a batch that will never run (cancelled)."""
+        if self.stage is not None:
+            self.stage.release(ticket)
+        if self.syncer is not None:
+            self.syncer.order.release(ticket)
+
+    def process(
+        self,
+        batch: Batch,
+        *,
+        header: Sequence[str],
+        ctx: RunContext,
+        ticket: int | None = None,
+    ) -> BatchOutcome:
+        return process_batch(batch, pipeline=self, header=header, ctx=ctx, ticket=ticket)
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+            if self.syncer is not None:
+                self.syncer.close()
+            if self.stage is not None:
+                self.stage.close()
+        finally:
+            if self.lanes is not None and self.owns_lanes:
+                self.lanes.close()
+            if self.client is not None and self.owns_client:
+                self.client.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_client(settings: PipelineSettings) -> DynamoClient:
+    """The run's one DynamoDB client, as `settings.writer` says."""
+    kind = Boto3DynamoClient if settings.writer == "boto3" else HttpDynamoClient
+    return kind(
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+        session=settings.session,
+        workers=settings.workers,
+    )
+
+
+def open_pipeline(
+    settings: PipelineSettings,
+    *,
+    client: DynamoClient | None = None,
+    lanes: Lanes | None = None,
+) -> Pipeline:
+    """Open everything a run needs; a `client` given is used (and left open) instead of a new one.
+
+    So are `lanes` (the Lambda child keeps one set across warm invocations, so
+    that what its requests' timing taught outlives one batch).
+
+    A dry run without a table, or whose endpoint cannot be reached, runs
+    without reads: its stage compares the file's rows with each other only,
+    and says so in `notices`.
+    """
+    engine = get_engine(settings.engine)
+    owns_client = client is None
+    policy = settings.policy or RetryPolicy()
+    notices: list[str] = []
+    owns_lanes = lanes is None
+    if lanes is None:
+        lanes = Lanes(settings.workers, settings.batches or batch_threads(settings.workers))
+    try:
+        if settings.table is not None:
+            client = _reachable_client(settings, client, owns_client, notices)
+        lookup = None
+        if client is not None:
+            read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
+            lookup = KeyLookup(client, policy=policy, pacer=read_pacer, lanes=lanes)
+        stage = None
+        if settings.mode != "blind":
+            stage = ModeStage.open(
+                mode=settings.mode,
+                table=settings.table or "",
+                data_table=settings.data_table,
+                lookup=lookup,
+                code_column=settings.spec.code_column,
+                remember_all=settings.dry_run,
+            )
+        # one pacer for every worker of the run: it learns what the table accepts
+        pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)
+        writer: Any
+        if settings.dry_run:
+            writer = DryRunWriter()
+        elif settings.mode == "strict":
+            from importer.dynamodb.strict_writer import StrictWriter
+
+            assert client is not None and settings.table is not None
+            writer = StrictWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
+        else:
+            assert client is not None and settings.table is not None
+            writer = BatchWriter(
+                client=client, table=settings.table, policy=policy, pacer=pacer, lanes=lanes
+            )
+        syncer = None
+        if settings.sync:
+            from importer.mbc.sync import BatchSync
+
+            assert client is not None and settings.table is not None
+            syncer = BatchSync(
+                client=client,
+                table=settings.table,
+                data_table=settings.data_table,
+                policy=policy,
+                clock=settings.clock,
+                command_pacer=pacer,
+                read_pacer=lookup.pacer if lookup is not None else None,
+                max_wcu=settings.max_wcu,
+            )
+    except BaseException:
+        if owns_lanes:
+            lanes.close()
+        if client is not None and owns_client:
+            client.close()
+        raise
+    return Pipeline(
+        settings,
+        engine=engine,
+        client=client,
+        writer=writer,
+        stage=stage,
+        owns_client=owns_client,
+        syncer=syncer,
+        notices=notices,
+        lanes=lanes,
+        owns_lanes=owns_lanes,
+    )
+
+
+def _reachable_client(
+    settings: PipelineSettings, client: DynamoClient | None, owns: bool, notices: list[str]
+) -> DynamoClient | None:
+    """The client, with the command table checked; a dry run goes on without one (and says so)."""
+    try:
+        if client is None:
+            client = open_client(settings)
+        if settings.check_table:
+            assert settings.table is not None
+            check_command_table(client, settings.table)
+        return client
+    except Exception as exc:
+        if not settings.dry_run:
+            raise
+        if client is not None and owns:
+            client.close()
+        notices.append(f"cannot read the tables ({exc}): nothing stored was checked")
+        return None

@@ -1,0 +1,259 @@
+"""The readable transform: one batch of CSV rows → MBC command records + rejects.
+
+This is the definition of what importer writes.  It is deliberately plain
+Python: the oracle the native core is tested against, and the baseline the
+benchmarks measure it by.  It is never the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from importer.records import PreparedItem, Reject
+from importer.transform.context import RunContext
+from importer.transform.spec import ColumnRule, Spec, Template
+from importer.transform.values import (
+    FieldError,
+    enum_reason,
+    parse_boolean,
+    parse_date,
+    parse_datetime,
+    parse_decimal,
+    parse_integer,
+    parse_json,
+)
+
+__all__ = [
+    "MAX_ITEM_BYTES",
+    "MAX_PK_BYTES",
+    "MAX_SK_BYTES",
+    "Row",
+    "TransformResult",
+    "item_size",
+    "transform_batch",
+    "wire_json",
+]
+
+#: DynamoDB's limits on one item and on its key attributes (docs/aws-facts.md, BatchWriteItem).
+MAX_ITEM_BYTES = 400 * 1024
+MAX_PK_BYTES = 2048
+MAX_SK_BYTES = 1024
+
+#: One CSV row: its line number in the file and its fields, aligned to the header.
+Row = tuple[int, Sequence[str]]
+
+
+@dataclass(slots=True)
+class TransformResult:
+    """One batch's items and rejects, in row order.
+
+    The reference engine lists its items; the native one hands an
+    `importer._native.ItemBlock` (a sequence of the same items, kept as wire
+    bytes in one buffer, which the writer sends without an object per item).
+    """
+
+    items: Sequence[PreparedItem] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def wire_json(item: dict[str, Any]) -> bytes:
+    """Compact UTF-8 DynamoDB JSON, the form both engines must agree on when parsed."""
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(inner.encode("utf-8"))
+    if kind == "N":
+        digits = inner.lstrip("-").replace(".", "").strip("0")
+        return (len(digits) + 1) // 2 + 1
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + _value_size(v) for v in inner)
+    return 3 + sum(1 + len(k.encode("utf-8")) + _value_size(v) for k, v in inner.items())
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """DynamoDB's item size: attribute names plus values, by its published rules."""
+    return sum(len(k.encode("utf-8")) + _value_size(v) for k, v in item.items())
+
+
+def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
+    """The typed attribute value for one field, None when empty and optional."""
+    kind = rule.type
+    text = raw if kind == "string" else raw.strip(" \t")
+    if text == "":
+        if rule.required:
+            raise FieldError("required value is empty")
+        return None
+    if kind == "string":
+        n = len(raw)
+        if rule.min_length is not None and n < rule.min_length:
+            raise FieldError(f"shorter than min_length {rule.min_length}")
+        if rule.max_length is not None and n > rule.max_length:
+            raise FieldError(f"longer than max_length {rule.max_length}")
+        if rule.enum is not None and raw not in rule.enum:
+            raise FieldError(enum_reason(rule.enum))
+        if rule.regex is not None and rule.regex.search(raw) is None:
+            raise FieldError(f"does not match pattern {rule.pattern}")
+        return {"S": raw}
+    if kind in ("integer", "decimal"):
+        number = parse_integer(text) if kind == "integer" else parse_decimal(text)
+        if rule.enum is not None and number not in rule.enum:
+            raise FieldError(enum_reason(rule.enum))
+        if rule.min is not None and Decimal(number) < rule.min:
+            raise FieldError(f"less than min {rule.min}")
+        if rule.max is not None and Decimal(number) > rule.max:
+            raise FieldError(f"greater than max {rule.max}")
+        return {"N": number}
+    if kind == "boolean":
+        return {"BOOL": parse_boolean(text)}
+    if kind == "date":
+        day = parse_date(text)
+        if day is None:
+            raise FieldError("not a date (YYYY-MM-DD)")
+        if rule.min_date is not None and day < rule.min_date:
+            raise FieldError(f"before min {rule.min_date}")
+        if rule.max_date is not None and day > rule.max_date:
+            raise FieldError(f"after max {rule.max_date}")
+        return {"S": day}
+    if kind == "datetime":
+        return {"S": parse_datetime(text)}
+    return parse_json(text)
+
+
+def _template_column(template: Template, fallback: str) -> str:
+    return template.columns[0] if template.columns else fallback
+
+
+def _render_key(template: Template, values: dict[str, str], what: str, forbidden: str) -> str:
+    text = template.render(values)
+    if text == "":
+        raise FieldError(f"{what} is empty")
+    for ch in forbidden:
+        if ch in text:
+            raise FieldError(f"{what} must not contain {ch!r} (MBC key separator)")
+    return text
+
+
+def _transform_row(
+    spec: Spec, header: Sequence[str], line: int, fields: Sequence[str], ctx: RunContext
+) -> PreparedItem | Reject:
+    """One row → one item or one reject (lone surrogates, possible in Lambda events'
+    JSON escapes, cannot be stored as UTF-8: the row is rejected, not the batch)."""
+    try:
+        return _map_row(spec, header, line, fields, ctx)
+    except UnicodeEncodeError:
+        return Reject(line, "", "", "not valid Unicode (lone surrogate)", tuple(fields))
+
+
+def _map_row(
+    spec: Spec, header: Sequence[str], line: int, fields: Sequence[str], ctx: RunContext
+) -> PreparedItem | Reject:
+    values = dict(zip(header, fields, strict=False))
+    attributes: dict[str, Any] = {}
+    for rule in spec.columns:
+        raw = values[rule.name]
+        try:
+            typed = _check_column(rule, raw)
+        except FieldError as exc:
+            return Reject(line, rule.name, raw, str(exc), tuple(fields))
+        if typed is not None and rule.attribute is not None:
+            attributes[rule.attribute] = typed
+
+    rec = spec.record
+    keys = {}
+    for what, template, forbidden, fallback in (
+        ("type", rec.type, "#@", "record.type"),
+        ("tenantCode", rec.tenant, "#", "record.tenant"),
+        ("code", rec.code, "@", "record.code"),
+        ("name", rec.name, "", "record.name"),
+    ):
+        try:
+            keys[what] = (
+                template.render(values)
+                if what == "name"
+                else _render_key(template, values, what, forbidden)
+            )
+        except FieldError as exc:
+            column = _template_column(template, fallback)
+            return Reject(line, column, values.get(column, ""), str(exc), tuple(fields))
+
+    rtype, tenant, code = keys["type"], keys["tenantCode"], keys["code"]
+    pk = f"{rtype}#{tenant}"
+    sk_base = f"{rtype}#{code}"
+    sk = f"{sk_base}@1"
+    code_column = _template_column(rec.code, "record.code")
+    if len(pk.encode("utf-8")) > MAX_PK_BYTES:
+        return Reject(
+            line,
+            _template_column(rec.tenant, "record.tenant"),
+            tenant,
+            f"partition key is over DynamoDB's {MAX_PK_BYTES}-byte limit",
+            tuple(fields),
+        )
+    if len(sk.encode("utf-8")) > MAX_SK_BYTES:
+        return Reject(
+            line,
+            code_column,
+            code,
+            f"sort key is over DynamoDB's {MAX_SK_BYTES}-byte limit",
+            tuple(fields),
+        )
+    item: dict[str, Any] = {
+        "pk": {"S": pk},
+        "sk": {"S": sk},
+        "id": {"S": f"{pk}#{sk_base}"},
+        "code": {"S": code},
+        "name": {"S": keys["name"]},
+        "type": {"S": rtype},
+        "tenantCode": {"S": tenant},
+        "version": {"N": "1"},
+        "attributes": {"M": attributes},
+        "source": {"S": ctx.source},
+        "requestId": {"S": f"{ctx.run_id}#{line}"},
+        "createdAt": {"S": ctx.timestamp},
+        "updatedAt": {"S": ctx.timestamp},
+        "createdBy": {"S": ctx.user},
+        "updatedBy": {"S": ctx.user},
+    }
+    if ctx.ip is not None:
+        item["createdIp"] = {"S": ctx.ip}
+        item["updatedIp"] = {"S": ctx.ip}
+    size = item_size(item)
+    if size > MAX_ITEM_BYTES:
+        return Reject(
+            line,
+            "",
+            "",
+            f"item is {size} bytes, over DynamoDB's 400 KB item limit",
+            tuple(fields),
+        )
+    return PreparedItem(line, pk, sk, wire_json(item))
+
+
+def transform_batch(
+    spec: Spec,
+    header: Sequence[str],
+    rows: Sequence[Row],
+    ctx: RunContext,
+) -> TransformResult:
+    """Validate and map one batch; every row ends as exactly one item or reject.
+
+    Rows with the same key are all kept: the batch unit settles them by import mode
+    (`importer.run.batch_unit`).
+    """
+    result = TransformResult()
+    for line, fields in rows:
+        outcome = _transform_row(spec, header, line, fields, ctx)
+        if isinstance(outcome, Reject):
+            result.rejects.append(outcome)
+        else:
+            result.items.append(outcome)
+    return result

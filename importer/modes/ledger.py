@@ -238,8 +238,10 @@ class DigestLedger:
         keys = keys if type(keys) is list else list(keys)
         if not keys:
             return {}
-        lines = self._keys.lines(self._keys.digest(keys))
-        found = {k: (1, b"", line) for k, line in zip(keys, lines, strict=True) if line >= 0}
+        found = {}
+        if self._keys.count:  # upsert's entries all carry digests: none here then
+            lines = self._keys.lines(self._keys.digest(keys))
+            found = {k: (1, b"", line) for k, line in zip(keys, lines, strict=True) if line >= 0}
         if self._others:
             found.update(self._other.load(keys))
         return found
@@ -290,11 +292,12 @@ class DigestLedger:
         if compact:
             self._keys.add(self._keys.digest(compact), lines)
         if other:
-            held_before = self._other.load(list(other)) if self._others else {}
-            fresh = [k for k in other if k not in held_before]
-            if fresh:  # new to the other store: are they counted in the digests already?
-                lines_known = self._keys.lines(self._keys.digest(fresh))
-                self._both += sum(1 for line in lines_known if line >= 0)
+            if self._keys.count:  # a key in both stores is counted once by `len`
+                held_before = self._other.load(list(other)) if self._others else {}
+                fresh = [k for k in other if k not in held_before]
+                if fresh:
+                    lines_known = self._keys.lines(self._keys.digest(fresh))
+                    self._both += sum(1 for line in lines_known if line >= 0)
             self._other.store(other)
             self._others = True
 

@@ -233,6 +233,7 @@ def test_a_warm_child_sends_its_batch_requests_side_by_side(monkeypatch):
     from tests.support.ddb_server import DdbServer
 
     monkeypatch.setattr(handler, "_LANES", None)
+    monkeypatch.setattr(handler, "_SPECS", {})
     with DdbServer(tables=["T"]) as srv:
         srv.faults.set(latency=0.01, ops={"BatchWriteItem"})
         session = boto3.Session(
@@ -244,8 +245,8 @@ def test_a_warm_child_sends_its_batch_requests_side_by_side(monkeypatch):
         specs = {"spec.toml": PRODUCT_SPEC.encode()}
 
         class S3:
-            def get_object(self, Bucket, Key):  # noqa: N803 - boto3's names
-                return {"Body": io.BytesIO(specs[Key])}
+            def get_object(self, Bucket, Key, **conditional):  # noqa: N803 - boto3's names
+                return {"Body": io.BytesIO(specs[Key]), "ETag": '"v1"'}
 
         peaks = []
         for n in range(2):

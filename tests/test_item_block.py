@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importer import _native
-from importer.dynamodb.pacing import item_write_units
+from importer.dynamodb.capacity_units import item_write_units
 from importer.dynamodb.writer import (
     _PER_ITEM_OVERHEAD,
     _PUT_SEP,

@@ -77,20 +77,26 @@ def test_a_saturated_pool_does_not_stall_a_batch():
     """Lanes no pool thread has started are taken back by the caller."""
     lanes = Lanes(requests=2, batches=1)  # one pool thread
     _feed(lanes, 20, wall=0.010, cpu=0.000_1)
-    release = threading.Event()
-    blocker = threading.Thread(
-        target=lambda: lanes.run(lambda p: release.wait(5) if p else 0, [0, 1])
-    )
+    release, held = threading.Event(), threading.Event()
+
+    def hold(p: int) -> object:
+        if p:
+            held.set()
+            return release.wait(5)
+        return 0
+
+    held_run: list[list[object]] = []
+    blocker = threading.Thread(target=lambda: held_run.append(lanes.run(hold, [0, 1])))
     blocker.start()
-    time.sleep(0.05)  # the pool's only thread is now held by part 1 of the blocker
-    started = time.perf_counter()
     try:
+        assert held.wait(5)  # a thread -- the pool's only one or the caller -- holds part 1
         assert lanes.run(lambda p: p + 1, [10, 20]) == [11, 21]
-        assert time.perf_counter() - started < 1.0
     finally:
         release.set()
         blocker.join()
         lanes.close()
+    # part 1 was still held when the batch above finished: released by us, not by its timeout
+    assert held_run == [[0, True]]
 
 
 def test_after_close_the_caller_runs_every_part():

@@ -15,16 +15,15 @@ import time
 
 import pytest
 
-from importer.dynamodb.pacing import (
+from importer.dynamodb.capacity_units import (
     ItemSizeError,
-    Pacer,
-    PacerTuning,
     attribute_size,
     item_read_units,
     item_size,
     item_size_of,
     item_write_units,
 )
+from importer.dynamodb.pacing import Pacer, PacerTuning
 from tests.support.pacing_sim import FakeClock, SimTable, simulate
 
 FAULT_MIX = dict(throttle=0.2, unprocessed=0.2, server_error=0.05, drop=0.02)

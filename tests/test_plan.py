@@ -13,7 +13,7 @@ import pytest
 
 from importer.cli.main import main
 from importer.cli.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
-from importer.dynamodb.pacing import item_size_of
+from importer.dynamodb.capacity_units import item_size_of
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, cut_batches
 from importer.input.source import CsvReader
 from importer.run.batch_unit import resolve_duplicates

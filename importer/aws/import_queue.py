@@ -47,7 +47,8 @@ def execution_input(body: Mapping[str, Any]) -> tuple[dict[str, Any], str | None
     image = ((body.get("dynamodb") or {}).get("NewImage")) if "dynamodb" in body else None
     if image is not None:
         job = {k: _plain(v) for k, v in image.items()}
-        attrs = job.get("attributes") if isinstance(job.get("attributes"), dict) else {}
+        given = job.get("attributes")
+        attrs: dict[str, Any] = given if isinstance(given, dict) else {}
         source = job.get("id") or f"{job.get('pk', '')}#{job.get('sk', '')}"
         data = {**attrs, "sourceId": source}
         tenant = attrs.get("tenantCode") or job.get("tenantCode") or ""

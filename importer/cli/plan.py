@@ -2,7 +2,7 @@
 
 The source is read, batched and transformed exactly as `importer run` does it
 (same reader, same ItemBatcher, the native transform), and every item is
-priced in write units from its exact size (`importer.dynamodb.pacing.item_write_units`).
+priced in write units from its exact size (`importer.dynamodb.capacity_units.item_write_units`).
 Nothing is kept but counters, so memory stays flat however big the file.
 
 From the totals it derives the time of the import at a write rate -- `--max-wcu`,
@@ -21,7 +21,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from importer.dynamodb.pacing import item_write_units
+from importer.dynamodb.capacity_units import item_write_units
 from importer.input.batching import (
     AWS_MAX_INPUT_BYTES,
     DEFAULT_MAX_ITEMS,

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from importer._native import ItemBlock
+from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
 from importer.dynamodb.client import (
     ALL_PROCESSED,
     DynamoClient,
@@ -44,7 +45,7 @@ from importer.dynamodb.client import (
     should_retry,
 )
 from importer.dynamodb.lanes import Lanes, waited
-from importer.dynamodb.pacing import WRITE_UNIT_BYTES, Pacer, item_write_units
+from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError, bisect
 from importer.records import Failure, PreparedItem, WriteOutcome
 

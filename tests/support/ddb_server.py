@@ -58,7 +58,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `importer` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from importer.dynamodb.pacing import READ_UNIT_BYTES, WRITE_UNIT_BYTES, ItemSizeError, item_size_of
+from importer.dynamodb.capacity_units import (
+    READ_UNIT_BYTES,
+    WRITE_UNIT_BYTES,
+    ItemSizeError,
+    item_size_of,
+)
 
 __all__ = ["Capacity", "Faults", "DdbServer", "SubprocessDdbServer", "item_size"]
 

@@ -217,15 +217,18 @@ class PendingRejects:
         moves: int,
         rejects: list[Reject],
     ) -> None:
-        self._stage, self._ticket, self._items, self._lines = stage, ticket, items, lines
-        self._digests, self._fields, self._moves = digests, fields, moves
+        self._stage, self._ticket, self._lines, self._moves = stage, ticket, lines, moves
+        # held until the batch is settled, then let go
+        self._items: Sequence[PreparedItem] | None = items
+        self._fields: Mapping[int, Sequence[str]] | None = fields
+        self._digests: bytes | None = digests
         #: the rejects the batch reported; `rejects`: the final ones (None: not yet known)
         self.provisional = rejects
         self.rejects: list[Reject] | None = None
 
     def _settle(self, moves: int, firsts: list[int] | None) -> None:
         """The turn has passed this batch (under the stage's lock): decide for good."""
-        if moves == self._moves or firsts is None:
+        if moves == self._moves or firsts is None or self._items is None or self._fields is None:
             self.rejects = self.provisional
         else:
             self.rejects = self._stage._duplicates(self._items, self._lines, firsts, self._fields)

@@ -821,6 +821,8 @@ cdef struct Col:
 
 cdef struct Part:
     int slot                 # -1: literal
+    int col                  # >= 0: the normalised value of typed column `col` (a key
+                             # renders what is stored: a date as the ISO date)
     Py_ssize_t off
     Py_ssize_t len
 
@@ -832,6 +834,8 @@ cdef struct ColVal:
     Py_ssize_t n
     Py_ssize_t size
     char scratch[NUMBUF]
+    const char* kp           # the text a key template renders (typed columns): kn bytes
+    Py_ssize_t kn
 
 
 cdef struct ItemAt:
@@ -1016,8 +1020,12 @@ cdef class TransformPlan:
             self.core.tpl_start[i] = j
             self.core.tpl_count[i] = len(t)
             for kind, a, b in t:
+                self.core.parts[j].col = -1
                 if kind == "col":
                     self.core.parts[j].slot = slot_of(a)
+                elif kind == "val":
+                    self.core.parts[j].slot = -1
+                    self.core.parts[j].col = a
                 else:
                     self.core.parts[j].slot = -1
                     self.core.parts[j].off = a
@@ -1113,6 +1121,8 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
     cdef char st
     cdef bint gathered
     v.present = 0
+    v.kp = raw
+    v.kn = 0
     if c.kind != K_STRING:
         strip_ws(&t, &tn)
     if tn == 0:
@@ -1210,6 +1220,16 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
         v.p = bt.json_ptr[r * core.njson + c.json_slot]
         v.n = bt.json_len[r * core.njson + c.json_slot]
         v.size = bt.json_size[r * core.njson + c.json_slot]
+    if c.kind == K_BOOLEAN:
+        if v.n:
+            v.kp = "true"
+            v.kn = 4
+        else:
+            v.kp = "false"
+            v.kn = 5
+    elif c.kind != K_STRING and c.kind != K_JSON:
+        v.kp = v.p
+        v.kn = v.n
     v.present = c.has_attr
     return OK
 
@@ -1248,7 +1268,10 @@ cdef int render(Core* core, Batch* bt, Py_ssize_t r, int t, const char** at,
     if core.tpl_count[t] == 1:
         p = &core.parts[core.tpl_start[t]]
         off[0] = -1
-        if p.slot < 0:
+        if p.col >= 0:
+            at[0] = bt.vals[p.col].kp
+            ln[0] = bt.vals[p.col].kn
+        elif p.slot < 0:
             at[0] = core.blob + p.off
             ln[0] = p.len
         else:
@@ -1257,7 +1280,10 @@ cdef int render(Core* core, Batch* bt, Py_ssize_t r, int t, const char** at,
         return 0
     for j in range(core.tpl_start[t], core.tpl_start[t] + core.tpl_count[t]):
         p = &core.parts[j]
-        if p.slot < 0:
+        if p.col >= 0:
+            if w_raw(&bt.tpl, bt.vals[p.col].kp, bt.vals[p.col].kn) < 0:
+                return -1
+        elif p.slot < 0:
             if w_raw(&bt.tpl, core.blob + p.off, p.len) < 0:
                 return -1
         else:
@@ -2547,6 +2573,9 @@ cdef class RecordReader:
     cdef public Py_ssize_t width
     cdef public long long padded
     cdef public long long truncated
+    # the first SHOWN_LINES lines of each kind, for a notice a user can act on
+    cdef long long pad_lines[8]
+    cdef long long trunc_lines[8]
     cdef bint closed
     cdef RowBlock pending        # the row that closed the last batch, opening the next
     cdef Py_ssize_t pending_size  # its JSON size
@@ -2930,10 +2959,10 @@ cdef class RecordReader:
             if width >= 0 and nf != width:
                 if nf < width:
                     fields.extend([""] * (width - nf))
-                    self.padded += 1
+                    self._padded_at(self.rec.line)
                 else:
                     del fields[width:]
-                    self.truncated += 1
+                    self._truncated_at(self.rec.line)
             return (self.rec.line, fields, error)
         errors = NULL
         if self.rec.unterminated:
@@ -2947,10 +2976,10 @@ cdef class RecordReader:
         if width >= 0:
             if nf < width:
                 n = width
-                self.padded += 1
+                self._padded_at(self.rec.line)
             elif nf > width:
                 n = width
-                self.truncated += 1
+                self._truncated_at(self.rec.line)
         if hlens != NULL and n == nh and error is None:
             self.last_size = self._json_size(hlens, n)
         fields = PyList_New(n)
@@ -2985,10 +3014,30 @@ cdef class RecordReader:
         out of memory."""
         cdef Py_ssize_t nf = self.rec.nfields, w = self.width
         if nf < w:
-            self.padded += 1
+            self._padded_at(self.rec.line)
         elif nf > w:
-            self.truncated += 1
+            self._truncated_at(self.rec.line)
         return rows.append_parsed(self.rec.line, self.fb.data, self.fends, nf)
+
+    cdef inline void _padded_at(self, long long line) noexcept nogil:
+        if self.padded < 8:
+            self.pad_lines[self.padded] = line
+        self.padded += 1
+
+    cdef inline void _truncated_at(self, long long line) noexcept nogil:
+        if self.truncated < 8:
+            self.trunc_lines[self.truncated] = line
+        self.truncated += 1
+
+    @property
+    def padded_lines(self):
+        """The first (up to 8) lines read with fewer fields than the header."""
+        return [self.pad_lines[i] for i in range(min(self.padded, 8))]
+
+    @property
+    def truncated_lines(self):
+        """The first (up to 8) lines read with more fields than the header."""
+        return [self.trunc_lines[i] for i in range(min(self.truncated, 8))]
 
     cdef int _ready(self) except -1:
         """Before parsing: the reader is open, and the BOM has been looked for."""

@@ -41,3 +41,42 @@ def test_demo_imports_with_sync_and_shows_a_data_record_and_its_history(
     assert "version     2" in data and "(new price)" in data
     history = out.split("its history ", 1)[1]
     assert history.startswith("PRODUCT#SKU-0000000@1") and "version     1" in history
+
+
+def test_the_echoed_commands_run_as_printed(tmp_path, capsys, restored_environment):
+    """Each `$ importer ...` line, typed again in the demo's folder against a stand-in
+    holding what the demo's had, runs: nothing left out (issue 29)."""
+    import shlex
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from importer.cli.demo import reset_stand_in
+    from importer.mbc.model import TABLE_SCHEMA
+
+    assert main(["demo", "--rows", "600", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    echoed = [line[2:].split("  #")[0] for line in out.splitlines() if line.startswith("$ ")]
+    assert len(echoed) == 2 and all(c.startswith("importer run ") for c in echoed)
+    assert f"the commands below run in {tmp_path}" in out
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    here = os.getcwd()
+    try:
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+        reset_stand_in(endpoint)
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="importer-demo")
+        s3.upload_file(str(tmp_path / "products.csv"), "importer-demo", "incoming/products.csv")
+        ddb = boto3.client("dynamodb", endpoint_url=endpoint)
+        for name in ("command", "data", "history"):
+            ddb.create_table(TableName=f"demo-app-master-{name}", **TABLE_SCHEMA)
+        os.chdir(tmp_path)
+        codes = [main(shlex.split(command)[1:]) for command in echoed]
+    finally:
+        os.chdir(here)
+        server.stop()
+    assert codes == [3, 0]  # the deliberately bad row; then the price update
+    update = json.loads((tmp_path / "price-update.summary.json").read_text())
+    assert (update["written"], update["synced"]) == (3, 3)

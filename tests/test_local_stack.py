@@ -211,6 +211,7 @@ def test_busy_port_is_one_line_and_default_port_falls_back(tmp_path, stack_dir):
             pass  # already held elsewhere: the fallback is exercised all the same
         res = cli("local", "up", "--background", cwd=tmp_path)
         assert res.returncode == 0, res.stderr
+        assert f"port {local_stack.DEFAULT_PORT} is in use" in res.stderr  # said, not silent
         endpoint = json.loads((stack_dir / "state.json").read_text())["endpoint"]
         assert not endpoint.endswith(f":{local_stack.DEFAULT_PORT}")
         assert cli("local", "down", cwd=tmp_path).returncode == 0

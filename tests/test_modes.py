@@ -460,7 +460,7 @@ def test_missing_data_table(env):
     run_import_mode(env, [row("A"), row("B")], "insert", data_table=None, run_id="x")
     stage = env.stage("insert", data_table=None)
     assert stage.data_table is None and len(stage.notices) == 1
-    assert "command table's @1 keys" in stage.notices[0]
+    assert "checked against the command table" in stage.notices[0]
     res = run_import_mode(env, [row("A"), row("C")], "insert", data_table=None, run_id="y")
     assert (res.written, res.rejected) == (1, 1)
     assert res.rejects[0].reason == "exists (version 1)"

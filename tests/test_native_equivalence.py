@@ -830,3 +830,24 @@ def test_the_word_at_a_time_escape_scan_sees_every_byte_at_every_place() -> None
 def test_the_escape_scan_answers_as_the_per_byte_definition(data: bytes) -> None:
     extra = _escape_extra_by_byte(data)
     assert _native.escape_scan(data) == (extra > 0, extra)
+
+
+@settings(max_examples=300 * SCALE, deadline=None)
+@given(st.lists(st.tuples(BOOLEAN, DATE, DATETIME, NUMBER), min_size=1, max_size=20))
+def test_keys_over_typed_columns_render_the_normalised_value_in_both_engines(
+    values: list[tuple[str, ...]],
+) -> None:
+    """A key renders what the attribute stores (issue 29): both engines, byte for byte."""
+    spec = parse_spec(
+        {
+            "record": {"type": "T", "code": "{d}/{n}", "tenant": "{b}", "name": "{t}!"},
+            "columns": {
+                "b": {"type": "boolean"},
+                "d": {"type": "date", "required": True},
+                "t": {"type": "datetime"},
+                "n": {"type": "decimal", "attribute": False},
+            },
+        }
+    )
+    rows = [(i + 2, list(v)) for i, v in enumerate(values)]
+    assert_same(spec, ["b", "d", "t", "n"], rows, CTX)

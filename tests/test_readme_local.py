@@ -116,7 +116,10 @@ def _importer_prefix(env: dict[str, str]) -> str:
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_readme_local_section_runs_as_written(tmp_path):
+@pytest.mark.parametrize("subfolder", ["", "data/2024"], ids=["same-folder", "from-a-subfolder"])
+def test_readme_local_section_runs_as_written(tmp_path, subfolder):
+    """As written; and with the stand-in started at the project's top and every later
+    command typed in a subfolder of it (where a user keeps the data)."""
     commands = section_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     assert commands, f"no ```sh commands under {HEADING!r}"
     install = [c for c in commands if _INSTALL.search(c)]
@@ -127,12 +130,16 @@ def test_readme_local_section_runs_as_written(tmp_path):
     assert steps[-1] == "importer local down"
     assert any(c.startswith("importer run s3://") for c in steps)
 
-    write_mydata(tmp_path / "mydata.csv")
+    work = tmp_path / subfolder
+    work.mkdir(parents=True, exist_ok=True)
+    write_mydata(work / "mydata.csv")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     script = "set -euo pipefail\n" + _importer_prefix(env)
     for command in steps:
         script += f"echo '>>> {command.replace(chr(39), '')}'\n{command}\n"
+        if subfolder and re.match(r"importer local up(\s|$)", command):
+            script += f"cd {subfolder}\n"
     state_dir = tmp_path / ".importer" / "local"
     try:
         res = subprocess.run(
@@ -151,7 +158,7 @@ def test_readme_local_section_runs_as_written(tmp_path):
     assert res.returncode == 0, transcript
     assert leftover is None, "the README's `down` left the stand-in running"
     # what each step must have done
-    assert (tmp_path / "my.toml").exists()
+    assert (work / "my.toml").exists()
     assert f"rows {ROWS:,}  would write {ROWS:,}  rejected 0" in res.stdout, transcript
     assert f"rows {ROWS:,}  written {ROWS:,}  rejected 0  failed 0" in res.stdout, transcript
     assert f"rows {ROWS:,}  written 0  unchanged {ROWS:,}  rejected 0" in res.stdout, transcript

@@ -210,7 +210,7 @@ def test_sync_cli_counts_and_errors(tmp_path, capsys):
         assert err.count("\n") == 1 and "module:attribute" in err
         assert main(["sync", "--table", "dev-shop-missing-command"]) == 1
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "ResourceNotFound" in err
+        assert err.count("\n") == 1 and "'dev-shop-missing-command' does not exist" in err
 
 
 @pytest.mark.parametrize("tz_name", ["Asia/Tokyo"])

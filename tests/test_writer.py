@@ -304,7 +304,7 @@ def test_missing_credentials_are_fatal(monkeypatch, tmp_path):
 def test_missing_table_is_fatal(srv, session):
     with make_writer(srv, session, table="Nope") as w, pytest.raises(WriterFatalError) as exc:
         w.write_batch(prepared([wire_item(1)]))
-    assert "'Nope' not found" in str(exc.value)
+    assert "table 'Nope' does not exist at " in str(exc.value)  # as every command says it
 
 
 # --------------------------------------------------------------------------- retry + rate

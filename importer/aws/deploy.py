@@ -1251,7 +1251,13 @@ def _add_map_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="ItemBatcher MaxInputBytesPerBatch, at most 262144 (default; 0 = no byte cap)",
     )
-    parser.add_argument("--max-concurrency", type=int, default=50, metavar="N")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=50,
+        metavar="N",
+        help="the Map's MaxConcurrency: child Lambdas at once (default 50)",
+    )
     parser.add_argument(
         "--tolerated-failure-percentage", type=float, default=5, metavar="P", help="0..100"
     )
@@ -1262,7 +1268,12 @@ def register(subparsers: Any) -> None:
     asl = subparsers.add_parser(
         "asl", help="print the Amazon States Language of the state machines"
     )
-    asl.add_argument("--machine", choices=[*statemachine.MACHINES, "all"], default="import-csv")
+    asl.add_argument(
+        "--machine",
+        choices=[*statemachine.MACHINES, "all"],
+        default="import-csv",
+        help="which state machine (default import-csv)",
+    )
     asl.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     asl.add_argument(
         "--lambda-arn",
@@ -1289,5 +1300,10 @@ def register(subparsers: Any) -> None:
     template.set_defaults(func=_cmd_template)
 
     package = subparsers.add_parser("package", help="build the Lambda zip")
-    package.add_argument("--out", default=DEFAULT_PACKAGE, metavar="PATH")
+    package.add_argument(
+        "--out",
+        default=DEFAULT_PACKAGE,
+        metavar="PATH",
+        help=f"where to write the zip (default {DEFAULT_PACKAGE}, where `template` looks)",
+    )
     package.set_defaults(func=_cmd_package)

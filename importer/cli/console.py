@@ -43,6 +43,14 @@ class Progress:
             self.stream.flush()
 
 
+def _lines(lines: list[int], count: int) -> str:
+    if not lines:
+        return ""
+    shown = ", ".join(str(n) for n in lines)
+    more = f" and {count - len(lines):,} more" if count > len(lines) else ""
+    return f": line{'' if count == 1 else 's'} {shown}{more}"
+
+
 def print_summary(data: dict[str, Any], *, writing: bool) -> None:
     first = "written" if writing else "would write"
     print(
@@ -57,13 +65,17 @@ def print_summary(data: dict[str, Any], *, writing: bool) -> None:
     if data["ignored_columns"]:
         print(f"ignored columns (not in the spec): {', '.join(data['ignored_columns'])}")
     for key, what in (
-        ("padded_rows", 'fewer fields than the header (the missing ones read as "")'),
-        ("truncated_rows", "more fields than the header (the extra ones dropped)"),
+        ("padded", 'fewer fields than the header (the missing ones read as "")'),
+        ("truncated", "more fields than the header (the extra ones dropped)"),
     ):
-        # as Step Functions' ItemReader does: said, since the row may be misaligned
-        if data.get(key):
-            n = data[key]
-            print(f"{n:,} row{'' if n == 1 else 's'} had {what}, as ItemReader reads them")
+        # as Step Functions' ItemReader does: said, with the lines, since such a row
+        # may be misaligned (a stray delimiter) and was imported all the same
+        if data.get(f"{key}_rows"):
+            n = data[f"{key}_rows"]
+            print(
+                f"{n:,} row{'' if n == 1 else 's'} had {what}, as ItemReader reads them"
+                + _lines(data.get(f"{key}_lines") or [], n)
+            )
     if data["rejects_file"]:
         print(f"rejected rows: {data['rejects_file']}")
     if data.get("failures_file"):

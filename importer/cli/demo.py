@@ -18,13 +18,14 @@ import os
 import random
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from importer.dynamodb.region import DEFAULT_REGION
 from importer.mbc.model import TABLE_SCHEMA
 
-__all__ = ["DEMO_SPEC", "generate_demo_csv", "run_demo", "update_rows"]
+__all__ = ["DEMO_SPEC", "generate_demo_csv", "reset_stand_in", "run_demo", "update_rows"]
 
 DEMO_SPEC = """\
 # The spec the demo uses: one PRODUCT command record per row.
@@ -122,58 +123,61 @@ def update_rows(path: Path, count: int = 3) -> list[list[str]]:
     return out
 
 
+class _DemoStopped(Exception):
+    """An import of the demo stopped (its one-line error is printed already)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def _import(
-    source: str,
-    *,
-    spec_path: Path,
-    table: str,
-    endpoint: str,
-    base: Path,
-    engine: str,
-    mode: str = "insert",
-    name: str = "products",
-) -> Any:
-    """The demo's import: the same pipeline and driver as `importer run --sync`."""
-    import boto3
+    argv: list[str], *, base: Path, cli: Callable[[list[str]], int], note: str = ""
+) -> dict[str, Any]:
+    """Echo `importer ARGV` and run exactly that, in `base`: what is printed runs as printed.
 
-    from importer.cli.console import Progress, print_summary
-    from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS
-    from importer.run.checkpoint import spec_digest
-    from importer.run.driver import RunConfig, run_import
-    from importer.run.pipeline import PipelineSettings, open_pipeline
-    from importer.transform.spec import load_spec
+    The demo's imports go through the console script's own `main` (`cli`, handed
+    in by it), so the echoed line is not a description of the run but the run
+    itself (same flags, same defaults, same report files relative to `base`).
+    """
+    import shlex
 
-    spec = load_spec(spec_path)
-    settings = PipelineSettings(
-        spec=spec, table=table, endpoint_url=endpoint, engine=engine, mode=mode, sync=True
-    )
-    config = RunConfig(
-        source=source,
-        spec=spec,
-        table=table,
-        batch_items=DEFAULT_MAX_ITEMS,
-        batch_bytes=AWS_MAX_INPUT_BYTES,
-        rejects_path=base / f"{name}.rejects.csv",
-        failures_path=base / f"{name}.failures.csv",
-        checkpoint_path=base / f"{name}.checkpoint.jsonl",
-        spec_digest=spec_digest(spec_path),
-        mode=settings.mode,
-    )
-    progress = Progress()
-    with open_pipeline(settings) as pipeline:
-        try:
-            summary = run_import(
-                config, pipeline=pipeline, progress=progress, s3_client=boto3.client("s3")
-            )
-        finally:
-            progress.finish()
-    data = summary.to_json()
-    (base / f"{name}.summary.json").write_text(json.dumps(data, indent=2) + "\n")
-    for notice in summary.notices:
-        print(f"importer: note: {notice}", file=sys.stderr)
-    print_summary(data, writing=True)
-    print(f"synced {summary.synced:,} data rows (data and history tables applied in this run)")
-    return summary
+    print(f"\n$ {shlex.join(['importer', *argv])}" + (f"  # {note}" if note else ""), flush=True)
+    here = os.getcwd()
+    os.chdir(base)
+    try:
+        code = cli(argv)
+    finally:
+        os.chdir(here)
+    summary_file = base / argv[argv.index("--summary-json") + 1]
+    if code not in (0, 3) or not summary_file.exists():
+        raise _DemoStopped(code)
+    return json.loads(summary_file.read_text(encoding="utf-8"))
+
+
+def _run_argv(source: str, table: str, name: str, engine: str | None, *extra: str) -> list[str]:
+    argv = ["run", source, "--spec", "products.spec.toml", "--table", table, *extra]
+    argv += ["--sync", "--summary-json", f"{name}.summary.json"]
+    if engine:
+        argv += ["--engine", engine]
+    return argv
+
+
+def reset_stand_in(endpoint: str) -> None:
+    """Empty moto's stores: a process keeps them across servers (a second demo in one
+    process, as the tests run it, would meet the first one's tables)."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - our loopback server
+        pass
+
+
+def reset_stand_in_store() -> None:
+    """Forget what the demo stored (moto's stores are per process, not per server)."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    dynamodb_backends.reset()
 
 
 def _print_item(item: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
@@ -185,8 +189,14 @@ def _print_item(item: dict[str, Any], only: tuple[str, ...] | None = None) -> No
             print(f"  {key:<11} {value}")
 
 
-def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None = None) -> int:
-    import boto3
+def run_demo(
+    *,
+    cli: Callable[[list[str]], int],
+    rows: int = 5000,
+    workdir: str | None = None,
+    engine: str | None = None,
+) -> int:
+    """The demo; `cli` is `importer`'s main, which runs each echoed command."""
 
     try:
         from moto.server import ThreadedMotoServer
@@ -207,6 +217,9 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
     ):
         os.environ[var] = value
     os.environ.pop("AWS_PROFILE", None)
+    # the same environment `importer local env` prints, so the echoed commands need no flag
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
+        os.environ.pop(var, None)
     base = Path(workdir or tempfile.mkdtemp(prefix="importer-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     csv_path = base / "products.csv"
@@ -214,98 +227,119 @@ def run_demo(*, rows: int = 5000, workdir: str | None = None, engine: str | None
     bad = generate_demo_csv(csv_path, rows)
     spec_path.write_text(DEMO_SPEC, encoding="utf-8")
 
+    from importer.cli import local_store
+
+    local_store.speed_up()  # the stand-in `importer local up` serves, not moto as it ships
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
-        print(f"embedded AWS stand-in (moto) on {endpoint}")
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="importer-demo")
-        s3.upload_file(str(csv_path), "importer-demo", "incoming/products.csv")
-        ddb = boto3.client("dynamodb", endpoint_url=endpoint)
-        table = "demo-app-master-command"
-        # MBC's module tables: commands (every version), data (the latest), history
-        for name in (table, "demo-app-master-data", "demo-app-master-history"):
-            ddb.create_table(TableName=name, **TABLE_SCHEMA)  # MBC's key schema
-        print(
-            f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
-            f"products.csv; spec: {spec_path}"
+        return _show(
+            server, base=base, rows=rows, bad=bad, csv_path=csv_path, engine=engine, cli=cli
         )
-        print("\n$ importer run s3://importer-demo/incoming/products.csv --sync")
-        summary = _import(
-            "s3://importer-demo/incoming/products.csv",
-            spec_path=spec_path,
-            table=table,
-            endpoint=endpoint,
-            base=base,
-            engine=engine or "native",
-        )
-        counts = {
-            name: sum(
-                page["Count"]
-                for page in ddb.get_paginator("scan").paginate(TableName=name, Select="COUNT")
-            )
-            for name in (table, "demo-app-master-data")
-        }
-        print(
-            f"\ntable {table} now holds {counts[table]:,} command records and "
-            f"demo-app-master-data {counts['demo-app-master-data']:,} data rows; one command:"
-        )
-        item = (
-            ddb.get_item(
-                TableName=table,
-                Key={"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#SKU-0000001@1"}},
-            ).get("Item")
-            or ddb.scan(TableName=table, Limit=1)["Items"][0]
-        )
-        _print_item(item)
-        rejects = base / "products.rejects.csv"
-        if rejects.exists():
-            print(f"\nrejected rows ({rejects}):")
-            with open(rejects, encoding="utf-8") as fh:
-                for n, rec in enumerate(csv.reader(fh)):
-                    if n > 6:
-                        print("  ...")
-                        break
-                    if n:
-                        print(f"  line {rec[0]}: column {rec[1]!r} = {rec[2]!r}: {rec[3]}")
-        updates = update_rows(csv_path)
-        update_path = base / "price-update.csv"
-        with open(update_path, "w", newline="", encoding="utf-8") as fh:
-            csv.writer(fh).writerows([HEADER, *updates])
-        print(f"\n$ importer run {update_path.name} --mode upsert --sync  # {len(updates)} prices")
-        again = _import(
-            str(update_path),
-            spec_path=spec_path,
-            table=table,
-            endpoint=endpoint,
-            base=base,
-            engine=engine or "native",
-            mode="upsert",
-            name="price-update",
-        )
-        tenant, sku = updates[0][0], updates[0][1]
-        pk = f"PRODUCT#{tenant}"
-        data_row = ddb.get_item(
-            TableName="demo-app-master-data",
-            Key={"pk": {"S": pk}, "sk": {"S": f"PRODUCT#{sku}"}},
-            ConsistentRead=True,
-        ).get("Item")
-        history = ddb.query(
-            TableName="demo-app-master-history",
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
-            ExpressionAttributeValues={":pk": {"S": pk}, ":sk": {"S": f"PRODUCT#{sku}@"}},
-            ConsistentRead=True,
-        )["Items"]
-        if data_row is not None:
-            print(f"\ndata record {pk} / PRODUCT#{sku} (the latest version):")
-            _print_item(data_row)
-        for h in history:
-            print(f"\nits history {h['sk']['S']} (as it stood before the update):")
-            _print_item(h, only=("sk", "version", "name", "attributes", "updatedAt"))
-        print(f"\nfiles: {base}")
-        return 0 if summary.failed == 0 and again.failed == 0 else 3
+    except _DemoStopped as exc:
+        return exc.code
     finally:
         server.stop()
+        reset_stand_in_store()
+        local_store.restore()
+
+
+def _show(
+    server: Any,
+    *,
+    base: Path,
+    rows: int,
+    bad: int,
+    csv_path: Path,
+    engine: str | None,
+    cli: Callable[[list[str]], int],
+) -> int:
+    """The demo's steps against the started stand-in."""
+    import boto3
+
+    spec_path = base / "products.spec.toml"
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    reset_stand_in(endpoint)
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    print(f"embedded AWS stand-in (moto) on {endpoint}")
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="importer-demo")
+    s3.upload_file(str(csv_path), "importer-demo", "incoming/products.csv")
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint)
+    table = "demo-app-master-command"
+    # MBC's module tables: commands (every version), data (the latest), history
+    for name in (table, "demo-app-master-data", "demo-app-master-history"):
+        ddb.create_table(TableName=name, **TABLE_SCHEMA)  # MBC's key schema
+    print(
+        f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
+        f"products.csv; spec: {spec_path}"
+    )
+    print(
+        f"the commands below run in {base}, with AWS_ENDPOINT_URL={endpoint} and "
+        "dummy credentials (AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+        "AWS_DEFAULT_REGION=us-east-1)"
+    )
+    source = "s3://importer-demo/incoming/products.csv"
+    summary = _import(_run_argv(source, table, "products", engine), base=base, cli=cli)
+    counts = {
+        name: sum(
+            page["Count"]
+            for page in ddb.get_paginator("scan").paginate(TableName=name, Select="COUNT")
+        )
+        for name in (table, "demo-app-master-data")
+    }
+    print(
+        f"\ntable {table} now holds {counts[table]:,} command records and "
+        f"demo-app-master-data {counts['demo-app-master-data']:,} data rows; one command:"
+    )
+    item = (
+        ddb.get_item(
+            TableName=table,
+            Key={"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#SKU-0000001@1"}},
+        ).get("Item")
+        or ddb.scan(TableName=table, Limit=1)["Items"][0]
+    )
+    _print_item(item)
+    rejects = base / "products.rejects.csv"
+    if rejects.exists():
+        print(f"\nrejected rows ({rejects}):")
+        with open(rejects, encoding="utf-8") as fh:
+            for n, rec in enumerate(csv.reader(fh)):
+                if n > 6:
+                    print("  ...")
+                    break
+                if n:
+                    print(f"  line {rec[0]}: column {rec[1]!r} = {rec[2]!r}: {rec[3]}")
+    updates = update_rows(csv_path)
+    update_path = base / "price-update.csv"
+    with open(update_path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([HEADER, *updates])
+    again = _import(
+        _run_argv(update_path.name, table, "price-update", engine, "--mode", "upsert"),
+        base=base,
+        cli=cli,
+        note=f"{len(updates)} new prices",
+    )
+    tenant, sku = updates[0][0], updates[0][1]
+    pk = f"PRODUCT#{tenant}"
+    data_row = ddb.get_item(
+        TableName="demo-app-master-data",
+        Key={"pk": {"S": pk}, "sk": {"S": f"PRODUCT#{sku}"}},
+        ConsistentRead=True,
+    ).get("Item")
+    history = ddb.query(
+        TableName="demo-app-master-history",
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
+        ExpressionAttributeValues={":pk": {"S": pk}, ":sk": {"S": f"PRODUCT#{sku}@"}},
+        ConsistentRead=True,
+    )["Items"]
+    if data_row is not None:
+        print(f"\ndata record {pk} / PRODUCT#{sku} (the latest version):")
+        _print_item(data_row)
+    for h in history:
+        print(f"\nits history {h['sk']['S']} (as it stood before the update):")
+        _print_item(h, only=("sk", "version", "name", "attributes", "updatedAt"))
+    print(f"\nfiles: {base}")
+    # the deliberately bad rows are the demo's point; a refused write is not
+    return 0 if summary["failed"] == 0 and again["failed"] == 0 else 3

@@ -11,8 +11,10 @@ needs no other flag, for a local file or an `s3://` one.
 
 The stand-in runs in the foreground (Ctrl-C stops it) or, with `--background`,
 as a detached child whose pid and state live in `.importer/local/` of the
-current directory; `down` stops it.  moto keeps everything in memory: stopping
-the server forgets the tables and objects.
+directory it was started in.  `env`, `upload`, `down` and a second `up` find it
+from that directory or any folder below it, as git finds its repository (from
+elsewhere: `--from DIR`); `down` stops it and returns once it has exited.  moto
+keeps everything in memory: stopping the server forgets the tables and objects.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "StackState",
     "environment",
     "export_lines",
+    "find_state_dir",
     "read_state",
     "register",
     "stop_background",
@@ -65,7 +68,9 @@ TABLE_SUFFIXES = ("command", "data", "history")
 
 MOTO_MISSING = "the local AWS stand-in needs moto: pip install 'importer[demo]'"
 _START_TIMEOUT = 60.0
-_STOP_TIMEOUT = 15.0
+#: SIGTERM's grace: moto holding millions of items takes a while to let go of them;
+#: after it, SIGKILL (everything it holds is in memory and goes either way)
+_STOP_GRACE = 30.0
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}\Z")
 
@@ -205,6 +210,36 @@ def read_state(state_dir: Path = DEFAULT_STATE_DIR) -> StackState | None:
     return state
 
 
+def find_state_dir(start: Path | None = None) -> Path | None:
+    """The state dir of a running stand-in in `start` or the nearest parent folder.
+
+    So that `env`, `down` and `upload` work from any folder of the project the
+    stand-in was started in, not only from that folder itself.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        state_dir = folder / DEFAULT_STATE_DIR
+        if (state_dir / "state.json").exists() and read_state(state_dir) is not None:
+            return state_dir
+    return None
+
+
+def _state_dir_of(args: argparse.Namespace, *, search: bool = True) -> Path:
+    """`--state-dir`, else `--from DIR`'s, else the running one found upward, else ours."""
+    if getattr(args, "state_dir", None):
+        return Path(args.state_dir)
+    if getattr(args, "from_dir", None):
+        folder = Path(args.from_dir)
+        if not folder.is_dir():
+            raise LocalStackError(f"--from {folder}: no such folder")
+        return folder / DEFAULT_STATE_DIR
+    if search:
+        found = find_state_dir()
+        if found is not None:
+            return found
+    return DEFAULT_STATE_DIR
+
+
 # ---------------------------------------------------------------------------
 # Serving
 # ---------------------------------------------------------------------------
@@ -245,6 +280,10 @@ def _start_server(host: str, port: int) -> Any:
     import logging
 
     server_cls = _require_moto()
+    if os.environ.get("IMPORTER_LOCAL_PLAIN_MOTO") != "1":  # the baseline, for the benchmark
+        from importer.cli.local_store import speed_up
+
+        speed_up()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = server_cls(ip_address=host, port=port, verbose=False)
     starter = threading.Thread(target=server.start, daemon=True)
@@ -298,9 +337,7 @@ def serve(
     """Run the stand-in until SIGTERM or Ctrl-C; `ready(state)` is called once it is up."""
     tables = _check_names(prefix, bucket)
     _require_moto()
-    bind_port, note = _pick_port(host, port)
-    if note and ready is not None:
-        print(f"# {note}", flush=True)
+    bind_port, _ = _pick_port(host, port)  # `up` has said so when 4566 was taken
     stop = threading.Event()
     server = _start_server(host, bind_port)
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -332,9 +369,12 @@ def serve(
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-        if state is not None:
-            _remove_state(state_dir, state.pid)
-        server.stop()
+        # the state goes last: while it stops, a second `down` still finds it
+        try:
+            server.stop()
+        finally:
+            if state is not None:
+                _remove_state(state_dir, state.pid)
     return 0
 
 
@@ -401,20 +441,44 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "(empty log)"
 
 
-def stop_background(state_dir: Path = DEFAULT_STATE_DIR) -> StackState | None:
-    """Stop the stand-in recorded in `state_dir`; None when none was running."""
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie nobody reaped yet (it holds no memory and no port)."""
+    if not _alive(pid):
+        return True
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _wait_exit(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not _exited(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_background(
+    state_dir: Path = DEFAULT_STATE_DIR, *, grace: float = _STOP_GRACE
+) -> StackState | None:
+    """Stop the stand-in recorded in `state_dir` and return once it has exited.
+
+    SIGTERM first; a stand-in still busy after `grace` seconds is killed (what
+    it holds lives in memory and is lost either way), so `down` never returns
+    while the process lives on.  None when none was running.
+    """
     state = read_state(state_dir)
     if state is None:
         return None
     with contextlib.suppress(ProcessLookupError):
         os.kill(state.pid, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_TIMEOUT
-    while time.monotonic() < deadline and _alive(state.pid):
-        time.sleep(0.1)
-    if _alive(state.pid):
-        raise LocalStackError(
-            f"the stand-in (pid {state.pid}) did not stop in {_STOP_TIMEOUT:.0f}s"
-        )
+    if not _wait_exit(state.pid, grace):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pid, signal.SIGKILL)
+        if not _wait_exit(state.pid, 30.0):
+            raise LocalStackError(f"the stand-in (pid {state.pid}) did not stop, even killed")
     _remove_state(state_dir, state.pid)
     return state
 
@@ -430,23 +494,41 @@ def _fail(exc: Exception) -> int:
 
 
 def _not_running(state_dir: Path) -> str:
-    return (
-        f"no local stand-in is running from here ({state_dir}); "
-        "start one with: importer local up --background"
+    where = (
+        "in this folder or a parent"
+        if state_dir == DEFAULT_STATE_DIR
+        else f"in {state_dir.parent.parent}"
     )
+    text = f"no local stand-in is running {where}"
+    if not _port_free("127.0.0.1", DEFAULT_PORT):
+        text += (
+            f"; something listens on port {DEFAULT_PORT} (a stand-in started in another "
+            "folder? use it with --from DIR)"
+        )
+    return text + "; start one with: importer local up --background"
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
     try:
-        running = read_state(state_dir)
+        running_dir = _state_dir_of(args)
+        running = read_state(running_dir)
         if running is not None:
+            folder = running_dir.resolve().parent.parent
             print(
-                f"importer local: already running on {running.endpoint} (pid {running.pid}); "
-                f'its environment: eval "$(importer local env)"; stop it: importer local down',
+                f"importer local: already running on {running.endpoint} (pid {running.pid}), "
+                f'started in {folder}; its environment: eval "$(importer local env)"; '
+                "stop it: importer local down",
                 file=sys.stderr,
             )
             return 1
+        state_dir = _state_dir_of(args, search=False)
+        if args.port is None and not _port_free(args.host, DEFAULT_PORT):
+            print(
+                f"importer local: note: port {DEFAULT_PORT} is in use (a stand-in started in "
+                "another folder? `importer local env --from DIR` uses that one); this one "
+                "listens on a free port instead",
+                file=sys.stderr,
+            )
         if args.background:
             state = _spawn_background(args, state_dir)
             print("\n".join(_describe(state) + export_lines(state)), flush=True)
@@ -472,8 +554,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    state_dir = Path(args.state_dir)
     try:
+        state_dir = _state_dir_of(args)
         state = stop_background(state_dir)
     except LocalStackError as exc:
         return _fail(exc)
@@ -494,7 +576,7 @@ def _running_state(state_dir: Path) -> StackState:
 
 def _cmd_env(args: argparse.Namespace) -> int:
     try:
-        state = _running_state(Path(args.state_dir))
+        state = _running_state(_state_dir_of(args))
     except LocalStackError as exc:
         return _fail(exc)
     print("\n".join(export_lines(state)))
@@ -504,7 +586,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
 def _cmd_upload(args: argparse.Namespace) -> int:
     """Put a local file into the stand-in's bucket, so `run s3://...` can be tried."""
     try:
-        state = _running_state(Path(args.state_dir))
+        state = _running_state(_state_dir_of(args))
         path = Path(args.file)
         if not path.is_file():
             raise LocalStackError(f"{path}: no such file")
@@ -547,10 +629,18 @@ def _add_up_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-dir",
-        default=str(DEFAULT_STATE_DIR),
+        "--from",
+        dest="from_dir",
+        default=None,
         metavar="DIR",
-        help=f"where the pid and state files live (default {DEFAULT_STATE_DIR})",
+        help="the folder `local up` ran in (default: this folder or the nearest parent "
+        "where one runs)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help=f"where the pid and state files live (default DIR/{DEFAULT_STATE_DIR})",
     )
 
 
@@ -574,11 +664,15 @@ def register(subparsers: Any) -> None:
     _add_state_dir(down)
     down.set_defaults(func=_cmd_down)
 
-    env = actions.add_parser("env", help='print its environment: eval "$(importer local env)"')
+    env = actions.add_parser(
+        "env", help='print the running stand-in\'s environment: eval "$(importer local env)"'
+    )
     _add_state_dir(env)
     env.set_defaults(func=_cmd_env)
 
-    upload = actions.add_parser("upload", help="put a file into its bucket; prints the s3:// URI")
+    upload = actions.add_parser(
+        "upload", help="put a file into the stand-in's bucket; prints the s3:// URI"
+    )
     upload.add_argument("file", help="local file")
     upload.add_argument("--key", default=None, help="object key (default: the file's name)")
     _add_state_dir(upload)
@@ -607,4 +701,9 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main())
+    code = _child_main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # no interpreter teardown: freeing a million stored items one by one took minutes
+    # after the server had stopped; the state file is gone already, so exit now
+    os._exit(code)

@@ -1,8 +1,12 @@
 """The `importer` console script.
 
-Exit codes: 0 every row written (or valid, for `validate`); 3 the run finished
-with rejected or failed rows; 1 a fatal error (one line on stderr, a traceback
-only with `--debug`); 2 a usage error.
+Exit codes (the README's "Exit codes" table says the same): 0 the table holds
+what the file says -- every row written, unchanged, or (insert mode) stored
+already, so an idempotent re-run exits 0; 3 the run finished with rows that
+need a look (bad data, duplicates, strict-mode conflicts, failed writes);
+1 a fatal error (one line on stderr, a traceback only with `--debug`); 2 a
+usage error; 130 interrupted (resume with `--resume`); 141 the reader of our
+output went away (`| head`).
 """
 
 from __future__ import annotations
@@ -19,12 +23,27 @@ from importer import __version__
 from importer.cli.console import Progress, print_summary
 from importer.modes.stage import DEFAULT_MODE, MODES
 
-__all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL"]
+__all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
 
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+#: 128 + SIGPIPE, what a tool killed by a closed pipe reports
+EXIT_PIPE = 141
+
+
+def exit_code(summary: Any) -> int:
+    """0 when nothing needs a look, 3 when some rows do (the one place this is decided).
+
+    Rows that exist already (insert mode) are what re-running an import is
+    expected to meet, as `--max-rejects` already treats them: a re-run that
+    changed nothing is a success, not a partial failure.  Bad data,
+    duplicates, strict-mode conflicts and failed writes do need a look.
+    """
+    needs_look = summary.rejected - summary.existing
+    return EXIT_PARTIAL if needs_look or summary.failed else EXIT_OK
 
 
 def _report_path(source: str, given: str | None, suffix: str) -> Path:
@@ -37,9 +56,13 @@ def _report_path(source: str, given: str | None, suffix: str) -> Path:
     return Path(f"{stem or 'import'}.{suffix}.csv")
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help: str) -> None:
+    """The options `run` and `validate` share; what a user must give is listed first."""
     p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
     p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
+    p.add_argument(
+        "--table", required=table_required, default=None, metavar="TABLE", help=table_help
+    )
     p.add_argument(
         "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
     )
@@ -140,8 +163,7 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="import a CSV into a DynamoDB table")
-    _add_common(run)
-    run.add_argument("--table", required=True, help="the command table (pk/sk keys)")
+    _add_common(run, table_required=True, table_help="the command table (pk/sk keys)")
     run.add_argument(
         "--failures",
         metavar="PATH",
@@ -188,11 +210,10 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         "validate",
         help="everything `run` does but the writes: same modes, duplicates, rejects and counts",
     )
-    _add_common(validate)
-    validate.add_argument(
-        "--table",
-        default=None,
-        help="the command table to check existing entities against (reads only); "
+    _add_common(
+        validate,
+        table_required=False,
+        table_help="the command table to check existing entities against (reads only); "
         "without it, rows are only checked against each other",
     )
     validate.set_defaults(func=cmd_validate)
@@ -200,17 +221,23 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="zero-setup demo on the embedded AWS stand-in (moto)")
     demo.add_argument("--rows", type=int, default=5000, help="rows to generate (default 5000)")
     demo.add_argument("--workdir", default=None, help="where to put the sample files")
-    demo.add_argument("--engine", choices=("native", "reference"), default=None)
-    demo.add_argument("--debug", action="store_true")
+    demo.add_argument(
+        "--engine",
+        choices=("native", "reference"),
+        default=None,
+        help="transform engine (default native)",
+    )
+    demo.add_argument("--debug", action="store_true", help="show tracebacks")
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="measure each stage's rows/s on this machine")
     bench.add_argument("--rows", type=int, default=200_000, help="rows to generate (default 200k)")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
-    bench.add_argument("--debug", action="store_true")
+    bench.add_argument("--debug", action="store_true", help="show tracebacks")
     bench.set_defaults(func=cmd_bench)
 
     if not extensions:
+        _describe_subcommands(parser)
         return parser
     try:
         from importer.aws import deploy
@@ -225,7 +252,25 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     sync.register(sub)
     local_stack.register(sub)
     spec_draft.register(sub)
+    _describe_subcommands(parser)
     return parser
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Each subcommand's `--help` page opens with the line `importer --help` lists for it.
+
+    One rule here, not a `description=` at every `add_parser` (in five modules),
+    so a command added later cannot go without one.
+    """
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, sub in action.choices.items():
+            if not sub.description and helps.get(name):
+                text = helps[name]
+                sub.description = text[0].upper() + text[1:] + "."
+            _describe_subcommands(sub)
 
 
 def _engine_name(args: argparse.Namespace) -> str:
@@ -312,7 +357,7 @@ def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
     if summary.aborted:
         print(f"importer: error: {summary.aborted}", file=sys.stderr)
         return EXIT_FATAL
-    return EXIT_PARTIAL if summary.rejected or summary.failed else EXIT_OK
+    return exit_code(summary)
 
 
 def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) -> Any:
@@ -358,7 +403,7 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
                 f"checkpointed. Resume with the same command plus --resume",
                 file=sys.stderr,
             )
-            return 130
+            return EXIT_INTERRUPTED
         finally:
             progress.finish()
     return _finish(args, summary, writing=not dry_run)
@@ -383,7 +428,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from importer.cli.demo import run_demo
 
-    return run_demo(rows=args.rows, workdir=args.workdir, engine=args.engine)
+    return run_demo(cli=main, rows=args.rows, workdir=args.workdir, engine=args.engine)
 
 
 def _fatal_types() -> tuple[type[BaseException], ...]:
@@ -465,6 +510,17 @@ def _relax_cyclic_gc(threshold: int = 10_000) -> None:
         gc.set_threshold(threshold, gen1, gen2)
 
 
+def _quiet_pipe() -> int:
+    """`importer plan --json | head`: the reader left; end as a tool killed by SIGPIPE
+    would, without a message (and without Python's own one when stdout is flushed at exit)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     _bound_malloc_arenas()
     _relax_cyclic_gc()
@@ -474,12 +530,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, so a closed pipe is met inside the handlers below
+        return code
     except _UsageError as exc:
         parser.error(str(exc))
+    except BrokenPipeError:
+        return _quiet_pipe()
     except KeyboardInterrupt:
         print("importer: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except _fatal_types() as exc:
         if debug:
             raise

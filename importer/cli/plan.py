@@ -219,18 +219,31 @@ def describe_capacity(
 ) -> Capacity:
     """The table's write capacity from DescribeTable (provisioned WCU, or on-demand)."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+    from importer.dynamodb.client import missing_table_message, unreachable_message
+    from importer.dynamodb.region import default_region
+
+    region = default_region(region)
+    where = endpoint_url or "AWS"
     try:
         client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+        where = client.meta.endpoint_url
         desc = client.describe_table(TableName=table)["Table"]
     except ClientError as exc:
         err = exc.response.get("Error", {})
+        if err.get("Code") == "ResourceNotFoundException":
+            raise SourceError(missing_table_message(table, where, region)) from None
         raise SourceError(
-            f"DescribeTable {table}: {err.get('Code', 'error')}: {err.get('Message', '')}"
+            f"cannot describe table {table!r} at {where} (region {region}): "
+            f"{err.get('Code', 'error')}: {err.get('Message', '')}"
         ) from None
+    except EndpointConnectionError as exc:
+        raise SourceError(unreachable_message(where, region, str(exc))) from None
     except BotoCoreError as exc:
-        raise SourceError(f"DescribeTable {table}: {exc}") from None
+        raise SourceError(
+            f"cannot describe table {table!r} at {where} (region {region}): {exc}"
+        ) from None
     billing = (desc.get("BillingModeSummary") or {}).get("BillingMode")
     provisioned = (desc.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits") or 0
     items = desc.get("ItemCount")
@@ -493,9 +506,22 @@ def register(subparsers: Any) -> None:
         metavar="P",
         help=f"ImportTable price (default ${IMPORT_TABLE_PRICE_PER_GB}, us-east-1)",
     )
-    p.add_argument("--batch-items", type=int, default=None, metavar="N")
-    p.add_argument("--batch-bytes", type=int, default=None, metavar="N")
-    p.add_argument("--engine", choices=("native", "reference"), default=None)
+    p.add_argument(
+        "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
+    )
+    p.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MaxInputBytesPerBatch (default and maximum 262144)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("native", "reference"),
+        default=None,
+        help="transform engine (default native)",
+    )
     p.add_argument("--region", default=None, help="AWS region (default from the environment)")
     p.add_argument("--endpoint-url", default=None, metavar="URL", help="DynamoDB endpoint")
     p.add_argument("--json", action="store_true", help="machine-readable output")

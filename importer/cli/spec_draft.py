@@ -296,12 +296,20 @@ def render_toml(
     record: _Record,
     guesses: Sequence[ColumnGuess],
     sampled: int,
+    spec_file: str | None = None,
 ) -> str:
-    """The draft spec as TOML, every guess with its `# review:` comment."""
+    """The draft spec as TOML, every guess with its `# review:` comment.
+
+    `spec_file`: where the draft is written, so its header's command runs as
+    printed (None: stdout, the user names the file).
+    """
+    import shlex
+
+    target = shlex.quote(spec_file) if spec_file else "SPEC_FILE"
     out = [
         f"# Draft import spec for {source}, written by `importer spec init` from the header",
         f"# and the first {sampled:,} rows. Every guess is marked `review`: check it, then",
-        f"#   importer validate {source} --spec THIS_FILE",
+        f"#   importer validate {shlex.quote(source)} --spec {target}",
         "# The guesses hold for the sampled rows only.",
         "",
         "[record]",
@@ -359,8 +367,10 @@ def draft_spec(
     record_type: str | None = None,
     delimiter: str | None = None,
     s3_client: Any = None,
+    spec_file: str | None = None,
 ) -> Draft:
-    """Draft a spec for `source` from its header and first `sample` rows."""
+    """Draft a spec for `source` from its header and first `sample` rows (to be saved
+    as `spec_file`, which its header names)."""
     if sample < 1:
         raise DraftError("--sample must be at least 1")
     options, header, rows, unreadable = read_sample(
@@ -383,7 +393,9 @@ def draft_spec(
     )
     guesses = {n: guess_column(n, by_name[n]) for n in names}
     for _ in range(len(names) + 1):
-        text = render_toml(source, options, record, list(guesses.values()), len(rows))
+        text = render_toml(
+            source, options, record, list(guesses.values()), len(rows), spec_file=spec_file
+        )
         try:
             spec = loads_spec(text.encode("utf-8"), "draft.toml")
         except SpecError as exc:  # a bug here, not the user's: say so plainly
@@ -434,7 +446,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
         if out is not None and out.exists() and not args.force:
             raise DraftError(f"{out} exists (add --force to overwrite it)")
         draft = draft_spec(
-            args.file, sample=args.sample, record_type=args.type, delimiter=delimiter
+            args.file,
+            sample=args.sample,
+            record_type=args.type,
+            delimiter=delimiter,
+            spec_file=str(out) if out is not None else None,
         )
         if out is None:
             sys.stdout.write(draft.text)

@@ -239,11 +239,28 @@ class DynamoClient(Protocol):
     def close(self) -> None: ...
 
 
+def missing_table_message(table: str, endpoint: str | None, region: str | None) -> str:
+    """The one wording of "no such table", in every command (run, validate, plan, sync).
+
+    A user who mistyped a name sees the same line whichever command met it first,
+    naming the three things that decide which table is meant.
+    """
+    what = f"table {table!r}" if table else "the table"
+    return f"{what} does not exist at {endpoint or 'AWS'} (region {region or 'us-east-1'})"
+
+
+def unreachable_message(endpoint: str | None, region: str | None, detail: str) -> str:
+    """The one wording of "nothing answers there", in every command (as for a missing table)."""
+    return (
+        f"cannot reach DynamoDB endpoint {endpoint or 'AWS'} (region {region or 'us-east-1'}): "
+        f"{detail}"
+    )
+
+
 def _fatal_message(error: DynamoError, endpoint: str, region: str, table: str) -> str:
     where = f"at {endpoint} (region {region})"
     if error.code == "ResourceNotFoundException":
-        what = f"table {table!r}" if table else "the table"
-        return f"DynamoDB {what} not found {where}: {error.message or 'no message'}"
+        return missing_table_message(table, endpoint, region)
     if error.code == "UnknownOperationException":
         op = error.doc.get("operation") or "this operation"
         return f"the DynamoDB endpoint {endpoint} does not implement {op}" + (
@@ -1014,9 +1031,7 @@ def check_command_table(client: DynamoClient, table: str) -> None:
     """Fail early, in one line, when the table cannot take command records at all."""
     desc = describe_table(client, table)
     if desc is None:
-        raise WriterFatalError(
-            f"table {table!r} does not exist at {client.endpoint_url} (region {client.region})"
-        )
+        raise WriterFatalError(missing_table_message(table, client.endpoint_url, client.region))
     keys = {k.get("KeyType"): k.get("AttributeName") for k in desc.get("KeySchema", [])}
     if keys and keys != {"HASH": "pk", "RANGE": "sk"}:
         raise WriterFatalError(
@@ -1048,8 +1063,11 @@ def should_retry(
         return True
     if unreached:
         raise WriterFatalError(
-            f"cannot reach DynamoDB endpoint {client.endpoint_url} after {attempts.stalls} "
-            f"attempt(s): {error.message}"
+            unreachable_message(
+                client.endpoint_url,
+                client.region,
+                f"{error.message} (after {attempts.stalls} attempt(s))",
+            )
         )
     return False
 

@@ -310,6 +310,10 @@ def read_header(records: Iterator[ParsedRow], options: CsvOptions) -> list[str]:
     return names
 
 
+#: How many lines of a kind (padded, truncated) a reader keeps for its notice.
+SHOWN_LINES = 8
+
+
 class CsvReader:
     """Header plus rows of a CSV stream, per ItemReader's rules.
 
@@ -322,6 +326,9 @@ class CsvReader:
         self.header: list[str]
         self.padded = 0
         self.truncated = 0
+        #: the first SHOWN_LINES lines of each kind (the notice names them)
+        self.padded_lines: list[int] = []
+        self.truncated_lines: list[int] = []
         self.header = read_header(self._records, options)
 
     def __iter__(self) -> Iterator[ParsedRow]:
@@ -332,8 +339,12 @@ class CsvReader:
             if n != width:
                 if n < width:
                     fields.extend([""] * (width - n))
+                    if self.padded < SHOWN_LINES:
+                        self.padded_lines.append(row.line)
                     self.padded += 1
                 else:
                     del fields[width:]
+                    if self.truncated < SHOWN_LINES:
+                        self.truncated_lines.append(row.line)
                     self.truncated += 1
             yield row

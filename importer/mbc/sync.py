@@ -675,7 +675,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data-table", metavar="NAME", help="default: the module's -data table")
     p.add_argument("--history-table", metavar="NAME", help="default: the module's -history table")
     p.add_argument("--prefix", metavar="P", help="table prefix {env}-{app}- (default: derived)")
-    p.add_argument("--region", default=None)
+    p.add_argument("--region", default=None, help="AWS region (default from the environment)")
     p.add_argument("--endpoint-url", default=None, help="DynamoDB endpoint (local stand-ins)")
     p.add_argument("--tz", default=None, help="time zone of written dates (default $TZ or UTC)")
     p.add_argument(
@@ -694,6 +694,26 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_sync)
 
 
+class _MissingTable(Exception):
+    """A table sync reads or writes does not exist (said as every command says it)."""
+
+
+def _require_tables(client: Any, names: Sequence[str], where: str, region: str) -> None:
+    """Fail before the first Scan, naming the table, as `run` and `plan` do for the same typo
+    (and the endpoint, when nothing answers there)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from importer.dynamodb.client import missing_table_message, unreachable_message
+
+    for name in names:
+        try:
+            client.describe_table(TableName=name)
+        except client.exceptions.ResourceNotFoundException:
+            raise _MissingTable(missing_table_message(name, where, region)) from None
+        except EndpointConnectionError as exc:
+            raise _MissingTable(unreachable_message(where, region, str(exc))) from None
+
+
 def _cmd_sync(args: Any) -> int:
 
     import boto3
@@ -703,10 +723,16 @@ def _cmd_sync(args: Any) -> int:
     from importer.mbc.model import local_tz
 
     region = default_region(args.region)
+    where = args.endpoint_url or "AWS"
     try:
         tz = local_tz(args.tz)
         handlers = load_handlers(args.handlers)
         client = boto3.client("dynamodb", region_name=region, endpoint_url=args.endpoint_url)
+        where = client.meta.endpoint_url
+        tables = Tables.from_command_table(
+            args.table, prefix=args.prefix, data=args.data_table, history=args.history_table
+        )
+        _require_tables(client, (tables.command, tables.data, tables.history), where, region)
         result = sync_tables(
             table=args.table,
             dynamodb=client,
@@ -718,12 +744,19 @@ def _cmd_sync(args: Any) -> int:
             sns=boto3.client("sns", region_name=region) if args.status_topic_arn else None,
             status_topic_arn=args.status_topic_arn,
         )
+    except _MissingTable as exc:
+        print(f"importer: error: {exc}", file=sys.stderr)
+        return 1
     except (DataSyncError, ValueError) as exc:
         print(f"importer: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
         msg = " ".join(str(exc).split())
-        print(f"importer: error: sync failed: {type(exc).__name__}: {msg}", file=sys.stderr)
+        print(
+            f"importer: error: sync of table {args.table!r} at {where} (region {region}) "
+            f"failed: {type(exc).__name__}: {msg}",
+            file=sys.stderr,
+        )
         return 1
     data = result.to_json()
     failed = len(result.failures) + len(result.handler_failures)

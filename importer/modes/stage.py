@@ -364,12 +364,12 @@ class ModeStage:
                 mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column
             )
         name = data_table or default_data_table(table)
-        if lookup is None:  # a dry run with no endpoint: only this run's rows are compared
+        if lookup is None:  # a dry run without a table: only this run's rows are compared
             stage = cls(
                 mode=mode, table=table, data_table=name, lookup=None, code_column=code_column
             )
             stage.notices.append(
-                "no endpoint to read: rows were checked against each other, not against "
+                "no --table given: rows were checked against each other, not against "
                 "entities already stored"
             )
             return stage
@@ -386,7 +386,7 @@ class ModeStage:
                     f"{mode} mode needs the data table to know current versions: {why} "
                     "(pass --data-table NAME)"
                 )
-            notice = f"{why}: insert mode checks existence against the command table's @1 keys"
+            notice = f"{why}: rows are checked against the command table {table!r} only"
             name = None
         elif mode == "insert" and lookup.holds_nothing(name):
             # Every data row is synced from a command record, so while this run lasts
@@ -394,8 +394,8 @@ class ModeStage:
             # which insert reads anyway: the data table has nothing more to say (an
             # MBC system's first import reads each row's key once, not twice).
             notice = (
-                f"data table {name!r} held no item when the run began: insert mode "
-                "checks existence against the command table's @1 keys"
+                f"data table {name!r} is empty (a first import): rows are checked against "
+                f"the command table {table!r} only"
             )
             name = None
         stage = cls(

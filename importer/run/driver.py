@@ -127,6 +127,9 @@ class Summary:
     ignored_columns: list[str] = field(default_factory=list)
     padded_rows: int = 0
     truncated_rows: int = 0
+    #: the first lines of each (so the notice can name them)
+    padded_lines: list[int] = field(default_factory=list)
+    truncated_lines: list[int] = field(default_factory=list)
     rejects_file: str | None = None
     failures_file: str | None = None
     checkpoint: str | None = None
@@ -236,6 +239,8 @@ def run_import(
             summary.failures_file = str(failures.path) if failures.used else None
             summary.padded_rows = reader.padded
             summary.truncated_rows = reader.truncated
+            summary.padded_lines = list(getattr(reader, "padded_lines", []))
+            summary.truncated_lines = list(getattr(reader, "truncated_lines", []))
             summary.seconds = round(time.perf_counter() - started, 3)
             summary.rows_per_second = (
                 round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0
@@ -304,6 +309,10 @@ def _cut_by_row(
         yield last
 
 
+def _line_of(reject: Reject) -> int:
+    return reject.line
+
+
 @dataclass(slots=True)
 class _Run:
     """The main-thread bookkeeping of one run (counts, reports, checkpoint)."""
@@ -322,6 +331,10 @@ class _Run:
     interrupted: bool = False
     status: RunStatus = RunStatus.RUNNING
     skip: set[int] = field(default_factory=set)
+    #: how far into the source the settled batches reach (bytes): the progress
+    #: line's fraction and ETA come from what is written, not from what was read
+    settled_bytes: int = 0
+    last_report: float = 0.0
 
     def __post_init__(self) -> None:
         if self.checkpoint is not None and self.config.resume:
@@ -366,7 +379,9 @@ class _Run:
         for f in done.failures:
             s.failed += 1
             self.failures.write(failure_fields(f))
-        for r in done.rejects:
+        # in line order: a batch's rejects are gathered by stage (reader, transform,
+        # duplicates, mode), and batches settle in file order
+        for r in sorted(done.rejects, key=_line_of):
             s.rejected += 1
             self.rejects.write(reject_fields(r))
         s.existing += done.existing
@@ -386,6 +401,20 @@ class _Run:
             # batches still running write nothing more: the limit stops the writes
             # now, not after every batch in the air has finished
             self.pipeline.halt.set()
+
+    def report(self, *, force: bool = False) -> None:
+        """Show the rows settled so far (at most 5 times a second, unless `force`).
+
+        Reading runs ahead of writing by up to a window of batches; counting
+        what was read showed 77% while 43% was written, and an interrupt then
+        reported fewer rows than the bar had.
+        """
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last_report > 0.2:
+            self.last_report = now
+            self.progress(self.summary.rows, self.settled_bytes, self.stream.total_bytes)
 
     def over_limit(self) -> bool:
         """Only bad data counts: rows that exist or conflict are outcomes of a re-run."""
@@ -421,8 +450,13 @@ class _Run:
         # its place back, or the batches after it would wait for it forever
         tickets: dict[Future[BatchOutcome], int | None] = {}
 
+        # per batch in flight: how far the source had been read when it was cut
+        read_at: dict[Future[BatchOutcome], int] = {}
+
         def submit(batch: Batch) -> None:
             if batch.index in self.skip:
+                if not in_flight:  # settled in an earlier run, and nothing before it waits
+                    self.settled_bytes = self.stream.bytes_read
                 return
             while len(in_flight) >= max_in_flight:
                 # only the oldest batch can be settled (file order): waiting for any
@@ -441,35 +475,31 @@ class _Run:
                 pipeline.process, batch, header=header, ctx=self.ctx, ticket=ticket
             )
             tickets[future] = ticket
+            read_at[future] = self.stream.bytes_read
             in_flight.append(future)
 
         def settle_next() -> None:
             future = in_flight.popleft()
             tickets.pop(future, None)
             self.settle(future.result())
+            self.settled_bytes = max(self.settled_bytes, read_at.pop(future, 0))
+            self.report()
 
         def drain() -> None:
             while in_flight and in_flight[0].done():
                 settle_next()
 
-        read = 0
-        last_report = 0.0
         read_batches = getattr(reader, "read_batches", None)
         batches = read_batches(batcher) if read_batches is not None else None
         if batches is None:
             batches = _cut_by_row(reader, batcher, header, size_of)
         try:
             for batch in batches:
-                read += len(batch.rows) + len(batch.rejects)
                 submit(batch)
                 drain()
                 if self.over_limit():
                     break
-                if self.progress is not None:
-                    now = time.monotonic()
-                    if now - last_report > 0.2:
-                        last_report = now
-                        self.progress(read, self.stream.bytes_read, self.stream.total_bytes)
+                self.report()
             while in_flight:
                 settle_next()
         except KeyboardInterrupt:
@@ -482,6 +512,7 @@ class _Run:
             for fut in in_flight:
                 if not fut.cancelled():
                     self.settle(fut.result())
+                    self.settled_bytes = max(self.settled_bytes, read_at.get(fut, 0))
             in_flight.clear()
         except BaseException:
             # a fatal error: queued batches give their places back so none waits forever
@@ -493,8 +524,9 @@ class _Run:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            if self.progress is not None:
-                self.progress(read, self.stream.bytes_read, self.stream.total_bytes)
+            if not self.interrupted and not in_flight:
+                self.settled_bytes = self.stream.bytes_read  # every batch settled
+            self.report(force=True)  # the last line shows what the summary counts
         if self.over_limit():
             s.aborted = (
                 f"stopped after {s.bad_data} rows of bad data (limit {self.limit}); "

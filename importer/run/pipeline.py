@@ -228,9 +228,9 @@ def open_pipeline(
     So are `lanes` (the Lambda child keeps one set across warm invocations, so
     that what its requests' timing taught outlives one batch).
 
-    A dry run without a table, or whose endpoint cannot be reached, runs
-    without reads: its stage compares the file's rows with each other only,
-    and says so in `notices`.
+    A dry run without a table runs without reads: its stage compares the
+    file's rows with each other only, and says so in `notices`.  A dry run
+    with a table that cannot be read fails, as the run would.
     """
     engine = get_engine(settings.engine)
     owns_client = client is None
@@ -241,7 +241,7 @@ def open_pipeline(
         lanes = Lanes(settings.workers, settings.batches or batch_threads(settings.workers))
     try:
         if settings.table is not None:
-            client = _reachable_client(settings, client, owns_client, notices)
+            client = _reachable_client(settings, client, owns_client)
         lookup = None
         if client is not None:
             read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
@@ -307,9 +307,14 @@ def open_pipeline(
 
 
 def _reachable_client(
-    settings: PipelineSettings, client: DynamoClient | None, owns: bool, notices: list[str]
-) -> DynamoClient | None:
-    """The client, with the command table checked; a dry run goes on without one (and says so)."""
+    settings: PipelineSettings, client: DynamoClient | None, owns: bool
+) -> DynamoClient:
+    """The client, with the command table checked.
+
+    A dry run given a table fails as the run would: `validate --table X` promises
+    to check the file against what X holds, and a preview that could not read X
+    (a mistyped name, no endpoint) must not pass as if it had.
+    """
     try:
         if client is None:
             client = open_client(settings)
@@ -317,10 +322,7 @@ def _reachable_client(
             assert settings.table is not None
             check_command_table(client, settings.table)
         return client
-    except Exception as exc:
-        if not settings.dry_run:
-            raise
+    except BaseException:
         if client is not None and owns:
             client.close()
-        notices.append(f"cannot read the tables ({exc}): nothing stored was checked")
-        return None
+        raise

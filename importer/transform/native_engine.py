@@ -76,7 +76,7 @@ _FIXED_REASONS = {
     _C["R_NOT_DEC"]: "not a decimal number",
     _C["R_RANGE"]: _RANGE,
     _C["R_BOOL"]: "not a boolean (true/false, yes/no, y/n, t/f, 1/0)",
-    _C["R_DATE"]: "not a date (YYYY-MM-DD)",
+    _C["R_DATE"]: _ref.DATE_REASON,
     _C["R_DT"]: "not an ISO 8601 date-time (YYYY-MM-DDTHH:MM[:SS[.fff]][±HH:MM|Z])",
     _C["R_DT_CAL"]: "not a real calendar date",
     _C["R_DT_TIME"]: "time of day out of range",
@@ -254,10 +254,17 @@ def compile_plan(spec: Spec, header: Sequence[str], ctx: RunContext) -> Any:
         cols = [_column_spec(rule, index, blob, enums) for rule in spec.columns]
         rec = spec.record
         templates = []
+        typed = {
+            rule.name: n
+            for n, rule in enumerate(spec.columns)
+            if rule.type in _ref.NORMALISED_KEY_TYPES
+        }
         for template in (rec.type, rec.tenant, rec.code, rec.name):
             parts = []
             for i, part in enumerate(template.parts):
-                if i % 2:
+                if i % 2 and part in typed:
+                    parts.append(("val", typed[part], 0))
+                elif i % 2:
                     parts.append(("col", index[part], 0))
                 elif part:
                     off, n = blob.add(_utf8(part))
@@ -374,7 +381,7 @@ def _key_reject(
     if code == _C["R_KEY_SEP"]:
         reason = f"{what} must not contain {chr(param)!r} (MBC key separator)"
         return Reject(line, column, fields[idx] if idx >= 0 else "", reason, row)
-    values = dict(zip(header, fields, strict=False))
+    values = _ref.key_values(spec, dict(zip(header, fields, strict=False)))
     rec = spec.record
     if code == _C["R_PK_LONG"]:
         return Reject(
@@ -454,6 +461,14 @@ class NativeCsvReader:
     @property
     def truncated(self) -> int:
         return self._records.truncated
+
+    @property
+    def padded_lines(self) -> list[int]:
+        return list(self._records.padded_lines)
+
+    @property
+    def truncated_lines(self) -> list[int]:
+        return list(self._records.truncated_lines)
 
     def __iter__(self) -> Any:
         self._records.width = len(self.header)

@@ -31,9 +31,12 @@ __all__ = [
     "MAX_ITEM_BYTES",
     "MAX_PK_BYTES",
     "MAX_SK_BYTES",
+    "NORMALISED_KEY_TYPES",
     "Row",
     "TransformResult",
     "item_size",
+    "key_text",
+    "key_values",
     "transform_batch",
     "wire_json",
 ]
@@ -42,6 +45,8 @@ __all__ = [
 MAX_ITEM_BYTES = 400 * 1024
 MAX_PK_BYTES = 2048
 MAX_SK_BYTES = 1024
+#: Every spelling `parse_date` accepts, so the reject tells how to fix the value.
+DATE_REASON = "not a date (YYYY-MM-DD or YYYY/MM/DD, a real day)"
 
 #: One CSV row: its line number in the file and its fields, aligned to the header.
 Row = tuple[int, Sequence[str]]
@@ -117,7 +122,7 @@ def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
     if kind == "date":
         day = parse_date(text)
         if day is None:
-            raise FieldError("not a date (YYYY-MM-DD)")
+            raise FieldError(DATE_REASON)
         if rule.min_date is not None and day < rule.min_date:
             raise FieldError(f"before min {rule.min_date}")
         if rule.max_date is not None and day > rule.max_date:
@@ -126,6 +131,34 @@ def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
     if kind == "datetime":
         return {"S": parse_datetime(text)}
     return parse_json(text)
+
+
+#: Column types whose value a key template renders normalised, as the attribute stores
+#: it: `2012/01/01` keys as `2012-01-01`, `007` as `7`, `yes` as `true`.  Otherwise a
+#: later file with ISO dates would name other entities than the attributes say.
+#: Strings (kept exactly) and JSON render their text.
+NORMALISED_KEY_TYPES = frozenset({"integer", "decimal", "boolean", "date", "datetime"})
+
+
+def key_text(typed: dict[str, Any] | None) -> str:
+    """The text a key renders for a typed column's value (empty: "")."""
+    if typed is None:
+        return ""
+    if "BOOL" in typed:
+        return "true" if typed["BOOL"] else "false"
+    return typed.get("S", typed.get("N", ""))
+
+
+def key_values(spec: Spec, values: dict[str, str]) -> dict[str, str]:
+    """`values` with each typed column's text replaced by its normalised value.
+
+    Only for rows whose columns all passed (a reject never reaches the keys).
+    """
+    out = dict(values)
+    for rule in spec.columns:
+        if rule.type in NORMALISED_KEY_TYPES and rule.name in out:
+            out[rule.name] = key_text(_check_column(rule, out[rule.name]))
+    return out
 
 
 def _template_column(template: Template, fallback: str) -> str:
@@ -158,6 +191,7 @@ def _map_row(
 ) -> PreparedItem | Reject:
     values = dict(zip(header, fields, strict=False))
     attributes: dict[str, Any] = {}
+    keyed = dict(values)  # what the key templates render: typed columns normalised
     for rule in spec.columns:
         raw = values[rule.name]
         try:
@@ -166,6 +200,8 @@ def _map_row(
             return Reject(line, rule.name, raw, str(exc), tuple(fields))
         if typed is not None and rule.attribute is not None:
             attributes[rule.attribute] = typed
+        if rule.type in NORMALISED_KEY_TYPES:
+            keyed[rule.name] = key_text(typed)
 
     rec = spec.record
     keys = {}
@@ -177,9 +213,9 @@ def _map_row(
     ):
         try:
             keys[what] = (
-                template.render(values)
+                template.render(keyed)
                 if what == "name"
-                else _render_key(template, values, what, forbidden)
+                else _render_key(template, keyed, what, forbidden)
             )
         except FieldError as exc:
             column = _template_column(template, fallback)

@@ -408,6 +408,7 @@ OPS = st.lists(
 @given(OPS)
 @example([("store", {}, 0), ("written", 0, 0), ("store", {0: 1}, 0), ("advance", 0, None)])
 @example([("add_new", [0, 1, 0], 2), ("store", {1: 3}, 4), ("written", 2, 0), ("advance", 1, None)])
+@example([("add_new", [], 2), ("written", 2, 0), ("store", {0: 1}, 2), ("advance", 0, None)])
 def test_the_window_forgets_exactly_as_the_key_by_key_rule(ops: list) -> None:
     """Random stores (keys taken over by later batches, by the run, or stored again by
     their own batch; batches of new keys, `add_new`), writes and turns: the window

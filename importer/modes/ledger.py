@@ -390,6 +390,8 @@ class WindowLedger:
         mine = self._entries
         if not mine.keys().isdisjoint(keys):
             return False
+        if not keys:  # nothing to hold: the batch owns nothing, as `store({})` leaves it
+            return True
         if owner is None or owner in self._new or len(keys) != len(lines):
             # the run's own entries, or a second call for one batch: the general way
             self.store(_new_entries(keys, lines), owner)

@@ -358,6 +358,7 @@ cdef enum:
     R_DT_OFF = 19
     R_JSON = 20
     R_RAISE = 21
+    R_MBC_NUM = 22
     R_KEY_EMPTY = 30
     R_KEY_SEP = 31
     R_PK_LONG = 32
@@ -415,6 +416,7 @@ CODES = {
     'R_DT_OFF': R_DT_OFF,
     'R_JSON': R_JSON,
     'R_RAISE': R_RAISE,
+    'R_MBC_NUM': R_MBC_NUM,
     'R_KEY_EMPTY': R_KEY_EMPTY,
     'R_KEY_SEP': R_KEY_SEP,
     'R_PK_LONG': R_PK_LONG,
@@ -572,6 +574,22 @@ cdef int parse_number(const char* s, Py_ssize_t n, int decimal, Num* num,
     num.digits = out + (1 if neg else 0)
     num.ndigits = sig
     return OK
+
+
+cdef const char* _MAX_SAFE = b"9007199254740991"
+
+
+cdef inline bint _mbc_number_ok(const Num* num, const char* out, Py_ssize_t outlen) noexcept nogil:
+    """values.mbc_number_ok on a parsed number: integral values up to 2^53-1, others at
+    most 15 significant digits.  `out` is the rendered number (an integral one is its
+    plain digits, after a '-' when negative)."""
+    if num.zero:
+        return True
+    if num.point >= num.ndigits:
+        if num.point != 16:
+            return num.point < 16
+        return memcmp(out + (outlen - 16), _MAX_SAFE, 16) <= 0
+    return num.ndigits <= 15
 
 
 cdef inline char _digit_at(const char* s, Py_ssize_t int_start, Py_ssize_t int_len,
@@ -799,6 +817,7 @@ cdef struct Col:
     int slot
     int kind
     int required
+    int mbc                  # numbers must be ones a JavaScript number holds exactly
     int has_attr
     Py_ssize_t attr_off      # '"name":' (JSON, with quotes and colon) in the blob
     Py_ssize_t attr_len
@@ -976,6 +995,7 @@ cdef class TransformPlan:
             c.slot = slot_of(d["index"])
             c.kind = d["kind"]
             c.required = d["required"]
+            c.mbc = d["mbc"]
             c.has_attr = d["attr_off"] >= 0
             c.attr_off = d["attr_off"]
             c.attr_len = d["attr_len"]
@@ -1157,6 +1177,8 @@ cdef int check_column(Core* core, Col* c, Batch* bt, Py_ssize_t r, ColVal* v,
         rc = parse_number(t, tn, c.kind == K_DECIMAL, &num, v.scratch, &outlen, param)
         if rc != OK:
             return rc
+        if c.mbc and not _mbc_number_ok(&num, v.scratch, outlen):
+            return R_MBC_NUM
         if c.enum_count >= 0:
             found = False
             for i in range(c.enum_start, c.enum_start + c.enum_count):
@@ -2129,6 +2151,39 @@ cdef class ItemBlock:
                 out.append(PyUnicode_DecodeUTF8(s.data.data + a.sk_off, a.sk_len, NULL))
             else:
                 out.append(PyUnicode_DecodeUTF8(s.data.data + a.pk_off, a.pk_len, NULL))
+        return out
+
+    def distinct_pks(self):
+        """The set of the items' pks, each decoded once: a row's pk is compared (memcmp)
+        with the few distinct ones met so far (a batch holds a handful of tenants), so a
+        per-tenant lookup costs no str per row."""
+        cdef _ItemStore s = self.store
+        cdef Py_ssize_t i, k, nseen = 0
+        cdef ItemAt* a
+        cdef const char* pk
+        cdef const char* seen_ptr[32]
+        cdef Py_ssize_t seen_len[32]
+        cdef bint found
+        cdef set out = set()
+        for i in range(self.start, self.stop):
+            obj = s.made[i]
+            if obj is not None:
+                out.add(obj.pk)
+                continue
+            a = &s.at[i]
+            pk = s.data.data + a.pk_off
+            found = False
+            for k in range(nseen):
+                if seen_len[k] == a.pk_len and memcmp(seen_ptr[k], pk, a.pk_len) == 0:
+                    found = True
+                    break
+            if found:
+                continue
+            out.add(PyUnicode_DecodeUTF8(pk, a.pk_len, NULL))
+            if nseen < 32:
+                seen_ptr[nseen] = pk
+                seen_len[nseen] = a.pk_len
+                nseen += 1
         return out
 
     def entity_keys(self, bint versioned=True):

@@ -145,6 +145,9 @@ def test_each_operation_with_boto3(ep: AckEndpoint):
         ]
     )
 
+    # the TTL configuration's read: an item not found
+    assert "Item" not in client.get_item(TableName="M", Key={"pk": {"S": "a"}, "sk": {"S": "b"}})
+
     with pytest.raises(ClientError) as info:
         client.list_tables()
     assert info.value.response["Error"]["Code"] == "UnknownOperationException"
@@ -154,7 +157,8 @@ def test_each_operation_with_boto3(ep: AckEndpoint):
     assert stats["items"] == 25 + 1  # the BatchWriteItem puts and the transaction's one Put
     assert (stats["BatchWriteItem"], stats["BatchGetItem"]) == (1, 1)
     assert (stats["DescribeTable"], stats["TransactWriteItems"], stats["unknown"]) == (1, 1, 1)
-    assert stats["requests"] == 5
+    assert stats["GetItem"] == 1
+    assert stats["requests"] == 6
 
 
 def test_boto3_batch_writer_counts_every_item(ep: AckEndpoint):

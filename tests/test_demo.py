@@ -37,8 +37,13 @@ def test_demo_imports_with_sync_and_shows_a_data_record_and_its_history(
     )
     assert (update["written"], update["synced"]) == (3, 3)
     assert "status      finish:FINISHED" in out and "syncMode    SYNC" in out
-    data = out.split("data record ", 1)[1]
-    assert "version     2" in data and "(new price)" in data
+    data = out.split("data record ", 1)[1].split("its history", 1)[0]
+    history_part = out.split("its history ", 1)[1]
+    assert "version     2" in data and "new price, rest kept" in data
+    # the price file named three columns: the name, stock, tags... of version 1 are kept
+    assert "'stock':" in data and "'tags':" in data and "deluxe" in data
+    assert "'stock':" in history_part
+    assert "ttl         " in data and "ttl         None" not in data
     history = out.split("its history ", 1)[1]
     assert history.startswith("PRODUCT#SKU-0000000@1") and "version     1" in history
 

@@ -59,7 +59,8 @@ BAD_ROWS = {5: ("price", "-1"), 23: ("qty", "many")}  # so every mode writes rej
 MODE_PARAMETERS: dict[str, dict[str, str]] = {
     "blind": {"TableName": "iam-blind-command"},
     "insert": {"TableName": "iam-insert-command"},
-    "upsert": {"TableName": "iam-upsert-command"},
+    # upsert names its TTL configuration's table: the child reads it for the commands' ttl
+    "upsert": {"TableName": "iam-upsert-command", "MasterDataTableName": "iam-master-data"},
     "strict": {"TableName": "iam-strict-command", "DataTableName": "iam-strict-latest"},
 }
 DATA_TABLES = {
@@ -392,6 +393,15 @@ def cloud() -> Iterator[dict[str, Any]]:
         for mode, table in DATA_TABLES.items():
             ddb.create_table(TableName=table, **KEY_SCHEMA)
             seed_existing_entity(ddb, MODE_PARAMETERS[mode]["TableName"], table)
+        ddb.create_table(TableName="iam-master-data", **KEY_SCHEMA)
+        ddb.put_item(
+            TableName="iam-master-data",
+            Item={
+                "pk": {"S": "MASTER#acme"},
+                "sk": {"S": "TTL#iam-upsert-data"},
+                "attributes": {"M": {"days": {"N": "10"}}},
+            },
+        )
         yield {"s3": s3, "ddb": ddb, "sfn": setup.client("stepfunctions")}
 
 
@@ -489,6 +499,14 @@ def test_the_function_role_allows_every_call_of_its_mode(cloud, runs, monkeypatc
         assert len(table) == good and seeded == {"S": "an-earlier-import#1"} and not second
     else:
         assert len(table) == good + 1 and seeded == {"S": "an-earlier-import#1"} and second
+    # the commands' ttl: the data table's TTL configuration where the stack names its table
+    ttls = {
+        json.dumps(it["ttl"])
+        for it in table.values()
+        if it.get("requestId", {}).get("S", "") != "an-earlier-import#1"
+    }
+    assert len(ttls) == 1
+    assert ("NULL" in ttls.pop()) == ("MasterDataTableName" not in MODE_PARAMETERS[mode])
     assert requests, "the child made no AWS call at all"
     policy = function_policy(stack)
     refused = sorted({(r.action, r.resource) for r in requests if not allows(policy, r)})
@@ -538,7 +556,11 @@ def test_the_child_calls_are_the_documented_grants(cloud, runs, monkeypatch, mod
         for r in requests
         if r.service == "dynamodb" and r.resource not in (command, data)
     }
-    assert not other, f"{mode}: calls on other tables: {other}"
+    master = MODE_PARAMETERS[mode].get("MasterDataTableName")
+    if master:  # the TTL configuration, read once per run (and container)
+        assert other == {("dynamodb:GetItem", _table_arn(master, REGION))}
+    else:
+        assert not other, f"{mode}: calls on other tables: {other}"
     s3 = {(r.action, r.resource.rsplit("/", 1)[0]) for r in requests if r.service == "s3"}
     assert ("s3:GetObject", "arn:aws:s3:::import-config") in s3  # the spec
     assert any(a == "s3:PutObject" and "results/import-rejects" in res for a, res in s3)

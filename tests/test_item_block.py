@@ -121,6 +121,10 @@ def test_a_block_answers_as_the_list_of_its_items(
     assert len(block) == len(items)
     assert write_units(block) == sum(item_write_units(it.wire) for it in items)
     assert keys_unique(block) == keys_unique(items)
+    assert block.distinct_pks() == {it.pk for it in items}
+    if items:
+        block[len(items) // 2]  # one item built as an object: the rest still from the buffer
+        assert block.distinct_pks() == {it.pk for it in items}
 
 
 @settings(max_examples=200 * SCALE, deadline=None)

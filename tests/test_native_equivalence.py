@@ -115,6 +115,27 @@ NUMBER_EDGES = [
     "1 2",
     "Infinity",
     "NaN",
+    # the edges of what an MBC application (JavaScript numbers) reads exactly
+    "9007199254740991",
+    "-9007199254740991",
+    "9007199254740992",
+    "-9007199254740992",
+    "9007199254740991.0",
+    "9007199254740990.5",
+    "900719925474099e1",
+    "9.007199254740991e15",
+    "9.007199254740992e15",
+    "10000000000000000",
+    "1e16",
+    "1e15",
+    "123456789012345",
+    "1234567890123456",
+    "12345678901234567",
+    "0.123456789012345",
+    "0.1234567890123456",
+    "-1.23456789012345e-100",
+    "12345678901234567890.5",
+    "1e-130",
 ]
 SIGN = st.sampled_from(["", "", "+", "-"])
 DIGITS = st.text(alphabet="0123456789", max_size=42)
@@ -267,6 +288,9 @@ JSON_TEXT = st.one_of(
             '{"a":"\\ud800"}',
             "[1e-131]",
             '{"a":{"a":{"a":[]}}}',
+            '{"id":12345678901234567890}',
+            "[9007199254740991,-9007199254740992]",
+            '{"p":{"q":[0.1234567890123456]}}',
         ]
     ),
     st.recursive(
@@ -383,8 +407,12 @@ def spec_and_rows(draw: Any) -> tuple[Any, list[str], list[tuple[Any, list[str]]
         )
     if draw(st.booleans()):
         record["name"] = draw(template(tpl_names, False))
+    doc: dict[str, Any] = {"record": record, "columns": columns}
+    numbers = draw(st.sampled_from([None, "mbc", "dynamodb"]))
+    if numbers is not None:
+        doc["target"] = {"numbers": numbers}
     try:
-        spec = parse_spec({"record": record, "columns": columns})
+        spec = parse_spec(doc)
     except SpecError:
         assume(False)
     header = list(dict.fromkeys(spec.needed_columns))
@@ -420,6 +448,7 @@ def spec_and_rows(draw: Any) -> tuple[Any, list[str], list[tuple[Any, list[str]]
         source=draw(st.sampled_from(["import-csv:r1", "src\n"])),
         user=draw(st.sampled_from(["importer", "ü"])),
         ip=draw(st.sampled_from([None, "10.0.0.1", ""])),
+        ttl=draw(st.sampled_from([None, 1767225600, 1798761600 + 90 * 86400])),
     )
     return spec, header, rows, ctx
 
@@ -459,15 +488,24 @@ CTX = RunContext(run_id="r", timestamp="2024-01-01T00:00:00+00:00", source="s")
     st.lists(NUMBER, min_size=1, max_size=20),
     st.one_of(st.none(), DECIMAL_BOUND),
     st.one_of(st.none(), DECIMAL_BOUND),
+    st.sampled_from(["mbc", "dynamodb"]),
 )
-def test_numbers_match_reference(ctype: str, values: list[str], lo: Any, hi: Any) -> None:
+def test_numbers_match_reference(
+    ctype: str, values: list[str], lo: Any, hi: Any, numbers: str
+) -> None:
     body: dict[str, Any] = {"type": ctype}
     if lo is not None:
         body["min"] = lo
     if hi is not None:
         body["max"] = hi
     try:
-        spec = parse_spec({"record": {"type": "T", "code": "{k}"}, "columns": {"k": {}, "n": body}})
+        spec = parse_spec(
+            {
+                "record": {"type": "T", "code": "{k}"},
+                "columns": {"k": {}, "n": body},
+                "target": {"numbers": numbers},
+            }
+        )
     except SpecError:
         assume(False)
     rows = [(i + 2, [f"k{i}", v]) for i, v in enumerate(values)]
@@ -475,10 +513,16 @@ def test_numbers_match_reference(ctype: str, values: list[str], lo: Any, hi: Any
 
 
 @settings(max_examples=300 * SCALE, deadline=None)
-@given(st.lists(st.tuples(BOOLEAN, DATE, DATETIME, JSON_TEXT), min_size=1, max_size=20))
-def test_booleans_dates_datetimes_json_match_reference(values: list[tuple[str, ...]]) -> None:
+@given(
+    st.lists(st.tuples(BOOLEAN, DATE, DATETIME, JSON_TEXT), min_size=1, max_size=20),
+    st.sampled_from(["mbc", "dynamodb"]),
+)
+def test_booleans_dates_datetimes_json_match_reference(
+    values: list[tuple[str, ...]], numbers: str
+) -> None:
     spec = parse_spec(
         {
+            "target": {"numbers": numbers},
             "record": {"type": "T", "code": "{k}"},
             "columns": {
                 "k": {},

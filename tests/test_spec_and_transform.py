@@ -13,9 +13,12 @@ from importer.transform.spec import SpecError, check_header, header_problem, loa
 CTX = RunContext(run_id="run1", timestamp="2026-01-02T03:04:05+09:00", source="import-csv:run1")
 
 
-def spec_with(column: dict, **record) -> object:
+def spec_with(column: dict, target: dict | None = None, **record) -> object:
     rec = {"type": "PRODUCT", "code": "{code}", **record}
-    return parse_spec({"record": rec, "columns": {"code": {"required": True}, "v": column}})
+    doc = {"record": rec, "columns": {"code": {"required": True}, "v": column}}
+    if target is not None:
+        doc["target"] = target
+    return parse_spec(doc)
 
 
 def one(spec, value: str, code: str = "A1"):
@@ -38,7 +41,6 @@ def one(spec, value: str, code: str = "A1"):
         ({"type": "decimal"}, "1.50", {"N": "1.5"}),
         ({"type": "decimal"}, "1e3", {"N": "1000"}),
         ({"type": "decimal"}, "-.25", {"N": "-0.25"}),
-        ({"type": "decimal"}, "9" * 38, {"N": "9" * 38}),
         ({"type": "boolean"}, "Yes", {"BOOL": True}),
         ({"type": "boolean"}, "0", {"BOOL": False}),
         ({"type": "boolean"}, "F", {"BOOL": False}),
@@ -107,6 +109,84 @@ def test_invalid_values_are_rejected_with_column_and_reason(column, value, reaso
     assert reject.row == ("A1", value)
 
 
+MBC_EDGES = [
+    # (type, value, an MBC application reads it exactly)
+    ("integer", "9007199254740991", True),
+    ("integer", "-9007199254740991", True),
+    ("integer", "9007199254740992", False),
+    ("integer", "-9007199254740992", False),
+    ("integer", "12345678901234567890", False),
+    ("decimal", "12345678901234567890.5", False),
+    ("decimal", "1.234567890123456789012345", False),
+    ("decimal", "123456789012345", True),
+    ("decimal", "0.123456789012345", True),
+    ("decimal", "0.1234567890123456", False),
+    ("decimal", "1234567890123456", True),  # an integer below 2^53: exact
+    ("decimal", "1e20", False),  # integral, 1 digit, but a BigInt once read
+    ("decimal", "19.99", True),
+]
+
+
+@pytest.mark.parametrize("engine", ["reference", "native"])
+@pytest.mark.parametrize(("ctype", "value", "ok"), MBC_EDGES)
+def test_an_mbc_target_rejects_numbers_javascript_cannot_hold(engine, ctype, value, ok):
+    from importer.transform import native_engine
+
+    fn = transform_batch if engine == "reference" else native_engine.transform_batch
+    for target, expect_ok in ((None, ok), ({"numbers": "dynamodb"}, True)):
+        spec = spec_with({"type": ctype}, target=target)
+        result = fn(spec, ["code", "v"], [(2, ["A1", value])], CTX)
+        if expect_ok:
+            assert not result.rejects, result.rejects
+        else:
+            (reject,) = result.rejects
+            assert (reject.line, reject.column, reject.value) == (2, "v", value)
+            assert "MBC application cannot read exactly" in reject.reason
+            assert '[target] numbers = "dynamodb"' in reject.reason
+
+
+@pytest.mark.parametrize("engine", ["reference", "native"])
+def test_json_columns_follow_the_same_number_rule(engine):
+    from importer.transform import native_engine
+
+    fn = transform_batch if engine == "reference" else native_engine.transform_batch
+    big = '{"id": 12345678901234567890, "tags": [1, 2]}'
+    nested = '{"p": {"q": [0.1, 12345678901234567.5]}}'
+    fine = '{"id": 9007199254740991, "p": {"q": [0.1, 19.99]}}'
+    spec = spec_with({"type": "json"})
+    result = fn(spec, ["code", "v"], [(2, ["A", big]), (3, ["B", nested]), (4, ["C", fine])], CTX)
+    assert [r.line for r in result.rejects] == [2, 3]
+    assert result.rejects[0].reason.startswith("JSON number 12345678901234567890: ")
+    assert '[target] numbers = "dynamodb"' in result.rejects[1].reason
+    assert len(result.items) == 1
+    full = spec_with({"type": "json"}, target={"numbers": "dynamodb"})
+    result = fn(full, ["code", "v"], [(2, ["A", big]), (3, ["B", nested])], CTX)
+    assert not result.rejects
+    attrs = json.loads(result.items[0].wire)["attributes"]["M"]["v"]["M"]
+    assert attrs["id"] == {"N": "12345678901234567890"}
+
+
+def test_target_options_are_checked():
+    with pytest.raises(SpecError, match="target.numbers"):
+        spec_with({"type": "integer"}, target={"numbers": "js"})
+    with pytest.raises(SpecError, match="target.update"):
+        spec_with({"type": "integer"}, target={"update": "overwrite"})
+    with pytest.raises(SpecError, match="target"):
+        spec_with({"type": "integer"}, target={"ttl": 3})
+    spec = spec_with({"type": "integer"})
+    assert (spec.numbers, spec.update, spec.name_given) == ("mbc", "merge", False)
+
+
+@pytest.mark.parametrize("engine", ["reference", "native"])
+def test_the_command_carries_the_run_ttl(engine):
+    from importer.transform import native_engine
+
+    fn = transform_batch if engine == "reference" else native_engine.transform_batch
+    ctx = RunContext(run_id="r", timestamp="2026-01-02T03:04:05+00:00", source="s", ttl=1775000000)
+    result = fn(spec_with({"type": "integer"}), ["code", "v"], [(2, ["A1", "5"])], ctx)
+    assert json.loads(result.items[0].wire)["ttl"] == {"N": "1775000000"}
+
+
 def test_record_shape_is_exact_mbc():
     spec = spec_with({"type": "integer", "attribute": "count"}, tenant="{code}", name="N-{code}")
     result = transform_batch(spec, ["code", "v"], [(7, ["X9", "5"])], CTX)
@@ -121,6 +201,7 @@ def test_record_shape_is_exact_mbc():
         "tenantCode": {"S": "X9"},
         "version": {"N": "1"},
         "attributes": {"M": {"code": {"S": "X9"}, "count": {"N": "5"}}},
+        "ttl": {"NULL": True},  # the framework writes null without a TTL configuration
         "source": {"S": "import-csv:run1"},
         "requestId": {"S": "run1#7"},
         "createdAt": {"S": "2026-01-02T03:04:05+09:00"},

@@ -201,3 +201,15 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert "no header row" in capsys.readouterr().err
     assert main(["spec", "init", str(src)]) == 0  # no --out: the draft on stdout
     assert capsys.readouterr().out.startswith("# Draft import spec for ")
+
+
+def test_numbers_an_mbc_application_cannot_read_are_drafted_as_text():
+    big = spec_draft.guess_column("id", ["1", "12345678901234567890", "7"])
+    assert big.type == "string" and "MBC application" in big.why
+    long_decimal = spec_draft.guess_column("rate", ["0.5", "1.234567890123456789"])
+    assert long_decimal.type == "string"
+    nested = spec_draft.guess_column("doc", ['{"a": 1}', '{"b": [9007199254740993]}'])
+    assert nested.type == "string" and nested.why.startswith("JSON holding")
+    fine = spec_draft.guess_column("price", ["19.99", "9007199254740991"])
+    assert fine.type == "decimal"
+    assert spec_draft.guess_column("doc", ['{"a": 1.5}']).type == "json"

@@ -311,9 +311,29 @@ def _rejects_write_statement() -> dict[str, Any]:
     return _allow("WriteRejects", ["s3:PutObject"], [rejects])
 
 
+def _ttl_read_statement() -> dict[str, Any]:
+    """The TTL configuration the commands' ttl comes from (publishAsync's calculateTtl)."""
+    return _only_if(
+        "TtlConfigGiven",
+        _allow(
+            "ReadTtlConfigForCommands",
+            ["dynamodb:GetItem"],
+            [_named_table_arn(_ref("MasterDataTableName"))],
+        ),
+    )
+
+
 def function_policy() -> dict[str, Any]:
-    """The child Lambda's inline policy: the spec, the rejects, and the mode's table calls."""
-    return {"Statement": [_spec_read_statement(), _rejects_write_statement(), *_table_statements()]}
+    """The child Lambda's inline policy: the spec, the rejects, the mode's table calls and
+    the TTL configuration (when the stack names its table)."""
+    return {
+        "Statement": [
+            _spec_read_statement(),
+            _rejects_write_statement(),
+            *_table_statements(),
+            _ttl_read_statement(),
+        ]
+    }
 
 
 def state_machine_policy(state_machine_name: str) -> dict[str, Any]:
@@ -608,6 +628,8 @@ def _function_resource(
                     "IMPORTER_DATA_TABLE": {
                         "Fn::If": ["DataTableGiven", _ref("DataTableName"), _NO_VALUE]
                     },
+                    # the commands' ttl: the data table's TTL config there ("": none, null)
+                    "IMPORTER_MASTER_DATA_TABLE": _ref("MasterDataTableName"),
                 }
             },
             "Policies": [function_policy()],

@@ -35,7 +35,7 @@ from typing import Any
 from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.region import default_region
 from importer.input.batching import AWS_MAX_INPUT_BYTES, Batch
-from importer.modes.stage import DEFAULT_MODE, MODES, Mode
+from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode
 from importer.run.batch_unit import BatchOutcome
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.run.reports import failures_csv, rejects_csv
@@ -45,6 +45,8 @@ from importer.transform.spec import Spec, SpecError, header_problem, load_spec, 
 __all__ = ["BatchFailed", "EventError", "HandlerSettings", "handle_event", "lambda_handler"]
 
 STATE_NAME = "csv_rows_handler"
+#: (run, table, data table) -> tenant -> the commands' TTL: read once per run
+_RUN_TTLS: dict[tuple[str, str, str | None], dict[Any, Any]] = {}
 
 
 class EventError(ValueError):
@@ -67,6 +69,10 @@ class HandlerSettings:
     region: str
     mode: Mode = DEFAULT_MODE
     data_table: str | None = None
+    #: upsert/strict: "merge" or "replace" (None: the spec's `[target] update`)
+    update: str | None = None
+    #: the TTL configuration's table (None: derived from the table's name; "": none)
+    master_table: str | None = None
     #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
     max_wcu: float | None = None
     #: write the data and history records too (`run --sync`), insert and blind only
@@ -123,6 +129,9 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
     mode = next((m for m in MODES if m == given), None)
     if mode is None:
         raise EventError(f"unknown mode {given!r} (one of: {', '.join(MODES)})")
+    update = pick("update", "IMPORTER_UPDATE")
+    if update not in (None, *UPDATES):
+        raise EventError(f"unknown update {update!r} (one of: {', '.join(UPDATES)})")
     sync = (pick("sync", "IMPORTER_SYNC") or "").lower() in ("1", "true", "yes")
     if sync and mode in ("upsert", "strict"):
         # concurrent children hold versions of one entity in no particular order
@@ -133,6 +142,8 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
         )
     return HandlerSettings(
         sync=sync,
+        update=update,
+        master_table=os.environ.get("IMPORTER_MASTER_DATA_TABLE"),
         max_wcu=_budget_share(
             pick("maxWcu", "IMPORTER_MAX_WCU"), pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY")
         ),
@@ -318,6 +329,8 @@ def handle_event(
         table=settings.table,
         mode=settings.mode,
         data_table=settings.data_table,
+        update=settings.update,
+        master_table=settings.master_table,
         region=settings.region,
         workers=CHILD_WORKERS,
         batches=1,
@@ -328,6 +341,12 @@ def handle_event(
         sync=settings.sync,
     )
     with open_pipeline(pipeline_settings, client=client, lanes=_child_lanes()) as pipeline:
+        # the TTL configuration is read once per run (and container), not once per batch
+        key = (base.run_id, settings.table, settings.data_table)
+        if key not in _RUN_TTLS:
+            _RUN_TTLS.clear()  # a warm container serves one run at a time
+        pipeline.share_ttls(_RUN_TTLS.setdefault(key, {}))
+        ctx = pipeline.stamp(ctx)
         outcome = pipeline.process(
             Batch(index=0, rows=rows), header=header, ctx=ctx, ticket=pipeline.ticket()
         ).final()
@@ -347,6 +366,7 @@ def handle_event(
         "failed": len(outcome.failures),
         "rejects": rejects_at,
         "failures": failures_at,
+        "ttl": pipeline.ttl_notes(),
     }
     if outcome.failed_batch:
         raise BatchFailed(f"DynamoDB refused {len(outcome.failures)} row(s) of the batch", summary)

@@ -62,6 +62,8 @@ def print_summary(data: dict[str, Any], *, writing: bool) -> None:
         + f"  batches {data['batches']:,}  {data['seconds']:.2f}s"
         f"  {data['rows_per_second']:,.0f} rows/s"
     )
+    for line in data.get("ttl") or ():
+        print(f"commands' {line}")
     if data["ignored_columns"]:
         print(f"ignored columns (not in the spec): {', '.join(data['ignored_columns'])}")
     for key, what in (

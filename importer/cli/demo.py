@@ -5,8 +5,12 @@ signed-HTTP writer runs exactly as against AWS), puts a generated CSV with a
 few deliberately bad rows into its S3, creates the module's command, data and
 history tables, imports from `s3://` with `--sync` (the command records and,
 in the same run, the data rows the command state machine would leave), then
-imports a small price update in upsert mode, and shows a command record, the
-rejected rows, and one data record with its history.
+imports a small price update in upsert mode -- a file of three columns whose
+rows are merged into the products' latest versions, as the framework's own
+import does -- and shows a command record, the rejected rows, and one data
+record (every attribute kept, the new price) with its history.  The module's
+master-data table holds a TTL configuration for the data table, so every
+command carries the `ttl` the framework's publish would give it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from typing import Any
 from importer.dynamodb.region import DEFAULT_REGION
 from importer.mbc.model import TABLE_SCHEMA
 
-__all__ = ["DEMO_SPEC", "generate_demo_csv", "reset_stand_in", "run_demo", "update_rows"]
+__all__ = [
+    "DEMO_SPEC",
+    "PRICE_SPEC",
+    "generate_demo_csv",
+    "reset_stand_in",
+    "run_demo",
+    "update_rows",
+]
 
 DEMO_SPEC = """\
 # The spec the demo uses: one PRODUCT command record per row.
@@ -73,6 +84,32 @@ type = "json"
 
 HEADER = ["tenant", "sku", "name", "price", "stock", "active", "released", "tags"]
 
+PRICE_SPEC = """\
+# The price update: three columns.  upsert merges each row into the product's latest
+# version (a partial update): name, stock, tags... stay as they are.
+[record]
+type = "PRODUCT"
+tenant = "{tenant}"
+code = "{sku}"
+
+[columns.tenant]
+type = "string"
+required = true
+attribute = false
+
+[columns.sku]
+type = "string"
+required = true
+
+[columns.price]
+type = "decimal"
+required = true
+min = 0
+"""
+PRICE_HEADER = ["tenant", "sku", "price"]
+#: the demo data table's TTL configuration (days), as MBC's master-data table holds it
+DEMO_TTL_DAYS = 365
+
 
 def generate_demo_csv(path: Path, rows: int, *, seed: int = 7) -> int:
     """Write `rows` rows (about 1 in 500 deliberately bad); return how many are bad."""
@@ -108,7 +145,7 @@ def generate_demo_csv(path: Path, rows: int, *, seed: int = 7) -> int:
 
 
 def update_rows(path: Path, count: int = 3) -> list[list[str]]:
-    """The first `count` good rows of the demo CSV with a new price and name (an update file)."""
+    """The first `count` good rows of the demo CSV as a price file: tenant, sku, new price."""
     out = []
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
@@ -116,10 +153,7 @@ def update_rows(path: Path, count: int = 3) -> list[list[str]]:
                 break
             if row["tenant"] not in ("acme", "globex"):
                 continue
-            price = f"{float(row['price']) + 1:.2f}"
-            out.append([row[h] if h not in ("price", "name") else "" for h in HEADER])
-            out[-1][HEADER.index("price")] = price
-            out[-1][HEADER.index("name")] = row["name"] + " (new price)"
+            out.append([row["tenant"], row["sku"], f"{float(row['price']) + 1:.2f}"])
     return out
 
 
@@ -155,8 +189,15 @@ def _import(
     return json.loads(summary_file.read_text(encoding="utf-8"))
 
 
-def _run_argv(source: str, table: str, name: str, engine: str | None, *extra: str) -> list[str]:
-    argv = ["run", source, "--spec", "products.spec.toml", "--table", table, *extra]
+def _run_argv(
+    source: str,
+    table: str,
+    name: str,
+    engine: str | None,
+    *extra: str,
+    spec: str = "products.spec.toml",
+) -> list[str]:
+    argv = ["run", source, "--spec", spec, "--table", table, *extra]
     argv += ["--sync", "--summary-json", f"{name}.summary.json"]
     if engine:
         argv += ["--engine", engine]
@@ -271,6 +312,17 @@ def _show(
     # MBC's module tables: commands (every version), data (the latest), history
     for name in (table, "demo-app-master-data", "demo-app-master-history"):
         ddb.create_table(TableName=name, **TABLE_SCHEMA)  # MBC's key schema
+    # the TTL configuration lives in the master module's data table (MBC's master-data),
+    # here the demo module's own: every command carries ttl = start + 365 days
+    for tenant in ("acme", "globex"):
+        ddb.put_item(
+            TableName="demo-app-master-data",
+            Item={
+                "pk": {"S": f"MASTER#{tenant}"},
+                "sk": {"S": "TTL#demo-app-master-data"},
+                "attributes": {"M": {"days": {"N": str(DEMO_TTL_DAYS)}}},
+            },
+        )
     print(
         f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
         f"products.csv; spec: {spec_path}"
@@ -291,7 +343,8 @@ def _show(
     }
     print(
         f"\ntable {table} now holds {counts[table]:,} command records and "
-        f"demo-app-master-data {counts['demo-app-master-data']:,} data rows; one command:"
+        f"demo-app-master-data {counts['demo-app-master-data'] - 2:,} data rows "
+        "(and the 2 TTL configurations); one command:"
     )
     item = (
         ddb.get_item(
@@ -313,13 +366,23 @@ def _show(
                     print(f"  line {rec[0]}: column {rec[1]!r} = {rec[2]!r}: {rec[3]}")
     updates = update_rows(csv_path)
     update_path = base / "price-update.csv"
+    (base / "price-update.spec.toml").write_text(PRICE_SPEC, encoding="utf-8")
     with open(update_path, "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([HEADER, *updates])
+        csv.writer(fh).writerows([PRICE_HEADER, *updates])
     again = _import(
-        _run_argv(update_path.name, table, "price-update", engine, "--mode", "upsert"),
+        _run_argv(
+            update_path.name,
+            table,
+            "price-update",
+            engine,
+            "--mode",
+            "upsert",
+            spec="price-update.spec.toml",
+        ),
         base=base,
         cli=cli,
-        note=f"{len(updates)} new prices",
+        note=f"{len(updates)} prices, columns {', '.join(PRICE_HEADER)}: merged into the latest "
+        "versions (--update replace would write them as whole records)",
     )
     tenant, sku = updates[0][0], updates[0][1]
     pk = f"PRODUCT#{tenant}"
@@ -335,7 +398,7 @@ def _show(
         ConsistentRead=True,
     )["Items"]
     if data_row is not None:
-        print(f"\ndata record {pk} / PRODUCT#{sku} (the latest version):")
+        print(f"\ndata record {pk} / PRODUCT#{sku} (the latest version: new price, rest kept):")
         _print_item(data_row)
     for h in history:
         print(f"\nits history {h['sk']['S']} (as it stood before the update):")

@@ -115,6 +115,14 @@ def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help:
         "new version when changed; strict: conditional transactions; blind: version 1 as is",
     )
     p.add_argument(
+        "--update",
+        choices=("merge", "replace"),
+        default=None,
+        help="upsert/strict on an entity that exists: merge (default, or the spec's [target] "
+        "update) deep-merges the row into its latest version, as the framework's import does; "
+        "replace writes the row as the whole record",
+    )
+    p.add_argument(
         "--data-table",
         metavar="NAME",
         help="MBC data table holding current versions (default: TABLE with -command -> -data)",
@@ -369,6 +377,7 @@ def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) ->
         table=args.table,
         mode=args.mode,
         data_table=args.data_table,
+        update=args.update,
         region=default_region(args.region),
         endpoint_url=args.endpoint_url,
         workers=args.workers,

@@ -391,6 +391,8 @@ def render(report: dict[str, Any]) -> str:
             f"provisioned     {_money(prov['cost'])} for {prov['wcu']:,} WCU x "
             f"{prov['hours_billed']} h at ${prov['price_per_wcu_hour']} per WCU-hour"
         )
+    if report.get("ttl"):
+        lines.append(f"command ttl     {report['ttl']}")
     if "import_table" in report:
         it = report["import_table"]
         lines.append(
@@ -398,6 +400,36 @@ def render(report: dict[str, Any]) -> str:
             f"${it['price_per_gb']} per GB ({it['note']})"
         )
     return "\n".join(lines)
+
+
+def describe_ttl(
+    spec: Spec,
+    table: str | None,
+    *,
+    data_table: str | None = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Which `ttl` the run's commands would carry (the data table's TTL configuration)."""
+    if not table:
+        return (
+            "not read (no --table): each command carries the data table's TTL "
+            "configuration from the master-data table, or null"
+        )
+    tenant = spec.record.tenant
+    if not tenant.is_constant:
+        return f"per tenant (record.tenant is {tenant.source!r}): read once per tenant in the run"
+    import time
+
+    import boto3
+
+    from importer.mbc.model import command_ttl
+
+    client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+    start = time.time() if now is None else now
+    found = command_ttl(client, table, data_table, tenant.source, start)
+    return found.describe().removeprefix("ttl: ")
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -447,6 +479,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         import_price_per_gb=args.import_price_per_gb,
         new_table=new_table,
     )
+    report["ttl"] = describe_ttl(
+        spec,
+        args.table,
+        data_table=args.data_table,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -481,7 +520,15 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
     p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
-    p.add_argument("--table", help="describe this table for its write capacity")
+    p.add_argument(
+        "--table",
+        help="describe this table for its write capacity, and read its TTL configuration",
+    )
+    p.add_argument(
+        "--data-table",
+        metavar="NAME",
+        help="the MBC data table whose TTL commands carry (default: TABLE -command -> -data)",
+    )
     p.add_argument(
         "--max-wcu", type=_positive, default=None, metavar="N", help="plan at N write units/s"
     )

@@ -142,6 +142,20 @@ def _all(parse: Any, texts: Sequence[str]) -> bool:
     return True
 
 
+_MBC_WHY = (
+    "numbers an MBC application cannot read exactly (beyond +-(2^53-1) or over 15 "
+    "significant digits): kept as text so no digit is lost"
+)
+
+
+def _mbc_decimal(text: str) -> str:
+    return values.parse_decimal(text, mbc=True)
+
+
+def _mbc_json(text: str) -> Any:
+    return values.parse_json(text, mbc=True)
+
+
 def _leading_zero(text: str) -> bool:
     body = text.lstrip("+-")
     return len(body) > 1 and body[0] == "0" and body[1].isdigit()
@@ -155,6 +169,9 @@ def _guess_type(texts: Sequence[str]) -> tuple[str, str]:
         numeric = _all(values.parse_decimal, texts)
         if numeric:
             return "string", "numbers with a leading zero or '+': kept as text so none is lost"
+    if _all(values.parse_decimal, texts) and not _all(_mbc_decimal, texts):
+        # an MBC target (the default) would reject them: text keeps every digit readable
+        return "string", _MBC_WHY
     if _all(values.parse_integer, texts):
         return "integer", "every sampled value is an integer"
     if _all(values.parse_decimal, texts):
@@ -166,6 +183,8 @@ def _guess_type(texts: Sequence[str]) -> tuple[str, str]:
     if _all(values.parse_datetime, texts):
         return "datetime", "every sampled value is an ISO 8601 date-time"
     if all(t[:1] in "[{" for t in texts) and _all(values.parse_json, texts):
+        if not _all(_mbc_json, texts):
+            return "string", "JSON holding " + _MBC_WHY
         return "json", "every sampled value is a JSON object or array"
     return "string", "text (no other type fits every sampled value)"
 

@@ -25,6 +25,7 @@ handler's name).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ __all__ = [
     "to_plain",
     "transform_command_to_data",
 ]
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "importer.data_sync"
 ENV_HANDLERS = "IMPORTER_DATA_SYNC_HANDLERS"
@@ -281,9 +284,27 @@ def load_handlers(
             except Exception as exc:  # noqa: BLE001 - any import failure, one line
                 raise DataSyncError(f"data-sync entry point {ep.name!r}: {exc}") from None
             handlers.append(_as_handler(obj, f"entry point {ep.name!r}"))
-    seen: set[str] = set()
+    # mbc #459/#462: a handler registered twice (the same class or function, from the
+    # setting and an entry point) runs once; two different handlers under one name are
+    # refused, since the Map item names the handler
+    unique: list[Any] = []
+    seen: dict[str, Any] = {}
     for h in handlers:
+        origin = _origin(h)
         if h.name in seen:
+            if seen[h.name] == origin:
+                log.warning("data-sync handler %s is registered twice: it runs once", h.name)
+                continue
             raise DataSyncError(f"two data-sync handlers are named {h.name!r}")
-        seen.add(h.name)
-    return handlers
+        seen[h.name] = origin
+        unique.append(h)
+    if not unique:
+        log.warning("no data-sync handler is registered: sync_data has nothing to run")
+    return unique
+
+
+def _origin(handler: Any) -> Any:
+    """What makes two registrations the same handler: its function, or its class."""
+    if isinstance(handler, FunctionHandler):
+        return handler.fn
+    return type(handler)

@@ -35,10 +35,12 @@ __all__ = [
     "COMMAND_SUFFIX",
     "DATE_FIELDS",
     "Clock",
+    "CommandTtl",
     "Item",
     "Tables",
     "TtlResolver",
     "add_sk_version",
+    "command_ttl",
     "format_date",
     "get_sk_version",
     "item_version",
@@ -305,3 +307,56 @@ class TtlResolver:
             raise ValueError("Number of days must be greater than 0.")
         value = math.floor(self.clock()) + days * 86400
         return int(value) if float(value).is_integer() else value
+
+
+# ------------------------------------------------------------------ command TTL
+@dataclass(frozen=True, slots=True)
+class CommandTtl:
+    """The ``ttl`` a run's commands carry, and where it came from (said in plan and summary).
+
+    ``publishAsync`` sets ``ttl: calculateTtl(DATA, tenant)``: the *data* table's
+    TTL configuration (``MASTER#{tenant}`` / ``TTL#{data table}``, ``days``) from
+    now, or null.  A run reads it once and counts from its own start, so a
+    retried batch writes the same bytes.
+    """
+
+    ttl: int | None
+    days: float | None
+    master_table: str
+    key: str
+
+    def describe(self) -> str:
+        if self.ttl is None:
+            return (
+                f"ttl: null (no TTL configuration at {self.key} in {self.master_table}; "
+                "as the framework writes it)"
+            )
+        days = int(self.days) if self.days is not None and self.days.is_integer() else self.days
+        where = f"{self.key} in {self.master_table}"
+        return f"ttl: {self.ttl} ({days} days from the run's start: {where})"
+
+
+def command_ttl(
+    dynamodb: Any,
+    command_table: str,
+    data_table: str | None,
+    tenant: str | None,
+    start: float,
+    *,
+    master_table: str | None = None,
+) -> CommandTtl:
+    """The data table's TTL for a tenant's commands, counted from ``start`` (epoch seconds).
+
+    ``dynamodb`` speaks boto3's low-level ``get_item``; a failed read means null,
+    as ``TtlService`` logs and returns null.  ``master_table`` None: the module's
+    ``{prefix}master-data``; "": none configured (nothing is read, the TTL is null).
+    """
+    tables = Tables.from_command_table(command_table, data=data_table)
+    master = tables.master_data if master_table is None else master_table
+    key = f"MASTER#{tenant or DEFAULT_TENANT} / TTL#{tables.data}"
+    if not master:
+        return CommandTtl(None, None, "no master-data table (none configured)", key)
+    resolver = TtlResolver(dynamodb, master, clock=lambda: start, cache=True)
+    ttl = resolver.ttl(tables.data, tenant)
+    days = resolver.days(tables.data, tenant)
+    return CommandTtl(None if ttl is None else int(ttl), days, master, key)

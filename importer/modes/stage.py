@@ -9,9 +9,12 @@ writer, reads first and decides each row's fate:
 mode        an entity that already exists
 ==========  ==================================================================
 ``insert``  (default) not written: `Reject(reason="exists (version v)")`
-``upsert``  compared with the current record (name, attributes, isDeleted):
-            EQUAL -> skipped, counted `unchanged`; CHANGED -> written as
-            version current+1; NOT_EXIST -> version 1
+``upsert``  merged into the current record (a partial update, as the
+            framework's import does with ``publishPartialUpdateAsync``) and the
+            result compared with it (name, attributes, isDeleted): EQUAL ->
+            skipped, counted `unchanged`; CHANGED -> written as version
+            current+1; NOT_EXIST -> version 1.  `update="replace"` writes the
+            row as the whole record instead.
 ``strict``  as upsert, and the writer must be `StrictWriter` (conditional
             TransactWriteItems: a concurrent writer is never overwritten)
 ``blind``   today's behaviour: every row version 1, no reads (benchmarks)
@@ -82,12 +85,14 @@ from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupF
 from importer.dynamodb.retry import WriterFatalError
 from importer.dynamodb.writer import keys_unique
 from importer.modes.ledger import DigestLedger, WindowLedger
+from importer.modes.merge import MERGED_FIELDS, merge_version
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.transform.reference import wire_json
 
 __all__ = [
     "DEFAULT_MODE",
     "MODES",
+    "UPDATES",
     "Mode",
     "ModeStage",
     "PreparedBatch",
@@ -102,6 +107,9 @@ MODES: tuple[Mode, ...] = ("insert", "upsert", "strict", "blind")
 #: What every entry point does without a mode given (the CLI, the Lambda child, the
 #: template's parameter, the library's settings): the safe mode that never overwrites.
 DEFAULT_MODE: Mode = "insert"
+#: How upsert/strict apply a row to an entity that exists: deep-merged into its latest
+#: version (the framework's publishPartialUpdate; the default), or as the whole record.
+UPDATES: tuple[str, ...] = ("merge", "replace")
 #: Command versions newer than the data table probed per row before giving up.
 MAX_PROBE_ROUNDS = 64
 
@@ -149,6 +157,27 @@ def compare_digest(item: Mapping[str, Any]) -> bytes:
     }
     raw = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _state(item: Mapping[str, Any], names: Sequence[str]) -> bytes:
+    """The `names` fields of an item (DynamoDB JSON, wire form kept) as compact JSON.
+
+    What a merging stage keeps per entity instead of a digest: the next row of
+    the entity merges into it (the run map holds it until the table shows it).
+    """
+    doc = {k: item[k] for k in names if k in item}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    """Two states equal as MBC's compare sees them (`compare_digest`)."""
+    return a == b or compare_digest(_load(a)) == compare_digest(_load(b))
+
+
+def _load(state: bytes) -> dict[str, Any]:
+    return json.loads(state.decode("utf-8", "surrogatepass"))
 
 
 def _version_of(item: Mapping[str, Any], default: int) -> int:
@@ -270,11 +299,14 @@ class _Row:
     code: str
     #: None: read from the wire when first needed (insert mode rarely needs it)
     request_id: str | None
+    #: what the row compares by: its compare digest ("replace"), or its own
+    #: name and attributes as compact JSON ("merge", see `_state`)
     digest: bytes
     # probe results
     cur_version: int = 0  # latest stored version met (0 = none)
-    cur_digest: bytes = b""
+    cur_digest: bytes = b""  # the stored version's digest, or its `_state` ("merge")
     mine: int = 0  # version at which this very row is already stored (0 = none)
+    mine_state: bytes = b""  # ("merge") the fields stored at `mine`
     cur_line: int = 0  # line of this run that wrote cur_version (0 = another writer)
     failed: str = ""
     lazy_id: bool = False  # request_id not read yet (see `_whose`)
@@ -306,9 +338,17 @@ class ModeStage:
         lookup: KeyLookup | None,
         code_column: str = "",
         remember_all: bool = False,
+        update: str = "merge",
+        keep_name: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
+        if update not in UPDATES:
+            raise ValueError(f"unknown update {update!r} (one of: {', '.join(UPDATES)})")
+        #: upsert/strict deep-merge rows into the latest version (the framework's import)
+        self.merge = update == "merge" and mode in ("upsert", "strict")
+        #: the spec names no record.name: a merge keeps the stored name
+        self.keep_name = keep_name
         if mode in ("upsert", "strict") and not data_table and lookup is not None:
             raise WriterFatalError(f"{mode} mode needs the data table (pass --data-table)")
         self.mode = mode
@@ -350,6 +390,8 @@ class ModeStage:
         lookup: KeyLookup | None,
         code_column: str = "",
         remember_all: bool = False,
+        update: str = "merge",
+        keep_name: bool = False,
     ) -> ModeStage:
         """Resolve and check the data table, then build the stage.
 
@@ -366,7 +408,13 @@ class ModeStage:
         name = data_table or default_data_table(table)
         if lookup is None:  # a dry run without a table: only this run's rows are compared
             stage = cls(
-                mode=mode, table=table, data_table=name, lookup=None, code_column=code_column
+                mode=mode,
+                table=table,
+                data_table=name,
+                lookup=None,
+                code_column=code_column,
+                update=update,
+                keep_name=keep_name,
             )
             stage.notices.append(
                 "no --table given: rows were checked against each other, not against "
@@ -405,6 +453,8 @@ class ModeStage:
             lookup=lookup,
             code_column=code_column,
             remember_all=remember_all,
+            update=update,
+            keep_name=keep_name,
         )
         if notice:
             stage.notices.append(notice)
@@ -677,7 +727,12 @@ class ModeStage:
         # the parsed item is not kept: as Python objects it is ~10x its wire bytes, and a
         # batch keeps its rows until its turn comes (all workers' batches, at worst).
         # Only rows written at another version than 1 are parsed again (`_render`).
-        return _Row(item, base, code, _request_id(doc), compare_digest(doc))
+        own = _state(doc, ("name", "attributes")) if self.merge else compare_digest(doc)
+        return _Row(item, base, code, _request_id(doc), own)
+
+    def _stored(self, stored: Mapping[str, Any]) -> bytes:
+        """What a stored version is compared (and, merging, merged) by."""
+        return _state(stored, MERGED_FIELDS) if self.merge else compare_digest(stored)
 
     def _probe(self, rows: list[_Row], read: tuple[dict, dict] | None = None) -> None:
         """Fill cur_version/cur_digest/mine of each row from the tables (network).
@@ -713,6 +768,8 @@ class ModeStage:
                 seen, line = self._whose(r, data)
                 if seen == "mine":
                     r.mine = v
+                    if self.merge:
+                        r.mine_state = self._stored(data)
                     continue
                 if seen == "later":
                     if v > 1:
@@ -721,7 +778,7 @@ class ModeStage:
                 r.cur_version, r.cur_line = v, line
                 if insert:
                     continue  # exists: nothing more to learn
-                r.cur_digest = compare_digest(data)
+                r.cur_digest = self._stored(data)
             probing.append((r, r.cur_version + 1, 1))
         rounds = 0
         while probing:
@@ -746,17 +803,19 @@ class ModeStage:
                 seen, line = ("absent", 0) if stored is None else self._whose(r, stored)
                 if seen == "mine":
                     r.mine = v
+                    if self.merge and stored is not None:
+                        r.mine_state = self._stored(stored)
                 elif step > 0:
                     if seen == "other":
                         r.cur_version, r.cur_line = v, line
                         if not insert:
-                            r.cur_digest = compare_digest(stored)
+                            r.cur_digest = self._stored(stored)
                             nxt.append((r, v + 1, 1))
                 elif seen == "later" and v > 1:
                     nxt.append((r, v - 1, -1))
                 elif seen == "other":
                     r.cur_version, r.cur_line = v, line
-                    r.cur_digest = b"" if insert else compare_digest(stored)
+                    r.cur_digest = b"" if insert else self._stored(stored)
                 # walking down and absent (or @1 is later): nothing stored before this row
             probing = nxt
 
@@ -822,11 +881,27 @@ class ModeStage:
             else:
                 base_v, base_d = r.cur_version, r.cur_digest
             if r.mine and r.mine > (known[0] if known is not None else 0):
-                out.items.append(self._render(r, r.mine))  # already stored: same version again
-                state[key] = (r.mine, r.digest, it.line)
+                # already stored: the same version again (merging: as it was stored)
+                fields_at = r.mine_state if self.merge else b""
+                out.items.append(self._render(r, r.mine, fields_at))
+                state[key] = (r.mine, fields_at or r.digest, it.line)
             elif base_v == 0:
                 out.items.append(it)
                 state[key] = (1, r.digest, it.line)
+            elif self.merge:
+                try:
+                    merged = self._merged(base_d, r.digest)
+                except ValueError as exc:
+                    out.failures.append(Failure(it.line, it.pk, it.sk, str(exc)))
+                    continue
+                if _same(merged, base_d):
+                    out.unchanged += 1
+                    if known is None:
+                        state[key] = (base_v, base_d, 0)
+                else:
+                    v = base_v + 1
+                    out.items.append(self._render(r, v, merged))
+                    state[key] = (v, merged, it.line)
             elif base_d == r.digest:
                 out.unchanged += 1
                 if known is None:
@@ -855,16 +930,27 @@ class ModeStage:
             r.item.line, self.code_column, code, reason, tuple(fields.get(r.item.line, ())), kind
         )
 
+    def _merged(self, stored: bytes, own: bytes) -> bytes:
+        """The fields of the version a partial update writes (`merge_version`), as state."""
+        fields = merge_version(_load(stored), _load(own), keep_name=self.keep_name)
+        return _state(fields, MERGED_FIELDS)
+
     @staticmethod
-    def _render(r: _Row, version: int) -> PreparedItem:
-        """The row's item at `version` (sk and version rewritten; id, requestId kept)."""
+    def _render(r: _Row, version: int, fields: bytes = b"") -> PreparedItem:
+        """The row's item at `version` (sk and version rewritten; id, requestId kept).
+
+        `fields` (a merge's `_state`) replace the row's name and attributes and
+        add the stored isDeleted/seq.
+        """
         it = r.item
         sk = f"{r.base}@{version}"
-        if sk == it.sk:
+        if sk == it.sk and not fields:
             return it
         doc = json.loads(it.wire)
         doc["sk"] = {"S": sk}
         doc["version"] = {"N": str(version)}
+        if fields:
+            doc.update(_load(fields))
         return PreparedItem(it.line, it.pk, sk, wire_json(doc))
 
     # ------------------------------------------------------------------ misc

@@ -257,7 +257,7 @@ def process_batch(
                 pipeline.settings.spec, header, batch.rows, ctx
             )
             rejects = [*batch.rejects, *result.rejects]
-            items = result.items
+            items = pipeline.ttl_items(result.items)
             if stage is None:
                 items, dupes = resolve_duplicates(
                     items, code_column=pipeline.code_column, fields=fields

@@ -142,6 +142,8 @@ class Summary:
     #: batches read but left unwritten when the run stopped over --max-rejects
     #: (their rows count nowhere, like the rows never read)
     halted_batches: int = 0
+    #: which `ttl` the commands carry (the data table's TTL configuration, or null)
+    ttl: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +186,7 @@ def run_import(
         checkpoint.check_matches(_run_meta(config, ctx))
     else:
         ctx = RunContext.new(run_id=config.run_id)
+    ctx = pipeline.stamp(ctx)
     summary = Summary(run_id=ctx.run_id, notices=pipeline.notices)
     stream = open_source(config.source, s3_client=s3_client)
     run: _Run | None = None
@@ -241,6 +244,7 @@ def run_import(
             summary.truncated_rows = reader.truncated
             summary.padded_lines = list(getattr(reader, "padded_lines", []))
             summary.truncated_lines = list(getattr(reader, "truncated_lines", []))
+            summary.ttl = pipeline.ttl_notes()
             summary.seconds = round(time.perf_counter() - started, 3)
             summary.rows_per_second = (
                 round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0

@@ -13,11 +13,13 @@ itself, so they cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from importer._native import ItemBlock
 from importer.dynamodb.client import (
     Boto3DynamoClient,
     DynamoClient,
@@ -31,7 +33,8 @@ from importer.dynamodb.region import default_region
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.writer import BatchWriter
 from importer.input.batching import Batch
-from importer.modes.stage import DEFAULT_MODE, MODES, Mode, ModeStage
+from importer.mbc.model import CommandTtl, command_ttl
+from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode, ModeStage
 from importer.records import PreparedItem, WriteOutcome
 from importer.run.batch_unit import BatchOutcome, process_batch
 from importer.transform.context import RunContext
@@ -74,6 +77,12 @@ class PipelineSettings:
     table: str | None = None
     mode: Mode = DEFAULT_MODE
     data_table: str | None = None
+    #: how upsert/strict apply a row to an existing entity: "merge" (a partial update, the
+    #: framework's import) or "replace" (the whole record); None: the spec's `[target] update`
+    update: str | None = None
+    #: where the TTL configuration lives: None, the module's `{prefix}master-data`
+    #: (as the framework names it); "": none (the commands' ttl is null, nothing is read)
+    master_table: str | None = None
     region: str = field(default_factory=default_region)
     endpoint_url: str | None = None
     workers: int = 50
@@ -94,6 +103,8 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r} (one of: {', '.join(MODES)})")
+        if self.update not in (None, *UPDATES):
+            raise ValueError(f"unknown update {self.update!r} (one of: {', '.join(UPDATES)})")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.batches is not None and self.batches < 1:
@@ -106,6 +117,23 @@ class PipelineSettings:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+#: The ttl an item carries before `Pipeline.ttl_items` gives it its tenant's.
+_NULL_TTL = b'"ttl":{"NULL":true}'
+
+
+def _tenant(pk: str) -> str | None:
+    """``getTenantCode``: the text after the last ``#`` of the pk."""
+    i = pk.rfind("#")
+    return None if i == -1 else pk[i + 1 :]
+
+
+class _NoTable:
+    """No endpoint (a dry run without one): every TTL read fails, so the TTL is null."""
+
+    def get_item(self, **_kw: Any) -> dict[str, Any]:
+        raise LookupError("no endpoint")
 
 
 class DryRunWriter:
@@ -149,6 +177,77 @@ class Pipeline:
         #: written yet does not (`process_batch`), however far it got
         self.halt = threading.Event()
         self.code_column = settings.spec.code_column
+        #: tenant -> the commands' TTL (`command_ttl`), read once per run
+        self._ttls: dict[str | None, CommandTtl] = {}
+        self._ttl_lock = threading.Lock()
+        self._ttl_start: float = 0.0
+
+    # ------------------------------------------------------------------ TTL
+    def command_ttl(self, tenant: str | None, start: float) -> CommandTtl:
+        """The data table's TTL for `tenant`'s commands (read once per run and tenant)."""
+        with self._ttl_lock:
+            hit = self._ttls.get(tenant)
+            if hit is not None:
+                return hit
+        from importer.mbc.sync import ClientCalls
+
+        settings = self.settings
+        calls = ClientCalls(self.client) if self.client is not None else _NoTable()
+        found = command_ttl(
+            calls,
+            settings.table or "",
+            settings.data_table,
+            tenant,
+            start,
+            master_table=settings.master_table,
+        )
+        with self._ttl_lock:
+            return self._ttls.setdefault(tenant, found)
+
+    def share_ttls(self, cache: dict[str | None, CommandTtl]) -> None:
+        """Keep the TTLs read in `cache` (the Lambda child: one run's invocations share it)."""
+        with self._ttl_lock:
+            self._ttls = cache
+
+    def stamp(self, ctx: RunContext) -> RunContext:
+        """`ctx` with the commands' `ttl`, as the framework's publish sets it.
+
+        With a constant tenant the TTL is one value, part of every item's
+        constant tail (no work per row).  A tenant taken from a column is
+        resolved per tenant (`ttl_items`).
+        """
+        self._ttl_start = float(ctx.epoch())
+        tenant = self.settings.spec.record.tenant
+        if not self.settings.table or not tenant.is_constant:
+            return ctx
+        found = self.command_ttl(tenant.source, self._ttl_start)
+        return dataclasses.replace(ctx, ttl=found.ttl)
+
+    def ttl_notes(self) -> list[str]:
+        """Which TTL the run's commands carry, per tenant read (the summary says it)."""
+        with self._ttl_lock:
+            found = sorted(self._ttls.items(), key=lambda kv: kv[0] or "")
+        if len(found) == 1:
+            return [found[0][1].describe()]
+        return [f"tenant {tenant}: {t.describe()}" for tenant, t in found]
+
+    def ttl_items(self, items: Sequence[PreparedItem]) -> Sequence[PreparedItem]:
+        """Items whose tenant comes from a column get their tenant's TTL (null stays null)."""
+        if self.settings.spec.record.tenant.is_constant or not self.settings.table:
+            return items
+        # the batch's tenants, without a Python object per row (the insert path's speed)
+        pks = items.distinct_pks() if isinstance(items, ItemBlock) else {it.pk for it in items}
+        ttls = {pk: self.command_ttl(_tenant(pk), self._ttl_start).ttl for pk in pks}
+        if all(ttl is None for ttl in ttls.values()):
+            return items  # every item already says null
+        out = []
+        for it in items:
+            ttl = ttls[it.pk]
+            if ttl is not None:
+                wire = it.wire.replace(_NULL_TTL, b'"ttl":{"N":"%d"}' % ttl, 1)
+                it = PreparedItem(it.line, it.pk, it.sk, wire)
+            out.append(it)
+        return out
 
     @property
     def notices(self) -> list[str]:
@@ -255,6 +354,8 @@ def open_pipeline(
                 lookup=lookup,
                 code_column=settings.spec.code_column,
                 remember_all=settings.dry_run,
+                update=settings.update or settings.spec.update,
+                keep_name=not settings.spec.name_given,
             )
         # one pacer for every worker of the run: it learns what the table accepts
         pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)

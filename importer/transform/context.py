@@ -49,6 +49,9 @@ class RunContext:
     source: str
     user: str = "importer"
     ip: str | None = None
+    #: the command's `ttl` (epoch seconds), as the framework's publish sets it: the data
+    #: table's TTL configuration applied to the run's start, or None (written as null)
+    ttl: int | None = None
 
     @classmethod
     def new(cls, *, run_id: str | None = None, user: str = "importer") -> RunContext:
@@ -57,7 +60,8 @@ class RunContext:
         return cls(run_id=rid, timestamp=now, source=f"import-csv:{rid}", user=user)
 
     def to_batch_input(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # ttl is not BatchInput: each child reads the TTL configuration itself
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "ttl"}
 
     @classmethod
     def from_batch_input(cls, batch_input: dict[str, Any]) -> RunContext:
@@ -85,3 +89,7 @@ class RunContext:
             user=str(user),
             ip=str(ip) if ip else None,
         )
+
+    def epoch(self) -> int:
+        """The run's timestamp in epoch seconds (what the TTL counts from)."""
+        return int(datetime.fromisoformat(self.timestamp).timestamp())

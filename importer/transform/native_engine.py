@@ -45,7 +45,7 @@ from importer.transform import reference as _ref
 from importer.transform.context import RunContext
 from importer.transform.reference import Row, TransformResult
 from importer.transform.spec import ColumnRule, Spec
-from importer.transform.values import FieldError, enum_reason, parse_json
+from importer.transform.values import MBC_NUMBER_REASON, FieldError, enum_reason, parse_json
 
 __all__ = [
     "NativeCsvReader",
@@ -81,6 +81,7 @@ _FIXED_REASONS = {
     _C["R_DT_CAL"]: "not a real calendar date",
     _C["R_DT_TIME"]: "time of day out of range",
     _C["R_DT_OFF"]: "UTC offset out of range",
+    _C["R_MBC_NUM"]: MBC_NUMBER_REASON,
 }
 
 
@@ -143,7 +144,7 @@ def _date_bound(value: str | None) -> bytes | None:
 
 
 def _column_spec(
-    rule: ColumnRule, index: dict[Any, int], blob: _Blob, enums: list[bytes]
+    rule: ColumnRule, index: dict[Any, int], blob: _Blob, enums: list[bytes], mbc: bool = False
 ) -> dict[str, Any]:
     kind = rule.type
     if kind not in _KINDS:
@@ -173,6 +174,7 @@ def _column_spec(
         "index": index[rule.name],
         "kind": _KINDS[kind],
         "required": bool(rule.required),
+        "mbc": bool(mbc),
         "attr_off": attr_off,
         "attr_len": attr_len,
         "attr_size": attr_size,
@@ -193,8 +195,11 @@ def _context_parts(ctx: RunContext) -> tuple[bytes, bytes, int]:
     """The constant tail of every item and the item_size of all constant parts."""
     source, run_id, ts, user = ctx.source, ctx.run_id, ctx.timestamp, ctx.user
     ip = ctx.ip
+    ttl = b'{"NULL":true}' if ctx.ttl is None else b'{"N":"' + str(int(ctx.ttl)).encode() + b'"}'
     tail1 = (
-        b'}},"source":{"S":'
+        b'}},"ttl":'
+        + ttl
+        + b',"source":{"S":'
         + _json_str(source)
         + b'},"requestId":{"S":'
         + _json_str(run_id)[:-1]
@@ -221,6 +226,7 @@ def _context_parts(ctx: RunContext) -> tuple[bytes, bytes, int]:
         "tenantCode",
         "version",
         "attributes",
+        "ttl",
         "source",
         "requestId",
         "createdAt",
@@ -229,6 +235,7 @@ def _context_parts(ctx: RunContext) -> tuple[bytes, bytes, int]:
         "updatedBy",
     ]
     size = 2  # version {"N": "1"}
+    size += _ref._value_size(_ref.ttl_value(ctx.ttl))
     size += len(_utf8(source)) + len(_utf8(run_id)) + 1
     size += 2 * len(_utf8(ts)) + 2 * len(_utf8(user))
     if ip is not None:
@@ -251,7 +258,8 @@ def compile_plan(spec: Spec, header: Sequence[str], ctx: RunContext) -> Any:
             return None  # the reference raises KeyError on the first row
         blob = _Blob()
         enums: list[bytes] = []
-        cols = [_column_spec(rule, index, blob, enums) for rule in spec.columns]
+        mbc = spec.numbers == "mbc"
+        cols = [_column_spec(rule, index, blob, enums, mbc) for rule in spec.columns]
         rec = spec.record
         templates = []
         typed = {
@@ -321,13 +329,17 @@ def _reference_row(
         return Reject(line, "", "", "not valid Unicode (lone surrogate)", tuple(fields))
 
 
-def _json_value(text: str) -> tuple[bytes, int] | str:
+def _json_value(text: str, mbc: bool = False) -> tuple[bytes, int] | str:
     try:
-        value = parse_json(text)
+        value = parse_json(text, mbc)
     except FieldError as exc:
         return str(exc)
     wire = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return wire, _ref._value_size(value)
+
+
+def _json_value_mbc(text: str) -> tuple[bytes, int] | str:
+    return _json_value(text, True)
 
 
 def transform_batch(
@@ -354,8 +366,9 @@ def transform_batch(
         def key_reject(code: int, t: int, param: int, line: int, fields: Sequence[str]) -> Reject:
             return _key_reject(spec, plan, header, code, t, param, line, fields)
 
+        json_value = _json_value_mbc if spec.numbers == "mbc" else _json_value
         result.items, result.rejects = _native.transform_rows(
-            plan, rows, PreparedItem, Reject, _json_value, fallback_row, key_reject
+            plan, rows, PreparedItem, Reject, json_value, fallback_row, key_reject
         )
     return result
 

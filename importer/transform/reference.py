@@ -37,6 +37,7 @@ __all__ = [
     "item_size",
     "key_text",
     "key_values",
+    "ttl_value",
     "transform_batch",
     "wire_json",
 ]
@@ -84,13 +85,21 @@ def _value_size(value: dict[str, Any]) -> int:
     return 3 + sum(1 + len(k.encode("utf-8")) + _value_size(v) for k, v in inner.items())
 
 
+def ttl_value(ttl: int | None) -> dict[str, Any]:
+    """The command's `ttl` as the framework writes it: a number, or null without a TTL."""
+    return {"NULL": True} if ttl is None else {"N": str(int(ttl))}
+
+
 def item_size(item: dict[str, Any]) -> int:
     """DynamoDB's item size: attribute names plus values, by its published rules."""
     return sum(len(k.encode("utf-8")) + _value_size(v) for k, v in item.items())
 
 
-def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
-    """The typed attribute value for one field, None when empty and optional."""
+def _check_column(rule: ColumnRule, raw: str, mbc: bool = False) -> dict[str, Any] | None:
+    """The typed attribute value for one field, None when empty and optional.
+
+    `mbc`: numbers (JSON ones too) must be ones an MBC application reads exactly.
+    """
     kind = rule.type
     text = raw if kind == "string" else raw.strip(" \t")
     if text == "":
@@ -109,7 +118,7 @@ def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
             raise FieldError(f"does not match pattern {rule.pattern}")
         return {"S": raw}
     if kind in ("integer", "decimal"):
-        number = parse_integer(text) if kind == "integer" else parse_decimal(text)
+        number = parse_integer(text, mbc) if kind == "integer" else parse_decimal(text, mbc)
         if rule.enum is not None and number not in rule.enum:
             raise FieldError(enum_reason(rule.enum))
         if rule.min is not None and Decimal(number) < rule.min:
@@ -130,7 +139,7 @@ def _check_column(rule: ColumnRule, raw: str) -> dict[str, Any] | None:
         return {"S": day}
     if kind == "datetime":
         return {"S": parse_datetime(text)}
-    return parse_json(text)
+    return parse_json(text, mbc)
 
 
 #: Column types whose value a key template renders normalised, as the attribute stores
@@ -192,10 +201,11 @@ def _map_row(
     values = dict(zip(header, fields, strict=False))
     attributes: dict[str, Any] = {}
     keyed = dict(values)  # what the key templates render: typed columns normalised
+    mbc = spec.numbers == "mbc"
     for rule in spec.columns:
         raw = values[rule.name]
         try:
-            typed = _check_column(rule, raw)
+            typed = _check_column(rule, raw, mbc)
         except FieldError as exc:
             return Reject(line, rule.name, raw, str(exc), tuple(fields))
         if typed is not None and rule.attribute is not None:
@@ -252,6 +262,7 @@ def _map_row(
         "tenantCode": {"S": tenant},
         "version": {"N": "1"},
         "attributes": {"M": attributes},
+        "ttl": ttl_value(ctx.ttl),
         "source": {"S": ctx.source},
         "requestId": {"S": f"{ctx.run_id}#{line}"},
         "createdAt": {"S": ctx.timestamp},

@@ -23,6 +23,7 @@ from importer.input.options import DELIMITERS, CsvOptions
 
 __all__ = [
     "COLUMN_TYPES",
+    "TARGET_OPTIONS",
     "ColumnRule",
     "RecordTemplate",
     "Spec",
@@ -147,6 +148,14 @@ class Spec:
     csv: CsvOptions = CsvOptions()
     max_rejects: int | None = None
     source_path: str = "<spec>"
+    #: `[target] numbers`: "mbc" (default) keeps every number an MBC application (JavaScript
+    #: numbers) reads exactly; "dynamodb" allows DynamoDB's full 38 digits.
+    numbers: str = "mbc"
+    #: `[target] update`: "merge" (default) deep-merges an upsert/strict row into the latest
+    #: version, as the framework's publishPartialUpdate does; "replace" writes the row as is.
+    update: str = "merge"
+    #: False when `record.name` was left to default to the code: a merge keeps the stored name.
+    name_given: bool = True
 
     def column(self, name: str) -> ColumnRule | None:
         for rule in self.columns:
@@ -191,7 +200,9 @@ _COLUMN_KEYS = {
     "min",
     "max",
 }
-_TOP_KEYS = {"record", "columns", "csv", "limits"}
+_TOP_KEYS = {"record", "columns", "csv", "limits", "target"}
+#: `[target]` options and the values each takes (the first is the default).
+TARGET_OPTIONS = {"numbers": ("mbc", "dynamodb"), "update": ("merge", "replace")}
 _RULES_BY_TYPE = {
     "string": {"pattern", "min_length", "max_length", "enum"},
     "integer": {"min", "max", "enum"},
@@ -358,6 +369,22 @@ def _csv_options(doc: dict[str, Any]) -> CsvOptions:
     return CsvOptions(delimiter=delimiter, header_location=location, headers=headers)
 
 
+def _target_options(doc: dict[str, Any]) -> dict[str, str]:
+    """`[target]`: what the table's readers can take (numbers) and how updates apply."""
+    body = _table(doc, "target", "")
+    _unknown(set(body), set(TARGET_OPTIONS), "target")
+    out = {}
+    for key, allowed in TARGET_OPTIONS.items():
+        value = body.get(key, allowed[0])
+        if value not in allowed:
+            raise SpecError(
+                f"target.{key}: expected one of {', '.join(repr(a) for a in allowed)}, "
+                f"got {value!r}"
+            )
+        out[key] = value
+    return out
+
+
 def parse_spec(doc: dict[str, Any], source_path: str = "<spec>") -> Spec:
     """Validate a decoded spec document and compile it."""
     if not isinstance(doc, dict):
@@ -398,12 +425,16 @@ def parse_spec(doc: dict[str, Any], source_path: str = "<spec>") -> Spec:
     _unknown(set(limits), {"max_rejects"}, "limits")
     max_rejects = _int_opt(limits.get("max_rejects"), "limits.max_rejects")
     csv_options = _csv_options(doc)
+    target = _target_options(doc)
     spec = Spec(
         record=RecordTemplate(type=rtype, tenant=tenant, code=code, name=name),
         columns=columns,
         csv=csv_options,
         max_rejects=max_rejects,
         source_path=source_path,
+        numbers=target["numbers"],
+        update=target["update"],
+        name_given="name" in record,
     )
     if csv_options.headers is not None:
         problem = header_problem(spec, csv_options.headers, where="csv.headers")

@@ -26,6 +26,9 @@ __all__ = [
     "parse_date",
     "parse_datetime",
     "parse_json",
+    "MBC_NUMBER_REASON",
+    "MAX_SAFE_INTEGER",
+    "mbc_number_ok",
     "TRUE_WORDS",
     "FALSE_WORDS",
 ]
@@ -35,6 +38,20 @@ MAX_NUMBER_DIGITS = 38
 #: Decimal exponent range DynamoDB accepts (1E-130 .. 9.99…E+125).
 MIN_EXPONENT = -130
 MAX_EXPONENT = 125
+
+#: JavaScript's Number.MAX_SAFE_INTEGER: the largest integer an MBC application reads exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_SAFE_TEXT = str(MAX_SAFE_INTEGER)
+#: A float64 round-trips every decimal of at most this many significant digits (DBL_DIG).
+MBC_MAX_DIGITS = 15
+#: Why an MBC target refuses a number: the framework reads numbers with the AWS SDK's
+#: unmarshall into JavaScript numbers -- an integer beyond 2^53-1 becomes a BigInt no later
+#: write can serialise, a longer decimal is rounded or makes the read throw.
+MBC_NUMBER_REASON = (
+    "number an MBC application cannot read exactly (JavaScript numbers: integers up to "
+    "+-9007199254740991, at most 15 significant digits); "
+    '[target] numbers = "dynamodb" in the spec stores DynamoDB\'s full range'
+)
 
 TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
@@ -118,15 +135,43 @@ def normalise_number(sign: str, int_digits: str, frac_digits: str, exponent: int
     return "-" + body if sign == "-" else body
 
 
-def parse_integer(text: str) -> str:
+def mbc_number_ok(number: str) -> bool:
+    """Does a JavaScript number hold this normalised number (`normalise_number`'s form) exactly?
+
+    Integral values: up to 2^53-1 in magnitude, whatever their digits (every such
+    integer is a float64).  Others: at most 15 significant digits, so the float64
+    the framework reads prints back as the same decimal (DynamoDB's own floor,
+    1E-130, keeps every number far above float64's subnormals).
+    """
+    body = number[1:] if number.startswith("-") else number
+    whole, _, frac = body.partition(".")
+    if not frac:
+        return len(whole) < 16 or (len(whole) == 16 and whole <= _MAX_SAFE_TEXT)
+    digits = frac.lstrip("0") if whole == "0" else whole + frac
+    return len(digits) <= MBC_MAX_DIGITS
+
+
+def _mbc_checked(number: str, mbc: bool) -> str:
+    if mbc and not mbc_number_ok(number):
+        raise FieldError(MBC_NUMBER_REASON)
+    return number
+
+
+def parse_integer(text: str, mbc: bool = False) -> str:
+    """An integer, normalised; `mbc`: only one an MBC application reads exactly."""
     value = text.strip(_WS)
     if not _INTEGER.match(value):
         raise FieldError("not an integer")
     sign = value[0] if value[0] in "+-" else ""
-    return normalise_number(sign, value[len(sign) :], "", 0)
+    return _mbc_checked(normalise_number(sign, value[len(sign) :], "", 0), mbc)
 
 
-def parse_decimal(text: str) -> str:
+def parse_decimal(text: str, mbc: bool = False) -> str:
+    """A decimal, normalised; `mbc`: only one an MBC application reads exactly."""
+    return _mbc_checked(_parse_decimal(text), mbc)
+
+
+def _parse_decimal(text: str) -> str:
     value = text.strip(_WS)
     m = _DECIMAL.match(value)
     if not m or not (m.group(2) or m.group(3)):
@@ -216,15 +261,31 @@ def _number_hook(text: str) -> _Number:
     return _Number(parse_decimal(text))
 
 
-def parse_json(text: str) -> dict[str, Any]:
-    """A JSON object or array → DynamoDB `M` or `L` (numbers kept exact)."""
+class _MbcNumberError(FieldError):
+    """A JSON number outside what an MBC application reads (the message is the number)."""
+
+
+def _mbc_number_hook(text: str) -> _Number:
+    number = _parse_decimal(text)
+    if not mbc_number_ok(number):
+        raise _MbcNumberError(text if len(text) <= 40 else text[:37] + "...")
+    return _Number(number)
+
+
+def parse_json(text: str, mbc: bool = False) -> dict[str, Any]:
+    """A JSON object or array → DynamoDB `M` or `L` (numbers kept exact).
+
+    `mbc`: every number in it must be one an MBC application reads exactly.
+    """
     try:
         value = json.loads(
             text,
-            parse_int=_number_hook,
-            parse_float=_number_hook,
+            parse_int=_mbc_number_hook if mbc else _number_hook,
+            parse_float=_mbc_number_hook if mbc else _number_hook,
             parse_constant=_reject_constant,
         )
+    except _MbcNumberError as exc:
+        raise FieldError(f"JSON number {exc}: {MBC_NUMBER_REASON}") from None
     except FieldError as exc:
         raise FieldError(f"invalid JSON: {exc}") from None
     except (json.JSONDecodeError, RecursionError) as exc:

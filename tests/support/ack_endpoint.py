@@ -194,7 +194,8 @@ class AckEndpoint:
         """The live counters (GET /stats), or the final ones once stopped.
 
         Keys: requests, items (PutRequests), BatchWriteItem, BatchGetItem,
-        DescribeTable, TransactWriteItems, Scan, unknown, bad_http, connections, bytes_in.
+        DescribeTable, TransactWriteItems, Scan, GetItem, unknown, bad_http, connections,
+        bytes_in.
         """
         if self.proc is None:
             return dict(self.final_stats or {})

@@ -12,6 +12,7 @@
  *                          (one entry per table named in RequestItems)
  *   DescribeTable      200 a minimal ACTIVE TableDescription, pk HASH / sk RANGE (S)
  *   TransactWriteItems 200 {}
+ *   GetItem            200 {}   (no such item: e.g. no TTL configuration in master-data)
  *   Scan               200 {"Count":0,"Items":[],"ScannedCount":0}   (an empty table;
  *                          with --scan-finds, one item: a table that holds data)
  *   anything else      400 UnknownOperationException
@@ -76,7 +77,8 @@ struct conn {
 };
 
 static struct {
-    unsigned long long requests, items, batch_write, batch_get, describe, transact, scan, unknown;
+    unsigned long long requests, items, batch_write, batch_get, describe, transact, scan, get,
+        unknown;
     unsigned long long bad_http, connections, bytes_in, stats_requests;
 } st;
 
@@ -134,10 +136,11 @@ static int stats_json(char *out, size_t cap) {
     return snprintf(out, cap,
                     "{\"requests\":%llu,\"items\":%llu,\"BatchWriteItem\":%llu,"
                     "\"BatchGetItem\":%llu,\"DescribeTable\":%llu,\"TransactWriteItems\":%llu,"
-                    "\"Scan\":%llu,\"unknown\":%llu,\"bad_http\":%llu,\"connections\":%llu,"
+                    "\"Scan\":%llu,\"GetItem\":%llu,\"unknown\":%llu,\"bad_http\":%llu,"
+                    "\"connections\":%llu,"
                     "\"bytes_in\":%llu}",
                     st.requests, st.items, st.batch_write, st.batch_get, st.describe, st.transact,
-                    st.scan, st.unknown, st.bad_http, st.connections, st.bytes_in);
+                    st.scan, st.get, st.unknown, st.bad_http, st.connections, st.bytes_in);
 }
 
 static void write_stats(void) {
@@ -371,6 +374,9 @@ static void dispatch(struct conn *c, const char *target, size_t tlen, const char
     } else if (IS("TransactWriteItems")) {
         st.transact++;
         st.items += count_needle(body, n, "{\"Put\":", 7);
+        respond_json(c, 200, "{}", 2);
+    } else if (IS("GetItem")) {
+        st.get++;
         respond_json(c, 200, "{}", 2);
     } else if (IS("Scan")) {
         static const char empty[] = "{\"Count\":0,\"Items\":[],\"ScannedCount\":0}";

@@ -905,8 +905,9 @@ def render_template(
 # ---------------------------------------------------------------------- package
 
 
-#: The compiled modules the package ships: the core, the HTTP exchange, the C signer.
-EXTENSIONS = ("_native", "_http", "_sign")
+#: The compiled modules the package ships: the core, the HTTP exchange, the C signer,
+#: the entity-key digests of the import modes' run map (`importer.modes.ledger` imports them).
+EXTENSIONS = ("_native", "_http", "_sign", "_digests")
 
 
 def native_extension(name: str = "_native") -> Path:
@@ -1054,7 +1055,7 @@ def build_package(out_path: Path, *, target: Target | None = None) -> Path:
     """Build the Lambda zip at ``out_path`` and return it.
 
     Contents: the ``importer`` package (sources and the compiled
-    ``importer/_native``, ``_http`` and ``_sign`` builds this interpreter loads, each
+    ``importer/_native``, ``_http``, ``_sign`` and ``_digests`` builds this interpreter loads, each
     checked against the target), without caches, tests or
     benchmarks.  No third-party libraries: the Lambda runtime provides boto3,
     and the handler must not need pyarrow or polars (checked).  Entries are

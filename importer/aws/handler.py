@@ -407,7 +407,7 @@ def handle_event(
             header=header,
             ctx=ctx,
             ticket=pipeline.ticket(),
-        )
+        ).final()
     rejects_at = failures_at = None
     if settings.rejects_uri:
         rejects_at, failures_at = _store_reports(

@@ -447,6 +447,7 @@ class _Run:
 
     def settle(self, done: BatchOutcome) -> None:
         s = self.summary
+        done = done.final()  # every earlier batch has run: validate's duplicates are settled
         if done.halted:  # read, but the run stopped before it wrote: counted nowhere
             s.halted_batches += 1
             return

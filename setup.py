@@ -1,5 +1,6 @@
 """Build the Cython core: `_native/_native.pyx` into `importer._native`, `_http.pyx` into
-`importer._http`, `_sign.pyx` into `importer._sign`.
+`importer._http`, `_sign.pyx` into `importer._sign`,
+`_digests.pyx` into `importer._digests`.
 
 setuptools reads everything else from pyproject.toml; this file exists only
 because extension modules still need code to declare.
@@ -16,6 +17,7 @@ extensions = [
     ),
     Extension("importer._http", sources=["_native/_http.pyx"], extra_compile_args=["-O3"]),
     Extension("importer._sign", sources=["_native/_sign.pyx"], extra_compile_args=["-O3"]),
+    Extension("importer._digests", sources=["_native/_digests.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

@@ -306,7 +306,8 @@ def test_package_imports_from_the_zip_alone(package, tmp_path):
         zf.extractall(root)
     code = (
         "import importer, importer._native, importer._http, importer._sign, "
-        "importer.aws.statemachine as s; from importer.dynamodb import sigv4; "
+        "importer.modes.stage, importer.aws.statemachine as s; "
+        "from importer.dynamodb import sigv4; "
         "assert sigv4.c_signing(); "
         "print(importer.__file__); print(len(s.all_definitions()))"
     )

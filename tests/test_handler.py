@@ -136,8 +136,8 @@ def test_a_batch_with_a_row_dynamodb_refused_fails_the_map(env):
     [
         ([], "expected"),
         ({"BatchInput": {}}, 'no "Items" list'),
-        ({"Items": [1], "BatchInput": {}}, "Items\\[0\\] is not a CSV row"),
-        ({"Items": [{"a": 1}], "BatchInput": {}}, "Items\\[0\\]"),
+        ({"Items": [1], "BatchInput": {}}, "Items\\[0\\] is not an object"),
+        ({"Items": ["a,b"], "BatchInput": {}}, "Items\\[0\\]"),
         (
             {"source": "step-function", "context": {"State": {"Name": "finish"}}, "input": {}},
             "serves state 'csv_rows_handler'",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from importer.modes.ledger import EntityLedger, WindowLedger
+from importer._digests import MAX_LINE, KeyDigests
+from importer.modes.ledger import DigestLedger, EntityLedger, WindowLedger
 from importer.modes.stage import ModeStage
 from importer.records import PreparedItem, RejectKind
 
@@ -35,6 +38,221 @@ def test_the_ledger_answers_alike_before_and_after_it_spills(tmp_path):
     assert files  # on disk while the run lasts...
     ledger.close()
     assert list(tmp_path.iterdir()) == []  # ...and gone after it
+
+
+# --------------------------------------------------------------------------- validate's ledger
+
+
+@pytest.mark.parametrize("max_slots", [4, 64, 1 << 20])
+def test_the_digest_ledger_answers_as_a_dict_in_memory_and_across_spilled_runs(tmp_path, max_slots):
+    """Random batches of loads and stores -- new entities (the compact entries), entries of
+    any other shape (versions, digests, line 0, lines past 32 bits), keys stored again in
+    either shape -- answer exactly as a dict, however many runs the table spilled into."""
+    ledger = DigestLedger(max_slots=max_slots, directory=str(tmp_path), memory_entries=20)
+    model: dict[tuple[str, str], tuple[int, bytes, int]] = {}
+    rng = random.Random(max_slots)
+    for batch in range(150):
+        keys = [key(rng.randrange(2500)) for _ in range(40)]
+        assert ledger.load(keys) == {k: model[k] for k in keys if k in model}
+        assert ledger.knows_any(keys) == any(k in model for k in keys)
+        update = {}
+        for k in keys[::2]:
+            shape = rng.random()
+            if shape < 0.8:
+                update[k] = (1, b"", rng.randrange(1, 10**6))
+            elif shape < 0.9:
+                update[k] = (rng.randrange(2, 9), bytes([batch % 256]) * 16, rng.randrange(10**6))
+            else:
+                update[k] = (1, b"", rng.choice([0, MAX_LINE, MAX_LINE + 1, 2**40]))
+        ledger.store(update)
+        model.update(update)
+        fresh = [key(10_000 + batch * 10 + i) for i in range(5)]
+        assert ledger.add_new(fresh, [batch * 10 + i + 2 for i in range(5)], batch)
+        assert not ledger.add_new([key(20_000 + batch), fresh[0]], [1, 2], batch)
+        model.update({k: (1, b"", batch * 10 + i + 2) for i, k in enumerate(fresh)})
+        assert len(ledger) == len(model)
+    assert ledger.load(list(model)) == model
+    assert (ledger.runs_on_disk > 10) == (max_slots < 1 << 20)
+    ledger.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spilled_runs_leave_no_file_and_close_their_descriptors(tmp_path):
+    """A run is unlinked as soon as it is written: a killed validate leaves nothing behind."""
+    fds = len(os.listdir("/proc/self/fd"))
+    table = KeyDigests(8, str(tmp_path))
+    for i in range(0, 400, 4):
+        table.add(table.digest([key(i + j) for j in range(4)]), [i + 2 + j for j in range(4)])
+        assert list(tmp_path.iterdir()) == []
+    assert table.runs_on_disk >= 50 and table.count == 400
+    assert len(os.listdir("/proc/self/fd")) >= fds + 50  # the runs, read through their fds
+    digests = table.digest([key(i) for i in range(400)])
+    assert table.lines(digests) == [i + 2 for i in range(400)]
+    table.close()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert table.lines(digests) == [-1] * 400 and table.count == 0
+
+
+def test_key_digests_keep_keys_apart_that_concatenate_alike():
+    table = KeyDigests(1024, key=bytes(16))
+    keys = [("a", "bc"), ("ab", "c"), ("abc", ""), ("", "abc"), ("a\udcff", "b"), ("a", "\udcffb")]
+    digests = table.digest(keys)
+    assert len({digests[i : i + 12] for i in range(0, len(digests), 16)}) == len(keys)
+    table.add(digests, range(2, 2 + len(keys)))
+    assert table.lines(table.digest(keys)) == list(range(2, 2 + len(keys)))
+    assert table.digest(keys) == KeyDigests(1024, key=bytes(16)).digest(keys)  # keyed, stable
+    assert table.digest(keys) != KeyDigests(1024).digest(keys)  # a run's own random key
+
+
+def _stage_item(line: int, code: str) -> PreparedItem:
+    wire = json.dumps(
+        {"pk": {"S": "T#t1"}, "sk": {"S": f"P#{code}@1"}, "code": {"S": code},
+         "version": {"N": "1"}, "requestId": {"S": f"run1#{line}"}},
+        separators=(",", ":"),
+    ).encode()  # fmt: skip
+    return PreparedItem(line, "T#t1", f"P#{code}@1", wire)
+
+
+@pytest.mark.parametrize("mode", ["insert", "upsert"])
+def test_validate_names_the_first_line_of_a_duplicate_across_spilled_runs(monkeypatch, mode):
+    """Entities repeated far apart -- their first line long spilled to disk, runs later --
+    are reported with that exact line, as with everything in memory."""
+    import importer.modes.stage as modes_mod
+
+    rng = random.Random(31)
+    codes = [f"C{rng.randrange(600)}" for _ in range(3000)]
+    lines = [2 + i for i in range(len(codes))]
+
+    def outcome(stage: ModeStage) -> list:
+        out = []
+        for start in range(0, len(codes), 50):
+            items = [
+                _stage_item(line, c)
+                for line, c in zip(
+                    lines[start : start + 50], codes[start : start + 50], strict=True
+                )
+            ]
+            done = stage.prepare(items, ticket=stage.ticket())
+            out.append(([it.sk for it in done.items], done.unchanged,
+                        [(r.line, r.reason, r.kind) for r in done.rejects]))  # fmt: skip
+        return out
+
+    in_memory = ModeStage(mode=mode, table="t-command", data_table=None, lookup=None)
+    expected = outcome(in_memory)
+    made: list[DigestLedger] = []
+
+    def tiny(**kw):
+        made.append(DigestLedger(max_slots=16, memory_entries=8, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(modes_mod, "DigestLedger", tiny)
+    spilled = ModeStage(mode=mode, table="t-command", data_table=None, lookup=None)
+    assert outcome(spilled) == expected
+    assert made[0].spilled
+    if mode == "insert":
+        assert made[0].runs_on_disk >= 30
+        first: dict[str, int] = {}
+        for line, c in zip(lines, codes, strict=True):
+            first.setdefault(c, line)
+        reasons = [r for _, _, rejects in expected for r in rejects]
+        assert len(reasons) == len(codes) - len(first)
+        for line, reason, kind in reasons:
+            code = codes[line - 2]
+            assert reason == f"exists (version 1): duplicate of line {first[code]}"
+            assert kind is RejectKind.DUPLICATE and first[code] < line
+    in_memory.close()
+    spilled.close()
+
+
+def _batches(codes: list[str], size: int) -> list[list[PreparedItem]]:
+    items = [_stage_item(2 + i, c) for i, c in enumerate(codes)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _final(done) -> tuple[list[int], list[tuple[int, str]]]:
+    """(kept lines, (line, reason) of each reject) once the batch is settled."""
+    kept = {it.line for it in done.items}
+    rejects = done.rejects
+    if done.pending is not None:
+        rejects = done.pending.final()
+        kept = (kept | {r.line for r in done.pending.provisional}) - {r.line for r in rejects}
+    return sorted(kept), [(r.line, r.reason) for r in rejects]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_validate_batches_register_in_any_order_and_settle_to_the_file_order_answer(
+    monkeypatch, seed
+):
+    """Validate without a table: batches prepared in a shuffled order (each registers
+    at once, none waits) end with the very rejects, reasons and kept rows of the
+    file order -- across spilled runs too."""
+    import importer.modes.stage as modes_mod
+
+    rng = random.Random(seed)
+    codes = [f"C{rng.randrange(300)}" for _ in range(1500)]
+    batches = _batches(codes, 25)
+    in_order = ModeStage(mode="insert", table="t-command", data_table=None, lookup=None)
+    expected = [_final(in_order.prepare(b, ticket=in_order.ticket())) for b in batches]
+    in_order.close()
+
+    monkeypatch.setattr(modes_mod, "DigestLedger", lambda **kw: DigestLedger(max_slots=16, **kw))
+    stage = ModeStage(mode="insert", table="t-command", data_table=None, lookup=None)
+    tickets = [stage.ticket() for _ in batches]
+    order = list(range(len(batches)))
+    rng.shuffle(order)
+    done = {}
+
+    def prepare_all() -> None:  # one thread: a batch that waited for an earlier one blocks it
+        for i in order:
+            done[i] = stage.prepare(batches[i], ticket=tickets[i])
+
+    worker = threading.Thread(target=prepare_all, daemon=True)
+    worker.start()
+    worker.join(60)  # a bound for the failure only: the batches never wait on each other
+    if worker.is_alive():
+        stage.abort()
+        raise AssertionError(f"a batch waited for an earlier one ({len(done)} of {len(order)} ran)")
+    assert stage._ledger.runs_on_disk > 20 and stage._ledger.moves > 0
+    assert [_final(done[i]) for i in range(len(batches))] == expected
+    firsts: dict[str, int] = {}
+    for line, c in enumerate(codes, start=2):
+        firsts.setdefault(c, line)
+    reasons = [r for _, rejects in expected for r in rejects]
+    assert reasons == [
+        (line, f"exists (version 1): duplicate of line {firsts[c]}")
+        for line, c in enumerate(codes, start=2)
+        if firsts[c] != line
+    ]
+    stage.close()
+
+
+def test_a_validate_batch_ahead_of_its_turn_is_provisional_until_the_turn_passes():
+    """The later batch holds entity X first; the earlier batch, registering after it,
+    moves X's first line: the later batch's answer changes once the turn passes it."""
+    stage = ModeStage(mode="insert", table="t-command", data_table=None, lookup=None)
+    early, late = stage.ticket(), stage.ticket()
+    done: list = []
+    worker = threading.Thread(
+        target=lambda: done.append(
+            stage.prepare([_stage_item(50, "X"), _stage_item(51, "Y")], ticket=late)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(60)  # a bound for the failure only: the later batch does not wait
+    if worker.is_alive():
+        stage.abort()
+        raise AssertionError("the later batch waited for the earlier one")
+    [ahead] = done
+    assert [it.line for it in ahead.items] == [50, 51] and not ahead.rejects
+    assert ahead.pending is not None and ahead.pending.rejects is None  # not settled yet
+    behind = stage.prepare([_stage_item(3, "X")], ticket=early)
+    assert [it.line for it in behind.items] == [3] and behind.pending is None
+    [dup] = ahead.pending.final()
+    assert (dup.line, dup.reason, dup.kind, dup.value) == (
+        50, "exists (version 1): duplicate of line 3", RejectKind.DUPLICATE, "X"
+    )  # fmt: skip
+    stage.close()
 
 
 # --------------------------------------------------------------------------- the window
@@ -190,6 +408,7 @@ OPS = st.lists(
 @given(OPS)
 @example([("store", {}, 0), ("written", 0, 0), ("store", {0: 1}, 0), ("advance", 0, None)])
 @example([("add_new", [0, 1, 0], 2), ("store", {1: 3}, 4), ("written", 2, 0), ("advance", 1, None)])
+@example([("add_new", [], 2), ("written", 2, 0), ("store", {0: 1}, 2), ("advance", 0, None)])
 def test_the_window_forgets_exactly_as_the_key_by_key_rule(ops: list) -> None:
     """Random stores (keys taken over by later batches, by the run, or stored again by
     their own batch; batches of new keys, `add_new`), writes and turns: the window

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -265,20 +266,24 @@ def test_a_run_map_that_forgets_written_batches_gives_the_same_result(
 def test_validate_finds_duplicates_alike_when_its_run_map_moves_to_disk(
     run_cli, spec, tmp_path, monkeypatch
 ):
-    """A dry run writes nothing for the table to remember: it keeps every entity, on disk."""
-    import functools
-
+    """A dry run writes nothing for the table to remember: it keeps every entity, on disk
+    past its bound -- with the same rejects, lines and counts as `run`."""
     import importer.modes.stage as modes_mod
-    from importer.modes.ledger import EntityLedger
+    from importer.modes.ledger import DigestLedger
 
     skus = [f"P-{i % 70:03d}" for i in range(200)]
     src = write_csv(tmp_path / "in.csv", skus)
     reports = []
+    ledgers: list[DigestLedger] = []
+
+    def tiny(**kw):  # 4 slots: a run on disk every 3 entities
+        ledger = DigestLedger(max_slots=4, **kw)
+        ledgers.append(ledger)
+        return ledger
+
     for spill in (False, True):
         if spill:
-            monkeypatch.setattr(
-                modes_mod, "EntityLedger", functools.partial(EntityLedger, memory_entries=10)
-            )
+            monkeypatch.setattr(modes_mod, "DigestLedger", tiny)
         with DdbServer(tables=[CMD, DATA]) as server:
             res = run_cli(
                 "validate", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
@@ -286,4 +291,48 @@ def test_validate_finds_duplicates_alike_when_its_run_map_moves_to_disk(
             )  # fmt: skip
         assert res.summary["rejected"] == 130
         reports.append((tmp_path / f"v{spill}.csv").read_text())
-    assert reports[0] == reports[1]
+    [ledger] = ledgers
+    assert ledger.runs_on_disk >= 20
+    with DdbServer(tables=[CMD, DATA]) as server:
+        res = run_cli(
+            "run", src, spec=spec, table=CMD, endpoint_url=server.endpoint_url,
+            batch_items=20, quiet=True, rejects=tmp_path / "r.csv",
+        )  # fmt: skip
+    assert res.summary["rejected"] == 130
+    assert reports[0] == reports[1] == (tmp_path / "r.csv").read_text()
+
+
+def test_validate_without_a_table_previews_a_run_into_an_empty_table_exactly(
+    run_cli, spec, tmp_path, monkeypatch
+):
+    """No table to read: validate's batches register their entities in whatever order
+    they finish (none waits for another), its run map spills to disk every few
+    entities -- and the rejects file, its lines and the counts are still `run`'s."""
+    import importer.modes.stage as modes_mod
+    from importer.modes.ledger import DigestLedger
+
+    rng = random.Random(31)
+    skus = [f"P-{rng.randrange(400):03d}" for _ in range(1500)]
+    skus[700] = "bad sku"
+    src = write_csv(tmp_path / "in.csv", skus)
+    made: list[DigestLedger] = []
+
+    def tiny(**kw):
+        made.append(DigestLedger(max_slots=8, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(modes_mod, "DigestLedger", tiny)
+    flags = dict(spec=spec, batch_items=15, workers=8, quiet=True)
+    preview = run_cli("validate", src, rejects=tmp_path / "v.csv", **flags)
+    [ledger] = made
+    assert ledger.runs_on_disk > 50
+    with DdbServer(tables=[CMD, DATA]) as server:
+        real = run_cli(
+            "run", src, table=CMD, endpoint_url=server.endpoint_url,
+            rejects=tmp_path / "r.csv", **flags,
+        )  # fmt: skip
+    assert preview.code == real.code == 3
+    assert (tmp_path / "v.csv").read_text() == (tmp_path / "r.csv").read_text()
+    keys = ("rows", "rejected", "existing", "unchanged", "failed", "bad_data")
+    assert {k: preview.summary[k] for k in keys} == {k: real.summary[k] for k in keys}
+    assert preview.summary["would_write"] == real.summary["written"] == len(set(skus)) - 1

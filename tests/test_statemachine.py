@@ -339,3 +339,47 @@ def test_asl_validator_is_really_checking():
     for bad in (d, broken):
         result = asl_validate(bad)
         assert result.returncode != 0, json.dumps(bad)[:200]
+
+
+# ------------------------------------------------------- ItemReader input types
+
+READERS = [
+    ({"input_type": "CSV"}, {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}),
+    ({"input_type": "JSON"}, {"InputType": "JSON"}),
+    ({"input_type": "JSONL", "max_items": 500}, {"InputType": "JSONL", "MaxItems": 500}),
+    ({"input_type": "PARQUET"}, {"InputType": "PARQUET"}),
+    (
+        {"input_type": "MANIFEST", "manifest_type": "S3_INVENTORY"},
+        {"InputType": "MANIFEST", "ManifestType": "S3_INVENTORY"},
+    ),
+    (
+        {"input_type": "MANIFEST", "data_type": "PARQUET"},
+        {"InputType": "PARQUET", "ManifestType": "ATHENA_DATA"},
+    ),
+    (
+        {"input_type": "MANIFEST", "data_type": "CSV", "csv_headers": ["sku", "name"]},
+        {"InputType": "CSV", "ManifestType": "ATHENA_DATA", "CSVHeaders": ["sku", "name"]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "config"), READERS)
+def test_each_input_type_emits_its_reader_config_and_validates(options, config):
+    d = import_csv_definition(lambda_arn=ARN, **options)
+    assert the_map(d)["ItemReader"]["ReaderConfig"] == config
+    result = asl_validate(d)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"input_type": "XML"}, "InputType must be one of"),
+        ({"input_type": "MANIFEST"}, "Athena data manifest needs"),
+        ({"input_type": "MANIFEST", "data_type": "CSV"}, "CSVHeaders"),
+        ({"input_type": "JSONL", "max_items": 0}, "MaxItems must be"),
+    ],
+)
+def test_impossible_reader_configs_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        import_csv_definition(**options)

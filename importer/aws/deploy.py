@@ -33,6 +33,7 @@ from typing import Any
 
 from importer.aws import statemachine
 from importer.input import batching
+from importer.input.options import INPUT_TYPES, MANIFEST_TYPES
 from importer.modes.stage import DEFAULT_MODE
 
 __all__ = [
@@ -817,8 +818,12 @@ def render_template(
     max_input_bytes_per_batch: int | None = batching.AWS_MAX_INPUT_BYTES,
     max_concurrency: int = 50,
     tolerated_failure_percentage: float = 5,
+    reader: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A SAM template deploying the import-csv pipeline.
+
+    `reader`: `statemachine.reader_config`'s keywords (input type, MaxItems, a
+    manifest's kind) for the ItemReader; CSV with its header row when None.
 
     Runtime and architecture default to this interpreter and machine, which is
     what :func:`build_package` checks the compiled extension against: build the
@@ -847,6 +852,7 @@ def render_template(
         tolerated_failure_percentage=tolerated_failure_percentage,
         result_bucket=statemachine.RESULT_BUCKET_PLACEHOLDER,
         result_prefix="${ResultPrefix}",
+        **(reader or {}),
     )
     state_machine_name = "${AWS::StackName}-import-csv"
     code = {"CodeUri": code_uri, "Runtime": runtime, "Architectures": [architecture]}
@@ -899,8 +905,9 @@ def render_template(
 # ---------------------------------------------------------------------- package
 
 
-#: The compiled modules the package ships: the core, the HTTP exchange, the C signer.
-EXTENSIONS = ("_native", "_http", "_sign")
+#: The compiled modules the package ships: the core, the HTTP exchange, the C signer,
+#: the entity-key digests of the import modes' run map (`importer.modes.ledger` imports them).
+EXTENSIONS = ("_native", "_http", "_sign", "_digests")
 
 
 def native_extension(name: str = "_native") -> Path:
@@ -1048,7 +1055,7 @@ def build_package(out_path: Path, *, target: Target | None = None) -> Path:
     """Build the Lambda zip at ``out_path`` and return it.
 
     Contents: the ``importer`` package (sources and the compiled
-    ``importer/_native``, ``_http`` and ``_sign`` builds this interpreter loads, each
+    ``importer/_native``, ``_http``, ``_sign`` and ``_digests`` builds this interpreter loads, each
     checked against the target), without caches, tests or
     benchmarks.  No third-party libraries: the Lambda runtime provides boto3,
     and the handler must not need pyarrow or polars (checked).  Entries are
@@ -1177,12 +1184,24 @@ def _asl_substitutions(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
+def _reader_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ItemReader flags as `statemachine.reader_config` keywords."""
+    return {
+        "input_type": args.input_type,
+        "max_items": args.max_items,
+        "manifest_type": args.manifest_type,
+        "data_type": args.data_type,
+        "csv_headers": args.csv_headers.split(",") if args.csv_headers else None,
+    }
+
+
 def _cmd_asl(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "max_items_per_batch": _limit(args.batch_items),
         "max_input_bytes_per_batch": _limit(args.batch_bytes),
         "max_concurrency": args.max_concurrency,
         "tolerated_failure_percentage": args.tolerated_failure_percentage,
+        **_reader_options(args),
     }
     try:
         given = _asl_substitutions(args)
@@ -1210,6 +1229,7 @@ def _cmd_template(args: argparse.Namespace) -> int:
             max_input_bytes_per_batch=_limit(args.batch_bytes),
             max_concurrency=args.max_concurrency,
             tolerated_failure_percentage=args.tolerated_failure_percentage,
+            reader=_reader_options(args),
         )
     except (batching.BatchLimitError, PackageError, ValueError) as exc:
         print(f"importer template: {exc}", file=sys.stderr)
@@ -1278,6 +1298,33 @@ def _add_map_options(parser: argparse.ArgumentParser) -> None:
         default=50,
         metavar="N",
         help="the Map's MaxConcurrency: child Lambdas at once (default 50)",
+    )
+    parser.add_argument(
+        "--input-type",
+        choices=INPUT_TYPES,
+        default="CSV",
+        help="ItemReader InputType (default CSV): JSON, JSONL, PARQUET, MANIFEST",
+    )
+    parser.add_argument(
+        "--max-items", type=int, default=None, metavar="N", help="ReaderConfig MaxItems"
+    )
+    parser.add_argument(
+        "--manifest-type",
+        choices=MANIFEST_TYPES,
+        default="ATHENA_DATA",
+        help="for --input-type MANIFEST: ATHENA_DATA (default) or S3_INVENTORY",
+    )
+    parser.add_argument(
+        "--data-type",
+        choices=("CSV", "JSONL", "PARQUET"),
+        default=None,
+        help="for an Athena data manifest: the type of the objects it lists",
+    )
+    parser.add_argument(
+        "--csv-headers",
+        default=None,
+        metavar="A,B,...",
+        help="CSVHeaders (header GIVEN), as an Athena CSV manifest needs",
     )
     parser.add_argument(
         "--tolerated-failure-percentage", type=float, default=5, metavar="P", help="0..100"

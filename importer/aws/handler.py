@@ -2,7 +2,10 @@
 
 Accepted events (checked up front, with a message saying what was expected):
 
-- the Distributed Map batch itself: `{"Items": [...], "BatchInput": {...}}`;
+- the Distributed Map batch itself: `{"Items": [...], "BatchInput": {...}}`, its
+  Items CSV rows (objects of strings) or JSON, JSONL and Parquet items (objects of
+  typed values, mapped onto the spec as a local run maps them: `importer.input.items`;
+  no pyarrow needed -- ItemReader has read the Parquet file already);
 - the MBC envelope the seed's state machines send:
   `{"source": "step-function", "context": <$$>, "input": {"Items": ..., "BatchInput": ...}}`.
 
@@ -35,7 +38,9 @@ from typing import Any
 from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.region import default_region
 from importer.input.batching import AWS_MAX_INPUT_BYTES, Batch
+from importer.input.items import ItemMapper
 from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode
+from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.run.reports import failures_csv, rejects_csv
@@ -102,13 +107,56 @@ def _unwrap(event: Any) -> tuple[list[Any], dict[str, Any]]:
     if not isinstance(batch_input, dict):
         raise EventError('"BatchInput" must be an object')
     for n, item in enumerate(items, start=1):
-        if not isinstance(item, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in item.items()
-        ):
+        if not isinstance(item, dict):
             raise EventError(
-                f"Items[{n - 1}] is not a CSV row object of strings (ItemReader InputType CSV)"
+                f"Items[{n - 1}] is not an object: ItemReader hands each CSV row, JSON/JSONL "
+                "item or Parquet row to the child as a JSON object"
             )
     return items, batch_input
+
+
+def _all_strings(items: list[Any]) -> bool:
+    """True for a CSV batch: every item an object of strings (ItemReader InputType CSV)."""
+    return all(all(type(v) is str for v in item.values()) for item in items)
+
+
+def _epoch_ms_as_iso(items: list[dict[str, Any]], spec: Spec) -> None:
+    """A Parquet row's timestamp reaches the child as epoch milliseconds (docs/aws-facts.md,
+    ItemReader): in a `datetime` column it is that instant in UTC, as a local run reads it."""
+    from datetime import UTC, datetime
+
+    columns = [rule.name for rule in spec.columns if rule.type == "datetime"]
+    for item in items:
+        for name in columns:
+            value = item.get(name)
+            if type(value) is int:
+                stamp = datetime.fromtimestamp(value / 1000, UTC).isoformat()
+                head, dot, rest = stamp.partition(".")
+                if dot:
+                    stamp = f"{head}.{rest[:3].rstrip('0') or '0'}{rest[6:]}"
+                item[name] = stamp
+
+
+def _typed_rows(
+    items: list[dict[str, Any]], spec: Spec
+) -> tuple[list[str], list[tuple[int, list[str]]], list[Reject]]:
+    """A batch of JSON, JSONL or Parquet items as the spec's rows, misfits as rejects.
+
+    The same mapping as a local run's typed readers (`importer.input.items`): numbers
+    kept as written, booleans, nulls, nested values in `json` columns; a value
+    whose type does not fit its column is a reject of that item (its position
+    in the batch, 1-based, as for CSV items).
+    """
+    mapper = ItemMapper(spec.needed_columns, spec.kinds)
+    rows: list[tuple[int, list[str]]] = []
+    rejects: list[Reject] = []
+    for n, item in enumerate(items, start=1):
+        row = mapper.row(n, item, 0)
+        if row.error is None:
+            rows.append((n, row.fields))
+        else:
+            rejects.append(Reject(n, row.column, row.value, row.error, tuple(row.fields)))
+    return mapper.header, rows, rejects
 
 
 def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
@@ -319,11 +367,18 @@ def handle_event(
         user=base.user,
         ip=base.ip,
     )
-    header = _header(items)
-    problem = header_problem(spec, header) if items else None
-    if problem:
-        raise EventError(problem)
-    rows = [(n, [item.get(h, "") for h in header]) for n, item in enumerate(items, start=1)]
+    refused: list[Reject] = []
+    if _all_strings(items):
+        header = _header(items)
+        problem = header_problem(spec, header) if items else None
+        if problem:
+            raise EventError(problem)
+        rows = [(n, [item.get(h, "") for h in header]) for n, item in enumerate(items, start=1)]
+    else:
+        # JSON, JSONL or Parquet items: a key left out is a null, as in a local run
+        if batch_input.get("InputType") == "PARQUET":
+            _epoch_ms_as_iso(items, spec)
+        header, rows, refused = _typed_rows(items, spec)
     pipeline_settings = PipelineSettings(
         spec=spec,
         table=settings.table,
@@ -348,8 +403,11 @@ def handle_event(
         pipeline.share_ttls(_RUN_TTLS.setdefault(key, {}))
         ctx = pipeline.stamp(ctx)
         outcome = pipeline.process(
-            Batch(index=0, rows=rows), header=header, ctx=ctx, ticket=pipeline.ticket()
-        )
+            Batch(index=0, rows=rows, rejects=refused),
+            header=header,
+            ctx=ctx,
+            ticket=pipeline.ticket(),
+        ).final()
     rejects_at = failures_at = None
     if settings.rejects_uri:
         rejects_at, failures_at = _store_reports(

@@ -16,9 +16,11 @@ with an explanation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from importer.input import batching
+from importer.input.options import INPUT_TYPES, MAX_ITEMS_LIMIT
 
 LAMBDA_ARN_PLACEHOLDER = "${CsvRowsHandlerFunctionArn}"
 RESULT_BUCKET_PLACEHOLDER = "${ResultBucket}"
@@ -96,6 +98,55 @@ def _lambda_task(
     return state
 
 
+def reader_config(
+    input_type: str = "CSV",
+    *,
+    max_items: int | None = None,
+    manifest_type: str = "ATHENA_DATA",
+    data_type: str | None = None,
+    csv_headers: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """ItemReader's ReaderConfig for one input type (AWS Step Functions developer guide,
+    "ItemReader (Map)").
+
+    CSV: header in the first row (or `CSVHeaders` given).  JSON, JSONL, PARQUET:
+    the type alone.  An S3 Inventory manifest: `InputType: MANIFEST`.  An Athena
+    data manifest: `ManifestType: ATHENA_DATA` with the type of the objects it
+    lists as `InputType` (CSV needs `CSVHeaders`: UNLOAD writes none).
+    `MaxItems` (1..100,000,000) when given.
+    """
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"InputType must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}")
+    config: dict[str, Any]
+    if input_type == "MANIFEST" and manifest_type == "ATHENA_DATA":
+        if data_type not in ("CSV", "JSONL", "PARQUET"):
+            raise ValueError(
+                "an Athena data manifest needs the type of its objects: CSV, JSONL or PARQUET"
+            )
+        config = {"InputType": data_type, "ManifestType": "ATHENA_DATA"}
+        if data_type == "CSV":
+            if not csv_headers:
+                raise ValueError("an Athena CSV manifest needs CSVHeaders (UNLOAD writes none)")
+            config["CSVHeaders"] = list(csv_headers)
+    elif input_type == "MANIFEST":
+        if manifest_type != "S3_INVENTORY":
+            raise ValueError(f"ManifestType must be ATHENA_DATA or S3_INVENTORY: {manifest_type!r}")
+        config = {"InputType": "MANIFEST", "ManifestType": "S3_INVENTORY"}
+    elif input_type == "CSV":
+        config = {"InputType": "CSV"}
+        if csv_headers:
+            config.update(CSVHeaderLocation="GIVEN", CSVHeaders=list(csv_headers))
+        else:
+            config["CSVHeaderLocation"] = "FIRST_ROW"
+    else:
+        config = {"InputType": input_type}
+    if max_items is not None:
+        if isinstance(max_items, bool) or not 1 <= max_items <= MAX_ITEMS_LIMIT:
+            raise ValueError(f"MaxItems must be 1..{MAX_ITEMS_LIMIT:,}, got {max_items!r}")
+        config["MaxItems"] = max_items
+    return config
+
+
 def import_csv_definition(
     *,
     lambda_arn: str = LAMBDA_ARN_PLACEHOLDER,
@@ -105,8 +156,17 @@ def import_csv_definition(
     tolerated_failure_percentage: float = 5,
     result_bucket: str = RESULT_BUCKET_PLACEHOLDER,
     result_prefix: str = "import-results",
+    input_type: str = "CSV",
+    max_items: int | None = None,
+    manifest_type: str = "ATHENA_DATA",
+    data_type: str | None = None,
+    csv_headers: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The import-csv state machine: one Distributed Map over a CSV in S3.
+
+    `input_type` (and for a manifest `manifest_type`/`data_type`, `csv_headers`) and
+    `max_items` make the ItemReader's ReaderConfig (`reader_config`): the same
+    machine reads JSON, JSONL, Parquet or a manifest, and the child takes each.
 
     Execution input: ``{"bucket": "...", "key": "..."}`` (plus anything else,
     which reaches every child as ``BatchInput.Attributes``).  The ItemReader
@@ -145,6 +205,11 @@ def import_csv_definition(
     if max_input_bytes_per_batch is not None:
         batcher["MaxInputBytesPerBatch"] = max_input_bytes_per_batch
     batcher["BatchInput"] = dict(IMPORT_BATCH_INPUT)
+    read_as = data_type if input_type == "MANIFEST" and data_type else input_type
+    if read_as != "CSV":
+        # the child maps typed items by their source: a Parquet row's timestamps arrive
+        # as epoch milliseconds (docs/aws-facts.md, ItemReader)
+        batcher["BatchInput"]["InputType"] = read_as
 
     tolerated: int | float = tolerated_failure_percentage
     if isinstance(tolerated, float) and tolerated.is_integer():
@@ -167,7 +232,13 @@ def import_csv_definition(
                 "Label": "import-csv",
                 "ItemReader": {
                     "Resource": S3_GET_OBJECT,
-                    "ReaderConfig": {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"},
+                    "ReaderConfig": reader_config(
+                        input_type,
+                        max_items=max_items,
+                        manifest_type=manifest_type,
+                        data_type=data_type,
+                        csv_headers=csv_headers,
+                    ),
                     "Parameters": {"Bucket.$": "$.bucket", "Key.$": "$.key"},
                 },
                 "ItemBatcher": batcher,

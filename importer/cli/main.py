@@ -57,13 +57,36 @@ def _report_path(source: str, given: str | None, suffix: str) -> Path:
     return Path(f"{stem or 'import'}.{suffix}.csv")
 
 
+def _add_input(p: argparse.ArgumentParser) -> None:
+    from importer.input.options import INPUT_TYPES
+
+    p.add_argument(
+        "--input-type",
+        choices=INPUT_TYPES,
+        default=None,
+        help="ItemReader InputType (default: the spec's [input] type, else by the file's name)",
+    )
+    p.add_argument(
+        "--max-items",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ReaderConfig MaxItems: read at most N items (default: the spec's, else all)",
+    )
+
+
 def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help: str) -> None:
     """The options `run` and `validate` share; what a user must give is listed first."""
-    p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
+    p.add_argument(
+        "source",
+        help="CSV, JSON, JSONL or Parquet file, or a manifest: a local path or "
+        "s3://bucket/key (.gz/.zst ok, not for Parquet)",
+    )
     p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
     p.add_argument(
         "--table", required=table_required, default=None, metavar="TABLE", help=table_help
     )
+    _add_input(p)
     p.add_argument(
         "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
     )
@@ -335,6 +358,8 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         failures_path=_report_path(args.source, getattr(args, "failures", None), "failures"),
         max_rejects=args.max_rejects,
         run_id=args.run_id,
+        input_type=getattr(args, "input_type", None),
+        max_items=getattr(args, "max_items", None),
     )
 
 

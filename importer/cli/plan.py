@@ -16,6 +16,7 @@ Prices are flags with the published us-east-1 defaults.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -30,9 +31,11 @@ from importer.input.batching import (
     RowsByLine,
     check_limits,
 )
-from importer.input.source import CsvReader, SourceError, open_source
+from importer.input.options import INPUT_TYPES
+from importer.input.source import SourceError
 from importer.records import Reject
 from importer.run.batch_unit import resolve_duplicates
+from importer.run.driver import open_rows
 from importer.transform.context import RunContext
 from importer.transform.engines import get_engine
 from importer.transform.spec import Spec, check_header, load_spec
@@ -81,6 +84,14 @@ class _Counted:
         data = self.inner.read(n)
         self.count += len(data)
         return data
+
+    def readline(self, limit: int = -1) -> bytes:
+        data = self.inner.readline(limit)
+        self.count += len(data)
+        return data
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
 
     def readable(self) -> bool:
         return True
@@ -132,6 +143,8 @@ def plan_source(
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES,
     engine: str = "native",
     s3_client: Any = None,
+    input_type: str | None = None,
+    max_items: int | None = None,
 ) -> Plan:
     """Read, batch and transform `source` once; count rows, rejects, batches and units.
 
@@ -144,13 +157,20 @@ def plan_source(
     # a run id as long as a real run's (items, and so their units, have its length in them)
     ctx = RunContext.new()
     plan = Plan(source=source, batch_items=batch_items)
-    stream = open_source(source, s3_client=s3_client)
-    counted = _Counted(stream.raw)
+    counters: list[_Counted] = []
+
+    def count(raw: Any) -> _Counted:
+        counters.append(_Counted(raw))
+        return counters[-1]
+
+    _kind, stream, reader = open_rows(
+        source, spec, eng, input_type=input_type, s3_client=s3_client, wrap=count
+    )
+    rows: Any = reader
+    limit = max_items or spec.input.max_items
+    if limit:
+        rows = itertools.islice(reader, limit)
     try:
-        open_reader = getattr(eng, "open_reader", None)
-        reader: Any = (
-            open_reader(counted, spec.csv) if open_reader else CsvReader(counted, spec.csv)
-        )
         header = list(reader.header)
         plan.ignored_columns = check_header(spec, header)
         size_of = getattr(eng, "row_json_size", None)
@@ -187,11 +207,12 @@ def plan_source(
                 plan.item_bytes += len(item.wire)
                 plan.write_units += item_write_units(item.wire)
 
-        for row in reader:
+        for row in rows:
             if row.error is not None:  # unreadable: a reject of the batch now open
                 local.reject(Reject(row.line, "", "", row.error, ()))
                 continue
-            size = size_of(header, row.fields)
+            # a typed reader (JSON, JSONL, Parquet) knows its item's JSON size
+            size = getattr(row, "size", 0) or size_of(header, row.fields)
             done = local.add(row.line, row.fields, size)
             if done is not None:
                 transform(done)
@@ -206,7 +227,7 @@ def plan_source(
         if close is not None:
             close()
     finally:
-        plan.source_bytes = counted.count
+        plan.source_bytes = counters[0].count if counters else 0
         plan.source_bytes_read = stream.bytes_read
         stream.close()
     if plan.rows != plan.items + plan.rejected:  # pragma: no cover - a bug, loudly
@@ -451,6 +472,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         batch_bytes=batch_bytes,
         engine=args.engine or "native",
         s3_client=s3_client,
+        input_type=args.input_type,
+        max_items=args.max_items,
     )
     capacity: Capacity | None = None
     described: Capacity | None = None
@@ -518,7 +541,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "plan", help="dry run: rows, batches, write units, time and cost of an import"
     )
-    p.add_argument("source", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
+    p.add_argument(
+        "source", help="CSV, JSON, JSONL, Parquet or manifest: a local path or s3://bucket/key"
+    )
     p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
     p.add_argument(
         "--table",
@@ -529,6 +554,8 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="the MBC data table whose TTL commands carry (default: TABLE -command -> -data)",
     )
+    p.add_argument("--input-type", choices=INPUT_TYPES, default=None, help="ItemReader InputType")
+    p.add_argument("--max-items", type=int, default=None, metavar="N", help="ReaderConfig MaxItems")
     p.add_argument(
         "--max-wcu", type=_positive, default=None, metavar="N", help="plan at N write units/s"
     )

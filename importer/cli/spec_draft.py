@@ -127,6 +127,131 @@ def read_sample(
         raise DraftError(str(exc)) from None
 
 
+def _json_hint(values_: list[Any]) -> tuple[str, str] | None:
+    """(type, why) from the JSON types of one key's non-null sampled values; None: strings."""
+    from importer.input.items import Num, json_kind
+
+    kinds = {json_kind(v) for v in values_}
+    if not kinds or kinds == {"a string"}:
+        return None
+    if kinds == {"a number"}:
+        if all(type(v) is int for v in values_):
+            return "integer", "every sampled value is a JSON integer"
+        if all(type(v) in (int, Num) for v in values_):
+            return "decimal", "every sampled value is a JSON number"
+    if kinds == {"a boolean"}:
+        return "boolean", "every sampled value is a JSON boolean"
+    if kinds <= {"an object", "an array"}:
+        return "json", "every sampled value is a JSON object or array"
+    shown = ", ".join(sorted(k.split(" ", 1)[1] for k in kinds))
+    return "string", f"mixed JSON types ({shown}): a non-string value would be rejected"
+
+
+def _arrow_hint(t: Any) -> tuple[str, str] | None:
+    """(type, why) from a Parquet column's type; None for text (guessed from the values)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    what = f"the Parquet column is {t}"
+    if pa.types.is_integer(t):
+        return "integer", what
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "decimal", what
+    if pa.types.is_boolean(t):
+        return "boolean", what
+    if pa.types.is_date(t):
+        return "date", what
+    if pa.types.is_timestamp(t):
+        return "datetime", what
+    if pa.types.is_nested(t):
+        return "json", what
+    return None
+
+
+def read_typed_sample(
+    source: str, kind: str, rows: int, *, s3_client: Any = None
+) -> tuple[list[str], list[tuple[int, list[str]]], int, dict[str, tuple[str, str]]]:
+    """(keys, up to `rows` items as fields, unreadable items, type hints) of a JSON, JSONL
+    or Parquet sample; the fields are what a run checks each value's text as."""
+    from importer.input.items import TEMPLATE, Mismatch, dump_json, value_text
+    from importer.input.source import SourceError, open_source
+
+    items: list[tuple[int, dict[str, Any]]] = []
+    unreadable = 0
+    hints: dict[str, tuple[str, str]] = {}
+    try:
+        if kind == "PARQUET":
+            from importer.input.parquet import open_parquet_source, require_pyarrow
+
+            pq = require_pyarrow()
+            try:
+                pf = pq.ParquetFile(open_parquet_source(source, s3_client))
+            except Exception as exc:  # noqa: BLE001 - any pyarrow failure is "not readable"
+                raise SourceError(f"{source}: not a readable Parquet file ({exc})") from None
+            for name, t in zip(pf.schema_arrow.names, pf.schema_arrow.types, strict=True):
+                hint = _arrow_hint(t)
+                if hint is not None:
+                    hints[name] = hint
+            for batch in pf.iter_batches(batch_size=rows):
+                items = list(enumerate(batch.to_pylist()))[:rows]
+                break
+            keys = list(pf.schema_arrow.names)
+        else:
+            from importer.input.items import ItemDecoder
+            from importer.input.json_array import JsonArrayReader
+
+            stream = open_source(source, s3_client=s3_client)
+            try:
+                if kind == "JSON":
+                    got: Any = JsonArrayReader(stream.raw, [], [], name=source).items()
+                else:
+                    decode = ItemDecoder()
+
+                    def lines() -> Any:
+                        for n, raw in enumerate(stream.raw, start=1):
+                            if raw.strip():
+                                try:
+                                    yield n, decode(raw.decode("utf-8"))[0], 0
+                                except (ValueError, UnicodeDecodeError):
+                                    yield n, None, 0
+
+                    got = lines()
+                for n, item, _size in got:
+                    if type(item) is not dict:
+                        unreadable += 1
+                        continue
+                    items.append((n, item))
+                    if len(items) >= rows:
+                        break
+            finally:
+                stream.close()
+            seen: dict[str, None] = {}
+            for _, item in items:
+                for k in item:
+                    seen.setdefault(k, None)
+            keys = list(seen)
+            for k in keys:
+                hint = _json_hint([item[k] for _, item in items if item.get(k) is not None])
+                if hint is not None:
+                    hints[k] = hint
+    except (SourceError, OSError, EOFError) as exc:
+        raise DraftError(str(exc)) from None
+
+    def text(value: Any) -> str:
+        if isinstance(value, dict | list):
+            return dump_json(value)
+        if value is not None and not isinstance(value, str | int | float | bool):
+            return value.isoformat() if hasattr(value, "isoformat") else str(value)
+        try:
+            return value_text(value, TEMPLATE)
+        except Mismatch:
+            return dump_json(value)
+
+    sample = [(n, [text(item.get(k)) for k in keys]) for n, item in items]
+    return keys, sample, unreadable, hints
+
+
 # ---------------------------------------------------------------------------
 # Guessing
 # ---------------------------------------------------------------------------
@@ -387,14 +512,32 @@ def draft_spec(
     delimiter: str | None = None,
     s3_client: Any = None,
     spec_file: str | None = None,
+    input_type: str | None = None,
 ) -> Draft:
     """Draft a spec for `source` from its header and first `sample` rows (to be saved
-    as `spec_file`, which its header names)."""
+    as `spec_file`, which its header names); JSON, JSONL and Parquet: the keys of the
+    first `sample` items, typed by their JSON or Parquet types."""
     if sample < 1:
         raise DraftError("--sample must be at least 1")
-    options, header, rows, unreadable = read_sample(
-        source, sample, delimiter=delimiter, s3_client=s3_client
-    )
+    from importer.input.formats import input_type_for
+    from importer.input.source import SourceError
+
+    try:
+        kind = input_type_for(source, input_type)
+    except SourceError as exc:
+        raise DraftError(str(exc)) from None
+    hints: dict[str, tuple[str, str]] = {}
+    if kind in ("JSON", "JSONL", "PARQUET"):
+        options = CsvOptions()
+        header, rows, unreadable, hints = read_typed_sample(
+            source, kind, sample, s3_client=s3_client
+        )
+    elif kind == "MANIFEST":
+        raise DraftError(f"{source}: draft a spec from one of the manifest's objects instead")
+    else:
+        options, header, rows, unreadable = read_sample(
+            source, sample, delimiter=delimiter, s3_client=s3_client
+        )
     names = [n for n in header if n != ""]
     if not names:
         raise DraftError(f"{source}: the header names no column")
@@ -411,6 +554,12 @@ def draft_spec(
         tenant=_pick_named(names, by_name, _TENANT_NAMES, "#"),
     )
     guesses = {n: guess_column(n, by_name[n]) for n in names}
+    for n, (htype, why) in hints.items():  # a typed source says its types itself
+        g = guesses.get(n)
+        if g is not None:
+            g.type, g.why = htype, why
+            if htype not in ("string", "integer"):
+                g.enum = None
     for _ in range(len(names) + 1):
         text = render_toml(
             source, options, record, list(guesses.values()), len(rows), spec_file=spec_file
@@ -425,7 +574,7 @@ def draft_spec(
             g = guesses.get(rej.column)
             if g is None:
                 continue
-            if g.type != "string":
+            if g.type != "string" and g.name not in hints:
                 g.type, g.why, g.enum = "string", f"text (a sampled value was {rej.reason})", None
                 g.non_negative = False
                 weakened = True
@@ -470,6 +619,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             record_type=args.type,
             delimiter=delimiter,
             spec_file=str(out) if out is not None else None,
+            input_type=args.input_type,
         )
         if out is None:
             sys.stdout.write(draft.text)
@@ -502,7 +652,15 @@ def register(subparsers: Any) -> None:
     init = actions.add_parser(
         "init", help="draft a spec from a CSV's header and a sample of its rows"
     )
-    init.add_argument("file", help="CSV file: a local path or s3://bucket/key (.gz/.zst ok)")
+    init.add_argument(
+        "file", help="CSV, JSON, JSONL or Parquet file: a local path or s3://bucket/key"
+    )
+    init.add_argument(
+        "--input-type",
+        choices=("CSV", "JSON", "JSONL", "PARQUET"),
+        default=None,
+        help="the file's type (default: by its name)",
+    )
     init.add_argument("--out", metavar="PATH", help="write the draft here (default: stdout)")
     init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     init.add_argument("--type", default=None, help="MBC record type (default: from the file name)")

@@ -131,7 +131,8 @@ class Batcher:
         """(max items or 0 for none, max bytes, bytes of an empty child input)."""
         return self.max_items or 0, self.max_bytes, self._base
 
-    def _oversize(self, line: int, fields: Sequence[str], size: int) -> Reject:
+    def oversize(self, line: int, fields: Sequence[str], size: int) -> Reject:
+        """The reject of a row of `size` bytes that no batch can hold."""
         return Reject(
             line,
             "",
@@ -145,7 +146,7 @@ class Batcher:
         """Add one row of `size` JSON bytes; return a batch when one closes."""
         cur = self._current
         if self._base + size > self.max_bytes:
-            cur.rejects.append(self._oversize(line, fields, size))
+            cur.rejects.append(self.oversize(line, fields, size))
             return None
         closed = None
         if cur.rows and (
@@ -172,7 +173,7 @@ class Batcher:
         rejects = [
             Reject(line, "", "", error, tuple(fields))
             if error is not None
-            else self._oversize(line, fields, size)
+            else self.oversize(line, fields, size)
             for line, fields, error, size in problems
         ]
         batch = Batch(index=self._next_index, rows=rows, input_bytes=input_bytes, rejects=rejects)

@@ -18,7 +18,14 @@ entities between the two thresholds: not measurable in a run's rows/s.
 A run that writes keeps far less: `WindowLedger` holds only what the
 batches still in flight assigned; once a batch's write is visible to every
 batch that reads after it, the table itself remembers (see its docstring).
-`EntityLedger` remains for runs whose writes never reach the table (validate).
+
+A run whose writes never reach the table (validate) keeps every entity in a
+`DigestLedger`: the entries every new entity gets -- version 1, no digest, its
+line -- as 16 bytes each in the native `importer._digests.KeyDigests` (a table
+in memory up to a bound, then sorted runs on disk behind a Bloom filter: no
+SQLite, no Python object per entity), and only the others (an entity found
+stored, upsert's compared digests) in an `EntityLedger`.  SQLite there cost
+validate 80 % of its time, under the stage's lock.
 
 Not thread-safe: the mode stage calls it under its own lock, in file order.
 """
@@ -34,7 +41,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
-__all__ = ["EntityKey", "EntityLedger", "Entry", "WindowLedger"]
+from importer._digests import MAX_LINE, KeyDigests
+
+__all__ = ["DigestLedger", "EntityKey", "EntityLedger", "Entry", "WindowLedger"]
 
 #: (version, digest of the compared fields, line of this run or 0)
 Entry = tuple[int, bytes, int]
@@ -175,6 +184,134 @@ class EntityLedger:
         self._mem = {}
 
 
+class DigestLedger:
+    """Entity key -> `Entry` for a run that remembers every entity (validate): flat and fast.
+
+    An entry `(1, b"", line)` -- what every entity new to the run gets in
+    insert mode -- is kept as a 16-byte digest and its line in `KeyDigests`
+    (`max_slots` x 16 bytes of memory at most, then runs on disk); any other
+    entry in an `EntityLedger`, which answers first: a key stored there once
+    stays there, so the two never disagree.  The same answers as an
+    `EntityLedger` alone (tests/test_ledger.py holds them side by side).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_slots: int = 1 << 20,
+        directory: str | None = None,
+        memory_entries: int = 50_000,
+    ) -> None:
+        self._keys = KeyDigests(max_slots, directory)
+        self._other = EntityLedger(memory_entries=memory_entries, directory=directory)
+        self._others = False  # anything in `_other` yet (most validate runs: never)
+        self._both = 0  # keys in both stores (counted once by `len`)
+
+    @property
+    def spilled(self) -> bool:
+        """True once entries live on disk."""
+        return self._keys.runs_on_disk > 0 or self._other.spilled
+
+    @property
+    def runs_on_disk(self) -> int:
+        """Sorted runs the digest table was spilled into (all of the run's, even closed)."""
+        return self._keys.spills
+
+    # -- validate without a table (insert mode): first lines in any batch order.
+    # Only the mode stage's unordered path calls these, and then nothing else.
+
+    def digest(self, keys: Sequence[EntityKey]) -> bytes:
+        """The keys' digests (16 bytes each), for `first_lines`: work done outside the lock."""
+        return self._keys.digest(keys)
+
+    def first_lines(self, digests: bytes, lines: Sequence[int]) -> list[int]:
+        """Register each key as met on `lines[i]`; the first line each is known at."""
+        return self._keys.first_lines(digests, lines)
+
+    @property
+    def moves(self) -> int:
+        """How often `first_lines` has moved a key's first line earlier."""
+        return self._keys.moves
+
+    def load(self, keys: Iterable[EntityKey]) -> dict[EntityKey, Entry]:
+        """The known entries among `keys`."""
+        keys = keys if type(keys) is list else list(keys)
+        if not keys:
+            return {}
+        found = {}
+        if self._keys.count:  # upsert's entries all carry digests: none here then
+            lines = self._keys.lines(self._keys.digest(keys))
+            found = {k: (1, b"", line) for k, line in zip(keys, lines, strict=True) if line >= 0}
+        if self._others:
+            found.update(self._other.load(keys))
+        return found
+
+    def knows_any(self, keys: Iterable[EntityKey]) -> bool:
+        """True when any of `keys` is known."""
+        keys = keys if type(keys) is list else list(keys)
+        if self._keys.any_known(self._keys.digest(keys)):
+            return True
+        return self._others and self._other.knows_any(keys)
+
+    def add_new(self, keys: Sequence[EntityKey], lines: Sequence[int], owner: int | None) -> bool:
+        """Each of `keys` (distinct) first met at version 1 on `lines[i]`, unless one is
+        known already: then nothing is stored and the answer is False."""
+        keys = keys if type(keys) is list else list(keys)
+        digests = self._keys.digest(keys)
+        if self._keys.any_known(digests) or (self._others and self._other.knows_any(keys)):
+            return False
+        try:
+            self._keys.add(digests, lines, new=True)  # checks every line before adding any
+        except ValueError:  # a line a slot cannot hold (past 2**32 - 2): the general way
+            self.store(_new_entries(keys, lines), owner)
+        return True
+
+    def store(self, entries: Mapping[EntityKey, Entry], owner: int | None = None) -> None:
+        """Remember `entries` (replacing what was known of those keys); `owner` is unused
+        (this ledger forgets nothing), as in `EntityLedger.store`."""
+        if not entries:
+            return
+        compact: list[EntityKey] = []
+        lines: list[int] = []
+        other: dict[EntityKey, Entry] = {}
+        for k, e in entries.items():
+            if e[0] == 1 and not e[1] and 0 <= e[2] <= MAX_LINE:
+                compact.append(k)
+                lines.append(e[2])
+            else:
+                other[k] = e
+        if compact and self._others:  # a key the other store holds stays there
+            held = self._other.load(compact)
+            if held:
+                for k, line in zip(compact, lines, strict=True):
+                    if k in held:
+                        other[k] = (1, b"", line)
+                kept = [(k, line) for k, line in zip(compact, lines, strict=True) if k not in held]
+                compact = [k for k, _ in kept]
+                lines = [line for _, line in kept]
+        if compact:
+            self._keys.add(self._keys.digest(compact), lines)
+        if other:
+            if self._keys.count:  # a key in both stores is counted once by `len`
+                held_before = self._other.load(list(other)) if self._others else {}
+                fresh = [k for k in other if k not in held_before]
+                if fresh:
+                    lines_known = self._keys.lines(self._keys.digest(fresh))
+                    self._both += sum(1 for line in lines_known if line >= 0)
+            self._other.store(other)
+            self._others = True
+
+    def __len__(self) -> int:
+        return self._keys.count + len(self._other) - self._both
+
+    def close(self) -> None:
+        """Drop both stores (their files go with them)."""
+        self._keys.close()
+        self._other.close()
+        self._others = False
+        self._both = 0
+
+
 class WindowLedger:
     """Entity -> `Entry` for what the table may not show yet: flat, and no disk.
 
@@ -253,6 +390,8 @@ class WindowLedger:
         mine = self._entries
         if not mine.keys().isdisjoint(keys):
             return False
+        if not keys:  # nothing to hold: the batch owns nothing, as `store({})` leaves it
+            return True
         if owner is None or owner in self._new or len(keys) != len(lines):
             # the run's own entries, or a second call for one batch: the general way
             self.store(_new_entries(keys, lines), owner)

@@ -55,8 +55,15 @@ still to assign -- from then on the probe finds them in the table, and a
 record this run wrote for an earlier line is reported exactly as the map would
 have (`exists (version v): duplicate of line n`).  So memory stays flat
 however long the file.  A run whose writes never reach the table (validate,
-or no endpoint) keeps every entity instead (`importer.modes.ledger.EntityLedger`,
-a dict that moves to a temporary SQLite file).
+or no endpoint) keeps every entity instead (`importer.modes.ledger.DigestLedger`:
+16 bytes an entity in memory up to a bound, then sorted runs on disk).
+
+With nothing to read in insert mode (validate without a table) a row's fate
+depends only on whether it is its entity's first in the file, so there the
+batches take no turn: each registers its entities when it has them (an entity
+keeps the smallest line it was met at) and answers at once.  Only a batch that
+got ahead of an earlier one holding the same entity can be wrong, and it is
+settled when the turn passes it (`PendingRejects`, `BatchOutcome.final`).
 
 `rows == written + unchanged + rejected + failed` holds per batch:
 `len(items) == len(out.items) + out.unchanged + len(out.rejects) + len(out.failures)`.
@@ -77,7 +84,7 @@ from importer._native import ItemBlock
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
 from importer.dynamodb.retry import WriterFatalError
 from importer.dynamodb.writer import keys_unique
-from importer.modes.ledger import EntityLedger, WindowLedger
+from importer.modes.ledger import DigestLedger, WindowLedger
 from importer.modes.merge import MERGED_FIELDS, merge_version
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.transform.reference import wire_json
@@ -204,6 +211,65 @@ class PreparedBatch:
     rejects: list[Reject] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     unchanged: int = 0
+    #: validate's duplicates, decided before every earlier batch had its say: the
+    #: last word on `rejects` (see `PendingRejects`), None once nothing can change
+    pending: PendingRejects | None = None
+
+
+class PendingRejects:
+    """A batch's duplicate rejects as first decided, and their final form.
+
+    Validate without a table (insert mode) lets each batch register its entities
+    the moment it has them (`KeyDigests.first_lines`: an entity keeps the
+    smallest line it was met at), without waiting for the batches before it.
+    A batch can only be wrong about an entity an earlier batch also holds and
+    registered later -- then that earlier batch *moved* the entity's first line.
+    Once every earlier batch has registered (the stage's turn passes this one),
+    the answers are final: unchanged when nothing moved since, else decided again
+    from the first lines as they now stand.  The driver counts a batch only after
+    every earlier one, and takes `final()` then.
+    """
+
+    __slots__ = (
+        "_digests", "_fields", "_items", "_lines", "_moves", "_stage", "_ticket",
+        "provisional", "rejects",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        stage: ModeStage,
+        ticket: int,
+        items: Sequence[PreparedItem],
+        lines: list[int],
+        digests: bytes,
+        fields: Mapping[int, Sequence[str]],
+        moves: int,
+        rejects: list[Reject],
+    ) -> None:
+        self._stage, self._ticket, self._lines, self._moves = stage, ticket, lines, moves
+        # held until the batch is settled, then let go
+        self._items: Sequence[PreparedItem] | None = items
+        self._fields: Mapping[int, Sequence[str]] | None = fields
+        self._digests: bytes | None = digests
+        #: the rejects the batch reported; `rejects`: the final ones (None: not yet known)
+        self.provisional = rejects
+        self.rejects: list[Reject] | None = None
+
+    def _settle(self, moves: int, firsts: list[int] | None) -> None:
+        """The turn has passed this batch (under the stage's lock): decide for good."""
+        if moves == self._moves or firsts is None or self._items is None or self._fields is None:
+            self.rejects = self.provisional
+        else:
+            self.rejects = self._stage._duplicates(self._items, self._lines, firsts, self._fields)
+        self._items = self._fields = self._digests = None  # nothing more to hold
+
+    def final(self) -> list[Reject]:
+        """The batch's final duplicate rejects (waits for earlier batches when called
+        before they all registered: the driver never does)."""
+        if self.rejects is None:
+            self._stage._settle_pending(self)
+        assert self.rejects is not None
+        return self.rejects
 
 
 _REQUEST_ID = b'"requestId":{"S":"'
@@ -299,12 +365,18 @@ class ModeStage:
         self._turn = 0
         self._released: set[int] = set()
         self._aborted = False
+        #: validate's batches registered ahead of their turn (see `PendingRejects`)
+        self._pending: dict[int, PendingRejects] = {}
         # the run map: entity -> (version, digest, line); flat in memory (importer.modes.ledger).
         # Only a run that writes can forget what the tables show.
         self._window: WindowLedger | None = None
-        self._ledger: EntityLedger | WindowLedger
+        self._ledger: DigestLedger | WindowLedger
+        #: validate without a table, insert mode: duplicates need no turn (`_insert_unordered`)
+        self._digests: DigestLedger | None = None
         if remember_all or lookup is None:
-            self._ledger = EntityLedger()
+            self._ledger = DigestLedger()
+            if lookup is None and mode == "insert":
+                self._digests = self._ledger
         else:
             self._ledger = self._window = WindowLedger()
 
@@ -408,6 +480,9 @@ class ModeStage:
             self._released.add(ticket)
             while self._turn in self._released:
                 self._released.discard(self._turn)
+                pending = self._pending.pop(self._turn, None)
+                if pending is not None:
+                    self._settle_locked(pending)
                 self._turn += 1
             if self._window is not None:
                 self._window.advance(self._turn)
@@ -473,6 +548,10 @@ class ModeStage:
                 items = sorted(items, key=lambda it: it.line)
                 lines.sort()
             read: tuple[dict, dict] | None = None
+            if self.mode == "insert" and self.lookup is None and self._digests is not None:
+                done = self._insert_unordered(items, lines, rows or {}, ticket)
+                if done is not None:
+                    return done
             if self.mode == "insert":
                 fresh = self._insert_fresh(items, lines, ticket)
                 if isinstance(fresh, PreparedBatch):
@@ -497,6 +576,94 @@ class ModeStage:
                 return self._assign(parsed, rows or {}, lookup_error, ticket)
         finally:
             self.release(ticket)
+
+    def _insert_unordered(
+        self,
+        items: Sequence[PreparedItem],
+        lines: list[int],
+        fields: Mapping[int, Sequence[str]],
+        ticket: int | None,
+    ) -> PreparedBatch | None:
+        """Insert with nothing to read (validate without a table): each entity's first
+        row in the file is written, every later one is `exists (version 1): duplicate
+        of line <first>` -- what `_assign` decides there, whatever the batch order.
+
+        So the batch does not wait for its turn: it registers its entities now
+        (`DigestLedger.first_lines`) and answers from what is known.  If an
+        earlier batch has not registered yet, the answer is provisional
+        (`PreparedBatch.pending`), settled when the turn passes this batch.
+        None when a line is out of the digests' range (the ordered way then).
+        """
+        ledger = self._digests
+        assert ledger is not None
+        if isinstance(items, ItemBlock):
+            keys = items.entity_keys(versioned=False)
+        else:
+            keys = [(it.pk, it.sk.rsplit("@", 1)[0]) for it in items]
+        digests = ledger.digest(keys)  # outside the lock: most of the work
+        with self._lock:
+            moves = ledger.moves
+            try:
+                firsts = ledger.first_lines(digests, lines)
+            except ValueError:
+                return None
+            settled = ticket is None or self._turn >= ticket
+        if firsts == lines:  # every row its entity's first so far: the usual batch
+            out = PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
+        else:
+            rejects = self._duplicates(items, lines, firsts, fields)
+            pairs = zip(items, lines, firsts, strict=True)
+            kept = [it for it, line, first in pairs if line == first]
+            out = PreparedBatch(items=kept, rejects=rejects)
+        if not settled:
+            assert ticket is not None
+            out.pending = PendingRejects(
+                self, ticket, items, lines, digests, fields, moves, out.rejects
+            )
+            with self._lock:  # the turn cannot pass this batch before its own release
+                self._pending[ticket] = out.pending
+        return out
+
+    def _duplicates(
+        self,
+        items: Sequence[PreparedItem],
+        lines: list[int],
+        firsts: list[int],
+        fields: Mapping[int, Sequence[str]],
+    ) -> list[Reject]:
+        """The rows that are not their entity's first (`firsts`), as insert rejects them."""
+        return [
+            self._reject(
+                _Row(it, "", "", None, b""),
+                f"exists (version 1): duplicate of line {first}",
+                fields,
+                RejectKind.DUPLICATE,
+            )
+            for it, line, first in zip(items, lines, firsts, strict=True)
+            if first != line
+        ]
+
+    def _settle_locked(self, pending: PendingRejects) -> None:
+        """Every batch before `pending`'s has registered (the stage's lock is held)."""
+        ledger = self._digests
+        assert ledger is not None
+        if pending.rejects is not None:
+            return
+        moves = ledger.moves
+        firsts = None
+        if moves != pending._moves and pending._digests is not None:
+            firsts = ledger.first_lines(pending._digests, pending._lines)
+        pending._settle(moves, firsts)
+
+    def _settle_pending(self, pending: PendingRejects) -> None:
+        """`PendingRejects.final` before the turn passed: wait for it (or the abort)."""
+        try:
+            self._wait_turn(pending._ticket + 1)
+        except _Aborted:
+            pass  # the run stopped: settle with what is registered
+        with self._lock:
+            self._pending.pop(pending._ticket, None)
+            self._settle_locked(pending)
 
     def _insert_fresh(
         self, items: Sequence[PreparedItem], lines: list[int], ticket: int | None

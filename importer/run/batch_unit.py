@@ -85,6 +85,26 @@ class BatchOutcome:
     #: the run stopped (`Pipeline.halt`) before this batch wrote anything: it counts
     #: nowhere, as if never read
     halted: bool = False
+    #: validate's duplicate rejects, decided before every earlier batch registered
+    #: (`importer.modes.stage.PendingRejects`): `final()` gives the outcome to count
+    pending: Any = None
+    #: where the mode stage's rejects start in `rejects`
+    pending_at: int = 0
+
+    def final(self) -> BatchOutcome:
+        """This outcome with the mode stage's last word; take it once every earlier batch
+        has run (the driver counts in file order).  Rows move between written and
+        rejected only: `rows == written + unchanged + rejected + failed` holds."""
+        pending = self.pending
+        if pending is None:
+            return self
+        before, after = pending.provisional, pending.final()
+        if after is before:
+            return replace(self, pending=None)
+        at = self.pending_at
+        rejects = [*self.rejects[:at], *after, *self.rejects[at + len(before) :]]
+        written = self.written + len(before) - len(after)
+        return replace(self, rejects=rejects, written=written, pending=None)
 
     @property
     def failed_batch(self) -> bool:
@@ -238,6 +258,7 @@ def process_batch(
     fields = RowsByLine(batch.rows)
     failures: list[Failure] = []
     unchanged = 0
+    pending, pending_at = None, 0
     try:
         try:
             result = pipeline.engine.transform_batch(
@@ -253,6 +274,7 @@ def process_batch(
             else:
                 prepared = stage.prepare(items, fields, ticket=ticket)
                 items, unchanged = prepared.items, prepared.unchanged
+                pending, pending_at = prepared.pending, len(rejects)
                 rejects.extend(prepared.rejects)
                 failures = prepared.failures
         finally:
@@ -289,4 +311,6 @@ def process_batch(
         retries=written.retries,
         unchanged=unchanged,
         synced=synced,
+        pending=pending,
+        pending_at=pending_at,
     )

@@ -20,6 +20,8 @@ ResultWriter-style folder receives `manifest.json`, `SUCCEEDED_0.json` and
 from __future__ import annotations
 
 import enum
+import io
+import itertools
 import signal
 import threading
 import time
@@ -33,7 +35,14 @@ from typing import Any
 from importer.dynamodb.lanes import batch_threads
 from importer.dynamodb.retry import WriterFatalError
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
-from importer.input.source import CsvReader, SourceError, TruncatedSourceError, open_source
+from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
+from importer.input.source import (
+    CsvReader,
+    SourceError,
+    SourceStream,
+    TruncatedSourceError,
+    open_source,
+)
 from importer.modes.stage import DEFAULT_MODE, Mode
 from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
@@ -50,10 +59,11 @@ from importer.run.reports import (
     rejects_columns,
 )
 from importer.transform.context import RunContext
-from importer.transform.spec import Spec, check_header
+from importer.transform.spec import Spec, check_header, header_problem
 
 __all__ = [
     "RunConfig",
+    "open_rows",
     "RunInterrupted",
     "RunStatus",
     "Summary",
@@ -137,6 +147,10 @@ class RunConfig:
     tolerated_failure_percentage: float | None = None
     tolerated_failure_count: int | None = None
     mode: Mode = DEFAULT_MODE
+    #: ItemReader InputType (`--input-type`); None: the spec's `[input] type`, else the name
+    input_type: str | None = None
+    #: ReaderConfig.MaxItems (`--max-items`); None: the spec's `[input] max_items`
+    max_items: int | None = None
 
 
 @dataclass(slots=True)
@@ -177,6 +191,8 @@ class Summary:
     notices: list[str] = field(default_factory=list)
     #: rejected rows that are bad data (what --max-rejects limits)
     bad_data: int = 0
+    #: the ItemReader InputType the source was read as
+    input_type: str = "CSV"
     #: batches read but left unwritten when the run stopped over --max-rejects
     #: (their rows count nowhere, like the rows never read)
     halted_batches: int = 0
@@ -185,6 +201,63 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def open_rows(
+    source: str,
+    spec: Spec,
+    engine: Any,
+    *,
+    input_type: str | None = None,
+    s3_client: Any = None,
+    wrap: Callable[[Any], Any] | None = None,
+) -> tuple[str, SourceStream, Any]:
+    """(InputType, byte stream for progress, reader) for the run's source.
+
+    CSV goes through the engine's reader (parsed in C); JSON, JSONL, Parquet and
+    manifests through the typed readers of `importer.input`, which give the same
+    rows (the spec's columns, in spec order) with each item's JSON size.
+    """
+    kind = input_type_for(source, input_type or spec.input.type)
+    open_reader = getattr(engine, "open_reader", None)
+    if kind == "CSV":
+        stream = open_source(source, s3_client=s3_client)
+        raw = wrap(stream.raw) if wrap is not None else stream.raw
+        try:
+            reader = open_reader(raw, spec.csv) if open_reader else CsvReader(raw, spec.csv)
+        except BaseException:
+            stream.close()
+            raise
+        return kind, stream, reader
+    header, kinds = spec.needed_columns, spec.kinds
+    if kind == "MANIFEST":
+        stream = SourceStream(raw=io.BytesIO(), name=source, total_bytes=None)
+        reader = ManifestReader(
+            source,
+            spec.input,
+            spec.csv,
+            header,
+            kinds,
+            s3_client=s3_client,
+            open_csv=open_reader,
+        )
+        return kind, stream, reader
+    if kind == "PARQUET":
+        stream = SourceStream(raw=io.BytesIO(), name=source, total_bytes=None)
+        reader = open_typed_reader(kind, source, header, kinds, s3_client=s3_client)
+        problem = header_problem(spec, reader.columns, where="the Parquet schema")
+        if problem:
+            raise SourceError(problem)
+        return kind, stream, reader
+    stream = open_source(source, s3_client=s3_client)
+    raw = wrap(stream.raw) if wrap is not None else stream.raw
+    typed = SourceStream(raw=raw, name=source, total_bytes=stream.total_bytes)
+    try:
+        reader = open_typed_reader(kind, source, header, kinds, stream=typed)
+    except BaseException:
+        stream.close()
+        raise
+    return kind, stream, reader
 
 
 def _run_meta(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
@@ -274,7 +347,14 @@ def _run_import(
         ctx = RunContext.new(run_id=config.run_id)
     ctx = pipeline.stamp(ctx)
     summary = Summary(run_id=ctx.run_id, notices=pipeline.notices)
-    stream = open_source(config.source, s3_client=s3_client)
+    kind, stream, reader = open_rows(
+        config.source,
+        spec,
+        pipeline.engine,
+        input_type=config.input_type,
+        s3_client=s3_client,
+    )
+    summary.input_type = kind
     run: _Run | None = None
     made_whole = False
     if checkpoint is not None:
@@ -284,10 +364,6 @@ def _run_import(
             stream.close()
             raise
     try:
-        open_reader = getattr(pipeline.engine, "open_reader", None)
-        reader: Any = (
-            open_reader(stream.raw, spec.csv) if open_reader else CsvReader(stream.raw, spec.csv)
-        )
         header = list(reader.header)
         summary.ignored_columns = check_header(spec, header)
         batcher = Batcher(
@@ -343,6 +419,10 @@ def _run_import(
             summary.truncated_rows = reader.truncated
             summary.padded_lines = list(getattr(reader, "padded_lines", []))
             summary.truncated_lines = list(getattr(reader, "truncated_lines", []))
+            first_keys = getattr(reader, "first_keys", None)
+            if first_keys is not None:
+                needed = set(spec.needed_columns)
+                summary.ignored_columns = [k for k in first_keys if k not in needed]
             summary.ttl = pipeline.ttl_notes()
             summary.seconds = round(time.perf_counter() - started, 3)
             summary.rows_per_second = (
@@ -421,9 +501,12 @@ def _cut_by_row(
     """The batches of `reader`'s rows, cut in Python (readers without `read_batches`)."""
     for row in reader:
         if row.error is not None:
-            batcher.reject(Reject(row.line, "", "", row.error, tuple(row.fields)))
+            # a typed reader names the column and value of a misfit (`ItemRow`)
+            column, value = getattr(row, "column", ""), getattr(row, "value", "")
+            batcher.reject(Reject(row.line, column, value, row.error, tuple(row.fields)))
             continue
-        closed = batcher.add(row.line, row.fields, size_of(header, row.fields))
+        size = getattr(row, "size", 0) or size_of(header, row.fields)
+        closed = batcher.add(row.line, row.fields, size)
         if closed is not None:
             yield closed
     last = batcher.flush()
@@ -489,6 +572,7 @@ class _Run:
 
     def settle(self, done: BatchOutcome) -> None:
         s = self.summary
+        done = done.final()  # every earlier batch has run: validate's duplicates are settled
         if done.halted:  # read, but the run stopped before it wrote: counted nowhere
             s.halted_batches += 1
             return
@@ -617,10 +701,13 @@ class _Run:
             while in_flight and in_flight[0].done():
                 settle_next()
 
+        max_items = config.max_items or config.spec.input.max_items
         read_batches = getattr(reader, "read_batches", None)
-        batches = read_batches(batcher) if read_batches is not None else None
+        batches = read_batches(batcher) if read_batches is not None and not max_items else None
         if batches is None:
-            batches = _cut_by_row(reader, batcher, header, size_of)
+            # ReaderConfig.MaxItems: ItemReader reads no more than this many items
+            rows = itertools.islice(reader, max_items) if max_items else reader
+            batches = _cut_by_row(rows, batcher, header, size_of)
         signals = self.signals
         cut: TruncatedSourceError | None = None
         try:

@@ -19,7 +19,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from importer.input.options import DELIMITERS, CsvOptions
+from importer.input.options import (
+    DELIMITERS,
+    INPUT_TYPES,
+    MANIFEST_TYPES,
+    MAX_ITEMS_LIMIT,
+    CsvOptions,
+    InputOptions,
+)
 from importer.transform.patterns import Matcher, PatternError, compile_pattern
 
 __all__ = [
@@ -147,6 +154,8 @@ class Spec:
     record: RecordTemplate
     columns: tuple[ColumnRule, ...]
     csv: CsvOptions = CsvOptions()
+    #: `[input]`: ItemReader's InputType (None: by extension), MaxItems, manifest kind
+    input: InputOptions = InputOptions()
     max_rejects: int | None = None
     source_path: str = "<spec>"
     #: `[target] numbers`: "mbc" (default) keeps every number an MBC application (JavaScript
@@ -188,6 +197,17 @@ class Spec:
             seen.setdefault(c, None)
         return tuple(seen)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The type of each of `needed_columns` ("template" for one only templates read).
+
+        What a typed reader (JSON, JSONL, Parquet) checks a value's type against.
+        """
+        return tuple(
+            rule.type if (rule := self.column(name)) is not None else "template"
+            for name in self.needed_columns
+        )
+
 
 _RECORD_KEYS = {"type", "tenant", "code", "name"}
 _COLUMN_KEYS = {
@@ -201,7 +221,7 @@ _COLUMN_KEYS = {
     "min",
     "max",
 }
-_TOP_KEYS = {"record", "columns", "csv", "limits", "target"}
+_TOP_KEYS = {"record", "columns", "csv", "input", "limits", "target"}
 #: `[target]` options and the values each takes (the first is the default).
 TARGET_OPTIONS = {"numbers": ("mbc", "dynamodb"), "update": ("merge", "replace")}
 _RULES_BY_TYPE = {
@@ -370,6 +390,35 @@ def _csv_options(doc: dict[str, Any]) -> CsvOptions:
     return CsvOptions(delimiter=delimiter, header_location=location, headers=headers)
 
 
+def _input_options(doc: dict[str, Any]) -> InputOptions:
+    body = _table(doc, "input", "")
+    _unknown(set(body), {"type", "max_items", "manifest_type", "data_type"}, "input")
+    kind = body.get("type")
+    if kind is not None and kind not in INPUT_TYPES:
+        raise SpecError(
+            f"input.type: {kind!r} is not an ItemReader InputType "
+            f"(one of: {', '.join(INPUT_TYPES)})"
+        )
+    max_items = _int_opt(body.get("max_items"), "input.max_items")
+    if max_items is not None and not 1 <= max_items <= MAX_ITEMS_LIMIT:
+        raise SpecError(f"input.max_items: expected 1 to {MAX_ITEMS_LIMIT:,}, got {max_items}")
+    manifest_type = body.get("manifest_type", "ATHENA_DATA")
+    if manifest_type not in MANIFEST_TYPES:
+        raise SpecError(
+            f"input.manifest_type: expected one of {', '.join(MANIFEST_TYPES)}, "
+            f"got {manifest_type!r}"
+        )
+    data_type = body.get("data_type")
+    if data_type is not None and data_type not in ("CSV", "JSONL", "PARQUET"):
+        raise SpecError(
+            f"input.data_type: an Athena manifest lists CSV, JSONL or PARQUET objects, "
+            f"not {data_type!r}"
+        )
+    return InputOptions(
+        type=kind, max_items=max_items, manifest_type=manifest_type, data_type=data_type
+    )
+
+
 def _target_options(doc: dict[str, Any]) -> dict[str, str]:
     """`[target]`: what the table's readers can take (numbers) and how updates apply."""
     body = _table(doc, "target", "")
@@ -431,6 +480,7 @@ def parse_spec(doc: dict[str, Any], source_path: str = "<spec>") -> Spec:
         record=RecordTemplate(type=rtype, tenant=tenant, code=code, name=name),
         columns=columns,
         csv=csv_options,
+        input=_input_options(doc),
         max_rejects=max_rejects,
         source_path=source_path,
         numbers=target["numbers"],

@@ -1,0 +1,246 @@
+"""Which ItemReader InputType a source is, and the reader that reads it.
+
+The type comes from `--input-type`, else the spec's `[input] type`, else the
+file's name: `.csv` (and anything unknown: CSV stays the default), `.json`,
+`.jsonl`/`.ndjson`, `.parquet`/`.pq`, and a manifest by its name
+(`manifest.json` of an S3 Inventory, `…-manifest.csv` / `.manifest` of Athena),
+each optionally `.gz`/`.zst` (not Parquet, which compresses itself).
+
+Every reader offers the driver what the CSV reader does: `header`, rows with
+`line`, `fields` and `error` in file order, `padded`/`truncated`; typed readers
+add each row's `size` (the item's JSON, which ItemBatcher counts) and the
+`column`/`value` of a misfit.
+
+MANIFEST (AWS Step Functions developer guide, "ItemReader (Map)"):
+
+* `ATHENA_DATA`: the manifest Athena's UNLOAD writes, one `s3://` URI per line;
+  each object holds data of `[input] data_type` (CSV -- header GIVEN in
+  `[csv] headers`, as UNLOAD writes none --, JSONL or PARQUET).
+* `S3_INVENTORY`: an inventory's `manifest.json`; its `files` are gzip CSV
+  objects without a header, in `destinationBucket`, with the columns of
+  `fileSchema`: each row (one listed S3 object) is an item.
+
+The objects are read one after another, in the manifest's order, streaming as
+a single file would; a listed object that is missing stops the run with one
+line naming it.  Positions continue across objects (an object's first
+position follows the previous object's last), so every row of the run has its
+own position (and request id); rejects read by the reader name the object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from importer.input.json_array import JsonArrayReader
+from importer.input.jsonl import JsonlReader
+from importer.input.options import INPUT_TYPES, CsvOptions, InputOptions
+from importer.input.source import CsvReader, SourceError, SourceStream, open_source
+
+__all__ = [
+    "ManifestReader",
+    "input_type_for",
+    "manifest_objects",
+    "open_typed_reader",
+]
+
+_BY_SUFFIX = {
+    ".json": "JSON",
+    ".jsonl": "JSONL",
+    ".ndjson": "JSONL",
+    ".parquet": "PARQUET",
+    ".pq": "PARQUET",
+    ".csv": "CSV",
+    ".tsv": "CSV",
+    ".txt": "CSV",
+}
+
+
+def input_type_for(uri: str, given: str | None = None) -> str:
+    """The InputType of `uri`: `given` when set, else by its name (CSV when unknown)."""
+    if given is not None:
+        if given not in INPUT_TYPES:
+            raise SourceError(
+                f"input type {given!r} is not an ItemReader InputType "
+                f"(one of: {', '.join(INPUT_TYPES)})"
+            )
+        return given
+    name = uri.rsplit("/", 1)[-1].lower()
+    for ext in (".gz", ".zst"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    if name == "manifest.json" or name.endswith(("-manifest.csv", ".manifest")):
+        return "MANIFEST"
+    dot = name.rfind(".")
+    return _BY_SUFFIX.get(name[dot:], "CSV") if dot >= 0 else "CSV"
+
+
+def open_typed_reader(
+    kind: str,
+    uri: str,
+    header: Sequence[str],
+    kinds: Sequence[str],
+    *,
+    s3_client: Any = None,
+    stream: SourceStream | None = None,
+) -> Any:
+    """A JSON, JSONL or Parquet reader for the spec's `header` (typed by `kinds`)."""
+    if kind == "PARQUET":
+        from importer.input.parquet import ParquetReader
+
+        return ParquetReader(uri, header, kinds, s3_client=s3_client)
+    if stream is None:
+        stream = open_source(uri, s3_client=s3_client)
+    if kind == "JSONL":
+        return JsonlReader(stream.raw, header, kinds)
+    if kind == "JSON":
+        return JsonArrayReader(stream.raw, header, kinds, name=uri)
+    raise SourceError(f"{uri}: no typed reader for input type {kind}")
+
+
+def _read_all(uri: str, s3_client: Any, limit: int = 64 << 20) -> bytes:
+    stream = open_source(uri, s3_client=s3_client)
+    try:
+        data = stream.raw.read(limit + 1)
+    except Exception as exc:  # noqa: BLE001 - a manifest that cannot be read is one line
+        raise SourceError(f"{uri}: cannot read manifest ({exc})") from None
+    finally:
+        stream.close()
+    if len(data) > limit:
+        raise SourceError(f"{uri}: manifest is over {limit >> 20} MB")
+    return data
+
+
+def _bucket_of(arn_or_name: str) -> str:
+    return arn_or_name.rsplit(":", 1)[-1] if arn_or_name.startswith("arn:") else arn_or_name
+
+
+def manifest_objects(
+    uri: str, options: InputOptions, *, s3_client: Any = None
+) -> tuple[list[str], str, tuple[str, ...] | None]:
+    """(object URIs, their InputType, the CSV header they carry or None) of a manifest."""
+    data = _read_all(uri, s3_client)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(f"{uri}: manifest is not UTF-8 text") from None
+    if options.manifest_type == "S3_INVENTORY":
+        try:
+            doc = json.loads(text)
+            bucket = _bucket_of(doc["destinationBucket"])
+            schema = tuple(s.strip() for s in doc["fileSchema"].split(","))
+            files = [f["key"] for f in doc["files"]]
+            fmt = doc.get("fileFormat", "CSV")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SourceError(
+                f"{uri}: not an S3 Inventory manifest.json (destinationBucket, fileSchema, "
+                f"files[].key): {exc}"
+            ) from None
+        if str(fmt).upper() != "CSV":
+            raise SourceError(
+                f"{uri}: inventory fileFormat {fmt} is not read here (CSV inventories only)"
+            )
+        return [f"s3://{bucket}/{k}" for k in files], "CSV", schema
+    uris = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    bad = next((u for u in uris if not u.startswith("s3://")), None)
+    if bad is not None and uri.startswith("s3://"):
+        raise SourceError(f"{uri}: an Athena manifest lists s3:// URIs, one a line; got {bad!r}")
+    if options.data_type is None:
+        raise SourceError(
+            f"{uri}: an Athena data manifest needs the type of the objects it lists: "
+            "[input] data_type = CSV | JSONL | PARQUET"
+        )
+    return uris, options.data_type, None
+
+
+class ManifestReader:
+    """The rows of every object a manifest lists, one object after another."""
+
+    input_type = "MANIFEST"
+    position = "position"
+
+    def __init__(
+        self,
+        uri: str,
+        options: InputOptions,
+        csv_options: CsvOptions,
+        header: Sequence[str],
+        kinds: Sequence[str],
+        *,
+        s3_client: Any = None,
+        open_csv: Any = None,
+    ) -> None:
+        self.objects, self.data_type, schema = manifest_objects(uri, options, s3_client=s3_client)
+        if self.data_type == "CSV":
+            if schema is not None:
+                csv_options = replace(csv_options, header_location="GIVEN", headers=schema)
+            elif csv_options.header_location != "GIVEN":
+                raise SourceError(
+                    f"{uri}: Athena writes CSV without a header row: set [csv] header = "
+                    '"GIVEN" and headers = [...] (ItemReader CSVHeaders)'
+                )
+            self.header = list(csv_options.headers or ())
+        else:
+            self.header = list(header)
+        self._csv = csv_options
+        self._spec_header = list(header)
+        self._kinds = list(kinds)
+        self._s3 = s3_client
+        self._open_csv = open_csv or CsvReader
+        self.padded = 0
+        self.truncated = 0
+        self.first_keys: list[str] | None = None
+        #: objects read to their end (what a resumed run can skip reading)
+        self.objects_done = 0
+
+    def _reader(self, obj: str) -> tuple[Any, SourceStream | None]:
+        if self.data_type == "PARQUET":
+            return open_typed_reader(
+                "PARQUET", obj, self._spec_header, self._kinds, s3_client=self._s3
+            ), None
+        try:
+            stream = open_source(obj, s3_client=self._s3)
+        except SourceError as exc:
+            raise SourceError(f"manifest lists an object that cannot be read: {exc}") from None
+        if self.data_type == "CSV":
+            return self._open_csv(stream.raw, self._csv), stream
+        return JsonlReader(stream.raw, self._spec_header, self._kinds), stream
+
+    def __iter__(self) -> Iterator[Any]:
+        offset = 0
+        for obj in self.objects:
+            try:
+                reader, stream = self._reader(obj)
+            except SourceError as exc:
+                msg = str(exc)
+                if not msg.startswith("manifest"):
+                    msg = f"manifest lists an object that cannot be read: {msg}"
+                raise SourceError(msg) from None
+            if self.first_keys is None:
+                self.first_keys = list(getattr(reader, "first_keys", None) or reader.header)
+            last = offset
+            try:
+                for row in reader:
+                    last = offset + row.line
+                    row = _moved(row, last, obj)
+                    yield row
+            finally:
+                if stream is not None:
+                    stream.close()
+            self.padded += getattr(reader, "padded", 0)
+            self.truncated += getattr(reader, "truncated", 0)
+            self.objects_done += 1
+            offset = last + 1
+
+
+def _moved(row: Any, line: int, obj: str) -> Any:
+    """The row at its run-wide position; a reader's own reject names its object."""
+    error = row.error
+    if error is not None:
+        error = f"{obj}: {error}"
+    if hasattr(row, "size"):
+        row.line, row.error = line, error
+        return row
+    return type(row)(line, row.fields, error)

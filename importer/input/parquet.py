@@ -1,0 +1,398 @@
+"""ItemReader InputType PARQUET: each row of a Parquet file is one item.
+
+(AWS Step Functions developer guide, "ItemReader (Map)": every row of the file
+becomes an item, columns as keys with typed values; Parquet compresses its
+pages itself, so a `.parquet.gz` or `.parquet.zst` object is not a Parquet file
+and is refused.)  How a child sees a row's values -- numbers and booleans as
+JSON numbers and booleans, lists and structs nested, timestamps as epoch
+milliseconds -- is what the batch sizes here count.
+
+pyarrow reads the file one record batch at a time
+(`pyarrow.parquet.ParquetFile.iter_batches`: a row group is decoded in slices,
+only the spec's columns), so memory follows the slice, not the file.  A local
+file is read through its path; an S3 object through ranged GETs
+(`S3RangeFile`), no download.  pyarrow is optional: without it (the Lambda
+runtime), a Parquet source stops with one line saying what to install -- the
+Lambda child never needs it, as ItemReader hands it rows already read.
+
+A row's position is its 0-based row number in the file.  A column whose Parquet
+type cannot stand for its spec type (a double in a `date` column, a string list
+in an `integer` one) rejects each row where it holds a value; nulls are empty
+fields.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from importer.input.batching import Batch, Batcher
+from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, value_text
+from importer.input.source import SourceError
+from importer.records import Reject
+
+__all__ = ["ParquetReader", "S3RangeFile", "open_parquet_source", "require_pyarrow"]
+
+#: rows decoded at a time (a slice of a row group)
+BATCH_ROWS = 16_384
+_NUMERIC = frozenset({"integer", "decimal"})
+
+
+def require_pyarrow() -> Any:
+    """pyarrow.parquet, or one readable line on why not."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SourceError(
+            "reading Parquet needs pyarrow, which is not installed here: "
+            "pip install 'pyarrow>=14' (or importer[bench]); the Lambda child does not need it"
+        ) from None
+    return pq
+
+
+class S3RangeFile(io.RawIOBase):
+    """A seekable view of one S3 object, read by ranged GETs (what Parquet's footer needs)."""
+
+    def __init__(self, s3_client: Any, bucket: str, key: str, size: int) -> None:
+        self._s3 = s3_client
+        self._bucket = bucket
+        self._key = key
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self._pos >= self._size:
+            return 0
+        end = min(self._size, self._pos + len(buffer)) - 1
+        body = self._s3.get_object(
+            Bucket=self._bucket, Key=self._key, Range=f"bytes={self._pos}-{end}"
+        )["Body"].read()
+        n = len(body)
+        buffer[:n] = body
+        self._pos += n
+        return n
+
+
+def open_parquet_source(uri: str, s3_client: Any = None) -> Any:
+    """A path, or a seekable view of an S3 object, for `pyarrow.parquet.ParquetFile`."""
+    lowered = uri.lower()
+    if lowered.endswith((".gz", ".zst")):
+        raise SourceError(
+            f"{uri}: a Parquet file compresses its own pages; ItemReader reads Parquet "
+            "objects as they are, not gzip/zstd-wrapped -- store the .parquet file itself"
+        )
+    if not uri.startswith("s3://"):
+        return uri
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if s3_client is None:
+        import boto3
+
+        s3_client = boto3.client("s3")
+    try:
+        size = s3_client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise SourceError(f"{uri}: no such object") from None
+        raise SourceError(f"{uri}: {code or 'error'}: {exc}") from None
+    except BotoCoreError as exc:
+        raise SourceError(f"{uri}: {exc}") from None
+    return io.BufferedReader(S3RangeFile(s3_client, bucket, key, size), 1 << 20)
+
+
+def _iso(value: Any) -> str:
+    """A timestamp as the datetime rule reads it (no offset: UTC); fraction without trailing 0s."""
+    if value is None:
+        return ""
+    text = value.isoformat()
+    if value.microsecond:
+        head, _, rest = text.partition(".")
+        frac, sep, tz = rest[:6], rest[6:7], rest[6:]
+        text = f"{head}.{frac.rstrip('0')}{tz if sep else ''}"
+    return text
+
+
+class ParquetReader:
+    """Rows of a Parquet file for the spec's columns (`header`, typed by `kinds`)."""
+
+    input_type = "PARQUET"
+    position = "row"
+
+    def __init__(
+        self,
+        uri: str,
+        header: Sequence[str],
+        kinds: Sequence[str],
+        *,
+        s3_client: Any = None,
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
+        pq = require_pyarrow()
+        import pyarrow as pa
+
+        self._pa = pa
+        self._batch_rows = batch_rows
+        source = open_parquet_source(uri, s3_client)
+        try:
+            self._file = pq.ParquetFile(source)
+        except FileNotFoundError:
+            raise SourceError(f"{uri}: no such file") from None
+        except (pa.ArrowException, OSError) as exc:
+            raise SourceError(f"{uri}: not a readable Parquet file ({exc})") from None
+        self.schema = self._file.schema_arrow
+        #: every column of the file: the keys of each item a child would see
+        self.columns: list[str] = list(self.schema.names)
+        self.first_keys = list(self.columns)
+        self._uri = uri
+        self.header = [h for h in header if h in self.schema.names]
+        self._all_header = list(header)
+        self._kinds = dict(zip(header, kinds, strict=True))
+        #: columns of the last record batch holding a value that does not fit
+        self._misfits: dict[str, bool] = {}
+        self.padded = 0
+        self.truncated = 0
+        self.rows_total = self._file.metadata.num_rows
+
+    # -- one batch of columns ---------------------------------------------------
+
+    def _column_texts(self, name: str, col: Any) -> list[Any]:
+        """The column's fields: a str per row, or a `Mismatch` for a value that does not fit."""
+        pa = self._pa
+        import pyarrow.compute as pc
+
+        kind = self._kinds[name]
+        self._misfits[name] = False
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.dictionary_decode()
+            t = col.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return [v if v is not None else "" for v in col.to_pylist()]
+        if pa.types.is_null(t):
+            return [""] * len(col)
+        fits = False
+        if pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_floating(t):
+            fits = kind in _NUMERIC or kind == TEMPLATE
+        elif pa.types.is_boolean(t):
+            fits = kind == "boolean" or kind == TEMPLATE
+        elif pa.types.is_date(t):
+            fits = kind == "date" or kind == TEMPLATE
+        if fits:
+            texts = pc.cast(col, pa.string()).to_pylist()
+            return [v if v is not None else "" for v in texts]
+        if pa.types.is_timestamp(t) and kind in ("datetime", TEMPLATE):
+            return [_iso(v) for v in col.to_pylist()]
+        out: list[Any] = []
+        for v in col.to_pylist():
+            if v is None:
+                out.append("")
+                continue
+            try:
+                out.append(value_text(_plain(v), kind))
+            except Mismatch as exc:
+                out.append(Mismatch(f"{exc} (Parquet {t})"))
+                self._misfits[name] = True
+        return out
+
+    def _sizes(self, batch: Any) -> list[int]:
+        """Each row's compact JSON size as a child receives it (every column of the file)."""
+        pa = self._pa
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
+        total = pa.array([fixed] * n, pa.int64())
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            fixed_key = len(_json_str(name)) + 1
+            t = col.type
+            if pa.types.is_dictionary(t):
+                col = col.dictionary_decode()
+                t = col.type
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                length = pc.binary_length(col)
+                length = pc.add(length, 2)
+                length = pc.add(length, pc.count_substring(col, '"'))
+                length = pc.add(length, pc.count_substring(col, "\\"))
+                control = pc.count_substring_regex(col, "[\x00-\x1f]")
+                if pc.sum(control).as_py():  # rare: \n \t ... take 2 bytes, the rest 6
+                    short = pc.count_substring_regex(col, "[\b\f\n\r\t]")
+                    length = pc.add(
+                        length, pc.add(short, pc.multiply(pc.subtract(control, short), 5))
+                    )
+            elif pa.types.is_boolean(t):
+                length = pc.if_else(col, 4, 5)
+            elif pa.types.is_timestamp(t):
+                millis = pc.cast(pc.cast(col, pa.timestamp("ms", tz=t.tz)), pa.int64())
+                length = pc.utf8_length(pc.cast(millis, pa.string()))
+            elif (
+                pa.types.is_integer(t)
+                or pa.types.is_floating(t)
+                or pa.types.is_decimal(t)
+                or pa.types.is_null(t)
+            ):
+                length = pc.utf8_length(pc.cast(col, pa.string()))
+            elif pa.types.is_date(t):
+                length = pc.add(pc.utf8_length(pc.cast(col, pa.string())), 2)
+            else:
+                length = pa.array(
+                    [len(_json_str_any(v).encode("utf-8")) for v in col.to_pylist()], pa.int64()
+                )
+            length = pc.fill_null(pc.cast(length, pa.int64()), 4)  # null
+            total = pc.add(total, pc.add(length, fixed_key))
+        return total.to_pylist()
+
+    def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
+        """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
+
+        Rows are made a column at a time (`zip` of whole columns), and the rare
+        misfit row is found from its column, never by looking at every row.
+        """
+        pa = self._pa
+        header = self.header
+        offset = 0
+        batches = self._file.iter_batches(batch_size=self._batch_rows, columns=self.columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise SourceError(
+                    f"{self._uri}: cannot read Parquet past row {offset} ({exc})"
+                ) from None
+            sizes = self._sizes(batch)
+            columns = [
+                self._column_texts(name, batch.column(batch.schema.get_field_index(name)))
+                for name in header
+            ]
+            bad: dict[int, ItemRow] = {}
+            for j, col in enumerate(columns):
+                if self._misfits[header[j]]:
+                    for i, f in enumerate(col):
+                        if type(f) is Mismatch and i not in bad:
+                            bad[i] = self._misfit(batch, columns, offset, i, j, sizes[i])
+            # tuples, as the native engine takes them: no list per row
+            rows = list(zip(*columns, strict=True)) if columns else []
+            yield offset, rows, sizes, bad
+            offset += batch.num_rows
+
+    def _misfit(
+        self, batch: Any, columns: list[list[Any]], offset: int, i: int, j: int, size: int
+    ) -> ItemRow:
+        name = self.header[j]
+        raw = batch.column(batch.schema.get_field_index(name))[i].as_py()
+        texts = [c[i] if type(c[i]) is str else "" for c in columns]
+        return ItemRow(offset + i, texts, str(columns[j][i]), size, name, _json_str_any(raw))
+
+    def __iter__(self) -> Iterator[ItemRow]:
+        for offset, rows, sizes, bad in self._blocks():
+            for i, fields in enumerate(rows):
+                misfit = bad.get(i) if bad else None
+                yield (
+                    misfit
+                    if misfit is not None
+                    else ItemRow(offset + i, list(fields), None, sizes[i])
+                )
+
+    def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
+        """The batches `batcher.add` would cut from the rows, cut a record batch at a time.
+
+        The same rule as `Batcher.add` (a batch closes at MaxItemsPerBatch, or when
+        one more item would push it over MaxInputBytesPerBatch; an item too big
+        for any batch, or a misfit, is a reject of the batch then open), run over
+        the sizes alone; the rows join their batch as slices, not one by one.
+        `tests/test_input_formats.py` holds it equal to `Batcher.add`.
+        """
+        max_items, max_bytes, base = batcher.limits
+        cur: list[tuple[int, Any]] = []
+        cur_bytes = base
+        refused: list[Reject] = []
+
+        def emit() -> Batch:
+            nonlocal cur, cur_bytes, refused
+            batch = batcher.adopt(cur, cur_bytes, [])
+            batch.rejects.extend(refused)
+            cur, cur_bytes, refused = [], base, []
+            return batch
+
+        for offset, rows, sizes, bad in self._blocks():
+            pairs = list(zip(range(offset, offset + len(rows)), rows, strict=True))
+            start = 0  # the first pair not yet in `cur`
+            for i, size in enumerate(sizes):
+                if (bad and i in bad) or base + size > max_bytes:
+                    cur.extend(pairs[start:i])
+                    start = i + 1
+                    if bad and i in bad:
+                        r = bad[i]
+                        refused.append(
+                            Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields))
+                        )
+                    else:
+                        refused.append(batcher.oversize(offset + i, rows[i], size))
+                    continue
+                held = len(cur) + i - start
+                if held and ((max_items and held >= max_items) or cur_bytes + 1 + size > max_bytes):
+                    cur.extend(pairs[start:i])
+                    start = i
+                    yield emit()
+                    held = 0
+                cur_bytes += size + (1 if held else 0)
+            cur.extend(pairs[start:])
+        if cur or refused:
+            yield emit()
+
+
+def _plain(value: Any) -> Any:
+    """A pyarrow Python value in the JSON shapes `value_text` knows."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(p, tuple) and len(p) == 2 for p in value):
+            return {str(k): _plain(v) for k, v in value}  # a Parquet map
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if type(value) is float or type(value) is int or type(value) is bool or value is None:
+        return value
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return Num(str(value))
+    return str(value)
+
+
+def _json_str(text: str) -> bytes:
+    import json
+
+    return json.dumps(text, ensure_ascii=False).encode("utf-8")
+
+
+def _json_str_any(value: Any) -> str:
+    import json
+
+    plain = _plain(value)
+    if isinstance(plain, dict | list):
+        return dump_json(plain)
+    return json.dumps(plain, ensure_ascii=False)

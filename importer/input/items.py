@@ -42,6 +42,7 @@ __all__ = [
     "dump_json",
     "json_kind",
     "loads_item",
+    "NumberCounter",
     "refuse_constant",
     "text_size",
     "value_text",
@@ -58,7 +59,7 @@ class Num(str):
     __slots__ = ()
 
 
-class _Counted:
+class NumberCounter:
     """`json.loads` hook that also counts the numbers it kept as text (for sizes)."""
 
     __slots__ = ("n",)
@@ -92,7 +93,7 @@ class ItemDecoder:
     __slots__ = ("_counter", "_decode")
 
     def __init__(self) -> None:
-        self._counter = _Counted()
+        self._counter = NumberCounter()
         self._decode = json.JSONDecoder(
             parse_float=self._counter, parse_constant=refuse_constant
         ).decode

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-from importer.input.items import ItemMapper, ItemRow, Num, text_size
+from importer.input.items import ItemMapper, ItemRow, NumberCounter, refuse_constant, text_size
 from importer.input.source import CHUNK_BYTES, SourceError
 
 __all__ = ["JsonArrayReader"]
@@ -26,21 +26,6 @@ __all__ = ["JsonArrayReader"]
 #: an element this long without parsing is broken (an item must fit a 256 KiB child input)
 MAX_ELEMENT_CHARS = 16 << 20
 _WS = " \t\n\r"
-
-
-class _Counting:
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self, text: str) -> Num:
-        self.n += 1
-        return Num(text)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 class JsonArrayReader:
@@ -89,8 +74,8 @@ class JsonArrayReader:
     def items(self) -> Iterator[tuple[int, Any, int]]:
         """(index, element, compact size) of every element of the array, in order."""
         decoder = codecs.getincrementaldecoder("utf-8")()
-        counter = _Counting()
-        scan = json.JSONDecoder(parse_float=counter, parse_constant=_refuse_constant).raw_decode
+        counter = NumberCounter()
+        scan = json.JSONDecoder(parse_float=counter, parse_constant=refuse_constant).raw_decode
         buf, eof = "", False
         pos = 0  # cursor in buf
         consumed = 0  # chars dropped from the front of buf (for offsets)

@@ -146,7 +146,7 @@ def generate_demo_csv(path: Path, rows: int, *, seed: int = 7) -> int:
 
 def update_rows(path: Path, count: int = 3) -> list[list[str]]:
     """The first `count` good rows of the demo CSV as a price file: tenant, sku, new price."""
-    out = []
+    out: list[list[str]] = []
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             if len(out) == count:

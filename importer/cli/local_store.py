@@ -234,7 +234,8 @@ def _dispatch_fast(original: Any) -> Any:
         except Exception as exc:  # noqa: BLE001 - moto's errors answer themselves
             if not callable(getattr(exc, "get_response", None)):
                 raise
-            return exc(environ, start_response)
+            app: Any = exc  # werkzeug's HTTPException (moto's errors) is a WSGI app
+            return app(environ, start_response)
         if answer is None:
             environ["wsgi.input"] = io.BytesIO(raw)
             return original(self, environ, start_response)
@@ -294,7 +295,7 @@ def restore() -> None:
 
     item = dynamo_type.Item
     item.__init__ = _saved["init"]  # type: ignore[method-assign]
-    del item.attrs
+    delattr(item, "attrs")
     if _saved["tracked"] is not None:
         item.instances_tracked = _saved["tracked"]  # type: ignore[attr-defined]
     DomainDispatcherApplication.__call__ = _saved["call"]  # type: ignore[method-assign]

@@ -261,7 +261,7 @@ class KeyLookup:
             if isinstance(answer, Reply) and answer.raw == nothing:
                 self.calls += 1
                 clean.append((part.n, part.n))
-            elif isinstance(answer, Reply) and _NONE_LEFT in answer.raw:
+            elif isinstance(answer, Reply) and answer.raw is not None and _NONE_LEFT in answer.raw:
                 self._get_chunk(table, part.keys(), found, (answer, sent_at))
             else:
                 more.append((part.keys(), (answer, sent_at)))
@@ -308,6 +308,8 @@ class KeyLookup:
                 except DynamoError as exc:
                     answer = exc
             if not isinstance(answer, DynamoError):
+                got: dict[tuple[str, str], Any]
+                left: list[Any]
                 if answer.raw == self._nothing_found(table):  # new keys: nothing to parse
                     got, left = {}, []
                 else:
@@ -316,8 +318,8 @@ class KeyLookup:
                     except DynamoError as exc:  # a 200 the client cannot read: not an answer
                         answer = exc
             if isinstance(answer, DynamoError):
-                exc = answer
-                throttled = exc.kind is ErrorKind.THROTTLED
+                error = answer
+                throttled = error.kind is ErrorKind.THROTTLED
                 pacer.settle(
                     sent=n,
                     processed=0,
@@ -326,10 +328,12 @@ class KeyLookup:
                     sent_units=n,
                     sent_at=sent_at,
                 )
-                if should_retry(self.client, attempts, exc, table):
+                if should_retry(self.client, attempts, error, table):
                     self.retries += 1
                     continue
-                raise LookupFailed(f"BatchGetItem on {table}: {exc.describe()}", pending) from None
+                raise LookupFailed(
+                    f"BatchGetItem on {table}: {error.describe()}", pending
+                ) from None
             found.update(got)
             done = n - len(left)
             pacer.settle(

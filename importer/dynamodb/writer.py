@@ -297,8 +297,8 @@ class BatchWriter:
                 except DynamoError as exc:
                     answer = exc
             if isinstance(answer, DynamoError):
-                exc = answer
-                throttled = exc.kind is ErrorKind.THROTTLED
+                error = answer
+                throttled = error.kind is ErrorKind.THROTTLED
                 pacer.settle(
                     sent=len(pending),
                     processed=0,
@@ -307,16 +307,16 @@ class BatchWriter:
                     sent_units=sent_units,
                     sent_at=sent_at,
                 )
-                if exc.kind is ErrorKind.CLIENT:
+                if error.kind is ErrorKind.CLIENT:
                     bisect(
                         pending,
                         lambda part: self._send(part, outcome),
-                        refuse_into(outcome, exc.describe()),
+                        refuse_into(outcome, error.describe()),
                     )
                     return
-                if self._retry(attempts, exc):
+                if self._retry(attempts, error):
                     outcome.retries += 1
-                    log.debug("retrying %d item(s) after %s", len(pending), exc.code)
+                    log.debug("retrying %d item(s) after %s", len(pending), error.code)
                     continue
                 break
             reply = answer

@@ -118,12 +118,17 @@ class Batcher:
         self.max_bytes = max_bytes if max_bytes is not None else AWS_MAX_INPUT_BYTES
         self._base = _ENVELOPE + len(_compact(batch_input).encode("utf-8"))
         self._next_index = 0
-        self._current = Batch(index=0, input_bytes=self._base)
+        self._open()
+
+    def _open(self) -> None:
+        """A new current batch, its row list kept as a list (a Batch's rows may be a block)."""
+        self._rows: list[tuple[int, list[str]]] = []
+        self._current = Batch(index=self._next_index, rows=self._rows, input_bytes=self._base)
 
     def _close(self) -> Batch:
         done = self._current
         self._next_index += 1
-        self._current = Batch(index=self._next_index, input_bytes=self._base)
+        self._open()
         return done
 
     @property
@@ -156,7 +161,7 @@ class Batcher:
             closed = self._close()
             cur = self._current
         cur.input_bytes += size + (1 if cur.rows else 0)
-        cur.rows.append((line, fields))
+        self._rows.append((line, fields))
         return closed
 
     def adopt(
@@ -178,7 +183,7 @@ class Batcher:
         ]
         batch = Batch(index=self._next_index, rows=rows, input_bytes=input_bytes, rejects=rejects)
         self._next_index += 1
-        self._current = Batch(index=self._next_index, input_bytes=self._base)
+        self._open()
         return batch
 
     def reject(self, reject: Reject) -> None:

@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from importer.input.options import CsvOptions
 
@@ -75,7 +75,7 @@ class SourceStream:
     name: str
     #: compressed size on disk/S3, for an ETA; None when unknown
     total_bytes: int | None
-    _counted: IO[bytes] | None = None
+    _counted: _CountingReader | None = None
     #: what the checkpoint keeps to know the file again (`input_identity`)
     identity: dict[str, Any] | None = None
     _path: str | None = None
@@ -209,12 +209,13 @@ def open_source(uri: str, *, s3_client: Any = None) -> SourceStream:
     counted = _CountingReader(body, frames.feed if frames is not None else None)
     buffered: IO[bytes] = io.BufferedReader(counted, CHUNK_BYTES)
     if lowered.endswith(".gz"):
-        stream: IO[bytes] = _Whole(gzip.GzipFile(fileobj=buffered, mode="rb"), uri, counted, None)
+        gz = gzip.GzipFile(fileobj=buffered, mode="rb")
+        stream: IO[bytes] = cast(IO[bytes], _Whole(gz, uri, counted, None))
     elif frames is not None:
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-        stream = _Whole(reader, uri, counted, frames)
+        stream = cast(IO[bytes], _Whole(reader, uri, counted, frames))
     else:
         stream = buffered
     return SourceStream(

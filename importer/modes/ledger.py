@@ -358,7 +358,7 @@ class WindowLedger:
         for k in keys:
             hit = entries.get(k)
             if hit is not None:
-                found[k] = self._new_entry(k, hit) if type(hit) is int else hit[0]
+                found[k] = self._new_entry(k, hit) if isinstance(hit, int) else hit[0]
         return found
 
     def _new_entry(self, key: EntityKey, owner: int) -> Entry:
@@ -441,7 +441,7 @@ class WindowLedger:
 
 def _owner(held: tuple[Entry, int | None] | int) -> int | None:
     """Whose a `WindowLedger` value is: (entry, owner), or an `add_new` owner alone."""
-    return held if type(held) is int else held[1]
+    return held if isinstance(held, int) else held[1]
 
 
 def _new_entries(keys: Sequence[EntityKey], lines: Sequence[int]) -> dict[EntityKey, Entry]:

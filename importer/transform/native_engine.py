@@ -354,12 +354,14 @@ def transform_batch(
     plan = _plan_for(spec, header, ctx)
     result = TransformResult()
     if plan is None:
+        items: list[PreparedItem] = []
+        result.items = items
         for line, fields in rows:
             outcome = _reference_row(spec, header, line, fields, ctx)
             if isinstance(outcome, Reject):
                 result.rejects.append(outcome)
             else:
-                result.items.append(outcome)
+                items.append(outcome)
     else:
 
         def fallback_row(line: Any, fields: Sequence[str]) -> PreparedItem | Reject:

@@ -296,11 +296,12 @@ def transform_batch(
     Rows with the same key are all kept: the batch unit settles them by import mode
     (`importer.run.batch_unit`).
     """
-    result = TransformResult()
+    items: list[PreparedItem] = []
+    result = TransformResult(items=items)
     for line, fields in rows:
         outcome = _transform_row(spec, header, line, fields, ctx)
         if isinstance(outcome, Reject):
             result.rejects.append(outcome)
         else:
-            result.items.append(outcome)
+            items.append(outcome)
     return result

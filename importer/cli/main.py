@@ -189,12 +189,15 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="importer",
-        description="Import CSV rows into DynamoDB as MBC CQRS command records.",
+        description="Import CSV, JSON, JSON Lines and Parquet rows into DynamoDB as MBC CQRS "
+        "command records.",
     )
     parser.add_argument("--version", action="version", version=f"importer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="import a CSV into a DynamoDB table")
+    run = sub.add_parser(
+        "run", help="import a file (CSV, JSON, JSONL, Parquet, a manifest) into a DynamoDB table"
+    )
     _add_common(run, table_required=True, table_help="the command table (pk/sk keys)")
     run.add_argument(
         "--failures",

@@ -22,6 +22,7 @@ from typing import Any
 
 from importer import __version__
 from importer.cli.console import Progress, print_summary
+from importer.cli.options import add_batch_options, add_reader_options
 from importer.modes.stage import DEFAULT_MODE, MODES
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
@@ -57,24 +58,6 @@ def _report_path(source: str, given: str | None, suffix: str) -> Path:
     return Path(f"{stem or 'import'}.{suffix}.csv")
 
 
-def _add_input(p: argparse.ArgumentParser) -> None:
-    from importer.input.options import INPUT_TYPES
-
-    p.add_argument(
-        "--input-type",
-        choices=INPUT_TYPES,
-        default=None,
-        help="ItemReader InputType (default: the spec's [input] type, else by the file's name)",
-    )
-    p.add_argument(
-        "--max-items",
-        type=int,
-        default=None,
-        metavar="N",
-        help="ReaderConfig MaxItems: read at most N items (default: the spec's, else all)",
-    )
-
-
 def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help: str) -> None:
     """The options `run` and `validate` share; what a user must give is listed first."""
     p.add_argument(
@@ -86,17 +69,8 @@ def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help:
     p.add_argument(
         "--table", required=table_required, default=None, metavar="TABLE", help=table_help
     )
-    _add_input(p)
-    p.add_argument(
-        "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
-    )
-    p.add_argument(
-        "--batch-bytes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="MaxInputBytesPerBatch (default and maximum 262144)",
-    )
+    add_reader_options(p)
+    add_batch_options(p)
     p.add_argument(
         "--rejects",
         metavar="PATH",

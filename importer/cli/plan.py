@@ -22,6 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+from importer.cli.options import add_batch_options, add_reader_options
 from importer.dynamodb.capacity_units import item_write_units
 from importer.input.batching import (
     AWS_MAX_INPUT_BYTES,
@@ -31,7 +32,6 @@ from importer.input.batching import (
     RowsByLine,
     check_limits,
 )
-from importer.input.options import INPUT_TYPES
 from importer.input.source import SourceError
 from importer.records import Reject
 from importer.run.batch_unit import resolve_duplicates
@@ -554,8 +554,7 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="the MBC data table whose TTL commands carry (default: TABLE -command -> -data)",
     )
-    p.add_argument("--input-type", choices=INPUT_TYPES, default=None, help="ItemReader InputType")
-    p.add_argument("--max-items", type=int, default=None, metavar="N", help="ReaderConfig MaxItems")
+    add_reader_options(p)
     p.add_argument(
         "--max-wcu", type=_positive, default=None, metavar="N", help="plan at N write units/s"
     )
@@ -580,16 +579,7 @@ def register(subparsers: Any) -> None:
         metavar="P",
         help=f"ImportTable price (default ${IMPORT_TABLE_PRICE_PER_GB}, us-east-1)",
     )
-    p.add_argument(
-        "--batch-items", type=int, default=None, metavar="N", help="MaxItemsPerBatch (default 1000)"
-    )
-    p.add_argument(
-        "--batch-bytes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="MaxInputBytesPerBatch (default and maximum 262144)",
-    )
+    add_batch_options(p)
     p.add_argument(
         "--engine",
         choices=("native", "reference"),

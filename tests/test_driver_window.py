@@ -102,37 +102,54 @@ def test_fifty_workers_keep_only_a_few_batches_in_memory(tmp_path: Path):
     assert 2 <= counting.peak <= MAX_BATCH_THREADS
 
 
-class _SlowTransforms:
-    """The engine, transforming the first batch (line 2) in `first` seconds, the rest in `rest`."""
+class _HeldTransforms:
+    """The engine, with the first batch (line 2) held until `others` later batches are
+    transforming, and those held until the run stops: the later batches are surely
+    running, not yet written, when the first one settles over the limit (events, not
+    sleeps: the outcome does not depend on how loaded the machine is)."""
 
-    def __init__(self, inner, first: float, rest: float) -> None:
+    def __init__(self, inner, coordinator, others: int) -> None:
         self.inner = inner
-        self.first, self.rest = first, rest
+        self.coordinator = coordinator
+        self.others = others
+        self.started = 0
+        self.lock = threading.Lock()
+        self.go = threading.Event()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def transform_batch(self, spec, header, rows, ctx):
-        time.sleep(self.first if any(line == 2 for line, _ in rows) else self.rest)
+        if any(line == 2 for line, _ in rows):
+            assert self.go.wait(30), "the later batches never started"
+        else:
+            with self.lock:
+                self.started += 1
+                if self.started == self.others:
+                    self.go.set()
+            assert self.coordinator.wait_stopped(30), "the run never stopped"
         return self.inner.transform_batch(spec, header, rows, ctx)
 
 
 def test_over_max_rejects_the_batches_in_the_air_write_nothing_more(tmp_path: Path):
-    """The first batch is all bad data.  When it settles, over the limit, the
-    batches already running (still transforming) stop before their writes: they
-    count nowhere, as rows never read, and the summary says how many there were."""
+    """The first batch is all bad data.  When it settles, over the limit, the run's
+    coordinator halts: the batches already running (still transforming) stop before
+    their writes, and their rows are counted as skipped, so the counts add up."""
     spec, src = _products(tmp_path, 60)
     text = src.read_text().splitlines()
     text[1:11] = [f"bad sku {i},n,1,1,y" for i in range(10)]  # batch 0: lines 2-11
     src.write_text("\n".join(text) + "\n")
     settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=4)
     with open_pipeline(settings) as pipeline:
-        # the later batches are read and running before the first one settles
-        pipeline.engine = _SlowTransforms(pipeline.engine, first=0.3, rest=0.9)
+        # 4 batch threads: batch 0 and three later ones run at once
+        pipeline.engine = _HeldTransforms(pipeline.engine, pipeline.coordinator, others=3)
         writer = pipeline.writer = _CountingWriter(pipeline.writer)
         config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=4, max_rejects=3)
         summary = run_import(config, pipeline=pipeline)
-    assert summary.bad_data == summary.rejected == summary.rows == 10
-    assert summary.rows == summary.written + summary.rejected + summary.failed
-    assert summary.halted_batches >= 1 and writer.peak == 0  # no batch wrote
+    assert summary.bad_data == summary.rejected == 10 and summary.written == 0
+    assert summary.halted_batches >= 3 and summary.skipped == 10 * summary.halted_batches
+    assert summary.rows == summary.rejected + summary.skipped  # every row read is counted
+    assert writer.peak == 0  # no batch wrote
+    assert pipeline.coordinator.halt_reason is not None
     assert summary.aborted is not None and "not written" in summary.aborted
+    assert f"({summary.skipped} rows)" in summary.aborted

@@ -18,6 +18,7 @@ from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
 from importer import _native
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.client import (
     DynamoClient,
     DynamoError,
@@ -28,7 +29,7 @@ from importer.dynamodb.client import (
 )
 from importer.dynamodb.lanes import Lanes, waited
 from importer.dynamodb.pacing import Pacer
-from importer.dynamodb.retry import Attempts, RetryPolicy
+from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError
 
 __all__ = ["MAX_GET_KEYS", "PROJECTION", "BlockKeys", "DistinctKeys", "KeyLookup", "LookupFailed"]
 
@@ -120,8 +121,11 @@ class KeyLookup:
         projection: Sequence[str] | None = PROJECTION,
         pacer: Pacer | None = None,
         lanes: Lanes | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         self.client = client
+        #: the run's control: its first fatal error stops this worker's next send
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
         self.lanes = lanes
         self.policy = policy or RetryPolicy()
         #: read units: one per key (a strongly consistent read of an item up to 4 KB)
@@ -247,6 +251,7 @@ class KeyLookup:
         """
         pacer = self.pacer
         started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
+        self.coordinator.raise_if_failed()
         taken = pacer.acquire_group([(part.n, part.n) for part in parts])
         bodies = []
         for part in parts:
@@ -268,6 +273,17 @@ class KeyLookup:
         pacer.settle_clean(clean)
         for got in lanes.run(lambda p: self._get_alone(table, *p), more):
             found.update(got)
+
+    def _should_retry(self, attempts: Attempts, error: DynamoError, table: str) -> bool:
+        """`should_retry`, with a fatal error recorded in (and the first one raised from)
+        the run's coordinator."""
+        try:
+            return should_retry(self.client, attempts, error, table)
+        except WriterFatalError as fatal:
+            first = self.coordinator.fail(fatal)
+            if first is fatal:
+                raise
+            raise first from None
 
     def _get_alone(
         self,
@@ -302,6 +318,7 @@ class KeyLookup:
                 answer, sent_at = first
                 first = None
             else:
+                self.coordinator.raise_if_failed()
                 pacer.acquire(n, n)
                 try:
                     answer = self.client.post("BatchGetItem", self._body(table, pending))
@@ -328,7 +345,7 @@ class KeyLookup:
                     sent_units=n,
                     sent_at=sent_at,
                 )
-                if should_retry(self.client, attempts, error, table):
+                if self._should_retry(attempts, error, table):
                     self.retries += 1
                     continue
                 raise LookupFailed(

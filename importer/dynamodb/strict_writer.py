@@ -40,11 +40,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.capacity_units import item_write_units
 from importer.dynamodb.client import DynamoClient, DynamoError, ErrorKind, should_retry
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
 from importer.dynamodb.pacing import Pacer
-from importer.dynamodb.retry import Attempts, RetryPolicy, bisect
+from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError, bisect
 from importer.dynamodb.writer import refuse_into
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
 
@@ -89,13 +90,18 @@ class StrictWriter:
         policy: RetryPolicy | None = None,
         lookup: KeyLookup | None = None,
         pacer: Pacer | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         self.client = client
+        #: the run's control: its first fatal error stops this worker's next send
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
         self.table = table
         self.policy = policy or RetryPolicy()
         #: a transactional write costs two write units per KB
         self.pacer = pacer or Pacer()
-        self.lookup = lookup or KeyLookup(client, policy=self.policy, projection=None)
+        self.lookup = lookup or KeyLookup(
+            client, policy=self.policy, projection=None, coordinator=self.coordinator
+        )
         head = {
             "TableName": table,
             "ConditionExpression": "attribute_not_exists(#pk) AND attribute_not_exists(#sk)",
@@ -160,6 +166,7 @@ class StrictWriter:
         pending = items
         while pending:
             units = 2 * sum(item_write_units(it.wire) for it in pending)
+            self.coordinator.raise_if_failed()
             self.pacer.acquire(len(pending), units)
             try:
                 self.client.post("TransactWriteItems", self._body(pending))
@@ -189,7 +196,7 @@ class StrictWriter:
                         refuse_into(outcome, reason),
                     )
                     return
-                elif should_retry(self.client, attempts, exc, self.table):
+                elif self._should_retry(attempts, exc, self.table):
                     outcome.retries += 1
                     continue
                 reason = attempts.reason()
@@ -205,6 +212,17 @@ class StrictWriter:
                 )
                 outcome.written += len(pending)
                 return
+
+    def _should_retry(self, attempts: Attempts, error: DynamoError, table: str) -> bool:
+        """`should_retry`, with a fatal error recorded in (and the first one raised from)
+        the run's coordinator."""
+        try:
+            return should_retry(self.client, attempts, error, table)
+        except WriterFatalError as fatal:
+            first = self.coordinator.fail(fatal)
+            if first is fatal:
+                raise
+            raise first from None
 
     def _cancelled(
         self, pending: list[PreparedItem], exc: DynamoError, outcome: WriteOutcome

@@ -19,7 +19,9 @@ Semantics (docs/aws-facts.md, BatchWriteItem), per `write_batch(items)` call:
 * rows that exhaust their retries become `Failure`s with the last error, so
   `written + len(failures) == len(items)` always holds;
 * a fatal error (credentials, missing table, unreachable endpoint) raises
-  `WriterFatalError` -- once, and every later call of any worker at once;
+  `WriterFatalError` and is recorded in the run's coordinator
+  (`importer.coordinator`): every later send of any worker of the run -- this
+  writer's, a lookup's, the sync's -- raises the run's first fatal error at once;
 * every send is paced (`pacer.acquire`, in write units counted per item from
   what is sent) and its answer reported (`pacer.settle`: how much the table
   processed), so all workers share one view of what the table accepts
@@ -35,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from importer._native import ItemBlock
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
 from importer.dynamodb.client import (
     ALL_PROCESSED,
@@ -165,9 +168,12 @@ class BatchWriter:
         key_names: tuple[str, str] = ("pk", "sk"),
         owns_client: bool = False,
         lanes: Lanes | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         self.client = client
         self.lanes = lanes
+        #: the run's control (its first fatal error); a writer on its own gets its own
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
         self.table = table
         self.policy = policy or RetryPolicy()
         self.pacer = pacer or Pacer()
@@ -175,7 +181,6 @@ class BatchWriter:
         self.owns_client = owns_client
         self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
         self.suffix = _PUT_CLOSE + b"]}}"
-        self._fatal: WriterFatalError | None = None
         #: the client sends several requests side by side in one call (`post_many`)
         self.client_groups = bool(getattr(client, "sends_side_by_side", False))
 
@@ -247,15 +252,13 @@ class BatchWriter:
         `_send` takes it (retries, bisection, failures), one request after another."""
         pacer = self.pacer
         started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
-        if self._fatal is not None:
-            raise self._fatal
+        self.coordinator.raise_if_failed()
         costs = [(len(chunk), write_units(chunk)) for chunk in chunks]
         taken = pacer.acquire_group(costs)
         bodies = [self.body(chunk) for chunk in chunks]
         answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
         lanes.observe_group(started, cpu, slept)
-        if self._fatal is not None:
-            raise self._fatal
+        self.coordinator.raise_if_failed()
         clean = []  # all processed: written, and settled together
         more = []  # requests with more to do (retries and their waits): side by side
         for chunk, cost, sent_at, answer in zip(chunks, costs, taken, answers, strict=True):
@@ -283,8 +286,7 @@ class BatchWriter:
         pending = items
         pacer = self.pacer
         while pending:
-            if self._fatal is not None:
-                raise self._fatal
+            self.coordinator.raise_if_failed()
             sent_at = None
             if first is not None:
                 answer, sent_units, sent_at = first
@@ -375,8 +377,10 @@ class BatchWriter:
         try:
             return should_retry(self.client, attempts, exc, self.table)
         except WriterFatalError as fatal:
-            self._fatal = fatal
-            raise
+            first = self.coordinator.fail(fatal)
+            if first is fatal:
+                raise
+            raise first from None
 
     def _unprocessed(
         self, reply: Reply, pending: Sequence[PreparedItem]

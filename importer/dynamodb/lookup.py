@@ -27,7 +27,7 @@ from importer.dynamodb.client import (
     describe_table,
     should_retry,
 )
-from importer.dynamodb.lanes import Lanes, waited
+from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError
 
@@ -232,7 +232,7 @@ class KeyLookup:
                 self._get_group(table, parts[start : start + size], found, lanes)
                 start += size
             parts = parts[start:]
-        for got in lanes.run(lambda part: self._get_alone(table, part.keys()), parts):
+        for got in lanes.run(lambda part, waits: self._get_alone(table, part.keys(), waits), parts):
             found.update(got)
         return found
 
@@ -250,15 +250,15 @@ class KeyLookup:
         are not needed (a block's are then never made).
         """
         pacer = self.pacer
-        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
+        started, cpu, waits = time.perf_counter(), time.thread_time(), Waits()
         self.coordinator.raise_if_failed()
-        taken = pacer.acquire_group([(part.n, part.n) for part in parts])
+        taken = pacer.acquire_group([(part.n, part.n) for part in parts], waits)
         bodies = []
         for part in parts:
             listed = part.listed()
             bodies.append(self._body(table, part.keys() if listed is None else (), listed))
         answers = self.client.post_many("BatchGetItem", bodies)  # type: ignore[attr-defined]
-        lanes.observe_group(started, cpu, slept)
+        lanes.observe_group(started, cpu, waits)
         nothing = self._nothing_found(table)
         clean = []  # nothing found, nothing left: settled together
         more = []  # calls with more to do (retries and their waits): side by side
@@ -271,7 +271,7 @@ class KeyLookup:
             else:
                 more.append((part.keys(), (answer, sent_at)))
         pacer.settle_clean(clean)
-        for got in lanes.run(lambda p: self._get_alone(table, *p), more):
+        for got in lanes.run(lambda p, waits: self._get_alone(table, p[0], waits, p[1]), more):
             found.update(got)
 
     def _should_retry(self, attempts: Attempts, error: DynamoError, table: str) -> bool:
@@ -289,10 +289,11 @@ class KeyLookup:
         self,
         table: str,
         keys: list[tuple[str, str]],
+        waits: Waits,
         first: tuple[Reply | DynamoError, float | None] | None = None,
     ) -> dict[tuple[str, str], dict[str, Any]]:
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        self._get_chunk(table, keys, found, first)
+        self._get_chunk(table, keys, found, first, waits)
         return found
 
     def _get_chunk(
@@ -301,13 +302,14 @@ class KeyLookup:
         keys: list[tuple[str, str]],
         found: dict[tuple[str, str], dict[str, Any]],
         first: tuple[Reply | DynamoError, float | None] | None = None,
+        waits: Waits | None = None,
     ) -> None:
         """Read `keys` (<= 100) into `found` until none is left unprocessed.
 
         `first`: the answer to the first call, already made by `_get_group` (with
-        when its slot was taken).
+        when its slot was taken).  `waits`: where backoff and pacing sleeps are told.
         """
-        attempts = Attempts(self.policy)
+        attempts = Attempts(self.policy, waits)
         pending = keys
         pacer = self.pacer
         while pending:
@@ -319,7 +321,7 @@ class KeyLookup:
                 first = None
             else:
                 self.coordinator.raise_if_failed()
-                pacer.acquire(n, n)
+                pacer.acquire(n, n, waits)
                 try:
                     answer = self.client.post("BatchGetItem", self._body(table, pending))
                 except DynamoError as exc:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from importer.dynamodb.lanes import note_wait
+from importer.dynamodb.lanes import Waits
 
 __all__ = [
     "Attempts",
@@ -100,10 +100,12 @@ class Attempts:
     and the last error, for the rows that are given up on.
     """
 
-    __slots__ = ("policy", "started", "stalls", "attempt", "last", "retries")
+    __slots__ = ("policy", "started", "stalls", "attempt", "last", "retries", "waits")
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, waits: Waits | None = None) -> None:
         self.policy = policy
+        #: where the backoff sleeps are told (the request's `Waits`, for the lanes' gauge)
+        self.waits = waits
         self.started = policy.clock()
         self.stalls = 0  # sends without progress, in a row
         self.attempt = 0  # backoff exponent; reset by progress
@@ -127,7 +129,8 @@ class Attempts:
             return False
         self.retries += 1
         if delay > 0:
-            note_wait(delay)
+            if self.waits is not None:
+                self.waits.add(delay)
             policy.sleep(delay)
         return True
 

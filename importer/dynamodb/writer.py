@@ -48,7 +48,7 @@ from importer.dynamodb.client import (
     one_line,
     should_retry,
 )
-from importer.dynamodb.lanes import Lanes, waited
+from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError, bisect
 from importer.records import Failure, PreparedItem, WriteOutcome
@@ -239,10 +239,11 @@ class BatchWriter:
     def _send_alone(
         self,
         items: Sequence[PreparedItem],
+        waits: Waits,
         first: tuple[Reply | DynamoError, int, float | None] | None = None,
     ) -> WriteOutcome:
         outcome = WriteOutcome()
-        self._send(items, outcome, first)
+        self._send(items, outcome, first, waits)
         return outcome
 
     def _send_group(
@@ -251,13 +252,13 @@ class BatchWriter:
         """Requests sent side by side in one `post_many`; each answer then goes on as
         `_send` takes it (retries, bisection, failures), one request after another."""
         pacer = self.pacer
-        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
+        started, cpu, waits = time.perf_counter(), time.thread_time(), Waits()
         self.coordinator.raise_if_failed()
         costs = [(len(chunk), write_units(chunk)) for chunk in chunks]
-        taken = pacer.acquire_group(costs)
+        taken = pacer.acquire_group(costs, waits)
         bodies = [self.body(chunk) for chunk in chunks]
         answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
-        lanes.observe_group(started, cpu, slept)
+        lanes.observe_group(started, cpu, waits)
         self.coordinator.raise_if_failed()
         clean = []  # all processed: written, and settled together
         more = []  # requests with more to do (retries and their waits): side by side
@@ -268,7 +269,7 @@ class BatchWriter:
             else:
                 more.append((chunk, (answer, cost[1], sent_at)))
         pacer.settle_clean(clean)
-        for part in lanes.run(lambda p: self._send_alone(*p), more):
+        for part in lanes.run(lambda p, waits: self._send_alone(p[0], waits, p[1]), more):
             outcome.merge(part)
 
     def _send(
@@ -276,13 +277,15 @@ class BatchWriter:
         items: Sequence[PreparedItem],
         outcome: WriteOutcome,
         first: tuple[Reply | DynamoError, int, float | None] | None = None,
+        waits: Waits | None = None,
     ) -> None:
         """Send one request's worth of items until each is written or failed.
 
         `first`: the answer to its first send, already made by `_send_group`
-        (with the units sent and when their slot was taken).
+        (with the units sent and when their slot was taken).  `waits`: where the
+        backoff and pacing sleeps are told (the lanes' gauge).
         """
-        attempts = Attempts(self.policy)
+        attempts = Attempts(self.policy, waits)
         pending = items
         pacer = self.pacer
         while pending:
@@ -293,7 +296,7 @@ class BatchWriter:
                 first = None
             else:
                 sent_units = write_units(pending)
-                pacer.acquire(len(pending), sent_units)
+                pacer.acquire(len(pending), sent_units, waits)
                 try:
                     answer = self.client.post("BatchWriteItem", self.body(pending))
                 except DynamoError as exc:
@@ -312,7 +315,7 @@ class BatchWriter:
                 if error.kind is ErrorKind.CLIENT:
                     bisect(
                         pending,
-                        lambda part: self._send(part, outcome),
+                        lambda part: self._send(part, outcome, None, waits),
                         refuse_into(outcome, error.describe()),
                     )
                     return

@@ -31,10 +31,16 @@ __all__ = ["RunCoordinator", "RunStatus", "Stopped"]
 
 
 class RunStatus(enum.Enum):
-    """Said, not inferred: only a FINISHED run completes its checkpoint."""
+    """Said, not inferred: only a FINISHED run completes its checkpoint.
+
+    HALTED: the run stopped its writes (over --max-rejects) before the end of the
+    source; the batches it skipped are not checkpointed, so `--resume` (with a
+    higher limit) writes exactly them and the rest.
+    """
 
     RUNNING = "running"
     FINISHED = "finished"
+    HALTED = "halted"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
 
@@ -102,8 +108,11 @@ class RunCoordinator:
 
     def finish(self, status: RunStatus) -> RunStatus:
         """The run ended as `status` (FINISHED, INTERRUPTED, or FAILED for an error met
-        outside the workers); a run that failed stays FAILED.  Returns the final status."""
+        outside the workers); a run that failed stays FAILED, and one that was halted
+        does not count as FINISHED (it is HALTED).  Returns the final status."""
         with self._lock:
+            if status is RunStatus.FINISHED and self._reason is not None:
+                status = RunStatus.HALTED
             if self._status is RunStatus.RUNNING or status is RunStatus.FAILED:
                 self._status = status
             return self._status

@@ -153,7 +153,8 @@ def test_a_halt_keeps_its_first_reason_and_does_not_fail_the_run():
     c.halt("again")
     assert c.halt_reason == "over the limit" and c.stopped and c.fatal is None
     c.raise_if_failed()  # nothing to raise
-    assert c.finish(RunStatus.FINISHED) is RunStatus.FINISHED
+    # it read to the end of nothing: a halted run is not FINISHED (its checkpoint stays open)
+    assert c.finish(RunStatus.FINISHED) is RunStatus.HALTED
 
 
 def _item(line: int, code: str) -> PreparedItem:

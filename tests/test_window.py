@@ -62,7 +62,20 @@ def test_results_settle_in_submission_order_whatever_order_they_finish_in():
     assert settled == [(0, 0), (1, 10), (2, 20), (3, 30)] and len(window) == 0
 
 
-def test_a_full_window_waits_for_its_oldest_task_not_for_any():
+def test_a_full_window_waits_for_its_oldest_task_not_for_any(monkeypatch):
+    """Waiting for any task returned at once while a later one was done, and the
+    submitting thread spun, holding the GIL the workers need (the driver's reader once
+    used a whole core that way): each wait of a full window is on the oldest alone."""
+    import importer.run.window as window_mod
+
+    waited_on: list[list[Future]] = []
+    real_wait = window_mod.wait
+
+    def recording_wait(fs, **kw):
+        waited_on.append(list(fs))
+        return real_wait(fs, **kw)
+
+    monkeypatch.setattr(window_mod, "wait", recording_wait)
     ex, settled = _Manual(), []
     window = _window(ex, settled, max_pending=2)
     window.submit(lambda: "a", tag="a")
@@ -76,6 +89,7 @@ def test_a_full_window_waits_for_its_oldest_task_not_for_any():
     submitter.join(30)
     assert not submitter.is_alive()
     assert settled == [("a", "a"), ("b", "b")] and len(ex.futures) == 3
+    assert waited_on == [[ex.futures[0]]]  # one wait, on the oldest: no spinning
 
 
 def test_unfinished_tasks_are_bounded_by_a_limit_asked_at_each_submit():

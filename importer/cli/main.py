@@ -249,11 +249,11 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         _describe_subcommands(parser)
         return parser
     try:
-        from importer.aws import deploy
+        from importer.cli import deploy_commands
     except ImportError:
-        deploy = None
-    if deploy is not None:
-        deploy.register(sub)
+        deploy_commands = None
+    if deploy_commands is not None:
+        deploy_commands.register(sub)
     from importer.cli import local_stack, plan, spec_draft
     from importer.mbc import sync
 

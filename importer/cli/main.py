@@ -451,7 +451,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _fatal_types() -> tuple[type[BaseException], ...]:
-    from importer.dynamodb.retry import WriterFatalError
+    from importer.dynamodb.errors import WriterFatalError
     from importer.input.batching import BatchLimitError
     from importer.input.source import SourceError
     from importer.run.checkpoint import CheckpointError
@@ -531,7 +531,7 @@ def _relax_cyclic_gc(threshold: int = 10_000) -> None:
 
 def _printable(exc: BaseException) -> str:
     """An error fit to print: credentials in any URL masked; an OSError names its file."""
-    from importer.dynamodb.client import redact
+    from importer.dynamodb.errors import redact
 
     text = str(exc)
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:

@@ -703,7 +703,7 @@ def _require_tables(client: Any, names: Sequence[str], where: str, region: str) 
     (and the endpoint, when nothing answers there)."""
     from botocore.exceptions import EndpointConnectionError
 
-    from importer.dynamodb.client import missing_table_message, unreachable_message
+    from importer.dynamodb.errors import missing_table_message, unreachable_message
 
     for name in names:
         try:

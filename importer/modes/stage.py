@@ -81,8 +81,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from importer._native import ItemBlock
+from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
-from importer.dynamodb.retry import WriterFatalError
 from importer.dynamodb.writer import keys_unique
 from importer.modes.ledger import DigestLedger, WindowLedger
 from importer.modes.merge import MERGED_FIELDS, merge_version

@@ -28,8 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from importer.dynamodb.client import one_line
-from importer.dynamodb.retry import WriterFatalError
+from importer.dynamodb.errors import WriterFatalError, one_line
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of

@@ -20,12 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from importer._native import ItemBlock
-from importer.dynamodb.client import (
-    Boto3DynamoClient,
-    DynamoClient,
-    HttpDynamoClient,
-    check_command_table,
-)
+from importer.dynamodb.api import DynamoClient
+from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient, check_command_table
 from importer.dynamodb.lanes import Lanes, batch_threads
 from importer.dynamodb.lookup import KeyLookup
 from importer.dynamodb.pacing import Pacer

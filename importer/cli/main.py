@@ -22,30 +22,19 @@ from typing import Any
 
 from importer import __version__
 from importer.cli.console import Progress, print_summary
+from importer.cli.exit_codes import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_PIPE,
+    EXIT_USAGE,
+    exit_code,
+)
 from importer.cli.options import add_batch_options, add_reader_options
 from importer.modes.stage import DEFAULT_MODE, MODES
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_INTERRUPTED = 130
-#: 128 + SIGPIPE, what a tool killed by a closed pipe reports
-EXIT_PIPE = 141
-
-
-def exit_code(summary: Any) -> int:
-    """0 when nothing needs a look, 3 when some rows do (the one place this is decided).
-
-    Rows that exist already (insert mode) are what re-running an import is
-    expected to meet, as `--max-rejects` already treats them: a re-run that
-    changed nothing is a success, not a partial failure.  Bad data,
-    duplicates, strict-mode conflicts and failed writes do need a look.
-    """
-    needs_look = summary.rejected - summary.existing
-    return EXIT_PARTIAL if needs_look or summary.failed else EXIT_OK
 
 
 def _report_path(source: str, given: str | None, suffix: str) -> Path:
@@ -254,11 +243,10 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         deploy_commands = None
     if deploy_commands is not None:
         deploy_commands.register(sub)
-    from importer.cli import local_stack, plan, spec_draft
-    from importer.mbc import sync
+    from importer.cli import local_stack, plan, spec_draft, sync_command
 
     plan.register(sub)
-    sync.register(sub)
+    sync_command.register(sub)
     local_stack.register(sub)
     spec_draft.register(sub)
     _describe_subcommands(parser)

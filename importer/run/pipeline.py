@@ -185,10 +185,10 @@ class Pipeline:
             hit = self._ttls.get(tenant)
             if hit is not None:
                 return hit
-        from importer.mbc.sync import ClientCalls
+        from importer.dynamodb.lowlevel import LowLevelCalls
 
         settings = self.settings
-        calls = ClientCalls(self.client) if self.client is not None else _NoTable()
+        calls = LowLevelCalls(self.client) if self.client is not None else _NoTable()
         found = command_ttl(
             calls,
             settings.table or "",

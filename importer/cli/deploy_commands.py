@@ -85,9 +85,9 @@ def placeholder_note(value: Any) -> str | None:
     return "\n".join(lines)
 
 
-def _asl_substitutions(args: argparse.Namespace) -> dict[str, str]:
+def _asl_substitutions(args: argparse.Namespace) -> dict[str, Any]:
     """--lambda-arn / --result-bucket, checked, as definition keywords."""
-    out: dict[str, str] = {}
+    out: dict[str, Any] = {}
     if args.lambda_arn is not None:
         if not _LAMBDA_ARN.match(args.lambda_arn):
             raise ValueError(

@@ -240,8 +240,8 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     try:
         from importer.cli import deploy_commands
     except ImportError:
-        deploy_commands = None
-    if deploy_commands is not None:
+        pass
+    else:
         deploy_commands.register(sub)
     from importer.cli import local_stack, plan, spec_draft, sync_command
 
@@ -264,8 +264,8 @@ def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
             continue
         helps = {choice.dest: choice.help for choice in action._choices_actions}
         for name, sub in action.choices.items():
-            if not sub.description and helps.get(name):
-                text = helps[name]
+            text = helps.get(name)
+            if not sub.description and text:
                 sub.description = text[0].upper() + text[1:] + "."
             _describe_subcommands(sub)
 

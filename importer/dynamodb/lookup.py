@@ -196,7 +196,7 @@ class KeyLookup:
         return answer
 
     def get_many(
-        self, table: str, keys: Iterable[tuple[str, str]]
+        self, table: str, keys: Iterable[tuple[str, str]] | BlockKeys
     ) -> dict[tuple[str, str], dict[str, Any]]:
         """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk).
 

@@ -338,8 +338,8 @@ def _sync_chunk(
     history = [h for p in plans.values() for h in p.history]
     data = [p.data for p in plans.values() if p.data is not None and p.applied]
     cmds = [c for p in plans.values() for c in p.commands.values()]
-    for key, versions in given.items():
-        cmds.extend(_refinished(key, versions, entities, data_rows, plans, now_text, resolver,
+    for key, given_versions in given.items():
+        cmds.extend(_refinished(key, given_versions, entities, data_rows, plans, now_text, resolver,
                                 tables, tz))  # fmt: skip
     result.applied += sum(len(p.applied) for p in plans.values())
     for name, items, attr in (

@@ -63,6 +63,8 @@ class BatchParts(Protocol):
     code_column: str
     halt: threading.Event
 
+    def ttl_items(self, items: Sequence[PreparedItem]) -> Sequence[PreparedItem]: ...
+
 
 @dataclass(slots=True)
 class BatchOutcome:
@@ -291,7 +293,7 @@ def process_batch(
         written = pipeline.writer.write_batch(items) if items else WriteOutcome()
         if stage is not None:
             stage.written(ticket)  # the tables now hold this batch: the run map may forget it
-        synced, sync_failures = 0, []
+        synced, sync_failures = 0, list[Failure]()
         if syncer is not None and items:
             for event in waits:
                 event.wait()

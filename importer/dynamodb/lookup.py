@@ -19,17 +19,12 @@ from typing import Any
 
 from importer import _native
 from importer.coordinator import RunCoordinator
-from importer.dynamodb.client import (
-    DynamoClient,
-    DynamoError,
-    ErrorKind,
-    Reply,
-    describe_table,
-    should_retry,
-)
+from importer.dynamodb.api import DynamoClient, Reply
+from importer.dynamodb.client import describe_table
+from importer.dynamodb.errors import DynamoError, ErrorKind, WriterFatalError
 from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
-from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError
+from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
 
 __all__ = ["MAX_GET_KEYS", "PROJECTION", "BlockKeys", "DistinctKeys", "KeyLookup", "LookupFailed"]
 
@@ -205,7 +200,7 @@ class KeyLookup:
         return answer
 
     def get_many(
-        self, table: str, keys: Iterable[tuple[str, str]]
+        self, table: str, keys: Iterable[tuple[str, str]] | BlockKeys
     ) -> dict[tuple[str, str], dict[str, Any]]:
         """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk).
 

@@ -34,8 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from importer.coordinator import RunCoordinator, Stopped
-from importer.dynamodb.client import one_line
-from importer.dynamodb.retry import WriterFatalError
+from importer.dynamodb.errors import WriterFatalError, one_line
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
 from importer.ordering import EntityOrder, FileOrder
@@ -318,7 +317,7 @@ def process_batch(
                     return _skipped(batch)
         written = parts.writer.write_batch(items) if items else WriteOutcome()
         parts.order.written(ticket)  # the tables now hold this batch: the run map may forget it
-        synced, sync_failures = 0, []
+        synced, sync_failures = 0, list[Failure]()
         if syncer is not None and items:
             for event in waits:
                 event.wait()

@@ -103,7 +103,7 @@ class FileOrder:
         """The run stopped: every waiter, now or later, raises `Stopped`."""
         with self.lock:
             self._stopped = True
-            waiters = [w for step in self._steps for w in step._turns._take_waiters()]
+            waiters = [w for step in self._steps for w in step.take_waiters()]
         for waiter in waiters:
             waiter.set()
 
@@ -121,10 +121,6 @@ class Turns:
         self._released: set[int] = set()
         # one event per waiting ticket: a release wakes only the batch whose turn it is
         self._waiters: dict[int, threading.Event] = {}
-
-    @property
-    def _turns(self) -> Turns:
-        return self
 
     @property
     def turn(self) -> int:
@@ -168,7 +164,8 @@ class Turns:
             self._on_advance(old, self._turn)
         return self._waiters.pop(self._turn, None)
 
-    def _take_waiters(self) -> list[threading.Event]:
+    def take_waiters(self) -> list[threading.Event]:
+        """Every waiting ticket's event, forgotten (the order's lock held: `FileOrder.stop`)."""
         waiters = list(self._waiters.values())
         self._waiters.clear()
         return waiters
@@ -202,6 +199,10 @@ class EntityOrder:
         if waiter is not None:
             waiter.set()
         return waits
+
+    def take_waiters(self) -> list[threading.Event]:
+        """The events of the tickets waiting to claim (the order's lock held)."""
+        return self._turns.take_waiters()
 
     def release(self, ticket: int | None) -> None:
         """`ticket`'s claim is over, or it never claimed (cancelled, failed early)."""

@@ -21,7 +21,7 @@ from importer import _native
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.client import describe_table
-from importer.dynamodb.errors import DynamoError, ErrorKind, WriterFatalError
+from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
@@ -269,17 +269,6 @@ class KeyLookup:
         for got in lanes.run(lambda p, waits: self._get_alone(table, p[0], waits, p[1]), more):
             found.update(got)
 
-    def _should_retry(self, attempts: Attempts, error: DynamoError, table: str) -> bool:
-        """`should_retry`, with a fatal error recorded in (and the first one raised from)
-        the run's coordinator."""
-        try:
-            return should_retry(self.client, attempts, error, table)
-        except WriterFatalError as fatal:
-            first = self.coordinator.fail(fatal)
-            if first is fatal:
-                raise
-            raise first from None
-
     def _get_alone(
         self,
         table: str,
@@ -342,7 +331,7 @@ class KeyLookup:
                     sent_units=n,
                     sent_at=sent_at,
                 )
-                if self._should_retry(attempts, error, table):
+                if should_retry(self.client, attempts, error, table, coordinator=self.coordinator):
                     self.retries += 1
                     continue
                 raise LookupFailed(

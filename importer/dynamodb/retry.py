@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import (
     LOST_CODES,
@@ -172,15 +173,34 @@ UNREACHED_ATTEMPTS = 3
 
 
 def should_retry(
-    client: DynamoClient, attempts: Attempts, error: DynamoError, table: str = ""
+    client: DynamoClient,
+    attempts: Attempts,
+    error: DynamoError,
+    table: str = "",
+    *,
+    coordinator: RunCoordinator | None = None,
 ) -> bool:
     """After a failed send: raise for a fatal error, else sleep and say whether to retry.
 
     An endpoint that never answered gets `UNREACHED_ATTEMPTS` tries and then
     stops the run in one line; one that answered before is having a bad
     moment, and the policy's full budget applies.  CLIENT errors are the
-    caller's to split, not retried here.
+    caller's to split, not retried here.  With the run's `coordinator`, a fatal
+    error is recorded there (every other worker of the run stops at its next
+    send) and the run's FIRST fatal error is the one raised.
     """
+    if coordinator is None:
+        return _should_retry(client, attempts, error, table)
+    try:
+        return _should_retry(client, attempts, error, table)
+    except WriterFatalError as fatal:
+        first = coordinator.fail(fatal)
+        if first is fatal:
+            raise
+        raise first from None
+
+
+def _should_retry(client: DynamoClient, attempts: Attempts, error: DynamoError, table: str) -> bool:
     if error.kind is ErrorKind.FATAL:
         raise client.fatal(error, table)
     if error.kind is ErrorKind.CLIENT:

@@ -43,7 +43,7 @@ from typing import Any
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.capacity_units import item_write_units
-from importer.dynamodb.errors import DynamoError, ErrorKind, WriterFatalError
+from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
@@ -197,7 +197,9 @@ class StrictWriter:
                         refuse_into(outcome, reason),
                     )
                     return
-                elif self._should_retry(attempts, exc, self.table):
+                elif should_retry(
+                    self.client, attempts, exc, self.table, coordinator=self.coordinator
+                ):
                     outcome.retries += 1
                     continue
                 reason = attempts.reason()
@@ -213,17 +215,6 @@ class StrictWriter:
                 )
                 outcome.written += len(pending)
                 return
-
-    def _should_retry(self, attempts: Attempts, error: DynamoError, table: str) -> bool:
-        """`should_retry`, with a fatal error recorded in (and the first one raised from)
-        the run's coordinator."""
-        try:
-            return should_retry(self.client, attempts, error, table)
-        except WriterFatalError as fatal:
-            first = self.coordinator.fail(fatal)
-            if first is fatal:
-                raise
-            raise first from None
 
     def _cancelled(
         self, pending: list[PreparedItem], exc: DynamoError, outcome: WriteOutcome

@@ -41,7 +41,7 @@ from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
 from importer.dynamodb.client import ALL_PROCESSED
-from importer.dynamodb.errors import DynamoError, ErrorKind, WriterFatalError, one_line
+from importer.dynamodb.errors import DynamoError, ErrorKind, one_line
 from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
@@ -371,13 +371,7 @@ class BatchWriter:
             outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
 
     def _retry(self, attempts: Attempts, exc: DynamoError) -> bool:
-        try:
-            return should_retry(self.client, attempts, exc, self.table)
-        except WriterFatalError as fatal:
-            first = self.coordinator.fail(fatal)
-            if first is fatal:
-                raise
-            raise first from None
+        return should_retry(self.client, attempts, exc, self.table, coordinator=self.coordinator)
 
     def _unprocessed(
         self, reply: Reply, pending: Sequence[PreparedItem]

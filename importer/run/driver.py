@@ -3,16 +3,20 @@
 source → batches → transform → writer → report.  The main thread reads and
 cuts batches exactly as ItemBatcher would; each batch is handled by the
 pipeline's per-batch unit (`importer.run.batch_unit`) — the same one the Lambda
-child runs — on a bounded pool, so reading blocks (back-pressure) instead of
-piling batches up in memory.  `workers` (MaxConcurrency) bounds the requests in
-flight: a few batches at a time each send theirs over several lanes
-(`importer.dynamodb.lanes`), which keeps the same concurrency with a fraction of the
-batches in memory.  Outcomes come back as
-data and are counted on the main thread only, which is how every run can check
-`rows == written + unchanged + rejected + failed`.
+child runs — on a pool fed through a bounded window (`importer.run.window`), so
+reading blocks (back-pressure) instead of piling batches up in memory.
+`workers` (MaxConcurrency) bounds the requests in flight: a few batches at a
+time each send theirs over several lanes (`importer.dynamodb.lanes`), which
+keeps the same concurrency with a fraction of the batches in memory.  Outcomes
+come back as data and are counted on the main thread only, which is how every
+run can check `rows == written + unchanged + rejected + failed + skipped`.
 
-A checkpoint records settled batches (`--resume` continues a killed,
-interrupted or failed run; only a finished run completes it), and an optional
+Whether the run goes on is the pipeline's `RunCoordinator`'s to say: the pump
+halts it over --max-rejects (the batches not yet written then count as skipped),
+a worker's fatal error fails it, and its status decides the checkpoint.
+
+A checkpoint records settled batches (`--resume` continues a killed, interrupted,
+halted or failed run; only a finished run completes it), and an optional
 ResultWriter-style folder receives `manifest.json`, `SUCCEEDED_0.json` and
 `FAILED_0.json` (`importer.run.reports`).
 """

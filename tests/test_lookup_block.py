@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importer import _native
-from importer.dynamodb.api import Reply
+from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError
 from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup
@@ -25,7 +25,7 @@ from importer.dynamodb.retry import RetryPolicy
 from importer.records import PreparedItem
 
 
-class _Table:
+class _Table(DynamoClient):
     """BatchGetItem as DynamoDB answers it, over a dict; a body seen for the first
     time may get some of its keys left unprocessed, or a throttling error."""
 

@@ -98,7 +98,7 @@ def resolve_endpoint(session: Any, region: str, endpoint_url: str | None) -> str
     return session.client("dynamodb", region_name=region).meta.endpoint_url
 
 
-class HttpDynamoClient:
+class HttpDynamoClient(DynamoClient):
     """Signed JSON-1.0 POSTs over at most `workers` keep-alive connections.
 
     `timeout` is the read timeout per request, `connect_timeout` the TCP
@@ -454,7 +454,7 @@ def _snake(op: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in op).lstrip("_")
 
 
-class Boto3DynamoClient:
+class Boto3DynamoClient(DynamoClient):
     """The same calls through a boto3 client: the reference path, and what moto intercepts.
 
     botocore's own retries are off so that importer's policy alone decides,

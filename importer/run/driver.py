@@ -37,7 +37,6 @@ from importer.dynamodb.lanes import batch_threads
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
 from importer.input.source import (
-    CsvReader,
     SourceError,
     SourceStream,
     TruncatedSourceError,
@@ -59,6 +58,7 @@ from importer.run.reports import (
     rejects_columns,
 )
 from importer.transform.context import RunContext
+from importer.transform.engines import Engine
 from importer.transform.spec import Spec, check_header, header_problem
 
 __all__ = [
@@ -206,7 +206,7 @@ class Summary:
 def open_rows(
     source: str,
     spec: Spec,
-    engine: Any,
+    engine: Engine,
     *,
     input_type: str | None = None,
     s3_client: Any = None,
@@ -219,12 +219,11 @@ def open_rows(
     rows (the spec's columns, in spec order) with each item's JSON size.
     """
     kind = input_type_for(source, input_type or spec.input.type)
-    open_reader = getattr(engine, "open_reader", None)
     if kind == "CSV":
         stream = open_source(source, s3_client=s3_client)
         raw = wrap(stream.raw) if wrap is not None else stream.raw
         try:
-            reader = open_reader(raw, spec.csv) if open_reader else CsvReader(raw, spec.csv)
+            reader = engine.open_reader(raw, spec.csv)
         except BaseException:
             stream.close()
             raise
@@ -239,7 +238,7 @@ def open_rows(
             header,
             kinds,
             s3_client=s3_client,
-            open_csv=open_reader,
+            open_csv=engine.open_reader,
         )
         return kind, stream, reader
     if kind == "PARQUET":
@@ -634,9 +633,7 @@ class _Run:
 
     def pump(self, reader: Any, batcher: Batcher) -> None:
         config, s, pipeline = self.config, self.summary, self.pipeline
-        size_of = getattr(pipeline.engine, "row_json_size", None)
-        if size_of is None:
-            from importer.input.batching import item_json_size as size_of
+        size_of = pipeline.engine.row_json_size
         header = self.header
         in_flight: deque[Future[BatchOutcome]] = deque()
         max_in_flight = max(2, config.workers * 2)
@@ -702,8 +699,7 @@ class _Run:
                 settle_next()
 
         max_items = config.max_items or config.spec.input.max_items
-        read_batches = getattr(reader, "read_batches", None)
-        batches = read_batches(batcher) if read_batches is not None and not max_items else None
+        batches = reader.read_batches(batcher) if not max_items else None
         if batches is None:
             # ReaderConfig.MaxItems: ItemReader reads no more than this many items
             rows = itertools.islice(reader, max_items) if max_items else reader

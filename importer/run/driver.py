@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -491,28 +491,6 @@ def _check_tolerance(config: RunConfig, summary: Summary) -> None:
         )
 
 
-def _cut_by_row(
-    reader: Iterable[Any],
-    batcher: Batcher,
-    header: list[str],
-    size_of: Callable[[list[str], list[str]], int],
-) -> Iterator[Batch]:
-    """The batches of `reader`'s rows, cut in Python (readers without `read_batches`)."""
-    for row in reader:
-        if row.error is not None:
-            # a typed reader names the column and value of a misfit (`ItemRow`)
-            column, value = getattr(row, "column", ""), getattr(row, "value", "")
-            batcher.reject(Reject(row.line, column, value, row.error, tuple(row.fields)))
-            continue
-        size = getattr(row, "size", 0) or size_of(header, row.fields)
-        closed = batcher.add(row.line, row.fields, size)
-        if closed is not None:
-            yield closed
-    last = batcher.flush()
-    if last is not None:
-        yield last
-
-
 def _line_of(reject: Reject) -> int:
     return reject.line
 
@@ -703,7 +681,7 @@ class _Run:
         if batches is None:
             # ReaderConfig.MaxItems: ItemReader reads no more than this many items
             rows = itertools.islice(reader, max_items) if max_items else reader
-            batches = _cut_by_row(rows, batcher, header, size_of)
+            batches = batcher.cut(rows, header, size_of)
         signals = self.signals
         cut: TruncatedSourceError | None = None
         try:

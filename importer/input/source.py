@@ -504,10 +504,6 @@ class _RecordParser:
         self.state = self.START
         return True
 
-    @property
-    def open_quote(self) -> bool:
-        return self.state == self.QUOTED
-
 
 def _decode(raw: bytes, line: int) -> tuple[str, str | None]:
     try:

@@ -215,7 +215,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
-    from importer.cli import local_stack
+    from importer.cli import local_moto
 
     project = tmp_path / "project"
     deep = project / "data" / "2024"
@@ -226,7 +226,7 @@ def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
     up = _local("up", "--background", "--port", "0", cwd=project)
     assert up.returncode == 0, up.stderr
     try:
-        state = local_stack.read_state(state_dir)
+        state = local_moto.read_state(state_dir)
         assert state is not None
         env = _local("env", cwd=deep)
         assert env.returncode == 0, env.stderr
@@ -247,13 +247,13 @@ def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
         assert _gone(state.pid)
         assert not (state_dir / "state.json").exists()
     finally:
-        if local_stack.read_state(state_dir) is not None:
-            local_stack.stop_background(state_dir)
+        if local_moto.read_state(state_dir) is not None:
+            local_moto.stop_background(state_dir)
 
 
 def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
     """A stand-in slow to stop (millions of items) is killed after the grace, never left."""
-    from importer.cli import local_stack
+    from importer.cli import local_moto
 
     ready = tmp_path / "ready"
     child = subprocess.Popen(
@@ -272,7 +272,7 @@ def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
         while not ready.exists():
             if child.poll() is not None:
                 pytest.fail("the stand-in stand-in did not start")
-        state = local_stack.StackState(
+        state = local_moto.StackState(
             pid=child.pid,
             endpoint="http://127.0.0.1:1",
             region="us-east-1",
@@ -282,11 +282,11 @@ def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
             background=True,
         )
         state_dir = tmp_path / ".importer" / "local"
-        local_stack._write_state(state_dir, state)
-        stopped = local_stack.stop_background(state_dir, grace=0.0)
+        local_moto._write_state(state_dir, state)
+        stopped = local_moto.stop_background(state_dir, grace=0.0)
         assert stopped is not None and stopped.pid == child.pid
         assert child.poll() is not None  # exited (and reaped here) before down returned
-        assert local_stack.read_state(state_dir) is None
+        assert local_moto.read_state(state_dir) is None
     finally:
         if child.poll() is None:
             child.kill()

@@ -244,11 +244,11 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         pass
     else:
         deploy_commands.register(sub)
-    from importer.cli import local_stack, plan, spec_draft, sync_command
+    from importer.cli import local_moto, plan, spec_draft, sync_command
 
     plan.register(sub)
     sync_command.register(sub)
-    local_stack.register(sub)
+    local_moto.register(sub)
     spec_draft.register(sub)
     _describe_subcommands(parser)
     return parser

@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from importer.cli import local_stack
+from importer.cli import local_moto
 from importer.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +43,9 @@ def stack_dir(tmp_path):
     """A state dir whose stand-in is always stopped, whatever the test did."""
     state_dir = tmp_path / ".importer" / "local"
     yield state_dir
-    state = local_stack.read_state(state_dir)
+    state = local_moto.read_state(state_dir)
     if state is not None:
-        local_stack.stop_background(state_dir)
+        local_moto.stop_background(state_dir)
 
 
 def test_background_lifecycle_tables_bucket_env_and_run(tmp_path, stack_dir, run_cli):
@@ -195,15 +195,15 @@ def test_busy_port_is_one_line_and_default_port_falls_back(tmp_path, stack_dir, 
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            holder.bind(("127.0.0.1", local_stack.DEFAULT_PORT))
+            holder.bind(("127.0.0.1", local_moto.DEFAULT_PORT))
             holder.listen()
         except OSError:
             pass  # already held elsewhere: the fallback is exercised all the same
         res = run_cli.child("local", "up", "--background", cwd=tmp_path)
         assert res.returncode == 0, res.stderr
-        assert f"port {local_stack.DEFAULT_PORT} is in use" in res.stderr  # said, not silent
+        assert f"port {local_moto.DEFAULT_PORT} is in use" in res.stderr  # said, not silent
         endpoint = json.loads((stack_dir / "state.json").read_text())["endpoint"]
-        assert not endpoint.endswith(f":{local_stack.DEFAULT_PORT}")
+        assert not endpoint.endswith(f":{local_moto.DEFAULT_PORT}")
         assert run_cli.child("local", "down", cwd=tmp_path).returncode == 0
 
 

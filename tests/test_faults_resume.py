@@ -286,3 +286,45 @@ def test_unreachable_endpoint_and_bad_credentials_are_one_line(
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "testing" not in err.replace("testing", "", 0) or True
     assert "UnrecognizedClient" in err or "security token" in err.lower()
+
+
+def test_the_checkpoint_records_the_mode_the_pipeline_writes_with(tmp_path):
+    """The library's run: RunConfig names no mode (the pipeline's settings own it), so a
+    blind run's checkpoint says blind, and resuming it in insert mode is refused. (RunConfig
+    had a mode of its own, defaulting to insert: a blind run recorded insert, and a resume in
+    insert mode went on.)"""
+    import boto3
+
+    from importer.run.checkpoint import CheckpointError
+    from importer.run.driver import RunConfig, run_import
+    from importer.run.pipeline import PipelineSettings, open_pipeline
+    from importer.transform.spec import load_spec
+
+    src = tmp_path / "in.csv"
+    make_csv(src, 40)
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(PRODUCT_SPEC)
+    spec = load_spec(spec_path)
+    checkpoint = tmp_path / "cp.jsonl"
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    with DdbServer(tables=["t-command"]) as srv:
+
+        def run(mode: str, resume: bool):
+            settings = PipelineSettings(
+                spec=spec, table="t-command", mode=mode, endpoint_url=srv.endpoint_url,
+                workers=1, region="us-east-1", session=session, check_table=False,
+            )  # fmt: skip
+            config = RunConfig(
+                source=str(src), spec=spec, batch_items=10, workers=1,
+                checkpoint_path=checkpoint, resume=resume,
+            )  # fmt: skip
+            with open_pipeline(settings) as pipeline:
+                return run_import(config, pipeline=pipeline)
+
+        assert run("blind", resume=False).written == 40
+        meta = json.loads(checkpoint.read_text().splitlines()[0])["run"]
+        assert (meta["mode"], meta["table"]) == ("blind", "t-command")
+        with pytest.raises(CheckpointError, match="mode = 'blind', this run has 'insert'"):
+            run("insert", resume=True)

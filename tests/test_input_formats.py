@@ -732,10 +732,8 @@ def test_a_manifest_import_resumes_where_it_stopped(products, tmp_path):
                 cfg = RunConfig(
                     source=str(manifest),
                     spec=spec,
-                    table="t-command",
                     batch_items=100,
                     workers=1,
-                    mode="blind",
                     checkpoint_path=tmp_path / "cp.jsonl",
                     resume=resume,
                     rejects_path=tmp_path / "r.csv",

@@ -307,10 +307,8 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         )
     output_dir = getattr(args, "output_dir", None)
     return RunConfig(
-        mode=args.mode,
         source=args.source,
         spec=spec,
-        table=table,
         checkpoint_path=checkpoint,
         resume=getattr(args, "resume", False),
         spec_digest=spec_digest(args.spec),

@@ -42,11 +42,10 @@ from importer.input.source import (
     TruncatedSourceError,
     open_source,
 )
-from importer.modes.stage import DEFAULT_MODE, Mode
 from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
 from importer.run.checkpoint import Checkpoint, RunLock
-from importer.run.pipeline import Pipeline
+from importer.run.pipeline import Pipeline, PipelineSettings
 from importer.run.reports import (
     CsvReport,
     ResultWriter,
@@ -128,11 +127,14 @@ _QUEUED_AHEAD = 4
 
 @dataclass(slots=True)
 class RunConfig:
-    """What the local Distributed Map needs beyond the pipeline: source, batches, reports."""
+    """What the local Distributed Map needs beyond the pipeline: source, batches, reports.
+
+    The table and the mode are the pipeline's (`PipelineSettings`): stated there once,
+    so a run's checkpoint cannot record another mode than the one it writes with.
+    """
 
     source: str
     spec: Spec
-    table: str | None = None
     batch_items: int | None = DEFAULT_MAX_ITEMS
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES
     workers: int = 50
@@ -146,7 +148,6 @@ class RunConfig:
     output_dir: Path | None = None
     tolerated_failure_percentage: float | None = None
     tolerated_failure_count: int | None = None
-    mode: Mode = DEFAULT_MODE
     #: ItemReader InputType (`--input-type`); None: the spec's `[input] type`, else the name
     input_type: str | None = None
     #: ReaderConfig.MaxItems (`--max-items`); None: the spec's `[input] max_items`
@@ -259,16 +260,17 @@ def open_rows(
     return kind, stream, reader
 
 
-def _run_meta(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+def _run_meta(config: RunConfig, settings: PipelineSettings, ctx: RunContext) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the same source, table, spec, batches, mode."""
     return {
         "run_id": ctx.run_id,
         "timestamp": ctx.timestamp,
         "source": config.source,
-        "table": config.table,
+        "table": settings.table,
         "spec": config.spec_digest,
         "batch_items": config.batch_items,
         "batch_bytes": config.batch_bytes,
-        "mode": config.mode,
+        "mode": settings.mode,
     }
 
 
@@ -341,7 +343,7 @@ def _run_import(
         checkpoint = Checkpoint.load(config.checkpoint_path)
         ctx = RunContext.new(run_id=checkpoint.meta["run_id"])
         ctx = RunContext(ctx.run_id, checkpoint.meta["timestamp"], ctx.source, ctx.user, ctx.ip)
-        checkpoint.check_matches(_run_meta(config, ctx))
+        checkpoint.check_matches(_run_meta(config, pipeline.settings, ctx))
     else:
         ctx = RunContext.new(run_id=config.run_id)
     ctx = pipeline.stamp(ctx)
@@ -373,7 +375,7 @@ def _run_import(
         )
         if writing and config.checkpoint_path is not None:
             if checkpoint is None:
-                meta = _run_meta(config, ctx)
+                meta = _run_meta(config, pipeline.settings, ctx)
                 meta["input"] = stream.identity
                 checkpoint = Checkpoint.start(config.checkpoint_path, meta)
             else:

@@ -176,7 +176,7 @@ class BatchWriter:
         self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
         self.suffix = _PUT_CLOSE + b"]}}"
         #: the client sends several requests side by side in one call (`post_many`)
-        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
+        self.client_groups = client.sends_side_by_side
 
     # ------------------------------------------------------------------ public
 

@@ -32,6 +32,7 @@ from importer.dynamodb.client import one_line
 from importer.dynamodb.retry import WriterFatalError
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
+from importer.mbc.fast_sync import write_and_sync
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
 from importer.run.checkpoint import BatchCounts
 from importer.transform.context import RunContext
@@ -289,14 +290,24 @@ def process_batch(
             items = mark_sync(items)
             if ticket is not None:
                 waits = syncer.order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
-        written = pipeline.writer.write_batch(items) if items else WriteOutcome()
-        if stage is not None:
-            stage.written(ticket)  # the tables now hold this batch: the run map may forget it
         synced, sync_failures = 0, []
         if syncer is not None and items:
-            for event in waits:
+            for event in waits:  # an earlier batch still syncing one of these entities
                 event.wait()
-            synced, sync_failures = _sync_written(syncer, items, written)
+            done = write_and_sync(
+                syncer,
+                items,
+                pipeline.writer.write_batch,
+                lambda rest, outcome: _sync_written(syncer, rest, outcome),
+            )
+            written, synced, sync_failures = done.commands, done.synced, done.failures
+            # rows whose data row was refused were never written to the command table
+            unwritten = len(done.failures) - len(done.general_failures)
+        else:
+            written = pipeline.writer.write_batch(items) if items else WriteOutcome()
+            unwritten = 0
+        if stage is not None:
+            stage.written(ticket)  # the tables now hold this batch: the run map may forget it
     finally:
         if syncer is not None:
             syncer.order.release(ticket)
@@ -305,7 +316,7 @@ def process_batch(
         index=batch.index,
         rows=len(batch.rows) + len(batch.rejects),
         valid=len(result.items),
-        written=written.written - len(sync_failures),
+        written=written.written - (len(sync_failures) - unwritten),
         rejects=_complete(rejects, pipeline.code_column, fields),
         failures=_with_rows(failures + written.failures + sync_failures, fields),
         retries=written.retries,

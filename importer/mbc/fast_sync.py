@@ -33,7 +33,7 @@ from importer.records import Failure, PreparedItem, WriteOutcome
 
 __all__ = ["SyncedBatch", "finished_status", "new_entity_items", "write_and_sync"]
 
-_VERSION_1 = (b'{"N":"1"}',)
+_VERSION_1 = b'{"N":"1"}'
 _DATA_TAIL = ("createdAt", "updatedAt", "createdBy", "updatedBy", "createdIp", "updatedIp")
 
 
@@ -64,8 +64,38 @@ def _date(raw: bytes, tz: tzinfo) -> bytes | None:
     return raw if rendered == text else _string(rendered)
 
 
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    """`"name":` as bytes (a run meets a few dozen names: kept)."""
+    out = _NAMES.get(name)
+    if out is None:
+        out = json.dumps(name).encode() + b":"
+        if len(_NAMES) < 4096:
+            _NAMES[name] = out
+    return out
+
+
+def _version_1(raw: bytes | None) -> bool:
+    if raw == _VERSION_1:
+        return True
+    try:
+        return raw is not None and json.loads(raw) == {"N": "1"}
+    except ValueError:
+        return False
+
+
 def _obj(members: list[tuple[str, bytes]]) -> bytes:
-    return b"{" + b",".join([json.dumps(k).encode() + b":" + v for k, v in members]) + b"}"
+    return b"{" + b",".join([_name(k) + v for k, v in members]) + b"}"
+
+
+def _unversioned(raw_sk: bytes, sk: str) -> bytes:
+    """The data row's `sk` member from the command's: its `@version` cut off."""
+    at = raw_sk.rfind(b"@")
+    if raw_sk.startswith(b'{"S":"') and raw_sk.endswith(b'"}') and b"\\" not in raw_sk and at > 0:
+        return raw_sk[:at] + b'"}'
+    return _string(remove_sk_version(sk))
 
 
 def new_entity_items(
@@ -84,11 +114,11 @@ def new_entity_items(
     if (
         "pk" not in m
         or "sk" not in m
-        or m.get("version") not in _VERSION_1
+        or not _version_1(m.get("version"))
         or (attrs is not None and attrs.startswith(b'{"S"'))  # maybe offloaded to S3
     ):
         return None
-    data: list[tuple[str, bytes]] = [("pk", m["pk"]), ("sk", _string(remove_sk_version(sk)))]
+    data: list[tuple[str, bytes]] = [("pk", m["pk"]), ("sk", _unversioned(m["sk"], sk))]
     data.extend((name, m[name]) for name in _COPIED if name in m)
     data.append(("cpk", m["pk"]))
     data.append(("csk", m["sk"]))
@@ -186,9 +216,7 @@ def _plain(syncer: Any, items: Sequence[PreparedItem]) -> dict[int, tuple[bytes,
     for it in items:
         key = (it.pk, remove_sk_version(it.sk))
         bases[key] = bases.get(key, 0) + 1
-    candidates = [
-        it for it in items if it.sk.endswith("@1") and bases[(it.pk, it.sk[:-2])] == 1
-    ]
+    candidates = [it for it in items if it.sk.endswith("@1") and bases[(it.pk, it.sk[:-2])] == 1]
     if not candidates:
         return {}
     try:

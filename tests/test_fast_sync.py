@@ -1,0 +1,132 @@
+"""`importer.mbc.fast_sync` and `importer._native.wire_members` equal the general path.
+
+* `wire_members` splits any JSON object of objects exactly as `json.loads` reads
+  it, and never raises on any bytes (None for what it does not split);
+* `new_entity_items` gives the data row `transform_command_to_data(command, None)`
+  and the command `{**command, status: finish:FINISHED, updatedAt: now}` -- what
+  `importer.mbc.sync.plan_entity` leaves for a new entity at version 1 -- or None.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, timedelta, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from importer._native import wire_members
+from importer.mbc.command_states import FINISH_FINISHED
+from importer.mbc.data_sync import transform_command_to_data
+from importer.mbc.fast_sync import finished_status, new_entity_items
+
+NOW = "2026-11-25T12:00:00+00:00"
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+scalar = st.one_of(
+    text.map(lambda s: {"S": s}),
+    st.integers(-(10**6), 10**6).map(lambda n: {"N": str(n)}),
+    st.booleans().map(lambda b: {"BOOL": b}),
+    st.just({"NULL": True}),
+)
+value = st.recursive(
+    scalar,
+    lambda inner: st.one_of(
+        st.dictionaries(text, inner, max_size=4).map(lambda m: {"M": m}),
+        st.lists(inner, max_size=4).map(lambda v: {"L": v}),
+    ),
+    max_leaves=12,
+)
+DATES = st.sampled_from(
+    ["2024-05-01T00:00:00+00:00", "2024-05-01T09:00:00Z", "2024-05-01", "not a date", ""]
+)
+
+
+@st.composite
+def commands(draw):
+    code = draw(text.filter(lambda s: "@" not in s and s))
+    pk = "PRODUCT#" + draw(st.sampled_from(["acme", "t\u00e9", 'q"x']))
+    item = {"pk": {"S": pk}, "sk": {"S": f"PRODUCT#{code}@1"}, "id": {"S": f"{pk}#{code}"}}
+    optional = {
+        "code": {"S": code},
+        "name": draw(value),
+        "type": {"S": "PRODUCT"},
+        "tenantCode": {"S": "acme"},
+        "seq": {"N": "3"},
+        "attributes": {"M": draw(st.dictionaries(text, value, max_size=5))},
+        "isDeleted": {"BOOL": draw(st.booleans())},
+        "ttl": draw(st.sampled_from([{"NULL": True}, {"N": "1790000000"}])),
+        "source": {"S": "bench"},
+        "requestId": {"S": "r1#2"},
+        "status": {"S": "pending"},
+        "createdAt": {"S": draw(DATES)},
+        "updatedAt": {"S": draw(DATES)},
+        "createdBy": {"S": "importer"},
+        "updatedIp": {"S": "10.0.0.1"},
+        "syncMode": {"S": "SYNC"},
+    }
+    for name in draw(st.permutations(list(optional))):
+        if draw(st.booleans()):
+            item[name] = optional[name]
+    item["version"] = {"N": "1"}
+    return item
+
+
+def _wire(doc, *, spaced: bool = False) -> bytes:
+    seps = (", ", ": ") if spaced else (",", ":")
+    return json.dumps(doc, ensure_ascii=spaced, separators=seps).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(commands(), st.booleans())
+def test_wire_members_split_as_json_reads(doc, spaced):
+    members = wire_members(_wire(doc, spaced=spaced))
+    assert members is not None
+    assert [k for k, _ in members] == list(doc)
+    assert {k: json.loads(v) for k, v in members} == doc
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_wire_members_never_raise_on_any_bytes(data):
+    members = wire_members(data)
+    if members is not None:  # what it splits is an object: every member's value one too
+        assert all(v.startswith(b"{") and v.endswith(b"}") for _, v in members)
+
+
+@settings(max_examples=300, deadline=None)
+@given(commands(), st.binary(max_size=40), st.integers(0, 200))
+def test_wire_members_never_raise_on_cut_or_spliced_records(doc, junk, at):
+    wire = _wire(doc)
+    for data in (wire[:at], wire[:at] + junk + wire[at:], wire.replace(b"}", b"]", 1)):
+        members = wire_members(data)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            continue  # inner scalars are not validated (the caller's records are JSON)
+        if members is not None:  # on JSON it never disagrees with json
+            assert {k: json.loads(v) for k, v in members} == doc
+
+
+def test_wire_members_refuse_what_is_not_an_object_of_objects():
+    for data in (b"", b"[]", b'{"a":1}', b'{"a":{"S":"x"},"a":{"S":"y"}}', b'{"a\\u0041":{}}',
+                 b'{"a":{"S":"x"}} x', b'{"a":{"S":"x\n"}}', b'{"a":{"S":"x"}'):  # fmt: skip
+        assert wire_members(data) is None, data
+    assert wire_members(b" { } ") == []
+
+
+@settings(max_examples=400, deadline=None)
+@given(commands(), st.sampled_from([UTC, timezone(timedelta(hours=9))]), st.booleans())
+def test_new_entity_items_equal_the_state_machines_records(doc, tz, spaced):
+    pair = new_entity_items(_wire(doc, spaced=spaced), doc["sk"]["S"], tz, finished_status(NOW))
+    assert pair is not None
+    data, command = pair
+    assert json.loads(data) == transform_command_to_data(doc, None, tz)
+    assert json.loads(command) == {**doc, "status": {"S": FINISH_FINISHED}, "updatedAt": {"S": NOW}}
+
+
+def test_new_entity_items_leave_other_records_to_the_general_path():
+    base = {"pk": {"S": "P#a"}, "sk": {"S": "P#x@2"}, "version": {"N": "2"}}
+    assert new_entity_items(_wire(base), "P#x@2", UTC, finished_status(NOW)) is None
+    s3 = {**base, "sk": {"S": "P#x@1"}, "version": {"N": "1"}, "attributes": {"S": "s3://b/k"}}
+    assert new_entity_items(_wire(s3), "P#x@1", UTC, finished_status(NOW)) is None
+    assert new_entity_items(b'{"pk":1}', "P#x@1", UTC, finished_status(NOW)) is None

@@ -130,3 +130,16 @@ def test_new_entity_items_leave_other_records_to_the_general_path():
     s3 = {**base, "sk": {"S": "P#x@1"}, "version": {"N": "1"}, "attributes": {"S": "s3://b/k"}}
     assert new_entity_items(_wire(s3), "P#x@1", UTC, finished_status(NOW)) is None
     assert new_entity_items(b'{"pk":1}', "P#x@1", UTC, finished_status(NOW)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(commands(), st.booleans())
+def test_merge_state_spliced_equals_state_parsed(doc, spaced):
+    """Upsert's batch-wide path (`ModeStage._merge_fresh`) keeps in the run map what
+    `_parse` would have kept for the row: its name and attributes."""
+    from importer.modes.stage import _merge_state, _state
+
+    got = _merge_state(_wire(doc, spaced=spaced))
+    want = _state(doc, ("name", "attributes"))
+    assert json.loads(got) == json.loads(want)
+    assert list(json.loads(got)) == list(json.loads(want))

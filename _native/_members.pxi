@@ -111,3 +111,116 @@ def wire_members(bytes wire):
         if i < n and p[i] == 125:
             return out if _skip_ws(p, i + 1, n) == n else None
         return None
+
+
+cdef Py_ssize_t _pick_into(const unsigned char* p, Py_ssize_t n, tuple names,
+                           Py_ssize_t* found) except -2:
+    """Offsets (value start, value end) of each of `names` (bytes, no escapes) among the
+    top-level members of the object in `p[:n]`, in `found[2*j]`, `found[2*j+1]` (-1 when
+    absent).  Returns the number of names found, or -1 when the bytes are not an object
+    of objects or a picked name is there twice."""
+    cdef Py_ssize_t i = _skip_ws(p, 0, n), k0, k1, v0, v1, j, hits = 0
+    cdef Py_ssize_t m = len(names)
+    cdef bint escaped
+    cdef bytes name
+    for j in range(2 * m):
+        found[j] = -1
+    if i >= n or p[i] != 123:
+        return -1
+    i = _skip_ws(p, i + 1, n)
+    if i < n and p[i] == 125:
+        return 0 if _skip_ws(p, i + 1, n) == n else -1
+    while True:
+        if i >= n or p[i] != 34:
+            return -1
+        escaped = False
+        k0 = i
+        k1 = _string_end(p, i, n, &escaped)
+        if k1 < 0 or escaped:
+            return -1
+        i = _skip_ws(p, k1, n)
+        if i >= n or p[i] != 58:
+            return -1
+        v0 = _skip_ws(p, i + 1, n)
+        if v0 >= n or p[v0] != 123:
+            return -1
+        v1 = _value_end(p, v0, n)
+        if v1 < 0:
+            return -1
+        for j in range(m):
+            name = <bytes>names[j]
+            if (PyBytes_GET_SIZE(name) == k1 - k0 - 2
+                    and memcmp(PyBytes_AS_STRING(name), p + k0 + 1, k1 - k0 - 2) == 0):
+                if found[2 * j] >= 0:
+                    return -1
+                found[2 * j] = v0
+                found[2 * j + 1] = v1
+                hits += 1
+                break
+        i = _skip_ws(p, v1, n)
+        if i < n and p[i] == 44:
+            i = _skip_ws(p, i + 1, n)
+            continue
+        if i < n and p[i] == 125:
+            return hits if _skip_ws(p, i + 1, n) == n else -1
+        return -1
+
+
+cdef object _picked(const unsigned char* p, Py_ssize_t n, tuple names, Py_ssize_t* found):
+    cdef Py_ssize_t j, m = len(names), size = 2, pos
+    cdef bytes name, out
+    cdef char* o
+    if _pick_into(p, n, names, found) < 0:
+        return None
+    for j in range(m):
+        if found[2 * j] >= 0:
+            size += PyBytes_GET_SIZE(<bytes>names[j]) + 4 + found[2 * j + 1] - found[2 * j]
+    out = PyBytes_FromStringAndSize(NULL, size)
+    o = PyBytes_AS_STRING(out)
+    o[0] = b"{"
+    pos = 1
+    for j in range(m):
+        if found[2 * j] < 0:
+            continue
+        if pos > 1:
+            o[pos] = b","
+            pos += 1
+        name = <bytes>names[j]
+        o[pos] = b'"'
+        memcpy(o + pos + 1, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+        pos += 1 + PyBytes_GET_SIZE(name)
+        o[pos] = b'"'
+        o[pos + 1] = b":"
+        pos += 2
+        memcpy(o + pos, p + found[2 * j], found[2 * j + 1] - found[2 * j])
+        pos += found[2 * j + 1] - found[2 * j]
+    o[pos] = b"}"
+    return out[:pos + 1] if pos + 1 != size else out
+
+
+def wire_pick(bytes wire, tuple names):
+    """`{"n1":<raw>,"n2":<raw>}`: the members named in `names` (bytes), in that order,
+    those absent left out -- as `json.dumps({k: doc[k] for k in names if k in doc})`
+    reads -- or None when `wire_members` would not split the record (or a picked
+    name is there twice).  At most 16 names."""
+    cdef Py_ssize_t found[32]
+    if len(names) > 16:
+        raise ValueError("at most 16 names")
+    return _picked(<const unsigned char*>PyBytes_AS_STRING(wire), PyBytes_GET_SIZE(wire),
+                   names, found)
+
+
+def block_pick(ItemBlock block, tuple names):
+    """`wire_pick` of every item of `block`, without a PreparedItem per item."""
+    cdef Py_ssize_t found[32]
+    cdef _ItemStore store = block.store
+    cdef Py_ssize_t i
+    cdef ItemAt* a
+    cdef list out = []
+    if len(names) > 16:
+        raise ValueError("at most 16 names")
+    for i in range(block.start, block.stop):
+        a = &store.at[i]
+        out.append(_picked(<const unsigned char*>store.data.data + a.wire_off, a.wire_len,
+                           names, found))
+    return out

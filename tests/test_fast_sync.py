@@ -137,9 +137,33 @@ def test_new_entity_items_leave_other_records_to_the_general_path():
 def test_merge_state_spliced_equals_state_parsed(doc, spaced):
     """Upsert's batch-wide path (`ModeStage._merge_fresh`) keeps in the run map what
     `_parse` would have kept for the row: its name and attributes."""
-    from importer.modes.stage import _merge_state, _state
+    from importer._native import ItemBlock
+    from importer.modes.stage import _merge_state, _merge_states, _state
+    from importer.records import PreparedItem
 
-    got = _merge_state(_wire(doc, spaced=spaced))
+    wire = _wire(doc, spaced=spaced)
+    got = _merge_state(wire)
     want = _state(doc, ("name", "attributes"))
     assert json.loads(got) == json.loads(want)
     assert list(json.loads(got)) == list(json.loads(want))
+    items = [PreparedItem(2, "p", "s@1", wire), PreparedItem(3, "p", "t@1", b'{"a":1}')]
+    fallback = _state({"a": 1}, ("name", "attributes"))  # not split: parsed instead
+    assert _merge_states(ItemBlock(items)) == _merge_states(items) == [got, fallback]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.lists(st.sampled_from([b"name", b"a", b"S", b""]), max_size=3))
+def test_wire_pick_never_raises_and_agrees_with_wire_members(data, names):
+    from importer._native import wire_pick
+
+    picked = wire_pick(data, tuple(names))
+    members = wire_members(data)
+    try:
+        json.loads(data)
+    except ValueError:
+        return  # inner scalars are not validated (the caller's records are JSON)
+    if members is not None and len(set(names)) == len(names):
+        want = {k: v for k, v in members}
+        expect = {n.decode(): want[n.decode()] for n in names if n.decode() in want}
+        assert picked is not None
+        assert json.loads(picked) == {k: json.loads(v) for k, v in expect.items()}

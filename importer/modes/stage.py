@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from importer._native import ItemBlock, wire_members
+from importer._native import ItemBlock, block_pick, wire_pick
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
 from importer.dynamodb.retry import WriterFatalError
 from importer.dynamodb.writer import keys_unique
@@ -171,19 +171,26 @@ def _state(item: Mapping[str, Any], names: Sequence[str]) -> bytes:
     )
 
 
-_MERGE_NAMES = {"name": b'"name":', "attributes": b'"attributes":'}
+_MERGE_NAMES = (b"name", b"attributes")
 
 
-def _merge_state(wire: bytes) -> bytes:
+def _merge_state(wire: bytes, picked: bytes | None = None) -> bytes:
     """`_state(json.loads(wire), ("name", "attributes"))`, spliced from the members' bytes
-    (equal as JSON; the general way for a record the native split does not take)."""
-    members = wire_members(wire)
-    if members is None:
+    (`importer._native.wire_pick`: equal as JSON); the general way for a record the
+    native split does not take.  `picked`: `wire_pick`'s answer, when already made."""
+    if picked is None:
+        picked = wire_pick(wire, _MERGE_NAMES)
+    if picked is None:
         return _state(json.loads(wire), ("name", "attributes"))
-    parts = [_MERGE_NAMES[k] + v for k, v in members if k in _MERGE_NAMES]
-    if len(parts) == 2 and parts[0].startswith(b'"attributes"'):
-        parts.reverse()  # `_state`'s order: name, then attributes
-    return b"{" + b",".join(parts) + b"}"
+    return picked
+
+
+def _merge_states(items: Sequence[PreparedItem]) -> list[bytes]:
+    """`_merge_state` of each item (of an `ItemBlock` without a PreparedItem per row)."""
+    if isinstance(items, ItemBlock):
+        picked = block_pick(items, _MERGE_NAMES)
+        return [p if p is not None else _merge_state(items[i].wire) for i, p in enumerate(picked)]
+    return [_merge_state(it.wire) for it in items]
 
 
 def _same(a: bytes, b: bytes) -> bool:
@@ -778,7 +785,7 @@ class ModeStage:
             return None
         if stored:
             return {}, stored
-        states = [_merge_state(it.wire) for it in items]
+        states = _merge_states(items)
         try:
             self._wait_turn(ticket)
         except _Aborted:

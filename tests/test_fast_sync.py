@@ -76,7 +76,7 @@ def _wire(doc, *, spaced: bool = False) -> bytes:
     return json.dumps(doc, ensure_ascii=spaced, separators=seps).encode()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(commands(), st.booleans())
 def test_wire_members_split_as_json_reads(doc, spaced):
     members = wire_members(_wire(doc, spaced=spaced))
@@ -85,7 +85,7 @@ def test_wire_members_split_as_json_reads(doc, spaced):
     assert {k: json.loads(v) for k, v in members} == doc
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_wire_members_never_raise_on_any_bytes(data):
     members = wire_members(data)
@@ -93,7 +93,7 @@ def test_wire_members_never_raise_on_any_bytes(data):
         assert all(v.startswith(b"{") and v.endswith(b"}") for _, v in members)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(commands(), st.binary(max_size=40), st.integers(0, 200))
 def test_wire_members_never_raise_on_cut_or_spliced_records(doc, junk, at):
     wire = _wire(doc)
@@ -114,7 +114,7 @@ def test_wire_members_refuse_what_is_not_an_object_of_objects():
     assert wire_members(b" { } ") == []
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(commands(), st.sampled_from([UTC, timezone(timedelta(hours=9))]), st.booleans())
 def test_new_entity_items_equal_the_state_machines_records(doc, tz, spaced):
     pair = new_entity_items(_wire(doc, spaced=spaced), doc["sk"]["S"], tz, finished_status(NOW))
@@ -132,7 +132,7 @@ def test_new_entity_items_leave_other_records_to_the_general_path():
     assert new_entity_items(b'{"pk":1}', "P#x@1", UTC, finished_status(NOW)) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(commands(), st.booleans())
 def test_merge_state_spliced_equals_state_parsed(doc, spaced):
     """Upsert's batch-wide path (`ModeStage._merge_fresh`) keeps in the run map what
@@ -151,7 +151,7 @@ def test_merge_state_spliced_equals_state_parsed(doc, spaced):
     assert _merge_states(ItemBlock(items)) == _merge_states(items) == [got, fallback]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=120), st.lists(st.sampled_from([b"name", b"a", b"S", b""]), max_size=3))
 def test_wire_pick_never_raises_and_agrees_with_wire_members(data, names):
     from importer._native import wire_pick
@@ -167,3 +167,66 @@ def test_wire_pick_never_raises_and_agrees_with_wire_members(data, names):
         expect = {n.decode(): want[n.decode()] for n in names if n.decode() in want}
         assert picked is not None
         assert json.loads(picked) == {k: json.loads(v) for k, v in expect.items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(commands(), min_size=1, max_size=6),
+    st.sampled_from([UTC, timezone(timedelta(hours=9))]),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_block_new_entities_equal_new_entity_items(docs, tz, take):
+    """The C builder (`run --sync` over an `ItemBlock`) gives, for every record it takes,
+    the bytes-as-JSON of the Python one's; what it leaves, Python (or the general way) does."""
+    from importer._native import ItemBlock, block_new_entities
+    from importer.mbc.fast_sync import _PLAN, SYNC_MODE_MEMBER, _dates_for
+    from importer.records import PreparedItem
+    from importer.run.batch_unit import mark_sync
+
+    for n, d in enumerate(docs):  # the caller's blocks: every key once
+        d["sk"] = {"S": f"{d['sk']['S'][:-2]}-{n}@1"}
+    items = [PreparedItem(n + 2, d["pk"]["S"], d["sk"]["S"], _wire(d)) for n, d in enumerate(docs)]
+    block = ItemBlock(items)
+    status, updated = finished_status(NOW)
+    dates = _dates_for(tz, items[0].wire)
+    mask = bytes(take[: len(items)])
+    data, done, left = block_new_entities(
+        block, mask, _PLAN, dates, status, updated, SYNC_MODE_MEMBER
+    )
+    made = [i for i in range(len(items)) if mask[i] and i not in left]
+    assert set(left) <= {i for i in range(len(items)) if mask[i]}
+    assert len(data) == len(done) == len(made)
+    for k, i in enumerate(made):
+        it = items[i]
+        want = new_entity_items(mark_sync([it])[0].wire, it.sk, tz, (status, updated))
+        assert want is not None
+        assert (data[k].line, data[k].pk, data[k].sk) == (it.line, it.pk, it.sk[:-2])
+        assert (done[k].line, done[k].pk, done[k].sk) == (it.line, it.pk, it.sk)
+        assert json.loads(data[k].wire) == json.loads(want[0])
+        assert json.loads(done[k].wire) == json.loads(want[1])
+    assert data.keys_unique() and done.keys_unique()
+
+
+def test_block_new_entities_leave_what_they_do_not_take():
+    from importer._native import ItemBlock, block_new_entities
+    from importer.mbc.fast_sync import _PLAN, SYNC_MODE_MEMBER
+    from importer.records import PreparedItem
+
+    rows = [
+        PreparedItem(2, "P#a", "P#x@2", b'{"pk":{"S":"P#a"},"sk":{"S":"P#x@2"},'
+                     b'"version":{"N":"2"}}'),
+        PreparedItem(3, "P#a", "P#y@1", b'{"pk":{"S":"P#a"},"sk":{"S":"P#y@1"},"version":{"N":"1"},'
+                     b'"attributes":{"S":"s3://b/k"}}'),
+        PreparedItem(4, "P#a", "P#z@1", b'{"pk":{"S":"P#a"},"sk":{"S":"P#z@1"},"version":{"N":"1"},'
+                     b'"createdAt":{"S":"2024-01-01"}}'),  # a date it has not met
+        PreparedItem(5, "P#a", "P#w@1", b'not json'),
+        PreparedItem(6, "P#a", "P#v@1", b'{"pk":{"S":"P#a"},"sk":{"S":"P#v@1"},'
+                     b'"version":{"N":"1"}}'),
+    ]  # fmt: skip
+    status, updated = finished_status(NOW)
+    data, done, left = block_new_entities(
+        ItemBlock(rows), b"\x01" * 5, _PLAN, {}, status, updated, SYNC_MODE_MEMBER
+    )
+    assert left == [0, 1, 2, 3]
+    assert [it.sk for it in data] == ["P#v"] and [it.sk for it in done] == ["P#v@1"]
+    assert json.loads(done[0].wire)["syncMode"] == {"S": "SYNC"}

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from importer._native import wire_members
+from importer._native import ItemBlock, block_new_entities, wire_members
+from importer.dynamodb.lookup import BlockKeys
 from importer.mbc.command_states import FINISH_FINISHED
 from importer.mbc.data_sync import _COPIED, _COPIED_LATE
 from importer.mbc.model import DATE_FIELDS, _render_text, format_date, remove_sk_version
@@ -34,6 +35,8 @@ from importer.records import Failure, PreparedItem, WriteOutcome
 __all__ = ["SyncedBatch", "finished_status", "new_entity_items", "write_and_sync"]
 
 _VERSION_1 = b'{"N":"1"}'
+#: what `importer.run.batch_unit.mark_sync` appends to a record, as a member
+SYNC_MODE_MEMBER = b',"syncMode":{"S":"SYNC"}'
 _DATA_TAIL = ("createdAt", "updatedAt", "createdBy", "updatedBy", "createdIp", "updatedIp")
 
 
@@ -161,46 +164,43 @@ def write_and_sync(
     items: Sequence[PreparedItem],
     write_commands: Callable[[Sequence[PreparedItem]], WriteOutcome],
     general: Callable[[Sequence[PreparedItem], WriteOutcome], tuple[int, list[Failure]]],
+    mark: Callable[[Sequence[PreparedItem]], list[PreparedItem]],
 ) -> SyncedBatch:
-    """Write a batch's command records (`mark_sync`ed) and apply them, new entities as bytes.
+    """Write a batch's command records and apply them, new entities as bytes.
 
-    The batch's entities are read in the data table first (consistent, in
-    groups, as `importer.mbc.sync` reads them).  A record at version 1 whose
-    entity has no data row and appears once in the batch is the plain case:
-    its data row is written first (the syncer's data writer: grouped, paced and
-    retried as command writes are), then the command, already finished -- two
-    items a row instead of three.  A row whose data row was refused is a
-    failure and its command is not written (nothing half-applied is left; a
-    re-run writes it).  Every other record is written as it is and handed to
-    `general` (`importer.run.batch_unit`'s call of `BatchSync.sync`) with the
-    command outcome.  Without the default handler alone (custom handlers run in
-    bulk there) everything goes the general way.
+    `items` are the batch's records as the mode stage left them; `mark` is
+    `importer.run.batch_unit.mark_sync` (`syncMode: SYNC` appended).  The
+    batch's entities are read in the data table first (consistent, in groups,
+    as `importer.mbc.sync` reads them).  A record at version 1 whose entity has
+    no data row and appears once in the batch is the plain case: its data row
+    is written first (the syncer's data writer: grouped, paced and retried as
+    command writes are), then the command, marked and already finished -- two
+    items a row instead of three; from an `ItemBlock` both are made in C
+    (`importer._native.block_new_entities`) and written as blocks.  A row whose
+    data row was refused is a failure and its command is not written (nothing
+    half-applied is left; a re-run writes it).  Every other record is marked,
+    written as it is and handed to `general` (`importer.run.batch_unit`'s call of
+    `BatchSync.sync`) with the command outcome.  Without the default handler
+    alone (custom handlers run in bulk there) everything goes the general way.
     """
-    plain: dict[int, tuple[bytes, bytes]] = {}
-    if syncer.plain_only():
-        plain = _plain(syncer, items)
-    rest = [it for it in items if it.line not in plain]
+    data, finished, rest = _plain(syncer, items, mark)
     out = SyncedBatch(WriteOutcome())
-    finished: list[PreparedItem] = []
-    if plain:
-        by_line = {it.line: it for it in items if it.line in plain}
-        data = [
-            PreparedItem(line, by_line[line].pk, remove_sk_version(by_line[line].sk), d)
-            for line, (d, _c) in plain.items()
-        ]
+    if len(data):
         done = syncer.writer_for(syncer.data_table_name).write_batch(data)
-        refused = {f.line: f for f in done.failures} | {r.line: r for r in done.rejects}
         out.synced += done.written
-        for line, (_d, command) in plain.items():
-            it = by_line[line]
-            why = refused.get(line)
-            if why is not None:
+        refused = {f.line: f for f in done.failures} | {r.line: r for r in done.rejects}
+        if refused:
+            kept = []
+            for it in finished:
+                why = refused.get(it.line)
+                if why is None:
+                    kept.append(it)
+                    continue
                 reason = f"sync: {remove_sk_version(it.sk)}: {why.reason}"  # as the general path
-                out.failures.append(Failure(line, it.pk, it.sk, reason))
-            else:
-                finished.append(PreparedItem(line, it.pk, it.sk, command))
-    to_write = [*finished, *rest] if finished else rest
-    written = write_commands(to_write) if to_write else WriteOutcome()
+                out.failures.append(Failure(it.line, it.pk, it.sk, reason))
+            finished = kept
+    to_write = finished if not rest else [*finished, *rest]
+    written = write_commands(to_write) if len(to_write) else WriteOutcome()
     out.commands = written
     if rest:
         synced, failures = general(rest, written)
@@ -210,29 +210,95 @@ def write_and_sync(
     return out
 
 
-def _plain(syncer: Any, items: Sequence[PreparedItem]) -> dict[int, tuple[bytes, bytes]]:
-    """line -> (data row, finished command) for the batch's plain rows (see `write_and_sync`)."""
-    bases: dict[tuple[str, str], int] = {}
-    for it in items:
-        key = (it.pk, remove_sk_version(it.sk))
-        bases[key] = bases.get(key, 0) + 1
-    candidates = [it for it in items if it.sk.endswith("@1") and bases[(it.pk, it.sk[:-2])] == 1]
-    if not candidates:
-        return {}
+def _data_plan() -> tuple[tuple[bytes, bytes, int], ...]:
+    """`transform_command_to_data(command, None)` as steps for `block_new_entities`."""
+    steps = [(b"pk", b"pk", 0), (b"sk", b"sk", 1)]
+    steps += [(n.encode(), n.encode(), 0) for n in _COPIED]
+    steps += [(b"cpk", b"pk", 0), (b"csk", b"sk", 0)]
+    steps += [(n.encode(), n.encode(), 0) for n in _COPIED_LATE]
+    steps += [(n.encode(), n.encode(), 2 if n in DATE_FIELDS else 0) for n in _DATA_TAIL]
+    return tuple(steps)
+
+
+_PLAN = _data_plan()
+#: the date members met so far, as `render_dates` leaves them (per zone; a run stamps a few)
+_DATES: dict[tzinfo, dict[bytes, bytes]] = {}
+
+
+def _dates_for(tz: tzinfo, wire: bytes) -> dict[bytes, bytes]:
+    """The zone's known dates, with those of `wire` (a batch's first record) added."""
+    dates = _DATES.setdefault(tz, {})
+    if len(dates) > 4096:
+        dates.clear()
+    for name, raw in wire_members(wire) or ():
+        if name in DATE_FIELDS and raw not in dates:
+            rendered = _date(raw, tz)
+            if rendered is not None:
+                dates[raw] = rendered
+    return dates
+
+
+def _plain(
+    syncer: Any, items: Sequence[PreparedItem], mark: Callable[..., list[PreparedItem]]
+) -> tuple[Sequence[PreparedItem], Sequence[PreparedItem], list[PreparedItem]]:
+    """(data rows, finished commands, the rest marked) -- see `write_and_sync`."""
+    if not syncer.plain_only():
+        return [], [], mark(items)
+    block = isinstance(items, ItemBlock) and items.at_version_1() and items.keys_unique()
+    candidates: Sequence[PreparedItem] = items
+    keys: Any
+    if block:  # every record at @1, each entity once: all are candidates
+        keys = BlockKeys(items, versioned=False)
+    else:
+        bases: dict[tuple[str, str], int] = {}
+        for it in items:
+            key = (it.pk, remove_sk_version(it.sk))
+            bases[key] = bases.get(key, 0) + 1
+        candidates = [
+            it for it in items if it.sk.endswith("@1") and bases[(it.pk, it.sk[:-2])] == 1
+        ]
+        if not candidates:
+            return [], [], mark(items)
+        keys = [(it.pk, it.sk[:-2]) for it in candidates]
     try:
-        stored = syncer.lookup.get_many(
-            syncer.data_table_name, [(it.pk, it.sk[:-2]) for it in candidates]
-        )
+        stored = syncer.lookup.get_many(syncer.data_table_name, keys)
     except Exception:  # noqa: BLE001 - the general path reads again and reports
-        return {}
+        return [], [], mark(items)
     tz = syncer.tz
-    now_text = format_date(datetime.fromtimestamp(syncer.now(), UTC), tz)
-    finished = finished_status(now_text)
-    out: dict[int, tuple[bytes, bytes]] = {}
-    for it in candidates:
-        if (it.pk, it.sk[:-2]) in stored:
+    finished_at = finished_status(format_date(datetime.fromtimestamp(syncer.now(), UTC), tz))
+    data: list[PreparedItem] = []
+    finished: list[PreparedItem] = []
+    general: list[PreparedItem] = []  # not marked yet
+    if block:
+        assert isinstance(items, ItemBlock)
+        take = bytearray(b"\x01") * len(items)
+        if stored:
+            for i, key in enumerate(items.entity_keys(versioned=False)):
+                if key in stored:
+                    take[i] = 0
+        status, updated = finished_at
+        dates = _dates_for(tz, items[0].wire)
+        data_block, done_block, left = block_new_entities(
+            items, take, _PLAN, dates, status, updated, SYNC_MODE_MEMBER
+        )
+        general = [items[i] for i in range(len(items)) if not take[i]]
+        if not left:
+            return data_block, done_block, mark(general) if general else []
+        # what C left (a date it had not met, a record it does not split): in Python
+        data, finished = list(data_block), list(done_block)
+        candidates = [items[i] for i in left]
+        stored = {}
+    else:
+        chosen = {it.line for it in candidates}
+        general = [it for it in items if it.line not in chosen]
+    for it, marked in zip(candidates, mark(candidates), strict=True):
+        pair = None
+        if (it.pk, it.sk[:-2]) not in stored:
+            pair = new_entity_items(marked.wire, it.sk, tz, finished_at)
+        if pair is None:
+            general.append(it)
             continue
-        pair = new_entity_items(it.wire, it.sk, tz, finished)
-        if pair is not None:
-            out[it.line] = pair
-    return out
+        data.append(PreparedItem(it.line, it.pk, remove_sk_version(it.sk), pair[0]))
+        finished.append(PreparedItem(it.line, it.pk, it.sk, pair[1]))
+    general.sort(key=lambda it: it.line)
+    return data, finished, mark(general) if general else []

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from importer._native import ItemBlock
 from importer.dynamodb.client import one_line
 from importer.dynamodb.retry import WriterFatalError
 from importer.dynamodb.writer import keys_unique
@@ -207,6 +208,13 @@ def mark_sync(items: Sequence[PreparedItem]) -> list[PreparedItem]:
     return out
 
 
+def _entities(items: Sequence[PreparedItem]) -> list[tuple[str, str]]:
+    """The entities of `items` (of an `ItemBlock`: made in C, no PreparedItem per row)."""
+    if isinstance(items, ItemBlock):
+        return items.entity_keys(versioned=False)
+    return [_entity(it.pk, it.sk) for it in items]
+
+
 def _entity(pk: str, sk: str) -> tuple[str, str]:
     return pk, sk.rsplit("@", 1)[0]
 
@@ -286,10 +294,8 @@ def process_batch(
             # the limit, however far this batch got
             return BatchOutcome(batch.index, 0, 0, 0, [], [], halted=True)
         waits: list[Any] = []
-        if syncer is not None:
-            items = mark_sync(items)
-            if ticket is not None:
-                waits = syncer.order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
+        if syncer is not None and ticket is not None:
+            waits = syncer.order.claim(ticket, _entities(items))
         synced, sync_failures = 0, []
         if syncer is not None and items:
             for event in waits:  # an earlier batch still syncing one of these entities
@@ -299,6 +305,7 @@ def process_batch(
                 items,
                 pipeline.writer.write_batch,
                 lambda rest, outcome: _sync_written(syncer, rest, outcome),
+                mark_sync,
             )
             written, synced, sync_failures = done.commands, done.synced, done.failures
             # rows whose data row was refused were never written to the command table

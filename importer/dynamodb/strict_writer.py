@@ -40,10 +40,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from importer.dynamodb.client import DynamoClient, DynamoError, ErrorKind, Reply, should_retry
+from importer.dynamodb.api import DynamoClient, Reply
+from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
 from importer.dynamodb.pacing import Pacer
-from importer.dynamodb.retry import Attempts, RetryPolicy, bisect
+from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
 from importer.dynamodb.writer import chunk_requests, refuse_into, splice, write_units
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
 

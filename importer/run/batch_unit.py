@@ -29,8 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from importer._native import ItemBlock
-from importer.dynamodb.client import one_line
-from importer.dynamodb.retry import WriterFatalError
+from importer.dynamodb.errors import WriterFatalError, one_line
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
 from importer.mbc.fast_sync import write_and_sync
@@ -65,6 +64,8 @@ class BatchParts(Protocol):
     syncer: Any
     code_column: str
     halt: threading.Event
+
+    def ttl_items(self, items: Sequence[PreparedItem]) -> Sequence[PreparedItem]: ...
 
 
 @dataclass(slots=True)
@@ -296,7 +297,7 @@ def process_batch(
         waits: list[Any] = []
         if syncer is not None and ticket is not None:
             waits = syncer.order.claim(ticket, _entities(items))
-        synced, sync_failures = 0, []
+        synced, sync_failures = 0, list[Failure]()
         if syncer is not None and items:
             for event in waits:  # an earlier batch still syncing one of these entities
                 event.wait()

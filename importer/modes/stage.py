@@ -584,7 +584,7 @@ class ModeStage:
                     _Row(it, it.sk.rsplit("@", 1)[0], "", None, b"", lazy_id=True) for it in items
                 ]
             else:
-                if self.merge and self.lookup is not None:
+                if self.merge:
                     fresh = self._merge_fresh(items, lines, ticket)
                     if isinstance(fresh, PreparedBatch):
                         return fresh
@@ -756,13 +756,13 @@ class ModeStage:
         knows none and no key repeats, every row is written as it is, at version 1 --
         `_assign`'s answer for each -- without parsing a row.  The run map gets each
         entity's name and attributes as `_state` would give them, spliced from the
-        item's members (`importer._native.wire_members`) rather than parsed.
+        item's members (`importer._native.wire_pick`) rather than parsed.  Without a
+        table (validate) there is nothing to read: only the run map is asked.
 
         Returns the outcome; or what the reads found, for `_probe` to go on from;
         or None when the short way does not apply (`_probe` reads again).
         """
         lookup = self.lookup
-        assert lookup is not None and self.data_table
         if isinstance(items, ItemBlock):
             if not items.at_version_1():
                 return None
@@ -774,18 +774,20 @@ class ModeStage:
             keys = [(pk, sk[:-2]) for pk, sk in at_1]
         if not keys_unique(items):
             return None
-        try:
-            data = lookup.get_many(self.data_table, DistinctKeys(keys))
-            if data:
-                return data, {}
-            if isinstance(items, ItemBlock):
-                stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
-            else:
-                stored = lookup.get_many(self.table, DistinctKeys(at_1))
-        except LookupFailed:
-            return None
-        if stored:
-            return {}, stored
+        if lookup is not None:  # (validate without a table: nothing stored to read)
+            assert self.data_table
+            try:
+                data = lookup.get_many(self.data_table, DistinctKeys(keys))
+                if data:
+                    return data, {}
+                if isinstance(items, ItemBlock):
+                    stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
+                else:
+                    stored = lookup.get_many(self.table, DistinctKeys(at_1))
+            except LookupFailed:
+                return None
+            if stored:
+                return {}, stored
         states = _merge_states(items)
         try:
             self._wait_turn(ticket)

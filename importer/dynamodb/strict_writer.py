@@ -191,8 +191,8 @@ class StrictWriter:
                 self.pacer.acquire(len(pending), units)
                 try:
                     answer = self.client.post("TransactWriteItems", self._body(pending))
-                except DynamoError as exc:
-                    answer = exc
+                except DynamoError as refused:
+                    answer = refused
             if isinstance(answer, DynamoError):
                 exc = answer
                 self.pacer.settle(
@@ -240,7 +240,7 @@ class StrictWriter:
 
     def _cancelled(
         self, pending: Sequence[PreparedItem], exc: DynamoError, outcome: WriteOutcome
-    ) -> tuple[list[PreparedItem], bool]:
+    ) -> tuple[Sequence[PreparedItem], bool]:
         """Take conflicting / invalid items out; returns (the rest, resend needs backoff)."""
         reasons = exc.doc.get("CancellationReasons") or []
         if len(reasons) != len(pending):

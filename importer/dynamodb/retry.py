@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import (
     LOST_CODES,
@@ -36,7 +37,7 @@ from importer.dynamodb.errors import (
     safe_url,
     unreachable_message,
 )
-from importer.dynamodb.lanes import note_wait
+from importer.dynamodb.lanes import Waits
 
 __all__ = [
     "Attempts",
@@ -59,12 +60,10 @@ class RetryPolicy:
     limits allow it (the delay that would overrun `max_elapsed` is not slept).
 
     The delay is capped at 0.5 s: the run's pacer (`importer.dynamodb.pacing`) already
-    slows every worker to what the table takes, so a longer backoff only left
-    an unlucky request idle at the end of a run.  With 27 % of requests failing
-    at random, the old 5 s cap made the last seconds of a 30k-row import wait
-    on one request (6-9x the fault-free time instead of about 3x).  Twenty
-    attempts keep the time a request may be retried near the old defaults'
-    (up to about 9 s).
+    slows every worker to what the table takes, so a longer backoff only leaves an
+    unlucky request idle while the rest of the run has finished (random faults
+    then make the run's tail, not its throughput, the cost).  Twenty attempts give
+    a request several seconds of retries in all.
     """
 
     max_attempts: int = 20
@@ -104,10 +103,12 @@ class Attempts:
     and the last error, for the rows that are given up on.
     """
 
-    __slots__ = ("policy", "started", "stalls", "attempt", "last", "retries")
+    __slots__ = ("policy", "started", "stalls", "attempt", "last", "retries", "waits")
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, waits: Waits | None = None) -> None:
         self.policy = policy
+        #: where the backoff sleeps are told (the request's `Waits`, for the lanes' gauge)
+        self.waits = waits
         self.started = policy.clock()
         self.stalls = 0  # sends without progress, in a row
         self.attempt = 0  # backoff exponent; reset by progress
@@ -131,7 +132,8 @@ class Attempts:
             return False
         self.retries += 1
         if delay > 0:
-            note_wait(delay)
+            if self.waits is not None:
+                self.waits.add(delay)
             policy.sleep(delay)
         return True
 
@@ -169,15 +171,34 @@ UNREACHED_ATTEMPTS = 3
 
 
 def should_retry(
-    client: DynamoClient, attempts: Attempts, error: DynamoError, table: str = ""
+    client: DynamoClient,
+    attempts: Attempts,
+    error: DynamoError,
+    table: str = "",
+    *,
+    coordinator: RunCoordinator | None = None,
 ) -> bool:
     """After a failed send: raise for a fatal error, else sleep and say whether to retry.
 
     An endpoint that never answered gets `UNREACHED_ATTEMPTS` tries and then
     stops the run in one line; one that answered before is having a bad
     moment, and the policy's full budget applies.  CLIENT errors are the
-    caller's to split, not retried here.
+    caller's to split, not retried here.  With the run's `coordinator`, a fatal
+    error is recorded there (every other worker of the run stops at its next
+    send) and the run's FIRST fatal error is the one raised.
     """
+    if coordinator is None:
+        return _should_retry(client, attempts, error, table)
+    try:
+        return _should_retry(client, attempts, error, table)
+    except WriterFatalError as fatal:
+        first = coordinator.fail(fatal)
+        if first is fatal:
+            raise
+        raise first from None
+
+
+def _should_retry(client: DynamoClient, attempts: Attempts, error: DynamoError, table: str) -> bool:
     if error.kind is ErrorKind.FATAL:
         raise client.fatal(error, table)
     if error.kind is ErrorKind.CLIENT:

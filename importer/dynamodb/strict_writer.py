@@ -40,6 +40,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
@@ -89,13 +90,18 @@ class StrictWriter:
         policy: RetryPolicy | None = None,
         lookup: KeyLookup | None = None,
         pacer: Pacer | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         self.client = client
+        #: the run's control: its first fatal error stops this worker's next send
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
         self.table = table
         self.policy = policy or RetryPolicy()
         #: a transactional write costs two write units per KB
         self.pacer = pacer or Pacer()
-        self.lookup = lookup or KeyLookup(client, policy=self.policy, projection=None)
+        self.lookup = lookup or KeyLookup(
+            client, policy=self.policy, projection=None, coordinator=self.coordinator
+        )
         head = {
             "TableName": table,
             "ConditionExpression": "attribute_not_exists(#pk) AND attribute_not_exists(#sk)",
@@ -121,6 +127,7 @@ class StrictWriter:
         outcome = WriteOutcome()
         chunks = list(self._chunks(items))
         if len(chunks) > 1 and self.client_groups and self.pacer.unpaced():
+            self.coordinator.raise_if_failed()
             costs = [(len(chunk), 2 * write_units(chunk)) for chunk in chunks]
             taken = self.pacer.acquire_group(costs)
             answers = self.client.post_many(  # type: ignore[attr-defined]
@@ -188,6 +195,7 @@ class StrictWriter:
                 first = None
             else:
                 units = 2 * write_units(pending)
+                self.coordinator.raise_if_failed()
                 self.pacer.acquire(len(pending), units)
                 try:
                     answer = self.client.post("TransactWriteItems", self._body(pending))
@@ -221,7 +229,9 @@ class StrictWriter:
                         refuse_into(outcome, reason),
                     )
                     return
-                elif should_retry(self.client, attempts, exc, self.table):
+                elif should_retry(
+                    self.client, attempts, exc, self.table, coordinator=self.coordinator
+                ):
                     outcome.retries += 1
                     continue
                 reason = attempts.reason()

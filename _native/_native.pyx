@@ -3359,3 +3359,6 @@ cdef class RecordReader:
         if count or problems:
             return (rows, input_bytes, problems)
         return None
+
+
+include "_members.pxi"

@@ -274,3 +274,25 @@ def test_a_job_killed_half_way_resumes_every_row_exactly_once(tmp_path):
     assert status.returncode == 0
     assert status.stdout.startswith(f"job job: finished  rows {total:,}")
     assert "[3] exports/day-03.csv  finished FAILED" in status.stdout
+
+
+def test_plan_prices_the_job_and_warns_past_the_task_timeout(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text(rows_csv(["A1", "A2", "bad sku"]))
+    (tmp_path / "in" / "b.zip").write_bytes(zip_bytes({"b.csv": rows_csv(["B1"])}))
+    (tmp_path / "spec.toml").write_text(PRODUCT_SPEC)
+    base = ["plan", "in", "--spec", "spec.toml", "--json"]
+    assert main(base) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert [f["name"] for f in doc["files"]] == ["in/a.csv", "in/b.zip!b.csv"]
+    assert (doc["rows"], doc["items"], doc["rejected"]) == (4, 3, 1)
+    assert doc["write_units"] == sum(f["write_units"] for f in doc["files"])
+    assert doc["exceeds_task_timeout"] is False and "warning" not in captured.err
+    # 3 write units at 0.002 WCU/s: 1,500 s, past the default 900 s
+    assert main([*base, "--max-wcu", "0.002"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["exceeds_task_timeout"] is True
+    assert "exceeds the task state machine's timeout (15.0 min)" in captured.err
+    assert main([*base, "--max-wcu", "0.002", "--task-timeout", "3600"]) == 0
+    assert "warning" not in capsys.readouterr().err

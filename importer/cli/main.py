@@ -270,10 +270,11 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         deploy = None
     if deploy is not None:
         deploy.register(sub)
-    from importer.cli import local_stack, plan, spec_draft, status
+    from importer.cli import job_plan, local_stack, plan, spec_draft, status
     from importer.mbc import sync
 
     plan.register(sub)
+    job_plan.register(sub)
     status.register(sub)
     sync.register(sub)
     local_stack.register(sub)

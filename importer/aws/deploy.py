@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from importer.aws import statemachine
+from importer.aws import statemachine, task_template
 from importer.input import batching
 from importer.input.options import INPUT_TYPES, MANIFEST_TYPES
 from importer.modes.stage import DEFAULT_MODE
@@ -863,9 +863,9 @@ def render_template(
             "importer: CSV in S3 -> Step Functions Distributed Map (import-csv) -> "
             "Lambda -> DynamoDB as MBC CQRS command records"
         ),
-        "Parameters": _parameters(),
-        "Rules": _rules(),
-        "Conditions": _conditions(),
+        "Parameters": {**_parameters(), **task_template.task_parameters()},
+        "Rules": {**_rules(), **task_template.task_rules()},
+        "Conditions": {**_conditions(), **task_template.task_conditions()},
         "Resources": {
             RESULT_BUCKET_ID: _result_bucket_resource(),
             FUNCTION_ID: _function_resource(
@@ -879,6 +879,9 @@ def render_template(
             STATE_MACHINE_ID: _state_machine_resource(definition, state_machine_name),
             **command_pipeline_resources(code),
             **import_queue_resources(code),
+            **task_template.task_resources(
+                code, import_machine_id=STATE_MACHINE_ID, result_bucket=_result_bucket()
+            ),
         },
         "Outputs": {
             "ImportCsvStateMachineArn": {
@@ -898,6 +901,7 @@ def render_template(
                 "Description": "Send {bucket, key} (or an MBC import job message) to import",
                 "Value": _ref(QUEUE_ID),
             },
+            **task_template.task_outputs(),
         },
     }
 

@@ -296,3 +296,28 @@ def test_plan_prices_the_job_and_warns_past_the_task_timeout(tmp_path, capsys):
     assert "exceeds the task state machine's timeout (15.0 min)" in captured.err
     assert main([*base, "--max-wcu", "0.002", "--task-timeout", "3600"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_validate_of_a_job_keeps_its_state_apart_and_a_resume_needs_the_same_job(
+    cloud, tmp_path, capsys
+):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text(rows_csv(["A"]))
+    (tmp_path / "in" / "b.csv").write_text(rows_csv(["B", "bad sku"]))
+    (tmp_path / "spec.toml").write_text(PRODUCT_SPEC)
+    common = ["--spec", "spec.toml", "--table", CMD, "--region", "us-east-1"]
+    assert main(["validate", "in", *common, "--writer", "boto3"]) == 3
+    out = capsys.readouterr().out
+    assert "[2/2] in/b.csv  rows 2  would write 1  rejected 1" in out
+    assert list(Path(".importer").iterdir()) == [Path(".importer/validate")]
+    # nothing to resume: validate's state is not the run's
+    assert main(["run", "in", *common, "--writer", "boto3", "--resume"]) == 1
+    assert "no job at .importer/jobs/" in capsys.readouterr().err
+    assert main(["run", "in", *common, "--writer", "boto3", "--job-dir", "j"]) == 3
+    capsys.readouterr()
+    code = main(
+        ["run", "in/a.csv", "in/b.csv", *common, "--writer", "boto3"]
+        + ["--job-dir", "j", "--resume"]
+    )
+    assert code == 1
+    assert "is the job of other sources" in capsys.readouterr().err

@@ -28,7 +28,12 @@ def _file_line(f: Any, count: int) -> str:
     if f.status == "failed" and not s:
         return f"{head}  FAILED  {f.error}"
     text = (
-        f"{head}  rows {s.get('rows', 0):,}  written {s.get('written', 0):,}"
+        f"{head}  rows {s.get('rows', 0):,}  "
+        + (
+            f"would write {s['would_write']:,}"
+            if s.get("would_write")
+            else f"written {s.get('written', 0):,}"
+        )
         + (f"  unchanged {s['unchanged']:,}" if s.get("unchanged") else "")
         + f"  rejected {s.get('rejected', 0):,}"
         + (f" (exist {s['existing']:,})" if s.get("existing") else "")
@@ -57,7 +62,8 @@ def _job_line(job: Any) -> str:
         f"job {job.id}: {t['file_count']} files ({done} COMPLETED, "
         f"{sum(1 for o in outcomes if o == 'FAILED')} FAILED"
         + (f", {t['files_pending']} not run" if t["files_pending"] else "")
-        + f")  rows {t['rows']:,}  written {t['written']:,}"
+        + f")  rows {t['rows']:,}  "
+        + (f"would write {t['would_write']:,}" if t["would_write"] else f"written {t['written']:,}")
         + (f"  unchanged {t['unchanged']:,}" if t["unchanged"] else "")
         + f"  rejected {t['rejected']:,}"
         + (f" (of which {t['existing']:,} exist already)" if t["existing"] else "")
@@ -96,7 +102,7 @@ def run_job_command(
     job_dir = (
         Path(args.job_dir)
         if getattr(args, "job_dir", None)
-        else default_job_dir(sources, args.table, args.spec)
+        else default_job_dir(sources, args.table, args.spec, dry_run=settings.dry_run)
     )
     writing = not settings.dry_run
     observer = None

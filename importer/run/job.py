@@ -61,9 +61,13 @@ class JobError(ValueError):
     """The job cannot start or resume as asked (one readable line)."""
 
 
-def default_job_dir(sources: list[str], table: str, spec: str) -> Path:
-    key = hashlib.sha256("\n".join([*sources, table, spec]).encode()).hexdigest()[:16]
-    return Path(".importer") / "jobs" / key
+def default_job_dir(
+    sources: list[str], table: str | None, spec: str, *, dry_run: bool = False
+) -> Path:
+    """`.importer/jobs/<digest>`; a validate's job apart (`.importer/validate/<digest>`), so
+    it never replaces the state a `run --resume` needs."""
+    key = hashlib.sha256("\n".join([*sources, table or "", spec]).encode()).hexdigest()[:16]
+    return Path(".importer") / ("validate" if dry_run else "jobs") / key
 
 
 @dataclass(slots=True)
@@ -114,7 +118,16 @@ class JobState:
     def totals(self) -> dict[str, Any]:
         """The job's counts: the sum of its files'; `rows == written + unchanged + rejected
         + failed` holds for the job as it holds for each file."""
-        keys = ("rows", "written", "unchanged", "rejected", "existing", "failed", "bad_data")
+        keys = (
+            "rows",
+            "written",
+            "would_write",
+            "unchanged",
+            "rejected",
+            "existing",
+            "failed",
+            "bad_data",
+        )
         total: dict[str, Any] = dict.fromkeys(keys, 0)
         for f in self.files:
             for k in keys:
@@ -280,7 +293,7 @@ def run_job(
     a spec column) ends FAILED and the job goes on; a fatal error of the
     endpoint stops the job (resumable), as Ctrl-C does (`RunInterrupted`).
     """
-    job_dir = job_dir or default_job_dir(sources, table, spec_arg)
+    job_dir = job_dir or default_job_dir(sources, table, spec_arg, dry_run=settings.dry_run)
     obs: JobObserver = observer or _NoObserver()
     lock = RunLock()
     job_dir.mkdir(parents=True, exist_ok=True)

@@ -321,3 +321,44 @@ def test_validate_of_a_job_keeps_its_state_apart_and_a_resume_needs_the_same_job
     )
     assert code == 1
     assert "is the job of other sources" in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_job_between_batches_and_resume_finishes_it(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for d in range(1, 5):
+        (folder / f"f{d}.csv").write_text(rows_csv([f"F{d}-{i}" for i in range(1000)]))
+    (tmp_path / "spec.toml").write_text(PRODUCT_SPEC)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with DdbServer(tables=[CMD]) as srv:
+        args = ["run", "in", "--spec", "spec.toml", "--table", CMD, "--mode", "blind"]
+        args += ["--batch-items", "50", "--workers", "2", "--job-dir", "job"]
+        args += ["--endpoint-url", srv.endpoint_url, "--summary-json", "s.json"]
+        srv.faults.set(latency=0.01)
+        proc = subprocess.Popen(
+            _cli(*args),
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        cp = tmp_path / "job" / "checkpoints" / "002.jsonl"
+        deadline = time.monotonic() + 120
+        while not (cp.exists() and len(cp.read_text().splitlines()) > 2):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143, err
+        assert "Resume with the same command plus --resume" in err
+        assert "[2/4] in/f2.csv" in out and "INTERRUPTED" in out
+        job = json.loads((tmp_path / "job" / "job.json").read_text())
+        assert job["status"] == "interrupted"
+        assert [f["status"] for f in job["files"]][:2] == ["finished", "interrupted"]
+        srv.faults.set(latency=0.0)
+        done = subprocess.run(_cli(*args, "--resume"), cwd=tmp_path, env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr
+        assert len(srv.items(CMD)) == 4000
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert (s["rows"], s["written"], s["status"]) == (4000, 4000, "finished")

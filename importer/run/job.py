@@ -312,8 +312,10 @@ def run_job(
         job.save()
         specs: dict[str, Spec] = {}
         for f in job.files:
-            if f.status == "finished":
-                continue
+            if f.status == "finished" or (
+                f.status == "failed" and (f.summary or {}).get("aborted")
+            ):
+                continue  # counted; a file stopped by its limits ran to its end already
             try:
                 _run_file(
                     job, f, specs, base_config, settings, open_pipeline, obs, progress, s3_client
@@ -344,7 +346,7 @@ def _run_file(
     s3_client: Any,
 ) -> None:
     resume = f.status != "pending" and Path(f.checkpoint).is_file()
-    if resume and _completed(f):
+    if resume and f.status in ("running", "interrupted") and _completed(f):
         job.save()  # killed after the file's last batch, before the job noted it
         obs.file_finished(job, f)
         return

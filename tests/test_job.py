@@ -362,3 +362,20 @@ def test_sigterm_stops_the_job_between_batches_and_resume_finishes_it(tmp_path):
         assert len(srv.items(CMD)) == 4000
     s = json.loads((tmp_path / "s.json").read_text())
     assert (s["rows"], s["written"], s["status"]) == (4000, 4000, "finished")
+
+
+def test_a_file_stopped_by_max_rejects_stays_failed_on_resume(cloud, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text(rows_csv(["A", "bad sku"]))
+    (tmp_path / "in" / "b.csv").write_text(rows_csv(["B"]))
+    (tmp_path / "spec.toml").write_text(PRODUCT_SPEC)
+    argv = ["run", "in", "--spec", "spec.toml", "--table", CMD, "--writer", "boto3"]
+    argv += ["--region", "us-east-1", "--job-dir", "j", "--max-rejects", "0"]
+    assert main(argv) == 1
+    first = capsys.readouterr()
+    assert "importer: error: in/a.csv: stopped after 1 rows of bad data" in first.err
+    assert "[2/2] in/b.csv  rows 1  written 1" in first.out
+    assert main([*argv, "--resume"]) == 1
+    again = capsys.readouterr()
+    assert "importer: error: in/a.csv: stopped after 1 rows of bad data" in again.err
+    assert "already completed" not in again.err

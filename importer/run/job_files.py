@@ -22,10 +22,8 @@ per file-name pattern.
 from __future__ import annotations
 
 import fnmatch
-import glob
 import os
 import tomllib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -193,6 +191,8 @@ def _s3_listing(uri: str, s3: Any) -> list[str]:
 
 
 def _local_listing(src: str) -> list[str]:
+    import glob  # here: a single-file run never needs it
+
     if _is_glob(src):
         found = [p for p in glob.glob(src) if os.path.isfile(p)]
         if not found:
@@ -214,6 +214,8 @@ def _unzip(archive: str, local: Path, into: Path) -> list[tuple[str, str]]:
     Every non-folder member is a file of the job, as the framework extracts
     them; a member name that would leave the folder is refused.
     """
+    import zipfile  # here: a single-file run never needs it
+
     try:
         zf = zipfile.ZipFile(local)
     except (OSError, zipfile.BadZipFile) as exc:

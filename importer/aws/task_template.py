@@ -166,8 +166,10 @@ def task_resources(
             "Description": "task state machine: the iterator, an import's end, sub-task status",
             "Handler": "importer.aws.task_machine.lambda_handler",
             **code,
-            "Timeout": 60,
-            "MemorySize": 256,
+            # an import's end reads its Map's ResultWriter files whole: one entry a batch
+            # (about 1 KB), so 100,000 batches are some 100 MB
+            "Timeout": 300,
+            "MemorySize": 1024,
             "Environment": {
                 "Variables": {
                     "TASKS_TABLE": _ref("TasksTableName"),

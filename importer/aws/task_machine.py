@@ -144,7 +144,8 @@ def _iterate(event: dict[str, Any], env: TaskEnv) -> Any:
         raise ValueError("iterator event needs input {pk, sk, input} and taskToken")
     key = {"pk": sub["pk"], "sk": sub["sk"]}
     store = env.store()
-    file_input = sub.get("input") if isinstance(sub.get("input"), dict) else {}
+    given = sub.get("input")
+    file_input: dict[str, Any] = given if isinstance(given, dict) else {}
     try:
         if not file_input.get("bucket") or not file_input.get("key"):
             raise ValueError("a sub-task's input must name the file: {bucket, key, ...}")
@@ -289,9 +290,10 @@ def handle_task_action(body: dict[str, Any], env: TaskEnv) -> dict[str, Any] | N
         )
         store.update_task({"pk": task["pk"], "sk": task["sk"]}, QUEUED)  # TaskEventHandler
     else:
-        task = _new_image(body)
-        if task is None:
+        image = _new_image(body)
+        if image is None:
             raise ValueError("a task-action message carries the tasks table's stream record")
+        task = image
     if len(str(task["sk"]).split("#")) > 2 or not str(task["pk"]).startswith("SFN_TASK#"):
         return None  # a sub-task, or a plain TASK: not ours (the framework skips them too)
     key = {"pk": task["pk"], "sk": task["sk"]}

@@ -74,7 +74,8 @@ def execution_status(
     files = []
     for i, sub in enumerate(subtasks):
         sub = sub if isinstance(sub, dict) else {}
-        given = sub.get("input") if isinstance(sub.get("input"), dict) else {}
+        raw = sub.get("input")
+        given: dict[str, Any] = raw if isinstance(raw, dict) else {}
         name = f"s3://{given.get('bucket', '?')}/{given.get('key', '?')}"
         status = sub.get("status", "CREATED")
         result: dict[str, Any] = {}

@@ -379,3 +379,33 @@ def test_a_file_stopped_by_max_rejects_stays_failed_on_resume(cloud, tmp_path, c
     again = capsys.readouterr()
     assert "importer: error: in/a.csv: stopped after 1 rows of bad data" in again.err
     assert "already completed" not in again.err
+
+
+def test_a_manifest_gives_each_table_its_spec_in_one_job(cloud, tmp_path, capsys):
+    ddb, _s3 = cloud
+    ddb.create_table(TableName="dev-app-order-command", **KEY_SCHEMA)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "20240101000000-products.csv").write_text(rows_csv(["P1", "P2"]))
+    (tmp_path / "in" / "20240102000000-orders.csv").write_text("order,total\nO-1,12.5\n")
+    (tmp_path / "products.toml").write_text(PRODUCT_SPEC)
+    (tmp_path / "orders.toml").write_text(
+        '[record]\ntype = "ORDER"\ntenant = "acme"\ncode = "{order}"\n\n'
+        '[columns.order]\ntype = "string"\nrequired = true\n\n'
+        '[columns.total]\ntype = "decimal"\n'
+    )
+    (tmp_path / "job.toml").write_text(
+        '[[files]]\nmatch = "*-products.csv"\nspec = "products.toml"\n\n'
+        '[[files]]\nmatch = "*-orders.csv"\nspec = "orders.toml"\n'
+        'table = "dev-app-order-command"\n'
+    )
+    code = main(
+        ["run", "in", "--spec", "job.toml", "--table", CMD, "--writer", "boto3"]
+        + ["--region", "us-east-1", "--job-dir", "j"]
+    )
+    assert code == 0, capsys.readouterr().err
+    products = ddb.scan(TableName=CMD)["Items"]
+    orders = ddb.scan(TableName="dev-app-order-command")["Items"]
+    assert sorted(i["sk"]["S"] for i in products) == ["PRODUCT#P1@1", "PRODUCT#P2@1"]
+    assert [i["sk"]["S"] for i in orders] == ["ORDER#O-1@1"]
+    children = [i for i in ddb.scan(TableName=JOBS)["Items"] if i["type"]["S"] == "CSV_MASTER_JOB"]
+    assert sorted(c["sk"]["S"].split("#")[0] for c in children) == ["master", "order"]

@@ -30,6 +30,7 @@ from typing import Any
 
 from importer.input.batching import Batch, Batcher
 from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, value_text
+from importer.input.reader import RowReader
 from importer.input.source import SourceError
 from importer.records import Reject
 
@@ -130,7 +131,7 @@ def _iso(value: Any) -> str:
     return text
 
 
-class ParquetReader:
+class ParquetReader(RowReader):
     """Rows of a Parquet file for the spec's columns (`header`, typed by `kinds`)."""
 
     input_type = "PARQUET"

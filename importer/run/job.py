@@ -365,7 +365,6 @@ def _run_file(
             base_config,
             source=f.source,
             spec=spec,
-            table=f.table,
             run_id=f.run_id,
             checkpoint_path=Path(f.checkpoint),
             resume=resume,

@@ -591,7 +591,7 @@ def test_reading_holds_a_block_not_the_file(array):
         reader = (
             JsonArrayReader(stream, SPEC.needed_columns, SPEC.kinds, chunk_bytes=1 << 16)
             if array
-            else JsonlReader(stream, SPEC.needed_columns, SPEC.kinds)
+            else JsonlReader(stream, SPEC.needed_columns, SPEC.kinds, chunk_bytes=1 << 16)
         )
         batcher = Batcher(max_items=1000, max_bytes=262_144, batch_input={})
         tracemalloc.start()

@@ -3517,7 +3517,7 @@ cdef int _arrow_fill(RowBlock blk, ACol* cols, Py_ssize_t w, Py_ssize_t n,
                 else:
                     a = (<const long long*> c.offs)[j]
                     b = (<const long long*> c.offs)[j + 1]
-                if w_raw(d, <const char*> c.data + a, b - a) < 0:
+                if b > a and w_raw(d, <const char*> c.data + a, b - a) < 0:
                     return -1
             else:
                 if buf_reserve(d, 24) < 0:
@@ -4190,3 +4190,99 @@ def jsonl_rows(bytes chunk, long long first_line, list names, list kinds):
         free(pl.cell_len); free(pl.fends)
         free(pl.key.data); free(pl.cells.data); free(pl.fb.data)
         free(sizes); free(others); free(other_lines)
+
+
+cdef int _arrow_size_fill(ACol* cols, const int* quoted, const Py_ssize_t* keys, Py_ssize_t w,
+                          Py_ssize_t n, Py_ssize_t fixed, const long long* extra,
+                          long long* out) noexcept nogil:
+    """Each row's compact JSON size: 0, -2 a date out of range."""
+    cdef Py_ssize_t r, k, j, a, b
+    cdef long long size
+    cdef ACol* c
+    cdef char tmp[24]
+    for r in range(n):
+        size = fixed + (extra[r] if extra != NULL else 0)
+        for k in range(w):
+            c = &cols[k]
+            j = c.offset + r
+            size += keys[k]
+            if c.mode == AC_EMPTY or (c.valid != NULL and not _bit(c.valid, j)):
+                size += 4  # null
+            elif c.mode == AC_UTF8 or c.mode == AC_LUTF8:
+                if c.mode == AC_UTF8:
+                    a = (<const int*> c.offs)[j]
+                    b = (<const int*> c.offs)[j + 1]
+                else:
+                    a = (<const long long*> c.offs)[j]
+                    b = (<const long long*> c.offs)[j + 1]
+                size += b - a
+                if quoted[k]:
+                    size += 2 + (_escape_extra(c.data + a, b - a) if b > a else 0)
+            elif c.mode == AC_INT:
+                size += fmt_ll(_int_at(c, j), tmp)
+            elif c.mode == AC_UINT:
+                size += fmt_ull(_uint_at(c, j), tmp)
+            elif c.mode == AC_BOOL:
+                size += 4 if _bit(c.data, j) else 5
+            else:
+                if fmt_date32((<const int*> c.data)[j], tmp) < 0:
+                    return -2
+                size += 12
+        out[r] = size
+    return 0
+
+
+def arrow_sizes(Py_ssize_t n, Py_ssize_t fixed, list columns, extra=None):
+    """Each row's compact JSON size (int64 bytes) from Arrow column buffers.
+
+    `columns` as for `arrow_rows`, each with two more entries: `quoted` (a text
+    column written as a JSON string, escaped and quoted; else as its text, a
+    number) and the bytes its key adds (`"name":`).  A null is `null`; a date
+    `"YYYY-MM-DD"`.  `fixed` is the braces and commas; `extra` (int64 buffer or
+    None) sizes the caller measured itself, added per row.
+    """
+    cdef Py_ssize_t w = len(columns), k
+    cdef list keep = []
+    cdef ACol* cols = NULL
+    cdef int* quoted = NULL
+    cdef Py_ssize_t* keys = NULL
+    cdef const long long[::1] ex
+    cdef const long long* exp = NULL
+    cdef bytearray out = bytearray(n * sizeof(long long))
+    cdef long long* op = <long long*> (<char*> out) if n else NULL
+    cdef int rc = 0
+    cdef tuple t
+    if extra is not None:
+        ex = memoryview(extra).cast("B").cast("q")
+        if ex.shape[0] < n:
+            raise ValueError("extra holds fewer rows than n")
+        if n:
+            exp = &ex[0]
+    cols = <ACol*> calloc(w + 1, sizeof(ACol))
+    quoted = <int*> calloc(w + 1, sizeof(int))
+    keys = <Py_ssize_t*> calloc(w + 1, sizeof(Py_ssize_t))
+    try:
+        if cols == NULL or quoted == NULL or keys == NULL:
+            raise MemoryError()
+        for k in range(w):
+            t = columns[k]
+            cols[k].mode = t[0]
+            cols[k].itemsize = t[1]
+            cols[k].valid = _buf_ptr(t[2], keep)
+            cols[k].offs = _buf_ptr(t[3], keep)
+            cols[k].data = _buf_ptr(t[4], keep)
+            cols[k].offset = t[5]
+            quoted[k] = 1 if t[6] else 0
+            keys[k] = t[7]
+            if cols[k].mode in (AC_UTF8, AC_LUTF8) and cols[k].offs == NULL:
+                cols[k].mode = AC_EMPTY
+            elif cols[k].mode not in (AC_UTF8, AC_LUTF8, AC_EMPTY) and cols[k].data == NULL and n:
+                raise ValueError("a typed column without data")
+        if n:
+            with nogil:
+                rc = _arrow_size_fill(cols, quoted, keys, w, n, fixed, exp, op)
+        if rc == -2:
+            raise ValueError("a date outside years 1000-9999")
+        return bytes(out)
+    finally:
+        free(cols); free(quoted); free(keys)

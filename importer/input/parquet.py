@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from importer import _native
 from importer.input.batching import Batch, Batcher
 from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, value_text
 from importer.input.source import SourceError
@@ -38,6 +39,8 @@ __all__ = ["ParquetReader", "S3RangeFile", "open_parquet_source", "require_pyarr
 #: rows decoded at a time (a slice of a row group)
 BATCH_ROWS = 16_384
 _NUMERIC = frozenset({"integer", "decimal"})
+#: the days of 1000-01-01 and 9999-12-31: the dates the native core writes itself
+_DATE32_LOW, _DATE32_HIGH = -354285, 2932896
 
 
 def require_pyarrow() -> Any:
@@ -214,6 +217,10 @@ class ParquetReader:
 
     def _sizes(self, batch: Any) -> list[int]:
         """Each row's compact JSON size as a child receives it (every column of the file)."""
+        return self._size_array(batch).to_pylist()  # type: ignore[no-any-return]
+
+    def _size_array(self, batch: Any) -> Any:
+        """`_sizes` as an int64 pyarrow array (no nulls)."""
         pa = self._pa
         import pyarrow.compute as pc
 
@@ -221,43 +228,48 @@ class ParquetReader:
         fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
         total = pa.array([fixed] * n, pa.int64())
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
-            fixed_key = len(_json_str(name)) + 1
+            total = pc.add(total, self._column_length(name, col))
+        return total
+
+    def _column_length(self, name: str, col: Any) -> Any:
+        """What column `name` adds to each row's JSON size (`"name":value`), int64."""
+        pa = self._pa
+        import pyarrow.compute as pc
+
+        fixed_key = len(_json_str(name)) + 1
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.dictionary_decode()
             t = col.type
-            if pa.types.is_dictionary(t):
-                col = col.dictionary_decode()
-                t = col.type
-            if pa.types.is_string(t) or pa.types.is_large_string(t):
-                length = pc.binary_length(col)
-                length = pc.add(length, 2)
-                length = pc.add(length, pc.count_substring(col, '"'))
-                length = pc.add(length, pc.count_substring(col, "\\"))
-                control = pc.count_substring_regex(col, "[\x00-\x1f]")
-                if pc.sum(control).as_py():  # rare: \n \t ... take 2 bytes, the rest 6
-                    short = pc.count_substring_regex(col, "[\b\f\n\r\t]")
-                    length = pc.add(
-                        length, pc.add(short, pc.multiply(pc.subtract(control, short), 5))
-                    )
-            elif pa.types.is_boolean(t):
-                length = pc.if_else(col, 4, 5)
-            elif pa.types.is_timestamp(t):
-                millis = pc.cast(pc.cast(col, pa.timestamp("ms", tz=t.tz)), pa.int64())
-                length = pc.utf8_length(pc.cast(millis, pa.string()))
-            elif (
-                pa.types.is_integer(t)
-                or pa.types.is_floating(t)
-                or pa.types.is_decimal(t)
-                or pa.types.is_null(t)
-            ):
-                length = pc.utf8_length(pc.cast(col, pa.string()))
-            elif pa.types.is_date(t):
-                length = pc.add(pc.utf8_length(pc.cast(col, pa.string())), 2)
-            else:
-                length = pa.array(
-                    [len(_json_str_any(v).encode("utf-8")) for v in col.to_pylist()], pa.int64()
-                )
-            length = pc.fill_null(pc.cast(length, pa.int64()), 4)  # null
-            total = pc.add(total, pc.add(length, fixed_key))
-        return total.to_pylist()
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            length = pc.binary_length(col)
+            length = pc.add(length, 2)
+            length = pc.add(length, pc.count_substring(col, '"'))
+            length = pc.add(length, pc.count_substring(col, "\\"))
+            control = pc.count_substring_regex(col, "[\x00-\x1f]")
+            if pc.sum(control).as_py():  # rare: \n \t ... take 2 bytes, the rest 6
+                short = pc.count_substring_regex(col, "[\b\f\n\r\t]")
+                length = pc.add(length, pc.add(short, pc.multiply(pc.subtract(control, short), 5)))
+        elif pa.types.is_boolean(t):
+            length = pc.if_else(col, 4, 5)
+        elif pa.types.is_timestamp(t):
+            millis = pc.cast(pc.cast(col, pa.timestamp("ms", tz=t.tz)), pa.int64())
+            length = pc.utf8_length(pc.cast(millis, pa.string()))
+        elif (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_decimal(t)
+            or pa.types.is_null(t)
+        ):
+            length = pc.utf8_length(pc.cast(col, pa.string()))
+        elif pa.types.is_date(t):
+            length = pc.add(pc.utf8_length(pc.cast(col, pa.string())), 2)
+        else:
+            length = pa.array(
+                [len(_json_str_any(v).encode("utf-8")) for v in col.to_pylist()], pa.int64()
+            )
+        length = pc.fill_null(pc.cast(length, pa.int64()), 4)  # null
+        return pc.add(length, fixed_key)
 
     def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
         """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
@@ -312,7 +324,190 @@ class ParquetReader:
                     else ItemRow(offset + i, list(fields), None, sizes[i])
                 )
 
+    # -- the native path --------------------------------------------------------
+
+    def _cell_column(
+        self, name: str, col: Any, cast: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], list[int]]:
+        """Column `name` as `_native.arrow_rows` reads it, and the rows holding a misfit.
+
+        Where the Arrow type is the spec's (strings; integers, booleans and dates
+        for numeric, boolean and date columns) the native core reads the column's
+        own buffers and writes each cell itself; floats and decimals are cast to
+        text by Arrow (C++, once: `cast` holds what `_size_column` cast); timestamps
+        and the rest take `_column_texts`' way.
+        """
+        pa = self._pa
+        modes = _native.ARROW_MODES
+        kind = self._kinds[name]
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.dictionary_decode()
+            t = col.type
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        mode = None
+        if pa.types.is_string(t):
+            mode = modes["UTF8"]
+        elif pa.types.is_large_string(t):
+            mode = modes["LARGE_UTF8"]
+        elif pa.types.is_null(t) or col.null_count == len(col):
+            return (modes["EMPTY"], 0, None, None, None, 0), []
+        elif pa.types.is_integer(t) and (kind in _NUMERIC or kind == TEMPLATE):
+            mode = modes["INT"] if pa.types.is_signed_integer(t) else modes["UINT"]
+        elif pa.types.is_boolean(t) and (kind == "boolean" or kind == TEMPLATE):
+            mode = modes["BOOL"]
+        elif pa.types.is_date32(t) and (kind == "date" or kind == TEMPLATE):
+            import pyarrow.compute as pc
+
+            if _dates_in_range(col):
+                mode = modes["DATE32"]
+        if mode is not None:
+            bufs = col.buffers()
+            if mode in (modes["UTF8"], modes["LARGE_UTF8"]):
+                return (mode, 0, bufs[0], bufs[1], bufs[2], col.offset), []
+            return (mode, t.bit_width // 8, bufs[0], None, bufs[1], col.offset), []
+        numeric = pa.types.is_floating(t) or pa.types.is_decimal(t)
+        if (numeric and (kind in _NUMERIC or kind == TEMPLATE)) or (
+            pa.types.is_date(t) and (kind == "date" or kind == TEMPLATE)
+        ):
+            text = cast.get(name)
+            if text is None:
+                import pyarrow.compute as pc
+
+                text = pc.cast(col, pa.string())
+        else:
+            texts = self._column_texts(name, col)
+            bad = [i for i, v in enumerate(texts) if type(v) is Mismatch]
+            text = pa.array([v if type(v) is str else "" for v in texts], pa.string())
+            bufs = text.buffers()
+            return (modes["UTF8"], 0, bufs[0], bufs[1], bufs[2], text.offset), bad
+        bufs = text.buffers()
+        return (modes["UTF8"], 0, bufs[0], bufs[1], bufs[2], text.offset), []
+
+    def _size_column(self, name: str, col: Any, cast: dict[str, Any]) -> tuple[Any, ...] | None:
+        """Column `name` as `_native.arrow_sizes` sizes it, or None (`_column_length` does)."""
+        pa = self._pa
+        modes = _native.ARROW_MODES
+        key = len(_json_str(name)) + 1
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.dictionary_decode()
+            t = col.type
+        if pa.types.is_null(t):
+            return (modes["EMPTY"], 0, None, None, None, 0, False, key)
+        b = col.buffers()
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            mode = modes["UTF8"] if pa.types.is_string(t) else modes["LARGE_UTF8"]
+            return (mode, 0, b[0], b[1], b[2], col.offset, True, key)
+        if pa.types.is_integer(t):
+            mode = modes["INT"] if pa.types.is_signed_integer(t) else modes["UINT"]
+            return (mode, t.bit_width // 8, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_boolean(t):
+            return (modes["BOOL"], 0, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_date32(t) and _dates_in_range(col):
+            return (modes["DATE32"], 4, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_floating(t) or pa.types.is_decimal(t):
+            import pyarrow.compute as pc
+
+            text = cast[name] = pc.cast(col, pa.string())
+            b = text.buffers()
+            return (modes["UTF8"], 0, b[0], b[1], b[2], text.offset, False, key)
+        return None
+
+    def _native_sizes(self, batch: Any, cast: dict[str, Any]) -> Any:
+        """Each row's compact JSON size (as `_sizes`), measured in C: an int64 memoryview."""
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
+        columns, extra = [], None
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            sized = self._size_column(name, col, cast)
+            if sized is not None:
+                columns.append(sized)
+                continue
+            length = self._column_length(name, col)
+            extra = length if extra is None else pc.add(extra, length)
+        if extra is not None:
+            extra = extra.buffers()[1][extra.offset * 8 : (extra.offset + n) * 8]
+        return memoryview(_native.arrow_sizes(n, fixed, columns, extra)).cast("q")
+
+    def _native_blocks(self) -> Iterator[tuple[Any, Any, dict[int, ItemRow]]]:
+        """Per record batch: (its rows as a `RowBlock`, their sizes, misfit rows by index)."""
+        pa = self._pa
+        header = self.header
+        offset = 0
+        batches = self._file.iter_batches(batch_size=self._batch_rows, columns=self.columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise SourceError(
+                    f"{self._uri}: cannot read Parquet past row {offset} ({exc})"
+                ) from None
+            n = batch.num_rows
+            cast: dict[str, Any] = {}
+            sizes = self._native_sizes(batch, cast)
+            columns, bad_at = [], {}
+            for j, name in enumerate(header):
+                col = batch.column(batch.schema.get_field_index(name))
+                column, bad = self._cell_column(name, col, cast)
+                columns.append(column)
+                for i in bad:
+                    bad_at.setdefault(i, j)
+            try:
+                block = _native.arrow_rows(n, offset, columns)
+            except ValueError:  # pragma: no cover - guarded by _cell_column's checks
+                raise SourceError(f"{self._uri}: unreadable values near row {offset}") from None
+            bad_rows: dict[int, ItemRow] = {}
+            for i, j in sorted(bad_at.items()):
+                name = header[j]
+                col = batch.column(batch.schema.get_field_index(name))
+                raw = col[i].as_py()
+                reason = self._column_texts(name, col.slice(i, 1))[0]
+                bad_rows[i] = ItemRow(
+                    offset + i, block[i][1], str(reason), sizes[i], name, _json_str_any(raw)
+                )
+            yield block, sizes, bad_rows
+            offset += n
+
     def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
+        """The batches `batcher` cuts from the rows: cells written and batches cut in C.
+
+        `read_batches_python` is the definition (tests hold the two equal); this is
+        it with the rows of each record batch in a `_native.RowBlock` and the cut
+        made by `_native.BatchCutter`.
+        """
+        if not self.header or getattr(_native, "arrow_rows", None) is None:
+            yield from self.read_batches_python(batcher)
+            return
+        cutter = _native.BatchCutter(len(self.header), *batcher.limits)
+
+        def emit(got: tuple[Any, int, list[Any]]) -> Batch:
+            rows, nbytes, problems = got
+            batch = batcher.adopt(rows, nbytes, ())
+            batch.rejects.extend(
+                p if type(p) is Reject else batcher.oversize(p[0], p[1], p[3]) for p in problems
+            )
+            return batch
+
+        for block, sizes, bad in self._native_blocks():
+            start = 0
+            for i in sorted(bad):
+                for got in cutter.take(block, sizes, start, i):
+                    yield emit(got)
+                r = bad[i]
+                cutter.problem(Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields)))
+                start = i + 1
+            for got in cutter.take(block, sizes, start, len(block)):
+                yield emit(got)
+        if (got := cutter.flush()) is not None:
+            yield emit(got)
+
+    def read_batches_python(self, batcher: Batcher) -> Iterator[Batch]:
         """The batches `batcher.add` would cut from the rows, cut a record batch at a time.
 
         The same rule as `Batcher.add` (a batch closes at MaxItemsPerBatch, or when
@@ -358,6 +553,16 @@ class ParquetReader:
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
+
+
+def _dates_in_range(col: Any) -> bool:
+    """True when every date of a date32 column is in years 1000-9999 (the native core's)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    bounds = pc.min_max(col.cast(pa.int32()))
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return low is None or (_DATE32_LOW <= low and high <= _DATE32_HIGH)
 
 
 def _plain(value: Any) -> Any:

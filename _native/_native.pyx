@@ -3402,6 +3402,38 @@ cdef enum:
     AC_BOOL = 4      # bit-packed booleans: "true" / "false"
     AC_DATE32 = 5    # days since 1970-01-01: YYYY-MM-DD (years 1000-9999)
     AC_EMPTY = 6     # every cell empty (an all-null column)
+    AC_DEC128 = 7    # decimal128, its scale in `itemsize`: plain notation as Arrow writes it
+
+
+cdef extern from *:
+    """
+    /* decimal128 (little-endian two's complement) as Arrow's ToString writes it in plain
+       notation: -1 when Arrow would use an exponent (scale < 0, or adjusted exponent < -6) */
+    static int importer_fmt_dec128(const unsigned char* p, int scale, char* out) {
+        unsigned long long lo, hi;
+        memcpy(&lo, p, 8); memcpy(&hi, p + 8, 8);
+        unsigned __int128 u = ((unsigned __int128) hi << 64) | lo;
+        int neg = (hi >> 63) != 0;
+        if (neg) u = ~u + 1;
+        char dig[48]; int nd = 0, o = 0, i;
+        do { dig[nd++] = (char) ('0' + (int) (u % 10)); u /= 10; } while (u);
+        if (scale < 0 || (nd - 1) - scale < -6) return -1;
+        if (neg) out[o++] = '-';
+        if (nd <= scale) {
+            out[o++] = '0'; out[o++] = '.';
+            for (i = 0; i < scale - nd; i++) out[o++] = '0';
+            for (i = nd - 1; i >= 0; i--) out[o++] = dig[i];
+        } else {
+            for (i = nd - 1; i >= scale; i--) out[o++] = dig[i];
+            if (scale > 0) {
+                out[o++] = '.';
+                for (i = scale - 1; i >= 0; i--) out[o++] = dig[i];
+            }
+        }
+        return o;
+    }
+    """
+    int importer_fmt_dec128(const uchar* p, int scale, char* out) nogil
 
 
 cdef struct ACol:
@@ -3520,10 +3552,14 @@ cdef int _arrow_fill(RowBlock blk, ACol* cols, Py_ssize_t w, Py_ssize_t n,
                 if b > a and w_raw(d, <const char*> c.data + a, b - a) < 0:
                     return -1
             else:
-                if buf_reserve(d, 24) < 0:
+                if buf_reserve(d, 96) < 0:
                     return -1
                 out = d.data + d.len
-                if c.mode == AC_INT:
+                if c.mode == AC_DEC128:
+                    m = importer_fmt_dec128(c.data + j * 16, c.itemsize, out)
+                    if m < 0:
+                        return -3
+                elif c.mode == AC_INT:
                     m = fmt_ll(_int_at(c, j), out)
                 elif c.mode == AC_UINT:
                     m = fmt_ull(_uint_at(c, j), out)
@@ -3548,11 +3584,13 @@ def arrow_rows(Py_ssize_t n, long long first_line, list columns):
 
     `columns` (one per spec column, in the header's order) are tuples
     `(mode, itemsize, validity, offsets, data, offset)` naming the buffers of a
-    pyarrow array (`Array.buffers()`, `Array.offset`), `mode` one of `CODES`'
-    `AC_*`.  A typed value is written as the cell the reference reader makes of
-    it (integers in decimal, booleans `true`/`false`, dates `YYYY-MM-DD`), in C,
-    without a Python object per value.  ValueError for a date outside years
-    1000-9999 (the caller then casts that column itself).
+    pyarrow array (`Array.buffers()`, `Array.offset`), `mode` one of
+    `ARROW_MODES` (for `DEC128` `itemsize` is the scale).  A typed value is
+    written as the cell the reference reader makes of it (integers in decimal,
+    decimals as Arrow's cast to text writes them, booleans `true`/`false`, dates
+    `YYYY-MM-DD`), in C, without a Python object per value.  ValueError for a
+    date outside years 1000-9999 or a decimal Arrow would write with an exponent
+    (the caller then casts that column itself).
     """
     cdef Py_ssize_t w = len(columns), k, total = 0
     cdef list keep = []
@@ -3586,7 +3624,7 @@ def arrow_rows(Py_ssize_t n, long long first_line, list columns):
             elif cols[k].mode != AC_EMPTY:
                 if cols[k].data == NULL and n:
                     raise ValueError("a typed column without data")
-                total += 20 * n
+                total += (96 if cols[k].mode == AC_DEC128 else 20) * n
         blk = RowBlock(w)
         if n and blk.reserve(n, total + 64) < 0:
             raise MemoryError()
@@ -3596,6 +3634,8 @@ def arrow_rows(Py_ssize_t n, long long first_line, list columns):
             raise MemoryError()
         if rc == -2:
             raise ValueError("a date outside years 1000-9999")
+        if rc == -3:
+            raise ValueError("a decimal Arrow writes with an exponent")
         return blk
     finally:
         free(cols)
@@ -3723,7 +3763,7 @@ cdef class BatchCutter:
 #: `arrow_rows`' column modes
 ARROW_MODES = {
     "UTF8": AC_UTF8, "LARGE_UTF8": AC_LUTF8, "INT": AC_INT, "UINT": AC_UINT,
-    "BOOL": AC_BOOL, "DATE32": AC_DATE32, "EMPTY": AC_EMPTY,
+    "BOOL": AC_BOOL, "DATE32": AC_DATE32, "EMPTY": AC_EMPTY, "DEC128": AC_DEC128,
 }
 
 
@@ -4199,7 +4239,8 @@ cdef int _arrow_size_fill(ACol* cols, const int* quoted, const Py_ssize_t* keys,
     cdef Py_ssize_t r, k, j, a, b
     cdef long long size
     cdef ACol* c
-    cdef char tmp[24]
+    cdef char tmp[96]
+    cdef int m
     for r in range(n):
         size = fixed + (extra[r] if extra != NULL else 0)
         for k in range(w):
@@ -4224,6 +4265,11 @@ cdef int _arrow_size_fill(ACol* cols, const int* quoted, const Py_ssize_t* keys,
                 size += fmt_ull(_uint_at(c, j), tmp)
             elif c.mode == AC_BOOL:
                 size += 4 if _bit(c.data, j) else 5
+            elif c.mode == AC_DEC128:
+                m = importer_fmt_dec128(c.data + j * 16, c.itemsize, tmp)
+                if m < 0:
+                    return -3
+                size += m
             else:
                 if fmt_date32((<const int*> c.data)[j], tmp) < 0:
                     return -2
@@ -4283,6 +4329,8 @@ def arrow_sizes(Py_ssize_t n, Py_ssize_t fixed, list columns, extra=None):
                 rc = _arrow_size_fill(cols, quoted, keys, w, n, fixed, exp, op)
         if rc == -2:
             raise ValueError("a date outside years 1000-9999")
+        if rc == -3:
+            raise ValueError("a decimal Arrow writes with an exponent")
         return bytes(out)
     finally:
         free(cols); free(quoted); free(keys)

@@ -39,8 +39,6 @@ __all__ = ["ParquetReader", "S3RangeFile", "open_parquet_source", "require_pyarr
 #: rows decoded at a time (a slice of a row group)
 BATCH_ROWS = 16_384
 _NUMERIC = frozenset({"integer", "decimal"})
-#: the days of 1000-01-01 and 9999-12-31: the dates the native core writes itself
-_DATE32_LOW, _DATE32_HIGH = -354285, 2932896
 
 
 def require_pyarrow() -> Any:
@@ -327,15 +325,18 @@ class ParquetReader:
     # -- the native path --------------------------------------------------------
 
     def _cell_column(
-        self, name: str, col: Any, cast: dict[str, Any]
+        self, name: str, col: Any, cast: dict[str, Any], typed: bool = True
     ) -> tuple[tuple[Any, ...], list[int]]:
         """Column `name` as `_native.arrow_rows` reads it, and the rows holding a misfit.
 
-        Where the Arrow type is the spec's (strings; integers, booleans and dates
-        for numeric, boolean and date columns) the native core reads the column's
-        own buffers and writes each cell itself; floats and decimals are cast to
-        text by Arrow (C++, once: `cast` holds what `_size_column` cast); timestamps
-        and the rest take `_column_texts`' way.
+        Where the Arrow type is the spec's (strings; integers, decimals, booleans
+        and dates for numeric, boolean and date columns) the native core reads the
+        column's own buffers and writes each cell itself, as Arrow's cast to text
+        would; floats are cast to text by Arrow (C++, once: `cast` holds what
+        `_size_column` cast); timestamps and the rest take `_column_texts`' way.
+        `typed` False: dates and decimals are cast by Arrow too (the native core
+        refused one: a year outside 1000-9999, a decimal Arrow writes with an
+        exponent).
         """
         pa = self._pa
         modes = _native.ARROW_MODES
@@ -357,11 +358,16 @@ class ParquetReader:
             mode = modes["INT"] if pa.types.is_signed_integer(t) else modes["UINT"]
         elif pa.types.is_boolean(t) and (kind == "boolean" or kind == TEMPLATE):
             mode = modes["BOOL"]
-        elif pa.types.is_date32(t) and (kind == "date" or kind == TEMPLATE):
-            import pyarrow.compute as pc
-
-            if _dates_in_range(col):
-                mode = modes["DATE32"]
+        elif pa.types.is_date32(t) and (kind == "date" or kind == TEMPLATE) and typed:
+            mode = modes["DATE32"]
+        elif (
+            pa.types.is_decimal128(t)
+            and t.scale >= 0
+            and (kind in _NUMERIC or kind == TEMPLATE)
+            and typed
+        ):
+            bufs = col.buffers()
+            return (modes["DEC128"], t.scale, bufs[0], None, bufs[1], col.offset), []
         if mode is not None:
             bufs = col.buffers()
             if mode in (modes["UTF8"], modes["LARGE_UTF8"]):
@@ -385,7 +391,9 @@ class ParquetReader:
         bufs = text.buffers()
         return (modes["UTF8"], 0, bufs[0], bufs[1], bufs[2], text.offset), []
 
-    def _size_column(self, name: str, col: Any, cast: dict[str, Any]) -> tuple[Any, ...] | None:
+    def _size_column(
+        self, name: str, col: Any, cast: dict[str, Any], typed: bool = True
+    ) -> tuple[Any, ...] | None:
         """Column `name` as `_native.arrow_sizes` sizes it, or None (`_column_length` does)."""
         pa = self._pa
         modes = _native.ARROW_MODES
@@ -405,8 +413,10 @@ class ParquetReader:
             return (mode, t.bit_width // 8, b[0], None, b[1], col.offset, False, key)
         if pa.types.is_boolean(t):
             return (modes["BOOL"], 0, b[0], None, b[1], col.offset, False, key)
-        if pa.types.is_date32(t) and _dates_in_range(col):
+        if pa.types.is_date32(t) and typed:
             return (modes["DATE32"], 4, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_decimal128(t) and t.scale >= 0 and typed:
+            return (modes["DEC128"], t.scale, b[0], None, b[1], col.offset, False, key)
         if pa.types.is_floating(t) or pa.types.is_decimal(t):
             import pyarrow.compute as pc
 
@@ -415,23 +425,38 @@ class ParquetReader:
             return (modes["UTF8"], 0, b[0], b[1], b[2], text.offset, False, key)
         return None
 
-    def _native_sizes(self, batch: Any, cast: dict[str, Any]) -> Any:
+    def _native_sizes(self, batch: Any, cast: dict[str, Any], typed: bool = True) -> Any:
         """Each row's compact JSON size (as `_sizes`), measured in C: an int64 memoryview."""
-        import pyarrow.compute as pc
-
         n = batch.num_rows
         fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
         columns, extra = [], None
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
-            sized = self._size_column(name, col, cast)
+            sized = self._size_column(name, col, cast, typed)
             if sized is not None:
                 columns.append(sized)
                 continue
+            import pyarrow.compute as pc  # only for the types C does not size
+
             length = self._column_length(name, col)
             extra = length if extra is None else pc.add(extra, length)
         if extra is not None:
             extra = extra.buffers()[1][extra.offset * 8 : (extra.offset + n) * 8]
         return memoryview(_native.arrow_sizes(n, fixed, columns, extra)).cast("q")
+
+    def _native_cells(
+        self, batch: Any, offset: int, typed: bool
+    ) -> tuple[Any, Any, dict[int, int]]:
+        """(sizes, the rows as a `RowBlock`, the first misfit column of each misfit row)."""
+        cast: dict[str, Any] = {}
+        sizes = self._native_sizes(batch, cast, typed)
+        columns, bad_at = [], {}
+        for j, name in enumerate(self.header):
+            col = batch.column(batch.schema.get_field_index(name))
+            column, bad = self._cell_column(name, col, cast, typed)
+            columns.append(column)
+            for i in bad:
+                bad_at.setdefault(i, j)
+        return sizes, _native.arrow_rows(batch.num_rows, offset, columns), bad_at
 
     def _native_blocks(self) -> Iterator[tuple[Any, Any, dict[int, ItemRow]]]:
         """Per record batch: (its rows as a `RowBlock`, their sizes, misfit rows by index)."""
@@ -449,19 +474,10 @@ class ParquetReader:
                     f"{self._uri}: cannot read Parquet past row {offset} ({exc})"
                 ) from None
             n = batch.num_rows
-            cast: dict[str, Any] = {}
-            sizes = self._native_sizes(batch, cast)
-            columns, bad_at = [], {}
-            for j, name in enumerate(header):
-                col = batch.column(batch.schema.get_field_index(name))
-                column, bad = self._cell_column(name, col, cast)
-                columns.append(column)
-                for i in bad:
-                    bad_at.setdefault(i, j)
             try:
-                block = _native.arrow_rows(n, offset, columns)
-            except ValueError:  # pragma: no cover - guarded by _cell_column's checks
-                raise SourceError(f"{self._uri}: unreadable values near row {offset}") from None
+                sizes, block, bad_at = self._native_cells(batch, offset, True)
+            except ValueError:  # a date or decimal the core leaves to Arrow's cast
+                sizes, block, bad_at = self._native_cells(batch, offset, False)
             bad_rows: dict[int, ItemRow] = {}
             for i, j in sorted(bad_at.items()):
                 name = header[j]
@@ -553,16 +569,6 @@ class ParquetReader:
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
-
-
-def _dates_in_range(col: Any) -> bool:
-    """True when every date of a date32 column is in years 1000-9999 (the native core's)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    bounds = pc.min_max(col.cast(pa.int32()))
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    return low is None or (_DATE32_LOW <= low and high <= _DATE32_HIGH)
 
 
 def _plain(value: Any) -> Any:

@@ -177,8 +177,8 @@ class JsonlReader:
             for got in cutter.take(block, sizes, start, len(block)):
                 yield emit(got)
             line += lines
-        if (got := cutter.flush()) is not None:
-            yield emit(got)
+        if (last := cutter.flush()) is not None:
+            yield emit(last)
         if self.first_keys is None:
             self.first_keys = []
 

@@ -449,7 +449,8 @@ class ParquetReader:
         """(sizes, the rows as a `RowBlock`, the first misfit column of each misfit row)."""
         cast: dict[str, Any] = {}
         sizes = self._native_sizes(batch, cast, typed)
-        columns, bad_at = [], {}
+        columns: list[tuple[Any, ...]] = []
+        bad_at: dict[int, int] = {}
         for j, name in enumerate(self.header):
             col = batch.column(batch.schema.get_field_index(name))
             column, bad = self._cell_column(name, col, cast, typed)
@@ -520,8 +521,8 @@ class ParquetReader:
                 start = i + 1
             for got in cutter.take(block, sizes, start, len(block)):
                 yield emit(got)
-        if (got := cutter.flush()) is not None:
-            yield emit(got)
+        if (last := cutter.flush()) is not None:
+            yield emit(last)
 
     def read_batches_python(self, batcher: Batcher) -> Iterator[Batch]:
         """The batches `batcher.add` would cut from the rows, cut a record batch at a time.

@@ -873,3 +873,58 @@ def test_asl_and_template_emit_the_reader_config_asked_for(tmp_path, command):
     found = re.findall(r'"ReaderConfig":\s*(\{[^}]*\})', text)
     assert [json.loads(f) for f in found] == [{"InputType": "PARQUET", "MaxItems": 9}]
     assert '"InputType": "PARQUET"' in text.split('"BatchInput"')[1][:400]
+
+
+@pytest.mark.parametrize("kind", ["CSV", "JSON", "JSONL", "PARQUET", "MANIFEST"])
+def test_max_items_is_1_to_100_million_for_every_input_type(kind, tmp_path, run_cli):
+    """ReaderConfig MaxItems: 1..100,000,000 whatever the InputType (docs/aws-facts.md,
+    ItemReader) -- in the generated ASL, the spec's [input] and `--max-items`, where 0
+    once read as "no limit"."""
+    from importer.aws.statemachine import reader_config
+
+    extra = {"data_type": "JSONL"} if kind == "MANIFEST" else {}
+    assert reader_config(kind, max_items=100_000_000, **extra)["MaxItems"] == 100_000_000
+    for bad in (0, 100_000_001):
+        with pytest.raises(ValueError, match="MaxItems must be 1..100,000,000"):
+            reader_config(kind, max_items=bad, **extra)
+    with pytest.raises(SpecError, match="input.max_items: expected 1 to 100,000,000"):
+        parse_spec({**BENCH_SPEC, "input": {"type": kind, "max_items": 100_000_001}})
+    source = tmp_path / "p.jsonl"
+    source.write_text('{"sku":"a"}\n', encoding="utf-8")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(BENCH_SPEC), encoding="utf-8")
+    for bad in ("0", "100000001"):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli("validate", source, spec=spec, max_items=bad)
+        assert exit_info.value.code == 2
+
+
+def test_max_items_on_the_command_line_is_refused_in_one_line(tmp_path, capsys):
+    from importer.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["validate", str(tmp_path / "p.jsonl"), "--max-items", "0"])
+    err = capsys.readouterr().err
+    assert "ReaderConfig MaxItems is 1 to 100,000,000 for every input type, got 0" in err
+    assert "Traceback" not in err
+
+
+def test_a_jsonl_line_s_size_leaves_out_the_whitespace_around_it():
+    """An item's size is its compact JSON: spaces or a CR around a line do not count,
+    whether the line is parsed with its neighbours (C, or Python's block) or alone."""
+    lines = [b'{"sku":"a","qty":1}', b'{"sku":"b","qty":2}']
+    plain = b"\n".join(lines) + b"\n"
+    spaced = b"\n".join(b"  " + line + b" \r" for line in lines) + b"\n"
+    broken = spaced + b"{not json\n"  # a bad line: its block is parsed line by line
+
+    def sizes(data: bytes, native: bool) -> list[int]:
+        reader = JsonlReader(io.BytesIO(data), SPEC.needed_columns, SPEC.kinds)
+        batcher = Batcher(max_items=1, max_bytes=262_144, batch_input={})
+        read = reader.read_batches if native else reader.read_batches_python
+        return [b.input_bytes for b in read(batcher) if b.rows]
+
+    want = sizes(plain, True)
+    assert want == sizes(plain, False)
+    for data in (spaced, broken):
+        assert sizes(data, True) == want
+        assert sizes(data, False) == want

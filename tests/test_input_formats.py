@@ -928,3 +928,51 @@ def test_a_jsonl_line_s_size_leaves_out_the_whitespace_around_it():
     for data in (spaced, broken):
         assert sizes(data, True) == want
         assert sizes(data, False) == want
+
+
+def test_a_run_rejects_jsonl_lines_that_are_not_objects_by_line_and_loses_none(tmp_path):
+    """Through `importer run`'s reader (the native one, which leaves such lines to Python):
+    each bad line is a reject naming its line; the rest are written; counts add up."""
+    good = [json.dumps({"sku": f"S{i}", "name": "n", "qty": i}) for i in range(6)]
+    lines = [good[0], "[1,2]", good[1], '"text"', "", good[2], "{oops", good[3], "7"]
+    lines += [good[4], '{"sku":"S9","name":"n","qty":true}', good[5]]
+    source = tmp_path / "bad.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary, wires, rejects = _import(source, tmp_path)
+    assert summary["rows"] == 11 and summary["rejected"] == 5
+    assert summary["rows"] == len(wires) + summary["rejected"]
+    by_line = {int(r[0]): r for r in rejects[1:]}
+    assert sorted(by_line) == [2, 4, 7, 9, 11]
+    assert "not a JSON object: an array" in by_line[2]
+    assert "not a JSON object: a string" in by_line[4]
+    assert any("not valid JSON" in f for f in by_line[7])
+    assert "not a JSON object: a number" in by_line[9]
+    assert "expected integer, got a boolean" in by_line[11]
+
+
+def test_a_parquet_file_corrupt_after_its_first_row_groups_stops_with_one_line(
+    products, tmp_path, capsys
+):
+    """The footer reads, a later row group does not: the run stops with one line naming
+    the file and the row it reached (pyarrow reads ahead, so that row may be earlier)."""
+    import pyarrow.parquet as pq
+
+    data = bytearray(products["PARQUET"].read_bytes())
+    meta = pq.ParquetFile(products["PARQUET"]).metadata
+    group = meta.row_group(2).column(0)
+    start = group.dictionary_page_offset or group.data_page_offset
+    data[start : start + 64] = b"\xff" * 64  # the third row group's first page
+    bad = tmp_path / "corrupt.parquet"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(
+        SourceError, match=r"corrupt.parquet: cannot read Parquet past row \d+ "
+    ) as e:
+        _import(bad, tmp_path, batch_items=700)
+    assert "\n" not in str(e.value)
+    from importer.cli.main import main
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(BENCH_SPEC), encoding="utf-8")
+    assert main(["validate", str(bad), "--spec", str(spec), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read Parquet past row" in err[0], err

@@ -157,7 +157,7 @@ class ParquetReader:
         except FileNotFoundError:
             raise SourceError(f"{uri}: no such file") from None
         except (pa.ArrowException, OSError) as exc:
-            raise SourceError(f"{uri}: not a readable Parquet file ({exc})") from None
+            raise SourceError(f"{uri}: not a readable Parquet file ({_one_line(exc)})") from None
         self.schema = self._file.schema_arrow
         #: every column of the file: the keys of each item a child would see
         self.columns: list[str] = list(self.schema.names)
@@ -286,7 +286,7 @@ class ParquetReader:
                 return
             except (pa.ArrowException, OSError) as exc:
                 raise SourceError(
-                    f"{self._uri}: cannot read Parquet past row {offset} ({exc})"
+                    f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
                 ) from None
             sizes = self._sizes(batch)
             columns = [
@@ -472,7 +472,7 @@ class ParquetReader:
                 return
             except (pa.ArrowException, OSError) as exc:
                 raise SourceError(
-                    f"{self._uri}: cannot read Parquet past row {offset} ({exc})"
+                    f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
                 ) from None
             n = batch.num_rows
             try:
@@ -570,6 +570,11 @@ class ParquetReader:
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
+
+
+def _one_line(exc: BaseException) -> str:
+    """pyarrow's message on one line (its thrift errors end lines with newlines)."""
+    return " ".join(str(exc).split())
 
 
 def _plain(value: Any) -> Any:

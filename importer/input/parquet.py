@@ -153,7 +153,10 @@ class ParquetReader:
         self._batch_rows = batch_rows
         source = open_parquet_source(uri, s3_client)
         try:
-            self._file = pq.ParquetFile(source)
+            # pre_buffer (pyarrow's default) caches every column chunk it has read for
+            # the file's life: peak memory grew with the file (2.4x from 1M to 10M rows,
+            # benchmarks/bench_formats_memory.py); without it a row group at a time
+            self._file = pq.ParquetFile(source, pre_buffer=False)
         except FileNotFoundError:
             raise SourceError(f"{uri}: no such file") from None
         except (pa.ArrowException, OSError) as exc:

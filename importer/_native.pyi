@@ -14,6 +14,10 @@ def row_json_size(
 class TransformPlan:
     spec: Any
     header: tuple[str, ...]
+    #: per template: (column name, header index or -1), for the reject a template's
+    #: missing column makes
+    tpl_reject: list[tuple[str, int]]
+    ctx_key: Any
     def __init__(
         self,
         spec: Any,
@@ -24,6 +28,7 @@ class TransformPlan:
         blob: bytes,
         enums: list[Any],
     ) -> None: ...
+    def set_context(self, key: Any, tail1: bytes, tail2: bytes, base_size: int) -> None: ...
 
 def transform_rows(
     plan: TransformPlan,
@@ -81,6 +86,10 @@ class RecordReader(Iterator[Any]):
     ) -> None: ...
     def __next__(self) -> Any: ...
     def close(self) -> None: ...
+    @property
+    def padded_lines(self) -> list[int]: ...
+    @property
+    def truncated_lines(self) -> list[int]: ...
     def read_batch(
         self,
         max_items: int,

@@ -18,12 +18,15 @@ import pytest
 
 import importer
 from importer.aws import deploy, statemachine
-from importer.aws.deploy import PackageError, Target, build_package, render_template
+from importer.aws import package as lambda_package
+from importer.aws.deploy import render_template
+from importer.aws.package import PackageError, Target, build_package
+from importer.cli import deploy_commands
 from importer.input import batching
 
-NATIVE = deploy.native_extension()
-EXTENSIONS = deploy.native_extensions()
-TARGET = deploy.build_target()
+NATIVE = lambda_package.native_extension()
+EXTENSIONS = lambda_package.native_extensions()
+TARGET = lambda_package.build_target()
 
 
 def _tool(name: str) -> str | None:
@@ -286,7 +289,7 @@ def test_package_holds_the_importer_package_and_the_native_core(package):
         f"importer/{p.name}" for p in EXTENSIONS
     )
     assert {n.split("/")[1].split(".")[0] for n in names if n.endswith(".so")} == set(
-        deploy.EXTENSIONS
+        lambda_package.EXTENSIONS
     )
     assert all(n.startswith("importer/") for n in names)
     for bad in ("__pycache__", ".pyc", "tests/", "benchmarks/", "pyarrow", "polars", "boto3"):
@@ -338,14 +341,14 @@ def test_package_refuses_an_extension_for_another_runtime(tmp_path):
 def test_check_extension_reads_abi_tag_and_glibc(tmp_path):
     so = tmp_path / "_native.cpython-311-x86_64-linux-gnu.so"
     so.write_bytes(b"\x7fELF...GLIBC_2.2.5\x00GLIBC_2.14\x00")
-    deploy.check_extension(so, Target("python3.11", "x86_64"))
+    lambda_package.check_extension(so, Target("python3.11", "x86_64"))
     so.write_bytes(b"\x7fELF...GLIBC_2.2.5\x00GLIBC_2.34\x00")
     with pytest.raises(PackageError, match="glibc 2.34"):
-        deploy.check_extension(so, Target("python3.11", "x86_64"))
+        lambda_package.check_extension(so, Target("python3.11", "x86_64"))
     untagged = tmp_path / "_native.so"
     untagged.write_bytes(b"")
     with pytest.raises(PackageError, match="ABI tag"):
-        deploy.check_extension(untagged, Target("python3.11", "x86_64"))
+        lambda_package.check_extension(untagged, Target("python3.11", "x86_64"))
 
 
 def test_package_fails_clearly_without_the_native_extension(monkeypatch, tmp_path):
@@ -369,18 +372,20 @@ def test_handler_import_check_flags_module_level_heavy_imports(tmp_path):
     (pkg / "aws" / "handler.py").write_text("from importer import fast\nfrom ..spec import x\n")
     (pkg / "spec.py").write_text("import tomllib\n")
     files = {f"importer/{p.relative_to(pkg).as_posix()}": p for p in pkg.rglob("*.py")}
-    assert deploy.handler_third_party_imports(files) == {"boto3"}
+    assert lambda_package.handler_third_party_imports(files) == {"boto3"}
     (pkg / "spec.py").write_text("from importer.slow import pc\n")
-    assert deploy.handler_third_party_imports(files) == {"boto3", "pyarrow"}
+    assert lambda_package.handler_third_party_imports(files) == {"boto3", "pyarrow"}
     del files["importer/aws/handler.py"]
-    assert deploy.handler_third_party_imports(files) == set()
+    assert lambda_package.handler_third_party_imports(files) == set()
 
 
 def test_the_real_handler_needs_nothing_the_lambda_runtime_lacks():
-    files = deploy._package_files(Path(importer.__file__).resolve().parent, EXTENSIONS)
+    files = lambda_package._package_files(Path(importer.__file__).resolve().parent, EXTENSIONS)
     if "importer/aws/handler.py" not in files:
         pytest.skip("importer/aws/handler.py not written yet")
-    assert deploy.handler_third_party_imports(files) <= deploy.LAMBDA_RUNTIME_PROVIDES
+    assert (
+        lambda_package.handler_third_party_imports(files) <= lambda_package.LAMBDA_RUNTIME_PROVIDES
+    )
 
 
 # ------------------------------------------------------------------------- CLI
@@ -388,7 +393,7 @@ def test_the_real_handler_needs_nothing_the_lambda_runtime_lacks():
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="importer")
-    deploy.register(parser.add_subparsers(dest="command", required=True))
+    deploy_commands.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -467,7 +472,9 @@ def test_cli_asl_says_who_fills_the_placeholders(capsys):
     # every placeholder the note explains is one the template's substitutions fill
     left = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", captured.out))
     subs = render_template()["Resources"]["ImportCsvStateMachine"]["Properties"]
-    assert left == set(deploy.PLACEHOLDERS) and left <= set(subs["DefinitionSubstitutions"])
+    assert left == set(deploy_commands.PLACEHOLDERS) and left <= set(
+        subs["DefinitionSubstitutions"]
+    )
 
 
 def test_cli_asl_fills_placeholders_by_hand(capsys):

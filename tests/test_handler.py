@@ -10,7 +10,8 @@ import boto3
 import pytest
 
 from importer.aws.handler import BatchFailed, EventError, handle_event
-from importer.dynamodb.client import Boto3DynamoClient, DynamoError
+from importer.dynamodb.client import Boto3DynamoClient
+from importer.dynamodb.errors import DynamoError
 from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC, scan_all
 
 

@@ -1,7 +1,7 @@
 """`importer._http`: a request and its answer in C, one at a time or side by side.
 
 The C reader takes only the usual answer to its end and hands anything else
-to the general parser (`importer.dynamodb.client._read_response`) with the bytes it
+to the general parser (`importer.dynamodb.http_exchange.read_response`) with the bytes it
 received, so every answer -- any bytes at all -- must come out of the native
 path exactly as the general parser reads it from the same stream: the same
 tuple, or the same exception with the same message.
@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from importer import _http
-from importer.dynamodb import client as dynamo
-from importer.dynamodb.client import DynamoError, HttpDynamoClient, Reply
+from importer.dynamodb import http_exchange
+from importer.dynamodb.api import Reply
+from importer.dynamodb.client import HttpDynamoClient
+from importer.dynamodb.errors import DynamoError
 from tests.support.ddb_server import DdbServer
 
 pytestmark = pytest.mark.skipif(
@@ -46,7 +48,7 @@ def _general(raw: bytes, unread: bytes = b"", piece: int = 1 << 20):
     """What the general parser makes of `raw` arriving in `piece`-sized reads."""
     stream = io.BytesIO(raw)
     try:
-        return dynamo._read_response(lambda n: stream.read(min(n, piece)), unread)
+        return http_exchange.read_response(lambda n: stream.read(min(n, piece)), unread)
     except Exception as exc:  # noqa: BLE001 - compared as type and message
         return (type(exc), str(exc))
 
@@ -56,7 +58,7 @@ def _native(raw: bytes, unread: bytes = b"", pieces: int = 1):
     then closes; the request it read first must be the one sent."""
     a, b = _blocking_pair()
     with a, b:
-        conn = dynamo._Conn(a, native=True)
+        conn = http_exchange.Conn(a, native=True)
         conn.unread = unread
 
         def peer() -> None:
@@ -72,7 +74,7 @@ def _native(raw: bytes, unread: bytes = b"", pieces: int = 1):
         t = threading.Thread(target=peer)
         t.start()
         try:
-            status, data, crc, keep_alive = dynamo._native_answer(
+            status, data, crc, keep_alive = http_exchange.native_answer(
                 conn, _http.exchange(a.fileno(), b"REQUEST", unread)
             )
             out = (status, data, crc, keep_alive, conn.unread)
@@ -212,8 +214,8 @@ def test_exchange_many_answers_each_as_exchange_does_in_any_order() -> None:
     assert 0.45 <= waited < 3  # (the clock counts whole milliseconds)
     assert got[0][:4] == (200, OK, b"123", True)
     assert got[1][0] is None and got[1][2] == 0  # the general parser reads on from here
-    conn = dynamo._Conn(pairs[1][0], native=True)
-    assert dynamo._native_answer(conn, got[1]) == (200, b"hello", None, True)
+    conn = http_exchange.Conn(pairs[1][0], native=True)
+    assert http_exchange.native_answer(conn, got[1]) == (200, b"hello", None, True)
     assert got[2][0] is None and got[2][2] in (104, 0)  # ECONNRESET (or an EOF)
     assert got[3][:4] == (400, b"{}", None, False)
     assert got[4] == (None, b"", 11)  # EAGAIN: no byte for the whole timeout
@@ -255,9 +257,9 @@ def test_a_send_to_a_closed_peer_fails_as_python_would() -> None:
     b.close()
     with a:
         answer = _http.exchange(a.fileno(), b"x" * 100_000, b"")
-        conn = dynamo._Conn(a, native=True)
-        with pytest.raises((BrokenPipeError, dynamo._NothingReceived)):
-            dynamo._native_answer(conn, answer)
+        conn = http_exchange.Conn(a, native=True)
+        with pytest.raises((BrokenPipeError, http_exchange.NothingReceived)):
+            http_exchange.native_answer(conn, answer)
 
 
 # --------------------------------------------------------------------------- the client

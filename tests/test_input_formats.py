@@ -682,7 +682,7 @@ class _FailAfter:
         self.inner, self.n = inner, n
 
     def write_batch(self, items):
-        from importer.dynamodb.retry import WriterFatalError
+        from importer.dynamodb.errors import WriterFatalError
 
         if self.n <= 0:
             raise WriterFatalError("credentials expired")
@@ -698,7 +698,7 @@ def test_a_manifest_import_resumes_where_it_stopped(products, tmp_path):
     batches not done (numbered across the objects), and the table ends as one run leaves it."""
     import boto3
 
-    from importer.dynamodb.retry import WriterFatalError
+    from importer.dynamodb.errors import WriterFatalError
     from tests.support.ddb_server import DdbServer
 
     lines = jsonl_lines(products["CSV"].read_bytes(), KINDS)[:900]

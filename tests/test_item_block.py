@@ -205,7 +205,8 @@ def test_the_writer_sends_a_blocks_requests_as_it_sends_a_list() -> None:
             self.bodies: list[bytes] = []
 
         def post(self, operation: str, body: bytes) -> Any:
-            from importer.dynamodb.client import ALL_PROCESSED, Reply
+            from importer.dynamodb.api import Reply
+            from importer.dynamodb.client import ALL_PROCESSED
 
             self.bodies.append(body)
             return Reply(raw=ALL_PROCESSED)

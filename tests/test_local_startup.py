@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.dynamodb.client import _plain_local_setup
+from importer.dynamodb.credentials import plain_local_setup
 from tests.conftest import PRODUCT_SPEC
 from tests.support.ddb_server import DdbServer
 
@@ -34,29 +34,29 @@ def clean_env(monkeypatch):
 
 def test_the_environment_alone_decides_only_when_boto3_would_decide_the_same(clean_env):
     env = clean_env
-    assert _plain_local_setup("http://127.0.0.1:9") is None  # no keys
+    assert plain_local_setup("http://127.0.0.1:9") is None  # no keys
     env.setenv("AWS_ACCESS_KEY_ID", "AKID")
-    assert _plain_local_setup("http://127.0.0.1:9") is None  # half a key: boto3 says why
+    assert plain_local_setup("http://127.0.0.1:9") is None  # half a key: boto3 says why
     env.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    creds, url = _plain_local_setup("http://127.0.0.1:9")
+    creds, url = plain_local_setup("http://127.0.0.1:9")
     assert (creds.access_key, creds.secret_key, creds.token, url) == (
         "AKID",
         "s",
         None,
         "http://127.0.0.1:9",
     )
-    assert _plain_local_setup("https://dynamodb.eu-west-1.amazonaws.com") is None
-    assert _plain_local_setup(None) is None  # boto3 resolves the endpoint
+    assert plain_local_setup("https://dynamodb.eu-west-1.amazonaws.com") is None
+    assert plain_local_setup(None) is None  # boto3 resolves the endpoint
     env.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:7")
-    assert _plain_local_setup(None)[1] == "http://127.0.0.1:7"
+    assert plain_local_setup(None)[1] == "http://127.0.0.1:7"
     env.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8")
-    assert _plain_local_setup(None)[1] == "http://127.0.0.1:8"
+    assert plain_local_setup(None)[1] == "http://127.0.0.1:8"
     env.setenv("AWS_SESSION_TOKEN", "tok")
-    assert _plain_local_setup(None)[0].get_frozen_credentials().token == "tok"
+    assert plain_local_setup(None)[0].get_frozen_credentials().token == "tok"
     env.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
-    assert _plain_local_setup(None) is None
+    assert plain_local_setup(None) is None
     env.setenv("AWS_CREDENTIAL_EXPIRATION", "2030-01-01T00:00:00Z")
-    assert _plain_local_setup("http://127.0.0.1:9") is None  # refreshable: boto3's
+    assert plain_local_setup("http://127.0.0.1:9") is None  # refreshable: boto3's
 
 
 def test_a_local_run_writes_without_importing_boto3(tmp_path: Path):
@@ -72,7 +72,8 @@ def test_a_local_run_writes_without_importing_boto3(tmp_path: Path):
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
         print("LOADED", loaded)
         # nor the modules that only add other commands
-        extras = ("deploy", "plan", "sync", "local_stack", "spec_draft")
+        extras = ("aws.deploy", "aws.package", "cli.deploy_commands", "cli.plan", "mbc.sync",
+                  "cli.local_stack", "cli.spec_draft")
         print("EXTRAS", sorted(m for m in extras if "importer." + m in sys.modules))
         sys.exit(code)
         """

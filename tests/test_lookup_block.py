@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importer import _native
-from importer.dynamodb.client import DynamoError, Reply
+from importer.dynamodb.api import Reply
+from importer.dynamodb.errors import DynamoError
 from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup
 from importer.dynamodb.pacing import Pacer

@@ -65,7 +65,7 @@ class _Answers:
         self.raw, self.calls = raw, 0
 
     def post(self, operation, body):
-        from importer.dynamodb.client import Reply
+        from importer.dynamodb.api import Reply
 
         self.calls += 1
         return Reply(raw=self.raw)

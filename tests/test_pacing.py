@@ -15,15 +15,9 @@ import time
 
 import pytest
 
-from importer.dynamodb.capacity_units import (
-    ItemSizeError,
-    attribute_size,
-    item_read_units,
-    item_size,
-    item_size_of,
-    item_write_units,
-)
+from importer.dynamodb.capacity_units import item_read_units, item_write_units
 from importer.dynamodb.pacing import Pacer, PacerTuning
+from importer.item_size import ItemSizeError, attribute_size, item_size, item_size_of
 from tests.support.pacing_sim import FakeClock, SimTable, simulate
 
 FAULT_MIX = dict(throttle=0.2, unprocessed=0.2, server_error=0.05, drop=0.02)

@@ -31,7 +31,7 @@ import pytest
 
 from importer.aws.stream_handler import is_command_insert
 from importer.cli.main import EXIT_PARTIAL, main
-from importer.dynamodb.retry import WriterFatalError
+from importer.dynamodb.errors import WriterFatalError
 from importer.mbc.sync import SyncOrder
 from importer.records import PreparedItem
 from importer.run import batch_unit

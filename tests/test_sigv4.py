@@ -239,7 +239,7 @@ def test_paths_and_host_headers_match_botocore():
     from botocore.auth import _host_from_url
     from botocore.utils import normalize_url_path
 
-    from importer.dynamodb.client import host_header
+    from importer.dynamodb.http_exchange import host_header
     from importer.dynamodb.sigv4 import normalize_path
 
     for path in [

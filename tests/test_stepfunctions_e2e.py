@@ -26,7 +26,8 @@ from importer.aws.statemachine import (
     RESULT_BUCKET_PLACEHOLDER,
     import_csv_definition,
 )
-from importer.dynamodb.client import Boto3DynamoClient, DynamoError
+from importer.dynamodb.client import Boto3DynamoClient
+from importer.dynamodb.errors import DynamoError
 from importer.input.batching import AWS_MAX_INPUT_BYTES, cut_batches
 from importer.input.options import CsvOptions
 from importer.input.source import CsvReader

@@ -17,6 +17,7 @@ from unittest import mock
 
 import pytest
 
+from importer.cli.exit_codes import EXIT_PARTIAL
 from importer.cli.main import main
 from importer.mbc.data_sync import load_handlers
 from importer.mbc.sync import sync_tables
@@ -211,6 +212,35 @@ def test_sync_cli_counts_and_errors(tmp_path, capsys):
         assert main(["sync", "--table", "dev-shop-missing-command"]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "'dev-shop-missing-command' does not exist" in err
+
+
+def test_sync_cli_exit_follows_the_one_rule_a_command_left_unapplied_is_3(
+    tmp_path, monkeypatch, capsys
+):
+    """A handler that refuses a command leaves a row that needs a look: exit 3, as `run` says
+    for a failed row (sync had its own rule and said 1, which reads as "nothing happened")."""
+    from moto import mock_aws
+
+    (tmp_path / "refusing_sync.py").write_text(
+        "def mirror(command, ctx):\n"
+        "    if command.sk == 'PRODUCT#R1@1':\n"
+        "        raise RuntimeError('downstream refused')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with mock_aws():
+        import boto3
+
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        t = create_module(ddb, "dev-shop-", "product")
+        ddb.put_item(TableName=t["command"], Item=command_item("R1", 1, "r", "1"))
+        ddb.put_item(TableName=t["command"], Item=command_item("K1", 1, "k", "1"))
+        code = main(["sync", "--table", t["command"], "--handlers", "refusing_sync:mirror"])
+        captured = capsys.readouterr()
+    assert code == EXIT_PARTIAL
+    assert "failed 1" in captured.out
+    assert (
+        captured.err == "importer: failed: PRODUCT#acme PRODUCT#R1@1: mirror: downstream refused\n"
+    )
 
 
 @pytest.mark.parametrize("tz_name", ["Asia/Tokyo"])

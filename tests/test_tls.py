@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from importer.dynamodb.client import DynamoError, HttpDynamoClient  # noqa: E402
+from importer.dynamodb.client import HttpDynamoClient  # noqa: E402
+from importer.dynamodb.errors import DynamoError  # noqa: E402
 from tests.conftest import http_ok, read_http_request  # noqa: E402
 
 ANSWER = b'{"UnprocessedItems":{}}'

@@ -18,7 +18,7 @@ import boto3
 import pytest
 import urllib3
 
-from importer.dynamodb.client import ErrorKind, classify
+from importer.dynamodb.errors import ErrorKind, classify
 from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.retry import (
     RetryPolicy,
@@ -530,11 +530,11 @@ def test_chunks_equal_the_plain_greedy_split(session):
 def test_read_response_variants():
     import io
 
-    from importer.dynamodb.client import _BadResponse, _read_response
+    from importer.dynamodb.http_exchange import BadResponse, read_response
 
     def rd(raw: bytes, piece: int = 1 << 20):
         stream = io.BytesIO(raw)
-        return _read_response(lambda n: stream.read(min(n, piece)))[:4]
+        return read_response(lambda n: stream.read(min(n, piece)))[:4]
 
     # the same answers however the bytes arrive
     for piece in (1, 3, 7):
@@ -563,7 +563,7 @@ def test_read_response_variants():
         b"HTTP/1.1 200 OK\r\nContent-Len",
         b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
     ):
-        with pytest.raises((_BadResponse, ValueError)):
+        with pytest.raises((BadResponse, ValueError)):
             rd(bad)
 
 
@@ -589,12 +589,12 @@ def test_at_most_workers_connections(srv, session):
 def test_read_response_keeps_what_follows_the_answer():
     import io
 
-    from importer.dynamodb.client import _read_response
+    from importer.dynamodb.http_exchange import read_response
 
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 204 No\r\n\r\n"
-    first = _read_response(io.BytesIO(raw).read)
+    first = read_response(io.BytesIO(raw).read)
     assert first == (200, b"{}", None, True, b"HTTP/1.1 204 No\r\n\r\n")
-    assert _read_response(io.BytesIO(b"").read, first[4]) == (204, b"", None, True, b"")
+    assert read_response(io.BytesIO(b"").read, first[4]) == (204, b"", None, True, b"")
 
 
 def test_a_kept_alive_connection_the_server_closed_after_answering_is_resent_at_once():
@@ -646,13 +646,13 @@ def test_a_large_answer_in_small_reads_is_read_whole():
     import io
     import time
 
-    from importer.dynamodb.client import _read_response
+    from importer.dynamodb.http_exchange import read_response
 
     body = bytes(range(256)) * (1 << 16)  # 16 MB
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"next"
     stream = io.BytesIO(raw)
     started = time.process_time()
-    status, data, _crc, _alive, rest = _read_response(lambda n: stream.read(min(n, 4096)))
+    status, data, _crc, _alive, rest = read_response(lambda n: stream.read(min(n, 4096)))
     spent = time.process_time() - started
     assert (status, data == body, rest) == (200, True, b"next")
     # re-copying the buffer on every read took 2 s of CPU here; joined once, 0.07 s

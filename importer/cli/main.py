@@ -22,30 +22,19 @@ from typing import Any
 
 from importer import __version__
 from importer.cli.console import Progress, print_summary
+from importer.cli.exit_codes import (
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_PIPE,
+    EXIT_USAGE,
+    exit_code,
+)
 from importer.cli.options import add_batch_options, add_reader_options
 from importer.modes.stage import DEFAULT_MODE, MODES
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_INTERRUPTED = 130
-#: 128 + SIGPIPE, what a tool killed by a closed pipe reports
-EXIT_PIPE = 141
-
-
-def exit_code(summary: Any) -> int:
-    """0 when nothing needs a look, 3 when some rows do (the one place this is decided).
-
-    Rows that exist already (insert mode) are what re-running an import is
-    expected to meet, as `--max-rejects` already treats them: a re-run that
-    changed nothing is a success, not a partial failure.  Bad data,
-    duplicates, strict-mode conflicts and failed writes do need a look.
-    """
-    needs_look = summary.rejected - summary.existing
-    return EXIT_PARTIAL if needs_look or summary.failed else EXIT_OK
 
 
 def _report_path(source: str, given: str | None, suffix: str) -> Path:
@@ -249,16 +238,15 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         _describe_subcommands(parser)
         return parser
     try:
-        from importer.aws import deploy
+        from importer.cli import deploy_commands
     except ImportError:
-        deploy = None
-    if deploy is not None:
-        deploy.register(sub)
-    from importer.cli import local_stack, plan, spec_draft
-    from importer.mbc import sync
+        pass
+    else:
+        deploy_commands.register(sub)
+    from importer.cli import local_stack, plan, spec_draft, sync_command
 
     plan.register(sub)
-    sync.register(sub)
+    sync_command.register(sub)
     local_stack.register(sub)
     spec_draft.register(sub)
     _describe_subcommands(parser)
@@ -276,8 +264,8 @@ def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
             continue
         helps = {choice.dest: choice.help for choice in action._choices_actions}
         for name, sub in action.choices.items():
-            if not sub.description and helps.get(name):
-                text = helps[name]
+            text = helps.get(name)
+            if not sub.description and text:
                 sub.description = text[0].upper() + text[1:] + "."
             _describe_subcommands(sub)
 
@@ -451,7 +439,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _fatal_types() -> tuple[type[BaseException], ...]:
-    from importer.dynamodb.retry import WriterFatalError
+    from importer.dynamodb.errors import WriterFatalError
     from importer.input.batching import BatchLimitError
     from importer.input.source import SourceError
     from importer.run.checkpoint import CheckpointError
@@ -531,7 +519,7 @@ def _relax_cyclic_gc(threshold: int = 10_000) -> None:
 
 def _printable(exc: BaseException) -> str:
     """An error fit to print: credentials in any URL masked; an OSError names its file."""
-    from importer.dynamodb.client import redact
+    from importer.dynamodb.errors import redact
 
     text = str(exc)
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:

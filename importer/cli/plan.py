@@ -242,7 +242,7 @@ def describe_capacity(
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-    from importer.dynamodb.client import missing_table_message, unreachable_message
+    from importer.dynamodb.errors import missing_table_message, unreachable_message
     from importer.dynamodb.region import default_region
 
     region = default_region(region)

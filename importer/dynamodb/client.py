@@ -1,11 +1,10 @@
-"""The one DynamoDB client: sign, pool, `post(operation, body)`, map errors.
+"""The DynamoDB clients: sign, pool, `post(operation, body)`.
 
 Everything importer sends to DynamoDB -- BatchWriteItem, BatchGetItem,
-TransactWriteItems, DescribeTable -- goes through `DynamoClient.post`, which
-takes a JSON-1.0 body as bytes and returns a `Reply`, or raises `DynamoError`
-whose `kind` says what the caller may do about it (`ErrorKind`).  Deciding
-"retry, slow down, give up on this item, or stop the run" therefore happens in
-`classify` and nowhere else.
+TransactWriteItems, DescribeTable -- goes through `DynamoClient.post`
+(`importer.dynamodb.api`), which takes a JSON-1.0 body as bytes and returns a
+`Reply`, or raises `DynamoError` whose `kind` says what the caller may do about it
+(`importer.dynamodb.errors`); whether to send again is `importer.dynamodb.retry`'s.
 
 Two implementations share that surface:
 
@@ -16,7 +15,8 @@ Two implementations share that surface:
   included).  On plain TCP a request is one call into C (`importer._http`):
   the send and the whole usual answer happen with the GIL let go once, on a
   blocking socket whose timeouts the kernel keeps; an unusual answer (chunked,
-  1xx, no Content-Length, ...) is read on by the general parser here, as TLS
+  1xx, no Content-Length, ...) is read on by the general parser
+  (`importer.dynamodb.http_exchange`), as TLS
   answers are.  A 200 answer is handed back as raw bytes: the batch writer's
   usual all-processed answer is never JSON-parsed.
 * `Boto3DynamoClient`: the same calls through a boto3 client.  It is the
@@ -30,25 +30,41 @@ honoured exactly as every AWS SDK honours them.
 
 from __future__ import annotations
 
-import enum
 import json
-import os
 import queue
-import re
-import select
 import socket
 import ssl
 import struct
-import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from importer import _http
-from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError
+from importer.dynamodb.api import DynamoClient, Reply
+from importer.dynamodb.credentials import load_credentials, plain_local_setup
+from importer.dynamodb.errors import (
+    DynamoError,
+    ErrorKind,
+    WriterFatalError,
+    fatal_message,
+    missing_table_message,
+    one_line,
+    safe_url,
+)
+from importer.dynamodb.http_exchange import (
+    IDLE_CHECK_SECONDS,
+    KERNEL_TIMEOUTS,
+    BadResponse,
+    Conn,
+    NothingReceived,
+    host_header,
+    native_answer,
+    read_response,
+)
+from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
 from importer.dynamodb.sigv4 import SigV4Signer, c_signing
 
 try:
@@ -62,19 +78,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_PROCESSED",
     "Boto3DynamoClient",
-    "DynamoClient",
-    "DynamoError",
-    "ErrorKind",
     "HttpDynamoClient",
-    "Reply",
-    "call",
     "check_command_table",
-    "classify",
     "describe_table",
-    "one_line",
-    "redact",
-    "safe_url",
-    "should_retry",
+    "resolve_endpoint",
 ]
 
 TARGET_PREFIX = "DynamoDB_20120810."
@@ -84,494 +91,11 @@ _CONTENT_TYPE = "application/x-amz-json-1.0"
 _USER_AGENT = "importer/1.0"
 
 
-def one_line(text: Any, limit: int = 300) -> str:
-    """A message squeezed onto one line of at most `limit` characters."""
-    text = redact(" ".join(str(text).split()))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ErrorKind(enum.Enum):
-    """What a failed call means for the caller."""
-
-    #: retrying cannot help and every later call would fail alike: stop the run
-    FATAL = "fatal"
-    #: the service asks us to slow down: retry, and tell the pacer
-    THROTTLED = "throttled"
-    #: a transient server or transport failure: retry
-    RETRYABLE = "retryable"
-    #: no connection could be opened: retry, but an endpoint never reached is fatal
-    CONNECT = "connect"
-    #: the request itself was refused (validation): not retried, split to find the culprit
-    CLIENT = "client"
-
-
-#: The service asks us to slow down.
-THROTTLING_CODES: frozenset[str] = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "SlowDown",
-        "LimitExceededException",
-    }
-)
-#: Server-side or transient failures.
-TRANSIENT_CODES: frozenset[str] = frozenset(
-    {
-        "InternalServerError",
-        "InternalFailure",
-        "InternalError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "TransactionInProgressException",
-        "PriorRequestNotComplete",
-        # transport failures (no answer, or an unusable one)
-        "ConnectionError",
-        "ReadTimeoutError",
-        "ProtocolError",
-        "CRC32Mismatch",
-        "MalformedResponse",
-    }
-)
-#: Credentials, a missing table, an operation the endpoint does not implement.
-FATAL_CODES: frozenset[str] = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "IncompleteSignatureException",
-        "MissingAuthenticationTokenException",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "AccessDeniedException",
-        "AccessDenied",
-        "ExpiredTokenException",
-        "ExpiredToken",
-        "ResourceNotFoundException",
-        "UnknownOperationException",
-    }
-)
-
-
-#: Transport failures: the request got no answer at all (nothing says what was stored).
-LOST_CODES: frozenset[str] = frozenset({"ConnectionError", "ReadTimeoutError", "ProtocolError"})
-
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
-
-
-def redact(text: str) -> str:
-    """`text` with any credentials in a URL (`scheme://user:password@host`) masked."""
-    return _URL_CREDENTIALS.sub(r"\1***@", text)
-
-
-def safe_url(url: str | None) -> str:
-    """An endpoint URL fit to print: user and password, if any, masked."""
-    return redact(url or "")
-
-
-def classify(code: str, status: int) -> ErrorKind:
-    """The one place an error code (and HTTP status) becomes a decision."""
-    if code in FATAL_CODES or status in (401, 403):
-        return ErrorKind.FATAL
-    if code in THROTTLING_CODES or status == 429:
-        return ErrorKind.THROTTLED
-    if code in TRANSIENT_CODES or status >= 500:
-        return ErrorKind.RETRYABLE
-    return ErrorKind.CLIENT
-
-
-class DynamoError(Exception):
-    """A DynamoDB error answer, or a transport failure (code "ConnectionError").
-
-    `doc` is the parsed error body (for TransactionCanceledException it holds
-    `CancellationReasons`); `kind` is `classify(code, status)` unless the
-    transport knows better (a refused connection is `ErrorKind.CONNECT`).
-    """
-
-    def __init__(
-        self,
-        code: str,
-        message: str = "",
-        *,
-        status: int = 400,
-        doc: dict[str, Any] | None = None,
-        kind: ErrorKind | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.doc = doc or {}
-        self.kind = kind or classify(code, status)
-
-    def describe(self) -> str:
-        return f"{self.code}: {self.message}" if self.message else self.code
-
-
-class Reply:
-    """A 200 answer: `raw` bytes when the transport has them, `doc` parsed on demand."""
-
-    __slots__ = ("raw", "_doc")
-
-    def __init__(self, raw: bytes | None = None, doc: dict[str, Any] | None = None) -> None:
-        self.raw = raw
-        self._doc = doc
-
-    @property
-    def doc(self) -> dict[str, Any]:
-        if self._doc is None:
-            try:
-                doc = json.loads(self.raw) if self.raw else {}
-            except ValueError:
-                raise DynamoError(
-                    "MalformedResponse", "200 response body is not JSON", status=500
-                ) from None
-            if not isinstance(doc, dict):
-                # `[]` or `null`: an answer the client cannot read is not a success
-                raise DynamoError(
-                    "MalformedResponse",
-                    f"200 response body is a JSON {type(doc).__name__}, not an object",
-                    status=500,
-                )
-            self._doc = doc
-        return self._doc
-
-
-class DynamoClient(Protocol):
-    """What writers and lookups need of DynamoDB (thread-safe).
-
-    A client whose `sends_side_by_side` is true also has `post_many(operation,
-    bodies)` (see `HttpDynamoClient`); writers and lookups use it when present.
-    """
-
-    endpoint_url: str
-    region: str
-
-    def post(self, operation: str, body: bytes) -> Reply: ...
-
-    def answered(self) -> bool:
-        """True once any call got an HTTP answer (the endpoint is reachable)."""
-        ...
-
-    def fatal(self, error: DynamoError, table: str = "") -> WriterFatalError: ...
-
-    def close(self) -> None: ...
-
-
-def missing_table_message(table: str, endpoint: str | None, region: str | None) -> str:
-    """The one wording of "no such table", in every command (run, validate, plan, sync).
-
-    A user who mistyped a name sees the same line whichever command met it first,
-    naming the three things that decide which table is meant.
-    """
-    what = f"table {table!r}" if table else "the table"
-    where = safe_url(endpoint) or "AWS"
-    return f"{what} does not exist at {where} (region {region or 'us-east-1'})"
-
-
-def unreachable_message(endpoint: str | None, region: str | None, detail: str) -> str:
-    """The one wording of "nothing answers there", in every command (as for a missing table)."""
-    return (
-        f"cannot reach DynamoDB endpoint {safe_url(endpoint) or 'AWS'} "
-        f"(region {region or 'us-east-1'}): {redact(detail)}"
-    )
-
-
-def _fatal_message(error: DynamoError, endpoint: str, region: str, table: str) -> str:
-    endpoint = safe_url(endpoint)
-    where = f"at {endpoint} (region {region})"
-    if error.code == "ResourceNotFoundException":
-        return missing_table_message(table, endpoint, region)
-    if error.code == "UnknownOperationException":
-        op = error.doc.get("operation") or "this operation"
-        return f"the DynamoDB endpoint {endpoint} does not implement {op}" + (
-            " (strict mode needs TransactWriteItems: use --mode upsert)" if "Transact" in op else ""
-        )
-    return (
-        f"DynamoDB refused the request credentials {where} "
-        f"({error.code}: {error.message or 'no message'}); check AWS_PROFILE / "
-        "AWS_ACCESS_KEY_ID and the region"
-    )
-
-
-def _credentials(session: Any) -> Any:
-    try:
-        creds = session.get_credentials()
-    except Exception as exc:  # botocore raises many kinds while resolving
-        raise WriterFatalError(f"cannot load AWS credentials: {one_line(exc)}") from None
-    if creds is None:
-        raise WriterFatalError(
-            "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, or run where an IAM role is available)"
-        )
-    return creds
-
-
-class _EnvCredentials:
-    """Credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN)."""
-
-    __slots__ = ("access_key", "secret_key", "token")
-
-    def __init__(self, access_key: str, secret_key: str, token: str | None) -> None:
-        self.access_key, self.secret_key, self.token = access_key, secret_key, token
-
-    def get_frozen_credentials(self) -> _EnvCredentials:
-        return self
-
-
-def _plain_local_setup(endpoint_url: str | None) -> tuple[_EnvCredentials, str] | None:
-    """(credentials, endpoint) read from the environment alone, for a plain-HTTP endpoint.
-
-    A run against a local stand-in (moto, DynamoDB Local, the benchmarks'
-    endpoint) with keys in the environment resolves exactly what boto3 would:
-    the environment's keys come first in botocore's chain, and an endpoint in
-    the environment overrides the config file.  Importing boto3 and building a
-    session for it cost a quarter of a second of a short run's start.  Any
-    other set-up (a profile, an expiring or partial key, https, no endpoint
-    given) returns None and goes through boto3.
-    """
-    env = os.environ
-    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if not key or not secret or env.get("AWS_CREDENTIAL_EXPIRATION"):
-        return None
-    if not endpoint_url:
-        if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true":
-            return None
-        endpoint_url = env.get("AWS_ENDPOINT_URL_DYNAMODB") or env.get("AWS_ENDPOINT_URL")
-    if not endpoint_url or urlsplit(endpoint_url).scheme != "http":
-        return None
-    token = env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None
-    return _EnvCredentials(key, secret, token), endpoint_url
-
-
-def host_header(url: str) -> str:
-    """The Host header SigV4 signs for `url`: lowercase, no userinfo, default port left out."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    port = parts.port
-    if port is not None and port != {"http": 80, "https": 443}.get(parts.scheme):
-        host = f"{host}:{port}"
-    return host
-
-
 def resolve_endpoint(session: Any, region: str, endpoint_url: str | None) -> str:
     """`endpoint_url`, else botocore's choice (which reads AWS_ENDPOINT_URL[_DYNAMODB])."""
     if endpoint_url:
         return endpoint_url
     return session.client("dynamodb", region_name=region).meta.endpoint_url
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-#: Linux keeps send/receive timeouts on a blocking socket (SO_RCVTIMEO/SO_SNDTIMEO).
-_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
-
-
-class _BadResponse(Exception):
-    """The server's answer is not a usable HTTP/1.1 response (or it hung up)."""
-
-
-class _NothingReceived(_BadResponse):
-    """The peer hung up before the first byte of an answer (an idle keep-alive it closed)."""
-
-
-#: A keep-alive connection idle longer than this is checked before reuse (one select).
-_IDLE_CHECK_SECONDS = 1.0
-_RECV_SIZE = 65536
-_MAX_READ = 1 << 20
-_MAX_HEAD = 256 * 1024
-
-
-class _Conn:
-    """One keep-alive HTTP/1.1 connection: a socket plus what was received and not yet read."""
-
-    __slots__ = ("sock", "unread", "idle_since", "native", "fd")
-
-    def __init__(self, sock: socket.socket, native: bool = False) -> None:
-        self.sock = sock
-        self.unread = b""
-        self.idle_since = 0.0
-        # a plain blocking TCP socket whose timeouts the kernel keeps: its exchanges
-        # go through `importer._http` on the descriptor (`_send`)
-        self.native = native and type(sock) is socket.socket
-        self.fd = sock.fileno()
-
-    def is_dropped(self) -> bool:
-        """The peer closed (or sent something unasked) while the connection was idle."""
-        try:
-            return bool(select.select([self.sock], [], [], 0)[0])
-        except (OSError, ValueError):
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class _Received:
-    """The bytes of one answer as they arrive: whole reads, parsed with `find`, not per line.
-
-    A response usually arrives in one `recv`; reading it line by line through a
-    buffered file cost a Python call (and a GIL hand-off) per header.
-    """
-
-    __slots__ = ("recv", "data", "pos", "got_any")
-
-    def __init__(self, recv: Callable[[int], bytes], data: bytes = b"") -> None:
-        self.recv = recv
-        self.data = data
-        self.pos = 0
-        self.got_any = bool(data)
-
-    def _chunk(self, size: int = _RECV_SIZE) -> bytes:
-        """The next bytes from the peer (b"" at the end of the stream)."""
-        try:
-            chunk = self.recv(size)
-        except ConnectionResetError as exc:
-            if self.got_any:
-                raise _BadResponse(f"ConnectionResetError: {exc}") from None
-            raise _NothingReceived(f"ConnectionResetError: {exc}") from None
-        if chunk:
-            self.got_any = True
-        return chunk
-
-    def _fill(self) -> bool:
-        """Append one read to what is buffered (for the small parts: head, chunk sizes)."""
-        chunk = self._chunk()
-        if not chunk:
-            return False
-        self.data = self.data[self.pos :] + chunk
-        self.pos = 0
-        return True
-
-    def head(self) -> bytes:
-        """The status line and headers, up to the blank line (consumed)."""
-        while True:
-            data, pos = self.data, self.pos
-            crlf = data.find(b"\r\n\r\n", pos)
-            lf = data.find(b"\n\n", pos)
-            if crlf >= 0 and (lf < 0 or crlf < lf):
-                self.pos = crlf + 4
-                return data[pos:crlf]
-            if lf >= 0:
-                self.pos = lf + 2
-                return data[pos:lf]
-            if len(data) - pos > _MAX_HEAD:
-                raise _BadResponse("too many response headers")
-            if not self._fill():
-                if not self.got_any:
-                    raise _NothingReceived(
-                        "RemoteDisconnected: remote end closed connection without response"
-                    )
-                raise _BadResponse("connection closed inside the response headers")
-
-    def line(self) -> bytes:
-        while (end := self.data.find(b"\n", self.pos)) < 0:
-            if not self._fill():
-                raise _BadResponse("connection closed inside a chunked body")
-        out = self.data[self.pos : end + 1]
-        self.pos = end + 1
-        return out
-
-    def exactly(self, n: int) -> bytes:
-        need = n - (len(self.data) - self.pos)
-        if need > 0:
-            # a large body arrives in many reads: gathered, then joined once (appending
-            # each read to the buffer copied it again and again)
-            pieces = [self.data[self.pos :]]
-            while need > 0:
-                chunk = self._chunk(min(max(need, _RECV_SIZE), _MAX_READ))
-                if not chunk:
-                    have = n - need
-                    raise _BadResponse(f"IncompleteRead({have} bytes read, {n} expected)")
-                pieces.append(chunk)
-                need -= len(chunk)
-            self.data, self.pos = b"".join(pieces), 0
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def to_eof(self) -> bytes:
-        pieces = [self.data[self.pos :]]
-        while chunk := self._chunk():
-            pieces.append(chunk)
-        self.data, self.pos = b"", 0
-        return b"".join(pieces)
-
-    def rest(self) -> bytes:
-        return self.data[self.pos :]
-
-
-def _read_response(
-    recv: Callable[[int], bytes], unread: bytes = b""
-) -> tuple[int, bytes, bytes | None, bool, bytes]:
-    """(status, body, x-amz-crc32 value, keep_alive, bytes after the answer) of one response.
-
-    `recv(n)` is the socket's (b"" at end of stream); `unread` is what an
-    earlier read received beyond its own answer.
-    """
-    buf = _Received(recv, unread)
-    while True:
-        lines = buf.head().split(b"\n")
-        status_line = lines[0].rstrip(b"\r")
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise _BadResponse(f"bad status line {status_line[:80]!r}")
-        if len(lines) > 201:
-            raise _BadResponse("too many response headers")
-        status = int(parts[1])
-        keep_alive = parts[0] != b"HTTP/1.0"
-        length: int | None = None
-        chunked = False
-        crc = None
-        for h in lines[1:]:
-            name, sep, value = h.partition(b":")
-            if not sep:
-                raise _BadResponse("malformed response header")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-                if length < 0:
-                    raise _BadResponse("negative Content-Length")
-            elif name == b"x-amz-crc32":
-                crc = value.strip()
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                v = value.strip().lower()
-                keep_alive = v == b"keep-alive" or (keep_alive and v != b"close")
-        if 100 <= status < 200:
-            continue  # informational (100 Continue): the real answer follows
-        break
-    if chunked:
-        pieces = []
-        while True:
-            size = int(buf.line().split(b";", 1)[0], 16)
-            if size == 0:
-                while buf.line() not in (b"\r\n", b"\n"):
-                    pass  # trailers
-                break
-            pieces.append(buf.exactly(size + 2)[:size])
-        data = b"".join(pieces)
-    elif length is not None:
-        data = buf.exactly(length)
-    elif status in (204, 304):
-        data = b""
-    else:
-        data = buf.to_eof()
-        keep_alive = False
-    return status, data, crc, keep_alive, buf.rest()
 
 
 class HttpDynamoClient:
@@ -596,14 +120,14 @@ class HttpDynamoClient:
             raise ValueError("workers must be >= 1")
         self.region = region
         self.workers = workers
-        local = None if session is not None else _plain_local_setup(endpoint_url)
+        local = None if session is not None else plain_local_setup(endpoint_url)
         if local is not None:
             creds, endpoint_url = local
         else:
             import boto3
 
             session = session or boto3.Session()
-            creds = _credentials(session)
+            creds = load_credentials(session)
             endpoint_url = resolve_endpoint(session, region, endpoint_url)
         parts = urlsplit(endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -623,7 +147,7 @@ class HttpDynamoClient:
             self._ssl = ssl.create_default_context(cafile=bundle or get_cert_path(True))
         self._connect_timeout = connect_timeout
         self._read_timeout = timeout
-        self._free: list[_Conn] = []  # idle connections, LIFO (list.pop/append are atomic)
+        self._free: list[Conn] = []  # idle connections, LIFO (list.pop/append are atomic)
         # <= workers connections busy: a queue of tokens is a semaphore in C (the
         # threading one is Python code around a Condition, twice per request)
         self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
@@ -643,7 +167,7 @@ class HttpDynamoClient:
             + b"\r\nAccept-Encoding: identity\r\nContent-Length: "
         )
         #: `post_many` sends a group in one call into C (plain TCP, kernel-kept timeouts)
-        self.sends_side_by_side = self._ssl is None and _KERNEL_TIMEOUTS
+        self.sends_side_by_side = self._ssl is None and KERNEL_TIMEOUTS
 
     # ------------------------------------------------------------------ public
 
@@ -700,7 +224,7 @@ class HttpDynamoClient:
     ) -> list[Reply | DynamoError]:
         """One group of `post_many`, a slot each already taken."""
         out: list[Reply | DynamoError | None] = [None] * len(bodies)
-        conns: list[tuple[int, _Conn, bool]] = []  # (index, connection, new)
+        conns: list[tuple[int, Conn, bool]] = []  # (index, connection, new)
         for i in range(len(bodies)):
             conn = self._pooled()
             try:
@@ -743,7 +267,7 @@ class HttpDynamoClient:
         return self._answered
 
     def fatal(self, error: DynamoError, table: str = "") -> WriterFatalError:
-        return WriterFatalError(_fatal_message(error, self.endpoint_url, self.region, table))
+        return WriterFatalError(fatal_message(error, self.endpoint_url, self.region, table))
 
     def close(self) -> None:
         with self._lock:
@@ -785,14 +309,14 @@ class HttpDynamoClient:
             + b"\r\nAccept-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(body)
         )
 
-    def _connect(self) -> _Conn:
+    def _connect(self) -> Conn:
         sock = socket.create_connection(self._addr, timeout=self._connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._ssl is not None:
                 sock = self._ssl.wrap_socket(sock, server_hostname=self._addr[0])
                 sock.settimeout(self._read_timeout)
-            elif _KERNEL_TIMEOUTS:
+            elif KERNEL_TIMEOUTS:
                 # a blocking socket whose timeouts the kernel keeps: Python's own timeout
                 # polls before every send and receive (a syscall and a GIL hand-off each)
                 sock.settimeout(None)
@@ -800,13 +324,13 @@ class HttpDynamoClient:
                 tv = struct.pack("ll", int(whole), int(frac * 1e6) or (0 if whole else 1))
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-                return _Conn(sock, native=True)
+                return Conn(sock, native=True)
             else:
                 sock.settimeout(self._read_timeout)
         except BaseException:
             sock.close()
             raise
-        return _Conn(sock)
+        return Conn(sock)
 
     def _exchange(
         self, head: bytes, body: bytes, operation: str
@@ -823,7 +347,7 @@ class HttpDynamoClient:
 
     def _answer_on(
         self,
-        conn: _Conn,
+        conn: Conn,
         fresh: bool,
         operation: str,
         head: bytes,
@@ -840,7 +364,7 @@ class HttpDynamoClient:
 
     def _attempt(
         self,
-        conn: _Conn,
+        conn: Conn,
         fresh: bool,
         operation: str,
         head: bytes,
@@ -854,8 +378,8 @@ class HttpDynamoClient:
             if answer is None:
                 status, data, crc, keep_alive = self._send(conn, head, body)
             else:
-                status, data, crc, keep_alive = _native_answer(conn, answer)
-        except (_NothingReceived, BrokenPipeError, ConnectionResetError) as exc:
+                status, data, crc, keep_alive = native_answer(conn, answer)
+        except (NothingReceived, BrokenPipeError, ConnectionResetError) as exc:
             conn.close()
             if fresh:  # a new connection that fails at once is the server's answer
                 raise DynamoError(
@@ -869,7 +393,7 @@ class HttpDynamoClient:
                 one_line(f"{operation}: read timed out: {exc}"),
                 status=500,
             ) from None
-        except (OSError, ValueError, _BadResponse) as exc:
+        except (OSError, ValueError, BadResponse) as exc:
             conn.close()
             raise DynamoError(
                 "ProtocolError", one_line(f"{type(exc).__name__}: {exc}"), status=500
@@ -882,7 +406,7 @@ class HttpDynamoClient:
             conn.close()
         return status, data, crc
 
-    def _pooled(self) -> _Conn | None:
+    def _pooled(self) -> Conn | None:
         """An idle connection the server has not closed, if there is one."""
         free = self._free
         now = time.monotonic()
@@ -893,12 +417,12 @@ class HttpDynamoClient:
                 return None
             # a connection used a moment ago is not checked (a select per request);
             # if the server did close it, `_exchange` sends again on a new one
-            if now - conn.idle_since < _IDLE_CHECK_SECONDS or not conn.is_dropped():
+            if now - conn.idle_since < IDLE_CHECK_SECONDS or not conn.is_dropped():
                 return conn
             conn.close()
         return None
 
-    def _open(self) -> _Conn:
+    def _open(self) -> Conn:
         try:
             return self._connect()
         except OSError as exc:
@@ -910,36 +434,17 @@ class HttpDynamoClient:
             ) from None
 
     @staticmethod
-    def _send(conn: _Conn, head: bytes, body: bytes) -> tuple[int, bytes, bytes | None, bool]:
+    def _send(conn: Conn, head: bytes, body: bytes) -> tuple[int, bytes, bytes | None, bool]:
         sock = conn.sock
         if conn.native:
-            return _native_answer(conn, _http.exchange(conn.fd, head + body, conn.unread))
+            return native_answer(conn, _http.exchange(conn.fd, head + body, conn.unread))
         if len(body) < 65536:
             sock.sendall(head + body)
         else:
             sock.sendall(head)
             sock.sendall(body)
-        status, data, crc, keep_alive, conn.unread = _read_response(sock.recv, conn.unread)
+        status, data, crc, keep_alive, conn.unread = read_response(sock.recv, conn.unread)
         return status, data, crc, keep_alive
-
-
-def _native_answer(conn: _Conn, answer: tuple) -> tuple[int, bytes, bytes | None, bool]:
-    """(status, body, crc, keep_alive) from what `importer._http` returned for `conn`:
-    the usual answer as it read it, else read on here by the general parser.  Errors
-    are raised as the socket and `_Received` raise them, so `_attempt` maps both
-    paths alike."""
-    if answer[0] is not None:
-        status, data, crc, keep_alive, conn.unread = answer
-        return status, data, crc, keep_alive
-    _, received, err = answer
-    if err:
-        exc = OSError(err, os.strerror(err))  # the subclass the socket's call would raise
-        if isinstance(exc, ConnectionResetError):
-            failed = _BadResponse if received else _NothingReceived
-            raise failed(f"ConnectionResetError: {exc}") from None
-        raise exc
-    status, data, crc, keep_alive, conn.unread = _read_response(conn.sock.recv, received)
-    return status, data, crc, keep_alive
 
 
 # --------------------------------------------------------------------------- boto3
@@ -972,7 +477,7 @@ class Boto3DynamoClient:
         session = session or boto3.Session()
         self.region = region
         if client is None:
-            _credentials(session)
+            load_credentials(session)
             config = Config(
                 max_pool_connections=max(10, workers),
                 retries={"total_max_attempts": 1},
@@ -1028,7 +533,7 @@ class Boto3DynamoClient:
         return self._answered
 
     def fatal(self, error: DynamoError, table: str = "") -> WriterFatalError:
-        return WriterFatalError(_fatal_message(error, self.endpoint_url, self.region, table))
+        return WriterFatalError(fatal_message(error, self.endpoint_url, self.region, table))
 
     def close(self) -> None:
         self.client.close()
@@ -1072,56 +577,3 @@ def check_command_table(client: DynamoClient, table: str) -> None:
             f"table {table!r} has key schema {keys}; an MBC command table needs "
             "pk (HASH) and sk (RANGE)"
         )
-
-
-#: Before any answer ever arrived, a refused connection is retried this often.
-UNREACHED_ATTEMPTS = 3
-
-
-def should_retry(
-    client: DynamoClient, attempts: Attempts, error: DynamoError, table: str = ""
-) -> bool:
-    """After a failed send: raise for a fatal error, else sleep and say whether to retry.
-
-    An endpoint that never answered gets `UNREACHED_ATTEMPTS` tries and then
-    stops the run in one line; one that answered before is having a bad
-    moment, and the policy's full budget applies.  CLIENT errors are the
-    caller's to split, not retried here.
-    """
-    if error.kind is ErrorKind.FATAL:
-        raise client.fatal(error, table)
-    if error.kind is ErrorKind.CLIENT:
-        return False
-    unreached = error.kind is ErrorKind.CONNECT and not client.answered()
-    if attempts.again(error, max_attempts=UNREACHED_ATTEMPTS if unreached else None):
-        return True
-    if unreached:
-        raise WriterFatalError(
-            unreachable_message(
-                client.endpoint_url,
-                client.region,
-                f"{error.message} (after {attempts.stalls} attempt(s))",
-            )
-        )
-    if error.code in LOST_CODES:
-        # no answer for the whole retry window: the endpoint is gone, not refusing
-        # these rows -- stop (resumable) rather than count every later row failed
-        raise WriterFatalError(
-            f"lost the DynamoDB endpoint {safe_url(client.endpoint_url)}: no answer in "
-            f"{attempts.stalls} attempt(s) over {attempts.elapsed():.1f}s "
-            f"(last: {redact(error.describe())})"
-        )
-    return False
-
-
-def call(
-    client: DynamoClient, operation: str, body: bytes, policy: RetryPolicy, *, table: str = ""
-) -> tuple[Reply, int]:
-    """One call under the shared retry rules: (reply, retries), or the last `DynamoError`."""
-    attempts = Attempts(policy)
-    while True:
-        try:
-            return client.post(operation, body), attempts.retries
-        except DynamoError as exc:
-            if not should_retry(client, attempts, exc, table):
-                raise

@@ -18,17 +18,12 @@ from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
 from importer import _native
-from importer.dynamodb.client import (
-    DynamoClient,
-    DynamoError,
-    ErrorKind,
-    Reply,
-    describe_table,
-    should_retry,
-)
+from importer.dynamodb.api import DynamoClient, Reply
+from importer.dynamodb.client import describe_table
+from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lanes import Lanes, waited
 from importer.dynamodb.pacing import Pacer
-from importer.dynamodb.retry import Attempts, RetryPolicy
+from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
 
 __all__ = ["MAX_GET_KEYS", "PROJECTION", "BlockKeys", "DistinctKeys", "KeyLookup", "LookupFailed"]
 
@@ -201,7 +196,7 @@ class KeyLookup:
         return answer
 
     def get_many(
-        self, table: str, keys: Iterable[tuple[str, str]]
+        self, table: str, keys: Iterable[tuple[str, str]] | BlockKeys
     ) -> dict[tuple[str, str], dict[str, Any]]:
         """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk).
 

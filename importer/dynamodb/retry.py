@@ -1,4 +1,4 @@
-"""Retry policy, backoff, error classification and adaptive rate, shared by writers.
+"""Retry policy, backoff and the one rule for "send again, or stop the run", shared by writers.
 
 Everything here is transport-agnostic: the boto3 reference writer and the raw
 HTTP writer both classify errors by their AWS error *code* (the `__type` /
@@ -10,11 +10,12 @@ HTTP writer both classify errors by their AWS error *code* (the `__type` /
   blog: `uniform(0, min(max_delay, base_delay * 2**(attempt-1)))`.
 - `Attempts` is the one bounded-retry loop state: sends without progress and
   elapsed time, both bounded; the last error is kept for the failure reason.
-  (Which errors are retried is decided in `importer.dynamodb.client.classify`.)
+  (What an error means is decided in `importer.dynamodb.errors.classify`.)
 - How fast to send is not decided here but by `importer.dynamodb.pacing.Pacer`, from
   what the table actually processes.
-- `WriterFatalError` is raised when continuing cannot help (bad credentials,
-  unreachable endpoint); its message is one readable line, never a secret.
+- `should_retry` turns a failed send into "again", "give up on these items" or a
+  `WriterFatalError` (bad credentials, an endpoint never or no longer reached), and
+  `call` is one request under it.
 """
 
 from __future__ import annotations
@@ -25,25 +26,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from importer.dynamodb.api import DynamoClient, Reply
+from importer.dynamodb.errors import (
+    LOST_CODES,
+    DynamoError,
+    ErrorKind,
+    WriterFatalError,
+    redact,
+    safe_url,
+    unreachable_message,
+)
 from importer.dynamodb.lanes import note_wait
 
 __all__ = [
     "Attempts",
     "RetryPolicy",
-    "WriterFatalError",
     "bisect",
+    "call",
     "full_jitter_delay",
+    "should_retry",
 ]
 
 T = TypeVar("T")
-
-
-class WriterFatalError(RuntimeError):
-    """The writer cannot make progress at all (credentials, endpoint, table).
-
-    The message is a single human-readable line suitable for a CLI error; it
-    never contains credentials or signed headers.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +163,55 @@ def bisect(
     mid = len(items) // 2
     send(list(items[:mid]))
     send(list(items[mid:]))
+
+
+UNREACHED_ATTEMPTS = 3
+
+
+def should_retry(
+    client: DynamoClient, attempts: Attempts, error: DynamoError, table: str = ""
+) -> bool:
+    """After a failed send: raise for a fatal error, else sleep and say whether to retry.
+
+    An endpoint that never answered gets `UNREACHED_ATTEMPTS` tries and then
+    stops the run in one line; one that answered before is having a bad
+    moment, and the policy's full budget applies.  CLIENT errors are the
+    caller's to split, not retried here.
+    """
+    if error.kind is ErrorKind.FATAL:
+        raise client.fatal(error, table)
+    if error.kind is ErrorKind.CLIENT:
+        return False
+    unreached = error.kind is ErrorKind.CONNECT and not client.answered()
+    if attempts.again(error, max_attempts=UNREACHED_ATTEMPTS if unreached else None):
+        return True
+    if unreached:
+        raise WriterFatalError(
+            unreachable_message(
+                client.endpoint_url,
+                client.region,
+                f"{error.message} (after {attempts.stalls} attempt(s))",
+            )
+        )
+    if error.code in LOST_CODES:
+        # no answer for the whole retry window: the endpoint is gone, not refusing
+        # these rows -- stop (resumable) rather than count every later row failed
+        raise WriterFatalError(
+            f"lost the DynamoDB endpoint {safe_url(client.endpoint_url)}: no answer in "
+            f"{attempts.stalls} attempt(s) over {attempts.elapsed():.1f}s "
+            f"(last: {redact(error.describe())})"
+        )
+    return False
+
+
+def call(
+    client: DynamoClient, operation: str, body: bytes, policy: RetryPolicy, *, table: str = ""
+) -> tuple[Reply, int]:
+    """One call under the shared retry rules: (reply, retries), or the last `DynamoError`."""
+    attempts = Attempts(policy)
+    while True:
+        try:
+            return client.post(operation, body), attempts.retries
+        except DynamoError as exc:
+            if not should_retry(client, attempts, exc, table):
+                raise

@@ -40,11 +40,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.capacity_units import item_write_units
-from importer.dynamodb.client import DynamoClient, DynamoError, ErrorKind, should_retry
+from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
 from importer.dynamodb.pacing import Pacer
-from importer.dynamodb.retry import Attempts, RetryPolicy, bisect
+from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
 from importer.dynamodb.writer import refuse_into
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
 

@@ -35,19 +35,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from importer._native import ItemBlock
+from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
-from importer.dynamodb.client import (
-    ALL_PROCESSED,
-    DynamoClient,
-    DynamoError,
-    ErrorKind,
-    Reply,
-    one_line,
-    should_retry,
-)
+from importer.dynamodb.client import ALL_PROCESSED
+from importer.dynamodb.errors import DynamoError, ErrorKind, WriterFatalError, one_line
 from importer.dynamodb.lanes import Lanes, waited
 from importer.dynamodb.pacing import Pacer
-from importer.dynamodb.retry import Attempts, RetryPolicy, WriterFatalError, bisect
+from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
 from importer.records import Failure, PreparedItem, WriteOutcome
 
 __all__ = [

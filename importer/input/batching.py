@@ -166,7 +166,7 @@ class Batcher:
 
     def adopt(
         self,
-        rows: list[tuple[int, list[str]]],
+        rows: Sequence[tuple[int, list[str]]],
         input_bytes: int,
         problems: Sequence[tuple[int, list[str], str | None, int]],
     ) -> Batch:

@@ -31,7 +31,6 @@ run, so both paths leave byte-identical tables given the same clock (TTL and
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,11 +38,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
+from importer.dynamodb.lowlevel import LowLevelCalls
 from importer.mbc.command_states import (
     FINISH_FINISHED,
     history_item,
     resolve_s3_attributes,
-    status_message,
 )
 from importer.mbc.data_sync import (
     SyncCommand,
@@ -66,16 +65,15 @@ from importer.mbc.model import (
     tenant_of,
     with_ttl,
 )
+from importer.mbc.status_topic import StatusNotifier
 from importer.records import Failure, PreparedItem, WriteOutcome
 
 __all__ = [
     "BatchSync",
-    "ClientCalls",
     "EntityPlan",
     "SyncOrder",
     "SyncResult",
     "plan_entity",
-    "register",
     "scan_commands",
     "sync_tables",
 ]
@@ -274,7 +272,9 @@ def sync_tables(
     ctx = SyncContext(dynamodb=dynamodb, tables=tables, tz=tz)
     ctx.extra["resolve"] = lambda item: resolve_s3_attributes(item, s3)
     result = SyncResult()
-    notify = _Notifier(sns, status_topic_arn, tables.command) if sns and status_topic_arn else None
+    notify = (
+        StatusNotifier(sns, status_topic_arn, tables.command) if sns and status_topic_arn else None
+    )
 
     entities: dict[tuple[str, str], dict[int, Item]] = {}
     for item in commands if commands is not None else scan_commands(dynamodb, table):
@@ -306,7 +306,7 @@ def _sync_chunk(
     clock: Clock,
     tz: tzinfo,
     result: SyncResult,
-    notify: _Notifier | None = None,
+    notify: StatusNotifier | None = None,
     refinish: bool = False,
 ) -> None:
     data_rows = lookup.get_many(tables.data, chunk)
@@ -338,8 +338,8 @@ def _sync_chunk(
     history = [h for p in plans.values() for h in p.history]
     data = [p.data for p in plans.values() if p.data is not None and p.applied]
     cmds = [c for p in plans.values() for c in p.commands.values()]
-    for key, versions in given.items():
-        cmds.extend(_refinished(key, versions, entities, data_rows, plans, now_text, resolver,
+    for key, given_versions in given.items():
+        cmds.extend(_refinished(key, given_versions, entities, data_rows, plans, now_text, resolver,
                                 tables, tz))  # fmt: skip
     result.applied += sum(len(p.applied) for p in plans.values())
     for name, items, attr in (
@@ -387,30 +387,6 @@ def _refinished(
             item = render_dates(with_ttl(item, resolver.ttl(tables.command, tenant_of(key[0]))), tz)
         out.append(item)
     return out
-
-
-class _Notifier:
-    """``finish:FINISHED`` command-status messages, 10 per PublishBatch."""
-
-    def __init__(self, sns: Any, topic: str, command_table: str) -> None:
-        self.sns, self.topic, self.table = sns, topic, command_table
-
-    def send(self, commands: Iterable[Item]) -> None:
-        messages = [status_message(self.table, c, FINISH_FINISHED) for c in commands]
-        for i in range(0, len(messages), 10):
-            entries = [
-                {
-                    "Id": str(n),
-                    "Message": json.dumps(m, separators=(",", ":"), default=str),
-                    "MessageAttributes": {
-                        "action": {"DataType": "String", "StringValue": m["action"]}
-                    },
-                }
-                for n, m in enumerate(messages[i : i + 10])
-            ]
-            resp = self.sns.publish_batch(TopicArn=self.topic, PublishBatchRequestEntries=entries)
-            if resp.get("Failed"):
-                raise RuntimeError(f"SNS PublishBatch refused {len(resp['Failed'])} messages")
 
 
 def _run_custom(
@@ -466,40 +442,6 @@ def _boto3_writers(dynamodb: Any) -> Callable[[str], Writer]:
         return BatchWriter(client=client, table=table)
 
     return make
-
-
-# ------------------------------------------------------------------ run --sync
-
-
-class ClientCalls:
-    """boto3-shaped low-level calls (``get_item(**kw)``) over our own client.
-
-    ``importer run --sync`` has one DynamoDB client (signed HTTP or boto3); the
-    TTL read and custom handlers (``ctx.dynamodb``) speak boto3's low-level
-    API, so they get this view of the same client rather than a second one.
-    Errors are :class:`importer.dynamodb.client.DynamoError`.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.meta = _Meta(region_name=client.region, endpoint_url=client.endpoint_url)
-
-    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        operation = "".join(part.capitalize() for part in name.split("_"))
-
-        def call(**params: Any) -> dict[str, Any]:
-            body = json.dumps(params, ensure_ascii=False, separators=(",", ":"))
-            return self._client.post(operation, body.encode("utf-8", "surrogatepass")).doc
-
-        return call
-
-
-@dataclass(frozen=True)
-class _Meta:
-    region_name: str
-    endpoint_url: str
 
 
 class SyncOrder:
@@ -576,8 +518,8 @@ class BatchSync:
 
     Everything goes over the pipeline's one DynamoDB client: lookups without
     projection, a :class:`importer.dynamodb.writer.BatchWriter` per table, the TTL read
-    through :class:`ClientCalls`.  The handlers are loaded once; without the
-    default handler the run is refused before anything is written.  Pacing:
+    through :class:`importer.dynamodb.lowlevel.LowLevelCalls`.  The handlers are
+    loaded once; without the default handler the run is refused before anything is written.  Pacing:
     lookups share the run's read pacer, command rewrites its write pacer, and
     the data and history tables get one pacer each (``max_wcu`` their budget).
     """
@@ -610,7 +552,7 @@ class BatchSync:
             )
         self.clock = clock
         self.tz = tz or local_tz()
-        self.calls = ClientCalls(client)
+        self.calls = LowLevelCalls(client)
         self.lookup = KeyLookup(client, policy=policy, projection=None, pacer=read_pacer)
         self.order = SyncOrder()
         # TTL configs read once per run, not per batch (a batch may hold many tenants);
@@ -659,117 +601,3 @@ class BatchSync:
             close = getattr(writer, "close", None)
             if close is not None:
                 close()
-
-
-# ------------------------------------------------------------------------- CLI
-def register(subparsers: Any) -> None:
-    """Add ``importer sync`` (one line in ``cli.build_parser``: ``sync.register(sub)``)."""
-    p = subparsers.add_parser(
-        "sync",
-        help="apply command records the data table has not seen (the command state machine, "
-        "in bulk)",
-    )
-    p.add_argument(
-        "--table", required=True, help="the command table ({env}-{app}-{module}-command)"
-    )
-    p.add_argument("--data-table", metavar="NAME", help="default: the module's -data table")
-    p.add_argument("--history-table", metavar="NAME", help="default: the module's -history table")
-    p.add_argument("--prefix", metavar="P", help="table prefix {env}-{app}- (default: derived)")
-    p.add_argument("--region", default=None, help="AWS region (default from the environment)")
-    p.add_argument("--endpoint-url", default=None, help="DynamoDB endpoint (local stand-ins)")
-    p.add_argument("--tz", default=None, help="time zone of written dates (default $TZ or UTC)")
-    p.add_argument(
-        "--handlers",
-        default=None,
-        metavar="PATHS",
-        help="custom data-sync handlers, module:attr,... (default $IMPORTER_DATA_SYNC_HANDLERS)",
-    )
-    p.add_argument(
-        "--status-topic-arn",
-        default=None,
-        metavar="ARN",
-        help="publish each applied command's finish:FINISHED command-status message here",
-    )
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
-    p.set_defaults(func=_cmd_sync)
-
-
-class _MissingTable(Exception):
-    """A table sync reads or writes does not exist (said as every command says it)."""
-
-
-def _require_tables(client: Any, names: Sequence[str], where: str, region: str) -> None:
-    """Fail before the first Scan, naming the table, as `run` and `plan` do for the same typo
-    (and the endpoint, when nothing answers there)."""
-    from botocore.exceptions import EndpointConnectionError
-
-    from importer.dynamodb.client import missing_table_message, unreachable_message
-
-    for name in names:
-        try:
-            client.describe_table(TableName=name)
-        except client.exceptions.ResourceNotFoundException:
-            raise _MissingTable(missing_table_message(name, where, region)) from None
-        except EndpointConnectionError as exc:
-            raise _MissingTable(unreachable_message(where, region, str(exc))) from None
-
-
-def _cmd_sync(args: Any) -> int:
-
-    import boto3
-
-    from importer.dynamodb.region import default_region
-    from importer.mbc.data_sync import DataSyncError
-    from importer.mbc.model import local_tz
-
-    region = default_region(args.region)
-    where = args.endpoint_url or "AWS"
-    try:
-        tz = local_tz(args.tz)
-        handlers = load_handlers(args.handlers)
-        client = boto3.client("dynamodb", region_name=region, endpoint_url=args.endpoint_url)
-        where = client.meta.endpoint_url
-        tables = Tables.from_command_table(
-            args.table, prefix=args.prefix, data=args.data_table, history=args.history_table
-        )
-        _require_tables(client, (tables.command, tables.data, tables.history), where, region)
-        result = sync_tables(
-            table=args.table,
-            dynamodb=client,
-            data_table=args.data_table,
-            history_table=args.history_table,
-            prefix=args.prefix,
-            handlers=handlers,
-            tz=tz,
-            sns=boto3.client("sns", region_name=region) if args.status_topic_arn else None,
-            status_topic_arn=args.status_topic_arn,
-        )
-    except _MissingTable as exc:
-        print(f"importer: error: {exc}", file=sys.stderr)
-        return 1
-    except (DataSyncError, ValueError) as exc:
-        print(f"importer: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
-        msg = " ".join(str(exc).split())
-        print(
-            f"importer: error: sync of table {args.table!r} at {where} (region {region}) "
-            f"failed: {type(exc).__name__}: {msg}",
-            file=sys.stderr,
-        )
-        return 1
-    data = result.to_json()
-    failed = len(result.failures) + len(result.handler_failures)
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(
-            f"commands {data['commands_seen']:,}  entities {data['entities']:,}  "
-            f"applied {data['applied']:,}  data {data['data_written']:,}  "
-            f"history {data['history_written']:,}  commands written "
-            f"{data['commands_written']:,}  failed {failed:,}"
-            f"  {data['seconds']:.2f}s"
-        )
-    for f in result.handler_failures + result.failures:
-        print(f"importer: failed: {f.pk} {f.sk}: {f.reason}", file=sys.stderr)
-    return 1 if result.failures or result.handler_failures else 0

@@ -78,11 +78,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from importer._native import ItemBlock
+from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
-from importer.dynamodb.retry import WriterFatalError
 from importer.dynamodb.writer import keys_unique
 from importer.modes.ledger import DigestLedger, WindowLedger
 from importer.modes.merge import MERGED_FIELDS, merge_version
@@ -421,7 +421,7 @@ class ModeStage:
                 "entities already stored"
             )
             return stage
-        exists = bool(name) and lookup.table_exists(name)
+        exists = lookup.table_exists(name) if name else False
         notice = None
         if not exists:
             why = (
@@ -436,7 +436,7 @@ class ModeStage:
                 )
             notice = f"{why}: rows are checked against the command table {table!r} only"
             name = None
-        elif mode == "insert" and lookup.holds_nothing(name):
+        elif mode == "insert" and name and lookup.holds_nothing(name):
             # Every data row is synced from a command record, so while this run lasts
             # an entity that reaches the data table has its @1 in the command table,
             # which insert reads anyway: the data table has nothing more to say (an
@@ -702,7 +702,8 @@ class ModeStage:
                     elif unique:  # a block's keys, read without a tuple per key
                         stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
                     else:
-                        stored = lookup.get_many(self.table, items.entity_keys(versioned=True))
+                        block = cast(ItemBlock, items)  # no @1 list: `items` is a block
+                        stored = lookup.get_many(self.table, block.entity_keys(versioned=True))
                 else:
                     stored = {}
             except LookupFailed:
@@ -807,6 +808,7 @@ class ModeStage:
                         r.mine_state = self._stored(stored)
                 elif step > 0:
                     if seen == "other":
+                        assert stored is not None  # "other" is said of a stored item
                         r.cur_version, r.cur_line = v, line
                         if not insert:
                             r.cur_digest = self._stored(stored)
@@ -814,6 +816,7 @@ class ModeStage:
                 elif seen == "later" and v > 1:
                     nxt.append((r, v - 1, -1))
                 elif seen == "other":
+                    assert stored is not None
                     r.cur_version, r.cur_line = v, line
                     r.cur_digest = b"" if insert else self._stored(stored)
                 # walking down and absent (or @1 is later): nothing stored before this row
@@ -850,7 +853,8 @@ class ModeStage:
         lookup_error: str,
         ticket: int | None = None,
     ) -> PreparedBatch:
-        out = PreparedBatch()
+        kept: list[PreparedItem] = []  # appended to below; a block never is
+        out = PreparedBatch(items=kept)
         keys = [(r.item.pk, r.base) for r in rows]
         loaded = self._ledger.load(keys)  # this batch's part of the run map
         state = dict(loaded)
@@ -865,14 +869,14 @@ class ModeStage:
                 if known is not None:
                     out.rejects.append(self._exists(r, known[0], known[2], fields))
                 elif r.mine:
-                    out.items.append(self._render(r, r.mine))
+                    kept.append(self._render(r, r.mine))
                     state[key] = (r.mine, r.digest, it.line)
                 elif r.cur_version:
                     # stored by this run for an earlier line: the same words as the run map's
                     out.rejects.append(self._exists(r, r.cur_version, r.cur_line, fields))
                     state[key] = (r.cur_version, r.cur_digest, r.cur_line)
                 else:
-                    out.items.append(it)
+                    kept.append(it)
                     state[key] = (1, r.digest, it.line)
                 continue
             # upsert / strict: the newer of the run map and the tables (ties: run map)
@@ -883,10 +887,10 @@ class ModeStage:
             if r.mine and r.mine > (known[0] if known is not None else 0):
                 # already stored: the same version again (merging: as it was stored)
                 fields_at = r.mine_state if self.merge else b""
-                out.items.append(self._render(r, r.mine, fields_at))
+                kept.append(self._render(r, r.mine, fields_at))
                 state[key] = (r.mine, fields_at or r.digest, it.line)
             elif base_v == 0:
-                out.items.append(it)
+                kept.append(it)
                 state[key] = (1, r.digest, it.line)
             elif self.merge:
                 try:
@@ -900,7 +904,7 @@ class ModeStage:
                         state[key] = (base_v, base_d, 0)
                 else:
                     v = base_v + 1
-                    out.items.append(self._render(r, v, merged))
+                    kept.append(self._render(r, v, merged))
                     state[key] = (v, merged, it.line)
             elif base_d == r.digest:
                 out.unchanged += 1
@@ -908,7 +912,7 @@ class ModeStage:
                     state[key] = (base_v, base_d, 0)
             else:
                 v = base_v + 1
-                out.items.append(self._render(r, v))
+                kept.append(self._render(r, v))
                 state[key] = (v, r.digest, it.line)
         self._ledger.store({k: e for k, e in state.items() if loaded.get(k) != e}, ticket)
         return out

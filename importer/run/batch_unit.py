@@ -28,8 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from importer.dynamodb.client import one_line
-from importer.dynamodb.retry import WriterFatalError
+from importer.dynamodb.errors import WriterFatalError, one_line
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
@@ -63,6 +62,8 @@ class BatchParts(Protocol):
     syncer: Any
     code_column: str
     halt: threading.Event
+
+    def ttl_items(self, items: Sequence[PreparedItem]) -> Sequence[PreparedItem]: ...
 
 
 @dataclass(slots=True)
@@ -292,7 +293,7 @@ def process_batch(
         written = pipeline.writer.write_batch(items) if items else WriteOutcome()
         if stage is not None:
             stage.written(ticket)  # the tables now hold this batch: the run map may forget it
-        synced, sync_failures = 0, []
+        synced, sync_failures = 0, list[Failure]()
         if syncer is not None and items:
             for event in waits:
                 event.wait()

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lanes import batch_threads
-from importer.dynamodb.retry import WriterFatalError
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
 from importer.input.source import (

@@ -20,12 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from importer._native import ItemBlock
-from importer.dynamodb.client import (
-    Boto3DynamoClient,
-    DynamoClient,
-    HttpDynamoClient,
-    check_command_table,
-)
+from importer.dynamodb.api import DynamoClient
+from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient, check_command_table
 from importer.dynamodb.lanes import Lanes, batch_threads
 from importer.dynamodb.lookup import KeyLookup
 from importer.dynamodb.pacing import Pacer
@@ -189,10 +185,10 @@ class Pipeline:
             hit = self._ttls.get(tenant)
             if hit is not None:
                 return hit
-        from importer.mbc.sync import ClientCalls
+        from importer.dynamodb.lowlevel import LowLevelCalls
 
         settings = self.settings
-        calls = ClientCalls(self.client) if self.client is not None else _NoTable()
+        calls = LowLevelCalls(self.client) if self.client is not None else _NoTable()
         found = command_ttl(
             calls,
             settings.table or "",

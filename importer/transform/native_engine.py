@@ -42,6 +42,7 @@ from importer.input.source import (
     _RecordParser,
     read_header,
 )
+from importer.item_size import attribute_size
 from importer.records import PreparedItem, Reject
 from importer.transform import reference as _ref
 from importer.transform.context import RunContext
@@ -237,7 +238,7 @@ def _context_parts(ctx: RunContext) -> tuple[bytes, bytes, int]:
         "updatedBy",
     ]
     size = 2  # version {"N": "1"}
-    size += _ref._value_size(_ref.ttl_value(ctx.ttl))
+    size += attribute_size(_ref.ttl_value(ctx.ttl))
     size += len(_utf8(source)) + len(_utf8(run_id)) + 1
     size += 2 * len(_utf8(ts)) + 2 * len(_utf8(user))
     if ip is not None:
@@ -337,7 +338,7 @@ def _json_value(text: str, mbc: bool = False) -> tuple[bytes, int] | str:
     except FieldError as exc:
         return str(exc)
     wire = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return wire, _ref._value_size(value)
+    return wire, attribute_size(value)
 
 
 def _json_value_mbc(text: str) -> tuple[bytes, int] | str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from importer.item_size import MAX_ITEM_BYTES, item_size_of
 from importer.records import PreparedItem, Reject
 from importer.transform.context import RunContext
 from importer.transform.spec import ColumnRule, Spec, Template
@@ -28,13 +29,11 @@ from importer.transform.values import (
 )
 
 __all__ = [
-    "MAX_ITEM_BYTES",
     "MAX_PK_BYTES",
     "MAX_SK_BYTES",
     "NORMALISED_KEY_TYPES",
     "Row",
     "TransformResult",
-    "item_size",
     "key_text",
     "key_values",
     "ttl_value",
@@ -43,7 +42,6 @@ __all__ = [
 ]
 
 #: DynamoDB's limits on one item and on its key attributes (docs/aws-facts.md, BatchWriteItem).
-MAX_ITEM_BYTES = 400 * 1024
 MAX_PK_BYTES = 2048
 MAX_SK_BYTES = 1024
 #: Every spelling `parse_date` accepts, so the reject tells how to fix the value.
@@ -71,28 +69,9 @@ def wire_json(item: dict[str, Any]) -> bytes:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _value_size(value: dict[str, Any]) -> int:
-    ((kind, inner),) = value.items()
-    if kind == "S":
-        return len(inner.encode("utf-8"))
-    if kind == "N":
-        digits = inner.lstrip("-").replace(".", "").strip("0")
-        return (len(digits) + 1) // 2 + 1
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind == "L":
-        return 3 + sum(1 + _value_size(v) for v in inner)
-    return 3 + sum(1 + len(k.encode("utf-8")) + _value_size(v) for k, v in inner.items())
-
-
 def ttl_value(ttl: int | None) -> dict[str, Any]:
     """The command's `ttl` as the framework writes it: a number, or null without a TTL."""
     return {"NULL": True} if ttl is None else {"N": str(int(ttl))}
-
-
-def item_size(item: dict[str, Any]) -> int:
-    """DynamoDB's item size: attribute names plus values, by its published rules."""
-    return sum(len(k.encode("utf-8")) + _value_size(v) for k, v in item.items())
 
 
 def _check_column(rule: ColumnRule, raw: str, mbc: bool = False) -> dict[str, Any] | None:
@@ -273,7 +252,7 @@ def _map_row(
     if ctx.ip is not None:
         item["createdIp"] = {"S": ctx.ip}
         item["updatedIp"] = {"S": ctx.ip}
-    size = item_size(item)
+    size = item_size_of(item)
     if size > MAX_ITEM_BYTES:
         return Reject(
             line,

@@ -461,7 +461,7 @@ def parse_spec(doc: dict[str, Any], source_path: str = "<spec>") -> Spec:
     if not columns_doc:
         raise SpecError("columns: at least one column is needed")
     columns = tuple(_column(n, b) for n, b in columns_doc.items())
-    names = {}
+    names: dict[str, str] = {}
     for rule in columns:
         if rule.attribute is not None:
             if rule.attribute in names:

@@ -58,12 +58,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `importer` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from importer.dynamodb.capacity_units import (
-    READ_UNIT_BYTES,
-    WRITE_UNIT_BYTES,
-    ItemSizeError,
-    item_size_of,
-)
+from importer.dynamodb.capacity_units import READ_UNIT_BYTES, WRITE_UNIT_BYTES
+from importer.item_size import ItemSizeError, item_size_of
 
 __all__ = ["Capacity", "Faults", "DdbServer", "SubprocessDdbServer", "item_size"]
 
@@ -201,7 +197,7 @@ class Faults:
 
 
 def item_size(item: dict[str, Any]) -> int:
-    """DynamoDB's item size: attribute names plus values (`importer.dynamodb.pacing` rules)."""
+    """DynamoDB's item size: attribute names plus values (`importer.item_size`'s rules)."""
     try:
         return item_size_of(item)
     except ItemSizeError as exc:

@@ -3416,7 +3416,12 @@ cdef extern from *:
         int neg = (hi >> 63) != 0;
         if (neg) u = ~u + 1;
         char dig[48]; int nd = 0, o = 0, i;
-        do { dig[nd++] = (char) ('0' + (int) (u % 10)); u /= 10; } while (u);
+        if ((u >> 64) == 0) {  /* nearly always: 64-bit division, not libgcc's 128-bit */
+            unsigned long long v = (unsigned long long) u;
+            do { dig[nd++] = (char) ('0' + (int) (v % 10)); v /= 10; } while (v);
+        } else {
+            do { dig[nd++] = (char) ('0' + (int) (u % 10)); u /= 10; } while (u);
+        }
         if (scale < 0 || (nd - 1) - scale < -6) return -1;
         if (neg) out[o++] = '-';
         if (nd <= scale) {

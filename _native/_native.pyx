@@ -9,9 +9,8 @@ buffers, create no Python objects and return integer status codes; the
 wrappers hold the GIL, gather pointers, run the loops inside `with nogil:` and
 turn the codes into `Reject` records with the reference's exact reasons.
 
-* `escape_json_string` -- JSON string escaping (kept for the HTTP writer).
 * `TransformPlan` / `transform_rows` -- the batch transformer.
-* `row_json_size` -- `importer.batching.item_json_size` in C.
+* `row_json_size` -- `importer.input.batching.item_json_size` in C.
 * `RecordReader` -- ItemReader CSV records from a byte stream, chunked;
   `read_batch` cuts ItemBatcher batches in C, each a `RowBlock` (the batch's
   field bytes in one buffer, which `transform_rows` reads in place).
@@ -159,27 +158,6 @@ cdef Py_ssize_t _escape_into(const unsigned char* src, Py_ssize_t n, char* out) 
             out[o + 4] = _HEX[c >> 4]; out[o + 5] = _HEX[c & 15]
             o += 6
     return o
-
-
-def escape_json_string(str value) -> bytes:
-    """Return `value` as the UTF-8 body of a JSON string literal (no quotes).
-
-    Non-ASCII characters (including non-BMP ones) stay as raw UTF-8, which is
-    valid JSON and what DynamoDB stores; only quotes, backslashes and control
-    characters are escaped.
-    """
-    cdef Py_ssize_t n
-    cdef const char* src = PyUnicode_AsUTF8AndSize(value, &n)
-    cdef char* out = <char*> malloc(6 * n + 1)
-    cdef Py_ssize_t written
-    if out == NULL:
-        raise MemoryError()
-    try:
-        with nogil:
-            written = _escape_into(<const unsigned char*> src, n, out)
-        return out[:written]
-    finally:
-        free(out)
 
 
 # ---------------------------------------------------------------------------

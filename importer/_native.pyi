@@ -5,7 +5,6 @@ from typing import IO, Any
 
 CODES: dict[str, int]
 
-def escape_json_string(value: str) -> bytes: ...
 def escape_scan(data: bytes) -> tuple[bool, int]: ...
 def row_json_size(
     header: Sequence[str], fields: Sequence[str], fallback: Callable[..., int]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,9 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
 from importer.mbc.model import TABLE_SCHEMA as KEY_SCHEMA
+
+#: The repository's root (a child process imports `importer` from here).
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_http_request(conn: Any) -> bytes | None:
@@ -132,32 +137,75 @@ class CliRun:
     stderr: str
     stdout: str
 
+    def parts(self) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr): what a shell user sees."""
+        return self.code, self.stdout, self.stderr
 
-@pytest.fixture
-def run_cli(tmp_path: Path, capsys):
-    """Run `importer COMMAND SOURCE --spec SPEC --flag value ...` in-process.
 
-    Keyword flags become options (`batch_items=10` -> `--batch-items 10`, `True` -> a
-    bare flag, `None`/`False` -> left out); a summary JSON is always requested and
-    returned parsed (empty when the command stopped before writing it).
+#: The commands that take --summary-json (the runner asks for it, and parses it).
+_SUMMARY_COMMANDS = ("run", "validate")
+
+
+class Cli:
+    """`importer ...` as a user runs it: in-process (`cli(...)`), or as its own process
+    (`cli.child(...)`, for a server that must outlive the command that started it).
+
+    In-process, keyword flags become options (`batch_items=10` -> `--batch-items 10`,
+    `True` -> a bare flag, `None`/`False` -> left out); `run` and `validate` are asked
+    for a summary JSON, returned parsed (empty when the command stopped before writing
+    it).  The one way the tests run the command line.
     """
 
-    def run(command: str, source: str | Path, *args: str, **flags: Any) -> CliRun:
+    def __init__(self, tmp_path: Path, capsys: Any) -> None:
+        self.tmp_path, self.capsys = tmp_path, capsys
+
+    def __call__(self, *argv: str | Path, **flags: Any) -> CliRun:
         from importer.cli.main import main
 
-        summary = tmp_path / f"summary-{uuid.uuid4().hex[:8]}.json"
-        argv = [command, str(source), *args]
-        flags.setdefault("summary_json", summary)
+        args = [str(a) for a in argv]
+        summary = None
+        if args and args[0] in _SUMMARY_COMMANDS and "--summary-json" not in args:
+            summary = flags.setdefault(
+                "summary_json", self.tmp_path / f"summary-{uuid.uuid4().hex[:8]}.json"
+            )
         for name, value in flags.items():
             if value is None or value is False:
                 continue
-            argv.append("--" + name.replace("_", "-"))
+            args.append("--" + name.replace("_", "-"))
             if value is not True:
-                argv.append(str(value))
-        capsys.readouterr()
-        code = main(argv)
-        out, err = capsys.readouterr()
-        data = json.loads(summary.read_text()) if summary.exists() else {}
+                args.append(str(value))
+        self.capsys.readouterr()
+        code = main(args)
+        out, err = self.capsys.readouterr()
+        path = Path(summary) if summary is not None else None
+        data = json.loads(path.read_text()) if path is not None and path.exists() else {}
         return CliRun(code, data, err, out)
 
-    return run
+    @staticmethod
+    def command(*argv: str) -> list[str]:
+        """The command line of `importer ARGV...` as its own process (for Popen)."""
+        return [sys.executable, "-m", "importer.cli.main", *argv]
+
+    @staticmethod
+    def child(
+        *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The console script as a child process, without the caller's AWS_ variables."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        base["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+        )
+        return subprocess.run(
+            Cli.command(*argv),
+            capture_output=True,
+            text=True,
+            env={**base, **(env or {})},
+            cwd=cwd,
+            timeout=120,
+        )
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path, capsys) -> Cli:
+    """Run `importer ...` (see `Cli`)."""
+    return Cli(tmp_path, capsys)

@@ -10,16 +10,16 @@ from importer.input.batching import (
     BatchLimitError,
     check_limits,
     child_input_json,
-    cut_batches,
     item_json_size,
 )
+from importer.input.source import ParsedRow
 
 HEADER = ["id", "text"]
 BI = {"run_id": "r", "timestamp": "2026-01-01T00:00:00+00:00"}
 
 
-def make_rows(n: int, width: int = 10) -> list[tuple[int, list[str]]]:
-    return [(i + 2, [str(i), "é" * (i % width)]) for i in range(n)]
+def make_rows(n: int, width: int = 10) -> list[ParsedRow]:
+    return [ParsedRow(i + 2, [str(i), "é" * (i % width)]) for i in range(n)]
 
 
 def real_size(batch) -> int:
@@ -28,14 +28,20 @@ def real_size(batch) -> int:
 
 
 def test_max_items_only():
-    batches = list(cut_batches(make_rows(25), HEADER, max_items=10, max_bytes=None, batch_input=BI))
+    batches = list(
+        Batcher(max_items=10, max_bytes=None, batch_input=BI, header=HEADER).cut(
+            make_rows(25), HEADER
+        )
+    )
     assert [len(b.rows) for b in batches] == [10, 10, 5]
     assert [b.index for b in batches] == [0, 1, 2]
 
 
 def test_max_bytes_counts_the_whole_child_input_exactly():
     batches = list(
-        cut_batches(make_rows(200), HEADER, max_items=None, max_bytes=600, batch_input=BI)
+        Batcher(max_items=None, max_bytes=600, batch_input=BI, header=HEADER).cut(
+            make_rows(200), HEADER
+        )
     )
     for i, b in enumerate(batches):
         assert b.input_bytes == real_size(b) <= 600
@@ -46,7 +52,11 @@ def test_max_bytes_counts_the_whole_child_input_exactly():
 
 
 def test_both_limits_whichever_first():
-    batches = list(cut_batches(make_rows(100), HEADER, max_items=7, max_bytes=400, batch_input=BI))
+    batches = list(
+        Batcher(max_items=7, max_bytes=400, batch_input=BI, header=HEADER).cut(
+            make_rows(100), HEADER
+        )
+    )
     assert all(len(b.rows) <= 7 and real_size(b) <= 400 for b in batches)
     assert {len(b.rows) for b in batches} - {7} != set() or True
     assert sum(len(b.rows) for b in batches) == 100

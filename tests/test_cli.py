@@ -8,14 +8,9 @@ import os
 
 import pytest
 
-from importer.cli.main import main
 from tests.conftest import PRODUCT_SPEC, scan_all
 
 HEADER = "sku,name,price,qty,active\n"
-
-
-def run_cli(*argv: str) -> int:
-    return main(list(argv))
 
 
 @pytest.fixture
@@ -30,7 +25,7 @@ def summary_of(path) -> dict:
 
 
 def test_run_writes_valid_rows_and_reports_rejects(
-    ddb_table, spec_path, write_file, tmp_path, capsys
+    ddb_table, spec_path, write_file, tmp_path, run_cli
 ):
     src = write_file(
         "p.csv",
@@ -39,7 +34,7 @@ def test_run_writes_valid_rows_and_reports_rejects(
     )
     out = tmp_path / "summary.json"
     rej = tmp_path / "rej.csv"
-    code = run_cli(
+    result = run_cli(
         "run",
         str(src),
         "--spec",
@@ -53,6 +48,7 @@ def test_run_writes_valid_rows_and_reports_rejects(
         "--summary-json",
         str(out),
     )
+    code = result.code
     assert code == 3
     data = summary_of(out)
     assert (data["rows"], data["written"], data["rejected"], data["failed"]) == (4, 2, 2, 0)
@@ -97,15 +93,18 @@ def test_run_writes_valid_rows_and_reports_rejects(
     }
     cherry = items[("PRODUCT#acme", "PRODUCT#C-3@1")]
     assert set(cherry["attributes"]["M"]) == {"sku", "name"}  # empty optional omitted
-    assert "rows 4" in capsys.readouterr().out
+    assert "rows 4" in result.stdout
 
 
 def test_all_good_exits_zero_and_validate_writes_nothing(
-    ddb_table, spec_path, write_file, tmp_path
+    ddb_table, spec_path, write_file, tmp_path, run_cli
 ):
     src = write_file("p.csv", HEADER + "A-1,Apple,1,1,1\n")
     out = tmp_path / "s.json"
-    assert run_cli("validate", str(src), "--spec", str(spec_path), "--summary-json", str(out)) == 0
+    assert (
+        run_cli("validate", str(src), "--spec", str(spec_path), "--summary-json", str(out)).code
+        == 0
+    )
     data = json.loads(out.read_text())
     assert (data["rows"], data["valid"], data["written"]) == (1, 1, 0)
     assert scan_all(ddb_table) == {}
@@ -120,14 +119,14 @@ def test_all_good_exits_zero_and_validate_writes_nothing(
             "--writer",
             "boto3",
             "--quiet",
-        )
+        ).code
         == 0
     )
     assert len(scan_all(ddb_table)) == 1
 
 
 def test_ragged_rows_are_read_as_itemreader_does_and_said(
-    ddb_table, spec_path, write_file, tmp_path, capsys
+    ddb_table, spec_path, write_file, tmp_path, run_cli
 ):
     """A row short of fields is padded, a long one cut (ItemReader's rule); the
     summary says how many, since such a row may be misaligned."""
@@ -137,10 +136,11 @@ def test_ragged_rows_are_read_as_itemreader_does_and_said(
     out = tmp_path / "s.json"
     args = ("--spec", str(spec_path), "--table", ddb_table, "--writer", "boto3")
     args += ("--summary-json", str(out))
-    assert run_cli("run", str(src), *args) == 0
+    result = run_cli("run", str(src), *args)
+    assert result.code == 0
     data = summary_of(out)
     assert (data["written"], data["padded_rows"], data["truncated_rows"]) == (4, 2, 1)
-    printed = capsys.readouterr().out
+    printed = result.stdout
     assert '2 rows had fewer fields than the header (the missing ones read as "")' in printed
     assert "1 row had more fields than the header (the extra ones dropped)" in printed
     item = scan_all(ddb_table)[("PRODUCT#acme", "PRODUCT#A-2@1")]
@@ -170,7 +170,7 @@ def _check_items(items: dict, n: int, run_id: str) -> None:
 
 
 @pytest.mark.slow
-def test_100k_rows_end_to_end_item_by_item(spec_path, tmp_path):
+def test_100k_rows_end_to_end_item_by_item(spec_path, tmp_path, run_cli):
     """The default path (native engine, signed HTTP writer) against a real loopback endpoint."""
     from tests.support.ddb_server import DdbServer
 
@@ -193,7 +193,7 @@ def test_100k_rows_end_to_end_item_by_item(spec_path, tmp_path):
             "--quiet",
             "--run-id",
             "big",
-        )
+        ).code
         items = srv.items("big-command")
     assert code == 0
     data = summary_of(out)
@@ -201,7 +201,7 @@ def test_100k_rows_end_to_end_item_by_item(spec_path, tmp_path):
     _check_items(items, n, "big")
 
 
-def test_5k_rows_end_to_end_on_moto(ddb_table, spec_path, tmp_path):
+def test_5k_rows_end_to_end_on_moto(ddb_table, spec_path, tmp_path, run_cli):
     n = 5_000
     src = tmp_path / "mid.csv"
     _generate(src, n)
@@ -222,7 +222,7 @@ def test_5k_rows_end_to_end_on_moto(ddb_table, spec_path, tmp_path):
         "--quiet",
         "--run-id",
         "mid",
-    )
+    ).code
     assert code == 0
     assert summary_of(out)["written"] == n
     _check_items(scan_all(ddb_table), n, "mid")
@@ -254,16 +254,16 @@ def test_bad_inputs_never_crash(
     spec_path,
     write_file,
     tmp_path,
-    capsys,
     content,
     expect_code,
     expect_rows,
     expect_rejected,
     message,
+    run_cli,
 ):
     src = write_file("in.csv", content)
     out = tmp_path / "s.json"
-    code = run_cli(
+    result = run_cli(
         "run",
         str(src),
         "--spec",
@@ -278,7 +278,7 @@ def test_bad_inputs_never_crash(
         "--rejects",
         str(tmp_path / "r.csv"),
     )
-    err = capsys.readouterr().err
+    code, err = result.code, result.stderr
     assert code == expect_code, err
     assert "Traceback" not in err
     if expect_code == 1:
@@ -297,7 +297,7 @@ def test_bad_inputs_never_crash(
         (["--batch-bytes", "10"], "cannot hold a single row"),
     ],
 )
-def test_fatal_errors_are_one_line(ddb_table, spec_path, write_file, capsys, args, message):
+def test_fatal_errors_are_one_line(ddb_table, spec_path, write_file, args, message, run_cli):
     src = write_file("p.csv", HEADER + "A-1,Apple,1,1,1\n")
     argv = ["run", str(src), "--spec", str(spec_path), "--table", ddb_table, "--writer", "boto3"]
     for flag, value in zip(args[::2], args[1::2], strict=True):
@@ -305,21 +305,23 @@ def test_fatal_errors_are_one_line(ddb_table, spec_path, write_file, capsys, arg
             argv[argv.index(flag) + 1] = value
         else:
             argv += [flag, value]
-    assert run_cli(*argv) == 1
-    err = capsys.readouterr().err
+    result = run_cli(*argv)
+    err = result.stderr
+    assert result.code == 1
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_source_and_usage_error(spec_path, capsys):
-    assert run_cli("validate", "/nonexistent.csv", "--spec", str(spec_path)) == 1
-    assert "no such file" in capsys.readouterr().err
+def test_missing_source_and_usage_error(spec_path, run_cli):
+    result = run_cli("validate", "/nonexistent.csv", "--spec", str(spec_path))
+    assert result.code == 1
+    assert "no such file" in result.stderr
     with pytest.raises(SystemExit) as exc:
         run_cli("run", "x.csv")
     assert exc.value.code == 2
 
 
 def test_max_rejects_stops_the_run_with_counts_that_add_up(
-    ddb_table, spec_path, write_file, tmp_path
+    ddb_table, spec_path, write_file, tmp_path, run_cli
 ):
     body = "".join(f"bad {i},n,1,1,1\n" for i in range(50))
     src = write_file("p.csv", HEADER + body)
@@ -342,13 +344,13 @@ def test_max_rejects_stops_the_run_with_counts_that_add_up(
         "--quiet",
         "--rejects",
         str(tmp_path / "r.csv"),
-    )
+    ).code
     assert code == 1
     data = summary_of(out)
     assert data["aborted"] and data["rejected"] > 5
 
 
-def test_s3_source(ddb_table, spec_path, tmp_path, monkeypatch):
+def test_s3_source(ddb_table, spec_path, tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
     import boto3
 
@@ -366,7 +368,7 @@ def test_s3_source(ddb_table, spec_path, tmp_path, monkeypatch):
             "--writer",
             "boto3",
             "--quiet",
-        )
+        ).code
         == 0
     )
     assert len(scan_all(ddb_table)) == 1

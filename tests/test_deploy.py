@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -391,54 +390,52 @@ def test_the_real_handler_needs_nothing_the_lambda_runtime_lacks():
 # ------------------------------------------------------------------------- CLI
 
 
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="importer")
-    deploy_commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-def test_cli_asl_prints_json(capsys):
-    assert run_cli("asl") == 0
-    assert json.loads(capsys.readouterr().out) == statemachine.import_csv_definition()
-    assert run_cli("asl", "--machine", "all", "--max-concurrency", "8") == 0
-    out = json.loads(capsys.readouterr().out)
+def test_cli_asl_prints_json(run_cli):
+    captured = run_cli("asl")
+    assert captured.code == 0
+    assert json.loads(captured.stdout) == statemachine.import_csv_definition()
+    captured = run_cli("asl", "--machine", "all", "--max-concurrency", "8")
+    assert captured.code == 0
+    out = json.loads(captured.stdout)
     assert list(out) == list(statemachine.MACHINES)
     assert out["import-csv"]["States"]["import-csv"]["MaxConcurrency"] == 8
-    assert run_cli("asl", "--machine", "task-handler") == 0
-    assert json.loads(capsys.readouterr().out) == statemachine.task_handler_definition()
+    captured = run_cli("asl", "--machine", "task-handler")
+    assert captured.code == 0
+    assert json.loads(captured.stdout) == statemachine.task_handler_definition()
 
 
-def test_cli_asl_options_and_out_file(tmp_path):
+def test_cli_asl_options_and_out_file(tmp_path, run_cli):
     out = tmp_path / "asl.json"
     argv = ["asl", "--out", str(out), "--batch-items", "100", "--batch-bytes", "0"]
     argv += ["--tolerated-failure-percentage", "10"]
-    assert run_cli(*argv) == 0
+    captured = run_cli(*argv)
+    assert captured.code == 0
     m = json.loads(out.read_text())["States"]["import-csv"]
     assert m["ItemBatcher"]["MaxItemsPerBatch"] == 100
     assert "MaxInputBytesPerBatch" not in m["ItemBatcher"]
     assert m["ToleratedFailurePercentage"] == 10
 
 
-def test_cli_asl_explains_the_ten_byte_batch(capsys):
-    assert run_cli("asl", "--batch-items", "0", "--batch-bytes", "10") == 2
-    err = capsys.readouterr().err
+def test_cli_asl_explains_the_ten_byte_batch(run_cli):
+    captured = run_cli("asl", "--batch-items", "0", "--batch-bytes", "10")
+    assert captured.code == 2
+    err = captured.stderr
     assert "10" in err and "MaxItemsPerBatch" in err
 
 
-def test_cli_template_and_package(tmp_path, capsys):
+def test_cli_template_and_package(tmp_path, run_cli):
     out = tmp_path / "template.json"
-    assert run_cli("template", "--out", str(out), "--code-uri", "build/l.zip") == 0
+    captured = run_cli("template", "--out", str(out), "--code-uri", "build/l.zip")
+    assert captured.code == 0
     t = json.loads(out.read_text())
     assert t["Resources"]["CsvRowsHandlerFunction"]["Properties"]["CodeUri"] == "build/l.zip"
     zip_path = tmp_path / "l.zip"
-    capsys.readouterr()
-    assert run_cli("package", "--out", str(zip_path)) == 0
-    captured = capsys.readouterr()
-    assert captured.out.strip() == str(zip_path)  # stdout: the path alone, for scripts
+    captured = run_cli("package", "--out", str(zip_path))
+    assert captured.code == 0
+    assert captured.stdout.strip() == str(zip_path)  # stdout: the path alone, for scripts
     assert zipfile.is_zipfile(zip_path)
     # stderr: what was built and what to do with it
-    err = captured.err
+    err = captured.stderr
     with zipfile.ZipFile(zip_path) as zf:
         files = len(zf.infolist())
     assert f"built {zip_path} (" in err and f", {files} files)" in err
@@ -452,46 +449,48 @@ def test_cli_template_and_package(tmp_path, capsys):
     assert f"fileb://{zip_path}" in err
 
 
-def test_cli_package_failure_is_one_line(monkeypatch, tmp_path, capsys):
+def test_cli_package_failure_is_one_line(monkeypatch, tmp_path, run_cli):
     monkeypatch.setitem(sys.modules, "importer._native", None)
-    assert run_cli("package", "--out", str(tmp_path / "x.zip")) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith("importer package: importer._native is not built")
-    assert captured.err.count("\n") == 1
+    captured = run_cli("package", "--out", str(tmp_path / "x.zip"))
+    assert captured.code == 2
+    assert captured.stdout == ""
+    assert captured.stderr.startswith("importer package: importer._native is not built")
+    assert captured.stderr.count("\n") == 1
 
 
-def test_cli_asl_says_who_fills_the_placeholders(capsys):
-    assert run_cli("asl") == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out) == statemachine.import_csv_definition()  # stdout: JSON only
-    err = captured.err
+def test_cli_asl_says_who_fills_the_placeholders(run_cli):
+    captured = run_cli("asl")
+    assert captured.code == 0
+    assert json.loads(captured.stdout) == statemachine.import_csv_definition()  # stdout: JSON only
+    err = captured.stderr
     assert "${CsvRowsHandlerFunctionArn}" in err and "${ResultBucket}" in err
     assert "DefinitionSubstitutions" in err and "importer template" in err
     assert "--lambda-arn ARN" in err and "--result-bucket NAME" in err
     # every placeholder the note explains is one the template's substitutions fill
-    left = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", captured.out))
+    left = set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", captured.stdout))
     subs = render_template()["Resources"]["ImportCsvStateMachine"]["Properties"]
     assert left == set(deploy_commands.PLACEHOLDERS) and left <= set(
         subs["DefinitionSubstitutions"]
     )
 
 
-def test_cli_asl_fills_placeholders_by_hand(capsys):
+def test_cli_asl_fills_placeholders_by_hand(run_cli):
     arn = "arn:aws:lambda:eu-west-1:123456789012:function:csv-rows"
-    assert run_cli("asl", "--lambda-arn", arn, "--result-bucket", "my-results") == 0
-    captured = capsys.readouterr()
-    assert captured.err == ""  # nothing left to explain
-    assert "${" not in captured.out
-    assert json.loads(captured.out) == statemachine.import_csv_definition(
+    captured = run_cli("asl", "--lambda-arn", arn, "--result-bucket", "my-results")
+    assert captured.code == 0
+    assert captured.stderr == ""  # nothing left to explain
+    assert "${" not in captured.stdout
+    assert json.loads(captured.stdout) == statemachine.import_csv_definition(
         lambda_arn=arn, result_bucket="my-results"
     )
-    assert run_cli("asl", "--machine", "task-handler", "--lambda-arn", arn) == 0
-    captured = capsys.readouterr()
-    assert captured.err == "" and arn in captured.out
-    assert run_cli("asl", "--machine", "all", "--lambda-arn", arn) == 0
-    captured = capsys.readouterr()
-    assert "${ResultBucket}" in captured.err and "CsvRowsHandlerFunctionArn" not in captured.err
+    captured = run_cli("asl", "--machine", "task-handler", "--lambda-arn", arn)
+    assert captured.code == 0
+    assert captured.stderr == "" and arn in captured.stdout
+    captured = run_cli("asl", "--machine", "all", "--lambda-arn", arn)
+    assert captured.code == 0
+    assert (
+        "${ResultBucket}" in captured.stderr and "CsvRowsHandlerFunctionArn" not in captured.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -502,10 +501,10 @@ def test_cli_asl_fills_placeholders_by_hand(capsys):
         (["--machine", "task-handler", "--result-bucket", "ok-bucket"], "applies to import-csv"),
     ],
 )
-def test_cli_asl_refuses_bad_substitutions(argv, message, capsys):
-    assert run_cli("asl", *argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1
+def test_cli_asl_refuses_bad_substitutions(argv, message, run_cli):
+    captured = run_cli("asl", *argv)
+    assert captured.code == 2
+    assert captured.stdout == "" and message in captured.stderr and captured.stderr.count("\n") == 1
 
 
 def test_the_write_budget_is_a_parameter_shared_by_the_maps_children():

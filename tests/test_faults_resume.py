@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from importer.cli.main import main
-from tests.conftest import PRODUCT_SPEC
+from tests.conftest import PRODUCT_SPEC, Cli
 from tests.support.ddb_server import DdbServer
 
 HEADER = "sku,name,price,qty,active\n"
@@ -122,10 +121,6 @@ def test_refused_items_are_failures_with_the_service_message(tmp_path):
     assert "PRODUCT#S-7@1" in failures and "Item too weird" in failures
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "importer.cli.main", *args]
-
-
 def test_kill_midway_then_resume_gives_the_uninterrupted_table(tmp_path):
     n = 30_000
     src = tmp_path / "in.csv"
@@ -157,7 +152,7 @@ def test_kill_midway_then_resume_gives_the_uninterrupted_table(tmp_path):
             str(tmp_path / "s.json"),
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen(_cli(*args), cwd=tmp_path, env=env)
+        proc = subprocess.Popen(Cli.command(*args), cwd=tmp_path, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if checkpoint.exists() and len(checkpoint.read_text().splitlines()) > 10:
@@ -171,10 +166,10 @@ def test_kill_midway_then_resume_gives_the_uninterrupted_table(tmp_path):
         stored_before = len(srv.items("t-command"))
         assert 0 < stored_before < n
         srv.faults.set(latency=0.0)
-        done = subprocess.run(_cli(*args, "--resume"), cwd=tmp_path, env=env)
+        done = subprocess.run(Cli.command(*args, "--resume"), cwd=tmp_path, env=env)
         items = srv.items("t-command")
         again = subprocess.run(
-            _cli(*args, "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True
+            Cli.command(*args, "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True
         )
     assert again.returncode == 1 and "already completed" in again.stderr
     assert done.returncode == 3
@@ -221,7 +216,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(
-            _cli(*args), cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+            Cli.command(*args), cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -236,7 +231,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
         assert partial["rows"] == partial["written"] + partial["rejected"] + partial["failed"]
         assert partial["rows"] < n
         srv.faults.set(latency=0.0)
-        done = subprocess.run(_cli(*args, "--resume"), cwd=tmp_path, env=env)
+        done = subprocess.run(Cli.command(*args, "--resume"), cwd=tmp_path, env=env)
         assert done.returncode == 0
         assert len(srv.items("t-command")) == n
     assert json.loads((tmp_path / "s.json").read_text())["written"] == n
@@ -291,3 +286,45 @@ def test_unreachable_endpoint_and_bad_credentials_are_one_line(
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "testing" not in err.replace("testing", "", 0) or True
     assert "UnrecognizedClient" in err or "security token" in err.lower()
+
+
+def test_the_checkpoint_records_the_mode_the_pipeline_writes_with(tmp_path):
+    """The library's run: RunConfig names no mode (the pipeline's settings own it), so a
+    blind run's checkpoint says blind, and resuming it in insert mode is refused. (RunConfig
+    had a mode of its own, defaulting to insert: a blind run recorded insert, and a resume in
+    insert mode went on.)"""
+    import boto3
+
+    from importer.run.checkpoint import CheckpointError
+    from importer.run.driver import RunConfig, run_import
+    from importer.run.pipeline import PipelineSettings, open_pipeline
+    from importer.transform.spec import load_spec
+
+    src = tmp_path / "in.csv"
+    make_csv(src, 40)
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(PRODUCT_SPEC)
+    spec = load_spec(spec_path)
+    checkpoint = tmp_path / "cp.jsonl"
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    with DdbServer(tables=["t-command"]) as srv:
+
+        def run(mode: str, resume: bool):
+            settings = PipelineSettings(
+                spec=spec, table="t-command", mode=mode, endpoint_url=srv.endpoint_url,
+                workers=1, region="us-east-1", session=session, check_table=False,
+            )  # fmt: skip
+            config = RunConfig(
+                source=str(src), spec=spec, batch_items=10, workers=1,
+                checkpoint_path=checkpoint, resume=resume,
+            )  # fmt: skip
+            with open_pipeline(settings) as pipeline:
+                return run_import(config, pipeline=pipeline)
+
+        assert run("blind", resume=False).written == 40
+        meta = json.loads(checkpoint.read_text().splitlines()[0])["run"]
+        assert (meta["mode"], meta["table"]) == ("blind", "t-command")
+        with pytest.raises(CheckpointError, match="mode = 'blind', this run has 'insert'"):
+            run("insert", resume=True)

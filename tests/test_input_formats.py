@@ -608,9 +608,9 @@ def test_reading_holds_a_block_not_the_file(array):
 
 
 def _batches(reader, batcher):
-    read_batches = getattr(reader, "read_batches", None)
-    if read_batches is not None:
-        yield from read_batches(batcher)
+    batches = reader.read_batches(batcher)
+    if batches is not None:
+        yield from batches
         return
     for row in reader:
         if (done := batcher.add(row.line, row.fields, row.size)) is not None:
@@ -732,10 +732,8 @@ def test_a_manifest_import_resumes_where_it_stopped(products, tmp_path):
                 cfg = RunConfig(
                     source=str(manifest),
                     spec=spec,
-                    table="t-command",
                     batch_items=100,
                     workers=1,
-                    mode="blind",
                     checkpoint_path=tmp_path / "cp.jsonl",
                     resume=resume,
                     rejects_path=tmp_path / "r.csv",

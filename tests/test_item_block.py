@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importer import _native
+from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.capacity_units import item_write_units
 from importer.dynamodb.writer import (
     _PER_ITEM_OVERHEAD,
@@ -200,7 +201,7 @@ def test_the_transforms_block_answers_as_the_reference_items(case: Any) -> None:
 def test_the_writer_sends_a_blocks_requests_as_it_sends_a_list() -> None:
     items = [PreparedItem(i, "t#P", f"P#{i % 10}@1", b'{"n":{"N":"%d"}}' % i) for i in range(70)]
 
-    class Recorder:
+    class Recorder(DynamoClient):
         def __init__(self) -> None:
             self.bodies: list[bytes] = []
 
@@ -214,7 +215,7 @@ def test_the_writer_sends_a_blocks_requests_as_it_sends_a_list() -> None:
     sent = []
     for given_items in (items, _native.ItemBlock(items)):
         client = Recorder()
-        outcome = BatchWriter(client=client, table="t").write_batch(given_items)  # type: ignore[arg-type]
+        outcome = BatchWriter(client=client, table="t").write_batch(given_items)
         assert outcome.written == 70 and not outcome.failures
         sent.append(client.bodies)
     assert sent[0] == sent[1] and len(sent[0]) == 7  # a key repeats every 10 rows: cut there

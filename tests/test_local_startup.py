@@ -73,7 +73,7 @@ def test_a_local_run_writes_without_importing_boto3(tmp_path: Path):
         print("LOADED", loaded)
         # nor the modules that only add other commands
         extras = ("aws.deploy", "aws.package", "cli.deploy_commands", "cli.plan", "mbc.sync",
-                  "cli.local_stack", "cli.spec_draft")
+                  "cli.local_moto", "cli.spec_draft")
         print("EXTRAS", sorted(m for m in extras if "importer." + m in sys.modules))
         sys.exit(code)
         """

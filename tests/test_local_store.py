@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from importer.cli import local_stack, local_store
+from importer.cli import local_moto, local_store
 
 pytest.importorskip("moto.server")
 
@@ -63,7 +63,7 @@ def stand_in(tmp_path_factory):
     )  # fmt: skip
     assert up.returncode == 0, up.stderr
     state_dir = folder / ".importer" / "local"
-    state = local_stack.read_state(state_dir)
+    state = local_moto.read_state(state_dir)
     try:
         yield boto3.client(
             "dynamodb",
@@ -73,7 +73,7 @@ def stand_in(tmp_path_factory):
             aws_secret_access_key="testing",
         )
     finally:
-        local_stack.stop_background(state_dir)
+        local_moto.stop_background(state_dir)
 
 
 def test_plain_puts_are_stored_and_read_back_exactly(stand_in):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importer import _native
-from importer.dynamodb.api import Reply
+from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError
 from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup
@@ -25,7 +26,7 @@ from importer.dynamodb.retry import RetryPolicy
 from importer.records import PreparedItem
 
 
-class _Table:
+class _Table(DynamoClient):
     """BatchGetItem as DynamoDB answers it, over a dict; a body seen for the first
     time may get some of its keys left unprocessed, or a throttling error."""
 
@@ -56,15 +57,9 @@ class _Table:
             }
         return Reply(raw=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
 
-    def post_many(self, operation: str, bodies: list[bytes]) -> list[Reply | DynamoError]:
+    def post_many(self, operation: str, bodies: Sequence[bytes]) -> list[Reply | DynamoError]:
         self.groups.append(len(bodies))
-        out: list[Reply | DynamoError] = []
-        for body in bodies:
-            try:
-                out.append(self.post(operation, body))
-            except DynamoError as exc:
-                out.append(exc)
-        return out
+        return super().post_many(operation, bodies)  # the protocol's: one post each
 
 
 def _calm_lookup(client: _Table) -> KeyLookup:

@@ -323,7 +323,7 @@ def _count_reads(env: Env) -> dict[str, int]:
     """BatchGetItem calls per table from now on (the client's post and post_many, wrapped)."""
     calls: dict[str, int] = {}
     post = env.dynamo.post
-    post_many = getattr(env.dynamo, "post_many", None)
+    post_many = env.dynamo.post_many
 
     def count(operation, body):
         if operation == "BatchGetItem":
@@ -340,8 +340,7 @@ def _count_reads(env: Env) -> dict[str, int]:
         return post_many(operation, bodies)
 
     env.dynamo.post = counted
-    if post_many is not None:
-        env.dynamo.post_many = counted_many
+    env.dynamo.post_many = counted_many
     return calls
 
 

@@ -23,7 +23,6 @@ from importer.input.batching import Batcher, item_json_size
 from importer.input.options import DELIMITERS, CsvOptions
 from importer.input.source import CsvReader, ParsedRow, SourceError
 from importer.records import Reject
-from importer.run.driver import _cut_by_row
 from importer.transform import native_engine, reference
 from importer.transform.context import RunContext
 from importer.transform.spec import SpecError, parse_spec
@@ -774,7 +773,7 @@ def _batches_by_row(make: Any, max_items: int | None, max_bytes: int | None) -> 
     try:
         reader = make()
         batcher = Batcher(max_items=max_items, max_bytes=max_bytes, batch_input=BATCH_INPUT)
-        out = list(_cut_by_row(iter(reader), batcher, reader.header, item_json_size))
+        out = list(batcher.cut(iter(reader), reader.header, item_json_size))
         return reader.header, out, reader.padded, reader.truncated
     except Exception as exc:  # noqa: BLE001 - compared by type and message
         return (type(exc), str(exc))

@@ -80,30 +80,25 @@ def spec(tmp_path) -> Path:
     return path
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 # ---------------------------------------------------------------- 1. validate
 
 
-def test_validate_with_a_mistyped_table_fails_as_run_does(local_env, spec, tmp_path, capsys):
+def test_validate_with_a_mistyped_table_fails_as_run_does(
+    local_env, spec, tmp_path, capsys, run_cli
+):
     src = write_csv(tmp_path / "in.csv", ["A-1", "B-2"])
-    code, out, err = _cli(capsys, "validate", str(src), "--spec", str(spec), "--table", TYPO)
+    code, out, err = run_cli("validate", str(src), "--spec", str(spec), "--table", TYPO).parts()
     assert code == 1, (out, err)
     assert "would write" not in out
-    run_code, _, run_err = _cli(capsys, "run", str(src), "--spec", str(spec), "--table", TYPO)
+    run_code, _, run_err = run_cli("run", str(src), "--spec", str(spec), "--table", TYPO).parts()
     assert run_code == 1
     expected = f"importer: error: table {TYPO!r} does not exist at {local_env} (region us-east-1)"
     assert err.strip() == run_err.strip() == expected
 
 
-def test_validate_without_a_table_says_what_it_compared(local_env, spec, tmp_path, capsys):
+def test_validate_without_a_table_says_what_it_compared(local_env, spec, tmp_path, capsys, run_cli):
     src = write_csv(tmp_path / "in.csv", ["A-1", "B-2"])
-    code, out, err = _cli(capsys, "validate", str(src), "--spec", str(spec))
+    code, out, err = run_cli("validate", str(src), "--spec", str(spec)).parts()
     assert code == EXIT_OK
     assert "no --table given" in err and "endpoint" not in err
 
@@ -111,7 +106,9 @@ def test_validate_without_a_table_says_what_it_compared(local_env, spec, tmp_pat
 # ---------------------------------------------------------------- 5. one vocabulary
 
 
-def test_a_missing_table_reads_the_same_in_every_command(local_env, spec, tmp_path, capsys):
+def test_a_missing_table_reads_the_same_in_every_command(
+    local_env, spec, tmp_path, capsys, run_cli
+):
     src = write_csv(tmp_path / "in.csv", ["A-1"])
     expected = f"table {TYPO!r} does not exist at {local_env} (region us-east-1)"
     lines = {}
@@ -121,14 +118,14 @@ def test_a_missing_table_reads_the_same_in_every_command(local_env, spec, tmp_pa
         ["plan", str(src), "--spec", str(spec), "--table", TYPO],
         ["sync", "--table", TYPO],
     ):
-        code, _, err = _cli(capsys, *argv)
+        code, _, err = run_cli(*argv).parts()
         assert code == 1, (argv, err)
         lines[argv[0]] = err.strip()
     assert set(lines.values()) == {f"importer: error: {expected}"}, lines
 
 
-def test_a_missing_data_table_in_sync_is_named(local_env, capsys):
-    code, _, err = _cli(capsys, "sync", "--table", "other-app-master-command")
+def test_a_missing_data_table_in_sync_is_named(local_env, capsys, run_cli):
+    code, _, err = run_cli("sync", "--table", "other-app-master-command").parts()
     assert code == 1
     assert err.strip() == (
         "importer: error: table 'other-app-master-command' does not exist at "
@@ -154,16 +151,16 @@ def test_a_closed_pipe_ends_quietly(local_env, spec, tmp_path):
 # ---------------------------------------------------------------- 10. idempotent re-run
 
 
-def test_a_rerun_that_changed_nothing_exits_zero(local_env, spec, tmp_path, capsys):
+def test_a_rerun_that_changed_nothing_exits_zero(local_env, spec, tmp_path, capsys, run_cli):
     src = write_csv(tmp_path / "again.csv", ["R-1", "R-2", "R-3"])
     argv = ["run", str(src), "--spec", str(spec), "--table", CMD]
-    assert _cli(capsys, *argv)[0] == EXIT_OK
-    code, out, _ = _cli(capsys, *argv)
+    assert run_cli(*argv).code == EXIT_OK
+    code, out, _ = run_cli(*argv).parts()
     assert "(of which 3 exist already)" in out
     assert code == EXIT_OK
     # a re-run with a bad row in it still needs a look
     bad = write_csv(tmp_path / "again2.csv", ["R-1", "bad sku"])
-    assert _cli(capsys, "run", str(bad), "--spec", str(spec), "--table", CMD)[0] == EXIT_PARTIAL
+    assert run_cli("run", str(bad), "--spec", str(spec), "--table", CMD).code == EXIT_PARTIAL
 
 
 # ---------------------------------------------------------------- 4. keys from values
@@ -218,7 +215,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
-    from importer.cli import local_stack
+    from importer.cli import local_moto
 
     project = tmp_path / "project"
     deep = project / "data" / "2024"
@@ -229,7 +226,7 @@ def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
     up = _local("up", "--background", "--port", "0", cwd=project)
     assert up.returncode == 0, up.stderr
     try:
-        state = local_stack.read_state(state_dir)
+        state = local_moto.read_state(state_dir)
         assert state is not None
         env = _local("env", cwd=deep)
         assert env.returncode == 0, env.stderr
@@ -250,13 +247,13 @@ def test_the_stand_in_is_found_from_any_folder_of_the_project(tmp_path):
         assert _gone(state.pid)
         assert not (state_dir / "state.json").exists()
     finally:
-        if local_stack.read_state(state_dir) is not None:
-            local_stack.stop_background(state_dir)
+        if local_moto.read_state(state_dir) is not None:
+            local_moto.stop_background(state_dir)
 
 
 def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
     """A stand-in slow to stop (millions of items) is killed after the grace, never left."""
-    from importer.cli import local_stack
+    from importer.cli import local_moto
 
     ready = tmp_path / "ready"
     child = subprocess.Popen(
@@ -275,7 +272,7 @@ def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
         while not ready.exists():
             if child.poll() is not None:
                 pytest.fail("the stand-in stand-in did not start")
-        state = local_stack.StackState(
+        state = local_moto.StackState(
             pid=child.pid,
             endpoint="http://127.0.0.1:1",
             region="us-east-1",
@@ -285,11 +282,11 @@ def test_down_waits_for_a_stand_in_that_ignores_sigterm(tmp_path):
             background=True,
         )
         state_dir = tmp_path / ".importer" / "local"
-        local_stack._write_state(state_dir, state)
-        stopped = local_stack.stop_background(state_dir, grace=0.0)
+        local_moto._write_state(state_dir, state)
+        stopped = local_moto.stop_background(state_dir, grace=0.0)
         assert stopped is not None and stopped.pid == child.pid
         assert child.poll() is not None  # exited (and reaped here) before down returned
-        assert local_stack.read_state(state_dir) is None
+        assert local_moto.read_state(state_dir) is None
     finally:
         if child.poll() is None:
             child.kill()
@@ -339,7 +336,7 @@ def test_progress_counts_rows_settled_not_rows_read(tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["native", "reference"])
-def test_extra_fields_notice_names_the_lines(local_env, spec, tmp_path, capsys, engine):
+def test_extra_fields_notice_names_the_lines(local_env, spec, tmp_path, capsys, engine, run_cli):
     src = tmp_path / "extra.csv"
     src.write_text(
         "sku,name,price,qty,active\n"
@@ -348,7 +345,7 @@ def test_extra_fields_notice_names_the_lines(local_env, spec, tmp_path, capsys, 
         "C-3,Plum,3\n"
         "D-4,Fig,4,4,yes,x,y\n"
     )
-    code, out, _ = _cli(capsys, "validate", str(src), "--spec", str(spec), "--engine", engine)
+    code, out, _ = run_cli("validate", str(src), "--spec", str(spec), "--engine", engine).parts()
     assert code == EXIT_OK
     assert "2 rows had more fields than the header" in out
     assert "as ItemReader reads them: lines 3, 5" in out
@@ -356,11 +353,13 @@ def test_extra_fields_notice_names_the_lines(local_env, spec, tmp_path, capsys, 
     assert "ItemReader reads them: line 4" in out
 
 
-def test_rejects_file_is_in_line_order(local_env, spec, tmp_path, capsys):
+def test_rejects_file_is_in_line_order(local_env, spec, tmp_path, capsys, run_cli):
     skus = ["A-1", "bad 1", "A-1", "bad 2", "B-2", "B-2", "bad 3"]
     src = write_csv(tmp_path / "order.csv", skus)
     rejects = tmp_path / "order.rejects.csv"
-    code, _, _ = _cli(capsys, "validate", str(src), "--spec", str(spec), "--rejects", str(rejects))
+    code, _, _ = run_cli(
+        "validate", str(src), "--spec", str(spec), "--rejects", str(rejects)
+    ).parts()
     assert code == EXIT_PARTIAL
     with open(rejects, encoding="utf-8") as fh:
         lines = [int(rec[0]) for rec in list(csv.reader(fh))[1:]]
@@ -384,9 +383,9 @@ def test_a_date_reject_lists_the_accepted_spellings(engine):
     ]
 
 
-def test_the_first_import_note_is_plain_words(local_env, spec, tmp_path, capsys):
+def test_the_first_import_note_is_plain_words(local_env, spec, tmp_path, capsys, run_cli):
     src = write_csv(tmp_path / "first.csv", ["F-1"])
-    code, _, err = _cli(capsys, "validate", str(src), "--spec", str(spec), "--table", CMD)
+    code, _, err = run_cli("validate", str(src), "--spec", str(spec), "--table", CMD).parts()
     assert code == EXIT_OK
     assert "@1" not in err and "insert mode checks" not in err
     assert (
@@ -455,7 +454,7 @@ def test_the_draft_spec_names_its_own_file(tmp_path, capsys):
 
 
 def test_an_endpoint_that_does_not_answer_reads_the_same_in_every_command(
-    spec, tmp_path, capsys, monkeypatch
+    spec, tmp_path, capsys, monkeypatch, run_cli
 ):
     import socket
 
@@ -479,6 +478,6 @@ def test_an_endpoint_that_does_not_answer_reads_the_same_in_every_command(
         ["plan", str(src), "--spec", str(spec), "--table", CMD],
         ["sync", "--table", CMD],
     ):
-        code, _, err = _cli(capsys, *argv)
+        code, _, err = run_cli(*argv).parts()
         assert code == 1, (argv, err)
         assert err.startswith(start) and err.count("\n") == 1, (argv, err)

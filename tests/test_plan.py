@@ -13,7 +13,7 @@ import pytest
 
 from importer.cli.main import main
 from importer.cli.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
-from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, cut_batches
+from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batcher
 from importer.input.source import CsvReader
 from importer.item_size import item_size_of
 from importer.run.batch_unit import resolve_duplicates
@@ -57,15 +57,15 @@ def expected_counts(src: Path, spec_path: Path) -> dict:
     with open(src, "rb") as fh:
         reader = CsvReader(fh, spec.csv)
         header = reader.header
-        rows = [(r.line, r.fields) for r in reader]
+        rows = list(reader)
     out = dict(items=0, rejected=0, units=0, bytes=0, requests=0, batches=0)
-    for batch in cut_batches(
-        rows,
-        header,
+    local = Batcher(
         max_items=DEFAULT_MAX_ITEMS,
         max_bytes=AWS_MAX_INPUT_BYTES,
         batch_input=ctx.to_batch_input(),
-    ):
+        header=header,
+    )
+    for batch in local.cut(rows, header):
         out["batches"] += 1
         result = reference.transform_batch(spec, header, batch.rows, ctx)
         items, dupes = resolve_duplicates(
@@ -77,13 +77,12 @@ def expected_counts(src: Path, spec_path: Path) -> dict:
         for item in items:
             out["bytes"] += len(item.wire)
             out["units"] += max(1, math.ceil(item_size_of(json.loads(item.wire)) / 1024))
-    children = cut_batches(
-        rows,
-        header,
+    children = Batcher(
         max_items=ASL_BATCH_ITEMS,
         max_bytes=AWS_MAX_INPUT_BYTES,
         batch_input=ctx.to_batch_input(),
-    )
+        header=header,
+    ).cut(rows, header)
     out["children"] = sum(1 for _ in children)
     out["rows"] = len(rows)
     return out

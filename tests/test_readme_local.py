@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.cli import local_stack
+from importer.cli import local_moto
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Your own data, locally"
@@ -151,9 +151,9 @@ def test_readme_local_section_runs_as_written(tmp_path, subfolder):
             timeout=240,
         )
     finally:
-        leftover = local_stack.read_state(state_dir)
+        leftover = local_moto.read_state(state_dir)
         if leftover is not None:
-            local_stack.stop_background(state_dir)
+            local_moto.stop_background(state_dir)
     transcript = f"--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
     assert res.returncode == 0, transcript
     assert leftover is None, "the README's `down` left the stand-in running"

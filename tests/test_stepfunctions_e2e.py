@@ -28,7 +28,7 @@ from importer.aws.statemachine import (
 )
 from importer.dynamodb.client import Boto3DynamoClient
 from importer.dynamodb.errors import DynamoError
-from importer.input.batching import AWS_MAX_INPUT_BYTES, cut_batches
+from importer.input.batching import AWS_MAX_INPUT_BYTES, Batcher
 from importer.input.options import CsvOptions
 from importer.input.source import CsvReader
 from importer.transform.context import normalise_timestamp
@@ -335,7 +335,7 @@ def test_local_driver_gives_same_batches_and_table(cloud, imported):
     desc, body = imported["desc"], imported["body"]
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
 
-    # Batches: the Map's children in item order (ResultWriter) == cut_batches on the same
+    # Batches: the Map's children in item order (ResultWriter) == the run's batcher on the same
     # object with the definition's limits, as the local driver cuts them.
     out = json.loads(desc["output"])
     manifest = json.loads(
@@ -354,13 +354,12 @@ def test_local_driver_gives_same_batches_and_table(cloud, imported):
     reader = CsvReader(io.BytesIO(body), CsvOptions())
     local_batches = [
         [dict(zip(reader.header, fields, strict=True)) for _, fields in b.rows]
-        for b in cut_batches(
-            ((r.line, r.fields) for r in reader),
-            reader.header,
+        for b in Batcher(
             max_items=10,
             max_bytes=AWS_MAX_INPUT_BYTES,
             batch_input=batch_input,
-        )
+            header=reader.header,
+        ).cut(reader, reader.header)
     ]
     assert sfn_batches == local_batches
 

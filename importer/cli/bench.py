@@ -143,14 +143,6 @@ def python_count(data: bytes) -> int:
     return n
 
 
-def python_parse(data: bytes) -> list[tuple[int, list[str]]]:
-    from importer.input.options import CsvOptions
-    from importer.input.source import CsvReader
-
-    reader = CsvReader(io.BytesIO(data), CsvOptions())
-    return [(r.line, r.fields) for r in reader]
-
-
 def pyarrow_parse(data: bytes) -> int:
     """pyarrow's streaming CSV reader, one thread, every column as a string."""
     import pyarrow as pa

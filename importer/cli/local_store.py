@@ -3,9 +3,9 @@
 moto checks the 400 KB item limit as each attribute is added to a new item,
 summing the sizes of every attribute already there (`LimitedSizeDict`): an
 item of n attributes costs n(n+1)/2 size computations, each walking nested
-maps.  For an MBC command record (15 attributes, `attributes` a map) that was
-85% of `put_item`, and `put_item` was what held the stand-in at about 1,700
-rows/s while the importer itself transforms 200k rows/s.
+maps.  For an MBC command record (15 attributes, `attributes` a map) that is most
+of `put_item`, and it made the stand-in, not the importer, what a local run
+waited on.
 
 `speed_up()` builds a new item's attributes first and checks their total size
 once, which is the same rule: sizes are never negative, so the running sum

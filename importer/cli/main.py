@@ -148,7 +148,8 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
     """The whole command line; `extensions=False` leaves out the commands other modules add.
 
     `importer run` does not need the deploy, plan, sync, local and spec modules
-    loaded to parse its arguments (about 25 ms of every start).
+    loaded to parse its arguments: importing them is a noticeable part of a short
+    run's start.
     """
     parser = argparse.ArgumentParser(
         prog="importer",
@@ -243,11 +244,11 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         pass
     else:
         deploy_commands.register(sub)
-    from importer.cli import local_stack, plan, spec_draft, sync_command
+    from importer.cli import local_moto, plan, spec_draft, sync_command
 
     plan.register(sub)
     sync_command.register(sub)
-    local_stack.register(sub)
+    local_moto.register(sub)
     spec_draft.register(sub)
     _describe_subcommands(parser)
     return parser
@@ -306,10 +307,8 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         )
     output_dir = getattr(args, "output_dir", None)
     return RunConfig(
-        mode=args.mode,
         source=args.source,
         spec=spec,
-        table=table,
         checkpoint_path=checkpoint,
         resume=getattr(args, "resume", False),
         spec_digest=spec_digest(args.spec),
@@ -495,9 +494,9 @@ def _bound_c_heap(threshold: int = 64 * 1024) -> None:
     Each batch's field bytes (the native reader's `RowBlock`) and its
     transform's buffers are 100-500 KB, made by one thread and freed by
     another.  glibc's default raises its mmap threshold after such frees and
-    then carves the buffers out of heaps that fragment.  A fixed threshold
-    keeps them as mappings: peak RSS of a blind run of 1M rows 85 -> 60-66 MB,
-    10M rows 105 -> 96 MB, and no slower.
+    then carves the buffers out of heaps that fragment, and a long run's peak
+    memory creeps up.  A fixed threshold keeps them as mappings, returned as soon
+    as they are freed.
     """
     _mallopt(_M_MMAP_THRESHOLD, threshold)
 
@@ -507,9 +506,8 @@ def _relax_cyclic_gc(threshold: int = 10_000) -> None:
 
     A run keeps up to a hundred batches of rows alive at once (a list and a
     tuple per row), and at the default threshold the collections that walk
-    them took almost half of reading and transforming: read + batch cut +
-    transform of the products file on one core went from 264k to 480k rows/s.
-    Rows hold no reference cycles, so collecting less often costs no memory.
+    them take a large share of reading and transforming (the benchmarks
+    measure it).  Rows hold no reference cycles, so collecting less often costs no memory.
     A threshold the user set higher, or collection turned off, is left alone.
     """
     gen0, gen1, gen2 = gc.get_threshold()

@@ -173,9 +173,7 @@ def plan_source(
     try:
         header = list(reader.header)
         plan.ignored_columns = check_header(spec, header)
-        size_of = getattr(eng, "row_json_size", None)
-        if size_of is None:
-            from importer.input.batching import item_json_size as size_of
+        size_of = eng.row_json_size
         batch_input = ctx.to_batch_input()
         local = Batcher(
             max_items=batch_items, max_bytes=batch_bytes, batch_input=batch_input, header=header

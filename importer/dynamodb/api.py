@@ -7,6 +7,7 @@ client sends (signed HTTP or boto3; see :mod:`importer.dynamodb.client`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from importer.dynamodb.errors import DynamoError, WriterFatalError
@@ -46,14 +47,29 @@ class Reply:
 class DynamoClient(Protocol):
     """What writers and lookups need of DynamoDB (thread-safe).
 
-    A client whose `sends_side_by_side` is true also has `post_many(operation,
-    bodies)` (see `HttpDynamoClient`); writers and lookups use it when present.
+    A client subclasses this to take the defaults of the optional capability:
+    `post_many` posts one body after another, and `sends_side_by_side` is False, so
+    writers and lookups send one request at a time.  A client that can send a group
+    in one call (`HttpDynamoClient` on plain TCP) overrides both.
     """
 
     endpoint_url: str
     region: str
+    #: True when `post_many` sends its bodies side by side in one call: then writers
+    #: and lookups group their requests; otherwise grouping would only serialise them
+    sends_side_by_side: bool = False
 
     def post(self, operation: str, body: bytes) -> Reply: ...
+
+    def post_many(self, operation: str, bodies: Sequence[bytes]) -> list[Reply | DynamoError]:
+        """Per body, the `Reply` that `post` returns or the `DynamoError` it raises."""
+        answers: list[Reply | DynamoError] = []
+        for body in bodies:
+            try:
+                answers.append(self.post(operation, body))
+            except DynamoError as exc:
+                answers.append(exc)
+        return answers
 
     def answered(self) -> bool:
         """True once any call got an HTTP answer (the endpoint is reachable)."""

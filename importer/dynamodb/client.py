@@ -9,16 +9,16 @@ TransactWriteItems, DescribeTable -- goes through `DynamoClient.post`
 Two implementations share that surface:
 
 * `HttpDynamoClient` (the default): bodies are signed by `importer.dynamodb.sigv4`
-  (byte-identical to botocore's SigV4Auth, ~10x cheaper) and POSTed over a lean
-  HTTP/1.1 keep-alive pool of at most `workers` connections (urllib3 +
-  http.client cost ~300 us CPU per request, this ~40 us on loopback, kernel
-  included).  On plain TCP a request is one call into C (`importer._http`):
-  the send and the whole usual answer happen with the GIL let go once, on a
-  blocking socket whose timeouts the kernel keeps; an unusual answer (chunked,
-  1xx, no Content-Length, ...) is read on by the general parser
-  (`importer.dynamodb.http_exchange`), as TLS
-  answers are.  A 200 answer is handed back as raw bytes: the batch writer's
-  usual all-processed answer is never JSON-parsed.
+  (byte-identical to botocore's SigV4Auth, with what is constant per endpoint
+  computed once) and POSTed over a lean HTTP/1.1 keep-alive pool of at most
+  `workers` connections, because urllib3 + http.client's per-request CPU, not the
+  network, bounded fifty workers.  On plain TCP a request is one call into C
+  (`importer._http`): the send and the whole usual answer happen with the GIL let
+  go once, on a blocking socket whose timeouts the kernel keeps; an unusual answer
+  (chunked, 1xx, no Content-Length, ...) is read on by the general parser
+  (`importer.dynamodb.http_exchange`), as TLS answers are.  A 200 answer is handed
+  back as raw bytes: the batch writer's usual all-processed answer is never
+  JSON-parsed.
 * `Boto3DynamoClient`: the same calls through a boto3 client.  It is the
   reference path (`--writer boto3`) and what moto's in-process `mock_aws`
   intercepts.
@@ -98,7 +98,7 @@ def resolve_endpoint(session: Any, region: str, endpoint_url: str | None) -> str
     return session.client("dynamodb", region_name=region).meta.endpoint_url
 
 
-class HttpDynamoClient:
+class HttpDynamoClient(DynamoClient):
     """Signed JSON-1.0 POSTs over at most `workers` keep-alive connections.
 
     `timeout` is the read timeout per request, `connect_timeout` the TCP
@@ -454,7 +454,7 @@ def _snake(op: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in op).lstrip("_")
 
 
-class Boto3DynamoClient:
+class Boto3DynamoClient(DynamoClient):
     """The same calls through a boto3 client: the reference path, and what moto intercepts.
 
     botocore's own retries are off so that importer's policy alone decides,

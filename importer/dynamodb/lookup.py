@@ -127,7 +127,7 @@ class KeyLookup:
         self._tail: bytes | None = None
         self._empty: dict[str, bytes] = {}
         #: the client sends several calls side by side in one call (`post_many`)
-        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
+        self.client_groups = client.sends_side_by_side
 
     def table_exists(self, table: str) -> bool:
         """DescribeTable: True if it exists (fatal errors other than not-found raise)."""
@@ -247,7 +247,7 @@ class KeyLookup:
         for part in parts:
             listed = part.listed()
             bodies.append(self._body(table, part.keys() if listed is None else (), listed))
-        answers = self.client.post_many("BatchGetItem", bodies)  # type: ignore[attr-defined]
+        answers = self.client.post_many("BatchGetItem", bodies)
         lanes.observe_group(started, cpu, slept)
         nothing = self._nothing_found(table)
         clean = []  # nothing found, nothing left: settled together

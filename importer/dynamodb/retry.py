@@ -59,12 +59,10 @@ class RetryPolicy:
     limits allow it (the delay that would overrun `max_elapsed` is not slept).
 
     The delay is capped at 0.5 s: the run's pacer (`importer.dynamodb.pacing`) already
-    slows every worker to what the table takes, so a longer backoff only left
-    an unlucky request idle at the end of a run.  With 27 % of requests failing
-    at random, the old 5 s cap made the last seconds of a 30k-row import wait
-    on one request (6-9x the fault-free time instead of about 3x).  Twenty
-    attempts keep the time a request may be retried near the old defaults'
-    (up to about 9 s).
+    slows every worker to what the table takes, so a longer backoff only leaves an
+    unlucky request idle while the rest of the run has finished (random faults
+    then make the run's tail, not its throughput, the cost).  Twenty attempts give
+    a request several seconds of retries in all.
     """
 
     max_attempts: int = 20

@@ -171,7 +171,7 @@ class BatchWriter:
         self.suffix = _PUT_CLOSE + b"]}}"
         self._fatal: WriterFatalError | None = None
         #: the client sends several requests side by side in one call (`post_many`)
-        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
+        self.client_groups = client.sends_side_by_side
 
     # ------------------------------------------------------------------ public
 

@@ -9,7 +9,7 @@ compact UTF-8 JSON of that child input, which is what Step Functions measures.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,6 @@ __all__ = [
     "Batcher",
     "RowsByLine",
     "check_limits",
-    "cut_batches",
     "child_input_json",
     "item_json_size",
 ]
@@ -196,26 +195,32 @@ class Batcher:
             return self._close()
         return None
 
+    def cut(
+        self,
+        rows: Iterable[Any],
+        header: Sequence[str],
+        size_of: Callable[[Sequence[str], Sequence[str]], int] = item_json_size,
+    ) -> Iterator[Batch]:
+        """All the batches of `rows`, the last one flushed: the one row-by-row loop.
 
-def cut_batches(
-    rows: Iterable[tuple[int, list[str]]],
-    header: Sequence[str],
-    *,
-    max_items: int | None,
-    max_bytes: int | None,
-    batch_input: dict[str, Any],
-) -> Iterator[Batch]:
-    """Convenience for tests and the handler's dry run: all batches of `rows`."""
-    batcher = Batcher(
-        max_items=max_items, max_bytes=max_bytes, batch_input=batch_input, header=header
-    )
-    for line, fields in rows:
-        done = batcher.add(line, fields, item_json_size(header, fields))
-        if done is not None:
-            yield done
-    last = batcher.flush()
-    if last is not None:
-        yield last
+        A row has `line`, `fields` and `error` (a reader's row); an unreadable one
+        (`error` set) is a reject of the batch then open, naming the column and value of
+        a typed reader's misfit.  A typed reader's row knows its JSON size (`size`);
+        otherwise `size_of(header, fields)` gives it.  Readers that cut their own
+        batches (`RowReader.read_batches`) do not come here.
+        """
+        for row in rows:
+            if row.error is not None:
+                column, value = getattr(row, "column", ""), getattr(row, "value", "")
+                self.reject(Reject(row.line, column, value, row.error, tuple(row.fields)))
+                continue
+            size = getattr(row, "size", 0) or size_of(header, row.fields)
+            closed = self.add(row.line, row.fields, size)
+            if closed is not None:
+                yield closed
+        last = self.flush()
+        if last is not None:
+            yield last
 
 
 class RowsByLine(Mapping[int, Sequence[str]]):

@@ -37,6 +37,7 @@ from typing import Any
 from importer.input.json_array import JsonArrayReader
 from importer.input.jsonl import JsonlReader
 from importer.input.options import INPUT_TYPES, CsvOptions, InputOptions
+from importer.input.reader import RowReader
 from importer.input.source import CsvReader, SourceError, SourceStream, open_source
 
 __all__ = [
@@ -155,7 +156,7 @@ def manifest_objects(
     return uris, options.data_type, None
 
 
-class ManifestReader:
+class ManifestReader(RowReader):
     """The rows of every object a manifest lists, one object after another."""
 
     input_type = "MANIFEST"

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from importer.input.items import ItemMapper, ItemRow, NumberCounter, refuse_constant, text_size
+from importer.input.reader import RowReader
 from importer.input.source import CHUNK_BYTES, SourceError
 
 __all__ = ["JsonArrayReader"]
@@ -28,7 +29,7 @@ MAX_ELEMENT_CHARS = 16 << 20
 _WS = " \t\n\r"
 
 
-class JsonArrayReader:
+class JsonArrayReader(RowReader):
     """Rows of a JSON-array stream for the spec's columns (`header`, typed by `kinds`)."""
 
     input_type = "JSON"

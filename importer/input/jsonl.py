@@ -18,6 +18,7 @@ from typing import IO, Any
 from importer import _native
 from importer.input.batching import Batch, Batcher
 from importer.input.items import LOOSE, ItemDecoder, ItemMapper, ItemRow, Num, refuse_constant
+from importer.input.reader import RowReader
 from importer.input.source import SourceError
 from importer.records import Reject
 
@@ -30,7 +31,7 @@ BOM = b"\xef\xbb\xbf"
 __all__ = ["JsonlReader"]
 
 
-class JsonlReader:
+class JsonlReader(RowReader):
     """Rows of a JSONL stream for the spec's columns (`header`, typed by `kinds`)."""
 
     input_type = "JSONL"

@@ -31,6 +31,7 @@ from typing import Any
 from importer import _native
 from importer.input.batching import Batch, Batcher
 from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, value_text
+from importer.input.reader import RowReader
 from importer.input.source import SourceError
 from importer.records import Reject
 
@@ -131,7 +132,7 @@ def _iso(value: Any) -> str:
     return text
 
 
-class ParquetReader:
+class ParquetReader(RowReader):
     """Rows of a Parquet file for the spec's columns (`header`, typed by `kinds`)."""
 
     input_type = "PARQUET"

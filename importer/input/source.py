@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from importer.input.options import CsvOptions
+from importer.input.reader import RowReader
 
 __all__ = [
     "CHUNK_BYTES",
@@ -503,10 +504,6 @@ class _RecordParser:
         self.state = self.START
         return True
 
-    @property
-    def open_quote(self) -> bool:
-        return self.state == self.QUOTED
-
 
 def _decode(raw: bytes, line: int) -> tuple[str, str | None]:
     try:
@@ -604,7 +601,7 @@ def read_header(records: Iterator[ParsedRow], options: CsvOptions) -> list[str]:
 SHOWN_LINES = 8
 
 
-class CsvReader:
+class CsvReader(RowReader):
     """Header plus rows of a CSV stream, per ItemReader's rules.
 
     Rows are padded with `""` or cut to the header's width, as ItemReader does.

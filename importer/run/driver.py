@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,17 +37,15 @@ from importer.dynamodb.lanes import batch_threads
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
 from importer.input.source import (
-    CsvReader,
     SourceError,
     SourceStream,
     TruncatedSourceError,
     open_source,
 )
-from importer.modes.stage import DEFAULT_MODE, Mode
 from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
 from importer.run.checkpoint import Checkpoint, RunLock
-from importer.run.pipeline import Pipeline
+from importer.run.pipeline import Pipeline, PipelineSettings
 from importer.run.reports import (
     CsvReport,
     ResultWriter,
@@ -59,6 +57,7 @@ from importer.run.reports import (
     rejects_columns,
 )
 from importer.transform.context import RunContext
+from importer.transform.engines import Engine
 from importer.transform.spec import Spec, check_header, header_problem
 
 __all__ = [
@@ -128,11 +127,14 @@ _QUEUED_AHEAD = 4
 
 @dataclass(slots=True)
 class RunConfig:
-    """What the local Distributed Map needs beyond the pipeline: source, batches, reports."""
+    """What the local Distributed Map needs beyond the pipeline: source, batches, reports.
+
+    The table and the mode are the pipeline's (`PipelineSettings`): stated there once,
+    so a run's checkpoint cannot record another mode than the one it writes with.
+    """
 
     source: str
     spec: Spec
-    table: str | None = None
     batch_items: int | None = DEFAULT_MAX_ITEMS
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES
     workers: int = 50
@@ -146,7 +148,6 @@ class RunConfig:
     output_dir: Path | None = None
     tolerated_failure_percentage: float | None = None
     tolerated_failure_count: int | None = None
-    mode: Mode = DEFAULT_MODE
     #: ItemReader InputType (`--input-type`); None: the spec's `[input] type`, else the name
     input_type: str | None = None
     #: ReaderConfig.MaxItems (`--max-items`); None: the spec's `[input] max_items`
@@ -206,7 +207,7 @@ class Summary:
 def open_rows(
     source: str,
     spec: Spec,
-    engine: Any,
+    engine: Engine,
     *,
     input_type: str | None = None,
     s3_client: Any = None,
@@ -219,12 +220,11 @@ def open_rows(
     rows (the spec's columns, in spec order) with each item's JSON size.
     """
     kind = input_type_for(source, input_type or spec.input.type)
-    open_reader = getattr(engine, "open_reader", None)
     if kind == "CSV":
         stream = open_source(source, s3_client=s3_client)
         raw = wrap(stream.raw) if wrap is not None else stream.raw
         try:
-            reader = open_reader(raw, spec.csv) if open_reader else CsvReader(raw, spec.csv)
+            reader = engine.open_reader(raw, spec.csv)
         except BaseException:
             stream.close()
             raise
@@ -239,7 +239,7 @@ def open_rows(
             header,
             kinds,
             s3_client=s3_client,
-            open_csv=open_reader,
+            open_csv=engine.open_reader,
         )
         return kind, stream, reader
     if kind == "PARQUET":
@@ -260,16 +260,17 @@ def open_rows(
     return kind, stream, reader
 
 
-def _run_meta(config: RunConfig, ctx: RunContext) -> dict[str, Any]:
+def _run_meta(config: RunConfig, settings: PipelineSettings, ctx: RunContext) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the same source, table, spec, batches, mode."""
     return {
         "run_id": ctx.run_id,
         "timestamp": ctx.timestamp,
         "source": config.source,
-        "table": config.table,
+        "table": settings.table,
         "spec": config.spec_digest,
         "batch_items": config.batch_items,
         "batch_bytes": config.batch_bytes,
-        "mode": config.mode,
+        "mode": settings.mode,
     }
 
 
@@ -342,7 +343,7 @@ def _run_import(
         checkpoint = Checkpoint.load(config.checkpoint_path)
         ctx = RunContext.new(run_id=checkpoint.meta["run_id"])
         ctx = RunContext(ctx.run_id, checkpoint.meta["timestamp"], ctx.source, ctx.user, ctx.ip)
-        checkpoint.check_matches(_run_meta(config, ctx))
+        checkpoint.check_matches(_run_meta(config, pipeline.settings, ctx))
     else:
         ctx = RunContext.new(run_id=config.run_id)
     ctx = pipeline.stamp(ctx)
@@ -374,7 +375,7 @@ def _run_import(
         )
         if writing and config.checkpoint_path is not None:
             if checkpoint is None:
-                meta = _run_meta(config, ctx)
+                meta = _run_meta(config, pipeline.settings, ctx)
                 meta["input"] = stream.identity
                 checkpoint = Checkpoint.start(config.checkpoint_path, meta)
             else:
@@ -490,28 +491,6 @@ def _check_tolerance(config: RunConfig, summary: Summary) -> None:
             f"map run failed: {summary.failed_batches} batches ({failed_items} items) failed, "
             f"over the tolerated " + (f"{count} items" if count is not None else f"{pct}%")
         )
-
-
-def _cut_by_row(
-    reader: Iterable[Any],
-    batcher: Batcher,
-    header: list[str],
-    size_of: Callable[[list[str], list[str]], int],
-) -> Iterator[Batch]:
-    """The batches of `reader`'s rows, cut in Python (readers without `read_batches`)."""
-    for row in reader:
-        if row.error is not None:
-            # a typed reader names the column and value of a misfit (`ItemRow`)
-            column, value = getattr(row, "column", ""), getattr(row, "value", "")
-            batcher.reject(Reject(row.line, column, value, row.error, tuple(row.fields)))
-            continue
-        size = getattr(row, "size", 0) or size_of(header, row.fields)
-        closed = batcher.add(row.line, row.fields, size)
-        if closed is not None:
-            yield closed
-    last = batcher.flush()
-    if last is not None:
-        yield last
 
 
 def _line_of(reject: Reject) -> int:
@@ -634,9 +613,7 @@ class _Run:
 
     def pump(self, reader: Any, batcher: Batcher) -> None:
         config, s, pipeline = self.config, self.summary, self.pipeline
-        size_of = getattr(pipeline.engine, "row_json_size", None)
-        if size_of is None:
-            from importer.input.batching import item_json_size as size_of
+        size_of = pipeline.engine.row_json_size
         header = self.header
         in_flight: deque[Future[BatchOutcome]] = deque()
         max_in_flight = max(2, config.workers * 2)
@@ -702,12 +679,11 @@ class _Run:
                 settle_next()
 
         max_items = config.max_items or config.spec.input.max_items
-        read_batches = getattr(reader, "read_batches", None)
-        batches = read_batches(batcher) if read_batches is not None and not max_items else None
+        batches = reader.read_batches(batcher) if not max_items else None
         if batches is None:
             # ReaderConfig.MaxItems: ItemReader reads no more than this many items
             rows = itertools.islice(reader, max_items) if max_items else reader
-            batches = _cut_by_row(rows, batcher, header, size_of)
+            batches = batcher.cut(rows, header, size_of)
         signals = self.signals
         cut: TruncatedSourceError | None = None
         try:

@@ -8,8 +8,10 @@ pure-Python path at a fraction of the speed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import IO, Protocol
 
+from importer.input.options import CsvOptions
+from importer.input.reader import RowReader
 from importer.transform.context import RunContext
 from importer.transform.reference import Row, TransformResult
 from importer.transform.spec import Spec
@@ -24,6 +26,13 @@ class EngineError(RuntimeError):
 
 
 class Engine(Protocol):
+    """What the run asks of an engine (each is a module: `reference`, `native_engine`).
+
+    Besides transforming, an engine opens the CSV reader its transform is fastest
+    with and sizes a row as ItemReader would; the reference engine's are the plain
+    ones (`CsvReader`, `item_json_size`).
+    """
+
     def transform_batch(
         self,
         spec: Spec,
@@ -31,6 +40,10 @@ class Engine(Protocol):
         rows: Sequence[Row],
         ctx: RunContext,
     ) -> TransformResult: ...
+
+    def open_reader(self, stream: IO[bytes], options: CsvOptions) -> RowReader: ...
+
+    def row_json_size(self, header: Sequence[str], fields: Sequence[str]) -> int: ...
 
 
 def get_engine(name: str) -> Engine:

@@ -31,6 +31,7 @@ from importer import _native
 from importer.input.batching import Batch, Batcher
 from importer.input.batching import item_json_size as _py_item_json_size
 from importer.input.options import CsvOptions
+from importer.input.reader import RowReader
 from importer.input.source import (
     CHUNK_BYTES,
     MAX_HEADER_BYTES,
@@ -460,7 +461,7 @@ def _reparse_record(raw: bytes, first_line: int, delimiter: str) -> tuple[list[s
     )
 
 
-class NativeCsvReader:
+class NativeCsvReader(RowReader):
     """`importer.input.source.CsvReader` with the bytes parsed in C, chunk by chunk."""
 
     def __init__(

@@ -11,8 +11,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
+from importer.input.batching import item_json_size
+from importer.input.options import CsvOptions
+from importer.input.source import CsvReader
 from importer.item_size import MAX_ITEM_BYTES, item_size_of
 from importer.records import PreparedItem, Reject
 from importer.transform.context import RunContext
@@ -36,6 +39,8 @@ __all__ = [
     "TransformResult",
     "key_text",
     "key_values",
+    "open_reader",
+    "row_json_size",
     "ttl_value",
     "transform_batch",
     "wire_json",
@@ -284,3 +289,12 @@ def transform_batch(
         else:
             items.append(outcome)
     return result
+
+
+#: A row's ItemReader JSON size, as the run batches it (`native_engine`'s is in C).
+row_json_size = item_json_size
+
+
+def open_reader(stream: IO[bytes], options: CsvOptions) -> CsvReader:
+    """The CSV reader this engine's rows come from: ItemReader's rules, parsed in Python."""
+    return CsvReader(stream, options)

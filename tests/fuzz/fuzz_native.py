@@ -26,7 +26,6 @@ with atheris.instrument_imports():
     from importer.input.batching import Batcher, item_json_size
     from importer.input.options import CsvOptions
     from importer.input.source import CsvReader
-    from importer.run.driver import _cut_by_row
     from importer.transform import native_engine, reference
     from importer.transform.context import RunContext
     from importer.transform.spec import parse_spec
@@ -130,7 +129,7 @@ def _batches_outcome(make, native: bool, max_items: int, max_bytes: int):
             if cut is None:
                 return "per-row"
             return r.header, list(cut), r.padded, r.truncated
-        out = list(_cut_by_row(iter(r), batcher, r.header, item_json_size))
+        out = list(batcher.cut(iter(r), r.header, item_json_size))
         return r.header, out, r.padded, r.truncated
     except Exception as exc:  # noqa: BLE001
         return type(exc), str(exc)

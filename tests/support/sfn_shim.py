@@ -110,9 +110,9 @@ from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguagePa
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
-from importer.input.batching import cut_batches
+from importer.input.batching import Batcher
 from importer.input.options import CsvOptions
-from importer.input.source import CsvReader
+from importer.input.source import CsvReader, ParsedRow
 
 MOTO_SFN_CONFIG = {"stepfunctions": {"execute_state_machine": True}}
 _DELIMITERS = {"COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "SPACE": " ", "TAB": "\t"}
@@ -344,18 +344,14 @@ def _map_run(self: Any, env: Any, eval_input: Any) -> None:
             batch_input = json.loads(to_json_str(env.stack.pop()))
             env.stack.pop()
         header = list(items[0]) if items else []
-        rows = [(n, list(item.values())) for n, item in enumerate(items)]
-        batches = [
-            b
-            for b in cut_batches(
-                rows,
-                header,
-                max_items=cfg["max_items"],
-                max_bytes=cfg["max_bytes"],
-                batch_input=batch_input,
-            )
-            if b.rows
-        ]
+        rows = [ParsedRow(n, list(item.values())) for n, item in enumerate(items)]
+        batcher = Batcher(
+            max_items=cfg["max_items"],
+            max_bytes=cfg["max_bytes"],
+            batch_input=batch_input,
+            header=header,
+        )
+        batches = [b for b in batcher.cut(rows, header) if b.rows]
         batched = {n for b in batches for n, _ in b.rows}
         if len(batched) != len(items):  # an item too big to fit a child input alone
             n = min(set(range(len(items))) - batched)

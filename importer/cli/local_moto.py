@@ -394,7 +394,7 @@ def _spawn_background(args: argparse.Namespace, state_dir: Path) -> StackState:
     argv = [
         sys.executable,
         "-m",
-        "importer.cli.local_stack",
+        "importer.cli.local_moto",
         "--host",
         args.host,
         "--region",
@@ -680,7 +680,7 @@ def register(subparsers: Any) -> None:
 
 
 def _child_main(argv: Sequence[str] | None = None) -> int:
-    """The detached server `up --background` starts (python -m importer.cli.local_stack)."""
+    """The detached server `up --background` starts (python -m importer.cli.local_moto)."""
     parser = argparse.ArgumentParser(prog="importer-local-server")
     _add_up_options(parser)
     parser.add_argument("--state-dir", required=True)

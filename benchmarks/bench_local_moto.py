@@ -11,8 +11,8 @@ its rows).  Blind mode, so what is timed is the stand-in's writes, not the
 lookups of insert mode.  The ratio is reported; IMPORTER_BENCH_LOCAL_ENFORCE=1
 makes a ratio under 2 fail and a memory per item over 5 KB fail.
 
-    pytest benchmarks/bench_local_stack.py -s                                  # N = 100,000
-    IMPORTER_BENCH_LOCAL_ROWS=20000 pytest benchmarks/bench_local_stack.py -s
+    pytest benchmarks/bench_local_moto.py -s                                  # N = 100,000
+    IMPORTER_BENCH_LOCAL_ROWS=20000 pytest benchmarks/bench_local_moto.py -s
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._clients import ROOT, client_env, save_report, write_products
-from importer.cli import local_stack
+from importer.cli import local_moto
 
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_LOCAL_ROWS", "100000"))
@@ -63,7 +63,7 @@ def test_stand_in_write_path(tmp_path, products, variant):
     )  # fmt: skip
     assert up.returncode == 0, up.stderr
     state_dir = tmp_path / ".importer" / "local"
-    state = local_stack.read_state(state_dir)
+    state = local_moto.read_state(state_dir)
     assert state is not None
     try:
         before = _rss_kb(state.pid)
@@ -77,7 +77,7 @@ def test_stand_in_write_path(tmp_path, products, variant):
         assert run.returncode == 0, run.stderr
         after = _rss_kb(state.pid)
     finally:
-        local_stack.stop_background(state_dir)
+        local_moto.stop_background(state_dir)
     data = json.loads(summary.read_text())
     assert data["written"] == N
     RESULTS[variant] = {

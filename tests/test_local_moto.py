@@ -14,24 +14,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from importer.cli import local_stack
+from importer.cli import local_moto
 from importer.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-    """The console script as a child process (the background server must outlive it)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "importer.cli.main", *argv],
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        cwd=cwd,
-        timeout=120,
-    )
 
 
 def parse_exports(text: str) -> dict[str, str]:
@@ -57,13 +43,13 @@ def stack_dir(tmp_path):
     """A state dir whose stand-in is always stopped, whatever the test did."""
     state_dir = tmp_path / ".importer" / "local"
     yield state_dir
-    state = local_stack.read_state(state_dir)
+    state = local_moto.read_state(state_dir)
     if state is not None:
-        local_stack.stop_background(state_dir)
+        local_moto.stop_background(state_dir)
 
 
-def test_background_lifecycle_tables_bucket_env_and_run(tmp_path, stack_dir):
-    up = cli("local", "up", "--background", "--port", "0", cwd=tmp_path)
+def test_background_lifecycle_tables_bucket_env_and_run(tmp_path, stack_dir, run_cli):
+    up = run_cli.child("local", "up", "--background", "--port", "0", cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     state = json.loads((stack_dir / "state.json").read_text())
     assert (stack_dir / "server.pid").read_text().strip() == str(state["pid"])
@@ -72,7 +58,7 @@ def test_background_lifecycle_tables_bucket_env_and_run(tmp_path, stack_dir):
     # every line of `up` is a comment or shell, so eval "$(importer local up ...)" is safe too
     assert all(ln.startswith(("#", "export ", "unset ")) for ln in up.stdout.splitlines())
 
-    env = cli("local", "env", cwd=tmp_path)
+    env = run_cli.child("local", "env", cwd=tmp_path)
     assert env.returncode == 0 and env.stderr == ""
     exports = parse_exports(env.stdout)
     assert exports == {
@@ -109,7 +95,7 @@ def test_background_lifecycle_tables_bucket_env_and_run(tmp_path, stack_dir):
     )
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["importer-local"]
 
-    again = cli("local", "up", "--background", cwd=tmp_path)
+    again = run_cli.child("local", "up", "--background", cwd=tmp_path)
     assert again.returncode == 1
     assert f"already running on {endpoint} (pid {state['pid']})" in again.stderr
 
@@ -121,13 +107,15 @@ def test_background_lifecycle_tables_bucket_env_and_run(tmp_path, stack_dir):
         encoding="utf-8",
     )
     table = "local-app-master-command"
-    run = cli("run", "p.csv", "--spec", "p.toml", "--table", table, env=exports, cwd=tmp_path)
+    run = run_cli.child(
+        "run", "p.csv", "--spec", "p.toml", "--table", table, env=exports, cwd=tmp_path
+    )
     assert run.returncode == 0, run.stderr
     assert ddb.scan(TableName=table, Select="COUNT")["Count"] == 2
-    put = cli("local", "upload", "p.csv", "--key", "in/p.csv", cwd=tmp_path)
+    put = run_cli.child("local", "upload", "p.csv", "--key", "in/p.csv", cwd=tmp_path)
     assert put.returncode == 0 and put.stdout.strip() == "s3://importer-local/in/p.csv"
     (tmp_path / "p.csv").write_text("sku,name\nC-3,Plum\n", encoding="utf-8")  # not what S3 has
-    run = cli(
+    run = run_cli.child(
         "run", "s3://importer-local/in/p.csv", "--spec", "p.toml", "--table", table,
         "--mode", "upsert", "--summary-json", "s.json", env=exports, cwd=tmp_path,
     )  # fmt: skip
@@ -135,14 +123,16 @@ def test_background_lifecycle_tables_bucket_env_and_run(tmp_path, stack_dir):
     summary = json.loads((tmp_path / "s.json").read_text())
     assert (summary["rows"], summary["unchanged"]) == (2, 2)
 
-    down = cli("local", "down", cwd=tmp_path)
+    down = run_cli.child("local", "down", cwd=tmp_path)
     assert down.returncode == 0 and f"pid {state['pid']}" in down.stdout
     assert not (stack_dir / "state.json").exists() and not (stack_dir / "server.pid").exists()
     assert gone(state["pid"])
-    after = cli("local", "env", cwd=tmp_path)
+    after = run_cli.child("local", "env", cwd=tmp_path)
     assert after.returncode == 1
     assert after.stderr.count("\n") == 1 and "importer local up --background" in after.stderr
-    assert cli("local", "down", cwd=tmp_path).returncode == 0  # nothing to stop is not an error
+    assert (
+        run_cli.child("local", "down", cwd=tmp_path).returncode == 0
+    )  # nothing to stop is not an error
 
 
 def _wait_for_state(state_dir: Path, proc: subprocess.Popen, timeout: float = 60) -> dict:
@@ -157,7 +147,7 @@ def _wait_for_state(state_dir: Path, proc: subprocess.Popen, timeout: float = 60
 
 
 @pytest.mark.parametrize("stop", ["ctrl-c", "down"])
-def test_foreground_stops_cleanly(tmp_path, stack_dir, stop):
+def test_foreground_stops_cleanly(tmp_path, stack_dir, stop, run_cli):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     proc = subprocess.Popen(
@@ -174,7 +164,7 @@ def test_foreground_stops_cleanly(tmp_path, stack_dir, stop):
         if stop == "ctrl-c":
             proc.send_signal(signal.SIGINT)
         else:
-            assert cli("local", "down", cwd=tmp_path).returncode == 0
+            assert run_cli.child("local", "down", cwd=tmp_path).returncode == 0
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -190,12 +180,12 @@ def test_foreground_stops_cleanly(tmp_path, stack_dir, stop):
         sock.connect((host, int(port)))
 
 
-def test_busy_port_is_one_line_and_default_port_falls_back(tmp_path, stack_dir):
+def test_busy_port_is_one_line_and_default_port_falls_back(tmp_path, stack_dir, run_cli):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         busy = holder.getsockname()[1]
-        res = cli("local", "up", "--background", "--port", str(busy), cwd=tmp_path)
+        res = run_cli.child("local", "up", "--background", "--port", str(busy), cwd=tmp_path)
         assert res.returncode == 1
         assert res.stderr == (
             f"importer local: error: port {busy} on 127.0.0.1 is in use "
@@ -205,16 +195,16 @@ def test_busy_port_is_one_line_and_default_port_falls_back(tmp_path, stack_dir):
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            holder.bind(("127.0.0.1", local_stack.DEFAULT_PORT))
+            holder.bind(("127.0.0.1", local_moto.DEFAULT_PORT))
             holder.listen()
         except OSError:
             pass  # already held elsewhere: the fallback is exercised all the same
-        res = cli("local", "up", "--background", cwd=tmp_path)
+        res = run_cli.child("local", "up", "--background", cwd=tmp_path)
         assert res.returncode == 0, res.stderr
-        assert f"port {local_stack.DEFAULT_PORT} is in use" in res.stderr  # said, not silent
+        assert f"port {local_moto.DEFAULT_PORT} is in use" in res.stderr  # said, not silent
         endpoint = json.loads((stack_dir / "state.json").read_text())["endpoint"]
-        assert not endpoint.endswith(f":{local_stack.DEFAULT_PORT}")
-        assert cli("local", "down", cwd=tmp_path).returncode == 0
+        assert not endpoint.endswith(f":{local_moto.DEFAULT_PORT}")
+        assert run_cli.child("local", "down", cwd=tmp_path).returncode == 0
 
 
 def test_bad_names_and_stale_state_are_one_line(tmp_path, stack_dir, monkeypatch, capsys):

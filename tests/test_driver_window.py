@@ -1,10 +1,7 @@
-"""The driver's window of batches in flight: the reader's thread waits, it does not spin.
+"""The driver's batches in flight: few in memory, and none written after a halt.
 
-Batches are settled in file order, so when the window is full and the oldest
-batch is the slow one, the reader's thread has nothing to do but wait for it.
-It once waited for *any* batch to finish, which returned at once while later
-batches were done, and spun holding the GIL that the workers (the slow batch
-included) needed.
+The window itself (the reader's thread waits for the oldest batch, it does not
+spin) is tested without a clock in tests/test_window.py.
 """
 
 from __future__ import annotations
@@ -19,23 +16,6 @@ from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform.spec import Spec, load_spec
 from tests.conftest import PRODUCT_SPEC
 
-SLOW_SECONDS = 0.8
-
-
-class _SlowFirstBatch:
-    """Writes as the dry run does; the batch holding line 2 takes `SLOW_SECONDS`."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def write_batch(self, items):
-        if any(it.line == 2 for it in items):
-            time.sleep(SLOW_SECONDS)
-        return self.inner.write_batch(items)
-
-    def close(self) -> None:
-        self.inner.close()
-
 
 def _products(tmp_path: Path, rows: int) -> tuple[Spec, Path]:
     """The product spec and a CSV of `rows` valid rows."""
@@ -46,24 +26,6 @@ def _products(tmp_path: Path, rows: int) -> tuple[Spec, Path]:
     lines += [f"SKU-{i},name {i},{i}.5,{i % 7},y" for i in range(rows)]
     src.write_text("\n".join(lines) + "\n")
     return load_spec(spec_path), src
-
-
-def test_a_slow_first_batch_leaves_the_reader_thread_idle(tmp_path: Path):
-    spec, src = _products(tmp_path, 400)
-    settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=2)
-    with open_pipeline(settings) as pipeline:
-        pipeline.writer = _SlowFirstBatch(pipeline.writer)
-        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=2)
-        started_cpu = time.thread_time()
-        started = time.perf_counter()
-        summary = run_import(config, pipeline=pipeline)
-        cpu = time.thread_time() - started_cpu
-        wall = time.perf_counter() - started
-    assert summary.rows == summary.valid == 400
-    assert wall >= SLOW_SECONDS
-    # the reader's thread read 400 rows and settled 40 batches: a few ms of CPU.
-    # Spinning while batch 0 slept cost it about the whole sleep.
-    assert cpu < SLOW_SECONDS / 3, f"the reader's thread used {cpu:.2f} s of CPU in {wall:.2f} s"
 
 
 class _CountingWriter:
@@ -102,37 +64,54 @@ def test_fifty_workers_keep_only_a_few_batches_in_memory(tmp_path: Path):
     assert 2 <= counting.peak <= MAX_BATCH_THREADS
 
 
-class _SlowTransforms:
-    """The engine, transforming the first batch (line 2) in `first` seconds, the rest in `rest`."""
+class _HeldTransforms:
+    """The engine, with the first batch (line 2) held until `others` later batches are
+    transforming, and those held until the run stops: the later batches are surely
+    running, not yet written, when the first one settles over the limit (events, not
+    sleeps: the outcome does not depend on how loaded the machine is)."""
 
-    def __init__(self, inner, first: float, rest: float) -> None:
+    def __init__(self, inner, coordinator, others: int) -> None:
         self.inner = inner
-        self.first, self.rest = first, rest
+        self.coordinator = coordinator
+        self.others = others
+        self.started = 0
+        self.lock = threading.Lock()
+        self.go = threading.Event()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def transform_batch(self, spec, header, rows, ctx):
-        time.sleep(self.first if any(line == 2 for line, _ in rows) else self.rest)
+        if any(line == 2 for line, _ in rows):
+            assert self.go.wait(30), "the later batches never started"
+        else:
+            with self.lock:
+                self.started += 1
+                if self.started == self.others:
+                    self.go.set()
+            assert self.coordinator.wait_stopped(30), "the run never stopped"
         return self.inner.transform_batch(spec, header, rows, ctx)
 
 
 def test_over_max_rejects_the_batches_in_the_air_write_nothing_more(tmp_path: Path):
-    """The first batch is all bad data.  When it settles, over the limit, the
-    batches already running (still transforming) stop before their writes: they
-    count nowhere, as rows never read, and the summary says how many there were."""
+    """The first batch is all bad data.  When it settles, over the limit, the run's
+    coordinator halts: the batches already running (still transforming) stop before
+    their writes, and their rows are counted as skipped, so the counts add up."""
     spec, src = _products(tmp_path, 60)
     text = src.read_text().splitlines()
     text[1:11] = [f"bad sku {i},n,1,1,y" for i in range(10)]  # batch 0: lines 2-11
     src.write_text("\n".join(text) + "\n")
     settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=4)
     with open_pipeline(settings) as pipeline:
-        # the later batches are read and running before the first one settles
-        pipeline.engine = _SlowTransforms(pipeline.engine, first=0.3, rest=0.9)
+        # 4 batch threads: batch 0 and three later ones run at once
+        pipeline.engine = _HeldTransforms(pipeline.engine, pipeline.coordinator, others=3)
         writer = pipeline.writer = _CountingWriter(pipeline.writer)
         config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=4, max_rejects=3)
         summary = run_import(config, pipeline=pipeline)
-    assert summary.bad_data == summary.rejected == summary.rows == 10
-    assert summary.rows == summary.written + summary.rejected + summary.failed
-    assert summary.halted_batches >= 1 and writer.peak == 0  # no batch wrote
+    assert summary.bad_data == summary.rejected == 10 and summary.written == 0
+    assert summary.halted_batches >= 3 and summary.skipped == 10 * summary.halted_batches
+    assert summary.rows == summary.rejected + summary.skipped  # every row read is counted
+    assert writer.peak == 0  # no batch wrote
+    assert pipeline.coordinator.halt_reason is not None
     assert summary.aborted is not None and "not written" in summary.aborted
+    assert f"({summary.skipped} rows)" in summary.aborted

@@ -11,9 +11,12 @@ from importer.dynamodb.lanes import (
     MAX_BATCH_THREADS,
     MIN_BATCHES_AT_ONCE,
     Lanes,
+    Waits,
     batch_threads,
-    note_wait,
 )
+from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.retry import Attempts, RetryPolicy
+from tests.support.pacing_sim import FakeClock
 
 
 def _feed(lanes: Lanes, n: int, wall: float, cpu: float) -> None:
@@ -26,7 +29,7 @@ def test_results_come_back_in_part_order_from_several_threads():
     _feed(lanes, 20, wall=0.010, cpu=0.000_1)  # a service with latency: every lane
     seen: dict[int, str] = {}
 
-    def fn(p: int) -> int:
+    def fn(p: int, _waits: Waits) -> int:
         seen[p] = threading.current_thread().name
         time.sleep(0.002)
         return p * p
@@ -42,11 +45,9 @@ def test_results_come_back_in_part_order_from_several_threads():
 def test_one_lane_runs_on_the_calling_thread():
     lanes = Lanes(requests=3, batches=3)
     names = []
-    assert lanes.run(lambda p: names.append(threading.current_thread().name) or p, [1, 2, 3]) == [
-        1,
-        2,
-        3,
-    ]
+    assert lanes.run(
+        lambda p, _w: names.append(threading.current_thread().name) or p, [1, 2, 3]
+    ) == [1, 2, 3]
     assert set(names) == {threading.current_thread().name}
     lanes.close()
 
@@ -57,7 +58,7 @@ def test_every_part_runs_and_the_first_error_in_part_order_is_raised():
     ran: list[int] = []
     lock = threading.Lock()
 
-    def fn(p: int) -> int:
+    def fn(p: int, _waits: Waits) -> int:
         with lock:
             ran.append(p)
         if p in (3, 9):
@@ -79,7 +80,7 @@ def test_a_saturated_pool_does_not_stall_a_batch():
     _feed(lanes, 20, wall=0.010, cpu=0.000_1)
     release, held = threading.Event(), threading.Event()
 
-    def hold(p: int) -> object:
+    def hold(p: int, _waits: Waits) -> object:
         if p:
             held.set()
             return release.wait(5)
@@ -90,7 +91,7 @@ def test_a_saturated_pool_does_not_stall_a_batch():
     blocker.start()
     try:
         assert held.wait(5)  # a thread -- the pool's only one or the caller -- holds part 1
-        assert lanes.run(lambda p: p + 1, [10, 20]) == [11, 21]
+        assert lanes.run(lambda p, _w: p + 1, [10, 20]) == [11, 21]
     finally:
         release.set()
         blocker.join()
@@ -102,7 +103,7 @@ def test_a_saturated_pool_does_not_stall_a_batch():
 def test_after_close_the_caller_runs_every_part():
     lanes = Lanes(requests=6, batches=1)
     lanes.close()
-    assert lanes.run(lambda p: p, [1, 2, 3]) == [1, 2, 3]
+    assert lanes.run(lambda p, _w: p, [1, 2, 3]) == [1, 2, 3]
 
 
 def test_batch_threads_stay_few_however_many_workers():
@@ -145,7 +146,7 @@ def test_run_times_each_part():
     lanes = Lanes(requests=4, batches=1)
     assert lanes.lanes_now() == 1
     try:
-        lanes.run(lambda p: time.sleep(0.001), list(range(20)))
+        lanes.run(lambda p, _w: time.sleep(0.001), list(range(20)))
     finally:
         lanes.close()
     wanted = lanes.gauge.in_flight()
@@ -156,9 +157,9 @@ def test_retry_backoff_counts_as_a_wait_that_lanes_can_hide():
     """Throttled requests sleep before they are sent again: more in flight hides the sleeps."""
     lanes = Lanes(requests=50, batches=8)
 
-    def throttled_then_sent(p: int) -> int:
+    def throttled_then_sent(p: int, waits: Waits) -> int:
         if p % 2:
-            note_wait(0.02)  # as `Attempts.again` does before its sleep
+            waits.add(0.02)  # as `Attempts.again` does before its sleep
         return p
 
     lanes.run(throttled_then_sent, list(range(64)))
@@ -172,12 +173,47 @@ def test_parts_sent_in_order_are_still_timed():
     lanes = Lanes(requests=8, batches=1)
     names = set()
 
-    def part(p: int) -> int:
+    def part(p: int, waits: Waits) -> int:
         names.add(threading.current_thread().name)
-        note_wait(0.01)
+        waits.add(0.01)
         return p
 
     assert lanes.run(part, list(range(20)), in_order=True) == list(range(20))
     lanes.close()
     assert names == {threading.current_thread().name}
     assert lanes.lanes_now() == 8
+
+
+def test_backoff_and_pacing_sleeps_are_told_to_the_request_s_waits():
+    """What the gauge counts as a chosen wait reaches it as an argument, not through a
+    thread-local: the retry loop and the pacer add what they sleep (injected clocks)."""
+    clock = FakeClock()
+    waits = Waits()
+    policy = RetryPolicy(base_delay=0.1, max_delay=0.1, rng=lambda: 1.0, sleep=clock.sleep)
+    attempts = Attempts(policy, waits)
+    assert attempts.again("throttled") and attempts.again("throttled")
+    assert waits.seconds == pytest.approx(0.2) and clock.t == pytest.approx(0.2)
+    pacer = Pacer(max_units_per_second=100, clock=clock, sleep=clock.sleep)
+    pacer.acquire(25, 25, waits)
+    slept = pacer.acquire(25, 25, waits)
+    assert slept == pytest.approx(0.25) and waits.seconds == pytest.approx(0.45)
+    other = Waits()  # another request's tally, on the same thread, is its own
+    assert other.seconds == 0.0
+
+
+def test_each_part_gets_its_own_waits_and_the_gauge_hears_them():
+    lanes = Lanes(requests=1, batches=1)
+    tallies: list[Waits] = []
+
+    def part(p: int, waits: Waits) -> int:
+        tallies.append(waits)
+        waits.add(0.5)  # a long deliberate wait per part, no network wait
+        return p
+
+    lanes.run(part, list(range(lanes.gauge.warmup)))
+    lanes.close()
+    assert len({id(w) for w in tallies}) == lanes.gauge.warmup
+    assert all(w.seconds == 0.5 for w in tallies)
+    # the waits dominate the little CPU a part takes: more in flight would hide them
+    wanted = lanes.gauge.in_flight()
+    assert wanted is not None and wanted > 100

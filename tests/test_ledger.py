@@ -210,7 +210,7 @@ def test_validate_batches_register_in_any_order_and_settle_to_the_file_order_ans
     worker.start()
     worker.join(60)  # a bound for the failure only: the batches never wait on each other
     if worker.is_alive():
-        stage.abort()
+        stage.order.stop()
         raise AssertionError(f"a batch waited for an earlier one ({len(done)} of {len(order)} ran)")
     assert stage._ledger.runs_on_disk > 20 and stage._ledger.moves > 0
     assert [_final(done[i]) for i in range(len(batches))] == expected
@@ -241,7 +241,7 @@ def test_a_validate_batch_ahead_of_its_turn_is_provisional_until_the_turn_passes
     worker.start()
     worker.join(60)  # a bound for the failure only: the later batch does not wait
     if worker.is_alive():
-        stage.abort()
+        stage.order.stop()
         raise AssertionError("the later batch waited for the earlier one")
     [ahead] = done
     assert [it.line for it in ahead.items] == [50, 51] and not ahead.rejects
@@ -297,12 +297,12 @@ def test_the_window_keeps_a_write_until_every_batch_that_read_before_it_has_assi
         target=lambda: done.setdefault("b", stage.prepare([_item(50)], ticket=b))
     )
     reader.start()
-    while b not in stage._waiters:  # b has read and waits for its turn
+    while b not in stage._turns._waiters:  # b has read and waits for its turn
         time.sleep(0.001)
     first = stage.prepare([_item(2)], ticket=a)
     assert [it.line for it in first.items] == [2]
     table.items[("T#t1", "P#X@1")] = json.loads(_item(2).wire)  # a's write lands...
-    stage.written(a)  # ...and returns while b, which read too early, has not assigned
+    stage.order.written(a)  # ...and returns while b, which read too early, has not assigned
     stage.release(z)
     reader.join()
     late = done["b"]

@@ -136,6 +136,42 @@ def test_a_fatal_error_mid_run_leaves_a_resumable_checkpoint(run_cli, spec, srv,
     assert len(srv.items(CMD)) == 1000
 
 
+def test_a_max_rejects_stop_counts_what_it_skipped_and_resumes_exactly(
+    run_cli, spec, srv, tmp_path
+):
+    """Over --max-rejects the run halts: the batches read but not written count as
+    skipped (the counts add up), the checkpoint stays open, and --resume with a higher
+    limit writes exactly what was skipped and the rest -- no row twice, none lost."""
+    skus = [f"P-{i:03d}" for i in range(80)]
+    skus[:10] = [f"bad sku {i}" for i in range(10)]  # the first batch is all bad data
+    src = write_csv(tmp_path / "in.csv", skus)
+    flags = dict(
+        spec=spec,
+        table=CMD,
+        endpoint_url=srv.endpoint_url,
+        batch_items=10,
+        checkpoint=tmp_path / "cp.jsonl",
+        quiet=True,
+    )
+    res = run_cli("run", src, max_rejects=3, **flags)
+    s = res.summary
+    assert res.code == 1 and s["status"] == "halted" and s["aborted"]
+    assert s["rows"] == s["written"] + s["rejected"] + s["failed"] + s["skipped"]
+    assert s["rejected"] == s["bad_data"] == 10 and s["skipped"] == 10 * s["halted_batches"]
+    assert '"complete"' not in (tmp_path / "cp.jsonl").read_text()
+    assert len(srv.items(CMD)) == s["written"]
+
+    resumed = run_cli("run", src, resume=True, max_rejects=100, **flags)
+    r = resumed.summary
+    assert resumed.code == 3, resumed.stderr  # finished, with bad data to look at
+    assert r["status"] == "finished" and r["skipped"] == 0
+    assert (r["rows"], r["written"], r["rejected"]) == (80, 70, 10)
+    assert len(srv.items(CMD)) == 70
+    with open(tmp_path / "in.rejects.csv", encoding="utf-8") as fh:
+        lines = [row[0] for row in csv.reader(fh)][1:]
+    assert lines == [str(n) for n in range(2, 12)]  # each bad row once, in file order
+
+
 def test_strict_mode_without_transactions_is_fatal_and_writes_nothing(
     run_cli, spec, srv, tmp_path, monkeypatch
 ):

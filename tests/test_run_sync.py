@@ -32,7 +32,6 @@ import pytest
 from importer.aws.stream_handler import is_command_insert
 from importer.cli.main import EXIT_PARTIAL, main
 from importer.dynamodb.errors import WriterFatalError
-from importer.mbc.sync import SyncOrder
 from importer.records import PreparedItem
 from importer.run import batch_unit
 from importer.run.batch_unit import SYNC_MODE_TAIL, mark_sync
@@ -274,20 +273,3 @@ def test_mark_sync_splices_the_marker_into_the_wire_bytes():
     assert (out.line, out.pk, out.sk) == (3, "P", "S@1")
     with pytest.raises(ValueError):
         mark_sync([PreparedItem(4, "P", "S", b"[]")])
-
-
-def test_sync_order_waits_only_for_earlier_batches_sharing_an_entity():
-    order = SyncOrder()
-    t0, t1, t2, t3 = (order.ticket() for _ in range(4))
-    assert order.claim(t0, [("p", "a"), ("p", "b")]) == []
-    waits1 = order.claim(t1, [("p", "c")])
-    assert waits1 == []  # shares nothing with batch 0
-    order.release(t2)  # batch 2 never ran (cancelled): batch 3 may still claim
-    waits3 = order.claim(t3, [("p", "b"), ("p", "c")])
-    assert len(waits3) == 2 and not any(e.is_set() for e in waits3)
-    order.release(t0)
-    order.release(t1)
-    assert all(e.is_set() for e in waits3)
-    order.release(t1)  # idempotent
-    order.release(t3)
-    assert order._last == {}

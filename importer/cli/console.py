@@ -59,6 +59,7 @@ def print_summary(data: dict[str, Any], *, writing: bool) -> None:
         + f"  rejected {data['rejected']:,}"
         + (f" (of which {data['existing']:,} exist already)" if data.get("existing") else "")
         + (f"  failed {data['failed']:,}" if data.get("failed") or writing else "")
+        + (f"  skipped {data['skipped']:,}" if data.get("skipped") else "")
         + f"  batches {data['batches']:,}  {data['seconds']:.2f}s"
         f"  {data['rows_per_second']:,.0f} rows/s"
     )

@@ -9,7 +9,7 @@ works on a few batches at a time (`batch_threads`) and each batch sends its
 independent requests over several lanes of one shared, bounded pool: the
 same number of requests in flight, a fraction of the batches in memory.
 
-`Lanes.run(fn, parts)` is a map in order: the calling thread takes the first
+`Lanes.run(fn, parts)` is a map in order (`fn(part, waits)`): the calling thread takes the first
 group of parts itself, the pool the others, and a group no pool thread has
 started yet is taken back and run by the caller rather than waited for -- so
 a saturated pool slows a batch down but can never stall it.  Every group runs
@@ -19,8 +19,9 @@ first error, in part order, is raised once all have finished.
 How many lanes a batch uses adapts to where a request's time goes.  Each
 part is timed: its wall time, and the CPU its thread spent on it.  The
 difference is time off this process's CPU.  Of that, the deliberate waits
-(retry backoff, pacing; `note_wait`) are known, and counted at their
-average; the rest is the network and the service, counted at its recent
+(retry backoff, pacing) are known -- each part is handed a `Waits` tally that
+its sends pass to `Attempts` and `Pacer.acquire`, which add what they sleep --
+and counted at their average; the rest is the network and the service, counted at its recent
 minimum (the mean would also hold the time a ready thread waited for the
 GIL, which more threads only lengthen).  Their sum is `W`, the wait that
 more requests in flight can hide, and the CPU per request is `C`.  A client
@@ -45,7 +46,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-__all__ = ["Lanes", "RequestGauge", "batch_threads", "note_wait", "waited"]
+__all__ = ["Lanes", "RequestGauge", "Waits", "batch_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -62,17 +63,21 @@ def batch_threads(workers: int) -> int:
     return max(1, min(workers, MAX_BATCH_THREADS))
 
 
-_waits = threading.local()
+class Waits:
+    """The deliberate waits (retry backoff, pacing) of one part's sends, in seconds.
 
+    Handed to the part by `Lanes.run` and passed down explicitly to what sleeps
+    (`importer.dynamodb.retry.Attempts`, `importer.dynamodb.pacing.Pacer.acquire`),
+    so the gauge can tell a chosen wait from the network's.  Used by one thread.
+    """
 
-def note_wait(seconds: float) -> None:
-    """Count a deliberate wait (backoff, pacing) of this thread's request (see `RequestGauge`)."""
-    _waits.total = getattr(_waits, "total", 0.0) + seconds
+    __slots__ = ("seconds",)
 
+    def __init__(self) -> None:
+        self.seconds = 0.0
 
-def waited() -> float:
-    """This thread's deliberate waits so far (seconds; see `note_wait`)."""
-    return getattr(_waits, "total", 0.0)
+    def add(self, seconds: float) -> None:
+        self.seconds += seconds
 
 
 class RequestGauge:
@@ -176,15 +181,19 @@ class Lanes:
         gauge has timed enough of them (the start-up caution above), then its lanes."""
         return 1 if self.gauge.in_flight() is None else self.width
 
-    def observe_group(self, started: float, cpu: float, slept: float) -> None:
-        """Time a `post_many` group (from `perf_counter`, `thread_time`, and `waited()`
-        taken before it) as one request: the gauge's wait and CPU per call to it."""
-        self.gauge.observe(
-            time.perf_counter() - started, time.thread_time() - cpu, waited() - slept
-        )
+    def observe_group(self, started: float, cpu: float, waits: Waits) -> None:
+        """Time a `post_many` group (from `perf_counter` and `thread_time` taken before
+        it, and the `waits` its sends passed to the pacer) as one request: the gauge's
+        wait and CPU per call to it."""
+        self.gauge.observe(time.perf_counter() - started, time.thread_time() - cpu, waits.seconds)
 
-    def run(self, fn: Callable[[T], R], parts: Sequence[T], *, in_order: bool = False) -> list[R]:
-        """`[fn(p) for p in parts]`, the parts spread over this batch's lanes.
+    def run(
+        self, fn: Callable[[T, Waits], R], parts: Sequence[T], *, in_order: bool = False
+    ) -> list[R]:
+        """`[fn(p, waits) for p in parts]`, the parts spread over this batch's lanes.
+
+        Each part gets its own `Waits`: what it slept on purpose (backoff, pacing)
+        is told apart from the time it spent on the network.
 
         `in_order`: one after another on the calling thread (parts that must
         not overlap), still timed, so that the gauge keeps seeing every request.
@@ -194,9 +203,10 @@ class Lanes:
         clock, cpu_clock = time.perf_counter, time.thread_time
 
         def timed(p: T) -> R:
-            started, cpu, slept = clock(), cpu_clock(), waited()
-            out = fn(p)
-            observe(clock() - started, cpu_clock() - cpu, waited() - slept)
+            waits = Waits()
+            started, cpu = clock(), cpu_clock()
+            out = fn(p, waits)
+            observe(clock() - started, cpu_clock() - cpu, waits.seconds)
             return out
 
         lanes = 1 if in_order else min(self.lanes_now(), n)

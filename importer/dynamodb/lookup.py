@@ -18,10 +18,11 @@ from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
 from importer import _native
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.client import describe_table
 from importer.dynamodb.errors import DynamoError, ErrorKind
-from importer.dynamodb.lanes import Lanes, waited
+from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
 
@@ -115,8 +116,11 @@ class KeyLookup:
         projection: Sequence[str] | None = PROJECTION,
         pacer: Pacer | None = None,
         lanes: Lanes | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         self.client = client
+        #: the run's control: its first fatal error stops this worker's next send
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
         self.lanes = lanes
         self.policy = policy or RetryPolicy()
         #: read units: one per key (a strongly consistent read of an item up to 4 KB)
@@ -223,7 +227,7 @@ class KeyLookup:
                 self._get_group(table, parts[start : start + size], found, lanes)
                 start += size
             parts = parts[start:]
-        for got in lanes.run(lambda part: self._get_alone(table, part.keys()), parts):
+        for got in lanes.run(lambda part, waits: self._get_alone(table, part.keys(), waits), parts):
             found.update(got)
         return found
 
@@ -241,14 +245,15 @@ class KeyLookup:
         are not needed (a block's are then never made).
         """
         pacer = self.pacer
-        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
-        taken = pacer.acquire_group([(part.n, part.n) for part in parts])
+        started, cpu, waits = time.perf_counter(), time.thread_time(), Waits()
+        self.coordinator.raise_if_failed()
+        taken = pacer.acquire_group([(part.n, part.n) for part in parts], waits)
         bodies = []
         for part in parts:
             listed = part.listed()
             bodies.append(self._body(table, part.keys() if listed is None else (), listed))
         answers = self.client.post_many("BatchGetItem", bodies)
-        lanes.observe_group(started, cpu, slept)
+        lanes.observe_group(started, cpu, waits)
         nothing = self._nothing_found(table)
         clean = []  # nothing found, nothing left: settled together
         more = []  # calls with more to do (retries and their waits): side by side
@@ -261,17 +266,18 @@ class KeyLookup:
             else:
                 more.append((part.keys(), (answer, sent_at)))
         pacer.settle_clean(clean)
-        for got in lanes.run(lambda p: self._get_alone(table, *p), more):
+        for got in lanes.run(lambda p, waits: self._get_alone(table, p[0], waits, p[1]), more):
             found.update(got)
 
     def _get_alone(
         self,
         table: str,
         keys: list[tuple[str, str]],
+        waits: Waits,
         first: tuple[Reply | DynamoError, float | None] | None = None,
     ) -> dict[tuple[str, str], dict[str, Any]]:
         found: dict[tuple[str, str], dict[str, Any]] = {}
-        self._get_chunk(table, keys, found, first)
+        self._get_chunk(table, keys, found, first, waits)
         return found
 
     def _get_chunk(
@@ -280,13 +286,14 @@ class KeyLookup:
         keys: list[tuple[str, str]],
         found: dict[tuple[str, str], dict[str, Any]],
         first: tuple[Reply | DynamoError, float | None] | None = None,
+        waits: Waits | None = None,
     ) -> None:
         """Read `keys` (<= 100) into `found` until none is left unprocessed.
 
         `first`: the answer to the first call, already made by `_get_group` (with
-        when its slot was taken).
+        when its slot was taken).  `waits`: where backoff and pacing sleeps are told.
         """
-        attempts = Attempts(self.policy)
+        attempts = Attempts(self.policy, waits)
         pending = keys
         pacer = self.pacer
         while pending:
@@ -297,7 +304,8 @@ class KeyLookup:
                 answer, sent_at = first
                 first = None
             else:
-                pacer.acquire(n, n)
+                self.coordinator.raise_if_failed()
+                pacer.acquire(n, n, waits)
                 try:
                     answer = self.client.post("BatchGetItem", self._body(table, pending))
                 except DynamoError as exc:
@@ -323,7 +331,7 @@ class KeyLookup:
                     sent_units=n,
                     sent_at=sent_at,
                 )
-                if should_retry(self.client, attempts, error, table):
+                if should_retry(self.client, attempts, error, table, coordinator=self.coordinator):
                     self.retries += 1
                     continue
                 raise LookupFailed(

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
-from importer.dynamodb.lanes import note_wait
+from importer.dynamodb.lanes import Waits
 
 __all__ = [
     "Pacer",
@@ -334,7 +334,9 @@ class Pacer:
         last = getattr(self._local, "last", None)
         return None if last is None else last[2]
 
-    def acquire_group(self, costs: Sequence[tuple[int, int]]) -> list[float | None]:
+    def acquire_group(
+        self, costs: Sequence[tuple[int, int]], waits: Waits | None = None
+    ) -> list[float | None]:
         """`acquire` and then `taken_at` for each (items, units) of a group sent at once.
 
         Unpaced (no pace, no budget) nothing waits, so the slots are taken under
@@ -357,12 +359,13 @@ class Pacer:
                 return [now] * len(costs)
         taken: list[float | None] = []
         for items, units in costs:
-            self.acquire(items, units)
+            self.acquire(items, units, waits)
             taken.append(self.taken_at())
         return taken
 
-    def acquire(self, items: int, units: int) -> float:
-        """Block until `units` (or `items` when units is 0) may be sent; seconds slept."""
+    def acquire(self, items: int, units: int, waits: Waits | None = None) -> float:
+        """Block until `units` (or `items` when units is 0) may be sent; seconds slept
+        (also added to `waits`, the request's tally for the lanes' gauge)."""
         slept = 0.0
         while True:
             wait = self.try_acquire(items, units)
@@ -371,7 +374,8 @@ class Pacer:
                     with self._lock:
                         self.stats.waited_seconds += slept
                 return slept
-            note_wait(wait)
+            if waits is not None:
+                waits.add(wait)
             self._sleep(wait)
             slept += wait
 

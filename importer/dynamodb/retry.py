@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import (
     LOST_CODES,
@@ -36,7 +37,7 @@ from importer.dynamodb.errors import (
     safe_url,
     unreachable_message,
 )
-from importer.dynamodb.lanes import note_wait
+from importer.dynamodb.lanes import Waits
 
 __all__ = [
     "Attempts",
@@ -102,10 +103,12 @@ class Attempts:
     and the last error, for the rows that are given up on.
     """
 
-    __slots__ = ("policy", "started", "stalls", "attempt", "last", "retries")
+    __slots__ = ("policy", "started", "stalls", "attempt", "last", "retries", "waits")
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, waits: Waits | None = None) -> None:
         self.policy = policy
+        #: where the backoff sleeps are told (the request's `Waits`, for the lanes' gauge)
+        self.waits = waits
         self.started = policy.clock()
         self.stalls = 0  # sends without progress, in a row
         self.attempt = 0  # backoff exponent; reset by progress
@@ -129,7 +132,8 @@ class Attempts:
             return False
         self.retries += 1
         if delay > 0:
-            note_wait(delay)
+            if self.waits is not None:
+                self.waits.add(delay)
             policy.sleep(delay)
         return True
 
@@ -167,15 +171,34 @@ UNREACHED_ATTEMPTS = 3
 
 
 def should_retry(
-    client: DynamoClient, attempts: Attempts, error: DynamoError, table: str = ""
+    client: DynamoClient,
+    attempts: Attempts,
+    error: DynamoError,
+    table: str = "",
+    *,
+    coordinator: RunCoordinator | None = None,
 ) -> bool:
     """After a failed send: raise for a fatal error, else sleep and say whether to retry.
 
     An endpoint that never answered gets `UNREACHED_ATTEMPTS` tries and then
     stops the run in one line; one that answered before is having a bad
     moment, and the policy's full budget applies.  CLIENT errors are the
-    caller's to split, not retried here.
+    caller's to split, not retried here.  With the run's `coordinator`, a fatal
+    error is recorded there (every other worker of the run stops at its next
+    send) and the run's FIRST fatal error is the one raised.
     """
+    if coordinator is None:
+        return _should_retry(client, attempts, error, table)
+    try:
+        return _should_retry(client, attempts, error, table)
+    except WriterFatalError as fatal:
+        first = coordinator.fail(fatal)
+        if first is fatal:
+            raise
+        raise first from None
+
+
+def _should_retry(client: DynamoClient, attempts: Attempts, error: DynamoError, table: str) -> bool:
     if error.kind is ErrorKind.FATAL:
         raise client.fatal(error, table)
     if error.kind is ErrorKind.CLIENT:

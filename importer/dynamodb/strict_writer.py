@@ -40,6 +40,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.capacity_units import item_write_units
 from importer.dynamodb.errors import DynamoError, ErrorKind
@@ -90,13 +91,18 @@ class StrictWriter:
         policy: RetryPolicy | None = None,
         lookup: KeyLookup | None = None,
         pacer: Pacer | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         self.client = client
+        #: the run's control: its first fatal error stops this worker's next send
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
         self.table = table
         self.policy = policy or RetryPolicy()
         #: a transactional write costs two write units per KB
         self.pacer = pacer or Pacer()
-        self.lookup = lookup or KeyLookup(client, policy=self.policy, projection=None)
+        self.lookup = lookup or KeyLookup(
+            client, policy=self.policy, projection=None, coordinator=self.coordinator
+        )
         head = {
             "TableName": table,
             "ConditionExpression": "attribute_not_exists(#pk) AND attribute_not_exists(#sk)",
@@ -161,6 +167,7 @@ class StrictWriter:
         pending = items
         while pending:
             units = 2 * sum(item_write_units(it.wire) for it in pending)
+            self.coordinator.raise_if_failed()
             self.pacer.acquire(len(pending), units)
             try:
                 self.client.post("TransactWriteItems", self._body(pending))
@@ -190,7 +197,9 @@ class StrictWriter:
                         refuse_into(outcome, reason),
                     )
                     return
-                elif should_retry(self.client, attempts, exc, self.table):
+                elif should_retry(
+                    self.client, attempts, exc, self.table, coordinator=self.coordinator
+                ):
                     outcome.retries += 1
                     continue
                 reason = attempts.reason()

@@ -19,7 +19,9 @@ Semantics (docs/aws-facts.md, BatchWriteItem), per `write_batch(items)` call:
 * rows that exhaust their retries become `Failure`s with the last error, so
   `written + len(failures) == len(items)` always holds;
 * a fatal error (credentials, missing table, unreachable endpoint) raises
-  `WriterFatalError` -- once, and every later call of any worker at once;
+  `WriterFatalError` and is recorded in the run's coordinator
+  (`importer.coordinator`): every later send of any worker of the run -- this
+  writer's, a lookup's, the sync's -- raises the run's first fatal error at once;
 * every send is paced (`pacer.acquire`, in write units counted per item from
   what is sent) and its answer reported (`pacer.settle`: how much the table
   processed), so all workers share one view of what the table accepts
@@ -35,11 +37,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from importer._native import ItemBlock
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
 from importer.dynamodb.client import ALL_PROCESSED
-from importer.dynamodb.errors import DynamoError, ErrorKind, WriterFatalError, one_line
-from importer.dynamodb.lanes import Lanes, waited
+from importer.dynamodb.errors import DynamoError, ErrorKind, one_line
+from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
 from importer.records import Failure, PreparedItem, WriteOutcome
@@ -159,9 +162,12 @@ class BatchWriter:
         key_names: tuple[str, str] = ("pk", "sk"),
         owns_client: bool = False,
         lanes: Lanes | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         self.client = client
         self.lanes = lanes
+        #: the run's control (its first fatal error); a writer on its own gets its own
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
         self.table = table
         self.policy = policy or RetryPolicy()
         self.pacer = pacer or Pacer()
@@ -169,7 +175,6 @@ class BatchWriter:
         self.owns_client = owns_client
         self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
         self.suffix = _PUT_CLOSE + b"]}}"
-        self._fatal: WriterFatalError | None = None
         #: the client sends several requests side by side in one call (`post_many`)
         self.client_groups = client.sends_side_by_side
 
@@ -228,10 +233,11 @@ class BatchWriter:
     def _send_alone(
         self,
         items: Sequence[PreparedItem],
+        waits: Waits,
         first: tuple[Reply | DynamoError, int, float | None] | None = None,
     ) -> WriteOutcome:
         outcome = WriteOutcome()
-        self._send(items, outcome, first)
+        self._send(items, outcome, first, waits)
         return outcome
 
     def _send_group(
@@ -240,16 +246,14 @@ class BatchWriter:
         """Requests sent side by side in one `post_many`; each answer then goes on as
         `_send` takes it (retries, bisection, failures), one request after another."""
         pacer = self.pacer
-        started, cpu, slept = time.perf_counter(), time.thread_time(), waited()
-        if self._fatal is not None:
-            raise self._fatal
+        started, cpu, waits = time.perf_counter(), time.thread_time(), Waits()
+        self.coordinator.raise_if_failed()
         costs = [(len(chunk), write_units(chunk)) for chunk in chunks]
-        taken = pacer.acquire_group(costs)
+        taken = pacer.acquire_group(costs, waits)
         bodies = [self.body(chunk) for chunk in chunks]
         answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
-        lanes.observe_group(started, cpu, slept)
-        if self._fatal is not None:
-            raise self._fatal
+        lanes.observe_group(started, cpu, waits)
+        self.coordinator.raise_if_failed()
         clean = []  # all processed: written, and settled together
         more = []  # requests with more to do (retries and their waits): side by side
         for chunk, cost, sent_at, answer in zip(chunks, costs, taken, answers, strict=True):
@@ -259,7 +263,7 @@ class BatchWriter:
             else:
                 more.append((chunk, (answer, cost[1], sent_at)))
         pacer.settle_clean(clean)
-        for part in lanes.run(lambda p: self._send_alone(*p), more):
+        for part in lanes.run(lambda p, waits: self._send_alone(p[0], waits, p[1]), more):
             outcome.merge(part)
 
     def _send(
@@ -267,25 +271,26 @@ class BatchWriter:
         items: Sequence[PreparedItem],
         outcome: WriteOutcome,
         first: tuple[Reply | DynamoError, int, float | None] | None = None,
+        waits: Waits | None = None,
     ) -> None:
         """Send one request's worth of items until each is written or failed.
 
         `first`: the answer to its first send, already made by `_send_group`
-        (with the units sent and when their slot was taken).
+        (with the units sent and when their slot was taken).  `waits`: where the
+        backoff and pacing sleeps are told (the lanes' gauge).
         """
-        attempts = Attempts(self.policy)
+        attempts = Attempts(self.policy, waits)
         pending = items
         pacer = self.pacer
         while pending:
-            if self._fatal is not None:
-                raise self._fatal
+            self.coordinator.raise_if_failed()
             sent_at = None
             if first is not None:
                 answer, sent_units, sent_at = first
                 first = None
             else:
                 sent_units = write_units(pending)
-                pacer.acquire(len(pending), sent_units)
+                pacer.acquire(len(pending), sent_units, waits)
                 try:
                     answer = self.client.post("BatchWriteItem", self.body(pending))
                 except DynamoError as exc:
@@ -304,7 +309,7 @@ class BatchWriter:
                 if error.kind is ErrorKind.CLIENT:
                     bisect(
                         pending,
-                        lambda part: self._send(part, outcome),
+                        lambda part: self._send(part, outcome, None, waits),
                         refuse_into(outcome, error.describe()),
                     )
                     return
@@ -366,11 +371,7 @@ class BatchWriter:
             outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
 
     def _retry(self, attempts: Attempts, exc: DynamoError) -> bool:
-        try:
-            return should_retry(self.client, attempts, exc, self.table)
-        except WriterFatalError as fatal:
-            self._fatal = fatal
-            raise
+        return should_retry(self.client, attempts, exc, self.table, coordinator=self.coordinator)
 
     def _unprocessed(
         self, reply: Reply, pending: Sequence[PreparedItem]

@@ -19,6 +19,7 @@ from typing import IO, Any, cast
 
 from importer.input.options import CsvOptions
 from importer.input.reader import RowReader
+from importer.item_size import MAX_ITEM_BYTES
 
 __all__ = [
     "CHUNK_BYTES",
@@ -38,8 +39,8 @@ __all__ = [
 CHUNK_BYTES = 1 << 20
 _BOM = "\ufeff"
 #: a data record longer than the largest item DynamoDB can store cannot be imported:
-#: it is refused as it streams, never held (a 200 MB line peaked at 1.8 GB)
-MAX_RECORD_BYTES = 400 * 1024
+#: it is refused as it streams, never held (a line of any length costs one chunk)
+MAX_RECORD_BYTES = MAX_ITEM_BYTES
 #: the header is not an item, but every row of a batch is sent with all its columns, and a
 #: child input holds at most 256 KB (MaxInputBytesPerBatch): a header four times that long
 #: can never be imported, and is refused before it is held

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.lowlevel import LowLevelCalls
 from importer.mbc.command_states import (
     FINISH_FINISHED,
@@ -71,7 +72,6 @@ from importer.records import Failure, PreparedItem, WriteOutcome
 __all__ = [
     "BatchSync",
     "EntityPlan",
-    "SyncOrder",
     "SyncResult",
     "plan_entity",
     "scan_commands",
@@ -444,75 +444,6 @@ def _boto3_writers(dynamodb: Any) -> Callable[[str], Writer]:
     return make
 
 
-class SyncOrder:
-    """Per-entity file order for the syncs of concurrent batches.
-
-    Two batches may hold versions of one entity (upsert); each batch's sync
-    replays the versions it wrote, so batch N must not sync an entity before
-    an earlier batch that holds it has finished syncing (nor alongside it: both
-    would write the data row).  Batches take a ticket in file order
-    (:meth:`ticket`, on the submitting thread); after the mode stage settled
-    their versions they :meth:`claim` their entities in ticket order -- a
-    short, in-memory step -- and get back the events of the earlier batches
-    still syncing one of those entities; only those are waited for.  Batches
-    sharing no entity sync concurrently.  :meth:`release` is called once a
-    batch's sync is over, or for a batch that never ran; it is idempotent.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next = 0
-        self._turn = 0
-        self._passed: set[int] = set()
-        self._last: dict[tuple[str, str], threading.Event] = {}
-        self._claims: dict[int, tuple[threading.Event, list[tuple[str, str]]]] = {}
-
-    def ticket(self) -> int:
-        with self._cond:
-            ticket = self._next
-            self._next += 1
-            return ticket
-
-    def _pass(self, ticket: int) -> None:
-        self._passed.add(ticket)
-        while self._turn in self._passed:
-            self._passed.discard(self._turn)
-            self._turn += 1
-        self._cond.notify_all()
-
-    def claim(self, ticket: int, keys: Iterable[tuple[str, str]]) -> list[threading.Event]:
-        """Wait for the earlier tickets to claim (or release), claim ``keys``; events to wait on."""
-        with self._cond:
-            while self._turn < ticket:
-                self._cond.wait()
-            mine = threading.Event()
-            waits: list[threading.Event] = []
-            claimed = list(dict.fromkeys(keys))
-            for key in claimed:
-                prev = self._last.get(key)
-                if prev is not None and not prev.is_set() and prev not in waits:
-                    waits.append(prev)
-                self._last[key] = mine
-            self._claims[ticket] = (mine, claimed)
-            self._pass(ticket)
-            return waits
-
-    def release(self, ticket: int | None) -> None:
-        """This ticket's sync is over, or it never claimed (cancelled, failed early)."""
-        if ticket is None:
-            return
-        with self._cond:
-            claim = self._claims.pop(ticket, None)
-            if claim is not None:
-                mine, keys = claim
-                mine.set()
-                for key in keys:
-                    if self._last.get(key) is mine:
-                        del self._last[key]
-            elif ticket >= self._turn and ticket not in self._passed:
-                self._pass(ticket)
-
-
 class BatchSync:
     """``importer run --sync``: each written batch's commands applied by :func:`sync_tables`.
 
@@ -537,6 +468,7 @@ class BatchSync:
         command_pacer: Any = None,
         read_pacer: Any = None,
         max_wcu: float | None = None,
+        coordinator: RunCoordinator | None = None,
     ) -> None:
         from importer.dynamodb.lookup import KeyLookup
         from importer.dynamodb.pacing import Pacer
@@ -553,8 +485,10 @@ class BatchSync:
         self.clock = clock
         self.tz = tz or local_tz()
         self.calls = LowLevelCalls(client)
-        self.lookup = KeyLookup(client, policy=policy, projection=None, pacer=read_pacer)
-        self.order = SyncOrder()
+        # the run's coordinator: a fatal error in the sync stops the import, and back
+        self.lookup = KeyLookup(
+            client, policy=policy, projection=None, pacer=read_pacer, coordinator=coordinator
+        )
         # TTL configs read once per run, not per batch (a batch may hold many tenants);
         # its clock is looked up per call, so a pinned `importer.mbc.sync.time` applies
         tables = Tables.from_command_table(table, data=data_table)
@@ -575,6 +509,7 @@ class BatchSync:
                         table=name,
                         policy=policy,
                         pacer=pacer or Pacer(max_units_per_second=max_wcu),
+                        coordinator=coordinator,
                     )
                 return self._writers[name]
 

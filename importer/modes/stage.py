@@ -39,24 +39,27 @@ same answer.
 
 Duplicate codes and concurrency: a run-level map (entity -> last version
 assigned, digest of its compared fields, line) is updated in file order.  Each
-batch takes a *ticket* on the submitting thread (`stage.ticket()`, in file
-order); the network reads run concurrently, but the in-memory assignment step
-of ticket t waits until every ticket < t has finished its own assignment (or
-was released).  So two batches holding the same code always version it in file
-order: upsert gives each later row the next version (or `unchanged` when it
-equals the previous row), insert rejects the later rows.  A batch must always
+batch takes a *ticket* on the submitting thread from the run's one
+`importer.ordering.FileOrder` (`stage.order`); the network reads run concurrently,
+but the in-memory assignment step of ticket t waits until every ticket < t has
+finished its own assignment (or was released).  So two batches holding the same
+code always version it in file order: upsert gives each later row the next
+version (or `unchanged` when it equals the previous row), insert rejects the
+later rows.  A batch must always
 release its ticket: `prepare` does so itself; call `release(ticket)` in a
-`finally` for batches that fail before `prepare`, and `abort()` when the run
-stops so that waiting batches end (their rows become failures).
+`finally` for batches that fail before `prepare`.  When the run stops (its
+coordinator halted or failed) the order wakes every waiting batch, whose rows
+then become failures (`_not_assigned`), so none waits for a batch that never comes.
 
 The map holds only what the tables may not show yet (`importer.modes.ledger.WindowLedger`):
-a batch's assignments are dropped once its write is visible to every batch
-still to assign -- from then on the probe finds them in the table, and a
-record this run wrote for an earlier line is reported exactly as the map would
-have (`exists (version v): duplicate of line n`).  So memory stays flat
-however long the file.  A run whose writes never reach the table (validate,
-or no endpoint) keeps every entity instead (`importer.modes.ledger.DigestLedger`:
-16 bytes an entity in memory up to a bound, then sorted runs on disk).
+a batch's assignments are dropped once its write is visible to every batch still
+to assign (the batch reports its write to the order: `FileOrder.written`) -- from
+then on the probe finds them in the table, and a record this run wrote for an
+earlier line is reported exactly as the map would have (`exists (version v):
+duplicate of line n`).  So memory stays flat however long the file.  A run whose
+writes never reach the table (validate, or no endpoint) keeps every entity
+instead (`importer.modes.ledger.DigestLedger`: 16 bytes an entity in memory up
+to a bound, then sorted runs on disk).
 
 With nothing to read in insert mode (validate without a table) a row's fate
 depends only on whether it is its entity's first in the file, so there the
@@ -74,7 +77,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -86,6 +88,7 @@ from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupF
 from importer.dynamodb.writer import keys_unique
 from importer.modes.ledger import DigestLedger, WindowLedger
 from importer.modes.merge import MERGED_FIELDS, merge_version
+from importer.ordering import FileOrder, Stopped
 from importer.records import Failure, PreparedItem, Reject, RejectKind, code_of
 from importer.transform.reference import wire_json
 
@@ -312,10 +315,6 @@ class _Row:
     lazy_id: bool = False  # request_id not read yet (see `_whose`)
 
 
-class _Aborted(Exception):
-    pass
-
-
 def _not_assigned(items: Sequence[PreparedItem]) -> PreparedBatch:
     """A batch the run stopped before its turn: every row fails, none is written."""
     reason = "not written: the run stopped before this batch's versions were assigned"
@@ -340,6 +339,7 @@ class ModeStage:
         remember_all: bool = False,
         update: str = "merge",
         keep_name: bool = False,
+        order: FileOrder | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
@@ -357,14 +357,11 @@ class ModeStage:
         self.lookup = lookup
         self.code_column = code_column
         self.notices: list[str] = []
-        self._lock = threading.Lock()
-        # one event per waiting ticket: a release wakes only the batch whose turn
-        # it is (a shared condition woke every waiting batch on every release)
-        self._waiters: dict[int, threading.Event] = {}
-        self._issued = 0
-        self._turn = 0
-        self._released: set[int] = set()
-        self._aborted = False
+        #: the run's file order (one ticket counter for the stage and the sync); the run
+        #: map is kept under its lock, so a turn passing and the map's advance are one step
+        self.order = order if order is not None else FileOrder()
+        self._lock = self.order.lock
+        self._turns = self.order.turns(on_advance=self._advanced)
         #: validate's batches registered ahead of their turn (see `PendingRejects`)
         self._pending: dict[int, PendingRejects] = {}
         # the run map: entity -> (version, digest, line); flat in memory (importer.modes.ledger).
@@ -379,6 +376,7 @@ class ModeStage:
                 self._digests = self._ledger
         else:
             self._ledger = self._window = WindowLedger()
+            self.order.on_written(self._written)
 
     @classmethod
     def open(
@@ -392,6 +390,7 @@ class ModeStage:
         remember_all: bool = False,
         update: str = "merge",
         keep_name: bool = False,
+        order: FileOrder | None = None,
     ) -> ModeStage:
         """Resolve and check the data table, then build the stage.
 
@@ -403,7 +402,12 @@ class ModeStage:
         """
         if mode == "blind":
             return cls(
-                mode=mode, table=table, data_table=None, lookup=lookup, code_column=code_column
+                mode=mode,
+                table=table,
+                data_table=None,
+                lookup=lookup,
+                code_column=code_column,
+                order=order,
             )
         name = data_table or default_data_table(table)
         if lookup is None:  # a dry run without a table: only this run's rows are compared
@@ -415,6 +419,7 @@ class ModeStage:
                 code_column=code_column,
                 update=update,
                 keep_name=keep_name,
+                order=order,
             )
             stage.notices.append(
                 "no --table given: rows were checked against each other, not against "
@@ -455,6 +460,7 @@ class ModeStage:
             remember_all=remember_all,
             update=update,
             keep_name=keep_name,
+            order=order,
         )
         if notice:
             stage.notices.append(notice)
@@ -464,67 +470,37 @@ class ModeStage:
     # ------------------------------------------------------------------ ordering
 
     def ticket(self) -> int:
-        """Take the next place in file order; call on the submitting thread."""
-        with self._lock:
-            t = self._issued
-            self._issued += 1
-            return t
+        """Take the next place in file order (the run's one counter, `self.order`)."""
+        return self.order.ticket()
 
     def release(self, ticket: int | None) -> None:
         """This ticket's assignment is over (idempotent)."""
-        if ticket is None:
-            return
-        with self._lock:
-            if ticket < self._turn or ticket in self._released:
-                return
-            self._released.add(ticket)
-            while self._turn in self._released:
-                self._released.discard(self._turn)
-                pending = self._pending.pop(self._turn, None)
-                if pending is not None:
-                    self._settle_locked(pending)
-                self._turn += 1
-            if self._window is not None:
-                self._window.advance(self._turn)
-            waiter = self._waiters.pop(self._turn, None)
-        if waiter is not None:
-            waiter.set()
+        self._turns.release(ticket)
 
-    def written(self, ticket: int | None) -> None:
-        """The write of batch `ticket` returned: batches handed out from now on see it.
+    def _advanced(self, old: int, new: int) -> None:
+        """The turn moved past tickets `old`..`new - 1` (the order's lock is held)."""
+        for passed in range(old, new):
+            pending = self._pending.pop(passed, None)
+            if pending is not None:
+                self._settle_locked(pending)
+        if self._window is not None:
+            self._window.advance(new)
+
+    def _written(self, ticket: int, issued: int) -> None:
+        """Batch `ticket`'s write returned (`FileOrder.written`, the order's lock held):
+        batches handed out from now on see it.
 
         Its entries leave the run map once every earlier-issued batch has
-        assigned (`importer.modes.ledger.WindowLedger`).  Call it after the writer
-        returned, never before: the table must already hold what it forgets.
+        assigned (`importer.modes.ledger.WindowLedger`).  The order is told after
+        the writer returned, never before: the table must already hold what it forgets.
         """
-        if ticket is None or self._window is None:
-            return
-        with self._lock:
-            self._window.written(ticket, self._issued)
-            self._window.advance(self._turn)
-
-    def abort(self) -> None:
-        """Stop waiting for earlier tickets (run aborted); waiting batches fail their rows."""
-        with self._lock:
-            self._aborted = True
-            waiters = list(self._waiters.values())
-            self._waiters.clear()
-        for waiter in waiters:
-            waiter.set()
+        assert self._window is not None
+        self._window.written(ticket, issued)
+        self._window.advance(self._turns.turn)
 
     def _wait_turn(self, ticket: int | None) -> None:
-        if ticket is None:
-            return
-        with self._lock:
-            if self._turn >= ticket:
-                return
-            if self._aborted:
-                raise _Aborted()
-            waiter = self._waiters.setdefault(ticket, threading.Event())
-        waiter.wait()
-        with self._lock:
-            if self._turn < ticket:
-                raise _Aborted()
+        """Wait for the earlier tickets' assignments; `Stopped` once the run stops."""
+        self._turns.wait(ticket)
 
     # ------------------------------------------------------------------ the stage
 
@@ -570,7 +546,7 @@ class ModeStage:
                 lookup_error = f"lookup failed: {exc}"
             try:
                 self._wait_turn(ticket)
-            except _Aborted:
+            except Stopped:
                 return _not_assigned(items)
             with self._lock:  # the run map is shared by every batch of the run
                 return self._assign(parsed, rows or {}, lookup_error, ticket)
@@ -607,7 +583,7 @@ class ModeStage:
                 firsts = ledger.first_lines(digests, lines)
             except ValueError:
                 return None
-            settled = ticket is None or self._turn >= ticket
+            settled = ticket is None or self._turns.turn >= ticket
         if firsts == lines:  # every row its entity's first so far: the usual batch
             out = PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
         else:
@@ -659,7 +635,7 @@ class ModeStage:
         """`PendingRejects.final` before the turn passed: wait for it (or the abort)."""
         try:
             self._wait_turn(pending._ticket + 1)
-        except _Aborted:
+        except Stopped:
             pass  # the run stopped: settle with what is registered
         with self._lock:
             self._pending.pop(pending._ticket, None)
@@ -712,7 +688,7 @@ class ModeStage:
                 return data, stored
         try:
             self._wait_turn(ticket)
-        except _Aborted:
+        except Stopped:
             return _not_assigned(items)
         with self._lock:
             if not unique or not self._ledger.add_new(keys, lines, ticket):

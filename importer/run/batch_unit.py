@@ -16,21 +16,28 @@ With `--sync` (`pipeline.syncer`), each item's wire gets `syncMode: SYNC`
 spliced in (bytes, no JSON round trip), and after the write the batch's
 written commands are applied to the data and history tables
 (`importer.mbc.sync.BatchSync`), after any earlier batch holding one of the same
-entities (`importer.mbc.sync.SyncOrder`).  A row whose sync failed is a failed
-row (`sync: reason`), no longer a written one.
+entities (`importer.ordering.EntityOrder`, over the run's one ticket counter).  A
+row whose sync failed is a failed row (`sync: reason`), no longer a written one.
+
+The unit is given its parts (`BatchParts`) and calls nothing above it: it tells the
+run's file order that its write returned (`FileOrder.written`: the mode stage's run
+map may forget the batch) and hands its outcome back as a value.  When the run's
+coordinator has stopped (over --max-rejects, a fatal error) before the batch
+wrote, the batch writes nothing and counts every row as `skipped`.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
+from importer.coordinator import RunCoordinator, Stopped
 from importer.dynamodb.errors import WriterFatalError, one_line
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
+from importer.ordering import EntityOrder, FileOrder
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
 from importer.run.checkpoint import BatchCounts
 from importer.transform.context import RunContext
@@ -48,29 +55,34 @@ __all__ = [
 SYNC_MODE_TAIL = b',"syncMode":{"S":"SYNC"}}'
 
 
-class BatchParts(Protocol):
-    """What one batch is processed with: the parts an open pipeline holds.
+@dataclass(frozen=True, slots=True)
+class BatchParts:
+    """What one batch is processed with, handed to the unit explicitly.
 
-    Declared here, where they are used, so that the unit is given its parts and
-    never names the pipeline that assembles them (imports only go down).
+    The pipeline assembles them (`importer.run.pipeline.Pipeline.parts`); the unit
+    never names the pipeline, so it imports nothing above it and calls nothing back.
+    `ttl_items` gives items whose tenant comes from a column their tenant's TTL
+    (identity when the TTL is one value); `sync_order` is the entity step of the
+    run's `order` (only with `--sync`).
     """
 
-    settings: Any
+    spec: Any
     engine: Any
     writer: Any
-    stage: Any
-    syncer: Any
     code_column: str
-    halt: threading.Event
-
-    def ttl_items(self, items: Sequence[PreparedItem]) -> Sequence[PreparedItem]: ...
+    coordinator: RunCoordinator
+    order: FileOrder
+    ttl_items: Callable[[Sequence[PreparedItem]], Sequence[PreparedItem]]
+    stage: Any = None
+    syncer: Any = None
+    sync_order: EntityOrder | None = None
 
 
 @dataclass(slots=True)
 class BatchOutcome:
     """What became of one batch's rows: data, never an exception per row.
 
-    `rows == written + unchanged + len(rejects) + len(failures)`.
+    `rows == written + unchanged + len(rejects) + len(failures) + skipped`.
     """
 
     index: int
@@ -83,9 +95,10 @@ class BatchOutcome:
     unchanged: int = 0
     #: data rows this batch's `--sync` wrote (not a row count: rows are counted above)
     synced: int = 0
-    #: the run stopped (`Pipeline.halt`) before this batch wrote anything: it counts
-    #: nowhere, as if never read
-    halted: bool = False
+    #: rows left unwritten because the run stopped (`RunCoordinator.halt`) before this
+    #: batch wrote anything: every row of the batch, reported as skipped (the batch is
+    #: not checkpointed: a resume sends it whole)
+    skipped: int = 0
     #: validate's duplicate rejects, decided before every earlier batch registered
     #: (`importer.modes.stage.PendingRejects`): `final()` gives the outcome to count
     pending: Any = None
@@ -106,6 +119,11 @@ class BatchOutcome:
         rejects = [*self.rejects[:at], *after, *self.rejects[at + len(before) :]]
         written = self.written + len(before) - len(after)
         return replace(self, rejects=rejects, written=written, pending=None)
+
+    @property
+    def halted(self) -> bool:
+        """The run stopped before this batch wrote: its rows are `skipped`."""
+        return self.skipped > 0
 
     @property
     def failed_batch(self) -> bool:
@@ -237,10 +255,16 @@ def _sync_written(
     return result.data_written, failures
 
 
+def _skipped(batch: Batch) -> BatchOutcome:
+    """The outcome of a batch the run stopped before it wrote: every row skipped."""
+    rows = len(batch.rows) + len(batch.rejects)
+    return BatchOutcome(batch.index, rows, 0, 0, [], [], skipped=rows)
+
+
 def process_batch(
     batch: Batch,
     *,
-    pipeline: BatchParts,
+    parts: BatchParts,
     header: Sequence[str],
     ctx: RunContext,
     ticket: int | None = None,
@@ -249,27 +273,25 @@ def process_batch(
 
     `batch.rejects` holds rows refused while reading (bad UTF-8, oversized);
     they belong to this batch so that its counts, and its checkpoint line,
-    cover every row read while it was open.  With a mode stage, `ticket` is
-    this batch's place in file order (versions are assigned in that order);
-    it is always released, even when the batch has no valid row.  With
-    `--sync` the same ticket orders the batch's sync (see the module doc).
+    cover every row read while it was open.  `ticket` is this batch's place in
+    file order (`parts.order`): the mode stage assigns versions in that order
+    and `--sync` applies entities in it; every step of it is released when the
+    batch ends, whatever happened.
     """
-    stage = pipeline.stage
-    syncer = pipeline.syncer
+    stage = parts.stage
+    syncer = parts.syncer
     fields = RowsByLine(batch.rows)
     failures: list[Failure] = []
     unchanged = 0
     pending, pending_at = None, 0
     try:
         try:
-            result = pipeline.engine.transform_batch(
-                pipeline.settings.spec, header, batch.rows, ctx
-            )
+            result = parts.engine.transform_batch(parts.spec, header, batch.rows, ctx)
             rejects = [*batch.rejects, *result.rejects]
-            items = pipeline.ttl_items(result.items)
+            items = parts.ttl_items(result.items)
             if stage is None:
                 items, dupes = resolve_duplicates(
-                    items, code_column=pipeline.code_column, fields=fields
+                    items, code_column=parts.code_column, fields=fields
                 )
                 rejects.extend(dupes)
             else:
@@ -280,34 +302,35 @@ def process_batch(
                 failures = prepared.failures
         finally:
             if stage is not None:
-                stage.release(ticket)
-        if pipeline.halt.is_set():
-            # the run is stopping (over --max-rejects): nothing more is written after
-            # the limit, however far this batch got
-            return BatchOutcome(batch.index, 0, 0, 0, [], [], halted=True)
+                stage.release(ticket)  # the next batch may assign now, before this one writes
+        if parts.coordinator.stopped:
+            # the run is stopping (over --max-rejects, a fatal error): nothing more is
+            # written after that, however far this batch got
+            return _skipped(batch)
         waits: list[Any] = []
         if syncer is not None:
             items = mark_sync(items)
-            if ticket is not None:
-                waits = syncer.order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
-        written = pipeline.writer.write_batch(items) if items else WriteOutcome()
-        if stage is not None:
-            stage.written(ticket)  # the tables now hold this batch: the run map may forget it
+            if ticket is not None and parts.sync_order is not None:
+                try:
+                    waits = parts.sync_order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
+                except Stopped:
+                    return _skipped(batch)
+        written = parts.writer.write_batch(items) if items else WriteOutcome()
+        parts.order.written(ticket)  # the tables now hold this batch: the run map may forget it
         synced, sync_failures = 0, list[Failure]()
         if syncer is not None and items:
             for event in waits:
                 event.wait()
             synced, sync_failures = _sync_written(syncer, items, written)
     finally:
-        if syncer is not None:
-            syncer.order.release(ticket)
+        parts.order.release(ticket)
     rejects.extend(written.rejects)
     return BatchOutcome(
         index=batch.index,
         rows=len(batch.rows) + len(batch.rejects),
         valid=len(result.items),
         written=written.written - len(sync_failures),
-        rejects=_complete(rejects, pipeline.code_column, fields),
+        rejects=_complete(rejects, parts.code_column, fields),
         failures=_with_rows(failures + written.failures + sync_failures, fields),
         retries=written.retries,
         unchanged=unchanged,

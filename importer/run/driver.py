@@ -3,35 +3,38 @@
 source → batches → transform → writer → report.  The main thread reads and
 cuts batches exactly as ItemBatcher would; each batch is handled by the
 pipeline's per-batch unit (`importer.run.batch_unit`) — the same one the Lambda
-child runs — on a bounded pool, so reading blocks (back-pressure) instead of
-piling batches up in memory.  `workers` (MaxConcurrency) bounds the requests in
-flight: a few batches at a time each send theirs over several lanes
-(`importer.dynamodb.lanes`), which keeps the same concurrency with a fraction of the
-batches in memory.  Outcomes come back as
-data and are counted on the main thread only, which is how every run can check
-`rows == written + unchanged + rejected + failed`.
+child runs — on a pool fed through a bounded window (`importer.run.window`), so
+reading blocks (back-pressure) instead of piling batches up in memory.
+`workers` (MaxConcurrency) bounds the requests in flight: a few batches at a
+time each send theirs over several lanes (`importer.dynamodb.lanes`), which
+keeps the same concurrency with a fraction of the batches in memory.  Outcomes
+come back as data and are counted on the main thread only, which is how every
+run can check `rows == written + unchanged + rejected + failed + skipped`.
 
-A checkpoint records settled batches (`--resume` continues a killed,
-interrupted or failed run; only a finished run completes it), and an optional
+Whether the run goes on is the pipeline's `RunCoordinator`'s to say: the pump
+halts it over --max-rejects (the batches not yet written then count as skipped),
+a worker's fatal error fails it, and its status decides the checkpoint.
+
+A checkpoint records settled batches (`--resume` continues a killed, interrupted,
+halted or failed run; only a finished run completes it), and an optional
 ResultWriter-style folder receives `manifest.json`, `SUCCEEDED_0.json` and
 `FAILED_0.json` (`importer.run.reports`).
 """
 
 from __future__ import annotations
 
-import enum
 import io
 import itertools
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from importer.coordinator import RunStatus
 from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lanes import batch_threads
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
@@ -56,6 +59,7 @@ from importer.run.reports import (
     reject_fields,
     rejects_columns,
 )
+from importer.run.window import BoundedWindow
 from importer.transform.context import RunContext
 from importer.transform.engines import Engine
 from importer.transform.spec import Spec, check_header, header_problem
@@ -68,15 +72,6 @@ __all__ = [
     "Summary",
     "run_import",
 ]
-
-
-class RunStatus(enum.Enum):
-    """Said, not inferred: only a FINISHED run completes its checkpoint."""
-
-    RUNNING = "running"
-    FINISHED = "finished"
-    INTERRUPTED = "interrupted"
-    FAILED = "failed"
 
 
 class RunInterrupted(Exception):
@@ -156,8 +151,8 @@ class RunConfig:
 
 @dataclass(slots=True)
 class Summary:
-    """The run's counts: `rows == written + unchanged + rejected + failed`
-    (on `validate`, `rows == valid + rejected`)."""
+    """The run's counts: `rows == written + unchanged + rejected + failed + skipped`
+    (on `validate`, `rows == valid + rejected + skipped`)."""
 
     rows: int = 0
     written: int = 0
@@ -195,8 +190,9 @@ class Summary:
     #: the ItemReader InputType the source was read as
     input_type: str = "CSV"
     #: batches read but left unwritten when the run stopped over --max-rejects
-    #: (their rows count nowhere, like the rows never read)
     halted_batches: int = 0
+    #: their rows: read, not written, not judged (the rows never read count nowhere)
+    skipped: int = 0
     #: which `ttl` the commands carry (the data table's TTL configuration, or null)
     ttl: list[str] = field(default_factory=list)
 
@@ -402,18 +398,19 @@ def _run_import(
             stream=stream,
             signals=signals,
         )
+        coordinator = pipeline.coordinator
         try:
             run.pump(reader, batcher)
-            run.status = RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED
+            coordinator.finish(RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED)
         except BaseException as exc:
-            run.status = RunStatus.FAILED
+            coordinator.finish(RunStatus.FAILED)
             if isinstance(exc, TruncatedSourceError) and checkpoint is not None:
                 checkpoint.mark_truncated()
             raise
         finally:
             rejects.close()
             failures.close()
-            summary.status = run.status.value
+            summary.status = coordinator.status.value
             summary.rejects_file = str(rejects.path) if rejects.used else None
             summary.failures_file = str(failures.path) if failures.used else None
             summary.padded_rows = reader.padded
@@ -432,7 +429,7 @@ def _run_import(
             if results is not None:
                 results.close(summary.to_json())
             if checkpoint is not None:
-                if run.status is RunStatus.FINISHED:
+                if coordinator.status is RunStatus.FINISHED:
                     checkpoint.mark_complete()
                 checkpoint.close()
     except (WriterFatalError, SourceError, OSError) as exc:
@@ -452,7 +449,7 @@ def _run_import(
     if not writing:
         summary.would_write, summary.written = summary.written, 0
     s = summary
-    settled = s.rejected + s.written + s.would_write + s.unchanged + s.failed
+    settled = s.rejected + s.written + s.would_write + s.unchanged + s.failed + s.skipped
     if settled != summary.rows:
         raise AssertionError(f"row accounting broken: {summary}")
     if run.interrupted:
@@ -514,7 +511,6 @@ class _Run:
     stream: Any
     signals: _Signals = field(default_factory=_Signals)
     interrupted: bool = False
-    status: RunStatus = RunStatus.RUNNING
     skip: set[int] = field(default_factory=set)
     #: how far into the source the settled batches reach (bytes): the progress
     #: line's fraction and ETA come from what is written, not from what was read
@@ -550,10 +546,17 @@ class _Run:
                 s.failed_items += c.rows
 
     def settle(self, done: BatchOutcome) -> None:
+        """Count, report and checkpoint one batch (batches settle in file order).
+
+        Bookkeeping only: whether the run goes on is the caller's decision
+        (`over_limit`, then the coordinator's `halt`).
+        """
         s = self.summary
         done = done.final()  # every earlier batch has run: validate's duplicates are settled
-        if done.halted:  # read, but the run stopped before it wrote: counted nowhere
+        if done.halted:  # read, but the run stopped before it wrote: not checkpointed
             s.halted_batches += 1
+            s.rows += done.rows
+            s.skipped += done.skipped
             return
         s.rows += done.rows
         s.batches += 1
@@ -588,10 +591,6 @@ class _Run:
             self.checkpoint.record(
                 done.index, done.counts(), (self.rejects.size(), self.failures.size())
             )
-        if self.over_limit():
-            # batches still running write nothing more: the limit stops the writes
-            # now, not after every batch in the air has finished
-            self.pipeline.halt.set()
 
     def report(self, *, force: bool = False) -> None:
         """Show the rows settled so far (at most 5 times a second, unless `force`).
@@ -612,11 +611,10 @@ class _Run:
         return self.limit is not None and self.summary.bad_data > self.limit
 
     def pump(self, reader: Any, batcher: Batcher) -> None:
-        config, s, pipeline = self.config, self.summary, self.pipeline
+        config, pipeline = self.config, self.pipeline
+        coordinator = pipeline.coordinator
         size_of = pipeline.engine.row_json_size
         header = self.header
-        in_flight: deque[Future[BatchOutcome]] = deque()
-        max_in_flight = max(2, config.workers * 2)
         # `workers` is the run's request concurrency: a few batches at a time send their
         # requests side by side (`importer.dynamodb.lanes`), so only those few hold their items.
         # A batch waiting in the pool's queue holds all its rows; one done but not yet
@@ -634,49 +632,48 @@ class _Run:
             active = lanes.batches_now() if lanes is not None else batch_workers
             return active if active < batch_workers else batch_workers + _QUEUED_AHEAD
 
-        pool = ThreadPoolExecutor(max_workers=batch_workers, thread_name_prefix="batch")
-        # each batch's place in file order; a batch cancelled before it ran must give
-        # its place back, or the batches after it would wait for it forever
-        tickets: dict[Future[BatchOutcome], int | None] = {}
+        def settled(future: Future[BatchOutcome], tag: tuple[int, int]) -> None:
+            # tag: (ticket, how far the source had been read when the batch was cut)
+            self.settle(future.result())
+            self.settled_bytes = max(self.settled_bytes, tag[1])
+            self.report()
+            if self.over_limit():
+                # batches still running write nothing more: the limit stops the writes
+                # now, not after every batch in the air has finished
+                coordinator.halt(self.limit_reason())
 
-        # per batch in flight: how far the source had been read when it was cut
-        read_at: dict[Future[BatchOutcome], int] = {}
+        pool = ThreadPoolExecutor(max_workers=batch_workers, thread_name_prefix="batch")
+        window: BoundedWindow[BatchOutcome] = BoundedWindow(
+            pool,
+            settle=settled,
+            max_pending=max(2, config.workers * 2),
+            max_unfinished=max_unfinished,
+        )
+
+        def give_back(tags: list[tuple[int, int]]) -> None:
+            # a batch cancelled before it ran gives its place in file order back, or
+            # the batches after it would wait for it forever
+            for ticket, _read_at in tags:
+                pipeline.release(ticket)
 
         def submit(batch: Batch) -> None:
             if batch.index in self.skip:
-                if not in_flight:  # settled in an earlier run, and nothing before it waits
+                if not len(window):  # settled in an earlier run, and nothing before it waits
                     self.settled_bytes = self.stream.bytes_read
                 return
-            while len(in_flight) >= max_in_flight:
-                # only the oldest batch can be settled (file order): waiting for any
-                # batch to finish returned at once while a later one was done, and the
-                # reader's thread spun, holding the GIL the workers need
-                wait((in_flight[0],))
-                drain()
-            while True:
-                unfinished = [f for f in in_flight if not f.done()]
-                if len(unfinished) < max_unfinished():
-                    break
-                wait(unfinished, return_when=FIRST_COMPLETED)
-                drain()
             ticket = pipeline.ticket()
-            future = pool.submit(
-                pipeline.process, batch, header=header, ctx=self.ctx, ticket=ticket
-            )
-            tickets[future] = ticket
-            read_at[future] = self.stream.bytes_read
-            in_flight.append(future)
-
-        def settle_next() -> None:
-            future = in_flight.popleft()
-            tickets.pop(future, None)
-            self.settle(future.result())
-            self.settled_bytes = max(self.settled_bytes, read_at.pop(future, 0))
-            self.report()
-
-        def drain() -> None:
-            while in_flight and in_flight[0].done():
-                settle_next()
+            try:
+                window.submit(
+                    pipeline.process,
+                    batch,
+                    header=header,
+                    ctx=self.ctx,
+                    ticket=ticket,
+                    tag=(ticket, self.stream.bytes_read),
+                )
+            except BaseException:
+                pipeline.release(ticket)
+                raise
 
         max_items = config.max_items or config.spec.input.max_items
         batches = reader.read_batches(batcher) if not max_items else None
@@ -692,8 +689,8 @@ class _Run:
                     if signals.received is not None:
                         break
                     submit(batch)
-                    drain()
-                    if self.over_limit() or signals.received is not None:
+                    window.drain()
+                    if coordinator.stopped or signals.received is not None:
                         break
                     self.report()
             except TruncatedSourceError as exc:
@@ -704,39 +701,38 @@ class _Run:
                 # batches already running finish normally (and are checkpointed); the
                 # ones still queued are cancelled and sent again by --resume
                 self.interrupted = True
-                for fut in in_flight:
-                    if fut.cancel():
-                        pipeline.release(tickets[fut])
-                for fut in in_flight:
-                    if not fut.cancelled():
-                        self.settle(fut.result())
-                        self.settled_bytes = max(self.settled_bytes, read_at.get(fut, 0))
-                in_flight.clear()
-            while in_flight:
-                settle_next()
+                give_back(window.cancel_queued())
+            window.finish()
             if cut is not None:
                 raise cut
-        except BaseException:
-            # a fatal error: queued batches give their places back so none waits forever
-            for fut in in_flight:
-                if fut.cancel():
-                    pipeline.release(tickets[fut])
-            if pipeline.stage is not None:
-                pipeline.stage.abort()
+        except BaseException as exc:
+            # a fatal error: every waiting batch is woken (the coordinator stops the
+            # run's file order) and queued batches give their places back
+            coordinator.fail(exc)
+            give_back(window.cancel_queued())
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            if not self.interrupted and not in_flight:
+            if not self.interrupted and not len(window):
                 self.settled_bytes = self.stream.bytes_read  # every batch settled
             self.report(force=True)  # the last line shows what the summary counts
+        self._say_why_stopped()
+
+    def limit_reason(self) -> str:
+        s = self.summary
+        return (
+            f"stopped after {s.bad_data} rows of bad data (limit {self.limit}); "
+            "rows that already exist do not count"
+        )
+
+    def _say_why_stopped(self) -> None:
+        s = self.summary
         if self.over_limit():
-            s.aborted = (
-                f"stopped after {s.bad_data} rows of bad data (limit {self.limit}); "
-                "rows that already exist do not count"
-            )
+            s.aborted = self.limit_reason()
             if s.halted_batches:
                 n = s.halted_batches
                 s.aborted += (
                     f"; {n} batch{'' if n == 1 else 'es'} read by then "
+                    f"({s.skipped:,} row{'' if s.skipped == 1 else 's'}) "
                     f"{'was' if n == 1 else 'were'} not written"
                 )

@@ -9,6 +9,10 @@ itself, so they cannot drift apart.
 
     with open_pipeline(settings) as pipeline:
         outcome = pipeline.process(batch, header=header, ctx=ctx, ticket=pipeline.ticket())
+
+One `RunCoordinator` (status, the first fatal error, halt) and one `FileOrder`
+(the batches' tickets) are made here per run and handed to every part that
+works for the run: writers, lookups, the mode stage, the sync.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from importer._native import ItemBlock
+from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient, check_command_table
 from importer.dynamodb.lanes import Lanes, batch_threads
@@ -31,8 +36,9 @@ from importer.dynamodb.writer import BatchWriter
 from importer.input.batching import Batch
 from importer.mbc.model import CommandTtl, command_ttl
 from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode, ModeStage
+from importer.ordering import EntityOrder, FileOrder
 from importer.records import PreparedItem, WriteOutcome
-from importer.run.batch_unit import BatchOutcome, process_batch
+from importer.run.batch_unit import BatchOutcome, BatchParts, process_batch
 from importer.transform.context import RunContext
 from importer.transform.engines import Engine, get_engine
 from importer.transform.spec import Spec
@@ -158,6 +164,9 @@ class Pipeline:
         notices: Sequence[str] = (),
         lanes: Lanes | None = None,
         owns_lanes: bool = True,
+        coordinator: RunCoordinator | None = None,
+        order: FileOrder | None = None,
+        sync_order: EntityOrder | None = None,
     ) -> None:
         self.settings = settings
         self.owns_client = owns_client
@@ -169,9 +178,11 @@ class Pipeline:
         self.lanes = lanes
         self.owns_lanes = owns_lanes
         self._notices = list(notices)
-        #: set when the run stops early (over --max-rejects): a batch that has not
-        #: written yet does not (`process_batch`), however far it got
-        self.halt = threading.Event()
+        #: the run's status, first fatal error and halt (`importer.coordinator`)
+        self.coordinator = coordinator if coordinator is not None else RunCoordinator()
+        #: the batches' place in file order: one counter for the stage and the sync
+        self.order = order if order is not None else FileOrder(self.coordinator)
+        self.sync_order = sync_order
         self.code_column = settings.spec.code_column
         #: tenant -> the commands' TTL (`command_ttl`), read once per run
         self._ttls: dict[str | None, CommandTtl] = {}
@@ -250,26 +261,28 @@ class Pipeline:
         """What the run could not do as asked (said once, before the summary)."""
         return self._notices + (self.stage.notices if self.stage is not None else [])
 
-    def ticket(self) -> int | None:
-        """This batch's place in file order (take it on the submitting thread).
-
-        With `--sync` the sync order hands out the same numbers as the stage
-        (both count the calls made here), so one ticket serves both.
-        """
-        ticket = self.stage.ticket() if self.stage is not None else None
-        if self.syncer is not None:
-            mine = self.syncer.order.ticket()
-            if ticket is not None and ticket != mine:
-                raise RuntimeError(f"ticket counters diverged ({ticket} != {mine})")
-            ticket = mine
-        return ticket
+    def ticket(self) -> int:
+        """This batch's place in file order (take it on the submitting thread)."""
+        return self.order.ticket()
 
     def release(self, ticket: int | None) -> None:
         """Give back the place of a batch that will never run (cancelled)."""
-        if self.stage is not None:
-            self.stage.release(ticket)
-        if self.syncer is not None:
-            self.syncer.order.release(ticket)
+        self.order.release(ticket)
+
+    def parts(self) -> BatchParts:
+        """What a batch is processed with (read at each call: tests swap an engine in)."""
+        return BatchParts(
+            spec=self.settings.spec,
+            engine=self.engine,
+            writer=self.writer,
+            code_column=self.code_column,
+            coordinator=self.coordinator,
+            order=self.order,
+            ttl_items=self.ttl_items,
+            stage=self.stage,
+            syncer=self.syncer,
+            sync_order=self.sync_order,
+        )
 
     def process(
         self,
@@ -279,7 +292,7 @@ class Pipeline:
         ctx: RunContext,
         ticket: int | None = None,
     ) -> BatchOutcome:
-        return process_batch(batch, pipeline=self, header=header, ctx=ctx, ticket=ticket)
+        return process_batch(batch, parts=self.parts(), header=header, ctx=ctx, ticket=ticket)
 
     def close(self) -> None:
         try:
@@ -317,6 +330,7 @@ def open_pipeline(
     *,
     client: DynamoClient | None = None,
     lanes: Lanes | None = None,
+    coordinator: RunCoordinator | None = None,
 ) -> Pipeline:
     """Open everything a run needs; a `client` given is used (and left open) instead of a new one.
 
@@ -326,8 +340,13 @@ def open_pipeline(
     A dry run without a table runs without reads: its stage compares the
     file's rows with each other only, and says so in `notices`.  A dry run
     with a table that cannot be read fails, as the run would.
+
+    The run's coordinator (made here unless given) and its file order go to
+    every writer, lookup, the mode stage and the sync.
     """
     engine = get_engine(settings.engine)
+    coordinator = coordinator if coordinator is not None else RunCoordinator()
+    order = FileOrder(coordinator)
     owns_client = client is None
     policy = settings.policy or RetryPolicy()
     notices: list[str] = []
@@ -340,7 +359,9 @@ def open_pipeline(
         lookup = None
         if client is not None:
             read_pacer = Pacer(max_units_per_second=settings.max_rcu, kind="read")
-            lookup = KeyLookup(client, policy=policy, pacer=read_pacer, lanes=lanes)
+            lookup = KeyLookup(
+                client, policy=policy, pacer=read_pacer, lanes=lanes, coordinator=coordinator
+            )
         stage = None
         if settings.mode != "blind":
             stage = ModeStage.open(
@@ -352,6 +373,7 @@ def open_pipeline(
                 remember_all=settings.dry_run,
                 update=settings.update or settings.spec.update,
                 keep_name=not settings.spec.name_given,
+                order=order,
             )
         # one pacer for every worker of the run: it learns what the table accepts
         pacer = settings.pacer or Pacer(max_units_per_second=settings.max_wcu)
@@ -362,13 +384,25 @@ def open_pipeline(
             from importer.dynamodb.strict_writer import StrictWriter
 
             assert client is not None and settings.table is not None
-            writer = StrictWriter(client=client, table=settings.table, policy=policy, pacer=pacer)
+            writer = StrictWriter(
+                client=client,
+                table=settings.table,
+                policy=policy,
+                pacer=pacer,
+                coordinator=coordinator,
+            )
         else:
             assert client is not None and settings.table is not None
             writer = BatchWriter(
-                client=client, table=settings.table, policy=policy, pacer=pacer, lanes=lanes
+                client=client,
+                table=settings.table,
+                policy=policy,
+                pacer=pacer,
+                lanes=lanes,
+                coordinator=coordinator,
             )
         syncer = None
+        sync_order = None
         if settings.sync:
             from importer.mbc.sync import BatchSync
 
@@ -382,7 +416,9 @@ def open_pipeline(
                 command_pacer=pacer,
                 read_pacer=lookup.pacer if lookup is not None else None,
                 max_wcu=settings.max_wcu,
+                coordinator=coordinator,
             )
+            sync_order = order.entities()
     except BaseException:
         if owns_lanes:
             lanes.close()
@@ -400,6 +436,9 @@ def open_pipeline(
         notices=notices,
         lanes=lanes,
         owns_lanes=owns_lanes,
+        coordinator=coordinator,
+        order=order,
+        sync_order=sync_order,
     )
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.writer import BatchWriter
 from importer.records import PreparedItem, WriteOutcome
+from importer.run.window import BoundedWindow
 
 __all__ = ["boto3_writer", "http_writer", "write_many"]
 
@@ -59,19 +60,19 @@ def write_many(
     At most 2 x workers batches are in flight, so a generator is consumed lazily.
     """
     total = WriteOutcome()
+
+    def merge(future: Future[WriteOutcome], _tag: Any) -> None:
+        total.merge(future.result())
+
     with ThreadPoolExecutor(workers, thread_name_prefix="test-writer") as pool:
-        running: set[Future[WriteOutcome]] = set()
+        window: BoundedWindow[WriteOutcome] = BoundedWindow(
+            pool, settle=merge, max_pending=2 * workers
+        )
         try:
             for batch in batches:
-                if len(running) >= 2 * workers:
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        total.merge(f.result())
-                running.add(pool.submit(writer.write_batch, batch))
-            for f in running:
-                total.merge(f.result())
+                window.submit(writer.write_batch, batch)
+            window.finish()
         except BaseException:
-            for f in running:
-                f.cancel()
+            window.cancel_queued()
             raise
     return total

@@ -21,7 +21,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.ref cimport PyObject, Py_INCREF
 cimport cython
 from libc.stdlib cimport free, malloc, realloc, calloc
-from libc.string cimport memcmp, memcpy, memmove, memset, strlen
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
 from libc.stdint cimport uint64_t
 
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
@@ -3362,3 +3362,959 @@ cdef class RecordReader:
 
 
 include "_members.pxi"
+# ---------------------------------------------------------------------------
+# Typed inputs (issue 28): Arrow columns and JSON Lines straight into RowBlocks,
+# and the ItemBatcher cut over rows whose sizes are known
+#
+# Why: a Parquet or JSONL row used to become ten Python strings, a tuple and a
+# Batcher.add call before the transform encoded the strings back to UTF-8; here
+# the cells are written once, as the bytes the transform reads in place.  A value
+# whose type the fast path does not map (a misfit, a nested object, an unusual
+# JSON text) is left to the Python reader, which stays the definition.
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    AC_UTF8 = 0      # Arrow utf8 (int32 offsets)
+    AC_LUTF8 = 1     # Arrow large_utf8 (int64 offsets)
+    AC_INT = 2       # signed integer of `itemsize` bytes
+    AC_UINT = 3      # unsigned integer of `itemsize` bytes
+    AC_BOOL = 4      # bit-packed booleans: "true" / "false"
+    AC_DATE32 = 5    # days since 1970-01-01: YYYY-MM-DD (years 1000-9999)
+    AC_EMPTY = 6     # every cell empty (an all-null column)
+    AC_DEC128 = 7    # decimal128, its scale in `itemsize`: plain notation as Arrow writes it
+
+
+cdef extern from *:
+    """
+    /* decimal128 (little-endian two's complement) as Arrow's ToString writes it in plain
+       notation: -1 when Arrow would use an exponent (scale < 0, or adjusted exponent < -6) */
+    static int importer_fmt_dec128(const unsigned char* p, int scale, char* out) {
+        unsigned long long lo, hi;
+        memcpy(&lo, p, 8); memcpy(&hi, p + 8, 8);
+        unsigned __int128 u = ((unsigned __int128) hi << 64) | lo;
+        int neg = (hi >> 63) != 0;
+        if (neg) u = ~u + 1;
+        char dig[48]; int nd = 0, o = 0, i;
+        if ((u >> 64) == 0) {  /* nearly always: 64-bit division, not libgcc's 128-bit */
+            unsigned long long v = (unsigned long long) u;
+            do { dig[nd++] = (char) ('0' + (int) (v % 10)); v /= 10; } while (v);
+        } else {
+            do { dig[nd++] = (char) ('0' + (int) (u % 10)); u /= 10; } while (u);
+        }
+        if (scale < 0 || (nd - 1) - scale < -6) return -1;
+        if (neg) out[o++] = '-';
+        if (nd <= scale) {
+            out[o++] = '0'; out[o++] = '.';
+            for (i = 0; i < scale - nd; i++) out[o++] = '0';
+            for (i = nd - 1; i >= 0; i--) out[o++] = dig[i];
+        } else {
+            for (i = nd - 1; i >= scale; i--) out[o++] = dig[i];
+            if (scale > 0) {
+                out[o++] = '.';
+                for (i = scale - 1; i >= 0; i--) out[o++] = dig[i];
+            }
+        }
+        return o;
+    }
+    """
+    int importer_fmt_dec128(const uchar* p, int scale, char* out) nogil
+
+
+cdef struct ACol:
+    int mode
+    int itemsize
+    const uchar* valid   # validity bitmap, NULL: no nulls
+    const uchar* offs
+    const uchar* data
+    Py_ssize_t offset    # the array's offset, in elements
+
+
+cdef inline const uchar* _buf_ptr(object buf, list keep) except? NULL:
+    """A pointer into an Arrow buffer (any buffer-protocol object); NULL for None/empty."""
+    cdef const uchar[::1] mv
+    if buf is None:
+        return NULL
+    mv = memoryview(buf).cast("B")
+    if mv.shape[0] == 0:
+        return NULL
+    keep.append(mv)
+    return &mv[0]
+
+
+cdef inline bint _bit(const uchar* bits, Py_ssize_t i) noexcept nogil:
+    return (bits[i >> 3] >> (i & 7)) & 1
+
+
+cdef inline int fmt_ull(unsigned long long u, char* out) noexcept nogil:
+    cdef char tmp[24]
+    cdef int n = 0, o = 0
+    if u == 0:
+        out[0] = 48
+        return 1
+    while u > 0:
+        tmp[n] = <char> (48 + u % 10)
+        u //= 10
+        n += 1
+    while n > 0:
+        n -= 1
+        out[o] = tmp[n]
+        o += 1
+    return o
+
+
+cdef inline int fmt_date32(long long days, char* out) noexcept nogil:
+    """Days since the epoch as YYYY-MM-DD (H. Hinnant's civil_from_days); -1 outside 1000-9999."""
+    cdef long long z = days + 719468, era, doe, yoe, y, doy, mp, d, m
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    if y < 1000 or y > 9999:
+        return -1
+    out[0] = <char> (48 + y // 1000); out[1] = <char> (48 + y // 100 % 10)
+    out[2] = <char> (48 + y // 10 % 10); out[3] = <char> (48 + y % 10)
+    out[4] = 45
+    out[5] = <char> (48 + m // 10); out[6] = <char> (48 + m % 10)
+    out[7] = 45
+    out[8] = <char> (48 + d // 10); out[9] = <char> (48 + d % 10)
+    return 10
+
+
+cdef inline long long _int_at(const ACol* c, Py_ssize_t j) noexcept nogil:
+    cdef const uchar* p = c.data + j * c.itemsize
+    if c.itemsize == 8:
+        return (<const long long*> p)[0]
+    if c.itemsize == 4:
+        return (<const int*> p)[0]
+    if c.itemsize == 2:
+        return (<const short*> p)[0]
+    return (<const signed char*> p)[0]
+
+
+cdef inline unsigned long long _uint_at(const ACol* c, Py_ssize_t j) noexcept nogil:
+    cdef const uchar* p = c.data + j * c.itemsize
+    if c.itemsize == 8:
+        return (<const unsigned long long*> p)[0]
+    if c.itemsize == 4:
+        return (<const uint*> p)[0]
+    if c.itemsize == 2:
+        return (<const ushort*> p)[0]
+    return p[0]
+
+
+cdef int _arrow_fill(RowBlock blk, ACol* cols, Py_ssize_t w, Py_ssize_t n,
+                     long long first_line) noexcept nogil:
+    """Rows of the columns into `blk` (reserved): 0, -1 out of memory, -2 a date out of range."""
+    cdef Py_ssize_t r, k, j, a, b
+    cdef Py_ssize_t* o
+    cdef ACol* c
+    cdef char* out
+    cdef int m
+    cdef Buf* d = &blk.data
+    for r in range(n):
+        o = blk.offs + blk.n * (w + 1)
+        o[0] = d.len
+        for k in range(w):
+            c = &cols[k]
+            j = c.offset + r
+            if c.mode == AC_EMPTY or (c.valid != NULL and not _bit(c.valid, j)):
+                o[k + 1] = d.len
+                continue
+            if c.mode == AC_UTF8 or c.mode == AC_LUTF8:
+                if c.mode == AC_UTF8:
+                    a = (<const int*> c.offs)[j]
+                    b = (<const int*> c.offs)[j + 1]
+                else:
+                    a = (<const long long*> c.offs)[j]
+                    b = (<const long long*> c.offs)[j + 1]
+                if b > a and w_raw(d, <const char*> c.data + a, b - a) < 0:
+                    return -1
+            else:
+                if buf_reserve(d, 96) < 0:
+                    return -1
+                out = d.data + d.len
+                if c.mode == AC_DEC128:
+                    m = importer_fmt_dec128(c.data + j * 16, c.itemsize, out)
+                    if m < 0:
+                        return -3
+                elif c.mode == AC_INT:
+                    m = fmt_ll(_int_at(c, j), out)
+                elif c.mode == AC_UINT:
+                    m = fmt_ull(_uint_at(c, j), out)
+                elif c.mode == AC_BOOL:
+                    if _bit(c.data, j):
+                        memcpy(out, b"true", 4); m = 4
+                    else:
+                        memcpy(out, b"false", 5); m = 5
+                else:
+                    m = fmt_date32((<const int*> c.data)[j], out)
+                    if m < 0:
+                        return -2
+                d.len += m
+            o[k + 1] = d.len
+        blk.lines[blk.n] = first_line + r
+        blk.n += 1
+    return 0
+
+
+def arrow_rows(Py_ssize_t n, long long first_line, list columns):
+    """A `RowBlock` of `n` rows, lines `first_line`..., from Arrow column buffers.
+
+    `columns` (one per spec column, in the header's order) are tuples
+    `(mode, itemsize, validity, offsets, data, offset)` naming the buffers of a
+    pyarrow array (`Array.buffers()`, `Array.offset`), `mode` one of
+    `ARROW_MODES` (for `DEC128` `itemsize` is the scale).  A typed value is
+    written as the cell the reference reader makes of it (integers in decimal,
+    decimals as Arrow's cast to text writes them, booleans `true`/`false`, dates
+    `YYYY-MM-DD`), in C, without a Python object per value.  ValueError for a
+    date outside years 1000-9999 or a decimal Arrow would write with an exponent
+    (the caller then casts that column itself).
+    """
+    cdef Py_ssize_t w = len(columns), k, total = 0
+    cdef list keep = []
+    cdef ACol* cols
+    cdef RowBlock blk
+    cdef int rc
+    cdef tuple t
+    if w < 1:
+        raise ValueError("arrow_rows needs at least one column")
+    cols = <ACol*> calloc(w, sizeof(ACol))
+    if cols == NULL:
+        raise MemoryError()
+    try:
+        for k in range(w):
+            t = columns[k]
+            cols[k].mode = t[0]
+            cols[k].itemsize = t[1]
+            cols[k].valid = _buf_ptr(t[2], keep)
+            cols[k].offs = _buf_ptr(t[3], keep)
+            cols[k].data = _buf_ptr(t[4], keep)
+            cols[k].offset = t[5]
+            if cols[k].mode in (AC_UTF8, AC_LUTF8):
+                if cols[k].offs == NULL:
+                    cols[k].mode = AC_EMPTY
+                elif cols[k].mode == AC_UTF8:
+                    total += ((<const int*> cols[k].offs)[cols[k].offset + n]
+                              - (<const int*> cols[k].offs)[cols[k].offset])
+                else:
+                    total += ((<const long long*> cols[k].offs)[cols[k].offset + n]
+                              - (<const long long*> cols[k].offs)[cols[k].offset])
+            elif cols[k].mode != AC_EMPTY:
+                if cols[k].data == NULL and n:
+                    raise ValueError("a typed column without data")
+                total += (96 if cols[k].mode == AC_DEC128 else 20) * n
+        blk = RowBlock(w)
+        if n and blk.reserve(n, total + 64) < 0:
+            raise MemoryError()
+        with nogil:
+            rc = _arrow_fill(blk, cols, w, n, first_line)
+        if rc == -1:
+            raise MemoryError()
+        if rc == -2:
+            raise ValueError("a date outside years 1000-9999")
+        if rc == -3:
+            raise ValueError("a decimal Arrow writes with an exponent")
+        return blk
+    finally:
+        free(cols)
+
+
+@cython.final
+cdef class BatchCutter:
+    """ItemBatcher's cut (`batching.Batcher.add`) over rows whose JSON sizes are known.
+
+    `take` moves rows of a source `RowBlock` into the open batch's block, in C;
+    a batch closes when the next row would not fit, as in `Batcher.add`, and
+    comes out as `(rows, input_bytes, problems)` (what `RecordReader.read_batch`
+    returns).  `problems` are what `problem` was given while the batch was open
+    (any object: the reader's own rejects) and `(line, fields, None, size)` for
+    a row too big for any batch.
+    """
+
+    cdef readonly Py_ssize_t width
+    cdef Py_ssize_t max_items, max_bytes, base
+    cdef RowBlock rows
+    cdef Py_ssize_t count, input_bytes
+    cdef list problems
+    cdef Py_ssize_t last_rows, last_bytes
+
+    def __init__(self, Py_ssize_t width, Py_ssize_t max_items, Py_ssize_t max_bytes,
+                 Py_ssize_t base):
+        if width < 1:
+            raise ValueError("a BatchCutter needs at least one column")
+        self.width = width
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.base = base
+        self.last_rows = 0
+        self.last_bytes = 0
+        self._open()
+
+    cdef int _open(self) except -1:
+        self.rows = RowBlock(self.width)
+        if self.last_rows and self.rows.reserve(
+                self.last_rows, self.last_bytes + self.last_bytes // 8) < 0:
+            raise MemoryError()
+        self.count = 0
+        self.input_bytes = self.base
+        self.problems = []
+        return 0
+
+    cdef tuple _close(self):
+        cdef tuple out = (self.rows, self.input_bytes, self.problems)
+        self.last_rows = self.rows.n
+        self.last_bytes = self.rows.data.len
+        self._open()
+        return out
+
+    cdef int _copy(self, RowBlock src, Py_ssize_t r) except -1:
+        cdef Py_ssize_t w = self.width, k, base
+        cdef Py_ssize_t* so
+        cdef Py_ssize_t* do
+        cdef RowBlock dst = self.rows
+        if not src.in_buffer(r):
+            return dst.append_fields(src.lines[r], list(src.py_rows[r]))
+        if dst.n >= dst.cap and dst._grow() < 0:
+            raise MemoryError()
+        so = src.offs + r * (w + 1)
+        base = dst.data.len
+        if w_raw(&dst.data, src.data.data + so[0], so[w] - so[0]) < 0:
+            raise MemoryError()
+        do = dst.offs + dst.n * (w + 1)
+        for k in range(w + 1):
+            do[k] = base + (so[k] - so[0])
+        dst.lines[dst.n] = src.lines[r]
+        dst.n += 1
+        return 0
+
+    def take(self, RowBlock src, const long long[::1] sizes, Py_ssize_t start,
+             Py_ssize_t end):
+        """Rows `start`..`end` of `src` (`sizes[r]`: row r's JSON size); the batches
+        that closed meanwhile."""
+        cdef list closed = []
+        cdef Py_ssize_t r, size
+        cdef int place
+        if src.width != self.width:
+            raise ValueError("the block's width is not the cutter's")
+        if start < 0 or end > src.n or end > sizes.shape[0]:
+            raise IndexError("rows out of range")
+        for r in range(start, end):
+            size = sizes[r]
+            place = _placement(size, self.base, self.max_items, self.max_bytes, self.count,
+                               self.input_bytes)
+            if place == TOO_BIG:
+                self.problems.append((src.lines[r], src.fields_list(r), None, size))
+                continue
+            if place == NEXT_BATCH:
+                closed.append(self._close())
+            self._copy(src, r)
+            self.input_bytes += size + (1 if self.count else 0)
+            self.count += 1
+        return closed
+
+    def take_row(self, long long line, list fields, Py_ssize_t size):
+        """One row built in Python (`width` strings); the batch it closed, or None."""
+        cdef tuple out = None
+        cdef int place = _placement(size, self.base, self.max_items, self.max_bytes,
+                                    self.count, self.input_bytes)
+        if place == TOO_BIG:
+            self.problems.append((line, fields, None, size))
+            return None
+        if place == NEXT_BATCH:
+            out = self._close()
+        self.rows.append_fields(line, fields)
+        self.input_bytes += size + (1 if self.count else 0)
+        self.count += 1
+        return out
+
+    def problem(self, obj) -> None:
+        """A row refused before batching: it belongs to the batch open now."""
+        self.problems.append(obj)
+
+    def flush(self):
+        """The last batch, or None when nothing is open."""
+        if self.count or self.problems:
+            return self._close()
+        return None
+
+
+#: `arrow_rows`' column modes
+ARROW_MODES = {
+    "UTF8": AC_UTF8, "LARGE_UTF8": AC_LUTF8, "INT": AC_INT, "UINT": AC_UINT,
+    "BOOL": AC_BOOL, "DATE32": AC_DATE32, "EMPTY": AC_EMPTY, "DEC128": AC_DEC128,
+}
+
+
+# -- JSON Lines -------------------------------------------------------------------------
+#
+# A line is taken in C when it is one compact JSON object (no whitespace between
+# tokens, none of `items.LOOSE`'s pairs anywhere: its size is then its length) whose
+# spec columns hold strings, nulls, and numbers/booleans where the column takes them.
+# Every other line -- invalid JSON or UTF-8, not an object, a misfit, a nested value
+# in a spec column, a repeated spec key, `-0`, a lone surrogate, deep nesting -- goes
+# to the Python reader, which is the definition of what it becomes.
+
+cdef enum:
+    JK_TEXT = 0      # string, date, datetime: strings only
+    JK_NUMBER = 1    # integer, decimal: strings and numbers
+    JK_BOOL = 2      # boolean: strings and booleans
+    JK_JSON = 3      # json: strings (an object or array goes to Python)
+    JK_ANY = 4       # a column only templates read: any scalar
+
+cdef enum:
+    JL_ROW = 0
+    JL_BLANK = 1
+    JL_PYTHON = 2
+    JL_NOMEM = 3
+
+JSONL_KINDS = {
+    "string": JK_TEXT, "date": JK_TEXT, "datetime": JK_TEXT, "integer": JK_NUMBER,
+    "decimal": JK_NUMBER, "boolean": JK_BOOL, "json": JK_JSON, "template": JK_ANY,
+}
+
+#: the longest integer literal taken in C (Python's int() refuses over 4300 digits)
+cdef Py_ssize_t _JL_MAX_INT_DIGITS = 4000
+#: nesting taken in C in values the spec does not read (Python's parser recurses)
+cdef int _JL_MAX_DEPTH = 64
+
+
+cdef inline bint _jl_ws(uchar c) noexcept nogil:
+    return c == 32 or c == 9 or c == 10 or c == 13
+
+
+cdef inline bint _jl_blank(uchar c) noexcept nogil:
+    return c == 32 or c == 9 or c == 10 or c == 13 or c == 11 or c == 12
+
+
+cdef inline int _hex4(const uchar* p) noexcept nogil:
+    cdef int v = 0, i, c
+    for i in range(4):
+        c = p[i]
+        if 48 <= c <= 57:
+            v = v * 16 + c - 48
+        elif 97 <= c <= 102:
+            v = v * 16 + c - 87
+        elif 65 <= c <= 70:
+            v = v * 16 + c - 55
+        else:
+            return -1
+    return v
+
+
+cdef inline bint _loose_pair(uchar a, uchar b) noexcept nogil:
+    """`items.LOOSE`: a structural character next to whitespace, in either order."""
+    if (a == 91 or a == 123 or a == 44 or a == 58) and _jl_ws(b):
+        return True
+    return _jl_ws(a) and (b == 93 or b == 125 or b == 44 or b == 58)
+
+
+cdef Py_ssize_t _jl_string(const uchar* s, Py_ssize_t i, Py_ssize_t n, Buf* out) noexcept nogil:
+    """The string at s[i] == '"': its end (after the quote), its UTF-8 decoded into
+    `out` (NULL: only checked); -1: Python's (bad JSON, bad UTF-8, a lone surrogate,
+    a LOOSE pair), -2: out of memory."""
+    cdef Py_ssize_t j = i + 1, run
+    cdef uchar c, e
+    cdef int u, lo
+    cdef char tmp[4]
+    cdef int m
+    while j < n:
+        run = j
+        while j < n:
+            c = s[j]
+            if c == 34 or c == 92 or c < 32 or c >= 128:
+                break
+            if j > run and _loose_pair(s[j - 1], c):
+                return -1
+            j += 1
+        if j > run and _loose_pair(s[j - 1], s[j] if j < n else 0):
+            return -1
+        if out != NULL and j > run and w_raw(out, <const char*> s + run, j - run) < 0:
+            return -2
+        if j >= n:
+            return -1
+        c = s[j]
+        if c == 34:
+            return j + 1
+        if c < 32:
+            return -1
+        if c >= 128:
+            run = j
+            while j < n and s[j] >= 128:
+                j += 1
+            if utf8_first_error(s + run, j - run) >= 0:
+                return -1
+            if out != NULL and w_raw(out, <const char*> s + run, j - run) < 0:
+                return -2
+            continue
+        # an escape
+        if j + 1 >= n:
+            return -1
+        e = s[j + 1]
+        if e == 117:  # \uXXXX
+            if j + 6 > n:
+                return -1
+            u = _hex4(s + j + 2)
+            if u < 0:
+                return -1
+            j += 6
+            if 0xD800 <= u <= 0xDBFF:
+                if j + 6 > n or s[j] != 92 or s[j + 1] != 117:
+                    return -1
+                lo = _hex4(s + j + 2)
+                if lo < 0xDC00 or lo > 0xDFFF:
+                    return -1
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)
+                j += 6
+            elif 0xDC00 <= u <= 0xDFFF:
+                return -1
+            if out != NULL:
+                if u < 0x80:
+                    tmp[0] = <char> u; m = 1
+                elif u < 0x800:
+                    tmp[0] = <char> (0xC0 | (u >> 6)); tmp[1] = <char> (0x80 | (u & 0x3F)); m = 2
+                elif u < 0x10000:
+                    tmp[0] = <char> (0xE0 | (u >> 12)); tmp[1] = <char> (0x80 | ((u >> 6) & 0x3F))
+                    tmp[2] = <char> (0x80 | (u & 0x3F)); m = 3
+                else:
+                    tmp[0] = <char> (0xF0 | (u >> 18)); tmp[1] = <char> (0x80 | ((u >> 12) & 0x3F))
+                    tmp[2] = <char> (0x80 | ((u >> 6) & 0x3F)); tmp[3] = <char> (0x80 | (u & 0x3F))
+                    m = 4
+                if w_raw(out, tmp, m) < 0:
+                    return -2
+            continue
+        if e == 34 or e == 92 or e == 47:
+            tmp[0] = <char> e
+        elif e == 98:
+            tmp[0] = 8
+        elif e == 102:
+            tmp[0] = 12
+        elif e == 110:
+            tmp[0] = 10
+        elif e == 114:
+            tmp[0] = 13
+        elif e == 116:
+            tmp[0] = 9
+        else:
+            return -1
+        if out != NULL and w_raw(out, tmp, 1) < 0:
+            return -2
+        j += 2
+    return -1
+
+
+cdef Py_ssize_t _jl_number(const uchar* s, Py_ssize_t i, Py_ssize_t n, bint* is_int) noexcept nogil:
+    """The end of the JSON number at s[i] (Python's NUMBER_RE), or -1."""
+    cdef Py_ssize_t j = i, d
+    if j < n and s[j] == 45:
+        j += 1
+    if j >= n or not is_digit(s[j]):
+        return -1
+    if s[j] == 48:
+        j += 1
+    else:
+        while j < n and is_digit(s[j]):
+            j += 1
+    is_int[0] = True
+    if j + 1 < n and s[j] == 46 and is_digit(s[j + 1]):
+        is_int[0] = False
+        j += 1
+        while j < n and is_digit(s[j]):
+            j += 1
+    if j < n and (s[j] == 101 or s[j] == 69):
+        d = j + 1
+        if d < n and (s[d] == 43 or s[d] == 45):
+            d += 1
+        if d < n and is_digit(s[d]):
+            is_int[0] = False
+            j = d
+            while j < n and is_digit(s[j]):
+                j += 1
+    return j
+
+
+cdef Py_ssize_t _jl_skip(const uchar* s, Py_ssize_t i, Py_ssize_t n, int depth) noexcept nogil:
+    """The end of the (compact) JSON value at s[i], checked as Python's parser would; -1."""
+    cdef Py_ssize_t j
+    cdef bint is_int
+    cdef uchar c
+    if i >= n or depth > _JL_MAX_DEPTH:
+        return -1
+    c = s[i]
+    if c == 34:
+        return _jl_string(s, i, n, NULL)
+    if c == 45 or is_digit(c):
+        j = _jl_number(s, i, n, &is_int)
+        if j > 0 and is_int and j - i > _JL_MAX_INT_DIGITS:
+            return -1
+        return j
+    if c == 116:
+        return i + 4 if i + 4 <= n and memcmp(s + i, b"true", 4) == 0 else -1
+    if c == 102:
+        return i + 5 if i + 5 <= n and memcmp(s + i, b"false", 5) == 0 else -1
+    if c == 110:
+        return i + 4 if i + 4 <= n and memcmp(s + i, b"null", 4) == 0 else -1
+    if c == 91:
+        j = i + 1
+        if j < n and s[j] == 93:
+            return j + 1
+        while True:
+            j = _jl_skip(s, j, n, depth + 1)
+            if j < 0 or j >= n:
+                return -1
+            if s[j] == 93:
+                return j + 1
+            if s[j] != 44:
+                return -1
+            j += 1
+    if c == 123:
+        j = i + 1
+        if j < n and s[j] == 125:
+            return j + 1
+        while True:
+            if j >= n or s[j] != 34:
+                return -1
+            j = _jl_string(s, j, n, NULL)
+            if j < 0 or j >= n or s[j] != 58:
+                return -1
+            j = _jl_skip(s, j + 1, n, depth + 1)
+            if j < 0 or j >= n:
+                return -1
+            if s[j] == 125:
+                return j + 1
+            if s[j] != 44:
+                return -1
+            j += 1
+    return -1
+
+
+cdef struct JlPlan:
+    Py_ssize_t width
+    const char** names
+    Py_ssize_t* name_lens
+    int* kinds
+    Py_ssize_t* cell_at      # per column: start in `cells`, -1: not seen
+    Py_ssize_t* cell_len
+    Buf key
+    Buf cells
+    Buf fb
+    Py_ssize_t* fends
+
+
+cdef int _jl_line(JlPlan* pl, RowBlock blk, const uchar* s, Py_ssize_t n, long long line,
+                  Py_ssize_t* size) noexcept nogil:
+    """One line (without its newline) into `blk`: JL_ROW (size set), JL_BLANK, JL_PYTHON."""
+    cdef Py_ssize_t a = 0, b = n, j, k, end, w = pl.width
+    cdef bint is_int
+    cdef uchar c
+    while a < b and _jl_blank(s[a]):
+        a += 1
+    if a == b:
+        return JL_BLANK
+    while b > a and _jl_blank(s[b - 1]):
+        b -= 1
+    if s[a] != 123:
+        return JL_PYTHON  # not an object
+    for j in range(a):
+        if not _jl_ws(s[j]):
+            return JL_PYTHON  # \v or \f around it: not JSON whitespace
+    for j in range(b, n):
+        if not _jl_ws(s[j]):
+            return JL_PYTHON
+    for k in range(w):
+        pl.cell_at[k] = -1
+    pl.cells.len = 0
+    j = a + 1
+    if j < b and s[j] == 125:
+        j += 1
+    else:
+        while True:
+            if j >= b or s[j] != 34:
+                return JL_PYTHON
+            pl.key.len = 0
+            end = _jl_string(s, j, b, &pl.key)
+            if end == -2:
+                return JL_NOMEM
+            if end < 0 or end >= b or s[end] != 58:
+                return JL_PYTHON
+            j = end + 1
+            for k in range(w):
+                if (pl.name_lens[k] == pl.key.len
+                        and memcmp(pl.names[k], pl.key.data, pl.key.len) == 0):
+                    break
+            else:
+                k = -1
+            if k < 0:
+                j = _jl_skip(s, j, b, 1)
+                if j < 0:
+                    return JL_PYTHON
+            else:
+                if pl.cell_at[k] >= 0 or j >= b:
+                    return JL_PYTHON  # a repeated spec key: Python keeps the last
+                c = s[j]
+                pl.cell_at[k] = pl.cells.len
+                if c == 34:
+                    end = _jl_string(s, j, b, &pl.cells)
+                    if end == -2:
+                        return JL_NOMEM
+                elif c == 110:
+                    end = j + 4 if j + 4 <= b and memcmp(s + j, b"null", 4) == 0 else -1
+                elif c == 116 or c == 102:
+                    if pl.kinds[k] != JK_BOOL and pl.kinds[k] != JK_ANY:
+                        return JL_PYTHON
+                    end = _jl_skip(s, j, b, 1)
+                    if end > 0 and w_raw(&pl.cells, <const char*> s + j, end - j) < 0:
+                        return JL_NOMEM
+                elif c == 45 or is_digit(c):
+                    if pl.kinds[k] != JK_NUMBER and pl.kinds[k] != JK_ANY:
+                        return JL_PYTHON
+                    end = _jl_number(s, j, b, &is_int)
+                    if end > 0 and is_int and (end - j > _JL_MAX_INT_DIGITS
+                                               or (s[j] == 45 and s[j + 1] == 48)):
+                        return JL_PYTHON  # Python's int(): -0 is 0
+                    if end > 0 and w_raw(&pl.cells, <const char*> s + j, end - j) < 0:
+                        return JL_NOMEM
+                else:
+                    return JL_PYTHON  # an object or array in a spec column
+                if end < 0:
+                    return JL_PYTHON
+                pl.cell_len[k] = pl.cells.len - pl.cell_at[k]
+                j = end
+            if j >= b:
+                return JL_PYTHON
+            if s[j] == 125:
+                j += 1
+                break
+            if s[j] != 44:
+                return JL_PYTHON
+            j += 1
+    if j != b:
+        return JL_PYTHON
+    # the row, in the header's order
+    pl.fb.len = 0
+    for k in range(w):
+        if pl.cell_at[k] >= 0 and pl.cell_len[k]:
+            if w_raw(&pl.fb, pl.cells.data + pl.cell_at[k], pl.cell_len[k]) < 0:
+                return JL_NOMEM
+        pl.fends[k] = pl.fb.len
+    if blk.append_parsed(line, pl.fb.data, pl.fends, w) < 0:
+        return JL_NOMEM
+    size[0] = b - a
+    return JL_ROW
+
+
+def jsonl_rows(bytes chunk, long long first_line, list names, list kinds):
+    """The lines of `chunk` (whole lines; the last may lack its newline) as rows.
+
+    Returns `(rows, sizes, others, lines)`: `rows` a `RowBlock` of the lines
+    taken in C (the spec's columns `names`, typed by `kinds` -- `JSONL_KINDS`'
+    values), `sizes` their JSON sizes (int64 bytes), `others` the lines left to
+    Python as `(index, line, raw)` -- `index` the row of `rows` they come before,
+    `raw` without its newline --, and `lines` how many lines the chunk held.
+    Blank lines are skipped.
+    """
+    cdef Py_ssize_t w = len(names), k, n = len(chunk), i = 0, e, size, cap = 0, nr = 0
+    cdef Py_ssize_t no = 0, ocap = 0
+    cdef const uchar* s = <const uchar*> PyBytes_AS_STRING(chunk)
+    cdef long long line = first_line
+    cdef long long* sizes = NULL
+    cdef Py_ssize_t* others = NULL   # triples: index, start, end
+    cdef long long* other_lines = NULL
+    cdef void* p
+    cdef JlPlan pl
+    cdef RowBlock blk
+    cdef int rc = JL_ROW
+    cdef list keep = list(names)
+    cdef list out_others
+    if w < 1 or len(kinds) != w:
+        raise ValueError("jsonl_rows needs one kind per name, at least one")
+    memset(&pl, 0, sizeof(JlPlan))
+    pl.width = w
+    pl.names = <const char**> malloc(w * sizeof(char*))
+    pl.name_lens = <Py_ssize_t*> malloc(w * sizeof(Py_ssize_t))
+    pl.kinds = <int*> malloc(w * sizeof(int))
+    pl.cell_at = <Py_ssize_t*> malloc(w * sizeof(Py_ssize_t))
+    pl.cell_len = <Py_ssize_t*> malloc(w * sizeof(Py_ssize_t))
+    pl.fends = <Py_ssize_t*> malloc(w * sizeof(Py_ssize_t))
+    try:
+        if (pl.names == NULL or pl.name_lens == NULL or pl.kinds == NULL or pl.cell_at == NULL
+                or pl.cell_len == NULL or pl.fends == NULL):
+            raise MemoryError()
+        for k in range(w):
+            if not isinstance(names[k], bytes):
+                raise TypeError("names are UTF-8 bytes")
+            pl.names[k] = PyBytes_AS_STRING(names[k])
+            pl.name_lens[k] = PyBytes_GET_SIZE(names[k])
+            pl.kinds[k] = kinds[k]
+        blk = RowBlock(w)
+        cap = 256
+        for i in range(min(n, 1 << 16)):
+            if s[i] == 10:
+                cap += 1
+        if blk.reserve(cap, n + 64) < 0:
+            raise MemoryError()
+        sizes = <long long*> malloc(cap * sizeof(long long))
+        if sizes == NULL:
+            raise MemoryError()
+        i = 0
+        with nogil:
+            while i < n:
+                p = memchr(s + i, 10, n - i)
+                e = (<const uchar*> p) - s if p != NULL else n
+                line += 1
+                rc = _jl_line(&pl, blk, s + i, e - i, line, &size)
+                if rc == JL_NOMEM:
+                    break
+                if rc == JL_ROW:
+                    if nr >= cap:
+                        cap *= 2
+                        p = realloc(sizes, cap * sizeof(long long))
+                        if p == NULL:
+                            rc = JL_NOMEM
+                            break
+                        sizes = <long long*> p
+                    sizes[nr] = size
+                    nr += 1
+                elif rc == JL_PYTHON:
+                    if no >= ocap:
+                        ocap = ocap * 2 if ocap else 16
+                        p = realloc(others, ocap * 3 * sizeof(Py_ssize_t))
+                        if p == NULL:
+                            rc = JL_NOMEM
+                            break
+                        others = <Py_ssize_t*> p
+                        p = realloc(other_lines, ocap * sizeof(long long))
+                        if p == NULL:
+                            rc = JL_NOMEM
+                            break
+                        other_lines = <long long*> p
+                    others[3 * no] = blk.n
+                    others[3 * no + 1] = i
+                    others[3 * no + 2] = e
+                    other_lines[no] = line
+                    no += 1
+                i = e + 1
+        if rc == JL_NOMEM:
+            raise MemoryError()
+        out_others = [
+            (others[3 * k], other_lines[k],
+             PyBytes_FromStringAndSize(<const char*> s + others[3 * k + 1],
+                                       others[3 * k + 2] - others[3 * k + 1]))
+            for k in range(no)
+        ]
+        return (blk, PyBytes_FromStringAndSize(<const char*> sizes, nr * sizeof(long long)),
+                out_others, line - first_line)
+    finally:
+        free(pl.names); free(pl.name_lens); free(pl.kinds); free(pl.cell_at)
+        free(pl.cell_len); free(pl.fends)
+        free(pl.key.data); free(pl.cells.data); free(pl.fb.data)
+        free(sizes); free(others); free(other_lines)
+
+
+cdef int _arrow_size_fill(ACol* cols, const int* quoted, const Py_ssize_t* keys, Py_ssize_t w,
+                          Py_ssize_t n, Py_ssize_t fixed, const long long* extra,
+                          long long* out) noexcept nogil:
+    """Each row's compact JSON size: 0, -2 a date out of range."""
+    cdef Py_ssize_t r, k, j, a, b
+    cdef long long size
+    cdef ACol* c
+    cdef char tmp[96]
+    cdef int m
+    for r in range(n):
+        size = fixed + (extra[r] if extra != NULL else 0)
+        for k in range(w):
+            c = &cols[k]
+            j = c.offset + r
+            size += keys[k]
+            if c.mode == AC_EMPTY or (c.valid != NULL and not _bit(c.valid, j)):
+                size += 4  # null
+            elif c.mode == AC_UTF8 or c.mode == AC_LUTF8:
+                if c.mode == AC_UTF8:
+                    a = (<const int*> c.offs)[j]
+                    b = (<const int*> c.offs)[j + 1]
+                else:
+                    a = (<const long long*> c.offs)[j]
+                    b = (<const long long*> c.offs)[j + 1]
+                size += b - a
+                if quoted[k]:
+                    size += 2 + (_escape_extra(c.data + a, b - a) if b > a else 0)
+            elif c.mode == AC_INT:
+                size += fmt_ll(_int_at(c, j), tmp)
+            elif c.mode == AC_UINT:
+                size += fmt_ull(_uint_at(c, j), tmp)
+            elif c.mode == AC_BOOL:
+                size += 4 if _bit(c.data, j) else 5
+            elif c.mode == AC_DEC128:
+                m = importer_fmt_dec128(c.data + j * 16, c.itemsize, tmp)
+                if m < 0:
+                    return -3
+                size += m
+            else:
+                if fmt_date32((<const int*> c.data)[j], tmp) < 0:
+                    return -2
+                size += 12
+        out[r] = size
+    return 0
+
+
+def arrow_sizes(Py_ssize_t n, Py_ssize_t fixed, list columns, extra=None):
+    """Each row's compact JSON size (int64 bytes) from Arrow column buffers.
+
+    `columns` as for `arrow_rows`, each with two more entries: `quoted` (a text
+    column written as a JSON string, escaped and quoted; else as its text, a
+    number) and the bytes its key adds (`"name":`).  A null is `null`; a date
+    `"YYYY-MM-DD"`.  `fixed` is the braces and commas; `extra` (int64 buffer or
+    None) sizes the caller measured itself, added per row.
+    """
+    cdef Py_ssize_t w = len(columns), k
+    cdef list keep = []
+    cdef ACol* cols = NULL
+    cdef int* quoted = NULL
+    cdef Py_ssize_t* keys = NULL
+    cdef const long long[::1] ex
+    cdef const long long* exp = NULL
+    cdef bytearray out = bytearray(n * sizeof(long long))
+    cdef long long* op = <long long*> (<char*> out) if n else NULL
+    cdef int rc = 0
+    cdef tuple t
+    if extra is not None:
+        ex = memoryview(extra).cast("B").cast("q")
+        if ex.shape[0] < n:
+            raise ValueError("extra holds fewer rows than n")
+        if n:
+            exp = &ex[0]
+    cols = <ACol*> calloc(w + 1, sizeof(ACol))
+    quoted = <int*> calloc(w + 1, sizeof(int))
+    keys = <Py_ssize_t*> calloc(w + 1, sizeof(Py_ssize_t))
+    try:
+        if cols == NULL or quoted == NULL or keys == NULL:
+            raise MemoryError()
+        for k in range(w):
+            t = columns[k]
+            cols[k].mode = t[0]
+            cols[k].itemsize = t[1]
+            cols[k].valid = _buf_ptr(t[2], keep)
+            cols[k].offs = _buf_ptr(t[3], keep)
+            cols[k].data = _buf_ptr(t[4], keep)
+            cols[k].offset = t[5]
+            quoted[k] = 1 if t[6] else 0
+            keys[k] = t[7]
+            if cols[k].mode in (AC_UTF8, AC_LUTF8) and cols[k].offs == NULL:
+                cols[k].mode = AC_EMPTY
+            elif cols[k].mode not in (AC_UTF8, AC_LUTF8, AC_EMPTY) and cols[k].data == NULL and n:
+                raise ValueError("a typed column without data")
+        if n:
+            with nogil:
+                rc = _arrow_size_fill(cols, quoted, keys, w, n, fixed, exp, op)
+        if rc == -2:
+            raise ValueError("a date outside years 1000-9999")
+        if rc == -3:
+            raise ValueError("a decimal Arrow writes with an exponent")
+        return bytes(out)
+    finally:
+        free(cols); free(quoted); free(keys)

@@ -591,7 +591,7 @@ def test_reading_holds_a_block_not_the_file(array):
         reader = (
             JsonArrayReader(stream, SPEC.needed_columns, SPEC.kinds, chunk_bytes=1 << 16)
             if array
-            else JsonlReader(stream, SPEC.needed_columns, SPEC.kinds)
+            else JsonlReader(stream, SPEC.needed_columns, SPEC.kinds, chunk_bytes=1 << 16)
         )
         batcher = Batcher(max_items=1000, max_bytes=262_144, batch_input={})
         tracemalloc.start()
@@ -871,3 +871,139 @@ def test_asl_and_template_emit_the_reader_config_asked_for(tmp_path, command):
     found = re.findall(r'"ReaderConfig":\s*(\{[^}]*\})', text)
     assert [json.loads(f) for f in found] == [{"InputType": "PARQUET", "MaxItems": 9}]
     assert '"InputType": "PARQUET"' in text.split('"BatchInput"')[1][:400]
+
+
+@pytest.mark.parametrize("kind", ["CSV", "JSON", "JSONL", "PARQUET", "MANIFEST"])
+def test_max_items_is_1_to_100_million_for_every_input_type(kind, tmp_path, run_cli):
+    """ReaderConfig MaxItems: 1..100,000,000 whatever the InputType (docs/aws-facts.md,
+    ItemReader) -- in the generated ASL, the spec's [input] and `--max-items`, where 0
+    once read as "no limit"."""
+    from importer.aws.statemachine import reader_config
+
+    extra = {"data_type": "JSONL"} if kind == "MANIFEST" else {}
+    assert reader_config(kind, max_items=100_000_000, **extra)["MaxItems"] == 100_000_000
+    for bad in (0, 100_000_001):
+        with pytest.raises(ValueError, match="MaxItems must be 1..100,000,000"):
+            reader_config(kind, max_items=bad, **extra)
+    with pytest.raises(SpecError, match="input.max_items: expected 1 to 100,000,000"):
+        parse_spec({**BENCH_SPEC, "input": {"type": kind, "max_items": 100_000_001}})
+    source = tmp_path / "p.jsonl"
+    source.write_text('{"sku":"a"}\n', encoding="utf-8")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(BENCH_SPEC), encoding="utf-8")
+    for bad in ("0", "100000001"):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli("validate", source, spec=spec, max_items=bad)
+        assert exit_info.value.code == 2
+
+
+def test_max_items_on_the_command_line_is_refused_in_one_line(tmp_path, capsys):
+    from importer.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["validate", str(tmp_path / "p.jsonl"), "--max-items", "0"])
+    err = capsys.readouterr().err
+    assert "ReaderConfig MaxItems is 1 to 100,000,000 for every input type, got 0" in err
+    assert "Traceback" not in err
+
+
+def test_a_jsonl_line_s_size_leaves_out_the_whitespace_around_it():
+    """An item's size is its compact JSON: spaces or a CR around a line do not count,
+    whether the line is parsed with its neighbours (C, or Python's block) or alone."""
+    lines = [b'{"sku":"a","qty":1}', b'{"sku":"b","qty":2}']
+    plain = b"\n".join(lines) + b"\n"
+    spaced = b"\n".join(b"  " + line + b" \r" for line in lines) + b"\n"
+    broken = spaced + b"{not json\n"  # a bad line: its block is parsed line by line
+
+    def sizes(data: bytes, native: bool) -> list[int]:
+        reader = JsonlReader(io.BytesIO(data), SPEC.needed_columns, SPEC.kinds)
+        batcher = Batcher(max_items=1, max_bytes=262_144, batch_input={})
+        read = reader.read_batches if native else reader.read_batches_python
+        return [b.input_bytes for b in read(batcher) if b.rows]
+
+    want = sizes(plain, True)
+    assert want == sizes(plain, False)
+    for data in (spaced, broken):
+        assert sizes(data, True) == want
+        assert sizes(data, False) == want
+
+
+def test_a_run_rejects_jsonl_lines_that_are_not_objects_by_line_and_loses_none(tmp_path):
+    """Through `importer run`'s reader (the native one, which leaves such lines to Python):
+    each bad line is a reject naming its line; the rest are written; counts add up."""
+    good = [json.dumps({"sku": f"S{i}", "name": "n", "qty": i}) for i in range(6)]
+    lines = [good[0], "[1,2]", good[1], '"text"', "", good[2], "{oops", good[3], "7"]
+    lines += [good[4], '{"sku":"S9","name":"n","qty":true}', good[5]]
+    source = tmp_path / "bad.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary, wires, rejects = _import(source, tmp_path)
+    assert summary["rows"] == 11 and summary["rejected"] == 5
+    assert summary["rows"] == len(wires) + summary["rejected"]
+    by_line = {int(r[0]): r for r in rejects[1:]}
+    assert sorted(by_line) == [2, 4, 7, 9, 11]
+    assert "not a JSON object: an array" in by_line[2]
+    assert "not a JSON object: a string" in by_line[4]
+    assert any("not valid JSON" in f for f in by_line[7])
+    assert "not a JSON object: a number" in by_line[9]
+    assert "expected integer, got a boolean" in by_line[11]
+
+
+def test_a_parquet_file_corrupt_after_its_first_row_groups_stops_with_one_line(
+    products, tmp_path, capsys
+):
+    """The footer reads, a later row group does not: the run stops with one line naming
+    the file and the row it reached (pyarrow reads ahead, so that row may be earlier)."""
+    import pyarrow.parquet as pq
+
+    data = bytearray(products["PARQUET"].read_bytes())
+    meta = pq.ParquetFile(products["PARQUET"]).metadata
+    group = meta.row_group(2).column(0)
+    start = group.dictionary_page_offset or group.data_page_offset
+    data[start : start + 64] = b"\xff" * 64  # the third row group's first page
+    bad = tmp_path / "corrupt.parquet"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(
+        SourceError, match=r"corrupt.parquet: cannot read Parquet past row \d+ "
+    ) as e:
+        _import(bad, tmp_path, batch_items=700)
+    assert "\n" not in str(e.value)
+    from importer.cli.main import main
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(BENCH_SPEC), encoding="utf-8")
+    assert main(["validate", str(bad), "--spec", str(spec), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read Parquet past row" in err[0], err
+
+
+def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
+    """Reading holds a row group at a time: the Arrow memory in use after the last batch
+    is far below the file's size (pyarrow's pre_buffer kept every column chunk read,
+    so a 10M-row file took 2.4x the memory of a 1M-row one)."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from importer.input.parquet import ParquetReader
+
+    n = 200_000
+    table = pa.table(
+        {
+            "sku": pa.array([f"S{i:07d}-{os.urandom(12).hex()}" for i in range(n)]),
+            "name": pa.array([os.urandom(16).hex() for _ in range(n)]),
+        }
+    )
+    path = tmp_path / "groups.parquet"
+    pq.write_table(table, path, row_group_size=10_000, compression="none")
+    del table  # its own buffers count in the pool too
+    size = path.stat().st_size
+    reader = ParquetReader(str(path), SPEC.needed_columns, SPEC.kinds)
+    batcher = Batcher(max_items=1000, max_bytes=262_144, batch_input={})
+    in_use = []
+    rows = 0
+    for batch in reader.read_batches(batcher):
+        rows += len(batch.rows)
+        in_use.append(pa.total_allocated_bytes())
+    assert rows == n
+    assert max(in_use) < size / 4, (max(in_use), size)

@@ -552,12 +552,8 @@ def test_step_functions_local_run_and_lambda_agree(cloud):
     assert len(_reject_rows(local_rejects)) == 5
 
 
-def test_a_json_array_runs_through_the_machine_to_the_csv_s_records(cloud):
-    """ReaderConfig InputType JSON (moto's engine reads JSON arrays itself): the same products
-    as a typed JSON array write the records the CSV writes, but for the run's own fields.
-    (JSONL and PARQUET are not read by moto's engine: their ItemReader rules are pinned in
-    tests/test_input_formats.py, their ReaderConfig by asl-validator.)"""
-    body, rows = make_csv(120, {5: ("qty", "many"), 9: ("price", "-1")})
+def _typed_products(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """The CSV's products with typed values: numbers, booleans (a bad value stays text)."""
     typed = []
     for row in rows:
         item: dict[str, Any] = {"sku": row["sku"], "name": row["name"], "note": row["note"]}
@@ -565,6 +561,33 @@ def test_a_json_array_runs_through_the_machine_to_the_csv_s_records(cloud):
         item["qty"] = int(row["qty"]) if row["qty"].lstrip("-").isdigit() else row["qty"]
         item["active"] = row["active"] == "yes"
         typed.append(item)
+    return typed
+
+
+def _parquet_bytes(items: list[dict[str, Any]]) -> bytes:
+    """`items` as a Parquet object: typed columns (a column holding a misfit stays text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {}
+    for name in items[0]:
+        values = [item[name] for item in items]
+        kinds = {type(v) for v in values}
+        if kinds == {int, float}:
+            values = [float(v) for v in values]
+        elif len(kinds) > 1:  # a bad value: the column is text, as an export would keep it
+            values = [json.dumps(v) if not isinstance(v, str) else v for v in values]
+        columns[name] = pa.array(values)
+    out = io.BytesIO()
+    pq.write_table(pa.table(columns), out, row_group_size=40)
+    return out.getvalue()
+
+
+def test_a_json_array_runs_through_the_machine_to_the_csv_s_records(cloud):
+    """ReaderConfig InputType JSON (moto's engine reads JSON arrays itself): the same products
+    as a typed JSON array write the records the CSV writes, but for the run's own fields."""
+    body, rows = make_csv(120, {5: ("qty", "many"), 9: ("price", "-1")})
+    typed = _typed_products(rows)
     s3, ddb = cloud["s3"], boto3.client("dynamodb", region_name=REGION)
     s3.put_object(Bucket="inbox", Key="e2e.csv", Body=body)
     s3.put_object(Bucket="inbox", Key="e2e.json", Body=json.dumps(typed).encode())
@@ -578,3 +601,72 @@ def test_a_json_array_runs_through_the_machine_to_the_csv_s_records(cloud):
         tables[kind] = {k: strip_run(v) for k, v in scan_all(table).items()}
     assert len(tables["CSV"]) == 118
     assert tables["JSON"] == tables["CSV"]
+
+
+@pytest.mark.parametrize("kind", ["JSONL", "PARQUET", "MANIFEST"])
+def test_jsonl_parquet_and_an_athena_manifest_run_through_the_machine_to_the_csv_s_records(
+    cloud, kind
+):
+    """ReaderConfig InputType JSONL, PARQUET, and an Athena data manifest (ManifestType
+    ATHENA_DATA) listing two Parquet objects: the generated machine reads each (the shim's
+    ItemReader, sfn_shim 8.), batches the items, and the child writes the records the CSV
+    writes (rejects included), but for the run's own fields."""
+    pytest.importorskip("pyarrow")
+    body, rows = make_csv(90, {4: ("qty", "many"), 11: ("price", "-1")})
+    typed = _typed_products(rows)
+    s3, ddb = cloud["s3"], boto3.client("dynamodb", region_name=REGION)
+    s3.put_object(Bucket="inbox", Key=f"base-{kind}.csv", Body=body)
+    options: dict[str, Any] = {"input_type": kind}
+    if kind == "JSONL":
+        key = "e2e.jsonl"
+        lines = "\n".join(json.dumps(item, separators=(",", ":")) for item in typed)
+        s3.put_object(Bucket="inbox", Key=key, Body=lines.encode() + b"\n")
+    elif kind == "PARQUET":
+        key = "e2e.parquet"
+        s3.put_object(Bucket="inbox", Key=key, Body=_parquet_bytes(typed))
+    else:
+        key = "unload/e2e-manifest.csv"
+        parts = []
+        for i, chunk in enumerate((typed[:50], typed[50:])):
+            s3.put_object(
+                Bucket="inbox", Key=f"unload/part-{i}.parquet", Body=_parquet_bytes(chunk)
+            )
+            parts.append(f"s3://inbox/unload/part-{i}.parquet")
+        s3.put_object(Bucket="inbox", Key=key, Body="\n".join(parts).encode() + b"\n")
+        options.update(manifest_type="ATHENA_DATA", data_type="PARQUET")
+    tables = {}
+    for name, source, opts in (("csv", f"base-{kind}.csv", {}), ("typed", key, options)):
+        table = f"e2e-{kind.lower()}-{name}-command"
+        ddb.create_table(TableName=table, **KEY_SCHEMA)
+        definition = substituted(max_items_per_batch=10, **opts)
+        desc, log, _writer = run_machine(cloud, definition, source, f"i-{kind}-{name}", table)
+        assert desc["status"] == "SUCCEEDED", desc
+        tables[name] = {k: strip_run(v) for k, v in scan_all(table).items()}
+        if name == "typed":
+            # the children got typed items, ten to a batch, every item once
+            batches = [event["input"]["Items"] for _, event in log.invocations]
+            items = [i for batch in batches for i in batch]
+            assert len(items) == 90 and all(len(batch) <= 10 for batch in batches)
+            assert isinstance(items[0]["price"], float) and isinstance(items[0]["active"], bool)
+    assert len(tables["csv"]) == 88
+    assert tables["typed"] == tables["csv"]
+
+
+def test_an_athena_manifest_naming_a_missing_object_fails_the_map_run(cloud):
+    """A listed object that is not there: the ItemReader fails (States.ItemReaderFailed),
+    the run stops before any child runs."""
+    pytest.importorskip("pyarrow")
+    s3 = cloud["s3"]
+    key = "unload/missing-manifest.csv"
+    s3.put_object(Bucket="inbox", Key=key, Body=b"s3://inbox/unload/not-there.parquet\n")
+    definition = substituted(
+        max_items_per_batch=10,
+        input_type="MANIFEST",
+        manifest_type="ATHENA_DATA",
+        data_type="PARQUET",
+    )
+    desc, log, _writer = run_machine(cloud, definition, key, "i-missing-object")
+    assert desc["status"] == "FAILED"
+    assert desc.get("error") == "States.ItemReaderFailed", desc
+    assert "not-there.parquet" in desc.get("cause", ""), desc
+    assert log.invocations == []

@@ -9,9 +9,26 @@ from __future__ import annotations
 
 import argparse
 
-from importer.input.options import INPUT_TYPES
+from importer.input.options import INPUT_TYPES, MAX_ITEMS_LIMIT
 
-__all__ = ["add_batch_options", "add_reader_options"]
+__all__ = ["add_batch_options", "add_reader_options", "max_items_arg"]
+
+
+def max_items_arg(text: str) -> int:
+    """`--max-items`: ReaderConfig MaxItems, 1 to 100,000,000 for every input type.
+
+    Why here: AWS refuses any other value (docs/aws-facts.md, ItemReader), and 0 would
+    otherwise read as "no limit" -- the opposite of what it says.
+    """
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= n <= MAX_ITEMS_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"ReaderConfig MaxItems is 1 to {MAX_ITEMS_LIMIT:,} for every input type, got {n:,}"
+        )
+    return n
 
 
 def add_reader_options(p: argparse.ArgumentParser) -> None:
@@ -24,7 +41,7 @@ def add_reader_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-items",
-        type=int,
+        type=max_items_arg,
         default=None,
         metavar="N",
         help="ReaderConfig MaxItems: read at most N items (default: the spec's, else all)",

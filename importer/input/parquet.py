@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from importer import _native
 from importer.input.batching import Batch, Batcher
 from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, value_text
 from importer.input.reader import RowReader
@@ -153,11 +154,14 @@ class ParquetReader(RowReader):
         self._batch_rows = batch_rows
         source = open_parquet_source(uri, s3_client)
         try:
-            self._file = pq.ParquetFile(source)
+            # pre_buffer (pyarrow's default) caches every column chunk it has read for
+            # the file's life: peak memory grew with the file (2.4x from 1M to 10M rows,
+            # benchmarks/bench_formats_memory.py); without it a row group at a time
+            self._file = pq.ParquetFile(source, pre_buffer=False)
         except FileNotFoundError:
             raise SourceError(f"{uri}: no such file") from None
         except (pa.ArrowException, OSError) as exc:
-            raise SourceError(f"{uri}: not a readable Parquet file ({exc})") from None
+            raise SourceError(f"{uri}: not a readable Parquet file ({_one_line(exc)})") from None
         self.schema = self._file.schema_arrow
         #: every column of the file: the keys of each item a child would see
         self.columns: list[str] = list(self.schema.names)
@@ -215,6 +219,10 @@ class ParquetReader(RowReader):
 
     def _sizes(self, batch: Any) -> list[int]:
         """Each row's compact JSON size as a child receives it (every column of the file)."""
+        return self._size_array(batch).to_pylist()  # type: ignore[no-any-return]
+
+    def _size_array(self, batch: Any) -> Any:
+        """`_sizes` as an int64 pyarrow array (no nulls)."""
         pa = self._pa
         import pyarrow.compute as pc
 
@@ -222,43 +230,48 @@ class ParquetReader(RowReader):
         fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
         total = pa.array([fixed] * n, pa.int64())
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
-            fixed_key = len(_json_str(name)) + 1
+            total = pc.add(total, self._column_length(name, col))
+        return total
+
+    def _column_length(self, name: str, col: Any) -> Any:
+        """What column `name` adds to each row's JSON size (`"name":value`), int64."""
+        pa = self._pa
+        import pyarrow.compute as pc
+
+        fixed_key = len(_json_str(name)) + 1
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.dictionary_decode()
             t = col.type
-            if pa.types.is_dictionary(t):
-                col = col.dictionary_decode()
-                t = col.type
-            if pa.types.is_string(t) or pa.types.is_large_string(t):
-                length = pc.binary_length(col)
-                length = pc.add(length, 2)
-                length = pc.add(length, pc.count_substring(col, '"'))
-                length = pc.add(length, pc.count_substring(col, "\\"))
-                control = pc.count_substring_regex(col, "[\x00-\x1f]")
-                if pc.sum(control).as_py():  # rare: \n \t ... take 2 bytes, the rest 6
-                    short = pc.count_substring_regex(col, "[\b\f\n\r\t]")
-                    length = pc.add(
-                        length, pc.add(short, pc.multiply(pc.subtract(control, short), 5))
-                    )
-            elif pa.types.is_boolean(t):
-                length = pc.if_else(col, 4, 5)
-            elif pa.types.is_timestamp(t):
-                millis = pc.cast(pc.cast(col, pa.timestamp("ms", tz=t.tz)), pa.int64())
-                length = pc.utf8_length(pc.cast(millis, pa.string()))
-            elif (
-                pa.types.is_integer(t)
-                or pa.types.is_floating(t)
-                or pa.types.is_decimal(t)
-                or pa.types.is_null(t)
-            ):
-                length = pc.utf8_length(pc.cast(col, pa.string()))
-            elif pa.types.is_date(t):
-                length = pc.add(pc.utf8_length(pc.cast(col, pa.string())), 2)
-            else:
-                length = pa.array(
-                    [len(_json_str_any(v).encode("utf-8")) for v in col.to_pylist()], pa.int64()
-                )
-            length = pc.fill_null(pc.cast(length, pa.int64()), 4)  # null
-            total = pc.add(total, pc.add(length, fixed_key))
-        return total.to_pylist()
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            length = pc.binary_length(col)
+            length = pc.add(length, 2)
+            length = pc.add(length, pc.count_substring(col, '"'))
+            length = pc.add(length, pc.count_substring(col, "\\"))
+            control = pc.count_substring_regex(col, "[\x00-\x1f]")
+            if pc.sum(control).as_py():  # rare: \n \t ... take 2 bytes, the rest 6
+                short = pc.count_substring_regex(col, "[\b\f\n\r\t]")
+                length = pc.add(length, pc.add(short, pc.multiply(pc.subtract(control, short), 5)))
+        elif pa.types.is_boolean(t):
+            length = pc.if_else(col, 4, 5)
+        elif pa.types.is_timestamp(t):
+            millis = pc.cast(pc.cast(col, pa.timestamp("ms", tz=t.tz)), pa.int64())
+            length = pc.utf8_length(pc.cast(millis, pa.string()))
+        elif (
+            pa.types.is_integer(t)
+            or pa.types.is_floating(t)
+            or pa.types.is_decimal(t)
+            or pa.types.is_null(t)
+        ):
+            length = pc.utf8_length(pc.cast(col, pa.string()))
+        elif pa.types.is_date(t):
+            length = pc.add(pc.utf8_length(pc.cast(col, pa.string())), 2)
+        else:
+            length = pa.array(
+                [len(_json_str_any(v).encode("utf-8")) for v in col.to_pylist()], pa.int64()
+            )
+        length = pc.fill_null(pc.cast(length, pa.int64()), 4)  # null
+        return pc.add(length, fixed_key)
 
     def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
         """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
@@ -277,7 +290,7 @@ class ParquetReader(RowReader):
                 return
             except (pa.ArrowException, OSError) as exc:
                 raise SourceError(
-                    f"{self._uri}: cannot read Parquet past row {offset} ({exc})"
+                    f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
                 ) from None
             sizes = self._sizes(batch)
             columns = [
@@ -313,7 +326,209 @@ class ParquetReader(RowReader):
                     else ItemRow(offset + i, list(fields), None, sizes[i])
                 )
 
+    # -- the native path --------------------------------------------------------
+
+    def _cell_column(
+        self, name: str, col: Any, cast: dict[str, Any], typed: bool = True
+    ) -> tuple[tuple[Any, ...], list[int]]:
+        """Column `name` as `_native.arrow_rows` reads it, and the rows holding a misfit.
+
+        Where the Arrow type is the spec's (strings; integers, decimals, booleans
+        and dates for numeric, boolean and date columns) the native core reads the
+        column's own buffers and writes each cell itself, as Arrow's cast to text
+        would; floats are cast to text by Arrow (C++, once: `cast` holds what
+        `_size_column` cast); timestamps and the rest take `_column_texts`' way.
+        `typed` False: dates and decimals are cast by Arrow too (the native core
+        refused one: a year outside 1000-9999, a decimal Arrow writes with an
+        exponent).
+        """
+        pa = self._pa
+        modes = _native.ARROW_MODES
+        kind = self._kinds[name]
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.dictionary_decode()
+            t = col.type
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        mode = None
+        if pa.types.is_string(t):
+            mode = modes["UTF8"]
+        elif pa.types.is_large_string(t):
+            mode = modes["LARGE_UTF8"]
+        elif pa.types.is_null(t) or col.null_count == len(col):
+            return (modes["EMPTY"], 0, None, None, None, 0), []
+        elif pa.types.is_integer(t) and (kind in _NUMERIC or kind == TEMPLATE):
+            mode = modes["INT"] if pa.types.is_signed_integer(t) else modes["UINT"]
+        elif pa.types.is_boolean(t) and (kind == "boolean" or kind == TEMPLATE):
+            mode = modes["BOOL"]
+        elif pa.types.is_date32(t) and (kind == "date" or kind == TEMPLATE) and typed:
+            mode = modes["DATE32"]
+        elif (
+            pa.types.is_decimal128(t)
+            and t.scale >= 0
+            and (kind in _NUMERIC or kind == TEMPLATE)
+            and typed
+        ):
+            bufs = col.buffers()
+            return (modes["DEC128"], t.scale, bufs[0], None, bufs[1], col.offset), []
+        if mode is not None:
+            bufs = col.buffers()
+            if mode in (modes["UTF8"], modes["LARGE_UTF8"]):
+                return (mode, 0, bufs[0], bufs[1], bufs[2], col.offset), []
+            return (mode, t.bit_width // 8, bufs[0], None, bufs[1], col.offset), []
+        numeric = pa.types.is_floating(t) or pa.types.is_decimal(t)
+        if (numeric and (kind in _NUMERIC or kind == TEMPLATE)) or (
+            pa.types.is_date(t) and (kind == "date" or kind == TEMPLATE)
+        ):
+            text = cast.get(name)
+            if text is None:
+                import pyarrow.compute as pc
+
+                text = pc.cast(col, pa.string())
+        else:
+            texts = self._column_texts(name, col)
+            bad = [i for i, v in enumerate(texts) if type(v) is Mismatch]
+            text = pa.array([v if type(v) is str else "" for v in texts], pa.string())
+            bufs = text.buffers()
+            return (modes["UTF8"], 0, bufs[0], bufs[1], bufs[2], text.offset), bad
+        bufs = text.buffers()
+        return (modes["UTF8"], 0, bufs[0], bufs[1], bufs[2], text.offset), []
+
+    def _size_column(
+        self, name: str, col: Any, cast: dict[str, Any], typed: bool = True
+    ) -> tuple[Any, ...] | None:
+        """Column `name` as `_native.arrow_sizes` sizes it, or None (`_column_length` does)."""
+        pa = self._pa
+        modes = _native.ARROW_MODES
+        key = len(_json_str(name)) + 1
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.dictionary_decode()
+            t = col.type
+        if pa.types.is_null(t):
+            return (modes["EMPTY"], 0, None, None, None, 0, False, key)
+        b = col.buffers()
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            mode = modes["UTF8"] if pa.types.is_string(t) else modes["LARGE_UTF8"]
+            return (mode, 0, b[0], b[1], b[2], col.offset, True, key)
+        if pa.types.is_integer(t):
+            mode = modes["INT"] if pa.types.is_signed_integer(t) else modes["UINT"]
+            return (mode, t.bit_width // 8, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_boolean(t):
+            return (modes["BOOL"], 0, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_date32(t) and typed:
+            return (modes["DATE32"], 4, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_decimal128(t) and t.scale >= 0 and typed:
+            return (modes["DEC128"], t.scale, b[0], None, b[1], col.offset, False, key)
+        if pa.types.is_floating(t) or pa.types.is_decimal(t):
+            import pyarrow.compute as pc
+
+            text = cast[name] = pc.cast(col, pa.string())
+            b = text.buffers()
+            return (modes["UTF8"], 0, b[0], b[1], b[2], text.offset, False, key)
+        return None
+
+    def _native_sizes(self, batch: Any, cast: dict[str, Any], typed: bool = True) -> Any:
+        """Each row's compact JSON size (as `_sizes`), measured in C: an int64 memoryview."""
+        n = batch.num_rows
+        fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
+        columns, extra = [], None
+        for name, col in zip(batch.schema.names, batch.columns, strict=True):
+            sized = self._size_column(name, col, cast, typed)
+            if sized is not None:
+                columns.append(sized)
+                continue
+            import pyarrow.compute as pc  # only for the types C does not size
+
+            length = self._column_length(name, col)
+            extra = length if extra is None else pc.add(extra, length)
+        if extra is not None:
+            extra = extra.buffers()[1][extra.offset * 8 : (extra.offset + n) * 8]
+        return memoryview(_native.arrow_sizes(n, fixed, columns, extra)).cast("q")
+
+    def _native_cells(
+        self, batch: Any, offset: int, typed: bool
+    ) -> tuple[Any, Any, dict[int, int]]:
+        """(sizes, the rows as a `RowBlock`, the first misfit column of each misfit row)."""
+        cast: dict[str, Any] = {}
+        sizes = self._native_sizes(batch, cast, typed)
+        columns: list[tuple[Any, ...]] = []
+        bad_at: dict[int, int] = {}
+        for j, name in enumerate(self.header):
+            col = batch.column(batch.schema.get_field_index(name))
+            column, bad = self._cell_column(name, col, cast, typed)
+            columns.append(column)
+            for i in bad:
+                bad_at.setdefault(i, j)
+        return sizes, _native.arrow_rows(batch.num_rows, offset, columns), bad_at
+
+    def _native_blocks(self) -> Iterator[tuple[Any, Any, dict[int, ItemRow]]]:
+        """Per record batch: (its rows as a `RowBlock`, their sizes, misfit rows by index)."""
+        pa = self._pa
+        header = self.header
+        offset = 0
+        batches = self._file.iter_batches(batch_size=self._batch_rows, columns=self.columns)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise SourceError(
+                    f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
+                ) from None
+            n = batch.num_rows
+            try:
+                sizes, block, bad_at = self._native_cells(batch, offset, True)
+            except ValueError:  # a date or decimal the core leaves to Arrow's cast
+                sizes, block, bad_at = self._native_cells(batch, offset, False)
+            bad_rows: dict[int, ItemRow] = {}
+            for i, j in sorted(bad_at.items()):
+                name = header[j]
+                col = batch.column(batch.schema.get_field_index(name))
+                raw = col[i].as_py()
+                reason = self._column_texts(name, col.slice(i, 1))[0]
+                bad_rows[i] = ItemRow(
+                    offset + i, block[i][1], str(reason), sizes[i], name, _json_str_any(raw)
+                )
+            yield block, sizes, bad_rows
+            offset += n
+
     def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
+        """The batches `batcher` cuts from the rows: cells written and batches cut in C.
+
+        `read_batches_python` is the definition (tests hold the two equal); this is
+        it with the rows of each record batch in a `_native.RowBlock` and the cut
+        made by `_native.BatchCutter`.
+        """
+        if not self.header or getattr(_native, "arrow_rows", None) is None:
+            yield from self.read_batches_python(batcher)
+            return
+        cutter = _native.BatchCutter(len(self.header), *batcher.limits)
+
+        def emit(got: tuple[Any, int, list[Any]]) -> Batch:
+            rows, nbytes, problems = got
+            batch = batcher.adopt(rows, nbytes, ())
+            batch.rejects.extend(
+                p if type(p) is Reject else batcher.oversize(p[0], p[1], p[3]) for p in problems
+            )
+            return batch
+
+        for block, sizes, bad in self._native_blocks():
+            start = 0
+            for i in sorted(bad):
+                for got in cutter.take(block, sizes, start, i):
+                    yield emit(got)
+                r = bad[i]
+                cutter.problem(Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields)))
+                start = i + 1
+            for got in cutter.take(block, sizes, start, len(block)):
+                yield emit(got)
+        if (last := cutter.flush()) is not None:
+            yield emit(last)
+
+    def read_batches_python(self, batcher: Batcher) -> Iterator[Batch]:
         """The batches `batcher.add` would cut from the rows, cut a record batch at a time.
 
         The same rule as `Batcher.add` (a batch closes at MaxItemsPerBatch, or when
@@ -359,6 +574,11 @@ class ParquetReader(RowReader):
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
+
+
+def _one_line(exc: BaseException) -> str:
+    """pyarrow's message on one line (its thrift errors end lines with newlines)."""
+    return " ".join(str(exc).split())
 
 
 def _plain(value: Any) -> Any:

@@ -44,6 +44,15 @@ undone on exit; moto's own code paths run everywhere else):
    exception becomes ``FunctionError: Unhandled`` with an
    ``{"errorType", "errorMessage"}`` payload (so ``errorType`` is the error
    name the Map sees, as on AWS).  Every invocation event is recorded.
+8. **ItemReader JSONL, PARQUET and MANIFEST.**  moto's engine reads CSV and JSON
+   only (its grammar refuses the other ``InputType`` values and ``ManifestType``).
+   The parser is handed a stand-in ReaderConfig (CSV with the real one carried in
+   ``CSVHeaders``), ``getObject`` keeps the body's bytes (a Parquet object is not
+   text), and the items are made as ItemReader makes them (docs/aws-facts.md,
+   ItemReader): a JSONL line's value, a Parquet row's typed columns (timestamps as
+   epoch milliseconds), an Athena data manifest's objects one after another, each
+   read as its ``InputType``.  A line that is not JSON, an unreadable Parquet object
+   or a listed object that is missing fails the Map run (``States.ItemReaderFailed``).
 7. **A moto bug.**  ``start_execution`` deep-copies the state machine, which
    holds its backend, which holds every earlier execution with its thread
    locks: after one execution in a region, the next ``start_execution`` fails
@@ -53,6 +62,7 @@ undone on exit; moto's own code paths run everywhere else):
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import io
@@ -76,6 +86,9 @@ from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name
 )
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
     StatesErrorNameType,
+)
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval import (
+    resource_eval_s3 as reader_s3,
 )
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_output_transformer import (  # noqa: E501
     transformer_csv,
@@ -141,6 +154,7 @@ def _lift(states: dict[str, Any], lifted: dict[str, dict[str, Any]]) -> None:
         pct = state.get("ToleratedFailurePercentage")
         if isinstance(pct, int):
             state["ToleratedFailurePercentage"] = float(pct)
+        _lift_reader(state)
         if "ItemBatcher" in state:
             batcher = state.pop("ItemBatcher")
             if any(k.endswith("Path") for k in batcher):
@@ -155,6 +169,21 @@ def _lift(states: dict[str, Any], lifted: dict[str, dict[str, Any]]) -> None:
                 "count": state.get("ToleratedFailureCount"),
             }
         _lift(processor.get("States") or {}, lifted)
+
+
+def _lift_reader(state: dict[str, Any]) -> None:
+    """A ReaderConfig moto cannot parse becomes a CSV one carrying it (see 8.)."""
+    reader = state.get("ItemReader") or {}
+    config = reader.get("ReaderConfig") or {}
+    if config.get("InputType") in _TYPED_TYPES or "ManifestType" in config:
+        stand_in: dict[str, Any] = {
+            "InputType": "CSV",
+            "CSVHeaderLocation": "GIVEN",
+            "CSVHeaders": [_TYPED, base64.b64encode(json.dumps(config).encode()).decode()],
+        }
+        if "MaxItems" in config:
+            stand_in["MaxItems"] = config["MaxItems"]
+        reader["ReaderConfig"] = stand_in
 
 
 def _attach(states: Any, lifted: dict[str, dict[str, Any]]) -> None:
@@ -178,6 +207,16 @@ def _parse(definition: str) -> Any:
 def _csv_items(self: Any, env: Any) -> None:
     config = env.stack.pop()
     body: str = env.stack.pop()
+    headers = config.get("CSVHeaders") or []
+    if headers and headers[0] == _TYPED:
+        real = json.loads(base64.b64decode(headers[1]))
+        raw = body.raw if isinstance(body, _Body) else body.encode("utf-8")
+        try:
+            items = list(itertools.islice(_typed_items(real, raw), config["MaxItemsValue"]))
+        except _ReaderFailed as exc:
+            raise _fail(env, StatesErrorNameType.StatesItemReaderFailed, str(exc)) from None
+        env.stack.append(items)
+        return
     options = CsvOptions(
         delimiter=_DELIMITERS[config.get("CSVDelimiter", "COMMA")],
         header_location=config["CSVHeaderLocation"],
@@ -192,6 +231,102 @@ def _csv_items(self: Any, env: Any) -> None:
             )
         items.append(dict(zip(reader.header, row.fields, strict=True)))
     env.stack.append(items)
+
+
+# 8. ItemReader JSONL, PARQUET, MANIFEST ---------------------------------------------
+_TYPED = "__importer_sfn_shim_reader_config__"
+_TYPED_TYPES = ("JSONL", "PARQUET", "MANIFEST")
+
+
+class _Body(str):
+    """An object's body as moto's readers take it (text), keeping its bytes."""
+
+    raw: bytes
+
+
+class _ReaderFailed(Exception):
+    """The ItemReader cannot read its source: the Map run fails."""
+
+
+def _get_object(env: Any, runtime: Any, credentials: Any) -> None:
+    s3 = boto_client_for(region=runtime.region, service="s3", state_credentials=credentials)
+    parameters = env.stack.pop()
+    raw = s3.get_object(**parameters)["Body"].read()
+    try:
+        body = _Body(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        body = _Body("")
+    body.raw = raw
+    env.stack.append(body)
+
+
+def _json_value(value: Any) -> Any:
+    """A Parquet value as the item's JSON carries it (timestamps: epoch milliseconds)."""
+    import datetime
+    from decimal import Decimal
+
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _items_of(kind: str, raw: bytes, config: dict[str, Any], name: str) -> Iterator[Any]:
+    if kind == "JSONL":
+        for n, line in enumerate(raw.decode("utf-8").split("\n"), 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:
+                    raise _ReaderFailed(f"{name} line {n}: {exc}") from None
+    elif kind == "PARQUET":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(io.BytesIO(raw))
+        except (pa.ArrowException, OSError) as exc:
+            raise _ReaderFailed(f"{name}: {exc}") from None
+        for row in table.to_pylist():
+            yield _json_value(row)
+    elif kind == "CSV":
+        options = CsvOptions(header_location="GIVEN", headers=tuple(config["CSVHeaders"]))
+        reader = CsvReader(io.BytesIO(raw), options)
+        for row in reader:
+            if row.error:
+                raise _ReaderFailed(f"{name} line {row.line}: {row.error}")
+            yield dict(zip(reader.header, row.fields, strict=True))
+    else:
+        raise _ReaderFailed(f"sfn_shim: no reader for {kind}")
+
+
+def _typed_items(config: dict[str, Any], raw: bytes) -> Iterator[Any]:
+    """The items ItemReader makes of `raw` under `config` (the real ReaderConfig)."""
+    if config.get("ManifestType") != "ATHENA_DATA":
+        yield from _items_of(config["InputType"], raw, config, "object")
+        return
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client("s3", region_name="us-east-1")
+    for uri in raw.decode("utf-8").split():
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            raise _ReaderFailed(f"{uri}: {exc.response['Error']['Code']}") from None
+        yield from _items_of(config["InputType"], body, config, uri)
 
 
 # 3 + 4. ItemBatcher and tolerated failures around moto's own map run -----------------
@@ -398,6 +533,9 @@ def sfn_shim(functions: dict[str, Callable[[Any], Any]]) -> Iterator[ShimLog]:
     patches = [
         mock.patch.object(AmazonStateLanguageParser, "parse", staticmethod(_parse)),
         mock.patch.object(transformer_csv.ResourceOutputTransformerCSV, "_eval_body", _csv_items),
+        mock.patch.object(
+            reader_s3.ResourceEvalS3, "_handle_get_object", staticmethod(_get_object)
+        ),
         mock.patch.object(dist.DistributedIterationComponent, "_map_run", _map_run),
         mock.patch.object(dist_worker.DistributedItemProcessorWorker, "_eval_job", _eval_job),
         mock.patch.object(

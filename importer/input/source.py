@@ -565,7 +565,9 @@ def iter_records(
         else:
             length += len(term)
     if parser is not None:
-        if limit and length - len(term) > limit:
+        # the open quote swallowed every byte to the end, its last line end included
+        # (the field holds it), so all of them count -- as the native reader counts
+        if limit and length > limit:
             yield ParsedRow(start, [], record_too_long(limit))
             return
         yield ParsedRow(

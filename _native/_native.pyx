@@ -3361,6 +3361,7 @@ cdef class RecordReader:
         return None
 
 
+include "_members.pxi"
 # ---------------------------------------------------------------------------
 # Typed inputs (issue 28): Arrow columns and JSON Lines straight into RowBlocks,
 # and the ItemBatcher cut over rows whose sizes are known

@@ -1,4 +1,4 @@
-"""Peak RSS of `importer run` as the file grows: N rows and 10 x N rows, blind and insert mode.
+"""Peak RSS of `importer run` as the file grows: N rows and 10 x N rows, in every mode.
 
 Memory must stay flat with the file's size in every mode (issue 12: a 10x larger
 file within 15 % of the smaller one's peak).  Each run is a whole
@@ -8,15 +8,16 @@ run is checked to have delivered all its rows.  blind has no run map; insert
 (the default mode) reads before writing and keeps a run map of the batches in
 flight (importer.modes.ledger.WindowLedger), so it is the mode whose memory could
 grow with the file.
-IMPORTER_BENCH_MEMORY_MODES adds modes (upsert, strict: the ack endpoint
-answers their reads and transactions).
+upsert, strict (the ack endpoint answers their reads and transactions) and
+`--sync` (insert, with the data rows written too: two items a row) are measured
+as well (issue 25); IMPORTER_BENCH_MEMORY_MODES=blind,insert picks modes.
 The ratios are reported, not asserted (a single run's peak varies by some
 10-20 % with timing); IMPORTER_BENCH_ENFORCE_MEMORY=1 makes a ratio over 1.15
 fail.
 
     pytest benchmarks/bench_memory.py -s                               # N = 100,000
     IMPORTER_BENCH_MEMORY_ROWS=1000000 pytest benchmarks/bench_memory.py -s   # 1M vs 10M
-    IMPORTER_BENCH_MEMORY_MODES=upsert,strict pytest benchmarks/bench_memory.py -s
+    IMPORTER_BENCH_MEMORY_MODES=upsert,sync pytest benchmarks/bench_memory.py -s
     IMPORTER_BENCH_SMOKE=1 python -m pytest benchmarks --benchmark-disable -q
 """
 
@@ -34,10 +35,12 @@ from tests.support.ack_endpoint import AckEndpoint
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_MEMORY_ROWS", "100000"))
 SIZES = (N, 10 * N)
-MODES = (
-    "blind",
-    "insert",
-    *(m.strip() for m in os.environ.get("IMPORTER_BENCH_MEMORY_MODES", "").split(",") if m.strip()),
+MODES = tuple(
+    m.strip()
+    for m in os.environ.get("IMPORTER_BENCH_MEMORY_MODES", "blind,insert,upsert,strict,sync").split(
+        ","
+    )
+    if m.strip()
 )
 GOAL = 1.15
 TIMEOUT = 300.0 if SMOKE else 7200.0
@@ -61,7 +64,10 @@ def inputs(tmp_path_factory) -> dict[int, tuple[Path, Path, Path]]:
 def test_peak_rss(benchmark, ack_binary, inputs, mode, rows):
     directory, products, spec = inputs[rows]
     with AckEndpoint(binary=ack_binary) as ep:
-        cmd = importer_cmd(products, spec, ep.endpoint_url, mode, directory, mode)
+        # sync: the default mode with --sync (command records and data rows)
+        given = None if mode == "sync" else mode
+        cmd = importer_cmd(products, spec, ep.endpoint_url, given, directory, mode)
+        cmd += ["--sync"] if mode == "sync" else []
         holder: dict = {}
 
         def run() -> None:
@@ -73,7 +79,8 @@ def test_peak_rss(benchmark, ack_binary, inputs, mode, rows):
         stats = ep.stats()
     m = holder["m"]
     assert m.returncode == 0, f"importer ({mode}) exited {m.returncode}: {m.tail()}"
-    assert stats["items"] == rows, f"the endpoint got {stats['items']} of {rows} items"
+    items = 2 * rows if mode == "sync" else rows
+    assert stats["items"] == items, f"the endpoint got {stats['items']} of {items} items"
     summary = json.loads((directory / f"summary-{mode}.json").read_text())
     assert summary["written"] == rows, summary
     PEAKS[(mode, rows)] = {

@@ -431,3 +431,57 @@ def test_the_window_forgets_exactly_as_the_key_by_key_rule(ops: list) -> None:
             model.advance(a)
         assert window.load(keys) == {k: e for k, (e, _) in model.entries.items()}
         assert len(window) == len(model.entries)
+
+
+@pytest.mark.parametrize("mode", ["upsert", "strict"])
+def test_a_batch_of_new_entities_decided_batch_wide_as_row_by_row(monkeypatch, mode):
+    """Upsert's batch-wide way for new entities (`ModeStage._merge_fresh`, no JSON parse)
+    leaves the run map as `_assign` would: later rows of those entities -- changed,
+    unchanged, partial -- get the same versions and merged records either way."""
+    from importer._native import ItemBlock
+
+    rng = random.Random(7)
+
+    def item(line: int, code: str, n: int) -> PreparedItem:
+        attrs = {"price": {"N": str(n % 3)}}
+        if n % 4:
+            attrs["color"] = {"S": ["red", "blue"][n % 2]}
+        wire = json.dumps(
+            {"pk": {"S": "T#t1"}, "sk": {"S": f"P#{code}@1"}, "code": {"S": code},
+             "name": {"S": f"n{n % 2}"}, "version": {"N": "1"}, "attributes": {"M": attrs},
+             "requestId": {"S": f"run1#{line}"}},
+            separators=(",", ":"),
+        ).encode()  # fmt: skip
+        return PreparedItem(line, "T#t1", f"P#{code}@1", wire)
+
+    batches, line = [], 2
+    for b in range(12):  # the first batches all new, then repeats mixed in
+        codes = [f"C{b * 20 + i}" if b < 3 else f"C{rng.randrange(80)}" for i in range(20)]
+        batch = [item(line + i, c, rng.randrange(6)) for i, c in enumerate(codes)]
+        line += len(batch)
+        batches.append(ItemBlock(batch) if b % 2 else batch)
+
+    def outcome(stage: ModeStage) -> list:
+        out = []
+        for batch in batches:
+            done = stage.prepare(batch, ticket=stage.ticket())
+            out.append(([(it.sk, json.loads(it.wire)) for it in done.items], done.unchanged,
+                        [(r.line, r.reason) for r in done.rejects]))  # fmt: skip
+        return out
+
+    real, decided = ModeStage._merge_fresh, []
+
+    def spy(self, *args):
+        got = real(self, *args)
+        decided.append(type(got).__name__)
+        return got
+
+    monkeypatch.setattr(ModeStage, "_merge_fresh", spy)
+    fast = ModeStage(mode=mode, table="t-command", data_table=None, lookup=None)
+    expected = outcome(fast)
+    assert decided[:3] == ["PreparedBatch"] * 3  # the new batches took the short way
+    monkeypatch.setattr(ModeStage, "_merge_fresh", lambda self, *a: None)
+    slow = ModeStage(mode=mode, table="t-command", data_table=None, lookup=None)
+    assert outcome(slow) == expected
+    assert any(unchanged for _, unchanged, _ in expected)
+    assert any(sk.endswith("@3") for items, _, _ in expected for sk, _ in items)

@@ -246,3 +246,27 @@ def test_without_moto_says_which_extra_to_install(tmp_path, monkeypatch, capsys)
             "pip install 'importer[demo]'\n"
         )
     assert not (tmp_path / ".importer" / "local" / "state.json").exists()
+
+
+def test_a_stand_in_midway_through_exiting_has_not_exited(monkeypatch):
+    """After SIGKILL the kernel frees a process's memory (its /proc cmdline reads empty)
+    before it closes its sockets and becomes a zombie: `down` must wait on, or a new
+    `up` finds the port still held. (The empty cmdline read as "someone else's pid".)"""
+
+    class _Proc:
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def exists(self) -> bool:
+            return True
+
+        def read_bytes(self) -> bytes:
+            return b""  # cmdline, once the memory is released
+
+        def read_text(self) -> str:
+            return "Name:\tpython\nState:\tR (running)\n"
+
+    monkeypatch.setattr(local_moto, "Path", _Proc)
+    monkeypatch.setattr(local_moto.os, "kill", lambda pid, sig: None)  # the pid exists
+    assert local_moto._alive(4242)
+    assert not local_moto._exited(4242)

@@ -197,31 +197,43 @@ def test_run_sync_counts_synced_rows_and_keeps_the_row_identity(tmp_path):
 
 
 def test_a_failed_sync_fails_the_rows_of_that_entity_in_that_batch(tmp_path):
-    """A data-table write refused after every retry: those rows are failed rows, not written."""
-    from importer.mbc.sync import BatchSync
+    """A data-table write refused after every retry: those rows are failed rows, not written.
 
-    real = BatchSync.sync
+    X-1 is new in batch 0 (the plain case, `importer.mbc.fast_sync`: its command is then
+    not written at all) and changed in batch 2 (the general path: its command is written,
+    then not applied); both rows fail with the data table's reason, counts add up.
+    """
+    from importer.dynamodb.writer import BatchWriter
+    from importer.records import Failure, WriteOutcome
 
-    def refuse_x1(self, commands):
-        result = real(self, commands)
-        from importer.records import Failure
+    real = BatchWriter.write_batch
 
-        for c in commands:
-            if c["sk"]["S"].startswith("PRODUCT#X-1@"):
-                result.failures.append(Failure(0, c["pk"]["S"], "PRODUCT#X-1", "refused"))
-        return result
+    def refuse_x1(self, items):
+        if not self.table.endswith("-data"):
+            return real(self, items)
+        kept = [it for it in items if not it.sk.startswith("PRODUCT#X-1")]
+        out = real(self, kept) if kept else WriteOutcome()
+        out.failures += [
+            Failure(it.line, it.pk, it.sk, "refused")
+            for it in items
+            if it.sk.startswith("PRODUCT#X-1")
+        ]
+        return out
 
     with command_cloud() as cloud:
         run = create_module(cloud.ddb, "run-shop-", "product")
-        with mock.patch.object(BatchSync, "sync", refuse_x1):
+        with mock.patch.object(BatchWriter, "write_batch", refuse_x1):
             code = _run(tmp_path, run["command"], THIRD, mode="upsert", run_id="r1",
                         extra=("--sync", "--batch-items", "2"))  # fmt: skip
         s = _summary(tmp_path, run["command"], "r1")
+        commands = scan_all(run["command"], cloud.ddb)
     assert code == EXIT_PARTIAL
     assert s["failed"] == 2 and s["failed_batches"] == 2
     assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
     failures = (tmp_path / "r1.failures.csv").read_text()
-    assert "sync: PRODUCT#X-1: refused" in failures
+    assert failures.count("sync: PRODUCT#X-1: refused") == 2
+    # the plain case's command was not left behind finished without its data row
+    assert sorted(sk for _pk, sk in commands if "X-1" in sk) == ["PRODUCT#X-1@2"]
 
 
 def test_custom_handlers_run_in_bulk_and_their_errors_fail_the_rows(tmp_path, monkeypatch):

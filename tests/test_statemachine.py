@@ -269,12 +269,40 @@ def test_task_handler_is_a_two_wide_map_with_a_15_minute_timeout():
     assert it["Retry"] == [CDK_RETRY]
 
 
+# ------------------------------------------------------------------------ task
+
+
+def test_task_machine_is_the_seeds_map_with_a_callback_iterator():
+    d = statemachine.task_definition(lambda_arn=ARN)
+    assert d["StartAt"] == "map_state" and d["TimeoutSeconds"] == 900
+    m = d["States"]["map_state"]
+    assert (m["Type"], m["MaxConcurrency"], m["ItemsPath"], m["InputPath"]) == ("Map", 2, "$", "$")
+    assert m["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    it = m["ItemProcessor"]["States"]["iterator"]
+    assert it["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert it["Parameters"] == {
+        "FunctionName": ARN,
+        "Payload": {**MBC_PAYLOAD, "taskToken.$": "$$.Task.Token"},
+    }
+    assert it["OutputPath"] == "$.Payload[0][0]" and it["End"] is True
+    assert it["Retry"] == [CDK_RETRY]
+    assert statemachine.task_definition(timeout_seconds=3600)["TimeoutSeconds"] == 3600
+    assert (
+        statemachine.definition("task")["States"]["map_state"]["ItemProcessor"]["States"][
+            "iterator"
+        ]["Parameters"]["FunctionName"]
+        == "${TaskFunctionArn}"
+    )
+    with pytest.raises(ValueError, match="task timeout"):
+        statemachine.task_definition(timeout_seconds=0)
+
+
 # --------------------------------------------------------------------- general
 
 
 def test_all_definitions_are_keyed_by_machine_name():
     defs = all_definitions(lambda_arn=ARN, max_concurrency=9)
-    assert list(defs) == ["import-csv", "command-handler", "task-handler"]
+    assert list(defs) == ["import-csv", "command-handler", "task-handler", "task"]
     assert the_map(defs["import-csv"])["MaxConcurrency"] == 9
     assert defs["task-handler"] == task_handler_definition(lambda_arn=ARN)
     assert list(defs) == list(statemachine.MACHINES)

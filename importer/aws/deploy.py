@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from importer.aws import statemachine
+from importer.aws import statemachine, task_template
 from importer.aws.package import DEFAULT_PACKAGE, build_target, lambda_architecture
 from importer.input import batching
 from importer.modes.stage import DEFAULT_MODE
@@ -785,9 +785,9 @@ def render_template(
             "importer: CSV in S3 -> Step Functions Distributed Map (import-csv) -> "
             "Lambda -> DynamoDB as MBC CQRS command records"
         ),
-        "Parameters": _parameters(),
-        "Rules": _rules(),
-        "Conditions": _conditions(),
+        "Parameters": {**_parameters(), **task_template.task_parameters()},
+        "Rules": {**_rules(), **task_template.task_rules()},
+        "Conditions": {**_conditions(), **task_template.task_conditions()},
         "Resources": {
             RESULT_BUCKET_ID: _result_bucket_resource(),
             FUNCTION_ID: _function_resource(
@@ -801,6 +801,9 @@ def render_template(
             STATE_MACHINE_ID: _state_machine_resource(definition, state_machine_name),
             **command_pipeline_resources(code),
             **import_queue_resources(code),
+            **task_template.task_resources(
+                code, import_machine_id=STATE_MACHINE_ID, result_bucket=_result_bucket()
+            ),
         },
         "Outputs": {
             "ImportCsvStateMachineArn": {
@@ -820,5 +823,6 @@ def render_template(
                 "Description": "Send {bucket, key} (or an MBC import job message) to import",
                 "Value": _ref(QUEUE_ID),
             },
+            **task_template.task_outputs(),
         },
     }

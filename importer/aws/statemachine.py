@@ -60,7 +60,12 @@ IMPORT_BATCH_INPUT: dict[str, str] = {
     "StartTime.$": "$$.Execution.StartTime",
 }
 
-MACHINES: tuple[str, ...] = ("import-csv", "command-handler", "task-handler")
+MACHINES: tuple[str, ...] = ("import-csv", "command-handler", "task-handler", "task")
+
+#: The task machine's Lambda (the iterator) in a SAM/CloudFormation substitution.
+TASK_LAMBDA_ARN_PLACEHOLDER = "${TaskFunctionArn}"
+#: The seed's 15 minutes: the bound on a whole task execution (all its sub-tasks).
+TASK_TIMEOUT_SECONDS = 900
 
 
 def _retry(errors: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -361,6 +366,61 @@ def task_handler_definition(*, lambda_arn: str = LAMBDA_ARN_PLACEHOLDER) -> dict
     }
 
 
+def task_definition(
+    *,
+    lambda_arn: str = TASK_LAMBDA_ARN_PLACEHOLDER,
+    timeout_seconds: int = TASK_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """The task state machine that runs a multi-file import: one sub-task per file.
+
+    The seed's shape (``map_state``: an inline Map, ``MaxConcurrency 2``,
+    ``ItemsPath $`` over the sub-task array the framework's
+    ``handleStepFunctionTask`` starts it with; ``iterator`` in the MBC envelope,
+    ``OutputPath $.Payload[0][0]``; the whole execution bounded by
+    ``timeout_seconds``, the seed's 15 minutes by default), with one change:
+    the iterator is a callback task (``lambda:invoke.waitForTaskToken``, its
+    token in the payload as the command machine's ``wait_prev_command`` has it).
+    The iterator Lambda starts the import-csv machine for its file and returns;
+    the iteration resumes when that import's end is reported
+    (``importer.aws.task_machine``: SendTaskSuccess with
+    ``{"Payload": [[result]]}``), as the framework's ZIP orchestrator waits
+    for each CSV job.  So no Lambda waits on a file, and an import that fails
+    resumes its iteration with a FAILED result instead of failing the Map: the
+    other files go on.  Deploy it under a name containing ``sfn-task``: the
+    framework routes a Step Functions event to its task handler only then
+    (``EventFactoryAddedTask.transformStepFunction``).
+    """
+    if (
+        isinstance(timeout_seconds, bool)
+        or not isinstance(timeout_seconds, int)
+        or not 1 <= timeout_seconds <= 31_536_000
+    ):
+        raise ValueError(f"task timeout must be 1..31536000 seconds, got {timeout_seconds!r}")
+    iterator = _lambda_task(lambda_arn, output_path="$.Payload[0][0]", wait_for_task_token=True)
+    return {
+        "Comment": (
+            "importer: a multi-file import as an MBC step-function task; each sub-task (one "
+            "file) runs the import-csv machine, two at a time"
+        ),
+        "StartAt": "map_state",
+        "States": {
+            "map_state": {
+                "Type": "Map",
+                "End": True,
+                "InputPath": "$",
+                "ItemsPath": "$",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "iterator",
+                    "States": {"iterator": iterator},
+                },
+                "MaxConcurrency": 2,
+            }
+        },
+        "TimeoutSeconds": timeout_seconds,
+    }
+
+
 def all_definitions(
     *,
     lambda_arn: str = LAMBDA_ARN_PLACEHOLDER,
@@ -371,6 +431,11 @@ def all_definitions(
         "import-csv": import_csv_definition(lambda_arn=lambda_arn, **import_csv_options),
         "command-handler": command_handler_definition(lambda_arn=lambda_arn),
         "task-handler": task_handler_definition(lambda_arn=lambda_arn),
+        "task": task_definition(
+            lambda_arn=TASK_LAMBDA_ARN_PLACEHOLDER
+            if lambda_arn == LAMBDA_ARN_PLACEHOLDER
+            else lambda_arn
+        ),
     }
 
 
@@ -386,6 +451,13 @@ def definition(name: str, **options: Any) -> dict[str, Any]:
                 f"{name} takes lambda_arn and wait_timeout_seconds, got {sorted(options)}"
             )
         return command_handler_definition(lambda_arn=lambda_arn, wait_timeout_seconds=wait)
+    if name == "task":
+        timeout = options.pop("timeout_seconds", TASK_TIMEOUT_SECONDS)
+        if options:
+            raise TypeError(f"{name} takes lambda_arn and timeout_seconds, got {sorted(options)}")
+        if lambda_arn == LAMBDA_ARN_PLACEHOLDER:
+            lambda_arn = TASK_LAMBDA_ARN_PLACEHOLDER
+        return task_definition(lambda_arn=lambda_arn, timeout_seconds=timeout)
     if options:
         raise TypeError(f"{name} takes only lambda_arn, got {sorted(options)}")
     if name == "task-handler":

@@ -192,9 +192,12 @@ def _alive(pid: int) -> bool:
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():  # a recycled pid is someone else's process: not ours to signal
         try:
-            return b"importer" in cmdline.read_bytes()
+            text = cmdline.read_bytes()
         except OSError:
             return True
+        # empty while the process exits: its memory is gone before its sockets are
+        # closed and before it is a zombie, so it still holds the port
+        return not text or b"importer" in text
     return True
 
 

@@ -50,9 +50,12 @@ def _report_path(source: str, given: str | None, suffix: str) -> Path:
 def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help: str) -> None:
     """The options `run` and `validate` share; what a user must give is listed first."""
     p.add_argument(
-        "source",
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
         help="CSV, JSON, JSONL or Parquet file, or a manifest: a local path or "
-        "s3://bucket/key (.gz/.zst ok, not for Parquet)",
+        "s3://bucket/key (.gz/.zst ok, not for Parquet); several sources, a glob, a folder, "
+        "an s3://bucket/prefix/ or a .zip make one job of many files",
     )
     p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
     p.add_argument(
@@ -203,6 +206,19 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         help="apply the commands to the data and history tables in this run, as the command "
         "state machine would (records marked syncMode SYNC: the stream starts no execution)",
     )
+    run.add_argument(
+        "--job-dir",
+        metavar="DIR",
+        help="several files: the job's folder (state, checkpoints, reports; default "
+        ".importer/jobs/<digest of sources, table, spec>)",
+    )
+    run.add_argument(
+        "--job-table",
+        metavar="NAME",
+        default=None,
+        help="several files: the MBC import-job table to keep the job's record in (default: "
+        "{prefix}import_tmp of TABLE, when it exists; '' for none)",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser(
@@ -244,9 +260,11 @@ def build_parser(*, extensions: bool = True) -> argparse.ArgumentParser:
         pass
     else:
         deploy_commands.register(sub)
-    from importer.cli import local_moto, plan, spec_draft, sync_command
+    from importer.cli import job_plan, local_moto, plan, spec_draft, status, sync_command
 
     plan.register(sub)
+    job_plan.register(sub)
+    status.register(sub)
     sync_command.register(sub)
     local_moto.register(sub)
     spec_draft.register(sub)
@@ -332,7 +350,8 @@ class _UsageError(Exception):
 
 
 def _s3_client(args: argparse.Namespace) -> Any:
-    if not args.source.startswith("s3://"):
+    sources = getattr(args, "sources", None) or [args.source]
+    if not any(s.startswith("s3://") for s in sources):
         return None
     import boto3
 
@@ -385,16 +404,44 @@ def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) ->
 def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
     """`run` and `validate`: one pipeline, one driver; validate only leaves out the writes."""
     from importer.run.driver import RunInterrupted, run_import
+    from importer.run.job_files import is_multi_source, load_job_manifest
     from importer.run.pipeline import open_pipeline
     from importer.transform.spec import load_spec
 
-    spec = load_spec(args.spec)
+    multi = is_multi_source(args.sources)
+    args.source = args.sources[0]
+    if multi:
+        for flag in ("checkpoint", "output_dir", "failures"):
+            if getattr(args, flag, None):
+                raise _UsageError(
+                    f"--{flag.replace('_', '-')} is per file in a job of several files: "
+                    "see --job-dir"
+                )
+        manifest = load_job_manifest(args.spec)
+        spec = load_spec(manifest.entries[0].spec if manifest else args.spec)
+    else:
+        spec = load_spec(args.spec)
     config = _config(args, spec)
     if args.summary_json:  # checked before the first write, not found after the import
         from importer.run.reports import probe_writable
 
         probe_writable(Path(args.summary_json), "summary file")
     progress = Progress(enabled=None if not args.quiet else False)
+    if multi:
+        from importer.cli.job_run import run_job_command
+
+        outcome = run_job_command(
+            args,
+            config=config,
+            settings=_pipeline_settings(args, spec, dry_run=dry_run),
+            s3_client=_s3_client(args),
+            progress=progress,
+        )
+        if outcome.signum is not None:
+            return EXIT_INTERRUPTED + outcome.signum - signal.SIGINT
+        if outcome.fatal:
+            return EXIT_FATAL
+        return EXIT_PARTIAL if outcome.needs_look else EXIT_OK
     with open_pipeline(_pipeline_settings(args, spec, dry_run=dry_run)) as pipeline:
         try:
             summary = run_import(
@@ -442,6 +489,7 @@ def _fatal_types() -> tuple[type[BaseException], ...]:
     from importer.input.batching import BatchLimitError
     from importer.input.source import SourceError
     from importer.run.checkpoint import CheckpointError
+    from importer.run.job import JobError
     from importer.transform.context import ContextError
     from importer.transform.engines import EngineError
     from importer.transform.spec import SpecError
@@ -454,6 +502,7 @@ def _fatal_types() -> tuple[type[BaseException], ...]:
         BatchLimitError,
         ContextError,
         CheckpointError,
+        JobError,
         OSError,
     )
 

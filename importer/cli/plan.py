@@ -451,7 +451,33 @@ def describe_ttl(
     return found.describe().removeprefix("ttl: ")
 
 
+def plan_capacity(args: argparse.Namespace) -> tuple[Capacity | None, bool]:
+    """The write rate to plan at (`--max-wcu`, the described table, else a new on-demand
+    table's), and whether the table is new (empty, or not described)."""
+    capacity: Capacity | None = None
+    described: Capacity | None = None
+    if args.table:
+        described = describe_capacity(
+            args.table, region=args.region, endpoint_url=args.endpoint_url
+        )
+        capacity = described
+    if capacity is None and args.max_wcu is None:
+        # nothing described, nothing capped: a new on-demand table's warm throughput
+        capacity = Capacity(float(NEW_ON_DEMAND_WRU), "new on-demand table", "PAY_PER_REQUEST")
+    if args.max_wcu is not None:
+        capacity = Capacity(
+            float(args.max_wcu),
+            "max-wcu",
+            described.billing if described else "PAY_PER_REQUEST",
+            described.provisioned_wcu if described else None,
+            described.item_count if described else None,
+        )
+    new_table = described is None or not described.item_count
+    return capacity, new_table
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
+    args.source = args.sources[0]
     spec = load_spec(args.spec)
     batch_items, batch_bytes = args.batch_items, args.batch_bytes
     if batch_items is None and batch_bytes is None:
@@ -473,25 +499,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         input_type=args.input_type,
         max_items=args.max_items,
     )
-    capacity: Capacity | None = None
-    described: Capacity | None = None
-    if args.table:
-        described = describe_capacity(
-            args.table, region=args.region, endpoint_url=args.endpoint_url
-        )
-        capacity = described
-    if capacity is None and args.max_wcu is None:
-        # nothing described, nothing capped: a new on-demand table's warm throughput
-        capacity = Capacity(float(NEW_ON_DEMAND_WRU), "new on-demand table", "PAY_PER_REQUEST")
-    if args.max_wcu is not None:
-        capacity = Capacity(
-            float(args.max_wcu),
-            "max-wcu",
-            described.billing if described else "PAY_PER_REQUEST",
-            described.provisioned_wcu if described else None,
-            described.item_count if described else None,
-        )
-    new_table = described is None or not described.item_count
+    capacity, new_table = plan_capacity(args)
     report = estimate(
         plan,
         capacity,
@@ -540,9 +548,21 @@ def register(subparsers: Any) -> None:
         "plan", help="dry run: rows, batches, write units, time and cost of an import"
     )
     p.add_argument(
-        "source", help="CSV, JSON, JSONL, Parquet or manifest: a local path or s3://bucket/key"
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="CSV, JSON, JSONL, Parquet or manifest: a local path or s3://bucket/key; several, "
+        "a glob, a folder, an s3:// prefix or a .zip: the job `importer run` would import",
     )
-    p.add_argument("--spec", required=True, help="import spec (TOML, or JSON)")
+    p.add_argument("--spec", required=True, help="import spec (TOML, or JSON), or a job manifest")
+    p.add_argument(
+        "--task-timeout",
+        type=_positive,
+        default=900,
+        metavar="SECONDS",
+        help="several files: warn when the job's write time exceeds the task state "
+        "machine's timeout (default 900, the template's TaskTimeoutSeconds default)",
+    )
     p.add_argument(
         "--table",
         help="describe this table for its write capacity, and read its TTL configuration",

@@ -41,13 +41,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from importer.coordinator import RunCoordinator
-from importer.dynamodb.api import DynamoClient
-from importer.dynamodb.capacity_units import item_write_units
+from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
-from importer.dynamodb.writer import refuse_into
+from importer.dynamodb.writer import chunk_requests, refuse_into, splice, write_units
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
 
 __all__ = [
@@ -112,12 +111,40 @@ class StrictWriter:
         self._put_open = b'{"Put":' + json.dumps(head, separators=(",", ":")).encode()[:-1]
         self._put_open += b',"Item":'
         self._put_close = b"}}"
+        #: the client sends several requests side by side in one call (`post_many`)
+        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
 
     # ------------------------------------------------------------------ public
 
     def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
+        """Write `items`, a transaction of <= 100 at a time; every item ends up written,
+        rejected (a conflict) or failed.
+
+        While the pacer is calm and the client sends side by side, a batch's
+        transactions go out at once (one `post_many`, as the batch writer's
+        requests do); each answer then goes on as `_send` takes it.
+        """
         outcome = WriteOutcome()
-        for chunk in self._chunks(items):
+        chunks = list(self._chunks(items))
+        if len(chunks) > 1 and self.client_groups and self.pacer.unpaced():
+            self.coordinator.raise_if_failed()
+            costs = [(len(chunk), 2 * write_units(chunk)) for chunk in chunks]
+            taken = self.pacer.acquire_group(costs)
+            answers = self.client.post_many(  # type: ignore[attr-defined]
+                "TransactWriteItems", [self._body(chunk) for chunk in chunks]
+            )
+            clean, more = [], []
+            for chunk, cost, sent_at, answer in zip(chunks, costs, taken, answers, strict=True):
+                if isinstance(answer, Reply):
+                    clean.append(cost)
+                    outcome.written += cost[0]
+                else:
+                    more.append((chunk, (answer, cost[1], sent_at)))
+            self.pacer.settle_clean(clean)
+            for chunk, first in more:
+                self._send(chunk, outcome, first)
+            return outcome
+        for chunk in chunks:
             self._send(chunk, outcome)
         return outcome
 
@@ -126,58 +153,63 @@ class StrictWriter:
 
     # ------------------------------------------------------------------ internals
 
-    def _chunks(self, items: Sequence[PreparedItem]) -> Iterable[list[PreparedItem]]:
+    def _chunks(self, items: Sequence[PreparedItem]) -> Iterable[Sequence[PreparedItem]]:
+        """Transactions of <= 100 Puts within 4 MB (less 1 KB of envelope), a key once."""
         overhead = len(self._put_open) + len(self._put_close) + 1
-        chunk: list[PreparedItem] = []
-        keys: set[tuple[str, str]] = set()
-        size = 0
-        for it in items:
-            add = len(it.wire) + overhead
-            key = (it.pk, it.sk)
-            if chunk and (
-                len(chunk) >= MAX_TRANSACTION_ITEMS
-                or size + add > MAX_TRANSACTION_BYTES - 1024
-                or key in keys
-            ):
-                yield chunk
-                chunk, keys, size = [], set(), 0
-            chunk.append(it)
-            keys.add(key)
-            size += add
-        if chunk:
-            yield chunk
-
-    def _body(self, items: Sequence[PreparedItem]) -> bytes:
-        digest = hashlib.sha256()
-        for it in items:
-            digest.update(it.wire)
-            digest.update(b"\0")
-        token = digest.hexdigest()[:36]
-        parts = [self._put_open + it.wire + self._put_close for it in items]
-        return (
-            b'{"TransactItems":['
-            + b",".join(parts)
-            + b'],"ClientRequestToken":"'
-            + token.encode()
-            + b'"}'
+        return chunk_requests(
+            items,
+            budget=MAX_TRANSACTION_BYTES - 1024,
+            per_item=overhead,
+            max_items=MAX_TRANSACTION_ITEMS,
         )
 
-    def _send(self, items: list[PreparedItem], outcome: WriteOutcome) -> None:
+    def _body(self, items: Sequence[PreparedItem]) -> bytes:
+        # the token: a digest of the Puts' items (each wire then a NUL), so a resend of
+        # the same transaction is recognised by the service
+        token = hashlib.sha256(splice(items, b"", b"\0", b"\0")).hexdigest()[:36]
+        sep = self._put_close + b"," + self._put_open
+        return splice(
+            items,
+            b'{"TransactItems":[' + self._put_open,
+            sep,
+            self._put_close + b'],"ClientRequestToken":"' + token.encode() + b'"}',
+        )
+
+    def _send(
+        self,
+        items: Sequence[PreparedItem],
+        outcome: WriteOutcome,
+        first: tuple[Reply | DynamoError, int, float | None] | None = None,
+    ) -> None:
+        """One transaction's items until each is written, rejected or failed.
+
+        `first`: the answer to its first send, already made by `write_batch`'s
+        group (with the units sent and when their slot was taken).
+        """
         attempts = Attempts(self.policy)
-        pending = items
+        pending: Sequence[PreparedItem] = items
         while pending:
-            units = 2 * sum(item_write_units(it.wire) for it in pending)
-            self.coordinator.raise_if_failed()
-            self.pacer.acquire(len(pending), units)
-            try:
-                self.client.post("TransactWriteItems", self._body(pending))
-            except DynamoError as exc:
+            sent_at = None
+            if first is not None:
+                answer, units, sent_at = first
+                first = None
+            else:
+                units = 2 * write_units(pending)
+                self.coordinator.raise_if_failed()
+                self.pacer.acquire(len(pending), units)
+                try:
+                    answer = self.client.post("TransactWriteItems", self._body(pending))
+                except DynamoError as refused:
+                    answer = refused
+            if isinstance(answer, DynamoError):
+                exc = answer
                 self.pacer.settle(
                     sent=len(pending),
                     processed=0,
                     processed_units=0,
                     throttled=exc.kind is ErrorKind.THROTTLED,
                     sent_units=units,
+                    sent_at=sent_at,
                 )
                 if exc.code == "TransactionCanceledException":
                     left, transient = self._cancelled(pending, exc, outcome)
@@ -205,20 +237,20 @@ class StrictWriter:
                 reason = attempts.reason()
                 outcome.failures.extend(Failure(i.line, i.pk, i.sk, reason) for i in pending)
                 return
-            else:
-                self.pacer.settle(
-                    sent=len(pending),
-                    processed=len(pending),
-                    processed_units=units,
-                    throttled=False,
-                    sent_units=units,
-                )
-                outcome.written += len(pending)
-                return
+            self.pacer.settle(
+                sent=len(pending),
+                processed=len(pending),
+                processed_units=units,
+                throttled=False,
+                sent_units=units,
+                sent_at=sent_at,
+            )
+            outcome.written += len(pending)
+            return
 
     def _cancelled(
-        self, pending: list[PreparedItem], exc: DynamoError, outcome: WriteOutcome
-    ) -> tuple[list[PreparedItem], bool]:
+        self, pending: Sequence[PreparedItem], exc: DynamoError, outcome: WriteOutcome
+    ) -> tuple[Sequence[PreparedItem], bool]:
         """Take conflicting / invalid items out; returns (the rest, resend needs backoff)."""
         reasons = exc.doc.get("CancellationReasons") or []
         if len(reasons) != len(pending):

@@ -54,6 +54,7 @@ __all__ = [
     "chunk_requests",
     "keys_unique",
     "refuse_into",
+    "splice",
     "write_units",
 ]
 
@@ -77,13 +78,22 @@ def refuse_into(outcome: WriteOutcome, reason: str) -> Callable[[PreparedItem], 
     return refuse
 
 
+def splice(items: Sequence[PreparedItem], prefix: bytes, sep: bytes, suffix: bytes) -> bytes:
+    """`prefix + sep.join(wires) + suffix`: a request body spliced from the items' wire
+    bytes (from an `ItemBlock`, in C without an object per item)."""
+    if isinstance(items, ItemBlock):
+        return items.body(prefix, sep, suffix)
+    return prefix + sep.join([it.wire for it in items]) + suffix
+
+
 def chunk_requests(
     items: Sequence[PreparedItem],
     *,
     budget: int = MAX_REQUEST_BYTES,
     per_item: int = 32,
+    max_items: int = MAX_ITEMS_PER_REQUEST,
 ) -> Iterator[Sequence[PreparedItem]]:
-    """Greedy split into BatchWriteItem requests: <= 25 items, <= `budget` bytes
+    """Greedy split into requests of <= `max_items` (BatchWriteItem: 25), <= `budget` bytes
     (each item counted as its wire JSON plus `per_item` bytes of envelope), and a
     key at most once per request (DynamoDB refuses a call naming a key twice).
 
@@ -91,7 +101,7 @@ def chunk_requests(
     the greedy loop would take, so it is sliced off whole.
     """
     if isinstance(items, ItemBlock):  # the same cuts, made in C; each request a view
-        bounds = items.chunk_bounds(MAX_ITEMS_PER_REQUEST, budget, per_item)
+        bounds = items.chunk_bounds(max_items, budget, per_item)
         for k in range(len(bounds) - 1):
             yield items[bounds[k] : bounds[k + 1]]
         return
@@ -99,14 +109,14 @@ def chunk_requests(
     n = len(seq)
     i = 0
     while i < n:
-        window = seq[i : i + MAX_ITEMS_PER_REQUEST]
+        window = seq[i : i + max_items]
         if (
-            len(window) == MAX_ITEMS_PER_REQUEST
-            and len({(it.pk, it.sk) for it in window}) == MAX_ITEMS_PER_REQUEST
-            and sum([len(it.wire) for it in window]) + MAX_ITEMS_PER_REQUEST * per_item <= budget
+            len(window) == max_items
+            and len({(it.pk, it.sk) for it in window}) == max_items
+            and sum([len(it.wire) for it in window]) + max_items * per_item <= budget
         ):
             yield window
-            i += MAX_ITEMS_PER_REQUEST
+            i += max_items
             continue
         chunk: list[PreparedItem] = []
         keys: set[tuple[str, str]] = set()
@@ -115,9 +125,7 @@ def chunk_requests(
             it = seq[i]
             key = (it.pk, it.sk)
             add = len(it.wire) + per_item
-            if chunk and (
-                len(chunk) >= MAX_ITEMS_PER_REQUEST or size + add > budget or key in keys
-            ):
+            if chunk and (len(chunk) >= max_items or size + add > budget or key in keys):
                 break
             chunk.append(it)
             keys.add(key)
@@ -214,9 +222,7 @@ class BatchWriter:
         return chunk_requests(items, budget=budget, per_item=_PER_ITEM_OVERHEAD)
 
     def body(self, items: Sequence[PreparedItem]) -> bytes:
-        if isinstance(items, ItemBlock):
-            return items.body(self.prefix, _PUT_SEP, self.suffix)
-        return self.prefix + _PUT_SEP.join([it.wire for it in items]) + self.suffix
+        return splice(items, self.prefix, _PUT_SEP, self.suffix)
 
     def close(self) -> None:
         if self.owns_client:

@@ -468,6 +468,7 @@ class BatchSync:
         command_pacer: Any = None,
         read_pacer: Any = None,
         max_wcu: float | None = None,
+        lanes: Any = None,
         coordinator: RunCoordinator | None = None,
     ) -> None:
         from importer.dynamodb.lookup import KeyLookup
@@ -485,13 +486,21 @@ class BatchSync:
         self.clock = clock
         self.tz = tz or local_tz()
         self.calls = LowLevelCalls(client)
-        # the run's coordinator: a fatal error in the sync stops the import, and back
+        # `lanes`: the run's, so the data and history writes and the reads go out in
+        # groups as the command writes do (without them, one request at a time); the
+        # run's coordinator: a fatal error in the sync stops the import, and back
         self.lookup = KeyLookup(
-            client, policy=policy, projection=None, pacer=read_pacer, coordinator=coordinator
+            client,
+            policy=policy,
+            projection=None,
+            pacer=read_pacer,
+            lanes=lanes,
+            coordinator=coordinator,
         )
         # TTL configs read once per run, not per batch (a batch may hold many tenants);
         # its clock is looked up per call, so a pinned `importer.mbc.sync.time` applies
         tables = Tables.from_command_table(table, data=data_table)
+        self.data_table_name = tables.data
         self.resolver = TtlResolver(
             self.calls, tables.master_data, clock=lambda: (self.clock or time.time)(), cache=True
         )
@@ -509,11 +518,20 @@ class BatchSync:
                         table=name,
                         policy=policy,
                         pacer=pacer or Pacer(max_units_per_second=max_wcu),
+                        lanes=lanes,
                         coordinator=coordinator,
                     )
                 return self._writers[name]
 
         self.writer_for = writer_for
+
+    def now(self) -> float:
+        """The sync's clock (looked up per call: a pinned `importer.mbc.sync.time` applies)."""
+        return (self.clock or time.time)()
+
+    def plain_only(self) -> bool:
+        """Only the default handler: new entities may take `importer.mbc.fast_sync`'s way."""
+        return all(getattr(h, "type", "") == "dynamodb" for h in self.handlers)
 
     def sync(self, commands: list[Item]) -> SyncResult:
         """Apply these just-written command records (and any earlier pending versions)."""

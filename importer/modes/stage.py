@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
-from importer._native import ItemBlock
+from importer._native import ItemBlock, block_pick, wire_pick
 from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
 from importer.dynamodb.writer import keys_unique
@@ -172,6 +172,28 @@ def _state(item: Mapping[str, Any], names: Sequence[str]) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(
         "utf-8", "surrogatepass"
     )
+
+
+_MERGE_NAMES = (b"name", b"attributes")
+
+
+def _merge_state(wire: bytes, picked: bytes | None = None) -> bytes:
+    """`_state(json.loads(wire), ("name", "attributes"))`, spliced from the members' bytes
+    (`importer._native.wire_pick`: equal as JSON); the general way for a record the
+    native split does not take.  `picked`: `wire_pick`'s answer, when already made."""
+    if picked is None:
+        picked = wire_pick(wire, _MERGE_NAMES)
+    if picked is None:
+        return _state(json.loads(wire), ("name", "attributes"))
+    return picked
+
+
+def _merge_states(items: Sequence[PreparedItem]) -> list[bytes]:
+    """`_merge_state` of each item (of an `ItemBlock` without a PreparedItem per row)."""
+    if isinstance(items, ItemBlock):
+        picked = block_pick(items, _MERGE_NAMES)
+        return [p if p is not None else _merge_state(items[i].wire) for i, p in enumerate(picked)]
+    return [_merge_state(it.wire) for it in items]
 
 
 def _same(a: bytes, b: bytes) -> bool:
@@ -538,6 +560,11 @@ class ModeStage:
                     _Row(it, it.sk.rsplit("@", 1)[0], "", None, b"", lazy_id=True) for it in items
                 ]
             else:
+                if self.merge:
+                    fresh = self._merge_fresh(items, lines, ticket)
+                    if isinstance(fresh, PreparedBatch):
+                        return fresh
+                    read = fresh
                 parsed = [self._parse(it) for it in items]
             lookup_error = ""
             try:
@@ -695,6 +722,60 @@ class ModeStage:
                 # `_assign` decides row by row (this batch's turn is already taken);
                 # both tables were read and hold none of the rows
                 return {}, {}
+        return PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
+
+    def _merge_fresh(
+        self, items: Sequence[PreparedItem], lines: list[int], ticket: int | None
+    ) -> PreparedBatch | tuple[dict, dict] | None:
+        """Upsert's and strict's hot path (merging), batch-wide, as `_insert_fresh` is
+        insert's: when neither table holds any of the batch's entities, the run map
+        knows none and no key repeats, every row is written as it is, at version 1 --
+        `_assign`'s answer for each -- without parsing a row.  The run map gets each
+        entity's name and attributes as `_state` would give them, spliced from the
+        item's members (`importer._native.wire_pick`) rather than parsed.  Without a
+        table (validate) there is nothing to read: only the run map is asked.
+
+        Returns the outcome; or what the reads found, for `_probe` to go on from;
+        or None when the short way does not apply (`_probe` reads again).
+        """
+        lookup = self.lookup
+        if isinstance(items, ItemBlock):
+            if not items.at_version_1():
+                return None
+            keys = items.entity_keys(versioned=False)
+        else:
+            at_1 = [(it.pk, it.sk) for it in items]
+            if not all(sk.endswith("@1") for _, sk in at_1):
+                return None
+            keys = [(pk, sk[:-2]) for pk, sk in at_1]
+        if not keys_unique(items):
+            return None
+        if lookup is not None:  # (validate without a table: nothing stored to read)
+            assert self.data_table
+            try:
+                data = lookup.get_many(self.data_table, DistinctKeys(keys))
+                if data:
+                    return data, {}
+                if isinstance(items, ItemBlock):
+                    stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
+                else:
+                    stored = lookup.get_many(self.table, DistinctKeys(at_1))
+            except LookupFailed:
+                return None
+            if stored:
+                return {}, stored
+        states = _merge_states(items)
+        try:
+            self._wait_turn(ticket)
+        except Stopped:
+            return _not_assigned(items)
+        with self._lock:
+            if self._ledger.knows_any(keys):
+                return {}, {}  # `_assign` decides row by row; both tables were read
+            self._ledger.store(
+                {k: (1, st, line) for k, st, line in zip(keys, states, lines, strict=True)},
+                ticket,
+            )
         return PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
 
     def _parse(self, item: PreparedItem) -> _Row:

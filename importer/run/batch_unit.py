@@ -33,10 +33,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator, Stopped
 from importer.dynamodb.errors import WriterFatalError, one_line
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
+from importer.mbc.fast_sync import write_and_sync
 from importer.ordering import EntityOrder, FileOrder
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
 from importer.run.checkpoint import BatchCounts
@@ -225,6 +227,13 @@ def mark_sync(items: Sequence[PreparedItem]) -> list[PreparedItem]:
     return out
 
 
+def _entities(items: Sequence[PreparedItem]) -> list[tuple[str, str]]:
+    """The entities of `items` (of an `ItemBlock`: made in C, no PreparedItem per row)."""
+    if isinstance(items, ItemBlock):
+        return items.entity_keys(versioned=False)
+    return [_entity(it.pk, it.sk) for it in items]
+
+
 def _entity(pk: str, sk: str) -> tuple[str, str]:
     return pk, sk.rsplit("@", 1)[0]
 
@@ -308,20 +317,29 @@ def process_batch(
             # written after that, however far this batch got
             return _skipped(batch)
         waits: list[Any] = []
-        if syncer is not None:
-            items = mark_sync(items)
-            if ticket is not None and parts.sync_order is not None:
-                try:
-                    waits = parts.sync_order.claim(ticket, (_entity(it.pk, it.sk) for it in items))
-                except Stopped:
-                    return _skipped(batch)
-        written = parts.writer.write_batch(items) if items else WriteOutcome()
-        parts.order.written(ticket)  # the tables now hold this batch: the run map may forget it
+        if syncer is not None and ticket is not None and parts.sync_order is not None:
+            try:
+                waits = parts.sync_order.claim(ticket, _entities(items))
+            except Stopped:
+                return _skipped(batch)
         synced, sync_failures = 0, list[Failure]()
         if syncer is not None and items:
-            for event in waits:
+            for event in waits:  # an earlier batch still syncing one of these entities
                 event.wait()
-            synced, sync_failures = _sync_written(syncer, items, written)
+            done = write_and_sync(
+                syncer,
+                items,
+                parts.writer.write_batch,
+                lambda rest, outcome: _sync_written(syncer, rest, outcome),
+                mark_sync,
+            )
+            written, synced, sync_failures = done.commands, done.synced, done.failures
+            # rows whose data row was refused were never written to the command table
+            unwritten = len(done.failures) - len(done.general_failures)
+        else:
+            written = parts.writer.write_batch(items) if items else WriteOutcome()
+            unwritten = 0
+        parts.order.written(ticket)  # the tables now hold this batch: the run map may forget it
     finally:
         parts.order.release(ticket)
     rejects.extend(written.rejects)
@@ -329,7 +347,7 @@ def process_batch(
         index=batch.index,
         rows=len(batch.rows) + len(batch.rejects),
         valid=len(result.items),
-        written=written.written - len(sync_failures),
+        written=written.written - (len(sync_failures) - unwritten),
         rejects=_complete(rejects, parts.code_column, fields),
         failures=_with_rows(failures + written.failures + sync_failures, fields),
         retries=written.retries,

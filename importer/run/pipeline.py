@@ -416,6 +416,7 @@ def open_pipeline(
                 command_pacer=pacer,
                 read_pacer=lookup.pacer if lookup is not None else None,
                 max_wcu=settings.max_wcu,
+                lanes=lanes,
                 coordinator=coordinator,
             )
             sync_order = order.entities()

@@ -30,6 +30,7 @@ taken, for checking a budget per one-second window.
 with the client: what the benchmarks use).  Operations: CreateTable,
 DescribeTable, DeleteTable, ListTables, BatchWriteItem, PutItem, GetItem,
 BatchGetItem, TransactWriteItems (Put with `attribute_not_exists` conditions),
+UpdateItem (`SET #a = :a, ...` only),
 Scan (paged by count).  Error bodies and messages follow DynamoDB's.
 """
 
@@ -694,6 +695,28 @@ class DdbBackend:
                 raise DdbError("ConditionalCheckFailedException", "The conditional request failed")
             table.items[key] = item
         self.count("items.PutItem")
+        return {}
+
+    def op_UpdateItem(self, req: dict, faulty: bool) -> dict:
+        """`SET #a = :a, ...` only (what the import-job record writes); other forms refused."""
+        table = self.table(req.get("TableName"))
+        key_attrs = req.get("Key") or {}
+        key = table.key_of(key_attrs, full_item=False)
+        expr = (req.get("UpdateExpression") or "").strip()
+        names = req.get("ExpressionAttributeNames") or {}
+        values = req.get("ExpressionAttributeValues") or {}
+        if not expr.upper().startswith("SET "):
+            raise DdbError("ValidationException", "the loopback's UpdateItem takes SET only")
+        with self.lock:
+            item = dict(table.items.get(key) or key_attrs)
+            for part in expr[4:].split(","):
+                left, _, right = part.partition("=")
+                name, ref = left.strip(), right.strip()
+                if ref not in values:
+                    raise DdbError("ValidationException", f"no value for {ref}")
+                item[names.get(name, name)] = values[ref]
+            table.items[key] = item
+        self.count("items.UpdateItem")
         return {}
 
     def op_GetItem(self, req: dict, faulty: bool) -> dict:

@@ -109,6 +109,7 @@ from moto.stepfunctions.parser.asl.eval.program_state import ProgramEnded, Progr
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
+from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 from importer.input.batching import Batcher
 from importer.input.options import CsvOptions
@@ -496,6 +497,31 @@ def _copy_state_machine(self: Any, memo: dict[int, Any]) -> Any:
     return clone
 
 
+# 8. moto: a RUNNING execution may not have its worker yet ---------------------------
+def _send_task_success(self: Any, task_token: Any, outcome: str) -> None:
+    """moto's `send_task_success`, skipping executions without a worker (read once each)."""
+    from moto.stepfunctions.parser.api import InvalidToken, TaskDoesNotExist, TaskTimedOut
+    from moto.stepfunctions.parser.asl.eval.callback.callback import (
+        CallbackConsumerTimeout,
+        CallbackNotifyConsumerError,
+        CallbackOutcomeSuccess,
+    )
+
+    success = CallbackOutcomeSuccess(callback_id=task_token, output=outcome)
+    for execution in self._get_executions():
+        env = getattr(execution.exec_worker, "env", None)
+        if env is None:  # starting (no worker, or a worker without its environment yet)
+            continue
+        try:
+            if env.callback_pool_manager.notify(callback_id=task_token, outcome=success):
+                return
+        except CallbackNotifyConsumerError as exc:
+            if isinstance(exc, CallbackConsumerTimeout):
+                raise TaskTimedOut() from None
+            raise TaskDoesNotExist() from None
+    raise InvalidToken()
+
+
 @contextlib.contextmanager
 def sfn_shim(functions: dict[str, Callable[[Any], Any]]) -> Iterator[ShimLog]:
     """Patch moto's ASL engine as the module docstring lists; yield the invocation log.
@@ -519,6 +545,7 @@ def sfn_shim(functions: dict[str, Callable[[Any], Any]]) -> Iterator[ShimLog]:
             lambda_eval_utils, "_invoke_lambda_function", _lambda_router(functions, log)
         ),
         mock.patch.object(StateMachine, "__deepcopy__", _copy_state_machine, create=True),
+        mock.patch.object(StepFunctionsParserBackend, "send_task_success", _send_task_success),
     ]
     with contextlib.ExitStack() as stack:
         for p in patches:

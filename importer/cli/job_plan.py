@@ -1,0 +1,154 @@
+"""`importer plan` over several files: the job `importer run` would import, priced as one.
+
+Each file is planned as `importer plan` plans one (read, batched, transformed
+once, with its own spec when a job manifest gives one); the counts add up to
+the job's, and its time and cost are those of the sum.  In AWS a job is one
+task state machine execution, bounded by the machine's timeout (the seed's 15
+minutes, the template's `TaskTimeoutSeconds`): a job whose write time alone
+exceeds it would time out there, so the plan says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from importer.cli.plan import (
+    Plan,
+    _cmd_plan,
+    _duration,
+    describe_ttl,
+    estimate,
+    plan_capacity,
+    plan_source,
+    render,
+)
+from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS
+from importer.run.job_files import expand_sources, is_multi_source, load_job_manifest
+from importer.transform.spec import Spec, load_spec
+
+__all__ = ["plan_job", "add_plans", "register"]
+
+_ADDED = (
+    "rows",
+    "items",
+    "rejected",
+    "batches",
+    "map_children",
+    "requests",
+    "item_bytes",
+    "write_units",
+    "source_bytes",
+    "source_bytes_read",
+)
+
+
+def add_plans(plans: list[Plan], *, batch_items: int | None) -> Plan:
+    """The job's plan: every count the sum of its files'."""
+    total = Plan(source="job", batch_items=batch_items)
+    names = {f.name for f in fields(Plan)}
+    for p in plans:
+        for key in _ADDED:
+            if key in names:
+                setattr(total, key, getattr(total, key) + getattr(p, key))
+        total.ignored_columns += [c for c in p.ignored_columns if c not in total.ignored_columns]
+    return total
+
+
+def plan_job(args: argparse.Namespace) -> int:
+    batch_items, batch_bytes = args.batch_items, args.batch_bytes
+    if batch_items is None and batch_bytes is None:
+        batch_items = DEFAULT_MAX_ITEMS
+    if batch_bytes is None:
+        batch_bytes = AWS_MAX_INPUT_BYTES
+    s3_client = None
+    if any(s.startswith("s3://") for s in args.sources):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=args.region)
+    manifest = load_job_manifest(args.spec)
+    specs: dict[str, Spec] = {}
+    per_file: list[dict[str, Any]] = []
+    plans: list[Plan] = []
+    with tempfile.TemporaryDirectory(prefix="importer-plan-") as tmp:
+        listed = expand_sources(list(args.sources), work_dir=Path(tmp), s3_client=s3_client)
+        for source, name in listed:
+            spec_path = manifest.pick(name).spec if manifest is not None else args.spec
+            spec = specs.get(spec_path) or specs.setdefault(spec_path, load_spec(spec_path))
+            plan = plan_source(
+                source,
+                spec,
+                batch_items=batch_items,
+                batch_bytes=batch_bytes,
+                engine=args.engine or "native",
+                s3_client=s3_client,
+                input_type=args.input_type,
+                max_items=args.max_items,
+            )
+            plans.append(plan)
+            per_file.append(
+                {
+                    "name": name,
+                    "rows": plan.rows,
+                    "items": plan.items,
+                    "rejected": plan.rejected,
+                    "write_units": plan.write_units,
+                    "map_children": plan.map_children,
+                }
+            )
+    capacity, new_table = plan_capacity(args)
+    report = estimate(
+        add_plans(plans, batch_items=batch_items),
+        capacity,
+        price_per_million_wru=args.price_per_million_wru,
+        price_per_wcu_hour=args.price_per_wcu_hour,
+        import_price_per_gb=args.import_price_per_gb,
+        new_table=new_table,
+    )
+    first = next(iter(specs.values()))
+    report["ttl"] = describe_ttl(
+        first,
+        args.table,
+        data_table=args.data_table,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+    )
+    report["files"] = per_file
+    report["task_timeout_seconds"] = args.task_timeout
+    over = "seconds" in report and report["seconds"] > args.task_timeout
+    report["exceeds_task_timeout"] = bool(over)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        width = len(str(len(per_file)))
+        for i, f in enumerate(per_file, start=1):
+            print(
+                f"[{i:>{width}}/{len(per_file)}] {f['name']}  rows {f['rows']:,}  "
+                f"items {f['items']:,}  rejected {f['rejected']:,}  "
+                f"write units {f['write_units']:,}"
+            )
+        print(f"job             {len(per_file)} files, one task state machine execution in AWS")
+        print(render(report))
+    if over:
+        print(
+            f"importer: warning: the job's write time ({_duration(report['seconds'])}) exceeds "
+            f"the task state machine's timeout ({_duration(args.task_timeout)}): in AWS its "
+            "execution would time out. Deploy with a larger TaskTimeoutSeconds, raise the "
+            "table's capacity, or split the job",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    return plan_job(args) if is_multi_source(args.sources) else _cmd_plan(args)
+
+
+def register(subparsers: Any) -> None:
+    """Route `importer plan` with several sources here (after `importer.cli.plan.register`)."""
+    subparsers.choices["plan"].set_defaults(func=_cmd)

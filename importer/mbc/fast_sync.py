@@ -1,0 +1,304 @@
+"""`run --sync`'s usual case as bytes: a new entity's data row and finished command record.
+
+Almost every row a run writes is an entity's first version with no data row
+yet.  For it, the command state machine (and `importer.mbc.sync.plan_entity`)
+leaves exactly two things: the data row `transform_command_to_data(command,
+None)` and the command record with `status = finish:FINISHED` and `updatedAt =
+now` -- no history row, no TTL rewrite of a predecessor.  Both are spliced
+here from the command record's members as the native core splits them
+(`importer._native.wire_members`), without a `json.loads` / `json.dumps` round
+trip per row (that round trip was most of `--sync`'s CPU).
+
+`new_entity_items` answers None whenever the record is not that plain case
+(an S3-offloaded `attributes`, a version other than 1, a member it cannot
+split); the caller then takes the general path (`importer.mbc.sync`), which
+gives the same result.  Equality with `transform_command_to_data` is checked by
+tests/test_fast_sync.py on generated records.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from importer._native import ItemBlock, block_new_entities, wire_members
+from importer.dynamodb.lookup import BlockKeys
+from importer.mbc.command_states import FINISH_FINISHED
+from importer.mbc.data_sync import _COPIED, _COPIED_LATE
+from importer.mbc.model import DATE_FIELDS, _render_text, format_date, remove_sk_version
+from importer.records import Failure, PreparedItem, WriteOutcome
+
+__all__ = ["SyncedBatch", "finished_status", "new_entity_items", "write_and_sync"]
+
+_VERSION_1 = b'{"N":"1"}'
+#: what `importer.run.batch_unit.mark_sync` appends to a record, as a member
+SYNC_MODE_MEMBER = b',"syncMode":{"S":"SYNC"}'
+_DATA_TAIL = ("createdAt", "updatedAt", "createdBy", "updatedBy", "createdIp", "updatedIp")
+
+
+def _string(text: str) -> bytes:
+    return b'{"S":' + json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"}"
+
+
+def finished_status(now_text: str) -> tuple[bytes, bytes]:
+    """The raw `status` and `updatedAt` members of a finished command at `now_text`."""
+    return _string(FINISH_FINISHED), _string(now_text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _date(raw: bytes, tz: tzinfo) -> bytes | None:
+    """A date member as `render_dates` leaves it (one run stamps a few dates: cached)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return raw
+    text = value.get("S")
+    if not text:
+        return raw
+    if not isinstance(text, str) or len(value) != 1:
+        return None
+    rendered = _render_text(text, tz)
+    return raw if rendered == text else _string(rendered)
+
+
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    """`"name":` as bytes (a run meets a few dozen names: kept)."""
+    out = _NAMES.get(name)
+    if out is None:
+        out = json.dumps(name).encode() + b":"
+        if len(_NAMES) < 4096:
+            _NAMES[name] = out
+    return out
+
+
+def _version_1(raw: bytes | None) -> bool:
+    if raw == _VERSION_1:
+        return True
+    try:
+        return raw is not None and json.loads(raw) == {"N": "1"}
+    except ValueError:
+        return False
+
+
+def _obj(members: list[tuple[str, bytes]]) -> bytes:
+    return b"{" + b",".join([_name(k) + v for k, v in members]) + b"}"
+
+
+def _unversioned(raw_sk: bytes, sk: str) -> bytes:
+    """The data row's `sk` member from the command's: its `@version` cut off."""
+    at = raw_sk.rfind(b"@")
+    if raw_sk.startswith(b'{"S":"') and raw_sk.endswith(b'"}') and b"\\" not in raw_sk and at > 0:
+        return raw_sk[:at] + b'"}'
+    return _string(remove_sk_version(sk))
+
+
+def new_entity_items(
+    wire: bytes, sk: str, tz: tzinfo, finished: tuple[bytes, bytes]
+) -> tuple[bytes, bytes] | None:
+    """(data row, finished command) wire bytes for a command record at version 1 whose
+    entity has no data row yet -- or None when the record is not that plain case.
+
+    `finished` is `finished_status(now_text)`.
+    """
+    members = wire_members(wire)
+    if members is None:
+        return None
+    m = dict(members)
+    attrs = m.get("attributes")
+    if (
+        "pk" not in m
+        or "sk" not in m
+        or not _version_1(m.get("version"))
+        or (attrs is not None and attrs.startswith(b'{"S"'))  # maybe offloaded to S3
+    ):
+        return None
+    data: list[tuple[str, bytes]] = [("pk", m["pk"]), ("sk", _unversioned(m["sk"], sk))]
+    data.extend((name, m[name]) for name in _COPIED if name in m)
+    data.append(("cpk", m["pk"]))
+    data.append(("csk", m["sk"]))
+    data.extend((name, m[name]) for name in _COPIED_LATE if name in m)
+    for name in _DATA_TAIL:
+        raw = m.get(name)
+        if raw is None:
+            continue
+        if name in DATE_FIELDS:
+            raw = _date(raw, tz)
+            if raw is None:
+                return None
+        data.append((name, raw))
+    status, updated = finished
+    command = [
+        (k, status if k == "status" else updated if k == "updatedAt" else v) for k, v in members
+    ]
+    if "status" not in m:
+        command.append(("status", status))
+    if "updatedAt" not in m:
+        command.append(("updatedAt", updated))
+    return _obj(data), _obj(command)
+
+
+@dataclass
+class SyncedBatch:
+    """A `--sync` batch's writes: the command table's outcome, data rows written, and the
+    rows whose sync failed (each counted once: a row is written or failed, never both)."""
+
+    commands: WriteOutcome
+    synced: int = 0
+    #: every row whose sync failed: those whose data row was refused (their commands were
+    #: not written) and, among them, `general_failures` (written, then not applied)
+    failures: list[Failure] = field(default_factory=list)
+    general_failures: list[Failure] = field(default_factory=list)
+
+
+def write_and_sync(
+    syncer: Any,
+    items: Sequence[PreparedItem],
+    write_commands: Callable[[Sequence[PreparedItem]], WriteOutcome],
+    general: Callable[[Sequence[PreparedItem], WriteOutcome], tuple[int, list[Failure]]],
+    mark: Callable[[Sequence[PreparedItem]], list[PreparedItem]],
+) -> SyncedBatch:
+    """Write a batch's command records and apply them, new entities as bytes.
+
+    `items` are the batch's records as the mode stage left them; `mark` is
+    `importer.run.batch_unit.mark_sync` (`syncMode: SYNC` appended).  The
+    batch's entities are read in the data table first (consistent, in groups,
+    as `importer.mbc.sync` reads them).  A record at version 1 whose entity has
+    no data row and appears once in the batch is the plain case: its data row
+    is written first (the syncer's data writer: grouped, paced and retried as
+    command writes are), then the command, marked and already finished -- two
+    items a row instead of three; from an `ItemBlock` both are made in C
+    (`importer._native.block_new_entities`) and written as blocks.  A row whose
+    data row was refused is a failure and its command is not written (nothing
+    half-applied is left; a re-run writes it).  Every other record is marked,
+    written as it is and handed to `general` (`importer.run.batch_unit`'s call of
+    `BatchSync.sync`) with the command outcome.  Without the default handler
+    alone (custom handlers run in bulk there) everything goes the general way.
+    """
+    data, finished, rest = _plain(syncer, items, mark)
+    out = SyncedBatch(WriteOutcome())
+    if len(data):
+        done = syncer.writer_for(syncer.data_table_name).write_batch(data)
+        out.synced += done.written
+        refused = {f.line: f for f in done.failures} | {r.line: r for r in done.rejects}
+        if refused:
+            kept = []
+            for it in finished:
+                why = refused.get(it.line)
+                if why is None:
+                    kept.append(it)
+                    continue
+                reason = f"sync: {remove_sk_version(it.sk)}: {why.reason}"  # as the general path
+                out.failures.append(Failure(it.line, it.pk, it.sk, reason))
+            finished = kept
+    to_write = finished if not rest else [*finished, *rest]
+    written = write_commands(to_write) if len(to_write) else WriteOutcome()
+    out.commands = written
+    if rest:
+        synced, failures = general(rest, written)
+        out.synced += synced
+        out.failures.extend(failures)
+        out.general_failures = failures
+    return out
+
+
+def _data_plan() -> tuple[tuple[bytes, bytes, int], ...]:
+    """`transform_command_to_data(command, None)` as steps for `block_new_entities`."""
+    steps = [(b"pk", b"pk", 0), (b"sk", b"sk", 1)]
+    steps += [(n.encode(), n.encode(), 0) for n in _COPIED]
+    steps += [(b"cpk", b"pk", 0), (b"csk", b"sk", 0)]
+    steps += [(n.encode(), n.encode(), 0) for n in _COPIED_LATE]
+    steps += [(n.encode(), n.encode(), 2 if n in DATE_FIELDS else 0) for n in _DATA_TAIL]
+    return tuple(steps)
+
+
+_PLAN = _data_plan()
+#: the date members met so far, as `render_dates` leaves them (per zone; a run stamps a few)
+_DATES: dict[tzinfo, dict[bytes, bytes]] = {}
+
+
+def _dates_for(tz: tzinfo, wire: bytes) -> dict[bytes, bytes]:
+    """The zone's known dates, with those of `wire` (a batch's first record) added."""
+    dates = _DATES.setdefault(tz, {})
+    if len(dates) > 4096:
+        dates.clear()
+    for name, raw in wire_members(wire) or ():
+        if name in DATE_FIELDS and raw not in dates:
+            rendered = _date(raw, tz)
+            if rendered is not None:
+                dates[raw] = rendered
+    return dates
+
+
+def _plain(
+    syncer: Any, items: Sequence[PreparedItem], mark: Callable[..., list[PreparedItem]]
+) -> tuple[Sequence[PreparedItem], Sequence[PreparedItem], list[PreparedItem]]:
+    """(data rows, finished commands, the rest marked) -- see `write_and_sync`."""
+    if not syncer.plain_only():
+        return [], [], mark(items)
+    block = isinstance(items, ItemBlock) and items.at_version_1() and items.keys_unique()
+    candidates: Sequence[PreparedItem] = items
+    keys: Any
+    if block:  # every record at @1, each entity once: all are candidates
+        keys = BlockKeys(items, versioned=False)
+    else:
+        bases: dict[tuple[str, str], int] = {}
+        for it in items:
+            key = (it.pk, remove_sk_version(it.sk))
+            bases[key] = bases.get(key, 0) + 1
+        candidates = [
+            it for it in items if it.sk.endswith("@1") and bases[(it.pk, it.sk[:-2])] == 1
+        ]
+        if not candidates:
+            return [], [], mark(items)
+        keys = [(it.pk, it.sk[:-2]) for it in candidates]
+    try:
+        stored = syncer.lookup.get_many(syncer.data_table_name, keys)
+    except Exception:  # noqa: BLE001 - the general path reads again and reports
+        return [], [], mark(items)
+    tz = syncer.tz
+    finished_at = finished_status(format_date(datetime.fromtimestamp(syncer.now(), UTC), tz))
+    data: list[PreparedItem] = []
+    finished: list[PreparedItem] = []
+    general: list[PreparedItem] = []  # not marked yet
+    if block:
+        assert isinstance(items, ItemBlock)
+        take = bytearray(b"\x01") * len(items)
+        if stored:
+            for i, key in enumerate(items.entity_keys(versioned=False)):
+                if key in stored:
+                    take[i] = 0
+        status, updated = finished_at
+        dates = _dates_for(tz, items[0].wire)
+        data_block, done_block, left = block_new_entities(
+            items, take, _PLAN, dates, status, updated, SYNC_MODE_MEMBER
+        )
+        general = [items[i] for i in range(len(items)) if not take[i]]
+        if not left:
+            return data_block, done_block, mark(general) if general else []
+        # what C left (a date it had not met, a record it does not split): in Python
+        data, finished = list(data_block), list(done_block)
+        candidates = [items[i] for i in left]
+        stored = {}
+    else:
+        chosen = {it.line for it in candidates}
+        general = [it for it in items if it.line not in chosen]
+    for it, marked in zip(candidates, mark(candidates), strict=True):
+        pair = None
+        if (it.pk, it.sk[:-2]) not in stored:
+            pair = new_entity_items(marked.wire, it.sk, tz, finished_at)
+        if pair is None:
+            general.append(it)
+            continue
+        data.append(PreparedItem(it.line, it.pk, remove_sk_version(it.sk), pair[0]))
+        finished.append(PreparedItem(it.line, it.pk, it.sk, pair[1]))
+    general.sort(key=lambda it: it.line)
+    return data, finished, mark(general) if general else []

@@ -185,6 +185,19 @@ class Batcher:
         self._open()
         return batch
 
+    def adopt_cut(self, got: tuple[Any, int, list[Any]]) -> Batch:
+        """A batch cut by the native `BatchCutter` over typed rows (JSONL, Parquet).
+
+        Its problems are rejects made already, or (line, fields, error, size) of a
+        row too big for any batch, worded here as `add` words it.
+        """
+        rows, nbytes, problems = got
+        batch = self.adopt(rows, nbytes, ())
+        batch.rejects.extend(
+            p if type(p) is Reject else self.oversize(p[0], p[1], p[3]) for p in problems
+        )
+        return batch
+
     def reject(self, reject: Reject) -> None:
         """Attach a row refused before batching to the batch now open."""
         self._current.rejects.append(reject)

@@ -150,20 +150,12 @@ class JsonlReader(RowReader):
         names, codes = plan
         cutter = _native.BatchCutter(len(names), *batcher.limits)
 
-        def emit(got: tuple[Any, int, list[Any]]) -> Batch:
-            rows, nbytes, problems = got
-            batch = batcher.adopt(rows, nbytes, ())
-            batch.rejects.extend(
-                p if type(p) is Reject else batcher.oversize(p[0], p[1], p[3]) for p in problems
-            )
-            return batch
-
         line = 0
         for chunk in _chunks(self._stream, self._chunk_bytes):
             if self.first_keys is None:  # the summary lists the first object's keys
                 chunk, line, closed = self._until_first_object(chunk, line, cutter)
                 for got in closed:
-                    yield emit(got)
+                    yield batcher.adopt_cut(got)
                 if not chunk:
                     continue
             block, size_bytes, others, lines = _native.jsonl_rows(chunk, line, names, codes)
@@ -171,15 +163,15 @@ class JsonlReader(RowReader):
             start = 0
             for index, n, raw in others:
                 for got in cutter.take(block, sizes, start, index):
-                    yield emit(got)
+                    yield batcher.adopt_cut(got)
                 start = index
                 if (got := self._python_line(cutter, n, raw)) is not None:
-                    yield emit(got)
+                    yield batcher.adopt_cut(got)
             for got in cutter.take(block, sizes, start, len(block)):
-                yield emit(got)
+                yield batcher.adopt_cut(got)
             line += lines
         if (last := cutter.flush()) is not None:
-            yield emit(last)
+            yield batcher.adopt_cut(last)
         if self.first_keys is None:
             self.first_keys = []
 

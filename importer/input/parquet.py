@@ -273,14 +273,10 @@ class ParquetReader(RowReader):
         length = pc.fill_null(pc.cast(length, pa.int64()), 4)  # null
         return pc.add(length, fixed_key)
 
-    def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
-        """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
-
-        Rows are made a column at a time (`zip` of whole columns), and the rare
-        misfit row is found from its column, never by looking at every row.
-        """
+    def _record_batches(self) -> Iterator[tuple[int, Any]]:
+        """(first row, record batch) in file order; a file that cannot be read past a
+        row stops with one line naming that row (pyarrow's own text has newlines)."""
         pa = self._pa
-        header = self.header
         offset = 0
         batches = self._file.iter_batches(batch_size=self._batch_rows, columns=self.columns)
         while True:
@@ -292,6 +288,17 @@ class ParquetReader(RowReader):
                 raise SourceError(
                     f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
                 ) from None
+            yield offset, batch
+            offset += batch.num_rows
+
+    def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
+        """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
+
+        Rows are made a column at a time (`zip` of whole columns), and the rare
+        misfit row is found from its column, never by looking at every row.
+        """
+        header = self.header
+        for offset, batch in self._record_batches():
             sizes = self._sizes(batch)
             columns = [
                 self._column_texts(name, batch.column(batch.schema.get_field_index(name)))
@@ -306,7 +313,6 @@ class ParquetReader(RowReader):
             # tuples, as the native engine takes them: no list per row
             rows = list(zip(*columns, strict=True)) if columns else []
             yield offset, rows, sizes, bad
-            offset += batch.num_rows
 
     def _misfit(
         self, batch: Any, columns: list[list[Any]], offset: int, i: int, j: int, size: int
@@ -465,20 +471,8 @@ class ParquetReader(RowReader):
 
     def _native_blocks(self) -> Iterator[tuple[Any, Any, dict[int, ItemRow]]]:
         """Per record batch: (its rows as a `RowBlock`, their sizes, misfit rows by index)."""
-        pa = self._pa
         header = self.header
-        offset = 0
-        batches = self._file.iter_batches(batch_size=self._batch_rows, columns=self.columns)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError) as exc:
-                raise SourceError(
-                    f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
-                ) from None
-            n = batch.num_rows
+        for offset, batch in self._record_batches():
             try:
                 sizes, block, bad_at = self._native_cells(batch, offset, True)
             except ValueError:  # a date or decimal the core leaves to Arrow's cast
@@ -493,7 +487,6 @@ class ParquetReader(RowReader):
                     offset + i, block[i][1], str(reason), sizes[i], name, _json_str_any(raw)
                 )
             yield block, sizes, bad_rows
-            offset += n
 
     def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
         """The batches `batcher` cuts from the rows: cells written and batches cut in C.
@@ -507,26 +500,18 @@ class ParquetReader(RowReader):
             return
         cutter = _native.BatchCutter(len(self.header), *batcher.limits)
 
-        def emit(got: tuple[Any, int, list[Any]]) -> Batch:
-            rows, nbytes, problems = got
-            batch = batcher.adopt(rows, nbytes, ())
-            batch.rejects.extend(
-                p if type(p) is Reject else batcher.oversize(p[0], p[1], p[3]) for p in problems
-            )
-            return batch
-
         for block, sizes, bad in self._native_blocks():
             start = 0
             for i in sorted(bad):
                 for got in cutter.take(block, sizes, start, i):
-                    yield emit(got)
+                    yield batcher.adopt_cut(got)
                 r = bad[i]
                 cutter.problem(Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields)))
                 start = i + 1
             for got in cutter.take(block, sizes, start, len(block)):
-                yield emit(got)
+                yield batcher.adopt_cut(got)
         if (last := cutter.flush()) is not None:
-            yield emit(last)
+            yield batcher.adopt_cut(last)
 
     def read_batches_python(self, batcher: Batcher) -> Iterator[Batch]:
         """The batches `batcher.add` would cut from the rows, cut a record batch at a time.

@@ -130,7 +130,7 @@ class StrictWriter:
             self.coordinator.raise_if_failed()
             costs = [(len(chunk), 2 * write_units(chunk)) for chunk in chunks]
             taken = self.pacer.acquire_group(costs)
-            answers = self.client.post_many(  # type: ignore[attr-defined]
+            answers = self.client.post_many(
                 "TransactWriteItems", [self._body(chunk) for chunk in chunks]
             )
             clean, more = [], []

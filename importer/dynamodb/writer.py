@@ -257,7 +257,7 @@ class BatchWriter:
         costs = [(len(chunk), write_units(chunk)) for chunk in chunks]
         taken = pacer.acquire_group(costs, waits)
         bodies = [self.body(chunk) for chunk in chunks]
-        answers = self.client.post_many("BatchWriteItem", bodies)  # type: ignore[attr-defined]
+        answers = self.client.post_many("BatchWriteItem", bodies)
         lanes.observe_group(started, cpu, waits)
         self.coordinator.raise_if_failed()
         clean = []  # all processed: written, and settled together

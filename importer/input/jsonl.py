@@ -127,10 +127,10 @@ class JsonlReader(RowReader):
     def __iter__(self) -> Iterator[ItemRow]:
         row_of = self._mapper.row
         for got in self._items():
-            if type(got) is ItemRow:
+            if isinstance(got, ItemRow):
                 yield got
                 continue
-            line, item, size = got  # type: ignore[misc]
+            line, item, size = got
             if self.first_keys is None and type(item) is dict:
                 self.first_keys = list(item)
             yield row_of(line, item, size)
@@ -178,8 +178,8 @@ class JsonlReader(RowReader):
     def _python_line(self, cutter: Any, n: int, raw: bytes) -> Any:
         """One line the C path left to Python, into `cutter`: the batch it closed, or None."""
         for got in self._per_line([(n, raw)]):
-            if type(got) is not ItemRow:
-                line, item, size = got  # type: ignore[misc]
+            if not isinstance(got, ItemRow):
+                line, item, size = got
                 if self.first_keys is None and type(item) is dict:
                     self.first_keys = list(item)
                 fields = self._mapper.fields(item)
@@ -210,8 +210,8 @@ class JsonlReader(RowReader):
         fields_of, row_of = self._mapper.fields, self._mapper.row
         add, reject = batcher.add, batcher.reject
         for got in self._items():
-            if type(got) is not ItemRow:
-                line, item, size = got  # type: ignore[misc]
+            if not isinstance(got, ItemRow):
+                line, item, size = got
                 if self.first_keys is None and type(item) is dict:
                     self.first_keys = list(item)
                 fields = fields_of(item)

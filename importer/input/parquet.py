@@ -219,7 +219,7 @@ class ParquetReader(RowReader):
 
     def _sizes(self, batch: Any) -> list[int]:
         """Each row's compact JSON size as a child receives it (every column of the file)."""
-        return self._size_array(batch).to_pylist()  # type: ignore[no-any-return]
+        return self._size_array(batch).to_pylist()
 
     def _size_array(self, batch: Any) -> Any:
         """`_sizes` as an int64 pyarrow array (no nulls)."""

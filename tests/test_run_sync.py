@@ -232,8 +232,11 @@ def test_a_failed_sync_fails_the_rows_of_that_entity_in_that_batch(tmp_path):
     assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
     failures = (tmp_path / "r1.failures.csv").read_text()
     assert failures.count("sync: PRODUCT#X-1: refused") == 2
-    # the plain case's command was not left behind finished without its data row
-    assert sorted(sk for _pk, sk in commands if "X-1" in sk) == ["PRODUCT#X-1@2"]
+    # the plain case's command was not left behind finished without its data row.  Batch 2's
+    # X-1 is @2 when it was numbered while batch 0's X-1 was still in flight, or @1 -- new
+    # again, the plain case, not written either -- when batch 0's failure was settled first
+    # (batches run side by side, so either may come first): never an @1 command.
+    assert sorted(sk for _pk, sk in commands if "X-1" in sk) in (["PRODUCT#X-1@2"], [])
 
 
 def test_custom_handlers_run_in_bulk_and_their_errors_fail_the_rows(tmp_path, monkeypatch):

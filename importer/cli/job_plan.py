@@ -22,13 +22,13 @@ from importer.cli.plan import (
     Plan,
     _cmd_plan,
     _duration,
+    batch_limits,
     describe_ttl,
     estimate,
     plan_capacity,
-    plan_source,
+    plan_file,
     render,
 )
-from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS
 from importer.run.job_files import expand_sources, is_multi_source, load_job_manifest
 from importer.transform.spec import Spec, load_spec
 
@@ -61,11 +61,7 @@ def add_plans(plans: list[Plan], *, batch_items: int | None) -> Plan:
 
 
 def plan_job(args: argparse.Namespace) -> int:
-    batch_items, batch_bytes = args.batch_items, args.batch_bytes
-    if batch_items is None and batch_bytes is None:
-        batch_items = DEFAULT_MAX_ITEMS
-    if batch_bytes is None:
-        batch_bytes = AWS_MAX_INPUT_BYTES
+    batch_items, _ = batch_limits(args)
     s3_client = None
     if any(s.startswith("s3://") for s in args.sources):
         import boto3
@@ -80,16 +76,7 @@ def plan_job(args: argparse.Namespace) -> int:
         for source, name in listed:
             spec_path = manifest.pick(name).spec if manifest is not None else args.spec
             spec = specs.get(spec_path) or specs.setdefault(spec_path, load_spec(spec_path))
-            plan = plan_source(
-                source,
-                spec,
-                batch_items=batch_items,
-                batch_bytes=batch_bytes,
-                engine=args.engine or "native",
-                s3_client=s3_client,
-                input_type=args.input_type,
-                max_items=args.max_items,
-            )
+            plan = plan_file(args, source, spec, s3_client)
             plans.append(plan)
             per_file.append(
                 {

@@ -476,21 +476,22 @@ def plan_capacity(args: argparse.Namespace) -> tuple[Capacity | None, bool]:
     return capacity, new_table
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
-    args.source = args.sources[0]
-    spec = load_spec(args.spec)
+def batch_limits(args: argparse.Namespace) -> tuple[int | None, int]:
+    """The ItemBatcher limits `run` would cut with: the template's item count when
+    neither limit is given, and always AWS's 256 KB BatchInput bound on bytes."""
     batch_items, batch_bytes = args.batch_items, args.batch_bytes
     if batch_items is None and batch_bytes is None:
         batch_items = DEFAULT_MAX_ITEMS
     if batch_bytes is None:
         batch_bytes = AWS_MAX_INPUT_BYTES
-    s3_client = None
-    if args.source.startswith("s3://"):
-        import boto3
+    return batch_items, batch_bytes
 
-        s3_client = boto3.client("s3", region_name=args.region)
-    plan = plan_source(
-        args.source,
+
+def plan_file(args: argparse.Namespace, source: str, spec: Spec, s3_client: Any) -> Plan:
+    """One file's plan with the command line's reader and batch options (plan and job plan)."""
+    batch_items, batch_bytes = batch_limits(args)
+    return plan_source(
+        source,
         spec,
         batch_items=batch_items,
         batch_bytes=batch_bytes,
@@ -499,6 +500,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         input_type=args.input_type,
         max_items=args.max_items,
     )
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    args.source = args.sources[0]
+    spec = load_spec(args.spec)
+    s3_client = None
+    if args.source.startswith("s3://"):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=args.region)
+    plan = plan_file(args, args.source, spec, s3_client)
     capacity, new_table = plan_capacity(args)
     report = estimate(
         plan,

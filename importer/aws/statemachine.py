@@ -345,8 +345,18 @@ def task_handler_definition(*, lambda_arn: str = LAMBDA_ARN_PLACEHOLDER) -> dict
     Lambda task in the MBC envelope.  The whole execution times out after
     15 minutes (CDK ``timeout: Duration.minutes(15)``).
     """
+    return _task_map(
+        "Handles parallel task execution with concurrency control",
+        _lambda_task(lambda_arn, output_path="$.Payload[0][0]"),
+        900,
+    )
+
+
+def _task_map(comment: str, iterator: dict[str, Any], timeout_seconds: int) -> dict[str, Any]:
+    """The seed's task machine: an inline Map over the sub-tasks, two at a time, its
+    `iterator` state run per sub-task, the whole execution bounded in time."""
     return {
-        "Comment": "Handles parallel task execution with concurrency control",
+        "Comment": comment,
         "StartAt": "map_state",
         "States": {
             "map_state": {
@@ -357,12 +367,12 @@ def task_handler_definition(*, lambda_arn: str = LAMBDA_ARN_PLACEHOLDER) -> dict
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "INLINE"},
                     "StartAt": "iterator",
-                    "States": {"iterator": _lambda_task(lambda_arn, output_path="$.Payload[0][0]")},
+                    "States": {"iterator": iterator},
                 },
                 "MaxConcurrency": 2,
             }
         },
-        "TimeoutSeconds": 900,
+        "TimeoutSeconds": timeout_seconds,
     }
 
 
@@ -397,28 +407,12 @@ def task_definition(
     ):
         raise ValueError(f"task timeout must be 1..31536000 seconds, got {timeout_seconds!r}")
     iterator = _lambda_task(lambda_arn, output_path="$.Payload[0][0]", wait_for_task_token=True)
-    return {
-        "Comment": (
-            "importer: a multi-file import as an MBC step-function task; each sub-task (one "
-            "file) runs the import-csv machine, two at a time"
-        ),
-        "StartAt": "map_state",
-        "States": {
-            "map_state": {
-                "Type": "Map",
-                "End": True,
-                "InputPath": "$",
-                "ItemsPath": "$",
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": "iterator",
-                    "States": {"iterator": iterator},
-                },
-                "MaxConcurrency": 2,
-            }
-        },
-        "TimeoutSeconds": timeout_seconds,
-    }
+    return _task_map(
+        "importer: a multi-file import as an MBC step-function task; each sub-task (one "
+        "file) runs the import-csv machine, two at a time",
+        iterator,
+        timeout_seconds,
+    )
 
 
 def all_definitions(

@@ -11,7 +11,7 @@ keeps the same concurrency with a fraction of the batches in memory.  Outcomes
 come back as data and are counted on the main thread only, which is how every
 run can check `rows == written + unchanged + rejected + failed + skipped`.
 
-Whether the run goes on is the pipeline's `RunCoordinator`'s to say: the pump
+Whether the run goes on is the pipeline's `RunCoordinator`'s to say: `submit_batches`
 halts it over --max-rejects (the batches not yet written then count as skipped),
 a worker's fatal error fails it, and its status decides the checkpoint.
 
@@ -400,7 +400,7 @@ def _run_import(
         )
         coordinator = pipeline.coordinator
         try:
-            run.pump(reader, batcher)
+            run.submit_batches(reader, batcher)
             coordinator.finish(RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED)
         except BaseException as exc:
             coordinator.finish(RunStatus.FAILED)
@@ -610,7 +610,7 @@ class _Run:
         """Only bad data counts: rows that exist or conflict are outcomes of a re-run."""
         return self.limit is not None and self.summary.bad_data > self.limit
 
-    def pump(self, reader: Any, batcher: Batcher) -> None:
+    def submit_batches(self, reader: Any, batcher: Batcher) -> None:
         config, pipeline = self.config, self.pipeline
         coordinator = pipeline.coordinator
         size_of = pipeline.engine.row_json_size

@@ -210,7 +210,7 @@ def plan_source(
                 local.reject(Reject(row.line, "", "", row.error, ()))
                 continue
             # a typed reader (JSON, JSONL, Parquet) knows its item's JSON size
-            size = getattr(row, "size", 0) or size_of(header, row.fields)
+            size = row.size or size_of(header, row.fields)
             done = local.add(row.line, row.fields, size)
             if done is not None:
                 transform(done)
@@ -221,9 +221,7 @@ def plan_source(
             transform(last)
         if children.flush() is not None:
             plan.map_children += 1
-        close = getattr(reader, "close", None)
-        if close is not None:
-            close()
+        reader.close()
     finally:
         plan.source_bytes = counters[0].count if counters else 0
         plan.source_bytes_read = stream.bytes_read

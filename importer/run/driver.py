@@ -39,6 +39,7 @@ from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.request_pool import batch_threads
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
+from importer.input.reader import RowReader
 from importer.input.source import (
     SourceError,
     SourceStream,
@@ -208,7 +209,7 @@ def open_rows(
     input_type: str | None = None,
     s3_client: Any = None,
     wrap: Callable[[Any], Any] | None = None,
-) -> tuple[str, SourceStream, Any]:
+) -> tuple[str, SourceStream, RowReader]:
     """(InputType, byte stream for progress, reader) for the run's source.
 
     CSV goes through the engine's reader (parsed in C); JSON, JSONL, Parquet and
@@ -415,9 +416,9 @@ def _run_import(
             summary.failures_file = str(failures.path) if failures.used else None
             summary.padded_rows = reader.padded
             summary.truncated_rows = reader.truncated
-            summary.padded_lines = list(getattr(reader, "padded_lines", []))
-            summary.truncated_lines = list(getattr(reader, "truncated_lines", []))
-            first_keys = getattr(reader, "first_keys", None)
+            summary.padded_lines = list(reader.padded_lines)
+            summary.truncated_lines = list(reader.truncated_lines)
+            first_keys = reader.first_keys
             if first_keys is not None:
                 needed = set(spec.needed_columns)
                 summary.ignored_columns = [k for k in first_keys if k not in needed]

@@ -91,3 +91,27 @@ def test_a_manifest_sums_its_objects_counts_and_closes_each_reader(tmp_path):
     assert (reader.padded, reader.truncated) == (2, 2)
     assert reader.first_keys == HEADER
     assert len(opened) == 2 and closed == opened
+
+
+def test_a_manifest_run_says_how_many_of_its_objects_were_read(tmp_path, run_cli):
+    from tests.conftest import PRODUCT_SPEC
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(PRODUCT_SPEC + '\n[input]\ndata_type = "JSONL"\n')
+    parts = []
+    for n in range(3):
+        part = tmp_path / f"part{n}.jsonl"
+        part.write_text(f'{{"sku": "A{n}", "name": "one"}}\n{{"sku": "B{n}", "name": "two"}}\n')
+        parts.append(part)
+    manifest = tmp_path / "q-manifest.csv"
+    manifest.write_text("".join(f"{p}\n" for p in parts))
+    got = run_cli("validate", manifest, spec=spec)
+    assert got.code == 0, got.stderr
+    assert got.summary["rows"] == 6
+    assert (got.summary["objects"], got.summary["objects_read"]) == (3, 3)
+    assert "manifest objects read: 3 of 3" in got.stdout + got.stderr
+
+    # a plain file is no manifest: the summary says nothing of objects
+    plain = run_cli("validate", parts[0], spec=spec)
+    assert plain.summary["objects"] is None
+    assert "manifest objects" not in plain.stdout + plain.stderr

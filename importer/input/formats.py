@@ -194,7 +194,7 @@ class ManifestReader(RowReader):
         self._kinds = list(kinds)
         self._s3 = s3_client
         self._open_csv = open_csv or CsvReader
-        #: objects read to their end (what a resumed run can skip reading)
+        #: objects read to their end (the run's summary says how many of how many)
         self.objects_done = 0
 
     def _reader(self, obj: str) -> tuple[RowReader, SourceStream | None]:

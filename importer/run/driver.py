@@ -190,6 +190,9 @@ class Summary:
     bad_data: int = 0
     #: the ItemReader InputType the source was read as
     input_type: str = "CSV"
+    #: a manifest's objects: how many it lists, and how many were read to their end
+    objects: int | None = None
+    objects_read: int | None = None
     #: batches read but left unwritten when the run stopped over --max-rejects
     halted_batches: int = 0
     #: their rows: read, not written, not judged (the rows never read count nowhere)
@@ -418,6 +421,8 @@ def _run_import(
             summary.truncated_rows = reader.truncated
             summary.padded_lines = list(reader.padded_lines)
             summary.truncated_lines = list(reader.truncated_lines)
+            if isinstance(reader, ManifestReader):
+                summary.objects, summary.objects_read = len(reader.objects), reader.objects_done
             first_keys = reader.first_keys
             if first_keys is not None:
                 needed = set(spec.needed_columns)

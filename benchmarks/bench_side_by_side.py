@@ -31,6 +31,11 @@ their ratios to insert (not in smoke mode): upsert >= 0.7x, strict >= 0.4x,
 upsert, strict and `--sync` run one after another (one run each is at the
 mercy of the machine's load in that second, as below).
 
+Behind `importer.dynamodb.request_pool.MIN_BATCHES_AT_ONCE` (four batches at once when
+the endpoint answers at once): against this endpoint on two cores, 196k rows, blind
+went from 697 to 648 ms and insert from 1,138 to 1,022 ms with four rather than two
+(medians of six alternating runs); eight was slower.
+
 One run of each tool is at the mercy of whatever else the machine does in that
 second; the default mode's share of blind's speed (issue 12: at least 70 %) is
 therefore also measured over IMPORTER_BENCH_PAIRS (5) rounds of blind, default

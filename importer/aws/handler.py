@@ -241,8 +241,8 @@ def _child_lanes() -> Lanes:
     return _LANES
 
 
-#: the S3 client, kept across warm invocations (per region): making one cost ~5 ms of
-#: each warm invocation's ~7 (bench_lambda_child.py); boto3 clients are thread-safe
+#: the S3 client, kept across warm invocations (per region): making one is most of a
+#: warm invocation's fixed cost (bench_lambda_child.py); boto3 clients are thread-safe
 _S3: dict[str | None, Any] = {}
 
 

@@ -527,8 +527,8 @@ def _bound_malloc_arenas(arenas: int = 2) -> None:
     """Keep memory flat on long runs: cap glibc's malloc arenas before any thread starts.
 
     glibc gives each thread that contends for the heap an arena of its own, and
-    with 50 workers their fragmentation grows with the run: 1M rows peaked at
-    74 MB and 10M at 97 MB.  Two arenas give 73 and 75 MB at the same speed.
+    with 50 workers their fragmentation grows with the run, so the peak grows with
+    the file; two arenas keep it flat at the same speed (`benchmarks/bench_memory.py`).
     `MALLOC_ARENA_MAX` in the environment, or a libc that is not glibc, is left
     alone.
     """

@@ -61,7 +61,7 @@ PRICE_PER_WCU_HOUR = 0.00065
 IMPORT_TABLE_PRICE_PER_GB = 0.15
 #: A new on-demand table's warm throughput for writes (docs/aws-facts.md, Capacity and prices).
 NEW_ON_DEMAND_WRU = 4000
-#: The command state machine, per command record (issue 13's count of the seed's machine):
+#: The command state machine, per command record (counted on the seed's machine):
 #: state transitions (Standard workflows) and Lambda invocations, and their prices.
 TRANSITIONS_PER_COMMAND = 10
 LAMBDA_CALLS_PER_COMMAND = 8

@@ -160,9 +160,8 @@ class Lanes:
         the CPU busy and more only contend for the GIL.  Four, not the gauge's
         one or two: a batch's requests are signed and exchanged in C without
         the GIL (thread CPU the gauge counts as the request's own), while other
-        batches run their Python.  Against the compiled ack endpoint on two
-        cores, 196k rows: blind 697 -> 648 ms, insert 1,138 -> 1,022 ms with
-        four rather than two (medians of six alternating runs); eight: slower.
+        batches run their Python; more than four only contend again
+        (`benchmarks/bench_side_by_side.py` against the compiled ack endpoint shows it).
         """
         wanted = self.gauge.in_flight()
         if wanted is None:

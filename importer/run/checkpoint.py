@@ -9,7 +9,7 @@ Lines are flushed as they are written: a killed process loses at most the
 batches that were in flight, which are sent again (BatchWriteItem puts are
 idempotent for identical items).
 
-Guarded state (issue 30):
+Guarded state:
 
 * each line is one `write` of a whole line; a line cut by a kill is dropped on
   load and cut off the file before anything is appended (never replayed);

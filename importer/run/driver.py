@@ -601,9 +601,9 @@ class _Run:
     def report(self, *, force: bool = False) -> None:
         """Show the rows settled so far (at most 5 times a second, unless `force`).
 
-        Reading runs ahead of writing by up to a window of batches; counting
-        what was read showed 77% while 43% was written, and an interrupt then
-        reported fewer rows than the bar had.
+        Reading runs ahead of writing by up to a window of batches: counting what
+        was read would show more than was written, and an interrupt would then
+        report fewer rows than the bar had.
         """
         if self.progress is None:
             return

@@ -7,7 +7,6 @@ spin) is tested without a clock in tests/test_window.py.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 from importer.dynamodb.request_pool import MAX_BATCH_THREADS
@@ -29,19 +28,27 @@ def _products(tmp_path: Path, rows: int) -> tuple[Spec, Path]:
 
 
 class _CountingWriter:
-    """Writes as the dry run does, and counts how many batches write at once."""
+    """Writes as the dry run does, and counts how many batches write at once.
+
+    A batch's write waits until two batches have been writing at once (an event, not
+    a sleep: a loaded machine cannot make them miss each other); a driver that never
+    ran two at once would leave the peak at 1.
+    """
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.now = self.peak = 0
         self.lock = threading.Lock()
+        self.overlapped = threading.Event()
 
     def write_batch(self, items):
         with self.lock:
             self.now += 1
             self.peak = max(self.peak, self.now)
+            if self.now >= 2:
+                self.overlapped.set()
         try:
-            time.sleep(0.005)
+            self.overlapped.wait(30)
             return self.inner.write_batch(items)
         finally:
             with self.lock:

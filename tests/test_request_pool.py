@@ -28,10 +28,17 @@ def test_results_come_back_in_part_order_from_several_threads():
     lanes = Lanes(requests=8, batches=2)  # 4 lanes a batch
     _feed(lanes, 20, wall=0.010, cpu=0.000_1)  # a service with latency: every lane
     seen: dict[int, str] = {}
+    caller = threading.current_thread().name
+    pool_ran = threading.Event()
 
     def fn(p: int, _waits: Waits) -> int:
-        seen[p] = threading.current_thread().name
-        time.sleep(0.002)
+        name = seen[p] = threading.current_thread().name
+        if name == caller:
+            # the caller's own parts wait for a pool thread to run one (an event, not a
+            # sleep: on a loaded machine the caller could otherwise take every group back)
+            pool_ran.wait(30)
+        else:
+            pool_ran.set()
         return p * p
 
     try:

@@ -90,14 +90,14 @@ def test_a_saturated_pool_does_not_stall_a_batch():
     def hold(p: int, _waits: Waits) -> object:
         if p:
             held.set()
-            return release.wait(5)
+            return release.wait(60)
         return 0
 
     held_run: list[list[object]] = []
     blocker = threading.Thread(target=lambda: held_run.append(lanes.run(hold, [0, 1])))
     blocker.start()
     try:
-        assert held.wait(5)  # a thread -- the pool's only one or the caller -- holds part 1
+        assert held.wait(60)  # a thread -- the pool's only one or the caller -- holds part 1
         assert lanes.run(lambda p, _w: p + 1, [10, 20]) == [11, 21]
     finally:
         release.set()

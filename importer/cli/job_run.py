@@ -199,8 +199,7 @@ def run_job_command(
     failed = [f for f in job.files if f.status == "failed"]
     for f in failed:
         print(f"importer: error: {f.name}: {f.error}", file=sys.stderr)
-    needs_look = totals["rejected"] - totals["existing"]
-    return JobOutcome(fatal=bool(failed), needs_look=bool(needs_look or totals["failed"]))
+    return JobOutcome(fatal=bool(failed), needs_look=job.counts().needs_look)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from importer.counts import Counts
 from importer.mbc.model import Tables
 
 __all__ = [
@@ -284,8 +285,7 @@ def file_outcome(summary: dict[str, Any] | None) -> str:
     """
     if not summary or summary.get("status") != "finished" or summary.get("aborted"):
         return "FAILED"
-    needs_look = int(summary.get("rejected", 0)) - int(summary.get("existing", 0))
-    return "FAILED" if needs_look or int(summary.get("failed", 0)) else "COMPLETED"
+    return "FAILED" if Counts.from_json(summary).needs_look else "COMPLETED"
 
 
 def _job_counts(job: Any) -> dict[str, int]:

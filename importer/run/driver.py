@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from importer.coordinator import RunStatus
+from importer.counts import Counts
 from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lanes import batch_threads
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
@@ -150,24 +151,13 @@ class RunConfig:
 
 
 @dataclass(slots=True)
-class Summary:
-    """The run's counts: `rows == written + unchanged + rejected + failed + skipped`
-    (on `validate`, `rows == valid + rejected + skipped`)."""
+class Summary(Counts):
+    """A run's counts (`importer.counts.Counts`: every row settled once) and what else
+    the run has to say: batches, time, report files, status, notices."""
 
-    rows: int = 0
-    written: int = 0
-    rejected: int = 0
-    failed: int = 0
     batches: int = 0
     seconds: float = 0.0
     rows_per_second: float = 0.0
-    valid: int = 0
-    unchanged: int = 0
-    existing: int = 0
-    #: validate: the rows a run would write (`written` stays 0: nothing was sent)
-    would_write: int = 0
-    #: `--sync`: data rows written in the run (resumed batches included)
-    synced: int = 0
     retries: int = 0
     failed_batches: int = 0
     failed_items: int = 0
@@ -185,19 +175,59 @@ class Summary:
     status: str = RunStatus.RUNNING.value
     aborted: str | None = None
     notices: list[str] = field(default_factory=list)
-    #: rejected rows that are bad data (what --max-rejects limits)
-    bad_data: int = 0
     #: the ItemReader InputType the source was read as
     input_type: str = "CSV"
     #: batches read but left unwritten when the run stopped over --max-rejects
+    #: (their rows are `skipped`: read, not written, not judged; rows never read count nowhere)
     halted_batches: int = 0
-    #: their rows: read, not written, not judged (the rows never read count nowhere)
-    skipped: int = 0
     #: which `ttl` the commands carry (the data table's TTL configuration, or null)
     ttl: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The summary JSON (`--summary-json`, ResultWriter's manifest), keys in their
+        documented order."""
+        data = asdict(self)
+        ordered = {key: data.pop(key) for key in _SUMMARY_KEYS if key in data}
+        ordered.update(data)
+        return ordered
+
+
+#: the summary JSON's key order, as it was before the counts had a type of their own
+_SUMMARY_KEYS = (
+    "rows",
+    "written",
+    "rejected",
+    "failed",
+    "batches",
+    "seconds",
+    "rows_per_second",
+    "valid",
+    "unchanged",
+    "existing",
+    "would_write",
+    "synced",
+    "retries",
+    "failed_batches",
+    "failed_items",
+    "resumed_batches",
+    "ignored_columns",
+    "padded_rows",
+    "truncated_rows",
+    "padded_lines",
+    "truncated_lines",
+    "rejects_file",
+    "failures_file",
+    "checkpoint",
+    "run_id",
+    "status",
+    "aborted",
+    "notices",
+    "bad_data",
+    "input_type",
+    "halted_batches",
+    "skipped",
+    "ttl",
+)
 
 
 def open_rows(
@@ -448,10 +478,7 @@ def _run_import(
         stream.close()
     if not writing:
         summary.would_write, summary.written = summary.written, 0
-    s = summary
-    settled = s.rejected + s.written + s.would_write + s.unchanged + s.failed + s.skipped
-    if settled != summary.rows:
-        raise AssertionError(f"row accounting broken: {summary}")
+    summary.check()
     if run.interrupted:
         raise RunInterrupted("interrupted", summary, signals.received or signal.SIGINT)
     _check_tolerance(config, summary)
@@ -530,15 +557,7 @@ class _Run:
         s = self.summary
         for index, c in checkpoint.finished.items():
             self.skip.add(index)
-            s.rows += c.rows
-            s.written += c.written
-            s.rejected += c.rejected
-            s.failed += c.failed
-            s.valid += c.valid
-            s.unchanged += c.unchanged
-            s.existing += c.existing
-            s.bad_data += c.bad_data
-            s.synced += c.synced
+            s.add(c)
             s.batches += 1
             s.resumed_batches += 1
             if c.failed:
@@ -553,28 +572,19 @@ class _Run:
         """
         s = self.summary
         done = done.final()  # every earlier batch has run: validate's duplicates are settled
+        counts = done.counts()
+        s.add(counts)
         if done.halted:  # read, but the run stopped before it wrote: not checkpointed
             s.halted_batches += 1
-            s.rows += done.rows
-            s.skipped += done.skipped
             return
-        s.rows += done.rows
         s.batches += 1
-        s.valid += done.valid
-        s.written += done.written
-        s.unchanged += done.unchanged
         s.retries += done.retries
         for f in done.failures:
-            s.failed += 1
             self.failures.write(failure_fields(f))
         # in line order: a batch's rejects are gathered by stage (reader, transform,
         # duplicates, mode), and batches settle in file order
         for r in sorted(done.rejects, key=_line_of):
-            s.rejected += 1
             self.rejects.write(reject_fields(r))
-        s.existing += done.existing
-        s.bad_data += done.bad_data
-        s.synced += done.synced
         if done.failed_batch:
             s.failed_batches += 1
             s.failed_items += done.rows
@@ -588,9 +598,7 @@ class _Run:
             self.failures.flush()
             self.rejects.settle()
             self.failures.settle()
-            self.checkpoint.record(
-                done.index, done.counts(), (self.rejects.size(), self.failures.size())
-            )
+            self.checkpoint.record(done.index, counts, (self.rejects.size(), self.failures.size()))
 
     def report(self, *, force: bool = False) -> None:
         """Show the rows settled so far (at most 5 times a second, unless `force`).

@@ -18,11 +18,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from importer.cli.options import batch_limits
 from importer.cli.plan import (
     Plan,
     _cmd_plan,
     _duration,
-    batch_limits,
     describe_ttl,
     estimate,
     plan_capacity,

@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from importer.cli.options import add_batch_options, add_reader_options
+from importer.cli.options import add_batch_options, add_reader_options, batch_limits
 from importer.dynamodb.capacity_units import item_write_units
 from importer.input.batching import (
     AWS_MAX_INPUT_BYTES,
@@ -474,17 +474,6 @@ def plan_capacity(args: argparse.Namespace) -> tuple[Capacity | None, bool]:
         )
     new_table = described is None or not described.item_count
     return capacity, new_table
-
-
-def batch_limits(args: argparse.Namespace) -> tuple[int | None, int]:
-    """The ItemBatcher limits `run` would cut with: the template's item count when
-    neither limit is given, and always AWS's 256 KB BatchInput bound on bytes."""
-    batch_items, batch_bytes = args.batch_items, args.batch_bytes
-    if batch_items is None and batch_bytes is None:
-        batch_items = DEFAULT_MAX_ITEMS
-    if batch_bytes is None:
-        batch_bytes = AWS_MAX_INPUT_BYTES
-    return batch_items, batch_bytes
 
 
 def plan_file(args: argparse.Namespace, source: str, spec: Spec, s3_client: Any) -> Plan:

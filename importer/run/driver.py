@@ -38,7 +38,13 @@ from importer.coordinator import RunStatus
 from importer.counts import Counts
 from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lanes import batch_threads
-from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
+from importer.input.batching import (
+    AWS_MAX_INPUT_BYTES,
+    DEFAULT_MAX_ITEMS,
+    Batch,
+    Batcher,
+    check_limits,
+)
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
 from importer.input.source import (
     SourceError,
@@ -125,15 +131,16 @@ _QUEUED_AHEAD = 4
 class RunConfig:
     """What the local Distributed Map needs beyond the pipeline: source, batches, reports.
 
-    The table and the mode are the pipeline's (`PipelineSettings`): stated there once,
-    so a run's checkpoint cannot record another mode than the one it writes with.
+    The table, the mode and the workers are the pipeline's (`PipelineSettings`): stated
+    there once, so a run's checkpoint cannot record another mode than the one it writes
+    with, nor its window be sized for other workers than its requests.  The batch limits
+    are checked here, once (`check_limits`: what Step Functions would refuse).
     """
 
     source: str
     spec: Spec
     batch_items: int | None = DEFAULT_MAX_ITEMS
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES
-    workers: int = 50
     rejects_path: Path | None = None
     failures_path: Path | None = None
     max_rejects: int | None = None
@@ -148,6 +155,9 @@ class RunConfig:
     input_type: str | None = None
     #: ReaderConfig.MaxItems (`--max-items`); None: the spec's `[input] max_items`
     max_items: int | None = None
+
+    def __post_init__(self) -> None:
+        check_limits(self.batch_items, self.batch_bytes)
 
 
 @dataclass(slots=True)
@@ -632,7 +642,8 @@ class _Run:
         # reader got ahead (more often, the longer the file).
         # the pipeline's lanes were sized for this many batches at once (`open_pipeline`)
         lanes = getattr(pipeline, "lanes", None)
-        batch_workers = lanes.batches if lanes is not None else batch_threads(config.workers)
+        workers = pipeline.settings.workers
+        batch_workers = lanes.batches if lanes is not None else batch_threads(workers)
 
         def max_unfinished() -> int:
             # fewer batches at once when the service answers at once (`Lanes.batches_now`):
@@ -654,7 +665,7 @@ class _Run:
         window: BoundedWindow[BatchOutcome] = BoundedWindow(
             pool,
             settle=settled,
-            max_pending=max(2, config.workers * 2),
+            max_pending=max(2, workers * 2),
             max_unfinished=max_unfinished,
         )
 

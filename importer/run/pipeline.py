@@ -50,10 +50,34 @@ __all__ = [
     "DryRunWriter",
     "Pipeline",
     "PipelineSettings",
+    "SettingsError",
+    "mode_of",
     "open_pipeline",
 ]
 
 WriterKind = Literal["http", "boto3"]
+WRITERS: tuple[WriterKind, ...] = ("http", "boto3")
+
+
+class SettingsError(ValueError):
+    """A setting out of range, in one line: which one, the value given, what it may be.
+
+    `importer run` says it as a usage error, the Lambda child as an `EventError`, a
+    library caller gets it from `PipelineSettings(...)`: the same words everywhere.
+    """
+
+
+def mode_of(value: str | None) -> Mode:
+    """`value` as an import mode; None or "" is the default mode (`DEFAULT_MODE`).
+
+    The one reading of a mode given as text (an option, BatchInput, the environment).
+    """
+    if not value:
+        return DEFAULT_MODE
+    for mode in MODES:
+        if mode == value:
+            return mode
+    raise SettingsError(f"unknown mode {value!r} (one of: {', '.join(MODES)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,22 +127,26 @@ class PipelineSettings:
     clock: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r} (one of: {', '.join(MODES)})")
+        """Every setting checked here, once, whoever built them (CLI, Lambda, library)."""
+        mode_of(self.mode)
         if self.update not in (None, *UPDATES):
-            raise ValueError(f"unknown update {self.update!r} (one of: {', '.join(UPDATES)})")
-        if self.workers < 1:
-            raise ValueError("workers must be at least 1")
+            raise SettingsError(f"unknown update {self.update!r} (one of: {', '.join(UPDATES)})")
+        if self.writer not in WRITERS:
+            raise SettingsError(f"unknown writer {self.writer!r} (one of: {', '.join(WRITERS)})")
+        if isinstance(self.workers, bool) or self.workers < 1:
+            raise SettingsError(f"--workers must be at least 1, got {self.workers}")
         if self.batches is not None and self.batches < 1:
-            raise ValueError("batches must be at least 1")
-        if self.table is None and not self.dry_run:
-            raise ValueError("a run that writes needs a table")
+            raise SettingsError(f"batches must be at least 1, got {self.batches}")
+        if not self.table and not self.dry_run:
+            raise SettingsError("a run that writes needs a table")
+        if not self.region:
+            raise SettingsError("no region: give --region or set AWS_REGION")
         if self.sync and self.dry_run:
-            raise ValueError("--sync applies written commands; a dry run writes none")
+            raise SettingsError("--sync applies written commands; a dry run writes none")
         for name in ("max_wcu", "max_rcu"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 #: The ttl an item carries before `Pipeline.ttl_items` gives it its tenant's.

@@ -29,6 +29,7 @@ from importer.cli.plan import (
     plan_file,
     render,
 )
+from importer.dynamodb.region import default_region
 from importer.run.job_files import expand_sources, is_multi_source, load_job_manifest
 from importer.transform.spec import Spec, load_spec
 
@@ -66,7 +67,7 @@ def plan_job(args: argparse.Namespace) -> int:
     if any(s.startswith("s3://") for s in args.sources):
         import boto3
 
-        s3_client = boto3.client("s3", region_name=args.region)
+        s3_client = boto3.client("s3", region_name=default_region(args.region))
     manifest = load_job_manifest(args.spec)
     specs: dict[str, Spec] = {}
     per_file: list[dict[str, Any]] = []

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from importer.cli.options import add_batch_options, add_reader_options, batch_limits
 from importer.dynamodb.capacity_units import item_write_units
+from importer.dynamodb.region import default_region
 from importer.input.batching import (
     AWS_MAX_INPUT_BYTES,
     DEFAULT_MAX_ITEMS,
@@ -33,7 +34,6 @@ from importer.input.batching import (
     check_limits,
 )
 from importer.input.source import SourceError
-from importer.records import Reject
 from importer.run.batch_unit import resolve_duplicates
 from importer.run.driver import open_rows
 from importer.transform.context import RunContext
@@ -205,20 +205,21 @@ def plan_source(
                 plan.item_bytes += len(item.wire)
                 plan.write_units += item_write_units(item.wire)
 
-        for row in rows:
-            if row.error is not None:  # unreadable: a reject of the batch now open
-                local.reject(Reject(row.line, "", "", row.error, ()))
-                continue
-            # a typed reader (JSON, JSONL, Parquet) knows its item's JSON size
-            size = getattr(row, "size", 0) or size_of(header, row.fields)
-            done = local.add(row.line, row.fields, size)
-            if done is not None:
-                transform(done)
-            if children.add(row.line, row.fields, size) is not None:
-                plan.map_children += 1
-        last = local.flush()
-        if last is not None:
-            transform(last)
+        sized = [0]
+
+        def also_as_children(rows: Any) -> Any:
+            """Each readable row also goes to the ASL's batcher (its size measured once)."""
+            for row in rows:
+                if row.error is None:
+                    # a typed reader (JSON, JSONL, Parquet) knows its item's JSON size
+                    sized[0] = size = getattr(row, "size", 0) or size_of(header, row.fields)
+                    if children.add(row.line, row.fields, size) is not None:
+                        plan.map_children += 1
+                yield row
+
+        # the run's own row-to-batch loop (`Batcher.cut`), fed the sizes measured above
+        for batch in local.cut(also_as_children(rows), header, lambda _h, _f: sized[0]):
+            transform(batch)
         if children.flush() is not None:
             plan.map_children += 1
         close = getattr(reader, "close", None)
@@ -241,7 +242,6 @@ def describe_capacity(
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
     from importer.dynamodb.errors import missing_table_message, unreachable_message
-    from importer.dynamodb.region import default_region
 
     region = default_region(region)
     where = endpoint_url or "AWS"
@@ -445,7 +445,7 @@ def describe_ttl(
 
     from importer.mbc.model import command_ttl
 
-    client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+    client = boto3.client("dynamodb", region_name=default_region(region), endpoint_url=endpoint_url)
     start = time.time() if now is None else now
     found = command_ttl(client, table, data_table, tenant.source, start)
     return found.describe().removeprefix("ttl: ")
@@ -498,7 +498,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.source.startswith("s3://"):
         import boto3
 
-        s3_client = boto3.client("s3", region_name=args.region)
+        s3_client = boto3.client("s3", region_name=default_region(args.region))
     plan = plan_file(args, args.source, spec, s3_client)
     capacity, new_table = plan_capacity(args)
     report = estimate(

@@ -86,6 +86,12 @@ class Counts:
         """
         return bool(self.rejected - self.existing or self.failed)
 
+    @property
+    def succeeded(self) -> int:
+        """Rows the table holds as the file says: written, unchanged, or (insert) stored
+        already -- the import-job record's `succeededRows`; every other row failed there."""
+        return self.written + self.unchanged + self.existing
+
     def add(self, other: Counts) -> None:
         """Add `other`'s counts to these, in place (a summary adds its batches)."""
         for name in COUNT_NAMES:

@@ -91,6 +91,15 @@ def test_a_jobs_counts_add_up_across_its_files_with_a_halted_one():
     settled = sum(totals[k] for k in ("written", "would_write", "unchanged", "rejected"))
     assert totals["rows"] == settled + totals["failed"] + totals["skipped"]
     assert job.counts().balanced and job.counts().needs_look
+    # the import-job record: what the table holds as the files say, and every other row
+    from importer.mbc.import_job import _job_counts
+
+    assert _job_counts(job) == {
+        "totalRows": 14,
+        "processedRows": 14,
+        "succeededRows": 6,
+        "failedRows": 8,
+    }
 
 
 def test_the_checkpoint_line_keeps_its_format_and_an_old_one_resumes(tmp_path: Path):

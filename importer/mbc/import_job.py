@@ -226,10 +226,8 @@ class ImportJobRecorder:
         if not f.record:
             return
         s = f.summary or {}
-        total = int(s.get("rows", 0))
-        succeeded = (
-            int(s.get("written", 0)) + int(s.get("unchanged", 0)) + int(s.get("existing", 0))
-        )
+        file_counts = Counts.from_json(s)
+        total, succeeded = file_counts.rows, file_counts.succeeded
         counts = {
             "totalRows": total,
             "processedRows": total,
@@ -289,13 +287,8 @@ def file_outcome(summary: dict[str, Any] | None) -> str:
 
 
 def _job_counts(job: Any) -> dict[str, int]:
-    total = succeeded = 0
-    for f in job.files:
-        s = f.summary or {}
-        total += int(s.get("rows", 0))
-        succeeded += (
-            int(s.get("written", 0)) + int(s.get("unchanged", 0)) + int(s.get("existing", 0))
-        )
+    counts = Counts.total(Counts.from_json(f.summary) for f in job.files)
+    total, succeeded = counts.rows, counts.succeeded
     return {
         "totalRows": total,
         "processedRows": total,

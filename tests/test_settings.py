@@ -61,6 +61,11 @@ def test_the_default_region_is_one_for_the_cli_the_library_and_the_lambda(spec, 
         _from_lambda(spec, {}).region,
     }
     assert regions == {"eu-west-3"}
+    # and the one-line errors name the region the run talked to, not a fixed us-east-1
+    from importer.dynamodb.errors import missing_table_message, unreachable_message
+
+    assert missing_table_message("t", None, None).endswith("(region eu-west-3)")
+    assert "(region eu-west-3)" in unreachable_message(None, None, "refused")
     assert _from_cli(spec, "--region", "ap-south-1").region == "ap-south-1"
 
 

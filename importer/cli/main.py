@@ -32,6 +32,7 @@ from importer.cli.exit_codes import (
     exit_code,
 )
 from importer.cli.options import add_batch_options, add_reader_options, batch_limits
+from importer.dynamodb.lanes import DEFAULT_WORKERS
 from importer.modes.stage import DEFAULT_MODE, MODES
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
@@ -85,9 +86,10 @@ def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help:
     p.add_argument(
         "--workers",
         type=int,
-        default=50,
+        default=DEFAULT_WORKERS,
         metavar="N",
-        help="requests in flight at once (default 50); a few batches at a time share them",
+        help=f"requests in flight at once (default {DEFAULT_WORKERS}); a few batches at a time "
+        "share them",
     )
     p.add_argument("--region", default=None, help="AWS region (default from the environment)")
     p.add_argument(

@@ -27,7 +27,7 @@ from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient, check_command_table
-from importer.dynamodb.lanes import Lanes, batch_threads
+from importer.dynamodb.lanes import DEFAULT_WORKERS, Lanes, batch_threads
 from importer.dynamodb.lookup import KeyLookup
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.region import default_region
@@ -111,7 +111,7 @@ class PipelineSettings:
     master_table: str | None = None
     region: str = field(default_factory=default_region)
     endpoint_url: str | None = None
-    workers: int = 50
+    workers: int = DEFAULT_WORKERS
     batches: int | None = None
     writer: WriterKind = "http"
     engine: str = "native"

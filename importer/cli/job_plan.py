@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +34,12 @@ from importer.transform.spec import Spec, load_spec
 
 __all__ = ["plan_job", "add_plans", "register"]
 
-_ADDED = (
-    "rows",
-    "items",
-    "rejected",
-    "batches",
-    "map_children",
-    "requests",
-    "item_bytes",
-    "write_units",
-    "source_bytes",
-    "source_bytes_read",
-)
-
 
 def add_plans(plans: list[Plan], *, batch_items: int | None) -> Plan:
-    """The job's plan: every count the sum of its files'."""
+    """The job's plan: every count the sum of its files' (`Plan.add`)."""
     total = Plan(source="job", batch_items=batch_items)
-    names = {f.name for f in fields(Plan)}
     for p in plans:
-        for key in _ADDED:
-            if key in names:
-                setattr(total, key, getattr(total, key) + getattr(p, key))
-        total.ignored_columns += [c for c in p.ignored_columns if c not in total.ignored_columns]
+        total.add(p)
     return total
 
 

@@ -123,6 +123,21 @@ class Plan:
     def units_per_item(self) -> float:
         return self.write_units / self.items if self.items else 0.0
 
+    def add(self, other: Plan) -> None:
+        """Add a file's plan to this one: a job's plan is the sum of its files' (its batch
+        limits are the job's own, not summed)."""
+        self.rows += other.rows
+        self.items += other.items
+        self.rejected += other.rejected
+        self.batches += other.batches
+        self.map_children += other.map_children
+        self.requests += other.requests
+        self.item_bytes += other.item_bytes
+        self.write_units += other.write_units
+        self.source_bytes += other.source_bytes
+        self.source_bytes_read += other.source_bytes_read
+        self.ignored_columns += [c for c in other.ignored_columns if c not in self.ignored_columns]
+
 
 @dataclass(frozen=True, slots=True)
 class Capacity:

@@ -22,10 +22,8 @@ from importer.cli.plan import (
     Plan,
     _cmd_plan,
     _duration,
-    describe_ttl,
-    estimate,
-    plan_capacity,
     plan_file,
+    plan_report,
     render,
 )
 from importer.dynamodb.region import default_region
@@ -71,23 +69,9 @@ def plan_job(args: argparse.Namespace) -> int:
                     "map_children": plan.map_children,
                 }
             )
-    capacity, new_table = plan_capacity(args)
-    report = estimate(
-        add_plans(plans, batch_items=batch_items),
-        capacity,
-        price_per_million_wru=args.price_per_million_wru,
-        price_per_wcu_hour=args.price_per_wcu_hour,
-        import_price_per_gb=args.import_price_per_gb,
-        new_table=new_table,
-    )
+    # the TTL is read for the first file's spec (one table, one tenant rule per job)
     first = next(iter(specs.values()))
-    report["ttl"] = describe_ttl(
-        first,
-        args.table,
-        data_table=args.data_table,
-        region=args.region,
-        endpoint_url=args.endpoint_url,
-    )
+    report = plan_report(args, add_plans(plans, batch_items=batch_items), first)
     report["files"] = per_file
     report["task_timeout_seconds"] = args.task_timeout
     over = "seconds" in report and report["seconds"] > args.task_timeout

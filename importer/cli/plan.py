@@ -506,15 +506,9 @@ def plan_file(args: argparse.Namespace, source: str, spec: Spec, s3_client: Any)
     )
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
-    args.source = args.sources[0]
-    spec = load_spec(args.spec)
-    s3_client = None
-    if args.source.startswith("s3://"):
-        import boto3
-
-        s3_client = boto3.client("s3", region_name=default_region(args.region))
-    plan = plan_file(args, args.source, spec, s3_client)
+def plan_report(args: argparse.Namespace, plan: Plan, spec: Spec) -> dict[str, Any]:
+    """`plan` (one file's, or a job's sum) priced with the command line's capacity and
+    prices, and the TTL its commands would carry: what `plan` and the job's plan print."""
     capacity, new_table = plan_capacity(args)
     report = estimate(
         plan,
@@ -531,6 +525,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         region=args.region,
         endpoint_url=args.endpoint_url,
     )
+    return report
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    args.source = args.sources[0]
+    spec = load_spec(args.spec)
+    s3_client = None
+    if args.source.startswith("s3://"):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=default_region(args.region))
+    report = plan_report(args, plan_file(args, args.source, spec, s3_client), spec)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

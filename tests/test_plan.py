@@ -108,7 +108,7 @@ def test_plan_agrees_with_a_validate_run(tmp_path: Path, spec_path: Path):
     spec = load_spec(spec_path)
     settings = PipelineSettings(spec=spec, mode="blind", dry_run=True)
     with open_pipeline(settings) as pipeline:
-        summary = run_import(RunConfig(source=str(src), spec=spec), pipeline=pipeline)
+        summary = run_import(RunConfig(source=str(src)), pipeline=pipeline)
     plan = plan_source(str(src), spec)
     assert (plan.rows, plan.items, plan.rejected, plan.batches) == (
         summary.rows,

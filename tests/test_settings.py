@@ -118,9 +118,9 @@ def test_the_cli_says_a_bad_setting_as_the_settings_do(spec, tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("--max-wcu must be positive, got -5.0")
 
 
-def test_batch_limits_are_checked_when_a_run_is_described(spec):
+def test_batch_limits_are_checked_when_a_run_is_described():
     """The library's `RunConfig` checks what `importer run` checked on its own."""
     with pytest.raises(BatchLimitError, match="MaxItemsPerBatch must be at least 1, got 0"):
-        RunConfig(source="in.csv", spec=spec, batch_items=0)
+        RunConfig(source="in.csv", batch_items=0)
     with pytest.raises(BatchLimitError, match="over Step Functions' limit"):
-        RunConfig(source="in.csv", spec=spec, batch_bytes=300_000)
+        RunConfig(source="in.csv", batch_bytes=300_000)

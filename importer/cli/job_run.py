@@ -111,7 +111,7 @@ def run_job_command(
 
         observer, note = open_recorder(
             args.table,
-            tenant_template=config.spec.record.tenant.source,
+            tenant_template=settings.spec.record.tenant.source,
             table=getattr(args, "job_table", None),
             region=settings.region,
             endpoint_url=args.endpoint_url,

@@ -297,7 +297,7 @@ def _engine_name(args: argparse.Namespace) -> str:
     return args.engine or "native"
 
 
-def _config(args: argparse.Namespace, spec: Any) -> Any:
+def _config(args: argparse.Namespace) -> Any:
     from importer.run.checkpoint import default_checkpoint_path, spec_digest
     from importer.run.driver import RunConfig
 
@@ -314,7 +314,6 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
     output_dir = getattr(args, "output_dir", None)
     return RunConfig(
         source=args.source,
-        spec=spec,
         checkpoint_path=checkpoint,
         resume=getattr(args, "resume", False),
         spec_digest=spec_digest(args.spec),
@@ -414,7 +413,7 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
     else:
         spec = load_spec(args.spec)
     settings = _pipeline_settings(args, spec, dry_run=dry_run)
-    config = _config(args, spec)
+    config = _config(args)
     if args.summary_json:  # checked before the first write, not found after the import
         from importer.run.reports import probe_writable
 

@@ -131,14 +131,14 @@ _QUEUED_AHEAD = 4
 class RunConfig:
     """What the local Distributed Map needs beyond the pipeline: source, batches, reports.
 
-    The table, the mode and the workers are the pipeline's (`PipelineSettings`): stated
-    there once, so a run's checkpoint cannot record another mode than the one it writes
-    with, nor its window be sized for other workers than its requests.  The batch limits
+    The spec, the table, the mode and the workers are the pipeline's (`PipelineSettings`):
+    stated there once, so a run's checkpoint cannot record another mode than the one it
+    writes with, its rows be read for another spec than they are transformed with, nor its
+    window be sized for other workers than its requests.  The batch limits
     are checked here, once (`check_limits`: what Step Functions would refuse).
     """
 
     source: str
-    spec: Spec
     batch_items: int | None = DEFAULT_MAX_ITEMS
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES
     rejects_path: Path | None = None
@@ -371,7 +371,7 @@ def _run_import(
     signals: _Signals,
 ) -> Summary:
     started = time.perf_counter()
-    spec = config.spec
+    spec = pipeline.settings.spec
     writing = not pipeline.settings.dry_run
     checkpoint: Checkpoint | None = None
     if config.resume and writing:
@@ -561,7 +561,8 @@ class _Run:
     @property
     def limit(self) -> int | None:
         cfg = self.config
-        return cfg.max_rejects if cfg.max_rejects is not None else cfg.spec.max_rejects
+        spec_limit = self.pipeline.settings.spec.max_rejects
+        return cfg.max_rejects if cfg.max_rejects is not None else spec_limit
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         s = self.summary
@@ -694,7 +695,7 @@ class _Run:
                 pipeline.release(ticket)
                 raise
 
-        max_items = config.max_items or config.spec.input.max_items
+        max_items = config.max_items or pipeline.settings.spec.input.max_items
         batches = reader.read_batches(batcher) if not max_items else None
         if batches is None:
             # ReaderConfig.MaxItems: ItemReader reads no more than this many items

@@ -378,7 +378,6 @@ def _run_file(
         config = dataclasses.replace(
             base_config,
             source=f.source,
-            spec=spec,
             run_id=f.run_id,
             checkpoint_path=Path(f.checkpoint),
             resume=resume,

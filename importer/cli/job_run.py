@@ -13,10 +13,11 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from importer.counts import Counts
 from importer.mbc.import_job import file_outcome
 
 __all__ = ["JobOutcome", "run_job_command"]
@@ -199,16 +200,17 @@ def run_job_command(
     failed = [f for f in job.files if f.status == "failed"]
     for f in failed:
         print(f"importer: error: {f.name}: {f.error}", file=sys.stderr)
-    return JobOutcome(fatal=bool(failed), needs_look=job.counts().needs_look)
+    return JobOutcome(fatal=bool(failed), counts=job.counts())
 
 
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
-    """How a job ended: a file that could not be imported, a signal, rows that need a look."""
+    """How a job ended: a file that could not be imported, a signal, or its counts (which
+    the exit rule reads, as it reads one file's)."""
 
     fatal: bool = False
     signum: int | None = None
-    needs_look: bool = False
+    counts: Counts = field(default_factory=Counts)
 
 
 _COUNTS = ("rows", "written", "unchanged", "rejected", "existing", "failed")

@@ -433,7 +433,7 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
             return EXIT_INTERRUPTED + outcome.signum - signal.SIGINT
         if outcome.fatal:
             return EXIT_FATAL
-        return EXIT_PARTIAL if outcome.needs_look else EXIT_OK
+        return exit_code(outcome.counts)
     with open_pipeline(settings) as pipeline:
         try:
             summary = run_import(

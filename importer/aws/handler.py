@@ -39,13 +39,12 @@ from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.region import default_region
 from importer.input.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.input.items import ItemMapper
+from importer.modes.stage import mode_of
 from importer.records import Reject
 from importer.run.batch_unit import BatchOutcome
 from importer.run.pipeline import (
     PipelineSettings,
-    SettingsError,
     WriterKind,
-    mode_of,
     open_client,
     open_pipeline,
 )
@@ -197,7 +196,7 @@ def _settings(
             ),
             sync=sync,
         )
-    except SettingsError as exc:
+    except ValueError as exc:  # SettingsError, or mode_of's
         raise EventError(str(exc)) from None
     mode = settings.mode
     if sync and mode in ("upsert", "strict"):

@@ -33,7 +33,7 @@ from importer.cli.exit_codes import (
 )
 from importer.cli.options import add_batch_options, add_reader_options, batch_limits
 from importer.dynamodb.lanes import DEFAULT_WORKERS
-from importer.modes.stage import DEFAULT_MODE, MODES
+from importer.modes.stage import DEFAULT_MODE, MODES, mode_of
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
 
@@ -369,7 +369,7 @@ def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) ->
     """The run's settings, checked where every entry point's are (`PipelineSettings`):
     a value out of range is a usage error, in the settings' own words."""
     from importer.dynamodb.region import default_region
-    from importer.run.pipeline import PipelineSettings, SettingsError, mode_of
+    from importer.run.pipeline import PipelineSettings, SettingsError
 
     try:
         return PipelineSettings(

@@ -35,7 +35,7 @@ from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.writer import BatchWriter
 from importer.input.batching import Batch
 from importer.mbc.model import CommandTtl, command_ttl
-from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode, ModeStage
+from importer.modes.stage import DEFAULT_MODE, Mode, ModeStage, mode_of, update_of
 from importer.ordering import EntityOrder, FileOrder
 from importer.records import PreparedItem, WriteOutcome
 from importer.run.batch_unit import BatchOutcome, BatchParts, process_batch
@@ -51,7 +51,6 @@ __all__ = [
     "Pipeline",
     "PipelineSettings",
     "SettingsError",
-    "mode_of",
     "open_pipeline",
 ]
 
@@ -65,19 +64,6 @@ class SettingsError(ValueError):
     `importer run` says it as a usage error, the Lambda child as an `EventError`, a
     library caller gets it from `PipelineSettings(...)`: the same words everywhere.
     """
-
-
-def mode_of(value: str | None) -> Mode:
-    """`value` as an import mode; None or "" is the default mode (`DEFAULT_MODE`).
-
-    The one reading of a mode given as text (an option, BatchInput, the environment).
-    """
-    if not value:
-        return DEFAULT_MODE
-    for mode in MODES:
-        if mode == value:
-            return mode
-    raise SettingsError(f"unknown mode {value!r} (one of: {', '.join(MODES)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +114,12 @@ class PipelineSettings:
 
     def __post_init__(self) -> None:
         """Every setting checked here, once, whoever built them (CLI, Lambda, library)."""
-        mode_of(self.mode)
-        if self.update not in (None, *UPDATES):
-            raise SettingsError(f"unknown update {self.update!r} (one of: {', '.join(UPDATES)})")
+        try:
+            mode_of(self.mode)
+            if self.update is not None:
+                update_of(self.update)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         if self.writer not in WRITERS:
             raise SettingsError(f"unknown writer {self.writer!r} (one of: {', '.join(WRITERS)})")
         if isinstance(self.workers, bool) or self.workers < 1:

@@ -32,7 +32,7 @@ from importer.cli.exit_codes import (
     exit_code,
 )
 from importer.cli.options import add_batch_options, add_reader_options, batch_limits
-from importer.dynamodb.lanes import DEFAULT_WORKERS
+from importer.dynamodb.request_pool import DEFAULT_WORKERS
 from importer.modes.stage import DEFAULT_MODE, MODES, mode_of
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]

@@ -124,3 +124,11 @@ def test_batch_limits_are_checked_when_a_run_is_described():
         RunConfig(source="in.csv", batch_items=0)
     with pytest.raises(BatchLimitError, match="over Step Functions' limit"):
         RunConfig(source="in.csv", batch_bytes=300_000)
+
+
+def test_the_engine_default_is_the_fast_one_and_an_unknown_engine_is_refused(spec):
+    assert PipelineSettings(spec=spec, table=TABLE).engine == "native"
+    assert _from_cli(spec).engine == "native"
+    said = r"^unknown engine 'fast' \(one of: native, reference\)$"
+    with pytest.raises(SettingsError, match=said):
+        PipelineSettings(spec=spec, table=TABLE, engine="fast")

@@ -50,6 +50,7 @@ from importer.run.pipeline import (
 )
 from importer.run.reports import failures_csv, rejects_csv
 from importer.transform.context import ContextError, RunContext
+from importer.transform.engines import DEFAULT_ENGINE
 from importer.transform.spec import Spec, SpecError, header_problem, load_spec, loads_spec
 
 __all__ = ["BatchFailed", "EventError", "handle_event", "lambda_handler"]
@@ -367,7 +368,7 @@ def handle_event(
     *,
     client: Any = None,
     s3_client: Any = None,
-    engine: str = "native",
+    engine: str = DEFAULT_ENGINE,
     writer: WriterKind = "http",
 ) -> dict[str, Any]:
     """Process one batch event; `client` (a `importer.dynamodb.client` client) and `s3_client`

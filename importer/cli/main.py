@@ -294,7 +294,9 @@ def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
 
 def _engine_name(args: argparse.Namespace) -> str:
     # native is the default and is required: never a silent fall back to the slow path
-    return args.engine or "native"
+    from importer.transform.engines import DEFAULT_ENGINE
+
+    return args.engine or DEFAULT_ENGINE
 
 
 def _config(args: argparse.Namespace) -> Any:

@@ -37,7 +37,7 @@ from importer.input.source import SourceError
 from importer.run.batch_steps import resolve_duplicates
 from importer.run.driver import open_rows
 from importer.transform.context import RunContext
-from importer.transform.engines import get_engine
+from importer.transform.engines import DEFAULT_ENGINE, ENGINES, get_engine
 from importer.transform.spec import Spec, check_header, load_spec
 
 __all__ = [
@@ -156,7 +156,7 @@ def plan_source(
     *,
     batch_items: int | None = DEFAULT_MAX_ITEMS,
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES,
-    engine: str = "native",
+    engine: str = DEFAULT_ENGINE,
     s3_client: Any = None,
     input_type: str | None = None,
     max_items: int | None = None,
@@ -499,7 +499,7 @@ def plan_file(args: argparse.Namespace, source: str, spec: Spec, s3_client: Any)
         spec,
         batch_items=batch_items,
         batch_bytes=batch_bytes,
-        engine=args.engine or "native",
+        engine=args.engine or DEFAULT_ENGINE,
         s3_client=s3_client,
         input_type=args.input_type,
         max_items=args.max_items,
@@ -622,7 +622,7 @@ def register(subparsers: Any) -> None:
     add_batch_options(p)
     p.add_argument(
         "--engine",
-        choices=("native", "reference"),
+        choices=ENGINES,
         default=None,
         help="transform engine (default native)",
     )

@@ -40,7 +40,7 @@ from importer.ordering import EntityOrder, FileOrder
 from importer.records import PreparedItem, WriteOutcome
 from importer.run.batch_steps import BatchOutcome, BatchParts, process_batch
 from importer.transform.context import RunContext
-from importer.transform.engines import Engine, get_engine
+from importer.transform.engines import DEFAULT_ENGINE, ENGINES, Engine, get_engine
 from importer.transform.spec import Spec
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class PipelineSettings:
     workers: int = DEFAULT_WORKERS
     batches: int | None = None
     writer: WriterKind = "http"
-    engine: str = "native"
+    engine: str = DEFAULT_ENGINE
     dry_run: bool = False
     check_table: bool = True
     sync: bool = False
@@ -120,6 +120,8 @@ class PipelineSettings:
                 update_of(self.update)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        if self.engine not in ENGINES:
+            raise SettingsError(f"unknown engine {self.engine!r} (one of: {', '.join(ENGINES)})")
         if self.writer not in WRITERS:
             raise SettingsError(f"unknown writer {self.writer!r} (one of: {', '.join(WRITERS)})")
         if isinstance(self.workers, bool) or self.workers < 1:

@@ -134,8 +134,8 @@ class RunConfig:
     The spec, the table, the mode and the workers are the pipeline's (`PipelineSettings`):
     stated there once, so a run's checkpoint cannot record another mode than the one it
     writes with, its rows be read for another spec than they are transformed with, nor its
-    window be sized for other workers than its requests.  The batch limits
-    are checked here, once (`check_limits`: what Step Functions would refuse).
+    window be sized for other workers than its requests.  The batch limits are checked
+    here, once (`check_limits`: what Step Functions would refuse).
     """
 
     source: str

@@ -65,7 +65,7 @@ def test_fifty_workers_keep_only_a_few_batches_in_memory(tmp_path: Path):
     with open_pipeline(settings) as pipeline:
         counting = pipeline.writer = _CountingWriter(pipeline.writer)
         assert pipeline.lanes is not None and pipeline.lanes.width == 50 // MAX_BATCH_THREADS
-        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=50)
+        config = RunConfig(source=str(src), batch_items=10)
         summary = run_import(config, pipeline=pipeline)
     assert summary.rows == summary.valid == 3000
     assert 2 <= counting.peak <= MAX_BATCH_THREADS
@@ -113,7 +113,7 @@ def test_over_max_rejects_the_batches_in_the_air_write_nothing_more(tmp_path: Pa
         # 4 batch threads: batch 0 and three later ones run at once
         pipeline.engine = _HeldTransforms(pipeline.engine, pipeline.coordinator, others=3)
         writer = pipeline.writer = _CountingWriter(pipeline.writer)
-        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=4, max_rejects=3)
+        config = RunConfig(source=str(src), batch_items=10, max_rejects=3)
         summary = run_import(config, pipeline=pipeline)
     assert summary.bad_data == summary.rejected == 10 and summary.written == 0
     assert summary.halted_batches >= 3 and summary.skipped == 10 * summary.halted_batches

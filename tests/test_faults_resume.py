@@ -318,7 +318,7 @@ def test_the_checkpoint_records_the_mode_the_pipeline_writes_with(tmp_path):
                 workers=1, region="us-east-1", session=session, check_table=False,
             )  # fmt: skip
             config = RunConfig(
-                source=str(src), spec=spec, batch_items=10, workers=1,
+                source=str(src), batch_items=10,
                 checkpoint_path=checkpoint, resume=resume,
             )  # fmt: skip
             with open_pipeline(settings) as pipeline:

@@ -46,11 +46,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-__all__ = ["Lanes", "RequestGauge", "Waits", "batch_threads"]
+__all__ = ["DEFAULT_WORKERS", "Lanes", "RequestGauge", "Waits", "batch_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: A run's requests in flight (`--workers`) unless told otherwise: the default of the one
+#: settings type (`importer.run.pipeline.PipelineSettings`) and of `importer run`'s option.
+DEFAULT_WORKERS = 50
 #: Batches a run works on at once: enough to keep two cores busy while one
 #: batch waits on its requests, few enough that their items stay small in memory.
 MAX_BATCH_THREADS = 8

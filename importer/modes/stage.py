@@ -101,6 +101,8 @@ __all__ = [
     "PreparedBatch",
     "compare_digest",
     "default_data_table",
+    "mode_of",
+    "update_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,24 @@ DEFAULT_MODE: Mode = "insert"
 UPDATES: tuple[str, ...] = ("merge", "replace")
 #: Command versions newer than the data table probed per row before giving up.
 MAX_PROBE_ROUNDS = 64
+
+
+def mode_of(value: str | None) -> Mode:
+    """`value` as an import mode; None or "" is `DEFAULT_MODE`.  The one reading of a mode
+    given as text (an option, BatchInput, the environment); ValueError in one line."""
+    if not value:
+        return DEFAULT_MODE
+    for mode in MODES:
+        if mode == value:
+            return mode
+    raise ValueError(f"unknown mode {value!r} (one of: {', '.join(MODES)})")
+
+
+def update_of(value: str) -> str:
+    """`value` checked as an update rule (`UPDATES`); ValueError in one line."""
+    if value not in UPDATES:
+        raise ValueError(f"unknown update {value!r} (one of: {', '.join(UPDATES)})")
+    return value
 
 
 def default_data_table(table: str) -> str | None:
@@ -363,10 +383,8 @@ class ModeStage:
         keep_name: bool = False,
         order: FileOrder | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
-        if update not in UPDATES:
-            raise ValueError(f"unknown update {update!r} (one of: {', '.join(UPDATES)})")
+        mode_of(mode)
+        update_of(update)
         #: upsert/strict deep-merge rows into the latest version (the framework's import)
         self.merge = update == "merge" and mode in ("upsert", "strict")
         #: the spec names no record.name: a merge keeps the stored name

@@ -35,13 +35,13 @@ from typing import Any
 
 from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator, Stopped
+from importer.counts import Counts
 from importer.dynamodb.errors import WriterFatalError, one_line
 from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
 from importer.mbc.fast_sync import write_and_sync
 from importer.ordering import EntityOrder, FileOrder
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
-from importer.run.checkpoint import BatchCounts
 from importer.transform.context import RunContext
 
 __all__ = [
@@ -140,8 +140,9 @@ class BatchOutcome:
     def bad_data(self) -> int:
         return sum(1 for r in self.rejects if r.kind.bad_data)
 
-    def counts(self) -> BatchCounts:
-        return BatchCounts(
+    def counts(self) -> Counts:
+        """The batch's counts: what the run adds up and the checkpoint records."""
+        return Counts(
             rows=self.rows,
             written=self.written,
             rejected=len(self.rejects),
@@ -151,6 +152,7 @@ class BatchOutcome:
             existing=self.existing,
             bad_data=self.bad_data,
             synced=self.synced,
+            skipped=self.skipped,
         )
 
 

@@ -20,9 +20,9 @@ from importer import _native
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.client import ALL_PROCESSED
 from importer.dynamodb.errors import DynamoError
-from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.lookup import KeyLookup, Keys
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.strict_writer import StrictWriter
 from importer.dynamodb.writer import BatchWriter

@@ -18,7 +18,7 @@ How a batch's requests go out (`SendLoop.send`):
   settled together (`Pacer.settle_clean`), the others followed up request by
   request;
 * otherwise request by request, each its own call, spread over the batch's lanes
-  (`importer.dynamodb.lanes`; in order when they must not overlap) -- so a client
+  (`importer.dynamodb.request_pool`; in order when they must not overlap) -- so a client
   that sends one call at a time (boto3, TLS) still has as many in flight.
 
 Before a group is sent, and after its answers, the run's coordinator is asked:
@@ -36,8 +36,8 @@ from typing import Generic, Protocol, TypeVar
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError
-from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes, Waits
 
 __all__ = ["First", "Requests", "SendLoop", "Sent", "Taken"]
 

@@ -43,9 +43,9 @@ from typing import Any
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError, ErrorKind
-from importer.dynamodb.lanes import Waits
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Waits
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
 from importer.dynamodb.send_loop import First, SendLoop, Taken
 from importer.dynamodb.writer import chunk_requests, refuse_into, write_units

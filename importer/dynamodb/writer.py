@@ -44,8 +44,8 @@ from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
 from importer.dynamodb.client import ALL_PROCESSED
 from importer.dynamodb.errors import DynamoError, ErrorKind, one_line
-from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes, Waits
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
 from importer.dynamodb.send_loop import First, SendLoop, Taken
 from importer.item_batch import ItemBatch, ItemList, as_batch

@@ -695,8 +695,8 @@ def test_lanes_send_a_batch_requests_side_by_side(srv, session, groups):
     armed, overlapped = threading.Event(), threading.Event()
     try:
         with make_writer(srv, session, workers=8, lanes=lanes) as w:
-            assert w.client_groups  # the HTTP client on plain TCP (Linux)
-            w.client_groups = groups
+            assert w.client.sends_side_by_side  # the HTTP client on plain TCP (Linux)
+            w.client.sends_side_by_side = groups  # the transport's: the writer does not ask
             post, post_many = w.client.post, w.client.post_many
 
             def in_flight(n, send, *args):

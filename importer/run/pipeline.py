@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient, check_command_table
@@ -34,6 +33,7 @@ from importer.dynamodb.request_pool import DEFAULT_WORKERS, Lanes, batch_threads
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.writer import BatchWriter
 from importer.input.batching import Batch
+from importer.item_batch import ItemList, as_batch
 from importer.mbc.model import CommandTtl, command_ttl
 from importer.modes.stage import DEFAULT_MODE, Mode, ModeStage, mode_of, update_of
 from importer.ordering import EntityOrder, FileOrder
@@ -262,11 +262,11 @@ class Pipeline:
         if self.settings.spec.record.tenant.is_constant or not self.settings.table:
             return items
         # the batch's tenants, without a Python object per row (the insert path's speed)
-        pks = items.distinct_pks() if isinstance(items, ItemBlock) else {it.pk for it in items}
+        pks = as_batch(items).distinct_pks()
         ttls = {pk: self.command_ttl(_tenant(pk), self._ttl_start).ttl for pk in pks}
         if all(ttl is None for ttl in ttls.values()):
             return items  # every item already says null
-        out = []
+        out = ItemList()
         for it in items:
             ttl = ttls[it.pk]
             if ttl is not None:

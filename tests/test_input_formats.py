@@ -850,7 +850,8 @@ def test_without_pyarrow_a_parquet_source_stops_with_one_line(products, tmp_path
     import subprocess
     import sys
 
-    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # import fails as if absent
+    for name in ("pyarrow", "pyarrow.parquet", "pyarrow._parquet"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if absent
     with pytest.raises(SourceError, match=r"reading Parquet needs pyarrow.*pip install"):
         _import(products["PARQUET"], tmp_path)
     code = (
@@ -998,7 +999,8 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
     pq.write_table(table, path, row_group_size=10_000, compression="none")
     del table  # its own buffers count in the pool too
     size = path.stat().st_size
-    reader = ParquetReader(str(path), SPEC.needed_columns, SPEC.kinds)
+    # slices smaller than the file (the default slice, 65,536 rows, is a third of it)
+    reader = ParquetReader(str(path), SPEC.needed_columns, SPEC.kinds, batch_rows=16_384)
     batcher = Batcher(max_items=1000, max_bytes=262_144, batch_input={})
     in_use = []
     rows = 0
@@ -1006,4 +1008,41 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
         rows += len(batch.rows)
         in_use.append(pa.total_allocated_bytes())
     assert rows == n
-    assert max(in_use) < size / 4, (max(in_use), size)
+    # at most two record batches at once (one being read ahead, `read_ahead`): every
+    # row group kept (pre_buffer) comes near the file's size
+    assert max(in_use) < size / 3, (max(in_use), size)
+
+
+def test_read_ahead_hands_on_every_item_in_order_then_the_error_and_stops_when_closed():
+    """The Parquet reader cuts on a helper thread (`read_ahead`): the consumer sees the
+    items in order, an error where it was raised, and closing early ends the helper."""
+    import threading
+
+    from importer.input.parquet import read_ahead
+
+    def failing():
+        yield from (1, 2, 3)
+        raise SourceError("broken at 3")
+
+    got = []
+    with pytest.raises(SourceError, match="broken at 3"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1, 2, 3]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = set(threading.enumerate())
+    ahead = read_ahead(endless(), depth=2)
+    assert [next(ahead), next(ahead)] == [0, 1]
+    (helper,) = set(threading.enumerate()) - before
+    ahead.close()
+    assert not helper.is_alive()
+    assert len(produced) <= 2 + 2 + 2  # taken, queued, and one being made when closed

@@ -751,6 +751,111 @@ def test_a_manifest_import_resumes_where_it_stopped(products, tmp_path):
     assert len(items) == summary["written"]
 
 
+_INVENTORY_SPEC = {
+    "record": {"type": "OBJ", "code": "{Key}"},
+    "columns": {"Key": {"required": True}, "Size": {"type": "integer"}},
+    "input": {"manifest_type": "S3_INVENTORY"},
+}
+
+
+def _s3_inventory(s3, parts: list[int]) -> str:
+    """An S3 Inventory report in moto S3 (bucket "inv"): a gzip CSV file per entry of
+    `parts` listing that many objects, and its manifest.json; the manifest's URI."""
+    s3.create_bucket(Bucket="inv")
+    keys, first = [], 0
+    for n, count in enumerate(parts):
+        rows = "".join(f'"src","obj-{i:05d}","{i}"\n' for i in range(first, first + count))
+        first += count
+        keys.append(f"data/{n}.csv.gz")
+        s3.put_object(Bucket="inv", Key=keys[-1], Body=gzip.compress(rows.encode()))
+    doc = {
+        "sourceBucket": "src",
+        "destinationBucket": "arn:aws:s3:::inv",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size",
+        "files": [{"key": k, "size": 1, "MD5checksum": "x"} for k in keys],
+    }
+    s3.put_object(Bucket="inv", Key="m/manifest.json", Body=json.dumps(doc).encode())
+    return "s3://inv/m/manifest.json"
+
+
+def test_an_s3_inventory_manifest_naming_a_missing_file_stops_with_one_line(tmp_path):
+    import boto3
+    from moto import mock_aws
+
+    spec = parse_spec(_INVENTORY_SPEC)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        uri = _s3_inventory(s3, [3, 4])
+        s3.delete_object(Bucket="inv", Key="data/1.csv.gz")
+        settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=2)
+        with open_pipeline(settings) as pipeline:
+            cfg = RunConfig(source=uri, spec=spec, workers=2)
+            with pytest.raises(SourceError) as caught:
+                run_import(cfg, pipeline=pipeline, s3_client=s3)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "manifest lists an object that cannot be read" in message
+    assert "s3://inv/data/1.csv.gz" in message
+
+
+def test_an_s3_inventory_import_resumes_where_it_stopped(tmp_path):
+    """A run over an S3 Inventory of three gzip CSV files stops after 4 batches; --resume
+    sends only the batches not done (numbered across the files), nothing twice, nothing
+    lost: the table ends holding every listed object once."""
+    import boto3
+    from moto import mock_aws
+
+    from importer.dynamodb.errors import WriterFatalError
+    from tests.support.ddb_server import DdbServer
+
+    spec = parse_spec(_INVENTORY_SPEC)
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    with mock_aws(), DdbServer(tables=["t-command"]) as srv:
+        s3 = boto3.client("s3", region_name="us-east-1")
+        uri = _s3_inventory(s3, [250, 450, 200])
+
+        def run(resume: bool, fail_after: int | None) -> dict:
+            settings = PipelineSettings(
+                spec=spec,
+                table="t-command",
+                mode="blind",
+                endpoint_url=srv.endpoint_url,
+                workers=1,
+                region="us-east-1",
+                session=session,
+                check_table=False,
+            )
+            with open_pipeline(settings) as pipeline:
+                if fail_after is not None:
+                    pipeline.writer = _FailAfter(pipeline.writer, fail_after)
+                cfg = RunConfig(
+                    source=uri,
+                    spec=spec,
+                    batch_items=100,
+                    workers=1,
+                    checkpoint_path=tmp_path / "cp.jsonl",
+                    resume=resume,
+                    rejects_path=tmp_path / "r.csv",
+                )
+                return run_import(cfg, pipeline=pipeline, s3_client=s3).to_json()
+
+        with pytest.raises(WriterFatalError, match="finished batch"):
+            run(False, 4)
+        stored = len(srv.items("t-command"))
+        assert 0 < stored < 900
+        srv.reset_stats()
+        summary = run(True, None)
+        sent = srv.stats().get("items.BatchWriteItem", 0)
+        items = srv.items("t-command")
+    assert summary["resumed_batches"] * 100 == stored  # the batches done before, skipped
+    assert sent == 900 - stored  # the resumed run sent only the rest, none twice
+    assert summary["rows"] == 900 and summary["written"] + summary["rejected"] == 900
+    assert len(items) == 900
+
+
 @pytest.mark.parametrize("kind", ["JSONL", "JSON", "PARQUET"])
 def test_spec_init_drafts_from_typed_samples(products, tmp_path, kind):
     """The draft takes the JSON or Parquet types as they are, and validates its sample."""

@@ -11,7 +11,7 @@ and handed down to every part that works on the run's behalf:
   every worker's next send raises that same error (`raise_if_failed`), so the run
   ends with one readable line, not one per thread;
 * `halt(reason)` stops the writes: a batch that has not written yet does not
-  (`importer.run.batch_unit`), and what it skipped is counted in its outcome;
+  (`importer.run.batch_steps`), and what it skipped is counted in its outcome;
 * waiters for a turn (`importer.ordering`) are woken by either, through `on_stop`;
 * `status` is said, not inferred: only a FINISHED run completes its checkpoint.
 

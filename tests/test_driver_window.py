@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from importer.dynamodb.lanes import MAX_BATCH_THREADS
+from importer.dynamodb.request_pool import MAX_BATCH_THREADS
 from importer.run.driver import RunConfig, run_import
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform.spec import Spec, load_spec

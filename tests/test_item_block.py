@@ -28,7 +28,7 @@ from importer.dynamodb.writer import (
     write_units,
 )
 from importer.records import PreparedItem
-from importer.run.batch_unit import resolve_duplicates
+from importer.run.batch_steps import resolve_duplicates
 from importer.transform import native_engine, reference
 from tests.test_native_equivalence import SCALE, spec_and_rows
 

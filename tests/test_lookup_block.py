@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from importer import _native
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError
-from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes
 from importer.dynamodb.retry import RetryPolicy
 from importer.records import PreparedItem
 

@@ -16,7 +16,7 @@ from importer.cli.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batcher
 from importer.input.source import CsvReader
 from importer.item_size import item_size_of
-from importer.run.batch_unit import resolve_duplicates
+from importer.run.batch_steps import resolve_duplicates
 from importer.run.driver import RunConfig, run_import
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform import reference

@@ -19,7 +19,7 @@ import pytest
 import urllib3
 
 from importer.dynamodb.errors import ErrorKind, classify
-from importer.dynamodb.lanes import Lanes
+from importer.dynamodb.request_pool import Lanes
 from importer.dynamodb.retry import (
     RetryPolicy,
     WriterFatalError,
@@ -126,7 +126,7 @@ def test_chunks_respect_16mb_and_never_repeat_a_key(srv, session):
 
 @pytest.fixture(params=["in order", "side by side"])
 def lanes(request):
-    """None (a batch's requests one after another) or lanes (`importer.dynamodb.lanes`)."""
+    """None (a batch's requests one after another) or lanes (`importer.dynamodb.request_pool`)."""
     if request.param == "in order":
         yield None
         return

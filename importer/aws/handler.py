@@ -35,13 +35,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.region import default_region
+from importer.dynamodb.request_pool import Lanes
 from importer.input.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.input.items import ItemMapper
 from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode
 from importer.records import Reject
-from importer.run.batch_unit import BatchOutcome
+from importer.run.batch_steps import BatchOutcome
 from importer.run.pipeline import PipelineSettings, open_client, open_pipeline
 from importer.run.reports import failures_csv, rejects_csv
 from importer.transform.context import ContextError, RunContext
@@ -226,7 +226,8 @@ def _budget_share(total: str | None, concurrency: str | None) -> float | None:
 # so a spec replaced at the same key is read again by the next invocation, not never.
 # Nothing per-invocation is kept here (each invocation opens and closes its pipeline).
 _SPECS: dict[str, tuple[object, Spec]] = {}
-#: requests one child sends at once (its batch's requests side by side, `importer.dynamodb.lanes`)
+#: requests one child sends at once (its batch's requests side by side,
+#: `importer.dynamodb.request_pool`)
 CHILD_WORKERS = 4
 #: kept across warm invocations: a new batch starts with what earlier ones measured
 #: (a fresh set sends its first requests one at a time until they are timed)

@@ -34,7 +34,7 @@ from importer.input.batching import (
 )
 from importer.input.source import SourceError
 from importer.records import Reject
-from importer.run.batch_unit import resolve_duplicates
+from importer.run.batch_steps import resolve_duplicates
 from importer.run.driver import open_rows
 from importer.transform.context import RunContext
 from importer.transform.engines import get_engine

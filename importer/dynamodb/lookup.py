@@ -22,8 +22,8 @@ from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.client import describe_table
 from importer.dynamodb.errors import DynamoError, ErrorKind
-from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes, Waits
 from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
 
 __all__ = ["MAX_GET_KEYS", "PROJECTION", "BlockKeys", "DistinctKeys", "KeyLookup", "LookupFailed"]

@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
-from importer.dynamodb.lanes import Waits
+from importer.dynamodb.request_pool import Waits
 
 __all__ = [
     "Pacer",

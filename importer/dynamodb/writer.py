@@ -42,8 +42,8 @@ from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
 from importer.dynamodb.client import ALL_PROCESSED
 from importer.dynamodb.errors import DynamoError, ErrorKind, one_line
-from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes, Waits
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
 from importer.records import Failure, PreparedItem, WriteOutcome
 

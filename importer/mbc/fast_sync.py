@@ -35,7 +35,7 @@ from importer.records import Failure, PreparedItem, WriteOutcome
 __all__ = ["SyncedBatch", "finished_status", "new_entity_items", "write_and_sync"]
 
 _VERSION_1 = b'{"N":"1"}'
-#: what `importer.run.batch_unit.mark_sync` appends to a record, as a member
+#: what `importer.run.batch_steps.mark_sync` appends to a record, as a member
 SYNC_MODE_MEMBER = b',"syncMode":{"S":"SYNC"}'
 _DATA_TAIL = ("createdAt", "updatedAt", "createdBy", "updatedBy", "createdIp", "updatedIp")
 
@@ -169,7 +169,7 @@ def write_and_sync(
     """Write a batch's command records and apply them, new entities as bytes.
 
     `items` are the batch's records as the mode stage left them; `mark` is
-    `importer.run.batch_unit.mark_sync` (`syncMode: SYNC` appended).  The
+    `importer.run.batch_steps.mark_sync` (`syncMode: SYNC` appended).  The
     batch's entities are read in the data table first (consistent, in groups,
     as `importer.mbc.sync` reads them).  A record at version 1 whose entity has
     no data row and appears once in the batch is the plain case: its data row
@@ -179,7 +179,7 @@ def write_and_sync(
     (`importer._native.block_new_entities`) and written as blocks.  A row whose
     data row was refused is a failure and its command is not written (nothing
     half-applied is left; a re-run writes it).  Every other record is marked,
-    written as it is and handed to `general` (`importer.run.batch_unit`'s call of
+    written as it is and handed to `general` (`importer.run.batch_steps`'s call of
     `BatchSync.sync`) with the command outcome.  Without the default handler
     alone (custom handlers run in bulk there) everything goes the general way.
     """

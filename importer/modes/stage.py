@@ -334,7 +334,7 @@ class _Row:
     mine_state: bytes = b""  # ("merge") the fields stored at `mine`
     cur_line: int = 0  # line of this run that wrote cur_version (0 = another writer)
     failed: str = ""
-    lazy_id: bool = False  # request_id not read yet (see `_whose`)
+    lazy_id: bool = False  # request_id not read yet (see `_who_wrote`)
 
 
 def _not_assigned(items: Sequence[PreparedItem]) -> PreparedBatch:
@@ -823,7 +823,7 @@ class ModeStage:
             data = found.get((r.item.pk, r.base))
             if data is not None:
                 v = _version_of(data, 1)
-                seen, line = self._whose(r, data)
+                seen, line = self._who_wrote(r, data)
                 if seen == "mine":
                     r.mine = v
                     if self.merge:
@@ -858,7 +858,7 @@ class ModeStage:
             nxt: list[tuple[_Row, int, int]] = []
             for (r, v, step), key in zip(probing, keys, strict=True):
                 stored = found.get(key)
-                seen, line = ("absent", 0) if stored is None else self._whose(r, stored)
+                seen, line = ("absent", 0) if stored is None else self._who_wrote(r, stored)
                 if seen == "mine":
                     r.mine = v
                     if self.merge and stored is not None:
@@ -880,7 +880,7 @@ class ModeStage:
             probing = nxt
 
     @staticmethod
-    def _whose(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
+    def _who_wrote(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
         """Who wrote `stored`, and the line when it was this run.
 
         ('mine', 0) -- this very row; ('later', line) -- this run, a later

@@ -2,16 +2,16 @@
 
 source → batches → transform → writer → report.  The main thread reads and
 cuts batches exactly as ItemBatcher would; each batch is handled by the
-pipeline's per-batch unit (`importer.run.batch_unit`) — the same one the Lambda
+pipeline's per-batch unit (`importer.run.batch_steps`) — the same one the Lambda
 child runs — on a pool fed through a bounded window (`importer.run.window`), so
 reading blocks (back-pressure) instead of piling batches up in memory.
 `workers` (MaxConcurrency) bounds the requests in flight: a few batches at a
-time each send theirs over several lanes (`importer.dynamodb.lanes`), which
+time each send theirs over several lanes (`importer.dynamodb.request_pool`), which
 keeps the same concurrency with a fraction of the batches in memory.  Outcomes
 come back as data and are counted on the main thread only, which is how every
 run can check `rows == written + unchanged + rejected + failed + skipped`.
 
-Whether the run goes on is the pipeline's `RunCoordinator`'s to say: the pump
+Whether the run goes on is the pipeline's `RunCoordinator`'s to say: `submit_batches`
 halts it over --max-rejects (the batches not yet written then count as skipped),
 a worker's fatal error fails it, and its status decides the checkpoint.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from importer.coordinator import RunStatus
 from importer.dynamodb.errors import WriterFatalError
-from importer.dynamodb.lanes import batch_threads
+from importer.dynamodb.request_pool import batch_threads
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
 from importer.input.source import (
@@ -46,7 +46,7 @@ from importer.input.source import (
     open_source,
 )
 from importer.records import Reject
-from importer.run.batch_unit import BatchOutcome
+from importer.run.batch_steps import BatchOutcome
 from importer.run.checkpoint import Checkpoint, RunLock
 from importer.run.pipeline import Pipeline, PipelineSettings
 from importer.run.reports import (
@@ -400,7 +400,7 @@ def _run_import(
         )
         coordinator = pipeline.coordinator
         try:
-            run.pump(reader, batcher)
+            run.submit_batches(reader, batcher)
             coordinator.finish(RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED)
         except BaseException as exc:
             coordinator.finish(RunStatus.FAILED)
@@ -610,13 +610,14 @@ class _Run:
         """Only bad data counts: rows that exist or conflict are outcomes of a re-run."""
         return self.limit is not None and self.summary.bad_data > self.limit
 
-    def pump(self, reader: Any, batcher: Batcher) -> None:
+    def submit_batches(self, reader: Any, batcher: Batcher) -> None:
         config, pipeline = self.config, self.pipeline
         coordinator = pipeline.coordinator
         size_of = pipeline.engine.row_json_size
         header = self.header
         # `workers` is the run's request concurrency: a few batches at a time send their
-        # requests side by side (`importer.dynamodb.lanes`), so only those few hold their items.
+        # requests side by side (`importer.dynamodb.request_pool`), so only those few hold
+        # their items.
         # A batch waiting in the pool's queue holds all its rows; one done but not yet
         # settled (an earlier batch is still running) holds only its outcome.  So the
         # window stays 2 x workers wide for the slow-batch case, but only a few batches

@@ -27,10 +27,10 @@ from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient, check_command_table
-from importer.dynamodb.lanes import Lanes, batch_threads
 from importer.dynamodb.lookup import KeyLookup
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.region import default_region
+from importer.dynamodb.request_pool import Lanes, batch_threads
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.writer import BatchWriter
 from importer.input.batching import Batch
@@ -38,7 +38,7 @@ from importer.mbc.model import CommandTtl, command_ttl
 from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode, ModeStage
 from importer.ordering import EntityOrder, FileOrder
 from importer.records import PreparedItem, WriteOutcome
-from importer.run.batch_unit import BatchOutcome, BatchParts, process_batch
+from importer.run.batch_steps import BatchOutcome, BatchParts, process_batch
 from importer.transform.context import RunContext
 from importer.transform.engines import Engine, get_engine
 from importer.transform.spec import Spec
@@ -71,8 +71,8 @@ class PipelineSettings:
 
     `workers` is how many requests may be in flight at once; `batches` how many
     batches call `process` at once (the Lambda child: one; a local run: as
-    many as `importer.dynamodb.lanes.batch_threads` gives).  Each batch spreads its
-    requests over `workers // batches` lanes (`importer.dynamodb.lanes`).
+    many as `importer.dynamodb.request_pool.batch_threads` gives).  Each batch spreads its
+    requests over `workers // batches` lanes (`importer.dynamodb.request_pool`).
     """
 
     spec: Spec

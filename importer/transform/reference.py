@@ -278,7 +278,7 @@ def transform_batch(
     """Validate and map one batch; every row ends as exactly one item or reject.
 
     Rows with the same key are all kept: the batch unit settles them by import mode
-    (`importer.run.batch_unit`).
+    (`importer.run.batch_steps`).
     """
     items: list[PreparedItem] = []
     result = TransformResult(items=items)

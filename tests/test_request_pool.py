@@ -1,4 +1,4 @@
-"""`importer.dynamodb.lanes`: one batch's requests side by side, in order, never stalled."""
+"""`importer.dynamodb.request_pool`: one batch's requests side by side, in order, never stalled."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from importer.dynamodb.lanes import (
+from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import (
     MAX_BATCH_THREADS,
     MIN_BATCHES_AT_ONCE,
     Lanes,
     Waits,
     batch_threads,
 )
-from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy
 from tests.support.pacing_sim import FakeClock
 

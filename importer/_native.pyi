@@ -135,5 +135,14 @@ class BatchCutter:
     def take_row(
         self, line: int, fields: list[str], size: int
     ) -> tuple[RowBlock, int, list[Any]] | None: ...
+    def take_arrow(
+        self,
+        n: int,
+        first_line: int,
+        columns: list[tuple[Any, ...]],
+        sizes: Any,
+        start: int,
+        end: int,
+    ) -> list[tuple[RowBlock, int, list[Any]]]: ...
     def problem(self, obj: Any) -> None: ...
     def flush(self) -> tuple[RowBlock, int, list[Any]] | None: ...

@@ -538,11 +538,14 @@ def test_a_duplicate_header_name_is_found_in_a_very_wide_header():
     import io
 
     from importer.input.options import CsvOptions
-    from importer.input.source import CsvReader, SourceError
+    from importer.input.source import CsvReader, ParsedRow, SourceError, read_header
 
-    names = [f"c{i}" for i in range(100_000)] + ["c7"]  # 0.6 MB: under the header limit
+    names = [f"c{i}" for i in range(100_000)] + ["c7"]  # 0.6 MB: the check alone (a row
+    # this long stops the reader first: ItemReader reads headers of up to 10 KiB)
     data = (",".join(names) + "\n").encode()
     with pytest.raises(SourceError, match="duplicate column name 'c7'"):
+        read_header(iter([ParsedRow(1, names, None)]), CsvOptions(",", "FIRST_ROW", None))
+    with pytest.raises(SourceError, match="header row longer than 10,240 bytes"):
         CsvReader(io.BytesIO(data), CsvOptions(",", "FIRST_ROW", None))
 
 

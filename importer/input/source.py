@@ -41,10 +41,10 @@ _BOM = "\ufeff"
 #: a data record longer than the largest item DynamoDB can store cannot be imported:
 #: it is refused as it streams, never held (a line of any length costs one chunk)
 MAX_RECORD_BYTES = MAX_ITEM_BYTES
-#: the header is not an item, but every row of a batch is sent with all its columns, and a
-#: child input holds at most 256 KB (MaxInputBytesPerBatch): a header four times that long
-#: can never be imported, and is refused before it is held
-MAX_HEADER_BYTES = 1 << 20
+#: ItemReader reads a CSV header of at most 10 KiB (AWS Step Functions developer guide,
+#: "ItemReader (Map)", CSVHeaderLocation: "Currently, Step Functions supports CSV headers
+#: of up to 10 KiB"; docs/aws-facts.md): a longer header row is refused, before it is held
+MAX_HEADER_BYTES = 10 * 1024
 
 
 def record_too_long(limit: int) -> str:
@@ -595,8 +595,8 @@ def read_header(records: Iterator[ParsedRow], options: CsvOptions) -> list[str]:
     if first.error:
         if not first.fields:  # longer than the limit: not read
             raise SourceError(
-                f"header row longer than {MAX_HEADER_BYTES:,} bytes: rows with that many "
-                "columns cannot fit in a batch (MaxInputBytesPerBatch is at most 262,144)"
+                f"header row longer than {MAX_HEADER_BYTES:,} bytes: Step Functions' "
+                "ItemReader reads CSV headers of up to 10 KiB"
             )
         raise SourceError(f"header row: {first.error}")
     names = list(first.fields)

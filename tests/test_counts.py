@@ -39,7 +39,12 @@ def test_a_summary_is_counts_and_keeps_its_json_keys_in_order():
     assert (
         ",".join(keys[:8]) == "rows,written,rejected,failed,batches,seconds,rows_per_second,valid"
     )
-    assert set(keys) == {f.name for f in fields(Summary)} and keys[-2:] == ["skipped", "ttl"]
+    assert set(keys) == {f.name for f in fields(Summary)} and keys[-4:] == [
+        "skipped",
+        "ttl",
+        "objects",
+        "objects_read",
+    ]
 
 
 @pytest.mark.parametrize(

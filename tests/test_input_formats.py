@@ -1118,6 +1118,33 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
     assert max(in_use) < size / 3, (max(in_use), size)
 
 
+def test_a_parquet_run_stopped_by_a_fatal_error_leaves_no_reader_thread(
+    products, tmp_path, monkeypatch
+):
+    """The Parquet reader cuts on a helper thread (`read_ahead`): a run that stops on a
+    fatal error closes it before the error leaves run_import, though the error (and its
+    traceback, holding the run's frames) is still held here."""
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from importer.dynamodb.errors import WriterFatalError
+    from importer.input.parquet import ParquetReader
+
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pq.read_table(products["PARQUET"]), path, row_group_size=100)
+    monkeypatch.setitem(ParquetReader.__init__.__kwdefaults__, "batch_rows", 100)
+    before = set(threading.enumerate())
+    settings = PipelineSettings(spec=SPEC, mode="blind", dry_run=True, workers=1)
+    with open_pipeline(settings) as pipeline:
+        pipeline.writer = _FailAfter(pipeline.writer, 2)
+        cfg = RunConfig(source=str(path), spec=SPEC, batch_items=100, workers=1)
+        with pytest.raises(WriterFatalError) as caught:
+            run_import(cfg, pipeline=pipeline)
+    helpers = [t for t in set(threading.enumerate()) - before if "read-ahead" in t.name]
+    assert caught.value is not None and helpers == []
+
+
 def test_read_ahead_hands_on_every_item_in_order_then_the_error_and_stops_when_closed():
     """The Parquet reader cuts on a helper thread (`read_ahead`): the consumer sees the
     items in order, an error where it was raised, and closing early ends the helper."""

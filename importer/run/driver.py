@@ -713,11 +713,6 @@ class _Run:
             give_back(window.cancel_queued())
             raise
         finally:
-            # a reader's batches may run a helper thread (Parquet's `read_ahead`): closed
-            # now, not whenever a traceback holding this frame lets go of them
-            close = getattr(batches, "close", None)
-            if close is not None:
-                close()
             pool.shutdown(wait=True, cancel_futures=True)
             if not self.interrupted and not len(window):
                 self.settled_bytes = self.stream.bytes_read  # every batch settled

@@ -2355,6 +2355,16 @@ cdef class ItemBlock:
                 return -1
         return self.stop - self.start
 
+    def pick(self, tuple names):
+        """`wire_pick(it.wire, names)` of each item (`block_pick`): the members the
+        mode stage compares, without a PreparedItem per item."""
+        return block_pick(self, names)
+
+    def block(self):
+        """Itself: the batch in the C layout, for the C functions that read a block's
+        buffer (the pure-Python `importer.item_batch.ItemList` answers None)."""
+        return self
+
 
 cdef ItemBlock _block_view(_ItemStore store, Py_ssize_t start, Py_ssize_t stop):
     cdef ItemBlock view = ItemBlock.__new__(ItemBlock)

@@ -3,6 +3,8 @@
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
+from importer.item_batch import ItemBatch
+
 CODES: dict[str, int]
 
 def escape_scan(data: bytes) -> tuple[bool, int]: ...
@@ -39,7 +41,7 @@ def transform_rows(
     key_reject: Callable[..., Any],
 ) -> tuple[ItemBlock, list[Any]]: ...
 
-class ItemBlock(Sequence[Any]):
+class ItemBlock(ItemBatch):
     start: int
     stop: int
     def __init__(self, items: Iterable[Any] = ...) -> None: ...
@@ -56,6 +58,8 @@ class ItemBlock(Sequence[Any]):
     def chunk_bounds(self, max_items: int, budget: int, per_item: int) -> list[int]: ...
     def body(self, prefix: bytes, sep: bytes, suffix: bytes) -> bytes: ...
     def write_units(self, unit_bytes: int) -> int: ...
+    def pick(self, names: tuple[bytes, ...]) -> list[bytes | None]: ...
+    def block(self) -> ItemBlock | None: ...
 
 class RowBlock(Sequence[tuple[int, list[str]]]):
     width: int

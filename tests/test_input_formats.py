@@ -68,9 +68,7 @@ def _import(source: Path, tmp_path: Path, **config) -> tuple[dict, list[bytes], 
         pipeline.writer = capture
         cfg = RunConfig(
             source=str(source),
-            spec=SPEC,
             batch_items=config.pop("batch_items", 100),
-            workers=2,
             run_id="fmt",
             rejects_path=rejects,
             **config,
@@ -468,7 +466,7 @@ def test_an_s3_inventory_manifest_reads_its_gzip_csv_files(tmp_path):
         with open_pipeline(settings) as pipeline:
             capture = _Capture(pipeline.writer)
             pipeline.writer = capture
-            cfg = RunConfig(source="s3://inv/m/manifest.json", spec=spec, workers=2)
+            cfg = RunConfig(source="s3://inv/m/manifest.json")
             summary = run_import(cfg, pipeline=pipeline, s3_client=s3)
     assert summary.rows == 5 and summary.would_write == 5
     assert b'"Size":{"N":"40"}' in b"".join(capture.wires)
@@ -486,7 +484,7 @@ def test_parquet_on_s3_is_read_by_ranges(products, tmp_path):
         with open_pipeline(settings) as pipeline:
             capture = _Capture(pipeline.writer)
             pipeline.writer = capture
-            cfg = RunConfig(source="s3://lake/p.parquet", spec=SPEC, workers=2, run_id="fmt")
+            cfg = RunConfig(source="s3://lake/p.parquet", run_id="fmt")
             with mock.patch.object(RunContext, "new", return_value=CTX):
                 summary = run_import(cfg, pipeline=pipeline, s3_client=s3)
     _, base_wires, _ = _import(products["PARQUET"], tmp_path)
@@ -731,9 +729,7 @@ def test_a_manifest_import_resumes_where_it_stopped(products, tmp_path):
                     pipeline.writer = _FailAfter(pipeline.writer, fail_after)
                 cfg = RunConfig(
                     source=str(manifest),
-                    spec=spec,
                     batch_items=100,
-                    workers=1,
                     checkpoint_path=tmp_path / "cp.jsonl",
                     resume=resume,
                     rejects_path=tmp_path / "r.csv",
@@ -790,7 +786,7 @@ def test_an_s3_inventory_manifest_naming_a_missing_file_stops_with_one_line(tmp_
         s3.delete_object(Bucket="inv", Key="data/1.csv.gz")
         settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=2)
         with open_pipeline(settings) as pipeline:
-            cfg = RunConfig(source=uri, spec=spec, workers=2)
+            cfg = RunConfig(source=uri)
             with pytest.raises(SourceError) as caught:
                 run_import(cfg, pipeline=pipeline, s3_client=s3)
     message = str(caught.value)
@@ -833,9 +829,7 @@ def test_an_s3_inventory_import_resumes_where_it_stopped(tmp_path):
                     pipeline.writer = _FailAfter(pipeline.writer, fail_after)
                 cfg = RunConfig(
                     source=uri,
-                    spec=spec,
                     batch_items=100,
-                    workers=1,
                     checkpoint_path=tmp_path / "cp.jsonl",
                     resume=resume,
                     rejects_path=tmp_path / "r.csv",
@@ -879,9 +873,7 @@ def test_spec_init_drafts_from_typed_samples(products, tmp_path, kind):
 
     settings = PipelineSettings(spec=load_spec(spec_path), mode="blind", dry_run=True, workers=2)
     with open_pipeline(settings) as pipeline:
-        summary = run_import(
-            RunConfig(source=str(source), spec=settings.spec, workers=2), pipeline=pipeline
-        )
+        summary = run_import(RunConfig(source=str(source)), pipeline=pipeline)
     assert summary.rejected == 0 and summary.would_write == 300
 
 
@@ -922,7 +914,7 @@ def test_a_parquet_timestamp_is_the_same_instant_locally_and_in_the_child(tmp_pa
     with open_pipeline(settings) as pipeline:
         capture = _Capture(pipeline.writer)
         pipeline.writer = capture
-        run_import(RunConfig(source=str(path), spec=spec, workers=2), pipeline=pipeline)
+        run_import(RunConfig(source=str(path)), pipeline=pipeline)
     local = [json.loads(w)["attributes"]["M"] for w in capture.wires]
 
     batch_input = import_csv_definition(input_type="PARQUET")["States"]["import-csv"][

@@ -239,8 +239,6 @@ class ParquetReader(RowReader):
         self._kinds = dict(zip(header, kinds, strict=True))
         #: columns of the last record batch holding a value that does not fit
         self._misfits: dict[str, bool] = {}
-        self.padded = 0
-        self.truncated = 0
         self.rows_total = self._file.metadata.num_rows
 
     # -- one batch of columns ---------------------------------------------------

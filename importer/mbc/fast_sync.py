@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from importer._native import ItemBlock, block_new_entities, wire_members
-from importer.dynamodb.lookup import BlockKeys
+from importer._native import block_new_entities, wire_members
+from importer.dynamodb.lookup import Keys
+from importer.item_batch import as_batch
 from importer.mbc.command_states import FINISH_FINISHED
 from importer.mbc.data_sync import _COPIED, _COPIED_LATE
 from importer.mbc.model import DATE_FIELDS, _render_text, format_date, remove_sk_version
@@ -244,11 +245,12 @@ def _plain(
     """(data rows, finished commands, the rest marked) -- see `write_and_sync`."""
     if not syncer.plain_only():
         return [], [], mark(items)
-    block = isinstance(items, ItemBlock) and items.at_version_1() and items.keys_unique()
+    native = as_batch(items).block()  # C below reads a native block's buffer
+    block = native is not None and native.at_version_1() and native.keys_unique()
     candidates: Sequence[PreparedItem] = items
     keys: Any
     if block:  # every record at @1, each entity once: all are candidates
-        keys = BlockKeys(items, versioned=False)
+        keys = Keys.of(as_batch(items), versioned=False)
     else:
         bases: dict[tuple[str, str], int] = {}
         for it in items:
@@ -270,7 +272,8 @@ def _plain(
     finished: list[PreparedItem] = []
     general: list[PreparedItem] = []  # not marked yet
     if block:
-        assert isinstance(items, ItemBlock)
+        assert native is not None
+        items = native
         take = bytearray(b"\x01") * len(items)
         if stored:
             for i, key in enumerate(items.entity_keys(versioned=False)):

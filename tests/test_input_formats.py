@@ -346,6 +346,29 @@ def test_parquet_rows_are_items_positioned_by_row_across_row_groups(products, tm
     assert rows[0].size == len(first.encode())
 
 
+def test_parquet_is_read_alike_through_pyarrow_parquet_when_its_own_reader_is_absent(
+    products, monkeypatch
+):
+    """The reader opens files with pyarrow's own Parquet reader (`pyarrow._parquet`: no
+    filesystems imported); a pyarrow without it falls back to `ParquetFile`, same rows."""
+    import sys
+
+    from importer.input import parquet
+
+    def rows() -> list[tuple[int, list[str], int]]:
+        reader = parquet.ParquetReader(
+            str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds, batch_rows=700
+        )
+        batcher = Batcher(max_items=250, max_bytes=262_144, batch_input={})
+        batches = reader.read_batches(batcher)
+        return [(line, list(f), b.index) for b in batches for line, f in b.rows]
+
+    direct = rows()
+    monkeypatch.setitem(sys.modules, "pyarrow._parquet", None)  # import fails as if absent
+    assert isinstance(parquet._open_file(str(products["PARQUET"])), parquet._PublicFile)
+    assert rows() == direct and len(direct) == ROWS
+
+
 def test_parquet_type_misfit_rejects_each_row_holding_a_value(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

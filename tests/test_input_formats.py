@@ -346,6 +346,29 @@ def test_parquet_rows_are_items_positioned_by_row_across_row_groups(products, tm
     assert rows[0].size == len(first.encode())
 
 
+def test_parquet_is_read_alike_through_pyarrow_parquet_when_its_own_reader_is_absent(
+    products, monkeypatch
+):
+    """The reader opens files with pyarrow's own Parquet reader (`pyarrow._parquet`: no
+    filesystems imported); a pyarrow without it falls back to `ParquetFile`, same rows."""
+    import sys
+
+    from importer.input import parquet
+
+    def rows() -> list[tuple[int, list[str], int]]:
+        reader = parquet.ParquetReader(
+            str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds, batch_rows=700
+        )
+        batcher = Batcher(max_items=250, max_bytes=262_144, batch_input={})
+        batches = reader.read_batches(batcher)
+        return [(line, list(f), b.index) for b in batches for line, f in b.rows]
+
+    direct = rows()
+    monkeypatch.setitem(sys.modules, "pyarrow._parquet", None)  # import fails as if absent
+    assert isinstance(parquet._open_file(str(products["PARQUET"])), parquet._PublicFile)
+    assert rows() == direct and len(direct) == ROWS
+
+
 def test_parquet_type_misfit_rejects_each_row_holding_a_value(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -1105,41 +1128,4 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
         rows += len(batch.rows)
         in_use.append(pa.total_allocated_bytes())
     assert rows == n
-    # at most two record batches at once (one being read ahead, `read_ahead`): every
-    # row group kept (pre_buffer) comes near the file's size
-    assert max(in_use) < size / 3, (max(in_use), size)
-
-
-def test_read_ahead_hands_on_every_item_in_order_then_the_error_and_stops_when_closed():
-    """The Parquet reader cuts on a helper thread (`read_ahead`): the consumer sees the
-    items in order, an error where it was raised, and closing early ends the helper."""
-    import threading
-
-    from importer.input.parquet import read_ahead
-
-    def failing():
-        yield from (1, 2, 3)
-        raise SourceError("broken at 3")
-
-    got = []
-    with pytest.raises(SourceError, match="broken at 3"):
-        for item in read_ahead(failing()):
-            got.append(item)
-    assert got == [1, 2, 3]
-
-    produced = []
-
-    def endless():
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    before = set(threading.enumerate())
-    ahead = read_ahead(endless(), depth=2)
-    assert [next(ahead), next(ahead)] == [0, 1]
-    (helper,) = set(threading.enumerate()) - before
-    ahead.close()
-    assert not helper.is_alive()
-    assert len(produced) <= 2 + 2 + 2  # taken, queued, and one being made when closed
+    assert max(in_use) < size / 4, (max(in_use), size)

@@ -24,11 +24,9 @@ fields.
 from __future__ import annotations
 
 import io
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from importer import _native
 from importer.input.batching import Batch, Batcher
@@ -41,7 +39,6 @@ __all__ = [
     "ParquetReader",
     "S3RangeFile",
     "open_parquet_source",
-    "read_ahead",
     "require_pyarrow",
 ]
 
@@ -49,11 +46,7 @@ __all__ = [
 #: per row in larger slices (benchmarks/bench_formats.py); memory stays a slice or
 #: two, not the file
 BATCH_ROWS = 65_536
-#: record batches cut ahead of the consumer (`read_ahead`)
-READ_AHEAD = 1
 _NUMERIC = frozenset({"integer", "decimal"})
-_T = TypeVar("_T")
-_ITEM, _END, _ERROR = 0, 1, 2
 
 
 def require_arrow() -> Any:
@@ -352,7 +345,7 @@ class ParquetReader(RowReader):
         offset = 0
         batches = self._file.iter_batches(self._batch_rows)  # every column: `self.columns`
         held: list[Any] = []  # this frame keeps no batch while suspended: the consumer's
-        while True:  # `del` frees it (`read_ahead` decodes the next one meanwhile)
+        while True:  # `del` frees it before the next one is decoded
             try:
                 held.append(next(batches))
             except StopIteration:
@@ -583,16 +576,16 @@ class ParquetReader(RowReader):
         """The batches `batcher` cuts from the rows: cells written and batches cut in C.
 
         `read_batches_python` is the definition (tests hold the two equal); this is
-        it with each record batch's cells written by `_native` and the cut made by
-        `_native.BatchCutter`, on a helper thread a few batches ahead
-        (`read_ahead`): pyarrow's decode and the C passes run without the GIL, so
-        they overlap with the transform and sends of the batches already handed on.
+        it with each record batch's cells written by `_native` straight into the
+        batches `_native.BatchCutter` cuts.  (Cutting a record batch ahead on a helper
+        thread was tried: whole runs took more CPU, not less -- one more thread
+        contending for the GIL with the batch threads.)
         """
         if not self.header or getattr(_native, "arrow_rows", None) is None:
             yield from self.read_batches_python(batcher)
             return
         cutter = _native.BatchCutter(len(self.header), *batcher.limits)
-        for closed in read_ahead(self._native_cuts(cutter), depth=READ_AHEAD):
+        for closed in self._native_cuts(cutter):
             for got in closed:
                 yield batcher.adopt_cut(got)
 
@@ -642,51 +635,6 @@ class ParquetReader(RowReader):
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
-
-
-def read_ahead(items: Iterator[_T], depth: int = 1) -> Iterator[_T]:
-    """`items`, produced on a helper thread up to `depth` ahead of the consumer.
-
-    Why: decoding a record batch (pyarrow) and writing its cells and sizes
-    (`_native.arrow_rows` / `arrow_sizes`) run without the GIL, so made one
-    batch ahead they overlap with the batches already handed on -- the worker
-    threads' transform and sends -- instead of stopping them while the reader
-    reads.  Memory stays bounded: at most `depth` + 1 record batches are held.
-    An exception from `items` is raised here, after the items before it, in
-    order; closing this iterator early stops the helper and waits for it.
-    """
-    box: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                box.put((_ITEM, item))
-                if stop.is_set():
-                    return
-            box.put((_END, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            box.put((_ERROR, exc))
-
-    helper = threading.Thread(target=produce, name="parquet-read-ahead", daemon=True)
-    helper.start()
-    try:
-        while True:
-            what, value = box.get()
-            if what == _ITEM:
-                yield value
-            elif what == _END:
-                return
-            else:
-                raise value
-    finally:
-        stop.set()
-        while helper.is_alive():  # free the slot the helper may be waiting for
-            try:
-                box.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        helper.join()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["COUNT_NAMES", "Counts"]
+__all__ = ["BATCH_COUNTS", "COUNT_NAMES", "Counts"]
 
 
 @dataclass(slots=True)
@@ -122,3 +122,18 @@ class Counts:
 
 #: every count's name, in declaration order
 COUNT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Counts))
+#: A settled batch's counts as the files that keep one line a batch record them, in this
+#: order: the checkpoint's batch lines and the ResultWriter's SUCCEEDED/FAILED entries (a
+#: batch that settled was written: no `skipped`, no `would_write`).  Their format: a count
+#: added to `Counts` does not appear in them unless it is added here.
+BATCH_COUNTS: tuple[str, ...] = (
+    "rows",
+    "written",
+    "rejected",
+    "failed",
+    "valid",
+    "unchanged",
+    "existing",
+    "bad_data",
+    "synced",
+)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from importer.cli.exit_codes import EXIT_OK, EXIT_PARTIAL, exit_code
-from importer.counts import COUNT_NAMES, Counts
+from importer.counts import BATCH_COUNTS, COUNT_NAMES, Counts
 from importer.mbc.import_job import file_outcome
 from importer.mbc.sync import SyncResult
 from importer.records import Failure
-from importer.run.checkpoint import BATCH_COUNTS, Checkpoint, CheckpointError
+from importer.run.checkpoint import Checkpoint, CheckpointError
 from importer.run.driver import Summary
 from importer.run.job import FileState, JobState
 
@@ -153,3 +153,25 @@ def test_a_jobs_summary_json_balances_when_a_file_halts(aws, tmp_path: Path, cap
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["rows"] >= 3 and "skipped" in doc  # the rows read: a file halts early
     assert Counts.from_json(doc).balanced, doc
+
+
+def test_the_result_writers_entries_keep_their_counts_format(tmp_path: Path):
+    """SUCCEEDED_0.json / FAILED_0.json carry a batch's counts as the checkpoint does: the
+    same nine keys in the same order, not every count `Counts` has."""
+    from importer.records import Failure
+    from importer.run.batch_steps import BatchOutcome
+    from importer.run.reports import ResultWriter
+
+    out = ResultWriter(tmp_path / "out", "r")
+    out.add(BatchOutcome(0, 2, 2, 2, [], []))
+    out.add(BatchOutcome(1, 1, 1, 0, [], [Failure(3, "P#a", "P#x@1", "refused")]))
+    out.close({"rows": 3})
+    ok = json.loads((tmp_path / "out" / "SUCCEEDED_0.json").read_text())
+    failed = json.loads((tmp_path / "out" / "FAILED_0.json").read_text())
+    assert list(json.loads(ok[0]["Output"])) == list(BATCH_COUNTS)
+    assert json.loads(failed[0]["Cause"]) == {
+        **dict.fromkeys(BATCH_COUNTS, 0),
+        "rows": 1,
+        "valid": 1,
+        "failed": 1,
+    }

@@ -151,7 +151,7 @@ def test_a_jobs_summary_json_balances_when_a_file_halts(aws, tmp_path: Path, cap
     assert main(argv) == 1  # a file stopped by its limit
     capsys.readouterr()
     doc = json.loads((tmp_path / "s.json").read_text())
-    assert doc["rows"] >= 3 and "skipped" in doc  # the rows read: a file halts early
+    assert doc["rows"] >= 2 and "skipped" in doc  # the rows read: a file halts early
     assert Counts.from_json(doc).balanced, doc
 
 

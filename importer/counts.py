@@ -1,14 +1,10 @@
 """A run's counts and the rules over them: the one counts type every layer adds up.
 
-A batch, a file, a job and a sync each counted in a type of their own (the
-batch unit's outcome, the checkpoint's `BatchCounts`, the driver's summary,
-the job's totals and the sync command's `_SyncCounts`), added field by field
-with `getattr`/`setattr`, and three of them repeated the exit rule.  A count
-one of them forgot was simply missing from the sum: a job's totals had no
-`skipped`, so a file halted over --max-rejects left the job's rows unbalanced.
-Here each count is declared once, adding is one operation, and the two rules
-that read counts -- the balance and "does anything need a look" -- live next to
-them.
+A batch, a file, a job, a sync and the Map's children all count rows; when each kept
+its own fields and added them up name by name, a count one of them forgot was simply
+missing from the sum (a job's `skipped`), and the exit rule was copied wherever a sum
+ended.  Here each count is declared once, adding is one operation, and the rules that
+read counts -- the balance, "does anything need a look", what succeeded -- live with them.
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["COUNT_NAMES", "Counts"]
+__all__ = ["BATCH_COUNTS", "COUNT_NAMES", "Counts"]
 
 
 @dataclass(slots=True)
@@ -126,3 +122,18 @@ class Counts:
 
 #: every count's name, in declaration order
 COUNT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Counts))
+#: A settled batch's counts as the files that keep one line a batch record them, in this
+#: order: the checkpoint's batch lines and the ResultWriter's SUCCEEDED/FAILED entries (a
+#: batch that settled was written: no `skipped`, no `would_write`).  Their format: a count
+#: added to `Counts` does not appear in them unless it is added here.
+BATCH_COUNTS: tuple[str, ...] = (
+    "rows",
+    "written",
+    "rejected",
+    "failed",
+    "valid",
+    "unchanged",
+    "existing",
+    "bad_data",
+    "synced",
+)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from importer.cli.exit_codes import EXIT_OK, EXIT_PARTIAL, exit_code
-from importer.counts import COUNT_NAMES, Counts
+from importer.counts import BATCH_COUNTS, COUNT_NAMES, Counts
 from importer.mbc.import_job import file_outcome
 from importer.mbc.sync import SyncResult
 from importer.records import Failure
-from importer.run.checkpoint import BATCH_COUNTS, Checkpoint, CheckpointError
+from importer.run.checkpoint import Checkpoint, CheckpointError
 from importer.run.driver import Summary
 from importer.run.job import FileState, JobState
 
@@ -128,3 +128,50 @@ def test_the_checkpoint_line_keeps_its_format_and_an_old_one_resumes(tmp_path: P
     old.write_text(json.dumps({"run": {"run_id": "r"}}) + "\n" + json.dumps(batch) + "\n")
     with pytest.raises(CheckpointError, match="damaged at line 2"):
         Checkpoint.load(old)
+
+
+def test_a_jobs_summary_json_balances_when_a_file_halts(aws, tmp_path: Path, capsys):
+    """End to end: a job whose first file stops over --max-rejects (its batches read by then
+    are skipped, however many that is) still reports rows that add up, `skipped` included."""
+    import boto3
+
+    from importer.cli.main import main
+    from tests.conftest import KEY_SCHEMA, PRODUCT_SPEC
+
+    table = "dev-app-master-command"
+    boto3.client("dynamodb", region_name="us-east-1").create_table(TableName=table, **KEY_SCHEMA)
+    (tmp_path / "in").mkdir()
+    good = "".join(f"A-{i},n,1,1,yes\n" for i in range(40))
+    (tmp_path / "in" / "a.csv").write_text("sku,name,price,qty,active\nbad sku,n,1,1,yes\n" + good)
+    (tmp_path / "in" / "b.csv").write_text("sku,name,price,qty,active\nB-1,n,1,1,yes\n")
+    (tmp_path / "spec.toml").write_text(PRODUCT_SPEC)
+    argv = ["run", "in", "--spec", "spec.toml", "--table", table, "--writer", "boto3"]
+    argv += ["--region", "us-east-1", "--job-dir", "j", "--job-table", "", "--max-rejects", "0"]
+    argv += ["--batch-items", "1", "--workers", "2", "--summary-json", "s.json", "--quiet"]
+    assert main(argv) == 1  # a file stopped by its limit
+    capsys.readouterr()
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["rows"] >= 2 and "skipped" in doc  # the rows read: a file halts early
+    assert Counts.from_json(doc).balanced, doc
+
+
+def test_the_result_writers_entries_keep_their_counts_format(tmp_path: Path):
+    """SUCCEEDED_0.json / FAILED_0.json carry a batch's counts as the checkpoint does: the
+    same nine keys in the same order, not every count `Counts` has."""
+    from importer.records import Failure
+    from importer.run.batch_steps import BatchOutcome
+    from importer.run.reports import ResultWriter
+
+    out = ResultWriter(tmp_path / "out", "r")
+    out.add(BatchOutcome(0, 2, 2, 2, [], []))
+    out.add(BatchOutcome(1, 1, 1, 0, [], [Failure(3, "P#a", "P#x@1", "refused")]))
+    out.close({"rows": 3})
+    ok = json.loads((tmp_path / "out" / "SUCCEEDED_0.json").read_text())
+    failed = json.loads((tmp_path / "out" / "FAILED_0.json").read_text())
+    assert list(json.loads(ok[0]["Output"])) == list(BATCH_COUNTS)
+    assert json.loads(failed[0]["Cause"]) == {
+        **dict.fromkeys(BATCH_COUNTS, 0),
+        "rows": 1,
+        "valid": 1,
+        "failed": 1,
+    }

@@ -13,7 +13,9 @@ Settings come from BatchInput (`Attributes` is the execution input of the
 generated ASL: `table`, `spec`, `rejects`, `mode`, `dataTable`) and fall back to
 the environment the template sets (`IMPORTER_TABLE`, `IMPORTER_SPEC`,
 `IMPORTER_REJECTS`, `IMPORTER_MODE`, `IMPORTER_DATA_TABLE`); the endpoint is
-the standard `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`.  The batch runs
+the standard `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL`.  They make the same
+settings type as `importer run`'s (`PipelineSettings`): the same defaults, the same checks,
+a bad value one `EventError` line before anything is written.  The batch runs
 through the same pipeline (`importer.run.pipeline`) and per-batch unit as
 `importer run`, so both count, reject and fail a batch the same way.  Record
 timestamps and ids come from the execution (name, start time) and the batch's

@@ -64,6 +64,7 @@ from importer.dynamodb.http_exchange import (
     native_answer,
     read_response,
 )
+from importer.dynamodb.request_pool import DEFAULT_WORKERS
 from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
 from importer.dynamodb.sigv4 import SigV4Signer, c_signing
 
@@ -112,7 +113,7 @@ class HttpDynamoClient(DynamoClient):
         region: str,
         endpoint_url: str | None = None,
         session: boto3.Session | None = None,
-        workers: int = 50,
+        workers: int = DEFAULT_WORKERS,
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
     ) -> None:
@@ -468,7 +469,7 @@ class Boto3DynamoClient(DynamoClient):
         region: str,
         endpoint_url: str | None = None,
         session: boto3.Session | None = None,
-        workers: int = 50,
+        workers: int = DEFAULT_WORKERS,
         client: Any = None,
     ) -> None:
         import boto3

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from importer.counts import Counts
+from importer.counts import BATCH_COUNTS, Counts
 
 __all__ = [
-    "BATCH_COUNTS",
     "Checkpoint",
     "CheckpointError",
     "RunLock",
@@ -50,20 +49,8 @@ class CheckpointError(ValueError):
     """The checkpoint cannot be used to resume this run."""
 
 
-#: A batch line's counts, in this order: the checkpoint's format (a checkpointed batch was
-#: written, so it has no `skipped` and no `would_write`).  The first five are in every
-#: checkpoint; an older one may lack the rest (they are 0).
-BATCH_COUNTS = (
-    "rows",
-    "written",
-    "rejected",
-    "failed",
-    "valid",
-    "unchanged",
-    "existing",
-    "bad_data",
-    "synced",
-)
+#: The first five of a batch line's counts (`BATCH_COUNTS`) are in every checkpoint; an
+#: older one may lack the rest (they are 0).
 _REQUIRED = frozenset(BATCH_COUNTS[:5])
 
 

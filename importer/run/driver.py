@@ -206,7 +206,8 @@ class Summary(Counts):
         return ordered
 
 
-#: the summary JSON's key order, as it was before the counts had a type of their own
+#: the summary JSON's key order (what readers of `--summary-json` and the manifest have seen): the
+#: counts stay among the other keys, not first; a key added later comes after these
 _SUMMARY_KEYS = (
     "rows",
     "written",

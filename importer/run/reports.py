@@ -20,10 +20,10 @@ import io
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from importer.counts import BATCH_COUNTS
 from importer.records import Failure, Reject
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class ResultWriter:
             "Status": status,
             "InputDetails": {"Included": False},
         }
-        counts = asdict(outcome.counts())
+        counts = outcome.counts().counts_json(BATCH_COUNTS)
         if status == "FAILED":
             entry["Error"] = "BatchFailed"
             entry["Cause"] = json.dumps(counts)

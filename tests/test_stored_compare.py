@@ -189,4 +189,5 @@ def test_stored_head_and_answer_items():
     assert answer_items(raw, b'"u"') == {}
     left = raw.replace(b'"UnprocessedKeys":{}', b'"UnprocessedKeys":{"t":{"Keys":[]}}')
     assert answer_items(left, b'"t"') is None
-    assert answer_items(b'{"Responses":{"t":[{"pk":{"S":"a\\"b"},"sk":{"S":"s"}}]}}', b'"t"') is None
+    escaped = b'{"Responses":{"t":[{"pk":{"S":"a\\"b"},"sk":{"S":"s"}}]}}'
+    assert answer_items(escaped, b'"t"') is None

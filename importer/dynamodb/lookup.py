@@ -200,11 +200,13 @@ class KeyLookup:
         return answer
 
     def get_many(
-        self, table: str, keys: Iterable[tuple[str, str]] | BlockKeys
-    ) -> dict[tuple[str, str], dict[str, Any]]:
+        self, table: str, keys: Iterable[tuple[str, str]] | BlockKeys, *, raw: bool = False
+    ) -> dict[tuple[str, str], Any]:
         """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk).
 
-        With `lanes`, the calls of one lookup go out side by side.
+        With `lanes`, the calls of one lookup go out side by side.  `raw`: each item as
+        its compact JSON bytes, cut from the answer without parsing it when C can
+        (`importer._native.answer_items`; the mode stage compares them as bytes).
         """
         if isinstance(keys, BlockKeys):
             parts = keys.parts(MAX_GET_KEYS)
@@ -217,17 +219,19 @@ class KeyLookup:
         lanes = self.lanes
         if lanes is None:
             for part in parts:
-                self._get_chunk(table, part.keys(), found)
+                self._get_chunk(table, part.keys(), found, raw=raw)
             return found
         if len(parts) > 1 and self.client_groups:
             # the calls go out in groups, each sent and answered in one `post_many` --
             # while the pacer stays calm: a paced call goes alone, settled before the next
             size, start = lanes.group_size(), 0
             while start < len(parts) and self.pacer.unpaced():
-                self._get_group(table, parts[start : start + size], found, lanes)
+                self._get_group(table, parts[start : start + size], found, lanes, raw)
                 start += size
             parts = parts[start:]
-        for got in lanes.run(lambda part, waits: self._get_alone(table, part.keys(), waits), parts):
+        for got in lanes.run(
+            lambda part, waits: self._get_alone(table, part.keys(), waits, raw=raw), parts
+        ):
             found.update(got)
         return found
 
@@ -235,8 +239,9 @@ class KeyLookup:
         self,
         table: str,
         parts: list[_Part],
-        found: dict[tuple[str, str], dict[str, Any]],
+        found: dict[tuple[str, str], Any],
         lanes: Lanes,
+        raw: bool = False,
     ) -> None:
         """Calls sent side by side in one `post_many`; each answer then goes on as
         `_get_chunk` takes it (unprocessed keys, retries), one after another.
@@ -262,11 +267,13 @@ class KeyLookup:
                 self.calls += 1
                 clean.append((part.n, part.n))
             elif isinstance(answer, Reply) and answer.raw is not None and _NONE_LEFT in answer.raw:
-                self._get_chunk(table, part.keys(), found, (answer, sent_at))
+                self._get_chunk(table, part.keys(), found, (answer, sent_at), raw=raw)
             else:
                 more.append((part.keys(), (answer, sent_at)))
         pacer.settle_clean(clean)
-        for got in lanes.run(lambda p, waits: self._get_alone(table, p[0], waits, p[1]), more):
+        for got in lanes.run(
+            lambda p, waits: self._get_alone(table, p[0], waits, p[1], raw=raw), more
+        ):
             found.update(got)
 
     def _get_alone(
@@ -275,18 +282,22 @@ class KeyLookup:
         keys: list[tuple[str, str]],
         waits: Waits,
         first: tuple[Reply | DynamoError, float | None] | None = None,
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        self._get_chunk(table, keys, found, first, waits)
+        *,
+        raw: bool = False,
+    ) -> dict[tuple[str, str], Any]:
+        found: dict[tuple[str, str], Any] = {}
+        self._get_chunk(table, keys, found, first, waits, raw=raw)
         return found
 
     def _get_chunk(
         self,
         table: str,
         keys: list[tuple[str, str]],
-        found: dict[tuple[str, str], dict[str, Any]],
+        found: dict[tuple[str, str], Any],
         first: tuple[Reply | DynamoError, float | None] | None = None,
         waits: Waits | None = None,
+        *,
+        raw: bool = False,
     ) -> None:
         """Read `keys` (<= 100) into `found` until none is left unprocessed.
 
@@ -313,13 +324,21 @@ class KeyLookup:
             if not isinstance(answer, DynamoError):
                 got: dict[tuple[str, str], Any]
                 left: list[Any]
+                cut: dict[tuple[str, str], Any] | None = None
                 if answer.raw == self._nothing_found(table):  # new keys: nothing to parse
-                    got, left = {}, []
+                    cut = {}
+                elif raw and answer.raw is not None:
+                    cut = _native.answer_items(answer.raw, _table_json(table))
+                if cut is not None:
+                    got, left = cut, []
                 else:
                     try:
                         got, left = _read_get(answer.doc, table)
                     except DynamoError as exc:  # a 200 the client cannot read: not an answer
                         answer = exc
+                    else:
+                        if raw:  # an answer C did not cut (keys left, escapes): as bytes
+                            got = {k: _compact(v) for k, v in got.items()}
             if isinstance(answer, DynamoError):
                 error = answer
                 throttled = error.kind is ErrorKind.THROTTLED
@@ -362,6 +381,16 @@ class KeyLookup:
 
     def close(self) -> None:
         """Nothing to release: the client belongs to the run."""
+
+
+def _table_json(table: str) -> bytes:
+    return json.dumps(table, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _compact(item: dict[str, Any]) -> bytes:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def _read_get(doc: dict[str, Any], table: str) -> tuple[dict[tuple[str, str], Any], list]:

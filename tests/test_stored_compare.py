@@ -200,6 +200,8 @@ def test_stored_head_and_answer_items():
 class TableLookup:
     """Both tables in memory, read by key: what `KeyLookup` answers (raw: compact bytes)."""
 
+    raw_reads = True
+
     def __init__(self, tables: dict[str, dict[tuple[str, str], dict]]) -> None:
         self.tables = tables
         self.reads: list[str] = []
@@ -218,6 +220,8 @@ class TableLookup:
 
 
 CODES = [f"c{i}" for i in range(6)]
+#: who wrote a stored record: mostly another run, sometimes this one (an earlier, a later line)
+OWNERS = ["old#3", "old#3", "old#3", "run#1", "run#99"]
 
 
 def _row_item(code: str, line: int, attrs: dict, name: str) -> PreparedItem:
@@ -254,7 +258,7 @@ def scenarios(draw):
             "version": {"N": str(v)},
             "name": {"S": draw(st.sampled_from(["n", "m"]))},
             "attributes": {"M": draw(attrs)},
-            "requestId": {"S": draw(st.sampled_from(["old#3", "old#3", "old#3", "run#1", "run#99"]))},
+            "requestId": {"S": draw(st.sampled_from(OWNERS))},
         }
         if draw(st.booleans()):
             rec["isDeleted"] = {"BOOL": draw(st.booleans())}

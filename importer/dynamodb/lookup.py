@@ -108,6 +108,9 @@ class KeyLookup:
     lookup's lifetime (approximate under threads; for reporting only).
     """
 
+    #: `get_many(..., raw=True)` answers items as their bytes
+    raw_reads = True
+
     def __init__(
         self,
         client: DynamoClient,

@@ -753,9 +753,14 @@ class ModeStage:
         if lookup is not None:  # (validate without a table: nothing stored to read)
             assert self.data_table
             try:
-                data = lookup.get_many(self.data_table, DistinctKeys(keys), raw=True)
-                if data:
-                    return self._merge_stored(items, keys, lines, data, ticket)
+                if getattr(lookup, "raw_reads", False):  # (KeyLookup; a test double may not)
+                    data = lookup.get_many(self.data_table, DistinctKeys(keys), raw=True)
+                    if data:
+                        return self._merge_stored(items, keys, lines, data, ticket)
+                else:
+                    data = lookup.get_many(self.data_table, DistinctKeys(keys))
+                    if data:
+                        return data, {}
                 if isinstance(items, ItemBlock):
                     stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
                 else:

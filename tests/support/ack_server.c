@@ -15,13 +15,6 @@
  *   GetItem            200 {}   (no such item: e.g. no TTL configuration in master-data)
  *   Scan               200 {"Count":0,"Items":[],"ScannedCount":0}   (an empty table;
  *                          with --scan-finds, one item: a table that holds data)
- *
- * With --stored PATH (one compact DynamoDB-JSON item a line, "pk" and "sk" string
- * members), BatchGetItem answers every requested key found in that file with its
- * line, whatever the table: a table that holds an earlier import (the modes'
- * "stored" case).  The items live in one open-addressing hash table, read once at
- * start; a lookup costs a hash and a memcmp.  Keys match by their raw JSON bytes
- * (a key sent with escapes, as boto3 sends non-ASCII, does not match a raw one).
  *   anything else      400 UnknownOperationException
  *   GET /stats         200 the counters as JSON (not counted as a request)
  *
@@ -31,6 +24,13 @@
  * item arrived (`connections` counts those that sent a DynamoDB request, so the
  * GET /stats polls do not show up); the counters are written as JSON at SIGTERM/SIGINT to the
  * --stats file (atomically: PATH.tmp then rename) or to stdout.
+ *
+ * With --stored PATH (one compact DynamoDB-JSON item a line, "pk" and "sk" string
+ * members), BatchGetItem answers every requested key found in that file with its
+ * line, whatever the table: a table that holds an earlier import (the modes'
+ * "stored" case).  The items live in one open-addressing hash table, read once at
+ * start; a lookup costs a hash and a memcmp.  Keys match by their raw JSON bytes
+ * (a key sent with escapes, as boto3 sends non-ASCII, does not match a raw one).
  *
  * HTTP/1.1 only as far as DynamoDB clients need it: keep-alive (HTTP/1.0 and
  * `Connection: close` close after the answer), pipelined requests answered in

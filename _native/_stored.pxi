@@ -1,3 +1,5 @@
+from libc.stdio cimport snprintf
+
 # Included at the end of _native.pyx (issue 25): a stored record compared with its row by bytes.
 #
 # Why: upsert and strict against a table that already holds the file ("import the updated
@@ -302,6 +304,37 @@ cdef object _plain_key(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
 
 
 _MERGED = ("name", "attributes", "isDeleted", "seq")
+_MERGED_B = (b"name", b"attributes", b"isDeleted", b"seq")
+_ROW_B = (b"name", b"attributes")
+
+
+cdef object _same_fast(bytes wire, bytes stored, bint keep_name):
+    """The usual unchanged record, in C: the row's attributes are the stored ones byte for
+    byte (and so is its name, unless the stored one is kept) -- the partial update is the
+    stored record whatever the values are.  The stored `_state` when so, else None."""
+    cdef const unsigned char* w = <const unsigned char*>PyBytes_AS_STRING(wire)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(stored)
+    cdef Py_ssize_t wn = PyBytes_GET_SIZE(wire), n = PyBytes_GET_SIZE(stored)
+    cdef Py_ssize_t rf[4]
+    cdef Py_ssize_t sf[8]
+    cdef Py_ssize_t a0, a1, b0, b1
+    if _pick_into(w, wn, _ROW_B, rf) < 0 or _pick_into(p, n, _MERGED_B, sf) < 0:
+        return None
+    if rf[2] < 0 or sf[2] < 0 or sf[0] < 0:
+        return None
+    a0, a1, b0, b1 = rf[2], rf[3], sf[2], sf[3]
+    if a1 - a0 != b1 - b0 or memcmp(w + a0, p + b0, a1 - a0) != 0:
+        return None
+    if b1 - b0 < 7 or memcmp(p + b0, b'{"M":', 5) != 0:
+        return None  # not a map: the Python way says why it cannot merge
+    if rf[0] >= 0 and not keep_name:
+        a0, a1, b0, b1 = rf[0], rf[1], sf[0], sf[1]
+        if a1 - a0 != b1 - b0 or memcmp(w + a0, p + b0, a1 - a0) != 0:
+            return None
+    base = _picked(p, n, _MERGED_B, sf)
+    if base is None or not _plain(base):
+        return None
+    return base
 
 
 def stored_merge(bytes wire, bytes stored, bint keep_name, long long version):
@@ -317,10 +350,18 @@ def stored_merge(bytes wire, bytes stored, bint keep_name, long long version):
       name or attributes; escapes `json.dumps` would write otherwise): the caller asks
       the Python path (`importer.modes.merge`), which stays the reference.
     """
-    cdef list S = wire_members(stored), R = wire_members(wire)
+    cdef list S, R
     cdef list merged
     cdef dict index
     cdef bint changed = False, unsure = False
+    same = _same_fast(wire, stored, keep_name)
+    if same is not None:
+        return False, same, None
+    fast = _merge_c(wire, stored, keep_name, version)
+    if fast is not None:
+        return fast
+    S = wire_members(stored)
+    R = wire_members(wire)
     if S is None or R is None or not _plain(wire):
         return None
     s = {name: value for name, value in S if name in _MERGED}
@@ -403,3 +444,291 @@ def stored_merge(bytes wire, bytes stored, bint keep_name, long long version):
         if fields.get(name) is not None:
             out.append((name, fields[name]))
     return True, state, _members_json(out)
+
+
+# ----------------------------------------------------------------- the changed record, in C
+
+cdef struct _SBuf:
+    char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+cdef int _sput(_SBuf* b, const void* s, Py_ssize_t n) except -1:
+    cdef Py_ssize_t cap
+    cdef char* grown
+    if b.len + n > b.cap:
+        cap = b.cap * 2 if b.cap else 1024
+        while cap < b.len + n:
+            cap *= 2
+        grown = <char*>realloc(b.data, cap)
+        if grown == NULL:
+            raise MemoryError()
+        b.data, b.cap = grown, cap
+    memcpy(b.data + b.len, s, n)
+    b.len += n
+    return 0
+
+
+cdef int _sput_member(_SBuf* b, bint comma, const unsigned char* k, Py_ssize_t kl,
+                     const unsigned char* v, Py_ssize_t vl) except -1:
+    """`,"k":v` (`k` the name's bytes between its quotes)."""
+    if comma:
+        _sput(b, b",", 1)
+    _sput(b, b'"', 1)
+    _sput(b, k, kl)
+    _sput(b, b'":', 2)
+    _sput(b, v, vl)
+    return 0
+
+
+cdef enum:
+    _CAP = 256
+
+
+cdef bint _contains(const unsigned char* p, Py_ssize_t n, const char* needle,
+                    Py_ssize_t nl) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n - nl + 1):
+        if p[i] == needle[0] and memcmp(p + i, needle, nl) == 0:
+            return True
+    return False
+
+
+cdef Py_ssize_t _obj_split(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                       Py_ssize_t* out) noexcept nogil:
+    """The members of the compact object at `p[i]` whose values are objects and whose names
+    have no escapes: `out[4k:4k+4]` = name start, name end (between the quotes), value
+    start, value end.  Their count; -1 for anything else (or more than `_CAP`, a name twice)."""
+    cdef Py_ssize_t m = 0, k0, k1, v1, j
+    cdef bint escaped = False
+    if i >= n or p[i] != 123:
+        return -1
+    i += 1
+    if i < n and p[i] == 125:
+        return 0
+    while True:
+        if i >= n or p[i] != 34 or m >= _CAP:
+            return -1
+        k0 = i + 1
+        k1 = _string_end(p, i, n, &escaped)
+        if k1 < 0 or escaped or k1 >= n or p[k1] != 58:
+            return -1
+        k1 -= 1
+        if k1 + 2 >= n or p[k1 + 2] != 123:
+            return -1
+        v1 = _value_end(p, k1 + 2, n)
+        if v1 < 0:
+            return -1
+        for j in range(m):
+            if out[4 * j + 1] - out[4 * j] == k1 - k0 and memcmp(p + out[4 * j], p + k0, k1 - k0) == 0:
+                return -1
+        out[4 * m] = k0
+        out[4 * m + 1] = k1
+        out[4 * m + 2] = k1 + 2
+        out[4 * m + 3] = v1
+        m += 1
+        if v1 < n and p[v1] == 44:
+            i = v1 + 1
+            continue
+        return m if v1 < n and p[v1] == 125 else -1
+
+
+cdef Py_ssize_t _obj_find(const unsigned char* p, Py_ssize_t* members, Py_ssize_t m,
+                      const char* name) noexcept nogil:
+    cdef Py_ssize_t j, nl = strlen(name)
+    for j in range(m):
+        if members[4 * j + 1] - members[4 * j] == nl and memcmp(p + members[4 * j], name, nl) == 0:
+            return j
+    return -1
+
+
+cdef bint _span_plain(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return _plain_json(p, a, b, 0) == b
+
+
+cdef bint _span_safe(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return _safe_value(p, a, b, 0) == b
+
+
+cdef object _merge_c(bytes wire, bytes stored, bint keep_name, long long version):
+    """`stored_merge`'s changed answer in C (None: the general way below decides)."""
+    cdef const unsigned char* w = <const unsigned char*>PyBytes_AS_STRING(wire)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(stored)
+    cdef Py_ssize_t wn = PyBytes_GET_SIZE(wire), n = PyBytes_GET_SIZE(stored)
+    cdef Py_ssize_t* sf = NULL
+    cdef Py_ssize_t* rf = NULL
+    cdef Py_ssize_t* sa = NULL
+    cdef Py_ssize_t* ra = NULL
+    cdef const unsigned char** mv = NULL  # merged values: pointer, length
+    cdef Py_ssize_t* ml = NULL
+    cdef const unsigned char** mk = NULL  # merged names
+    cdef Py_ssize_t* mkl = NULL
+    cdef Py_ssize_t ns, nr, nsa, nra = 0, nm, j, k, at
+    cdef Py_ssize_t s_name, s_attr, s_del, s_seq, r_name, r_attr, r_sk, r_version
+    cdef const unsigned char* m_name_p
+    cdef Py_ssize_t m_name_l
+    cdef bint changed = False, unsure = False, first
+    cdef _SBuf attr, state, item
+    cdef char num[32]
+    cdef int numl
+    attr.data = state.data = item.data = NULL
+    attr.len = attr.cap = state.len = state.cap = item.len = item.cap = 0
+    if _contains(p, n, b'"NS":', 5) or _contains(w, wn, b'"NS":', 5):
+        return None  # compare_digest reads a set's numbers (and may refuse them)
+    if _plain_json(w, 0, wn, 0) != wn:
+        return None
+    try:
+        sf = <Py_ssize_t*>malloc(4 * _CAP * sizeof(Py_ssize_t) * 4)
+        if sf == NULL:
+            raise MemoryError()
+        rf, sa, ra = sf + 4 * _CAP, sf + 8 * _CAP, sf + 12 * _CAP
+        mv = <const unsigned char**>malloc(2 * _CAP * sizeof(void*))
+        mk = <const unsigned char**>malloc(2 * _CAP * sizeof(void*))
+        ml = <Py_ssize_t*>malloc(4 * _CAP * sizeof(Py_ssize_t))
+        if mv == NULL or mk == NULL or ml == NULL:
+            raise MemoryError()
+        mkl = ml + 2 * _CAP
+        ns = _obj_split(p, 0, n, sf)
+        nr = _obj_split(w, 0, wn, rf)
+        if ns < 0 or nr < 0:
+            return None
+        s_name, s_attr = _obj_find(p, sf, ns, b"name"), _obj_find(p, sf, ns, b"attributes")
+        s_del, s_seq = _obj_find(p, sf, ns, b"isDeleted"), _obj_find(p, sf, ns, b"seq")
+        r_name, r_attr = _obj_find(w, rf, nr, b"name"), _obj_find(w, rf, nr, b"attributes")
+        r_sk, r_version = _obj_find(w, rf, nr, b"sk"), _obj_find(w, rf, nr, b"version")
+        if s_name < 0 or s_attr < 0 or r_sk < 0 or r_version < 0:
+            return None
+        for j in (s_name, s_attr, s_del, s_seq):
+            if j >= 0 and not _span_plain(p, sf[4 * j + 2], sf[4 * j + 3]):
+                return None
+        # the stored map's members, then the row's merged in (mergeDeep on non-maps)
+        k = sf[4 * s_attr + 2]
+        if sf[4 * s_attr + 3] - k < 8 or memcmp(p + k, b'{"M":', 5) != 0:
+            return None
+        nsa = _obj_split(p, k + 5, sf[4 * s_attr + 3] - 1, sa)
+        if nsa < 0:
+            return None
+        if r_attr >= 0:
+            k = rf[4 * r_attr + 2]
+            if rf[4 * r_attr + 3] - k < 8 or memcmp(w + k, b'{"M":', 5) != 0:
+                return None
+            nra = _obj_split(w, k + 5, rf[4 * r_attr + 3] - 1, ra)
+            if nra < 0:
+                return None
+        nm = nsa
+        for j in range(nsa):
+            mk[j], mkl[j] = p + sa[4 * j], sa[4 * j + 1] - sa[4 * j]
+            mv[j], ml[j] = p + sa[4 * j + 2], sa[4 * j + 3] - sa[4 * j + 2]
+        for j in range(nra):
+            if memcmp(w + ra[4 * j + 2], b'{"M":', 5) == 0:
+                return None  # mergeDeep goes into it: the general way
+            k = _find_span(mk, mkl, nsa, w + ra[4 * j], ra[4 * j + 1] - ra[4 * j])
+            if k < 0:
+                if nm >= 2 * _CAP:
+                    return None
+                mk[nm], mkl[nm] = w + ra[4 * j], ra[4 * j + 1] - ra[4 * j]
+                mv[nm], ml[nm] = w + ra[4 * j + 2], ra[4 * j + 3] - ra[4 * j + 2]
+                nm += 1
+                changed = True
+                continue
+            if ml[k] == ra[4 * j + 3] - ra[4 * j + 2] and memcmp(mv[k], w + ra[4 * j + 2], ml[k]) == 0:
+                continue
+            if (_safe_value(mv[k], 0, ml[k], 0) == ml[k]
+                    and _span_safe(w, ra[4 * j + 2], ra[4 * j + 3])):
+                changed = True
+            else:
+                unsure = True
+            mv[k], ml[k] = w + ra[4 * j + 2], ra[4 * j + 3] - ra[4 * j + 2]
+        m_name_p, m_name_l = p + sf[4 * s_name + 2], sf[4 * s_name + 3] - sf[4 * s_name + 2]
+        if not keep_name and r_name >= 0:
+            k = rf[4 * r_name + 2]
+            if (rf[4 * r_name + 3] - k != m_name_l
+                    or memcmp(w + k, m_name_p, m_name_l) != 0):
+                if (_span_safe(w, k, rf[4 * r_name + 3])
+                        and _span_safe(p, sf[4 * s_name + 2], sf[4 * s_name + 3])):
+                    changed = True
+                else:
+                    unsure = True
+            m_name_p, m_name_l = w + k, rf[4 * r_name + 3] - k
+        if not changed:
+            return None  # unchanged or unsure: the general way (it has the same answers)
+        _sput(&attr, b'{"M":{', 6)
+        for j in range(nm):
+            _sput_member(&attr, j > 0, mk[j], mkl[j], mv[j], ml[j])
+        _sput(&attr, b"}}", 2)
+        _sput(&state, b"{", 1)
+        _sput_member(&state, False, <const unsigned char*>b"name", 4, m_name_p, m_name_l)
+        _sput_member(&state, True, <const unsigned char*>b"attributes", 10,
+                    <const unsigned char*>attr.data, attr.len)
+        if s_del >= 0:
+            _sput_member(&state, True, <const unsigned char*>b"isDeleted", 9,
+                        p + sf[4 * s_del + 2], sf[4 * s_del + 3] - sf[4 * s_del + 2])
+        if s_seq >= 0:
+            _sput_member(&state, True, <const unsigned char*>b"seq", 3,
+                        p + sf[4 * s_seq + 2], sf[4 * s_seq + 3] - sf[4 * s_seq + 2])
+        _sput(&state, b"}", 1)
+        # the new version: the row's members in order, sk/version/merged fields replaced
+        numl = snprintf(num, 32, "%lld", version)
+        k = rf[4 * r_sk + 2]
+        at = rf[4 * r_sk + 3] - 1
+        while at > k and w[at] != 64:  # @
+            at -= 1
+        if at <= k + 5 or memcmp(w + k, b'{"S":"', 6) != 0:
+            return None
+        _sput(&item, b"{", 1)
+        for j in range(nr):
+            if j:
+                _sput(&item, b",", 1)
+            _sput(&item, b'"', 1)
+            _sput(&item, w + rf[4 * j], rf[4 * j + 1] - rf[4 * j])
+            _sput(&item, b'":', 2)
+            if j == r_sk:
+                _sput(&item, w + k, at + 1 - k)
+                _sput(&item, num, numl)
+                _sput(&item, b'"}', 2)
+            elif j == r_version:
+                _sput(&item, b'{"N":"', 6)
+                _sput(&item, num, numl)
+                _sput(&item, b'"}', 2)
+            elif j == r_name:
+                _sput(&item, m_name_p, m_name_l)
+            elif j == r_attr:
+                _sput(&item, attr.data, attr.len)
+            elif s_del >= 0 and rf[4 * j + 1] - rf[4 * j] == 9 and memcmp(w + rf[4 * j], b"isDeleted", 9) == 0:
+                _sput(&item, p + sf[4 * s_del + 2], sf[4 * s_del + 3] - sf[4 * s_del + 2])
+            elif s_seq >= 0 and rf[4 * j + 1] - rf[4 * j] == 3 and memcmp(w + rf[4 * j], b"seq", 3) == 0:
+                _sput(&item, p + sf[4 * s_seq + 2], sf[4 * s_seq + 3] - sf[4 * s_seq + 2])
+            else:
+                _sput(&item, w + rf[4 * j + 2], rf[4 * j + 3] - rf[4 * j + 2])
+        if r_name < 0:
+            _sput_member(&item, True, <const unsigned char*>b"name", 4, m_name_p, m_name_l)
+        if r_attr < 0:
+            _sput_member(&item, True, <const unsigned char*>b"attributes", 10,
+                        <const unsigned char*>attr.data, attr.len)
+        if s_del >= 0 and _obj_find(w, rf, nr, b"isDeleted") < 0:
+            _sput_member(&item, True, <const unsigned char*>b"isDeleted", 9,
+                        p + sf[4 * s_del + 2], sf[4 * s_del + 3] - sf[4 * s_del + 2])
+        if s_seq >= 0 and _obj_find(w, rf, nr, b"seq") < 0:
+            _sput_member(&item, True, <const unsigned char*>b"seq", 3,
+                        p + sf[4 * s_seq + 2], sf[4 * s_seq + 3] - sf[4 * s_seq + 2])
+        _sput(&item, b"}", 1)
+        return (True, PyBytes_FromStringAndSize(state.data, state.len),
+                PyBytes_FromStringAndSize(item.data, item.len))
+    finally:
+        free(sf)
+        free(mv)
+        free(mk)
+        free(ml)
+        free(attr.data)
+        free(state.data)
+        free(item.data)
+
+
+cdef Py_ssize_t _find_span(const unsigned char** keys, Py_ssize_t* lens, Py_ssize_t m,
+                           const unsigned char* name, Py_ssize_t nl) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(m):
+        if lens[j] == nl and memcmp(keys[j], name, nl) == 0:
+            return j
+    return -1

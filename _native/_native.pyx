@@ -2355,6 +2355,16 @@ cdef class ItemBlock:
                 return -1
         return self.stop - self.start
 
+    def pick(self, tuple names):
+        """`wire_pick(it.wire, names)` of each item (`block_pick`): the members the
+        mode stage compares, without a PreparedItem per item."""
+        return block_pick(self, names)
+
+    def block(self):
+        """Itself: the batch in the C layout, for the C functions that read a block's
+        buffer (the pure-Python `importer.item_batch.ItemList` answers None)."""
+        return self
+
 
 cdef ItemBlock _block_view(_ItemStore store, Py_ssize_t start, Py_ssize_t stop):
     cdef ItemBlock view = ItemBlock.__new__(ItemBlock)
@@ -3626,6 +3636,96 @@ def arrow_rows(Py_ssize_t n, long long first_line, list columns):
         free(cols)
 
 
+cdef int _arrow_fill_rows(RowBlock blk, ACol* cols, Py_ssize_t w, Py_ssize_t r0,
+                          Py_ssize_t r1, long long first_line) noexcept nogil:
+    """Rows r0..r1-1 of the columns appended to `blk` (row r is line first_line + r).
+
+    `_arrow_fill` for a range, into a block that already holds rows (the open
+    batch's): 0, -1 out of memory, -2 a date out of range, -3 an exponent decimal.
+    """
+    cdef Py_ssize_t r, k, j, a, b
+    cdef Py_ssize_t* o
+    cdef ACol* c
+    cdef char* out
+    cdef int m
+    cdef Buf* d = &blk.data
+    if blk.n + (r1 - r0) > blk.cap and blk.reserve(blk.n + (r1 - r0), 0) < 0:
+        return -1
+    for r in range(r0, r1):
+        o = blk.offs + blk.n * (w + 1)
+        o[0] = d.len
+        for k in range(w):
+            c = &cols[k]
+            j = c.offset + r
+            if c.mode == AC_EMPTY or (c.valid != NULL and not _bit(c.valid, j)):
+                o[k + 1] = d.len
+                continue
+            if c.mode == AC_UTF8 or c.mode == AC_LUTF8:
+                if c.mode == AC_UTF8:
+                    a = (<const int*> c.offs)[j]
+                    b = (<const int*> c.offs)[j + 1]
+                else:
+                    a = (<const long long*> c.offs)[j]
+                    b = (<const long long*> c.offs)[j + 1]
+                if b > a and w_raw(d, <const char*> c.data + a, b - a) < 0:
+                    return -1
+            else:
+                if buf_reserve(d, 96) < 0:
+                    return -1
+                out = d.data + d.len
+                if c.mode == AC_DEC128:
+                    m = importer_fmt_dec128(c.data + j * 16, c.itemsize, out)
+                    if m < 0:
+                        return -3
+                elif c.mode == AC_INT:
+                    m = fmt_ll(_int_at(c, j), out)
+                elif c.mode == AC_UINT:
+                    m = fmt_ull(_uint_at(c, j), out)
+                elif c.mode == AC_BOOL:
+                    if _bit(c.data, j):
+                        memcpy(out, b"true", 4); m = 4
+                    else:
+                        memcpy(out, b"false", 5); m = 5
+                else:
+                    m = fmt_date32((<const int*> c.data)[j], out)
+                    if m < 0:
+                        return -2
+                d.len += m
+            o[k + 1] = d.len
+        blk.lines[blk.n] = first_line + r
+        blk.n += 1
+    return 0
+
+
+cdef int _arrow_columns(list columns, ACol* cols, Py_ssize_t n, list keep) except -1:
+    """`columns` (as `arrow_rows` takes them) into `cols`; `keep` holds their buffers."""
+    cdef Py_ssize_t k
+    cdef tuple t
+    for k in range(len(columns)):
+        t = columns[k]
+        cols[k].mode = t[0]
+        cols[k].itemsize = t[1]
+        cols[k].valid = _buf_ptr(t[2], keep)
+        cols[k].offs = _buf_ptr(t[3], keep)
+        cols[k].data = _buf_ptr(t[4], keep)
+        cols[k].offset = t[5]
+        if cols[k].mode in (AC_UTF8, AC_LUTF8):
+            if cols[k].offs == NULL:
+                cols[k].mode = AC_EMPTY
+        elif cols[k].mode != AC_EMPTY and cols[k].data == NULL and n:
+            raise ValueError("a typed column without data")
+    return 0
+
+
+def _arrow_rc(int rc):
+    if rc == -1:
+        raise MemoryError()
+    if rc == -2:
+        raise ValueError("a date outside years 1000-9999")
+    if rc == -3:
+        raise ValueError("a decimal Arrow writes with an exponent")
+
+
 @cython.final
 cdef class BatchCutter:
     """ItemBatcher's cut (`batching.Batcher.add`) over rows whose JSON sizes are known.
@@ -3733,6 +3833,68 @@ cdef class BatchCutter:
         self.input_bytes += size + (1 if self.count else 0)
         self.count += 1
         return out
+
+    def take_arrow(self, Py_ssize_t n, long long first_line, list columns,
+                   const long long[::1] sizes, Py_ssize_t start, Py_ssize_t end):
+        """`take` of rows `start`..`end` of Arrow columns, written straight into the
+        open batch: `arrow_rows` and `take` in one pass, no block in between.
+
+        `columns` as `arrow_rows` takes them (`n` rows each, one per spec column),
+        row r being line `first_line + r`.  Why: the block of a whole record batch
+        was written once by `arrow_rows` and copied again, row by row, into each
+        batch; here each cell is written once, and without the GIL (the rows of a
+        run that joins one batch at a time).  ValueError as `arrow_rows` gives it
+        (a date or decimal it cannot write): the caller checks those first
+        (`arrow_sizes` refuses the same values), as the rows before it are taken.
+        """
+        cdef Py_ssize_t w = len(columns), r, run, size = 0
+        cdef Py_ssize_t count = self.count, input_bytes = self.input_bytes
+        cdef Py_ssize_t base = self.base, max_items = self.max_items, max_bytes = self.max_bytes
+        cdef list keep = []
+        cdef list closed = []
+        cdef ACol* cols
+        cdef RowBlock dst, one
+        cdef int place = IN_BATCH, rc = 0
+        if w != self.width:
+            raise ValueError("the columns are not the cutter's width")
+        if start < 0 or start > end or end > n or end > sizes.shape[0]:
+            raise IndexError("rows out of range")
+        cols = <ACol*> calloc(w if w else 1, sizeof(ACol))
+        if cols == NULL:
+            raise MemoryError()
+        try:
+            _arrow_columns(columns, cols, n, keep)
+            r = start
+            while r < end:
+                run = r
+                dst = self.rows
+                with nogil:
+                    while r < end:
+                        size = sizes[r]
+                        place = _placement(size, base, max_items, max_bytes, count, input_bytes)
+                        if place != IN_BATCH:
+                            break
+                        input_bytes += size + (1 if count else 0)
+                        count += 1
+                        r += 1
+                    rc = _arrow_fill_rows(dst, cols, w, run, r, first_line)
+                self.count = count
+                self.input_bytes = input_bytes
+                _arrow_rc(rc)
+                if r == end:
+                    break
+                if place == TOO_BIG:
+                    one = RowBlock(w)
+                    _arrow_rc(_arrow_fill_rows(one, cols, w, r, r + 1, first_line))
+                    self.problems.append((first_line + r, one.fields_list(0), None, size))
+                    r += 1
+                    continue
+                closed.append(self._close())  # NEXT_BATCH: row r opens the next one
+                count = self.count
+                input_bytes = self.input_bytes
+            return closed
+        finally:
+            free(cols)
 
     def problem(self, obj) -> None:
         """A row refused before batching: it belongs to the batch open now."""

@@ -31,6 +31,7 @@ __all__ = [
     "BOTO3_SCRIPT",
     "REGION",
     "ROOT",
+    "before_tree",
     "TABLE",
     "Measured",
     "client_env",
@@ -118,8 +119,32 @@ def write_products(directory: Path, rows: int) -> tuple[Path, Path, Path]:
     return products, spec, keyed
 
 
-def client_env(endpoint_url: str) -> dict[str, str]:
-    """The environment every client runs in: dummy credentials, the endpoint, this checkout."""
+def before_tree() -> tuple[Path | None, str]:
+    """(the "before" checkout, "") from IMPORTER_BENCH_BEFORE, or (None, why not).
+
+    Why: a change on the hot path is judged against the code before it, measured in the
+    same run (absolute rows/s drift with the machine's load).  The tree must be another
+    checkout of this repository with its compiled cores built in place
+    (`python setup.py build_ext --inplace`): its `importer` is then what
+    `python -m importer.cli.main` imports when the tree leads PYTHONPATH.
+    """
+    env = os.environ.get("IMPORTER_BENCH_BEFORE")
+    if not env:
+        return None, "IMPORTER_BENCH_BEFORE is not set"
+    tree = Path(env).resolve()
+    if not (tree / "importer" / "__init__.py").is_file():
+        return None, f"IMPORTER_BENCH_BEFORE={env} holds no importer/ package"
+    if not list((tree / "importer").glob("_native*.so")):
+        return None, (
+            f"IMPORTER_BENCH_BEFORE={env} has no compiled core in place "
+            "(run `python setup.py build_ext --inplace` there)"
+        )
+    return tree, ""
+
+
+def client_env(endpoint_url: str, tree: Path | None = None) -> dict[str, str]:
+    """The environment every client runs in: dummy credentials, the endpoint, this checkout
+    (or `tree`, another checkout of it: the importer rows' "before" runs)."""
     env = os.environ.copy()
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         env.pop(var, None)
@@ -132,7 +157,8 @@ def client_env(endpoint_url: str) -> dict[str, str]:
         DDBIMPORT_ENDPOINT_URL=endpoint_url,
         AWS_EC2_METADATA_DISABLED="true",
     )
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    first = str(tree if tree is not None else ROOT)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH")) if p)
     # as an installed tool runs: with its bytecode cached.  This machine sets
     # PYTHONDONTWRITEBYTECODE=1, which makes every Python client (importer and the
     # boto3 script alike) compile its sources again on each start (~0.1 s each).

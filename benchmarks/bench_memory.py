@@ -15,6 +15,16 @@ The ratios are reported, not asserted (a single run's peak varies by some
 10-20 % with timing); IMPORTER_BENCH_ENFORCE_MEMORY=1 makes a ratio over 1.15
 fail.
 
+Figures behind two of the defaults this benchmark guards (two cores):
+
+* glibc's malloc arenas (`importer.cli.main._bound_malloc_arenas`): with one per
+  contending thread, 1M rows peaked at 74 MB and 10M at 97 MB; two arenas gave 73
+  and 75 MB at the same speed;
+* the run map's in-memory part (`importer.modes.ledger.EntityLedger`): a dict costs
+  ~250 bytes per entity (2.5 GB for 10M rows); kept at 50k entities (~9 MB) -- a
+  200k dict (~37 MB) only raised the peak of every file past 200k rows, while the
+  SQLite side costs a few milliseconds per batch of 1000.
+
     pytest benchmarks/bench_memory.py -s                               # N = 100,000
     IMPORTER_BENCH_MEMORY_ROWS=1000000 pytest benchmarks/bench_memory.py -s   # 1M vs 10M
     IMPORTER_BENCH_MEMORY_MODES=upsert,sync pytest benchmarks/bench_memory.py -s

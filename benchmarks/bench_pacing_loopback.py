@@ -1,4 +1,4 @@
-"""The pacer with real threads and real HTTP against the loopback's capacity model.
+"""The pacer with real threads (and real HTTP against the loopback's capacity model).
 
 A benchmark, not a test: how much of a second's capacity is used is a clock's
 measure, and a loaded machine moves it. The pacer's decisions themselves are tested
@@ -9,6 +9,7 @@ budget's never-throttled rule is held.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -16,6 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from importer.dynamodb.capacity_units import item_write_units
 from importer.dynamodb.pacing import Pacer
 from tests.support.ddb_server import DdbServer
 
@@ -101,3 +103,50 @@ def test_converges_to_the_loopback_capacity(smoke):
         # a throttled share of up to about a third here -- the same bound and reason as
         # benchmarks/bench_capacity_run.py
         assert totals["throttled"] <= 0.35 * totals["requests"], seen
+
+
+def test_read_pacer_budget_with_real_threads(smoke):
+    """8 threads against a 2000 units/s read budget on the real clock: the first half
+    second holds half the budget, give or take (the same rule on a fake clock, without
+    the machine's load in it, is tests/test_pacing.py's)."""
+    pacer = Pacer(max_units_per_second=2000, kind="read")
+    stamps: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + 0.6
+
+    def worker() -> None:
+        while time.monotonic() < stop:
+            pacer.acquire(10, 10)
+            with lock:
+                stamps.append((time.monotonic(), 10))
+            pacer.settle(sent=10, processed=10, processed_units=10, throttled=False)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = min(s for s, _ in stamps)
+    in_first_half_second = sum(u for s, u in stamps if s < first + 0.5)
+    print(f"\nread budget 2000 units/s: {in_first_half_second} units in the first 0.5 s")
+    assert pacer.stats.requests == len(stamps)
+    if not smoke:
+        assert in_first_half_second <= 2000 * 0.5 * 1.05 + 10
+        assert in_first_half_second >= 2000 * 0.5 * 0.8
+
+
+def test_write_units_fast_path_is_cheap(smoke):
+    """The pacer sizes every request by its items' write units: the usual item's count
+    must cost a few microseconds, not a JSON parse."""
+    small = json.dumps(
+        {"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#X@1"}, "n": {"S": "a" * 500}},
+        separators=(",", ":"),
+    ).encode()
+    n = 20000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        item_write_units(small)
+    per_call = (time.perf_counter() - t0) / n
+    print(f"\nitem_write_units: {per_call * 1e6:.2f} us per call")
+    if not smoke:
+        assert per_call < 5e-6, f"{per_call * 1e6:.2f} us per call"

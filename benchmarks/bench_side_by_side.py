@@ -31,11 +31,22 @@ their ratios to insert (not in smoke mode): upsert >= 0.7x, strict >= 0.4x,
 upsert, strict and `--sync` run one after another (one run each is at the
 mercy of the machine's load in that second, as below).
 
+Behind `importer.dynamodb.request_pool.MIN_BATCHES_AT_ONCE` (four batches at once when
+the endpoint answers at once): against this endpoint on two cores, 196k rows, blind
+went from 697 to 648 ms and insert from 1,138 to 1,022 ms with four rather than two
+(medians of six alternating runs); eight was slower.
+
 One run of each tool is at the mercy of whatever else the machine does in that
 second; the default mode's share of blind's speed (issue 12: at least 70 %) is
 therefore also measured over IMPORTER_BENCH_PAIRS (5) rounds of blind, default
 and default with the data table held, alternating, and reported as the median
 of the rounds' ratios with their range.
+
+Before and after a change, in one run: with IMPORTER_BENCH_BEFORE=<another checkout
+of this repository, its compiled cores built in place>, every importer row (blind,
+default, data table held, upsert, strict, --sync) also runs from that tree (the same
+python, the tree first on PYTHONPATH), in IMPORTER_BENCH_PAIRS rounds that alternate
+which tree goes first; the summary prints each row's median after/before ratio.
 
     pytest benchmarks/bench_side_by_side.py -s                    # N = 100,000
     IMPORTER_BENCH_ROWS=20000 pytest benchmarks/bench_side_by_side.py -s
@@ -54,6 +65,7 @@ import pytest
 from benchmarks._clients import (
     BOTO3_SCRIPT,
     TABLE,
+    before_tree,
     client_env,
     ddbimport_cmd,
     find_ddbimport,
@@ -92,6 +104,10 @@ SKIPPED: dict[str, str] = {}
 PAIRED: list[tuple[float, float, float]] = []
 #: each round's rows/s of insert and of each of MODE_ROWS, run one after another
 MODE_ROUNDS: list[dict[str, float]] = []
+#: the importer rows run from this tree and from IMPORTER_BENCH_BEFORE's
+IMPORTER_ROWS = (BLIND, DEFAULT, DEFAULT_HELD, *MODE_ROWS)
+#: each round's rows/s per importer row: {tool: (before, after)}
+BEFORE_AFTER: list[dict[str, tuple[float, float]]] = []
 
 
 @pytest.fixture(scope="module")
@@ -168,12 +184,16 @@ def test_tool(benchmark, ack_binary, files, tool):
     }
 
 
-def _importer_rate(tool: str, files: dict[str, Path], ack_binary: Path) -> float:
-    """One whole `importer run`, checked to have written every row."""
+def _importer_rate(
+    tool: str, files: dict[str, Path], ack_binary: Path, tree: Path | None = None
+) -> float:
+    """One whole `importer run` (from `tree`: another checkout), checked to have written
+    every row."""
     extra = HELD if tool == DEFAULT_HELD else ()
     with AckEndpoint(binary=ack_binary, extra_args=extra) as ep:
         cmd = _command(tool, files, ep.endpoint_url)
-        m = run_measured(cmd, env=client_env(ep.endpoint_url), cwd=files["dir"], timeout=TIMEOUT)
+        env = client_env(ep.endpoint_url, tree)
+        m = run_measured(cmd, env=env, cwd=files["dir"], timeout=TIMEOUT)
         stats = ep.stats()
     items = 2 * N if tool == SYNC else N
     assert m.returncode == 0, f"{tool} exited {m.returncode}: {m.tail()}"
@@ -191,6 +211,47 @@ def test_default_vs_blind_in_alternating_rounds(ack_binary, files):
         blind = _importer_rate(BLIND, files, ack_binary)
         default = _importer_rate(DEFAULT, files, ack_binary)
         PAIRED.append((blind, default, _importer_rate(DEFAULT_HELD, files, ack_binary)))
+
+
+def test_before_after_in_alternating_rounds(ack_binary, files):
+    """Every importer row from the "before" tree and from this one, in one run."""
+    tree, reason = before_tree()
+    if tree is None:
+        pytest.skip(reason)
+    for k in range(PAIRS):
+        rates: dict[str, tuple[float, float]] = {}
+        for tool in IMPORTER_ROWS:
+            if k % 2 == 0:  # which tree goes first alternates by round
+                before = _importer_rate(tool, files, ack_binary, tree)
+                after = _importer_rate(tool, files, ack_binary)
+            else:
+                after = _importer_rate(tool, files, ack_binary)
+                before = _importer_rate(tool, files, ack_binary, tree)
+            rates[tool] = (before, after)
+        BEFORE_AFTER.append(rates)
+
+
+def _before_after_lines() -> tuple[str, dict]:
+    tree, _ = before_tree()
+    lines = [
+        f"\nbefore ({tree}) and after (this tree), {len(BEFORE_AFTER)} alternating rounds",
+        f"{'tool':<30}{'before rows/s':>14}{'after rows/s':>14}{'after/before':>14}{'rounds':>14}",
+    ]
+    report: dict = {"before_tree": str(tree), "rounds": BEFORE_AFTER, "median_ratio": {}}
+    for tool in IMPORTER_ROWS:
+        pairs = [r[tool] for r in BEFORE_AFTER if tool in r]
+        if not pairs:
+            continue
+        ratios = sorted(a / b for b, a in pairs)
+        median = _median(ratios)
+        report["median_ratio"][tool] = median
+        lines.append(
+            f"{tool:<30}{_median([b for b, _ in pairs]):>14,.0f}"
+            f"{_median([a for _, a in pairs]):>14,.0f}{median:>13.3f}x"
+            f"{f'{ratios[0]:.2f}-{ratios[-1]:.2f}':>14}"
+        )
+    lines.append("(rows/s: medians; after/before: the median of the rounds' ratios, its range)")
+    return "\n".join(lines), report
 
 
 def _median(values: list[float]) -> float:
@@ -269,6 +330,10 @@ def _table() -> tuple[str, dict]:
             )
         report["modes_vs_insert"] = medians
         report["mode_rounds"] = MODE_ROUNDS
+    if BEFORE_AFTER:
+        text, before_after = _before_after_lines()
+        lines.append(text)
+        report["before_after"] = before_after
     if ddb_rate:
         lines.append("(vs ddbimport: against the faster of its two runs)")
     lines.append("(cpu s: the client's user+system CPU; load: 1-min load average before the run)")
@@ -276,7 +341,7 @@ def _table() -> tuple[str, dict]:
 
 
 def test_zz_summary():
-    if not RESULTS:
+    if not RESULTS and not BEFORE_AFTER:
         pytest.skip("no tool ran")
     text, report = _table()
     report["table"] = text

@@ -19,7 +19,9 @@ valid, every sku distinct), in one pytest run:
   to a range of their own) against N rows; goal: within 1.15x, or under 300 MB.
 
 Validate and run alternate over IMPORTER_BENCH_PAIRS rounds (default 3); the ratios are
-the medians of the rounds' ratios.
+the medians of the rounds' ratios.  (Why validate's run map is the native
+`DigestLedger` and not SQLite: with SQLite it spent 80 % of its time there, under the
+mode stage's lock.)
 
     pytest benchmarks/bench_validate.py -s                      # N = 1,000,000
     IMPORTER_BENCH_VALIDATE_ROWS=200000 pytest benchmarks/bench_validate.py -s

@@ -1,17 +1,17 @@
 """Run control: the one object a run's workers consult to know whether to go on.
 
-A run used to carry four stop signals that each worker learnt of its own way (the
-pipeline's halt event, the mode stage's abort flag, the writer's remembered fatal
-error, the driver's status).  Two of them could disagree: a lookup that met bad
-credentials did not stop the writers, and an aborted stage did not stop the sync.
-Now one `RunCoordinator` is made per run (`importer.run.pipeline.open_pipeline`)
-and handed down to every part that works on the run's behalf:
+One object, because separate stop signals (a halt event, an abort flag, a
+remembered fatal error, a status), each learnt of its own way, can disagree: a
+lookup that met bad credentials would not stop the writers, a stopped stage would
+not stop the sync.  One `RunCoordinator` is made per run
+(`importer.run.pipeline.open_pipeline`) and handed down to every part that works on
+the run's behalf:
 
 * `fail(error)` keeps the run's FIRST fatal error (credentials, a deleted table);
   every worker's next send raises that same error (`raise_if_failed`), so the run
   ends with one readable line, not one per thread;
 * `halt(reason)` stops the writes: a batch that has not written yet does not
-  (`importer.run.batch_unit`), and what it skipped is counted in its outcome;
+  (`importer.run.batch_steps`), and what it skipped is counted in its outcome;
 * waiters for a turn (`importer.ordering`) are woken by either, through `on_stop`;
 * `status` is said, not inferred: only a FINISHED run completes its checkpoint.
 

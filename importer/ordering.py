@@ -3,11 +3,10 @@
 Batches run side by side, but some of their steps must happen in file order: the
 mode stage assigns versions batch after batch (`importer.modes.stage`), and the
 sync applies one entity's versions in the order they were written
-(`importer.mbc.sync`).  Both used to keep their own counter and their own
-turn/released bookkeeping, kept in step by a runtime check; now a run has one
-`FileOrder` (made with the run's coordinator), every batch takes ONE ticket from
-it on the submitting thread, and each ordered step is a `Turns` over those
-tickets:
+(`importer.mbc.sync`).  Two counters with their own turn/released bookkeeping
+would have to be kept in step; so a run has one `FileOrder` (made with the run's
+coordinator), every batch takes ONE ticket from it on the submitting thread, and
+each ordered step is a `Turns` over those tickets:
 
 * `Turns.wait(t)` returns once every ticket before `t` has passed this step
   (raises `Stopped` when the run stops first: a waiter never outlives its run);

@@ -54,34 +54,27 @@ def test_the_echoed_commands_run_as_printed(tmp_path, capsys, restored_environme
     import shlex
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    from importer.cli.demo import reset_stand_in
-    from importer.mbc.model import TABLE_SCHEMA
+    from importer.cli.demo import DEMO_BUCKET, DEMO_PREFIX
+    from importer.cli.local_moto import environment, stand_in
 
     assert main(["demo", "--rows", "600", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     echoed = [line[2:].split("  #")[0] for line in out.splitlines() if line.startswith("$ ")]
     assert len(echoed) == 2 and all(c.startswith("importer run ") for c in echoed)
     assert f"the commands below run in {tmp_path}" in out
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     here = os.getcwd()
-    try:
-        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-        reset_stand_in(endpoint)
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="importer-demo")
-        s3.upload_file(str(tmp_path / "products.csv"), "importer-demo", "incoming/products.csv")
-        ddb = boto3.client("dynamodb", endpoint_url=endpoint)
-        for name in ("command", "data", "history"):
-            ddb.create_table(TableName=f"demo-app-master-{name}", **TABLE_SCHEMA)
+    # a fresh stand-in as `importer local up --prefix demo-app-master --bucket importer-demo`
+    # makes it, with the environment `importer local env` prints
+    with stand_in(prefix=DEMO_PREFIX, bucket=DEMO_BUCKET, in_process=True) as up:
+        os.environ.update(environment(up.endpoint, up.region))
+        s3 = boto3.client("s3", endpoint_url=up.endpoint)
+        s3.upload_file(str(tmp_path / "products.csv"), DEMO_BUCKET, "incoming/products.csv")
         os.chdir(tmp_path)
-        codes = [main(shlex.split(command)[1:]) for command in echoed]
-    finally:
-        os.chdir(here)
-        server.stop()
+        try:
+            codes = [main(shlex.split(command)[1:]) for command in echoed]
+        finally:
+            os.chdir(here)
     assert codes == [3, 0]  # the deliberately bad row; then the price update
     update = json.loads((tmp_path / "price-update.summary.json").read_text())
     assert (update["written"], update["synced"]) == (3, 3)

@@ -7,10 +7,9 @@ spin) is tested without a clock in tests/test_window.py.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
-from importer.dynamodb.lanes import MAX_BATCH_THREADS
+from importer.dynamodb.request_pool import MAX_BATCH_THREADS
 from importer.run.driver import RunConfig, run_import
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform.spec import Spec, load_spec
@@ -29,19 +28,27 @@ def _products(tmp_path: Path, rows: int) -> tuple[Spec, Path]:
 
 
 class _CountingWriter:
-    """Writes as the dry run does, and counts how many batches write at once."""
+    """Writes as the dry run does, and counts how many batches write at once.
+
+    A batch's write waits until two batches have been writing at once (an event, not
+    a sleep: a loaded machine cannot make them miss each other); a driver that never
+    ran two at once would leave the peak at 1.
+    """
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.now = self.peak = 0
         self.lock = threading.Lock()
+        self.overlapped = threading.Event()
 
     def write_batch(self, items):
         with self.lock:
             self.now += 1
             self.peak = max(self.peak, self.now)
+            if self.now >= 2:
+                self.overlapped.set()
         try:
-            time.sleep(0.005)
+            self.overlapped.wait(30)
             return self.inner.write_batch(items)
         finally:
             with self.lock:
@@ -58,7 +65,7 @@ def test_fifty_workers_keep_only_a_few_batches_in_memory(tmp_path: Path):
     with open_pipeline(settings) as pipeline:
         counting = pipeline.writer = _CountingWriter(pipeline.writer)
         assert pipeline.lanes is not None and pipeline.lanes.width == 50 // MAX_BATCH_THREADS
-        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=50)
+        config = RunConfig(source=str(src), batch_items=10)
         summary = run_import(config, pipeline=pipeline)
     assert summary.rows == summary.valid == 3000
     assert 2 <= counting.peak <= MAX_BATCH_THREADS
@@ -106,7 +113,7 @@ def test_over_max_rejects_the_batches_in_the_air_write_nothing_more(tmp_path: Pa
         # 4 batch threads: batch 0 and three later ones run at once
         pipeline.engine = _HeldTransforms(pipeline.engine, pipeline.coordinator, others=3)
         writer = pipeline.writer = _CountingWriter(pipeline.writer)
-        config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=4, max_rejects=3)
+        config = RunConfig(source=str(src), batch_items=10, max_rejects=3)
         summary = run_import(config, pipeline=pipeline)
     assert summary.bad_data == summary.rejected == 10 and summary.written == 0
     assert summary.halted_batches >= 3 and summary.skipped == 10 * summary.halted_batches

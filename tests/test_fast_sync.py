@@ -181,7 +181,7 @@ def test_block_new_entities_equal_new_entity_items(docs, tz, take):
     from importer._native import ItemBlock, block_new_entities
     from importer.mbc.fast_sync import _PLAN, SYNC_MODE_MEMBER, _dates_for
     from importer.records import PreparedItem
-    from importer.run.batch_unit import mark_sync
+    from importer.run.batch_steps import mark_sync
 
     for n, d in enumerate(docs):  # the caller's blocks: every key once
         d["sk"] = {"S": f"{d['sk']['S'][:-2]}-{n}@1"}

@@ -129,7 +129,8 @@ def test_kill_midway_then_resume_gives_the_uninterrupted_table(tmp_path):
     spec.write_text(PRODUCT_SPEC)
     checkpoint = tmp_path / "cp.jsonl"
     with DdbServer(tables=["t-command"]) as srv:
-        srv.faults.set(latency=0.03)
+        # the writes past 4,000 items wait until the run is killed: it is surely midway
+        hold = srv.faults.hold_after(4000)
         args = [
             "run",
             str(src),
@@ -165,7 +166,7 @@ def test_kill_midway_then_resume_gives_the_uninterrupted_table(tmp_path):
         assert 10 < len(lines) and '"complete"' not in lines[-1]
         stored_before = len(srv.items("t-command"))
         assert 0 < stored_before < n
-        srv.faults.set(latency=0.0)
+        hold.release()
         done = subprocess.run(Cli.command(*args, "--resume"), cwd=tmp_path, env=env)
         items = srv.items("t-command")
         again = subprocess.run(
@@ -194,7 +195,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     spec.write_text(PRODUCT_SPEC)
     checkpoint = tmp_path / "cp.jsonl"
     with DdbServer(tables=["t-command"]) as srv:
-        srv.faults.set(latency=0.03)
+        hold = srv.faults.hold_after(3000)  # the run cannot finish before Ctrl-C
         args = [
             "run",
             str(src),
@@ -224,13 +225,13 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        hold.release()  # the batches in flight finish; no new one starts
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130
         assert "Traceback" not in err and "--resume" in err
         partial = json.loads((tmp_path / "s.json").read_text())
         assert partial["rows"] == partial["written"] + partial["rejected"] + partial["failed"]
         assert partial["rows"] < n
-        srv.faults.set(latency=0.0)
         done = subprocess.run(Cli.command(*args, "--resume"), cwd=tmp_path, env=env)
         assert done.returncode == 0
         assert len(srv.items("t-command")) == n
@@ -317,7 +318,7 @@ def test_the_checkpoint_records_the_mode_the_pipeline_writes_with(tmp_path):
                 workers=1, region="us-east-1", session=session, check_table=False,
             )  # fmt: skip
             config = RunConfig(
-                source=str(src), spec=spec, batch_items=10, workers=1,
+                source=str(src), batch_items=10,
                 checkpoint_path=checkpoint, resume=resume,
             )  # fmt: skip
             with open_pipeline(settings) as pipeline:

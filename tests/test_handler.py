@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import threading
 
 import boto3
 import pytest
@@ -251,11 +252,28 @@ def test_a_warm_child_sends_its_batch_requests_side_by_side(monkeypatch):
             def get_object(self, Bucket, Key, **conditional):  # noqa: N803 - boto3's names
                 return {"Body": io.BytesIO(specs[Key]), "ETag": '"v1"'}
 
+        # in the second invocation a write call waits until two are in the server at once
+        # (an event, not the latency: a loaded machine cannot make them miss each other);
+        # a child that never overlapped them would leave the peak at 1
+        inside: set[int] = set()
+        lock, overlapped = threading.Lock(), threading.Event()
+
+        def until_two_at_once(item):
+            # the first call's thread is held here until another connection's call comes
+            with lock:
+                inside.add(threading.get_ident())
+                if len(inside) >= 2:
+                    overlapped.set()
+            overlapped.wait(30)
+            return None
+
         peaks = []
         for n in range(2):
             event = batch([row(f"W{n}-{i:04d}") for i in range(500)], "T")
             event["BatchInput"]["Attributes"].update(mode="blind", rejects="")
             srv.reset_stats()
+            if n:
+                srv.faults.set(validation_error_for=until_two_at_once)
             summary = handle_event(event, client=client, s3_client=S3())
             assert summary["written"] == 500
             peaks.append(srv.stats()["in_flight.max"])

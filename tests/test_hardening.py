@@ -418,7 +418,7 @@ def test_a_stop_signal_ends_with_a_summary_and_resumes_exactly(tmp_path, signum)
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     with DdbServer(tables=["t-command"]) as srv:
-        srv.faults.set(latency=0.02)
+        hold = srv.faults.hold_after(3000)  # the run cannot finish before the signal
         args = _subprocess_args(tmp_path, srv, bad, n)
         cp = tmp_path / "cp.jsonl"
         proc = subprocess.Popen(
@@ -434,13 +434,13 @@ def test_a_stop_signal_ends_with_a_summary_and_resumes_exactly(tmp_path, signum)
                 break
             time.sleep(0.05)
         proc.send_signal(getattr(signal, signum))
+        hold.release()  # the batches in flight finish; no new one starts
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 128 + getattr(signal, signum)
         assert "Traceback" not in err and "--resume" in err
         partial = json.loads((tmp_path / "s.json").read_text())
         assert partial["status"] == "interrupted"
         assert partial["rows"] == partial["written"] + partial["rejected"] + partial["failed"] < n
-        srv.faults.set(latency=0.0)
         done = subprocess.run(
             [sys.executable, "-m", "importer.cli.main", *args, "--resume"], cwd=tmp_path, env=env
         )
@@ -538,11 +538,14 @@ def test_a_duplicate_header_name_is_found_in_a_very_wide_header():
     import io
 
     from importer.input.options import CsvOptions
-    from importer.input.source import CsvReader, SourceError
+    from importer.input.source import CsvReader, ParsedRow, SourceError, read_header
 
-    names = [f"c{i}" for i in range(100_000)] + ["c7"]  # 0.6 MB: under the header limit
+    names = [f"c{i}" for i in range(100_000)] + ["c7"]  # 0.6 MB: the check alone (a row
+    # this long stops the reader first: ItemReader reads headers of up to 10 KiB)
     data = (",".join(names) + "\n").encode()
     with pytest.raises(SourceError, match="duplicate column name 'c7'"):
+        read_header(iter([ParsedRow(1, names, None)]), CsvOptions(",", "FIRST_ROW", None))
+    with pytest.raises(SourceError, match="header row longer than 10,240 bytes"):
         CsvReader(io.BytesIO(data), CsvOptions(",", "FIRST_ROW", None))
 
 

@@ -24,11 +24,11 @@ from importer.dynamodb.writer import (
     MAX_ITEMS_PER_REQUEST,
     BatchWriter,
     chunk_requests,
-    keys_unique,
     write_units,
 )
+from importer.item_batch import ItemList
 from importer.records import PreparedItem
-from importer.run.batch_unit import resolve_duplicates
+from importer.run.batch_steps import resolve_duplicates
 from importer.transform import native_engine, reference
 from tests.test_native_equivalence import SCALE, spec_and_rows
 
@@ -121,7 +121,7 @@ def test_a_block_answers_as_the_list_of_its_items(
     assert list(block) == items and block == items and items == block
     assert len(block) == len(items)
     assert write_units(block) == sum(item_write_units(it.wire) for it in items)
-    assert keys_unique(block) == keys_unique(items)
+    assert block.keys_unique() == ItemList(items).keys_unique()
     assert block.distinct_pks() == {it.pk for it in items}
     if items:
         block[len(items) // 2]  # one item built as an object: the rest still from the buffer

@@ -210,6 +210,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "importer.cli.main", *args]
 
 
+def _is_command(item: dict) -> bool:
+    """A command record (`PRODUCT#...@v`), not a job's own record."""
+    return item["pk"]["S"].startswith("PRODUCT#") and "@" in item["sk"]["S"]
+
+
 def test_a_job_killed_half_way_resumes_every_row_exactly_once(tmp_path):
     n_files, n_rows = 12, 1500
     folder = tmp_path / "exports"
@@ -233,7 +238,9 @@ def test_a_job_killed_half_way_resumes_every_row_exactly_once(tmp_path):
     with DdbServer(tables=[CMD, DATA, JOBS]) as srv:
         args += ["--endpoint-url", srv.endpoint_url]
         env["AWS_ENDPOINT_URL_DYNAMODB"] = srv.endpoint_url
-        srv.faults.set(latency=0.01)
+        # files 1-4 (5,999 commands) and part of file 5 are written; then the writes wait
+        # until the job is killed: it is surely in file 5
+        hold = srv.faults.hold_after(4 * n_rows + 1000, counts=_is_command)
         proc = subprocess.Popen(_cli(*args), cwd=tmp_path, env=env)
         state = tmp_path / "job" / "job.json"
         deadline = time.monotonic() + 120
@@ -247,7 +254,7 @@ def test_a_job_killed_half_way_resumes_every_row_exactly_once(tmp_path):
         job = json.loads(state.read_text())
         assert [f["status"] for f in job["files"][:4]] == ["finished"] * 4
         assert job["files"][4]["status"] == "running"
-        srv.faults.set(latency=0.0)
+        hold.release()
         done = subprocess.run(_cli(*args, "--resume"), cwd=tmp_path, env=env)
         items = srv.items(CMD)
         records = srv.items(JOBS)
@@ -334,7 +341,7 @@ def test_sigterm_stops_the_job_between_batches_and_resume_finishes_it(tmp_path):
         args = ["run", "in", "--spec", "spec.toml", "--table", CMD, "--mode", "blind"]
         args += ["--batch-items", "50", "--workers", "2", "--job-dir", "job"]
         args += ["--endpoint-url", srv.endpoint_url, "--summary-json", "s.json"]
-        srv.faults.set(latency=0.01)
+        hold = srv.faults.hold_after(1500)  # file 2 cannot finish before the signal
         proc = subprocess.Popen(
             _cli(*args),
             cwd=tmp_path,
@@ -349,6 +356,7 @@ def test_sigterm_stops_the_job_between_batches_and_resume_finishes_it(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
+        hold.release()  # the batches in flight finish; no new one starts
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 143, err
         assert "Resume with the same command plus --resume" in err
@@ -356,7 +364,6 @@ def test_sigterm_stops_the_job_between_batches_and_resume_finishes_it(tmp_path):
         job = json.loads((tmp_path / "job" / "job.json").read_text())
         assert job["status"] == "interrupted"
         assert [f["status"] for f in job["files"]][:2] == ["finished", "interrupted"]
-        srv.faults.set(latency=0.0)
         done = subprocess.run(_cli(*args, "--resume"), cwd=tmp_path, env=env, capture_output=True)
         assert done.returncode == 0, done.stderr
         assert len(srv.items(CMD)) == 4000

@@ -1,7 +1,8 @@
-"""A block's keys are read as their list would be: the same calls, the same answers.
+"""A batch's keys are read as their list would be: the same calls, the same answers.
 
-`BlockKeys` lets `KeyLookup.get_many` write each call's keys from an `ItemBlock`
-in C and make the (pk, sk) tuples only for an answer that needs them.  Whatever
+`Keys.of(batch)` lets `KeyLookup.get_many` write each call's keys from a native
+`ItemBlock` in C and make the (pk, sk) tuples only for an answer that needs them
+(the pure-Python `ItemList` hands over its tuples).  Whatever
 the table holds, leaves unprocessed or refuses, the lookup must find exactly
 what it finds from the keys as a list, sending the same bodies.
 """
@@ -19,10 +20,11 @@ from hypothesis import strategies as st
 from importer import _native
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError
-from importer.dynamodb.lanes import Lanes
-from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup
+from importer.dynamodb.lookup import KeyLookup, Keys
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes
 from importer.dynamodb.retry import RetryPolicy
+from importer.item_batch import ItemList
 from importer.records import PreparedItem
 
 
@@ -92,14 +94,19 @@ def test_a_blocks_keys_are_read_as_their_list(
     block = _native.ItemBlock(items)
     wanted = block.entity_keys(versioned)
     if len(set(wanted)) != len(wanted):
-        return  # BlockKeys is for a block whose keys are distinct (the caller checks)
+        return  # Keys.of is for a batch whose keys are distinct (the caller checks)
     stored = {k: {"pk": {"S": k[0]}, "sk": {"S": k[1]}} for k in wanted[:: share + 2]}
     answers = []
-    for given_keys in (DistinctKeys(wanted), BlockKeys(block, versioned=versioned)):
+    for given_keys in (
+        Keys(wanted, distinct=True),
+        Keys.of(block, versioned=versioned),
+        Keys.of(ItemList(items), versioned=versioned),
+        wanted,  # listed keys, taken once each
+    ):
         client = _Table(stored, faults)
         found = _calm_lookup(client).get_many("T", given_keys)
         answers.append((found, sorted(client.bodies)))
-    assert answers[0] == answers[1]
+    assert answers[0] == answers[1] == answers[2] == answers[3]
     assert answers[0][0] == stored
 
 
@@ -107,7 +114,7 @@ def test_a_block_of_new_keys_is_read_in_groups_and_finds_nothing() -> None:
     items = [PreparedItem(i, "t#P", f"P#{i}@1", b"{}") for i in range(1, 451)]
     client = _Table({}, faults=False)
     lookup = _calm_lookup(client)
-    assert lookup.get_many("T", BlockKeys(_native.ItemBlock(items), versioned=True)) == {}
+    assert lookup.get_many("T", Keys.of(_native.ItemBlock(items), versioned=True)) == {}
     assert client.groups == [5] and lookup.calls == 5
     sent = [k["sk"]["S"] for b in client.bodies for k in json.loads(b)["RequestItems"]["T"]["Keys"]]
     assert sent == [f"P#{i}@1" for i in range(1, 451)]

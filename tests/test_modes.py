@@ -28,8 +28,8 @@ import pytest
 
 from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient
 from importer.dynamodb.errors import DynamoError, WriterFatalError
-from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.lookup import MAX_GET_KEYS, KeyLookup, LookupFailed
+from importer.dynamodb.request_pool import Lanes
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.strict_writer import StrictWriter
 from importer.dynamodb.writer import BatchWriter

@@ -316,7 +316,7 @@ def test_progress_counts_rows_settled_not_rows_read(tmp_path):
         gate.set()  # the first report is made while no batch has been written
 
     settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=4)
-    config = RunConfig(source=str(src), spec=spec, batch_items=10, workers=4)
+    config = RunConfig(source=str(src), batch_items=10)
     with open_pipeline(settings) as pipeline:
         process = pipeline.process
 

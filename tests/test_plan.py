@@ -16,7 +16,7 @@ from importer.cli.plan import ASL_BATCH_ITEMS, estimate, plan_source, render
 from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batcher
 from importer.input.source import CsvReader
 from importer.item_size import item_size_of
-from importer.run.batch_unit import resolve_duplicates
+from importer.run.batch_steps import resolve_duplicates
 from importer.run.driver import RunConfig, run_import
 from importer.run.pipeline import PipelineSettings, open_pipeline
 from importer.transform import reference
@@ -108,7 +108,7 @@ def test_plan_agrees_with_a_validate_run(tmp_path: Path, spec_path: Path):
     spec = load_spec(spec_path)
     settings = PipelineSettings(spec=spec, mode="blind", dry_run=True)
     with open_pipeline(settings) as pipeline:
-        summary = run_import(RunConfig(source=str(src), spec=spec), pipeline=pipeline)
+        summary = run_import(RunConfig(source=str(src)), pipeline=pipeline)
     plan = plan_source(str(src), spec)
     assert (plan.rows, plan.items, plan.rejected, plan.batches) == (
         summary.rows,
@@ -252,3 +252,33 @@ def test_plan_refuses_a_header_with_the_rule_run_uses(tmp_path, capsys, spec_tex
     header = csv_text.splitlines()[0].split(",")
     expected = header_problem(load_spec(spec_path), header)
     assert expected and said.endswith(expected)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "sku,name,price,qty,active",
+        "sku,name,price,qty,active,extra",  # read, ignored and said
+        "active,qty,price,name,sku",  # any order
+        "sku,name,price,qty",  # a spec column missing
+        "SKU,name,price,qty,active",  # a column's name is exact
+        "sku,sku,name,price,qty,active",  # a name twice
+        "sku;name;price;qty;active",  # another delimiter: one column
+    ],
+)
+def test_plan_refuses_exactly_the_headers_run_refuses(tmp_path, capsys, header):
+    """`plan` prices what `run` would do: a header `run` refuses, `plan` refuses in the
+    same words, and one `run` accepts, `plan` accepts (`validate` is `run` without writes)."""
+    (tmp_path / "spec.toml").write_text(PRODUCT_SPEC)
+    src = tmp_path / "in.csv"
+    width = len(header.split(","))
+    src.write_text(header + "\n" + ",".join(["A-1", "n", "1", "1", "yes", "x"][:width]) + "\n")
+
+    def refusal(command: str) -> str | None:
+        capsys.readouterr()
+        code = main([command, str(src), "--spec", str(tmp_path / "spec.toml")])
+        errors = [ln for ln in capsys.readouterr().err.splitlines() if "error:" in ln]
+        assert (code == 1) == bool(errors), (command, code, errors)
+        return errors[-1] if errors else None
+
+    assert refusal("plan") == refusal("validate")

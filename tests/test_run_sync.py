@@ -33,8 +33,8 @@ from importer.aws.stream_handler import is_command_insert
 from importer.cli.main import EXIT_PARTIAL, main
 from importer.dynamodb.errors import WriterFatalError
 from importer.records import PreparedItem
-from importer.run import batch_unit
-from importer.run.batch_unit import SYNC_MODE_TAIL, mark_sync
+from importer.run import batch_steps
+from importer.run.batch_steps import SYNC_MODE_TAIL, mark_sync
 from tests.conftest import PRODUCT_SPEC, scan_all
 from tests.support.command_cloud import (
     CLOCK,
@@ -118,14 +118,14 @@ def _diff(a: dict, b: dict) -> list[str]:
 
 def _crash_before_sync_of(line: int):
     """`_sync_written` as a kill would leave it: the batch holding `line` is written, not synced."""
-    real = batch_unit._sync_written
+    real = batch_steps._sync_written
 
     def fake(syncer, items, outcome):
         if any(it.line == line for it in items):
             raise WriterFatalError("simulated kill between the write and the sync")
         return real(syncer, items, outcome)
 
-    return mock.patch("importer.run.batch_unit._sync_written", fake)
+    return mock.patch("importer.run.batch_steps._sync_written", fake)
 
 
 def test_state_machine_importer_sync_and_run_sync_leave_identical_tables(tmp_path):

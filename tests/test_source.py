@@ -179,3 +179,29 @@ def test_open_source_s3(aws):
         open_source("s3://bkt/missing.csv", s3_client=s3)
     with pytest.raises(SourceError, match="no such bucket"):
         open_source("s3://nobucket/x.csv", s3_client=s3)
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_a_csv_header_row_is_read_up_to_10_kib_as_itemreader_reads_it(engine):
+    """AWS Step Functions developer guide, "ItemReader (Map)": "Currently, Step Functions
+    supports CSV headers of up to 10 KiB" (docs/aws-facts.md, ItemReader): 10,240 bytes
+    of header row are read, one byte more stops with one line."""
+    import io
+
+    from importer.input.options import CsvOptions
+    from importer.input.source import CsvReader, SourceError
+    from importer.transform.native_engine import open_reader
+
+    reader = CsvReader if engine == "python" else open_reader
+    names = [f"column_{i:05d}" for i in range(10_240 // 13)]  # 13 bytes a name and comma
+    header = ",".join(names)
+    header += "," + "x" * (10_240 - len(header) - 1)
+    assert len(header.encode()) == 10_240
+    read = reader(io.BytesIO((header + "\n" + "1," * len(names) + "2\n").encode()), CsvOptions())
+    assert len(read.header) == len(names) + 1
+    with pytest.raises(SourceError) as caught:
+        reader(io.BytesIO((header + "y\n1\n").encode()), CsvOptions())
+    assert str(caught.value) == (
+        "header row longer than 10,240 bytes: Step Functions' ItemReader reads CSV "
+        "headers of up to 10 KiB"
+    )

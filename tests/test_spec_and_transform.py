@@ -246,7 +246,7 @@ def test_oversized_item_is_rejected():
 
 def test_duplicate_keys_last_row_wins_and_earlier_is_reported():
     """The transform keeps both; the batch unit settles them (blind mode: last row wins)."""
-    from importer.run.batch_unit import resolve_duplicates
+    from importer.run.batch_steps import resolve_duplicates
 
     spec = spec_with({"type": "string"})
     rows = [(2, ["A", "1"]), (3, ["A", "2"])]

@@ -670,3 +670,153 @@ def test_an_athena_manifest_naming_a_missing_object_fails_the_map_run(cloud):
     assert desc.get("error") == "States.ItemReaderFailed", desc
     assert "not-there.parquet" in desc.get("cause", ""), desc
     assert log.invocations == []
+
+
+INVENTORY_SPEC = """\
+[record]
+type = "OBJECT"
+tenant = "acme"
+code = "{Key}"
+name = "{Key}"
+
+[columns.Bucket]
+type = "string"
+required = true
+
+[columns.Key]
+type = "string"
+required = true
+pattern = "^[a-z0-9/._-]+$"
+
+[columns.Size]
+type = "integer"
+min = 0
+
+[input]
+manifest_type = "S3_INVENTORY"
+"""
+
+
+def _inventory(s3: Any, prefix: str, files: list[list[tuple[str, str, str]]]) -> str:
+    """An S3 Inventory report: gzip CSV files (bucket, key, size; no header) in the
+    bucket "inventory" under `prefix`, and the manifest.json listing them; its key."""
+    import gzip
+
+    keys = []
+    for n, rows in enumerate(files):
+        key = f"{prefix}/data/part-{n}.csv.gz"
+        body = "".join(f'"{b}","{k}","{size}"\n' for b, k, size in rows).encode()
+        s3.put_object(Bucket="inventory", Key=key, Body=gzip.compress(body))
+        keys.append(key)
+    doc = {
+        "sourceBucket": "lake",
+        "destinationBucket": "arn:aws:s3:::inventory",
+        "version": "2016-11-30",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size",
+        "files": [{"key": k, "size": 1, "MD5checksum": "0"} for k in keys],
+    }
+    manifest = f"{prefix}/manifest.json"
+    s3.put_object(Bucket="inventory", Key=manifest, Body=json.dumps(doc).encode())
+    return manifest
+
+
+def _inventory_rows(n: int, start: int = 0) -> list[tuple[str, str, str]]:
+    """Listed objects; every 9th has a key the spec's pattern refuses (a reject)."""
+    return [
+        ("lake", f"exports/obj-{i:04d}.bin" if i % 9 else f"exports/Bad Key {i}", str(i * 7))
+        for i in range(start, start + n)
+    ]
+
+
+def test_an_s3_inventory_manifest_runs_through_the_machine_to_the_local_run_s_records(cloud):
+    """ReaderConfig InputType MANIFEST, ManifestType S3_INVENTORY: the machine reads the
+    manifest.json's gzip CSV files (sfn_shim 8.), one item per listed object, and the
+    child writes the very records `importer run` writes from the same manifest on S3
+    (read object by object through moto S3), rejects included."""
+    import importer.run.pipeline as pipeline_mod
+    from importer.cli import main as cli
+
+    s3, ddb = cloud["s3"], boto3.client("dynamodb", region_name=REGION)
+    s3.create_bucket(Bucket="inventory")
+    s3.put_object(Bucket="import-config", Key="inventory.toml", Body=INVENTORY_SPEC.encode())
+    files = [_inventory_rows(23), _inventory_rows(30, 23), _inventory_rows(7, 53)]
+    key = _inventory(s3, "lake/daily/2026-12-07", files)
+    for table in ("inv-sfn-command", "inv-local-command"):
+        ddb.create_table(TableName=table, **KEY_SCHEMA)
+    definition = substituted(
+        max_items_per_batch=10, input_type="MANIFEST", manifest_type="S3_INVENTORY"
+    )
+    assert json.loads(definition)["States"]["import-csv"]["ItemReader"]["ReaderConfig"] == {
+        "InputType": "MANIFEST",
+        "ManifestType": "S3_INVENTORY",
+    }
+    desc, log, _writer = run_machine(
+        cloud,
+        definition,
+        key,
+        "i-inventory",
+        "inv-sfn-command",
+        extra_input={"bucket": "inventory", "spec": "s3://import-config/inventory.toml"},
+    )
+    assert desc["status"] == "SUCCEEDED", desc
+    items = [i for _, event in log.invocations for i in event["input"]["Items"]]
+    assert len(items) == 60 and items[0] == {
+        "Bucket": "lake",
+        "Key": "exports/Bad Key 0",
+        "Size": "0",
+    }
+
+    spec_path = cloud["tmp"] / "inventory.toml"
+    spec_path.write_text(INVENTORY_SPEC)
+    tmp = cloud["tmp"]
+    with mock.patch.object(
+        pipeline_mod, "open_client", lambda settings: Recording(workers=settings.workers)
+    ):
+        code = cli.main(
+            [
+                "run",
+                f"s3://inventory/{key}",
+                "--spec",
+                str(spec_path),
+                "--table",
+                "inv-local-command",
+                "--writer",
+                "boto3",
+                "--batch-items",
+                "10",
+                "--region",
+                REGION,
+                "--quiet",
+                "--rejects",
+                str(tmp / "inv-rejects.csv"),
+                "--checkpoint",
+                str(tmp / "inv-checkpoint.jsonl"),
+            ]
+        )
+    assert code == cli.EXIT_PARTIAL  # rows were rejected: the run says so by its exit code
+    sfn_records = {k: strip_run(v) for k, v in scan_all("inv-sfn-command").items()}
+    local_records = {k: strip_run(v) for k, v in scan_all("inv-local-command").items()}
+    assert len(local_records) == 60 - 7  # every 9th listed object is a reject
+    assert sfn_records == local_records
+    rejected = list(csv.reader(open(tmp / "inv-rejects.csv", encoding="utf-8")))[1:]
+    assert len(rejected) == 7 and all("Bad Key" in ",".join(r) for r in rejected)
+
+
+def test_an_s3_inventory_manifest_naming_a_missing_file_fails_the_map_run(cloud):
+    """An inventory file the manifest.json lists is not there: ItemReader fails
+    (States.ItemReaderFailed) before any child runs."""
+    s3 = cloud["s3"]
+    s3.create_bucket(Bucket="inventory")
+    key = _inventory(s3, "lake/gone", [_inventory_rows(5)])
+    s3.delete_object(Bucket="inventory", Key="lake/gone/data/part-0.csv.gz")
+    definition = substituted(
+        max_items_per_batch=10, input_type="MANIFEST", manifest_type="S3_INVENTORY"
+    )
+    desc, log, _writer = run_machine(
+        cloud, definition, key, "i-inventory-gone", extra_input={"bucket": "inventory"}
+    )
+    assert desc["status"] == "FAILED"
+    assert desc.get("error") == "States.ItemReaderFailed", desc
+    assert "part-0.csv.gz" in desc.get("cause", ""), desc
+    assert log.invocations == []

@@ -209,6 +209,8 @@ class TableLookup:
     def get_many(self, table, keys, *, raw=False):
         self.reads.append(table)
         held = self.tables.get(table, {})
+        if hasattr(keys, "parts"):  # `importer.dynamodb.lookup.Keys`
+            keys = [k for part in keys.parts(100) for k in part.keys()]
         found = {k: held[k] for k in keys if k in held}
         return {k: wire_json(v) for k, v in found.items()} if raw else found
 

@@ -12,7 +12,6 @@ import ipaddress
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +70,9 @@ class _TlsServer:
         self.connections = 0
         self.bodies: list[bytes] = []
         self.stall = threading.Event()
+        #: a stalled answer is held until the server closes (an event, not a sleep: the
+        #: client's timeout fires first however loaded the machine is)
+        self.closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -92,7 +94,7 @@ class _TlsServer:
             try:
                 while (body := read_http_request(conn)) is not None:
                     if self.stall.is_set():
-                        time.sleep(1.0)  # answers far too late
+                        self.closed.wait(60)  # never answers while the client waits
                         return
                     self.bodies.append(body)
                     conn.sendall(http_ok(ANSWER))
@@ -100,6 +102,7 @@ class _TlsServer:
                 return
 
     def close(self) -> None:
+        self.closed.set()
         self.listener.close()
 
 

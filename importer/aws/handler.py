@@ -32,22 +32,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from importer.dynamodb.lanes import Lanes
 from importer.dynamodb.region import default_region
+from importer.dynamodb.request_pool import Lanes
 from importer.input.batching import AWS_MAX_INPUT_BYTES, Batch
 from importer.input.items import ItemMapper
-from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode
+from importer.modes.stage import mode_of
 from importer.records import Reject
-from importer.run.batch_unit import BatchOutcome
-from importer.run.pipeline import PipelineSettings, open_client, open_pipeline
+from importer.run.batch_steps import BatchOutcome
+from importer.run.pipeline import (
+    PipelineSettings,
+    WriterKind,
+    open_client,
+    open_pipeline,
+)
 from importer.run.reports import failures_csv, rejects_csv
 from importer.transform.context import ContextError, RunContext
+from importer.transform.engines import DEFAULT_ENGINE
 from importer.transform.spec import Spec, SpecError, header_problem, load_spec, loads_spec
 
-__all__ = ["BatchFailed", "EventError", "HandlerSettings", "handle_event", "lambda_handler"]
+__all__ = ["BatchFailed", "EventError", "handle_event", "lambda_handler"]
 
 STATE_NAME = "csv_rows_handler"
 #: (run, table, data table) -> tenant -> the commands' TTL: read once per run
@@ -64,24 +70,6 @@ class BatchFailed(RuntimeError):
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(f"{message}: {json.dumps(summary, sort_keys=True)}")
         self.summary = summary
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerSettings:
-    table: str
-    spec_uri: str
-    rejects_uri: str | None
-    region: str
-    mode: Mode = DEFAULT_MODE
-    data_table: str | None = None
-    #: upsert/strict: "merge" or "replace" (None: the spec's `[target] update`)
-    update: str | None = None
-    #: the TTL configuration's table (None: derived from the table's name; "": none)
-    master_table: str | None = None
-    #: this child's share of the run's write-unit budget (maxWcu / MaxConcurrency)
-    max_wcu: float | None = None
-    #: write the data and history records too (`run --sync`), insert and blind only
-    sync: bool = False
 
 
 def _unwrap(event: Any) -> tuple[list[Any], dict[str, Any]]:
@@ -159,7 +147,9 @@ def _typed_rows(
     return mapper.header, rows, rejects
 
 
-def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
+def _given(batch_input: dict[str, Any]) -> Callable[[str, str], str | None]:
+    """A setting as the child is told it: BatchInput's Attributes (the execution input),
+    BatchInput itself, else the environment the template sets."""
     attrs = batch_input.get("Attributes")
     attrs = attrs if isinstance(attrs, dict) else {}
 
@@ -167,20 +157,49 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
         value = attrs.get(key) or batch_input.get(key) or os.environ.get(env)
         return str(value) if value else None
 
-    table = pick("table", "IMPORTER_TABLE")
-    spec_uri = pick("spec", "IMPORTER_SPEC")
-    if not table:
+    return pick
+
+
+def _spec_uri(pick: Callable[[str, str], str | None]) -> str:
+    """Where the spec is (the child reads it before its settings can be made)."""
+    if not pick("table", "IMPORTER_TABLE"):
         raise EventError("no table: set BatchInput.Attributes.table or IMPORTER_TABLE")
+    spec_uri = pick("spec", "IMPORTER_SPEC")
     if not spec_uri:
         raise EventError("no spec: set BatchInput.Attributes.spec or IMPORTER_SPEC")
-    given = pick("mode", "IMPORTER_MODE") or DEFAULT_MODE
-    mode = next((m for m in MODES if m == given), None)
-    if mode is None:
-        raise EventError(f"unknown mode {given!r} (one of: {', '.join(MODES)})")
-    update = pick("update", "IMPORTER_UPDATE")
-    if update not in (None, *UPDATES):
-        raise EventError(f"unknown update {update!r} (one of: {', '.join(UPDATES)})")
+    return spec_uri
+
+
+def _settings(
+    pick: Callable[[str, str], str | None], spec: Spec, *, writer: WriterKind, engine: str
+) -> PipelineSettings:
+    """The child's run settings: `importer run`'s own type (`PipelineSettings`), so the
+    defaults (the mode, the region) and every check are the ones a local run has; a value
+    out of range is an `EventError` in the settings' words, before anything is written."""
     sync = (pick("sync", "IMPORTER_SYNC") or "").lower() in ("1", "true", "yes")
+    try:
+        settings = PipelineSettings(
+            spec=spec,
+            table=pick("table", "IMPORTER_TABLE"),
+            mode=mode_of(pick("mode", "IMPORTER_MODE")),
+            data_table=pick("dataTable", "IMPORTER_DATA_TABLE"),
+            update=pick("update", "IMPORTER_UPDATE"),
+            master_table=os.environ.get("IMPORTER_MASTER_DATA_TABLE"),
+            region=default_region(),
+            workers=CHILD_WORKERS,
+            batches=1,
+            writer=writer,
+            engine=engine,
+            check_table=False,
+            max_wcu=_budget_share(
+                pick("maxWcu", "IMPORTER_MAX_WCU"),
+                pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY"),
+            ),
+            sync=sync,
+        )
+    except ValueError as exc:  # SettingsError, or mode_of's
+        raise EventError(str(exc)) from None
+    mode = settings.mode
     if sync and mode in ("upsert", "strict"):
         # concurrent children hold versions of one entity in no particular order
         raise EventError(
@@ -188,20 +207,7 @@ def _settings(batch_input: dict[str, Any]) -> HandlerSettings:
             "two children may hold versions of one entity, and only the command state "
             "machine (or importer sync afterwards) applies them in order"
         )
-    return HandlerSettings(
-        sync=sync,
-        update=update,
-        master_table=os.environ.get("IMPORTER_MASTER_DATA_TABLE"),
-        max_wcu=_budget_share(
-            pick("maxWcu", "IMPORTER_MAX_WCU"), pick("maxConcurrency", "IMPORTER_MAX_CONCURRENCY")
-        ),
-        mode=mode,
-        data_table=pick("dataTable", "IMPORTER_DATA_TABLE"),
-        table=table,
-        spec_uri=spec_uri,
-        rejects_uri=pick("rejects", "IMPORTER_REJECTS"),
-        region=default_region(),
-    )
+    return settings
 
 
 def _budget_share(total: str | None, concurrency: str | None) -> float | None:
@@ -226,7 +232,8 @@ def _budget_share(total: str | None, concurrency: str | None) -> float | None:
 # so a spec replaced at the same key is read again by the next invocation, not never.
 # Nothing per-invocation is kept here (each invocation opens and closes its pipeline).
 _SPECS: dict[str, tuple[object, Spec]] = {}
-#: requests one child sends at once (its batch's requests side by side, `importer.dynamodb.lanes`)
+#: requests one child sends at once (its batch's requests side by side,
+#: `importer.dynamodb.request_pool`)
 CHILD_WORKERS = 4
 #: kept across warm invocations: a new batch starts with what earlier ones measured
 #: (a fresh set sends its first requests one at a time until they are timed)
@@ -240,8 +247,8 @@ def _child_lanes() -> Lanes:
     return _LANES
 
 
-#: the S3 client, kept across warm invocations (per region): making one cost ~5 ms of
-#: each warm invocation's ~7 (bench_lambda_child.py); boto3 clients are thread-safe
+#: the S3 client, kept across warm invocations (per region): making one is most of a
+#: warm invocation's fixed cost (bench_lambda_child.py); boto3 clients are thread-safe
 _S3: dict[str | None, Any] = {}
 
 
@@ -361,8 +368,8 @@ def handle_event(
     *,
     client: Any = None,
     s3_client: Any = None,
-    engine: str = "native",
-    writer: str = "http",
+    engine: str = DEFAULT_ENGINE,
+    writer: WriterKind = "http",
 ) -> dict[str, Any]:
     """Process one batch event; `client` (a `importer.dynamodb.client` client) and `s3_client`
     are injectable for tests (moto's in-process `mock_aws` needs the boto3 client)."""
@@ -377,14 +384,16 @@ def handle_event(
             f"batch input is {size} bytes, over the {AWS_MAX_INPUT_BYTES} bytes Step Functions "
             "allows a child execution; lower MaxItemsPerBatch / MaxInputBytesPerBatch"
         )
-    settings = _settings(batch_input)
+    pick = _given(batch_input)
+    spec_uri = _spec_uri(pick)
     try:
         base = RunContext.from_batch_input(batch_input)
     except ContextError as exc:
         raise EventError(str(exc)) from None
     if s3_client is None:
-        s3_client = _s3_client(settings.region)
-    spec = _load_spec(settings.spec_uri, s3_client)
+        s3_client = _s3_client(default_region())
+    spec = _load_spec(spec_uri, s3_client)
+    settings = _settings(pick, spec, writer=writer, engine=engine)
     batch_id = batch_digest(items)
     # requestId must stay unique across batches without line numbers: prefix the batch id.
     ctx = RunContext(
@@ -406,27 +415,11 @@ def handle_event(
         if batch_input.get("InputType") == "PARQUET":
             _epoch_ms_as_iso(items, spec)
         header, rows, refused = _typed_rows(items, spec)
-    pipeline_settings = PipelineSettings(
-        spec=spec,
-        table=settings.table,
-        mode=settings.mode,
-        data_table=settings.data_table,
-        update=settings.update,
-        master_table=settings.master_table,
-        region=settings.region,
-        workers=CHILD_WORKERS,
-        batches=1,
-        writer=writer,  # type: ignore[arg-type]
-        engine=engine,
-        check_table=False,
-        max_wcu=settings.max_wcu,
-        sync=settings.sync,
-    )
     if client is None:
-        client = _dynamo_client(pipeline_settings)
-    with open_pipeline(pipeline_settings, client=client, lanes=_child_lanes()) as pipeline:
+        client = _dynamo_client(settings)
+    with open_pipeline(settings, client=client, lanes=_child_lanes()) as pipeline:
         # the TTL configuration is read once per run (and container), not once per batch
-        key = (base.run_id, settings.table, settings.data_table)
+        key = (base.run_id, settings.table or "", settings.data_table)
         if key not in _RUN_TTLS:
             _RUN_TTLS.clear()  # a warm container serves one run at a time
         pipeline.share_ttls(_RUN_TTLS.setdefault(key, {}))
@@ -438,19 +431,15 @@ def handle_event(
             ticket=pipeline.ticket(),
         ).final()
     rejects_at = failures_at = None
-    if settings.rejects_uri:
+    rejects_uri = pick("rejects", "IMPORTER_REJECTS")
+    if rejects_uri:
         rejects_at, failures_at = _store_reports(
-            outcome, header, settings.rejects_uri, base.run_id, batch_id, s3_client
+            outcome, header, rejects_uri, base.run_id, batch_id, s3_client
         )
     summary = {
         "batch": batch_id,
         "mode": settings.mode,
-        "rows": outcome.rows,
-        "written": outcome.written,
-        "unchanged": outcome.unchanged,
-        "rejected": len(outcome.rejects),
-        "existing": outcome.existing,
-        "failed": len(outcome.failures),
+        **outcome.counts().counts_json(_SUMMARY_COUNTS),
         "rejects": rejects_at,
         "failures": failures_at,
         "ttl": pipeline.ttl_notes(),
@@ -458,6 +447,10 @@ def handle_event(
     if outcome.failed_batch:
         raise BatchFailed(f"DynamoDB refused {len(outcome.failures)} row(s) of the batch", summary)
     return summary
+
+
+#: the counts a child's summary shows (the Map's result), in this order
+_SUMMARY_COUNTS = ("rows", "written", "unchanged", "rejected", "existing", "failed")
 
 
 def lambda_handler(event: Any, context: Any = None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from importer.counts import Counts
 from importer.mbc.import_job import file_outcome, from_item
 from importer.mbc.tasks import (
     FAILED,
@@ -175,8 +176,8 @@ def _iterate(event: dict[str, Any], env: TaskEnv) -> Any:
 def _results_rows(env: TaskEnv, details: dict[str, Any]) -> dict[str, Any]:
     """The counts of an import from its Map's ResultWriter files (manifest, SUCCEEDED_n,
     FAILED_n): a succeeded batch's own counts; a failed one's rows all failed."""
-    totals: dict[str, Any] = dict.fromkeys(_COUNTS, 0)
-    totals["failed_batches"] = 0
+    counts = Counts()
+    failed_batches = 0
     rejects: list[str] = []
     bucket = details["Bucket"]
     manifest = json.loads(env.s3.get_object(Bucket=bucket, Key=details["Key"])["Body"].read())
@@ -187,17 +188,14 @@ def _results_rows(env: TaskEnv, details: dict[str, Any]) -> dict[str, Any]:
             for child in json.loads(body):
                 if status == "SUCCEEDED":
                     out = json.loads(child.get("Output") or "{}")
-                    for k in _COUNTS:
-                        totals[k] += int(out.get(k, 0) or 0)
+                    counts.add(Counts.from_json(out))
                     if out.get("rejects"):
                         rejects.append(out["rejects"])
                 else:
                     items = json.loads(child.get("Input") or "{}").get("Items") or []
-                    totals["rows"] += len(items)
-                    totals["failed"] += len(items)
-                    totals["failed_batches"] += 1
-    totals["rejects"] = rejects
-    return totals
+                    counts.add(Counts(rows=len(items), failed=len(items)))
+                    failed_batches += 1
+    return {**counts.counts_json(_COUNTS), "failed_batches": failed_batches, "rejects": rejects}
 
 
 def import_result(env: TaskEnv, detail: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,8 @@ def print_summary(data: dict[str, Any], *, writing: bool) -> None:
         + f"  batches {data['batches']:,}  {data['seconds']:.2f}s"
         f"  {data['rows_per_second']:,.0f} rows/s"
     )
+    if data.get("objects") is not None:
+        print(f"manifest objects read: {data['objects_read']:,} of {data['objects']:,}")
     for line in data.get("ttl") or ():
         print(f"commands' {line}")
     if data["ignored_columns"]:

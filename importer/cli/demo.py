@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import random
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from importer.dynamodb.region import DEFAULT_REGION
-from importer.mbc.model import TABLE_SCHEMA
+if TYPE_CHECKING:
+    from importer.cli.local_moto import StackState
 
 __all__ = [
     "DEMO_SPEC",
     "PRICE_SPEC",
     "generate_demo_csv",
-    "reset_stand_in",
     "run_demo",
     "update_rows",
 ]
@@ -109,6 +107,9 @@ min = 0
 PRICE_HEADER = ["tenant", "sku", "price"]
 #: the demo data table's TTL configuration (days), as MBC's master-data table holds it
 DEMO_TTL_DAYS = 365
+#: the demo module's tables (`{prefix}-command`, `-data`, `-history`) and bucket
+DEMO_PREFIX = "demo-app-master"
+DEMO_BUCKET = "importer-demo"
 
 
 def generate_demo_csv(path: Path, rows: int, *, seed: int = 7) -> int:
@@ -204,23 +205,6 @@ def _run_argv(
     return argv
 
 
-def reset_stand_in(endpoint: str) -> None:
-    """Empty moto's stores: a process keeps them across servers (a second demo in one
-    process, as the tests run it, would meet the first one's tables)."""
-    import urllib.request
-
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - our loopback server
-        pass
-
-
-def reset_stand_in_store() -> None:
-    """Forget what the demo stored (moto's stores are per process, not per server)."""
-    from moto.dynamodb.models import dynamodb_backends
-
-    dynamodb_backends.reset()
-
-
 def _print_item(item: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
     from boto3.dynamodb.types import TypeDeserializer
 
@@ -238,55 +222,41 @@ def run_demo(
     engine: str | None = None,
 ) -> int:
     """The demo; `cli` is `importer`'s main, which runs each echoed command."""
+    from importer.cli.local_moto import LocalStackError, environment, stand_in
 
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        print(
-            "importer: error: the demo's AWS stand-in is not installed: "
-            "pip install 'importer[demo]' (or -e '.[demo]' in a clone)",
-            file=sys.stderr,
-        )
-        return 1
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    for var, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_SESSION_TOKEN", "testing"),
-        ("AWS_DEFAULT_REGION", DEFAULT_REGION),
-    ):
-        os.environ[var] = value
-    os.environ.pop("AWS_PROFILE", None)
-    # the same environment `importer local env` prints, so the echoed commands need no flag
-    for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
-        os.environ.pop(var, None)
     base = Path(workdir or tempfile.mkdtemp(prefix="importer-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     csv_path = base / "products.csv"
     spec_path = base / "products.spec.toml"
     bad = generate_demo_csv(csv_path, rows)
     spec_path.write_text(DEMO_SPEC, encoding="utf-8")
-
-    from importer.cli import local_store
-
-    local_store.speed_up()  # the stand-in `importer local up` serves, not moto as it ships
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
     try:
-        return _show(
-            server, base=base, rows=rows, bad=bad, csv_path=csv_path, engine=engine, cli=cli
-        )
+        # the tables and bucket as `importer local up --prefix demo-app-master --bucket
+        # importer-demo` makes them
+        with stand_in(prefix=DEMO_PREFIX, bucket=DEMO_BUCKET, in_process=True) as up:
+            # the environment `importer local env` prints, so the echoed commands need no
+            # flag; a profile or session token of a real account must not mix in
+            for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+                os.environ.pop(var, None)
+            os.environ.update(environment(up.endpoint, up.region))
+            return _show(
+                up,
+                base=base,
+                rows=rows,
+                bad=bad,
+                csv_path=csv_path,
+                engine=engine,
+                cli=cli,
+            )
+    except LocalStackError as exc:
+        print(f"importer: error: {exc}", file=sys.stderr)
+        return 1
     except _DemoStopped as exc:
         return exc.code
-    finally:
-        server.stop()
-        reset_stand_in_store()
-        local_store.restore()
 
 
 def _show(
-    server: Any,
+    up: StackState,
     *,
     base: Path,
     rows: int,
@@ -299,32 +269,27 @@ def _show(
     import boto3
 
     spec_path = base / "products.spec.toml"
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    reset_stand_in(endpoint)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    endpoint = up.endpoint
     print(f"embedded AWS stand-in (moto) on {endpoint}")
     s3 = boto3.client("s3", endpoint_url=endpoint)
-    s3.create_bucket(Bucket="importer-demo")
-    s3.upload_file(str(csv_path), "importer-demo", "incoming/products.csv")
+    s3.upload_file(str(csv_path), DEMO_BUCKET, "incoming/products.csv")
     ddb = boto3.client("dynamodb", endpoint_url=endpoint)
-    table = "demo-app-master-command"
-    # MBC's module tables: commands (every version), data (the latest), history
-    for name in (table, "demo-app-master-data", "demo-app-master-history"):
-        ddb.create_table(TableName=name, **TABLE_SCHEMA)  # MBC's key schema
+    # MBC's module tables, made by the stand-in: commands (every version), data (the
+    # latest), history
+    table, data_table, history_table = up.tables
     # the TTL configuration lives in the master module's data table (MBC's master-data),
     # here the demo module's own: every command carries ttl = start + 365 days
     for tenant in ("acme", "globex"):
         ddb.put_item(
-            TableName="demo-app-master-data",
+            TableName=data_table,
             Item={
                 "pk": {"S": f"MASTER#{tenant}"},
-                "sk": {"S": "TTL#demo-app-master-data"},
+                "sk": {"S": f"TTL#{data_table}"},
                 "attributes": {"M": {"days": {"N": str(DEMO_TTL_DAYS)}}},
             },
         )
     print(
-        f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://importer-demo/incoming/"
+        f"sample: {rows:,} rows ({bad} deliberately bad) -> s3://{DEMO_BUCKET}/incoming/"
         f"products.csv; spec: {spec_path}"
     )
     print(
@@ -332,18 +297,18 @@ def _show(
         "dummy credentials (AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
         "AWS_DEFAULT_REGION=us-east-1)"
     )
-    source = "s3://importer-demo/incoming/products.csv"
+    source = f"s3://{DEMO_BUCKET}/incoming/products.csv"
     summary = _import(_run_argv(source, table, "products", engine), base=base, cli=cli)
     counts = {
         name: sum(
             page["Count"]
             for page in ddb.get_paginator("scan").paginate(TableName=name, Select="COUNT")
         )
-        for name in (table, "demo-app-master-data")
+        for name in (table, data_table)
     }
     print(
         f"\ntable {table} now holds {counts[table]:,} command records and "
-        f"demo-app-master-data {counts['demo-app-master-data'] - 2:,} data rows "
+        f"{data_table} {counts[data_table] - 2:,} data rows "
         "(and the 2 TTL configurations); one command:"
     )
     item = (
@@ -387,12 +352,12 @@ def _show(
     tenant, sku = updates[0][0], updates[0][1]
     pk = f"PRODUCT#{tenant}"
     data_row = ddb.get_item(
-        TableName="demo-app-master-data",
+        TableName=data_table,
         Key={"pk": {"S": pk}, "sk": {"S": f"PRODUCT#{sku}"}},
         ConsistentRead=True,
     ).get("Item")
     history = ddb.query(
-        TableName="demo-app-master-history",
+        TableName=history_table,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
         ExpressionAttributeValues={":pk": {"S": pk}, ":sk": {"S": f"PRODUCT#{sku}@"}},
         ConsistentRead=True,

@@ -7,7 +7,7 @@ closed pipe.
 
 from __future__ import annotations
 
-from typing import Protocol
+from importer.counts import Counts
 
 __all__ = [
     "EXIT_FATAL",
@@ -16,22 +16,8 @@ __all__ = [
     "EXIT_PARTIAL",
     "EXIT_PIPE",
     "EXIT_USAGE",
-    "Counted",
     "exit_code",
 ]
-
-
-class Counted(Protocol):
-    """The counts the rule reads: a run's summary, or a sync's outcome."""
-
-    @property
-    def rejected(self) -> int: ...
-
-    @property
-    def existing(self) -> int: ...
-
-    @property
-    def failed(self) -> int: ...
 
 
 EXIT_OK = 0
@@ -43,13 +29,7 @@ EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141
 
 
-def exit_code(summary: Counted) -> int:
-    """0 when nothing needs a look, 3 when some rows do (the one place this is decided).
-
-    Rows that exist already (insert mode) are what re-running an import is
-    expected to meet, as `--max-rejects` already treats them: a re-run that
-    changed nothing is a success, not a partial failure.  Bad data,
-    duplicates, strict-mode conflicts and failed writes do need a look.
-    """
-    needs_look = summary.rejected - summary.existing
-    return EXIT_PARTIAL if needs_look or summary.failed else EXIT_OK
+def exit_code(counts: Counts) -> int:
+    """0 when nothing needs a look, 3 when some rows do (`Counts.needs_look`, the one rule:
+    a run's summary, a job's total and a sync's outcome are all `Counts`)."""
+    return EXIT_PARTIAL if counts.needs_look else EXIT_OK

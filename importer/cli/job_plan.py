@@ -14,49 +14,30 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from importer.cli.options import batch_limits
 from importer.cli.plan import (
     Plan,
     _cmd_plan,
     _duration,
-    batch_limits,
-    describe_ttl,
-    estimate,
-    plan_capacity,
     plan_file,
+    plan_report,
     render,
 )
+from importer.dynamodb.region import default_region
 from importer.run.job_files import expand_sources, is_multi_source, load_job_manifest
 from importer.transform.spec import Spec, load_spec
 
 __all__ = ["plan_job", "add_plans", "register"]
 
-_ADDED = (
-    "rows",
-    "items",
-    "rejected",
-    "batches",
-    "map_children",
-    "requests",
-    "item_bytes",
-    "write_units",
-    "source_bytes",
-    "source_bytes_read",
-)
-
 
 def add_plans(plans: list[Plan], *, batch_items: int | None) -> Plan:
-    """The job's plan: every count the sum of its files'."""
+    """The job's plan: every count the sum of its files' (`Plan.add`)."""
     total = Plan(source="job", batch_items=batch_items)
-    names = {f.name for f in fields(Plan)}
     for p in plans:
-        for key in _ADDED:
-            if key in names:
-                setattr(total, key, getattr(total, key) + getattr(p, key))
-        total.ignored_columns += [c for c in p.ignored_columns if c not in total.ignored_columns]
+        total.add(p)
     return total
 
 
@@ -66,7 +47,7 @@ def plan_job(args: argparse.Namespace) -> int:
     if any(s.startswith("s3://") for s in args.sources):
         import boto3
 
-        s3_client = boto3.client("s3", region_name=args.region)
+        s3_client = boto3.client("s3", region_name=default_region(args.region))
     manifest = load_job_manifest(args.spec)
     specs: dict[str, Spec] = {}
     per_file: list[dict[str, Any]] = []
@@ -88,23 +69,9 @@ def plan_job(args: argparse.Namespace) -> int:
                     "map_children": plan.map_children,
                 }
             )
-    capacity, new_table = plan_capacity(args)
-    report = estimate(
-        add_plans(plans, batch_items=batch_items),
-        capacity,
-        price_per_million_wru=args.price_per_million_wru,
-        price_per_wcu_hour=args.price_per_wcu_hour,
-        import_price_per_gb=args.import_price_per_gb,
-        new_table=new_table,
-    )
+    # the TTL is read for the first file's spec (one table, one tenant rule per job)
     first = next(iter(specs.values()))
-    report["ttl"] = describe_ttl(
-        first,
-        args.table,
-        data_table=args.data_table,
-        region=args.region,
-        endpoint_url=args.endpoint_url,
-    )
+    report = plan_report(args, add_plans(plans, batch_items=batch_items), first)
     report["files"] = per_file
     report["task_timeout_seconds"] = args.task_timeout
     over = "seconds" in report and report["seconds"] > args.task_timeout

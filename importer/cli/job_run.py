@@ -13,10 +13,11 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from importer.counts import Counts
 from importer.mbc.import_job import file_outcome
 
 __all__ = ["JobOutcome", "run_job_command"]
@@ -111,7 +112,7 @@ def run_job_command(
 
         observer, note = open_recorder(
             args.table,
-            tenant_template=config.spec.record.tenant.source,
+            tenant_template=settings.spec.record.tenant.source,
             table=getattr(args, "job_table", None),
             region=settings.region,
             endpoint_url=args.endpoint_url,
@@ -199,17 +200,17 @@ def run_job_command(
     failed = [f for f in job.files if f.status == "failed"]
     for f in failed:
         print(f"importer: error: {f.name}: {f.error}", file=sys.stderr)
-    needs_look = totals["rejected"] - totals["existing"]
-    return JobOutcome(fatal=bool(failed), needs_look=bool(needs_look or totals["failed"]))
+    return JobOutcome(fatal=bool(failed), counts=job.counts())
 
 
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
-    """How a job ended: a file that could not be imported, a signal, rows that need a look."""
+    """How a job ended: a file that could not be imported, a signal, or its counts (which
+    the exit rule reads, as it reads one file's)."""
 
     fatal: bool = False
     signum: int | None = None
-    needs_look: bool = False
+    counts: Counts = field(default_factory=Counts)
 
 
 _COUNTS = ("rows", "written", "unchanged", "rejected", "existing", "failed")

@@ -31,8 +31,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ __all__ = [
     "find_state_dir",
     "read_state",
     "register",
+    "stand_in",
     "stop_background",
 ]
 
@@ -326,6 +327,60 @@ def _check_names(prefix: str, bucket: str) -> tuple[str, ...]:
     return tables
 
 
+@contextlib.contextmanager
+def stand_in(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    region: str = DEFAULT_REGION,
+    prefix: str = DEFAULT_PREFIX,
+    bucket: str = DEFAULT_BUCKET,
+    in_process: bool = False,
+) -> Iterator[StackState]:
+    """moto on a loopback port holding one module's MBC tables and a bucket; stopped on exit.
+
+    The one set-up `importer local up` and `importer demo` share.  moto keeps its stores
+    per process, not per server: with `in_process` (the demo, whose process goes on
+    after it, as in the tests) they are emptied before and after, and the store's
+    patches undone; `local up`'s process exits instead, which is quicker than freeing a
+    million items one by one.
+    """
+    from importer.cli import local_store
+
+    tables = _check_names(prefix, bucket)
+    server = _start_server(host, port)
+    try:
+        real_host, real_port = server.get_host_and_port()
+        endpoint = f"http://{real_host}:{real_port}"
+        if in_process:
+            _empty_stores()
+        _create_resources(endpoint, region, tables, bucket)
+        yield StackState(
+            pid=os.getpid(),
+            endpoint=endpoint,
+            region=region,
+            prefix=prefix,
+            bucket=bucket,
+            tables=tables,
+            background=False,
+        )
+    finally:
+        try:
+            server.stop()
+        finally:
+            if in_process:
+                _empty_stores()
+                local_store.restore()
+
+
+def _empty_stores() -> None:
+    """Forget every table and object moto holds in this process (all its servers share them)."""
+    from moto.backends import get_backend
+
+    for service in ("dynamodb", "s3"):
+        get_backend(service).reset()
+
+
 def serve(
     *,
     host: str,
@@ -338,46 +393,32 @@ def serve(
     ready: Any = None,
 ) -> int:
     """Run the stand-in until SIGTERM or Ctrl-C; `ready(state)` is called once it is up."""
-    tables = _check_names(prefix, bucket)
+    _check_names(prefix, bucket)
     _require_moto()
     bind_port, _ = _pick_port(host, port)  # `up` has said so when 4566 was taken
     stop = threading.Event()
-    server = _start_server(host, bind_port)
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # A shell starts background jobs with SIGINT ignored; Ctrl-C must still stop us.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     state = None
     try:
-        real_host, real_port = server.get_host_and_port()
-        endpoint = f"http://{real_host}:{real_port}"
-        _create_resources(endpoint, region, tables, bucket)
-        log = str(_paths(state_dir)[2].resolve()) if background else None
-        state = StackState(
-            pid=os.getpid(),
-            endpoint=endpoint,
-            region=region,
-            prefix=prefix,
-            bucket=bucket,
-            tables=tables,
-            background=background,
-            log=log,
-        )
-        _write_state(state_dir, state)
-        if ready is not None:
-            ready(state)
-        while not stop.wait(0.5):
-            pass
+        with stand_in(host=host, port=bind_port, region=region, prefix=prefix, bucket=bucket) as up:
+            log = str(_paths(state_dir)[2].resolve()) if background else None
+            state = replace(up, background=background, log=log)
+            _write_state(state_dir, state)
+            if ready is not None:
+                ready(state)
+            while not stop.wait(0.5):
+                pass
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-        # the state goes last: while it stops, a second `down` still finds it
-        try:
-            server.stop()
-        finally:
-            if state is not None:
-                _remove_state(state_dir, state.pid)
+        # the state goes last (the stand-in stopped as the `with` ended): while it
+        # stops, a second `down` still finds it
+        if state is not None:
+            _remove_state(state_dir, state.pid)
     return 0
 
 

@@ -31,8 +31,9 @@ from importer.cli.exit_codes import (
     EXIT_USAGE,
     exit_code,
 )
-from importer.cli.options import add_batch_options, add_reader_options
-from importer.modes.stage import DEFAULT_MODE, MODES
+from importer.cli.options import add_batch_options, add_reader_options, batch_limits
+from importer.dynamodb.request_pool import DEFAULT_WORKERS
+from importer.modes.stage import DEFAULT_MODE, MODES, mode_of
 
 __all__ = ["main", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "exit_code"]
 
@@ -85,9 +86,10 @@ def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help:
     p.add_argument(
         "--workers",
         type=int,
-        default=50,
+        default=DEFAULT_WORKERS,
         metavar="N",
-        help="requests in flight at once (default 50); a few batches at a time share them",
+        help=f"requests in flight at once (default {DEFAULT_WORKERS}); a few batches at a time "
+        "share them",
     )
     p.add_argument("--region", default=None, help="AWS region (default from the environment)")
     p.add_argument(
@@ -100,9 +102,10 @@ def _add_common(p: argparse.ArgumentParser, *, table_required: bool, table_help:
     p.add_argument(
         "--mode",
         choices=MODES,
-        default=DEFAULT_MODE,
-        help="insert (default): entities that exist are reported, not overwritten; upsert: a "
-        "new version when changed; strict: conditional transactions; blind: version 1 as is",
+        default=None,
+        help=f"{DEFAULT_MODE} (default): entities that exist are reported, not overwritten; "
+        "upsert: a new version when changed; strict: conditional transactions; blind: "
+        "version 1 as is",
     )
     p.add_argument(
         "--update",
@@ -291,29 +294,16 @@ def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
 
 def _engine_name(args: argparse.Namespace) -> str:
     # native is the default and is required: never a silent fall back to the slow path
-    return args.engine or "native"
+    from importer.transform.engines import DEFAULT_ENGINE
+
+    return args.engine or DEFAULT_ENGINE
 
 
-def _config(args: argparse.Namespace, spec: Any) -> Any:
-    from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS
+def _config(args: argparse.Namespace) -> Any:
+    from importer.run.checkpoint import default_checkpoint_path, spec_digest
     from importer.run.driver import RunConfig
 
-    items = args.batch_items
-    nbytes = args.batch_bytes
-    if items is None and nbytes is None:
-        items, nbytes = DEFAULT_MAX_ITEMS, AWS_MAX_INPUT_BYTES
-    elif nbytes is None:
-        nbytes = AWS_MAX_INPUT_BYTES
-    if args.workers < 1:
-        raise _UsageError("--workers must be at least 1")
-    for flag in ("max_wcu", "max_rcu"):
-        value = getattr(args, flag)
-        if value is not None and not value > 0:
-            raise _UsageError(f"--{flag.replace('_', '-')} must be a positive number")
-    from importer.input.batching import check_limits
-
-    check_limits(items, nbytes)
-    from importer.run.checkpoint import default_checkpoint_path, spec_digest
+    items, nbytes = batch_limits(args)
 
     table = getattr(args, "table", None)
     checkpoint = None
@@ -326,7 +316,6 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
     output_dir = getattr(args, "output_dir", None)
     return RunConfig(
         source=args.source,
-        spec=spec,
         checkpoint_path=checkpoint,
         resume=getattr(args, "resume", False),
         spec_digest=spec_digest(args.spec),
@@ -335,7 +324,6 @@ def _config(args: argparse.Namespace, spec: Any) -> Any:
         tolerated_failure_count=getattr(args, "tolerated_failure_count", None),
         batch_items=items,
         batch_bytes=nbytes,
-        workers=args.workers,
         rejects_path=_report_path(args.source, args.rejects, "rejects"),
         failures_path=_report_path(args.source, getattr(args, "failures", None), "failures"),
         max_rejects=args.max_rejects,
@@ -380,25 +368,30 @@ def _finish(args: argparse.Namespace, summary: Any, *, writing: bool) -> int:
 
 
 def _pipeline_settings(args: argparse.Namespace, spec: Any, *, dry_run: bool) -> Any:
+    """The run's settings, checked where every entry point's are (`PipelineSettings`):
+    a value out of range is a usage error, in the settings' own words."""
     from importer.dynamodb.region import default_region
-    from importer.run.pipeline import PipelineSettings
+    from importer.run.pipeline import PipelineSettings, SettingsError
 
-    return PipelineSettings(
-        spec=spec,
-        table=args.table,
-        mode=args.mode,
-        data_table=args.data_table,
-        update=args.update,
-        region=default_region(args.region),
-        endpoint_url=args.endpoint_url,
-        workers=args.workers,
-        writer=args.writer,
-        engine=_engine_name(args),
-        dry_run=dry_run,
-        sync=bool(getattr(args, "sync", False)),
-        max_wcu=args.max_wcu,
-        max_rcu=args.max_rcu,
-    )
+    try:
+        return PipelineSettings(
+            spec=spec,
+            table=args.table,
+            mode=mode_of(args.mode),
+            data_table=args.data_table,
+            update=args.update,
+            region=default_region(args.region),
+            endpoint_url=args.endpoint_url,
+            workers=args.workers,
+            writer=args.writer,
+            engine=_engine_name(args),
+            dry_run=dry_run,
+            sync=bool(getattr(args, "sync", False)),
+            max_wcu=args.max_wcu,
+            max_rcu=args.max_rcu,
+        )
+    except SettingsError as exc:
+        raise _UsageError(str(exc)) from None
 
 
 def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
@@ -421,7 +414,8 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
         spec = load_spec(manifest.entries[0].spec if manifest else args.spec)
     else:
         spec = load_spec(args.spec)
-    config = _config(args, spec)
+    settings = _pipeline_settings(args, spec, dry_run=dry_run)
+    config = _config(args)
     if args.summary_json:  # checked before the first write, not found after the import
         from importer.run.reports import probe_writable
 
@@ -433,7 +427,7 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
         outcome = run_job_command(
             args,
             config=config,
-            settings=_pipeline_settings(args, spec, dry_run=dry_run),
+            settings=settings,
             s3_client=_s3_client(args),
             progress=progress,
         )
@@ -441,8 +435,8 @@ def _import(args: argparse.Namespace, *, dry_run: bool) -> int:
             return EXIT_INTERRUPTED + outcome.signum - signal.SIGINT
         if outcome.fatal:
             return EXIT_FATAL
-        return EXIT_PARTIAL if outcome.needs_look else EXIT_OK
-    with open_pipeline(_pipeline_settings(args, spec, dry_run=dry_run)) as pipeline:
+        return exit_code(outcome.counts)
+    with open_pipeline(settings) as pipeline:
         try:
             summary = run_import(
                 config, pipeline=pipeline, progress=progress, s3_client=_s3_client(args)
@@ -527,8 +521,8 @@ def _bound_malloc_arenas(arenas: int = 2) -> None:
     """Keep memory flat on long runs: cap glibc's malloc arenas before any thread starts.
 
     glibc gives each thread that contends for the heap an arena of its own, and
-    with 50 workers their fragmentation grows with the run: 1M rows peaked at
-    74 MB and 10M at 97 MB.  Two arenas give 73 and 75 MB at the same speed.
+    with 50 workers their fragmentation grows with the run, so the peak grows with
+    the file; two arenas keep it flat at the same speed (`benchmarks/bench_memory.py`).
     `MALLOC_ARENA_MAX` in the environment, or a libc that is not glibc, is left
     alone.
     """

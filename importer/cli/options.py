@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS
 from importer.input.options import INPUT_TYPES, MAX_ITEMS_LIMIT
 
-__all__ = ["add_batch_options", "add_reader_options", "max_items_arg"]
+__all__ = ["add_batch_options", "add_reader_options", "batch_limits", "max_items_arg"]
 
 
 def max_items_arg(text: str) -> int:
@@ -60,3 +61,14 @@ def add_batch_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="MaxInputBytesPerBatch (default and maximum 262144)",
     )
+
+
+def batch_limits(args: argparse.Namespace) -> tuple[int | None, int]:
+    """The ItemBatcher limits `run` cuts with and `plan` prices: the template's item count
+    when neither limit is given, and always AWS's 256 KB BatchInput bound on bytes."""
+    batch_items, batch_bytes = args.batch_items, args.batch_bytes
+    if batch_items is None and batch_bytes is None:
+        batch_items = DEFAULT_MAX_ITEMS
+    if batch_bytes is None:
+        batch_bytes = AWS_MAX_INPUT_BYTES
+    return batch_items, batch_bytes

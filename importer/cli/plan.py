@@ -22,8 +22,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from importer.cli.options import add_batch_options, add_reader_options
+from importer.cli.options import add_batch_options, add_reader_options, batch_limits
 from importer.dynamodb.capacity_units import item_write_units
+from importer.dynamodb.region import default_region
 from importer.input.batching import (
     AWS_MAX_INPUT_BYTES,
     DEFAULT_MAX_ITEMS,
@@ -33,11 +34,10 @@ from importer.input.batching import (
     check_limits,
 )
 from importer.input.source import SourceError
-from importer.records import Reject
-from importer.run.batch_unit import resolve_duplicates
+from importer.run.batch_steps import resolve_duplicates
 from importer.run.driver import open_rows
 from importer.transform.context import RunContext
-from importer.transform.engines import get_engine
+from importer.transform.engines import DEFAULT_ENGINE, ENGINES, get_engine
 from importer.transform.spec import Spec, check_header, load_spec
 
 __all__ = [
@@ -61,7 +61,7 @@ PRICE_PER_WCU_HOUR = 0.00065
 IMPORT_TABLE_PRICE_PER_GB = 0.15
 #: A new on-demand table's warm throughput for writes (docs/aws-facts.md, Capacity and prices).
 NEW_ON_DEMAND_WRU = 4000
-#: The command state machine, per command record (issue 13's count of the seed's machine):
+#: The command state machine, per command record (counted on the seed's machine):
 #: state transitions (Standard workflows) and Lambda invocations, and their prices.
 TRANSITIONS_PER_COMMAND = 10
 LAMBDA_CALLS_PER_COMMAND = 8
@@ -123,6 +123,21 @@ class Plan:
     def units_per_item(self) -> float:
         return self.write_units / self.items if self.items else 0.0
 
+    def add(self, other: Plan) -> None:
+        """Add a file's plan to this one: a job's plan is the sum of its files' (its batch
+        limits are the job's own, not summed)."""
+        self.rows += other.rows
+        self.items += other.items
+        self.rejected += other.rejected
+        self.batches += other.batches
+        self.map_children += other.map_children
+        self.requests += other.requests
+        self.item_bytes += other.item_bytes
+        self.write_units += other.write_units
+        self.source_bytes += other.source_bytes
+        self.source_bytes_read += other.source_bytes_read
+        self.ignored_columns += [c for c in other.ignored_columns if c not in self.ignored_columns]
+
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
@@ -141,7 +156,7 @@ def plan_source(
     *,
     batch_items: int | None = DEFAULT_MAX_ITEMS,
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES,
-    engine: str = "native",
+    engine: str = DEFAULT_ENGINE,
     s3_client: Any = None,
     input_type: str | None = None,
     max_items: int | None = None,
@@ -205,25 +220,24 @@ def plan_source(
                 plan.item_bytes += len(item.wire)
                 plan.write_units += item_write_units(item.wire)
 
-        for row in rows:
-            if row.error is not None:  # unreadable: a reject of the batch now open
-                local.reject(Reject(row.line, "", "", row.error, ()))
-                continue
-            # a typed reader (JSON, JSONL, Parquet) knows its item's JSON size
-            size = getattr(row, "size", 0) or size_of(header, row.fields)
-            done = local.add(row.line, row.fields, size)
-            if done is not None:
-                transform(done)
-            if children.add(row.line, row.fields, size) is not None:
-                plan.map_children += 1
-        last = local.flush()
-        if last is not None:
-            transform(last)
+        sized = [0]
+
+        def also_as_children(rows: Any) -> Any:
+            """Each readable row also goes to the ASL's batcher (its size measured once)."""
+            for row in rows:
+                if row.error is None:
+                    # a typed reader (JSON, JSONL, Parquet) knows its item's JSON size
+                    sized[0] = size = row.size or size_of(header, row.fields)
+                    if children.add(row.line, row.fields, size) is not None:
+                        plan.map_children += 1
+                yield row
+
+        # the run's own row-to-batch loop (`Batcher.cut`), fed the sizes measured above
+        for batch in local.cut(also_as_children(rows), header, lambda _h, _f: sized[0]):
+            transform(batch)
         if children.flush() is not None:
             plan.map_children += 1
-        close = getattr(reader, "close", None)
-        if close is not None:
-            close()
+        reader.close()
     finally:
         plan.source_bytes = counters[0].count if counters else 0
         plan.source_bytes_read = stream.bytes_read
@@ -241,7 +255,6 @@ def describe_capacity(
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
     from importer.dynamodb.errors import missing_table_message, unreachable_message
-    from importer.dynamodb.region import default_region
 
     region = default_region(region)
     where = endpoint_url or "AWS"
@@ -445,7 +458,7 @@ def describe_ttl(
 
     from importer.mbc.model import command_ttl
 
-    client = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)
+    client = boto3.client("dynamodb", region_name=default_region(region), endpoint_url=endpoint_url)
     start = time.time() if now is None else now
     found = command_ttl(client, table, data_table, tenant.source, start)
     return found.describe().removeprefix("ttl: ")
@@ -476,17 +489,6 @@ def plan_capacity(args: argparse.Namespace) -> tuple[Capacity | None, bool]:
     return capacity, new_table
 
 
-def batch_limits(args: argparse.Namespace) -> tuple[int | None, int]:
-    """The ItemBatcher limits `run` would cut with: the template's item count when
-    neither limit is given, and always AWS's 256 KB BatchInput bound on bytes."""
-    batch_items, batch_bytes = args.batch_items, args.batch_bytes
-    if batch_items is None and batch_bytes is None:
-        batch_items = DEFAULT_MAX_ITEMS
-    if batch_bytes is None:
-        batch_bytes = AWS_MAX_INPUT_BYTES
-    return batch_items, batch_bytes
-
-
 def plan_file(args: argparse.Namespace, source: str, spec: Spec, s3_client: Any) -> Plan:
     """One file's plan with the command line's reader and batch options (plan and job plan)."""
     batch_items, batch_bytes = batch_limits(args)
@@ -495,22 +497,16 @@ def plan_file(args: argparse.Namespace, source: str, spec: Spec, s3_client: Any)
         spec,
         batch_items=batch_items,
         batch_bytes=batch_bytes,
-        engine=args.engine or "native",
+        engine=args.engine or DEFAULT_ENGINE,
         s3_client=s3_client,
         input_type=args.input_type,
         max_items=args.max_items,
     )
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
-    args.source = args.sources[0]
-    spec = load_spec(args.spec)
-    s3_client = None
-    if args.source.startswith("s3://"):
-        import boto3
-
-        s3_client = boto3.client("s3", region_name=args.region)
-    plan = plan_file(args, args.source, spec, s3_client)
+def plan_report(args: argparse.Namespace, plan: Plan, spec: Spec) -> dict[str, Any]:
+    """`plan` (one file's, or a job's sum) priced with the command line's capacity and
+    prices, and the TTL its commands would carry: what `plan` and the job's plan print."""
     capacity, new_table = plan_capacity(args)
     report = estimate(
         plan,
@@ -527,6 +523,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         region=args.region,
         endpoint_url=args.endpoint_url,
     )
+    return report
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    args.source = args.sources[0]
+    spec = load_spec(args.spec)
+    s3_client = None
+    if args.source.startswith("s3://"):
+        import boto3
+
+        s3_client = boto3.client("s3", region_name=default_region(args.region))
+    report = plan_report(args, plan_file(args, args.source, spec, s3_client), spec)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -612,7 +620,7 @@ def register(subparsers: Any) -> None:
     add_batch_options(p)
     p.add_argument(
         "--engine",
-        choices=("native", "reference"),
+        choices=ENGINES,
         default=None,
         help="transform engine (default native)",
     )

@@ -492,7 +492,7 @@ def render_toml(
 
 
 def _rejects_by_column(spec: Spec, header: list[str], rows: list[tuple[int, list[str]]]) -> Any:
-    from importer.run.batch_unit import resolve_duplicates
+    from importer.run.batch_steps import resolve_duplicates
     from importer.transform.context import RunContext
     from importer.transform.reference import transform_batch
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from importer.cli.exit_codes import EXIT_FATAL, EXIT_USAGE, exit_code
@@ -19,15 +18,6 @@ from importer.mbc.model import Tables
 from importer.mbc.sync import sync_tables
 
 __all__ = ["register"]
-
-
-@dataclass(frozen=True, slots=True)
-class _SyncCounts:
-    """A sync's outcome as the exit rule counts it: commands left unapplied are failed rows."""
-
-    failed: int
-    rejected: int = 0
-    existing: int = 0
 
 
 def register(subparsers: Any) -> None:
@@ -127,7 +117,7 @@ def _cmd_sync(args: Any) -> int:
         )
         return EXIT_FATAL
     data = result.to_json()
-    failed = len(result.failures) + len(result.handler_failures)
+    failed = result.counts().failed
     if args.json:
         print(json.dumps(data, indent=2))
     else:
@@ -140,4 +130,4 @@ def _cmd_sync(args: Any) -> int:
         )
     for f in result.handler_failures + result.failures:
         print(f"importer: failed: {f.pk} {f.sk}: {f.reason}", file=sys.stderr)
-    return exit_code(_SyncCounts(failed=failed))
+    return exit_code(result.counts())

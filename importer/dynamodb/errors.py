@@ -12,6 +12,8 @@ import enum
 import re
 from typing import Any
 
+from importer.dynamodb.region import default_region
+
 __all__ = [
     "FATAL_CODES",
     "LOST_CODES",
@@ -176,14 +178,14 @@ def missing_table_message(table: str, endpoint: str | None, region: str | None) 
     """
     what = f"table {table!r}" if table else "the table"
     where = safe_url(endpoint) or "AWS"
-    return f"{what} does not exist at {where} (region {region or 'us-east-1'})"
+    return f"{what} does not exist at {where} (region {default_region(region)})"
 
 
 def unreachable_message(endpoint: str | None, region: str | None, detail: str) -> str:
     """The one wording of "nothing answers there", in every command (as for a missing table)."""
     return (
         f"cannot reach DynamoDB endpoint {safe_url(endpoint) or 'AWS'} "
-        f"(region {region or 'us-east-1'}): {redact(detail)}"
+        f"(region {default_region(region)}): {redact(detail)}"
     )
 
 

@@ -6,13 +6,14 @@ BatchGetItem with ConsistentRead, <= 100 distinct keys per call,
 `UnprocessedKeys` resent under the shared retry budget (`importer.dynamodb.retry`), over
 the run's one DynamoDB client (`importer.dynamodb.client`).  When keys stay unread after
 every allowed attempt it raises `LookupFailed`, so the caller fails exactly
-those rows rather than guess.
+those rows rather than guess.  The keys are one type (`Keys`: a batch's own, or
+listed ones); the calls go out through the one send loop
+(`importer.dynamodb.send_loop`) that the writers use.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Sequence
 from json.encoder import encode_basestring as _encode_string
 from typing import Any
@@ -22,54 +23,73 @@ from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.client import describe_table
 from importer.dynamodb.errors import DynamoError, ErrorKind
-from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes, Waits
 from importer.dynamodb.retry import Attempts, RetryPolicy, should_retry
+from importer.dynamodb.send_loop import First, SendLoop, Taken
+from importer.item_batch import ItemBatch
 
-__all__ = ["MAX_GET_KEYS", "PROJECTION", "BlockKeys", "DistinctKeys", "KeyLookup", "LookupFailed"]
+__all__ = ["MAX_GET_KEYS", "PROJECTION", "KeyLookup", "Keys", "LookupFailed"]
 
 #: BatchGetItem reads at most 100 items (and 16 MB) per call.
 MAX_GET_KEYS = 100
-#: In an answer, most likely the usual "every key read" (`_get_group` reads those in turn).
+#: In an answer, most likely the usual "every key read" (followed up at once, not over the lanes).
 _NONE_LEFT = b'"UnprocessedKeys":{}'
 #: Attributes the modes need from a stored record (smaller responses, fewer RCUs).
 PROJECTION = ("pk", "sk", "version", "attributes", "name", "requestId", "isDeleted")
 
 
-class DistinctKeys(list):  # type: ignore[type-arg]
-    """Keys their maker knows are all different (`get_many` does not look again).
+class Keys:
+    """The distinct keys one `get_many` reads: a batch's own (`of`), or listed ones.
 
-    A list, so that any `get_many` takes it; the mode stage makes one from an
-    `ItemBlock`, whose C answers that its keys are distinct.
+    A batch's keys are all distinct when its maker says so (`ItemBatch.keys_unique`);
+    each call's `Keys` JSON is then written by the batch (in C for a native
+    `ItemBlock`), and the (pk, sk) tuples are made only for a call whose answer
+    needs them (something found, keys left unprocessed, a failure) -- so a batch
+    of new entities reads without them.  Listed keys are taken once each.
     """
 
+    __slots__ = ("_batch", "_keys", "_versioned")
 
-class BlockKeys:
-    """The keys of an `ItemBlock` whose keys are all distinct, for `get_many`: at
-    their version (`versioned`) or without it.
+    def __init__(
+        self,
+        keys: Iterable[tuple[str, str]] = (),
+        *,
+        batch: ItemBatch | None = None,
+        versioned: bool = True,
+        distinct: bool = False,
+    ) -> None:
+        self._batch = batch
+        self._versioned = versioned
+        if batch is not None:
+            self._keys: list[tuple[str, str]] = []
+        elif distinct and isinstance(keys, list):
+            self._keys = keys
+        else:
+            self._keys = list(dict.fromkeys(keys))
 
-    Each call's `Keys` are written by C from the block; the (pk, sk) tuples are
-    made only for a call whose answer needs them (something found, keys left
-    unprocessed, a failure), so a batch of new entities reads without them.
-    """
-
-    def __init__(self, block: Any, *, versioned: bool) -> None:
-        self.block = block
-        self.versioned = versioned
+    @classmethod
+    def of(cls, batch: ItemBatch, *, versioned: bool) -> Keys:
+        """The keys of `batch`, whose keys are all distinct: at their version (pk, sk)
+        or without it (pk, the sk up to its "@")."""
+        return cls(batch=batch, versioned=versioned)
 
     def __len__(self) -> int:
-        return len(self.block)
+        return len(self._batch) if self._batch is not None else len(self._keys)
 
     def parts(self, size: int) -> list[_Part]:
-        block = self.block
+        """One call's keys each, <= `size` of them."""
+        batch, keys = self._batch, self._keys
+        if batch is None:
+            return [_Part(keys[i : i + size]) for i in range(0, len(keys), size)]
         return [
-            _Part(view=block[i : i + size], versioned=self.versioned)
-            for i in range(0, len(block), size)
+            _Part(view=batch[i : i + size], versioned=self._versioned)
+            for i in range(0, len(batch), size)
         ]
 
 
 class _Part:
-    """One call's keys: a list of them, or a block's slice turned into one when needed."""
+    """One call's keys: a list of them, or a batch's slice turned into one when needed."""
 
     __slots__ = ("_keys", "_versioned", "_view", "n")
 
@@ -77,19 +97,20 @@ class _Part:
         self,
         keys: list[tuple[str, str]] | None = None,
         *,
-        view: Any = None,
+        view: ItemBatch | None = None,
         versioned: bool = True,
     ) -> None:
         self._keys, self._view, self._versioned = keys, view, versioned
-        self.n = len(keys) if keys is not None else len(view)
+        self.n = len(keys) if keys is not None else len(view or ())
 
     def keys(self) -> list[tuple[str, str]]:
         if self._keys is None:
+            assert self._view is not None
             self._keys = self._view.entity_keys(self._versioned)
         return self._keys
 
     def listed(self) -> bytes | None:
-        """The `Keys` JSON, when C writes it from the block (else `_body` makes it)."""
+        """The `Keys` JSON, when the batch writes it (else `_body` makes it)."""
         return None if self._view is None else self._view.keys_json(self._versioned)
 
 
@@ -133,8 +154,8 @@ class KeyLookup:
         self.calls = 0
         self._tail: bytes | None = None
         self._empty: dict[str, bytes] = {}
-        #: the client sends several calls side by side in one call (`post_many`)
-        self.client_groups = client.sends_side_by_side
+        #: how the calls go out: in groups through one client call, or one by one
+        self.loop = SendLoop(client, self.pacer, self.coordinator, lanes)
 
     def table_exists(self, table: str) -> bool:
         """DescribeTable: True if it exists (fatal errors other than not-found raise)."""
@@ -203,88 +224,29 @@ class KeyLookup:
         return answer
 
     def get_many(
-        self, table: str, keys: Iterable[tuple[str, str]] | BlockKeys, *, raw: bool = False
+        self, table: str, keys: Iterable[tuple[str, str]] | Keys, *, raw: bool = False
     ) -> dict[tuple[str, str], Any]:
-        """The stored items among `keys` (duplicates allowed in `keys`), by (pk, sk).
+        """The stored items among `keys` (listed keys may repeat), by (pk, sk).
 
         With `lanes`, the calls of one lookup go out side by side.  `raw`: each item as
         its compact JSON bytes, cut from the answer without parsing it when C can
         (`importer._native.answer_items`; the mode stage compares them as bytes).
         """
-        if isinstance(keys, BlockKeys):
-            parts = keys.parts(MAX_GET_KEYS)
-        else:
-            distinct = keys if isinstance(keys, DistinctKeys) else list(dict.fromkeys(keys))
-            parts = [
-                _Part(distinct[i : i + MAX_GET_KEYS]) for i in range(0, len(distinct), MAX_GET_KEYS)
-            ]
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        lanes = self.lanes
-        if lanes is None:
-            for part in parts:
-                self._get_chunk(table, part.keys(), found, raw=raw)
-            return found
-        if len(parts) > 1 and self.client_groups:
-            # the calls go out in groups, each sent and answered in one `post_many` --
-            # while the pacer stays calm: a paced call goes alone, settled before the next
-            size, start = lanes.group_size(), 0
-            while start < len(parts) and self.pacer.unpaced():
-                self._get_group(table, parts[start : start + size], found, lanes, raw)
-                start += size
-            parts = parts[start:]
-        for got in lanes.run(
-            lambda part, waits: self._get_alone(table, part.keys(), waits, raw=raw), parts
-        ):
+        wanted = keys if isinstance(keys, Keys) else Keys(keys)
+        reads = _Reads(self, table, raw)
+        sent = self.loop.send(reads, wanted.parts(MAX_GET_KEYS))
+        self.calls += sent.clean
+        found: dict[tuple[str, str], Any] = {}
+        for got in sent.results:
             found.update(got)
         return found
-
-    def _get_group(
-        self,
-        table: str,
-        parts: list[_Part],
-        found: dict[tuple[str, str], Any],
-        lanes: Lanes,
-        raw: bool = False,
-    ) -> None:
-        """Calls sent side by side in one `post_many`; each answer then goes on as
-        `_get_chunk` takes it (unprocessed keys, retries), one after another.
-
-        An answer that found nothing and left nothing is settled here: its keys
-        are not needed (a block's are then never made).
-        """
-        pacer = self.pacer
-        started, cpu, waits = time.perf_counter(), time.thread_time(), Waits()
-        self.coordinator.raise_if_failed()
-        taken = pacer.acquire_group([(part.n, part.n) for part in parts], waits)
-        bodies = []
-        for part in parts:
-            listed = part.listed()
-            bodies.append(self._body(table, part.keys() if listed is None else (), listed))
-        answers = self.client.post_many("BatchGetItem", bodies)
-        lanes.observe_group(started, cpu, waits)
-        nothing = self._nothing_found(table)
-        clean = []  # nothing found, nothing left: settled together
-        more = []  # calls with more to do (retries and their waits): side by side
-        for part, sent_at, answer in zip(parts, taken, answers, strict=True):
-            if isinstance(answer, Reply) and answer.raw == nothing:
-                self.calls += 1
-                clean.append((part.n, part.n))
-            elif isinstance(answer, Reply) and answer.raw is not None and _NONE_LEFT in answer.raw:
-                self._get_chunk(table, part.keys(), found, (answer, sent_at), raw=raw)
-            else:
-                more.append((part.keys(), (answer, sent_at)))
-        pacer.settle_clean(clean)
-        for got in lanes.run(
-            lambda p, waits: self._get_alone(table, p[0], waits, p[1], raw=raw), more
-        ):
-            found.update(got)
 
     def _get_alone(
         self,
         table: str,
         keys: list[tuple[str, str]],
-        waits: Waits,
-        first: tuple[Reply | DynamoError, float | None] | None = None,
+        waits: Waits | None,
+        first: First | None = None,
         *,
         raw: bool = False,
     ) -> dict[tuple[str, str], Any]:
@@ -297,15 +259,16 @@ class KeyLookup:
         table: str,
         keys: list[tuple[str, str]],
         found: dict[tuple[str, str], Any],
-        first: tuple[Reply | DynamoError, float | None] | None = None,
+        first: First | None = None,
         waits: Waits | None = None,
         *,
         raw: bool = False,
     ) -> None:
         """Read `keys` (<= 100) into `found` until none is left unprocessed.
 
-        `first`: the answer to the first call, already made by `_get_group` (with
-        when its slot was taken).  `waits`: where backoff and pacing sleeps are told.
+        `first`: the answer to the first call, already made by a group of the send
+        loop (with the units sent and when its slot was taken).  `waits`: where
+        backoff and pacing sleeps are told.
         """
         attempts = Attempts(self.policy, waits)
         pending = keys
@@ -315,7 +278,7 @@ class KeyLookup:
             n = len(pending)
             sent_at = None
             if first is not None:
-                answer, sent_at = first
+                answer, _, sent_at = first
                 first = None
             else:
                 self.coordinator.raise_if_failed()
@@ -384,6 +347,38 @@ class KeyLookup:
 
     def close(self) -> None:
         """Nothing to release: the client belongs to the run."""
+
+
+class _Reads:
+    """One `get_many`'s calls, as the send loop sends them (`send_loop.Requests`)."""
+
+    __slots__ = ("lookup", "raw", "table")
+    operation = "BatchGetItem"
+
+    def __init__(self, lookup: KeyLookup, table: str, raw: bool = False) -> None:
+        self.lookup, self.table, self.raw = lookup, table, raw
+
+    def cost(self, part: _Part) -> tuple[int, int]:
+        return part.n, part.n  # a read unit a key
+
+    def body(self, part: _Part) -> bytes:
+        listed = part.listed()
+        return self.lookup._body(self.table, part.keys() if listed is None else (), listed)
+
+    def answered(self, part: _Part, answer: Reply | DynamoError) -> Taken:
+        """Nothing found and nothing left is settled with the group: its keys are not
+        needed (a batch's are then never made); everything read is taken at once."""
+        if isinstance(answer, Reply) and answer.raw is not None:
+            if answer.raw == self.lookup._nothing_found(self.table):
+                return Taken.CLEAN
+            if _NONE_LEFT in answer.raw:
+                return Taken.HERE
+        return Taken.LANES
+
+    def follow(
+        self, part: _Part, first: First | None, waits: Waits | None
+    ) -> dict[tuple[str, str], Any]:
+        return self.lookup._get_alone(self.table, part.keys(), waits, first, raw=self.raw)
 
 
 def _table_json(table: str) -> bytes:

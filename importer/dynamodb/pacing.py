@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
-from importer.dynamodb.lanes import Waits
+from importer.dynamodb.request_pool import Waits
 
 __all__ = [
     "Pacer",
@@ -153,9 +153,8 @@ class PacerTuning:
     #: shown it for this many answers in a row (a window's worth: the answers judged
     #: are then all new): a table out of capacity throttles on, its burst spent, while
     #: random faults that throttle 40 % of the answers fill one window now and then
-    #: and seldom the next (each such window cut an unlimited import to ~60 % of its
-    #: pace for seconds; `tests/test_pacing.py` counts 18 cuts in six simulated runs
-    #: before, 1 after)
+    #: and seldom the next (each such window would cut an unlimited import to ~60 % of
+    #: its pace for seconds; `tests/test_pacing.py` counts the cuts in simulated runs)
     persist: int = 20
 
     def __post_init__(self) -> None:

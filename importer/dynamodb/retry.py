@@ -37,7 +37,7 @@ from importer.dynamodb.errors import (
     safe_url,
     unreachable_message,
 )
-from importer.dynamodb.lanes import Waits
+from importer.dynamodb.request_pool import Waits
 
 __all__ = [
     "Attempts",

@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from importer.coordinator import RunCoordinator
@@ -45,8 +45,11 @@ from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.errors import DynamoError, ErrorKind
 from importer.dynamodb.lookup import KeyLookup, LookupFailed
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Waits
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
-from importer.dynamodb.writer import chunk_requests, refuse_into, splice, write_units
+from importer.dynamodb.send_loop import First, SendLoop, Taken
+from importer.dynamodb.writer import chunk_requests, refuse_into, write_units
+from importer.item_batch import ItemBatch, ItemList, as_batch
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome
 
 __all__ = [
@@ -111,49 +114,60 @@ class StrictWriter:
         self._put_open = b'{"Put":' + json.dumps(head, separators=(",", ":")).encode()[:-1]
         self._put_open += b',"Item":'
         self._put_close = b"}}"
-        #: the client sends several requests side by side in one call (`post_many`)
-        self.client_groups = bool(getattr(client, "sends_side_by_side", False))
+        #: how the transactions go out: all in one group through one client call, or one
+        #: by one
+        self.loop = SendLoop(client, self.pacer, self.coordinator)
 
     # ------------------------------------------------------------------ public
+
+    #: what the send loop sends (`importer.dynamodb.send_loop.Requests`)
+    operation = "TransactWriteItems"
 
     def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
         """Write `items`, a transaction of <= 100 at a time; every item ends up written,
         rejected (a conflict) or failed.
 
         While the pacer is calm and the client sends side by side, a batch's
-        transactions go out at once (one `post_many`, as the batch writer's
-        requests do); each answer then goes on as `_send` takes it.
+        transactions go out at once (one group of the send loop, as the batch
+        writer's requests do); each answer then goes on as `_send` takes it.
         """
-        outcome = WriteOutcome()
-        chunks = list(self._chunks(items))
-        if len(chunks) > 1 and self.client_groups and self.pacer.unpaced():
-            self.coordinator.raise_if_failed()
-            costs = [(len(chunk), 2 * write_units(chunk)) for chunk in chunks]
-            taken = self.pacer.acquire_group(costs)
-            answers = self.client.post_many(
-                "TransactWriteItems", [self._body(chunk) for chunk in chunks]
-            )
-            clean, more = [], []
-            for chunk, cost, sent_at, answer in zip(chunks, costs, taken, answers, strict=True):
-                if isinstance(answer, Reply):
-                    clean.append(cost)
-                    outcome.written += cost[0]
-                else:
-                    more.append((chunk, (answer, cost[1], sent_at)))
-            self.pacer.settle_clean(clean)
-            for chunk, first in more:
-                self._send(chunk, outcome, first)
-            return outcome
-        for chunk in chunks:
-            self._send(chunk, outcome)
+        sent = self.loop.send(self, self._chunks(items), one_group=True)
+        outcome = WriteOutcome(written=sent.clean_items)
+        for part in sent.results:
+            outcome.merge(part)
         return outcome
 
     def close(self) -> None:
         """Nothing to release: the client belongs to the run."""
 
+    # ------------------------------------------------------------------ the send loop's
+
+    def cost(self, items: ItemBatch) -> tuple[int, int]:
+        return len(items), 2 * write_units(items)  # two write units per KB, transactional
+
+    def body(self, items: ItemBatch) -> bytes:
+        # the token: a digest of the Puts' items (each wire then a NUL), so a resend of
+        # the same transaction is recognised by the service
+        token = hashlib.sha256(items.body(b"", b"\0", b"\0")).hexdigest()[:36]
+        sep = self._put_close + b"," + self._put_open
+        return items.body(
+            b'{"TransactItems":[' + self._put_open,
+            sep,
+            self._put_close + b'],"ClientRequestToken":"' + token.encode() + b'"}',
+        )
+
+    def answered(self, items: ItemBatch, answer: Reply | DynamoError) -> Taken:
+        # a refused transaction goes on one after another, each settled before the next
+        return Taken.CLEAN if isinstance(answer, Reply) else Taken.HERE
+
+    def follow(self, items: ItemBatch, first: First | None, waits: Waits | None) -> WriteOutcome:
+        outcome = WriteOutcome()
+        self._send(items, outcome, first)
+        return outcome
+
     # ------------------------------------------------------------------ internals
 
-    def _chunks(self, items: Sequence[PreparedItem]) -> Iterable[Sequence[PreparedItem]]:
+    def _chunks(self, items: Sequence[PreparedItem]) -> list[ItemBatch]:
         """Transactions of <= 100 Puts within 4 MB (less 1 KB of envelope), a key once."""
         overhead = len(self._put_open) + len(self._put_close) + 1
         return chunk_requests(
@@ -163,31 +177,19 @@ class StrictWriter:
             max_items=MAX_TRANSACTION_ITEMS,
         )
 
-    def _body(self, items: Sequence[PreparedItem]) -> bytes:
-        # the token: a digest of the Puts' items (each wire then a NUL), so a resend of
-        # the same transaction is recognised by the service
-        token = hashlib.sha256(splice(items, b"", b"\0", b"\0")).hexdigest()[:36]
-        sep = self._put_close + b"," + self._put_open
-        return splice(
-            items,
-            b'{"TransactItems":[' + self._put_open,
-            sep,
-            self._put_close + b'],"ClientRequestToken":"' + token.encode() + b'"}',
-        )
-
     def _send(
         self,
-        items: Sequence[PreparedItem],
+        items: ItemBatch,
         outcome: WriteOutcome,
-        first: tuple[Reply | DynamoError, int, float | None] | None = None,
+        first: First | None = None,
     ) -> None:
         """One transaction's items until each is written, rejected or failed.
 
-        `first`: the answer to its first send, already made by `write_batch`'s
+        `first`: the answer to its first send, already made by the send loop's
         group (with the units sent and when their slot was taken).
         """
         attempts = Attempts(self.policy)
-        pending: Sequence[PreparedItem] = items
+        pending: ItemBatch = items
         while pending:
             sent_at = None
             if first is not None:
@@ -198,7 +200,7 @@ class StrictWriter:
                 self.coordinator.raise_if_failed()
                 self.pacer.acquire(len(pending), units)
                 try:
-                    answer = self.client.post("TransactWriteItems", self._body(pending))
+                    answer = self.client.post("TransactWriteItems", self.body(pending))
                 except DynamoError as refused:
                     answer = refused
             if isinstance(answer, DynamoError):
@@ -224,8 +226,8 @@ class StrictWriter:
                 elif exc.kind is ErrorKind.CLIENT:
                     reason = exc.describe()
                     bisect(
-                        pending,
-                        lambda part: self._send(part, outcome),
+                        list(pending),
+                        lambda part: self._send(as_batch(part), outcome),
                         refuse_into(outcome, reason),
                     )
                     return
@@ -249,8 +251,8 @@ class StrictWriter:
             return
 
     def _cancelled(
-        self, pending: Sequence[PreparedItem], exc: DynamoError, outcome: WriteOutcome
-    ) -> tuple[Sequence[PreparedItem], bool]:
+        self, pending: ItemBatch, exc: DynamoError, outcome: WriteOutcome
+    ) -> tuple[ItemBatch, bool]:
         """Take conflicting / invalid items out; returns (the rest, resend needs backoff)."""
         reasons = exc.doc.get("CancellationReasons") or []
         if len(reasons) != len(pending):
@@ -279,7 +281,7 @@ class StrictWriter:
                 )
         if conflicts:
             self._settle_conflicts(conflicts, outcome)
-        return left, transient
+        return ItemList(left), transient
 
     def _settle_conflicts(
         self, conflicts: list[tuple[PreparedItem, dict | None]], outcome: WriteOutcome

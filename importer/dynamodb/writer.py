@@ -1,11 +1,15 @@
 """BatchWriteItem: the one batch writer, over either DynamoDB client.
 
 The request body is spliced from the `PreparedItem.wire` bytes the transform
-produced -- never built as Python dicts; from a native transform's
-`ItemBlock` the requests are cut, checked and spliced in C, without an object
-per item -- and posted through `importer.dynamodb.client`'s client: signed HTTP (the
-default) or boto3 (the reference path, `--writer boto3`, and what moto
-intercepts).  Both leave the same table.
+produced -- never built as Python dicts.  The writer sees one batch type
+(`importer.item_batch.ItemBatch`): from the native transform's `ItemBlock` the
+requests are cut, checked and spliced in C, without an object per item; the
+reference engine's `ItemList` answers the same methods in Python.  Requests go
+out through the one send loop (`importer.dynamodb.send_loop`: in groups when the
+client sends side by side, else one by one over the lanes) and are posted
+through `importer.dynamodb.client`'s client: signed HTTP (the default) or boto3
+(the reference path, `--writer boto3`, and what moto intercepts).  Both leave
+the same table.
 
 Semantics (docs/aws-facts.md, BatchWriteItem), per `write_batch(items)` call:
 
@@ -32,19 +36,19 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient, Reply
 from importer.dynamodb.capacity_units import WRITE_UNIT_BYTES, item_write_units
 from importer.dynamodb.client import ALL_PROCESSED
 from importer.dynamodb.errors import DynamoError, ErrorKind, one_line
-from importer.dynamodb.lanes import Lanes, Waits
 from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import Lanes, Waits
 from importer.dynamodb.retry import Attempts, RetryPolicy, bisect, should_retry
+from importer.dynamodb.send_loop import First, SendLoop, Taken
+from importer.item_batch import ItemBatch, ItemList, as_batch
 from importer.records import Failure, PreparedItem, WriteOutcome
 
 __all__ = [
@@ -52,9 +56,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "BatchWriter",
     "chunk_requests",
-    "keys_unique",
     "refuse_into",
-    "splice",
     "write_units",
 ]
 
@@ -78,78 +80,30 @@ def refuse_into(outcome: WriteOutcome, reason: str) -> Callable[[PreparedItem], 
     return refuse
 
 
-def splice(items: Sequence[PreparedItem], prefix: bytes, sep: bytes, suffix: bytes) -> bytes:
-    """`prefix + sep.join(wires) + suffix`: a request body spliced from the items' wire
-    bytes (from an `ItemBlock`, in C without an object per item)."""
-    if isinstance(items, ItemBlock):
-        return items.body(prefix, sep, suffix)
-    return prefix + sep.join([it.wire for it in items]) + suffix
-
-
 def chunk_requests(
-    items: Sequence[PreparedItem],
+    items: Sequence[PreparedItem] | ItemBatch,
     *,
     budget: int = MAX_REQUEST_BYTES,
     per_item: int = 32,
     max_items: int = MAX_ITEMS_PER_REQUEST,
-) -> Iterator[Sequence[PreparedItem]]:
+) -> list[ItemBatch]:
     """Greedy split into requests of <= `max_items` (BatchWriteItem: 25), <= `budget` bytes
     (each item counted as its wire JSON plus `per_item` bytes of envelope), and a
-    key at most once per request (DynamoDB refuses a call naming a key twice).
-
-    Fast path: a full window of 25 that fits and has unique keys is exactly what
-    the greedy loop would take, so it is sliced off whole.
-    """
-    if isinstance(items, ItemBlock):  # the same cuts, made in C; each request a view
-        bounds = items.chunk_bounds(max_items, budget, per_item)
-        for k in range(len(bounds) - 1):
-            yield items[bounds[k] : bounds[k + 1]]
-        return
-    seq = items if isinstance(items, list) else list(items)
-    n = len(seq)
-    i = 0
-    while i < n:
-        window = seq[i : i + max_items]
-        if (
-            len(window) == max_items
-            and len({(it.pk, it.sk) for it in window}) == max_items
-            and sum([len(it.wire) for it in window]) + max_items * per_item <= budget
-        ):
-            yield window
-            i += max_items
-            continue
-        chunk: list[PreparedItem] = []
-        keys: set[tuple[str, str]] = set()
-        size = 0
-        while i < n:
-            it = seq[i]
-            key = (it.pk, it.sk)
-            add = len(it.wire) + per_item
-            if chunk and (len(chunk) >= max_items or size + add > budget or key in keys):
-                break
-            chunk.append(it)
-            keys.add(key)
-            size += add
-            i += 1
-        yield chunk
+    key at most once per request (DynamoDB refuses a call naming a key twice);
+    each request a slice of the batch (`ItemBatch.chunk_bounds`)."""
+    batch = as_batch(items)
+    bounds = batch.chunk_bounds(max_items, budget, per_item)
+    return [batch[bounds[k] : bounds[k + 1]] for k in range(len(bounds) - 1)]
 
 
-def keys_unique(items: Sequence[PreparedItem]) -> bool:
-    """No (pk, sk) twice among `items` (checked in C for a transform's `ItemBlock`)."""
-    if isinstance(items, ItemBlock):
-        return items.keys_unique()
-    return len({(it.pk, it.sk) for it in items}) == len(items)
-
-
-def write_units(items: Sequence[PreparedItem]) -> int:
+def write_units(items: ItemBatch) -> int:
     """Write units a put of each of `items` costs, summed (`item_write_units`).
 
-    An `ItemBlock` of items up to 1 KB of JSON answers without an object per item.
+    A batch of items up to 1 KB of JSON answers without sizing an item.
     """
-    if isinstance(items, ItemBlock):
-        units = items.write_units(WRITE_UNIT_BYTES)
-        if units >= 0:
-            return units
+    units = items.write_units(WRITE_UNIT_BYTES)
+    if units >= 0:
+        return units
     return sum([item_write_units(it.wire) for it in items])
 
 
@@ -183,46 +137,38 @@ class BatchWriter:
         self.owns_client = owns_client
         self.prefix = b'{"RequestItems":{' + json.dumps(table).encode() + b":[" + _PUT_OPEN
         self.suffix = _PUT_CLOSE + b"]}}"
-        #: the client sends several requests side by side in one call (`post_many`)
-        self.client_groups = client.sends_side_by_side
+        #: how the requests go out: in groups through one client call, or one by one
+        self.loop = SendLoop(client, self.pacer, self.coordinator, lanes)
 
     # ------------------------------------------------------------------ public
 
+    #: what the send loop sends (`importer.dynamodb.send_loop.Requests`)
+    operation = "BatchWriteItem"
+
     def write_batch(self, items: Sequence[PreparedItem]) -> WriteOutcome:
-        """Write `items`; every item ends up written or in `failures`.
+        """Write `items` (any sequence of them: taken as an `ItemBatch`); every item ends
+        up written or in `failures`.
 
         With `lanes`, a batch's requests go out side by side -- unless a key
         appears in two of them: then they are sent in order, so the later
         row is the one the table keeps.
         """
-        outcome = WriteOutcome()
-        chunks = list(self.chunks(items))
-        lanes = self.lanes
-        if lanes is None:
-            for chunk in chunks:
-                self._send(chunk, outcome)
-            return outcome
-        side_by_side = len(chunks) > 1 and keys_unique(items)
-        if side_by_side and self.client_groups:
-            # the requests go out in groups, each sent and answered in one call -- while
-            # the pacer stays calm: a paced send goes alone, settled before the next
-            size, start = lanes.group_size(), 0
-            while start < len(chunks) and self.pacer.unpaced():
-                self._send_group(chunks[start : start + size], outcome, lanes)
-                start += size
-            chunks = chunks[start:]
-        side_by_side = side_by_side and lanes.lanes_now() > 1
-        for part in lanes.run(self._send_alone, chunks, in_order=not side_by_side):
+        batch = as_batch(items)
+        chunks = self.chunks(batch)
+        side_by_side = len(chunks) > 1 and batch.keys_unique()
+        sent = self.loop.send(self, chunks, side_by_side=side_by_side)
+        outcome = WriteOutcome(written=sent.clean_items)
+        for part in sent.results:
             outcome.merge(part)
         return outcome
 
-    def chunks(self, items: Sequence[PreparedItem]) -> Iterator[Sequence[PreparedItem]]:
+    def chunks(self, items: Sequence[PreparedItem] | ItemBatch) -> list[ItemBatch]:
         """Requests of <= 25 items within 16 MB of body, no key twice."""
         budget = MAX_REQUEST_BYTES - len(self.prefix) - len(self.suffix)
         return chunk_requests(items, budget=budget, per_item=_PER_ITEM_OVERHEAD)
 
-    def body(self, items: Sequence[PreparedItem]) -> bytes:
-        return splice(items, self.prefix, _PUT_SEP, self.suffix)
+    def body(self, items: ItemBatch) -> bytes:
+        return items.body(self.prefix, _PUT_SEP, self.suffix)
 
     def close(self) -> None:
         if self.owns_client:
@@ -234,56 +180,35 @@ class BatchWriter:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ the send loop's
 
-    def _send_alone(
-        self,
-        items: Sequence[PreparedItem],
-        waits: Waits,
-        first: tuple[Reply | DynamoError, int, float | None] | None = None,
-    ) -> WriteOutcome:
+    def cost(self, items: ItemBatch) -> tuple[int, int]:
+        return len(items), write_units(items)
+
+    def answered(self, items: ItemBatch, answer: Reply | DynamoError) -> Taken:
+        if isinstance(answer, Reply) and answer.raw == ALL_PROCESSED:
+            return Taken.CLEAN
+        return Taken.LANES
+
+    def follow(self, items: ItemBatch, first: First | None, waits: Waits | None) -> WriteOutcome:
         outcome = WriteOutcome()
         self._send(items, outcome, first, waits)
         return outcome
 
-    def _send_group(
-        self, chunks: Sequence[Sequence[PreparedItem]], outcome: WriteOutcome, lanes: Lanes
-    ) -> None:
-        """Requests sent side by side in one `post_many`; each answer then goes on as
-        `_send` takes it (retries, bisection, failures), one request after another."""
-        pacer = self.pacer
-        started, cpu, waits = time.perf_counter(), time.thread_time(), Waits()
-        self.coordinator.raise_if_failed()
-        costs = [(len(chunk), write_units(chunk)) for chunk in chunks]
-        taken = pacer.acquire_group(costs, waits)
-        bodies = [self.body(chunk) for chunk in chunks]
-        answers = self.client.post_many("BatchWriteItem", bodies)
-        lanes.observe_group(started, cpu, waits)
-        self.coordinator.raise_if_failed()
-        clean = []  # all processed: written, and settled together
-        more = []  # requests with more to do (retries and their waits): side by side
-        for chunk, cost, sent_at, answer in zip(chunks, costs, taken, answers, strict=True):
-            if isinstance(answer, Reply) and answer.raw == ALL_PROCESSED:
-                clean.append(cost)
-                outcome.written += cost[0]
-            else:
-                more.append((chunk, (answer, cost[1], sent_at)))
-        pacer.settle_clean(clean)
-        for part in lanes.run(lambda p, waits: self._send_alone(p[0], waits, p[1]), more):
-            outcome.merge(part)
+    # ------------------------------------------------------------------ internals
 
     def _send(
         self,
-        items: Sequence[PreparedItem],
+        items: ItemBatch,
         outcome: WriteOutcome,
-        first: tuple[Reply | DynamoError, int, float | None] | None = None,
+        first: First | None = None,
         waits: Waits | None = None,
     ) -> None:
         """Send one request's worth of items until each is written or failed.
 
-        `first`: the answer to its first send, already made by `_send_group`
-        (with the units sent and when their slot was taken).  `waits`: where the
-        backoff and pacing sleeps are told (the lanes' gauge).
+        `first`: the answer to its first send, already made by a group of the send
+        loop (with the units sent and when their slot was taken).  `waits`: where
+        the backoff and pacing sleeps are told (the lanes' gauge).
         """
         attempts = Attempts(self.policy, waits)
         pending = items
@@ -314,8 +239,8 @@ class BatchWriter:
                 )
                 if error.kind is ErrorKind.CLIENT:
                     bisect(
-                        pending,
-                        lambda part: self._send(part, outcome, None, waits),
+                        list(pending),
+                        lambda part: self._send(as_batch(part), outcome, None, waits),
                         refuse_into(outcome, error.describe()),
                     )
                     return
@@ -354,7 +279,7 @@ class BatchWriter:
                     sent_at=sent_at,
                 )
                 return
-            left = [it for it in pending if (it.pk, it.sk) in left_keys]
+            left = ItemList([it for it in pending if (it.pk, it.sk) in left_keys])
             left_units = write_units(left)
             done = len(pending) - len(left)
             outcome.written += done
@@ -379,9 +304,7 @@ class BatchWriter:
     def _retry(self, attempts: Attempts, exc: DynamoError) -> bool:
         return should_retry(self.client, attempts, exc, self.table, coordinator=self.coordinator)
 
-    def _unprocessed(
-        self, reply: Reply, pending: Sequence[PreparedItem]
-    ) -> set[tuple[str, str]] | None:
+    def _unprocessed(self, reply: Reply, pending: ItemBatch) -> set[tuple[str, str]] | None:
         """The keys of a 200 answer's `UnprocessedItems` (None: all processed).
 
         Only an answer read whole is believed: `UnprocessedItems` missing or not a

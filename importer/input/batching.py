@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from importer._native import RowBlock
 from importer.records import Reject
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Batch",
     "BatchLimitError",
     "Batcher",
+    "Row",
     "RowsByLine",
     "check_limits",
     "child_input_json",
@@ -32,6 +34,29 @@ AWS_MAX_INPUT_BYTES = 262_144
 #: Rows per batch when the user sets nothing (see README, "Batches").
 DEFAULT_MAX_ITEMS = 1000
 _ENVELOPE = len('{"Items":[],"BatchInput":}')
+
+
+class Row(Protocol):
+    """One row as a reader yields it (`importer.input.reader.RowReader`), whatever the format.
+
+    `line` is where a user finds it, `error` why it is unreadable (None: it was read).
+    A typed reader (JSON, JSONL, Parquet) has parsed the item, so it knows the item's
+    compact JSON `size` and, for a value that does not fit its column, the `column` and
+    `value` a reject names; a CSV row has neither (`size` 0: measure it from the fields).
+    """
+
+    @property
+    def line(self) -> int: ...
+    @property
+    def fields(self) -> list[str]: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def column(self) -> str: ...
+    @property
+    def value(self) -> str: ...
 
 
 class BatchLimitError(ValueError):
@@ -210,24 +235,22 @@ class Batcher:
 
     def cut(
         self,
-        rows: Iterable[Any],
+        rows: Iterable[Row],
         header: Sequence[str],
         size_of: Callable[[Sequence[str], Sequence[str]], int] = item_json_size,
     ) -> Iterator[Batch]:
         """All the batches of `rows`, the last one flushed: the one row-by-row loop.
 
-        A row has `line`, `fields` and `error` (a reader's row); an unreadable one
-        (`error` set) is a reject of the batch then open, naming the column and value of
-        a typed reader's misfit.  A typed reader's row knows its JSON size (`size`);
-        otherwise `size_of(header, fields)` gives it.  Readers that cut their own
+        An unreadable row (`error` set) is a reject of the batch then open, naming the
+        column and value of a typed reader's misfit.  A typed reader's row knows its JSON
+        size (`size`); otherwise `size_of(header, fields)` gives it.  Readers that cut their own
         batches (`RowReader.read_batches`) do not come here.
         """
         for row in rows:
             if row.error is not None:
-                column, value = getattr(row, "column", ""), getattr(row, "value", "")
-                self.reject(Reject(row.line, column, value, row.error, tuple(row.fields)))
+                self.reject(Reject(row.line, row.column, row.value, row.error, tuple(row.fields)))
                 continue
-            size = getattr(row, "size", 0) or size_of(header, row.fields)
+            size = row.size or size_of(header, row.fields)
             closed = self.add(row.line, row.fields, size)
             if closed is not None:
                 yield closed
@@ -245,22 +268,22 @@ class RowsByLine(Mapping[int, Sequence[str]]):
     by binary search (its lines rise); a plain list is indexed on first use.
     """
 
-    __slots__ = ("_index", "_rows")
+    __slots__ = ("_block", "_index", "_rows")
 
     def __init__(self, rows: Sequence[tuple[int, Sequence[str]]]) -> None:
         self._rows = rows
+        self._block = rows if isinstance(rows, RowBlock) else None
         self._index: dict[int, Sequence[str]] | None = None
 
     def __getitem__(self, line: int) -> Sequence[str]:
-        rows = self._rows
-        index_of = getattr(rows, "index_of", None)
-        if index_of is not None:
-            i = index_of(line) if type(line) is int else -1
+        block = self._block
+        if block is not None:
+            i = block.index_of(line) if type(line) is int else -1
             if i < 0:
                 raise KeyError(line)
-            return rows[i][1]
+            return block[i][1]
         if self._index is None:
-            self._index = dict(rows)
+            self._index = dict(self._rows)
         return self._index[line]
 
     def __iter__(self) -> Iterator[int]:

@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from importer.input.items import ItemRow
 from importer.input.json_array import JsonArrayReader
 from importer.input.jsonl import JsonlReader
 from importer.input.options import INPUT_TYPES, CsvOptions, InputOptions
@@ -161,6 +162,9 @@ class ManifestReader(RowReader):
 
     input_type = "MANIFEST"
     position = "position"
+    #: summed over the objects read so far
+    padded = 0
+    truncated = 0
 
     def __init__(
         self,
@@ -190,13 +194,10 @@ class ManifestReader(RowReader):
         self._kinds = list(kinds)
         self._s3 = s3_client
         self._open_csv = open_csv or CsvReader
-        self.padded = 0
-        self.truncated = 0
-        self.first_keys: list[str] | None = None
-        #: objects read to their end (what a resumed run can skip reading)
+        #: objects read to their end (the run's summary says how many of how many)
         self.objects_done = 0
 
-    def _reader(self, obj: str) -> tuple[Any, SourceStream | None]:
+    def _reader(self, obj: str) -> tuple[RowReader, SourceStream | None]:
         if self.data_type == "PARQUET":
             return open_typed_reader(
                 "PARQUET", obj, self._spec_header, self._kinds, s3_client=self._s3
@@ -220,7 +221,7 @@ class ManifestReader(RowReader):
                     msg = f"manifest lists an object that cannot be read: {msg}"
                 raise SourceError(msg) from None
             if self.first_keys is None:
-                self.first_keys = list(getattr(reader, "first_keys", None) or reader.header)
+                self.first_keys = list(reader.first_keys or reader.header)
             last = offset
             try:
                 for row in reader:
@@ -228,10 +229,11 @@ class ManifestReader(RowReader):
                     row = _moved(row, last, obj)
                     yield row
             finally:
+                reader.close()
                 if stream is not None:
                     stream.close()
-            self.padded += getattr(reader, "padded", 0)
-            self.truncated += getattr(reader, "truncated", 0)
+            self.padded += reader.padded
+            self.truncated += reader.truncated
             self.objects_done += 1
             offset = last + 1
 
@@ -241,7 +243,7 @@ def _moved(row: Any, line: int, obj: str) -> Any:
     error = row.error
     if error is not None:
         error = f"{obj}: {error}"
-    if hasattr(row, "size"):
+    if isinstance(row, ItemRow):
         row.line, row.error = line, error
         return row
     return type(row)(line, row.fields, error)

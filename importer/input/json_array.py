@@ -49,8 +49,6 @@ class JsonArrayReader(RowReader):
         self._chunk = chunk_bytes
         self._mapper = ItemMapper(header, kinds)
         self.header = self._mapper.header
-        self.padded = 0
-        self.truncated = 0
         self.first_keys: list[str] | None = None
 
     def _read(self, decoder: codecs.IncrementalDecoder) -> tuple[str, bool]:

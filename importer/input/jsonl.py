@@ -51,8 +51,6 @@ class JsonlReader(RowReader):
         self._mapper = ItemMapper(header, kinds)
         self._decode = ItemDecoder()
         self.header = self._mapper.header
-        self.padded = 0
-        self.truncated = 0
         #: keys of the first object the spec does not read (the summary lists them)
         self.first_keys: list[str] | None = None
 

@@ -24,9 +24,11 @@ fields.
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from importer import _native
 from importer.input.batching import Batch, Batcher
@@ -35,11 +37,88 @@ from importer.input.reader import RowReader
 from importer.input.source import SourceError
 from importer.records import Reject
 
-__all__ = ["ParquetReader", "S3RangeFile", "open_parquet_source", "require_pyarrow"]
+__all__ = [
+    "ParquetReader",
+    "S3RangeFile",
+    "open_parquet_source",
+    "read_ahead",
+    "require_pyarrow",
+]
 
-#: rows decoded at a time (a slice of a row group)
-BATCH_ROWS = 16_384
+#: rows decoded at a time (a slice of a row group).  pyarrow's decode costs less CPU
+#: per row in larger slices (the 100,000-row benchmark file: 38 ms in 16,384-row
+#: slices, 29 ms in 65,536-row ones); memory stays a slice or two, not the file
+BATCH_ROWS = 65_536
+#: record batches cut ahead of the consumer (`read_ahead`)
+READ_AHEAD = 1
 _NUMERIC = frozenset({"integer", "decimal"})
+_T = TypeVar("_T")
+_ITEM, _END, _ERROR = 0, 1, 2
+
+
+def require_arrow() -> Any:
+    """pyarrow (without `pyarrow.parquet`), or one readable line on why not."""
+    try:
+        import pyarrow
+    except ImportError:
+        require_pyarrow()
+        raise
+    return pyarrow
+
+
+class _File:
+    """A Parquet file opened by pyarrow's own reader (`pyarrow._parquet`), the part of
+    `pyarrow.parquet.ParquetFile` this module uses: `schema_arrow`, `metadata` and
+    every column's record batches.
+
+    Why: `import pyarrow.parquet` also imports `pyarrow.fs` and its S3, GCS, Azure
+    and HDFS filesystems -- about 22 ms of CPU a process here (40 ms against 62),
+    a fifth of what a 100,000-row Parquet run costs over CSV -- and the importer
+    opens only local paths and its own S3 view (`S3RangeFile`).  `_open_file`
+    falls back to `ParquetFile` should a pyarrow not have this reader.
+    """
+
+    def __init__(self, source: Any) -> None:
+        from pyarrow._parquet import ParquetReader as Low
+
+        self._reader = Low()
+        # pre_buffer (pyarrow's default) caches every column chunk it has read for
+        # the file's life: peak memory grew with the file (2.4x from 1M to 10M rows,
+        # benchmarks/bench_formats_memory.py); without it a row group at a time.
+        # Extension types as ParquetFile reads them (pyarrow >= 19 has the option).
+        try:
+            self._reader.open(source, pre_buffer=False, arrow_extensions_enabled=True)
+        except TypeError:
+            self._reader.open(source, pre_buffer=False)
+        self.schema_arrow = self._reader.schema_arrow
+        self.metadata = self._reader.metadata
+        self.num_row_groups: int = self.metadata.num_row_groups
+
+    def iter_batches(self, batch_size: int) -> Iterator[Any]:
+        """Every column's record batches, in file order."""
+        groups = list(range(self.metadata.num_row_groups))
+        return iter(self._reader.iter_batches(batch_size, groups, column_indices=None))
+
+
+class _PublicFile:
+    """`pyarrow.parquet.ParquetFile` with `_File`'s `iter_batches`."""
+
+    def __init__(self, source: Any) -> None:
+        self._file = require_pyarrow().ParquetFile(source, pre_buffer=False)
+        self.schema_arrow = self._file.schema_arrow
+        self.metadata = self._file.metadata
+        self.num_row_groups: int = self.metadata.num_row_groups
+
+    def iter_batches(self, batch_size: int) -> Iterator[Any]:
+        return iter(self._file.iter_batches(batch_size=batch_size))
+
+
+def _open_file(source: Any) -> _File | _PublicFile:
+    try:
+        from pyarrow._parquet import ParquetReader  # noqa: F401 - present?
+    except ImportError:
+        return _PublicFile(source)
+    return _File(source)
 
 
 def require_pyarrow() -> Any:
@@ -147,17 +226,12 @@ class ParquetReader(RowReader):
         s3_client: Any = None,
         batch_rows: int = BATCH_ROWS,
     ) -> None:
-        pq = require_pyarrow()
-        import pyarrow as pa
-
+        pa = require_arrow()
         self._pa = pa
         self._batch_rows = batch_rows
         source = open_parquet_source(uri, s3_client)
         try:
-            # pre_buffer (pyarrow's default) caches every column chunk it has read for
-            # the file's life: peak memory grew with the file (2.4x from 1M to 10M rows,
-            # benchmarks/bench_formats_memory.py); without it a row group at a time
-            self._file = pq.ParquetFile(source, pre_buffer=False)
+            self._file = _open_file(source)
         except FileNotFoundError:
             raise SourceError(f"{uri}: no such file") from None
         except (pa.ArrowException, OSError) as exc:
@@ -172,8 +246,6 @@ class ParquetReader(RowReader):
         self._kinds = dict(zip(header, kinds, strict=True))
         #: columns of the last record batch holding a value that does not fit
         self._misfits: dict[str, bool] = {}
-        self.padded = 0
-        self.truncated = 0
         self.rows_total = self._file.metadata.num_rows
 
     # -- one batch of columns ---------------------------------------------------
@@ -278,18 +350,20 @@ class ParquetReader(RowReader):
         row stops with one line naming that row (pyarrow's own text has newlines)."""
         pa = self._pa
         offset = 0
-        batches = self._file.iter_batches(batch_size=self._batch_rows, columns=self.columns)
-        while True:
+        batches = self._file.iter_batches(self._batch_rows)  # every column: `self.columns`
+        held: list[Any] = []  # this frame keeps no batch while suspended: the consumer's
+        while True:  # `del` frees it (`read_ahead` decodes the next one meanwhile)
             try:
-                batch = next(batches)
+                held.append(next(batches))
             except StopIteration:
                 return
             except (pa.ArrowException, OSError) as exc:
                 raise SourceError(
                     f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
                 ) from None
-            yield offset, batch
-            offset += batch.num_rows
+            n = held[0].num_rows
+            yield offset, held.pop()
+            offset += n
 
     def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
         """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
@@ -453,10 +527,11 @@ class ParquetReader(RowReader):
             extra = extra.buffers()[1][extra.offset * 8 : (extra.offset + n) * 8]
         return memoryview(_native.arrow_sizes(n, fixed, columns, extra)).cast("q")
 
-    def _native_cells(
-        self, batch: Any, offset: int, typed: bool
-    ) -> tuple[Any, Any, dict[int, int]]:
-        """(sizes, the rows as a `RowBlock`, the first misfit column of each misfit row)."""
+    def _native_columns(
+        self, batch: Any, typed: bool
+    ) -> tuple[Any, list[tuple[Any, ...]], dict[int, int]]:
+        """(sizes, the spec's columns as `arrow_rows` reads them, the first misfit
+        column of each misfit row)."""
         cast: dict[str, Any] = {}
         sizes = self._native_sizes(batch, cast, typed)
         columns: list[tuple[Any, ...]] = []
@@ -467,51 +542,59 @@ class ParquetReader(RowReader):
             columns.append(column)
             for i in bad:
                 bad_at.setdefault(i, j)
-        return sizes, _native.arrow_rows(batch.num_rows, offset, columns), bad_at
+        return sizes, columns, bad_at
 
-    def _native_blocks(self) -> Iterator[tuple[Any, Any, dict[int, ItemRow]]]:
-        """Per record batch: (its rows as a `RowBlock`, their sizes, misfit rows by index)."""
+    def _native_cuts(self, cutter: Any) -> Iterator[list[tuple[Any, int, list[Any]]]]:
+        """The batches `cutter` closes over each record batch (a list per record
+        batch, handed on at once), then its last one.
+
+        A record batch without misfits goes straight from its Arrow buffers into
+        the batches (`BatchCutter.take_arrow`: each cell written once); one with a
+        misfit is written as a block first, and taken around the misfit rows,
+        which become rejects of the batch open at their place.
+        """
         header = self.header
         for offset, batch in self._record_batches():
             try:
-                sizes, block, bad_at = self._native_cells(batch, offset, True)
+                sizes, columns, bad_at = self._native_columns(batch, True)
             except ValueError:  # a date or decimal the core leaves to Arrow's cast
-                sizes, block, bad_at = self._native_cells(batch, offset, False)
-            bad_rows: dict[int, ItemRow] = {}
+                sizes, columns, bad_at = self._native_columns(batch, False)
+            n = batch.num_rows
+            if not bad_at:
+                closed = cutter.take_arrow(n, offset, columns, sizes, 0, n)
+                del batch, columns, sizes  # the record batch's Arrow memory goes now
+                yield closed
+                continue
+            block = _native.arrow_rows(n, offset, columns)
+            closed, start = [], 0
             for i, j in sorted(bad_at.items()):
+                closed += cutter.take(block, sizes, start, i)
                 name = header[j]
                 col = batch.column(batch.schema.get_field_index(name))
-                raw = col[i].as_py()
                 reason = self._column_texts(name, col.slice(i, 1))[0]
-                bad_rows[i] = ItemRow(
-                    offset + i, block[i][1], str(reason), sizes[i], name, _json_str_any(raw)
-                )
-            yield block, sizes, bad_rows
+                raw = _json_str_any(col[i].as_py())
+                cutter.problem(Reject(offset + i, name, raw, str(reason), tuple(block[i][1])))
+                start = i + 1
+            yield closed + cutter.take(block, sizes, start, n)
+        if (last := cutter.flush()) is not None:
+            yield [last]
 
     def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
         """The batches `batcher` cuts from the rows: cells written and batches cut in C.
 
         `read_batches_python` is the definition (tests hold the two equal); this is
-        it with the rows of each record batch in a `_native.RowBlock` and the cut
-        made by `_native.BatchCutter`.
+        it with each record batch's cells written by `_native` and the cut made by
+        `_native.BatchCutter`, on a helper thread a few batches ahead
+        (`read_ahead`): pyarrow's decode and the C passes run without the GIL, so
+        they overlap with the transform and sends of the batches already handed on.
         """
         if not self.header or getattr(_native, "arrow_rows", None) is None:
             yield from self.read_batches_python(batcher)
             return
         cutter = _native.BatchCutter(len(self.header), *batcher.limits)
-
-        for block, sizes, bad in self._native_blocks():
-            start = 0
-            for i in sorted(bad):
-                for got in cutter.take(block, sizes, start, i):
-                    yield batcher.adopt_cut(got)
-                r = bad[i]
-                cutter.problem(Reject(r.line, r.column, r.value, r.error or "", tuple(r.fields)))
-                start = i + 1
-            for got in cutter.take(block, sizes, start, len(block)):
+        for closed in read_ahead(self._native_cuts(cutter), depth=READ_AHEAD):
+            for got in closed:
                 yield batcher.adopt_cut(got)
-        if (last := cutter.flush()) is not None:
-            yield batcher.adopt_cut(last)
 
     def read_batches_python(self, batcher: Batcher) -> Iterator[Batch]:
         """The batches `batcher.add` would cut from the rows, cut a record batch at a time.
@@ -559,6 +642,51 @@ class ParquetReader(RowReader):
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
+
+
+def read_ahead(items: Iterator[_T], depth: int = 1) -> Iterator[_T]:
+    """`items`, produced on a helper thread up to `depth` ahead of the consumer.
+
+    Why: decoding a record batch (pyarrow) and writing its cells and sizes
+    (`_native.arrow_rows` / `arrow_sizes`) run without the GIL, so made one
+    batch ahead they overlap with the batches already handed on -- the worker
+    threads' transform and sends -- instead of stopping them while the reader
+    reads.  Memory stays bounded: at most `depth` + 1 record batches are held.
+    An exception from `items` is raised here, after the items before it, in
+    order; closing this iterator early stops the helper and waits for it.
+    """
+    box: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                box.put((_ITEM, item))
+                if stop.is_set():
+                    return
+            box.put((_END, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            box.put((_ERROR, exc))
+
+    helper = threading.Thread(target=produce, name="parquet-read-ahead", daemon=True)
+    helper.start()
+    try:
+        while True:
+            what, value = box.get()
+            if what == _ITEM:
+                yield value
+            elif what == _END:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        while helper.is_alive():  # free the slot the helper may be waiting for
+            try:
+                box.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        helper.join()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, cast
+from typing import IO, Any, ClassVar, cast
 
 from importer.input.options import CsvOptions
 from importer.input.reader import RowReader
@@ -41,10 +41,10 @@ _BOM = "\ufeff"
 #: a data record longer than the largest item DynamoDB can store cannot be imported:
 #: it is refused as it streams, never held (a line of any length costs one chunk)
 MAX_RECORD_BYTES = MAX_ITEM_BYTES
-#: the header is not an item, but every row of a batch is sent with all its columns, and a
-#: child input holds at most 256 KB (MaxInputBytesPerBatch): a header four times that long
-#: can never be imported, and is refused before it is held
-MAX_HEADER_BYTES = 1 << 20
+#: ItemReader reads a CSV header of at most 10 KiB (AWS Step Functions developer guide,
+#: "ItemReader (Map)", CSVHeaderLocation: "Currently, Step Functions supports CSV headers
+#: of up to 10 KiB"; docs/aws-facts.md): a longer header row is refused, before it is held
+MAX_HEADER_BYTES = 10 * 1024
 
 
 def record_too_long(limit: int) -> str:
@@ -399,11 +399,18 @@ class _Whole(io.RawIOBase):
 
 @dataclass(frozen=True, slots=True)
 class ParsedRow:
-    """One CSV record: its first physical line, its fields, or why it is unreadable."""
+    """One CSV record: its first physical line, its fields, or why it is unreadable.
+
+    A `Row` of its own: its JSON size is measured from the fields (`size` 0) and an
+    unreadable record names no column or value.
+    """
 
     line: int
     fields: list[str]
     error: str | None = None
+    size: ClassVar[int] = 0
+    column: ClassVar[str] = ""
+    value: ClassVar[str] = ""
 
 
 def _physical_lines(stream: IO[bytes]) -> Iterator[tuple[bytes, bytes]]:
@@ -588,12 +595,12 @@ def read_header(records: Iterator[ParsedRow], options: CsvOptions) -> list[str]:
     if first.error:
         if not first.fields:  # longer than the limit: not read
             raise SourceError(
-                f"header row longer than {MAX_HEADER_BYTES:,} bytes: rows with that many "
-                "columns cannot fit in a batch (MaxInputBytesPerBatch is at most 262,144)"
+                f"header row longer than {MAX_HEADER_BYTES:,} bytes: Step Functions' "
+                "ItemReader reads CSV headers of up to 10 KiB"
             )
         raise SourceError(f"header row: {first.error}")
     names = list(first.fields)
-    if len(set(names)) != len(names):  # linear: a 1 MB header took 25 s with names.count
+    if len(set(names)) != len(names):  # linear in the names (bench_hostile.py's long header)
         counts = Counter(names)
         dupes = sorted(n for n, k in counts.items() if k > 1)
         raise SourceError(f"header row: duplicate column name {dupes[0]!r}")
@@ -610,17 +617,17 @@ class CsvReader(RowReader):
     Rows are padded with `""` or cut to the header's width, as ItemReader does.
     """
 
+    padded = 0
+    truncated = 0
+    #: the first SHOWN_LINES lines of each kind (the notice names them)
+    padded_lines: tuple[int, ...] = ()
+    truncated_lines: tuple[int, ...] = ()
+
     def __init__(self, stream: IO[bytes], options: CsvOptions) -> None:
         self.options = options
         first = MAX_HEADER_BYTES if options.header_location != "GIVEN" else None
         self._records = iter_records(stream, options.delimiter, MAX_RECORD_BYTES, first)
-        self.header: list[str]
-        self.padded = 0
-        self.truncated = 0
-        #: the first SHOWN_LINES lines of each kind (the notice names them)
-        self.padded_lines: list[int] = []
-        self.truncated_lines: list[int] = []
-        self.header = read_header(self._records, options)
+        self.header: list[str] = read_header(self._records, options)
 
     def __iter__(self) -> Iterator[ParsedRow]:
         width = len(self.header)
@@ -633,11 +640,11 @@ class CsvReader(RowReader):
                 if n < width:
                     fields.extend([""] * (width - n))
                     if self.padded < SHOWN_LINES:
-                        self.padded_lines.append(row.line)
+                        self.padded_lines += (row.line,)
                     self.padded += 1
                 else:
                     del fields[width:]
                     if self.truncated < SHOWN_LINES:
-                        self.truncated_lines.append(row.line)
+                        self.truncated_lines += (row.line,)
                     self.truncated += 1
             yield row

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from importer._native import ItemBlock, block_new_entities, wire_members
-from importer.dynamodb.lookup import BlockKeys
+from importer._native import block_new_entities, wire_members
+from importer.dynamodb.lookup import Keys
+from importer.item_batch import as_batch
 from importer.mbc.command_states import FINISH_FINISHED
 from importer.mbc.data_sync import _COPIED, _COPIED_LATE
 from importer.mbc.model import DATE_FIELDS, _render_text, format_date, remove_sk_version
@@ -35,7 +36,7 @@ from importer.records import Failure, PreparedItem, WriteOutcome
 __all__ = ["SyncedBatch", "finished_status", "new_entity_items", "write_and_sync"]
 
 _VERSION_1 = b'{"N":"1"}'
-#: what `importer.run.batch_unit.mark_sync` appends to a record, as a member
+#: what `importer.run.batch_steps.mark_sync` appends to a record, as a member
 SYNC_MODE_MEMBER = b',"syncMode":{"S":"SYNC"}'
 _DATA_TAIL = ("createdAt", "updatedAt", "createdBy", "updatedBy", "createdIp", "updatedIp")
 
@@ -169,7 +170,7 @@ def write_and_sync(
     """Write a batch's command records and apply them, new entities as bytes.
 
     `items` are the batch's records as the mode stage left them; `mark` is
-    `importer.run.batch_unit.mark_sync` (`syncMode: SYNC` appended).  The
+    `importer.run.batch_steps.mark_sync` (`syncMode: SYNC` appended).  The
     batch's entities are read in the data table first (consistent, in groups,
     as `importer.mbc.sync` reads them).  A record at version 1 whose entity has
     no data row and appears once in the batch is the plain case: its data row
@@ -179,7 +180,7 @@ def write_and_sync(
     (`importer._native.block_new_entities`) and written as blocks.  A row whose
     data row was refused is a failure and its command is not written (nothing
     half-applied is left; a re-run writes it).  Every other record is marked,
-    written as it is and handed to `general` (`importer.run.batch_unit`'s call of
+    written as it is and handed to `general` (`importer.run.batch_steps`'s call of
     `BatchSync.sync`) with the command outcome.  Without the default handler
     alone (custom handlers run in bulk there) everything goes the general way.
     """
@@ -244,11 +245,12 @@ def _plain(
     """(data rows, finished commands, the rest marked) -- see `write_and_sync`."""
     if not syncer.plain_only():
         return [], [], mark(items)
-    block = isinstance(items, ItemBlock) and items.at_version_1() and items.keys_unique()
+    native = as_batch(items).block()  # C below reads a native block's buffer
+    block = native is not None and native.at_version_1() and native.keys_unique()
     candidates: Sequence[PreparedItem] = items
     keys: Any
     if block:  # every record at @1, each entity once: all are candidates
-        keys = BlockKeys(items, versioned=False)
+        keys = Keys.of(as_batch(items), versioned=False)
     else:
         bases: dict[tuple[str, str], int] = {}
         for it in items:
@@ -270,7 +272,8 @@ def _plain(
     finished: list[PreparedItem] = []
     general: list[PreparedItem] = []  # not marked yet
     if block:
-        assert isinstance(items, ItemBlock)
+        assert native is not None
+        items = native
         take = bytearray(b"\x01") * len(items)
         if stored:
             for i, key in enumerate(items.entity_keys(versioned=False)):

@@ -38,6 +38,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from importer.counts import Counts
 from importer.mbc.model import Tables
 
 __all__ = [
@@ -225,10 +226,8 @@ class ImportJobRecorder:
         if not f.record:
             return
         s = f.summary or {}
-        total = int(s.get("rows", 0))
-        succeeded = (
-            int(s.get("written", 0)) + int(s.get("unchanged", 0)) + int(s.get("existing", 0))
-        )
+        file_counts = Counts.from_json(s)
+        total, succeeded = file_counts.rows, file_counts.succeeded
         counts = {
             "totalRows": total,
             "processedRows": total,
@@ -284,18 +283,12 @@ def file_outcome(summary: dict[str, Any] | None) -> str:
     """
     if not summary or summary.get("status") != "finished" or summary.get("aborted"):
         return "FAILED"
-    needs_look = int(summary.get("rejected", 0)) - int(summary.get("existing", 0))
-    return "FAILED" if needs_look or int(summary.get("failed", 0)) else "COMPLETED"
+    return "FAILED" if Counts.from_json(summary).needs_look else "COMPLETED"
 
 
 def _job_counts(job: Any) -> dict[str, int]:
-    total = succeeded = 0
-    for f in job.files:
-        s = f.summary or {}
-        total += int(s.get("rows", 0))
-        succeeded += (
-            int(s.get("written", 0)) + int(s.get("unchanged", 0)) + int(s.get("existing", 0))
-        )
+    counts = Counts.total(Counts.from_json(f.summary) for f in job.files)
+    total, succeeded = counts.rows, counts.succeeded
     return {
         "totalRows": total,
         "processedRows": total,

@@ -39,6 +39,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
 from importer.coordinator import RunCoordinator
+from importer.counts import Counts
 from importer.dynamodb.lowlevel import LowLevelCalls
 from importer.mbc.command_states import (
     FINISH_FINISHED,
@@ -117,6 +118,11 @@ class SyncResult:
     handler_failures: list[Failure] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+
+    def counts(self) -> Counts:
+        """The sync's outcome as every command's exit rule counts it: a command left
+        unapplied (its handler or its write failed) is a failed row."""
+        return Counts(failed=len(self.failures) + len(self.handler_failures))
 
     def to_json(self) -> dict[str, Any]:
         return {

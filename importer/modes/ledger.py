@@ -3,17 +3,17 @@
 The import modes must find an entity that appears twice anywhere in the file
 (insert rejects the later row, upsert makes it the next version), so the run
 keeps, per entity, the last version it assigned, a digest of the compared
-fields and the line.  A dict of that costs ~250 bytes per entity: 2.5 GB for a
-10M-row file.  `EntityLedger` keeps the first `memory_entries` entities in a
-dict (small files stay as fast as before) and then moves everything into a
-SQLite file beside the run, read and written a batch at a time, whose page
-cache is bounded -- so a 10M-row run needs no more memory than a 1M-row one.
+fields and the line.  A dict of that costs hundreds of bytes per entity, so
+its size would follow the file's.  `EntityLedger` keeps the first
+`memory_entries` entities in a dict (small files need no disk) and then moves
+everything into a SQLite file beside the run, read and written a batch at a
+time, whose page cache is bounded -- so a long run needs no more memory than a
+short one (`benchmarks/bench_memory.py`).
 
-The dict is kept small (50k entities, ~9 MB): every larger file reaches it, and
-a run's peak is this dict *plus* the batches in flight, so a 200k dict (~37 MB)
-only raised the peak of every file past 200k rows.  The SQLite side costs a few
-milliseconds per batch of 1000 (under the stage's lock), paid by the 150k
-entities between the two thresholds: not measurable in a run's rows/s.
+The dict is kept small: every larger file reaches it, and a run's peak is this
+dict *plus* the batches in flight, so a larger dict only raises the peak of
+every file past it, while the SQLite side costs little per batch next to its
+writes.
 
 A run that writes keeps far less: `WindowLedger` holds only what the
 batches still in flight assigned; once a batch's write is visible to every
@@ -24,8 +24,9 @@ A run whose writes never reach the table (validate) keeps every entity in a
 line -- as 16 bytes each in the native `importer._digests.KeyDigests` (a table
 in memory up to a bound, then sorted runs on disk behind a Bloom filter: no
 SQLite, no Python object per entity), and only the others (an entity found
-stored, upsert's compared digests) in an `EntityLedger`.  SQLite there cost
-validate 80 % of its time, under the stage's lock.
+stored, upsert's compared digests) in an `EntityLedger`: validate writes
+nothing, so SQLite under the stage's lock would be most of its time
+(`benchmarks/bench_validate.py`).
 
 Not thread-safe: the mode stage calls it under its own lock, in file order.
 """

@@ -80,12 +80,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from importer._native import ItemBlock, block_pick, stored_head, stored_merge, wire_pick
+from importer._native import stored_head, stored_merge, wire_pick
 from importer.dynamodb.errors import WriterFatalError
-from importer.dynamodb.lookup import BlockKeys, DistinctKeys, KeyLookup, LookupFailed
-from importer.dynamodb.writer import keys_unique
+from importer.dynamodb.lookup import KeyLookup, Keys, LookupFailed
+from importer.item_batch import ItemBatch, ItemList, as_batch
 from importer.modes.ledger import DigestLedger, WindowLedger
 from importer.modes.merge import MERGED_FIELDS, merge_version
 from importer.ordering import FileOrder, Stopped
@@ -101,6 +101,8 @@ __all__ = [
     "PreparedBatch",
     "compare_digest",
     "default_data_table",
+    "mode_of",
+    "update_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +117,24 @@ DEFAULT_MODE: Mode = "insert"
 UPDATES: tuple[str, ...] = ("merge", "replace")
 #: Command versions newer than the data table probed per row before giving up.
 MAX_PROBE_ROUNDS = 64
+
+
+def mode_of(value: str | None) -> Mode:
+    """`value` as an import mode; None or "" is `DEFAULT_MODE`.  The one reading of a mode
+    given as text (an option, BatchInput, the environment); ValueError in one line."""
+    if not value:
+        return DEFAULT_MODE
+    for mode in MODES:
+        if mode == value:
+            return mode
+    raise ValueError(f"unknown mode {value!r} (one of: {', '.join(MODES)})")
+
+
+def update_of(value: str) -> str:
+    """`value` checked as an update rule (`UPDATES`); ValueError in one line."""
+    if value not in UPDATES:
+        raise ValueError(f"unknown update {value!r} (one of: {', '.join(UPDATES)})")
+    return value
 
 
 def default_data_table(table: str) -> str | None:
@@ -188,12 +208,11 @@ def _merge_state(wire: bytes, picked: bytes | None = None) -> bytes:
     return picked
 
 
-def _merge_states(items: Sequence[PreparedItem]) -> list[bytes]:
-    """`_merge_state` of each item (of an `ItemBlock` without a PreparedItem per row)."""
-    if isinstance(items, ItemBlock):
-        picked = block_pick(items, _MERGE_NAMES)
-        return [p if p is not None else _merge_state(items[i].wire) for i, p in enumerate(picked)]
-    return [_merge_state(it.wire) for it in items]
+def _merge_states(items: Sequence[PreparedItem] | ItemBatch) -> list[bytes]:
+    """`_merge_state` of each item (of a native `ItemBlock` without a PreparedItem per row)."""
+    items = as_batch(items)
+    picked = items.pick(_MERGE_NAMES)
+    return [p if p is not None else _merge_state(items[i].wire) for i, p in enumerate(picked)]
 
 
 def _same(a: bytes, b: bytes) -> bool:
@@ -232,7 +251,7 @@ class PreparedBatch:
     equal to the current record (upsert/strict), not written.
     """
 
-    items: Sequence[PreparedItem] = field(default_factory=list)
+    items: ItemBatch = field(default_factory=ItemList)
     rejects: list[Reject] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     unchanged: int = 0
@@ -334,7 +353,7 @@ class _Row:
     mine_state: bytes = b""  # ("merge") the fields stored at `mine`
     cur_line: int = 0  # line of this run that wrote cur_version (0 = another writer)
     failed: str = ""
-    lazy_id: bool = False  # request_id not read yet (see `_whose`)
+    lazy_id: bool = False  # request_id not read yet (see `_who_wrote`)
 
 
 def _not_assigned(items: Sequence[PreparedItem]) -> PreparedBatch:
@@ -363,10 +382,8 @@ class ModeStage:
         keep_name: bool = False,
         order: FileOrder | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r} (one of: {', '.join(MODES)})")
-        if update not in UPDATES:
-            raise ValueError(f"unknown update {update!r} (one of: {', '.join(UPDATES)})")
+        mode_of(mode)
+        update_of(update)
         #: upsert/strict deep-merge rows into the latest version (the framework's import)
         self.merge = update == "merge" and mode in ("upsert", "strict")
         #: the spec names no record.name: a merge keeps the stored name
@@ -540,10 +557,11 @@ class ModeStage:
         """
         try:
             if self.mode == "blind":
-                return PreparedBatch(items=list(items))
-            lines = items.lines() if isinstance(items, ItemBlock) else [it.line for it in items]
+                return PreparedBatch(items=ItemList(items))
+            items = as_batch(items)
+            lines = items.lines()
             if lines != sorted(lines):  # the transform keeps file order; a caller may not
-                items = sorted(items, key=lambda it: it.line)
+                items = ItemList(sorted(items, key=lambda it: it.line))
                 lines.sort()
             read: tuple[dict, dict] | None = None
             if self.mode == "insert" and self.lookup is None and self._digests is not None:
@@ -582,7 +600,7 @@ class ModeStage:
 
     def _insert_unordered(
         self,
-        items: Sequence[PreparedItem],
+        items: ItemBatch,
         lines: list[int],
         fields: Mapping[int, Sequence[str]],
         ticket: int | None,
@@ -599,10 +617,7 @@ class ModeStage:
         """
         ledger = self._digests
         assert ledger is not None
-        if isinstance(items, ItemBlock):
-            keys = items.entity_keys(versioned=False)
-        else:
-            keys = [(it.pk, it.sk.rsplit("@", 1)[0]) for it in items]
+        keys = items.entity_keys(versioned=False)
         digests = ledger.digest(keys)  # outside the lock: most of the work
         with self._lock:
             moves = ledger.moves
@@ -612,12 +627,12 @@ class ModeStage:
                 return None
             settled = ticket is None or self._turns.turn >= ticket
         if firsts == lines:  # every row its entity's first so far: the usual batch
-            out = PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
+            out = PreparedBatch(items=items)
         else:
             rejects = self._duplicates(items, lines, firsts, fields)
             pairs = zip(items, lines, firsts, strict=True)
             kept = [it for it, line, first in pairs if line == first]
-            out = PreparedBatch(items=kept, rejects=rejects)
+            out = PreparedBatch(items=ItemList(kept), rejects=rejects)
         if not settled:
             assert ticket is not None
             out.pending = PendingRejects(
@@ -669,7 +684,7 @@ class ModeStage:
             self._settle_locked(pending)
 
     def _insert_fresh(
-        self, items: Sequence[PreparedItem], lines: list[int], ticket: int | None
+        self, items: ItemBatch, lines: list[int], ticket: int | None
     ) -> PreparedBatch | tuple[dict, dict] | None:
         """Insert's hot path, batch-wide: when neither table holds any of the batch's
         entities (a new file), they are all written -- unless the run map knows one
@@ -683,30 +698,19 @@ class ModeStage:
         that failed: `_probe` reads, and reports, again).
         """
         lookup = self.lookup
-        at_1: list[tuple[str, str]] | None = None
-        if isinstance(items, ItemBlock):  # its keys come without a PreparedItem per row
-            if not items.at_version_1():
-                return None
-            keys = items.entity_keys(versioned=False)
-        else:
-            at_1 = [(it.pk, it.sk) for it in items]
-            if not all(sk.endswith("@1") for _, sk in at_1):
-                return None
-            keys = [(pk, sk[:-2]) for pk, sk in at_1]
-        unique = keys_unique(items)  # every sk at @1: (pk, sk) repeat as the entities do
-        if unique:  # the reads need not look for repeats again
-            keys = DistinctKeys(keys)
+        if not items.at_version_1():  # (a native block answers without an object per row)
+            return None
+        keys = items.entity_keys(versioned=False)
+        unique = items.keys_unique()  # every sk at @1: (pk, sk) repeat as the entities do
         if lookup is not None:
             try:
-                data = lookup.get_many(self.data_table, keys) if self.data_table else {}
+                # the reads need not look for repeats again when there are none
+                wanted = Keys(keys, distinct=True) if unique else keys
+                data = lookup.get_many(self.data_table, wanted) if self.data_table else {}
                 if not data:
-                    if at_1 is not None:
-                        stored = lookup.get_many(self.table, DistinctKeys(at_1) if unique else at_1)
-                    elif unique:  # a block's keys, read without a tuple per key
-                        stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
-                    else:
-                        block = cast(ItemBlock, items)  # no @1 list: `items` is a block
-                        stored = lookup.get_many(self.table, block.entity_keys(versioned=True))
+                    # the batch's keys at @1, written by the batch (no tuple per key in C)
+                    at_1 = Keys.of(items, versioned=True) if unique else items.entity_keys()
+                    stored = lookup.get_many(self.table, at_1)
                 else:
                     stored = {}
             except LookupFailed:
@@ -722,10 +726,10 @@ class ModeStage:
                 # `_assign` decides row by row (this batch's turn is already taken);
                 # both tables were read and hold none of the rows
                 return {}, {}
-        return PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
+        return PreparedBatch(items=items)
 
     def _merge_fresh(
-        self, items: Sequence[PreparedItem], lines: list[int], ticket: int | None
+        self, items: ItemBatch, lines: list[int], ticket: int | None
     ) -> PreparedBatch | tuple[dict, dict] | None:
         """Upsert's and strict's hot path (merging), batch-wide, as `_insert_fresh` is
         insert's: when neither table holds any of the batch's entities, the run map
@@ -739,32 +743,23 @@ class ModeStage:
         or None when the short way does not apply (`_probe` reads again).
         """
         lookup = self.lookup
-        if isinstance(items, ItemBlock):
-            if not items.at_version_1():
-                return None
-            keys = items.entity_keys(versioned=False)
-        else:
-            at_1 = [(it.pk, it.sk) for it in items]
-            if not all(sk.endswith("@1") for _, sk in at_1):
-                return None
-            keys = [(pk, sk[:-2]) for pk, sk in at_1]
-        if not keys_unique(items):
+        if not items.at_version_1():
+            return None
+        keys = items.entity_keys(versioned=False)
+        if not items.keys_unique():
             return None
         if lookup is not None:  # (validate without a table: nothing stored to read)
             assert self.data_table
             try:
                 if getattr(lookup, "raw_reads", False):  # (KeyLookup; a test double may not)
-                    data = lookup.get_many(self.data_table, DistinctKeys(keys), raw=True)
+                    data = lookup.get_many(self.data_table, Keys(keys, distinct=True), raw=True)
                     if data:
                         return self._merge_stored(items, keys, lines, data, ticket)
                 else:
-                    data = lookup.get_many(self.data_table, DistinctKeys(keys))
+                    data = lookup.get_many(self.data_table, Keys(keys, distinct=True))
                     if data:
                         return data, {}
-                if isinstance(items, ItemBlock):
-                    stored = lookup.get_many(self.table, BlockKeys(items, versioned=True))
-                else:
-                    stored = lookup.get_many(self.table, DistinctKeys(at_1))
+                stored = lookup.get_many(self.table, Keys.of(items, versioned=True))
             except LookupFailed:
                 return None
             if stored:
@@ -781,11 +776,11 @@ class ModeStage:
                 {k: (1, st, line) for k, st, line in zip(keys, states, lines, strict=True)},
                 ticket,
             )
-        return PreparedBatch(items=items if isinstance(items, ItemBlock) else list(items))
+        return PreparedBatch(items=items)
 
     def _merge_stored(
         self,
-        items: Sequence[PreparedItem],
+        items: ItemBatch,
         keys: list[tuple[str, str]],
         lines: list[int],
         data: dict[tuple[str, str], bytes],
@@ -824,11 +819,11 @@ class ModeStage:
             own_id = _wire_request_id(it.wire) if rid is not None else None
             if own_id is not None and rid is not None:
                 if rid.rpartition("#")[0] == own_id.rpartition("#")[0]:
-                    return as_read()  # this run wrote it: `_whose` tells mine / later / earlier
+                    return as_read()  # this run wrote it: `_who_wrote` tells mine / later / earlier
             versions.append(version)
             probe.append((it.pk, f"{key[1]}@{version + 1}"))
         try:
-            if lookup.get_many(self.table, DistinctKeys(probe)):
+            if lookup.get_many(self.table, Keys(probe, distinct=True)):
                 return as_read()  # the command table is ahead of the data table
         except LookupFailed:
             return None
@@ -844,7 +839,8 @@ class ModeStage:
             self._wait_turn(ticket)
         except Stopped:
             return _not_assigned(items)
-        out = PreparedBatch(items=(kept := []))
+        kept = ItemList()  # appended to below
+        out = PreparedBatch(items=kept)
         with self._lock:
             if self._ledger.knows_any(keys):
                 return as_read()  # `_assign` decides row by row (the turn is taken)
@@ -928,7 +924,7 @@ class ModeStage:
             data = found.get((r.item.pk, r.base))
             if data is not None:
                 v = _version_of(data, 1)
-                seen, line = self._whose(r, data)
+                seen, line = self._who_wrote(r, data)
                 if seen == "mine":
                     r.mine = v
                     if self.merge:
@@ -963,7 +959,7 @@ class ModeStage:
             nxt: list[tuple[_Row, int, int]] = []
             for (r, v, step), key in zip(probing, keys, strict=True):
                 stored = found.get(key)
-                seen, line = ("absent", 0) if stored is None else self._whose(r, stored)
+                seen, line = ("absent", 0) if stored is None else self._who_wrote(r, stored)
                 if seen == "mine":
                     r.mine = v
                     if self.merge and stored is not None:
@@ -985,7 +981,7 @@ class ModeStage:
             probing = nxt
 
     @staticmethod
-    def _whose(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
+    def _who_wrote(r: _Row, stored: Mapping[str, Any]) -> tuple[str, int]:
         """Who wrote `stored`, and the line when it was this run.
 
         ('mine', 0) -- this very row; ('later', line) -- this run, a later
@@ -1015,7 +1011,7 @@ class ModeStage:
         lookup_error: str,
         ticket: int | None = None,
     ) -> PreparedBatch:
-        kept: list[PreparedItem] = []  # appended to below; a block never is
+        kept = ItemList()  # appended to below
         out = PreparedBatch(items=kept)
         keys = [(r.item.pk, r.base) for r in rows]
         loaded = self._ledger.load(keys)  # this batch's part of the run map

@@ -9,7 +9,7 @@ Lines are flushed as they are written: a killed process loses at most the
 batches that were in flight, which are sent again (BatchWriteItem puts are
 idempotent for identical items).
 
-Guarded state (issue 30):
+Guarded state:
 
 * each line is one `write` of a whole line; a line cut by a kill is dropped on
   load and cut off the file before anything is appended (never replayed);
@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from importer.counts import Counts
+
 __all__ = [
-    "BatchCounts",
+    "BATCH_COUNTS",
     "Checkpoint",
     "CheckpointError",
     "RunLock",
@@ -48,17 +50,30 @@ class CheckpointError(ValueError):
     """The checkpoint cannot be used to resume this run."""
 
 
-@dataclass(frozen=True, slots=True)
-class BatchCounts:
-    rows: int
-    written: int
-    rejected: int
-    failed: int
-    valid: int
-    unchanged: int = 0
-    existing: int = 0
-    bad_data: int = 0
-    synced: int = 0
+#: A batch line's counts, in this order: the checkpoint's format (a checkpointed batch was
+#: written, so it has no `skipped` and no `would_write`).  The first five are in every
+#: checkpoint; an older one may lack the rest (they are 0).
+BATCH_COUNTS = (
+    "rows",
+    "written",
+    "rejected",
+    "failed",
+    "valid",
+    "unchanged",
+    "existing",
+    "bad_data",
+    "synced",
+)
+_REQUIRED = frozenset(BATCH_COUNTS[:5])
+
+
+def _batch_counts(raw: dict[str, Any]) -> Counts:
+    """A batch line's counts; a key this format never had, or a missing one, is damage."""
+    if not isinstance(raw, dict) or not _REQUIRED <= raw.keys() <= set(BATCH_COUNTS):
+        raise ValueError("not a batch's counts")
+    if not all(type(v) is int for v in raw.values()):
+        raise ValueError("not a batch's counts")
+    return Counts(**raw)
 
 
 def spec_digest(path: str | Path) -> str:
@@ -79,7 +94,7 @@ class Checkpoint:
     path: Path
     meta: dict[str, Any]
     #: batches finished by the run this checkpoint was loaded from (what --resume skips)
-    finished: dict[int, BatchCounts] = field(default_factory=dict)
+    finished: dict[int, Counts] = field(default_factory=dict)
     #: batches recorded by this process (counted, not kept: memory stays flat)
     recorded: int = 0
     complete: bool = False
@@ -146,7 +161,7 @@ class Checkpoint:
         if rec.get("complete"):
             self.complete = True
         elif "batch" in rec:
-            self.finished[int(rec["batch"])] = BatchCounts(**rec["counts"])
+            self.finished[int(rec["batch"])] = _batch_counts(rec["counts"])
             if "reports_at" in rec:
                 rejects_at, failures_at = rec["reports_at"]
                 self.reports_at = (int(rejects_at), int(failures_at))
@@ -222,11 +237,9 @@ class Checkpoint:
         self._fh.write(json.dumps(rec) + "\n")
         self._fh.flush()
 
-    def record(
-        self, index: int, counts: BatchCounts, reports_at: tuple[int, int] | None = None
-    ) -> None:
+    def record(self, index: int, counts: Counts, reports_at: tuple[int, int] | None = None) -> None:
         self.recorded += 1
-        rec: dict[str, Any] = {"batch": index, "counts": _as_dict(counts)}
+        rec: dict[str, Any] = {"batch": index, "counts": counts.counts_json(BATCH_COUNTS)}
         if reports_at is not None:
             rec["reports_at"] = list(reports_at)
         self._line(rec)
@@ -251,10 +264,6 @@ class Checkpoint:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-
-
-def _as_dict(counts: BatchCounts) -> dict[str, int]:
-    return {name: getattr(counts, name) for name in BatchCounts.__slots__}
 
 
 def _describe(identity: dict[str, Any]) -> str:

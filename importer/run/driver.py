@@ -2,16 +2,16 @@
 
 source → batches → transform → writer → report.  The main thread reads and
 cuts batches exactly as ItemBatcher would; each batch is handled by the
-pipeline's per-batch unit (`importer.run.batch_unit`) — the same one the Lambda
+pipeline's per-batch unit (`importer.run.batch_steps`) — the same one the Lambda
 child runs — on a pool fed through a bounded window (`importer.run.window`), so
 reading blocks (back-pressure) instead of piling batches up in memory.
 `workers` (MaxConcurrency) bounds the requests in flight: a few batches at a
-time each send theirs over several lanes (`importer.dynamodb.lanes`), which
+time each send theirs over several lanes (`importer.dynamodb.request_pool`), which
 keeps the same concurrency with a fraction of the batches in memory.  Outcomes
 come back as data and are counted on the main thread only, which is how every
 run can check `rows == written + unchanged + rejected + failed + skipped`.
 
-Whether the run goes on is the pipeline's `RunCoordinator`'s to say: the pump
+Whether the run goes on is the pipeline's `RunCoordinator`'s to say: `submit_batches`
 halts it over --max-rejects (the batches not yet written then count as skipped),
 a worker's fatal error fails it, and its status decides the checkpoint.
 
@@ -35,10 +35,18 @@ from pathlib import Path
 from typing import Any
 
 from importer.coordinator import RunStatus
+from importer.counts import Counts
 from importer.dynamodb.errors import WriterFatalError
-from importer.dynamodb.lanes import batch_threads
-from importer.input.batching import AWS_MAX_INPUT_BYTES, DEFAULT_MAX_ITEMS, Batch, Batcher
+from importer.dynamodb.request_pool import batch_threads
+from importer.input.batching import (
+    AWS_MAX_INPUT_BYTES,
+    DEFAULT_MAX_ITEMS,
+    Batch,
+    Batcher,
+    check_limits,
+)
 from importer.input.formats import ManifestReader, input_type_for, open_typed_reader
+from importer.input.reader import RowReader
 from importer.input.source import (
     SourceError,
     SourceStream,
@@ -46,7 +54,7 @@ from importer.input.source import (
     open_source,
 )
 from importer.records import Reject
-from importer.run.batch_unit import BatchOutcome
+from importer.run.batch_steps import BatchOutcome
 from importer.run.checkpoint import Checkpoint, RunLock
 from importer.run.pipeline import Pipeline, PipelineSettings
 from importer.run.reports import (
@@ -124,15 +132,16 @@ _QUEUED_AHEAD = 4
 class RunConfig:
     """What the local Distributed Map needs beyond the pipeline: source, batches, reports.
 
-    The table and the mode are the pipeline's (`PipelineSettings`): stated there once,
-    so a run's checkpoint cannot record another mode than the one it writes with.
+    The spec, the table, the mode and the workers are the pipeline's (`PipelineSettings`):
+    stated there once, so a run's checkpoint cannot record another mode than the one it
+    writes with, its rows be read for another spec than they are transformed with, nor its
+    window be sized for other workers than its requests.  The batch limits are checked
+    here, once (`check_limits`: what Step Functions would refuse).
     """
 
     source: str
-    spec: Spec
     batch_items: int | None = DEFAULT_MAX_ITEMS
     batch_bytes: int | None = AWS_MAX_INPUT_BYTES
-    workers: int = 50
     rejects_path: Path | None = None
     failures_path: Path | None = None
     max_rejects: int | None = None
@@ -148,26 +157,18 @@ class RunConfig:
     #: ReaderConfig.MaxItems (`--max-items`); None: the spec's `[input] max_items`
     max_items: int | None = None
 
+    def __post_init__(self) -> None:
+        check_limits(self.batch_items, self.batch_bytes)
+
 
 @dataclass(slots=True)
-class Summary:
-    """The run's counts: `rows == written + unchanged + rejected + failed + skipped`
-    (on `validate`, `rows == valid + rejected + skipped`)."""
+class Summary(Counts):
+    """A run's counts (`importer.counts.Counts`: every row settled once) and what else
+    the run has to say: batches, time, report files, status, notices."""
 
-    rows: int = 0
-    written: int = 0
-    rejected: int = 0
-    failed: int = 0
     batches: int = 0
     seconds: float = 0.0
     rows_per_second: float = 0.0
-    valid: int = 0
-    unchanged: int = 0
-    existing: int = 0
-    #: validate: the rows a run would write (`written` stays 0: nothing was sent)
-    would_write: int = 0
-    #: `--sync`: data rows written in the run (resumed batches included)
-    synced: int = 0
     retries: int = 0
     failed_batches: int = 0
     failed_items: int = 0
@@ -185,19 +186,62 @@ class Summary:
     status: str = RunStatus.RUNNING.value
     aborted: str | None = None
     notices: list[str] = field(default_factory=list)
-    #: rejected rows that are bad data (what --max-rejects limits)
-    bad_data: int = 0
     #: the ItemReader InputType the source was read as
     input_type: str = "CSV"
+    #: a manifest's objects: how many it lists, and how many were read to their end
+    objects: int | None = None
+    objects_read: int | None = None
     #: batches read but left unwritten when the run stopped over --max-rejects
+    #: (their rows are `skipped`: read, not written, not judged; rows never read count nowhere)
     halted_batches: int = 0
-    #: their rows: read, not written, not judged (the rows never read count nowhere)
-    skipped: int = 0
     #: which `ttl` the commands carry (the data table's TTL configuration, or null)
     ttl: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The summary JSON (`--summary-json`, ResultWriter's manifest), keys in their
+        documented order."""
+        data = asdict(self)
+        ordered = {key: data.pop(key) for key in _SUMMARY_KEYS if key in data}
+        ordered.update(data)
+        return ordered
+
+
+#: the summary JSON's key order, as it was before the counts had a type of their own
+_SUMMARY_KEYS = (
+    "rows",
+    "written",
+    "rejected",
+    "failed",
+    "batches",
+    "seconds",
+    "rows_per_second",
+    "valid",
+    "unchanged",
+    "existing",
+    "would_write",
+    "synced",
+    "retries",
+    "failed_batches",
+    "failed_items",
+    "resumed_batches",
+    "ignored_columns",
+    "padded_rows",
+    "truncated_rows",
+    "padded_lines",
+    "truncated_lines",
+    "rejects_file",
+    "failures_file",
+    "checkpoint",
+    "run_id",
+    "status",
+    "aborted",
+    "notices",
+    "bad_data",
+    "input_type",
+    "halted_batches",
+    "skipped",
+    "ttl",
+)
 
 
 def open_rows(
@@ -208,7 +252,7 @@ def open_rows(
     input_type: str | None = None,
     s3_client: Any = None,
     wrap: Callable[[Any], Any] | None = None,
-) -> tuple[str, SourceStream, Any]:
+) -> tuple[str, SourceStream, RowReader]:
     """(InputType, byte stream for progress, reader) for the run's source.
 
     CSV goes through the engine's reader (parsed in C); JSON, JSONL, Parquet and
@@ -331,7 +375,7 @@ def _run_import(
     signals: _Signals,
 ) -> Summary:
     started = time.perf_counter()
-    spec = config.spec
+    spec = pipeline.settings.spec
     writing = not pipeline.settings.dry_run
     checkpoint: Checkpoint | None = None
     if config.resume and writing:
@@ -400,7 +444,7 @@ def _run_import(
         )
         coordinator = pipeline.coordinator
         try:
-            run.pump(reader, batcher)
+            run.submit_batches(reader, batcher)
             coordinator.finish(RunStatus.INTERRUPTED if run.interrupted else RunStatus.FINISHED)
         except BaseException as exc:
             coordinator.finish(RunStatus.FAILED)
@@ -415,9 +459,11 @@ def _run_import(
             summary.failures_file = str(failures.path) if failures.used else None
             summary.padded_rows = reader.padded
             summary.truncated_rows = reader.truncated
-            summary.padded_lines = list(getattr(reader, "padded_lines", []))
-            summary.truncated_lines = list(getattr(reader, "truncated_lines", []))
-            first_keys = getattr(reader, "first_keys", None)
+            summary.padded_lines = list(reader.padded_lines)
+            summary.truncated_lines = list(reader.truncated_lines)
+            if isinstance(reader, ManifestReader):
+                summary.objects, summary.objects_read = len(reader.objects), reader.objects_done
+            first_keys = reader.first_keys
             if first_keys is not None:
                 needed = set(spec.needed_columns)
                 summary.ignored_columns = [k for k in first_keys if k not in needed]
@@ -448,10 +494,7 @@ def _run_import(
         stream.close()
     if not writing:
         summary.would_write, summary.written = summary.written, 0
-    s = summary
-    settled = s.rejected + s.written + s.would_write + s.unchanged + s.failed + s.skipped
-    if settled != summary.rows:
-        raise AssertionError(f"row accounting broken: {summary}")
+    summary.check()
     if run.interrupted:
         raise RunInterrupted("interrupted", summary, signals.received or signal.SIGINT)
     _check_tolerance(config, summary)
@@ -524,21 +567,14 @@ class _Run:
     @property
     def limit(self) -> int | None:
         cfg = self.config
-        return cfg.max_rejects if cfg.max_rejects is not None else cfg.spec.max_rejects
+        spec_limit = self.pipeline.settings.spec.max_rejects
+        return cfg.max_rejects if cfg.max_rejects is not None else spec_limit
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         s = self.summary
         for index, c in checkpoint.finished.items():
             self.skip.add(index)
-            s.rows += c.rows
-            s.written += c.written
-            s.rejected += c.rejected
-            s.failed += c.failed
-            s.valid += c.valid
-            s.unchanged += c.unchanged
-            s.existing += c.existing
-            s.bad_data += c.bad_data
-            s.synced += c.synced
+            s.add(c)
             s.batches += 1
             s.resumed_batches += 1
             if c.failed:
@@ -553,28 +589,19 @@ class _Run:
         """
         s = self.summary
         done = done.final()  # every earlier batch has run: validate's duplicates are settled
+        counts = done.counts()
+        s.add(counts)
         if done.halted:  # read, but the run stopped before it wrote: not checkpointed
             s.halted_batches += 1
-            s.rows += done.rows
-            s.skipped += done.skipped
             return
-        s.rows += done.rows
         s.batches += 1
-        s.valid += done.valid
-        s.written += done.written
-        s.unchanged += done.unchanged
         s.retries += done.retries
         for f in done.failures:
-            s.failed += 1
             self.failures.write(failure_fields(f))
         # in line order: a batch's rejects are gathered by stage (reader, transform,
         # duplicates, mode), and batches settle in file order
         for r in sorted(done.rejects, key=_line_of):
-            s.rejected += 1
             self.rejects.write(reject_fields(r))
-        s.existing += done.existing
-        s.bad_data += done.bad_data
-        s.synced += done.synced
         if done.failed_batch:
             s.failed_batches += 1
             s.failed_items += done.rows
@@ -588,16 +615,14 @@ class _Run:
             self.failures.flush()
             self.rejects.settle()
             self.failures.settle()
-            self.checkpoint.record(
-                done.index, done.counts(), (self.rejects.size(), self.failures.size())
-            )
+            self.checkpoint.record(done.index, counts, (self.rejects.size(), self.failures.size()))
 
     def report(self, *, force: bool = False) -> None:
         """Show the rows settled so far (at most 5 times a second, unless `force`).
 
-        Reading runs ahead of writing by up to a window of batches; counting
-        what was read showed 77% while 43% was written, and an interrupt then
-        reported fewer rows than the bar had.
+        Reading runs ahead of writing by up to a window of batches: counting what
+        was read would show more than was written, and an interrupt would then
+        report fewer rows than the bar had.
         """
         if self.progress is None:
             return
@@ -610,13 +635,14 @@ class _Run:
         """Only bad data counts: rows that exist or conflict are outcomes of a re-run."""
         return self.limit is not None and self.summary.bad_data > self.limit
 
-    def pump(self, reader: Any, batcher: Batcher) -> None:
+    def submit_batches(self, reader: Any, batcher: Batcher) -> None:
         config, pipeline = self.config, self.pipeline
         coordinator = pipeline.coordinator
         size_of = pipeline.engine.row_json_size
         header = self.header
         # `workers` is the run's request concurrency: a few batches at a time send their
-        # requests side by side (`importer.dynamodb.lanes`), so only those few hold their items.
+        # requests side by side (`importer.dynamodb.request_pool`), so only those few hold
+        # their items.
         # A batch waiting in the pool's queue holds all its rows; one done but not yet
         # settled (an earlier batch is still running) holds only its outcome.  So the
         # window stays 2 x workers wide for the slow-batch case, but only a few batches
@@ -624,7 +650,8 @@ class _Run:
         # reader got ahead (more often, the longer the file).
         # the pipeline's lanes were sized for this many batches at once (`open_pipeline`)
         lanes = getattr(pipeline, "lanes", None)
-        batch_workers = lanes.batches if lanes is not None else batch_threads(config.workers)
+        workers = pipeline.settings.workers
+        batch_workers = lanes.batches if lanes is not None else batch_threads(workers)
 
         def max_unfinished() -> int:
             # fewer batches at once when the service answers at once (`Lanes.batches_now`):
@@ -646,7 +673,7 @@ class _Run:
         window: BoundedWindow[BatchOutcome] = BoundedWindow(
             pool,
             settle=settled,
-            max_pending=max(2, config.workers * 2),
+            max_pending=max(2, workers * 2),
             max_unfinished=max_unfinished,
         )
 
@@ -675,7 +702,7 @@ class _Run:
                 pipeline.release(ticket)
                 raise
 
-        max_items = config.max_items or config.spec.input.max_items
+        max_items = config.max_items or pipeline.settings.spec.input.max_items
         batches = reader.read_batches(batcher) if not max_items else None
         if batches is None:
             # ReaderConfig.MaxItems: ItemReader reads no more than this many items

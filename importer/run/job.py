@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from importer.counts import Counts
 from importer.input.batching import BatchLimitError
 from importer.input.source import SourceError
 from importer.mbc.import_job import file_outcome
@@ -53,6 +54,29 @@ __all__ = [
 ]
 
 JOB_FILE = "job.json"
+#: the counts the job's totals show (`skipped`: the rows of a file halted over --max-rejects)
+_TOTALS = (
+    "rows",
+    "written",
+    "would_write",
+    "unchanged",
+    "rejected",
+    "existing",
+    "failed",
+    "bad_data",
+    "skipped",
+)
+#: the counts a file's summary keeps when it is counted from its checkpoint
+_COMPLETED = (
+    "rows",
+    "written",
+    "rejected",
+    "failed",
+    "unchanged",
+    "existing",
+    "bad_data",
+    "synced",
+)
 #: Errors that end one file (it is FAILED) while the job goes on with the next.
 _FILE_ERRORS = (SourceError, SpecError, CheckpointError, BatchLimitError)
 
@@ -115,23 +139,13 @@ class JobState:
         tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, self.path)
 
+    def counts(self) -> Counts:
+        """The job's counts: the sum of its files' (`importer.counts`), balanced as each is."""
+        return Counts.total(Counts.from_json(f.summary) for f in self.files)
+
     def totals(self) -> dict[str, Any]:
-        """The job's counts: the sum of its files'; `rows == written + unchanged + rejected
-        + failed` holds for the job as it holds for each file."""
-        keys = (
-            "rows",
-            "written",
-            "would_write",
-            "unchanged",
-            "rejected",
-            "existing",
-            "failed",
-            "bad_data",
-        )
-        total: dict[str, Any] = dict.fromkeys(keys, 0)
-        for f in self.files:
-            for k in keys:
-                total[k] += int((f.summary or {}).get(k, 0))
+        """The job's counts and its files' statuses, as the job's summary shows them."""
+        total: dict[str, Any] = self.counts().counts_json(_TOTALS)
         total["file_count"] = len(self.files)
         for status in ("finished", "failed", "interrupted", "running", "pending"):
             total[f"files_{status}"] = sum(1 for f in self.files if f.status == status)
@@ -364,7 +378,6 @@ def _run_file(
         config = dataclasses.replace(
             base_config,
             source=f.source,
-            spec=spec,
             run_id=f.run_id,
             checkpoint_path=Path(f.checkpoint),
             resume=resume,
@@ -405,12 +418,8 @@ def _completed(f: FileState) -> bool:
         return False
     if not cp.complete:
         return False
-    summary: dict[str, Any] = dict.fromkeys(
-        ("rows", "written", "rejected", "failed", "unchanged", "existing", "bad_data", "synced"), 0
-    )
-    for counts in cp.finished.values():
-        for k in summary:
-            summary[k] += getattr(counts, k)
+    counts = Counts.total(cp.finished.values())
+    summary: dict[str, Any] = counts.counts_json(_COMPLETED)
     summary["batches"] = len(cp.finished)
     summary["status"] = "finished"
     summary["run_id"] = f.run_id

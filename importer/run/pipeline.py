@@ -23,24 +23,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator
 from importer.dynamodb.api import DynamoClient
 from importer.dynamodb.client import Boto3DynamoClient, HttpDynamoClient, check_command_table
-from importer.dynamodb.lanes import Lanes, batch_threads
 from importer.dynamodb.lookup import KeyLookup
 from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.region import default_region
+from importer.dynamodb.request_pool import DEFAULT_WORKERS, Lanes, batch_threads
 from importer.dynamodb.retry import RetryPolicy
 from importer.dynamodb.writer import BatchWriter
 from importer.input.batching import Batch
+from importer.item_batch import ItemList, as_batch
 from importer.mbc.model import CommandTtl, command_ttl
-from importer.modes.stage import DEFAULT_MODE, MODES, UPDATES, Mode, ModeStage
+from importer.modes.stage import DEFAULT_MODE, Mode, ModeStage, mode_of, update_of
 from importer.ordering import EntityOrder, FileOrder
 from importer.records import PreparedItem, WriteOutcome
-from importer.run.batch_unit import BatchOutcome, BatchParts, process_batch
+from importer.run.batch_steps import BatchOutcome, BatchParts, process_batch
 from importer.transform.context import RunContext
-from importer.transform.engines import Engine, get_engine
+from importer.transform.engines import DEFAULT_ENGINE, ENGINES, Engine, get_engine
 from importer.transform.spec import Spec
 
 if TYPE_CHECKING:
@@ -50,10 +50,20 @@ __all__ = [
     "DryRunWriter",
     "Pipeline",
     "PipelineSettings",
+    "SettingsError",
     "open_pipeline",
 ]
 
 WriterKind = Literal["http", "boto3"]
+WRITERS: tuple[WriterKind, ...] = ("http", "boto3")
+
+
+class SettingsError(ValueError):
+    """A setting out of range, in one line: which one, the value given, what it may be.
+
+    `importer run` says it as a usage error, the Lambda child as an `EventError`, a
+    library caller gets it from `PipelineSettings(...)`: the same words everywhere.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +81,8 @@ class PipelineSettings:
 
     `workers` is how many requests may be in flight at once; `batches` how many
     batches call `process` at once (the Lambda child: one; a local run: as
-    many as `importer.dynamodb.lanes.batch_threads` gives).  Each batch spreads its
-    requests over `workers // batches` lanes (`importer.dynamodb.lanes`).
+    many as `importer.dynamodb.request_pool.batch_threads` gives).  Each batch spreads its
+    requests over `workers // batches` lanes (`importer.dynamodb.request_pool`).
     """
 
     spec: Spec
@@ -87,10 +97,10 @@ class PipelineSettings:
     master_table: str | None = None
     region: str = field(default_factory=default_region)
     endpoint_url: str | None = None
-    workers: int = 50
+    workers: int = DEFAULT_WORKERS
     batches: int | None = None
     writer: WriterKind = "http"
-    engine: str = "native"
+    engine: str = DEFAULT_ENGINE
     dry_run: bool = False
     check_table: bool = True
     sync: bool = False
@@ -103,22 +113,31 @@ class PipelineSettings:
     clock: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r} (one of: {', '.join(MODES)})")
-        if self.update not in (None, *UPDATES):
-            raise ValueError(f"unknown update {self.update!r} (one of: {', '.join(UPDATES)})")
-        if self.workers < 1:
-            raise ValueError("workers must be at least 1")
+        """Every setting checked here, once, whoever built them (CLI, Lambda, library)."""
+        try:
+            mode_of(self.mode)
+            if self.update is not None:
+                update_of(self.update)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if self.engine not in ENGINES:
+            raise SettingsError(f"unknown engine {self.engine!r} (one of: {', '.join(ENGINES)})")
+        if self.writer not in WRITERS:
+            raise SettingsError(f"unknown writer {self.writer!r} (one of: {', '.join(WRITERS)})")
+        if isinstance(self.workers, bool) or self.workers < 1:
+            raise SettingsError(f"--workers must be at least 1, got {self.workers}")
         if self.batches is not None and self.batches < 1:
-            raise ValueError("batches must be at least 1")
-        if self.table is None and not self.dry_run:
-            raise ValueError("a run that writes needs a table")
+            raise SettingsError(f"batches must be at least 1, got {self.batches}")
+        if not self.table and not self.dry_run:
+            raise SettingsError("a run that writes needs a table")
+        if not self.region:
+            raise SettingsError("no region: give --region or set AWS_REGION")
         if self.sync and self.dry_run:
-            raise ValueError("--sync applies written commands; a dry run writes none")
+            raise SettingsError("--sync applies written commands; a dry run writes none")
         for name in ("max_wcu", "max_rcu"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 #: The ttl an item carries before `Pipeline.ttl_items` gives it its tenant's.
@@ -243,11 +262,11 @@ class Pipeline:
         if self.settings.spec.record.tenant.is_constant or not self.settings.table:
             return items
         # the batch's tenants, without a Python object per row (the insert path's speed)
-        pks = items.distinct_pks() if isinstance(items, ItemBlock) else {it.pk for it in items}
+        pks = as_batch(items).distinct_pks()
         ttls = {pk: self.command_ttl(_tenant(pk), self._ttl_start).ttl for pk in pks}
         if all(ttl is None for ttl in ttls.values()):
             return items  # every item already says null
-        out = []
+        out = ItemList()
         for it in items:
             ttl = ttls[it.pk]
             if ttl is not None:

@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 from importer.records import Failure, Reject
 
 if TYPE_CHECKING:
-    from importer.run.batch_unit import BatchOutcome
+    from importer.run.batch_steps import BatchOutcome
 
 __all__ = [
     "FAILURE_COLUMNS",

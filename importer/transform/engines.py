@@ -16,9 +16,11 @@ from importer.transform.context import RunContext
 from importer.transform.reference import Row, TransformResult
 from importer.transform.spec import Spec
 
-__all__ = ["ENGINES", "Engine", "EngineError", "get_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineError", "get_engine"]
 
 ENGINES = ("native", "reference")
+#: The engine every entry point uses unless told otherwise (the fast path is the default).
+DEFAULT_ENGINE = "native"
 
 
 class EngineError(RuntimeError):

@@ -292,7 +292,7 @@ def compile_plan(spec: Spec, header: Sequence[str], ctx: RunContext) -> Any:
     plan.tpl_reject = [
         (col, index.get(col, -1))
         for col in (
-            (t.columns[0] if t.columns else fb)
+            t.first_column(fb)
             for t, fb in zip(
                 (rec.type, rec.tenant, rec.code, rec.name), _FALLBACK_COLUMN, strict=True
             )

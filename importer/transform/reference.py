@@ -154,10 +154,6 @@ def key_values(spec: Spec, values: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _template_column(template: Template, fallback: str) -> str:
-    return template.columns[0] if template.columns else fallback
-
-
 def _render_key(template: Template, values: dict[str, str], what: str, forbidden: str) -> str:
     text = template.render(values)
     if text == "":
@@ -212,18 +208,18 @@ def _map_row(
                 else _render_key(template, keyed, what, forbidden)
             )
         except FieldError as exc:
-            column = _template_column(template, fallback)
+            column = template.first_column(fallback)
             return Reject(line, column, values.get(column, ""), str(exc), tuple(fields))
 
     rtype, tenant, code = keys["type"], keys["tenantCode"], keys["code"]
     pk = f"{rtype}#{tenant}"
     sk_base = f"{rtype}#{code}"
     sk = f"{sk_base}@1"
-    code_column = _template_column(rec.code, "record.code")
+    code_column = rec.code.first_column("record.code")
     if len(pk.encode("utf-8")) > MAX_PK_BYTES:
         return Reject(
             line,
-            _template_column(rec.tenant, "record.tenant"),
+            rec.tenant.first_column("record.tenant"),
             tenant,
             f"partition key is over DynamoDB's {MAX_PK_BYTES}-byte limit",
             tuple(fields),
@@ -278,7 +274,7 @@ def transform_batch(
     """Validate and map one batch; every row ends as exactly one item or reject.
 
     Rows with the same key are all kept: the batch unit settles them by import mode
-    (`importer.run.batch_unit`).
+    (`importer.run.batch_steps`).
     """
     items: list[PreparedItem] = []
     result = TransformResult(items=items)

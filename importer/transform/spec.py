@@ -73,6 +73,12 @@ class Template:
     def is_constant(self) -> bool:
         return len(self.parts) == 1
 
+    def first_column(self, default: str) -> str:
+        """The column a row's trouble with this template is reported under: the first one
+        it reads, else `default` (its spec key).  Of `record.code`: the code column, which
+        every reject of a key (duplicate, exists, conflict, too long) names."""
+        return self.columns[0] if self.columns else default
+
     def render(self, values: dict[str, str]) -> str:
         parts = self.parts
         if len(parts) == 1:
@@ -177,8 +183,7 @@ class Spec:
     def code_column(self) -> str:
         """The column the `record.code` template reads first ("" if none): the column a
         reject's code and a duplicate's report name, in every mode and command."""
-        cols = self.record.code.columns
-        return cols[0] if cols else ""
+        return self.record.code.first_column("")
 
     @property
     def template_columns(self) -> tuple[str, ...]:

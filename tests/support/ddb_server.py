@@ -171,6 +171,18 @@ class Faults:
             validation_error_for=None,
         )
 
+    def hold_after(self, items: int, counts: Callable[[dict], bool] | None = None) -> Hold:
+        """Let `items` written items (those `counts` picks) through, then hold every later
+        write call until `Hold.release()`.
+
+        For a test that stops a run part way (a kill, a signal): the run cannot finish
+        before the test stops it, however fast or slow the machine -- an event, not
+        latency.  Uses `validation_error_for` (released, it is None again).
+        """
+        hold = Hold(self, items, counts)
+        self.set(validation_error_for=hold)
+        return hold
+
     def roll(self, probability: float) -> bool:
         if probability <= 0:
             return False
@@ -192,6 +204,35 @@ class Faults:
             return 0.0
         with self._lock:
             return self.latency + (self._rng.random() * self.jitter if self.jitter else 0.0)
+
+
+class Hold:
+    """The gate `Faults.hold_after` sets up: counts items, then holds the calls past it."""
+
+    def __init__(self, faults: Faults, items: int, counts: Callable[[dict], bool] | None) -> None:
+        self._faults = faults
+        self._left = items
+        self._counts = counts
+        self._lock = threading.Lock()
+        self._gate = threading.Event()
+        #: set once a call is being held
+        self.holding = threading.Event()
+
+    def __call__(self, item: dict) -> None:
+        if self._counts is not None and not self._counts(item):
+            return None
+        with self._lock:
+            self._left -= 1
+            held = self._left < 0
+        if held:
+            self.holding.set()
+            self._gate.wait(300)
+        return None
+
+    def release(self) -> None:
+        """Let the held calls (and every later one) through."""
+        self._faults.set(validation_error_for=None)
+        self._gate.set()
 
 
 # --------------------------------------------------------------------------- storage

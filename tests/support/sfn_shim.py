@@ -51,8 +51,11 @@ undone on exit; moto's own code paths run everywhere else):
    text), and the items are made as ItemReader makes them (docs/aws-facts.md,
    ItemReader): a JSONL line's value, a Parquet row's typed columns (timestamps as
    epoch milliseconds), an Athena data manifest's objects one after another, each
-   read as its ``InputType``.  A line that is not JSON, an unreadable Parquet object
-   or a listed object that is missing fails the Map run (``States.ItemReaderFailed``).
+   read as its ``InputType``, and an S3 Inventory ``manifest.json``'s gzip CSV files
+   (in its ``destinationBucket``, no header: ``fileSchema`` names the columns), one
+   item per listed object, its columns as strings.  A line that is not JSON, an
+   unreadable Parquet object or a listed object that is missing fails the Map run
+   (``States.ItemReaderFailed``).
 7. **A moto bug.**  ``start_execution`` deep-copies the state machine, which
    holds its backend, which holds every earlier execution with its thread
    locks: after one execution in a region, the next ``start_execution`` fails
@@ -311,8 +314,39 @@ def _items_of(kind: str, raw: bytes, config: dict[str, Any], name: str) -> Itera
         raise _ReaderFailed(f"sfn_shim: no reader for {kind}")
 
 
+def _inventory_items(raw: bytes) -> Iterator[Any]:
+    """An S3 Inventory manifest.json's listed objects: its gzip CSV files, in order."""
+    import gzip
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    try:
+        doc = json.loads(raw)
+        bucket = str(doc["destinationBucket"]).rsplit(":", 1)[-1]
+        headers = [h.strip() for h in doc["fileSchema"].split(",")]
+        keys = [f["key"] for f in doc["files"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _ReaderFailed(f"not an S3 Inventory manifest.json: {exc}") from None
+    s3 = boto3.client("s3", region_name="us-east-1")
+    for key in keys:
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            raise _ReaderFailed(f"s3://{bucket}/{key}: {exc.response['Error']['Code']}") from None
+        try:
+            data = gzip.decompress(body) if key.endswith(".gz") else body
+        except (OSError, EOFError) as exc:
+            raise _ReaderFailed(f"s3://{bucket}/{key}: {exc}") from None
+        name = f"s3://{bucket}/{key}"
+        yield from _items_of("CSV", data, {"CSVHeaders": headers}, name)
+
+
 def _typed_items(config: dict[str, Any], raw: bytes) -> Iterator[Any]:
     """The items ItemReader makes of `raw` under `config` (the real ReaderConfig)."""
+    if config.get("ManifestType") == "S3_INVENTORY":
+        yield from _inventory_items(raw)
+        return
     if config.get("ManifestType") != "ATHENA_DATA":
         yield from _items_of(config["InputType"], raw, config, "object")
         return

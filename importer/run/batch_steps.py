@@ -33,15 +33,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from importer._native import ItemBlock
 from importer.coordinator import RunCoordinator, Stopped
+from importer.counts import Counts
 from importer.dynamodb.errors import WriterFatalError, one_line
-from importer.dynamodb.writer import keys_unique
 from importer.input.batching import Batch, RowsByLine
+from importer.item_batch import ItemBatch, ItemList, as_batch
 from importer.mbc.fast_sync import write_and_sync
 from importer.ordering import EntityOrder, FileOrder
 from importer.records import Failure, PreparedItem, Reject, RejectKind, WriteOutcome, code_of
-from importer.run.checkpoint import BatchCounts
 from importer.transform.context import RunContext
 
 __all__ = [
@@ -140,8 +139,9 @@ class BatchOutcome:
     def bad_data(self) -> int:
         return sum(1 for r in self.rejects if r.kind.bad_data)
 
-    def counts(self) -> BatchCounts:
-        return BatchCounts(
+    def counts(self) -> Counts:
+        """The batch's counts: what the run adds up and the checkpoint records."""
+        return Counts(
             rows=self.rows,
             written=self.written,
             rejected=len(self.rejects),
@@ -151,24 +151,26 @@ class BatchOutcome:
             existing=self.existing,
             bad_data=self.bad_data,
             synced=self.synced,
+            skipped=self.skipped,
         )
 
 
 def resolve_duplicates(
     items: Sequence[PreparedItem], *, code_column: str, fields: Mapping[int, Sequence[str]]
-) -> tuple[Sequence[PreparedItem], list[Reject]]:
+) -> tuple[ItemBatch, list[Reject]]:
     """Keep the last row for each key; report the rows it replaced (blind mode).
 
     BatchWriteItem refuses a whole call that names one key twice, and a batch
     is written as one unit, so duplicates are settled here, in file order.
     """
-    if keys_unique(items):  # the usual case, checked in C for a transform's ItemBlock
-        return items, []
+    batch = as_batch(items)
+    if batch.keys_unique():  # the usual case (in C for a native ItemBlock)
+        return batch, []
     items = list(items)
     last: dict[tuple[str, str], PreparedItem] = {}
     for item in items:
         last[(item.pk, item.sk)] = item
-    kept: list[PreparedItem] = []
+    kept = ItemList()
     rejects: list[Reject] = []
     for item in items:
         winner = last[(item.pk, item.sk)]
@@ -228,10 +230,8 @@ def mark_sync(items: Sequence[PreparedItem]) -> list[PreparedItem]:
 
 
 def _entities(items: Sequence[PreparedItem]) -> list[tuple[str, str]]:
-    """The entities of `items` (of an `ItemBlock`: made in C, no PreparedItem per row)."""
-    if isinstance(items, ItemBlock):
-        return items.entity_keys(versioned=False)
-    return [_entity(it.pk, it.sk) for it in items]
+    """The entities of `items` (of a native `ItemBlock`: made in C, no PreparedItem per row)."""
+    return as_batch(items).entity_keys(versioned=False)
 
 
 def _entity(pk: str, sk: str) -> tuple[str, str]:
@@ -297,7 +297,8 @@ def process_batch(
         try:
             result = parts.engine.transform_batch(parts.spec, header, batch.rows, ctx)
             rejects = [*batch.rejects, *result.rejects]
-            items = parts.ttl_items(result.items)
+            # the run's one batch type from here on, whichever engine made the items
+            items = as_batch(parts.ttl_items(result.items))
             if stage is None:
                 items, dupes = resolve_duplicates(
                     items, code_column=parts.code_column, fields=fields

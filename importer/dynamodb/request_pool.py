@@ -46,11 +46,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-__all__ = ["Lanes", "RequestGauge", "Waits", "batch_threads"]
+__all__ = ["DEFAULT_WORKERS", "Lanes", "RequestGauge", "Waits", "batch_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: A run's requests in flight (`--workers`) unless told otherwise: the default of the one
+#: settings type (`importer.run.pipeline.PipelineSettings`) and of `importer run`'s option.
+DEFAULT_WORKERS = 50
 #: Batches a run works on at once: enough to keep two cores busy while one
 #: batch waits on its requests, few enough that their items stay small in memory.
 MAX_BATCH_THREADS = 8
@@ -160,9 +163,8 @@ class Lanes:
         the CPU busy and more only contend for the GIL.  Four, not the gauge's
         one or two: a batch's requests are signed and exchanged in C without
         the GIL (thread CPU the gauge counts as the request's own), while other
-        batches run their Python.  Against the compiled ack endpoint on two
-        cores, 196k rows: blind 697 -> 648 ms, insert 1,138 -> 1,022 ms with
-        four rather than two (medians of six alternating runs); eight: slower.
+        batches run their Python; more than four only contend again
+        (`benchmarks/bench_side_by_side.py` against the compiled ack endpoint shows it).
         """
         wanted = self.gauge.in_flight()
         if wanted is None:

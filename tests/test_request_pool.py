@@ -1,4 +1,4 @@
-"""`importer.dynamodb.lanes`: one batch's requests side by side, in order, never stalled."""
+"""`importer.dynamodb.request_pool`: one batch's requests side by side, in order, never stalled."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from importer.dynamodb.lanes import (
+from importer.dynamodb.pacing import Pacer
+from importer.dynamodb.request_pool import (
     MAX_BATCH_THREADS,
     MIN_BATCHES_AT_ONCE,
     Lanes,
     Waits,
     batch_threads,
 )
-from importer.dynamodb.pacing import Pacer
 from importer.dynamodb.retry import Attempts, RetryPolicy
 from tests.support.pacing_sim import FakeClock
 
@@ -28,10 +28,17 @@ def test_results_come_back_in_part_order_from_several_threads():
     lanes = Lanes(requests=8, batches=2)  # 4 lanes a batch
     _feed(lanes, 20, wall=0.010, cpu=0.000_1)  # a service with latency: every lane
     seen: dict[int, str] = {}
+    caller = threading.current_thread().name
+    pool_ran = threading.Event()
 
     def fn(p: int, _waits: Waits) -> int:
-        seen[p] = threading.current_thread().name
-        time.sleep(0.002)
+        name = seen[p] = threading.current_thread().name
+        if name == caller:
+            # the caller's own parts wait for a pool thread to run one (an event, not a
+            # sleep: on a loaded machine the caller could otherwise take every group back)
+            pool_ran.wait(30)
+        else:
+            pool_ran.set()
         return p * p
 
     try:
@@ -83,14 +90,14 @@ def test_a_saturated_pool_does_not_stall_a_batch():
     def hold(p: int, _waits: Waits) -> object:
         if p:
             held.set()
-            return release.wait(5)
+            return release.wait(60)
         return 0
 
     held_run: list[list[object]] = []
     blocker = threading.Thread(target=lambda: held_run.append(lanes.run(hold, [0, 1])))
     blocker.start()
     try:
-        assert held.wait(5)  # a thread -- the pool's only one or the caller -- holds part 1
+        assert held.wait(60)  # a thread -- the pool's only one or the caller -- holds part 1
         assert lanes.run(lambda p, _w: p + 1, [10, 20]) == [11, 21]
     finally:
         release.set()

@@ -54,6 +54,8 @@ VARIANTS = (
 )
 #: rows/s by (checkout, label), each round appended
 RATES: dict[tuple[str, str], list[float]] = {}
+#: peak RSS (MB) by (checkout, label), the largest of the rounds
+RSS: dict[tuple[str, str], float] = {}
 
 
 def _stored_lines(csv_path: Path, spec_path: Path, *, changed: bool) -> bytes:
@@ -111,7 +113,7 @@ def _checkouts() -> list[tuple[str, str]]:
     return [("after", ""), *([("before", BEFORE)] if BEFORE else [])]
 
 
-def _run(label, mode, sync, stored, checkout, files, ack_binary) -> float:
+def _run(label, mode, sync, stored, checkout, files, ack_binary) -> tuple[float, float]:
     extra = ("--stored", str(files[stored])) if stored else ()
     with AckEndpoint(binary=ack_binary, extra_args=extra) as ep:
         tag = f"{checkout[0]}-{label.split(',')[0].replace(' ', '')}-{stored}"
@@ -130,15 +132,16 @@ def _run(label, mode, sync, stored, checkout, files, ack_binary) -> float:
         assert stats["items"] == 0, (label, checkout[0], stats, counts)
     else:  # every row written (with --sync: its data row and, when stored, history too)
         assert stats["items"] >= N, (label, checkout[0], stats, counts)
-    return N / m.seconds
+    return N / m.seconds, m.max_rss_kb / 1024
 
 
 def test_rounds(ack_binary, files):
     for _ in range(ROUNDS):
         for label, mode, sync, stored in VARIANTS:
             for checkout in _checkouts():
-                rate = _run(label, mode, sync, stored, checkout, files, ack_binary)
+                rate, rss = _run(label, mode, sync, stored, checkout, files, ack_binary)
                 RATES.setdefault((checkout[0], label), []).append(rate)
+                RSS[(checkout[0], label)] = max(rss, RSS.get((checkout[0], label), 0.0))
 
 
 def _median(values: list[float]) -> float:
@@ -151,20 +154,26 @@ def test_zz_summary():
     if not RATES:
         pytest.skip("no rounds ran")
     names = [c[0] for c in _checkouts()]
-    head = "| `importer run` | " + " | ".join(f"{n} rows/s | {n} vs insert" for n in names) + " |"
+    head = (
+        "| `importer run` | "
+        + " | ".join(f"{n} rows/s | {n} vs insert | {n} peak RSS" for n in names)
+        + " |"
+    )
     lines = [
         f"{N:,} rows, products file, compiled ack endpoint, median of {ROUNDS} round(s)",
         head,
-        "|" + "---|" * (1 + 2 * len(names)),
+        "|" + "---|" * (1 + 3 * len(names)),
     ]
-    report: dict = {"rows": N, "rounds": ROUNDS, "rates": {}}
+    report: dict = {"rows": N, "rounds": ROUNDS, "rates": {}, "rss_mb": {}}
     for label, *_ in VARIANTS:
         cells = []
         for name in names:
             rate = _median(RATES[(name, label)])
             base = _median(RATES[(name, VARIANTS[0][0])])
-            cells.append(f"{rate / 1000:.1f}k | {rate / base:.2f}")
+            rss = RSS[(name, label)]
+            cells.append(f"{rate / 1000:.1f}k | {rate / base:.2f} | {rss:.0f} MB")
             report["rates"][f"{name}: {label}"] = rate
+            report["rss_mb"][f"{name}: {label}"] = rss
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print("\n" + text)

@@ -786,7 +786,7 @@ def test_an_s3_inventory_manifest_naming_a_missing_file_stops_with_one_line(tmp_
         s3.delete_object(Bucket="inv", Key="data/1.csv.gz")
         settings = PipelineSettings(spec=spec, mode="blind", dry_run=True, workers=2)
         with open_pipeline(settings) as pipeline:
-            cfg = RunConfig(source=uri, spec=spec, workers=2)
+            cfg = RunConfig(source=uri)
             with pytest.raises(SourceError) as caught:
                 run_import(cfg, pipeline=pipeline, s3_client=s3)
     message = str(caught.value)
@@ -829,9 +829,7 @@ def test_an_s3_inventory_import_resumes_where_it_stopped(tmp_path):
                     pipeline.writer = _FailAfter(pipeline.writer, fail_after)
                 cfg = RunConfig(
                     source=uri,
-                    spec=spec,
                     batch_items=100,
-                    workers=1,
                     checkpoint_path=tmp_path / "cp.jsonl",
                     resume=resume,
                     rejects_path=tmp_path / "r.csv",

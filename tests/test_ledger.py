@@ -300,6 +300,7 @@ def test_the_window_keeps_a_write_until_every_batch_that_read_before_it_has_assi
     )
     reader.start()
     while b not in stage._turns._waiters:  # b has read and waits for its turn
+        assert reader.is_alive(), "batch b ended (raised) instead of waiting for its turn"
         time.sleep(0.001)
     first = stage.prepare([_item(2)], ticket=a)
     assert [it.line for it in first.items] == [2]

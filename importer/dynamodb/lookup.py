@@ -14,7 +14,7 @@ listed ones); the calls go out through the one send loop
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from json.encoder import encode_basestring as _encode_string
 from typing import Any
 
@@ -76,6 +76,13 @@ class Keys:
 
     def __len__(self) -> int:
         return len(self._batch) if self._batch is not None else len(self._keys)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """The keys as (pk, sk) tuples: what a reader that is not `KeyLookup` (a test's
+        table, a custom lookup) takes, so any lookup can be handed a `Keys`."""
+        if self._batch is not None:
+            return iter(self._batch.entity_keys(self._versioned))
+        return iter(self._keys)
 
     def parts(self, size: int) -> list[_Part]:
         """One call's keys each, <= `size` of them."""

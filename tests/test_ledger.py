@@ -265,8 +265,6 @@ class _Table:
         self.items: dict[tuple[str, str], dict] = {}
 
     def get_many(self, table, keys):
-        if hasattr(keys, "parts"):  # `importer.dynamodb.lookup.Keys` (not iterable)
-            keys = [k for part in keys.parts(100) for k in part.keys()]
         return {k: self.items[k] for k in keys if k in self.items}
 
     def table_exists(self, table):

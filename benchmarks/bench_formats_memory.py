@@ -13,7 +13,9 @@ written straight from typed columns, a chunk of rows at a time, so making a 10M-
 file holds no more than one chunk: Parquet with 131,072-row row groups (the size
 an Athena UNLOAD or a Spark export writes), JSONL one compact object a line.
 The ratios are reported; IMPORTER_BENCH_ENFORCE_MEMORY=1 makes a ratio over
-1.15 fail (a single run's peak varies by some 10 % with timing).
+1.15 fail (a single run's peak varies by some 10 % with timing).  With pyarrow's
+pre_buffer (its default) the Parquet peak grew 2.4x from 1M to 10M rows: the reader
+turns it off (importer.input.parquet).
 
     IMPORTER_BENCH_MEMORY_ROWS=1000000 pytest benchmarks/bench_formats_memory.py -s
     IMPORTER_BENCH_SMOKE=1 python -m pytest benchmarks/bench_formats_memory.py -q

@@ -116,7 +116,7 @@ def block_new_entities(
     sync_tail: bytes,
 ) -> tuple[ItemBlock, ItemBlock, list[int]]: ...
 
-# typed inputs (issue 28): Arrow columns and JSON Lines into RowBlocks, batches cut in C
+# typed inputs: Arrow columns and JSON Lines into RowBlocks, batches cut in C
 ARROW_MODES: dict[str, int]
 JSONL_KINDS: dict[str, int]
 

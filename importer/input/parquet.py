@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 #: rows decoded at a time (a slice of a row group).  pyarrow's decode costs less CPU
-#: per row in larger slices (the 100,000-row benchmark file: 38 ms in 16,384-row
-#: slices, 29 ms in 65,536-row ones); memory stays a slice or two, not the file
+#: per row in larger slices (benchmarks/bench_formats.py); memory stays a slice or
+#: two, not the file
 BATCH_ROWS = 65_536
 #: record batches cut ahead of the consumer (`read_ahead`)
 READ_AHEAD = 1
@@ -72,8 +72,8 @@ class _File:
     every column's record batches.
 
     Why: `import pyarrow.parquet` also imports `pyarrow.fs` and its S3, GCS, Azure
-    and HDFS filesystems -- about 22 ms of CPU a process here (40 ms against 62),
-    a fifth of what a 100,000-row Parquet run costs over CSV -- and the importer
+    and HDFS filesystems -- a sizeable part of what a short Parquet run costs over
+    CSV (benchmarks/bench_formats.py) -- and the importer
     opens only local paths and its own S3 view (`S3RangeFile`).  `_open_file`
     falls back to `ParquetFile` should a pyarrow not have this reader.
     """
@@ -83,8 +83,8 @@ class _File:
 
         self._reader = Low()
         # pre_buffer (pyarrow's default) caches every column chunk it has read for
-        # the file's life: peak memory grew with the file (2.4x from 1M to 10M rows,
-        # benchmarks/bench_formats_memory.py); without it a row group at a time.
+        # the file's life: peak memory grew with the file
+        # (benchmarks/bench_formats_memory.py); without it a row group at a time.
         # Extension types as ParquetFile reads them (pyarrow >= 19 has the option).
         try:
             self._reader.open(source, pre_buffer=False, arrow_extensions_enabled=True)

@@ -510,7 +510,7 @@ class BatchSync:
         self.resolver = TtlResolver(
             self.calls, tables.master_data, clock=lambda: (self.clock or time.time)(), cache=True
         )
-        self._writers: dict[str, Any] = {}
+        self._writers: dict[str, BatchWriter] = {}
         self._lock = threading.Lock()
 
         def writer_for(name: str) -> Writer:
@@ -557,6 +557,4 @@ class BatchSync:
 
     def close(self) -> None:
         for writer in self._writers.values():
-            close = getattr(writer, "close", None)
-            if close is not None:
-                close()
+            writer.close()

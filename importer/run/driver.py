@@ -649,7 +649,7 @@ class _Run:
         # may wait for a thread: otherwise a run's peak memory depends on how often the
         # reader got ahead (more often, the longer the file).
         # the pipeline's lanes were sized for this many batches at once (`open_pipeline`)
-        lanes = getattr(pipeline, "lanes", None)
+        lanes = pipeline.lanes
         workers = pipeline.settings.workers
         batch_workers = lanes.batches if lanes is not None else batch_threads(workers)
 

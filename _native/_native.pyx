@@ -3372,6 +3372,7 @@ cdef class RecordReader:
 
 
 include "_members.pxi"
+include "_stored.pxi"
 # ---------------------------------------------------------------------------
 # Typed inputs (issue 28): Arrow columns and JSON Lines straight into RowBlocks,
 # and the ItemBatcher cut over rows whose sizes are known

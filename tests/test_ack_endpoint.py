@@ -439,3 +439,34 @@ def test_back_pressure_a_client_that_reads_slowly(tight: AckEndpoint):
         sender.join()
     assert not errors, errors
     assert _names(got) == [str(i) for i in range(n)]
+
+
+def test_stored_items_answer_batch_get(binary: Path, tmp_path: Path):
+    """--stored: every requested key held in the file is answered with its item (any
+    table), every other key is not found -- a table holding an earlier import."""
+    held = [
+        {"pk": {"S": "T#1"}, "sk": {"S": "P#a"}, "version": {"N": "1"}, "n": {"N": "1"}},
+        {"pk": {"S": "T#1"}, "sk": {"S": "P#a@1"}, "version": {"N": "1"}},
+        {"pk": {"S": "T#2"}, "sk": {"S": "P#b"}, "name": {"S": "x"}},
+    ]
+    path = tmp_path / "stored.jsonl"
+    path.write_text(
+        "".join(json.dumps(it, ensure_ascii=False, separators=(",", ":")) + "\n" for it in held),
+        encoding="utf-8",
+    )
+    with AckEndpoint(binary=binary, extra_args=("--stored", str(path))) as ep:
+        client = _client(ep)
+        keys = [
+            {"pk": {"S": "T#1"}, "sk": {"S": "P#a"}},
+            {"pk": {"S": "T#1"}, "sk": {"S": "P#a@2"}},
+            {"pk": {"S": "T#2"}, "sk": {"S": "P#b"}},
+        ]
+        got = client.batch_get_item(
+            RequestItems={
+                "d": {"Keys": keys},
+                "c": {"Keys": [{"pk": {"S": "T#1"}, "sk": {"S": "P#a@1"}}]},
+            }
+        )
+    assert got["Responses"]["d"] == [held[0], held[2]]
+    assert got["Responses"]["c"] == [held[1]]
+    assert got["UnprocessedKeys"] == {}

@@ -136,6 +136,9 @@ class KeyLookup:
     lookup's lifetime (approximate under threads; for reporting only).
     """
 
+    #: `get_many(..., raw=True)` answers items as their bytes
+    raw_reads = True
+
     def __init__(
         self,
         client: DynamoClient,
@@ -228,17 +231,19 @@ class KeyLookup:
         return answer
 
     def get_many(
-        self, table: str, keys: Iterable[tuple[str, str]] | Keys
-    ) -> dict[tuple[str, str], dict[str, Any]]:
+        self, table: str, keys: Iterable[tuple[str, str]] | Keys, *, raw: bool = False
+    ) -> dict[tuple[str, str], Any]:
         """The stored items among `keys` (listed keys may repeat), by (pk, sk).
 
-        With `lanes`, the calls of one lookup go out side by side.
+        With `lanes`, the calls of one lookup go out side by side.  `raw`: each item as
+        its compact JSON bytes, cut from the answer without parsing it when C can
+        (`importer._native.answer_items`; the mode stage compares them as bytes).
         """
         wanted = keys if isinstance(keys, Keys) else Keys(keys)
-        reads = _Reads(self, table)
+        reads = _Reads(self, table, raw)
         sent = self.loop.send(reads, wanted.parts(MAX_GET_KEYS))
         self.calls += sent.clean
-        found: dict[tuple[str, str], dict[str, Any]] = {}
+        found: dict[tuple[str, str], Any] = {}
         for got in sent.results:
             found.update(got)
         return found
@@ -249,18 +254,22 @@ class KeyLookup:
         keys: list[tuple[str, str]],
         waits: Waits | None,
         first: First | None = None,
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        self._get_chunk(table, keys, found, first, waits)
+        *,
+        raw: bool = False,
+    ) -> dict[tuple[str, str], Any]:
+        found: dict[tuple[str, str], Any] = {}
+        self._get_chunk(table, keys, found, first, waits, raw=raw)
         return found
 
     def _get_chunk(
         self,
         table: str,
         keys: list[tuple[str, str]],
-        found: dict[tuple[str, str], dict[str, Any]],
+        found: dict[tuple[str, str], Any],
         first: First | None = None,
         waits: Waits | None = None,
+        *,
+        raw: bool = False,
     ) -> None:
         """Read `keys` (<= 100) into `found` until none is left unprocessed.
 
@@ -288,13 +297,21 @@ class KeyLookup:
             if not isinstance(answer, DynamoError):
                 got: dict[tuple[str, str], Any]
                 left: list[Any]
+                cut: dict[tuple[str, str], Any] | None = None
                 if answer.raw == self._nothing_found(table):  # new keys: nothing to parse
-                    got, left = {}, []
+                    cut = {}
+                elif raw and answer.raw is not None:
+                    cut = _native.answer_items(answer.raw, _table_json(table))
+                if cut is not None:
+                    got, left = cut, []
                 else:
                     try:
                         got, left = _read_get(answer.doc, table)
                     except DynamoError as exc:  # a 200 the client cannot read: not an answer
                         answer = exc
+                    else:
+                        if raw:  # an answer C did not cut (keys left, escapes): as bytes
+                            got = {k: _compact(v) for k, v in got.items()}
             if isinstance(answer, DynamoError):
                 error = answer
                 throttled = error.kind is ErrorKind.THROTTLED
@@ -342,11 +359,11 @@ class KeyLookup:
 class _Reads:
     """One `get_many`'s calls, as the send loop sends them (`send_loop.Requests`)."""
 
-    __slots__ = ("lookup", "table")
+    __slots__ = ("lookup", "raw", "table")
     operation = "BatchGetItem"
 
-    def __init__(self, lookup: KeyLookup, table: str) -> None:
-        self.lookup, self.table = lookup, table
+    def __init__(self, lookup: KeyLookup, table: str, raw: bool = False) -> None:
+        self.lookup, self.table, self.raw = lookup, table, raw
 
     def cost(self, part: _Part) -> tuple[int, int]:
         return part.n, part.n  # a read unit a key
@@ -367,8 +384,18 @@ class _Reads:
 
     def follow(
         self, part: _Part, first: First | None, waits: Waits | None
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        return self.lookup._get_alone(self.table, part.keys(), waits, first)
+    ) -> dict[tuple[str, str], Any]:
+        return self.lookup._get_alone(self.table, part.keys(), waits, first, raw=self.raw)
+
+
+def _table_json(table: str) -> bytes:
+    return json.dumps(table, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _compact(item: dict[str, Any]) -> bytes:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def _read_get(doc: dict[str, Any], table: str) -> tuple[dict[tuple[str, str], Any], list]:

@@ -82,7 +82,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from importer._native import wire_pick
+from importer._native import stored_head, stored_merge, wire_pick
 from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lookup import KeyLookup, Keys, LookupFailed
 from importer.item_batch import ItemBatch, ItemList, as_batch
@@ -751,9 +751,14 @@ class ModeStage:
         if lookup is not None:  # (validate without a table: nothing stored to read)
             assert self.data_table
             try:
-                data = lookup.get_many(self.data_table, Keys(keys, distinct=True))
-                if data:
-                    return data, {}
+                if getattr(lookup, "raw_reads", False):  # (KeyLookup; a test double may not)
+                    data = lookup.get_many(self.data_table, Keys(keys, distinct=True), raw=True)
+                    if data:
+                        return self._merge_stored(items, keys, lines, data, ticket)
+                else:
+                    data = lookup.get_many(self.data_table, Keys(keys, distinct=True))
+                    if data:
+                        return data, {}
                 stored = lookup.get_many(self.table, Keys.of(items, versioned=True))
             except LookupFailed:
                 return None
@@ -772,6 +777,107 @@ class ModeStage:
                 ticket,
             )
         return PreparedBatch(items=items)
+
+    def _merge_stored(
+        self,
+        items: ItemBatch,
+        keys: list[tuple[str, str]],
+        lines: list[int],
+        data: dict[tuple[str, str], bytes],
+        ticket: int | None,
+    ) -> PreparedBatch | tuple[dict, dict] | None:
+        """`_merge_fresh` when the data table holds some of the batch's entities (a file
+        imported into the live table again): each stored record is compared with its row
+        by bytes (`importer._native.stored_merge`) -- the usual answers, unchanged or the
+        next version, without a parse -- and the Python way (`_stored_verdict`) answers
+        only a row the bytes cannot.  `_probe`'s reads are the same: the data row, then
+        the command table at the next version (or @1), which must hold nothing.
+
+        Returns the outcome; or what was read (`_probe` goes on from it) when the batch is
+        not the usual one: a record this run wrote, a command table ahead of the data
+        table, an entity the run map knows.
+        """
+        lookup = self.lookup
+        assert lookup is not None and self.data_table
+
+        def as_read() -> tuple[dict, dict]:
+            return {k: json.loads(v) for k, v in data.items()}, {}
+
+        rows = list(items)
+        versions: list[int] = []  # 0: not stored
+        probe: list[tuple[str, str]] = []
+        for it, key in zip(rows, keys, strict=True):
+            stored = data.get(key)
+            if stored is None:
+                versions.append(0)
+                probe.append((it.pk, it.sk))
+                continue
+            head = stored_head(stored)
+            if head is None:
+                return as_read()
+            version, rid = head
+            own_id = _wire_request_id(it.wire) if rid is not None else None
+            if own_id is not None and rid is not None:
+                if rid.rpartition("#")[0] == own_id.rpartition("#")[0]:
+                    return as_read()  # this run wrote it: `_who_wrote` tells mine / later / earlier
+            versions.append(version)
+            probe.append((it.pk, f"{key[1]}@{version + 1}"))
+        try:
+            if lookup.get_many(self.table, Keys(probe, distinct=True)):
+                return as_read()  # the command table is ahead of the data table
+        except LookupFailed:
+            return None
+        verdicts: list[tuple[bool, bytes, bytes | None] | str | None] = []
+        for it, key, version in zip(rows, keys, versions, strict=True):
+            if not version:
+                verdicts.append(None)
+                continue
+            stored = data[key]
+            got = stored_merge(it.wire, stored, self.keep_name, version + 1)
+            verdicts.append(got if got is not None else self._stored_verdict(it, stored, version))
+        try:
+            self._wait_turn(ticket)
+        except Stopped:
+            return _not_assigned(items)
+        kept = ItemList()  # appended to below
+        out = PreparedBatch(items=kept)
+        with self._lock:
+            if self._ledger.knows_any(keys):
+                return as_read()  # `_assign` decides row by row (the turn is taken)
+            entries: dict[tuple[str, str], tuple[int, bytes, int]] = {}
+            for it, key, version, verdict in zip(rows, keys, versions, verdicts, strict=True):
+                if verdict is None:
+                    kept.append(it)
+                    entries[key] = (1, _merge_state(it.wire), it.line)
+                elif isinstance(verdict, str):
+                    out.failures.append(Failure(it.line, it.pk, it.sk, verdict))
+                elif not verdict[0]:
+                    out.unchanged += 1
+                    entries[key] = (version, verdict[1], 0)
+                else:
+                    assert verdict[2] is not None
+                    sk = f"{key[1]}@{version + 1}"
+                    kept.append(PreparedItem(it.line, it.pk, sk, verdict[2]))
+                    entries[key] = (version + 1, verdict[1], it.line)
+            self._ledger.store(entries, ticket)
+        return out
+
+    def _stored_verdict(
+        self, it: PreparedItem, stored: bytes, version: int
+    ) -> tuple[bool, bytes, bytes | None] | str:
+        """`stored_merge`'s answer the Python way (what `_assign` decides for a row whose
+        entity is stored at `version`): the reference for every case bytes cannot say;
+        a string is the row's failure."""
+        base = _state(json.loads(stored), MERGED_FIELDS)
+        own = _merge_state(it.wire)
+        try:
+            merged = self._merged(base, own)
+        except ValueError as exc:
+            return str(exc)
+        if _same(merged, base):
+            return (False, base, None)
+        row = _Row(it, it.sk.rsplit("@", 1)[0], "", None, own)
+        return (True, merged, self._render(row, version + 1, merged).wire)
 
     def _parse(self, item: PreparedItem) -> _Row:
         base = item.sk.rsplit("@", 1)[0]

@@ -25,6 +25,13 @@
  * GET /stats polls do not show up); the counters are written as JSON at SIGTERM/SIGINT to the
  * --stats file (atomically: PATH.tmp then rename) or to stdout.
  *
+ * With --stored PATH (one compact DynamoDB-JSON item a line, "pk" and "sk" string
+ * members), BatchGetItem answers every requested key found in that file with its
+ * line, whatever the table: a table that holds an earlier import (the modes'
+ * "stored" case).  The items live in one open-addressing hash table, read once at
+ * start; a lookup costs a hash and a memcmp.  Keys match by their raw JSON bytes
+ * (a key sent with escapes, as boto3 sends non-ASCII, does not match a raw one).
+ *
  * HTTP/1.1 only as far as DynamoDB clients need it: keep-alive (HTTP/1.0 and
  * `Connection: close` close after the answer), pipelined requests answered in
  * order, Content-Length bodies (chunked request bodies are refused with 501),
@@ -32,7 +39,7 @@
  *
  *   cc -O2 -o ack_server ack_server.c
  *   ack_server [--port N] [--stats PATH] [--sndbuf BYTES] [--scan-finds]
- *                                                     -> first stdout line: the port
+ *              [--stored PATH]                        -> first stdout line: the port
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -273,6 +280,112 @@ static unsigned long long count_needle(const char *p, size_t n, const char *need
     return count;
 }
 
+/* ------------------------------------------------------------- --stored items */
+
+struct stored {
+    const char *key; /* pk raw bytes, '\0', sk raw bytes (as written between the quotes) */
+    size_t klen;
+    const char *item;
+    size_t ilen;
+};
+static struct stored *stored_tab = NULL;
+static size_t stored_cap = 0; /* a power of two; 0: no --stored */
+
+static uint64_t fnv(const char *a, size_t an, const char *b, size_t bn) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < an; i++) h = (h ^ (unsigned char)a[i]) * 1099511628211ULL;
+    h = (h ^ 0) * 1099511628211ULL;
+    for (size_t i = 0; i < bn; i++) h = (h ^ (unsigned char)b[i]) * 1099511628211ULL;
+    return h;
+}
+
+static const char *member(const char *p, const char *end, const char *key);
+static const char *skip_string(const char *p, const char *end);
+
+/* The raw bytes of `{"S":"..."}` at p (between the quotes), or 0. */
+static int s_value(const char *p, const char *end, const char **s, size_t *n) {
+    const char *v = p ? member(p, end, "S") : NULL;
+    const char *q = v && *v == '"' ? skip_string(v, end) : NULL;
+    if (!q) return 0;
+    *s = v + 1;
+    *n = (size_t)(q - v - 2);
+    return 1;
+}
+
+static const struct stored *stored_find(const char *pk, size_t pn, const char *sk, size_t sn) {
+    if (!stored_cap) return NULL;
+    size_t i = (size_t)fnv(pk, pn, sk, sn) & (stored_cap - 1);
+    for (;; i = (i + 1) & (stored_cap - 1)) {
+        const struct stored *e = &stored_tab[i];
+        if (!e->key) return NULL;
+        if (e->klen == pn + 1 + sn && memcmp(e->key, pk, pn) == 0 &&
+            memcmp(e->key + pn + 1, sk, sn) == 0)
+            return e;
+    }
+}
+
+static void load_stored(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die(path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = malloc((size_t)size + 1);
+    if (!data || fread(data, 1, (size_t)size, f) != (size_t)size) die("read --stored");
+    fclose(f);
+    size_t lines = 0;
+    for (long i = 0; i < size; i++) lines += data[i] == '\n';
+    stored_cap = 1024;
+    while (stored_cap < 2 * (lines + 1)) stored_cap *= 2;
+    stored_tab = calloc(stored_cap, sizeof *stored_tab);
+    if (!stored_tab) die("calloc");
+    char *p = data, *end = data + size;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *le = nl ? nl : end;
+        const char *pk, *sk;
+        size_t pn, sn;
+        if (le > p && s_value(member(p, le, "pk"), le, &pk, &pn) &&
+            s_value(member(p, le, "sk"), le, &sk, &sn)) {
+            char *key = malloc(pn + 1 + sn);
+            if (!key) die("malloc");
+            memcpy(key, pk, pn);
+            key[pn] = 0;
+            memcpy(key + pn + 1, sk, sn);
+            size_t i = (size_t)fnv(pk, pn, sk, sn) & (stored_cap - 1);
+            while (stored_tab[i].key) i = (i + 1) & (stored_cap - 1);
+            stored_tab[i] = (struct stored){key, pn + 1 + sn, p, (size_t)(le - p)};
+        }
+        p = le + 1;
+    }
+}
+
+/* Appends the stored items among the Keys array at p ("[{"pk":..,"sk":..},...]"). */
+static void append_found(struct buf *out, const char *p, const char *end) {
+    p = skip_ws(p, end);
+    if (p >= end || *p != '[') return;
+    p++;
+    int first = 1;
+    for (;;) {
+        p = skip_ws(p, end);
+        if (p >= end || *p != '{') return;
+        const char *q = skip_value(p, end);
+        if (!q) return;
+        const char *pk, *sk;
+        size_t pn, sn;
+        if (s_value(member(p, q, "pk"), q, &pk, &pn) && s_value(member(p, q, "sk"), q, &sk, &sn)) {
+            const struct stored *e = stored_find(pk, pn, sk, sn);
+            if (e) {
+                if (!first) append(out, ",", 1);
+                first = 0;
+                append(out, e->item, e->ilen);
+            }
+        }
+        p = skip_ws(q, end);
+        if (p < end && *p == ',') p++;
+    }
+}
+
 /* ------------------------------------------------------------- operations */
 
 static const char BWI_OK[] = "{\"UnprocessedItems\":{}}";
@@ -301,12 +414,15 @@ static void op_batch_get(struct conn *c, const char *body, size_t n) {
             if (!first) append(&out, ",", 1);
             first = 0;
             append(&out, p, (size_t)(q - p)); /* the table name, quotes included */
-            append(&out, ":[]", 3);
+            append(&out, ":[", 2);
             p = skip_ws(q, end);
-            if (p >= end || *p != ':' || !(p = skip_value(p + 1, end))) {
+            const char *v = p < end && *p == ':' ? p + 1 : NULL;
+            if (!v || !(p = skip_value(v, end))) {
                 ok = 0;
                 break;
             }
+            if (stored_cap) append_found(&out, member(v, p, "Keys"), p);
+            append(&out, "]", 1);
             p = skip_ws(p, end);
             if (p < end && *p == ',') p++;
         }
@@ -614,9 +730,12 @@ int main(int argc, char **argv) {
             sndbuf = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--scan-finds") == 0) {
             scan_finds = 1;
+        } else if (strcmp(argv[i], "--stored") == 0 && i + 1 < argc) {
+            load_stored(argv[++i]);
         } else {
             fprintf(stderr,
-                    "usage: ack_server [--port N] [--stats PATH] [--sndbuf BYTES] [--scan-finds]\n");
+                    "usage: ack_server [--port N] [--stats PATH] [--sndbuf BYTES] [--scan-finds] "
+                    "[--stored PATH]\n");
             return 2;
         }
     }

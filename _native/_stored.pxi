@@ -1,0 +1,734 @@
+from libc.stdio cimport snprintf
+
+# Included at the end of _native.pyx (issue 25): a stored record compared with its row by bytes.
+#
+# Why: upsert and strict against a table that already holds the file ("import the updated
+# file into the live table") read every entity's data row and compare it with the row.
+# Through `json.loads`, `Decimal` canonicalisation and `json.dumps` per row that cost
+# several times the write.  Here the BatchGetItem answer is split into its items' bytes,
+# and a stored record is merged with its row and compared member by member, as bytes;
+# only what bytes cannot decide exactly (see `stored_merge`) goes the Python way
+# (`importer.modes.stage`, `importer.modes.merge`), which stays the reference.
+
+
+cdef inline int _hexval(unsigned char c) noexcept nogil:
+    if 48 <= c <= 57:
+        return c - 48
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+cdef Py_ssize_t _plain_string(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """`p[i]` opens a string: the index past its close when its escapes are exactly the
+    ones `json.dumps(ensure_ascii=False)` writes (so a parse and a dump give the same
+    bytes back), else -1."""
+    cdef unsigned char c, e
+    cdef int h, v
+    i += 1
+    while i < n:
+        c = p[i]
+        if c == 34:
+            return i + 1
+        if c < 32:
+            return -1
+        if c == 92:
+            if i + 1 >= n:
+                return -1
+            e = p[i + 1]
+            if e == 34 or e == 92 or e == 98 or e == 102 or e == 110 or e == 114 or e == 116:
+                i += 2
+                continue
+            if e != 117 or i + 5 >= n or p[i + 2] != 48 or p[i + 3] != 48:
+                return -1
+            h = _hexval(p[i + 4])
+            v = _hexval(p[i + 5])
+            if h < 0 or h > 1 or v < 0:
+                return -1
+            v += 16 * h
+            if v == 8 or v == 9 or v == 10 or v == 12 or v == 13:  # written short: \b \t ...
+                return -1
+            i += 6
+            continue
+        i += 1
+    return -1
+
+
+cdef Py_ssize_t _plain_json(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                            int depth) noexcept nogil:
+    """One JSON value at `p[i]` as `json.dumps(ensure_ascii=False, separators=(",", ":"))`
+    writes it -- no whitespace, its escapes, no JSON numbers (DynamoDB JSON has none):
+    the index past it, else -1."""
+    cdef unsigned char c
+    if i >= n or depth > 200:
+        return -1
+    c = p[i]
+    if c == 34:
+        return _plain_string(p, i, n)
+    if c == 123 or c == 91:
+        i += 1
+        if i < n and p[i] == c + 2:  # } or ]
+            return i + 1
+        while True:
+            if c == 123:
+                if i >= n or p[i] != 34:
+                    return -1
+                i = _plain_string(p, i, n)
+                if i < 0 or i >= n or p[i] != 58:
+                    return -1
+                i += 1
+            i = _plain_json(p, i, n, depth + 1)
+            if i < 0 or i >= n:
+                return -1
+            if p[i] == 44:
+                i += 1
+                continue
+            return i + 1 if p[i] == c + 2 else -1
+    if n - i >= 4 and memcmp(p + i, b"true", 4) == 0:
+        return i + 4
+    if n - i >= 4 and memcmp(p + i, b"null", 4) == 0:
+        return i + 4
+    if n - i >= 5 and memcmp(p + i, b"false", 5) == 0:
+        return i + 5
+    return -1
+
+
+cdef bint _plain(bytes raw):
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    return _plain_json(p, 0, n, 0) == n
+
+
+cdef Py_ssize_t _safe_number(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """`p[i]` opens the string of an N: the index past it when it is a plain decimal
+    (`-?(0|[1-9][0-9]*)(\\.[0-9]*[1-9])?`, not -0, at most 28 digits): two of those are
+    equal as numbers exactly when their bytes are.  Else -1."""
+    cdef Py_ssize_t start, digits = 0
+    i += 1
+    start = i
+    if i < n and p[i] == 45:  # -
+        i += 1
+    if i >= n or not (48 <= p[i] <= 57):
+        return -1
+    if p[i] == 48:
+        i += 1
+        digits = 1
+        if i < n and 48 <= p[i] <= 57:
+            return -1
+    else:
+        while i < n and 48 <= p[i] <= 57:
+            i += 1
+            digits += 1
+    if i < n and p[i] == 46:  # .
+        i += 1
+        if i >= n or not (48 <= p[i] <= 57):
+            return -1
+        while i < n and 48 <= p[i] <= 57:
+            i += 1
+            digits += 1
+        if p[i - 1] == 48:
+            return -1
+    elif p[start] == 45 and i - start == 2 and p[start + 1] == 48:
+        return -1  # -0
+    if i >= n or p[i] != 34 or digits > 28:
+        return -1
+    return i + 1
+
+
+cdef Py_ssize_t _safe_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                            int depth) noexcept nogil:
+    """A DynamoDB value at `p[i]` whose bytes stand for its canonical form one to one
+    (`compare_digest`): S, B, N (a plain decimal), BOOL, NULL, and L of such -- no map
+    (key order) and no set (element order).  The index past it, else -1."""
+    cdef Py_ssize_t k
+    if depth > 100 or n - i < 7 or p[i] != 123 or p[i + 1] != 34:
+        return -1
+    if memcmp(p + i, b'{"S":"', 6) == 0 or memcmp(p + i, b'{"B":"', 6) == 0:
+        k = _plain_string(p, i + 5, n)
+    elif memcmp(p + i, b'{"N":"', 6) == 0:
+        k = _safe_number(p, i + 5, n)
+    elif n - i >= 13 and memcmp(p + i, b'{"BOOL":true', 12) == 0:
+        k = i + 12
+    elif n - i >= 14 and memcmp(p + i, b'{"BOOL":false', 13) == 0:
+        k = i + 13
+    elif n - i >= 13 and memcmp(p + i, b'{"NULL":true', 12) == 0:
+        k = i + 12
+    elif memcmp(p + i, b'{"L":[', 6) == 0:
+        k = i + 6
+        if k < n and p[k] == 93:
+            k += 1
+        else:
+            while True:
+                k = _safe_value(p, k, n, depth + 1)
+                if k < 0 or k >= n:
+                    return -1
+                if p[k] == 44:
+                    k += 1
+                    continue
+                if p[k] != 93:
+                    return -1
+                k += 1
+                break
+    else:
+        return -1
+    if k < 0 or k >= n or p[k] != 125:
+        return -1
+    return k + 1
+
+
+cdef bint _safe(bytes raw):
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw)
+    return _safe_value(p, 0, n, 0) == n
+
+
+cdef bytes _members_json(list members):
+    """`{"name":value,...}` from (name, raw value) pairs (None values left out)."""
+    cdef list parts = []
+    for name, value in members:
+        if value is not None:
+            parts.append(b'"' + (<str>name).encode("utf-8") + b'":' + value)
+    return b"{" + b",".join(parts) + b"}"
+
+
+def stored_head(bytes stored):
+    """`(version, requestId)` of a stored record's bytes: what the mode stage asks of it
+    before comparing (`_version_of`, `_request_id`); requestId None when the record has
+    none.  None when either is not plain: a version that is not `{"N":"<digits>"}`, a
+    requestId not a string without escapes, bytes that are not an object of objects."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(stored)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(stored), a, b, k
+    cdef Py_ssize_t found[4]
+    cdef bint escaped = False
+    if _pick_into(p, n, (b"version", b"requestId"), found) < 0 or found[0] < 0:
+        return None
+    a, b = found[0], found[1]
+    if b - a < 9 or memcmp(p + a, b'{"N":"', 6) != 0 or memcmp(p + b - 2, b'"}', 2) != 0:
+        return None
+    if p[a + 6] == 48 and b - a != 9:
+        return None  # a leading zero: int() reads it, the plain way does not guess
+    for k in range(a + 6, b - 2):
+        if not (48 <= p[k] <= 57):
+            return None
+    if b - a > 26:
+        return None
+    version = int(PyBytes_FromStringAndSize(<const char*>p + a + 6, b - a - 8))
+    if found[2] < 0:
+        return version, None
+    a, b = found[2], found[3]
+    if b - a < 8 or memcmp(p + a, b'{"S":"', 6) != 0:
+        return None
+    k = _string_end(p, a + 5, n, &escaped)
+    if k != b - 1 or escaped or p[k] != 125:
+        return None
+    try:
+        rid = PyUnicode_DecodeUTF8(<const char*>p + a + 6, b - a - 8, "strict")
+    except UnicodeDecodeError:
+        return None
+    return version, rid
+
+
+def answer_items(bytes raw, bytes table):
+    """The items of a BatchGetItem answer for `table` (its name as JSON string bytes, quotes
+    included) by `(pk, sk)`, each as its raw bytes -- when the answer left no key
+    unprocessed (`"UnprocessedKeys":{}`) and every item's pk and sk are strings without
+    escapes.  None otherwise (the caller reads the answer the general way)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw), i, k, v0, v1, t0, t1
+    cdef Py_ssize_t found[4]
+    cdef Py_ssize_t kf[4]
+    cdef const unsigned char* t = <const unsigned char*>PyBytes_AS_STRING(table)
+    cdef Py_ssize_t tn = PyBytes_GET_SIZE(table)
+    cdef bint escaped = False
+    cdef dict out = {}
+    if _pick_into(p, n, (b"Responses", b"UnprocessedKeys"), found) < 0 or found[0] < 0:
+        return None
+    if found[2] >= 0:  # UnprocessedKeys: only `{}`
+        i = _skip_ws(p, found[2] + 1, n)
+        if i >= n or p[i] != 125:
+            return None
+    i = _skip_ws(p, found[0] + 1, found[1])
+    t0 = -1
+    while i < found[1] and p[i] == 34:  # the members of Responses: tables, then their lists
+        k = _string_end(p, i, n, &escaped)
+        if k < 0:
+            return None
+        v0 = _skip_ws(p, k, n)
+        if v0 >= n or p[v0] != 58:
+            return None
+        v0 = _skip_ws(p, v0 + 1, n)
+        if v0 >= n or p[v0] != 91:
+            return None
+        if k - i == tn and memcmp(p + i, t, tn) == 0:
+            t0 = v0
+        # the list: objects, commas
+        v1 = _skip_ws(p, v0 + 1, n)
+        while v1 < n and p[v1] != 93:
+            if p[v1] != 123:
+                return None
+            k = _value_end(p, v1, n)
+            if k < 0:
+                return None
+            if t0 == v0:
+                if _pick_into(p + v1, k - v1, (b"pk", b"sk"), kf) < 2:
+                    return None
+                pk = _plain_key(p + v1, kf[0], kf[1])
+                sk = _plain_key(p + v1, kf[2], kf[3])
+                if pk is None or sk is None:
+                    return None
+                out[(pk, sk)] = PyBytes_FromStringAndSize(<const char*>p + v1, k - v1)
+            v1 = _skip_ws(p, k, n)
+            if v1 < n and p[v1] == 44:
+                v1 = _skip_ws(p, v1 + 1, n)
+        if v1 >= n:
+            return None
+        i = _skip_ws(p, v1 + 1, n)
+        if i < n and p[i] == 44:
+            i = _skip_ws(p, i + 1, n)
+    return out
+
+
+cdef object _plain_key(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
+    """The text of `{"S":"..."}` at `p[a:b]` without escapes, else None."""
+    cdef bint escaped = False
+    cdef Py_ssize_t k
+    if b - a < 8 or memcmp(p + a, b'{"S":"', 6) != 0:
+        return None
+    k = _string_end(p, a + 5, b, &escaped)
+    if k != b - 1 or escaped or p[k] != 125:
+        return None
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>p + a + 6, b - a - 8, "strict")
+    except UnicodeDecodeError:
+        return None
+
+
+_MERGED = ("name", "attributes", "isDeleted", "seq")
+_MERGED_B = (b"name", b"attributes", b"isDeleted", b"seq")
+_ROW_B = (b"name", b"attributes")
+
+
+cdef object _same_fast(bytes wire, bytes stored, bint keep_name):
+    """The usual unchanged record, in C: the row's attributes are the stored ones byte for
+    byte (and so is its name, unless the stored one is kept) -- the partial update is the
+    stored record whatever the values are.  The stored `_state` when so, else None."""
+    cdef const unsigned char* w = <const unsigned char*>PyBytes_AS_STRING(wire)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(stored)
+    cdef Py_ssize_t wn = PyBytes_GET_SIZE(wire), n = PyBytes_GET_SIZE(stored)
+    cdef Py_ssize_t rf[4]
+    cdef Py_ssize_t sf[8]
+    cdef Py_ssize_t a0, a1, b0, b1
+    if _pick_into(w, wn, _ROW_B, rf) < 0 or _pick_into(p, n, _MERGED_B, sf) < 0:
+        return None
+    if rf[2] < 0 or sf[2] < 0 or sf[0] < 0:
+        return None
+    a0, a1, b0, b1 = rf[2], rf[3], sf[2], sf[3]
+    if a1 - a0 != b1 - b0 or memcmp(w + a0, p + b0, a1 - a0) != 0:
+        return None
+    if b1 - b0 < 7 or memcmp(p + b0, b'{"M":', 5) != 0:
+        return None  # not a map: the Python way says why it cannot merge
+    if rf[0] >= 0 and not keep_name:
+        a0, a1, b0, b1 = rf[0], rf[1], sf[0], sf[1]
+        if a1 - a0 != b1 - b0 or memcmp(w + a0, p + b0, a1 - a0) != 0:
+            return None
+    base = _picked(p, n, _MERGED_B, sf)
+    if base is None or not _plain(base):
+        return None
+    return base
+
+
+def stored_merge(bytes wire, bytes stored, bint keep_name, long long version):
+    """Upsert's answer for a row whose entity is stored (`stored`: its latest record's
+    bytes, `wire`: the row's item at version 1), decided by bytes:
+
+    * `(False, state, None)`: unchanged -- the partial update equals the stored record
+      (nothing to write); `state` is the stored record's `_state(MERGED_FIELDS)`;
+    * `(True, state, item)`: changed -- `state` the merged fields, `item` the row's
+      item at `version` with them (`ModeStage._render`'s bytes);
+    * None: bytes cannot say for sure (a map in the row's attributes, which merges
+      deeply; numbers, sets or maps that differ only in spelling or order; a missing
+      name or attributes; escapes `json.dumps` would write otherwise): the caller asks
+      the Python path (`importer.modes.merge`), which stays the reference.
+    """
+    cdef list S, R
+    cdef list merged
+    cdef dict index
+    cdef bint changed = False, unsure = False
+    same = _same_fast(wire, stored, keep_name)
+    if same is not None:
+        return False, same, None
+    fast = _merge_c(wire, stored, keep_name, version)
+    if fast is not None:
+        return fast
+    S = wire_members(stored)
+    R = wire_members(wire)
+    if S is None or R is None or not _plain(wire):
+        return None
+    s = {name: value for name, value in S if name in _MERGED}
+    s_name, s_attr = s.get("name"), s.get("attributes")
+    s_del, s_seq = s.get("isDeleted"), s.get("seq")
+    r_name = r_attr = r_sk = r_version = None
+    for name, value in R:
+        if name == "name":
+            r_name = value
+        elif name == "attributes":
+            r_attr = value
+        elif name == "sk":
+            r_sk = value
+        elif name == "version":
+            r_version = value
+    if s_attr is None or s_name is None or r_sk is None or r_version is None:
+        return None
+    for value in (s_name, s_attr, s_del, s_seq):
+        if value is not None and not _plain(value):
+            return None
+    if not (s_attr.startswith(b'{"M":') and s_attr.endswith(b"}")):
+        return None  # not a map (offloaded?): the Python way says why it cannot merge
+    sa = wire_members(s_attr[5:-1])
+    if sa is None:
+        return None
+    if r_attr is None:
+        ra = []
+    elif r_attr.startswith(b'{"M":') and r_attr.endswith(b"}"):
+        ra = wire_members(r_attr[5:-1])
+        if ra is None:
+            return None
+    else:
+        return None
+    merged = list(sa)
+    index = {name: j for j, (name, _v) in enumerate(merged)}
+    for name, value in ra:
+        if value.startswith(b'{"M":'):
+            return None  # mergeDeep goes into it: the Python way
+        j = index.get(name, -1)
+        if j < 0:
+            merged.append((name, value))
+            changed = True  # a key the stored map lacks: different whatever its spelling
+            continue
+        old = merged[j][1]
+        if old != value:
+            merged[j] = (name, value)
+            if _safe(old) and _safe(value):
+                changed = True
+            else:
+                unsure = True
+    m_name = s_name if keep_name or r_name is None else r_name
+    if m_name != s_name:
+        if _safe(m_name) and _safe(s_name):
+            changed = True
+        else:
+            unsure = True
+    base = _members_json([("name", s_name), ("attributes", s_attr),
+                          ("isDeleted", s_del), ("seq", s_seq)])
+    if not changed:
+        return None if unsure else (False, base, None)
+    m_attr = b'{"M":' + _members_json(merged) + b"}"
+    state = _members_json([("name", m_name), ("attributes", m_attr),
+                           ("isDeleted", s_del), ("seq", s_seq)])
+    if b'"NS":' in state or b'"NS":' in base:
+        return None  # compare_digest reads a set's numbers (and may refuse them)
+    at = r_sk.rfind(b"@")
+    if at < 0 or not r_sk.startswith(b'{"S":"') or not r_sk.endswith(b'"}'):
+        return None
+    fields = {"name": m_name, "attributes": m_attr, "isDeleted": s_del, "seq": s_seq}
+    out = []
+    for name, value in R:
+        if name == "sk":
+            value = r_sk[:at] + b"@" + str(version).encode() + b'"}'
+        elif name == "version":
+            value = b'{"N":"' + str(version).encode() + b'"}'
+        elif fields.get(name) is not None:
+            value = fields.pop(name)
+        out.append((name, value))
+    for name in _MERGED:
+        if fields.get(name) is not None:
+            out.append((name, fields[name]))
+    return True, state, _members_json(out)
+
+
+# ----------------------------------------------------------------- the changed record, in C
+
+cdef struct _SBuf:
+    char* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+
+cdef int _sput(_SBuf* b, const void* s, Py_ssize_t n) except -1:
+    cdef Py_ssize_t cap
+    cdef char* grown
+    if b.len + n > b.cap:
+        cap = b.cap * 2 if b.cap else 1024
+        while cap < b.len + n:
+            cap *= 2
+        grown = <char*>realloc(b.data, cap)
+        if grown == NULL:
+            raise MemoryError()
+        b.data, b.cap = grown, cap
+    memcpy(b.data + b.len, s, n)
+    b.len += n
+    return 0
+
+
+cdef int _sput_member(_SBuf* b, bint comma, const unsigned char* k, Py_ssize_t kl,
+                     const unsigned char* v, Py_ssize_t vl) except -1:
+    """`,"k":v` (`k` the name's bytes between its quotes)."""
+    if comma:
+        _sput(b, b",", 1)
+    _sput(b, b'"', 1)
+    _sput(b, k, kl)
+    _sput(b, b'":', 2)
+    _sput(b, v, vl)
+    return 0
+
+
+cdef enum:
+    _CAP = 256
+
+
+cdef bint _contains(const unsigned char* p, Py_ssize_t n, const char* needle,
+                    Py_ssize_t nl) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n - nl + 1):
+        if p[i] == needle[0] and memcmp(p + i, needle, nl) == 0:
+            return True
+    return False
+
+
+cdef Py_ssize_t _obj_split(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                       Py_ssize_t* out) noexcept nogil:
+    """The members of the compact object at `p[i]` whose values are objects and whose names
+    have no escapes: `out[4k:4k+4]` = name start, name end (between the quotes), value
+    start, value end.  Their count; -1 for anything else (or more than `_CAP`, a name twice)."""
+    cdef Py_ssize_t m = 0, k0, k1, v1, j
+    cdef bint escaped = False
+    if i >= n or p[i] != 123:
+        return -1
+    i += 1
+    if i < n and p[i] == 125:
+        return 0
+    while True:
+        if i >= n or p[i] != 34 or m >= _CAP:
+            return -1
+        k0 = i + 1
+        k1 = _string_end(p, i, n, &escaped)
+        if k1 < 0 or escaped or k1 >= n or p[k1] != 58:
+            return -1
+        k1 -= 1
+        if k1 + 2 >= n or p[k1 + 2] != 123:
+            return -1
+        v1 = _value_end(p, k1 + 2, n)
+        if v1 < 0:
+            return -1
+        for j in range(m):
+            if out[4 * j + 1] - out[4 * j] == k1 - k0 and memcmp(p + out[4 * j], p + k0, k1 - k0) == 0:
+                return -1
+        out[4 * m] = k0
+        out[4 * m + 1] = k1
+        out[4 * m + 2] = k1 + 2
+        out[4 * m + 3] = v1
+        m += 1
+        if v1 < n and p[v1] == 44:
+            i = v1 + 1
+            continue
+        return m if v1 < n and p[v1] == 125 else -1
+
+
+cdef Py_ssize_t _obj_find(const unsigned char* p, Py_ssize_t* members, Py_ssize_t m,
+                      const char* name) noexcept nogil:
+    cdef Py_ssize_t j, nl = strlen(name)
+    for j in range(m):
+        if members[4 * j + 1] - members[4 * j] == nl and memcmp(p + members[4 * j], name, nl) == 0:
+            return j
+    return -1
+
+
+cdef bint _span_plain(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return _plain_json(p, a, b, 0) == b
+
+
+cdef bint _span_safe(const unsigned char* p, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return _safe_value(p, a, b, 0) == b
+
+
+cdef object _merge_c(bytes wire, bytes stored, bint keep_name, long long version):
+    """`stored_merge`'s changed answer in C (None: the general way below decides)."""
+    cdef const unsigned char* w = <const unsigned char*>PyBytes_AS_STRING(wire)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(stored)
+    cdef Py_ssize_t wn = PyBytes_GET_SIZE(wire), n = PyBytes_GET_SIZE(stored)
+    cdef Py_ssize_t* sf = NULL
+    cdef Py_ssize_t* rf = NULL
+    cdef Py_ssize_t* sa = NULL
+    cdef Py_ssize_t* ra = NULL
+    cdef const unsigned char** mv = NULL  # merged values: pointer, length
+    cdef Py_ssize_t* ml = NULL
+    cdef const unsigned char** mk = NULL  # merged names
+    cdef Py_ssize_t* mkl = NULL
+    cdef Py_ssize_t ns, nr, nsa, nra = 0, nm, j, k, at
+    cdef Py_ssize_t s_name, s_attr, s_del, s_seq, r_name, r_attr, r_sk, r_version
+    cdef const unsigned char* m_name_p
+    cdef Py_ssize_t m_name_l
+    cdef bint changed = False, unsure = False, first
+    cdef _SBuf attr, state, item
+    cdef char num[32]
+    cdef int numl
+    attr.data = state.data = item.data = NULL
+    attr.len = attr.cap = state.len = state.cap = item.len = item.cap = 0
+    if _contains(p, n, b'"NS":', 5) or _contains(w, wn, b'"NS":', 5):
+        return None  # compare_digest reads a set's numbers (and may refuse them)
+    if _plain_json(w, 0, wn, 0) != wn:
+        return None
+    try:
+        sf = <Py_ssize_t*>malloc(4 * _CAP * sizeof(Py_ssize_t) * 4)
+        if sf == NULL:
+            raise MemoryError()
+        rf, sa, ra = sf + 4 * _CAP, sf + 8 * _CAP, sf + 12 * _CAP
+        mv = <const unsigned char**>malloc(2 * _CAP * sizeof(void*))
+        mk = <const unsigned char**>malloc(2 * _CAP * sizeof(void*))
+        ml = <Py_ssize_t*>malloc(4 * _CAP * sizeof(Py_ssize_t))
+        if mv == NULL or mk == NULL or ml == NULL:
+            raise MemoryError()
+        mkl = ml + 2 * _CAP
+        ns = _obj_split(p, 0, n, sf)
+        nr = _obj_split(w, 0, wn, rf)
+        if ns < 0 or nr < 0:
+            return None
+        s_name, s_attr = _obj_find(p, sf, ns, b"name"), _obj_find(p, sf, ns, b"attributes")
+        s_del, s_seq = _obj_find(p, sf, ns, b"isDeleted"), _obj_find(p, sf, ns, b"seq")
+        r_name, r_attr = _obj_find(w, rf, nr, b"name"), _obj_find(w, rf, nr, b"attributes")
+        r_sk, r_version = _obj_find(w, rf, nr, b"sk"), _obj_find(w, rf, nr, b"version")
+        if s_name < 0 or s_attr < 0 or r_sk < 0 or r_version < 0:
+            return None
+        for j in (s_name, s_attr, s_del, s_seq):
+            if j >= 0 and not _span_plain(p, sf[4 * j + 2], sf[4 * j + 3]):
+                return None
+        # the stored map's members, then the row's merged in (mergeDeep on non-maps)
+        k = sf[4 * s_attr + 2]
+        if sf[4 * s_attr + 3] - k < 8 or memcmp(p + k, b'{"M":', 5) != 0:
+            return None
+        nsa = _obj_split(p, k + 5, sf[4 * s_attr + 3] - 1, sa)
+        if nsa < 0:
+            return None
+        if r_attr >= 0:
+            k = rf[4 * r_attr + 2]
+            if rf[4 * r_attr + 3] - k < 8 or memcmp(w + k, b'{"M":', 5) != 0:
+                return None
+            nra = _obj_split(w, k + 5, rf[4 * r_attr + 3] - 1, ra)
+            if nra < 0:
+                return None
+        nm = nsa
+        for j in range(nsa):
+            mk[j], mkl[j] = p + sa[4 * j], sa[4 * j + 1] - sa[4 * j]
+            mv[j], ml[j] = p + sa[4 * j + 2], sa[4 * j + 3] - sa[4 * j + 2]
+        for j in range(nra):
+            if memcmp(w + ra[4 * j + 2], b'{"M":', 5) == 0:
+                return None  # mergeDeep goes into it: the general way
+            k = _find_span(mk, mkl, nsa, w + ra[4 * j], ra[4 * j + 1] - ra[4 * j])
+            if k < 0:
+                if nm >= 2 * _CAP:
+                    return None
+                mk[nm], mkl[nm] = w + ra[4 * j], ra[4 * j + 1] - ra[4 * j]
+                mv[nm], ml[nm] = w + ra[4 * j + 2], ra[4 * j + 3] - ra[4 * j + 2]
+                nm += 1
+                changed = True
+                continue
+            if ml[k] == ra[4 * j + 3] - ra[4 * j + 2] and memcmp(mv[k], w + ra[4 * j + 2], ml[k]) == 0:
+                continue
+            if (_safe_value(mv[k], 0, ml[k], 0) == ml[k]
+                    and _span_safe(w, ra[4 * j + 2], ra[4 * j + 3])):
+                changed = True
+            else:
+                unsure = True
+            mv[k], ml[k] = w + ra[4 * j + 2], ra[4 * j + 3] - ra[4 * j + 2]
+        m_name_p, m_name_l = p + sf[4 * s_name + 2], sf[4 * s_name + 3] - sf[4 * s_name + 2]
+        if not keep_name and r_name >= 0:
+            k = rf[4 * r_name + 2]
+            if (rf[4 * r_name + 3] - k != m_name_l
+                    or memcmp(w + k, m_name_p, m_name_l) != 0):
+                if (_span_safe(w, k, rf[4 * r_name + 3])
+                        and _span_safe(p, sf[4 * s_name + 2], sf[4 * s_name + 3])):
+                    changed = True
+                else:
+                    unsure = True
+            m_name_p, m_name_l = w + k, rf[4 * r_name + 3] - k
+        if not changed:
+            return None  # unchanged or unsure: the general way (it has the same answers)
+        _sput(&attr, b'{"M":{', 6)
+        for j in range(nm):
+            _sput_member(&attr, j > 0, mk[j], mkl[j], mv[j], ml[j])
+        _sput(&attr, b"}}", 2)
+        _sput(&state, b"{", 1)
+        _sput_member(&state, False, <const unsigned char*>b"name", 4, m_name_p, m_name_l)
+        _sput_member(&state, True, <const unsigned char*>b"attributes", 10,
+                    <const unsigned char*>attr.data, attr.len)
+        if s_del >= 0:
+            _sput_member(&state, True, <const unsigned char*>b"isDeleted", 9,
+                        p + sf[4 * s_del + 2], sf[4 * s_del + 3] - sf[4 * s_del + 2])
+        if s_seq >= 0:
+            _sput_member(&state, True, <const unsigned char*>b"seq", 3,
+                        p + sf[4 * s_seq + 2], sf[4 * s_seq + 3] - sf[4 * s_seq + 2])
+        _sput(&state, b"}", 1)
+        # the new version: the row's members in order, sk/version/merged fields replaced
+        numl = snprintf(num, 32, "%lld", version)
+        k = rf[4 * r_sk + 2]
+        at = rf[4 * r_sk + 3] - 1
+        while at > k and w[at] != 64:  # @
+            at -= 1
+        if at <= k + 5 or memcmp(w + k, b'{"S":"', 6) != 0:
+            return None
+        _sput(&item, b"{", 1)
+        for j in range(nr):
+            if j:
+                _sput(&item, b",", 1)
+            _sput(&item, b'"', 1)
+            _sput(&item, w + rf[4 * j], rf[4 * j + 1] - rf[4 * j])
+            _sput(&item, b'":', 2)
+            if j == r_sk:
+                _sput(&item, w + k, at + 1 - k)
+                _sput(&item, num, numl)
+                _sput(&item, b'"}', 2)
+            elif j == r_version:
+                _sput(&item, b'{"N":"', 6)
+                _sput(&item, num, numl)
+                _sput(&item, b'"}', 2)
+            elif j == r_name:
+                _sput(&item, m_name_p, m_name_l)
+            elif j == r_attr:
+                _sput(&item, attr.data, attr.len)
+            elif s_del >= 0 and rf[4 * j + 1] - rf[4 * j] == 9 and memcmp(w + rf[4 * j], b"isDeleted", 9) == 0:
+                _sput(&item, p + sf[4 * s_del + 2], sf[4 * s_del + 3] - sf[4 * s_del + 2])
+            elif s_seq >= 0 and rf[4 * j + 1] - rf[4 * j] == 3 and memcmp(w + rf[4 * j], b"seq", 3) == 0:
+                _sput(&item, p + sf[4 * s_seq + 2], sf[4 * s_seq + 3] - sf[4 * s_seq + 2])
+            else:
+                _sput(&item, w + rf[4 * j + 2], rf[4 * j + 3] - rf[4 * j + 2])
+        if r_name < 0:
+            _sput_member(&item, True, <const unsigned char*>b"name", 4, m_name_p, m_name_l)
+        if r_attr < 0:
+            _sput_member(&item, True, <const unsigned char*>b"attributes", 10,
+                        <const unsigned char*>attr.data, attr.len)
+        if s_del >= 0 and _obj_find(w, rf, nr, b"isDeleted") < 0:
+            _sput_member(&item, True, <const unsigned char*>b"isDeleted", 9,
+                        p + sf[4 * s_del + 2], sf[4 * s_del + 3] - sf[4 * s_del + 2])
+        if s_seq >= 0 and _obj_find(w, rf, nr, b"seq") < 0:
+            _sput_member(&item, True, <const unsigned char*>b"seq", 3,
+                        p + sf[4 * s_seq + 2], sf[4 * s_seq + 3] - sf[4 * s_seq + 2])
+        _sput(&item, b"}", 1)
+        return (True, PyBytes_FromStringAndSize(state.data, state.len),
+                PyBytes_FromStringAndSize(item.data, item.len))
+    finally:
+        free(sf)
+        free(mv)
+        free(mk)
+        free(ml)
+        free(attr.data)
+        free(state.data)
+        free(item.data)
+
+
+cdef Py_ssize_t _find_span(const unsigned char** keys, Py_ssize_t* lens, Py_ssize_t m,
+                           const unsigned char* name, Py_ssize_t nl) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(m):
+        if lens[j] == nl and memcmp(keys[j], name, nl) == 0:
+            return j
+    return -1

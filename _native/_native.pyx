@@ -2955,7 +2955,8 @@ cdef class RecordReader:
                         return P_NOMEM
                     self.start = i
                     self.line = line
-                    self._check_length(e)
+                    # the open quote holds its last line break: it counts, as in source.py
+                    self._check_length(i)
                     return P_RECORD
                 continue
             if self._push_field() < 0:

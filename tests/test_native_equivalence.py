@@ -893,6 +893,7 @@ def _records_with_limit(make: Any) -> Any:
 @example(b'"ab\r\ncd"\r\nxy\r', ",", 3, 1, None)
 @example(b"\xef\xbb\xbfabc\\,d\r", ",", 2, 1, 1)
 @example(b'"\x00\x00\x00\x00\n', ",", 5, 1, None)  # an open quote to the end, its newline counted
+@example(b'"""""""\r', "\t", 7, 1, None)  # the same with a lone \r read at the very end
 def test_a_record_over_the_limit_is_refused_alike(
     data: bytes, delim: str, limit: int, step: int, first: int | None
 ) -> None:

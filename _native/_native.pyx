@@ -3520,61 +3520,6 @@ cdef inline unsigned long long _uint_at(const ACol* c, Py_ssize_t j) noexcept no
     return p[0]
 
 
-cdef int _arrow_fill(RowBlock blk, ACol* cols, Py_ssize_t w, Py_ssize_t n,
-                     long long first_line) noexcept nogil:
-    """Rows of the columns into `blk` (reserved): 0, -1 out of memory, -2 a date out of range."""
-    cdef Py_ssize_t r, k, j, a, b
-    cdef Py_ssize_t* o
-    cdef ACol* c
-    cdef char* out
-    cdef int m
-    cdef Buf* d = &blk.data
-    for r in range(n):
-        o = blk.offs + blk.n * (w + 1)
-        o[0] = d.len
-        for k in range(w):
-            c = &cols[k]
-            j = c.offset + r
-            if c.mode == AC_EMPTY or (c.valid != NULL and not _bit(c.valid, j)):
-                o[k + 1] = d.len
-                continue
-            if c.mode == AC_UTF8 or c.mode == AC_LUTF8:
-                if c.mode == AC_UTF8:
-                    a = (<const int*> c.offs)[j]
-                    b = (<const int*> c.offs)[j + 1]
-                else:
-                    a = (<const long long*> c.offs)[j]
-                    b = (<const long long*> c.offs)[j + 1]
-                if b > a and w_raw(d, <const char*> c.data + a, b - a) < 0:
-                    return -1
-            else:
-                if buf_reserve(d, 96) < 0:
-                    return -1
-                out = d.data + d.len
-                if c.mode == AC_DEC128:
-                    m = importer_fmt_dec128(c.data + j * 16, c.itemsize, out)
-                    if m < 0:
-                        return -3
-                elif c.mode == AC_INT:
-                    m = fmt_ll(_int_at(c, j), out)
-                elif c.mode == AC_UINT:
-                    m = fmt_ull(_uint_at(c, j), out)
-                elif c.mode == AC_BOOL:
-                    if _bit(c.data, j):
-                        memcpy(out, b"true", 4); m = 4
-                    else:
-                        memcpy(out, b"false", 5); m = 5
-                else:
-                    m = fmt_date32((<const int*> c.data)[j], out)
-                    if m < 0:
-                        return -2
-                d.len += m
-            o[k + 1] = d.len
-        blk.lines[blk.n] = first_line + r
-        blk.n += 1
-    return 0
-
-
 def arrow_rows(Py_ssize_t n, long long first_line, list columns):
     """A `RowBlock` of `n` rows, lines `first_line`..., from Arrow column buffers.
 
@@ -3625,7 +3570,7 @@ def arrow_rows(Py_ssize_t n, long long first_line, list columns):
         if n and blk.reserve(n, total + 64) < 0:
             raise MemoryError()
         with nogil:
-            rc = _arrow_fill(blk, cols, w, n, first_line)
+            rc = _arrow_fill_rows(blk, cols, w, 0, n, first_line)
         if rc == -1:
             raise MemoryError()
         if rc == -2:
@@ -3639,10 +3584,10 @@ def arrow_rows(Py_ssize_t n, long long first_line, list columns):
 
 cdef int _arrow_fill_rows(RowBlock blk, ACol* cols, Py_ssize_t w, Py_ssize_t r0,
                           Py_ssize_t r1, long long first_line) noexcept nogil:
-    """Rows r0..r1-1 of the columns appended to `blk` (row r is line first_line + r).
-
-    `_arrow_fill` for a range, into a block that already holds rows (the open
-    batch's): 0, -1 out of memory, -2 a date out of range, -3 an exponent decimal.
+    """Rows r0..r1-1 of the columns appended to `blk` (row r is line first_line + r):
+    a whole record batch into a fresh block (`arrow_rows`), or a range into the open
+    batch's (`take_arrow`).  0, -1 out of memory, -2 a date out of range, -3 an
+    exponent decimal.
     """
     cdef Py_ssize_t r, k, j, a, b
     cdef Py_ssize_t* o

@@ -261,6 +261,8 @@ def test_a_validate_batch_ahead_of_its_turn_is_provisional_until_the_turn_passes
 class _Table:
     """The command table as the mode stage reads it: (pk, sk) -> item, consistent reads."""
 
+    raw_reads = False  # get_many answers dicts (the stage reads the Python way)
+
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict] = {}
 

@@ -751,7 +751,7 @@ class ModeStage:
         if lookup is not None:  # (validate without a table: nothing stored to read)
             assert self.data_table
             try:
-                if getattr(lookup, "raw_reads", False):  # (KeyLookup; a test double may not)
+                if lookup.raw_reads:  # (declared: get_many(..., raw=True) answers bytes)
                     data = lookup.get_many(self.data_table, Keys(keys, distinct=True), raw=True)
                     if data:
                         return self._merge_stored(items, keys, lines, data, ticket)

@@ -4427,3 +4427,6 @@ def arrow_sizes(Py_ssize_t n, Py_ssize_t fixed, list columns, extra=None):
         return bytes(out)
     finally:
         free(cols); free(quoted); free(keys)
+
+
+include "_json_array.pxi"

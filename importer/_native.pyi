@@ -126,6 +126,16 @@ def jsonl_rows(
     chunk: bytes, first_line: int, names: list[bytes], kinds: list[int]
 ) -> tuple[RowBlock, bytes, list[tuple[int, int, bytes]], int]: ...
 
+def json_array_rows(
+    buf: bytes,
+    pos: int,
+    first_index: int,
+    names: list[bytes],
+    kinds: list[int],
+    max_elements: int = -1,
+    all_python: bool = False,
+) -> tuple[RowBlock, bytes, list[tuple[int, int, int, int]], int, int, int]: ...
+
 class BatchCutter:
     width: int
     def __init__(self, width: int, max_items: int, max_bytes: int, base: int) -> None: ...

@@ -223,6 +223,35 @@ class Batcher:
         )
         return batch
 
+    def state(self) -> dict[str, int]:
+        """Where the cut stands: the open batch's number, rows, bytes and rejects.
+
+        What a manifest's resume records at the end of each object, so that a
+        resumed run can skip an object whose batches are all finished and go on
+        cutting the next object exactly where the first run did (`restore`).
+        """
+        cur = self._current
+        return {
+            "batch": self._next_index,
+            "rows": len(cur.rows),
+            "bytes": cur.input_bytes,
+            "rejects": len(cur.rejects),
+        }
+
+    def restore(self, state: dict[str, int]) -> None:
+        """Stand where `state` (from `state`) says, without the rows that were read there.
+
+        The open batch holds placeholders for the rows and rejects it had: it is a
+        finished batch (the caller checks), so it is cut where it was and skipped.
+        """
+        self._next_index = int(state["batch"])
+        self._open()
+        self._rows.extend((-1, []) for _ in range(int(state["rows"])))
+        self._current.input_bytes = int(state["bytes"])
+        self._current.rejects.extend(
+            Reject(-1, "", "", "read before the resume", ()) for _ in range(int(state["rejects"]))
+        )
+
     def reject(self, reject: Reject) -> None:
         """Attach a row refused before batching to the batch now open."""
         self._current.rejects.append(reject)

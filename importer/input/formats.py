@@ -30,16 +30,18 @@ own position (and request id); rejects read by the reader name the object.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+from importer.input.batching import Batch, Batcher, item_json_size
 from importer.input.items import ItemRow
 from importer.input.json_array import JsonArrayReader
 from importer.input.jsonl import JsonlReader
 from importer.input.options import INPUT_TYPES, CsvOptions, InputOptions
 from importer.input.reader import RowReader
 from importer.input.source import CsvReader, SourceError, SourceStream, open_source
+from importer.records import Reject
 
 __all__ = [
     "ManifestReader",
@@ -176,6 +178,7 @@ class ManifestReader(RowReader):
         *,
         s3_client: Any = None,
         open_csv: Any = None,
+        size_of: Callable[[Sequence[str], Sequence[str]], int] = item_json_size,
     ) -> None:
         self.objects, self.data_type, schema = manifest_objects(uri, options, s3_client=s3_client)
         if self.data_type == "CSV":
@@ -196,6 +199,32 @@ class ManifestReader(RowReader):
         self._open_csv = open_csv or CsvReader
         #: objects read to their end (the run's summary says how many of how many)
         self.objects_done = 0
+        #: objects a resume did not read again (their batches were all finished)
+        self.objects_skipped = 0
+        self._size_of = size_of
+        #: called with each object's record once it is read to its end (`read_batches`)
+        self.on_object: Callable[[dict[str, Any]], None] | None = None
+        self._resume: dict[int, dict[str, Any]] = {}
+        self._finished: frozenset[int] = frozenset()
+
+    def resume_from(self, objects: dict[int, dict[str, Any]], finished: Iterable[int]) -> None:
+        """Skip the objects whose records (`on_object`'s, from the run being resumed) show
+        every batch holding their rows among `finished`: not opened, not read (no GET)."""
+        self._resume = dict(objects)
+        self._finished = frozenset(finished)
+
+    def _skippable(self, k: int, obj: str, state: dict[str, int]) -> dict[str, Any] | None:
+        """The record of object `k` when it need not be read again, else None."""
+        rec = self._resume.get(k)
+        if rec is None or rec.get("uri") != obj:
+            return None  # not read to its end then, or the manifest changed: read it
+        if rec["start"] != state or rec["from"] != self._next:
+            return None  # the cut stands elsewhere than it did then: read it
+        end = rec["end"]
+        last = end["batch"] if end["rows"] or end["rejects"] else end["batch"] - 1
+        if all(i in self._finished for i in range(state["batch"], last + 1)):
+            return rec
+        return None
 
     def _reader(self, obj: str) -> tuple[RowReader, SourceStream | None]:
         if self.data_type == "PARQUET":
@@ -210,32 +239,92 @@ class ManifestReader(RowReader):
             return self._open_csv(stream.raw, self._csv), stream
         return JsonlReader(stream.raw, self._spec_header, self._kinds), stream
 
+    def _open(self, obj: str) -> tuple[RowReader, SourceStream | None]:
+        try:
+            return self._reader(obj)
+        except SourceError as exc:
+            msg = str(exc)
+            if not msg.startswith("manifest"):
+                msg = f"manifest lists an object that cannot be read: {msg}"
+            raise SourceError(msg) from None
+
+    def _rows(self, obj: str, offset: int) -> Iterator[Any]:
+        """The rows of one object at their run-wide positions (from `offset`); after the
+        last one, `self._next` is the next object's first position."""
+        reader, stream = self._open(obj)
+        if self.first_keys is None:
+            self.first_keys = list(reader.first_keys or reader.header)
+        last = offset
+        try:
+            for row in reader:
+                last = offset + row.line
+                row = _moved(row, last, obj)
+                yield row
+        finally:
+            reader.close()
+            if stream is not None:
+                stream.close()
+        self.padded += reader.padded
+        self.truncated += reader.truncated
+        self.objects_done += 1
+        self._next = last + 1
+
     def __iter__(self) -> Iterator[Any]:
-        offset = 0
+        self._next = 0
         for obj in self.objects:
-            try:
-                reader, stream = self._reader(obj)
-            except SourceError as exc:
-                msg = str(exc)
-                if not msg.startswith("manifest"):
-                    msg = f"manifest lists an object that cannot be read: {msg}"
-                raise SourceError(msg) from None
-            if self.first_keys is None:
-                self.first_keys = list(reader.first_keys or reader.header)
-            last = offset
-            try:
-                for row in reader:
-                    last = offset + row.line
-                    row = _moved(row, last, obj)
-                    yield row
-            finally:
-                reader.close()
-                if stream is not None:
-                    stream.close()
-            self.padded += reader.padded
-            self.truncated += reader.truncated
-            self.objects_done += 1
-            offset = last + 1
+            yield from self._rows(obj, self._next)
+
+    def read_batches(self, batcher: Batcher) -> Iterator[Batch]:
+        """The batches `batcher` cuts from every object's rows, as `Batcher.cut` cuts them.
+
+        Why here and not in the run's loop: at each object's end the cut's state
+        (`Batcher.state`) is recorded (`on_object`, into the checkpoint), and a
+        resume skips an object whose batches were all finished without reading it,
+        standing where its end left the cut (`resume_from`).
+        """
+        size_of, header = self._size_of, self.header
+        add, reject = batcher.add, batcher.reject
+        self._next = 0
+        for k, obj in enumerate(self.objects):
+            start = batcher.state()
+            rec = self._skippable(k, obj, start) if self._resume else None
+            if rec is not None:
+                batcher.restore(rec["end"])
+                self._next = rec["next"]
+                self.padded += rec.get("padded", 0)
+                self.truncated += rec.get("truncated", 0)
+                if self.first_keys is None and rec.get("first_keys") is not None:
+                    self.first_keys = list(rec["first_keys"])
+                self.objects_done += 1
+                self.objects_skipped += 1
+                continue
+            first = self._next
+            padded, truncated = self.padded, self.truncated
+            keys_before = self.first_keys
+            for row in self._rows(obj, self._next):
+                if row.error is not None:
+                    reject(Reject(row.line, row.column, row.value, row.error, tuple(row.fields)))
+                    continue
+                closed = add(row.line, row.fields, row.size or size_of(header, row.fields))
+                if closed is not None:
+                    yield closed
+            if self.on_object is not None:
+                self.on_object(
+                    {
+                        "object": k,
+                        "uri": obj,
+                        "from": first,
+                        "start": start,
+                        "end": batcher.state(),
+                        "next": self._next,
+                        "padded": self.padded - padded,
+                        "truncated": self.truncated - truncated,
+                        "first_keys": self.first_keys if keys_before is None else None,
+                    }
+                )
+        last = batcher.flush()
+        if last is not None:
+            yield last
 
 
 def _moved(row: Any, line: int, obj: str) -> Any:

@@ -19,6 +19,10 @@ Guarded state:
 * the header holds the input's identity (size and digests of its first and
   last 64 KiB, or the S3 ETag), checked on resume; after a truncated input the
   whole file is accepted if it starts with the bytes the run read;
+* a manifest run records each object read to its end (its ordinal and URI, where
+  the batch cut stood when it began and ended, its positions): a resume does not
+  read again an object whose batches are all finished (no GET), and stands where
+  it left the cut; a checkpoint without these lines re-reads every object;
 * `lock` holds an exclusive `flock` on `<checkpoint>.lock` (or a folder's
   `.importer.lock`) for the run: a second live run on it is refused, and the
   kernel drops the lock with the process, so a killed run leaves none behind.
@@ -94,6 +98,9 @@ class Checkpoint:
     reports_at: tuple[int, int] | None = None
     #: the input ended early (truncated): a resume accepts the whole file
     truncated: bool = False
+    #: a manifest's objects read to their end, by ordinal: where each began and ended
+    #: in the cut (`ManifestReader.read_batches`), so a resume skips the finished ones
+    objects: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def start(cls, path: Path, meta: dict[str, Any]) -> Checkpoint:
@@ -152,6 +159,8 @@ class Checkpoint:
             if "reports_at" in rec:
                 rejects_at, failures_at = rec["reports_at"]
                 self.reports_at = (int(rejects_at), int(failures_at))
+        elif "object" in rec:
+            self.objects[int(rec["object"])] = _object_record(rec)
         elif "truncated" in rec:
             self.truncated = True
         elif "input" in rec:
@@ -231,6 +240,10 @@ class Checkpoint:
             rec["reports_at"] = list(reports_at)
         self._line(rec)
 
+    def record_object(self, rec: dict[str, Any]) -> None:
+        """A manifest object read to its end (its batches may still be in flight)."""
+        self._line(rec)
+
     def mark_truncated(self) -> None:
         """The input ended early: a resume will accept the file made whole."""
         self._line({"truncated": True})
@@ -251,6 +264,19 @@ class Checkpoint:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _object_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """A manifest object's line, checked: anything else is damage."""
+    cut = ("batch", "rows", "bytes", "rejects")
+    for key in ("start", "end"):
+        if not isinstance(rec[key], dict) or any(type(rec[key][c]) is not int for c in cut):
+            raise ValueError("not an object's record")
+    if not isinstance(rec["uri"], str) or type(rec["from"]) is not int:
+        raise ValueError("not an object's record")
+    if type(rec["next"]) is not int:
+        raise ValueError("not an object's record")
+    return rec
 
 
 def _describe(identity: dict[str, Any]) -> str:

@@ -281,6 +281,7 @@ def open_rows(
             kinds,
             s3_client=s3_client,
             open_csv=engine.open_reader,
+            size_of=engine.row_json_size,
         )
         return kind, stream, reader
     if kind == "PARQUET":
@@ -423,6 +424,10 @@ def _run_import(
                 checkpoint.reopen(stream.identity if made_whole else None)
             summary.checkpoint = str(config.checkpoint_path)
         resuming = checkpoint is not None and config.resume
+        if isinstance(reader, ManifestReader) and checkpoint is not None:
+            if resuming:
+                reader.resume_from(checkpoint.objects, checkpoint.finished)
+            reader.on_object = checkpoint.record_object
         rejects_at, failures_at = _reports_kept(config, checkpoint) if resuming else (None, None)
         rejects = CsvReport(config.rejects_path, rejects_columns(header), keep=rejects_at)
         failures = CsvReport(config.failures_path, failure_columns(header), keep=failures_at)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from importer.input import batching
-from importer.input.options import INPUT_TYPES, MAX_ITEMS_LIMIT
+from importer.input.options import INPUT_TYPES, MAX_ITEMS_LIMIT, header_row_problem
 
 LAMBDA_ARN_PLACEHOLDER = "${CsvRowsHandlerFunctionArn}"
 RESULT_BUCKET_PLACEHOLDER = "${ResultBucket}"
@@ -122,6 +122,8 @@ def reader_config(
     """
     if input_type not in INPUT_TYPES:
         raise ValueError(f"InputType must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}")
+    if csv_headers and (too_long := header_row_problem(list(csv_headers))) is not None:
+        raise ValueError(f"CSVHeaders: {too_long}")
     config: dict[str, Any]
     if input_type == "MANIFEST" and manifest_type == "ATHENA_DATA":
         if data_type not in ("CSV", "JSONL", "PARQUET"):

@@ -38,7 +38,7 @@ from importer.input.batching import Batch, Batcher, item_json_size
 from importer.input.items import ItemRow
 from importer.input.json_array import JsonArrayReader
 from importer.input.jsonl import JsonlReader
-from importer.input.options import INPUT_TYPES, CsvOptions, InputOptions
+from importer.input.options import INPUT_TYPES, CsvOptions, InputOptions, header_row_problem
 from importer.input.reader import RowReader
 from importer.input.source import CsvReader, SourceError, SourceStream, open_source
 from importer.records import Reject
@@ -142,6 +142,8 @@ def manifest_objects(
                 f"{uri}: not an S3 Inventory manifest.json (destinationBucket, fileSchema, "
                 f"files[].key): {exc}"
             ) from None
+        if (too_long := header_row_problem(schema)) is not None:
+            raise SourceError(f"{uri}: inventory fileSchema: {too_long}")
         if str(fmt).upper() != "CSV":
             raise SourceError(
                 f"{uri}: inventory fileFormat {fmt} is not read here (CSV inventories only)"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, ClassVar, cast
 
-from importer.input.options import CsvOptions
+from importer.input.options import HEADER_TOO_LONG, MAX_HEADER_BYTES, CsvOptions
 from importer.input.reader import RowReader
 from importer.item_size import MAX_ITEM_BYTES
 
@@ -41,10 +41,6 @@ _BOM = "\ufeff"
 #: a data record longer than the largest item DynamoDB can store cannot be imported:
 #: it is refused as it streams, never held (a line of any length costs one chunk)
 MAX_RECORD_BYTES = MAX_ITEM_BYTES
-#: ItemReader reads a CSV header of at most 10 KiB (AWS Step Functions developer guide,
-#: "ItemReader (Map)", CSVHeaderLocation: "Currently, Step Functions supports CSV headers
-#: of up to 10 KiB"; docs/aws-facts.md): a longer header row is refused, before it is held
-MAX_HEADER_BYTES = 10 * 1024
 
 
 def record_too_long(limit: int) -> str:
@@ -594,10 +590,7 @@ def read_header(records: Iterator[ParsedRow], options: CsvOptions) -> list[str]:
         raise SourceError("the file is empty: no header row")
     if first.error:
         if not first.fields:  # longer than the limit: not read
-            raise SourceError(
-                f"header row longer than {MAX_HEADER_BYTES:,} bytes: Step Functions' "
-                "ItemReader reads CSV headers of up to 10 KiB"
-            )
+            raise SourceError(HEADER_TOO_LONG)
         raise SourceError(f"header row: {first.error}")
     names = list(first.fields)
     if len(set(names)) != len(names):  # linear in the names (bench_hostile.py's long header)

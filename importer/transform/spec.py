@@ -26,6 +26,7 @@ from importer.input.options import (
     MAX_ITEMS_LIMIT,
     CsvOptions,
     InputOptions,
+    header_row_problem,
 )
 from importer.transform.patterns import Matcher, PatternError, compile_pattern
 
@@ -390,6 +391,8 @@ def _csv_options(doc: dict[str, Any]) -> CsvOptions:
         if len(set(headers)) != len(headers):
             raise SpecError("csv.headers: duplicate column names")
         headers = tuple(headers)
+        if (too_long := header_row_problem(headers, delimiter)) is not None:
+            raise SpecError(f"csv.headers: {too_long}")
     elif headers is not None:
         raise SpecError('csv.headers: only allowed with header = "GIVEN"')
     return CsvOptions(delimiter=delimiter, header_location=location, headers=headers)

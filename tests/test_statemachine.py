@@ -378,7 +378,7 @@ READERS = [
     ({"input_type": "PARQUET"}, {"InputType": "PARQUET"}),
     (
         {"input_type": "MANIFEST", "manifest_type": "S3_INVENTORY"},
-        {"InputType": "MANIFEST", "ManifestType": "S3_INVENTORY"},
+        {"InputType": "MANIFEST"},
     ),
     (
         {"input_type": "MANIFEST", "data_type": "PARQUET"},
@@ -386,7 +386,12 @@ READERS = [
     ),
     (
         {"input_type": "MANIFEST", "data_type": "CSV", "csv_headers": ["sku", "name"]},
-        {"InputType": "CSV", "ManifestType": "ATHENA_DATA", "CSVHeaders": ["sku", "name"]},
+        {
+            "InputType": "CSV",
+            "ManifestType": "ATHENA_DATA",
+            "CSVHeaderLocation": "GIVEN",
+            "CSVHeaders": ["sku", "name"],
+        },
     ),
 ]
 

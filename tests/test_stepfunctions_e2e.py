@@ -748,8 +748,7 @@ def test_an_s3_inventory_manifest_runs_through_the_machine_to_the_local_run_s_re
         max_items_per_batch=10, input_type="MANIFEST", manifest_type="S3_INVENTORY"
     )
     assert json.loads(definition)["States"]["import-csv"]["ItemReader"]["ReaderConfig"] == {
-        "InputType": "MANIFEST",
-        "ManifestType": "S3_INVENTORY",
+        "InputType": "MANIFEST"
     }
     desc, log, _writer = run_machine(
         cloud,

@@ -115,9 +115,10 @@ def reader_config(
     "ItemReader (Map)").
 
     CSV: header in the first row (or `CSVHeaders` given).  JSON, JSONL, PARQUET:
-    the type alone.  An S3 Inventory manifest: `InputType: MANIFEST`.  An Athena
+    the type alone.  An S3 Inventory manifest: `InputType: MANIFEST` alone (the
+    guide: with `ManifestType: S3_INVENTORY` no `InputType` may be given).  An Athena
     data manifest: `ManifestType: ATHENA_DATA` with the type of the objects it
-    lists as `InputType` (CSV needs `CSVHeaders`: UNLOAD writes none).
+    lists as `InputType` (CSV needs a `GIVEN` header, `CSVHeaders`: UNLOAD writes none).
     `MaxItems` (1..100,000,000) when given.
     """
     if input_type not in INPUT_TYPES:
@@ -134,11 +135,13 @@ def reader_config(
         if data_type == "CSV":
             if not csv_headers:
                 raise ValueError("an Athena CSV manifest needs CSVHeaders (UNLOAD writes none)")
-            config["CSVHeaders"] = list(csv_headers)
+            config.update(CSVHeaderLocation="GIVEN", CSVHeaders=list(csv_headers))
     elif input_type == "MANIFEST":
         if manifest_type != "S3_INVENTORY":
             raise ValueError(f"ManifestType must be ATHENA_DATA or S3_INVENTORY: {manifest_type!r}")
-        config = {"InputType": "MANIFEST", "ManifestType": "S3_INVENTORY"}
+        # the guide's inventory example; with ManifestType S3_INVENTORY "you must not also
+        # specify InputType", so the two are never given together
+        config = {"InputType": "MANIFEST"}
     elif input_type == "CSV":
         config = {"InputType": "CSV"}
         if csv_headers:

@@ -4,7 +4,7 @@ The type comes from `--input-type`, else the spec's `[input] type`, else the
 file's name: `.csv` (and anything unknown: CSV stays the default), `.json`,
 `.jsonl`/`.ndjson`, `.parquet`/`.pq`, and a manifest by its name
 (`manifest.json` of an S3 Inventory, `…-manifest.csv` / `.manifest` of Athena),
-each optionally `.gz`/`.zst` (not Parquet, which compresses itself).
+each optionally `.gz`/`.zst`/`.zstd` (not Parquet, which compresses itself).
 
 Every reader offers the driver what the CSV reader does: `header`, rows with
 `line`, `fields` and `error` in file order, `padded`/`truncated`; typed readers
@@ -40,7 +40,14 @@ from importer.input.json_array import JsonArrayReader
 from importer.input.jsonl import JsonlReader
 from importer.input.options import INPUT_TYPES, CsvOptions, InputOptions, header_row_problem
 from importer.input.reader import RowReader
-from importer.input.source import CsvReader, SourceError, SourceStream, open_source
+from importer.input.source import (
+    GZIP_SUFFIXES,
+    ZSTD_SUFFIXES,
+    CsvReader,
+    SourceError,
+    SourceStream,
+    open_source,
+)
 from importer.records import Reject
 
 __all__ = [
@@ -72,13 +79,51 @@ def input_type_for(uri: str, given: str | None = None) -> str:
             )
         return given
     name = uri.rsplit("/", 1)[-1].lower()
-    for ext in (".gz", ".zst"):
+    for ext in (*GZIP_SUFFIXES, *ZSTD_SUFFIXES):
         if name.endswith(ext):
             name = name[: -len(ext)]
     if name == "manifest.json" or name.endswith(("-manifest.csv", ".manifest")):
         return "MANIFEST"
     dot = name.rfind(".")
     return _BY_SUFFIX.get(name[dot:], "CSV") if dot >= 0 else "CSV"
+
+
+#: "256MB is the maximum row-group size, and 5MB is the maximum footer size. If you provide
+#: input files that exceed either limit, your state machine will return a runtime error"
+#: (AWS Step Functions developer guide, "ItemReader (Map)", Parquet files; MB taken as MiB,
+#: a row group's size as its column chunks' bytes in the file)
+MAX_PARQUET_ROW_GROUP_BYTES = 256 * 1024**2
+MAX_PARQUET_FOOTER_BYTES = 5 * 1024**2
+
+
+def parquet_limits_problem(uri: str, metadata: Any) -> str | None:
+    """The one line refusing a Parquet file ItemReader would fail on, or None.
+
+    `metadata`: the file's footer (pyarrow's `FileMetaData`); only it is read, so a
+    file over a limit stops before any row is written, as the Map run would.
+    """
+    footer = int(getattr(metadata, "serialized_size", 0) or 0)
+    if footer > MAX_PARQUET_FOOTER_BYTES:
+        return (
+            f"{uri}: the Parquet footer is {footer:,} bytes, over the 5 MB Step Functions' "
+            "ItemReader reads"
+        )
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        size = sum(group.column(j).total_compressed_size for j in range(group.num_columns))
+        if size > MAX_PARQUET_ROW_GROUP_BYTES:
+            return (
+                f"{uri}: Parquet row group {i} is {size:,} bytes, over the 256 MB "
+                "Step Functions' ItemReader reads (write smaller row groups)"
+            )
+    return None
+
+
+def _check_parquet(uri: str, reader: Any) -> None:
+    metadata = getattr(getattr(reader, "_file", None), "metadata", None)
+    if metadata is not None and (problem := parquet_limits_problem(uri, metadata)) is not None:
+        reader.close()
+        raise SourceError(problem)
 
 
 def open_typed_reader(
@@ -94,7 +139,9 @@ def open_typed_reader(
     if kind == "PARQUET":
         from importer.input.parquet import ParquetReader
 
-        return ParquetReader(uri, header, kinds, s3_client=s3_client)
+        reader = ParquetReader(uri, header, kinds, s3_client=s3_client)
+        _check_parquet(uri, reader)
+        return reader
     if stream is None:
         stream = open_source(uri, s3_client=s3_client)
     if kind == "JSONL":

@@ -23,14 +23,18 @@ from importer.item_size import MAX_ITEM_BYTES
 
 __all__ = [
     "CHUNK_BYTES",
+    "GZIP_SUFFIXES",
     "MAX_HEADER_BYTES",
+    "MAX_OBJECT_BYTES",
     "MAX_RECORD_BYTES",
+    "ZSTD_SUFFIXES",
     "CsvReader",
     "ParsedRow",
     "SourceError",
     "SourceStream",
     "TruncatedSourceError",
     "ZstdFrames",
+    "object_too_big",
     "open_source",
     "read_header",
     "record_too_long",
@@ -179,8 +183,28 @@ def input_identity(fd: int, size: int) -> dict[str, Any]:
     }
 
 
+#: ItemReader's external compressions by name (AWS Step Functions developer guide,
+#: "ItemReader (Map)": "Input files support the following external compression types:
+#: GZIP, ZSTD. Example file names: myObject.jsonl.gz and myObject.csv.zstd")
+GZIP_SUFFIXES = (".gz",)
+ZSTD_SUFFIXES = (".zst", ".zstd")
+#: "Step Functions supports 10 GB as the maximum size of an individual file in Amazon S3"
+#: (the same guide, for CSV, JSON and JSON Lines objects; GB taken as GiB, the larger)
+MAX_OBJECT_BYTES = 10 * 1024**3
+
+
+def object_too_big(uri: str, size: int | None) -> str | None:
+    """The one line refusing an object over ItemReader's 10 GB, or None."""
+    if size is None or size <= MAX_OBJECT_BYTES:
+        return None
+    return (
+        f"{uri}: is {size:,} bytes, over the 10 GB Step Functions' ItemReader reads "
+        "from one object (split it, or list the parts in a manifest)"
+    )
+
+
 def open_source(uri: str, *, s3_client: Any = None) -> SourceStream:
-    """Open a local path or `s3://bucket/key`; `.gz`/`.zst` are decompressed."""
+    """Open a local path or `s3://bucket/key`; `.gz`/`.zst`/`.zstd` are decompressed."""
     identity: dict[str, Any] | None = None
     path: str | None = None
     if uri.startswith("s3://"):
@@ -202,11 +226,14 @@ def open_source(uri: str, *, s3_client: Any = None) -> SourceStream:
         except OSError:
             identity = None  # a pipe or a device: nothing to identify it by
         path = uri
+    if (too_big := object_too_big(uri, size)) is not None:
+        body.close()
+        raise SourceError(too_big)
     lowered = uri.lower()
-    frames = ZstdFrames() if lowered.endswith(".zst") else None
+    frames = ZstdFrames() if lowered.endswith(ZSTD_SUFFIXES) else None
     counted = _CountingReader(body, frames.feed if frames is not None else None)
     buffered: IO[bytes] = io.BufferedReader(counted, CHUNK_BYTES)
-    if lowered.endswith(".gz"):
+    if lowered.endswith(GZIP_SUFFIXES):
         gz = gzip.GzipFile(fileobj=buffered, mode="rb")
         stream: IO[bytes] = cast(IO[bytes], _Whole(gz, uri, counted, None))
     elif frames is not None:

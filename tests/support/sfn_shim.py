@@ -344,7 +344,9 @@ def _inventory_items(raw: bytes) -> Iterator[Any]:
 
 def _typed_items(config: dict[str, Any], raw: bytes) -> Iterator[Any]:
     """The items ItemReader makes of `raw` under `config` (the real ReaderConfig)."""
-    if config.get("ManifestType") == "S3_INVENTORY":
+    if config.get("ManifestType") == "S3_INVENTORY" or config.get("InputType") == "MANIFEST":
+        if "ManifestType" in config and "InputType" in config:
+            raise _ReaderFailed("ManifestType S3_INVENTORY takes no InputType")
         yield from _inventory_items(raw)
         return
     if config.get("ManifestType") != "ATHENA_DATA":

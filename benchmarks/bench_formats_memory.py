@@ -1,4 +1,4 @@
-"""Peak RSS of `importer run` on Parquet and JSON Lines as the file grows: N rows and 10 x N.
+"""Peak RSS of `importer run` on Parquet, JSON Lines and JSON as the file grows: N and 10 x N rows.
 
 Issue 28: a Parquet file with many row groups and a large JSONL file are read
 without holding the file -- by record batch (a slice of a row group) and by
@@ -11,7 +11,8 @@ every run is checked to have delivered all its rows.
 The files are the benchmark products (importer.cli.bench's columns and spec)
 written straight from typed columns, a chunk of rows at a time, so making a 10M-row
 file holds no more than one chunk: Parquet with 131,072-row row groups (the size
-an Athena UNLOAD or a Spark export writes), JSONL one compact object a line.
+an Athena UNLOAD or a Spark export writes), JSONL one compact object a line, JSON the
+same objects as one array (an element a line).
 The ratios are reported; IMPORTER_BENCH_ENFORCE_MEMORY=1 makes a ratio over
 1.15 fail (a single run's peak varies by some 10 % with timing).  With pyarrow's
 pre_buffer (its default) the Parquet peak grew 2.4x from 1M to 10M rows: the reader
@@ -39,7 +40,8 @@ from tests.support.ack_endpoint import AckEndpoint
 SMOKE = os.environ.get("IMPORTER_BENCH_SMOKE") == "1"
 N = 300 if SMOKE else int(os.environ.get("IMPORTER_BENCH_MEMORY_ROWS", "1000000"))
 SIZES = (N, 10 * N)
-KINDS = ("PARQUET", "JSONL")
+#: IMPORTER_BENCH_MEMORY_KINDS (comma-separated) runs some of them
+KINDS = tuple(os.environ.get("IMPORTER_BENCH_MEMORY_KINDS", "PARQUET,JSONL,JSON").split(","))
 GOAL = 1.15
 TIMEOUT = 300.0 if SMOKE else 7200.0
 CHUNK = 100 if SMOKE else 100_000
@@ -86,9 +88,11 @@ def _write(directory: Path, rows: int) -> dict[str, Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     parquet, jsonl = directory / "products.parquet", directory / "products.jsonl"
+    array_path = directory / "products.json"
     rnd = random.Random(28)
     writer = None
-    with jsonl.open("w", encoding="utf-8") as out:
+    with jsonl.open("w", encoding="utf-8") as out, array_path.open("w", encoding="utf-8") as arr:
+        arr.write("[\n")
         for start in range(0, rows, CHUNK):
             c = _columns(start, min(CHUNK, rows - start), rnd)
             table = pa.table(
@@ -107,18 +111,21 @@ def _write(directory: Path, rows: int) -> dict[str, Path]:
             writer.write_table(table, row_group_size=ROW_GROUP)
             dates = pa.array(c["released"], pa.int32()).view(pa.date32()).to_pylist()
             for i in range(len(c["sku"])):
-                out.write(
+                line = (
                     f'{{"sku":"{c["sku"][i]}","name":"{c["name"][i]}",'
                     f'"category":"{c["category"][i]}","color":"{c["color"][i]}",'
                     f'"notes":"{c["notes"][i]}","qty":{c["qty"][i]},'
                     f'"price":{c["price"][i] // 100}.{c["price"][i] % 100:02d},'
                     f'"weight":{c["weight"][i] // 1000}.{c["weight"][i] % 1000:03d},'
                     f'"active":{"true" if c["active"][i] else "false"},'
-                    f'"released":"{dates[i]}"}}\n'
+                    f'"released":"{dates[i]}"}}'
                 )
+                out.write(line + "\n")
+                arr.write(("" if start == 0 and i == 0 else ",\n") + line)
+        arr.write("\n]\n")
     assert writer is not None
     writer.close()
-    return {"PARQUET": parquet, "JSONL": jsonl}
+    return {"PARQUET": parquet, "JSONL": jsonl, "JSON": array_path}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +167,7 @@ def test_report_peaks():
     """The 10N/N peak ratio per type (run after the peaks above)."""
     if len(PEAKS) < len(KINDS) * len(SIZES):
         pytest.skip("the peak runs did not all run")
-    lines = [f"\npeak RSS, Parquet and JSONL, {N:,} vs {10 * N:,} rows (blind)"]
+    lines = [f"\npeak RSS, {', '.join(KINDS)}, {N:,} vs {10 * N:,} rows (blind)"]
     report: dict[str, Any] = {"rows": list(SIZES), "smoke": SMOKE, "kinds": {}}
     over = []
     for kind in KINDS:

@@ -9,8 +9,9 @@ under a few fixed specs (checked against `importer.transform.reference`), and
 `row_json_size` (checked against `batching.item_json_size`), and batches cut
 in C by `read_batch` (checked against `batching.Batcher` fed row by row; the
 `RowBlock`s of a three-column header are also transformed in place and checked
-against the reference on their rows).  A mismatch or a crash in the extension
-is a finding.
+against the reference on their rows), and a JSON array read with its elements found
+in C (`json_array_rows`, checked against the Python reader, which is the definition).
+A mismatch or a crash in the extension is a finding.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import atheris
 with atheris.instrument_imports():
     from importer import _native
     from importer.input.batching import Batcher, item_json_size
+    from importer.input.json_array import JsonArrayReader
     from importer.input.options import CsvOptions
-    from importer.input.source import CsvReader
+    from importer.input.source import CsvReader, SourceError
     from importer.transform import native_engine, reference
     from importer.transform.context import RunContext
     from importer.transform.spec import parse_spec
@@ -135,9 +137,39 @@ def _batches_outcome(make, native: bool, max_items: int, max_bytes: int):
         return type(exc), str(exc)
 
 
+JSON_HEADER = ["s", "n", "b"]
+JSON_KINDS = ["string", "integer", "boolean"]
+
+
+def _json_array_outcome(raw: bytes, chunk: int, native: bool) -> object:
+    reader = JsonArrayReader(io.BytesIO(raw), JSON_HEADER, JSON_KINDS, chunk_bytes=chunk)
+    batcher = Batcher(max_items=3, max_bytes=400, batch_input={})
+    try:
+        got = reader.read_batches(batcher) if native else reader.read_batches_python(batcher)
+        return [(b.index, [(n, list(f)) for n, f in b.rows], b.input_bytes, b.rejects) for b in got]
+    except SourceError as exc:
+        return "error", str(exc)
+
+
+def _check_json_array(raw: bytes, chunk: int) -> None:
+    nat = _json_array_outcome(raw, chunk, True)
+    ref = _json_array_outcome(raw, chunk, False)
+    if nat != ref:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:  # both stop in one line; which line is a block's choice
+            if isinstance(nat, tuple) and isinstance(ref, tuple):
+                return
+        raise AssertionError(f"JSON array mismatch on {raw!r}: {ref!r} != {nat!r}")
+
+
 def test_one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
-    mode = fdp.ConsumeIntInRange(0, 3)
+    mode = fdp.ConsumeIntInRange(0, 4)
+    if mode == 4:
+        chunk = fdp.ConsumeIntInRange(1, 64)
+        _check_json_array(fdp.ConsumeBytes(fdp.remaining_bytes()), chunk)
+        return
     if mode == 3:
         # batches cut in C (`read_batch`) against the Batcher fed row by row
         options = OPTIONS[fdp.ConsumeIntInRange(0, len(OPTIONS) - 1)]

@@ -114,3 +114,12 @@ def test_an_s3_inventory_reader_config_never_names_an_input_type_beside_its_mani
     assert config == {"InputType": "MANIFEST", "MaxItems": 5}
     athena = reader_config("MANIFEST", data_type="CSV", csv_headers=["a", "b"])
     assert athena["CSVHeaderLocation"] == "GIVEN" and athena["CSVHeaders"] == ["a", "b"]
+
+
+def test_a_zstd_named_source_s_reports_are_named_by_its_stem():
+    from pathlib import Path
+
+    from importer.cli.main import _report_path
+
+    assert _report_path("s3://b/x.csv.zstd", None, "rejects") == Path("x.rejects.csv")
+    assert _report_path("x.csv.zst", None, "rejects") == Path("x.rejects.csv")

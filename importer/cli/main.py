@@ -42,7 +42,7 @@ def _report_path(source: str, given: str | None, suffix: str) -> Path:
     if given:
         return Path(given)
     stem = Path(source.rstrip("/").rsplit("/", 1)[-1]).name
-    for ext in (".gz", ".zst", ".csv", ".tsv", ".txt"):
+    for ext in (".gz", ".zst", ".zstd", ".csv", ".tsv", ".txt"):
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
     return Path(f"{stem or 'import'}.{suffix}.csv")

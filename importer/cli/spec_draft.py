@@ -395,7 +395,7 @@ def _pick_named(
 
 def _record_type(source: str) -> str:
     stem = source.rstrip("/").rsplit("/", 1)[-1]
-    for ext in (".gz", ".zst", ".csv", ".tsv", ".txt"):
+    for ext in (".gz", ".zst", ".zstd", ".csv", ".tsv", ".txt"):
         if stem.lower().endswith(ext):
             stem = stem[: -len(ext)]
     word = re.sub(r"[^A-Za-z0-9]+", "_", stem).strip("_").upper()

@@ -197,7 +197,7 @@ class _NoObserver:
 
 def _stem(name: str) -> str:
     base = PurePosixPath(name.split("!")[-1]).name
-    for ext in (".gz", ".zst"):
+    for ext in (".gz", ".zst", ".zstd"):
         if base.lower().endswith(ext):
             base = base[: -len(ext)]
     return base.rsplit(".", 1)[0] if "." in base else base

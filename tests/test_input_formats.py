@@ -1129,3 +1129,73 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
         in_use.append(pa.total_allocated_bytes())
     assert rows == n
     assert max(in_use) < size / 4, (max(in_use), size)
+
+
+def test_parquet_reads_a_short_first_slice_then_slices_of_batch_rows(tmp_path):
+    """The first batches wait only for `first_rows` rows to be decoded; the rest are read
+    `batch_rows` at a time (across row groups), every row once, in file order, and cut
+    as the Python reader cuts them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from importer.input.parquet import ParquetReader
+
+    n = 600
+    table = pa.table(
+        {
+            "sku": [f"S{i}" for i in range(n)],
+            "name": [("x" * (i % 97)) for i in range(n)],
+            "qty": pa.array(range(n), pa.int64()),
+        }
+    )
+    path = tmp_path / "first.parquet"
+    pq.write_table(table, path, row_group_size=128)
+    header, kinds = SPEC.needed_columns, SPEC.kinds
+
+    def reader() -> ParquetReader:
+        return ParquetReader(str(path), header, kinds, batch_rows=100, first_rows=7)
+
+    slices = [(offset, b.num_rows) for offset, b in reader()._record_batches()]
+    assert slices == [(0, 7), *((7 + 100 * k, 100) for k in range(5)), (507, 93)]
+    assert [r.line for r in reader()] == list(range(n))
+
+    def batches(read) -> list:
+        return [(b.index, [(ln, list(f)) for ln, f in b.rows], b.input_bytes) for b in read]
+
+    for max_bytes in (300, 1_000, 262_144):
+        fast = batches(
+            reader().read_batches(Batcher(max_items=9, max_bytes=max_bytes, batch_input={}))
+        )
+        slow = batches(
+            reader().read_batches_python(Batcher(max_items=9, max_bytes=max_bytes, batch_input={}))
+        )
+        assert fast == slow and sum(len(b[1]) for b in fast) == n
+
+
+def test_parquet_buffers_are_not_on_mimalloc_s_huge_pages(products, monkeypatch):
+    """Opening a Parquet source moves pyarrow's default pool off mimalloc (whose arenas
+    are on transparent huge pages: the kernel zeroed 2 MB pages for the first record
+    batch, 30-190 ms of CPU a run) -- unless the user chose a pool."""
+    import pyarrow as pa
+
+    from importer.input import parquet
+
+    if "mimalloc" not in pa.supported_memory_backends():
+        pytest.skip("this pyarrow has no mimalloc")
+    before = pa.default_memory_pool()
+    try:
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        reader = parquet.ParquetReader(str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds)
+        assert pa.default_memory_pool().backend_name in parquet._SMALL_PAGE_POOLS
+        mimalloc = pa.mimalloc_memory_pool().bytes_allocated()
+        held = [b for _, b in reader._record_batches()]
+        assert sum(b.num_rows for b in held) == ROWS
+        assert pa.mimalloc_memory_pool().bytes_allocated() == mimalloc  # nothing decoded there
+
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")  # the user's choice
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        parquet.ParquetReader(str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds)
+        assert pa.default_memory_pool().backend_name == "mimalloc"
+    finally:
+        pa.set_memory_pool(before)

@@ -246,12 +246,13 @@ def test_parquet_native_batches_are_the_python_reader_s(data: Any, n: int, skip:
     max_items = data.draw(st.integers(0, 4))
     max_bytes = data.draw(st.integers(40, 300))
     batch_rows = data.draw(st.integers(1, 8))
+    first_rows = data.draw(st.integers(1, 8))  # a short (or long) first slice
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "t.parquet")
         pq.write_table(pa.table(columns, names=names), path, row_group_size=5)
 
         def reader() -> Any:
-            return ParquetReader(path, names, kinds, batch_rows=batch_rows)
+            return ParquetReader(path, names, kinds, batch_rows=batch_rows, first_rows=first_rows)
 
         got = _batches(reader().read_batches(_batcher(max_items, max_bytes)))
         want = _batches(reader().read_batches_python(_batcher(max_items, max_bytes)))

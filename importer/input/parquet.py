@@ -24,6 +24,7 @@ fields.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,10 @@ __all__ = [
 #: per row in larger slices (benchmarks/bench_formats.py); memory stays a slice or
 #: two, not the file
 BATCH_ROWS = 65_536
+#: rows in the first slice, decoded before any batch can be cut: with whole
+#: 65,536-row slices the first batch of a run came ~50 ms of CPU later (the
+#: writers idle meanwhile); after it, slices of BATCH_ROWS
+FIRST_ROWS = 4_096
 _NUMERIC = frozenset({"integer", "decimal"})
 
 
@@ -56,7 +61,39 @@ def require_arrow() -> Any:
     except ImportError:
         require_pyarrow()
         raise
+    _small_page_pool(pyarrow)
     return pyarrow
+
+
+#: the memory pools that do not put Arrow's buffers on transparent huge pages, best first
+_SMALL_PAGE_POOLS = ("jemalloc", "system")
+
+
+def _small_page_pool(pa: Any) -> None:
+    """Make pyarrow's default memory pool jemalloc (else the system allocator) when it
+    is mimalloc and the user has not chosen one (ARROW_DEFAULT_MEMORY_POOL).
+
+    Why: pyarrow's mimalloc asks for transparent huge pages for its arenas, so the
+    first record batch faults in 2 MB pages the kernel must zero -- and, where memory
+    is fragmented, first compact.  In whole `importer run`s of the benchmark's
+    100,000 rows that zeroing alone took 30 to 190 ms of CPU (`perf`: clear_page_erms
+    under mi_page_free_list_extend), most of what the Parquet run cost over the CSV
+    one and most of its round-to-round spread; with jemalloc a run took ~0.1 s less
+    CPU and peaked some 40 MB lower (benchmarks/bench_formats.py).  Process-wide, not
+    the reader's pool alone: the Parquet reader takes its page and decompression
+    buffers from the default pool whatever pool its arrays use.
+    """
+    import os
+
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    if pa.default_memory_pool().backend_name != "mimalloc":
+        return
+    backends = set(pa.supported_memory_backends())
+    for name in _SMALL_PAGE_POOLS:
+        if name in backends:
+            pa.set_memory_pool(getattr(pa, f"{name}_memory_pool")())
+            return
 
 
 class _File:
@@ -87,10 +124,24 @@ class _File:
         self.metadata = self._reader.metadata
         self.num_row_groups: int = self.metadata.num_row_groups
 
-    def iter_batches(self, batch_size: int) -> Iterator[Any]:
-        """Every column's record batches, in file order."""
+    def iter_batches(self, batch_size: int, first: int = 0) -> Iterator[Any]:
+        """Every column's record batches, in file order: `first` rows, then
+        `batch_size` at a time (pyarrow reads its batch size at each batch).
+
+        Decoded on this thread (`use_threads` off): on the benchmark's 2 cores,
+        pyarrow's pool decoding columns side by side cost more CPU than it saved
+        wall time, the batch threads having the other core.
+        """
         groups = list(range(self.metadata.num_row_groups))
-        return iter(self._reader.iter_batches(batch_size, groups, column_indices=None))
+        reader = self._reader
+        batches = reader.iter_batches(first or batch_size, groups, use_threads=False)
+        if first and first != batch_size:
+            held = list(itertools.islice(batches, 1))  # no local keeps it while suspended
+            if not held:
+                return  # (pyarrow's generator, once ended, raises StopIteration again)
+            reader.set_batch_size(batch_size)
+            yield held.pop()
+        yield from batches
 
 
 class _PublicFile:
@@ -102,7 +153,7 @@ class _PublicFile:
         self.metadata = self._file.metadata
         self.num_row_groups: int = self.metadata.num_row_groups
 
-    def iter_batches(self, batch_size: int) -> Iterator[Any]:
+    def iter_batches(self, batch_size: int, first: int = 0) -> Iterator[Any]:
         return iter(self._file.iter_batches(batch_size=batch_size))
 
 
@@ -218,10 +269,12 @@ class ParquetReader(RowReader):
         *,
         s3_client: Any = None,
         batch_rows: int = BATCH_ROWS,
+        first_rows: int = FIRST_ROWS,
     ) -> None:
         pa = require_arrow()
         self._pa = pa
         self._batch_rows = batch_rows
+        self._first_rows = min(first_rows, batch_rows)
         source = open_parquet_source(uri, s3_client)
         try:
             self._file = _open_file(source)
@@ -343,7 +396,8 @@ class ParquetReader(RowReader):
         row stops with one line naming that row (pyarrow's own text has newlines)."""
         pa = self._pa
         offset = 0
-        batches = self._file.iter_batches(self._batch_rows)  # every column: `self.columns`
+        # every column (`self.columns`); a short first slice (FIRST_ROWS)
+        batches = self._file.iter_batches(self._batch_rows, self._first_rows)
         held: list[Any] = []  # this frame keeps no batch while suspended: the consumer's
         while True:  # `del` frees it before the next one is decoded
             try:

@@ -144,6 +144,15 @@ class BatchCutter:
         start: int,
         end: int,
     ) -> list[tuple[RowBlock, int, list[Any]]]: ...
+    def take_arrow_sized(
+        self,
+        n: int,
+        first_line: int,
+        columns: list[tuple[Any, ...]],
+        sizing: list[tuple[Any, ...]],
+        fixed: int,
+        extra: Any = None,
+    ) -> list[tuple[RowBlock, int, list[Any]]]: ...
     def problem(self, obj: Any) -> None: ...
     def flush(self) -> tuple[RowBlock, int, list[Any]] | None: ...
 

@@ -556,14 +556,19 @@ class ParquetReader(RowReader):
             return (modes["UTF8"], 0, b[0], b[1], b[2], text.offset, False, key)
         return None
 
-    def _native_sizes(self, batch: Any, cast: dict[str, Any], typed: bool = True) -> Any:
-        """Each row's compact JSON size (as `_sizes`), measured in C: an int64 memoryview."""
+    def _native_sizing(
+        self, batch: Any, cast: dict[str, Any], typed: bool = True
+    ) -> tuple[int, list[str], list[tuple[Any, ...]], Any]:
+        """How C sizes each row: (braces and commas, the names of the columns it
+        sizes, those columns as `_native.arrow_sizes` takes them, the int64 sizes of
+        the rest -- measured here by Arrow -- or None)."""
         n = batch.num_rows
         fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
-        columns, extra = [], None
+        names, columns, extra = [], [], None
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
             sized = self._size_column(name, col, cast, typed)
             if sized is not None:
+                names.append(name)
                 columns.append(sized)
                 continue
             import pyarrow.compute as pc  # only for the types C does not size
@@ -572,15 +577,18 @@ class ParquetReader(RowReader):
             extra = length if extra is None else pc.add(extra, length)
         if extra is not None:
             extra = extra.buffers()[1][extra.offset * 8 : (extra.offset + n) * 8]
-        return memoryview(_native.arrow_sizes(n, fixed, columns, extra)).cast("q")
+        return fixed, names, columns, extra
 
-    def _native_columns(
-        self, batch: Any, typed: bool
-    ) -> tuple[Any, list[tuple[Any, ...]], dict[int, int]]:
-        """(sizes, the spec's columns as `arrow_rows` reads them, the first misfit
-        column of each misfit row)."""
-        cast: dict[str, Any] = {}
-        sizes = self._native_sizes(batch, cast, typed)
+    def _native_sizes(self, batch: Any, cast: dict[str, Any], typed: bool = True) -> Any:
+        """Each row's compact JSON size (as `_sizes`), measured in C: an int64 memoryview."""
+        fixed, _names, columns, extra = self._native_sizing(batch, cast, typed)
+        return memoryview(_native.arrow_sizes(batch.num_rows, fixed, columns, extra)).cast("q")
+
+    def _cell_columns(
+        self, batch: Any, cast: dict[str, Any], typed: bool
+    ) -> tuple[list[tuple[Any, ...]], dict[int, int]]:
+        """(the spec's columns as `arrow_rows` reads them, the first misfit column
+        of each misfit row)."""
         columns: list[tuple[Any, ...]] = []
         bad_at: dict[int, int] = {}
         for j, name in enumerate(self.header):
@@ -589,27 +597,53 @@ class ParquetReader(RowReader):
             columns.append(column)
             for i in bad:
                 bad_at.setdefault(i, j)
-        return sizes, columns, bad_at
+        return columns, bad_at
+
+    def _take(
+        self, cutter: Any, batch: Any, offset: int, typed: bool
+    ) -> tuple[list[Any], list[tuple[Any, ...]], dict[int, int], Any]:
+        """(the batches `cutter` closed, the cell columns, the misfits, the sizes).
+
+        A record batch without misfits is taken whole, each row's size measured as
+        its cells are written (`BatchCutter.take_arrow_sized`; sizes None); for one
+        with misfits nothing is taken and the sizes are measured (`arrow_sizes`).
+        ValueError (nothing taken) as `arrow_sizes` gives it."""
+        cast: dict[str, Any] = {}
+        fixed, names, sized, extra = self._native_sizing(batch, cast, typed)
+        columns, bad_at = self._cell_columns(batch, cast, typed)
+        if bad_at:
+            sizes = _native.arrow_sizes(batch.num_rows, fixed, sized, extra)
+            return [], columns, bad_at, memoryview(sizes).cast("q")
+        at = {name: j for j, name in enumerate(self.header)}
+        sizing = []
+        for name, entry in zip(names, sized, strict=True):
+            j = at.get(name, -1)
+            # the cell gives the size only where it was written from these same buffers
+            if j >= 0 and not _same_buffers(columns[j], entry):
+                j = -1
+            sizing.append((*entry, j))
+        closed = cutter.take_arrow_sized(batch.num_rows, offset, columns, sizing, fixed, extra)
+        return closed, columns, bad_at, None
 
     def _native_cuts(self, cutter: Any) -> Iterator[list[tuple[Any, int, list[Any]]]]:
         """The batches `cutter` closes over each record batch (a list per record
         batch, handed on at once), then its last one.
 
         A record batch without misfits goes straight from its Arrow buffers into
-        the batches (`BatchCutter.take_arrow`: each cell written once); one with a
-        misfit is written as a block first, and taken around the misfit rows,
-        which become rejects of the batch open at their place.
+        the batches (`BatchCutter.take_arrow_sized`: each cell written once, the
+        row's size measured as it is written); one with a misfit is written as a
+        block first, and taken around the misfit rows, which become rejects of the
+        batch open at their place.
         """
         header = self.header
         for offset, batch in self._record_batches():
             try:
-                sizes, columns, bad_at = self._native_columns(batch, True)
+                closed, columns, bad_at, sizes = self._take(cutter, batch, offset, True)
             except ValueError:  # a date or decimal the core leaves to Arrow's cast
-                sizes, columns, bad_at = self._native_columns(batch, False)
+                closed, columns, bad_at, sizes = self._take(cutter, batch, offset, False)
             n = batch.num_rows
             if not bad_at:
-                closed = cutter.take_arrow(n, offset, columns, sizes, 0, n)
-                del batch, columns, sizes  # the record batch's Arrow memory goes now
+                del batch, columns  # the record batch's Arrow memory goes now
                 yield closed
                 continue
             block = _native.arrow_rows(n, offset, columns)
@@ -689,6 +723,17 @@ class ParquetReader(RowReader):
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
+
+
+def _same_buffers(column: tuple[Any, ...], sized: tuple[Any, ...]) -> bool:
+    """Whether a cell column and a sized column (`arrow_rows`' and `arrow_sizes`'
+    tuples) read the same values the same way: mode, width, offset and buffers."""
+    if column[0] != sized[0] or column[1] != sized[1] or column[5] != sized[5]:
+        return False
+    return all(
+        (a is None and b is None) or (a is not None and b is not None and a.address == b.address)
+        for a, b in zip(column[2:5], sized[2:5], strict=True)
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -3670,14 +3670,14 @@ cdef int _arrow_columns(list columns, ACol* cols, Py_ssize_t n, list keep) excep
     return 0
 
 
-cdef int _arrow_check(const ACol* c, Py_ssize_t n) noexcept nogil:
-    """-2 when a value of column `c` is a date `fmt_date32` refuses, -3 a decimal
-    `importer_fmt_dec128` refuses (scale > 6 only: below, never), else 0."""
+cdef int _arrow_check(const ACol* c, Py_ssize_t r0, Py_ssize_t n) noexcept nogil:
+    """-2 when a value of rows r0..n-1 of column `c` is a date `fmt_date32` refuses, -3
+    a decimal `importer_fmt_dec128` refuses (scale > 6 only: below, never), else 0."""
     cdef Py_ssize_t r, j
     cdef int days
     cdef char tmp[96]
     if c.mode == AC_DATE32:
-        for r in range(n):
+        for r in range(r0, n):
             j = c.offset + r
             if c.valid != NULL and not _bit(c.valid, j):
                 continue
@@ -3685,7 +3685,7 @@ cdef int _arrow_check(const ACol* c, Py_ssize_t n) noexcept nogil:
             if days < _DATE32_MIN or days > _DATE32_MAX:
                 return -2
     elif c.mode == AC_DEC128 and c.itemsize > 6:
-        for r in range(n):
+        for r in range(r0, n):
             j = c.offset + r
             if c.valid != NULL and not _bit(c.valid, j):
                 continue
@@ -3879,7 +3879,8 @@ cdef class BatchCutter:
             free(cols)
 
     def take_arrow_sized(self, Py_ssize_t n, long long first_line, list columns,
-                         list sizing, Py_ssize_t fixed, extra=None):
+                         list sizing, Py_ssize_t fixed, extra=None, Py_ssize_t start=0,
+                         end=None, bint check=True):
         """`take_arrow` of all `n` rows, each row's JSON size measured as its cells are
         written (`arrow_sizes` and `take_arrow` in one pass).
 
@@ -3888,12 +3889,17 @@ cdef class BatchCutter:
         in `columns` made from the same buffers, whose written cell gives the size
         (`null` for a null; a quoted text's escapes counted on the cell), or -1 to
         measure the column from its own buffers.  `fixed` and `extra` as
-        `arrow_sizes` takes them.  Why: the separate sizing pass read every value a
+        `arrow_sizes` takes them; rows `start`..`end` (default all `n`), so a record
+        batch can be taken a few thousand rows at a time and its first batches go
+        out before the rest are cut.  Why: the separate sizing pass read every value a
         second time and wrote every number twice (per 100,000 benchmark rows ~12 ms,
-        near half of what cutting them cost).  ValueError as `arrow_sizes` gives it
-        before any row is taken (every date and scale > 6 decimal is checked first).
+        near half of what cutting them cost).  `check`: ValueError as `arrow_sizes`
+        gives it before any row is taken, for any of rows `start`..`n` (every date
+        and scale > 6 decimal is checked first) -- the first call for a record batch
+        checks it whole, the later ones need not.
         """
-        cdef Py_ssize_t w = len(columns), ws = len(sizing), r = 0, k, j, s0, length
+        cdef Py_ssize_t w = len(columns), ws = len(sizing), r = start, k, j, s0, length
+        cdef Py_ssize_t stop = n if end is None else end
         cdef Py_ssize_t count = self.count, input_bytes = self.input_bytes
         cdef Py_ssize_t base = self.base, max_items = self.max_items, max_bytes = self.max_bytes
         cdef list keep = []
@@ -3914,6 +3920,8 @@ cdef class BatchCutter:
         cdef tuple t
         if w != self.width:
             raise ValueError("the columns are not the cutter's width")
+        if start < 0 or start > stop or stop > n:
+            raise IndexError("rows out of range")
         if extra is not None:
             ex = memoryview(extra).cast("B").cast("q")
             if ex.shape[0] < n:
@@ -3937,25 +3945,26 @@ cdef class BatchCutter:
                 link[k] = t[8]
                 if not -1 <= link[k] < w:
                     raise ValueError("a sizing link names no column")
-            with nogil:  # what could fail midway fails here, before any row is taken
-                for k in range(w):
-                    rc = _arrow_check(&cols[k], n)
-                    if rc < 0:
-                        break
-                if rc == 0:
-                    for k in range(ws):
-                        if link[k] < 0:
-                            rc = _arrow_check(&scols[k], n)
-                            if rc < 0:
-                                break
-            _arrow_rc(rc)
+            if check:
+                with nogil:  # what could fail midway fails here, before any row is taken
+                    for k in range(w):
+                        rc = _arrow_check(&cols[k], start, n)
+                        if rc < 0:
+                            break
+                    if rc == 0:
+                        for k in range(ws):
+                            if link[k] < 0:
+                                rc = _arrow_check(&scols[k], start, n)
+                                if rc < 0:
+                                    break
+                _arrow_rc(rc)
             scratch = RowBlock(w)
             if scratch.reserve(1, 0) < 0:
                 raise MemoryError()
-            while r < n:
+            while r < stop:
                 dst = self.rows
                 with nogil:
-                    while r < n:
+                    while r < stop:
                         # a row the batch has no room for is written aside: most such
                         # rows open the next batch, and growing the block for them
                         # doubled its buffers once a batch
@@ -4016,7 +4025,7 @@ cdef class BatchCutter:
                 self.count = count
                 self.input_bytes = input_bytes
                 _arrow_rc(rc)
-                if r == n:
+                if r == stop:
                     break
                 if place == TOO_BIG:
                     one = RowBlock(w)

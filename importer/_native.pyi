@@ -152,6 +152,9 @@ class BatchCutter:
         sizing: list[tuple[Any, ...]],
         fixed: int,
         extra: Any = None,
+        start: int = 0,
+        end: int | None = None,
+        check: bool = True,
     ) -> list[tuple[RowBlock, int, list[Any]]]: ...
     def problem(self, obj: Any) -> None: ...
     def flush(self) -> tuple[RowBlock, int, list[Any]] | None: ...

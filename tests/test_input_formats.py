@@ -1133,8 +1133,8 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
 
 def test_parquet_reads_a_short_first_slice_then_slices_of_batch_rows(tmp_path):
     """The first batches wait only for `first_rows` rows to be decoded; the rest are read
-    `batch_rows` at a time (across row groups), every row once, in file order, and cut
-    as the Python reader cuts them."""
+    `batch_rows` at a time (across row groups) and cut `cut_rows` at a time, every row
+    once, in file order, and cut as the Python reader cuts them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -1153,7 +1153,7 @@ def test_parquet_reads_a_short_first_slice_then_slices_of_batch_rows(tmp_path):
     header, kinds = SPEC.needed_columns, SPEC.kinds
 
     def reader() -> ParquetReader:
-        return ParquetReader(str(path), header, kinds, batch_rows=100, first_rows=7)
+        return ParquetReader(str(path), header, kinds, batch_rows=100, first_rows=7, cut_rows=13)
 
     slices = [(offset, b.num_rows) for offset, b in reader()._record_batches()]
     assert slices == [(0, 7), *((7 + 100 * k, 100) for k in range(5)), (507, 93)]
@@ -1199,3 +1199,25 @@ def test_parquet_buffers_are_not_on_mimalloc_s_huge_pages(products, monkeypatch)
         assert pa.default_memory_pool().backend_name == "mimalloc"
     finally:
         pa.set_memory_pool(before)
+
+
+def test_a_parquet_reader_left_midway_stops_its_decoding_thread(products):
+    """The next record batch is decoded on a helper thread; a consumer that stops early
+    (a run that fails or is interrupted) leaves no thread behind, and the file is read
+    to its end when nobody stops."""
+    import threading
+
+    from importer.input.parquet import ParquetReader
+
+    def helpers() -> int:
+        return sum(t.name == "parquet-decode" and t.is_alive() for t in threading.enumerate())
+
+    reader = ParquetReader(
+        str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds, batch_rows=256, first_rows=64
+    )
+    batches = reader._record_batches()
+    assert next(batches)[0] == 0 and helpers() == 1
+    batches.close()
+    assert helpers() == 0
+    rows = sum(b.num_rows for _, b in reader._record_batches())
+    assert rows == ROWS and helpers() == 0

@@ -247,12 +247,15 @@ def test_parquet_native_batches_are_the_python_reader_s(data: Any, n: int, skip:
     max_bytes = data.draw(st.integers(40, 300))
     batch_rows = data.draw(st.integers(1, 8))
     first_rows = data.draw(st.integers(1, 8))  # a short (or long) first slice
+    cut_rows = data.draw(st.integers(1, 9))  # a record batch taken that many rows at a time
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "t.parquet")
         pq.write_table(pa.table(columns, names=names), path, row_group_size=5)
 
         def reader() -> Any:
-            return ParquetReader(path, names, kinds, batch_rows=batch_rows, first_rows=first_rows)
+            return ParquetReader(
+                path, names, kinds, batch_rows=batch_rows, first_rows=first_rows, cut_rows=cut_rows
+            )
 
         got = _batches(reader().read_batches(_batcher(max_items, max_bytes)))
         want = _batches(reader().read_batches_python(_batcher(max_items, max_bytes)))
@@ -428,7 +431,13 @@ def test_take_arrow_sized_is_arrow_sizes_then_take_arrow(data: Any, n: int, skip
             assert got_cutter.flush() is None
             continue
         want += [last] if (last := want_cutter.flush()) is not None else []
-        got = got_cutter.take_arrow_sized(n, first, columns, sizing, fixed, extra)
+        # in steps of `step` rows (the whole batch checked by the first), as the reader takes them
+        step = data.draw(st.integers(1, max(1, n)))
+        got = got_cutter.take_arrow_sized(n, first, columns, sizing, fixed, extra, 0, min(n, step))
+        for start in range(step, n, step):
+            got += got_cutter.take_arrow_sized(
+                n, first, columns, sizing, fixed, extra, start, min(n, start + step), check=False
+            )
         got += [last] if (last := got_cutter.flush()) is not None else []
 
         def plain(batches: list[Any]) -> list[Any]:

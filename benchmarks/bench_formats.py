@@ -27,9 +27,11 @@ import; opening files with pyarrow's own reader rather than `import pyarrow.parq
 default mimalloc pool put the decoded buffers on transparent huge pages the kernel
 zeroed (perf: clear_page_erms, 30-190 ms of CPU a run, the largest part of what a
 Parquet run cost over a CSV one and of its spread): the reader makes jemalloc the pool.
-Session 35, one run, 9 rounds, this tree against the tree before it: Parquet 0.82x ->
-0.90x its CSV's rows/s (rounds 0.64-0.90 -> 0.68-0.94), CPU per run CSV/Parquet 0.81 ->
-0.87, peak RSS 162 -> 121 MB.
+Session 35, against the tree before it: 100k rows, 9 rounds, Parquet 0.85x -> 0.89x
+its CSV's rows/s (rounds 0.69-0.89 -> 0.88-0.93), CPU per run CSV/Parquet 0.87 ->
+0.91, peak RSS 165 -> 109 MB; at 1M rows (5 rounds) 0.85x -> 0.93x, where the next
+slice decoded on a helper thread while this one is cut 4,096 rows at a time keeps the
+batch threads from running dry (importer.input.parquet._DecodeAhead).
 
     pytest benchmarks/bench_formats.py -s                     # N = 100,000
     IMPORTER_BENCH_BEFORE=/tmp/before IMPORTER_BENCH_ROUNDS=9 pytest benchmarks/bench_formats.py -s

@@ -1098,9 +1098,10 @@ def test_a_parquet_file_corrupt_after_its_first_row_groups_stops_with_one_line(
 
 
 def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
-    """Reading holds a row group at a time: the Arrow memory in use after the last batch
-    is far below the file's size (pyarrow's pre_buffer kept every column chunk read,
-    so a 10M-row file took 2.4x the memory of a 1M-row one)."""
+    """Reading holds two slices at a time (the one being cut and the next, decoded
+    meanwhile): the Arrow memory in use stays far below the file's size (pyarrow's
+    pre_buffer kept every column chunk read, so a 10M-row file took 2.4x the memory
+    of a 1M-row one)."""
     import os
 
     import pyarrow as pa
@@ -1128,7 +1129,7 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
         rows += len(batch.rows)
         in_use.append(pa.total_allocated_bytes())
     assert rows == n
-    assert max(in_use) < size / 4, (max(in_use), size)
+    assert max(in_use) < size / 3, (max(in_use), size)
 
 
 def test_parquet_reads_a_short_first_slice_then_slices_of_batch_rows(tmp_path):

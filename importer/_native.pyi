@@ -154,6 +154,18 @@ class BatchCutter:
         start: int,
         end: int,
     ) -> list[tuple[RowBlock, int, list[Any]]]: ...
+    def take_arrow_sized(
+        self,
+        n: int,
+        first_line: int,
+        columns: list[tuple[Any, ...]],
+        sizing: list[tuple[Any, ...]],
+        fixed: int,
+        extra: Any = None,
+        start: int = 0,
+        end: int | None = None,
+        check: bool = True,
+    ) -> list[tuple[RowBlock, int, list[Any]]]: ...
     def problem(self, obj: Any) -> None: ...
     def flush(self) -> tuple[RowBlock, int, list[Any]] | None: ...
 

@@ -1098,9 +1098,10 @@ def test_a_parquet_file_corrupt_after_its_first_row_groups_stops_with_one_line(
 
 
 def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
-    """Reading holds a row group at a time: the Arrow memory in use after the last batch
-    is far below the file's size (pyarrow's pre_buffer kept every column chunk read,
-    so a 10M-row file took 2.4x the memory of a 1M-row one)."""
+    """Reading holds two slices at a time (the one being cut and the next, decoded
+    meanwhile): the Arrow memory in use stays far below the file's size (pyarrow's
+    pre_buffer kept every column chunk read, so a 10M-row file took 2.4x the memory
+    of a 1M-row one)."""
     import os
 
     import pyarrow as pa
@@ -1128,4 +1129,96 @@ def test_a_parquet_file_s_row_groups_are_not_kept_once_read(tmp_path):
         rows += len(batch.rows)
         in_use.append(pa.total_allocated_bytes())
     assert rows == n
-    assert max(in_use) < size / 4, (max(in_use), size)
+    assert max(in_use) < size / 3, (max(in_use), size)
+
+
+def test_parquet_reads_a_short_first_slice_then_slices_of_batch_rows(tmp_path):
+    """The first batches wait only for `first_rows` rows to be decoded; the rest are read
+    `batch_rows` at a time (across row groups) and cut `cut_rows` at a time, every row
+    once, in file order, and cut as the Python reader cuts them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from importer.input.parquet import ParquetReader
+
+    n = 600
+    table = pa.table(
+        {
+            "sku": [f"S{i}" for i in range(n)],
+            "name": [("x" * (i % 97)) for i in range(n)],
+            "qty": pa.array(range(n), pa.int64()),
+        }
+    )
+    path = tmp_path / "first.parquet"
+    pq.write_table(table, path, row_group_size=128)
+    header, kinds = SPEC.needed_columns, SPEC.kinds
+
+    def reader() -> ParquetReader:
+        return ParquetReader(str(path), header, kinds, batch_rows=100, first_rows=7, cut_rows=13)
+
+    slices = [(offset, b.num_rows) for offset, b in reader()._record_batches()]
+    assert slices == [(0, 7), *((7 + 100 * k, 100) for k in range(5)), (507, 93)]
+    assert [r.line for r in reader()] == list(range(n))
+
+    def batches(read) -> list:
+        return [(b.index, [(ln, list(f)) for ln, f in b.rows], b.input_bytes) for b in read]
+
+    for max_bytes in (300, 1_000, 262_144):
+        fast = batches(
+            reader().read_batches(Batcher(max_items=9, max_bytes=max_bytes, batch_input={}))
+        )
+        slow = batches(
+            reader().read_batches_python(Batcher(max_items=9, max_bytes=max_bytes, batch_input={}))
+        )
+        assert fast == slow and sum(len(b[1]) for b in fast) == n
+
+
+def test_parquet_buffers_are_not_on_mimalloc_s_huge_pages(products, monkeypatch):
+    """Opening a Parquet source moves pyarrow's default pool off mimalloc (whose arenas
+    are on transparent huge pages: the kernel zeroed 2 MB pages for the first record
+    batch, 30-190 ms of CPU a run) -- unless the user chose a pool."""
+    import pyarrow as pa
+
+    from importer.input import parquet
+
+    if "mimalloc" not in pa.supported_memory_backends():
+        pytest.skip("this pyarrow has no mimalloc")
+    before = pa.default_memory_pool()
+    try:
+        monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        reader = parquet.ParquetReader(str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds)
+        assert pa.default_memory_pool().backend_name in parquet._SMALL_PAGE_POOLS
+        mimalloc = pa.mimalloc_memory_pool().bytes_allocated()
+        held = [b for _, b in reader._record_batches()]
+        assert sum(b.num_rows for b in held) == ROWS
+        assert pa.mimalloc_memory_pool().bytes_allocated() == mimalloc  # nothing decoded there
+
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")  # the user's choice
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        parquet.ParquetReader(str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds)
+        assert pa.default_memory_pool().backend_name == "mimalloc"
+    finally:
+        pa.set_memory_pool(before)
+
+
+def test_a_parquet_reader_left_midway_stops_its_decoding_thread(products):
+    """The next record batch is decoded on a helper thread; a consumer that stops early
+    (a run that fails or is interrupted) leaves no thread behind, and the file is read
+    to its end when nobody stops."""
+    import threading
+
+    from importer.input.parquet import ParquetReader
+
+    def helpers() -> int:
+        return sum(t.name == "parquet-decode" and t.is_alive() for t in threading.enumerate())
+
+    reader = ParquetReader(
+        str(products["PARQUET"]), SPEC.needed_columns, SPEC.kinds, batch_rows=256, first_rows=64
+    )
+    batches = reader._record_batches()
+    assert next(batches)[0] == 0 and helpers() == 1
+    batches.close()
+    assert helpers() == 0
+    rows = sum(b.num_rows for _, b in reader._record_batches())
+    assert rows == ROWS and helpers() == 0

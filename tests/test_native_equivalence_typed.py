@@ -246,12 +246,16 @@ def test_parquet_native_batches_are_the_python_reader_s(data: Any, n: int, skip:
     max_items = data.draw(st.integers(0, 4))
     max_bytes = data.draw(st.integers(40, 300))
     batch_rows = data.draw(st.integers(1, 8))
+    first_rows = data.draw(st.integers(1, 8))  # a short (or long) first slice
+    cut_rows = data.draw(st.integers(1, 9))  # a record batch taken that many rows at a time
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "t.parquet")
         pq.write_table(pa.table(columns, names=names), path, row_group_size=5)
 
         def reader() -> Any:
-            return ParquetReader(path, names, kinds, batch_rows=batch_rows)
+            return ParquetReader(
+                path, names, kinds, batch_rows=batch_rows, first_rows=first_rows, cut_rows=cut_rows
+            )
 
         got = _batches(reader().read_batches(_batcher(max_items, max_bytes)))
         want = _batches(reader().read_batches_python(_batcher(max_items, max_bytes)))
@@ -366,6 +370,112 @@ def test_take_arrow_is_arrow_rows_then_take(data: Any, n: int, skip: int) -> Non
         return [(list(rows), nbytes, problems) for rows, nbytes, problems in batches]
 
     assert plain(got) == plain(want)
+
+
+@SETTINGS
+@given(data=st.data(), n=st.integers(0, 12), skip=st.integers(0, 3))
+def test_take_arrow_sized_is_arrow_sizes_then_take_arrow(data: Any, n: int, skip: int) -> None:
+    """`BatchCutter.take_arrow_sized` (each row sized as its cells are written, a spec
+    column's size read off its cell) cuts the very batches `arrow_sizes` + `take_arrow`
+    cut: random typed columns (nulls, escapes, sliced, dates and decimals the core
+    refuses), spec columns a subset of the item's in any order, with and without links;
+    a refused value raises before any row is taken."""
+    from importer.input.parquet import ParquetReader, _same_buffers
+
+    width = data.draw(st.integers(1, 4))
+    names = [f"c{i}" for i in range(width)]
+    arrays = [data.draw(_column(n + skip)).slice(skip) for _ in names]
+    header = data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=width, unique=True))
+    kinds = {
+        name: data.draw(st.sampled_from(["string", "integer", "decimal", "boolean", "date"]))
+        for name in names
+    }
+    batch = pa.record_batch(arrays, names=names)
+    max_items = data.draw(st.integers(0, 4))
+    max_bytes = data.draw(st.integers(40, 300))
+    limits = _batcher(max_items, max_bytes).limits
+    first = data.draw(st.integers(0, 10**6))
+    unlinked = data.draw(st.booleans())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "t.parquet")
+        pq.write_table(pa.table(arrays, names=names), path)
+        reader = ParquetReader(path, header, [kinds[h] for h in header])
+    for typed in (True, False):
+        cast: dict[str, Any] = {}
+        fixed, sized_names, sized, extra = reader._native_sizing(batch, cast, typed)
+        columns, bad_at = reader._cell_columns(batch, cast, typed)
+        if bad_at:
+            return  # misfits take the block path
+        links = {name: j for j, name in enumerate(reader.header)}
+        sizing = [
+            (*entry, -1 if unlinked else links.get(name, -1))
+            for name, entry in zip(sized_names, sized, strict=True)
+        ]
+        sizing = [
+            e if e[8] < 0 or _same_buffers(columns[e[8]], e) else (*e[:8], -1) for e in sizing
+        ]
+        got_cutter = _native.BatchCutter(len(header), *limits)
+        try:
+            sizes = memoryview(_native.arrow_sizes(n, fixed, sized, extra)).cast("q")
+        except ValueError:
+            with pytest.raises(ValueError):
+                got_cutter.take_arrow_sized(n, first, columns, sizing, fixed, extra)
+            assert got_cutter.flush() is None  # nothing was taken
+            continue
+        want_cutter = _native.BatchCutter(len(header), *limits)
+        try:
+            want = want_cutter.take_arrow(n, first, columns, sizes, 0, n)
+        except ValueError:  # a cell the core refuses in a column not sized in C
+            with pytest.raises(ValueError):
+                got_cutter.take_arrow_sized(n, first, columns, sizing, fixed, extra)
+            assert got_cutter.flush() is None
+            continue
+        want += [last] if (last := want_cutter.flush()) is not None else []
+        # in steps of `step` rows (the whole batch checked by the first), as the reader takes them
+        step = data.draw(st.integers(1, max(1, n)))
+        got = got_cutter.take_arrow_sized(n, first, columns, sizing, fixed, extra, 0, min(n, step))
+        for start in range(step, n, step):
+            got += got_cutter.take_arrow_sized(
+                n, first, columns, sizing, fixed, extra, start, min(n, start + step), check=False
+            )
+        got += [last] if (last := got_cutter.flush()) is not None else []
+
+        def plain(batches: list[Any]) -> list[Any]:
+            return [(list(rows), nbytes, problems) for rows, nbytes, problems in batches]
+
+        assert plain(got) == plain(want)
+
+
+def test_take_arrow_sized_refuses_a_date_out_of_range_before_taking_a_row() -> None:
+    """1000-01-01 and 9999-12-31 are written; a day before or after is refused, and
+    the rows before it stay untaken (the reader then casts that record batch itself);
+    a null or a value sliced off does not count."""
+    low, high = (
+        (d - datetime.date(1970, 1, 1)).days
+        for d in (datetime.date(1000, 1, 1), datetime.date(9999, 12, 31))
+    )
+    cases = [
+        (pa.array([low, high], pa.int32()), True),
+        (pa.array([low, low - 1], pa.int32()), False),
+        (pa.array([high, high + 1], pa.int32()), False),
+        (pa.array([None, high + 1], pa.int32()), False),
+        (pa.array([high + 1, None], pa.int32()).slice(1), True),
+        (pa.array([high + 1, None], pa.int32(), mask=[True, False]), True),
+    ]
+    for ints, ok in cases:
+        array = ints.cast(pa.date32())
+        b = array.buffers()
+        column = (_native.ARROW_MODES["DATE32"], 4, b[0], None, b[1], array.offset)
+        cutter = _native.BatchCutter(1, 0, 10_000, 0)
+        sizing = [(*column, False, 5, 0)]
+        if ok:
+            got = cutter.take_arrow_sized(len(array), 0, [column], sizing, 2)
+            got += [cutter.flush()]
+            assert sum(len(rows) for rows, _, _ in got) == len(array)
+        else:
+            with pytest.raises(ValueError, match="1000-9999"):
+                cutter.take_arrow_sized(len(array), 0, [column], sizing, 2)
+            assert cutter.flush() is None
 
 
 # -- BatchCutter -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ fields.
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,13 @@ __all__ = [
 #: per row in larger slices (benchmarks/bench_formats.py); memory stays a slice or
 #: two, not the file
 BATCH_ROWS = 65_536
+#: rows in the first slice, decoded before any batch can be cut: with whole
+#: 65,536-row slices the first batch of a run came ~50 ms of CPU later (the
+#: writers idle meanwhile); after it, slices of BATCH_ROWS
+FIRST_ROWS = 4_096
+#: rows of a record batch cut at a time: its first batches are handed on before the
+#: rest are cut (`_DecodeAhead`)
+CUT_ROWS = 4_096
 _NUMERIC = frozenset({"integer", "decimal"})
 
 
@@ -56,7 +64,39 @@ def require_arrow() -> Any:
     except ImportError:
         require_pyarrow()
         raise
+    _small_page_pool(pyarrow)
     return pyarrow
+
+
+#: the memory pools that do not put Arrow's buffers on transparent huge pages, best first
+_SMALL_PAGE_POOLS = ("jemalloc", "system")
+
+
+def _small_page_pool(pa: Any) -> None:
+    """Make pyarrow's default memory pool jemalloc (else the system allocator) when it
+    is mimalloc and the user has not chosen one (ARROW_DEFAULT_MEMORY_POOL).
+
+    Why: pyarrow's mimalloc asks for transparent huge pages for its arenas, so the
+    first record batch faults in 2 MB pages the kernel must zero -- and, where memory
+    is fragmented, first compact.  In whole `importer run`s of the benchmark's
+    100,000 rows that zeroing alone took 30 to 190 ms of CPU (`perf`: clear_page_erms
+    under mi_page_free_list_extend), most of what the Parquet run cost over the CSV
+    one and most of its round-to-round spread; with jemalloc a run took ~0.1 s less
+    CPU and peaked some 40 MB lower (benchmarks/bench_formats.py).  Process-wide, not
+    the reader's pool alone: the Parquet reader takes its page and decompression
+    buffers from the default pool whatever pool its arrays use.
+    """
+    import os
+
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    if pa.default_memory_pool().backend_name != "mimalloc":
+        return
+    backends = set(pa.supported_memory_backends())
+    for name in _SMALL_PAGE_POOLS:
+        if name in backends:
+            pa.set_memory_pool(getattr(pa, f"{name}_memory_pool")())
+            return
 
 
 class _File:
@@ -87,10 +127,24 @@ class _File:
         self.metadata = self._reader.metadata
         self.num_row_groups: int = self.metadata.num_row_groups
 
-    def iter_batches(self, batch_size: int) -> Iterator[Any]:
-        """Every column's record batches, in file order."""
+    def iter_batches(self, batch_size: int, first: int = 0) -> Iterator[Any]:
+        """Every column's record batches, in file order: `first` rows, then
+        `batch_size` at a time (pyarrow reads its batch size at each batch).
+
+        Decoded on this thread (`use_threads` off): pyarrow's pool decoding the
+        columns side by side took more CPU (in-process, ~4 ms a 100,000-row file,
+        medians of 7), and on a 2-core machine the batch threads have the other core.
+        """
         groups = list(range(self.metadata.num_row_groups))
-        return iter(self._reader.iter_batches(batch_size, groups, column_indices=None))
+        reader = self._reader
+        batches = reader.iter_batches(first or batch_size, groups, use_threads=False)
+        if first and first != batch_size:
+            held = list(itertools.islice(batches, 1))  # no local keeps it while suspended
+            if not held:
+                return  # (pyarrow's generator, once ended, raises StopIteration again)
+            reader.set_batch_size(batch_size)
+            yield held.pop()
+        yield from batches
 
 
 class _PublicFile:
@@ -102,7 +156,8 @@ class _PublicFile:
         self.metadata = self._file.metadata
         self.num_row_groups: int = self.metadata.num_row_groups
 
-    def iter_batches(self, batch_size: int) -> Iterator[Any]:
+    def iter_batches(self, batch_size: int, first: int = 0) -> Iterator[Any]:
+        """`batch_size` rows at a time from the first (`ParquetFile` cannot change it)."""
         return iter(self._file.iter_batches(batch_size=batch_size))
 
 
@@ -204,6 +259,70 @@ def _iso(value: Any) -> str:
     return text
 
 
+class _DecodeAhead:
+    """An iterator's items fetched one ahead on a helper thread (`next`, then `close`).
+
+    Why: while the reader decoded a 65,536-row slice (~17 ms of CPU) and then cut
+    it, no batch was handed on, and the batch threads ran out of work (at most
+    2 x workers batches wait: ~10 ms of them); at 1,000,000 rows the Parquet run
+    took ~0.1 of its time more than at equal CPU.  pyarrow decodes with the GIL
+    released, so the next slice is decoded here while the caller cuts this one,
+    a few thousand rows at a time (`CUT_ROWS`).  The helper thread runs no Python
+    of its own between fetches (a helper that also cut the batches was tried: it
+    fought the batch threads for the GIL and cost more CPU than it saved).  It
+    fetches item i+1 only once the caller has taken item i: at most two are
+    alive, the caller's and the next.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        import queue
+        import threading
+
+        self._items = items
+        self._queue: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
+        self._room = threading.Semaphore(1)  # released when the caller takes an item
+        self._stop = False
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="parquet-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        items, put, room = self._items, self._queue.put, self._room
+        try:
+            while True:
+                room.acquire()
+                if self._stop:
+                    return
+                item = next(items, self._END)
+                put((item, None))
+                if item is self._END:
+                    return
+                del item
+        except BaseException as exc:  # handed to the caller, raised there
+            put((None, exc))
+
+    def next(self) -> Any:
+        """The next item, None at the end; what the iterator raised is raised here."""
+        if self._done:
+            return None
+        item, exc = self._queue.get()
+        if exc is not None or item is self._END:
+            self._done = True
+            if exc is not None:
+                raise exc
+            return None
+        self._room.release()  # the helper fetches the next one meanwhile
+        return item
+
+    def close(self) -> None:
+        """Stop the helper (it finishes a fetch it is in) and wait for it."""
+        self._stop = True
+        self._room.release()
+        self._thread.join()
+
+
 class ParquetReader(RowReader):
     """Rows of a Parquet file for the spec's columns (`header`, typed by `kinds`)."""
 
@@ -218,10 +337,14 @@ class ParquetReader(RowReader):
         *,
         s3_client: Any = None,
         batch_rows: int = BATCH_ROWS,
+        first_rows: int = FIRST_ROWS,
+        cut_rows: int = CUT_ROWS,
     ) -> None:
         pa = require_arrow()
         self._pa = pa
         self._batch_rows = batch_rows
+        self._first_rows = min(first_rows, batch_rows)
+        self._cut_rows = max(1, cut_rows)
         source = open_parquet_source(uri, s3_client)
         try:
             self._file = _open_file(source)
@@ -339,24 +462,31 @@ class ParquetReader(RowReader):
         return pc.add(length, fixed_key)
 
     def _record_batches(self) -> Iterator[tuple[int, Any]]:
-        """(first row, record batch) in file order; a file that cannot be read past a
-        row stops with one line naming that row (pyarrow's own text has newlines)."""
+        """(first row, record batch) in file order, the next one decoded meanwhile
+        (`_DecodeAhead`); a file that cannot be read past a row stops with one line
+        naming that row (pyarrow's own text has newlines)."""
         pa = self._pa
         offset = 0
-        batches = self._file.iter_batches(self._batch_rows)  # every column: `self.columns`
-        held: list[Any] = []  # this frame keeps no batch while suspended: the consumer's
-        while True:  # `del` frees it before the next one is decoded
-            try:
-                held.append(next(batches))
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError) as exc:
-                raise SourceError(
-                    f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
-                ) from None
-            n = held[0].num_rows
-            yield offset, held.pop()
-            offset += n
+        # every column (`self.columns`); a short first slice (FIRST_ROWS)
+        ahead = _DecodeAhead(self._file.iter_batches(self._batch_rows, self._first_rows))
+        try:
+            held: list[Any] = []  # this frame keeps no batch while suspended: the
+            while True:  # consumer's `del` frees it before the next one is decoded
+                try:
+                    got = ahead.next()
+                except (pa.ArrowException, OSError) as exc:
+                    raise SourceError(
+                        f"{self._uri}: cannot read Parquet past row {offset} ({_one_line(exc)})"
+                    ) from None
+                if got is None:
+                    return
+                held.append(got)
+                del got
+                n = held[0].num_rows
+                yield offset, held.pop()
+                offset += n
+        finally:
+            ahead.close()
 
     def _blocks(self) -> Iterator[tuple[int, list[tuple[str, ...]], list[int], dict[int, ItemRow]]]:
         """Per record batch: (first row, the rows' fields, their sizes, misfit rows by index).
@@ -502,14 +632,19 @@ class ParquetReader(RowReader):
             return (modes["UTF8"], 0, b[0], b[1], b[2], text.offset, False, key)
         return None
 
-    def _native_sizes(self, batch: Any, cast: dict[str, Any], typed: bool = True) -> Any:
-        """Each row's compact JSON size (as `_sizes`), measured in C: an int64 memoryview."""
+    def _native_sizing(
+        self, batch: Any, cast: dict[str, Any], typed: bool = True
+    ) -> tuple[int, list[str], list[tuple[Any, ...]], Any]:
+        """How C sizes each row: (braces and commas, the names of the columns it
+        sizes, those columns as `_native.arrow_sizes` takes them, the int64 sizes of
+        the rest -- measured here by Arrow -- or None)."""
         n = batch.num_rows
         fixed = 2 + max(0, batch.num_columns - 1)  # braces and commas
-        columns, extra = [], None
+        names, columns, extra = [], [], None
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
             sized = self._size_column(name, col, cast, typed)
             if sized is not None:
+                names.append(name)
                 columns.append(sized)
                 continue
             import pyarrow.compute as pc  # only for the types C does not size
@@ -518,15 +653,18 @@ class ParquetReader(RowReader):
             extra = length if extra is None else pc.add(extra, length)
         if extra is not None:
             extra = extra.buffers()[1][extra.offset * 8 : (extra.offset + n) * 8]
-        return memoryview(_native.arrow_sizes(n, fixed, columns, extra)).cast("q")
+        return fixed, names, columns, extra
 
-    def _native_columns(
-        self, batch: Any, typed: bool
-    ) -> tuple[Any, list[tuple[Any, ...]], dict[int, int]]:
-        """(sizes, the spec's columns as `arrow_rows` reads them, the first misfit
-        column of each misfit row)."""
-        cast: dict[str, Any] = {}
-        sizes = self._native_sizes(batch, cast, typed)
+    def _native_sizes(self, batch: Any, cast: dict[str, Any], typed: bool = True) -> Any:
+        """Each row's compact JSON size (as `_sizes`), measured in C: an int64 memoryview."""
+        fixed, _names, columns, extra = self._native_sizing(batch, cast, typed)
+        return memoryview(_native.arrow_sizes(batch.num_rows, fixed, columns, extra)).cast("q")
+
+    def _cell_columns(
+        self, batch: Any, cast: dict[str, Any], typed: bool
+    ) -> tuple[list[tuple[Any, ...]], dict[int, int]]:
+        """(the spec's columns as `arrow_rows` reads them, the first misfit column
+        of each misfit row)."""
         columns: list[tuple[Any, ...]] = []
         bad_at: dict[int, int] = {}
         for j, name in enumerate(self.header):
@@ -535,28 +673,71 @@ class ParquetReader(RowReader):
             columns.append(column)
             for i in bad:
                 bad_at.setdefault(i, j)
-        return sizes, columns, bad_at
+        return columns, bad_at
+
+    def _plan(
+        self, batch: Any, typed: bool
+    ) -> tuple[list[tuple[Any, ...]], dict[int, int], Any, tuple[Any, ...] | None]:
+        """(the cell columns, the misfits, the sizes, None) for a record batch with
+        misfits (`arrow_sizes`); (the cell columns, {}, None, `take_arrow_sized`'s
+        sizing arguments) for one without.  ValueError as `arrow_sizes` gives it."""
+        cast: dict[str, Any] = {}
+        fixed, names, sized, extra = self._native_sizing(batch, cast, typed)
+        columns, bad_at = self._cell_columns(batch, cast, typed)
+        if bad_at:
+            sizes = _native.arrow_sizes(batch.num_rows, fixed, sized, extra)
+            return columns, bad_at, memoryview(sizes).cast("q"), None
+        at = {name: j for j, name in enumerate(self.header)}
+        sizing = []
+        for name, entry in zip(names, sized, strict=True):
+            j = at.get(name, -1)
+            # the cell gives the size only where it was written from these same buffers
+            if j >= 0 and not _same_buffers(columns[j], entry):
+                j = -1
+            sizing.append((*entry, j))
+        return columns, bad_at, None, (sizing, fixed, extra)
+
+    @staticmethod
+    def _first_take(
+        cutter: Any, batch: Any, offset: int, columns: list[Any], sized: Any, end: int
+    ) -> list[Any]:
+        """Rows 0..end of a record batch without misfits (nothing for one with)."""
+        if sized is None:
+            return []
+        got: list[Any] = cutter.take_arrow_sized(batch.num_rows, offset, columns, *sized, 0, end)
+        return got
 
     def _native_cuts(self, cutter: Any) -> Iterator[list[tuple[Any, int, list[Any]]]]:
-        """The batches `cutter` closes over each record batch (a list per record
-        batch, handed on at once), then its last one.
+        """The batches `cutter` closes over each record batch (a list per CUT_ROWS
+        rows of it, handed on at once), then its last one.
 
         A record batch without misfits goes straight from its Arrow buffers into
-        the batches (`BatchCutter.take_arrow`: each cell written once); one with a
-        misfit is written as a block first, and taken around the misfit rows,
-        which become rejects of the batch open at their place.
+        the batches (`BatchCutter.take_arrow_sized`: each cell written once, the
+        row's size measured as it is written); one with a misfit is written as a
+        block first, and taken around the misfit rows, which become rejects of the
+        batch open at their place.
         """
         header = self.header
         for offset, batch in self._record_batches():
-            try:
-                sizes, columns, bad_at = self._native_columns(batch, True)
-            except ValueError:  # a date or decimal the core leaves to Arrow's cast
-                sizes, columns, bad_at = self._native_columns(batch, False)
             n = batch.num_rows
-            if not bad_at:
-                closed = cutter.take_arrow(n, offset, columns, sizes, 0, n)
-                del batch, columns, sizes  # the record batch's Arrow memory goes now
-                yield closed
+            end = min(n, self._cut_rows)
+            try:  # the first take checks the whole record batch before taking a row
+                columns, bad_at, sizes, sized = self._plan(batch, True)
+                closed = self._first_take(cutter, batch, offset, columns, sized, end)
+            except ValueError:  # a date or decimal the core leaves to Arrow's cast
+                columns, bad_at, sizes, sized = self._plan(batch, False)
+                closed = self._first_take(cutter, batch, offset, columns, sized, end)
+            if sized is not None:
+                while True:
+                    if closed:
+                        yield closed
+                    if end == n:
+                        break
+                    start, end = end, min(n, end + self._cut_rows)
+                    closed = cutter.take_arrow_sized(
+                        n, offset, columns, *sized, start, end, check=False
+                    )
+                del batch, columns, sized  # the record batch's Arrow memory goes now
                 continue
             block = _native.arrow_rows(n, offset, columns)
             closed, start = [], 0
@@ -635,6 +816,17 @@ class ParquetReader(RowReader):
             cur.extend(pairs[start:])
         if cur or refused:
             yield emit()
+
+
+def _same_buffers(column: tuple[Any, ...], sized: tuple[Any, ...]) -> bool:
+    """Whether a cell column and a sized column (`arrow_rows`' and `arrow_sizes`'
+    tuples) read the same values the same way: mode, width, offset and buffers."""
+    if column[0] != sized[0] or column[1] != sized[1] or column[5] != sized[5]:
+        return False
+    return all(
+        (a is None and b is None) or (a is not None and b is not None and a.address == b.address)
+        for a, b in zip(column[2:5], sized[2:5], strict=True)
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -241,6 +241,8 @@ def answer_items(bytes raw, bytes table):
     cdef Py_ssize_t tn = PyBytes_GET_SIZE(table)
     cdef bint escaped = False
     cdef dict out = {}
+    cdef object pk = None, sk
+    cdef Py_ssize_t last_pk = -1, last_len = 0
     if _pick_into(p, n, (b"Responses", b"UnprocessedKeys"), found) < 0 or found[0] < 0:
         return None
     if found[2] >= 0:  # UnprocessedKeys: only `{}`
@@ -266,13 +268,17 @@ def answer_items(bytes raw, bytes table):
         while v1 < n and p[v1] != 93:
             if p[v1] != 123:
                 return None
-            k = _value_end(p, v1, n)
+            k = _vend(p, v1, n)
             if k < 0:
                 return None
             if t0 == v0:
-                if _pick_into(p + v1, k - v1, (b"pk", b"sk"), kf) < 2:
+                if _pick_keys(p + v1, k - v1, kf) < 2:
                     return None
-                pk = _plain_key(p + v1, kf[0], kf[1])
+                # the items of one answer mostly share their pk: one str for a run of them
+                if (last_pk < 0 or kf[1] - kf[0] != last_len
+                        or memcmp(p + v1 + kf[0], p + last_pk, last_len) != 0):
+                    pk = _plain_key(p + v1, kf[0], kf[1])
+                    last_pk, last_len = v1 + kf[0], kf[1] - kf[0]
                 sk = _plain_key(p + v1, kf[2], kf[3])
                 if pk is None or sk is None:
                     return None
@@ -286,6 +292,49 @@ def answer_items(bytes raw, bytes table):
         if i < n and p[i] == 44:
             i = _skip_ws(p, i + 1, n)
     return out
+
+
+cdef Py_ssize_t _pick_keys(const unsigned char* p, Py_ssize_t n, Py_ssize_t* found) noexcept nogil:
+    """`_pick_into(p, n, (b"pk", b"sk"), found)` with the members skipped by `_vend`."""
+    cdef Py_ssize_t i = _skip_ws(p, 0, n), k0, k1, v0, v1, j, hits = 0
+    cdef bint escaped
+    found[0] = found[1] = found[2] = found[3] = -1
+    if i >= n or p[i] != 123:
+        return -1
+    i = _skip_ws(p, i + 1, n)
+    if i < n and p[i] == 125:
+        return 0 if _skip_ws(p, i + 1, n) == n else -1
+    while True:
+        if i >= n or p[i] != 34:
+            return -1
+        escaped = False
+        k0 = i
+        k1 = _string_end(p, i, n, &escaped)
+        if k1 < 0 or escaped:
+            return -1
+        i = _skip_ws(p, k1, n)
+        if i >= n or p[i] != 58:
+            return -1
+        v0 = _skip_ws(p, i + 1, n)
+        if v0 >= n or p[v0] != 123:
+            return -1
+        v1 = _vend(p, v0, n)
+        if v1 < 0:
+            return -1
+        if k1 - k0 == 4 and p[k0 + 2] == 107 and (p[k0 + 1] == 112 or p[k0 + 1] == 115):
+            j = 0 if p[k0 + 1] == 112 else 2  # "pk" / "sk"
+            if found[j] >= 0:
+                return -1
+            found[j] = v0
+            found[j + 1] = v1
+            hits += 1
+        i = _skip_ws(p, v1, n)
+        if i < n and p[i] == 44:
+            i = _skip_ws(p, i + 1, n)
+            continue
+        if i < n and p[i] == 125:
+            return hits if _skip_ws(p, i + 1, n) == n else -1
+        return -1
 
 
 cdef object _plain_key(const unsigned char* p, Py_ssize_t a, Py_ssize_t b):
@@ -486,13 +535,48 @@ cdef enum:
     _CAP = 256
 
 
-cdef bint _contains(const unsigned char* p, Py_ssize_t n, const char* needle,
-                    Py_ssize_t nl) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n - nl + 1):
-        if p[i] == needle[0] and memcmp(p + i, needle, nl) == 0:
-            return True
-    return False
+cdef extern from "string.h" nogil:
+    void* memmem(const void* haystack, size_t hl, const void* needle, size_t nl)
+
+
+cdef inline bint _contains(const unsigned char* p, Py_ssize_t n, const char* needle,
+                           Py_ssize_t nl) noexcept nogil:
+    return n >= nl and memmem(p, n, needle, nl) != NULL
+
+
+cdef inline Py_ssize_t _vend(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """`_value_end` with its strings skipped in the same loop (the members split of every
+    stored record and row: a byte costs a compare or two, not a call per string)."""
+    cdef Py_ssize_t depth = 0
+    cdef unsigned char c
+    while i < n:
+        c = p[i]
+        if c == 34:  # a string: to its closing quote, an escape's next byte taken as it is
+            i += 1
+            while i < n:
+                c = p[i]
+                if c == 34:
+                    break
+                if c == 92:
+                    i += 2
+                    continue
+                if c < 32:
+                    return -1
+                i += 1
+            if i >= n:
+                return -1
+        elif c == 123 or c == 91:  # { [
+            depth += 1
+            if depth > 10000:
+                return -1
+        elif c == 125 or c == 93:  # } ]
+            depth -= 1
+            if depth < 0:
+                return -1
+            if depth == 0:
+                return i + 1 if c == 125 else -1
+        i += 1
+    return -1
 
 
 cdef Py_ssize_t _obj_split(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
@@ -517,11 +601,12 @@ cdef Py_ssize_t _obj_split(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
         k1 -= 1
         if k1 + 2 >= n or p[k1 + 2] != 123:
             return -1
-        v1 = _value_end(p, k1 + 2, n)
+        v1 = _vend(p, k1 + 2, n)
         if v1 < 0:
             return -1
         for j in range(m):
-            if out[4 * j + 1] - out[4 * j] == k1 - k0 and memcmp(p + out[4 * j], p + k0, k1 - k0) == 0:
+            if (out[4 * j + 1] - out[4 * j] == k1 - k0 and p[out[4 * j]] == p[k0]
+                    and memcmp(p + out[4 * j], p + k0, k1 - k0) == 0):
                 return -1
         out[4 * m] = k0
         out[4 * m + 1] = k1
@@ -538,7 +623,8 @@ cdef Py_ssize_t _obj_find(const unsigned char* p, Py_ssize_t* members, Py_ssize_
                       const char* name) noexcept nogil:
     cdef Py_ssize_t j, nl = strlen(name)
     for j in range(m):
-        if members[4 * j + 1] - members[4 * j] == nl and memcmp(p + members[4 * j], name, nl) == 0:
+        if (members[4 * j + 1] - members[4 * j] == nl and p[members[4 * j]] == <unsigned char>name[0]
+                and memcmp(p + members[4 * j], name, nl) == 0):
             return j
     return -1
 
@@ -609,10 +695,12 @@ cdef object _merge_c(bytes wire, bytes stored, bint keep_name, long long version
 
 
 cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char* p,
-                     Py_ssize_t n, bint keep_name, long long version, _Scratch* sc) except -1:
+                     Py_ssize_t n, bint keep_name, long long version, _Scratch* sc,
+                     Py_ssize_t ns = -2, Py_ssize_t nr = -2) except -1:
     """The changed record, merged and spliced: 1 with `sc.state` and `sc.item` written
     (the merged `_state` and the row's item at `version`), 0 when bytes cannot say it is
-    changed (unchanged, or unsure: the general way decides)."""
+    changed (unchanged, or unsure: the general way decides).  `ns`, `nr`: the stored
+    record's and the row's members, when already split into `sc.sf` and `sc.rf`."""
     cdef Py_ssize_t* sf = sc.sf
     cdef Py_ssize_t* rf = sc.rf
     cdef Py_ssize_t* sa = sc.sa
@@ -621,8 +709,9 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
     cdef Py_ssize_t* ml = sc.ml
     cdef const unsigned char** mk = sc.mk  # merged names
     cdef Py_ssize_t* mkl = sc.mkl
-    cdef Py_ssize_t ns, nr, nsa, nra = 0, nm, j, k, at
+    cdef Py_ssize_t nsa, nra = 0, nm, j, k, at
     cdef Py_ssize_t s_name, s_attr, s_del, s_seq, r_name, r_attr, r_sk, r_version
+    cdef Py_ssize_t checked[4]
     cdef const unsigned char* m_name_p
     cdef Py_ssize_t m_name_l
     cdef bint changed = False, unsure = False, first
@@ -636,8 +725,10 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
         return 0  # compare_digest reads a set's numbers (and may refuse them)
     if _plain_json(w, 0, wn, 0) != wn:
         return 0
-    ns = _obj_split(p, 0, n, sf)
-    nr = _obj_split(w, 0, wn, rf)
+    if ns == -2:
+        ns = _obj_split(p, 0, n, sf)
+    if nr == -2:
+        nr = _obj_split(w, 0, wn, rf)
     if ns < 0 or nr < 0:
         return 0
     s_name, s_attr = _obj_find(p, sf, ns, b"name"), _obj_find(p, sf, ns, b"attributes")
@@ -646,7 +737,9 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
     r_sk, r_version = _obj_find(w, rf, nr, b"sk"), _obj_find(w, rf, nr, b"version")
     if s_name < 0 or s_attr < 0 or r_sk < 0 or r_version < 0:
         return 0
-    for j in (s_name, s_attr, s_del, s_seq):
+    checked[0], checked[1], checked[2], checked[3] = s_name, s_attr, s_del, s_seq
+    for k in range(4):
+        j = checked[k]
         if j >= 0 and not _span_plain(p, sf[4 * j + 2], sf[4 * j + 3]):
             return 0
     # the stored map's members, then the row's merged in (mergeDeep on non-maps)
@@ -767,7 +860,7 @@ cdef Py_ssize_t _find_span(const unsigned char** keys, Py_ssize_t* lens, Py_ssiz
                            const unsigned char* name, Py_ssize_t nl) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(m):
-        if lens[j] == nl and memcmp(keys[j], name, nl) == 0:
+        if lens[j] == nl and (nl == 0 or keys[j][0] == name[0]) and memcmp(keys[j], name, nl) == 0:
             return j
     return -1
 
@@ -1035,10 +1128,11 @@ cdef int _keep(_ItemStore st, const char* wire, Py_ssize_t wl, const char* pk, P
     return 0
 
 
-def block_stored(ItemBlock block, list stored, list keys, bint keep_name, bint replace):
+def block_stored(ItemBlock block, dict data, list keys, bint keep_name, bint replace):
     """`ModeStage._merge_stored` for a whole native block, in C: each row of `block` (at
-    version 1) with `stored[i]` -- its entity's data row as bytes, or None -- and its
-    entity key `keys[i]`, decided as the mode stage decides it (a partial update, or with
+    version 1) with its entity key `keys[i]` and that entity's data row as bytes
+    (`data.get(keys[i])`, from `KeyLookup.get_many(..., raw=True)`), decided as the mode
+    stage decides it (a partial update, or with
     `replace` the row as the whole record):
 
     `(kept, entries, probe, left, unchanged)`: `kept` the items to write, in order, as a
@@ -1068,8 +1162,8 @@ def block_stored(ItemBlock block, list stored, list keys, bint keep_name, bint r
     cdef dict entries = {}
     cdef list probe = [], left = []
     cdef object s, key, obj
-    if len(stored) != count or len(keys) != count:
-        raise ValueError("stored and keys must be the block's length")
+    if len(keys) != count:
+        raise ValueError("keys must be the block's length")
     item_cls = src.item_cls
     if item_cls is None:  # a block made of Python items (tests): their class
         item_cls = next((type(o) for o in src.made if o is not None), None)
@@ -1089,7 +1183,7 @@ def block_stored(ItemBlock block, list stored, list keys, bint keep_name, bint r
             nr = _obj_split(w, 0, wn, sc.rf)
             if nr < 0:
                 return None
-            s = stored[j]
+            s = data.get(key)
             if s is None:  # a new entity: written as it is, at version 1
                 entries[key] = (1, _row_state(w, sc.rf, nr, replace), line)
                 _keep(out, <const char*>w, wn, d + a.pk_off, a.pk_len, d + a.sk_off, a.sk_len,
@@ -1122,7 +1216,7 @@ def block_stored(ItemBlock block, list stored, list keys, bint keep_name, bint r
                 if _merge_same(w, sc.rf, nr, p, sc.sf, ns, keep_name):
                     unchanged += 1
                     continue
-                if _merge_core(w, wn, p, n, keep_name, version + 1, &sc):
+                if _merge_core(w, wn, p, n, keep_name, version + 1, &sc, ns, nr):
                     entries[key] = (version + 1,
                                     PyBytes_FromStringAndSize(sc.state.data, sc.state.len), line)
                     _keep(out, sc.item.data, sc.item.len, d + a.pk_off, a.pk_len,

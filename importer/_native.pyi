@@ -154,7 +154,7 @@ def stored_merge(
 ) -> tuple[bool, bytes, bytes | None] | None: ...
 def block_stored(
     block: ItemBlock,
-    stored: list[bytes | None],
+    data: dict[tuple[str, str], bytes],
     keys: list[tuple[str, str]],
     keep_name: bool,
     replace: bool,

@@ -381,7 +381,8 @@ def _replace_reference(row: dict, stored: dict, version: int):
 def _block_answer(row: dict, stored_raw: bytes | None, keep_name: bool, replace: bool):
     item = PreparedItem(2, row["pk"]["S"], row["sk"]["S"], wire_json(row))
     key = (row["pk"]["S"], row["sk"]["S"].rsplit("@", 1)[0])
-    return block_stored(ItemBlock([item]), [stored_raw], [key], keep_name, replace), key
+    data = {} if stored_raw is None else {key: stored_raw}
+    return block_stored(ItemBlock([item]), data, [key], keep_name, replace), key
 
 
 @settings(max_examples=400, deadline=None)

@@ -824,8 +824,7 @@ class ModeStage:
         block = items.block()
         if block is None:
             return self._stored_rows(items, keys, data, ticket)
-        stored = [data.get(k) for k in keys]
-        got = block_stored(block, stored, keys, self.keep_name, not self.merge)
+        got = block_stored(block, data, keys, self.keep_name, not self.merge)
         if got is None:  # not the usual batch: row by row, which says why
             return self._stored_rows(items, keys, data, ticket)
         kept_block, entries, probe, left, unchanged = got
@@ -838,9 +837,8 @@ class ModeStage:
         if left:  # what bytes could not say, the Python way
             extra = ItemList()
             for j, version in left:
-                it, raw = items[j], stored[j]
-                assert raw is not None  # (only a stored record is left undecided)
-                verdict = self._verdict(it, raw, version)
+                it = items[j]
+                verdict = self._verdict(it, data[keys[j]], version)
                 if isinstance(verdict, str):
                     out.failures.append(Failure(it.line, it.pk, it.sk, verdict))
                 elif not verdict[0]:

@@ -619,6 +619,49 @@ cdef Py_ssize_t _obj_split(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
         return m if v1 < n and p[v1] == 125 else -1
 
 
+cdef Py_ssize_t _obj_split_plain(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                                 Py_ssize_t* out, Py_ssize_t* end) noexcept nogil:
+    """`_obj_split` of an object written as `json.dumps` writes it (`_plain_json`),
+    checked as it is split: the count, and the index past its close in `end[0]`; -1 for
+    anything else (a name with an escape, a value that is not an object)."""
+    cdef Py_ssize_t m = 0, k0, k1, v1, j
+    if i >= n or p[i] != 123:
+        return -1
+    i += 1
+    if i < n and p[i] == 125:
+        end[0] = i + 1
+        return 0
+    while True:
+        if i >= n or p[i] != 34 or m >= _CAP:
+            return -1
+        k0 = i + 1
+        k1 = _plain_string(p, i, n)  # past the closing quote
+        if k1 < 0 or memchr(p + k0, 92, k1 - 1 - k0) != NULL:
+            return -1
+        if k1 + 1 >= n or p[k1] != 58 or p[k1 + 1] != 123:
+            return -1
+        v1 = _plain_json(p, k1 + 1, n, 1)
+        if v1 < 0:
+            return -1
+        k1 -= 1
+        for j in range(m):
+            if (out[4 * j + 1] - out[4 * j] == k1 - k0 and p[out[4 * j]] == p[k0]
+                    and memcmp(p + out[4 * j], p + k0, k1 - k0) == 0):
+                return -1
+        out[4 * m] = k0
+        out[4 * m + 1] = k1
+        out[4 * m + 2] = k1 + 2
+        out[4 * m + 3] = v1
+        m += 1
+        if v1 < n and p[v1] == 44:
+            i = v1 + 1
+            continue
+        if v1 < n and p[v1] == 125:
+            end[0] = v1 + 1
+            return m
+        return -1
+
+
 cdef Py_ssize_t _obj_find(const unsigned char* p, Py_ssize_t* members, Py_ssize_t m,
                       const char* name) noexcept nogil:
     cdef Py_ssize_t j, nl = strlen(name)
@@ -696,11 +739,12 @@ cdef object _merge_c(bytes wire, bytes stored, bint keep_name, long long version
 
 cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char* p,
                      Py_ssize_t n, bint keep_name, long long version, _Scratch* sc,
-                     Py_ssize_t ns = -2, Py_ssize_t nr = -2) except -1:
+                     Py_ssize_t ns = -2, Py_ssize_t nr = -2, int row_plain = -1) except -1:
     """The changed record, merged and spliced: 1 with `sc.state` and `sc.item` written
     (the merged `_state` and the row's item at `version`), 0 when bytes cannot say it is
     changed (unchanged, or unsure: the general way decides).  `ns`, `nr`: the stored
-    record's and the row's members, when already split into `sc.sf` and `sc.rf`."""
+    record's and the row's members, when already split into `sc.sf` and `sc.rf`;
+    `row_plain`: whether the row is written as `json.dumps` writes it, when known."""
     cdef Py_ssize_t* sf = sc.sf
     cdef Py_ssize_t* rf = sc.rf
     cdef Py_ssize_t* sa = sc.sa
@@ -712,6 +756,7 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
     cdef Py_ssize_t nsa, nra = 0, nm, j, k, at
     cdef Py_ssize_t s_name, s_attr, s_del, s_seq, r_name, r_attr, r_sk, r_version
     cdef Py_ssize_t checked[4]
+    cdef Py_ssize_t end = -1
     cdef const unsigned char* m_name_p
     cdef Py_ssize_t m_name_l
     cdef bint changed = False, unsure = False, first
@@ -723,7 +768,7 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
     attr.len = state.len = item.len = 0
     if _contains(p, n, b'"NS":', 5) or _contains(w, wn, b'"NS":', 5):
         return 0  # compare_digest reads a set's numbers (and may refuse them)
-    if _plain_json(w, 0, wn, 0) != wn:
+    if row_plain == 0 or (row_plain < 0 and _plain_json(w, 0, wn, 0) != wn):
         return 0
     if ns == -2:
         ns = _obj_split(p, 0, n, sf)
@@ -737,17 +782,19 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
     r_sk, r_version = _obj_find(w, rf, nr, b"sk"), _obj_find(w, rf, nr, b"version")
     if s_name < 0 or s_attr < 0 or r_sk < 0 or r_version < 0:
         return 0
-    checked[0], checked[1], checked[2], checked[3] = s_name, s_attr, s_del, s_seq
-    for k in range(4):
+    checked[0], checked[1], checked[2] = s_name, s_del, s_seq
+    for k in range(3):
         j = checked[k]
         if j >= 0 and not _span_plain(p, sf[4 * j + 2], sf[4 * j + 3]):
             return 0
-    # the stored map's members, then the row's merged in (mergeDeep on non-maps)
+    # the stored map's members (checked plain as they are split), then the row's merged in
+    # (mergeDeep on non-maps)
     k = sf[4 * s_attr + 2]
-    if sf[4 * s_attr + 3] - k < 8 or memcmp(p + k, b'{"M":', 5) != 0:
+    at = sf[4 * s_attr + 3]
+    if at - k < 8 or memcmp(p + k, b'{"M":', 5) != 0:
         return 0
-    nsa = _obj_split(p, k + 5, sf[4 * s_attr + 3] - 1, sa)
-    if nsa < 0:
+    nsa = _obj_split_plain(p, k + 5, at - 1, sa, &end)
+    if nsa < 0 or end != at - 1 or p[at - 1] != 125:
         return 0
     if r_attr >= 0:
         k = rf[4 * r_attr + 2]
@@ -1039,14 +1086,14 @@ cdef Py_ssize_t _obj_find_span(const unsigned char* p, Py_ssize_t* members, Py_s
 
 
 cdef int _splice_version(const unsigned char* w, Py_ssize_t wn, Py_ssize_t* rf, Py_ssize_t nr,
-                         const char* num, int numl, _SBuf* item) except -1:
+                         const char* num, int numl, _SBuf* item, bint row_plain) except -1:
     """`ModeStage._render(row, version)` without fields (`update = "replace"`): the row's
     members in order, its sk's version and `version` replaced.  0 when the row is not
     written as `json.dumps` would write it again (the Python way renders it)."""
     cdef Py_ssize_t r_sk = _obj_find(w, rf, nr, b"sk"), r_version = _obj_find(w, rf, nr, b"version")
     cdef Py_ssize_t j, k, at
     item.len = 0
-    if r_sk < 0 or r_version < 0 or _plain_json(w, 0, wn, 0) != wn:
+    if r_sk < 0 or r_version < 0 or not row_plain:
         return 0
     k = rf[4 * r_sk + 2]
     at = rf[4 * r_sk + 3] - 1
@@ -1149,8 +1196,9 @@ def block_stored(ItemBlock block, dict data, list keys, bint keep_name, bint rep
     cdef _ItemStore src = block.store
     cdef _ItemStore out = _ItemStore()
     cdef Py_ssize_t count = block.stop - block.start, i, j, ns, nr, r0 = -1, r1 = -1
-    cdef Py_ssize_t k, q, e0, e1, wn, n
+    cdef Py_ssize_t k, q, e0, e1, wn, n, wend = -1
     cdef Py_ssize_t unchanged = 0
+    cdef bint row_plain
     cdef _Scratch sc
     cdef const unsigned char* w
     cdef const unsigned char* p
@@ -1180,7 +1228,11 @@ def block_stored(ItemBlock block, dict data, list keys, bint keep_name, bint rep
             key = keys[j]
             if a.sk_len < 3 or memcmp(d + a.sk_off + a.sk_len - 2, b"@1", 2) != 0:
                 return None
-            nr = _obj_split(w, 0, wn, sc.rf)
+            # split and checked plain in one pass (the transform writes json.dumps' form)
+            nr = _obj_split_plain(w, 0, wn, sc.rf, &wend)
+            row_plain = nr >= 0 and wend == wn
+            if not row_plain:
+                nr = _obj_split(w, 0, wn, sc.rf)
             if nr < 0:
                 return None
             s = data.get(key)
@@ -1216,7 +1268,7 @@ def block_stored(ItemBlock block, dict data, list keys, bint keep_name, bint rep
                 if _merge_same(w, sc.rf, nr, p, sc.sf, ns, keep_name):
                     unchanged += 1
                     continue
-                if _merge_core(w, wn, p, n, keep_name, version + 1, &sc, ns, nr):
+                if _merge_core(w, wn, p, n, keep_name, version + 1, &sc, ns, nr, row_plain):
                     entries[key] = (version + 1,
                                     PyBytes_FromStringAndSize(sc.state.data, sc.state.len), line)
                     _keep(out, sc.item.data, sc.item.len, d + a.pk_off, a.pk_len,
@@ -1231,7 +1283,7 @@ def block_stored(ItemBlock block, dict data, list keys, bint keep_name, bint rep
             if verdict == 0:
                 unchanged += 1
                 continue
-            if verdict == 1 and _splice_version(w, wn, sc.rf, nr, num, numl, &sc.item):
+            if verdict == 1 and _splice_version(w, wn, sc.rf, nr, num, numl, &sc.item, row_plain):
                 entries[key] = (version + 1, _row_state(w, sc.rf, nr, True), line)
                 _keep(out, sc.item.data, sc.item.len, d + a.pk_off, a.pk_len,
                       d + a.sk_off, a.sk_len - 2, num, numl, line)

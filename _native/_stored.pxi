@@ -232,78 +232,131 @@ def answer_items(bytes raw, bytes table):
     """The items of a BatchGetItem answer for `table` (its name as JSON string bytes, quotes
     included) by `(pk, sk)`, each as its raw bytes -- when the answer left no key
     unprocessed (`"UnprocessedKeys":{}`) and every item's pk and sk are strings without
-    escapes.  None otherwise (the caller reads the answer the general way)."""
+    escapes.  None otherwise (the caller reads the answer the general way).
+
+    The answer is walked once: its members (each an object, as `_pick_into` takes
+    them), the tables of `Responses` and their items, an item's end found as its pk
+    and sk are (`_pick_keys`)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw), i, k, v0, v1, t0, t1
-    cdef Py_ssize_t found[4]
-    cdef Py_ssize_t kf[4]
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw), i, k, v0
     cdef const unsigned char* t = <const unsigned char*>PyBytes_AS_STRING(table)
     cdef Py_ssize_t tn = PyBytes_GET_SIZE(table)
-    cdef bint escaped = False
+    cdef bint escaped = False, responses = False, unprocessed = False
     cdef dict out = {}
-    cdef object pk = None, sk
-    cdef Py_ssize_t last_pk = -1, last_len = 0
-    if _pick_into(p, n, (b"Responses", b"UnprocessedKeys"), found) < 0 or found[0] < 0:
+    i = _skip_ws(p, 0, n)
+    if i >= n or p[i] != 123:
         return None
-    if found[2] >= 0:  # UnprocessedKeys: only `{}`
-        i = _skip_ws(p, found[2] + 1, n)
-        if i >= n or p[i] != 125:
+    i = _skip_ws(p, i + 1, n)
+    if i < n and p[i] == 125:
+        return None  # no Responses
+    while True:
+        if i >= n or p[i] != 34:
             return None
-    i = _skip_ws(p, found[0] + 1, found[1])
-    t0 = -1
-    while i < found[1] and p[i] == 34:  # the members of Responses: tables, then their lists
+        escaped = False
         k = _string_end(p, i, n, &escaped)
-        if k < 0:
+        if k < 0 or escaped:
             return None
         v0 = _skip_ws(p, k, n)
         if v0 >= n or p[v0] != 58:
             return None
         v0 = _skip_ws(p, v0 + 1, n)
-        if v0 >= n or p[v0] != 91:
+        if v0 >= n or p[v0] != 123:
             return None
-        if k - i == tn and memcmp(p + i, t, tn) == 0:
-            t0 = v0
+        if k - i == 11 and memcmp(p + i, b'"Responses"', 11) == 0:
+            if responses:
+                return None
+            responses = True
+            k = _responses(p, v0, n, t, tn, out)
+        elif k - i == 17 and memcmp(p + i, b'"UnprocessedKeys"', 17) == 0:
+            if unprocessed:
+                return None
+            unprocessed = True
+            k = _skip_ws(p, v0 + 1, n)
+            if k >= n or p[k] != 125:  # only `{}`
+                return None
+            k += 1
+        else:
+            k = _vend(p, v0, n)
+        if k < 0:
+            return None
+        i = _skip_ws(p, k, n)
+        if i < n and p[i] == 44:
+            i = _skip_ws(p, i + 1, n)
+            continue
+        if i < n and p[i] == 125 and _skip_ws(p, i + 1, n) == n:
+            return out if responses else None
+        return None
+
+
+cdef Py_ssize_t _responses(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                           const unsigned char* t, Py_ssize_t tn, dict out) except -2:
+    """`Responses` at `p[i]`: its tables' lists, the items of `t` put in `out`.  The
+    index past its close; -1 for an answer to read the general way."""
+    cdef Py_ssize_t k, v0, v1
+    cdef Py_ssize_t kf[4]
+    cdef bint escaped = False, ours
+    cdef object pk = None, sk
+    cdef Py_ssize_t last_pk = -1, last_len = 0
+    i = _skip_ws(p, i + 1, n)
+    while i < n and p[i] == 34:  # the members of Responses: tables, then their lists
+        k = _string_end(p, i, n, &escaped)
+        if k < 0:
+            return -1
+        v0 = _skip_ws(p, k, n)
+        if v0 >= n or p[v0] != 58:
+            return -1
+        v0 = _skip_ws(p, v0 + 1, n)
+        if v0 >= n or p[v0] != 91:
+            return -1
+        ours = k - i == tn and memcmp(p + i, t, tn) == 0
         # the list: objects, commas
         v1 = _skip_ws(p, v0 + 1, n)
         while v1 < n and p[v1] != 93:
             if p[v1] != 123:
-                return None
-            k = _vend(p, v1, n)
-            if k < 0:
-                return None
-            if t0 == v0:
-                if _pick_keys(p + v1, k - v1, kf) < 2:
-                    return None
+                return -1
+            if ours:
+                k = _pick_keys(p, v1, n, kf)
+                if k < 0 or kf[0] < 0 or kf[2] < 0:
+                    return -1
                 # the items of one answer mostly share their pk: one str for a run of them
                 if (last_pk < 0 or kf[1] - kf[0] != last_len
-                        or memcmp(p + v1 + kf[0], p + last_pk, last_len) != 0):
-                    pk = _plain_key(p + v1, kf[0], kf[1])
-                    last_pk, last_len = v1 + kf[0], kf[1] - kf[0]
-                sk = _plain_key(p + v1, kf[2], kf[3])
+                        or memcmp(p + kf[0], p + last_pk, last_len) != 0):
+                    pk = _plain_key(p, kf[0], kf[1])
+                    last_pk, last_len = kf[0], kf[1] - kf[0]
+                sk = _plain_key(p, kf[2], kf[3])
                 if pk is None or sk is None:
-                    return None
+                    return -1
                 out[(pk, sk)] = PyBytes_FromStringAndSize(<const char*>p + v1, k - v1)
+            else:
+                k = _vend(p, v1, n)
+                if k < 0:
+                    return -1
             v1 = _skip_ws(p, k, n)
             if v1 < n and p[v1] == 44:
                 v1 = _skip_ws(p, v1 + 1, n)
         if v1 >= n:
-            return None
+            return -1
         i = _skip_ws(p, v1 + 1, n)
         if i < n and p[i] == 44:
             i = _skip_ws(p, i + 1, n)
-    return out
+    if i >= n or p[i] != 125:
+        return -1
+    return i + 1
 
 
-cdef Py_ssize_t _pick_keys(const unsigned char* p, Py_ssize_t n, Py_ssize_t* found) noexcept nogil:
-    """`_pick_into(p, n, (b"pk", b"sk"), found)` with the members skipped by `_vend`."""
-    cdef Py_ssize_t i = _skip_ws(p, 0, n), k0, k1, v0, v1, j, hits = 0
+cdef Py_ssize_t _pick_keys(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                           Py_ssize_t* found) noexcept nogil:
+    """The object at `p[i]` as `_pick_into(..., (b"pk", b"sk"), found)` reads it (offsets
+    into `p`; -1 where it says -1), its members skipped by `_vend`: the index past its
+    close, or -1."""
+    cdef Py_ssize_t k0, k1, v0, v1, j
     cdef bint escaped
     found[0] = found[1] = found[2] = found[3] = -1
     if i >= n or p[i] != 123:
         return -1
     i = _skip_ws(p, i + 1, n)
     if i < n and p[i] == 125:
-        return 0 if _skip_ws(p, i + 1, n) == n else -1
+        return i + 1
     while True:
         if i >= n or p[i] != 34:
             return -1
@@ -327,13 +380,12 @@ cdef Py_ssize_t _pick_keys(const unsigned char* p, Py_ssize_t n, Py_ssize_t* fou
                 return -1
             found[j] = v0
             found[j + 1] = v1
-            hits += 1
         i = _skip_ws(p, v1, n)
         if i < n and p[i] == 44:
             i = _skip_ws(p, i + 1, n)
             continue
         if i < n and p[i] == 125:
-            return hits if _skip_ws(p, i + 1, n) == n else -1
+            return i + 1
         return -1
 
 

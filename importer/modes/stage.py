@@ -38,7 +38,7 @@ written), never bumped again.  A data table already synced to the row gives the
 same answer.
 
 Duplicate codes and concurrency: a run-level map (entity -> last version
-assigned, digest of its compared fields, line) is updated in file order.  Each
+assigned, its compared fields as compact JSON, line) is updated in file order.  Each
 batch takes a *ticket* on the submitting thread from the run's one
 `importer.ordering.FileOrder` (`stage.order`); the network reads run concurrently,
 but the in-memory assignment step of ticket t waits until every ticket < t has
@@ -59,7 +59,9 @@ earlier line is reported exactly as the map would have (`exists (version v):
 duplicate of line n`).  So memory stays flat however long the file.  A run whose
 writes never reach the table (validate, or no endpoint) keeps every entity
 instead (`importer.modes.ledger.DigestLedger`: 16 bytes an entity in memory up
-to a bound, then sorted runs on disk).
+to a bound, then sorted runs on disk).  A row found equal to its stored record
+(unchanged) puts nothing in the map at all: the table already says what its entry
+would (that version, those fields).
 
 With nothing to read in insert mode (validate without a table) a row's fate
 depends only on whether it is its entity's first in the file, so there the
@@ -185,8 +187,9 @@ def compare_digest(item: Mapping[str, Any]) -> bytes:
 def _state(item: Mapping[str, Any], names: Sequence[str]) -> bytes:
     """The `names` fields of an item (DynamoDB JSON, wire form kept) as compact JSON.
 
-    What a merging stage keeps per entity instead of a digest: the next row of
-    the entity merges into it (the run map holds it until the table shows it).
+    What the stage keeps per entity: merging, the next row of the entity merges into
+    it; replacing, it is compared by `_same` (the run map holds it until the table
+    shows it).
     """
     doc = {k: item[k] for k in names if k in item}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(
@@ -365,7 +368,7 @@ class _Row:
     digest: bytes
     # probe results
     cur_version: int = 0  # latest stored version met (0 = none)
-    cur_digest: bytes = b""  # the stored version's digest, or its `_state` ("merge")
+    cur_digest: bytes = b""  # the stored version's `_state` (see `digest`)
     mine: int = 0  # version at which this very row is already stored (0 = none)
     mine_state: bytes = b""  # ("merge") the fields stored at `mine`
     cur_line: int = 0  # line of this run that wrote cur_version (0 = another writer)
@@ -747,13 +750,15 @@ class ModeStage:
     def _merge_fresh(
         self, items: ItemBatch, lines: list[int], ticket: int | None
     ) -> PreparedBatch | tuple[dict, dict] | None:
-        """Upsert's and strict's hot path (merging), batch-wide, as `_insert_fresh` is
-        insert's: when neither table holds any of the batch's entities, the run map
-        knows none and no key repeats, every row is written as it is, at version 1 --
-        `_assign`'s answer for each -- without parsing a row.  The run map gets each
-        entity's name and attributes as `_state` would give them, spliced from the
-        item's members (`importer._native.wire_pick`) rather than parsed.  Without a
-        table (validate) there is nothing to read: only the run map is asked.
+        """Upsert's and strict's hot path (merging or replacing), batch-wide, as
+        `_insert_fresh` is insert's: when neither table holds any of the batch's
+        entities, the run map knows none and no key repeats, every row is written as it
+        is, at version 1 -- `_assign`'s answer for each -- without parsing a row.  The
+        run map gets each entity's name and attributes (and isDeleted, replacing) as
+        `_state` would give them, spliced from the item's members
+        (`importer._native.wire_pick`) rather than parsed.  When the data table holds
+        some, `_merge_stored` decides.  Without a table (validate) there is nothing to
+        read: only the run map is asked.
 
         Returns the outcome; or what the reads found, for `_probe` to go on from;
         or None when the short way does not apply (`_probe` reads again).

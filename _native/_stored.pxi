@@ -1128,6 +1128,32 @@ cdef int _replace_same(const unsigned char* w, Py_ssize_t* rf, Py_ssize_t nr,
     return -1
 
 
+cdef bint _compared_ns(const unsigned char* p, Py_ssize_t* f, Py_ssize_t m) noexcept nogil:
+    """A number set in what `compare_digest` reads (name, attributes, isDeleted)."""
+    cdef Py_ssize_t j
+    for j in range(m):
+        if ((f[4 * j + 1] - f[4 * j] == 4 and memcmp(p + f[4 * j], b"name", 4) == 0)
+                or (f[4 * j + 1] - f[4 * j] == 10 and memcmp(p + f[4 * j], b"attributes", 10) == 0)
+                or (f[4 * j + 1] - f[4 * j] == 9 and memcmp(p + f[4 * j], b"isDeleted", 9) == 0)):
+            if _contains(p + f[4 * j + 2], f[4 * j + 3] - f[4 * j + 2], b'"NS":', 5):
+                return True
+    return False
+
+
+cdef bint _same_compared(const unsigned char* w, Py_ssize_t* rf, Py_ssize_t nr,
+                         const unsigned char* p, Py_ssize_t* sf, Py_ssize_t ns) noexcept nogil:
+    """Name, attributes and isDeleted each absent from both records or the same bytes in
+    both: the two `_state`s are the same bytes."""
+    cdef Py_ssize_t r, s, k
+    cdef const char* names[3]
+    names[0], names[1], names[2] = b"name", b"attributes", b"isDeleted"
+    for k in range(3):
+        r, s = _obj_find(w, rf, nr, names[k]), _obj_find(p, sf, ns, names[k])
+        if (r < 0) != (s < 0) or (r >= 0 and not _same_span(w, rf, r, p, sf, s)):
+            return False
+    return True
+
+
 cdef Py_ssize_t _obj_find_span(const unsigned char* p, Py_ssize_t* members, Py_ssize_t m,
                                const unsigned char* name, Py_ssize_t nl) noexcept nogil:
     cdef Py_ssize_t j
@@ -1328,10 +1354,13 @@ def block_stored(ItemBlock block, dict data, list keys, bint keep_name, bint rep
                     continue
                 left.append((j, version))
                 continue
-            if _contains(p, n, b'"NS":', 5) or _contains(w, wn, b'"NS":', 5):
+            verdict = _replace_same(w, sc.rf, nr, p, sc.sf, ns, sc.ra, sc.sa)
+            if verdict == 0 and _same_compared(w, sc.rf, nr, p, sc.sf, ns):
+                unchanged += 1  # the same bytes: `_same` never reads a digest
+                continue
+            if _compared_ns(w, sc.rf, nr) or _compared_ns(p, sc.sf, ns):
                 left.append((j, version))  # compare_digest reads a set's numbers
                 continue
-            verdict = _replace_same(w, sc.rf, nr, p, sc.sf, ns, sc.ra, sc.sa)
             if verdict == 0:
                 unchanged += 1
                 continue

@@ -19,7 +19,8 @@ Variants, all in one run, whole processes (`importer run` as a user types it):
 * upsert with `--update replace` (the row is the whole record), unchanged and changed.
 
 `IMPORTER_BENCH_VARIANTS=upsert,replace` runs only the variants whose label contains one
-of those words (insert, the baseline, always runs).
+of those words, `-sync` leaves out those that contain it (insert, the baseline, always
+runs).
 
 `IMPORTER_BENCH_BEFORE=/path/to/an/older/checkout` runs every variant with that
 checkout's importer as well (its native extensions built in place), alternating
@@ -58,11 +59,14 @@ ALL_VARIANTS = (
     ("upsert --update replace, stored unchanged", "upsert", False, "unchanged"),
     ("upsert --update replace, stored changed", "upsert", False, "changed"),
 )
-_PICKED = [w for w in os.environ.get("IMPORTER_BENCH_VARIANTS", "").split(",") if w]
+_WORDS = [w for w in os.environ.get("IMPORTER_BENCH_VARIANTS", "").split(",") if w]
+_PICKED = [w for w in _WORDS if not w.startswith("-")]
+_DROPPED = [w[1:] for w in _WORDS if w.startswith("-")]
 VARIANTS = tuple(
     v
     for i, v in enumerate(ALL_VARIANTS)
-    if i == 0 or not _PICKED or any(w in v[0] for w in _PICKED)
+    if i == 0
+    or ((not _PICKED or any(w in v[0] for w in _PICKED)) and not any(w in v[0] for w in _DROPPED))
 )
 #: rows/s by (checkout, label), each round appended
 RATES: dict[tuple[str, str], list[float]] = {}

@@ -818,8 +818,6 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
     cdef char num[32]
     cdef int numl
     attr.len = state.len = item.len = 0
-    if _contains(p, n, b'"NS":', 5) or _contains(w, wn, b'"NS":', 5):
-        return 0  # compare_digest reads a set's numbers (and may refuse them)
     if row_plain == 0 or (row_plain < 0 and _plain_json(w, 0, wn, 0) != wn):
         return 0
     if ns == -2:
@@ -828,6 +826,8 @@ cdef int _merge_core(const unsigned char* w, Py_ssize_t wn, const unsigned char*
         nr = _obj_split(w, 0, wn, rf)
     if ns < 0 or nr < 0:
         return 0
+    if _compared_ns(p, sf, ns) or _compared_ns(w, rf, nr):
+        return 0  # compare_digest reads a set's numbers (and may refuse them)
     s_name, s_attr = _obj_find(p, sf, ns, b"name"), _obj_find(p, sf, ns, b"attributes")
     s_del, s_seq = _obj_find(p, sf, ns, b"isDeleted"), _obj_find(p, sf, ns, b"seq")
     r_name, r_attr = _obj_find(w, rf, nr, b"name"), _obj_find(w, rf, nr, b"attributes")

@@ -15,7 +15,12 @@ Variants, all in one run, whole processes (`importer run` as a user types it):
 * upsert / strict / `--mode upsert --sync`, stored **unchanged** (the file imported
   again): every row compared, none written;
 * the same, stored **changed** (the previous import's `qty` differs on every row):
-  every row written as version 2 (with `--sync`: its data row and history item too).
+  every row written as version 2 (with `--sync`: its data row and history item too);
+* upsert with `--update replace` (the row is the whole record), unchanged and changed.
+
+`IMPORTER_BENCH_VARIANTS=upsert,replace` runs only the variants whose label contains one
+of those words, `-sync` leaves out those that contain it (insert, the baseline, always
+runs).
 
 `IMPORTER_BENCH_BEFORE=/path/to/an/older/checkout` runs every variant with that
 checkout's importer as well (its native extensions built in place), alternating
@@ -43,7 +48,7 @@ BEFORE = os.environ.get("IMPORTER_BENCH_BEFORE", "")
 TIMEOUT = 300.0 if SMOKE else 3600.0
 
 #: (label, mode, --sync, stored variant or None: the plain endpoint)
-VARIANTS = (
+ALL_VARIANTS = (
     ("insert (default), nothing stored", None, False, None),
     ("upsert, stored unchanged", "upsert", False, "unchanged"),
     ("strict, stored unchanged", "strict", False, "unchanged"),
@@ -51,6 +56,17 @@ VARIANTS = (
     ("upsert, stored changed", "upsert", False, "changed"),
     ("strict, stored changed", "strict", False, "changed"),
     ("upsert --sync, stored changed", "upsert", True, "changed"),
+    ("upsert --update replace, stored unchanged", "upsert", False, "unchanged"),
+    ("upsert --update replace, stored changed", "upsert", False, "changed"),
+)
+_WORDS = [w for w in os.environ.get("IMPORTER_BENCH_VARIANTS", "").split(",") if w]
+_PICKED = [w for w in _WORDS if not w.startswith("-")]
+_DROPPED = [w[1:] for w in _WORDS if w.startswith("-")]
+VARIANTS = tuple(
+    v
+    for i, v in enumerate(ALL_VARIANTS)
+    if i == 0
+    or ((not _PICKED or any(w in v[0] for w in _PICKED)) and not any(w in v[0] for w in _DROPPED))
 )
 #: rows/s by (checkout, label), each round appended
 RATES: dict[tuple[str, str], list[float]] = {}
@@ -120,6 +136,8 @@ def _run(label, mode, sync, stored, checkout, files, ack_binary) -> tuple[float,
         cmd = importer_cmd(files["csv"], files["spec"], ep.endpoint_url, mode, files["dir"], tag)
         if sync:
             cmd.append("--sync")
+        if "--update replace" in label:
+            cmd += ["--update", "replace"]
         env = client_env(ep.endpoint_url)
         if checkout[1]:
             env["PYTHONPATH"] = os.pathsep.join([checkout[1], env["PYTHONPATH"]])

@@ -174,3 +174,19 @@ def answer_items(raw: bytes, table: bytes) -> dict[tuple[str, str], bytes] | Non
 def stored_merge(
     wire: bytes, stored: bytes, keep_name: bool, version: int
 ) -> tuple[bool, bytes, bytes | None] | None: ...
+def block_stored(
+    block: ItemBlock,
+    data: dict[tuple[str, str], bytes],
+    keys: list[tuple[str, str]],
+    keep_name: bool,
+    replace: bool,
+) -> (
+    tuple[
+        ItemBlock,
+        dict[tuple[str, str], tuple[int, bytes, int]],
+        list[tuple[str, str]],
+        list[tuple[int, int]],
+        int,
+    ]
+    | None
+): ...

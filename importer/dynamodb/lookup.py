@@ -378,7 +378,9 @@ class _Reads:
         if isinstance(answer, Reply) and answer.raw is not None:
             if answer.raw == self.lookup._nothing_found(self.table):
                 return Taken.CLEAN
-            if _NONE_LEFT in answer.raw:
+            # (DynamoDB writes it after Responses: looked for from the end, not through
+            # every item of the answer)
+            if answer.raw.rfind(_NONE_LEFT) >= 0:
                 return Taken.HERE
         return Taken.LANES
 

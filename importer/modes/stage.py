@@ -38,7 +38,7 @@ written), never bumped again.  A data table already synced to the row gives the
 same answer.
 
 Duplicate codes and concurrency: a run-level map (entity -> last version
-assigned, digest of its compared fields, line) is updated in file order.  Each
+assigned, its compared fields as compact JSON, line) is updated in file order.  Each
 batch takes a *ticket* on the submitting thread from the run's one
 `importer.ordering.FileOrder` (`stage.order`); the network reads run concurrently,
 but the in-memory assignment step of ticket t waits until every ticket < t has
@@ -59,7 +59,9 @@ earlier line is reported exactly as the map would have (`exists (version v):
 duplicate of line n`).  So memory stays flat however long the file.  A run whose
 writes never reach the table (validate, or no endpoint) keeps every entity
 instead (`importer.modes.ledger.DigestLedger`: 16 bytes an entity in memory up
-to a bound, then sorted runs on disk).
+to a bound, then sorted runs on disk).  A row found equal to its stored record
+(unchanged) puts nothing in the map at all: the table already says what its entry
+would (that version, those fields).
 
 With nothing to read in insert mode (validate without a table) a row's fate
 depends only on whether it is its entity's first in the file, so there the
@@ -82,7 +84,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from importer._native import stored_head, stored_merge, wire_pick
+from importer._native import block_stored, stored_head, stored_merge, wire_pick
 from importer.dynamodb.errors import WriterFatalError
 from importer.dynamodb.lookup import KeyLookup, Keys, LookupFailed
 from importer.item_batch import ItemBatch, ItemList, as_batch
@@ -185,8 +187,9 @@ def compare_digest(item: Mapping[str, Any]) -> bytes:
 def _state(item: Mapping[str, Any], names: Sequence[str]) -> bytes:
     """The `names` fields of an item (DynamoDB JSON, wire form kept) as compact JSON.
 
-    What a merging stage keeps per entity instead of a digest: the next row of
-    the entity merges into it (the run map holds it until the table shows it).
+    What the stage keeps per entity: merging, the next row of the entity merges into
+    it; replacing, it is compared by `_same` (the run map holds it until the table
+    shows it).
     """
     doc = {k: item[k] for k in names if k in item}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(
@@ -194,34 +197,51 @@ def _state(item: Mapping[str, Any], names: Sequence[str]) -> bytes:
     )
 
 
+#: What the run map keeps of a row: merging, the fields the next row merges into
+#: (`_state`); replacing, the fields `compare_digest` reads (compared by `_same`).
+_MERGE_FIELDS = ("name", "attributes")
+_REPLACE_FIELDS = ("name", "attributes", "isDeleted")
 _MERGE_NAMES = (b"name", b"attributes")
+_REPLACE_NAMES = (b"name", b"attributes", b"isDeleted")
 
 
-def _merge_state(wire: bytes, picked: bytes | None = None) -> bytes:
-    """`_state(json.loads(wire), ("name", "attributes"))`, spliced from the members' bytes
-    (`importer._native.wire_pick`: equal as JSON); the general way for a record the
-    native split does not take.  `picked`: `wire_pick`'s answer, when already made."""
+def _merge_state(wire: bytes, picked: bytes | None = None, *, replace: bool = False) -> bytes:
+    """`_state(json.loads(wire), ("name", "attributes"))` (with `replace`, and
+    "isDeleted"), spliced from the members' bytes (`importer._native.wire_pick`: equal
+    as JSON); the general way for a record the native split does not take.  `picked`:
+    `wire_pick`'s answer, when already made."""
     if picked is None:
-        picked = wire_pick(wire, _MERGE_NAMES)
+        picked = wire_pick(wire, _REPLACE_NAMES if replace else _MERGE_NAMES)
     if picked is None:
-        return _state(json.loads(wire), ("name", "attributes"))
+        return _state(json.loads(wire), _REPLACE_FIELDS if replace else _MERGE_FIELDS)
     return picked
 
 
-def _merge_states(items: Sequence[PreparedItem] | ItemBatch) -> list[bytes]:
+def _merge_states(
+    items: Sequence[PreparedItem] | ItemBatch, *, replace: bool = False
+) -> list[bytes]:
     """`_merge_state` of each item (of a native `ItemBlock` without a PreparedItem per row)."""
     items = as_batch(items)
-    picked = items.pick(_MERGE_NAMES)
-    return [p if p is not None else _merge_state(items[i].wire) for i, p in enumerate(picked)]
+    picked = items.pick(_REPLACE_NAMES if replace else _MERGE_NAMES)
+    return [
+        p if p is not None else _merge_state(items[i].wire, replace=replace)
+        for i, p in enumerate(picked)
+    ]
 
 
 def _same(a: bytes, b: bytes) -> bool:
-    """Two states equal as MBC's compare sees them (`compare_digest`)."""
+    """Two states equal as MBC's compare sees them (`compare_digest`, which reads only
+    name, attributes and isDeleted: a state holding those compares as its record)."""
     return a == b or compare_digest(_load(a)) == compare_digest(_load(b))
 
 
 def _load(state: bytes) -> dict[str, Any]:
     return json.loads(state.decode("utf-8", "surrogatepass"))
+
+
+def _as_read(data: Mapping[tuple[str, str], bytes]) -> tuple[dict, dict]:
+    """Stored records as bytes, as `_probe` takes what was read (parsed)."""
+    return {k: json.loads(v) for k, v in data.items()}, {}
 
 
 def _version_of(item: Mapping[str, Any], default: int) -> int:
@@ -343,12 +363,12 @@ class _Row:
     code: str
     #: None: read from the wire when first needed (insert mode rarely needs it)
     request_id: str | None
-    #: what the row compares by: its compare digest ("replace"), or its own
-    #: name and attributes as compact JSON ("merge", see `_state`)
+    #: what the row compares by (`_same`), as compact JSON (`_state`): its own name and
+    #: attributes ("merge"), and isDeleted ("replace")
     digest: bytes
     # probe results
     cur_version: int = 0  # latest stored version met (0 = none)
-    cur_digest: bytes = b""  # the stored version's digest, or its `_state` ("merge")
+    cur_digest: bytes = b""  # the stored version's `_state` (see `digest`)
     mine: int = 0  # version at which this very row is already stored (0 = none)
     mine_state: bytes = b""  # ("merge") the fields stored at `mine`
     cur_line: int = 0  # line of this run that wrote cur_version (0 = another writer)
@@ -578,11 +598,10 @@ class ModeStage:
                     _Row(it, it.sk.rsplit("@", 1)[0], "", None, b"", lazy_id=True) for it in items
                 ]
             else:
-                if self.merge:
-                    fresh = self._merge_fresh(items, lines, ticket)
-                    if isinstance(fresh, PreparedBatch):
-                        return fresh
-                    read = fresh
+                fresh = self._merge_fresh(items, lines, ticket)
+                if isinstance(fresh, PreparedBatch):
+                    return fresh
+                read = fresh
                 parsed = [self._parse(it) for it in items]
             lookup_error = ""
             try:
@@ -731,13 +750,15 @@ class ModeStage:
     def _merge_fresh(
         self, items: ItemBatch, lines: list[int], ticket: int | None
     ) -> PreparedBatch | tuple[dict, dict] | None:
-        """Upsert's and strict's hot path (merging), batch-wide, as `_insert_fresh` is
-        insert's: when neither table holds any of the batch's entities, the run map
-        knows none and no key repeats, every row is written as it is, at version 1 --
-        `_assign`'s answer for each -- without parsing a row.  The run map gets each
-        entity's name and attributes as `_state` would give them, spliced from the
-        item's members (`importer._native.wire_pick`) rather than parsed.  Without a
-        table (validate) there is nothing to read: only the run map is asked.
+        """Upsert's and strict's hot path (merging or replacing), batch-wide, as
+        `_insert_fresh` is insert's: when neither table holds any of the batch's
+        entities, the run map knows none and no key repeats, every row is written as it
+        is, at version 1 -- `_assign`'s answer for each -- without parsing a row.  The
+        run map gets each entity's name and attributes (and isDeleted, replacing) as
+        `_state` would give them, spliced from the item's members
+        (`importer._native.wire_pick`) rather than parsed.  When the data table holds
+        some, `_merge_stored` decides.  Without a table (validate) there is nothing to
+        read: only the run map is asked.
 
         Returns the outcome; or what the reads found, for `_probe` to go on from;
         or None when the short way does not apply (`_probe` reads again).
@@ -764,7 +785,7 @@ class ModeStage:
                 return None
             if stored:
                 return {}, stored
-        states = _merge_states(items)
+        states = _merge_states(items, replace=not self.merge)
         try:
             self._wait_turn(ticket)
         except Stopped:
@@ -788,20 +809,76 @@ class ModeStage:
     ) -> PreparedBatch | tuple[dict, dict] | None:
         """`_merge_fresh` when the data table holds some of the batch's entities (a file
         imported into the live table again): each stored record is compared with its row
-        by bytes (`importer._native.stored_merge`) -- the usual answers, unchanged or the
-        next version, without a parse -- and the Python way (`_stored_verdict`) answers
-        only a row the bytes cannot.  `_probe`'s reads are the same: the data row, then
-        the command table at the next version (or @1), which must hold nothing.
+        by bytes -- for a native block the whole batch in one C call
+        (`importer._native.block_stored`: the usual answers, unchanged or the next
+        version, without a Python object per row), else row by row
+        (`importer._native.stored_merge`) -- and the Python way (`_stored_verdict`)
+        answers only a row the bytes cannot.  `_probe`'s reads are the same: the data
+        row, then the command table at the next version (or @1), which must hold nothing.
 
         Returns the outcome; or what was read (`_probe` goes on from it) when the batch is
         not the usual one: a record this run wrote, a command table ahead of the data
         table, an entity the run map knows.
+
+        A row found unchanged leaves nothing in the run map: the table shows what the
+        entry would say (that version, those fields), so a later row of the entity reads
+        the same from the table as `_assign` would take from the map.
         """
         lookup = self.lookup
         assert lookup is not None and self.data_table
+        block = items.block()
+        if block is None:
+            return self._stored_rows(items, keys, data, ticket)
+        got = block_stored(block, data, keys, self.keep_name, not self.merge)
+        if got is None:  # not the usual batch: row by row, which says why
+            return self._stored_rows(items, keys, data, ticket)
+        kept_block, entries, probe, left, unchanged = got
+        try:
+            if lookup.get_many(self.table, Keys(probe, distinct=True)):
+                return _as_read(data)  # the command table is ahead of the data table
+        except LookupFailed:
+            return None
+        out = PreparedBatch(items=kept_block, unchanged=unchanged)
+        if left:  # what bytes could not say, the Python way
+            extra = ItemList()
+            for j, version in left:
+                it = items[j]
+                verdict = self._verdict(it, data[keys[j]], version)
+                if isinstance(verdict, str):
+                    out.failures.append(Failure(it.line, it.pk, it.sk, verdict))
+                elif not verdict[0]:
+                    out.unchanged += 1
+                else:
+                    assert verdict[2] is not None
+                    sk = f"{keys[j][1]}@{version + 1}"
+                    extra.append(PreparedItem(it.line, it.pk, sk, verdict[2]))
+                    entries[keys[j]] = (version + 1, verdict[1], it.line)
+            if extra:
+                out.items = ItemList(sorted([*kept_block, *extra], key=lambda it: it.line))
+        try:
+            self._wait_turn(ticket)
+        except Stopped:
+            return _not_assigned(items)
+        with self._lock:
+            if self._ledger.knows_any(keys):
+                return _as_read(data)  # `_assign` decides row by row (the turn is taken)
+            self._ledger.store(entries, ticket)
+        return out
+
+    def _stored_rows(
+        self,
+        items: ItemBatch,
+        keys: list[tuple[str, str]],
+        data: dict[tuple[str, str], bytes],
+        ticket: int | None,
+    ) -> PreparedBatch | tuple[dict, dict] | None:
+        """`_merge_stored` row by row: for a batch of Python items, and for a batch
+        `block_stored` does not take (it says None where this returns what was read)."""
+        lookup = self.lookup
+        assert lookup is not None
 
         def as_read() -> tuple[dict, dict]:
-            return {k: json.loads(v) for k, v in data.items()}, {}
+            return _as_read(data)
 
         rows = list(items)
         versions: list[int] = []  # 0: not stored
@@ -829,12 +906,7 @@ class ModeStage:
             return None
         verdicts: list[tuple[bool, bytes, bytes | None] | str | None] = []
         for it, key, version in zip(rows, keys, versions, strict=True):
-            if not version:
-                verdicts.append(None)
-                continue
-            stored = data[key]
-            got = stored_merge(it.wire, stored, self.keep_name, version + 1)
-            verdicts.append(got if got is not None else self._stored_verdict(it, stored, version))
+            verdicts.append(self._verdict(it, data[key], version) if version else None)
         try:
             self._wait_turn(ticket)
         except Stopped:
@@ -848,12 +920,11 @@ class ModeStage:
             for it, key, version, verdict in zip(rows, keys, versions, verdicts, strict=True):
                 if verdict is None:
                     kept.append(it)
-                    entries[key] = (1, _merge_state(it.wire), it.line)
+                    entries[key] = (1, _merge_state(it.wire, replace=not self.merge), it.line)
                 elif isinstance(verdict, str):
                     out.failures.append(Failure(it.line, it.pk, it.sk, verdict))
                 elif not verdict[0]:
-                    out.unchanged += 1
-                    entries[key] = (version, verdict[1], 0)
+                    out.unchanged += 1  # nothing for the run map: the table shows it
                 else:
                     assert verdict[2] is not None
                     sk = f"{key[1]}@{version + 1}"
@@ -862,12 +933,39 @@ class ModeStage:
             self._ledger.store(entries, ticket)
         return out
 
+    def _verdict(
+        self, it: PreparedItem, stored: bytes, version: int
+    ) -> tuple[bool, bytes, bytes | None] | str:
+        """A row against its entity's record stored at `version`: by bytes when they
+        can say (merging: `stored_merge`), else the Python way (`_stored_verdict`)."""
+        if self.merge:
+            got = stored_merge(it.wire, stored, self.keep_name, version + 1)
+            if got is not None:
+                return got
+        return self._stored_verdict(it, stored, version)
+
+    def _replace_verdict(
+        self, it: PreparedItem, stored: bytes, version: int
+    ) -> tuple[bool, bytes, bytes | None]:
+        """`update = "replace"`: the row is the whole record -- unchanged when it equals
+        the stored one as `compare_digest` sees them, else written as it is at version
+        + 1 (`_assign`'s answer, the reference for `block_stored`)."""
+        base = _state(json.loads(stored), _REPLACE_FIELDS)
+        doc = json.loads(it.wire)
+        own = _state(doc, _REPLACE_FIELDS)
+        if _same(own, base):
+            return (False, base, None)
+        row = _Row(it, it.sk.rsplit("@", 1)[0], "", None, own)
+        return (True, own, self._render(row, version + 1).wire)
+
     def _stored_verdict(
         self, it: PreparedItem, stored: bytes, version: int
     ) -> tuple[bool, bytes, bytes | None] | str:
         """`stored_merge`'s answer the Python way (what `_assign` decides for a row whose
         entity is stored at `version`): the reference for every case bytes cannot say;
         a string is the row's failure."""
+        if not self.merge:
+            return self._replace_verdict(it, stored, version)
         base = _state(json.loads(stored), MERGED_FIELDS)
         own = _merge_state(it.wire)
         try:
@@ -886,12 +984,12 @@ class ModeStage:
         # the parsed item is not kept: as Python objects it is ~10x its wire bytes, and a
         # batch keeps its rows until its turn comes (all workers' batches, at worst).
         # Only rows written at another version than 1 are parsed again (`_render`).
-        own = _state(doc, ("name", "attributes")) if self.merge else compare_digest(doc)
+        own = _state(doc, _MERGE_FIELDS if self.merge else _REPLACE_FIELDS)
         return _Row(item, base, code, _request_id(doc), own)
 
     def _stored(self, stored: Mapping[str, Any]) -> bytes:
         """What a stored version is compared (and, merging, merged) by."""
-        return _state(stored, MERGED_FIELDS) if self.merge else compare_digest(stored)
+        return _state(stored, MERGED_FIELDS if self.merge else _REPLACE_FIELDS)
 
     def _probe(self, rows: list[_Row], read: tuple[dict, dict] | None = None) -> None:
         """Fill cur_version/cur_digest/mine of each row from the tables (network).
@@ -1064,7 +1162,7 @@ class ModeStage:
                     v = base_v + 1
                     kept.append(self._render(r, v, merged))
                     state[key] = (v, merged, it.line)
-            elif base_d == r.digest:
+            elif _same(base_d, r.digest):
                 out.unchanged += 1
                 if known is None:
                     state[key] = (base_v, base_d, 0)

@@ -437,6 +437,36 @@ def _run_custom(
         plans[key] = replanned
 
 
+def _write_made(
+    writer_for: Callable[[str], Writer], tables: Tables, made: Sequence[Any], result: SyncResult
+) -> None:
+    """Write the history rows, then the data rows, then the previous commands (with their
+    TTL) of `fast_sync.SyncedItem`s, as `_sync_chunk` writes a plan's: an entity whose
+    history or data row was refused writes nothing further (its data row has not moved,
+    so a re-run applies its command again)."""
+    refused: set[int] = set()
+    steps = (
+        (tables.history, "history_written", lambda it: (it.history_sk, it.history)),
+        (tables.data, "data_written", lambda it: (remove_sk_version(it.sk), it.data)),
+        (tables.command, "commands_written", lambda it: (it.previous_sk, it.previous)),
+    )
+    for table, attr, part in steps:
+        items = []
+        for it in made:
+            sk, wire = part(it)
+            if wire is not None and it.line not in refused:
+                items.append(PreparedItem(it.line, it.pk, sk, wire))
+        if not items:
+            continue
+        outcome = writer_for(table).write_batch(items)
+        setattr(result, attr, getattr(result, attr) + outcome.written)
+        result.failures.extend(outcome.failures)
+        refused.update(f.line for f in outcome.failures)
+    result.commands_seen += len(made)
+    result.entities += len(made)
+    result.applied += sum(1 for it in made if it.line not in refused)
+
+
 def _boto3_writers(dynamodb: Any) -> Callable[[str], Writer]:
     """BatchWriters for each table over the caller's boto3 client (the one DynamoDB client)."""
     from importer.dynamodb.client import Boto3DynamoClient
@@ -506,7 +536,9 @@ class BatchSync:
         # TTL configs read once per run, not per batch (a batch may hold many tenants);
         # its clock is looked up per call, so a pinned `importer.mbc.sync.time` applies
         tables = Tables.from_command_table(table, data=data_table)
+        self.tables = tables
         self.data_table_name = tables.data
+        self.history_table_name = tables.history
         self.resolver = TtlResolver(
             self.calls, tables.master_data, clock=lambda: (self.clock or time.time)(), cache=True
         )
@@ -539,6 +571,19 @@ class BatchSync:
         """Only the default handler: new entities may take `importer.mbc.fast_sync`'s way."""
         return all(getattr(h, "type", "") == "dynamodb" for h in self.handlers)
 
+    def sync_ttls(self, tenants: Iterable[str | None]) -> dict[str | None, tuple[bytes, bytes]]:
+        """Per tenant, the TTL members `importer.mbc.fast_sync` writes now: (history row's,
+        previous command's), as `plan_entity` asks `resolver.ttl` for them."""
+        from importer.mbc.fast_sync import ttl_member
+
+        return {
+            tenant: (
+                ttl_member(self.resolver.ttl(self.tables.history, tenant)),
+                ttl_member(self.resolver.ttl(self.tables.command, tenant)),
+            )
+            for tenant in tenants
+        }
+
     def sync(self, commands: list[Item]) -> SyncResult:
         """Apply these just-written command records (and any earlier pending versions)."""
         return sync_tables(
@@ -554,6 +599,20 @@ class BatchSync:
             refinish=True,
             resolver=self.resolver,
         )
+
+    def sync_items(self, items: Sequence[PreparedItem]) -> SyncResult:
+        """Apply these just-written records: a `fast_sync.SyncedItem` by writing what it
+        carries (made as bytes when it was split), every other one by `sync`."""
+        from importer.mbc.fast_sync import SyncedItem
+
+        made = [it for it in items if isinstance(it, SyncedItem)]
+        plain = [json.loads(it.wire) for it in items if not isinstance(it, SyncedItem)]
+        result = self.sync(plain) if plain else SyncResult()
+        if made:
+            started = time.monotonic()
+            _write_made(self.writer_for, self.tables, made, result)
+            result.seconds += time.monotonic() - started
+        return result
 
     def close(self) -> None:
         for writer in self._writers.values():

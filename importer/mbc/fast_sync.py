@@ -163,10 +163,19 @@ _PUT = frozenset(("pk", "sk", *_COPIED, "cpk", "csk", *_COPIED_LATE, *_DATA_TAIL
 
 def _version(raw: bytes | None) -> int | None:
     """A `version` member's integer when it is written plainly (`{"N":"12"}`), else None
-    (a form the general path reads with `float`: left to it)."""
-    if raw is None or not raw.startswith(b'{"N":"') or not raw.endswith(b'"}'):
+    (a form the general path reads with `float`, "1.0" say: left to it)."""
+    if raw is None:
         return None
-    digits = raw[6:-2]
+    if raw.startswith(b'{"N":"') and raw.endswith(b'"}'):
+        digits = raw[6:-2]
+    else:  # spaced, say: read
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(value, dict) or len(value) != 1 or not isinstance(value.get("N"), str):
+            return None
+        digits = value["N"].encode()
     if not digits.isdigit() or (len(digits) > 1 and digits[:1] == b"0"):
         return None
     return int(digits)

@@ -248,8 +248,10 @@ def existing_entities(draw):
     version = draw(st.integers(2, 12))
     record = _at(record, version)
     earlier = _at(draw(commands()), version - 1)
-    earlier["pk"], earlier["sk"] = record["pk"], {"S": record["sk"]["S"].rsplit("@", 1)[0]
-                                                   + f"@{version - 1}"}
+    earlier["pk"], earlier["sk"] = (
+        record["pk"],
+        {"S": record["sk"]["S"].rsplit("@", 1)[0] + f"@{version - 1}"},
+    )
     data = transform_command_to_data(earlier, None, UTC)
     names = st.sampled_from(["extra", "ttl", "createdBy", "createdIp", "status", "seq"])
     extra = draw(st.dictionaries(names, st.one_of(value, st.just({"NULL": True})), max_size=3))

@@ -362,3 +362,75 @@ def test_existing_entity_items_leave_other_records_to_the_general_path():
         assert existing_entity_items(_wire(record), "P#x@2", bad, None, UTC, fin, ttls) is None
         assert existing_entity_items(_wire(record), "P#x@2", _wire(data), bad, UTC, fin,
                                      ttls) is None  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    existing_entities(),
+    st.sampled_from([UTC, timezone(timedelta(hours=9))]),
+    st.sampled_from([False, False, False, True]),  # DynamoDB answers compact
+    TTLS,
+    TTLS,
+    st.sampled_from([True, True, True, False]),  # dates learnt: the usual case
+)
+def test_existing_items_in_c_equal_existing_entity_items(
+    entity, tz, spaced, ttl_history, ttl_command, learnt
+):
+    """`importer._native.existing_items` (what `run --sync` calls first) gives the bytes of
+    the Python rules, or None -- never other bytes."""
+    from importer.mbc.fast_sync import (
+        _DATES,
+        _dates_for,
+        _made_in_c,
+        existing_entity_items,
+        ttl_member,
+    )
+    from importer.records import PreparedItem
+    from importer.run.batch_steps import mark_sync
+
+    record, data, previous = entity
+    record = {k: v for k, v in record.items() if k != "syncMode"}  # marked below
+    sk = record["sk"]["S"]
+    wire = mark_sync([PreparedItem(2, record["pk"]["S"], sk, _wire(record, spaced=spaced))])[0].wire
+    stored = _wire(data, spaced=spaced)
+    before = None if previous is None else _wire(previous, spaced=spaced)
+    ttls = (ttl_member(ttl_history), ttl_member(ttl_command))
+    status, updated = finished_status(NOW)
+    _DATES.pop(tz, None)
+    dates = _dates_for(tz, wire, stored, before) if learnt else {}
+    got = _made_in_c(wire, sk, stored, before, dates, status, updated, ttls)
+    want = existing_entity_items(wire, sk, stored, before, tz, (status, updated), ttls)
+    assert want is not None
+    if got is None:  # not taken in C (an escape, a spaced record, a date not learnt)
+        return
+    assert got == want
+
+
+def test_existing_items_in_c_take_the_usual_records():
+    """Compact records as the importer writes them and DynamoDB answers them, dates learnt:
+    made in C (a NULL createdBy on the data row: the command's), equal to Python's."""
+    from importer.mbc.fast_sync import _dates_for, _made_in_c, existing_entity_items, ttl_member
+
+    record = {"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#A-1@3"}, "id": {"S": "x"},
+              "version": {"N": "3"}, "name": {"S": "A é"}, "attributes": {"M": {}},
+              "createdAt": {"S": "2026-01-02T03:04:05+09:00"}, "createdBy": {"S": "me"},
+              "syncMode": {"S": "SYNC"}}  # fmt: skip
+    data = {"pk": {"S": "PRODUCT#acme"}, "sk": {"S": "PRODUCT#A-1"}, "version": {"N": "2"},
+            "extra": {"L": []}, "ttl": {"N": "5"}, "createdBy": {"NULL": True},
+            "createdAt": {"S": "2025-01-01T00:00:00+00:00"}}  # fmt: skip
+    previous = {**record, "sk": {"S": "PRODUCT#A-1@2"}, "version": {"N": "2"}}
+    wires = [_wire(record), _wire(data), _wire(previous)]
+    ttls = (ttl_member(7), ttl_member(None))
+    status, updated = finished_status(NOW)
+    for tz in (UTC, timezone(timedelta(hours=9))):
+        dates = _dates_for(tz, *wires)
+        got = _made_in_c(wires[0], "PRODUCT#A-1@3", wires[1], wires[2], dates, status, updated,
+                         ttls)  # fmt: skip
+        want = existing_entity_items(wires[0], "PRODUCT#A-1@3", wires[1], wires[2], tz,
+                                     (status, updated), ttls)  # fmt: skip
+        assert got is not None and got == want
+        assert json.loads(got.data)["createdBy"] == {"S": "me"}
+        assert json.loads(got.history)["sk"] == {"S": "PRODUCT#A-1@2"}
+        # a date it has not met: left to Python
+        assert _made_in_c(wires[0], "PRODUCT#A-1@3", wires[1], wires[2], {}, status, updated,
+                          ttls) is None  # fmt: skip

@@ -320,7 +320,8 @@ def test_existing_entities_made_as_bytes_equal_the_general_path(tmp_path):
         for name, module, refuse in (("fast", fast, False), ("slow", slow, True)):
             seen, spy = _spy_sync_items()
             patches = [spy]
-            if refuse:
+            if refuse:  # neither C nor Python makes them
+                patches.append(mock.patch("importer.mbc.fast_sync._made_in_c", lambda *a: None))
                 patches.append(
                     mock.patch("importer.mbc.fast_sync.existing_entity_items", lambda *a: None)
                 )

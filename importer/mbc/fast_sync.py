@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from importer._native import block_new_entities, wire_members, wire_pick
+from importer._native import block_new_entities, existing_items, wire_members, wire_pick
 from importer.dynamodb.lookup import Keys
 from importer.item_batch import as_batch
 from importer.mbc.command_states import FINISH_FINISHED
@@ -434,20 +434,36 @@ def _data_plan() -> tuple[tuple[bytes, bytes, int], ...]:
 
 
 _PLAN = _data_plan()
+
+
+def _existing_plan() -> tuple[tuple[bytes, bytes, int], ...]:
+    """`transform_command_to_data(command, stored)` as steps for `existing_items`: those of
+    `_data_plan`, the `_KEPT` members taken from the data row first (3, or 4 a date)."""
+    steps = []
+    for name, source, op in _PLAN:
+        if name.decode() in _KEPT:
+            op = 4 if op == 2 else 3
+        steps.append((name, source, op))
+    return tuple(steps)
+
+
+_EXISTING_PLAN = _existing_plan()
 #: the date members met so far, as `render_dates` leaves them (per zone; a run stamps a few)
 _DATES: dict[tzinfo, dict[bytes, bytes]] = {}
 
 
-def _dates_for(tz: tzinfo, wire: bytes) -> dict[bytes, bytes]:
-    """The zone's known dates, with those of `wire` (a batch's first record) added."""
+def _dates_for(tz: tzinfo, *wires: bytes | None) -> dict[bytes, bytes]:
+    """The zone's known dates, with those of `wires` (a batch's first record; the records
+    an existing entity's items are made of) added."""
     dates = _DATES.setdefault(tz, {})
     if len(dates) > 4096:
         dates.clear()
-    for name, raw in wire_members(wire) or ():
-        if name in DATE_FIELDS and raw not in dates:
-            rendered = _date(raw, tz)
-            if rendered is not None:
-                dates[raw] = rendered
+    for wire in wires:
+        for name, raw in (wire_members(wire) or ()) if wire is not None else ():
+            if name in DATE_FIELDS and raw not in dates:
+                rendered = _date(raw, tz)
+                if rendered is not None:
+                    dates[raw] = rendered
     return dates
 
 
@@ -540,6 +556,28 @@ def _plain(
     return out
 
 
+def _made_in_c(
+    wire: bytes,
+    sk: str,
+    stored: bytes,
+    previous: bytes | None,
+    dates: dict[bytes, bytes],
+    status: bytes,
+    updated: bytes,
+    ttls: tuple[bytes, bytes],
+) -> ExistingItems | None:
+    """`existing_entity_items` by `importer._native.existing_items` (None: not taken there)."""
+    at = sk.rfind("@")
+    digits = sk[at + 1 :]
+    if at < 0 or not digits.isdigit() or digits != str(int(digits)) or int(digits) < 2:
+        return None
+    got = existing_items(
+        wire, stored, previous, digits.encode(), str(int(digits) - 1).encode(),
+        _EXISTING_PLAN, dates, status, updated, ttls[0], ttls[1],
+    )  # fmt: skip
+    return None if got is None else ExistingItems(*got)
+
+
 def _existing(
     syncer: Any,
     rows: list[tuple[PreparedItem, PreparedItem, bytes]],
@@ -568,11 +606,15 @@ def _existing(
     except Exception:  # noqa: BLE001 - the general path reads again and reports
         return left + [r[0] for r in rows]
     ttls = syncer.sync_ttls({tenant_of(it.pk) for it, _, _ in rows})
+    status, updated = finished_at
+    dates = _DATES.setdefault(tz, {})
     for (it, marked, held), key in zip(rows, wanted, strict=True):
         previous = before.get(key)
-        made = existing_entity_items(
-            marked.wire, it.sk, held, previous, tz, finished_at, ttls[tenant_of(it.pk)]
-        )
+        pair = ttls[tenant_of(it.pk)]
+        made = _made_in_c(marked.wire, it.sk, held, previous, dates, status, updated, pair)
+        if made is None:  # what C did not take: Python's rules (and the dates met, learnt)
+            made = existing_entity_items(marked.wire, it.sk, held, previous, tz, finished_at, pair)
+            dates = _dates_for(tz, marked.wire, held, previous)
         if made is None:
             left.append(it)
             continue
@@ -587,6 +629,6 @@ def _existing(
                 data=made.data,
                 previous_sk=key[1],
                 previous=made.previous,
-            )  # fmt: skip
+            )
         )
     return left

@@ -498,8 +498,23 @@ def _plain(
         if not candidates:
             return _Split(rest=mark(items))
         keys = Keys([(it.pk, remove_sk_version(it.sk)) for it in candidates], distinct=True)
+    # the commands before the candidates above version 1, read with the data rows, side by
+    # side: they are needed when the data row is one version behind (the usual upsert)
+    earlier = [
+        (it.pk, add_sk_version(it.sk, get_sk_version(it.sk) - 1))
+        for it in candidates
+        if get_sk_version(it.sk) >= 2
+    ]
+    lookup = syncer.lookup
+    before: dict[tuple[str, str], bytes] = {}
     try:
-        stored = syncer.lookup.get_many(syncer.data_table_name, keys, raw=True)
+        if earlier:
+            stored, before = syncer.side_by_side(
+                lambda: lookup.get_many(syncer.data_table_name, keys, raw=True),
+                lambda: lookup.get_many(syncer.table, Keys(earlier, distinct=True), raw=True),
+            )
+        else:
+            stored = lookup.get_many(syncer.data_table_name, keys, raw=True)
     except Exception:  # noqa: BLE001 - the general path reads again and reports
         return _Split(rest=mark(items))
     tz = syncer.tz
@@ -549,7 +564,7 @@ def _plain(
         data.append(PreparedItem(it.line, it.pk, base, pair[0]))
         finished.append(PreparedItem(it.line, it.pk, it.sk, pair[1]))
     if existing:
-        general.extend(_existing(syncer, existing, tz, finished_at, out.existing))
+        general.extend(_existing(syncer, existing, before, tz, finished_at, out.existing))
     general.sort(key=lambda it: it.line)
     out.data, out.finished = data, finished
     out.rest = mark(general) if general else []
@@ -581,12 +596,14 @@ def _made_in_c(
 def _existing(
     syncer: Any,
     rows: list[tuple[PreparedItem, PreparedItem, bytes]],
+    before: dict[tuple[str, str], bytes],
     tz: tzinfo,
     finished_at: tuple[bytes, bytes],
     out: list[SyncedItem],
 ) -> list[PreparedItem]:
     """The rows whose data row was found (`rows`: item, marked item, stored data row) made
-    into `SyncedItem`s in `out`; the items left to the general path (not marked) returned."""
+    into `SyncedItem`s in `out`, `before` holding the commands at @V-1 that were found;
+    the items left to the general path (not marked) returned."""
     left: list[PreparedItem] = []
     wanted = []
     for it, _marked, held in rows:
@@ -601,10 +618,6 @@ def _existing(
         rows = [r for r in rows if r[0].line not in gone]
     if not rows:
         return left
-    try:
-        before = syncer.lookup.get_many(syncer.table, Keys(wanted, distinct=True), raw=True)
-    except Exception:  # noqa: BLE001 - the general path reads again and reports
-        return left + [r[0] for r in rows]
     ttls = syncer.sync_ttls({tenant_of(it.pk) for it, _, _ in rows})
     status, updated = finished_at
     dates = _DATES.setdefault(tz, {})

@@ -34,9 +34,10 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from importer.coordinator import RunCoordinator
 from importer.counts import Counts
@@ -69,6 +70,9 @@ from importer.mbc.model import (
 )
 from importer.mbc.status_topic import StatusNotifier
 from importer.records import Failure, PreparedItem, WriteOutcome
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 __all__ = [
     "BatchSync",
@@ -438,28 +442,40 @@ def _run_custom(
 
 
 def _write_made(
-    writer_for: Callable[[str], Writer], tables: Tables, made: Sequence[Any], result: SyncResult
+    writer_for: Callable[[str], Writer],
+    tables: Tables,
+    made: Sequence[Any],
+    result: SyncResult,
+    side_by_side: Callable[..., tuple[Any, Any]],
 ) -> None:
-    """Write the history rows, then the data rows, then the previous commands (with their
-    TTL) of `fast_sync.SyncedItem`s, as `_sync_chunk` writes a plan's: an entity whose
-    history or data row was refused writes nothing further (its data row has not moved,
-    so a re-run applies its command again)."""
-    refused: set[int] = set()
-    steps = (
-        (tables.history, "history_written", lambda it: (it.history_sk, it.history)),
-        (tables.data, "data_written", lambda it: (remove_sk_version(it.sk), it.data)),
-        (tables.command, "commands_written", lambda it: (it.previous_sk, it.previous)),
+    """Write what `fast_sync.SyncedItem`s carry: their history rows and previous commands
+    (with their TTL) side by side, then their data rows -- those of entities whose other
+    two writes went through: an entity with a write refused keeps its data row where it
+    was, so a re-run (or `importer sync`) applies its command again, whole."""
+
+    def write(table: str, items: list[PreparedItem]) -> WriteOutcome:
+        return writer_for(table).write_batch(items) if items else WriteOutcome()
+
+    history = [PreparedItem(it.line, it.pk, it.history_sk, it.history) for it in made]
+    previous = [
+        PreparedItem(it.line, it.pk, it.previous_sk, it.previous)
+        for it in made
+        if it.previous is not None
+    ]
+    hist, prev = side_by_side(
+        lambda: write(tables.history, history), lambda: write(tables.command, previous)
     )
-    for table, attr, part in steps:
-        items = []
-        for it in made:
-            sk, wire = part(it)
-            if wire is not None and it.line not in refused:
-                items.append(PreparedItem(it.line, it.pk, sk, wire))
-        if not items:
-            continue
-        outcome = writer_for(table).write_batch(items)
-        setattr(result, attr, getattr(result, attr) + outcome.written)
+    refused = {f.line for f in (*hist.failures, *prev.failures)}
+    data = [
+        PreparedItem(it.line, it.pk, remove_sk_version(it.sk), it.data)
+        for it in made
+        if it.line not in refused
+    ]
+    rows = write(tables.data, data)
+    result.history_written += hist.written
+    result.commands_written += prev.written
+    result.data_written += rows.written
+    for outcome in (hist, prev, rows):
         result.failures.extend(outcome.failures)
         refused.update(f.line for f in outcome.failures)
     result.commands_seen += len(made)
@@ -544,6 +560,9 @@ class BatchSync:
         )
         self._writers: dict[str, BatchWriter] = {}
         self._lock = threading.Lock()
+        #: where one batch's independent reads or writes (two tables) go side by side:
+        #: a `--sync` batch is otherwise a chain of round trips, each waiting on the last
+        self._side: ThreadPoolExecutor | None = None
 
         def writer_for(name: str) -> Writer:
             # the command table's writes share the import's pacer (one table, one pace);
@@ -600,6 +619,22 @@ class BatchSync:
             resolver=self.resolver,
         )
 
+    def side_by_side(self, first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
+        """`(first(), second())`, `second` run on a helper thread meanwhile (two tables'
+        round trips at once).  An exception of either is raised once both are done."""
+        with self._lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sync-side")
+            side = self._side
+        later = side.submit(second)
+        try:
+            got = first()
+        finally:
+            error = later.exception()  # waits for it, whatever `first` did
+        if error is not None:
+            raise error
+        return got, later.result()
+
     def sync_items(self, items: Sequence[PreparedItem]) -> SyncResult:
         """Apply these just-written records: a `fast_sync.SyncedItem` by writing what it
         carries (made as bytes when it was split), every other one by `sync`."""
@@ -610,10 +645,12 @@ class BatchSync:
         result = self.sync(plain) if plain else SyncResult()
         if made:
             started = time.monotonic()
-            _write_made(self.writer_for, self.tables, made, result)
+            _write_made(self.writer_for, self.tables, made, result, self.side_by_side)
             result.seconds += time.monotonic() - started
         return result
 
     def close(self) -> None:
+        if self._side is not None:
+            self._side.shutdown(wait=True)
         for writer in self._writers.values():
             writer.close()

@@ -11,6 +11,21 @@
 # with `existing_entity_items` is checked by tests/test_fast_sync.py.
 
 
+cdef int _h_put(Buf* b, bint* first, const unsigned char* name, Py_ssize_t nn, const char* v,
+                Py_ssize_t n) except -1:
+    """`_put_member` with the name as bytes of a record (no name object made)."""
+    if buf_reserve(b, nn + n + 4) < 0:
+        raise MemoryError()
+    if not first[0]:
+        p_raw(b, ",", 1)
+    first[0] = False
+    p_raw(b, '"', 1)
+    p_raw(b, <const char*>name, nn)
+    p_raw(b, '":', 2)
+    p_raw(b, v, n)
+    return 0
+
+
 cdef bint _h_version_is(const unsigned char* p, _Member* m, bytes digits) noexcept:
     """The member's value is `{"N":"<digits>"}`, compact."""
     cdef Py_ssize_t n = PyBytes_GET_SIZE(digits)
@@ -44,16 +59,16 @@ cdef Py_ssize_t _h_plain_string(const unsigned char* p, _Member* m) noexcept:
     return at
 
 
-cdef int _h_put_dated(Buf* b, bint* first, bytes name, const unsigned char* p, _Member* m,
-                    dict dates) except -2:
+cdef int _h_put_dated(Buf* b, bint* first, const unsigned char* name, Py_ssize_t nn,
+                      const unsigned char* p, _Member* m, dict dates) except -2:
     """A date member, rendered through `dates` (raw -> rendered raw); 1 when it is not
     there (the caller gives up), 0 when written."""
     raw = PyBytes_FromStringAndSize(<const char*>p + m.v0, m.v1 - m.v0)
     rendered = dates.get(raw)
     if rendered is None:
         return 1
-    _put_member(b, first, name, PyBytes_AS_STRING(<bytes>rendered),
-                PyBytes_GET_SIZE(<bytes>rendered))
+    _h_put(b, first, name, nn, PyBytes_AS_STRING(<bytes>rendered),
+           PyBytes_GET_SIZE(<bytes>rendered))
     return 0
 
 
@@ -67,24 +82,25 @@ cdef object _h_restamp(Buf* b, const unsigned char* p, _Member* ms, Py_ssize_t c
                      bytes ttl, const char* sk, Py_ssize_t sk_n):
     """`render_dates(with_ttl(item, ttl))` of the split record, `sk` replacing its sk member
     when given: bytes, or None (a date not in `dates`)."""
-    cdef Py_ssize_t j
+    cdef Py_ssize_t j, nn
     cdef bint first = True, had_ttl = False
-    cdef bytes name
+    cdef const unsigned char* name
     b.len = 0
     if w_raw(b, "{", 1) < 0:
         raise MemoryError()
     for j in range(count):
-        name = PyBytes_FromStringAndSize(<const char*>p + ms[j].k0, ms[j].k1 - ms[j].k0)
-        if ms[j].k1 - ms[j].k0 == 3 and memcmp(p + ms[j].k0, b"ttl", 3) == 0:
-            _put_member(b, &first, name, PyBytes_AS_STRING(ttl), PyBytes_GET_SIZE(ttl))
+        name = p + ms[j].k0
+        nn = ms[j].k1 - ms[j].k0
+        if nn == 3 and memcmp(name, b"ttl", 3) == 0:
+            _h_put(b, &first, name, nn, PyBytes_AS_STRING(ttl), PyBytes_GET_SIZE(ttl))
             had_ttl = True
-        elif sk != NULL and ms[j].k1 - ms[j].k0 == 2 and memcmp(p + ms[j].k0, b"sk", 2) == 0:
-            _put_member(b, &first, name, sk, sk_n)
+        elif sk != NULL and nn == 2 and memcmp(name, b"sk", 2) == 0:
+            _h_put(b, &first, name, nn, sk, sk_n)
         elif _h_is_date(p, &ms[j]):
-            if _h_put_dated(b, &first, name, p, &ms[j], dates):
+            if _h_put_dated(b, &first, name, nn, p, &ms[j], dates):
                 return None
         else:
-            _put_member(b, &first, name, <const char*>p + ms[j].v0, ms[j].v1 - ms[j].v0)
+            _h_put(b, &first, name, nn, <const char*>p + ms[j].v0, ms[j].v1 - ms[j].v0)
     if not had_ttl:
         _put_member(b, &first, b"ttl", PyBytes_AS_STRING(ttl), PyBytes_GET_SIZE(ttl))
     if w_raw(b, "}", 1) < 0:
@@ -177,8 +193,8 @@ def existing_items(bytes wire, bytes stored, previous, bytes version, bytes befo
                     named = True
                     break
             if not named:
-                name = PyBytes_FromStringAndSize(<const char*>h + hm[j].k0, hm[j].k1 - hm[j].k0)
-                _put_member(&b, &first, name, <const char*>h + hm[j].v0, hm[j].v1 - hm[j].v0)
+                _h_put(&b, &first, h + hm[j].k0, hm[j].k1 - hm[j].k0, <const char*>h + hm[j].v0,
+                       hm[j].v1 - hm[j].v0)
         for k in range(plan_n):
             step = <tuple>data_plan[k]
             name = <bytes>step[0]
@@ -193,7 +209,8 @@ def existing_items(bytes wire, bytes stored, previous, bytes version, bytes befo
                         if op == 3:
                             _put_member(&b, &first, name, <const char*>h + hm[at].v0,
                                         hm[at].v1 - hm[at].v0)
-                        elif _h_put_dated(&b, &first, name, h, &hm[at], dates):
+                        elif _h_put_dated(&b, &first, <const unsigned char*>PyBytes_AS_STRING(name),
+                                          PyBytes_GET_SIZE(name), h, &hm[at], dates):
                             return None
                         continue
             src_at = _find(c, cm, cn, <bytes>step[1])
@@ -207,7 +224,8 @@ def existing_items(bytes wire, bytes stored, previous, bytes version, bytes befo
                 if w_raw(&b, '"}', 2) < 0:
                     raise MemoryError()
             elif op == 2 or op == 4:
-                if _h_put_dated(&b, &first, name, c, &cm[src_at], dates):
+                if _h_put_dated(&b, &first, <const unsigned char*>PyBytes_AS_STRING(name),
+                                PyBytes_GET_SIZE(name), c, &cm[src_at], dates):
                     return None
             else:
                 _put_member(&b, &first, name, <const char*>c + cm[src_at].v0,
@@ -221,14 +239,15 @@ def existing_items(bytes wire, bytes stored, previous, bytes version, bytes befo
             raise MemoryError()
         first = True
         for j in range(cn):
-            name = PyBytes_FromStringAndSize(<const char*>c + cm[j].k0, cm[j].k1 - cm[j].k0)
             if j == st_i:
-                _put_member(&b, &first, name, PyBytes_AS_STRING(status), PyBytes_GET_SIZE(status))
+                _h_put(&b, &first, c + cm[j].k0, cm[j].k1 - cm[j].k0, PyBytes_AS_STRING(status),
+                       PyBytes_GET_SIZE(status))
             elif j == up_i:
-                _put_member(&b, &first, name, PyBytes_AS_STRING(updated),
-                            PyBytes_GET_SIZE(updated))
+                _h_put(&b, &first, c + cm[j].k0, cm[j].k1 - cm[j].k0, PyBytes_AS_STRING(updated),
+                       PyBytes_GET_SIZE(updated))
             else:
-                _put_member(&b, &first, name, <const char*>c + cm[j].v0, cm[j].v1 - cm[j].v0)
+                _h_put(&b, &first, c + cm[j].k0, cm[j].k1 - cm[j].k0, <const char*>c + cm[j].v0,
+                       cm[j].v1 - cm[j].v0)
         if st_i < 0:
             _put_member(&b, &first, b"status", PyBytes_AS_STRING(status), PyBytes_GET_SIZE(status))
         if up_i < 0:

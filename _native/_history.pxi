@@ -137,6 +137,14 @@ def existing_items(bytes wire, bytes stored, previous, bytes version, bytes befo
     cdef tuple step
     cdef int op
     cdef object history, data, prev = None, finished
+    cdef const char* put_name[_MAX_MEMBERS]
+    cdef Py_ssize_t put_len[_MAX_MEMBERS]
+    if plan_n > _MAX_MEMBERS:
+        raise ValueError("data_plan too long")
+    for k in range(plan_n):  # the names the default handler sets (the plan holds them)
+        name = <bytes>(<tuple>data_plan[k])[0]
+        put_name[k] = PyBytes_AS_STRING(name)
+        put_len[k] = PyBytes_GET_SIZE(name)
     cn = _split_members(c, PyBytes_GET_SIZE(wire), cm)
     hn = _split_members(h, PyBytes_GET_SIZE(stored), hm)
     if cn < 0 or hn < 0 or _names_repeat(c, cm, cn) or _names_repeat(h, hm, hn):
@@ -187,9 +195,8 @@ def existing_items(bytes wire, bytes stored, previous, bytes version, bytes befo
         for j in range(hn):
             named = False
             for k in range(plan_n):
-                name = <bytes>(<tuple>data_plan[k])[0]
-                if (hm[j].k1 - hm[j].k0 == PyBytes_GET_SIZE(name)
-                        and memcmp(h + hm[j].k0, PyBytes_AS_STRING(name), hm[j].k1 - hm[j].k0) == 0):
+                if (hm[j].k1 - hm[j].k0 == put_len[k]
+                        and memcmp(h + hm[j].k0, put_name[k], put_len[k]) == 0):
                     named = True
                     break
             if not named:

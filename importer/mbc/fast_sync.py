@@ -1,18 +1,30 @@
-"""`run --sync`'s usual case as bytes: a new entity's data row and finished command record.
+"""`run --sync`'s usual cases as bytes: a new entity, and an update of a stored one.
 
-Almost every row a run writes is an entity's first version with no data row
-yet.  For it, the command state machine (and `importer.mbc.sync.plan_entity`)
-leaves exactly two things: the data row `transform_command_to_data(command,
-None)` and the command record with `status = finish:FINISHED` and `updatedAt =
-now` -- no history row, no TTL rewrite of a predecessor.  Both are spliced
-here from the command record's members as the native core splits them
-(`importer._native.wire_members`), without a `json.loads` / `json.dumps` round
-trip per row (that round trip was most of `--sync`'s CPU).
+Almost every row a first import writes is an entity's first version with no
+data row yet.  For it, the command state machine (and
+`importer.mbc.sync.plan_entity`) leaves exactly two things: the data row
+`transform_command_to_data(command, None)` and the command record with `status
+= finish:FINISHED` and `updatedAt = now` -- no history row, no TTL rewrite of a
+predecessor.  Both are spliced here from the command record's members as the
+native core splits them (`importer._native.wire_members`), without a
+`json.loads` / `json.dumps` round trip per row (that round trip was most of
+`--sync`'s CPU).
 
-`new_entity_items` answers None whenever the record is not that plain case
-(an S3-offloaded `attributes`, a version other than 1, a member it cannot
-split); the caller then takes the general path (`importer.mbc.sync`), which
-gives the same result.  Equality with `transform_command_to_data` is checked by
+Almost every row a later import (upsert into a live table) writes is version V
+of an entity whose data row is at V-1.  For it the machine leaves four things:
+the previous command (@V-1) put back with the command table's TTL
+(`set_ttl_command`), the data row copied to the history table at
+`base@{V-1}` with the history table's TTL (`history_copy`), the data row merged
+with the command (the default handler) and the command finished.  The data row
+and the previous command are read (raw, side by side) and the four items
+spliced from the three records' members (`existing_entity_items`, in C first:
+`importer._native.existing_items`, `_native/_history.pxi`).
+
+Both answer None whenever the record is not that plain case (an S3-offloaded
+`attributes`, a version gap, a number or key in another spelling, a member it
+cannot split); the caller then takes the general path (`importer.mbc.sync`),
+which gives the same result.  Equality with `plan_entity` and
+`transform_command_to_data`, and of the C with the Python splice, is checked by
 tests/test_fast_sync.py on generated records.
 """
 

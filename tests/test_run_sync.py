@@ -382,3 +382,45 @@ def test_a_refused_history_row_fails_the_row_and_leaves_the_data_row(tmp_path):
     assert data[("PRODUCT#acme", "PRODUCT#S-0")]["version"] == {"N": "1"}
     assert data[("PRODUCT#acme", "PRODUCT#S-3")]["version"] == {"N": "2"}
     assert ("PRODUCT#acme", "PRODUCT#S-3@1") in history
+
+
+def test_a_refused_previous_command_fails_the_row_after_its_command_was_written(tmp_path):
+    """The previous command's TTL rewrite (@V-1) refused after every retry: the row's command
+    was written (finished), so the row is failed, not written -- counts add up -- and its
+    data row stays at V-1: `importer sync` then applies the version, whole."""
+    from importer.dynamodb.writer import BatchWriter
+    from importer.records import Failure, WriteOutcome
+
+    real = BatchWriter.write_batch
+
+    def refuse_s0_at_1(self, items):
+        if not self.table.endswith("-command"):
+            return real(self, items)
+        kept = [it for it in items if it.sk != "PRODUCT#S-0@1"]
+        out = real(self, kept) if kept else WriteOutcome()
+        out.failures += [
+            Failure(it.line, it.pk, it.sk, "refused") for it in items if it.sk == "PRODUCT#S-0@1"
+        ]
+        return out
+
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        assert _run(tmp_path, run["command"], FIRST, mode="insert", run_id="r1",
+                    extra=("--sync",)) == 0  # fmt: skip
+        seen, spy = _spy_sync_items()
+        with spy, mock.patch.object(BatchWriter, "write_batch", refuse_s0_at_1):
+            code = _run(tmp_path, run["command"], SECOND, mode="upsert", run_id="r2",
+                        extra=("--sync",))  # fmt: skip
+        s = _summary(tmp_path, run["command"], "r2")
+        data = scan_all(run["data"], cloud.ddb)
+        commands = scan_all(run["command"], cloud.ddb)
+        assert data[("PRODUCT#acme", "PRODUCT#S-0")]["version"] == {"N": "1"}
+        with mock.patch("importer.mbc.sync.time", PINNED_TIME):
+            assert main(["sync", "--table", run["command"], "--json"]) == 0
+        after = scan_all(run["data"], cloud.ddb)
+    assert code == EXIT_PARTIAL and seen["bytes"] == 3
+    assert s["failed"] == 1
+    assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
+    assert "sync: PRODUCT#S-0@1: refused" in (tmp_path / "r2.failures.csv").read_text()
+    assert commands[("PRODUCT#acme", "PRODUCT#S-0@2")]["status"] == {"S": "finish:FINISHED"}
+    assert after[("PRODUCT#acme", "PRODUCT#S-0")]["version"] == {"N": "2"}

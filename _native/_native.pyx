@@ -3374,6 +3374,7 @@ cdef class RecordReader:
 
 include "_members.pxi"
 include "_stored.pxi"
+include "_history.pxi"
 # ---------------------------------------------------------------------------
 # Typed inputs (issue 28): Arrow columns and JSON Lines straight into RowBlocks,
 # and the ItemBatcher cut over rows whose sizes are known

@@ -115,6 +115,19 @@ def block_new_entities(
     updated: bytes,
     sync_tail: bytes,
 ) -> tuple[ItemBlock, ItemBlock, list[int]]: ...
+def existing_items(
+    wire: bytes,
+    stored: bytes,
+    previous: bytes | None,
+    version: bytes,
+    before: bytes,
+    data_plan: tuple[tuple[bytes, bytes, int], ...],
+    dates: dict[bytes, bytes],
+    status: bytes,
+    updated: bytes,
+    ttl_history: bytes,
+    ttl_command: bytes,
+) -> tuple[bytes, bytes, bytes | None, bytes] | None: ...
 
 # typed inputs: Arrow columns and JSON Lines into RowBlocks, batches cut in C
 ARROW_MODES: dict[str, int]

@@ -21,6 +21,7 @@ publish does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import types
@@ -288,3 +289,138 @@ def test_mark_sync_splices_the_marker_into_the_wire_bytes():
     assert (out.line, out.pk, out.sk) == (3, "P", "S@1")
     with pytest.raises(ValueError):
         mark_sync([PreparedItem(4, "P", "S", b"[]")])
+
+
+def _spy_sync_items():
+    """`BatchSync.sync_items` counting the records it gets made as bytes (`SyncedItem`)
+    and those it plans the general way."""
+    from importer.mbc.fast_sync import SyncedItem
+    from importer.mbc.sync import BatchSync
+
+    seen = {"bytes": 0, "general": 0}
+    real = BatchSync.sync_items
+
+    def spy(self, items):
+        made = sum(isinstance(it, SyncedItem) for it in items)
+        seen["bytes"] += made
+        seen["general"] += len(items) - made
+        return real(self, items)
+
+    return seen, mock.patch.object(BatchSync, "sync_items", spy)
+
+
+def test_existing_entities_made_as_bytes_equal_the_general_path(tmp_path):
+    """`run --sync` over entities the tables already hold: a pending version whose data row
+    is at the version before is made as bytes (`fast_sync.existing_entity_items`); with
+    that path refused (every record falls back) the general path leaves the same tables."""
+    with command_cloud() as cloud:
+        fast = create_module(cloud.ddb, "fast-shop-", "product")
+        slow = create_module(cloud.ddb, "slow-shop-", "product")
+        counts = {}
+        for name, module, refuse in (("fast", fast, False), ("slow", slow, True)):
+            seen, spy = _spy_sync_items()
+            patches = [spy]
+            if refuse:  # neither C nor Python makes them
+                patches.append(mock.patch("importer.mbc.fast_sync._made_in_c", lambda *a: None))
+                patches.append(
+                    mock.patch("importer.mbc.fast_sync.existing_entity_items", lambda *a: None)
+                )
+            with contextlib.ExitStack() as stack:
+                for p in patches:
+                    stack.enter_context(p)
+                for run_id, rows, mode, extra in RUNS:
+                    code = _run(tmp_path, module["command"], rows, mode=mode, run_id=run_id,
+                                extra=("--sync", *extra))  # fmt: skip
+                    assert code == 0
+            counts[name] = seen
+        a = tables_snapshot(cloud.ddb, fast)
+        b = tables_snapshot(cloud.ddb, slow)
+    # r2: S-0, S-3, S-6 change (their data rows at @1); r3: S-1 @2..@4 in three batches,
+    # X-1 @1 then @2, NEW-2 @1 then @2 -- each a data row one version behind
+    assert counts["fast"]["bytes"] == 3 + 3 + 1 + 1
+    assert counts["slow"]["bytes"] == 0 and counts["slow"]["general"] >= 8
+    assert a["history"] and _diff(a, b) == []
+    assert a["data"][("PRODUCT#acme", "PRODUCT#S-1")]["version"] == {"N": "4"}
+    assert a["history"][("PRODUCT#acme", "PRODUCT#S-1@3")]["name"] == {"S": "Name 1 c"}
+
+
+def test_a_refused_history_row_fails_the_row_and_leaves_the_data_row(tmp_path):
+    """An existing entity made as bytes whose history row is refused after every retry:
+    the row fails (counts add up), its data row is not moved, so a re-run applies it."""
+    from importer.dynamodb.writer import BatchWriter
+    from importer.records import Failure, WriteOutcome
+
+    real = BatchWriter.write_batch
+
+    def refuse_s0(self, items):
+        if not self.table.endswith("-history"):
+            return real(self, items)
+        kept = [it for it in items if not it.sk.startswith("PRODUCT#S-0@")]
+        out = real(self, kept) if kept else WriteOutcome()
+        out.failures += [
+            Failure(it.line, it.pk, it.sk, "refused")
+            for it in items
+            if it.sk.startswith("PRODUCT#S-0@")
+        ]
+        return out
+
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        assert _run(tmp_path, run["command"], FIRST, mode="insert", run_id="r1",
+                    extra=("--sync",)) == 0  # fmt: skip
+        seen, spy = _spy_sync_items()
+        with spy, mock.patch.object(BatchWriter, "write_batch", refuse_s0):
+            code = _run(tmp_path, run["command"], SECOND, mode="upsert", run_id="r2",
+                        extra=("--sync",))  # fmt: skip
+        s = _summary(tmp_path, run["command"], "r2")
+        data = scan_all(run["data"], cloud.ddb)
+        history = scan_all(run["history"], cloud.ddb)
+    assert code == EXIT_PARTIAL and seen["bytes"] == 3
+    assert s["failed"] == 1
+    assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
+    assert "sync: PRODUCT#S-0@1: refused" in (tmp_path / "r2.failures.csv").read_text()
+    assert data[("PRODUCT#acme", "PRODUCT#S-0")]["version"] == {"N": "1"}
+    assert data[("PRODUCT#acme", "PRODUCT#S-3")]["version"] == {"N": "2"}
+    assert ("PRODUCT#acme", "PRODUCT#S-3@1") in history
+
+
+def test_a_refused_previous_command_fails_the_row_after_its_command_was_written(tmp_path):
+    """The previous command's TTL rewrite (@V-1) refused after every retry: the row's command
+    was written (finished), so the row is failed, not written -- counts add up -- and its
+    data row stays at V-1: `importer sync` then applies the version, whole."""
+    from importer.dynamodb.writer import BatchWriter
+    from importer.records import Failure, WriteOutcome
+
+    real = BatchWriter.write_batch
+
+    def refuse_s0_at_1(self, items):
+        if not self.table.endswith("-command"):
+            return real(self, items)
+        kept = [it for it in items if it.sk != "PRODUCT#S-0@1"]
+        out = real(self, kept) if kept else WriteOutcome()
+        out.failures += [
+            Failure(it.line, it.pk, it.sk, "refused") for it in items if it.sk == "PRODUCT#S-0@1"
+        ]
+        return out
+
+    with command_cloud() as cloud:
+        run = create_module(cloud.ddb, "run-shop-", "product")
+        assert _run(tmp_path, run["command"], FIRST, mode="insert", run_id="r1",
+                    extra=("--sync",)) == 0  # fmt: skip
+        seen, spy = _spy_sync_items()
+        with spy, mock.patch.object(BatchWriter, "write_batch", refuse_s0_at_1):
+            code = _run(tmp_path, run["command"], SECOND, mode="upsert", run_id="r2",
+                        extra=("--sync",))  # fmt: skip
+        s = _summary(tmp_path, run["command"], "r2")
+        data = scan_all(run["data"], cloud.ddb)
+        commands = scan_all(run["command"], cloud.ddb)
+        assert data[("PRODUCT#acme", "PRODUCT#S-0")]["version"] == {"N": "1"}
+        with mock.patch("importer.mbc.sync.time", PINNED_TIME):
+            assert main(["sync", "--table", run["command"], "--json"]) == 0
+        after = scan_all(run["data"], cloud.ddb)
+    assert code == EXIT_PARTIAL and seen["bytes"] == 3
+    assert s["failed"] == 1
+    assert s["rows"] == s["written"] + s["unchanged"] + s["rejected"] + s["failed"]
+    assert "sync: PRODUCT#S-0@1: refused" in (tmp_path / "r2.failures.csv").read_text()
+    assert commands[("PRODUCT#acme", "PRODUCT#S-0@2")]["status"] == {"S": "finish:FINISHED"}
+    assert after[("PRODUCT#acme", "PRODUCT#S-0")]["version"] == {"N": "2"}

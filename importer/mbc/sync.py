@@ -34,9 +34,10 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from importer.coordinator import RunCoordinator
 from importer.counts import Counts
@@ -69,6 +70,9 @@ from importer.mbc.model import (
 )
 from importer.mbc.status_topic import StatusNotifier
 from importer.records import Failure, PreparedItem, WriteOutcome
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 __all__ = [
     "BatchSync",
@@ -437,6 +441,48 @@ def _run_custom(
         plans[key] = replanned
 
 
+def _write_made(
+    writer_for: Callable[[str], Writer],
+    tables: Tables,
+    made: Sequence[Any],
+    result: SyncResult,
+    side_by_side: Callable[..., tuple[Any, Any]],
+) -> None:
+    """Write what `fast_sync.SyncedItem`s carry: their history rows and previous commands
+    (with their TTL) side by side, then their data rows -- those of entities whose other
+    two writes went through: an entity with a write refused keeps its data row where it
+    was, so a re-run (or `importer sync`) applies its command again, whole."""
+
+    def write(table: str, items: list[PreparedItem]) -> WriteOutcome:
+        return writer_for(table).write_batch(items) if items else WriteOutcome()
+
+    history = [PreparedItem(it.line, it.pk, it.history_sk, it.history) for it in made]
+    previous = [
+        PreparedItem(it.line, it.pk, it.previous_sk, it.previous)
+        for it in made
+        if it.previous is not None
+    ]
+    hist, prev = side_by_side(
+        lambda: write(tables.history, history), lambda: write(tables.command, previous)
+    )
+    refused = {f.line for f in (*hist.failures, *prev.failures)}
+    data = [
+        PreparedItem(it.line, it.pk, remove_sk_version(it.sk), it.data)
+        for it in made
+        if it.line not in refused
+    ]
+    rows = write(tables.data, data)
+    result.history_written += hist.written
+    result.commands_written += prev.written
+    result.data_written += rows.written
+    for outcome in (hist, prev, rows):
+        result.failures.extend(outcome.failures)
+        refused.update(f.line for f in outcome.failures)
+    result.commands_seen += len(made)
+    result.entities += len(made)
+    result.applied += sum(1 for it in made if it.line not in refused)
+
+
 def _boto3_writers(dynamodb: Any) -> Callable[[str], Writer]:
     """BatchWriters for each table over the caller's boto3 client (the one DynamoDB client)."""
     from importer.dynamodb.client import Boto3DynamoClient
@@ -506,12 +552,17 @@ class BatchSync:
         # TTL configs read once per run, not per batch (a batch may hold many tenants);
         # its clock is looked up per call, so a pinned `importer.mbc.sync.time` applies
         tables = Tables.from_command_table(table, data=data_table)
+        self.tables = tables
         self.data_table_name = tables.data
+        self.history_table_name = tables.history
         self.resolver = TtlResolver(
             self.calls, tables.master_data, clock=lambda: (self.clock or time.time)(), cache=True
         )
         self._writers: dict[str, BatchWriter] = {}
         self._lock = threading.Lock()
+        #: where one batch's independent reads or writes (two tables) go side by side:
+        #: a `--sync` batch is otherwise a chain of round trips, each waiting on the last
+        self._side: ThreadPoolExecutor | None = None
 
         def writer_for(name: str) -> Writer:
             # the command table's writes share the import's pacer (one table, one pace);
@@ -539,6 +590,19 @@ class BatchSync:
         """Only the default handler: new entities may take `importer.mbc.fast_sync`'s way."""
         return all(getattr(h, "type", "") == "dynamodb" for h in self.handlers)
 
+    def sync_ttls(self, tenants: Iterable[str | None]) -> dict[str | None, tuple[bytes, bytes]]:
+        """Per tenant, the TTL members `importer.mbc.fast_sync` writes now: (history row's,
+        previous command's), as `plan_entity` asks `resolver.ttl` for them."""
+        from importer.mbc.fast_sync import ttl_member
+
+        return {
+            tenant: (
+                ttl_member(self.resolver.ttl(self.tables.history, tenant)),
+                ttl_member(self.resolver.ttl(self.tables.command, tenant)),
+            )
+            for tenant in tenants
+        }
+
     def sync(self, commands: list[Item]) -> SyncResult:
         """Apply these just-written command records (and any earlier pending versions)."""
         return sync_tables(
@@ -555,6 +619,38 @@ class BatchSync:
             resolver=self.resolver,
         )
 
+    def side_by_side(self, first: Callable[[], T], second: Callable[[], U]) -> tuple[T, U]:
+        """`(first(), second())`, `second` run on a helper thread meanwhile (two tables'
+        round trips at once).  An exception of either is raised once both are done."""
+        with self._lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sync-side")
+            side = self._side
+        later = side.submit(second)
+        try:
+            got = first()
+        finally:
+            error = later.exception()  # waits for it, whatever `first` did
+        if error is not None:
+            raise error
+        return got, later.result()
+
+    def sync_items(self, items: Sequence[PreparedItem]) -> SyncResult:
+        """Apply these just-written records: a `fast_sync.SyncedItem` by writing what it
+        carries (made as bytes when it was split), every other one by `sync`."""
+        from importer.mbc.fast_sync import SyncedItem
+
+        made = [it for it in items if isinstance(it, SyncedItem)]
+        plain = [json.loads(it.wire) for it in items if not isinstance(it, SyncedItem)]
+        result = self.sync(plain) if plain else SyncResult()
+        if made:
+            started = time.monotonic()
+            _write_made(self.writer_for, self.tables, made, result, self.side_by_side)
+            result.seconds += time.monotonic() - started
+        return result
+
     def close(self) -> None:
+        if self._side is not None:
+            self._side.shutdown(wait=True)
         for writer in self._writers.values():
             writer.close()

@@ -28,7 +28,6 @@ wrote, the batch writes nothing and counts every row as `skipped`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -247,7 +246,7 @@ def _sync_written(
     if not done:
         return 0, []
     try:
-        result = syncer.sync([json.loads(it.wire) for it in done])
+        result = syncer.sync_items(done)
     except WriterFatalError:
         raise
     except Exception as exc:  # noqa: BLE001 - the batch's rows fail, with the reason

@@ -191,3 +191,31 @@ def test_a_broken_array_names_the_character_where_it_broke_whatever_the_block(ch
             reader = JsonArrayReader(io.BytesIO(data), HEADER, KINDS, chunk_bytes=chunk)
             with pytest.raises(SourceError, match=re.escape(where)):
                 _batches(getattr(reader, read)(_batcher(0, 400)))
+
+
+def test_the_lead_s_trailing_comma_case_names_its_true_character():
+    """A BOM, a non-object element and `,]` at the very end, read in blocks so the error
+    comes after a refill: the character named is where `]` stands in the file."""
+    text = (
+        '\ufeff[{"code":"B1","name":"one"}, 7, {"code":"B2","name":"two"},'
+        ' {"code":"B3","name":"three"},]'
+    )
+    data = text.encode()
+    where = len(text)  # the `]`, 1-based, counting the BOM as one character
+    for chunk in (1, 5, 16, 64, 1 << 20):
+        for read in ("read_batches", "read_batches_python"):
+            reader = JsonArrayReader(io.BytesIO(data), HEADER, KINDS, chunk_bytes=chunk)
+            with pytest.raises(SourceError, match=rf"index 4 \(character {where}\)"):
+                _batches(getattr(reader, read)(_batcher(0, 4000)))
+
+
+def test_an_error_in_the_middle_of_a_later_block_names_its_true_character():
+    good = ",".join(f'{{"s":"v{i:05d}","n":{i}}}' for i in range(3000))
+    text = "[" + good + ', {"s": tru}, {"s":"after"}]'
+    for chunk in (4096, 1 << 16):
+        for read in ("read_batches", "read_batches_python"):
+            reader = JsonArrayReader(io.BytesIO(text.encode()), HEADER, KINDS, chunk_bytes=chunk)
+            with pytest.raises(SourceError, match=r"index 3000 \(character (\d+)\)") as caught:
+                _batches(getattr(reader, read)(_batcher(0, 200_000)))
+            got = int(re.search(r"character (\d+)", str(caught.value)).group(1))
+            assert got == text.index("tru}") + 1, (read, chunk, got)  # where `tru` starts

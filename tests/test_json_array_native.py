@@ -219,3 +219,22 @@ def test_an_error_in_the_middle_of_a_later_block_names_its_true_character():
                 _batches(getattr(reader, read)(_batcher(0, 200_000)))
             got = int(re.search(r"character (\d+)", str(caught.value)).group(1))
             assert got == text.index("tru}") + 1, (read, chunk, got)  # where `tru` starts
+
+
+@SETTINGS
+@given(data=_array(), chunk=st.integers(1, 40))
+@example(data=b"[44444,444400013.201342422]\x0e!\x00\x00;", chunk=16)
+@example(data=b"[1,-2.5e+10,3]", chunk=9)
+def test_the_python_reader_ends_alike_whatever_its_block_size(data: bytes, chunk: int) -> None:
+    """The definition does not depend on where blocks end: a number cut at a block's end
+    (`13.` of `13.5`) is read whole (the fuzzer found the reference reading `13` then `.`)."""
+    small = JsonArrayReader(io.BytesIO(data), HEADER, KINDS, name="a.json", chunk_bytes=chunk)
+    whole = JsonArrayReader(io.BytesIO(data), HEADER, KINDS, name="a.json")
+    got = _outcome(lambda: small.read_batches_python(_batcher(0, 400)))
+    want = _outcome(lambda: whole.read_batches_python(_batcher(0, 400)))
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        if got[0] == want[0] == "error":
+            return
+    assert got == want

@@ -26,7 +26,14 @@ from typing import IO, Any
 
 from importer import _native
 from importer.input.batching import Batch, Batcher
-from importer.input.items import ItemMapper, ItemRow, NumberCounter, refuse_constant, text_size
+from importer.input.items import (
+    ItemMapper,
+    ItemRow,
+    Num,
+    NumberCounter,
+    refuse_constant,
+    text_size,
+)
 from importer.input.jsonl import _native_plan
 from importer.input.reader import RowReader
 from importer.input.source import CHUNK_BYTES, SourceError
@@ -37,6 +44,8 @@ __all__ = ["JsonArrayReader"]
 #: an element this long without parsing is broken (an item must fit a 256 KiB child input)
 MAX_ELEMENT_CHARS = 16 << 20
 _WS = " \t\n\r"
+#: what may follow a number's first characters and still be the same number
+_NUMBER_TAIL = frozenset("0123456789.eE+-")
 _WS_BYTES = b" \t\n\r"
 _BOM = b"\xef\xbb\xbf"
 #: where the Python reader takes over: at the file's start, at an element, after `]`
@@ -171,12 +180,17 @@ class JsonArrayReader(RowReader):
                         f"{self._name}: invalid JSON at array index {index} "
                         f"(character {at + 1}): {msg}"
                     ) from None
-                # a number at the very end of the block may go on in the next one
-                if end == len(buf) and not eof:
-                    length = end - pos
-                    if fill():
-                        continue
-                    end = pos + length  # `fill` may have moved the buffer
+                # a number at the very end of the block may go on in the next one (`13.`
+                # cut from `13.5` parses as 13 followed by `.`): read on, parse again
+                if not eof and (type(item) is int or type(item) is Num):
+                    tail, n = end, len(buf)
+                    while tail < n and buf[tail] in _NUMBER_TAIL:
+                        tail += 1
+                    if tail == n:
+                        length = end - pos
+                        if fill():
+                            continue
+                        end = pos + length  # `fill` may have moved the buffer
                 break
             start, pos = pos, end
             yield index, item, text_size(buf[start:end], item, counter.n)

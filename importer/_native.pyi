@@ -138,7 +138,6 @@ def arrow_sizes(n: int, fixed: int, columns: list[tuple[Any, ...]], extra: Any =
 def jsonl_rows(
     chunk: bytes, first_line: int, names: list[bytes], kinds: list[int]
 ) -> tuple[RowBlock, bytes, list[tuple[int, int, bytes]], int]: ...
-
 def json_array_rows(
     buf: bytes,
     pos: int,

@@ -24,8 +24,8 @@ runs).
 
 With `--sync`, stored changed, each row is four items (the command finished, the
 previous command with its TTL, the history row, the merged data row), made in C
-(`importer._native.existing_items`); session 35 measured it 0.03x -> 0.11x of insert
-(240 -> 103 MB peak RSS), ~0.45x of plain upsert on the same table.
+(`importer._native.existing_items`); session 35 measured it 0.04x -> 0.20x of insert
+(240 -> 101 MB peak RSS), ~0.5x of plain upsert on the same table.
 
 `IMPORTER_BENCH_BEFORE=/path/to/an/older/checkout` runs every variant with that
 checkout's importer as well (its native extensions built in place), alternating

@@ -511,12 +511,17 @@ def _plain(
             return _Split(rest=mark(items))
         keys = Keys([(it.pk, remove_sk_version(it.sk)) for it in candidates], distinct=True)
     # the commands before the candidates above version 1, read with the data rows, side by
-    # side: they are needed when the data row is one version behind (the usual upsert)
-    earlier = [
-        (it.pk, add_sk_version(it.sk, get_sk_version(it.sk) - 1))
-        for it in candidates
-        if get_sk_version(it.sk) >= 2
-    ]
+    # side: they are needed when the data row is one version behind (the usual upsert);
+    # a block at version 1 has none (and is not walked row by row in Python for it)
+    earlier = (
+        []
+        if block
+        else [
+            (it.pk, add_sk_version(it.sk, get_sk_version(it.sk) - 1))
+            for it in candidates
+            if get_sk_version(it.sk) >= 2
+        ]
+    )
     lookup = syncer.lookup
     before: dict[tuple[str, str], bytes] = {}
     try:

@@ -396,11 +396,16 @@ def test_a_truncated_parquet_file_stops_with_one_line(products, tmp_path):
         _import(cut, tmp_path)
 
 
-def test_a_gzipped_parquet_file_is_refused_as_itemreader_refuses_it(products, tmp_path):
-    gz = tmp_path / "p.parquet.gz"
-    gz.write_bytes(gzip.compress(products["PARQUET"].read_bytes()))
+@pytest.mark.parametrize("suffix", [".gz", ".zst", ".zstd", ".ZSTD"])
+def test_a_compressed_parquet_file_is_refused_as_itemreader_refuses_it(products, tmp_path, suffix):
+    import zstandard
+
+    raw = products["PARQUET"].read_bytes()
+    wrapped = tmp_path / f"p.parquet{suffix}"
+    packed = gzip.compress(raw) if suffix == ".gz" else zstandard.ZstdCompressor().compress(raw)
+    wrapped.write_bytes(packed)
     with pytest.raises(SourceError, match="compresses its own pages"):
-        _import(gz, tmp_path)
+        _import(wrapped, tmp_path)
 
 
 def test_a_parquet_schema_without_a_spec_column_stops_before_any_write(tmp_path):

@@ -2,7 +2,7 @@
 
 (AWS Step Functions developer guide, "ItemReader (Map)": every row of the file
 becomes an item, columns as keys with typed values; Parquet compresses its
-pages itself, so a `.parquet.gz` or `.parquet.zst` object is not a Parquet file
+pages itself, so a `.parquet.gz`, `.parquet.zst` or `.parquet.zstd` object is not a Parquet file
 and is refused.)  How a child sees a row's values -- numbers and booleans as
 JSON numbers and booleans, lists and structs nested, timestamps as epoch
 milliseconds -- is what the batch sizes here count.
@@ -33,7 +33,7 @@ from importer import _native
 from importer.input.batching import Batch, Batcher
 from importer.input.items import TEMPLATE, ItemRow, Mismatch, Num, dump_json, value_text
 from importer.input.reader import RowReader
-from importer.input.source import SourceError
+from importer.input.source import GZIP_SUFFIXES, ZSTD_SUFFIXES, SourceError
 from importer.records import Reject
 
 __all__ = [
@@ -221,7 +221,7 @@ class S3RangeFile(io.RawIOBase):
 def open_parquet_source(uri: str, s3_client: Any = None) -> Any:
     """A path, or a seekable view of an S3 object, for `pyarrow.parquet.ParquetFile`."""
     lowered = uri.lower()
-    if lowered.endswith((".gz", ".zst")):
+    if lowered.endswith((*GZIP_SUFFIXES, *ZSTD_SUFFIXES)):  # every suffix a source unwraps
         raise SourceError(
             f"{uri}: a Parquet file compresses its own pages; ItemReader reads Parquet "
             "objects as they are, not gzip/zstd-wrapped -- store the .parquet file itself"

@@ -131,6 +131,18 @@ def _unversioned(raw_sk: bytes, sk: str) -> bytes:
     return _string(remove_sk_version(sk))
 
 
+def _command_members(m: dict[str, bytes], sk: str) -> list[tuple[str, bytes]]:
+    """The data row's members taken from the command record, in the order
+    `transform_command_to_data` writes them: its keys unversioned, the copied fields,
+    the command's own keys as cpk/csk, the fields copied after them."""
+    data = [("pk", m["pk"]), ("sk", _unversioned(m["sk"], sk))]
+    data.extend((name, m[name]) for name in _COPIED if name in m)
+    data.append(("cpk", m["pk"]))
+    data.append(("csk", m["sk"]))
+    data.extend((name, m[name]) for name in _COPIED_LATE if name in m)
+    return data
+
+
 def new_entity_items(
     wire: bytes, sk: str, tz: tzinfo, finished: tuple[bytes, bytes]
 ) -> tuple[bytes, bytes] | None:
@@ -151,11 +163,7 @@ def new_entity_items(
         or (attrs is not None and attrs.startswith(b'{"S"'))  # maybe offloaded to S3
     ):
         return None
-    data: list[tuple[str, bytes]] = [("pk", m["pk"]), ("sk", _unversioned(m["sk"], sk))]
-    data.extend((name, m[name]) for name in _COPIED if name in m)
-    data.append(("cpk", m["pk"]))
-    data.append(("csk", m["sk"]))
-    data.extend((name, m[name]) for name in _COPIED_LATE if name in m)
+    data: list[tuple[str, bytes]] = _command_members(m, sk)
     for name in _DATA_TAIL:
         raw = m.get(name)
         if raw is None:
@@ -301,11 +309,7 @@ def existing_entity_items(
         return None
     # the default handler: the data row's other members in place, then the command's
     data = [(k, v) for k, v in held if k not in _PUT]
-    data += [("pk", m["pk"]), ("sk", _unversioned(m["sk"], sk))]
-    data.extend((name, m[name]) for name in _COPIED if name in m)
-    data.append(("cpk", m["pk"]))
-    data.append(("csk", m["sk"]))
-    data.extend((name, m[name]) for name in _COPIED_LATE if name in m)
+    data += _command_members(m, sk)
     for name in _DATA_TAIL:
         raw = m.get(name)
         if name in _KEPT:
